@@ -1,0 +1,275 @@
+//! The validated configuration. Every value here has passed validation, so
+//! the host can use it without re-checking; defaults are already filled in.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where the original BBProxy listened; used when `listen` is absent.
+pub const DEFAULT_HTTP: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 80);
+pub const DEFAULT_HTTPS: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 443);
+/// Loopback only: the admin endpoints are unauthenticated.
+pub const DEFAULT_ADMIN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 9901);
+pub const DEFAULT_BALANCER: &str = "round-robin";
+pub const DEFAULT_BREAKER_THRESHOLD: u32 = 5;
+pub const DEFAULT_BREAKER_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_PLUGIN_TIMEOUT: Duration = Duration::from_millis(10);
+pub const DEFAULT_PLUGIN_MEMORY: u64 = 16 << 20;
+pub const DEFAULT_METRICS_INTERVAL: Duration = Duration::from_secs(60);
+pub const LETS_ENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The config file path as given (not canonicalised), for messages.
+    pub origin: PathBuf,
+    pub listen: Listen,
+    /// `None` disables the admin listener.
+    pub admin: Option<SocketAddr>,
+    /// In file order, which is also the order operators expect in `/status`.
+    pub domains: Vec<Domain>,
+    /// Always the name of one of `domains`.
+    pub default_domain: Option<String>,
+    pub breaker: BreakerSettings,
+    /// Resolved against the config file's directory.
+    pub cert_cache_dir: Option<PathBuf>,
+    pub plugins: Plugins,
+    pub acme: Acme,
+    pub metrics: MetricsSettings,
+    pub access_log: bool,
+}
+
+impl Config {
+    /// Looks a domain up by its normalised name (exact match, no wildcard
+    /// expansion: that is the router's job).
+    pub fn domain(&self, name: &str) -> Option<&Domain> {
+        self.domains
+            .iter()
+            .find(|d| d.name.eq_ignore_ascii_case(name))
+    }
+}
+
+/// At least one of `http` and `https` is `Some`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    pub http: Option<SocketAddr>,
+    pub https: Option<SocketAddr>,
+    /// Redirect plain HTTP to HTTPS (ACME HTTP-01 challenges still answered).
+    pub redirect_http: bool,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            http: Some(DEFAULT_HTTP),
+            https: Some(DEFAULT_HTTPS),
+            redirect_http: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Domain {
+    /// Lower case; `*.example.com` for wildcards; IPv6 literals in brackets.
+    pub name: String,
+    /// Never empty, no duplicates.
+    pub backends: Vec<Backend>,
+    /// `round-robin`, `weighted-round-robin`, `least-request`, or a custom
+    /// balancer plugin's name.
+    pub balancer: String,
+    /// `None` leaves the choice to the TLS layer.
+    pub tls: Option<TlsSource>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    pub scheme: Scheme,
+    /// Lower-case name or IP literal; IPv6 without brackets.
+    pub host: String,
+    pub port: u16,
+    /// 1..=1000.
+    pub weight: u32,
+}
+
+impl Backend {
+    /// `host:port`, with IPv6 hosts bracketed, as used in a URI authority.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// `http://host:port` (or `https://`), without a trailing slash.
+    pub fn url_base(&self) -> String {
+        format!("{}://{}", self.scheme.as_str(), self.authority())
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.url_base())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+
+    pub fn default_port(self) -> u16 {
+        match self {
+            Scheme::Http => 80,
+            Scheme::Https => 443,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSource {
+    Acme,
+    Off,
+    /// Paths resolved against the config file's directory; not yet read.
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerSettings {
+    /// Consecutive failures that open the breaker; at least 1.
+    pub threshold: u32,
+    /// How long it stays open; greater than zero.
+    pub timeout: Duration,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        BreakerSettings {
+            threshold: DEFAULT_BREAKER_THRESHOLD,
+            timeout: DEFAULT_BREAKER_TIMEOUT,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Plugins {
+    pub router: PluginSpec,
+    pub balancer: PluginSpec,
+    pub breaker: PluginSpec,
+    /// Each has a `Path` source: there are no builtin filters.
+    pub filters: Vec<PluginSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginSpec {
+    pub source: PluginSource,
+    /// Passed verbatim to the plugin's init; `{}` when not given.
+    pub config: serde_json::Value,
+    /// Per-call deadline; greater than zero.
+    pub timeout: Duration,
+    /// Linear-memory cap in bytes.
+    pub memory_limit: u64,
+    pub on_fault: OnFault,
+}
+
+impl PluginSpec {
+    /// The embedded default plugin with default limits.
+    pub fn builtin() -> Self {
+        PluginSpec {
+            source: PluginSource::Builtin,
+            config: serde_json::Value::Object(serde_json::Map::new()),
+            timeout: DEFAULT_PLUGIN_TIMEOUT,
+            memory_limit: DEFAULT_PLUGIN_MEMORY,
+            on_fault: OnFault::FailOpen,
+        }
+    }
+}
+
+impl Default for PluginSpec {
+    fn default() -> Self {
+        PluginSpec::builtin()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PluginSource {
+    Builtin,
+    /// Resolved against the config file's directory; not yet read.
+    Path(PathBuf),
+}
+
+/// What a request gets when its plugin traps, times out or runs out of
+/// memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OnFault {
+    /// Carry on as if the plugin had made the default decision.
+    FailOpen,
+    /// Answer with an error.
+    FailClosed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acme {
+    /// An `http://` or `https://` URL.
+    pub directory: String,
+    pub email: Option<String>,
+    /// Extra root to trust for the directory (e.g. Pebble's), resolved
+    /// against the config file's directory.
+    pub ca_root: Option<PathBuf>,
+    /// Non-empty, no duplicates, in the operator's order of preference.
+    pub challenges: Vec<Challenge>,
+}
+
+impl Default for Acme {
+    fn default() -> Self {
+        Acme {
+            directory: LETS_ENCRYPT_PRODUCTION.to_owned(),
+            email: None,
+            ca_root: None,
+            challenges: vec![Challenge::Http01, Challenge::TlsAlpn01],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Challenge {
+    Http01,
+    TlsAlpn01,
+}
+
+impl Challenge {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Challenge::Http01 => "http-01",
+            Challenge::TlsAlpn01 => "tls-alpn-01",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// How often a metrics summary is logged; greater than zero.
+    pub log_interval: Duration,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        MetricsSettings {
+            log_interval: DEFAULT_METRICS_INTERVAL,
+        }
+    }
+}
