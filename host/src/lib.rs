@@ -1,1 +1,14 @@
-//! placeholder
+//! BBProxy: a reverse proxy whose routing, load balancing and circuit
+//! breaking are WebAssembly components.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod app;
+pub mod cli;
+pub mod clock;
+pub mod demo;
+pub mod generation;
+pub mod plugin;
+pub mod proxy;
+pub mod rand;
+pub mod server;
+pub mod upstream;

@@ -1,1 +1,107 @@
-fn main() {}
+//! The `bbproxy` binary: a thin layer over the library that turns errors
+//! into one line on stderr and a non-zero exit.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use bbproxy::app::{self, Options};
+use bbproxy::cli::{self, Command, LogFormat};
+use bbproxy::demo;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = cli::parse();
+    init_logging(cli.log_format);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bbproxy: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn run(cli: cli::Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => {
+            let config = bbproxy_config::load(&cli.config)?;
+            runtime.block_on(serve(config))
+        }
+        Command::Check => {
+            let config = bbproxy_config::load(&cli.config)?;
+            let summary = app::check(config)?;
+            println!("{summary}");
+            Ok(())
+        }
+        Command::Demo { listen } => runtime.block_on(run_demo(listen)),
+    }
+}
+
+async fn serve(config: bbproxy_config::Config) -> anyhow::Result<()> {
+    let running = app::start(config, Options::default()).await?;
+    let stop = running.shutdown_handle();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: no new connections, finishing open ones");
+        let _ = stop.send(true);
+    });
+    running.wait().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+async fn run_demo(listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    let mut backends = Vec::new();
+    for name in ["demo backend 1", "demo backend 2", "demo backend 3"] {
+        backends.push(demo::backend(name).await.context("cannot start a demo backend")?);
+    }
+    // Fall back to any free port rather than failing the demo.
+    let listen = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l.local_addr()?,
+        Err(_) => std::net::SocketAddr::new(listen.ip(), 0),
+    };
+    let running = app::start(demo::config(listen, &backends)?, Options::default()).await?;
+    let addr = running
+        .http
+        .context("the demo proxy has no HTTP listener")?;
+    println!("BBProxy demo: proxy on http://{addr}, backends on {backends:?}");
+    println!("Requests rotate across the three backends (round-robin, decided in Wasm):");
+    println!("  for i in 1 2 3 4 5 6; do curl -s http://{addr}/; done");
+    println!("Press Ctrl-C to stop.");
+    let stop = running.shutdown_handle();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = stop.send(true);
+    });
+    running.wait().await;
+    Ok(())
+}

@@ -1,0 +1,20 @@
+//! The process's monotonic clock, as one number every module (and every
+//! plugin, through `host.monotonic-ns`) agrees on.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+fn start() -> Instant {
+    static START: OnceLock<Instant> = OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+/// Nanoseconds since the clock was first read in this process.
+pub fn monotonic_ns() -> u64 {
+    u64::try_from(start().elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Milliseconds since the clock was first read in this process.
+pub fn monotonic_ms() -> u64 {
+    monotonic_ns() / 1_000_000
+}

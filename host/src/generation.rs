@@ -1,0 +1,275 @@
+//! A generation: one validated config plus the plugins it names, loaded and
+//! `init`-checked, and the backends with their live state. Requests pin the
+//! generation they start on; a reload builds a whole new one off the request
+//! path and swaps it in only if every step passed.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bbproxy_config::{Config, OnFault, PluginSource, PluginSpec, Scheme};
+use serde_json::{Map, Value};
+
+use crate::plugin::{
+    BalancerWorld, BreakerWorld, LoadError, Plugin, RouterWorld, Runtime, Upstream, World, bundle,
+};
+use crate::upstream::{BackendState, Registry};
+
+/// Why a generation could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A plugin failed to load.
+    #[error(transparent)]
+    Plugin(#[from] LoadError),
+    /// The config asks for something this build does not support yet.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// One backend of an upstream in this generation.
+#[derive(Debug)]
+pub struct BackendSlot {
+    /// Live state, shared with earlier and later generations.
+    pub state: Arc<BackendState>,
+    /// Configured weight.
+    pub weight: u32,
+}
+
+/// One upstream (a key of `domains`).
+#[derive(Debug)]
+pub struct UpstreamSlot {
+    /// The domain name it is configured under.
+    pub name: String,
+    /// Its backends, in configured order (the index is the WIT `backend.id`).
+    pub backends: Vec<BackendSlot>,
+}
+
+/// Where a plugin came from, for `/status` and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The embedded default bundle.
+    Builtin,
+    /// A component file.
+    File(std::path::PathBuf),
+}
+
+/// A role's plugin plus what to do when it faults.
+#[derive(Debug)]
+pub struct Slot<W: World> {
+    /// The configured plugin.
+    pub primary: Arc<Plugin<W>>,
+    /// The built-in plugin of the same role, consulted when `primary` faults
+    /// and its policy is fail-open.
+    pub fallback: Option<Arc<Plugin<W>>>,
+    /// Where `primary` came from.
+    pub source: Source,
+}
+
+/// Everything one request needs, immutable once built.
+#[derive(Debug)]
+pub struct Generation {
+    /// Increases by one with every successful load.
+    pub id: u64,
+    /// The config it was built from.
+    pub config: Arc<Config>,
+    /// Upstreams in config order (the index is the WIT upstream number).
+    pub upstreams: Vec<UpstreamSlot>,
+    by_name: HashMap<String, u32>,
+    /// The router.
+    pub router: Slot<RouterWorld>,
+    /// The balancer.
+    pub balancer: Slot<BalancerWorld>,
+    /// The breaker.
+    pub breaker: Slot<BreakerWorld>,
+    /// When it was built.
+    pub loaded_at: SystemTime,
+}
+
+impl Generation {
+    /// Builds generation `id` from `config`: resolves backend state through
+    /// `registry`, loads and `init`s every plugin. Blocking (compiles Wasm).
+    pub fn build(
+        id: u64,
+        config: Arc<Config>,
+        runtime: &Runtime,
+        registry: &Registry,
+    ) -> Result<Self, BuildError> {
+        for d in &config.domains {
+            if let Some(b) = d.backends.iter().find(|b| b.scheme == Scheme::Https) {
+                return Err(BuildError::Unsupported(format!(
+                    "domains.{}: backend https://{}: HTTPS backends are not supported yet; use http://",
+                    d.name,
+                    b.authority()
+                )));
+            }
+        }
+
+        let flat: Vec<(String, String, String)> = config
+            .domains
+            .iter()
+            .flat_map(|d| {
+                d.backends
+                    .iter()
+                    .map(|b| (d.name.clone(), b.authority(), b.url_base()))
+            })
+            .collect();
+        let mut states = registry.resolve(&flat).into_iter();
+        let upstreams: Vec<UpstreamSlot> = config
+            .domains
+            .iter()
+            .map(|d| UpstreamSlot {
+                name: d.name.clone(),
+                backends: d
+                    .backends
+                    .iter()
+                    .zip(states.by_ref())
+                    .map(|(b, state)| BackendSlot {
+                        state,
+                        weight: b.weight,
+                    })
+                    .collect(),
+            })
+            .collect();
+        let by_name = upstreams
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.name.clone(), i as u32))
+            .collect();
+        let wit_upstreams: Arc<[Upstream]> = config
+            .domains
+            .iter()
+            .map(|d| Upstream {
+                name: d.name.clone(),
+                balancer: d.balancer.clone(),
+                backends: d.backends.len() as u32,
+            })
+            .collect();
+
+        let plugins = &config.plugins;
+        let router_builtin = object([(
+            "default",
+            config
+                .default_domain
+                .as_ref()
+                .map_or(Value::Null, |d| Value::String(d.clone())),
+        )]);
+        let breaker_builtin = object([
+            ("threshold", Value::from(config.breaker.threshold)),
+            (
+                "timeout_ms",
+                Value::from(u64::try_from(config.breaker.timeout.as_millis()).unwrap_or(u64::MAX)),
+            ),
+        ]);
+        let router = slot(
+            runtime,
+            &plugins.router,
+            bundle::ROUTER,
+            router_builtin,
+            &wit_upstreams,
+        )?;
+        let balancer = slot(
+            runtime,
+            &plugins.balancer,
+            bundle::BALANCER,
+            Map::new(),
+            &wit_upstreams,
+        )?;
+        let breaker = slot(
+            runtime,
+            &plugins.breaker,
+            bundle::BREAKER,
+            breaker_builtin,
+            &wit_upstreams,
+        )?;
+
+        Ok(Self {
+            id,
+            config,
+            upstreams,
+            by_name,
+            router,
+            balancer,
+            breaker,
+            loaded_at: SystemTime::now(),
+        })
+    }
+
+    /// The upstream number of `name`.
+    pub fn upstream_index(&self, name: &str) -> Option<u32> {
+        self.by_name.get(name).copied()
+    }
+}
+
+fn object<const N: usize>(pairs: [(&str, Value); N]) -> Map<String, Value> {
+    pairs
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+}
+
+/// Loads a role's plugin as `spec` says. A built-in plugin gets the config
+/// the host derives from config.json, with the user's `config` keys laid over
+/// it; a custom plugin gets the user's `config` as is.
+fn slot<W: World>(
+    runtime: &Runtime,
+    spec: &PluginSpec,
+    builtin_bytes: &[u8],
+    builtin_config: Map<String, Value>,
+    upstreams: &Arc<[Upstream]>,
+) -> Result<Slot<W>, LoadError> {
+    let limits = crate::plugin::Limits {
+        timeout: spec.timeout,
+        memory: spec.memory_limit,
+    };
+    match &spec.source {
+        PluginSource::Builtin => {
+            let mut merged = builtin_config;
+            if let Value::Object(user) = &spec.config {
+                merged.extend(user.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+            let plugin = Plugin::<W>::load(
+                runtime,
+                "builtin",
+                builtin_bytes,
+                Value::Object(merged).to_string(),
+                limits,
+                upstreams.clone(),
+            )?;
+            Ok(Slot {
+                primary: Arc::new(plugin),
+                fallback: None,
+                source: Source::Builtin,
+            })
+        }
+        PluginSource::Path(path) => {
+            let name = path.display().to_string();
+            let bytes = read(path, &name)?;
+            let primary =
+                Plugin::<W>::load(runtime, &name, &bytes, spec.config.to_string(), limits, upstreams.clone())?;
+            let fallback = match spec.on_fault {
+                OnFault::FailClosed => None,
+                OnFault::FailOpen => Some(Arc::new(Plugin::<W>::load(
+                    runtime,
+                    "builtin",
+                    builtin_bytes,
+                    Value::Object(builtin_config).to_string(),
+                    limits,
+                    upstreams.clone(),
+                )?)),
+            };
+            Ok(Slot {
+                primary: Arc::new(primary),
+                fallback,
+                source: Source::File(path.clone()),
+            })
+        }
+    }
+}
+
+fn read(path: &Path, name: &str) -> Result<Vec<u8>, LoadError> {
+    std::fs::read(path).map_err(|source| LoadError::Io {
+        name: name.to_owned(),
+        source,
+    })
+}

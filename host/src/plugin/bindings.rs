@@ -1,0 +1,54 @@
+//! Host-side bindings of the WIT worlds in `wit/`. They stay private to the
+//! plugin module: the rest of the host talks to plugins through
+//! [`super::Plugin`].
+
+/// Marker type behind the WIT `request` resource. The host lends each call a
+/// borrow of the one request it is deciding on, held in the store's data, so
+/// the handle itself carries nothing.
+pub struct RequestHandle;
+
+/// Host type behind the WIT `host.counter` resource: a shared atomic counter.
+pub type CounterHandle = std::sync::Arc<std::sync::atomic::AtomicI64>;
+
+/// The router world; it also generates the shared `types` and `host`
+/// interfaces that the other two worlds reuse.
+pub mod router {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "router",
+        with: {
+            "bbproxy:plugin/types.request": super::RequestHandle,
+            "bbproxy:plugin/host.counter": super::CounterHandle,
+        },
+        imports: { default: trappable },
+    });
+}
+
+/// The balancer world.
+pub mod balancer {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "balancer",
+        with: {
+            "bbproxy:plugin/types": super::router::bbproxy::plugin::types,
+            "bbproxy:plugin/host": super::router::bbproxy::plugin::host,
+        },
+        imports: { default: trappable },
+    });
+}
+
+/// The breaker world.
+pub mod breaker {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "breaker",
+        with: {
+            "bbproxy:plugin/types": super::router::bbproxy::plugin::types,
+            "bbproxy:plugin/host": super::router::bbproxy::plugin::host,
+        },
+        imports: { default: trappable },
+    });
+}
+
+pub use router::bbproxy::plugin::host;
+pub use router::bbproxy::plugin::types;

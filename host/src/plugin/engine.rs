@@ -1,0 +1,138 @@
+//! The process's WebAssembly engine: configuration, the epoch ticker that
+//! bounds every call, the linker with the host interface, and a compile cache
+//! keyed by content hash so an unchanged file is never compiled twice.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine};
+
+use super::LoadError;
+use super::bindings;
+use super::shared::SharedState;
+use super::state::PluginState;
+
+/// How often the epoch advances. A call's deadline is a whole number of
+/// ticks, so this is the granularity of plugin timeouts.
+const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+struct Inner {
+    engine: Engine,
+    linker: Linker<PluginState>,
+    shared: Arc<SharedState>,
+    /// Compiled components by SHA-256 of their bytes.
+    cache: Mutex<HashMap<[u8; 32], Component>>,
+}
+
+/// Cheap to clone handle on the engine, linker, shared state and cache.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Creates the engine and starts its epoch ticker thread, which stops by
+    /// itself once the engine is dropped.
+    pub fn new() -> Result<Self, LoadError> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        // All three worlds import the same `types` and `host` interfaces, so
+        // the router world's registration serves every role.
+        bindings::router::Router::add_to_linker::<PluginState, HasSelf<PluginState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("bbproxy-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .map_err(|e| LoadError::Engine(format!("cannot start the epoch ticker: {e}")))?;
+
+        Ok(Self {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                shared: Arc::new(SharedState::default()),
+                cache: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    pub(super) fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    pub(super) fn linker(&self) -> &Linker<PluginState> {
+        &self.inner.linker
+    }
+
+    /// Counters and key-value store shared by all plugins.
+    pub fn shared(&self) -> &Arc<SharedState> {
+        &self.inner.shared
+    }
+
+    /// Epoch ticks for a call deadline: at least one, plus one because the
+    /// current tick may be about to end.
+    pub(super) fn ticks(&self, timeout: Duration) -> u64 {
+        let ticks = timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos());
+        u64::try_from(ticks).unwrap_or(u64::MAX).max(1).saturating_add(1)
+    }
+
+    /// Compiles `bytes` (a component binary, or WAT text), or returns the
+    /// cached compilation of identical bytes. Also returns the hex SHA-256.
+    pub fn compile(&self, name: &str, bytes: &[u8]) -> Result<(Component, String), LoadError> {
+        let digest: [u8; 32] = Sha256::digest(bytes).into();
+        let hex = hex(&digest);
+        if let Some(c) = self
+            .inner
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&digest)
+        {
+            return Ok((c.clone(), hex));
+        }
+        // Compile outside the lock: it takes milliseconds to seconds.
+        let component =
+            Component::new(&self.inner.engine, bytes).map_err(|e| LoadError::Compile {
+                name: name.to_owned(),
+                reason: format!("{e:#}"),
+            })?;
+        self.inner
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(digest, component.clone());
+        Ok((component, hex))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}

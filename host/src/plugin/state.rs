@@ -1,0 +1,209 @@
+//! What a plugin's store holds, and the host interface (`bbproxy:plugin/host`,
+//! the `request` resource) implemented over it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use wasmtime::StoreLimits;
+use wasmtime::component::{Resource, ResourceTable};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::{CounterHandle, RequestHandle, host, types};
+use super::shared::SharedState;
+use crate::clock;
+
+/// The parts of a client request that plugins may read. The proxy moves it
+/// into the store for the duration of a call and takes it back afterwards, so
+/// no header is copied unless a plugin asks for it.
+#[derive(Debug)]
+pub struct RequestView {
+    /// Method, URI, version and headers as received.
+    pub parts: http::request::Parts,
+    /// The host the client asked for: lower case, without port.
+    pub host: String,
+    /// The client's address.
+    pub client: SocketAddr,
+}
+
+/// Who a store belongs to, for log lines and metrics.
+#[derive(Debug, Clone)]
+pub struct PluginIdentity {
+    /// `builtin` or the file name of the component.
+    pub name: Arc<str>,
+    /// `router`, `balancer` or `breaker`.
+    pub role: &'static str,
+}
+
+/// Data of one plugin instance's store.
+pub struct PluginState {
+    pub(super) limits: StoreLimits,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(super) request: Option<RequestView>,
+    shared: Arc<SharedState>,
+    upstreams: Arc<[types::Upstream]>,
+    identity: PluginIdentity,
+}
+
+impl PluginState {
+    pub(super) fn new(
+        limits: StoreLimits,
+        shared: Arc<SharedState>,
+        upstreams: Arc<[types::Upstream]>,
+        identity: PluginIdentity,
+    ) -> Self {
+        // An empty WASI context: components built by standard toolchains
+        // import WASI, but a plugin gets no files, environment or sockets.
+        let wasi = WasiCtx::builder().build();
+        Self {
+            limits,
+            wasi,
+            table: ResourceTable::new(),
+            request: None,
+            shared,
+            upstreams,
+            identity,
+        }
+    }
+
+    fn request(&self) -> wasmtime::Result<&RequestView> {
+        self.request
+            .as_ref()
+            .ok_or_else(|| wasmtime::Error::msg("request resource used outside of the call that lent it"))
+    }
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for PluginState {}
+
+impl types::HostRequest for PluginState {
+    fn method(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<String> {
+        Ok(self.request()?.parts.method.as_str().to_owned())
+    }
+
+    fn host(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<String> {
+        Ok(self.request()?.host.clone())
+    }
+
+    fn path(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<String> {
+        Ok(self.request()?.parts.uri.path().to_owned())
+    }
+
+    fn query(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<Option<String>> {
+        Ok(self.request()?.parts.uri.query().map(str::to_owned))
+    }
+
+    fn client_addr(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<String> {
+        Ok(self.request()?.client.ip().to_string())
+    }
+
+    fn header(&mut self, _: Resource<RequestHandle>, name: String) -> wasmtime::Result<Option<String>> {
+        Ok(self
+            .request()?
+            .parts
+            .headers
+            .get(name.as_str())
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned))
+    }
+
+    fn drop(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<()> {
+        // Only borrows are ever lent; there is nothing to free.
+        Ok(())
+    }
+}
+
+impl host::Host for PluginState {
+    fn log(&mut self, level: types::Level, message: String) -> wasmtime::Result<()> {
+        let plugin = &*self.identity.name;
+        let role = self.identity.role;
+        match level {
+            types::Level::Trace => tracing::trace!(plugin, role, "{message}"),
+            types::Level::Debug => tracing::debug!(plugin, role, "{message}"),
+            types::Level::Info => tracing::info!(plugin, role, "{message}"),
+            types::Level::Warn => tracing::warn!(plugin, role, "{message}"),
+            types::Level::Error => tracing::error!(plugin, role, "{message}"),
+        }
+        Ok(())
+    }
+
+    fn monotonic_ns(&mut self) -> wasmtime::Result<u64> {
+        Ok(clock::monotonic_ns())
+    }
+
+    fn wall_ms(&mut self) -> wasmtime::Result<u64> {
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        Ok(u64::try_from(ms).unwrap_or(u64::MAX))
+    }
+
+    fn random(&mut self) -> wasmtime::Result<u64> {
+        Ok(crate::rand::next_u64())
+    }
+
+    fn upstreams(&mut self) -> wasmtime::Result<Vec<types::Upstream>> {
+        Ok(self.upstreams.to_vec())
+    }
+
+    fn kv_get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.shared.kv_get(&key))
+    }
+
+    fn kv_set(&mut self, key: String, value: String) -> wasmtime::Result<bool> {
+        Ok(self.shared.kv_set(key, value))
+    }
+
+    fn kv_delete(&mut self, key: String) -> wasmtime::Result<bool> {
+        Ok(self.shared.kv_delete(&key))
+    }
+}
+
+impl host::HostCounter for PluginState {
+    fn new(&mut self, name: String) -> wasmtime::Result<Resource<CounterHandle>> {
+        let counter = self.shared.counter(&name);
+        Ok(self.table.push(counter)?)
+    }
+
+    fn fetch_add(&mut self, c: Resource<CounterHandle>, delta: i64) -> wasmtime::Result<i64> {
+        Ok(self.table.get(&c)?.fetch_add(delta, Ordering::Relaxed))
+    }
+
+    fn get(&mut self, c: Resource<CounterHandle>) -> wasmtime::Result<i64> {
+        Ok(self.table.get(&c)?.load(Ordering::Relaxed))
+    }
+
+    fn set(&mut self, c: Resource<CounterHandle>, value: i64) -> wasmtime::Result<()> {
+        self.table.get(&c)?.store(value, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn compare_and_swap(
+        &mut self,
+        c: Resource<CounterHandle>,
+        expected: i64,
+        new: i64,
+    ) -> wasmtime::Result<bool> {
+        Ok(self
+            .table
+            .get(&c)?
+            .compare_exchange(expected, new, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok())
+    }
+
+    fn drop(&mut self, c: Resource<CounterHandle>) -> wasmtime::Result<()> {
+        self.table.delete(c)?;
+        Ok(())
+    }
+}

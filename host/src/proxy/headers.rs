@@ -1,0 +1,127 @@
+//! Header rewriting between client and backend: hop-by-hop headers removed in
+//! both directions, `X-Forwarded-*` added, `Host` passed through.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+/// `TE: trailers` survives: it is how gRPC asks for trailers end to end.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    let te_trailers = headers
+        .get(header::TE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")));
+    headers.remove(header::TE);
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Adds the client to `X-Forwarded-For` (appending to what earlier proxies
+/// wrote) and sets `X-Forwarded-Proto` and `X-Forwarded-Host`.
+pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &'static str, host: Option<&HeaderValue>) {
+    let client = client.to_string();
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {client}"),
+        _ => client,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    if let Some(host) = host {
+        headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+    }
+}
+
+/// The host the client asked for: from the URI authority (HTTP/2, absolute
+/// form) or the `Host` header, lower case, without port or trailing dot.
+pub fn request_host(uri: &http::Uri, headers: &HeaderMap) -> String {
+    let raw = uri
+        .host()
+        .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()))
+        .unwrap_or("");
+    normalize_host(raw)
+}
+
+fn normalize_host(raw: &str) -> String {
+    let without_port = if let Some(rest) = raw.strip_prefix('[') {
+        // [v6]:port → v6
+        rest.split(']').next().unwrap_or(rest)
+    } else if raw.matches(':').count() == 1 {
+        raw.split(':').next().unwrap_or(raw)
+    } else {
+        raw
+    };
+    without_port.trim_end_matches('.').to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(header::TE, HeaderValue::from_static("trailers, deflate"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert!(h.get("x-secret").is_none());
+        assert!(h.get(header::CONNECTION).is_none());
+        assert!(h.get("keep-alive").is_none());
+        assert!(h.get(header::TRANSFER_ENCODING).is_none());
+        assert_eq!(h.get(header::TE).unwrap(), "trailers");
+        assert_eq!(h.get("x-kept").unwrap(), "1");
+    }
+
+    #[test]
+    fn forwarded_for_appends() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("198.51.100.1"));
+        add_forwarded(&mut h, "203.0.113.9".parse().unwrap(), "http", Some(&HeaderValue::from_static("a.example")));
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "198.51.100.1, 203.0.113.9");
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
+        assert_eq!(h.get("x-forwarded-host").unwrap(), "a.example");
+    }
+
+    #[test]
+    fn host_is_normalized() {
+        assert_eq!(normalize_host("Example.COM:8080"), "example.com");
+        assert_eq!(normalize_host("example.com."), "example.com");
+        assert_eq!(normalize_host("[::1]:80"), "::1");
+        assert_eq!(normalize_host("127.0.0.1"), "127.0.0.1");
+        let uri: http::Uri = "http://API.example.com:443/x".parse().unwrap();
+        assert_eq!(request_host(&uri, &HeaderMap::new()), "api.example.com");
+    }
+}

@@ -1,0 +1,161 @@
+//! Backends and their live state. A [`BackendState`] is shared by every worker
+//! thread (atomics only, no locks on the request path) and by successive
+//! generations: the [`Registry`] hands a reloaded generation the same state for
+//! a backend that did not change, so breaker state and statistics carry over.
+
+mod breaker;
+mod registry;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+pub use breaker::{Admission, BreakerCell};
+pub use registry::Registry;
+
+use crate::plugin::{Backend, BreakerState};
+
+/// Weight of a new latency sample in the moving average, in 1/16ths.
+const EWMA_NEW_SIXTEENTHS: u64 = 4;
+
+/// Live state of one backend.
+#[derive(Debug)]
+pub struct BackendState {
+    /// `host:port`, as configured.
+    pub authority: String,
+    /// Base URL the request path is appended to (`http://host:port`).
+    pub base: String,
+    in_flight: AtomicU32,
+    consecutive_failures: AtomicU32,
+    consecutive_successes: AtomicU32,
+    latency_ewma_us: AtomicU64,
+    requests: AtomicU64,
+    /// Circuit-breaker state as last decided by the breaker plugin.
+    pub breaker: BreakerCell,
+}
+
+impl BackendState {
+    /// A backend with no history.
+    pub fn new(authority: String, base: String) -> Self {
+        Self {
+            authority,
+            base,
+            in_flight: AtomicU32::new(0),
+            consecutive_failures: AtomicU32::new(0),
+            consecutive_successes: AtomicU32::new(0),
+            latency_ewma_us: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            breaker: BreakerCell::default(),
+        }
+    }
+
+    /// The stats record plugins see.
+    pub fn snapshot(&self, id: u32, weight: u32, breaker: BreakerState) -> Backend {
+        Backend {
+            id,
+            weight,
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            consecutive_failures: self.consecutive_failures.load(Ordering::Relaxed),
+            consecutive_successes: self.consecutive_successes.load(Ordering::Relaxed),
+            latency_ewma_us: self.latency_ewma_us.load(Ordering::Relaxed),
+            requests: self.requests.load(Ordering::Relaxed),
+            breaker,
+        }
+    }
+
+    /// Requests sent and not yet finished.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Requests sent since the backend was first configured.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Consecutive failures as counted by the breaker.
+    pub fn consecutive_failures(&self) -> u32 {
+        self.consecutive_failures.load(Ordering::Relaxed)
+    }
+
+    /// Marks a request as sent; the guard marks it finished when dropped
+    /// (after the response body ends, so slow downloads count as load).
+    pub fn start(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    /// Records the breaker's verdict on whether the last outcome failed.
+    pub fn record_result(&self, failure: bool) {
+        if failure {
+            self.consecutive_failures.fetch_add(1, Ordering::Relaxed);
+            self.consecutive_successes.store(0, Ordering::Relaxed);
+        } else {
+            self.consecutive_successes.fetch_add(1, Ordering::Relaxed);
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Folds a response latency into the moving average.
+    pub fn record_latency(&self, sample_us: u64) {
+        let _ = self
+            .latency_ewma_us
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                Some(if old == 0 {
+                    sample_us.max(1)
+                } else {
+                    (old * (16 - EWMA_NEW_SIXTEENTHS) + sample_us * EWMA_NEW_SIXTEENTHS) / 16
+                })
+            });
+    }
+}
+
+/// A request in flight to a backend; finished when dropped.
+#[derive(Debug)]
+pub struct InFlight(Arc<BackendState>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_flight_follows_guards() {
+        let b = Arc::new(BackendState::new("a:1".into(), "http://a:1".into()));
+        let g1 = b.start();
+        let g2 = b.start();
+        assert_eq!(b.in_flight(), 2);
+        drop(g1);
+        assert_eq!(b.in_flight(), 1);
+        drop(g2);
+        assert_eq!(b.in_flight(), 0);
+        assert_eq!(b.requests(), 2);
+    }
+
+    #[test]
+    fn results_reset_the_opposite_streak() {
+        let b = BackendState::new("a:1".into(), "http://a:1".into());
+        b.record_result(true);
+        b.record_result(true);
+        assert_eq!(b.consecutive_failures(), 2);
+        b.record_result(false);
+        assert_eq!(b.consecutive_failures(), 0);
+        let s = b.snapshot(0, 1, BreakerState::Closed);
+        assert_eq!(s.consecutive_successes, 1);
+    }
+
+    #[test]
+    fn latency_average_moves_toward_samples() {
+        let b = BackendState::new("a:1".into(), "http://a:1".into());
+        b.record_latency(1000);
+        assert_eq!(b.snapshot(0, 1, BreakerState::Closed).latency_ewma_us, 1000);
+        b.record_latency(2000);
+        let v = b.snapshot(0, 1, BreakerState::Closed).latency_ewma_us;
+        assert!(v > 1000 && v < 2000, "{v}");
+    }
+}

@@ -1,0 +1,198 @@
+//! The `bbproxy` binary: `check` accepts the original config and rejects bad
+//! input with one clear line; serving fails clearly when it cannot bind.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_bbproxy");
+
+/// Runs the binary with a deadline; kills it if it overruns.
+fn run(args: &[&str], dir: &Path) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).current_dir(dir);
+    run_cmd(cmd)
+}
+
+fn run_cmd(mut cmd: Command) -> Output {
+    let mut child = cmd
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > end {
+            child.kill().unwrap();
+            panic!("{cmd:?} did not exit within 60s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Writes `config.json` into a temp dir and runs `bbproxy check` on it.
+fn check(config: &str) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.json"), config).unwrap();
+    let out = run(&["check", "--config", "config.json"], dir.path());
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A failed run: one `bbproxy: error:` line, no panic, no backtrace.
+fn assert_clean_error(stderr: &str, needles: &[&str]) {
+    assert!(stderr.contains("bbproxy: error: "), "{stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
+    for n in needles {
+        assert!(stderr.contains(n), "expected {n:?} in: {stderr}");
+    }
+}
+
+const ORIGINAL: &str = r#"{
+  "domains": {
+    "example.com": ["localhost:8080", "localhost:8081"],
+    "api.example.com": ["localhost:9000"]
+  },
+  "circuit_breaker_threshold": 5,
+  "circuit_breaker_timeout": "30s",
+  "cert_cache_dir": "/var/lib/bbproxy/certs"
+}"#;
+
+#[test]
+fn the_original_sample_config_passes_check() {
+    let (ok, stdout, stderr) = check(ORIGINAL);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("OK: 2 domain(s), 3 backend(s)"), "{stdout}");
+}
+
+#[test]
+fn go_style_config_flag_works() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("my.json"), ORIGINAL.replace("cert_cache_dir", "cert_cache_path")).unwrap();
+    let out = run(&["-config", "my.json", "check"], dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn syntax_errors_give_file_line_and_column() {
+    let (ok, _, stderr) = check("{\n  \"domains\": {\n    \"a.test\": [\"127.0.0.1:1\"]\n  \n}\n");
+    assert!(!ok);
+    assert_clean_error(&stderr, &["config.json:5:", "syntax error"]);
+}
+
+#[test]
+fn unknown_keys_are_named_with_their_path() {
+    let (ok, _, stderr) = check(r#"{"domains": {"a.test": {"backends": ["127.0.0.1:1"], "balancr": "x"}}}"#);
+    assert!(!ok);
+    assert_clean_error(&stderr, &["unknown key `domains.a.test.balancr`"]);
+}
+
+#[test]
+fn bad_addresses_and_durations_name_the_value() {
+    let (ok, _, stderr) = check(r#"{"domains": {"a.test": ["localhost:99999"]}}"#);
+    assert!(!ok);
+    assert_clean_error(&stderr, &["localhost:99999", "port"]);
+    let (ok, _, stderr) = check(r#"{"domains": {"a.test": ["127.0.0.1:1"]}, "circuit_breaker_timeout": "30 parsecs"}"#);
+    assert!(!ok);
+    assert_clean_error(&stderr, &["circuit_breaker_timeout", "30 parsecs"]);
+    let (ok, _, stderr) = check(r#"{"domains": {"a.test": ["127.0.0.1:1"]}, "circuit_breaker_timeout": 30}"#);
+    assert!(!ok);
+    assert_clean_error(&stderr, &["circuit_breaker_timeout", "\"30s\""]);
+}
+
+#[test]
+fn a_missing_config_file_says_where_it_looked_and_how_to_pass_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&["check"], dir.path());
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_clean_error(&stderr, &["config.json not found", "--config"]);
+    assert!(stderr.contains(&dir.path().display().to_string()), "{stderr}");
+}
+
+#[test]
+fn a_file_that_is_not_wasm_is_rejected_by_check() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("junk.wasm"), b"not wasm at all").unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        r#"{"domains": {"a.test": ["127.0.0.1:1"]}, "plugins": {"balancer": {"path": "junk.wasm"}}}"#,
+    )
+    .unwrap();
+    let out = run(&["check", "--config", "config.json"], dir.path());
+    assert!(!out.status.success());
+    assert_clean_error(&String::from_utf8_lossy(&out.stderr), &["junk.wasm", "not a valid WebAssembly component"]);
+}
+
+#[test]
+fn a_component_of_the_wrong_world_is_rejected_by_check() {
+    let router = Path::new(bbproxy::plugin::bundle::EXAMPLES_DIR).join("rust_canary_router.wasm");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        format!(
+            r#"{{"domains": {{"a.test": ["127.0.0.1:1"]}}, "plugins": {{"balancer": {{"path": "{}"}}}}}}"#,
+            router.display()
+        ),
+    )
+    .unwrap();
+    let out = run(&["check", "--config", "config.json"], dir.path());
+    assert!(!out.status.success());
+    assert_clean_error(&String::from_utf8_lossy(&out.stderr), &["does not implement the bbproxy:plugin/balancer world"]);
+}
+
+#[test]
+fn a_listen_address_in_use_is_named_with_the_fix() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        format!(r#"{{"listen": {{"http": "{addr}"}}, "admin": null, "domains": {{"a.test": ["127.0.0.1:1"]}}}}"#),
+    )
+    .unwrap();
+    let out = run(&["--config", "config.json"], dir.path());
+    assert!(!out.status.success());
+    assert_clean_error(
+        &String::from_utf8_lossy(&out.stderr),
+        &[&addr.to_string(), "address already in use", "listen.http"],
+    );
+}
+
+#[test]
+fn a_privileged_port_without_privilege_names_the_fix() {
+    // Tests run as root in CI; drop to `nobody` for this one run so the
+    // kernel really refuses the bind.
+    let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.json");
+    std::fs::write(
+        &config,
+        r#"{"listen": {"http": "127.0.0.1:81"}, "admin": null, "domains": {"a.test": ["127.0.0.1:1"]}}"#,
+    )
+    .unwrap();
+    let mut perms = std::fs::metadata(dir.path()).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(dir.path(), perms).unwrap();
+    let mut cmd = if is_root {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
+        c
+    } else {
+        Command::new(BIN)
+    };
+    cmd.args(["--config", config.to_str().unwrap()]);
+    let out = run_cmd(cmd);
+    assert!(!out.status.success());
+    assert_clean_error(
+        &String::from_utf8_lossy(&out.stderr),
+        &["127.0.0.1:81", "permission denied", "setcap cap_net_bind_service"],
+    );
+}

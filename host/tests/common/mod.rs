@@ -1,0 +1,259 @@
+//! Shared pieces of the integration tests: real hyper backends on
+//! 127.0.0.1:0, the proxy started in-process from a config file in a temp
+//! dir, HTTP/1.1 and h2c clients, and waiting on conditions with deadlines.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+
+/// Size of the body `/download` serves.
+pub const DOWNLOAD_BYTES: usize = 10 * 1024 * 1024;
+
+/// A test backend: answers `backend <name>` to every request, except
+/// `/upload` (answers the hex SHA-256 of the body it read) and `/download`
+/// (streams [`DOWNLOAD_BYTES`] of [`pattern`]). Counts requests.
+pub struct Backend {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Backend {
+    pub async fn start(name: &str) -> Backend {
+        Self::start_with_delay(name, Duration::ZERO).await
+    }
+
+    /// A backend that waits `delay` before answering.
+    pub async fn start_with_delay(name: &str, delay: Duration) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(name, listener, delay)
+    }
+
+    /// A backend on a given address (to bring a dead backend back).
+    pub async fn start_on(name: &str, addr: SocketAddr) -> Backend {
+        let listener = TcpListener::bind(addr).await.unwrap();
+        Self::serve(name, listener, Duration::ZERO)
+    }
+
+    fn serve(name: &str, listener: TcpListener, delay: Duration) -> Backend {
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicU64::new(0));
+        let (n, h) = (name.to_owned(), hits.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let (n, h) = (n.clone(), h.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let (n, h) = (n.clone(), h.clone());
+                        async move {
+                            h.fetch_add(1, Ordering::SeqCst);
+                            if !delay.is_zero() {
+                                tokio::time::sleep(delay).await;
+                            }
+                            Ok::<_, Infallible>(answer(&n, req).await)
+                        }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Backend { name: name.to_owned(), addr, hits, task }
+    }
+
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn answer(name: &str, req: Request<Incoming>) -> Response<http_body_util::combinators::BoxBody<Bytes, Infallible>> {
+    match req.uri().path() {
+        "/upload" => {
+            let mut hasher = Sha256::new();
+            let mut body = req.into_body();
+            while let Some(frame) = body.frame().await {
+                if let Ok(data) = frame.unwrap().into_data() {
+                    hasher.update(&data);
+                }
+            }
+            full(hex(&hasher.finalize()))
+        }
+        "/download" => {
+            let chunks = futures_stream(DOWNLOAD_BYTES);
+            Response::new(http_body_util::StreamBody::new(chunks).boxed())
+        }
+        "/headers" => {
+            let mut lines: Vec<String> = req
+                .headers()
+                .iter()
+                .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or("?")))
+                .collect();
+            lines.sort();
+            full(lines.join("\n"))
+        }
+        _ => full(format!("backend {name}")),
+    }
+}
+
+fn full(s: String) -> Response<http_body_util::combinators::BoxBody<Bytes, Infallible>> {
+    Response::new(Full::new(Bytes::from(s)).boxed())
+}
+
+/// Deterministic bytes: byte i is `i * 31 mod 251`.
+pub fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+fn futures_stream(
+    len: usize,
+) -> impl futures_core::Stream<Item = Result<hyper::body::Frame<Bytes>, Infallible>> + Send {
+    const CHUNK: usize = 64 * 1024;
+    let data = Bytes::from(pattern(len));
+    let chunks: Vec<Bytes> = (0..len.div_ceil(CHUNK))
+        .map(|i| data.slice(i * CHUNK..((i + 1) * CHUNK).min(len)))
+        .collect();
+    tokio_stream_iter(chunks)
+}
+
+fn tokio_stream_iter(
+    chunks: Vec<Bytes>,
+) -> impl futures_core::Stream<Item = Result<hyper::body::Frame<Bytes>, Infallible>> + Send {
+    struct Iter(std::vec::IntoIter<Bytes>);
+    impl futures_core::Stream for Iter {
+        type Item = Result<hyper::body::Frame<Bytes>, Infallible>;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Self::Item>> {
+            std::task::Poll::Ready(self.0.next().map(|b| Ok(hyper::body::Frame::data(b))))
+        }
+    }
+    Iter(chunks.into_iter())
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// A running proxy plus the temp dir holding its config.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub running: Option<bbproxy::app::Running>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Proxy {
+    /// Writes `config_json` (which should listen on `127.0.0.1:0`) to
+    /// `config.json` in a temp dir and starts the proxy on it.
+    pub async fn start(config_json: &str) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, config_json).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir, config_json: &str) -> Proxy {
+        let path = dir.path().join("config.json");
+        std::fs::write(&path, config_json).unwrap();
+        let config = bbproxy_config::load(&path).unwrap();
+        let running = bbproxy::app::start(config, bbproxy::app::Options::default())
+            .await
+            .unwrap();
+        Proxy { addr: running.http.unwrap(), running: Some(running), dir }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn generation(&self) -> Arc<bbproxy::generation::Generation> {
+        self.running.as_ref().unwrap().generation.load_full()
+    }
+}
+
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// HTTP/1.1 client with keep-alive.
+pub fn client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+}
+
+/// HTTP/2 client with prior knowledge (h2c).
+pub fn h2c_client() -> HttpClient {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build(HttpConnector::new())
+}
+
+/// GET `url` with `Host: host`; status and body text.
+pub async fn get(client: &HttpClient, url: &str, host: &str) -> (StatusCode, String) {
+    let req = Request::get(url)
+        .header(hyper::header::HOST, host)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Polls `cond` until it holds or `deadline` passes.
+pub async fn wait_for<F, Fut>(deadline: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let end = Instant::now() + deadline;
+    loop {
+        if cond().await {
+            return;
+        }
+        assert!(Instant::now() < end, "timed out after {deadline:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A JSON array of backend addresses.
+pub fn addrs(backends: &[&Backend]) -> String {
+    let list: Vec<String> = backends.iter().map(|b| format!("\"{}\"", b.addr)).collect();
+    format!("[{}]", list.join(", "))
+}
+
+/// A 127.0.0.1 address nothing listens on (bound, then released).
+pub async fn dead_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
+/// Where the build script put the example plugins.
+pub fn example_plugin(file: &str) -> PathBuf {
+    PathBuf::from(bbproxy::plugin::bundle::EXAMPLES_DIR).join(file)
+}
