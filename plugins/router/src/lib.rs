@@ -18,7 +18,7 @@
 //! 3. `default`;
 //! 4. otherwise the answer is `421 Misdirected Request`.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 
 use bbproxy_sdk::{Request, Route, Router};
 use serde::Deserialize;
@@ -49,7 +49,8 @@ impl Config {
 /// Host → upstream name lookup, built once per instance.
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    exact: HashSet<String>,
+    // A BTreeSet, not a HashSet: RandomState would need WASI randomness.
+    exact: BTreeSet<String>,
     /// `(suffix, name)` for each `*.suffix` upstream, with the suffix kept
     /// with its leading dot; longest suffix first.
     wildcards: Vec<(String, String)>,
@@ -64,7 +65,7 @@ impl RouteTable {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let mut exact = HashSet::new();
+        let mut exact = BTreeSet::new();
         let mut wildcards = Vec::new();
         let mut all = Vec::new();
         for name in names {
