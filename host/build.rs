@@ -1,1 +1,208 @@
-fn main() {}
+//! Builds the default plugin bundle and the example plugins for
+//! `wasm32-wasip2` with a nested cargo (own target dir inside `OUT_DIR`, as
+//! wasmtime's test-programs do), so `src/plugin/bundle.rs` can embed them with
+//! `include_bytes!` and the proxy runs with no plugin files on disk.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, bail};
+
+const WASM_TARGET: &str = "wasm32-wasip2";
+const PROFILE: &str = "plugin";
+
+/// (package, file name written by cargo, destination under `OUT_DIR`).
+const COMPONENTS: [(&str, &str, &str); 5] = [
+    (
+        "bbproxy-plugin-router",
+        "bbproxy_plugin_router.wasm",
+        "plugins/router.wasm",
+    ),
+    (
+        "bbproxy-plugin-balancer",
+        "bbproxy_plugin_balancer.wasm",
+        "plugins/balancer.wasm",
+    ),
+    (
+        "bbproxy-plugin-breaker",
+        "bbproxy_plugin_breaker.wasm",
+        "plugins/breaker.wasm",
+    ),
+    (
+        "example-rust-last-backend",
+        "example_rust_last_backend.wasm",
+        "examples/rust_last_backend.wasm",
+    ),
+    (
+        "example-rust-canary-router",
+        "example_rust_canary_router.wasm",
+        "examples/rust_canary_router.wasm",
+    ),
+];
+
+/// Crate directories (relative to the workspace root) whose sources feed the
+/// components.
+const CRATE_DIRS: [&str; 6] = [
+    "sdk",
+    "plugins/router",
+    "plugins/balancer",
+    "plugins/breaker",
+    "examples/plugins/rust-last-backend",
+    "examples/plugins/rust-canary-router",
+];
+
+/// Variables that must not leak from the outer build into the nested one: the
+/// outer build's flags and target are for the host, and under `cargo clippy`
+/// the wrappers point at clippy-driver.
+const SCRUBBED_ENV: [&str; 7] = [
+    "CARGO_ENCODED_RUSTFLAGS",
+    "RUSTFLAGS",
+    "CARGO_BUILD_RUSTFLAGS",
+    "CARGO_TARGET_DIR",
+    "CARGO_BUILD_TARGET",
+    "RUSTC_WORKSPACE_WRAPPER",
+    "RUSTC_WRAPPER",
+];
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        // `cargo::error` already fails the build. Exiting 0 keeps cargo's
+        // output to that one line; a failure status would add a dump of this
+        // script's stdout, which repeats it.
+        Err(Failure::Reported) => ExitCode::SUCCESS,
+        Err(Failure::Other(e)) => {
+            eprintln!("error: building the plugin components failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+enum Failure {
+    /// Already explained to the user with a `cargo::error=` line.
+    Reported,
+    Other(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Failure {
+        Failure::Other(e)
+    }
+}
+
+fn run() -> Result<(), Failure> {
+    let manifest_dir = PathBuf::from(env("CARGO_MANIFEST_DIR")?);
+    let workspace = manifest_dir
+        .parent()
+        .context("host crate has no parent directory")?
+        .to_path_buf();
+    let out_dir = PathBuf::from(env("OUT_DIR")?);
+
+    rerun_if_changed(&workspace);
+
+    if !wasm_target_installed()? {
+        println!(
+            "cargo::error=the wasm32-wasip2 target is not installed; run: rustup target add wasm32-wasip2"
+        );
+        return Err(Failure::Reported);
+    }
+
+    let wasm_dir = out_dir.join("wasm");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(&workspace)
+        .args([
+            "build",
+            "--quiet",
+            "--target",
+            WASM_TARGET,
+            "--profile",
+            PROFILE,
+        ])
+        .arg("--target-dir")
+        .arg(&wasm_dir);
+    for (package, _, _) in COMPONENTS {
+        cmd.args(["-p", package]);
+    }
+    for var in SCRUBBED_ENV {
+        cmd.env_remove(var);
+    }
+    let output = cmd
+        .output()
+        .with_context(|| format!("could not run {cmd:?}"))?;
+    if !output.status.success() {
+        // Cargo shows a failing build script's stderr; put the nested build's
+        // own diagnostics there.
+        eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+        return Err(anyhow::anyhow!(
+            "`cargo build --target {WASM_TARGET} --profile {PROFILE}` of the plugin crates failed ({}); its output is above",
+            output.status
+        )
+        .into());
+    }
+
+    let built = wasm_dir.join(WASM_TARGET).join(PROFILE);
+    for (package, file, dest) in COMPONENTS {
+        let from = built.join(file);
+        let to = out_dir.join(dest);
+        let bytes = fs::read(&from)
+            .with_context(|| format!("{package}: expected {} after the build", from.display()))?;
+        write_if_changed(&to, &bytes)?;
+    }
+    Ok(())
+}
+
+fn env(name: &str) -> Result<String> {
+    std::env::var(name).with_context(|| format!("{name} is not set (not run by cargo?)"))
+}
+
+fn rerun_if_changed(workspace: &Path) {
+    let mut paths = vec![
+        workspace.join("wit"),
+        workspace.join("Cargo.lock"),
+        // The `plugin` profile lives in the workspace manifest.
+        workspace.join("Cargo.toml"),
+        workspace.join("rust-toolchain.toml"),
+    ];
+    for dir in CRATE_DIRS {
+        paths.push(workspace.join(dir).join("Cargo.toml"));
+        paths.push(workspace.join(dir).join("src"));
+    }
+    for path in paths {
+        println!("cargo::rerun-if-changed={}", path.display());
+    }
+}
+
+/// Whether `<sysroot>/lib/rustlib/wasm32-wasip2` exists for the rustc cargo
+/// uses.
+fn wasm_target_installed() -> Result<bool> {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let output = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .with_context(|| format!("could not run {} --print sysroot", rustc.display()))?;
+    if !output.status.success() {
+        bail!(
+            "{} --print sysroot failed: {}",
+            rustc.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let sysroot = String::from_utf8(output.stdout).context("sysroot path is not UTF-8")?;
+    Ok(Path::new(sysroot.trim())
+        .join("lib/rustlib")
+        .join(WASM_TARGET)
+        .is_dir())
+}
+
+/// Writes `bytes` to `path` unless it already holds them, so an unchanged
+/// component does not make cargo recompile the crate that embeds it.
+fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<()> {
+    if fs::read(path).is_ok_and(|old| old == bytes) {
+        return Ok(());
+    }
+    let dir = path.parent().context("output path has no parent")?;
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+}

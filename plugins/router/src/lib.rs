@@ -1,1 +1,244 @@
-//! placeholder
+//! BBProxy's default router: picks the upstream whose name matches the
+//! request's host.
+//!
+//! Configuration (`plugins.router.config` in config.json; every key optional):
+//!
+//! ```json
+//! {"default": "example.com"}
+//! ```
+//!
+//! - `default`: the upstream for hosts that match no name (`null` or absent:
+//!   none). It must be a configured upstream name.
+//!
+//! Matching, for a host (lower case, no port, a trailing dot ignored):
+//! 1. an upstream named exactly like the host (`example.com`, `127.0.0.1`,
+//!    `localhost`);
+//! 2. the longest matching wildcard: `*.example.com` matches `a.example.com`
+//!    and `a.b.example.com`, not `example.com`;
+//! 3. `default`;
+//! 4. otherwise the answer is `421 Misdirected Request`.
+
+use std::collections::BTreeSet;
+
+use bbproxy_sdk::{Request, Route, Router};
+use serde::Deserialize;
+
+/// The plugin's configuration, as given by the host.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Upstream for hosts that match no upstream name.
+    #[serde(default)]
+    pub default: Option<String>,
+}
+
+impl Config {
+    /// Parses the JSON configuration text.
+    pub fn parse(json: &str) -> Result<Config, String> {
+        // serde would also accept a JSON array for a struct.
+        if !json.trim_start().starts_with('{') {
+            return Err(format!(
+                "invalid router config: expected a JSON object, got {}",
+                json.trim()
+            ));
+        }
+        serde_json::from_str(json).map_err(|e| format!("invalid router config: {e}"))
+    }
+}
+
+/// Host → upstream name lookup, built once per instance.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    // A BTreeSet, not a HashSet: RandomState would need WASI randomness.
+    exact: BTreeSet<String>,
+    /// `(suffix, name)` for each `*.suffix` upstream, with the suffix kept
+    /// with its leading dot; longest suffix first.
+    wildcards: Vec<(String, String)>,
+    default: Option<String>,
+}
+
+impl RouteTable {
+    /// Builds the table from the configured upstream names and the `default`
+    /// upstream, which must be one of them.
+    pub fn new<I, S>(names: I, default: Option<String>) -> Result<RouteTable, String>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut exact = BTreeSet::new();
+        let mut wildcards = Vec::new();
+        let mut all = Vec::new();
+        for name in names {
+            let name: String = name.into();
+            match name.strip_prefix('*') {
+                Some(suffix) if suffix.starts_with('.') && suffix.len() > 1 => {
+                    wildcards.push((suffix.to_owned(), name.clone()));
+                }
+                _ => {
+                    exact.insert(name.clone());
+                }
+            }
+            all.push(name);
+        }
+        wildcards.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+        if let Some(default) = &default
+            && !all.iter().any(|n| n == default)
+        {
+            return Err(format!(
+                "invalid router config: \"default\" is {default:?}, which is not a configured upstream (configured: {})",
+                if all.is_empty() {
+                    "none".to_owned()
+                } else {
+                    all.join(", ")
+                }
+            ));
+        }
+        Ok(RouteTable {
+            exact,
+            wildcards,
+            default,
+        })
+    }
+
+    /// The upstream for `host`, if any (exact name, then longest wildcard,
+    /// then the default).
+    pub fn lookup(&self, host: &str) -> Option<&str> {
+        let host = host.strip_suffix('.').unwrap_or(host);
+        if let Some(name) = self.exact.get(host) {
+            return Some(name);
+        }
+        self.wildcards
+            .iter()
+            .find(|(suffix, _)| host.len() > suffix.len() && host.ends_with(suffix.as_str()))
+            .map(|(_, name)| name.as_str())
+            .or(self.default.as_deref())
+    }
+
+    /// The decision for `host`: its upstream, or `421 Misdirected Request`.
+    pub fn route(&self, host: &str) -> Route {
+        match self.lookup(host) {
+            Some(name) => Route::to(name),
+            None => Route::respond(421, format!("bbproxy: no route for host {host:?}\n")),
+        }
+    }
+}
+
+/// The router plugin.
+#[derive(Debug, Default)]
+pub struct HostRouter {
+    table: RouteTable,
+}
+
+impl Router for HostRouter {
+    fn init(config: &str) -> Result<Self, String> {
+        let config = Config::parse(config)?;
+        let names = bbproxy_sdk::upstreams().into_iter().map(|u| u.name);
+        Ok(HostRouter {
+            table: RouteTable::new(names, config.default)?,
+        })
+    }
+
+    fn route(&mut self, req: &Request) -> Route {
+        self.table.route(&req.host())
+    }
+}
+
+bbproxy_sdk::export!(HostRouter: router);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(names: &[&str], default: Option<&str>) -> RouteTable {
+        RouteTable::new(names.iter().copied(), default.map(str::to_owned)).unwrap()
+    }
+
+    #[test]
+    fn exact_match() {
+        let t = table(&["example.com", "127.0.0.1", "localhost"], None);
+        assert_eq!(t.lookup("example.com"), Some("example.com"));
+        assert_eq!(t.lookup("127.0.0.1"), Some("127.0.0.1"));
+        assert_eq!(t.lookup("localhost"), Some("localhost"));
+        assert_eq!(t.lookup("www.example.com"), None);
+    }
+
+    #[test]
+    fn exact_beats_wildcard() {
+        let t = table(&["*.example.com", "a.example.com"], None);
+        assert_eq!(t.lookup("a.example.com"), Some("a.example.com"));
+        assert_eq!(t.lookup("b.example.com"), Some("*.example.com"));
+    }
+
+    #[test]
+    fn wildcard_matches_any_depth_but_not_apex() {
+        let t = table(&["*.example.com"], None);
+        assert_eq!(t.lookup("a.example.com"), Some("*.example.com"));
+        assert_eq!(t.lookup("a.b.example.com"), Some("*.example.com"));
+        assert_eq!(t.lookup("example.com"), None);
+        assert_eq!(t.lookup(".example.com"), None);
+        assert_eq!(t.lookup("badexample.com"), None);
+    }
+
+    #[test]
+    fn longest_wildcard_wins() {
+        let t = table(&["*.example.com", "*.b.example.com", "*.com"], None);
+        assert_eq!(t.lookup("a.b.example.com"), Some("*.b.example.com"));
+        assert_eq!(t.lookup("a.c.example.com"), Some("*.example.com"));
+        assert_eq!(t.lookup("other.com"), Some("*.com"));
+        assert_eq!(t.lookup("b.example.com"), Some("*.example.com"));
+    }
+
+    #[test]
+    fn trailing_dot_is_ignored() {
+        let t = table(&["example.com", "*.example.org"], None);
+        assert_eq!(t.lookup("example.com."), Some("example.com"));
+        assert_eq!(t.lookup("a.example.org."), Some("*.example.org"));
+    }
+
+    #[test]
+    fn default_applies_when_nothing_matches() {
+        let t = table(
+            &["example.com", "*.example.org", "fallback"],
+            Some("fallback"),
+        );
+        assert_eq!(t.lookup("unknown.net"), Some("fallback"));
+        assert_eq!(t.lookup("example.com"), Some("example.com"));
+        assert_eq!(t.lookup("a.example.org"), Some("*.example.org"));
+    }
+
+    #[test]
+    fn no_match_is_421() {
+        let t = table(&["example.com"], None);
+        let route = t.route("nope.test");
+        let response = route.direct_response().unwrap();
+        assert_eq!(response.status, 421);
+        assert_eq!(response.body, "bbproxy: no route for host \"nope.test\"\n");
+        assert_eq!(t.route("example.com"), Route::to("example.com"));
+    }
+
+    #[test]
+    fn default_must_be_an_upstream() {
+        let err = RouteTable::new(["a.test", "b.test"], Some("c.test".to_owned())).unwrap_err();
+        assert!(err.contains("\"c.test\""), "{err}");
+        assert!(err.contains("a.test, b.test"), "{err}");
+        let err = RouteTable::new(Vec::<String>::new(), Some("c.test".to_owned())).unwrap_err();
+        assert!(err.contains("configured: none"), "{err}");
+    }
+
+    #[test]
+    fn config_parsing() {
+        assert_eq!(Config::parse("{}").unwrap().default, None);
+        assert_eq!(Config::parse(r#"{"default": null}"#).unwrap().default, None);
+        assert_eq!(
+            Config::parse(r#"{"default": "a.test"}"#)
+                .unwrap()
+                .default
+                .as_deref(),
+            Some("a.test")
+        );
+        let err = Config::parse(r#"{"defualt": "a.test"}"#).unwrap_err();
+        assert!(err.contains("unknown field `defualt`"), "{err}");
+        assert!(Config::parse(r#"{"default": 3}"#).is_err());
+        assert!(Config::parse("[]").is_err());
+    }
+}

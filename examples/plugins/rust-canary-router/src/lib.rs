@@ -1,1 +1,241 @@
-//! placeholder
+//! Example router: sends a share of the traffic, and every client that opts in,
+//! to a canary upstream; the rest to the primary upstream.
+//!
+//! Configuration (`primary` and `canary` are required; the rest shows the
+//! defaults):
+//!
+//! ```json
+//! {"primary": "app.example.com", "canary": "canary.example.com",
+//!  "percent": 10, "header": "x-canary", "cookie": "canary"}
+//! ```
+//!
+//! A request goes to `canary` when its header `header` is `1` or `true`, or
+//! when its cookie `cookie` is `1`; otherwise `percent` out of every 100
+//! requests (counted by a counter shared by all workers) go to `canary`, the
+//! rest to `primary`. The request's host plays no part: every request is
+//! routed this way.
+
+use bbproxy_sdk::{Counter, Request, Route, Router};
+use serde::Deserialize;
+
+/// The plugin's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Upstream for regular traffic.
+    pub primary: String,
+    /// Upstream for canary traffic.
+    pub canary: String,
+    /// Share of the requests (0..=100) sent to `canary` without opting in.
+    #[serde(default = "default_percent")]
+    pub percent: u32,
+    /// Header that opts a request in with `1` or `true`.
+    #[serde(default = "default_header")]
+    pub header: String,
+    /// Cookie that opts a request in with `1`.
+    #[serde(default = "default_cookie")]
+    pub cookie: String,
+}
+
+fn default_percent() -> u32 {
+    10
+}
+
+fn default_header() -> String {
+    "x-canary".to_owned()
+}
+
+fn default_cookie() -> String {
+    "canary".to_owned()
+}
+
+impl Config {
+    /// Parses the JSON configuration text and checks it against the
+    /// configured upstream names.
+    pub fn parse(json: &str, upstreams: &[String]) -> Result<Config, String> {
+        // serde would also accept a JSON array for a struct.
+        if !json.trim_start().starts_with('{') {
+            return Err(format!(
+                "invalid canary config: expected a JSON object, got {}",
+                json.trim()
+            ));
+        }
+        let config: Config =
+            serde_json::from_str(json).map_err(|e| format!("invalid canary config: {e}"))?;
+        for (key, name) in [("primary", &config.primary), ("canary", &config.canary)] {
+            if !upstreams.contains(name) {
+                return Err(format!(
+                    "invalid canary config: \"{key}\" is {name:?}, which is not a configured upstream (configured: {})",
+                    upstreams.join(", ")
+                ));
+            }
+        }
+        if config.percent > 100 {
+            return Err(format!(
+                "invalid canary config: \"percent\" must be 0..=100, got {}",
+                config.percent
+            ));
+        }
+        if config.header.is_empty() || config.cookie.is_empty() {
+            return Err(
+                "invalid canary config: \"header\" and \"cookie\" must not be empty".into(),
+            );
+        }
+        Ok(config)
+    }
+}
+
+/// Whether the client opted in: header value `1`/`true` (any case), or a
+/// cookie `cookie_name=1` in the `Cookie` header.
+pub fn opted_in(header: Option<&str>, cookies: Option<&str>, cookie_name: &str) -> bool {
+    let by_header = header
+        .map(str::trim)
+        .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+    let by_cookie = cookies.is_some_and(|cookies| {
+        cookies.split(';').any(|pair| {
+            pair.split_once('=')
+                .is_some_and(|(name, value)| name.trim() == cookie_name && value.trim() == "1")
+        })
+    });
+    by_header || by_cookie
+}
+
+/// Whether the `n`-th request (from a shared counter) falls in the canary
+/// share: `n mod 100 < percent`.
+pub fn in_canary_share(n: i64, percent: u32) -> bool {
+    n.rem_euclid(100) < i64::from(percent)
+}
+
+/// The canary router plugin.
+#[derive(Debug, Default)]
+pub struct CanaryRouter {
+    config: Option<Config>,
+    counter: Option<Counter>,
+}
+
+impl Router for CanaryRouter {
+    fn init(config: &str) -> Result<Self, String> {
+        let upstreams: Vec<String> = bbproxy_sdk::upstreams()
+            .into_iter()
+            .map(|u| u.name)
+            .collect();
+        let config = Config::parse(config, &upstreams)?;
+        let counter = Counter::new(&format!(
+            "example.canary-router.{}.{}",
+            config.primary, config.canary
+        ));
+        Ok(CanaryRouter {
+            config: Some(config),
+            counter: Some(counter),
+        })
+    }
+
+    fn route(&mut self, req: &Request) -> Route {
+        let (Some(config), Some(counter)) = (&self.config, &self.counter) else {
+            return Route::respond(503, "canary router: not configured\n");
+        };
+        let canary = opted_in(
+            req.header(&config.header).as_deref(),
+            req.header("cookie").as_deref(),
+            &config.cookie,
+        ) || in_canary_share(counter.fetch_add(1), config.percent);
+        Route::to(if canary {
+            &config.canary
+        } else {
+            &config.primary
+        })
+    }
+}
+
+bbproxy_sdk::export!(CanaryRouter: router);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> Vec<String> {
+        vec!["app.test".to_owned(), "canary.test".to_owned()]
+    }
+
+    #[test]
+    fn config_defaults() {
+        let c = Config::parse(
+            r#"{"primary": "app.test", "canary": "canary.test"}"#,
+            &names(),
+        )
+        .unwrap();
+        assert_eq!(c.percent, 10);
+        assert_eq!(c.header, "x-canary");
+        assert_eq!(c.cookie, "canary");
+    }
+
+    #[test]
+    fn config_full() {
+        let c = Config::parse(
+            r#"{"primary": "app.test", "canary": "canary.test", "percent": 25,
+                "header": "x-beta", "cookie": "beta"}"#,
+            &names(),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.percent, c.header.as_str(), c.cookie.as_str()),
+            (25, "x-beta", "beta")
+        );
+    }
+
+    #[test]
+    fn config_errors() {
+        let parse = |json: &str| Config::parse(json, &names()).unwrap_err();
+        assert!(parse(r#"["app.test", "canary.test"]"#).contains("expected a JSON object"));
+        assert!(parse(r#"{"canary": "canary.test"}"#).contains("missing field `primary`"));
+        assert!(
+            parse(r#"{"primary": "nope", "canary": "canary.test"}"#)
+                .contains("\"primary\" is \"nope\"")
+        );
+        assert!(
+            parse(r#"{"primary": "app.test", "canary": "nope"}"#)
+                .contains("\"canary\" is \"nope\"")
+        );
+        assert!(
+            parse(r#"{"primary": "app.test", "canary": "canary.test", "percent": 101}"#)
+                .contains("0..=100")
+        );
+        assert!(
+            parse(r#"{"primary": "app.test", "canary": "canary.test", "extra": 1}"#)
+                .contains("unknown field `extra`")
+        );
+        assert!(
+            parse(r#"{"primary": "app.test", "canary": "canary.test", "header": ""}"#)
+                .contains("must not be empty")
+        );
+    }
+
+    #[test]
+    fn header_opt_in() {
+        assert!(opted_in(Some("1"), None, "canary"));
+        assert!(opted_in(Some("true"), None, "canary"));
+        assert!(opted_in(Some(" TRUE "), None, "canary"));
+        assert!(!opted_in(Some("0"), None, "canary"));
+        assert!(!opted_in(Some("yes"), None, "canary"));
+        assert!(!opted_in(None, None, "canary"));
+    }
+
+    #[test]
+    fn cookie_opt_in() {
+        assert!(opted_in(None, Some("canary=1"), "canary"));
+        assert!(opted_in(None, Some("a=b; canary=1; c=d"), "canary"));
+        assert!(!opted_in(None, Some("canary=0"), "canary"));
+        assert!(!opted_in(None, Some("notcanary=1"), "canary"));
+        assert!(!opted_in(None, Some("canary"), "canary"));
+        assert!(opted_in(None, Some("beta=1"), "beta"));
+    }
+
+    #[test]
+    fn percentage_split_is_exact() {
+        let canary = (0..1000).filter(|&n| in_canary_share(n, 10)).count();
+        assert_eq!(canary, 100);
+        assert_eq!((0..100).filter(|&n| in_canary_share(n, 0)).count(), 0);
+        assert_eq!((0..100).filter(|&n| in_canary_share(n, 100)).count(), 100);
+        assert!(in_canary_share(-100, 1));
+    }
+}

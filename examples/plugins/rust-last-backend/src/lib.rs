@@ -1,1 +1,63 @@
-//! placeholder
+//! Example balancer: always picks the candidate with the highest `id`, i.e. the
+//! last configured backend whose breaker still admits traffic.
+//!
+//! Its decisions are easy to tell apart from any built-in balancer, which
+//! makes it a proof that the proxy's choice came from this component.
+
+use bbproxy_sdk::{Backend, Balancer, Request};
+
+/// The balancer; it keeps no state.
+#[derive(Default)]
+pub struct LastBackend;
+
+/// Index (into `candidates`) of the candidate with the highest backend id.
+pub fn last_backend(candidates: &[Backend]) -> Option<u32> {
+    let (index, _) = candidates.iter().enumerate().max_by_key(|(_, b)| b.id)?;
+    u32::try_from(index).ok()
+}
+
+impl Balancer for LastBackend {
+    fn pick(&mut self, _req: &Request, _upstream: u32, candidates: &[Backend]) -> Option<u32> {
+        last_backend(candidates)
+    }
+}
+
+bbproxy_sdk::export!(LastBackend: balancer);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bbproxy_sdk::BreakerState;
+
+    fn backend(id: u32) -> Backend {
+        Backend {
+            id,
+            weight: 1,
+            in_flight: 0,
+            consecutive_failures: 0,
+            consecutive_successes: 0,
+            latency_ewma_us: 0,
+            requests: 0,
+            breaker: BreakerState::Closed,
+        }
+    }
+
+    #[test]
+    fn picks_highest_id() {
+        assert_eq!(last_backend(&[backend(0), backend(1), backend(2)]), Some(2));
+        // Candidates need not be in id order (or contiguous).
+        assert_eq!(last_backend(&[backend(3), backend(7), backend(1)]), Some(1));
+        assert_eq!(last_backend(&[backend(4)]), Some(0));
+    }
+
+    #[test]
+    fn empty_candidates_is_none() {
+        assert_eq!(last_backend(&[]), None);
+    }
+
+    #[test]
+    fn takes_no_config() {
+        assert!(<LastBackend as Balancer>::init("{}").is_ok());
+        assert!(<LastBackend as Balancer>::init(r#"{"x":1}"#).is_err());
+    }
+}
