@@ -75,9 +75,18 @@ mod tests {
 
     #[test]
     fn go_style_flag_is_accepted() {
-        assert_eq!(cli(&["bbproxy", "-config", "a.json"]).config, PathBuf::from("a.json"));
-        assert_eq!(cli(&["bbproxy", "-config=b.json"]).config, PathBuf::from("b.json"));
-        assert_eq!(cli(&["bbproxy", "--config", "c.json"]).config, PathBuf::from("c.json"));
+        assert_eq!(
+            cli(&["bbproxy", "-config", "a.json"]).config,
+            PathBuf::from("a.json")
+        );
+        assert_eq!(
+            cli(&["bbproxy", "-config=b.json"]).config,
+            PathBuf::from("b.json")
+        );
+        assert_eq!(
+            cli(&["bbproxy", "--config", "c.json"]).config,
+            PathBuf::from("c.json")
+        );
         assert_eq!(cli(&["bbproxy"]).config, PathBuf::from("./config.json"));
     }
 

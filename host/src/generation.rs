@@ -202,10 +202,7 @@ impl Generation {
 }
 
 fn object<const N: usize>(pairs: [(&str, Value); N]) -> Map<String, Value> {
-    pairs
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect()
+    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
 /// Loads a role's plugin as `spec` says. A built-in plugin gets the config
@@ -245,8 +242,14 @@ fn slot<W: World>(
         PluginSource::Path(path) => {
             let name = path.display().to_string();
             let bytes = read(path, &name)?;
-            let primary =
-                Plugin::<W>::load(runtime, &name, &bytes, spec.config.to_string(), limits, upstreams.clone())?;
+            let primary = Plugin::<W>::load(
+                runtime,
+                &name,
+                &bytes,
+                spec.config.to_string(),
+                limits,
+                upstreams.clone(),
+            )?;
             let fallback = match spec.on_fault {
                 OnFault::FailClosed => None,
                 OnFault::FailOpen => Some(Arc::new(Plugin::<W>::load(

@@ -82,7 +82,11 @@ async fn wait_for_signal() {
 async fn run_demo(listen: std::net::SocketAddr) -> anyhow::Result<()> {
     let mut backends = Vec::new();
     for name in ["demo backend 1", "demo backend 2", "demo backend 3"] {
-        backends.push(demo::backend(name).await.context("cannot start a demo backend")?);
+        backends.push(
+            demo::backend(name)
+                .await
+                .context("cannot start a demo backend")?,
+        );
     }
     // Fall back to any free port rather than failing the demo.
     let listen = match tokio::net::TcpListener::bind(listen).await {

@@ -10,7 +10,11 @@ use hyper::StatusCode;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_sends_exactly_a_third_to_each_of_three_backends() {
-    let (a, b, c) = (Backend::start("a").await, Backend::start("b").await, Backend::start("c").await);
+    let (a, b, c) = (
+        Backend::start("a").await,
+        Backend::start("b").await,
+        Backend::start("c").await,
+    );
     let proxy = Proxy::start(&format!(
         r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null,
             "domains": {{"app.test": {}}}}}"#,
@@ -38,7 +42,10 @@ async fn weighted_round_robin_follows_weights() {
     .await;
     let http = client();
     for _ in 0..400 {
-        assert_eq!(get(&http, &proxy.url("/"), "app.test").await.0, StatusCode::OK);
+        assert_eq!(
+            get(&http, &proxy.url("/"), "app.test").await.0,
+            StatusCode::OK
+        );
     }
     assert_eq!((a.hits(), b.hits()), (300, 100));
 }
@@ -91,23 +98,33 @@ async fn breaker_opens_after_threshold_and_closes_when_the_backend_returns() {
     for _ in 0..30 {
         let (status, body) = get(&http, &proxy.url("/"), "app.test").await;
         if status == StatusCode::BAD_GATEWAY {
-            assert!(body.contains(&dead.to_string()), "502 body names the backend: {body}");
+            assert!(
+                body.contains(&dead.to_string()),
+                "502 body names the backend: {body}"
+            );
             bad += 1;
         } else {
             assert_eq!(status, StatusCode::OK);
         }
     }
-    assert_eq!(bad, 3, "exactly threshold failures before the breaker opens");
+    assert_eq!(
+        bad, 3,
+        "exactly threshold failures before the breaker opens"
+    );
     assert_eq!(a.hits() + b.hits(), 27);
 
     // Bring it back: after the open period a probe reaches it, succeeds,
     // and it takes traffic again.
     let revived = Backend::start_on("revived", dead).await;
-    wait_for(Duration::from_secs(10), "the revived backend to get traffic", || async {
-        let (status, _) = get(&http, &proxy.url("/"), "app.test").await;
-        assert_eq!(status, StatusCode::OK, "no 502 once the backend is back");
-        revived.hits() >= 3
-    })
+    wait_for(
+        Duration::from_secs(10),
+        "the revived backend to get traffic",
+        || async {
+            let (status, _) = get(&http, &proxy.url("/"), "app.test").await;
+            assert_eq!(status, StatusCode::OK, "no 502 once the backend is back");
+            revived.hits() >= 3
+        },
+    )
     .await;
 }
 
@@ -121,7 +138,10 @@ async fn every_backend_open_answers_503() {
     ))
     .await;
     let http = client();
-    assert_eq!(get(&http, &proxy.url("/"), "app.test").await.0, StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        get(&http, &proxy.url("/"), "app.test").await.0,
+        StatusCode::BAD_GATEWAY
+    );
     let (status, body) = get(&http, &proxy.url("/"), "app.test").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(body.contains("app.test"), "{body}");

@@ -49,7 +49,10 @@ fn check(config: &str) -> (bool, String, String) {
 /// A failed run: one `bbproxy: error:` line, no panic, no backtrace.
 fn assert_clean_error(stderr: &str, needles: &[&str]) {
     assert!(stderr.contains("bbproxy: error: "), "{stderr}");
-    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
     for n in needles {
         assert!(stderr.contains(n), "expected {n:?} in: {stderr}");
     }
@@ -75,21 +78,32 @@ fn the_original_sample_config_passes_check() {
 #[test]
 fn go_style_config_flag_works() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("my.json"), ORIGINAL.replace("cert_cache_dir", "cert_cache_path")).unwrap();
+    std::fs::write(
+        dir.path().join("my.json"),
+        ORIGINAL.replace("cert_cache_dir", "cert_cache_path"),
+    )
+    .unwrap();
     let out = run(&["-config", "my.json", "check"], dir.path());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
 fn syntax_errors_give_file_line_and_column() {
-    let (ok, _, stderr) = check("{\n  \"domains\": {\n    \"a.test\": [\"127.0.0.1:1\"]\n  \n}\n");
+    // A missing comma between two keys, on line 3.
+    let (ok, _, stderr) =
+        check("{\n  \"domains\": {\"a.test\": [\"127.0.0.1:1\"]}\n  \"admin\": null\n}\n");
     assert!(!ok);
-    assert_clean_error(&stderr, &["config.json:5:", "syntax error"]);
+    assert_clean_error(&stderr, &["config.json:3:3: syntax error"]);
 }
 
 #[test]
 fn unknown_keys_are_named_with_their_path() {
-    let (ok, _, stderr) = check(r#"{"domains": {"a.test": {"backends": ["127.0.0.1:1"], "balancr": "x"}}}"#);
+    let (ok, _, stderr) =
+        check(r#"{"domains": {"a.test": {"backends": ["127.0.0.1:1"], "balancr": "x"}}}"#);
     assert!(!ok);
     assert_clean_error(&stderr, &["unknown key `domains.a.test.balancr`"]);
 }
@@ -99,10 +113,13 @@ fn bad_addresses_and_durations_name_the_value() {
     let (ok, _, stderr) = check(r#"{"domains": {"a.test": ["localhost:99999"]}}"#);
     assert!(!ok);
     assert_clean_error(&stderr, &["localhost:99999", "port"]);
-    let (ok, _, stderr) = check(r#"{"domains": {"a.test": ["127.0.0.1:1"]}, "circuit_breaker_timeout": "30 parsecs"}"#);
+    let (ok, _, stderr) = check(
+        r#"{"domains": {"a.test": ["127.0.0.1:1"]}, "circuit_breaker_timeout": "30 parsecs"}"#,
+    );
     assert!(!ok);
     assert_clean_error(&stderr, &["circuit_breaker_timeout", "30 parsecs"]);
-    let (ok, _, stderr) = check(r#"{"domains": {"a.test": ["127.0.0.1:1"]}, "circuit_breaker_timeout": 30}"#);
+    let (ok, _, stderr) =
+        check(r#"{"domains": {"a.test": ["127.0.0.1:1"]}, "circuit_breaker_timeout": 30}"#);
     assert!(!ok);
     assert_clean_error(&stderr, &["circuit_breaker_timeout", "\"30s\""]);
 }
@@ -114,7 +131,10 @@ fn a_missing_config_file_says_where_it_looked_and_how_to_pass_one() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_clean_error(&stderr, &["config.json not found", "--config"]);
-    assert!(stderr.contains(&dir.path().display().to_string()), "{stderr}");
+    assert!(
+        stderr.contains(&dir.path().display().to_string()),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -128,7 +148,10 @@ fn a_file_that_is_not_wasm_is_rejected_by_check() {
     .unwrap();
     let out = run(&["check", "--config", "config.json"], dir.path());
     assert!(!out.status.success());
-    assert_clean_error(&String::from_utf8_lossy(&out.stderr), &["junk.wasm", "not a valid WebAssembly component"]);
+    assert_clean_error(
+        &String::from_utf8_lossy(&out.stderr),
+        &["junk.wasm", "not a valid WebAssembly component"],
+    );
 }
 
 #[test]
@@ -145,7 +168,10 @@ fn a_component_of_the_wrong_world_is_rejected_by_check() {
     .unwrap();
     let out = run(&["check", "--config", "config.json"], dir.path());
     assert!(!out.status.success());
-    assert_clean_error(&String::from_utf8_lossy(&out.stderr), &["does not implement the bbproxy:plugin/balancer world"]);
+    assert_clean_error(
+        &String::from_utf8_lossy(&out.stderr),
+        &["does not implement the bbproxy:plugin/balancer world"],
+    );
 }
 
 #[test]
@@ -170,7 +196,11 @@ fn a_listen_address_in_use_is_named_with_the_fix() {
 fn a_privileged_port_without_privilege_names_the_fix() {
     // Tests run as root in CI; drop to `nobody` for this one run so the
     // kernel really refuses the bind.
-    let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false);
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.json");
     std::fs::write(
@@ -193,6 +223,10 @@ fn a_privileged_port_without_privilege_names_the_fix() {
     assert!(!out.status.success());
     assert_clean_error(
         &String::from_utf8_lossy(&out.stderr),
-        &["127.0.0.1:81", "permission denied", "setcap cap_net_bind_service"],
+        &[
+            "127.0.0.1:81",
+            "permission denied",
+            "setcap cap_net_bind_service",
+        ],
     );
 }

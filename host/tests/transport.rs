@@ -4,7 +4,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{Backend, DOWNLOAD_BYTES, Proxy, addrs, client, get, h2c_client, pattern, sha256_hex};
+use common::{Backend, DOWNLOAD_BYTES, Proxy, addrs, client, get, pattern, sha256_hex};
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, StatusCode, Version};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -56,18 +56,23 @@ async fn http11_keep_alive_serves_several_requests_on_one_connection() {
 async fn h2c_clients_are_served() {
     let b = Backend::start("a").await;
     let proxy = proxy_for(&b).await;
-    let h2 = h2c_client();
+    // HTTP/2 carries the host as :authority; the request URI names app.test
+    // and the connector dials the proxy.
+    let h2 = common::h2c_client_to(proxy.addr);
     for _ in 0..5 {
-        let req = Request::get(proxy.url("/x")).header("host", "app.test").body(Full::new(Bytes::new())).unwrap();
+        let req = Request::get(format!("http://app.test:{}/x", proxy.addr.port()))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
         let resp = h2.request(req).await.unwrap();
         assert_eq!(resp.version(), Version::HTTP_2);
         assert_eq!(resp.status(), StatusCode::OK);
-        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "backend a");
+        assert_eq!(
+            resp.into_body().collect().await.unwrap().to_bytes(),
+            "backend a"
+        );
     }
-    // Without a Host header, HTTP/2 carries the host as :authority only.
-    let direct = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .http2_only(true)
-        .build(ResolveTo(proxy.addr));
+    // A second connection, one more request.
+    let direct = common::h2c_client_to(proxy.addr);
     let req = Request::get(format!("http://app.test:{}/y", proxy.addr.port()))
         .body(Full::new(Bytes::new()))
         .unwrap();
@@ -76,35 +81,18 @@ async fn h2c_clients_are_served() {
     assert_eq!(b.hits(), 6);
 }
 
-/// A connector that sends every request to one address, so a URI can carry
-/// any authority.
-#[derive(Clone)]
-struct ResolveTo(std::net::SocketAddr);
-
-impl tower_service::Service<hyper::Uri> for ResolveTo {
-    type Response = hyper_util::rt::TokioIo<tokio::net::TcpStream>;
-    type Error = std::io::Error;
-    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: hyper::Uri) -> Self::Future {
-        let addr = self.0;
-        Box::pin(async move { Ok(hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(addr).await?)) })
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_mib_upload_and_download_stream_through_intact() {
     let b = Backend::start("a").await;
     let proxy = proxy_for(&b).await;
     let data = pattern(DOWNLOAD_BYTES);
     let expected = sha256_hex(&data);
-    for http in [client(), h2c_client()] {
-        let req = Request::post(proxy.url("/upload"))
-            .header("host", "app.test")
+    let base = format!("http://app.test:{}", proxy.addr.port());
+    for http in [
+        common::client_to(proxy.addr),
+        common::h2c_client_to(proxy.addr),
+    ] {
+        let req = Request::post(format!("{base}/upload"))
             .body(Full::new(Bytes::from(data.clone())))
             .unwrap();
         let resp = http.request(req).await.unwrap();
@@ -112,8 +100,7 @@ async fn ten_mib_upload_and_download_stream_through_intact() {
         let got = resp.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(String::from_utf8_lossy(&got), expected, "upload checksum");
 
-        let req = Request::get(proxy.url("/download"))
-            .header("host", "app.test")
+        let req = Request::get(format!("{base}/download"))
             .body(Full::new(Bytes::new()))
             .unwrap();
         let resp = http.request(req).await.unwrap();
@@ -140,7 +127,10 @@ async fn forwarding_headers_are_set_and_hop_by_hop_removed() {
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     let seen = String::from_utf8_lossy(&body);
     assert!(seen.contains("host: app.test"), "{seen}");
-    assert!(seen.contains("x-forwarded-for: 198.51.100.7, 127.0.0.1"), "{seen}");
+    assert!(
+        seen.contains("x-forwarded-for: 198.51.100.7, 127.0.0.1"),
+        "{seen}"
+    );
     assert!(seen.contains("x-forwarded-proto: http"), "{seen}");
     assert!(seen.contains("x-forwarded-host: app.test"), "{seen}");
     assert!(seen.contains("x-kept: yes"), "{seen}");

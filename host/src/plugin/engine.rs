@@ -97,7 +97,10 @@ impl Runtime {
     /// current tick may be about to end.
     pub(super) fn ticks(&self, timeout: Duration) -> u64 {
         let ticks = timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos());
-        u64::try_from(ticks).unwrap_or(u64::MAX).max(1).saturating_add(1)
+        u64::try_from(ticks)
+            .unwrap_or(u64::MAX)
+            .max(1)
+            .saturating_add(1)
     }
 
     /// Compiles `bytes` (a component binary, or WAT text), or returns the

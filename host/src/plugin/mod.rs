@@ -238,11 +238,7 @@ impl<W: World> Plugin<W> {
     }
 
     fn acquire(&self) -> Result<Instance<W>, Fault> {
-        let idle = self
-            .idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop();
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         match idle {
             Some(i) => Ok(i),
             None => self.instantiate().map_err(Fault::Trap),

@@ -69,9 +69,9 @@ impl PluginState {
     }
 
     fn request(&self) -> wasmtime::Result<&RequestView> {
-        self.request
-            .as_ref()
-            .ok_or_else(|| wasmtime::Error::msg("request resource used outside of the call that lent it"))
+        self.request.as_ref().ok_or_else(|| {
+            wasmtime::Error::msg("request resource used outside of the call that lent it")
+        })
     }
 }
 
@@ -107,7 +107,11 @@ impl types::HostRequest for PluginState {
         Ok(self.request()?.client.ip().to_string())
     }
 
-    fn header(&mut self, _: Resource<RequestHandle>, name: String) -> wasmtime::Result<Option<String>> {
+    fn header(
+        &mut self,
+        _: Resource<RequestHandle>,
+        name: String,
+    ) -> wasmtime::Result<Option<String>> {
         Ok(self
             .request()?
             .parts

@@ -19,8 +19,10 @@ pub trait World: Send + Sync + 'static {
     /// Checks the component's exports against the world.
     fn pre(pre: InstancePre<PluginState>) -> wasmtime::Result<Self::Pre>;
     /// Instantiates into `store`.
-    fn instantiate(pre: &Self::Pre, store: &mut Store<PluginState>)
-    -> wasmtime::Result<Self::Exports>;
+    fn instantiate(
+        pre: &Self::Pre,
+        store: &mut Store<PluginState>,
+    ) -> wasmtime::Result<Self::Exports>;
     /// Calls the world's `init` export.
     fn init(
         exports: &Self::Exports,

@@ -121,10 +121,7 @@ impl Forwarder {
         let RequestView {
             mut parts, client, ..
         } = view;
-        let path = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str());
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let uri: Uri = format!("{}{}", backend.base, path)
             .parse()
             .map_err(|e| UpstreamError::BadRequest(format!("{e}")))?;
@@ -144,7 +141,8 @@ impl Forwarder {
         let req = Request::from_parts(parts, body);
 
         let start = Instant::now();
-        let sent = tokio::time::timeout(self.timeouts.response_headers, self.client.request(req)).await;
+        let sent =
+            tokio::time::timeout(self.timeouts.response_headers, self.client.request(req)).await;
         let latency = start.elapsed();
         match sent {
             Ok(Ok(resp)) => Ok((resp, latency)),

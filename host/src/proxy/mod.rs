@@ -22,9 +22,7 @@ pub use forward::{Forwarder, UpstreamError};
 
 use crate::clock;
 use crate::generation::{Generation, Slot};
-use crate::plugin::{
-    Backend, BreakerWorld, Fault, Outcome, OutcomeKind, RequestView, Route,
-};
+use crate::plugin::{Backend, BreakerWorld, Fault, Outcome, OutcomeKind, RequestView, Route};
 use crate::upstream::Admission;
 
 /// How a listener's clients reach the proxy, for `X-Forwarded-Proto`.
@@ -118,13 +116,17 @@ impl Proxy {
                 }
             },
             Ok(Route::Respond(r)) => {
-                let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                let status =
+                    StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                 return text(status, r.body);
             }
             Err(fault) => return fault_response("router", &fault),
         };
         let Some(up) = generation.upstreams.get(upstream as usize) else {
-            return text(StatusCode::INTERNAL_SERVER_ERROR, "bbproxy: internal routing error\n");
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "bbproxy: internal routing error\n",
+            );
         };
 
         // Candidates the breaker admits; half-open ones only while a probe
@@ -138,7 +140,9 @@ impl Proxy {
             .filter_map(|(i, b)| {
                 let admission = b.state.breaker.admission(now);
                 (admission != Admission::Refused).then(|| {
-                    let stats = b.state.snapshot(i as u32, b.weight, b.state.breaker.state(now));
+                    let stats = b
+                        .state
+                        .snapshot(i as u32, b.weight, b.state.breaker.state(now));
                     (i, stats, admission == Admission::Probe)
                 })
             })
@@ -148,7 +152,10 @@ impl Proxy {
                 tracing::warn!(upstream = %up.name, "no backend available: every breaker is open");
                 return text(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    format!("bbproxy: no backend of {} is available (circuit open)\n", up.name),
+                    format!(
+                        "bbproxy: no backend of {} is available (circuit open)\n",
+                        up.name
+                    ),
                 );
             }
             let stats: Vec<Backend> = candidates.iter().map(|c| c.1).collect();
@@ -165,11 +172,16 @@ impl Proxy {
 
         let backend = &up.backends[index];
         let Some(view) = view else {
-            return text(StatusCode::INTERNAL_SERVER_ERROR, "bbproxy: internal error\n");
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "bbproxy: internal error\n",
+            );
         };
-        let before = backend
-            .state
-            .snapshot(index as u32, backend.weight, backend.state.breaker.state(now));
+        let before = backend.state.snapshot(
+            index as u32,
+            backend.weight,
+            backend.state.breaker.state(now),
+        );
         let guard = backend.state.start();
         let result = self
             .forwarder

@@ -65,7 +65,9 @@ impl BreakerCell {
             BreakerState::Closed => Admission::Closed,
             BreakerState::Open => Admission::Refused,
             BreakerState::HalfOpen => {
-                if self.probes_in_flight.load(Ordering::Acquire) < self.probes.load(Ordering::Acquire).max(1) {
+                if self.probes_in_flight.load(Ordering::Acquire)
+                    < self.probes.load(Ordering::Acquire).max(1)
+                {
                     Admission::Probe
                 } else {
                     Admission::Refused
@@ -78,7 +80,9 @@ impl BreakerCell {
     pub fn try_take_probe(&self) -> bool {
         let max = self.probes.load(Ordering::Acquire).max(1);
         self.probes_in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
             .is_ok()
     }
 
@@ -142,7 +146,10 @@ mod tests {
     fn open_then_half_open_after_the_period() {
         let b = BreakerCell::default();
         assert_eq!(b.admission(0), Admission::Closed);
-        assert_eq!(b.apply(&verdict(BreakerState::Open, 100, 1), 1000), Some(BreakerState::Open));
+        assert_eq!(
+            b.apply(&verdict(BreakerState::Open, 100, 1), 1000),
+            Some(BreakerState::Open)
+        );
         assert_eq!(b.admission(1050), Admission::Refused);
         assert_eq!(b.admission(1100), Admission::Probe);
         assert_eq!(b.state(1100), BreakerState::HalfOpen);
@@ -151,7 +158,10 @@ mod tests {
         assert!(!b.try_take_probe());
         b.release_probe();
         assert_eq!(b.admission(1101), Admission::Probe);
-        assert_eq!(b.apply(&verdict(BreakerState::Closed, 0, 0), 1200), Some(BreakerState::Closed));
+        assert_eq!(
+            b.apply(&verdict(BreakerState::Closed, 0, 0), 1200),
+            Some(BreakerState::Closed)
+        );
         assert_eq!(b.admission(1200), Admission::Closed);
         assert_eq!(b.transitions(), 3);
     }

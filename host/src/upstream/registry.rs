@@ -24,10 +24,9 @@ impl Registry {
             .iter()
             .map(|(upstream, authority, base)| {
                 let key = (upstream.clone(), base.clone());
-                let state = map
-                    .get(&key)
-                    .cloned()
-                    .unwrap_or_else(|| Arc::new(BackendState::new(authority.clone(), base.clone())));
+                let state = map.get(&key).cloned().unwrap_or_else(|| {
+                    Arc::new(BackendState::new(authority.clone(), base.clone()))
+                });
                 next.insert(key, state.clone());
                 state
             })

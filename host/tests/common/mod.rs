@@ -59,7 +59,9 @@ impl Backend {
         let (n, h) = (name.to_owned(), hits.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let (n, h) = (n.clone(), h.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
@@ -78,7 +80,12 @@ impl Backend {
                 });
             }
         });
-        Backend { name: name.to_owned(), addr, hits, task }
+        Backend {
+            name: name.to_owned(),
+            addr,
+            hits,
+            task,
+        }
     }
 
     pub fn hits(&self) -> u64 {
@@ -92,7 +99,10 @@ impl Drop for Backend {
     }
 }
 
-async fn answer(name: &str, req: Request<Incoming>) -> Response<http_body_util::combinators::BoxBody<Bytes, Infallible>> {
+async fn answer(
+    name: &str,
+    req: Request<Incoming>,
+) -> Response<http_body_util::combinators::BoxBody<Bytes, Infallible>> {
     match req.uri().path() {
         "/upload" => {
             let mut hasher = Sha256::new();
@@ -187,7 +197,11 @@ impl Proxy {
         let running = bbproxy::app::start(config, bbproxy::app::Options::default())
             .await
             .unwrap();
-        Proxy { addr: running.http.unwrap(), running: Some(running), dir }
+        Proxy {
+            addr: running.http.unwrap(),
+            running: Some(running),
+            dir,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -206,11 +220,47 @@ pub fn client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build(HttpConnector::new())
 }
 
-/// HTTP/2 client with prior knowledge (h2c).
-pub fn h2c_client() -> HttpClient {
+/// HTTP/1.1 client that dials `addr` whatever the URI's authority, so
+/// requests can name a test domain.
+pub fn client_to(addr: SocketAddr) -> Client<ResolveTo, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build(ResolveTo(addr))
+}
+
+/// HTTP/2 client with prior knowledge (h2c) that dials `addr` whatever the
+/// URI's authority.
+pub fn h2c_client_to(addr: SocketAddr) -> Client<ResolveTo, Full<Bytes>> {
     Client::builder(TokioExecutor::new())
         .http2_only(true)
-        .build(HttpConnector::new())
+        .build(ResolveTo(addr))
+}
+
+/// A connector that sends every request to one address, so a URI can carry
+/// any authority.
+#[derive(Clone)]
+pub struct ResolveTo(std::net::SocketAddr);
+
+impl tower_service::Service<hyper::Uri> for ResolveTo {
+    type Response = hyper_util::rt::TokioIo<tokio::net::TcpStream>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: hyper::Uri) -> Self::Future {
+        let addr = self.0;
+        Box::pin(async move {
+            Ok(hyper_util::rt::TokioIo::new(
+                tokio::net::TcpStream::connect(addr).await?,
+            ))
+        })
+    }
 }
 
 /// GET `url` with `Host: host`; status and body text.
@@ -236,7 +286,10 @@ where
         if cond().await {
             return;
         }
-        assert!(Instant::now() < end, "timed out after {deadline:?} waiting for {what}");
+        assert!(
+            Instant::now() < end,
+            "timed out after {deadline:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
