@@ -1,10 +1,12 @@
 //! Putting the pieces together: config → plugin runtime → first generation →
-//! listeners. Used by `main` and by the integration tests, which run the
-//! whole proxy in-process on `127.0.0.1:0`.
+//! admin listener → proxy listeners. Used by `main` and by the integration
+//! tests, which run the whole proxy in-process on `127.0.0.1:0`.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use bbproxy_config::Config;
@@ -13,8 +15,10 @@ use tokio::task::JoinHandle;
 
 use crate::generation::{BuildError, Generation};
 use crate::plugin::{LoadError, Runtime};
-use crate::proxy::{Proxy, Scheme, Timeouts};
+use crate::proxy::observe::Observer;
+use crate::proxy::{ConnectionCounts, Proxy, Scheme, Timeouts};
 use crate::server::{self, BindError};
+use crate::telemetry;
 use crate::upstream::Registry;
 
 /// Why the proxy could not start.
@@ -52,15 +56,72 @@ impl Default for Options {
     }
 }
 
+/// A reload that failed, kept for `/status` until the next good one.
+#[derive(Debug, Clone)]
+pub struct ReloadFailure {
+    /// When it failed.
+    pub at: SystemTime,
+    /// Why, naming the file.
+    pub message: String,
+}
+
+/// State shared by the proxy, the admin endpoints and reloads for the life of
+/// the process; generations come and go inside it.
+#[derive(Debug)]
+pub struct Shared {
+    /// The generation serving new requests.
+    pub generation: Arc<ArcSwap<Generation>>,
+    /// The plugin runtime (engine, compile cache, shared plugin state).
+    pub runtime: Runtime,
+    /// Backend state, carried across generations.
+    pub registry: Arc<Registry>,
+    /// Open connections per backend address.
+    pub connections: Arc<ConnectionCounts>,
+    /// Request recording.
+    pub observer: Arc<Observer>,
+    /// The config file serving was started from.
+    pub config_path: PathBuf,
+    /// True once every listener is bound.
+    pub ready: AtomicBool,
+    /// The last failed reload, cleared by a good one.
+    pub last_reload_error: Mutex<Option<ReloadFailure>>,
+    next_generation: AtomicU64,
+}
+
+impl Shared {
+    /// The number the next generation gets.
+    pub fn next_generation_id(&self) -> u64 {
+        self.next_generation.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// A loaded proxy whose admin listener (if any) is up but whose proxy
+/// listeners are not bound yet: `/readyz` says not ready.
+#[derive(Debug)]
+pub struct Prepared {
+    config: Arc<Config>,
+    options: Options,
+    /// Shared state.
+    pub shared: Arc<Shared>,
+    /// Where the admin endpoints are served, if enabled.
+    pub admin: Option<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
 /// A running proxy.
 #[derive(Debug)]
 pub struct Running {
     /// Where plain HTTP is served, if configured.
     pub http: Option<SocketAddr>,
+    /// Where the admin endpoints are served, if enabled.
+    pub admin: Option<SocketAddr>,
     /// The generation serving new requests.
     pub generation: Arc<ArcSwap<Generation>>,
     /// The plugin runtime (shared state, compile cache).
     pub runtime: Runtime,
+    /// Process-lifetime state.
+    pub shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -106,6 +167,16 @@ pub async fn build_generation(
 
 /// Starts the proxy for `config`.
 pub async fn start(config: Config, options: Options) -> Result<Running, StartError> {
+    prepare(config, options).await?.serve().await
+}
+
+/// Loads `config` and starts the admin listener, without binding the proxy
+/// listeners yet.
+pub async fn prepare(config: Config, options: Options) -> Result<Prepared, StartError> {
+    // Install the recorder before any handle is made, so every metric is
+    // recorded into it.
+    telemetry::handle();
+    telemetry::spawn_upkeep();
     let runtime = Runtime::new()?;
     let registry = Arc::new(Registry::default());
     let config = Arc::new(config);
@@ -119,37 +190,160 @@ pub async fn start(config: Config, options: Options) -> Result<Running, StartErr
         "configuration loaded from {}",
         config.origin.display()
     );
-    let generation = Arc::new(ArcSwap::from_pointee(first));
-    let proxy = Arc::new(Proxy::new(generation.clone(), options.timeouts));
-
-    if let Some(addr) = config.listen.https {
-        tracing::warn!(
-            "listen.https {addr}: HTTPS is not implemented in this build; only plain HTTP is served"
-        );
-    }
-    let Some(http_addr) = config.listen.http else {
-        return Err(StartError::NoListener);
-    };
-    let listener = server::bind(http_addr, "listen.http").await?;
-    let http = listener.local_addr().ok();
-    let (shutdown, rx) = watch::channel(false);
-    let tasks = vec![tokio::spawn(server::serve(
-        listener,
-        proxy,
-        Scheme::Http,
-        rx,
-        options.shutdown_grace,
-    ))];
-    if let Some(addr) = http {
-        tracing::info!("serving HTTP on {addr}");
-    }
-    Ok(Running {
-        http,
-        generation,
+    metrics::gauge!(telemetry::names::GENERATION).set(first.id as f64);
+    let shared = Arc::new(Shared {
+        generation: Arc::new(ArcSwap::from_pointee(first)),
         runtime,
+        registry,
+        connections: Arc::new(ConnectionCounts::default()),
+        observer: Arc::new(Observer::new(config.access_log)),
+        config_path: config.origin.clone(),
+        ready: AtomicBool::new(false),
+        last_reload_error: Mutex::new(None),
+        next_generation: AtomicU64::new(2),
+    });
+    let (shutdown, rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let admin = match config.admin {
+        Some(addr) => {
+            let listener = server::bind(addr, "admin").await?;
+            let bound = listener.local_addr().ok();
+            if !addr.ip().is_loopback() {
+                tracing::warn!("admin endpoints are reachable from other machines on {addr}");
+            }
+            if let Some(a) = bound {
+                tracing::info!("admin endpoints on http://{a}/ (metrics, status, healthz, readyz)");
+            }
+            tasks.push(tokio::spawn(crate::admin::serve(
+                listener,
+                shared.clone(),
+                rx.clone(),
+            )));
+            bound
+        }
+        None => None,
+    };
+    tasks.push(tokio::spawn(summary_loop(
+        shared.clone(),
+        config.metrics.log_interval,
+        rx,
+    )));
+    Ok(Prepared {
+        config,
+        options,
+        shared,
+        admin,
         shutdown,
         tasks,
     })
+}
+
+impl Prepared {
+    /// Binds the proxy listeners and starts serving; `/readyz` turns ready.
+    pub async fn serve(self) -> Result<Running, StartError> {
+        let Prepared {
+            config,
+            options,
+            shared,
+            admin,
+            shutdown,
+            mut tasks,
+        } = self;
+        let stop_on_error = |e: StartError| {
+            let _ = shutdown.send(true);
+            e
+        };
+        let proxy = Arc::new(Proxy::new(
+            shared.generation.clone(),
+            options.timeouts,
+            shared.observer.clone(),
+            shared.connections.clone(),
+        ));
+        if let Some(addr) = config.listen.https {
+            tracing::warn!(
+                "listen.https {addr}: HTTPS is not implemented in this build; only plain HTTP is served"
+            );
+        }
+        let Some(http_addr) = config.listen.http else {
+            return Err(stop_on_error(StartError::NoListener));
+        };
+        let listener = server::bind(http_addr, "listen.http")
+            .await
+            .map_err(|e| stop_on_error(e.into()))?;
+        let http = listener.local_addr().ok();
+        tasks.push(tokio::spawn(server::serve(
+            listener,
+            proxy,
+            Scheme::Http,
+            shutdown.subscribe(),
+            options.shutdown_grace,
+        )));
+        if let Some(addr) = http {
+            tracing::info!("serving HTTP on {addr}");
+        }
+        shared.ready.store(true, Ordering::Release);
+        Ok(Running {
+            http,
+            admin,
+            generation: shared.generation.clone(),
+            runtime: shared.runtime.clone(),
+            shared,
+            shutdown,
+            tasks,
+        })
+    }
+}
+
+/// Logs one summary line per interval: requests, error rate, p50/p99,
+/// open breakers.
+async fn summary_loop(
+    shared: Arc<Shared>,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = tick.tick() => {}
+        }
+        let s = shared.observer.window.take();
+        let generation = shared.generation.load();
+        let now = crate::clock::monotonic_ms();
+        let open: Vec<String> = generation
+            .upstreams
+            .iter()
+            .flat_map(|u| {
+                u.backends
+                    .iter()
+                    .filter(move |b| {
+                        b.state.breaker.state(now) != crate::plugin::BreakerState::Closed
+                    })
+                    .map(move |b| format!("{}/{}", u.name, b.state.authority))
+            })
+            .collect();
+        let error_rate = if s.requests == 0 {
+            0.0
+        } else {
+            s.errors as f64 * 100.0 / s.requests as f64
+        };
+        tracing::info!(
+            target: "bbproxy::summary",
+            requests = s.requests,
+            errors = s.errors,
+            error_rate_percent = error_rate,
+            p50_ms = s.p50.as_secs_f64() * 1000.0,
+            p99_ms = s.p99.as_secs_f64() * 1000.0,
+            open_breakers = open.len(),
+            "last {:?}: {} requests, {:.2}% errors, p50 {:.3} ms, p99 {:.3} ms, breakers not closed: {}",
+            interval,
+            s.requests,
+            error_rate,
+            s.p50.as_secs_f64() * 1000.0,
+            s.p99.as_secs_f64() * 1000.0,
+            if open.is_empty() { "none".to_owned() } else { open.join(", ") }
+        );
+    }
 }
 
 /// Validates `config` and every plugin it names without serving: the

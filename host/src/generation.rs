@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 use crate::plugin::{
     BalancerWorld, BreakerWorld, LoadError, Plugin, RouterWorld, Runtime, Upstream, World, bundle,
 };
+use crate::proxy::observe::{BackendMetrics, DomainMetrics};
 use crate::upstream::{BackendState, Registry};
 
 /// Why a generation could not be built.
@@ -34,6 +35,8 @@ pub struct BackendSlot {
     pub state: Arc<BackendState>,
     /// Configured weight.
     pub weight: u32,
+    /// Its metric handles.
+    pub metrics: BackendMetrics,
 }
 
 /// One upstream (a key of `domains`).
@@ -43,6 +46,8 @@ pub struct UpstreamSlot {
     pub name: String,
     /// Its backends, in configured order (the index is the WIT `backend.id`).
     pub backends: Vec<BackendSlot>,
+    /// Its metric handles.
+    pub metrics: DomainMetrics,
 }
 
 /// Where a plugin came from, for `/status` and logs.
@@ -125,10 +130,12 @@ impl Generation {
                     .iter()
                     .zip(states.by_ref())
                     .map(|(b, state)| BackendSlot {
+                        metrics: BackendMetrics::new(&d.name, &state.authority),
                         state,
                         weight: b.weight,
                     })
                     .collect(),
+                metrics: DomainMetrics::new(&d.name),
             })
             .collect();
         let by_name = upstreams

@@ -2,6 +2,7 @@
 //! breaking are WebAssembly components.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod clock;
@@ -11,4 +12,5 @@ pub mod plugin;
 pub mod proxy;
 pub mod rand;
 pub mod server;
+pub mod telemetry;
 pub mod upstream;

@@ -17,7 +17,7 @@ use super::state::PluginState;
 
 /// How often the epoch advances. A call's deadline is a whole number of
 /// ticks, so this is the granularity of plugin timeouts.
-const EPOCH_TICK: Duration = Duration::from_millis(1);
+pub(super) const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 struct Inner {
     engine: Engine,
@@ -91,16 +91,6 @@ impl Runtime {
     /// Counters and key-value store shared by all plugins.
     pub fn shared(&self) -> &Arc<SharedState> {
         &self.inner.shared
-    }
-
-    /// Epoch ticks for a call deadline: at least one, plus one because the
-    /// current tick may be about to end.
-    pub(super) fn ticks(&self, timeout: Duration) -> u64 {
-        let ticks = timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos());
-        u64::try_from(ticks)
-            .unwrap_or(u64::MAX)
-            .max(1)
-            .saturating_add(1)
     }
 
     /// Compiles `bytes` (a component binary, or WAT text), or returns the

@@ -8,6 +8,7 @@
 
 mod bindings;
 pub mod bundle;
+mod deadline;
 mod engine;
 mod shared;
 mod state;
@@ -28,7 +29,11 @@ pub use shared::SharedState;
 pub use state::{PluginIdentity, RequestView};
 pub use world::{BalancerWorld, BreakerWorld, RouterWorld, World};
 
+use crate::telemetry::names;
 use state::PluginState;
+
+/// Least CPU budget of instantiation plus `init`.
+const INIT_MIN_BUDGET: Duration = Duration::from_millis(200);
 
 /// Idle instances kept per plugin. Enough for every worker thread to find one
 /// without instantiating; more would only hold memory.
@@ -127,6 +132,8 @@ pub struct Plugin<W: World> {
     idle: Mutex<Vec<Instance<W>>>,
     sha256: String,
     faults: AtomicU64,
+    calls: metrics::Counter,
+    call_seconds: metrics::Histogram,
 }
 
 impl<W: World> std::fmt::Debug for Plugin<W> {
@@ -166,6 +173,8 @@ impl<W: World> Plugin<W> {
             idle: Mutex::new(Vec::new()),
             sha256,
             faults: AtomicU64::new(0),
+            calls: metrics::counter!(names::PLUGIN_CALLS, "plugin" => name.to_owned(), "role" => W::ROLE),
+            call_seconds: metrics::histogram!(names::PLUGIN_CALL_DURATION, "plugin" => name.to_owned(), "role" => W::ROLE),
         };
         let first = plugin.instantiate().map_err(|reason| LoadError::Init {
             name: name.to_owned(),
@@ -221,15 +230,19 @@ impl<W: World> Plugin<W> {
         );
         let mut store = Store::new(self.runtime.engine(), state);
         store.limiter(|s| &mut s.limits);
+        deadline::install(&mut store);
         store
     }
 
     /// A fresh instance with `init` already run.
     fn instantiate(&self) -> Result<Instance<W>, String> {
         let mut store = self.new_store();
-        store.set_epoch_deadline(self.runtime.ticks(self.limits.timeout));
+        // Instantiation and init parse config and build tables once; give
+        // them more room than a per-request call.
+        let init_budget = (self.limits.timeout * 10).max(INIT_MIN_BUDGET);
+        deadline::arm(&mut store, init_budget);
         let exports = W::instantiate(&self.pre, &mut store).map_err(|e| format!("{e:#}"))?;
-        store.set_epoch_deadline(self.runtime.ticks(self.limits.timeout));
+        deadline::arm(&mut store, init_budget);
         match W::init(&exports, &mut store, &self.config) {
             Ok(Ok(())) => Ok(Instance { store, exports }),
             Ok(Err(msg)) => Err(format!("plugin rejected its config: {msg}")),
@@ -263,10 +276,12 @@ impl<W: World> Plugin<W> {
             Ok(i) => i,
             Err(fault) => return Err(self.record(fault)),
         };
-        inst.store
-            .set_epoch_deadline(self.runtime.ticks(self.limits.timeout));
+        deadline::arm(&mut inst.store, self.limits.timeout);
         inst.store.data_mut().request = request.take();
+        let started = std::time::Instant::now();
         let result = f(&inst.exports, &mut inst.store);
+        self.call_seconds.record(started.elapsed());
+        self.calls.increment(1);
         *request = inst.store.data_mut().request.take();
         match result {
             Ok(r) => {
@@ -281,6 +296,13 @@ impl<W: World> Plugin<W> {
     /// Counts and logs a fault; returns it for the caller's policy.
     pub fn record(&self, fault: Fault) -> Fault {
         self.faults.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(
+            names::PLUGIN_FAULTS,
+            "plugin" => self.identity.name.to_string(),
+            "role" => W::ROLE,
+            "kind" => fault.kind()
+        )
+        .increment(1);
         tracing::warn!(
             plugin = %self.identity.name,
             role = W::ROLE,

@@ -45,6 +45,8 @@ pub struct PluginState {
     shared: Arc<SharedState>,
     upstreams: Arc<[types::Upstream]>,
     identity: PluginIdentity,
+    /// CPU budget of the call in progress.
+    pub(super) budget: super::deadline::Budget,
 }
 
 impl PluginState {
@@ -65,6 +67,7 @@ impl PluginState {
             shared,
             upstreams,
             identity,
+            budget: Default::default(),
         }
     }
 

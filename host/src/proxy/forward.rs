@@ -11,7 +11,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use std::sync::Arc;
+
 use super::Timeouts;
+use super::connector::{ConnectionCounts, Counting};
 use super::headers;
 use crate::plugin::{OutcomeKind, RequestView};
 use crate::upstream::BackendState;
@@ -92,20 +95,20 @@ impl UpstreamError {
 /// and all generations (pools are keyed by backend address).
 #[derive(Debug)]
 pub struct Forwarder {
-    client: Client<HttpConnector, Incoming>,
+    client: Client<Counting<HttpConnector>, Incoming>,
     timeouts: Timeouts,
 }
 
 impl Forwarder {
     /// A forwarder with the given timeouts.
-    pub fn new(timeouts: Timeouts) -> Self {
+    pub fn new(timeouts: Timeouts, connections: Arc<ConnectionCounts>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(timeouts.connect));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
-            .build(connector);
+            .build(Counting::new(connector, connections));
         Self { client, timeouts }
     }
 

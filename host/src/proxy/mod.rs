@@ -5,8 +5,10 @@
 //! faults) and owns everything that touches sockets.
 
 mod body;
+mod connector;
 mod forward;
 mod headers;
+pub mod observe;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -18,6 +20,7 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 pub use body::ProxyBody;
+pub use connector::ConnectionCounts;
 pub use forward::{Forwarder, UpstreamError};
 
 use crate::clock;
@@ -66,15 +69,23 @@ impl Default for Timeouts {
 pub struct Proxy {
     generation: Arc<ArcSwap<Generation>>,
     forwarder: Forwarder,
+    observer: Arc<observe::Observer>,
 }
 
 impl Proxy {
     /// A proxy serving whatever generation `generation` holds at the time
-    /// each request starts.
-    pub fn new(generation: Arc<ArcSwap<Generation>>, timeouts: Timeouts) -> Self {
+    /// each request starts, recording into `observer` and counting backend
+    /// connections into `connections`.
+    pub fn new(
+        generation: Arc<ArcSwap<Generation>>,
+        timeouts: Timeouts,
+        observer: Arc<observe::Observer>,
+        connections: Arc<ConnectionCounts>,
+    ) -> Self {
         Self {
             generation,
-            forwarder: Forwarder::new(timeouts),
+            forwarder: Forwarder::new(timeouts, connections),
+            observer,
         }
     }
 
@@ -87,18 +98,34 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, Infallible> {
         // Pinned for the whole request, even if a reload swaps it meanwhile.
         let generation = self.generation.load_full();
-        Ok(self.serve(&generation, req, client, scheme).await)
-    }
-
-    async fn serve(
-        &self,
-        generation: &Generation,
-        req: Request<Incoming>,
-        client: SocketAddr,
-        scheme: Scheme,
-    ) -> Response<ProxyBody> {
+        let started = self.observer.start();
         let (parts, body) = req.into_parts();
         let host = headers::request_host(&parts.uri, &parts.headers);
+        let access = observe::AccessFields {
+            method: parts.method.clone(),
+            host: host.clone(),
+            path: parts.uri.path().to_owned(),
+        };
+        let mut route = observe::Route::default();
+        let mut resp = self
+            .serve(&generation, parts, body, host, client, scheme, &mut route)
+            .await;
+        let finish = started.respond(&route, resp.status().as_u16(), generation.id, Some(access));
+        resp.body_mut().on_finish(finish);
+        Ok(resp)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn serve<'g>(
+        &self,
+        generation: &'g Generation,
+        parts: http::request::Parts,
+        body: Incoming,
+        host: String,
+        client: SocketAddr,
+        scheme: Scheme,
+        route_record: &mut observe::Route<'g>,
+    ) -> Response<ProxyBody> {
         let mut view = Some(RequestView {
             parts,
             host,
@@ -128,6 +155,7 @@ impl Proxy {
                 "bbproxy: internal routing error\n",
             );
         };
+        route_record.domain = Some(&up.metrics);
 
         // Candidates the breaker admits; half-open ones only while a probe
         // slot is free. Picked, then the probe slot is taken for real: if a
@@ -171,6 +199,7 @@ impl Proxy {
         };
 
         let backend = &up.backends[index];
+        route_record.backend = Some((&backend.metrics, &backend.state.authority));
         let Some(view) = view else {
             return text(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -194,11 +223,19 @@ impl Proxy {
                 status: resp.status().as_u16(),
                 latency_us: micros(*latency),
             },
-            Err(e) => Outcome {
-                kind: e.outcome_kind(),
-                status: 0,
-                latency_us: micros(e.latency()),
-            },
+            Err(e) => {
+                let kind = e.outcome_kind();
+                match kind {
+                    OutcomeKind::ConnectError => backend.metrics.connect_errors.increment(1),
+                    OutcomeKind::Timeout => backend.metrics.timeouts.increment(1),
+                    _ => {}
+                }
+                Outcome {
+                    kind,
+                    status: 0,
+                    latency_us: micros(e.latency()),
+                }
+            }
         };
         if outcome.kind == OutcomeKind::Response {
             backend.state.record_latency(outcome.latency_us);
@@ -212,13 +249,7 @@ impl Proxy {
             Ok((resp, _)) => {
                 let (mut parts, body) = resp.into_parts();
                 headers::strip_hop_by_hop(&mut parts.headers);
-                Response::from_parts(
-                    parts,
-                    ProxyBody::Upstream {
-                        body,
-                        guard: Some(guard),
-                    },
-                )
+                Response::from_parts(parts, ProxyBody::upstream(body, guard))
             }
             Err(e) => {
                 tracing::warn!(upstream = %up.name, backend = %backend.state.authority, "backend failed: {e}");

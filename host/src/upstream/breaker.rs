@@ -21,8 +21,9 @@ pub struct BreakerCell {
     probes: AtomicU32,
     /// Probes currently in flight.
     probes_in_flight: AtomicU32,
-    /// Transitions since the backend was first configured.
-    transitions: AtomicU64,
+    /// Transitions since the backend was first configured, by target state
+    /// (closed, open, half-open), for the transitions metric.
+    transitions: [AtomicU64; 3],
 }
 
 /// Whether a backend may take a request now.
@@ -51,7 +52,7 @@ impl BreakerCell {
                     .is_ok()
                 {
                     self.probes_in_flight.store(0, Ordering::Release);
-                    self.transitions.fetch_add(1, Ordering::Relaxed);
+                    self.transitions[usize::from(HALF_OPEN)].fetch_add(1, Ordering::Relaxed);
                 }
                 BreakerState::HalfOpen
             }
@@ -119,13 +120,26 @@ impl BreakerCell {
         self.state
             .compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire)
             .ok()?;
-        self.transitions.fetch_add(1, Ordering::Relaxed);
+        self.transitions[usize::from(new)].fetch_add(1, Ordering::Relaxed);
         Some(verdict.state)
     }
 
-    /// State transitions so far.
+    /// State transitions so far, all targets together.
     pub fn transitions(&self) -> u64 {
-        self.transitions.load(Ordering::Relaxed)
+        self.transitions
+            .iter()
+            .map(|t| t.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Transitions into `state` so far.
+    pub fn transitions_to(&self, state: BreakerState) -> u64 {
+        let i = match state {
+            BreakerState::Closed => CLOSED,
+            BreakerState::Open => OPEN,
+            BreakerState::HalfOpen => HALF_OPEN,
+        };
+        self.transitions[usize::from(i)].load(Ordering::Relaxed)
     }
 }
 
@@ -164,6 +178,7 @@ mod tests {
         );
         assert_eq!(b.admission(1200), Admission::Closed);
         assert_eq!(b.transitions(), 3);
+        assert_eq!(b.transitions_to(BreakerState::HalfOpen), 1);
     }
 
     #[test]

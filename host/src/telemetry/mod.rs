@@ -1,0 +1,192 @@
+//! Prometheus metrics: the recorder, the names (one place, documented), and
+//! the gauges that are read from live state at scrape time.
+//!
+//! Counters on the request path use handles resolved once per backend or
+//! plugin, so a request costs a few atomic increments, not label hashing.
+
+pub mod names;
+pub mod summary;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram, gauge};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::generation::Generation;
+use crate::plugin::BreakerState;
+use crate::proxy::ConnectionCounts;
+use names::*;
+
+/// Buckets of the latency histograms, in seconds: 100 µs to 60 s.
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    10.0, 60.0,
+];
+
+/// Buckets of the plugin call histogram, in seconds: 1 µs to 100 ms.
+const PLUGIN_BUCKETS: [f64; 12] = [
+    0.000001, 0.0000025, 0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.001, 0.01, 0.05,
+    0.1,
+];
+
+/// The process's Prometheus recorder, installed on first use. Every proxy
+/// started in this process (tests start several) reports into it.
+pub fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), &LATENCY_BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full(PLUGIN_CALL_DURATION.into()),
+                    &PLUGIN_BUCKETS,
+                )
+            })
+            .map(PrometheusBuilder::build_recorder);
+        let recorder = match recorder {
+            Ok(r) => r,
+            // Only reachable with an empty bucket list, which the constants
+            // above are not; fall back to summaries rather than fail.
+            Err(_) => PrometheusBuilder::new().build_recorder(),
+        };
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("a metrics recorder was already installed; /metrics may be incomplete");
+        }
+        describe();
+        handle
+    })
+}
+
+/// Drains histogram samples into their buckets now and then, so memory stays
+/// flat between scrapes.
+pub fn spawn_upkeep() {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        let handle = handle().clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                handle.run_upkeep();
+            }
+        });
+    });
+}
+
+fn describe() {
+    describe_counter!(
+        REQUESTS,
+        "Requests answered, by domain, backend and status class."
+    );
+    describe_histogram!(
+        REQUEST_DURATION,
+        Unit::Seconds,
+        "Time from request to response headers, by domain."
+    );
+    describe_gauge!(IN_FLIGHT, "Requests being handled now.");
+    describe_counter!(CONNECT_ERRORS, "Failed connection attempts to a backend.");
+    describe_counter!(
+        UPSTREAM_TIMEOUTS,
+        "Backend connects or responses that timed out."
+    );
+    describe_gauge!(POOL_OPEN, "Open connections to a backend.");
+    describe_gauge!(
+        POOL_IDLE,
+        "Open connections to a backend with no request on them (open minus in-flight)."
+    );
+    describe_gauge!(
+        BREAKER_STATE,
+        "Breaker state per backend: 0 closed, 1 half-open, 2 open."
+    );
+    describe_counter!(
+        BREAKER_TRANSITIONS,
+        "Breaker state changes, by target state."
+    );
+    describe_counter!(PLUGIN_CALLS, "Calls into plugins, by plugin and role.");
+    describe_histogram!(
+        PLUGIN_CALL_DURATION,
+        Unit::Seconds,
+        "Duration of plugin calls, by plugin and role."
+    );
+    describe_counter!(PLUGIN_FAULTS, "Plugin traps, timeouts and invalid answers.");
+    describe_counter!(RELOADS, "Configuration reloads, by result (ok, error).");
+    describe_gauge!(GENERATION, "Number of the generation serving new requests.");
+}
+
+/// Label value of a breaker state.
+pub fn breaker_label(state: BreakerState) -> &'static str {
+    match state {
+        BreakerState::Closed => "closed",
+        BreakerState::Open => "open",
+        BreakerState::HalfOpen => "half_open",
+    }
+}
+
+/// Sets the gauges that mirror live state (breakers, pools, generation)
+/// from `generation`; called right before rendering a scrape.
+pub fn refresh(generation: &Generation, connections: &ConnectionCounts) {
+    let now = crate::clock::monotonic_ms();
+    gauge!(GENERATION).set(generation.id as f64);
+    for up in &generation.upstreams {
+        for b in &up.backends {
+            let labels = [
+                ("domain", up.name.clone()),
+                ("backend", b.state.authority.clone()),
+            ];
+            let state = b.state.breaker.state(now);
+            let value = match state {
+                BreakerState::Closed => 0.0,
+                BreakerState::HalfOpen => 1.0,
+                BreakerState::Open => 2.0,
+            };
+            gauge!(BREAKER_STATE, &labels).set(value);
+            for to in [
+                BreakerState::Closed,
+                BreakerState::Open,
+                BreakerState::HalfOpen,
+            ] {
+                let mut l = labels.to_vec();
+                l.push(("to", breaker_label(to).to_owned()));
+                metrics::counter!(BREAKER_TRANSITIONS, &l)
+                    .absolute(b.state.breaker.transitions_to(to));
+            }
+            let open = connections.open(&b.state.authority);
+            let idle = open.saturating_sub(u64::from(b.state.in_flight()));
+            let backend = [("backend", b.state.authority.clone())];
+            gauge!(POOL_OPEN, &backend).set(open as f64);
+            gauge!(POOL_IDLE, &backend).set(idle as f64);
+        }
+    }
+}
+
+/// The Prometheus text exposition of everything recorded so far.
+pub fn render(generation: &Generation, connections: &ConnectionCounts) -> String {
+    refresh(generation, connections);
+    // Fold recorded histogram samples into buckets first, or a scrape right
+    // after traffic would miss them.
+    handle().run_upkeep();
+    handle().render()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn histograms_render() {
+        let h = super::handle();
+        let hist = metrics::histogram!(super::names::REQUEST_DURATION, "domain" => "unit.test");
+        hist.record(std::time::Duration::from_millis(3));
+        hist.record(0.5);
+        h.run_upkeep();
+        let text = h.render();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("bbproxy_request_duration_seconds_count{domain=\"unit.test\"}"))
+            .unwrap_or("");
+        assert_eq!(
+            line, "bbproxy_request_duration_seconds_count{domain=\"unit.test\"} 2",
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,31 @@
+//! Metric names, in one place so code, docs and tests agree. Documented in
+//! the README's "Metrics" table.
+
+/// Counter: requests answered, labels `domain`, `backend`, `class`.
+pub const REQUESTS: &str = "bbproxy_requests_total";
+/// Histogram: seconds to response headers, label `domain`.
+pub const REQUEST_DURATION: &str = "bbproxy_request_duration_seconds";
+/// Gauge: requests being handled.
+pub const IN_FLIGHT: &str = "bbproxy_requests_in_flight";
+/// Counter: connect errors, label `backend`.
+pub const CONNECT_ERRORS: &str = "bbproxy_upstream_connect_errors_total";
+/// Counter: connect or response timeouts, label `backend`.
+pub const UPSTREAM_TIMEOUTS: &str = "bbproxy_upstream_timeouts_total";
+/// Gauge: open pooled connections, label `backend`.
+pub const POOL_OPEN: &str = "bbproxy_pool_connections_open";
+/// Gauge: idle pooled connections, label `backend`.
+pub const POOL_IDLE: &str = "bbproxy_pool_connections_idle";
+/// Gauge: breaker state 0/1/2, labels `domain`, `backend`.
+pub const BREAKER_STATE: &str = "bbproxy_breaker_state";
+/// Counter: breaker transitions, labels `domain`, `backend`, `to`.
+pub const BREAKER_TRANSITIONS: &str = "bbproxy_breaker_transitions_total";
+/// Counter: plugin calls, labels `plugin`, `role`.
+pub const PLUGIN_CALLS: &str = "bbproxy_plugin_calls_total";
+/// Histogram: plugin call seconds, labels `plugin`, `role`.
+pub const PLUGIN_CALL_DURATION: &str = "bbproxy_plugin_call_duration_seconds";
+/// Counter: plugin faults, labels `plugin`, `role`, `kind`.
+pub const PLUGIN_FAULTS: &str = "bbproxy_plugin_faults_total";
+/// Counter: reloads, label `result`.
+pub const RELOADS: &str = "bbproxy_reloads_total";
+/// Gauge: the serving generation's number.
+pub const GENERATION: &str = "bbproxy_generation";
