@@ -17,6 +17,7 @@ use crate::generation::{BuildError, Generation};
 use crate::plugin::{LoadError, Runtime};
 use crate::proxy::observe::Observer;
 use crate::proxy::{ConnectionCounts, Proxy, Scheme, Timeouts};
+use crate::reload::{self, Reloader};
 use crate::server::{self, BindError};
 use crate::telemetry;
 use crate::upstream::Registry;
@@ -45,6 +46,9 @@ pub struct Options {
     pub timeouts: Timeouts,
     /// How long shutdown waits for open connections.
     pub shutdown_grace: Duration,
+    /// Watch the config file and its plugins and reload on change (off for
+    /// the demo, whose config is not a file).
+    pub watch: bool,
 }
 
 impl Default for Options {
@@ -52,6 +56,7 @@ impl Default for Options {
         Self {
             timeouts: Timeouts::default(),
             shutdown_grace: Duration::from_secs(30),
+            watch: true,
         }
     }
 }
@@ -105,6 +110,8 @@ pub struct Prepared {
     pub shared: Arc<Shared>,
     /// Where the admin endpoints are served, if enabled.
     pub admin: Option<SocketAddr>,
+    /// Reloads the config (also on file change and SIGHUP).
+    pub reloader: Arc<Reloader>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -122,6 +129,8 @@ pub struct Running {
     pub runtime: Runtime,
     /// Process-lifetime state.
     pub shared: Arc<Shared>,
+    /// Reloads the config (also on file change and SIGHUP).
+    pub reloader: Arc<Reloader>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -223,6 +232,11 @@ pub async fn prepare(config: Config, options: Options) -> Result<Prepared, Start
         }
         None => None,
     };
+    let reloader = Arc::new(Reloader::new(shared.clone(), &config));
+    if options.watch {
+        let watch = reload::Watch::start(reloader.clone());
+        tasks.push(tokio::spawn(watch.run(rx.clone())));
+    }
     tasks.push(tokio::spawn(summary_loop(
         shared.clone(),
         config.metrics.log_interval,
@@ -233,6 +247,7 @@ pub async fn prepare(config: Config, options: Options) -> Result<Prepared, Start
         options,
         shared,
         admin,
+        reloader,
         shutdown,
         tasks,
     })
@@ -246,6 +261,7 @@ impl Prepared {
             options,
             shared,
             admin,
+            reloader,
             shutdown,
             mut tasks,
         } = self;
@@ -288,6 +304,7 @@ impl Prepared {
             generation: shared.generation.clone(),
             runtime: shared.runtime.clone(),
             shared,
+            reloader,
             shutdown,
             tasks,
         })

@@ -110,39 +110,6 @@ impl Generation {
             }
         }
 
-        let flat: Vec<(String, String, String)> = config
-            .domains
-            .iter()
-            .flat_map(|d| {
-                d.backends
-                    .iter()
-                    .map(|b| (d.name.clone(), b.authority(), b.url_base()))
-            })
-            .collect();
-        let mut states = registry.resolve(&flat).into_iter();
-        let upstreams: Vec<UpstreamSlot> = config
-            .domains
-            .iter()
-            .map(|d| UpstreamSlot {
-                name: d.name.clone(),
-                backends: d
-                    .backends
-                    .iter()
-                    .zip(states.by_ref())
-                    .map(|(b, state)| BackendSlot {
-                        metrics: BackendMetrics::new(&d.name, &state.authority),
-                        state,
-                        weight: b.weight,
-                    })
-                    .collect(),
-                metrics: DomainMetrics::new(&d.name),
-            })
-            .collect();
-        let by_name = upstreams
-            .iter()
-            .enumerate()
-            .map(|(i, u)| (u.name.clone(), i as u32))
-            .collect();
         let wit_upstreams: Arc<[Upstream]> = config
             .domains
             .iter()
@@ -190,6 +157,42 @@ impl Generation {
             &wit_upstreams,
         )?;
 
+        // Resolve backend state last: a build that fails on a plugin must not
+        // touch the registry, or the serving generation's backends would be
+        // forgotten and their breaker state lost at the next good reload.
+        let flat: Vec<(String, String, String)> = config
+            .domains
+            .iter()
+            .flat_map(|d| {
+                d.backends
+                    .iter()
+                    .map(|b| (d.name.clone(), b.authority(), b.url_base()))
+            })
+            .collect();
+        let mut states = registry.resolve(&flat).into_iter();
+        let upstreams: Vec<UpstreamSlot> = config
+            .domains
+            .iter()
+            .map(|d| UpstreamSlot {
+                name: d.name.clone(),
+                backends: d
+                    .backends
+                    .iter()
+                    .zip(states.by_ref())
+                    .map(|(b, state)| BackendSlot {
+                        metrics: BackendMetrics::new(&d.name, &state.authority),
+                        state,
+                        weight: b.weight,
+                    })
+                    .collect(),
+                metrics: DomainMetrics::new(&d.name),
+            })
+            .collect();
+        let by_name = upstreams
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.name.clone(), i as u32))
+            .collect();
         Ok(Self {
             id,
             config,

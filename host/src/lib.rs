@@ -11,6 +11,7 @@ pub mod generation;
 pub mod plugin;
 pub mod proxy;
 pub mod rand;
+pub mod reload;
 pub mod server;
 pub mod telemetry;
 pub mod upstream;

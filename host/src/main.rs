@@ -93,7 +93,11 @@ async fn run_demo(listen: std::net::SocketAddr) -> anyhow::Result<()> {
         Ok(l) => l.local_addr()?,
         Err(_) => std::net::SocketAddr::new(listen.ip(), 0),
     };
-    let running = app::start(demo::config(listen, &backends)?, Options::default()).await?;
+    let options = Options {
+        watch: false,
+        ..Options::default()
+    };
+    let running = app::start(demo::config(listen, &backends)?, options).await?;
     let addr = running
         .http
         .context("the demo proxy has no HTTP listener")?;

@@ -35,7 +35,8 @@ impl Budget {
     fn start(&mut self, cpu: Duration) {
         let wall = (cpu * WALL_CAP_FACTOR).max(MIN_WALL_CAP);
         self.cpu = cpu;
-        self.wall_ticks_left = u64::try_from(wall.as_nanos() / EPOCH_TICK.as_nanos()).unwrap_or(u64::MAX);
+        self.wall_ticks_left =
+            u64::try_from(wall.as_nanos() / EPOCH_TICK.as_nanos()).unwrap_or(u64::MAX);
         self.baseline = None;
     }
 }
