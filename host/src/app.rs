@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::generation::{BuildError, Generation};
 use crate::plugin::{LoadError, Runtime};
-use crate::proxy::{Proxy, Scheme, Timeouts};
+use crate::proxy::{Proxy, Scheme};
 use crate::server::{self, BindError};
 use crate::upstream::Registry;
 
@@ -35,21 +35,10 @@ pub enum StartError {
 }
 
 /// Options that do not come from config.json.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
-    /// Forwarding timeouts.
-    pub timeouts: Timeouts,
-    /// How long shutdown waits for open connections.
-    pub shutdown_grace: Duration,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            timeouts: Timeouts::default(),
-            shutdown_grace: Duration::from_secs(30),
-        }
-    }
+    /// Overrides the config's `shutdown_grace`.
+    pub shutdown_grace: Option<Duration>,
 }
 
 /// A running proxy.
@@ -120,7 +109,7 @@ pub async fn start(config: Config, options: Options) -> Result<Running, StartErr
         config.origin.display()
     );
     let generation = Arc::new(ArcSwap::from_pointee(first));
-    let proxy = Arc::new(Proxy::new(generation.clone(), options.timeouts));
+    let proxy = Arc::new(Proxy::new(generation.clone()));
 
     if let Some(addr) = config.listen.https {
         tracing::warn!(
@@ -138,7 +127,7 @@ pub async fn start(config: Config, options: Options) -> Result<Running, StartErr
         proxy,
         Scheme::Http,
         rx,
-        options.shutdown_grace,
+        options.shutdown_grace.unwrap_or(config.shutdown_grace),
     ))];
     if let Some(addr) = http {
         tracing::info!("serving HTTP on {addr}");

@@ -1,34 +1,61 @@
 //! The response body type of the proxy: either the backend's streamed body
-//! (holding the backend's in-flight guard until it ends) or a short body the
-//! proxy wrote itself. An enum instead of a boxed trait object: no allocation
-//! per response.
+//! (holding the backend's in-flight guard and connection slot until it ends,
+//! and cut when the backend pauses longer than `timeouts.upstream_idle`) or
+//! a short body the proxy wrote itself. An enum instead of a boxed trait
+//! object: no allocation per response.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
+use tokio::time::Sleep;
 
 use crate::upstream::InFlight;
+use crate::upstream::limiter::Permit;
+
+/// The error a client connection sees when a response body fails.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The backend paused longer than the upstream idle timeout mid-body.
+#[derive(Debug, thiserror::Error)]
+#[error("backend sent no response data for {0:?}")]
+pub struct UpstreamIdle(pub Duration);
+
+/// A backend's body on its way to the client.
+#[derive(Debug)]
+pub struct Streamed {
+    body: Incoming,
+    guard: Option<(InFlight, Permit)>,
+    idle: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
 
 /// Body of every response the proxy sends.
 #[derive(Debug)]
 pub enum ProxyBody {
     /// Streamed from a backend.
-    Upstream {
-        /// The backend's body.
-        body: Incoming,
-        /// Keeps the backend's in-flight count until the body ends or the
-        /// client goes away.
-        guard: Option<InFlight>,
-    },
+    Upstream(Box<Streamed>),
     /// Written by the proxy.
     Local(Full<Bytes>),
 }
 
 impl ProxyBody {
+    /// A backend's body; `guard` is held until it ends or the client goes
+    /// away; `idle` (zero: none) bounds the pause between pieces.
+    pub fn upstream(body: Incoming, guard: (InFlight, Permit), idle: Duration) -> Self {
+        ProxyBody::Upstream(Box::new(Streamed {
+            body,
+            guard: Some(guard),
+            idle,
+            sleep: None,
+        }))
+    }
+
     /// A body the proxy writes itself.
     pub fn text(text: impl Into<Bytes>) -> Self {
         ProxyBody::Local(Full::new(text.into()))
@@ -42,20 +69,46 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         match self.get_mut() {
-            ProxyBody::Upstream { body, guard } => {
-                let polled = Pin::new(body).poll_frame(cx);
-                if let Poll::Ready(None | Some(Err(_))) = polled {
-                    // Finished: the backend is no longer busy with it.
-                    guard.take();
+            ProxyBody::Upstream(s) => {
+                let polled = Pin::new(&mut s.body).poll_frame(cx);
+                match polled {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        s.sleep = None;
+                        Poll::Ready(Some(Ok(frame)))
+                    }
+                    Poll::Ready(None) => {
+                        // Finished: the backend is no longer busy with it.
+                        s.guard.take();
+                        Poll::Ready(None)
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        s.guard.take();
+                        Poll::Ready(Some(Err(e.into())))
+                    }
+                    Poll::Pending => {
+                        if s.idle.is_zero() {
+                            return Poll::Pending;
+                        }
+                        let idle = s.idle;
+                        let sleep = s
+                            .sleep
+                            .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                        if sleep.as_mut().poll(cx).is_ready() {
+                            s.guard.take();
+                            metrics::counter!("bbproxy_upstream_timeouts_total", "kind" => "idle")
+                                .increment(1);
+                            return Poll::Ready(Some(Err(UpstreamIdle(idle).into())));
+                        }
+                        Poll::Pending
+                    }
                 }
-                polled
             }
             ProxyBody::Local(full) => Pin::new(full)
                 .poll_frame(cx)
@@ -65,14 +118,14 @@ impl Body for ProxyBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ProxyBody::Upstream { body, .. } => body.is_end_stream(),
+            ProxyBody::Upstream(s) => s.body.is_end_stream(),
             ProxyBody::Local(full) => full.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ProxyBody::Upstream { body, .. } => body.size_hint(),
+            ProxyBody::Upstream(s) => s.body.size_hint(),
             ProxyBody::Local(full) => full.size_hint(),
         }
     }
