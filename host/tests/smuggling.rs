@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::raw::PLUGINS;
+
 use std::time::Duration;
 
 use common::raw::{RawBackend, Recorder, exchange};
@@ -13,7 +15,7 @@ const WAIT: Duration = Duration::from_secs(5);
 
 async fn proxy_to(addr: std::net::SocketAddr) -> Proxy {
     Proxy::start(&format!(
-        r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null,
+        r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null, {PLUGINS}
             "domains": {{"app.test": {{"backends": ["{addr}"], "retries": {{"attempts": 1}}}}}}}}"#
     ))
     .await
@@ -42,7 +44,11 @@ async fn content_length_with_transfer_encoding_never_smuggles() {
         );
         let seen = exchange(proxy.addr, request.as_bytes(), WAIT).await;
         let statuses = seen.statuses();
-        assert!(seen.closed, "variant {i}: connection must close: {}", seen.text());
+        assert!(
+            seen.closed,
+            "variant {i}: connection must close: {}",
+            seen.text()
+        );
         assert!(
             statuses == [400] || statuses == [200],
             "variant {i}: one response, 400 or 200: {}",
@@ -169,7 +175,9 @@ async fn pipelined_requests_are_answered_in_order() {
     let mut at = 0;
     for i in 0..10 {
         let needle = format!("ok /p{i}");
-        let found = text[at..].find(&needle).unwrap_or_else(|| panic!("{needle} in {text}"));
+        let found = text[at..]
+            .find(&needle)
+            .unwrap_or_else(|| panic!("{needle} in {text}"));
         at += found;
     }
     assert_eq!(backend.requests(), 11);

@@ -52,6 +52,11 @@ impl Limiter {
         self.in_use.load(Ordering::Acquire)
     }
 
+    /// Requests waiting for a slot.
+    pub fn waiting(&self) -> u32 {
+        self.waiting.load(Ordering::Acquire)
+    }
+
     fn try_take(&self, max: u32) -> bool {
         self.in_use
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {

@@ -19,6 +19,11 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
+/// Generous plugin deadlines for tests that start many proxies on a busy
+/// machine: a 10 ms init deadline is not what these tests are about. Ends
+/// with a comma, for the middle of a top-level object.
+pub const PLUGINS: &str = r#""plugins": {"router": {"timeout": "2s"}, "balancer": {"timeout": "2s"}, "breaker": {"timeout": "2s"}},"#;
+
 /// What a raw exchange saw.
 #[derive(Debug)]
 pub struct Seen {
@@ -112,7 +117,10 @@ impl Recorder {
                             )))))
                         }
                     });
-                    let io = TokioIo::new(Recording { inner: stream, log: b });
+                    let io = TokioIo::new(Recording {
+                        inner: stream,
+                        log: b,
+                    });
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection(io, svc)
                         .await;
@@ -173,10 +181,7 @@ impl AsyncWrite for Recording {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
