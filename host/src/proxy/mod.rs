@@ -148,6 +148,7 @@ impl Proxy {
         up.retry_budget.deposit();
 
         let mut tried: Vec<usize> = Vec::new();
+        let mut last_error: Option<UpstreamError> = None;
         let mut head: Option<forward::Head> = None;
         loop {
             if view.is_none()
@@ -157,7 +158,8 @@ impl Proxy {
             }
             let (index, probe) = match choose(generation, &mut view, upstream, up, &tried) {
                 Ok(c) => c,
-                Err(resp) => return resp,
+                // Every backend has been tried: the last failure is the answer.
+                Err(resp) => return last_error.map_or(resp, |e| failure(&up.name, e)),
             };
             let backend = &up.backends[index];
             let head = match (&head, view.take()) {
@@ -195,25 +197,18 @@ impl Proxy {
             let may_retry = retry::retryable(&e, &head.method)
                 && tried.len() < settings.retries.attempts as usize
                 && !slot.taken();
-            if may_retry && up.retry_budget.withdraw() {
-                metrics::counter!("bbproxy_upstream_retries_total", "upstream" => up.name.clone())
-                    .increment(1);
-                tracing::info!(upstream = %up.name, backend = %backend.state.authority, "retrying on another backend: {e}");
-                continue;
-            }
             if matches!(e, UpstreamError::Overloaded { .. }) {
                 metrics::counter!("bbproxy_backend_queue_rejected_total", "upstream" => up.name.clone())
                     .increment(1);
             }
-            tracing::warn!(upstream = %up.name, backend = %backend.state.authority, "request failed: {e}");
-            let mut resp = text(e.status(), format!("bbproxy: {e}\n"));
-            if matches!(e, UpstreamError::Body(_)) {
-                // The rest of the body is still on the wire: do not read it
-                // as the next request.
-                resp.headers_mut()
-                    .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+            if may_retry && up.retry_budget.withdraw() {
+                metrics::counter!("bbproxy_upstream_retries_total", "upstream" => up.name.clone())
+                    .increment(1);
+                tracing::info!(upstream = %up.name, backend = %backend.state.authority, "retrying on another backend: {e}");
+                last_error = Some(e);
+                continue;
             }
-            return resp;
+            return failure(&up.name, e);
         }
     }
 
@@ -384,6 +379,19 @@ fn switch(
     // the tunnel keeps them while it lasts.
     upgrade::tunnel(client, upstream, body, drain, backend.to_owned());
     Response::from_parts(parts, ProxyBody::empty())
+}
+
+/// The response for a request that failed for good.
+fn failure(upstream: &str, e: UpstreamError) -> Response<ProxyBody> {
+    tracing::warn!(upstream, "request failed: {e}");
+    let mut resp = text(e.status(), format!("bbproxy: {e}\n"));
+    if matches!(e, UpstreamError::Body(_)) {
+        // The rest of the body is still on the wire: do not read it as the
+        // next request.
+        resp.headers_mut()
+            .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 fn reject(r: limits::Rejection) -> Response<ProxyBody> {
