@@ -159,7 +159,7 @@ impl Proxy {
             let (index, probe) = match choose(generation, &mut view, upstream, up, &tried) {
                 Ok(c) => c,
                 // Every backend has been tried: the last failure is the answer.
-                Err(resp) => return last_error.map_or(resp, |e| failure(&up.name, e)),
+                Err(resp) => return last_error.map_or(*resp, |e| failure(&up.name, e)),
             };
             let backend = &up.backends[index];
             let head = match (&head, view.take()) {
@@ -304,7 +304,7 @@ fn choose(
     upstream: u32,
     up: &UpstreamSlot,
     tried: &[usize],
-) -> Result<(usize, bool), Response<ProxyBody>> {
+) -> Result<(usize, bool), Box<Response<ProxyBody>>> {
     let now = clock::monotonic_ms();
     let mut unhealthy = 0;
     let mut candidates: Vec<(usize, Backend, bool)> = up
@@ -334,15 +334,15 @@ fn choose(
                 "circuit open"
             };
             tracing::warn!(upstream = %up.name, "no backend available: {why}");
-            return Err(text(
+            return Err(Box::new(text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("bbproxy: no backend of {} is available ({why})\n", up.name),
-            ));
+            )));
         }
         let stats: Vec<Backend> = candidates.iter().map(|c| c.1).collect();
         let chosen = match pick(generation, view, upstream, &stats) {
             Ok(i) => i,
-            Err(fault) => return Err(fault_response("balancer", &fault)),
+            Err(fault) => return Err(Box::new(fault_response("balancer", &fault))),
         };
         let (index, _, probe) = candidates[chosen];
         if !probe || up.backends[index].state.breaker.try_take_probe() {

@@ -201,7 +201,7 @@ impl Body for RequestBody {
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
             Some(b) => b.size_hint(),
-            None => self.slot.hint.clone(),
+            None => self.slot.hint,
         }
     }
 }
