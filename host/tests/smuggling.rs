@@ -44,6 +44,7 @@ async fn content_length_with_transfer_encoding_never_smuggles() {
         );
         let seen = exchange(proxy.addr, request.as_bytes(), WAIT).await;
         let statuses = seen.statuses();
+        eprintln!("CL+TE variant {i}: {statuses:?}");
         assert!(
             seen.closed,
             "variant {i}: connection must close: {}",
