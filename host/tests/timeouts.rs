@@ -227,3 +227,65 @@ async fn a_backend_stalling_mid_body_is_cut_at_the_idle_timeout() {
         "{took:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_closed_at_the_header_timeout() {
+    let b = Backend::start("a").await;
+    let p = proxy(
+        b.addr,
+        r#""client_header": "300ms", "keep_alive": "30s""#,
+        "",
+    )
+    .await;
+    let start = Instant::now();
+    let mut conn = TcpStream::connect(p.addr).await.unwrap();
+    let seen = read_until_close(&mut conn, WAIT).await;
+    assert!(seen.closed);
+    assert!(seen.bytes.is_empty(), "{}", seen.text());
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+}
+
+/// A client that goes away mid-request cancels the upstream request: the
+/// backend sees its connection closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_abort_cancels_the_upstream_request() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 4096];
+        let mut head = Vec::new();
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = tokio::io::AsyncReadExt::read(&mut s, &mut buf)
+                .await
+                .unwrap();
+            head.extend_from_slice(&buf[..n]);
+        }
+        // Never answer; report when the proxy closes its side.
+        loop {
+            match tokio::io::AsyncReadExt::read(&mut s, &mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        let _ = tx.send(Instant::now());
+    });
+    let p = proxy(addr, "", "").await;
+    let mut conn = TcpStream::connect(p.addr).await.unwrap();
+    conn.write_all(b"GET /slow HTTP/1.1\r\nhost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let aborted = Instant::now();
+    drop(conn);
+    let closed = tokio::time::timeout(Duration::from_secs(2), rx)
+        .await
+        .expect("the backend connection stayed open after the client left")
+        .unwrap();
+    assert!(closed.duration_since(aborted) < Duration::from_secs(1));
+}

@@ -34,8 +34,12 @@ pub struct ConnState {
     opened: Instant,
     /// Requests handed to the service whose responses have not ended.
     active: AtomicU32,
-    /// When the first byte of a head that is not yet complete arrived.
+    /// When the wait for the current head started: the connection's opening
+    /// (a client that connects and sends nothing is a slowloris too), then
+    /// the first byte after a response ended.
     head_started: AtomicU64,
+    /// Bytes of the current head have arrived (a 408 makes sense).
+    head_bytes: AtomicBool,
     /// When the last response ended (or the connection opened).
     last_done: AtomicU64,
     /// Seen the HTTP/2 preface: heads are frames, no slowloris phase.
@@ -49,7 +53,8 @@ impl Default for ConnState {
         Self {
             opened: Instant::now(),
             active: AtomicU32::new(0),
-            head_started: AtomicU64::new(NONE),
+            head_started: AtomicU64::new(0),
+            head_bytes: AtomicBool::new(false),
             last_done: AtomicU64::new(0),
             h2: AtomicBool::new(false),
             first_read: AtomicBool::new(true),
@@ -70,6 +75,9 @@ impl ConnState {
         if self.first_read.swap(false, Ordering::AcqRel) && data.starts_with(H2_PREFACE) {
             self.h2.store(true, Ordering::Release);
         }
+        if self.active.load(Ordering::Acquire) == 0 {
+            self.head_bytes.store(true, Ordering::Release);
+        }
         if self.active.load(Ordering::Acquire) == 0
             && self
                 .head_started
@@ -85,6 +93,7 @@ impl ConnState {
     pub fn begin(self: &Arc<Self>) -> RequestGuard {
         self.active.fetch_add(1, Ordering::AcqRel);
         self.head_started.store(NONE, Ordering::Release);
+        self.head_bytes.store(false, Ordering::Release);
         self.wake.notify_one();
         RequestGuard(self.clone())
     }
@@ -102,7 +111,13 @@ impl ConnState {
         (!t.keep_alive.is_zero()).then(|| at(self.last_done.load(Ordering::Acquire), t.keep_alive))
     }
 
-    /// Whether a head is half read (a 408 is the right answer to expiry).
+    /// Whether part of a head arrived (a 408 is the right answer to expiry;
+    /// a silent connection is just closed).
+    fn head_pending(&self) -> bool {
+        self.head_bytes.load(Ordering::Acquire)
+    }
+
+    /// Whether the connection waits for a head under the header timeout.
     fn in_head(&self) -> bool {
         self.active.load(Ordering::Acquire) == 0
             && self.head_started.load(Ordering::Acquire) != NONE
@@ -359,7 +374,7 @@ where
             _ = state.wake.notified() => {}
             _ = expired => {
                 if state.in_head() {
-                    let answered = raw.is_some_and(answer_408);
+                    let answered = state.head_pending() && raw.is_some_and(answer_408);
                     metrics::counter!("bbproxy_client_timeouts_total", "kind" => "header").increment(1);
                     return Ended::HeaderTimeout { answered };
                 }
