@@ -289,3 +289,54 @@ async fn a_client_abort_cancels_the_upstream_request() {
         .unwrap();
     assert!(closed.duration_since(aborted) < Duration::from_secs(1));
 }
+
+/// 200 slowloris connections trickling bytes do not starve normal clients,
+/// and each is closed at the header timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slowloris_flood_does_not_starve_normal_clients() {
+    let b = Backend::start("a").await;
+    let p = proxy(b.addr, r#""client_header": "1s""#, "").await;
+    let mut slow = Vec::new();
+    for _ in 0..200 {
+        let mut c = TcpStream::connect(p.addr).await.unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\nhost: app.test\r\nx-a: ")
+            .await
+            .unwrap();
+        slow.push(c);
+    }
+    let flood_start = Instant::now();
+    let trickle = tokio::spawn(async move {
+        let mut closed = 0;
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            for c in &mut slow {
+                let _ = c.write_all(b"a").await;
+            }
+        }
+        for c in &mut slow {
+            let seen = read_until_close(c, Duration::from_secs(3)).await;
+            if seen.closed && seen.statuses() == [408] {
+                closed += 1;
+            }
+        }
+        (closed, flood_start.elapsed())
+    });
+    let c = common::client();
+    let mut latencies = Vec::new();
+    for _ in 0..50 {
+        let start = Instant::now();
+        let (status, _) = common::get(&c, &p.url("/"), "app.test").await;
+        assert_eq!(status, hyper::StatusCode::OK);
+        latencies.push(start.elapsed());
+    }
+    latencies.sort();
+    let p99 = latencies[latencies.len() * 99 / 100 - 1];
+    eprintln!(
+        "normal GETs during a 200-connection slowloris: p50 {:?}, p99 {:?}",
+        latencies[25], p99
+    );
+    assert!(p99 < Duration::from_millis(500), "p99 {p99:?}");
+    let (closed, took) = trickle.await.unwrap();
+    eprintln!("{closed} of 200 slow connections got 408 and a close; last after {took:?}");
+    assert_eq!(closed, 200);
+}
