@@ -304,3 +304,47 @@ async fn pool_max_idle_zero_opens_a_connection_per_request() {
         assert_eq!(backend.connections(), expected, "{extra}");
     }
 }
+
+/// A backend that dies mid-body: an HTTP/2 client sees that stream fail
+/// (never a clean-looking complete response) while another stream on the
+/// same connection completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_dying_mid_body_resets_only_that_http2_stream() {
+    let dying = RawBackend::start(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\npartial",
+        Duration::ZERO,
+    )
+    .await;
+    let good = Backend::start("good").await;
+    let p = Proxy::start(&format!(
+        r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null, {PLUGINS}
+            "domains": {{"dying.test": {{"backends": ["{}"], "retries": {{"attempts": 1}}}},
+                         "good.test": ["{}"]}}}}"#,
+        dying.addr, good.addr
+    ))
+    .await;
+    // One HTTP/2 connection for both hosts.
+    let tcp = TcpStream::connect(p.addr).await.unwrap();
+    let (mut h2, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let get = |host: &str| {
+        Request::get(format!("http://{host}/"))
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let resp = h2.send_request(get("dying.test")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let other = h2.send_request(get("good.test")).await.unwrap();
+    assert!(
+        resp.into_body().collect().await.is_err(),
+        "the cut body looked complete"
+    );
+    let body = other.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "backend good");
+    // The connection is still usable.
+    let again = h2.send_request(get("good.test")).await.unwrap();
+    assert_eq!(again.status(), StatusCode::OK);
+}
