@@ -8,6 +8,7 @@
 mod address;
 mod duration;
 mod error;
+mod forwarding;
 mod json;
 mod model;
 mod size;

@@ -63,6 +63,7 @@ fn original_file_loads_unchanged() {
                 backends: vec![backend("localhost", 8080), backend("localhost", 8081)],
                 balancer: "round-robin".into(),
                 tls: None,
+                upstream: UpstreamSettings::default(),
             }],
             default_domain: None,
             breaker: BreakerSettings {
@@ -81,6 +82,10 @@ fn original_file_loads_unchanged() {
                 log_interval: Duration::from_secs(60),
             },
             access_log: true,
+            timeouts: Timeouts::default(),
+            limits: Limits::default(),
+            retries: Retries::default(),
+            shutdown_grace: Duration::from_secs(30),
         }
     );
     assert_eq!(c.domains[0].backends[0].authority(), "localhost:8080");
@@ -538,11 +543,11 @@ fn duplicate_json_keys_are_errors() {
 fn unknown_keys_name_their_path() {
     assert_eq!(
         err(&with(r#""listn": {}"#)),
-        "config.json: unknown key `listn` (expected one of: domains, default_domain, listen, admin, circuit_breaker_threshold, circuit_breaker_timeout, cert_cache_dir, cert_cache_path, plugins, acme, metrics, access_log); did you mean `listen`?"
+        "config.json: unknown key `listn` (expected one of: domains, default_domain, listen, admin, circuit_breaker_threshold, circuit_breaker_timeout, cert_cache_dir, cert_cache_path, plugins, acme, metrics, access_log, timeouts, limits, retries, shutdown_grace); did you mean `listen`?"
     );
     assert_eq!(
         err(r#"{"domains": {"example.com": {"backends": ["a:1"], "balancr": "x"}}}"#),
-        "config.json: unknown key `domains.example.com.balancr` (expected one of: backends, balancer, tls); did you mean `balancer`?"
+        "config.json: unknown key `domains.example.com.balancr` (expected one of: backends, balancer, tls, timeouts, limits, retries, health_check, protocol, pool); did you mean `balancer`?"
     );
     assert_eq!(
         err(r#"{"domains": {"example.com": {"backends": [{"address": "a:1", "wieght": 2}]}}}"#),
@@ -789,4 +794,95 @@ fn syntax_error_in_a_file_names_the_file() {
         e.starts_with(&format!("{}:4:3: syntax error: ", path.display())),
         "{e}"
     );
+}
+
+#[test]
+fn forwarding_settings_have_defaults_and_domain_overrides() {
+    let c = ok(r#"{
+        "timeouts": {"client_header": "5s", "keep_alive": "0", "upstream_connect": "1s"},
+        "limits": {"max_header_bytes": "32KiB", "max_headers": 50, "max_uri_length": 4096,
+                   "max_body_size": "1MiB", "max_connections": 10,
+                   "max_connections_per_backend": 4, "backend_queue": 2},
+        "retries": {"attempts": 3},
+        "shutdown_grace": "2s",
+        "domains": {
+            "a.test": ["10.0.0.1:80"],
+            "b.test": {"backends": ["10.0.0.2:80"],
+                       "timeouts": {"upstream_connect": "250ms", "client_body": "3s"},
+                       "limits": {"max_body_size": 0},
+                       "retries": {"attempts": 1},
+                       "health_check": {"path": "/up", "interval": "1s", "unhealthy_threshold": 1},
+                       "protocol": "h2c",
+                       "pool": {"max_idle": 0, "idle_timeout": "5s"}}
+        }
+    }"#);
+    assert_eq!(c.timeouts.client_header, Duration::from_secs(5));
+    assert_eq!(c.timeouts.keep_alive, Duration::ZERO);
+    assert_eq!(c.limits.max_header_bytes, 32 << 10);
+    assert_eq!(c.limits.max_connections, 10);
+    assert_eq!(c.shutdown_grace, Duration::from_secs(2));
+    let a = &c.domains[0].upstream;
+    assert_eq!(a.timeouts.connect, Duration::from_secs(1));
+    assert_eq!(a.timeouts.client_body, Duration::from_secs(30));
+    assert_eq!(a.limits.max_body_size, 1 << 20);
+    assert_eq!(a.limits.max_connections_per_backend, 4);
+    assert_eq!(a.retries.attempts, 3);
+    assert_eq!(a.protocol, UpstreamProtocol::Http1);
+    assert_eq!(a.health_check, None);
+    let b = &c.domains[1].upstream;
+    assert_eq!(b.timeouts.connect, Duration::from_millis(250));
+    assert_eq!(b.timeouts.client_body, Duration::from_secs(3));
+    assert_eq!(b.limits.max_body_size, 0);
+    assert_eq!(b.limits.backend_queue, 2);
+    assert_eq!(b.retries.attempts, 1);
+    assert_eq!(b.protocol, UpstreamProtocol::H2c);
+    assert_eq!(b.pool.max_idle, 0);
+    let h = b.health_check.as_ref().unwrap();
+    assert_eq!(
+        (
+            h.path.as_str(),
+            h.interval,
+            h.unhealthy_threshold,
+            h.healthy_threshold
+        ),
+        ("/up", Duration::from_secs(1), 1, 2)
+    );
+}
+
+#[test]
+fn forwarding_settings_errors_name_the_key() {
+    assert!(
+        err(&with(r#""timeouts": {"client_headers": "5s"}"#))
+            .contains("unknown key `timeouts.client_headers`")
+    );
+    assert!(
+        err(&with(r#""timeouts": {"upstream_connect": "5"}"#))
+            .contains("timeouts.upstream_connect: invalid duration")
+    );
+    assert!(
+        err(&with(r#""limits": {"max_header_bytes": 100}"#))
+            .contains("limits.max_header_bytes: 100 is too small")
+    );
+    assert!(
+        err(&with(r#""retries": {"attempts": 0}"#))
+            .contains("retries.attempts: expected a whole number of at least 1")
+    );
+    let domain = |extra: &str| {
+        err(&format!(
+            r#"{{"domains": {{"a.test": {{"backends": ["x:1"], {extra}}}}}}}"#
+        ))
+    };
+    assert!(
+        domain(r#""timeouts": {"keep_alive": "1s"}"#)
+            .contains("unknown key `domains.a.test.timeouts.keep_alive`")
+    );
+    assert!(
+        domain(r#""protocol": "spdy""#)
+            .contains("domains.a.test.protocol: expected \"http1\" or \"h2c\"")
+    );
+    assert!(
+        domain(r#""health_check": {"path": "healthz"}"#)
+            .contains("domains.a.test.health_check.path: expected an absolute request path")
+    );
+    assert!(domain(r#""pool": {"max_idle": -1}"#).contains("domains.a.test.pool.max_idle"));
 }

@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use crate::address::{normalize_domain, parse_backend, parse_listen};
 use crate::duration::parse_duration;
 use crate::error::Fault;
+use crate::forwarding;
 use crate::model::*;
 use crate::size::parse_size;
 
@@ -31,10 +32,24 @@ const TOP_KEYS: &[&str] = &[
     "acme",
     "metrics",
     "access_log",
+    "timeouts",
+    "limits",
+    "retries",
+    "shutdown_grace",
 ];
 const LISTEN_KEYS: &[&str] = &["http", "https", "redirect_http"];
 const ADMIN_KEYS: &[&str] = &["address", "allow_non_loopback"];
-const DOMAIN_KEYS: &[&str] = &["backends", "balancer", "tls"];
+const DOMAIN_KEYS: &[&str] = &[
+    "backends",
+    "balancer",
+    "tls",
+    "timeouts",
+    "limits",
+    "retries",
+    "health_check",
+    "protocol",
+    "pool",
+];
 const BACKEND_KEYS: &[&str] = &["address", "weight"];
 const TLS_KEYS: &[&str] = &["cert", "key"];
 const PLUGINS_KEYS: &[&str] = &["router", "balancer", "breaker", "filters"];
@@ -51,14 +66,17 @@ const MAX_PLUGIN_MEMORY: u64 = 4 << 30;
 /// Turns the document into a `Config`; relative paths in it are resolved
 /// against the directory of `origin`.
 pub(crate) fn config(root: &Value, origin: &Path) -> R<Config> {
-    let walker = Walker {
+    let mut walker = Walker {
         dir: origin.parent().unwrap_or(Path::new("")).to_path_buf(),
+        upstream: UpstreamSettings::default(),
     };
     walker.config(root, origin)
 }
 
 struct Walker {
     dir: PathBuf,
+    /// The top-level forwarding settings every domain starts from.
+    upstream: UpstreamSettings,
 }
 
 /// A domain with the path of its key, kept for errors found after all
@@ -69,7 +87,7 @@ struct Placed {
 }
 
 impl Walker {
-    fn config(&self, root: &Value, origin: &Path) -> R<Config> {
+    fn config(&mut self, root: &Value, origin: &Path) -> R<Config> {
         let Value::Object(root) = root else {
             return Err(Fault::invalid(
                 "",
@@ -80,6 +98,14 @@ impl Walker {
             ));
         };
         check_keys(root, "", TOP_KEYS)?;
+        let (timeouts, limits, retries) = forwarding::global(root)?;
+        let shutdown_grace = forwarding::shutdown_grace(root)?;
+        self.upstream = UpstreamSettings {
+            timeouts: timeouts.upstream,
+            limits: limits.upstream,
+            retries,
+            ..UpstreamSettings::default()
+        };
 
         let placed = self.domains(root.get("domains"))?;
         let default_domain = match present(root, "default_domain") {
@@ -129,6 +155,10 @@ impl Walker {
             acme,
             metrics,
             access_log,
+            timeouts,
+            limits,
+            retries,
+            shutdown_grace,
         })
     }
 
@@ -190,6 +220,7 @@ impl Walker {
                 backends: backends(v, path)?,
                 balancer: DEFAULT_BALANCER.to_owned(),
                 tls: None,
+                upstream: self.upstream.clone(),
             }),
             Value::Object(map) => {
                 check_keys(map, path, DOMAIN_KEYS)?;
@@ -211,11 +242,13 @@ impl Walker {
                     Some(v) => Some(self.tls(v, &join(path, "tls"), &name)?),
                     None => None,
                 };
+                let upstream = forwarding::domain(map, path, &self.upstream)?;
                 Ok(Domain {
                     name,
                     backends,
                     balancer,
                     tls,
+                    upstream,
                 })
             }
             _ => Err(Fault::invalid(
@@ -687,7 +720,7 @@ fn threshold(v: &Value, path: &str) -> R<u32> {
         })
 }
 
-fn duration(v: &Value, path: &str) -> R<Duration> {
+pub(crate) fn duration(v: &Value, path: &str) -> R<Duration> {
     match v {
         Value::String(s) => parse_duration(s)
             .map_err(|why| Fault::invalid(path, format!("invalid duration {}: {why}", show(v)))),
@@ -701,7 +734,7 @@ fn duration(v: &Value, path: &str) -> R<Duration> {
     }
 }
 
-fn positive_duration(v: &Value, path: &str) -> R<Duration> {
+pub(crate) fn positive_duration(v: &Value, path: &str) -> R<Duration> {
     let d = duration(v, path)?;
     if d.is_zero() {
         return Err(Fault::invalid(
@@ -898,7 +931,7 @@ fn boolean(v: &Value, path: &str) -> R<bool> {
         .ok_or_else(|| Fault::invalid(path, format!("expected true or false, got {}", show(v))))
 }
 
-fn object<'a>(v: &'a Value, path: &str, example: &str) -> R<&'a Map<String, Value>> {
+pub(crate) fn object<'a>(v: &'a Value, path: &str, example: &str) -> R<&'a Map<String, Value>> {
     v.as_object().ok_or_else(|| {
         Fault::invalid(
             path,
@@ -907,7 +940,11 @@ fn object<'a>(v: &'a Value, path: &str, example: &str) -> R<&'a Map<String, Valu
     })
 }
 
-fn check_keys(map: &Map<String, Value>, path: &str, expected: &'static [&'static str]) -> R<()> {
+pub(crate) fn check_keys(
+    map: &Map<String, Value>,
+    path: &str,
+    expected: &'static [&'static str],
+) -> R<()> {
     match map.keys().find(|k| !expected.contains(&k.as_str())) {
         Some(name) => Err(Fault::UnknownKey {
             key: join(path, name),
@@ -920,11 +957,11 @@ fn check_keys(map: &Map<String, Value>, path: &str, expected: &'static [&'static
 
 /// A key's value, treating `null` like absence so that `"key": null` means
 /// "use the default" everywhere it is not given another meaning.
-fn present<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+pub(crate) fn present<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     map.get(key).filter(|v| !v.is_null())
 }
 
-fn join(path: &str, key: &str) -> String {
+pub(crate) fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_owned()
     } else {
@@ -937,11 +974,35 @@ fn index(path: &str, i: usize) -> String {
 }
 
 /// The value as compact JSON, shortened so one error stays one line.
-fn show(v: &Value) -> String {
+pub(crate) fn show(v: &Value) -> String {
     const MAX: usize = 60;
     let text = v.to_string();
     match text.char_indices().nth(MAX) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text,
+    }
+}
+
+/// A byte count: a whole number or a string like `"16MiB"`.
+pub(crate) fn size(v: &Value, path: &str) -> R<u64> {
+    match v {
+        Value::Number(n) => n.as_u64().ok_or_else(|| {
+            Fault::invalid(
+                path,
+                format!(
+                    "expected a whole number of bytes or a size like \"16MiB\", got {}",
+                    show(v)
+                ),
+            )
+        }),
+        Value::String(s) => parse_size(s)
+            .map_err(|why| Fault::invalid(path, format!("invalid size {}: {why}", show(v)))),
+        _ => Err(Fault::invalid(
+            path,
+            format!(
+                "expected a size like \"16MiB\" or a number of bytes, got {}",
+                show(v)
+            ),
+        )),
     }
 }

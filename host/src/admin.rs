@@ -53,7 +53,7 @@ fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<ProxyBody> {
     match req.uri().path() {
         "/metrics" => {
             let generation = shared.generation.load();
-            let body = telemetry::render(&generation, &shared.connections);
+            let body = telemetry::render(&generation, shared.connections);
             with_type(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use crate::generation::{BuildError, Generation};
 use crate::plugin::{LoadError, Runtime};
 use crate::proxy::observe::Observer;
-use crate::proxy::{ConnectionCounts, Proxy, Scheme, Timeouts};
+use crate::proxy::{ConnectionCounts, Proxy, Scheme, connection_counts};
 use crate::reload::{self, Reloader};
 use crate::server::{self, BindError};
 use crate::telemetry;
@@ -42,10 +42,8 @@ pub enum StartError {
 /// Options that do not come from config.json.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Forwarding timeouts.
-    pub timeouts: Timeouts,
-    /// How long shutdown waits for open connections.
-    pub shutdown_grace: Duration,
+    /// Overrides the config's `shutdown_grace`.
+    pub shutdown_grace: Option<Duration>,
     /// Watch the config file and its plugins and reload on change (off for
     /// the demo, whose config is not a file).
     pub watch: bool,
@@ -54,8 +52,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
-            timeouts: Timeouts::default(),
-            shutdown_grace: Duration::from_secs(30),
+            shutdown_grace: None,
             watch: true,
         }
     }
@@ -81,7 +78,7 @@ pub struct Shared {
     /// Backend state, carried across generations.
     pub registry: Arc<Registry>,
     /// Open connections per backend address.
-    pub connections: Arc<ConnectionCounts>,
+    pub connections: &'static ConnectionCounts,
     /// Request recording.
     pub observer: Arc<Observer>,
     /// The config file serving was started from.
@@ -204,7 +201,7 @@ pub async fn prepare(config: Config, options: Options) -> Result<Prepared, Start
         generation: Arc::new(ArcSwap::from_pointee(first)),
         runtime,
         registry,
-        connections: Arc::new(ConnectionCounts::default()),
+        connections: connection_counts(),
         observer: Arc::new(Observer::new(config.access_log)),
         config_path: config.origin.clone(),
         ready: AtomicBool::new(false),
@@ -271,9 +268,7 @@ impl Prepared {
         };
         let proxy = Arc::new(Proxy::new(
             shared.generation.clone(),
-            options.timeouts,
             shared.observer.clone(),
-            shared.connections.clone(),
         ));
         if let Some(addr) = config.listen.https {
             tracing::warn!(
@@ -292,7 +287,7 @@ impl Prepared {
             proxy,
             Scheme::Http,
             shutdown.subscribe(),
-            options.shutdown_grace,
+            options.shutdown_grace.unwrap_or(config.shutdown_grace),
         )));
         if let Some(addr) = http {
             tracing::info!("serving HTTP on {addr}");

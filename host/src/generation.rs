@@ -8,13 +8,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use bbproxy_config::{Config, OnFault, PluginSource, PluginSpec, Scheme};
+use bbproxy_config::{Config, OnFault, PluginSource, PluginSpec, Scheme, UpstreamSettings};
 use serde_json::{Map, Value};
 
 use crate::plugin::{
     BalancerWorld, BreakerWorld, LoadError, Plugin, RouterWorld, Runtime, Upstream, World, bundle,
 };
+use crate::proxy::RetryBudget;
 use crate::proxy::observe::{BackendMetrics, DomainMetrics};
+use crate::upstream::health::HealthChecks;
+use crate::upstream::pool::{PoolKey, UpstreamClient};
 use crate::upstream::{BackendState, Registry};
 
 /// Why a generation could not be built.
@@ -48,6 +51,12 @@ pub struct UpstreamSlot {
     pub backends: Vec<BackendSlot>,
     /// Its metric handles.
     pub metrics: DomainMetrics,
+    /// Timeouts, limits, retries, protocol, pool knobs.
+    pub settings: UpstreamSettings,
+    /// The connection pool its requests go through.
+    pub client: UpstreamClient,
+    /// Limits retries to a share of its traffic.
+    pub retry_budget: RetryBudget,
 }
 
 /// Where a plugin came from, for `/status` and logs.
@@ -89,6 +98,8 @@ pub struct Generation {
     pub breaker: Slot<BreakerWorld>,
     /// When it was built.
     pub loaded_at: SystemTime,
+    /// Active health checks of its upstreams; stop with the generation.
+    pub health: HealthChecks,
 }
 
 impl Generation {
@@ -157,9 +168,10 @@ impl Generation {
             &wit_upstreams,
         )?;
 
-        // Resolve backend state last: a build that fails on a plugin must not
-        // touch the registry, or the serving generation's backends would be
-        // forgotten and their breaker state lost at the next good reload.
+        // Backend state, pools and health checks last: a build that fails on
+        // a plugin must not touch the registry, or the serving generation's
+        // backends would be forgotten and their breaker state lost at the
+        // next good reload.
         let flat: Vec<(String, String, String)> = config
             .domains
             .iter()
@@ -170,10 +182,17 @@ impl Generation {
             })
             .collect();
         let mut states = registry.resolve(&flat).into_iter();
+        let pool_keys: Vec<PoolKey> = config
+            .domains
+            .iter()
+            .map(|d| PoolKey::of(&d.upstream))
+            .collect();
+        let mut clients = registry.pools(&pool_keys).into_iter();
         let upstreams: Vec<UpstreamSlot> = config
             .domains
             .iter()
-            .map(|d| UpstreamSlot {
+            .zip(clients.by_ref())
+            .map(|(d, client)| UpstreamSlot {
                 name: d.name.clone(),
                 backends: d
                     .backends
@@ -186,8 +205,19 @@ impl Generation {
                     })
                     .collect(),
                 metrics: DomainMetrics::new(&d.name),
+                settings: d.upstream.clone(),
+                client,
+                retry_budget: RetryBudget::new(&d.upstream.retries),
             })
             .collect();
+        let mut health = HealthChecks::default();
+        for (d, u) in config.domains.iter().zip(&upstreams) {
+            if let Some(check) = &d.upstream.health_check {
+                let states: Vec<Arc<BackendState>> =
+                    u.backends.iter().map(|b| b.state.clone()).collect();
+                health.start(&u.name, &states, check);
+            }
+        }
         let by_name = upstreams
             .iter()
             .enumerate()
@@ -202,6 +232,7 @@ impl Generation {
             balancer,
             breaker,
             loaded_at: SystemTime::now(),
+            health,
         })
     }
 

@@ -7,6 +7,7 @@ pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod demo;
+pub mod drain;
 pub mod generation;
 pub mod plugin;
 pub mod proxy;

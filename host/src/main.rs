@@ -40,6 +40,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
             let config = bbproxy_config::load(&cli.config)?;
+            raise_nofile_limit();
             runtime.block_on(serve(config))
         }
         Command::Check => {
@@ -52,15 +53,34 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Every connection is a descriptor: take what the hard limit allows.
+fn raise_nofile_limit() {
+    match bbproxy::server::limits::raise_nofile_limit() {
+        Ok(l) if l.before < l.now => tracing::info!(
+            "open file limit raised from {} to {} (the hard limit)",
+            l.before,
+            l.now
+        ),
+        Ok(l) => tracing::info!("open file limit is {} (the hard limit)", l.now),
+        Err(e) => tracing::warn!("cannot raise the open file limit: {e}"),
+    }
+}
+
 async fn serve(config: bbproxy_config::Config) -> anyhow::Result<()> {
+    let grace = config.shutdown_grace;
     let running = app::start(config, Options::default()).await?;
     let stop = running.shutdown_handle();
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("shutting down: no new connections, finishing open ones");
+        tracing::info!("shutting down: no new connections, finishing open ones (up to {grace:?})");
         let _ = stop.send(true);
+        // A second signal means "now".
+        wait_for_signal().await;
+        tracing::warn!("second signal: exiting without waiting");
+        std::process::exit(1);
     });
     running.wait().await;
+    tracing::info!("shut down cleanly");
     Ok(())
 }
 

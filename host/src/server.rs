@@ -7,14 +7,23 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::convert::Infallible;
+
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::proxy::{Proxy, Scheme};
+
+pub mod conn;
+pub mod limits;
+
+use conn::{ConnState, ConnTimeouts, SharedTcp, Tracked, TrackedIo};
+
+/// hyper's smallest allowed HTTP/1 read buffer.
+const MIN_H1_BUFFER: usize = 8192;
 
 /// A listener could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -49,8 +58,12 @@ pub async fn bind(addr: SocketAddr, setting: &'static str) -> Result<TcpListener
     })
 }
 
-/// Serves `listener` until `shutdown` turns true, then stops accepting and
-/// lets open connections finish within `grace`.
+/// Serves `listener` until `shutdown` turns true, then stops accepting at
+/// once and lets open connections finish within `grace` (HTTP/1: after the
+/// response in flight; HTTP/2: GOAWAY, then the open streams), after which the
+/// rest are closed. Connection settings (`timeouts.client_header`,
+/// `timeouts.keep_alive`, `limits.*`) are read from the generation current
+/// when each connection is accepted.
 pub async fn serve(
     listener: TcpListener,
     proxy: Arc<Proxy>,
@@ -58,8 +71,7 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let graceful = GracefulShutdown::new();
+    let drain = proxy.drain().clone();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => break,
@@ -70,32 +82,103 @@ pub async fn serve(
             Err(e) => {
                 // Out of descriptors or a transient network error: back off
                 // instead of spinning, and keep serving existing connections.
+                metrics::counter!("bbproxy_accept_errors_total").increment(1);
                 tracing::warn!("accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
+        let config = proxy.config();
+        let Some(guard) = drain.try_connection(config.limits.max_connections as usize) else {
+            limits::refuse(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let proxy = proxy.clone();
-        let service = service_fn(move |req| {
-            let proxy = proxy.clone();
-            async move { proxy.handle(req, peer, scheme).await }
-        });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(client = %peer, "connection ended with error: {e}");
-            }
-        });
+        let settings = ConnSettings::from_config(&config);
+        tokio::spawn(serve_connection(
+            stream,
+            peer,
+            proxy.clone(),
+            scheme,
+            settings,
+            guard,
+        ));
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("shutdown grace period of {grace:?} passed with connections still open");
+    let left = drain.shutdown(grace).await;
+    if left > 0 {
+        tracing::warn!(
+            "shutdown grace period of {grace:?} passed with {left} connection(s) still open; closed them"
+        );
+    }
+}
+
+/// Per-connection settings taken from the config at accept time.
+#[derive(Debug, Clone, Copy)]
+struct ConnSettings {
+    timeouts: ConnTimeouts,
+    max_headers: usize,
+    max_header_bytes: usize,
+}
+
+impl ConnSettings {
+    fn from_config(config: &bbproxy_config::Config) -> Self {
+        Self {
+            timeouts: ConnTimeouts {
+                header: config.timeouts.client_header,
+                keep_alive: config.timeouts.keep_alive,
+            },
+            max_headers: config.limits.max_headers as usize,
+            max_header_bytes: usize::try_from(config.limits.max_header_bytes).unwrap_or(usize::MAX),
+        }
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    proxy: Arc<Proxy>,
+    scheme: Scheme,
+    settings: ConnSettings,
+    guard: crate::drain::Guard,
+) {
+    let _guard = guard;
+    let tcp = Arc::new(stream);
+    let state = Arc::new(ConnState::default());
+    let io = TokioIo::new(TrackedIo::new(SharedTcp(tcp.clone()), state.clone()));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper's header timer would also close idle keep-alive connections and
+    // never answer 408; conn::drive does both jobs instead.
+    builder
+        .http1()
+        .header_read_timeout(None)
+        .max_headers(settings.max_headers)
+        .max_buf_size(settings.max_header_bytes.max(MIN_H1_BUFFER));
+    builder
+        .http2()
+        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
+    let service_state = state.clone();
+    let drain = proxy.drain().subscribe();
+    let service = service_fn(move |req| {
+        let request = service_state.begin();
+        let proxy = proxy.clone();
+        async move {
+            let resp = proxy.handle(req, peer, scheme).await?;
+            Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, request)))
+        }
+    });
+    let conn = builder.serve_connection_with_upgrades(io, service);
+    let mut conn = std::pin::pin!(conn);
+    let ended = conn::drive(
+        conn.as_mut(),
+        |c| c.graceful_shutdown(),
+        &state,
+        settings.timeouts,
+        drain,
+        Some(&tcp),
+    )
+    .await;
+    if ended != conn::Ended::Done {
+        tracing::debug!(client = %peer, "connection closed: {ended:?}");
     }
 }

@@ -87,13 +87,15 @@ async fn breaker_opens_after_threshold_and_closes_when_the_backend_returns() {
     let proxy = Proxy::start(&format!(
         r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null,
             "circuit_breaker_threshold": 3, "circuit_breaker_timeout": "2s",
+            "retries": {{"attempts": 1}},
             "domains": {{"app.test": ["{}", "{}", "{dead}"]}}}}"#,
         a.addr, b.addr
     ))
     .await;
     let http = client();
-    // Round-robin reaches the dead backend every third request: three 502s
-    // open its breaker, after which the other two take everything.
+    // Retries off, so clients see each failure. Round-robin reaches the
+    // dead backend every third request: three 502s open its breaker, after
+    // which the other two take everything.
     let mut bad = 0;
     for _ in 0..30 {
         let (status, body) = get(&http, &proxy.url("/"), "app.test").await;

@@ -73,6 +73,7 @@ fn config(domain: &str, backends: &[String]) -> String {
     format!(
         r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": "127.0.0.1:0",
             "circuit_breaker_threshold": 2, "circuit_breaker_timeout": "1m",
+            "retries": {{"attempts": 1}},
             "domains": {{"{domain}": [{}]}}}}"#,
         list.join(", ")
     )

@@ -1,24 +1,47 @@
-//! The response body type of the proxy: the backend's streamed body or a
-//! short body the proxy wrote itself, plus what must happen when the
-//! response is finished (body ended or client gone): the backend's
-//! in-flight count drops, the in-flight gauge drops, and the access log line
-//! is written with the bytes actually sent. An enum inside, not a boxed
-//! trait object: no allocation per response for the body itself.
+//! The response body type of the proxy: either the backend's streamed body
+//! (holding the backend's in-flight guard and connection slot until it ends,
+//! and cut when the backend pauses longer than `timeouts.upstream_idle`) or
+//! a short body the proxy wrote itself; plus what must happen when the
+//! response is finished (body ended or client gone): the in-flight gauge
+//! drops and the access log line is written with the bytes actually sent.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
+use tokio::time::Sleep;
 
 use super::observe::Finish;
 use crate::upstream::InFlight;
+use crate::upstream::limiter::Permit;
+
+/// The error a client connection sees when a response body fails.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The backend paused longer than the upstream idle timeout mid-body.
+#[derive(Debug, thiserror::Error)]
+#[error("backend sent no response data for {0:?}")]
+pub struct UpstreamIdle(pub Duration);
+
+/// A backend's body on its way to the client.
+#[derive(Debug)]
+pub struct Streamed {
+    body: Incoming,
+    guard: Option<(InFlight, Permit)>,
+    idle: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
 
 #[derive(Debug)]
 enum Inner {
-    Upstream(Incoming),
+    /// Streamed from a backend.
+    Upstream(Box<Streamed>),
+    /// Written by the proxy.
     Local(Full<Bytes>),
 }
 
@@ -26,36 +49,38 @@ enum Inner {
 #[derive(Debug)]
 pub struct ProxyBody {
     inner: Inner,
-    guard: Option<InFlight>,
     finish: Option<Finish>,
     bytes: u64,
 }
 
 impl ProxyBody {
-    /// A backend's body; `guard` keeps the backend's in-flight count until
-    /// the body ends.
-    pub fn upstream(body: Incoming, guard: InFlight) -> Self {
-        Self {
-            inner: Inner::Upstream(body),
+    /// A backend's body; `guard` is held until it ends or the client goes
+    /// away; `idle` (zero: none) bounds the pause between pieces.
+    pub fn upstream(body: Incoming, guard: (InFlight, Permit), idle: Duration) -> Self {
+        Self::new(Inner::Upstream(Box::new(Streamed {
+            body,
             guard: Some(guard),
-            finish: None,
-            bytes: 0,
-        }
+            idle,
+            sleep: None,
+        })))
     }
 
     /// A body the proxy writes itself.
     pub fn text(text: impl Into<Bytes>) -> Self {
-        Self {
-            inner: Inner::Local(Full::new(text.into())),
-            guard: None,
-            finish: None,
-            bytes: 0,
-        }
+        Self::new(Inner::Local(Full::new(text.into())))
     }
 
     /// An empty body.
     pub fn empty() -> Self {
         Self::text(Bytes::new())
+    }
+
+    fn new(inner: Inner) -> Self {
+        Self {
+            inner,
+            finish: None,
+            bytes: 0,
+        }
     }
 
     /// Runs `finish` once the body is done.
@@ -64,7 +89,9 @@ impl ProxyBody {
     }
 
     fn done(&mut self) {
-        self.guard.take();
+        if let Inner::Upstream(s) = &mut self.inner {
+            s.guard.take();
+        }
         if let Some(f) = self.finish.take() {
             f.complete(self.bytes);
         }
@@ -81,7 +108,7 @@ impl Drop for ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
@@ -89,7 +116,7 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.get_mut();
         let polled = match &mut this.inner {
-            Inner::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Inner::Upstream(s) => poll_upstream(s, cx),
             Inner::Local(full) => Pin::new(full)
                 .poll_frame(cx)
                 .map_err(|never| match never {}),
@@ -108,15 +135,51 @@ impl Body for ProxyBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.inner {
-            Inner::Upstream(body) => body.is_end_stream(),
+            Inner::Upstream(s) => s.body.is_end_stream(),
             Inner::Local(full) => full.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
-            Inner::Upstream(body) => body.size_hint(),
+            Inner::Upstream(s) => s.body.size_hint(),
             Inner::Local(full) => full.size_hint(),
+        }
+    }
+}
+
+fn poll_upstream(
+    s: &mut Streamed,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    match Pin::new(&mut s.body).poll_frame(cx) {
+        Poll::Ready(Some(Ok(frame))) => {
+            s.sleep = None;
+            Poll::Ready(Some(Ok(frame)))
+        }
+        Poll::Ready(None) => {
+            // Finished: the backend is no longer busy with it.
+            s.guard.take();
+            Poll::Ready(None)
+        }
+        Poll::Ready(Some(Err(e))) => {
+            s.guard.take();
+            Poll::Ready(Some(Err(e.into())))
+        }
+        Poll::Pending => {
+            if s.idle.is_zero() {
+                return Poll::Pending;
+            }
+            let idle = s.idle;
+            let sleep = s
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+            if sleep.as_mut().poll(cx).is_ready() {
+                s.guard.take();
+                metrics::counter!("bbproxy_upstream_body_timeouts_total").increment(1);
+                return Poll::Ready(Some(Err(UpstreamIdle(idle).into())));
+            }
+            Poll::Pending
         }
     }
 }

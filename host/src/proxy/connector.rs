@@ -8,11 +8,19 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+
 use std::task::{Context, Poll};
 
 use http::Uri;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::{Connected, Connection};
+
+/// The process's connection counts. Process-wide because pools outlive
+/// generations and are shared by every domain with the same pool profile.
+pub fn connection_counts() -> &'static ConnectionCounts {
+    static COUNTS: std::sync::OnceLock<ConnectionCounts> = std::sync::OnceLock::new();
+    COUNTS.get_or_init(ConnectionCounts::default)
+}
 
 /// Open connections by `host:port`.
 #[derive(Debug, Default)]
@@ -48,17 +56,16 @@ impl ConnectionCounts {
     }
 }
 
-/// Wraps connector `C`, counting what it opens.
+/// Wraps connector `C`, counting what it opens into [`connection_counts`].
 #[derive(Debug, Clone)]
 pub struct Counting<C> {
     inner: C,
-    counts: Arc<ConnectionCounts>,
 }
 
 impl<C> Counting<C> {
-    /// Counts connections made by `inner` into `counts`.
-    pub fn new(inner: C, counts: Arc<ConnectionCounts>) -> Self {
-        Self { inner, counts }
+    /// Counts connections made by `inner`.
+    pub fn new(inner: C) -> Self {
+        Self { inner }
     }
 }
 
@@ -80,11 +87,10 @@ where
             .authority()
             .map(|a| a.as_str().to_owned())
             .unwrap_or_default();
-        let counts = self.counts.clone();
         let connecting = self.inner.call(uri);
         Box::pin(async move {
             let io = connecting.await?;
-            let count = counts.slot(&authority);
+            let count = connection_counts().slot(&authority);
             count.fetch_add(1, Ordering::Relaxed);
             Ok(Counted { io, count })
         })

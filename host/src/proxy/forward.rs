@@ -1,28 +1,25 @@
-//! Sending a request to one backend over the shared keep-alive pool, with
-//! streaming bodies both ways, and classifying what went wrong.
+//! Sending a request to one backend over its upstream's keep-alive pool,
+//! with streaming bodies both ways, and classifying what went wrong.
 
 use std::error::Error as _;
 use std::time::{Duration, Instant};
 
-use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode, Uri, Version};
+use bbproxy_config::UpstreamTimeouts;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
-use std::sync::Arc;
-
-use super::Timeouts;
-use super::connector::{ConnectionCounts, Counting};
 use super::headers;
+use super::request_body::{BodyFault, BodySlot, RequestBody};
 use crate::plugin::{OutcomeKind, RequestView};
 use crate::upstream::BackendState;
+use crate::upstream::limiter::Refused;
+use crate::upstream::pool::UpstreamClient;
 
 /// Why forwarding to a backend failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    /// No connection could be made.
+    /// No connection could be made; nothing was sent.
     #[error("cannot connect to backend {backend}: {reason}")]
     Connect {
         /// `host:port`.
@@ -55,18 +52,35 @@ pub enum UpstreamError {
     /// The request could not be turned into a valid upstream request.
     #[error("cannot forward request: {0}")]
     BadRequest(String),
+    /// The client's request body failed (not the backend's fault).
+    #[error("{0}")]
+    Body(BodyFault),
+    /// The backend is at `max_connections_per_backend` and its queue is full
+    /// or the wait ran out.
+    #[error("backend {backend} is at its connection limit: {refused}")]
+    Overloaded {
+        /// `host:port`.
+        backend: String,
+        /// Why the request got no slot.
+        refused: Refused,
+    },
 }
 
 impl UpstreamError {
-    /// The outcome the breaker plugin sees.
-    pub fn outcome_kind(&self) -> OutcomeKind {
+    /// The outcome the breaker plugin sees, or `None` when the failure says
+    /// nothing about the backend's health (a client's slow body, a full
+    /// queue, a request the proxy could not express).
+    pub fn outcome_kind(&self) -> Option<OutcomeKind> {
         match self {
             UpstreamError::Connect {
                 timed_out: true, ..
-            } => OutcomeKind::Timeout,
-            UpstreamError::Connect { .. } => OutcomeKind::ConnectError,
-            UpstreamError::Timeout { .. } => OutcomeKind::Timeout,
-            UpstreamError::Reset { .. } | UpstreamError::BadRequest(_) => OutcomeKind::Reset,
+            } => Some(OutcomeKind::Timeout),
+            UpstreamError::Connect { .. } => Some(OutcomeKind::ConnectError),
+            UpstreamError::Timeout { .. } => Some(OutcomeKind::Timeout),
+            UpstreamError::Reset { .. } => Some(OutcomeKind::Reset),
+            UpstreamError::BadRequest(_)
+            | UpstreamError::Body(_)
+            | UpstreamError::Overloaded { .. } => None,
         }
     }
 
@@ -77,94 +91,139 @@ impl UpstreamError {
                 *latency
             }
             UpstreamError::Timeout { limit, .. } => *limit,
-            UpstreamError::BadRequest(_) => Duration::ZERO,
+            _ => Duration::ZERO,
         }
     }
 
     /// The status the client gets: 502 when the backend could not be used,
-    /// 504 when it was too slow.
+    /// 504 when it was too slow (connect timeout included), 503 when it is at
+    /// its connection limit, 408/413/400 for the client's own body.
     pub fn status(&self) -> StatusCode {
-        match self.outcome_kind() {
-            OutcomeKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            _ => StatusCode::BAD_GATEWAY,
+        match self {
+            UpstreamError::Body(BodyFault::Idle(_)) => StatusCode::REQUEST_TIMEOUT,
+            UpstreamError::Body(BodyFault::TooLarge(_)) => StatusCode::PAYLOAD_TOO_LARGE,
+            UpstreamError::Body(BodyFault::Client) | UpstreamError::BadRequest(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            UpstreamError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            UpstreamError::Connect {
+                timed_out: true, ..
+            }
+            | UpstreamError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            UpstreamError::Connect { .. } | UpstreamError::Reset { .. } => StatusCode::BAD_GATEWAY,
         }
     }
 }
 
-/// The client side of the proxy: one keep-alive pool shared by all backends
-/// and all generations (pools are keyed by backend address).
+/// The upstream request head, built once and reused by every attempt.
 #[derive(Debug)]
-pub struct Forwarder {
-    client: Client<Counting<HttpConnector>, Incoming>,
-    timeouts: Timeouts,
+pub struct Head {
+    /// Method.
+    pub method: Method,
+    /// Path and query, appended to the backend's base URL.
+    pub path: String,
+    /// Headers after hop-by-hop stripping and `X-Forwarded-*`.
+    pub headers: HeaderMap,
 }
 
-impl Forwarder {
-    /// A forwarder with the given timeouts.
-    pub fn new(timeouts: Timeouts, connections: Arc<ConnectionCounts>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(timeouts.connect));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .build(Counting::new(connector, connections));
-        Self { client, timeouts }
+/// Builds the upstream head from the client's request. `upgrade` keeps the
+/// `Connection: upgrade` / `Upgrade` pair that hop-by-hop stripping removes.
+pub fn prepare(view: RequestView, proto: &'static str, upgrade: Option<HeaderValue>) -> Head {
+    let RequestView {
+        mut parts, client, ..
+    } = view;
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    // HTTP/2 clients send the host only as :authority; backends speaking
+    // HTTP/1.1 need it as Host.
+    if !parts.headers.contains_key(header::HOST)
+        && let Some(authority) = parts.uri.authority()
+        && let Ok(v) = HeaderValue::from_str(authority.as_str())
+    {
+        parts.headers.insert(header::HOST, v);
     }
+    headers::strip_hop_by_hop(&mut parts.headers);
+    if let Some(protocol) = upgrade {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, protocol);
+    }
+    let host = parts.headers.get(header::HOST).cloned();
+    headers::add_forwarded(&mut parts.headers, client.ip(), proto, host.as_ref());
+    Head {
+        method: parts.method,
+        path,
+        headers: parts.headers,
+    }
+}
 
-    /// Forwards `view` (with `body`) to `backend`; returns the response
-    /// (headers received, body still streaming) and the time to headers.
-    pub async fn send(
-        &self,
-        backend: &BackendState,
-        view: RequestView,
-        body: Incoming,
-        proto: &'static str,
-    ) -> Result<(Response<Incoming>, Duration), UpstreamError> {
-        let RequestView {
-            mut parts, client, ..
-        } = view;
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let uri: Uri = format!("{}{}", backend.base, path)
-            .parse()
-            .map_err(|e| UpstreamError::BadRequest(format!("{e}")))?;
-        // HTTP/2 clients send the host only as :authority; backends speak
-        // HTTP/1.1 and need it as Host.
-        if !parts.headers.contains_key(header::HOST)
-            && let Some(authority) = parts.uri.authority()
-            && let Ok(v) = HeaderValue::from_str(authority.as_str())
-        {
-            parts.headers.insert(header::HOST, v);
-        }
-        headers::strip_hop_by_hop(&mut parts.headers);
-        let host = parts.headers.get(header::HOST).cloned();
-        headers::add_forwarded(&mut parts.headers, client.ip(), proto, host.as_ref());
-        parts.uri = uri;
-        parts.version = Version::HTTP_11;
-        let req = Request::from_parts(parts, body);
+/// One attempt: sends `head` with `body` to `backend` through `client`;
+/// returns the response (headers received, body still streaming) and the
+/// time to headers.
+pub async fn send(
+    client: &UpstreamClient,
+    backend: &BackendState,
+    head: &Head,
+    slot: &BodySlot,
+    body: RequestBody,
+    timeouts: &UpstreamTimeouts,
+) -> Result<(Response<Incoming>, Duration), UpstreamError> {
+    let uri: Uri = format!("{}{}", backend.base, head.path)
+        .parse()
+        .map_err(|e| UpstreamError::BadRequest(format!("{e}")))?;
+    let mut req = Request::new(body);
+    *req.method_mut() = head.method.clone();
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = head.headers.clone();
 
-        let start = Instant::now();
-        let sent =
-            tokio::time::timeout(self.timeouts.response_headers, self.client.request(req)).await;
-        let latency = start.elapsed();
-        match sent {
-            Ok(Ok(resp)) => Ok((resp, latency)),
-            Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect {
-                backend: backend.authority.clone(),
-                timed_out: is_timeout(&e),
-                reason: root_cause(&e),
-                latency,
-            }),
-            Ok(Err(e)) => Err(UpstreamError::Reset {
-                backend: backend.authority.clone(),
-                reason: root_cause(&e),
-                latency,
-            }),
-            Err(_) => Err(UpstreamError::Timeout {
-                backend: backend.authority.clone(),
-                limit: self.timeouts.response_headers,
-            }),
+    let start = Instant::now();
+    let sent = client.request(req);
+    let mut sent = std::pin::pin!(sent);
+    // The response-header clock starts when the request body is done, not
+    // when the request starts: uploads are bounded by the body idle timeout.
+    let limit = timeouts.response_headers;
+    let result = loop {
+        let deadline = slot.last_progress().max(start) + limit;
+        tokio::select! {
+            r = sent.as_mut() => break Some(r),
+            _ = tokio::time::sleep_until(deadline.into()), if !limit.is_zero() => {
+                if slot.last_progress().max(start) + limit <= Instant::now() {
+                    break None;
+                }
+            }
         }
+    };
+    let latency = start.elapsed();
+    match result {
+        Some(Ok(resp)) => Ok((resp, latency)),
+        Some(Err(e)) => {
+            if let Some(fault) = slot.fault() {
+                return Err(UpstreamError::Body(fault));
+            }
+            if e.is_connect() {
+                Err(UpstreamError::Connect {
+                    backend: backend.authority.clone(),
+                    timed_out: is_timeout(&e),
+                    reason: root_cause(&e),
+                    latency,
+                })
+            } else {
+                Err(UpstreamError::Reset {
+                    backend: backend.authority.clone(),
+                    reason: root_cause(&e),
+                    latency,
+                })
+            }
+        }
+        None => Err(UpstreamError::Timeout {
+            backend: backend.authority.clone(),
+            limit,
+        }),
     }
 }
 

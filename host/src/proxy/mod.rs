@@ -8,7 +8,11 @@ mod body;
 mod connector;
 mod forward;
 mod headers;
+mod limits;
 pub mod observe;
+mod request_body;
+mod retry;
+mod upgrade;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -16,15 +20,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http::{Request, Response, StatusCode};
+use bbproxy_config::Config;
+use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
-pub use body::ProxyBody;
-pub use connector::ConnectionCounts;
-pub use forward::{Forwarder, UpstreamError};
+pub use body::{BodyError, ProxyBody, UpstreamIdle};
+pub use connector::{ConnectionCounts, Counted, Counting, connection_counts};
+pub use forward::UpstreamError;
+pub use request_body::{BodyFault, RequestBody};
+pub use retry::RetryBudget;
 
 use crate::clock;
-use crate::generation::{Generation, Slot};
+use crate::drain::Drain;
+use crate::generation::{Generation, Slot, UpstreamSlot};
 use crate::plugin::{Backend, BreakerWorld, Fault, Outcome, OutcomeKind, RequestView, Route};
 use crate::upstream::Admission;
 
@@ -46,47 +54,34 @@ impl Scheme {
     }
 }
 
-/// Timeouts of the forwarding path.
-#[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
-    /// Connecting to a backend.
-    pub connect: Duration,
-    /// From sending the request to the backend's response headers.
-    pub response_headers: Duration,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        Self {
-            connect: Duration::from_secs(5),
-            response_headers: Duration::from_secs(60),
-        }
-    }
-}
-
 /// The proxy service shared by every connection.
 #[derive(Debug)]
 pub struct Proxy {
     generation: Arc<ArcSwap<Generation>>,
-    forwarder: Forwarder,
+    drain: Arc<Drain>,
     observer: Arc<observe::Observer>,
 }
 
 impl Proxy {
     /// A proxy serving whatever generation `generation` holds at the time
-    /// each request starts, recording into `observer` and counting backend
-    /// connections into `connections`.
-    pub fn new(
-        generation: Arc<ArcSwap<Generation>>,
-        timeouts: Timeouts,
-        observer: Arc<observe::Observer>,
-        connections: Arc<ConnectionCounts>,
-    ) -> Self {
+    /// each request starts.
+    /// Requests are recorded into `observer`.
+    pub fn new(generation: Arc<ArcSwap<Generation>>, observer: Arc<observe::Observer>) -> Self {
         Self {
             generation,
-            forwarder: Forwarder::new(timeouts, connections),
+            drain: Arc::default(),
             observer,
         }
+    }
+
+    /// The config of the current generation.
+    pub fn config(&self) -> Arc<Config> {
+        self.generation.load().config.clone()
+    }
+
+    /// Open connections and tunnels, and the shutdown phase.
+    pub fn drain(&self) -> &Arc<Drain> {
+        &self.drain
     }
 
     /// Handles one request. Never fails: every error becomes a response.
@@ -99,36 +94,38 @@ impl Proxy {
         // Pinned for the whole request, even if a reload swaps it meanwhile.
         let generation = self.generation.load_full();
         let started = self.observer.start();
-        let (parts, body) = req.into_parts();
-        let host = headers::request_host(&parts.uri, &parts.headers);
         let access = observe::AccessFields {
-            method: parts.method.clone(),
-            host: host.clone(),
-            path: parts.uri.path().to_owned(),
+            method: req.method().clone(),
+            host: headers::request_host(req.uri(), req.headers()),
+            path: req.uri().path().to_owned(),
         };
         let mut route = observe::Route::default();
         let mut resp = self
-            .serve(&generation, parts, body, host, client, scheme, &mut route)
+            .serve(&generation, req, client, scheme, &mut route)
             .await;
         let finish = started.respond(&route, resp.status().as_u16(), generation.id, Some(access));
         resp.body_mut().on_finish(finish);
         Ok(resp)
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn serve<'g>(
         &self,
         generation: &'g Generation,
-        parts: http::request::Parts,
-        body: Incoming,
-        host: String,
+        mut req: Request<Incoming>,
         client: SocketAddr,
         scheme: Scheme,
         route_record: &mut observe::Route<'g>,
     ) -> Response<ProxyBody> {
+        let upgrade = upgrade::requested(req.version(), req.headers());
+        let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+        let (parts, body) = req.into_parts();
+        if let Err(r) = limits::check_head(&parts, &generation.config.limits) {
+            return reject(r);
+        }
+        let host = headers::request_host(&parts.uri, &parts.headers);
         let mut view = Some(RequestView {
             parts,
-            host,
+            host: host.clone(),
             client,
         });
 
@@ -156,107 +153,282 @@ impl Proxy {
             );
         };
         route_record.domain = Some(&up.metrics);
+        let settings = &up.settings;
+        if let Some(v) = &view
+            && let Err(r) =
+                limits::check_declared_length(&v.parts.headers, settings.limits.max_body_size)
+        {
+            return reject(r);
+        }
+        let slot = request_body::BodySlot::new(
+            body,
+            settings.timeouts.client_body,
+            settings.limits.max_body_size,
+        );
+        up.retry_budget.deposit();
 
-        // Candidates the breaker admits; half-open ones only while a probe
-        // slot is free. Picked, then the probe slot is taken for real: if a
-        // concurrent request took it first, pick again without it.
-        let now = clock::monotonic_ms();
-        let mut candidates: Vec<(usize, Backend, bool)> = up
-            .backends
-            .iter()
-            .enumerate()
-            .filter_map(|(i, b)| {
-                let admission = b.state.breaker.admission(now);
-                (admission != Admission::Refused).then(|| {
-                    let stats = b
-                        .state
-                        .snapshot(i as u32, b.weight, b.state.breaker.state(now));
-                    (i, stats, admission == Admission::Probe)
-                })
-            })
-            .collect();
-        let (index, probe) = loop {
-            if candidates.is_empty() {
-                tracing::warn!(upstream = %up.name, "no backend available: every breaker is open");
-                return text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!(
-                        "bbproxy: no backend of {} is available (circuit open)\n",
-                        up.name
-                    ),
-                );
+        let mut tried: Vec<usize> = Vec::new();
+        let mut last_error: Option<UpstreamError> = None;
+        let mut head: Option<forward::Head> = None;
+        loop {
+            if view.is_none()
+                && let Some(h) = &head
+            {
+                view = Some(retry_view(h, &host, client));
             }
-            let stats: Vec<Backend> = candidates.iter().map(|c| c.1).collect();
-            let chosen = match pick(generation, &mut view, upstream, &stats) {
-                Ok(i) => i,
-                Err(fault) => return fault_response("balancer", &fault),
+            let (index, probe) = match choose(generation, &mut view, upstream, up, &tried) {
+                Ok(c) => c,
+                // Every backend has been tried: the last failure is the answer.
+                Err(resp) => return last_error.map_or(*resp, |e| failure(&up.name, e)),
             };
-            let (index, _, probe) = candidates[chosen];
-            if !probe || up.backends[index].state.breaker.try_take_probe() {
-                break (index, probe);
+            let backend = &up.backends[index];
+            route_record.backend = Some((&backend.metrics, &backend.state.authority));
+            let head = match (&head, view.take()) {
+                (Some(h), _) => h,
+                (None, Some(v)) => {
+                    head.insert(forward::prepare(v, scheme.as_str(), upgrade.clone()))
+                }
+                (None, None) => {
+                    return text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "bbproxy: internal error\n",
+                    );
+                }
+            };
+            let Some(body) = slot.attempt() else {
+                // An earlier attempt took the body; nothing more to try.
+                return text(StatusCode::BAD_GATEWAY, "bbproxy: backend failed\n");
+            };
+            tried.push(index);
+            let result = self
+                .attempt(generation, up, upstream, index, probe, head, &slot, body)
+                .await;
+            let e = match result {
+                Ok(mut resp) => {
+                    if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) =
+                        (client_upgrade, resp.status())
+                    {
+                        return switch(client_upgrade, resp, &self.drain, &backend.state.authority);
+                    }
+                    headers::strip_hop_by_hop(resp.headers_mut());
+                    return resp;
+                }
+                Err(e) => e,
+            };
+            let may_retry = retry::retryable(&e, &head.method)
+                && tried.len() < settings.retries.attempts as usize
+                && !slot.taken();
+            if matches!(e, UpstreamError::Overloaded { .. }) {
+                metrics::counter!("bbproxy_backend_queue_rejected_total", "upstream" => up.name.clone())
+                    .increment(1);
             }
-            candidates.remove(chosen);
-        };
+            if may_retry && up.retry_budget.withdraw() {
+                metrics::counter!("bbproxy_upstream_retries_total", "upstream" => up.name.clone())
+                    .increment(1);
+                tracing::info!(upstream = %up.name, backend = %backend.state.authority, "retrying on another backend: {e}");
+                last_error = Some(e);
+                continue;
+            }
+            return failure(&up.name, e);
+        }
+    }
 
+    /// One attempt on backend `index`: connection slot, send, breaker
+    /// outcome. The response body keeps the backend's in-flight count and
+    /// slot until it ends.
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt(
+        &self,
+        generation: &Generation,
+        up: &UpstreamSlot,
+        upstream: u32,
+        index: usize,
+        probe: bool,
+        head: &forward::Head,
+        slot: &request_body::BodySlot,
+        body: RequestBody,
+    ) -> Result<Response<ProxyBody>, UpstreamError> {
         let backend = &up.backends[index];
-        route_record.backend = Some((&backend.metrics, &backend.state.authority));
-        let Some(view) = view else {
-            return text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "bbproxy: internal error\n",
-            );
-        };
+        let limits = &up.settings.limits;
+        let permit = backend
+            .state
+            .limiter
+            .acquire(
+                limits.max_connections_per_backend,
+                limits.backend_queue,
+                limits.backend_queue_timeout,
+            )
+            .await
+            .map_err(|refused| {
+                if probe {
+                    backend.state.breaker.release_probe();
+                }
+                UpstreamError::Overloaded {
+                    backend: backend.state.authority.clone(),
+                    refused,
+                }
+            })?;
+        let now = clock::monotonic_ms();
         let before = backend.state.snapshot(
             index as u32,
             backend.weight,
             backend.state.breaker.state(now),
         );
         let guard = backend.state.start();
-        let result = self
-            .forwarder
-            .send(&backend.state, view, body, scheme.as_str())
-            .await;
+        let result = forward::send(
+            &up.client,
+            &backend.state,
+            head,
+            slot,
+            body,
+            &up.settings.timeouts,
+        )
+        .await;
 
         let outcome = match &result {
-            Ok((resp, latency)) => Outcome {
+            Ok((resp, latency)) => Some(Outcome {
                 kind: OutcomeKind::Response,
                 status: resp.status().as_u16(),
                 latency_us: micros(*latency),
-            },
-            Err(e) => {
-                let kind = e.outcome_kind();
+            }),
+            Err(e) => e.outcome_kind().map(|kind| {
                 match kind {
                     OutcomeKind::ConnectError => backend.metrics.connect_errors.increment(1),
                     OutcomeKind::Timeout => backend.metrics.timeouts.increment(1),
-                    _ => {}
+                    OutcomeKind::Response | OutcomeKind::Reset => {}
                 }
                 Outcome {
                     kind,
                     status: 0,
                     latency_us: micros(e.latency()),
                 }
-            }
+            }),
         };
-        if outcome.kind == OutcomeKind::Response {
-            backend.state.record_latency(outcome.latency_us);
+        if let Some(outcome) = outcome {
+            if outcome.kind == OutcomeKind::Response {
+                backend.state.record_latency(outcome.latency_us);
+            }
+            report_outcome(generation, &up.name, upstream, backend, before, outcome);
         }
-        report_outcome(generation, &up.name, upstream, backend, before, outcome);
         if probe {
             backend.state.breaker.release_probe();
         }
-
-        match result {
-            Ok((resp, _)) => {
-                let (mut parts, body) = resp.into_parts();
-                headers::strip_hop_by_hop(&mut parts.headers);
-                Response::from_parts(parts, ProxyBody::upstream(body, guard))
-            }
-            Err(e) => {
-                tracing::warn!(upstream = %up.name, backend = %backend.state.authority, "backend failed: {e}");
-                text(e.status(), format!("bbproxy: {e}\n"))
-            }
-        }
+        let (resp, _) = result?;
+        let (parts, body) = resp.into_parts();
+        Ok(Response::from_parts(
+            parts,
+            ProxyBody::upstream(body, (guard, permit), up.settings.timeouts.idle),
+        ))
     }
+}
+
+/// Picks a backend among those the breaker admits, the health checks
+/// consider healthy, and this request has not tried yet. Half-open ones only
+/// while a probe slot is free: picked, then the probe slot is taken for
+/// real; if a concurrent request took it first, pick again without it.
+fn choose(
+    generation: &Generation,
+    view: &mut Option<RequestView>,
+    upstream: u32,
+    up: &UpstreamSlot,
+    tried: &[usize],
+) -> Result<(usize, bool), Box<Response<ProxyBody>>> {
+    let now = clock::monotonic_ms();
+    let mut unhealthy = 0;
+    let mut candidates: Vec<(usize, Backend, bool)> = up
+        .backends
+        .iter()
+        .enumerate()
+        .filter(|(i, b)| {
+            let healthy = b.state.health.is_healthy();
+            unhealthy += usize::from(!healthy);
+            healthy && !tried.contains(i)
+        })
+        .filter_map(|(i, b)| {
+            let admission = b.state.breaker.admission(now);
+            (admission != Admission::Refused).then(|| {
+                let stats = b
+                    .state
+                    .snapshot(i as u32, b.weight, b.state.breaker.state(now));
+                (i, stats, admission == Admission::Probe)
+            })
+        })
+        .collect();
+    loop {
+        if candidates.is_empty() {
+            let why = if unhealthy == up.backends.len() {
+                "every backend fails its health check"
+            } else {
+                "circuit open"
+            };
+            tracing::warn!(upstream = %up.name, "no backend available: {why}");
+            return Err(Box::new(text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("bbproxy: no backend of {} is available ({why})\n", up.name),
+            )));
+        }
+        let stats: Vec<Backend> = candidates.iter().map(|c| c.1).collect();
+        let chosen = match pick(generation, view, upstream, &stats) {
+            Ok(i) => i,
+            Err(fault) => return Err(Box::new(fault_response("balancer", &fault))),
+        };
+        let (index, _, probe) = candidates[chosen];
+        if !probe || up.backends[index].state.breaker.try_take_probe() {
+            return Ok((index, probe));
+        }
+        candidates.remove(chosen);
+    }
+}
+
+/// What the balancer sees on a retry: the upstream request as sent.
+fn retry_view(head: &forward::Head, host: &str, client: SocketAddr) -> RequestView {
+    let mut parts = Request::new(()).into_parts().0;
+    parts.method = head.method.clone();
+    parts.uri = head.path.parse().unwrap_or_default();
+    parts.headers = head.headers.clone();
+    RequestView {
+        parts,
+        host: host.to_owned(),
+        client,
+    }
+}
+
+/// Passes a backend's 101 to the client and joins the two connections.
+fn switch(
+    client: hyper::upgrade::OnUpgrade,
+    resp: Response<ProxyBody>,
+    drain: &Arc<Drain>,
+    backend: &str,
+) -> Response<ProxyBody> {
+    let mut resp = resp;
+    let upstream = hyper::upgrade::on(&mut resp);
+    let (parts, body) = resp.into_parts();
+    // The body holds the backend's in-flight count and connection slot:
+    // the tunnel keeps them while it lasts.
+    upgrade::tunnel(client, upstream, body, drain, backend.to_owned());
+    Response::from_parts(parts, ProxyBody::empty())
+}
+
+/// The response for a request that failed for good.
+fn failure(upstream: &str, e: UpstreamError) -> Response<ProxyBody> {
+    tracing::warn!(upstream, "request failed: {e}");
+    let mut resp = text(e.status(), format!("bbproxy: {e}\n"));
+    if matches!(e, UpstreamError::Body(_)) {
+        // The rest of the body is still on the wire: do not read it as the
+        // next request.
+        resp.headers_mut()
+            .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+fn reject(r: limits::Rejection) -> Response<ProxyBody> {
+    metrics::counter!("bbproxy_requests_rejected_total", "status" => r.status.as_str().to_owned())
+        .increment(1);
+    let mut resp = text(r.status, format!("bbproxy: {}\n", r.reason));
+    resp.headers_mut()
+        .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+    resp
 }
 
 fn micros(d: Duration) -> u64 {

@@ -4,6 +4,9 @@
 //! a backend that did not change, so breaker state and statistics carry over.
 
 mod breaker;
+pub mod health;
+pub mod limiter;
+pub mod pool;
 mod registry;
 
 use std::sync::Arc;
@@ -31,6 +34,10 @@ pub struct BackendState {
     requests: AtomicU64,
     /// Circuit-breaker state as last decided by the breaker plugin.
     pub breaker: BreakerCell,
+    /// Active health-check verdict.
+    pub health: health::HealthCell,
+    /// `limits.max_connections_per_backend` gate.
+    pub limiter: Arc<limiter::Limiter>,
 }
 
 impl BackendState {
@@ -45,6 +52,8 @@ impl BackendState {
             latency_ewma_us: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             breaker: BreakerCell::default(),
+            health: health::HealthCell::default(),
+            limiter: Arc::default(),
         }
     }
 

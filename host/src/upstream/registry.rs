@@ -6,11 +6,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::BackendState;
+use super::pool::{PoolKey, UpstreamClient};
 
-/// Backend states by `(upstream, base URL)`.
+/// Backend states by `(upstream, base URL)`, and connection pools by
+/// profile.
 #[derive(Debug, Default)]
 pub struct Registry {
     backends: Mutex<HashMap<(String, String), Arc<BackendState>>>,
+    pools: Mutex<HashMap<PoolKey, UpstreamClient>>,
 }
 
 impl Registry {
@@ -29,6 +32,24 @@ impl Registry {
                 });
                 next.insert(key, state.clone());
                 state
+            })
+            .collect();
+        *map = next;
+        out
+    }
+
+    /// The pools for a new generation's upstreams, reusing existing ones
+    /// with the same profile; pools no upstream uses any more are dropped
+    /// (their connections close once requests in flight on them finish).
+    pub fn pools(&self, keys: &[PoolKey]) -> Vec<UpstreamClient> {
+        let mut map = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = HashMap::with_capacity(keys.len());
+        let out = keys
+            .iter()
+            .map(|key| {
+                let client = map.get(key).cloned().unwrap_or_else(|| key.build());
+                next.insert(*key, client.clone());
+                client
             })
             .collect();
         *map = next;

@@ -23,6 +23,8 @@ use hyper_util::server::conn::auto;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
+pub mod raw;
+
 /// Size of the body `/download` serves.
 pub const DOWNLOAD_BYTES: usize = 10 * 1024 * 1024;
 

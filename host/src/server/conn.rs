@@ -1,0 +1,412 @@
+//! One client connection: the socket wrapper that notices request heads
+//! arriving, the body wrapper that notices responses finishing, and the
+//! driver that enforces the header-read (slowloris) and keep-alive timeouts
+//! and the drain phases around hyper's connection future.
+//!
+//! hyper's own `header_read_timeout` starts as soon as a connection waits for
+//! a head, so it doubles as a keep-alive timeout, and it closes without a
+//! response. Tracking the phases here lets the two timeouts differ and lets a
+//! slow client get its 408.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, watch};
+
+use crate::drain::Phase;
+
+const NONE: u64 = u64::MAX;
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+
+/// What the connection is doing, shared by the socket wrapper, the service
+/// and the driver. Times are milliseconds since the connection opened.
+#[derive(Debug)]
+pub struct ConnState {
+    opened: Instant,
+    /// Requests handed to the service whose responses have not ended.
+    active: AtomicU32,
+    /// When the wait for the current head started: the connection's opening
+    /// (a client that connects and sends nothing is a slowloris too), then
+    /// the first byte after a response ended.
+    head_started: AtomicU64,
+    /// Bytes of the current head have arrived (a 408 makes sense).
+    head_bytes: AtomicBool,
+    /// When the last response ended (or the connection opened).
+    last_done: AtomicU64,
+    /// Seen the HTTP/2 preface: heads are frames, no slowloris phase.
+    h2: AtomicBool,
+    first_read: AtomicBool,
+    wake: Notify,
+}
+
+impl Default for ConnState {
+    fn default() -> Self {
+        Self {
+            opened: Instant::now(),
+            active: AtomicU32::new(0),
+            head_started: AtomicU64::new(0),
+            head_bytes: AtomicBool::new(false),
+            last_done: AtomicU64::new(0),
+            h2: AtomicBool::new(false),
+            first_read: AtomicBool::new(true),
+            wake: Notify::new(),
+        }
+    }
+}
+
+impl ConnState {
+    fn now(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(NONE - 1)
+    }
+
+    fn on_read(&self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        if self.first_read.swap(false, Ordering::AcqRel) && data.starts_with(H2_PREFACE) {
+            self.h2.store(true, Ordering::Release);
+        }
+        if self.active.load(Ordering::Acquire) == 0 {
+            self.head_bytes.store(true, Ordering::Release);
+        }
+        if self.active.load(Ordering::Acquire) == 0
+            && self
+                .head_started
+                .compare_exchange(NONE, self.now(), Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            self.wake.notify_one();
+        }
+    }
+
+    /// A request head was parsed: the service starts on it. The returned
+    /// guard ends the request when the response body is done or dropped.
+    pub fn begin(self: &Arc<Self>) -> RequestGuard {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        self.head_started.store(NONE, Ordering::Release);
+        self.head_bytes.store(false, Ordering::Release);
+        self.wake.notify_one();
+        RequestGuard(self.clone())
+    }
+
+    /// When the driver must look again, given the timeouts.
+    fn deadline(&self, t: &ConnTimeouts) -> Option<Instant> {
+        if self.active.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let at = |ms: u64, d: Duration| self.opened + Duration::from_millis(ms) + d;
+        let head = self.head_started.load(Ordering::Acquire);
+        if head != NONE && !self.h2.load(Ordering::Acquire) {
+            return (!t.header.is_zero()).then(|| at(head, t.header));
+        }
+        (!t.keep_alive.is_zero()).then(|| at(self.last_done.load(Ordering::Acquire), t.keep_alive))
+    }
+
+    /// Whether part of a head arrived (a 408 is the right answer to expiry;
+    /// a silent connection is just closed).
+    fn head_pending(&self) -> bool {
+        self.head_bytes.load(Ordering::Acquire)
+    }
+
+    /// Whether the connection waits for a head under the header timeout.
+    fn in_head(&self) -> bool {
+        self.active.load(Ordering::Acquire) == 0
+            && self.head_started.load(Ordering::Acquire) != NONE
+            && !self.h2.load(Ordering::Acquire)
+    }
+}
+
+/// One request being served on a connection.
+#[derive(Debug)]
+pub struct RequestGuard(Arc<ConnState>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        let s = &self.0;
+        s.last_done.store(s.now(), Ordering::Release);
+        s.active.fetch_sub(1, Ordering::AcqRel);
+        s.wake.notify_one();
+    }
+}
+
+/// The connection-level timeouts; zero disables one.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnTimeouts {
+    /// From the first byte of a head to its end.
+    pub header: Duration,
+    /// Idle between requests.
+    pub keep_alive: Duration,
+}
+
+/// A TCP stream shared between hyper (through [`TrackedIo`]) and the
+/// driver, which writes the 408 after hyper has let go of the connection.
+#[derive(Debug, Clone)]
+pub struct SharedTcp(pub Arc<TcpStream>);
+
+impl AsyncRead for SharedTcp {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            ready!(self.0.poll_read_ready(cx))?;
+            match self.0.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for SharedTcp {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write(data) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return Poll::Ready(other),
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write_vectored(bufs) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return Poll::Ready(other),
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(socket2::SockRef::from(&*self.0).shutdown(std::net::Shutdown::Write))
+    }
+}
+
+/// A client socket that tells [`ConnState`] when bytes arrive.
+#[derive(Debug)]
+pub struct TrackedIo<T> {
+    inner: T,
+    state: Arc<ConnState>,
+}
+
+impl<T> TrackedIo<T> {
+    /// Wraps `inner`.
+    pub fn new(inner: T, state: Arc<ConnState>) -> Self {
+        Self { inner, state }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for TrackedIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            this.state.on_read(&buf.filled()[before..]);
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for TrackedIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// A response body that ends its request (for the keep-alive clock and the
+/// drain) when it is finished or dropped.
+#[derive(Debug)]
+pub struct Tracked<B> {
+    body: B,
+    guard: Option<RequestGuard>,
+}
+
+impl<B> Tracked<B> {
+    /// `body`, counted by `guard`.
+    pub fn new(body: B, guard: RequestGuard) -> Self {
+        Self {
+            body,
+            guard: Some(guard),
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Body for Tracked<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if let Poll::Ready(None | Some(Err(_))) = polled {
+            this.guard.take();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// How a connection ended, as far as the driver is concerned.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// hyper finished it (cleanly or with the error it logged).
+    Done,
+    /// A head took longer than the header timeout.
+    HeaderTimeout {
+        /// Whether a 408 could be sent.
+        answered: bool,
+    },
+    /// The drain's grace period ran out.
+    Aborted,
+}
+
+/// Drives `conn` to completion while enforcing the connection timeouts and
+/// following the drain phase. `graceful` starts hyper's graceful shutdown
+/// (HTTP/1: close once idle; HTTP/2: GOAWAY). `raw` is the socket, when the
+/// driver may write a 408 on it itself (plain TCP; not TLS).
+pub async fn drive<F, E>(
+    mut conn: Pin<&mut F>,
+    graceful: impl Fn(Pin<&mut F>),
+    state: &ConnState,
+    timeouts: ConnTimeouts,
+    mut phase: watch::Receiver<Phase>,
+    raw: Option<&TcpStream>,
+) -> Ended
+where
+    F: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut closing = false;
+    if *phase.borrow_and_update() != Phase::Running {
+        graceful(conn.as_mut());
+        closing = true;
+    }
+    loop {
+        let deadline = if closing {
+            None
+        } else {
+            state.deadline(&timeouts)
+        };
+        let expired = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            done = conn.as_mut() => {
+                if let Err(e) = done {
+                    tracing::debug!("client connection ended: {e}");
+                }
+                return Ended::Done;
+            }
+            _ = state.wake.notified() => {}
+            _ = expired => {
+                if state.in_head() {
+                    let answered = state.head_pending() && raw.is_some_and(answer_408);
+                    metrics::counter!("bbproxy_client_timeouts_total", "kind" => "header").increment(1);
+                    return Ended::HeaderTimeout { answered };
+                }
+                if state.deadline(&timeouts).is_some_and(|at| at <= Instant::now()) {
+                    metrics::counter!("bbproxy_client_timeouts_total", "kind" => "keep_alive").increment(1);
+                    graceful(conn.as_mut());
+                    closing = true;
+                }
+            }
+            changed = phase.changed() => {
+                let now = if changed.is_ok() { *phase.borrow_and_update() } else { Phase::Abort };
+                match now {
+                    Phase::Running => {}
+                    Phase::Draining => {
+                        if !closing {
+                            graceful(conn.as_mut());
+                            closing = true;
+                        }
+                    }
+                    Phase::Abort => return Ended::Aborted,
+                }
+            }
+        }
+    }
+}
+
+/// Writes a minimal 408 straight to the socket (hyper is mid-head and cannot)
+/// and half-closes it. Best effort: a full send buffer means a client that
+/// does not read, and it gets the close alone.
+fn answer_408(raw: &TcpStream) -> bool {
+    const RESPONSE: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 46\r\n\r\nbbproxy: request headers not received in time\n";
+    let sent = raw.try_write(RESPONSE).is_ok_and(|n| n == RESPONSE.len());
+    let _ = socket2::SockRef::from(raw).shutdown(std::net::Shutdown::Write);
+    sent
+}

@@ -1,0 +1,68 @@
+//! Keep-alive connection pools to backends, one per distinct pool profile
+//! (protocol, connect timeout, pool knobs). hyper-util keys connections by
+//! backend inside a pool, so a profile shared by several domains still keeps
+//! each backend's connections apart. The [`Registry`](super::Registry) hands
+//! a reloaded generation the same pool for an unchanged profile, so a reload
+//! does not cost the warm connections.
+//!
+//! Connections are returned to the pool only after a cleanly framed
+//! exchange: hyper closes a client connection on any parse or framing error
+//! (bad chunk, Content-Length mismatch, early close), and a response whose
+//! body the client abandoned is not reused either.
+
+use std::time::Duration;
+
+use bbproxy_config::{UpstreamProtocol, UpstreamSettings};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::proxy::{Counting, RequestBody};
+
+/// The client type every backend request goes through.
+pub type UpstreamClient = Client<Counting<HttpConnector>, RequestBody>;
+
+/// What makes two pools different.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    /// HTTP/1.1 or h2c. HTTP/2 over TLS (ALPN `h2`) will be a third value
+    /// with a TLS connector (rustls, `alpn_protocols = [h2, http/1.1]`) in
+    /// place of `HttpConnector`; `http2_only` then follows the ALPN result.
+    pub protocol: UpstreamProtocol,
+    /// Connect timeout (zero: the OS's).
+    pub connect_timeout: Duration,
+    /// Idle connections kept per backend.
+    pub max_idle: u32,
+    /// How long an idle connection is kept (zero: until the backend closes it).
+    pub idle_timeout: Duration,
+}
+
+impl PoolKey {
+    /// The profile of a domain's settings.
+    pub fn of(settings: &UpstreamSettings) -> Self {
+        Self {
+            protocol: settings.protocol,
+            connect_timeout: settings.timeouts.connect,
+            max_idle: settings.pool.max_idle,
+            idle_timeout: settings.pool.idle_timeout,
+        }
+    }
+
+    /// A new pool with this profile.
+    pub fn build(&self) -> UpstreamClient {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector
+            .set_connect_timeout((!self.connect_timeout.is_zero()).then_some(self.connect_timeout));
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout((!self.idle_timeout.is_zero()).then_some(self.idle_timeout))
+            .pool_max_idle_per_host(self.max_idle as usize);
+        if self.protocol == UpstreamProtocol::H2c {
+            builder.http2_only(true);
+        }
+        builder.build(Counting::new(connector))
+    }
+}

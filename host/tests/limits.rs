@@ -1,0 +1,201 @@
+//! Limits: URI length (414), header count and size (431), request body size
+//! (413, before reading when Content-Length is known), client connections
+//! (extra ones refused at once), connections per backend with a bounded
+//! queue (503).
+
+mod common;
+
+use common::raw::PLUGINS;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::raw::{Recorder, exchange, read_until_close};
+use common::{Backend, Proxy, wait_for};
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, StatusCode};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+async fn proxy(addr: std::net::SocketAddr, limits: &str, domain_extra: &str) -> Proxy {
+    Proxy::start(&format!(
+        r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null, {PLUGINS} "limits": {{{limits}}},
+            "domains": {{"app.test": {{"backends": ["{addr}"]{domain_extra}}}}}}}"#
+    ))
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uri_and_header_limits_answer_414_and_431() {
+    let backend = Recorder::start().await;
+    let p = proxy(
+        backend.addr,
+        r#""max_uri_length": 100, "max_headers": 10, "max_header_bytes": "8KiB""#,
+        "",
+    )
+    .await;
+    let long_uri = format!(
+        "GET /{} HTTP/1.1\r\nhost: app.test\r\n\r\n",
+        "a".repeat(100)
+    );
+    let seen = exchange(p.addr, long_uri.as_bytes(), WAIT).await;
+    assert_eq!(seen.statuses(), [414], "{}", seen.text());
+
+    let ok_uri = format!(
+        "GET /{} HTTP/1.1\r\nhost: app.test\r\nconnection: close\r\n\r\n",
+        "a".repeat(98)
+    );
+    assert_eq!(
+        exchange(p.addr, ok_uri.as_bytes(), WAIT).await.statuses(),
+        [200]
+    );
+
+    let mut many = String::from("GET / HTTP/1.1\r\nhost: app.test\r\n");
+    for i in 0..11 {
+        many += &format!("x-h{i}: 1\r\n");
+    }
+    many += "\r\n";
+    let seen = exchange(p.addr, many.as_bytes(), WAIT).await;
+    assert_eq!(seen.statuses(), [431], "{}", seen.text());
+
+    let big = format!(
+        "GET / HTTP/1.1\r\nhost: app.test\r\nx-big: {}\r\n\r\n",
+        "b".repeat(9000)
+    );
+    let seen = exchange(p.addr, big.as_bytes(), WAIT).await;
+    assert_eq!(seen.statuses(), [431], "{}", seen.text());
+    assert!(seen.closed);
+    assert_eq!(backend.requests(), 1);
+
+    // HTTP/2 goes through the same limits.
+    let h2 = common::h2c_client_to(p.addr);
+    let req = Request::get(format!("http://app.test/{}", "a".repeat(150)))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(
+        h2.request(req).await.unwrap().status(),
+        StatusCode::URI_TOO_LONG
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_over_the_domain_limit_gets_413() {
+    let backend = Recorder::start().await;
+    let p = proxy(backend.addr, "", r#", "limits": {"max_body_size": 1000}"#).await;
+
+    // Declared too large: answered before a byte of body is sent.
+    let start = Instant::now();
+    let mut conn = TcpStream::connect(p.addr).await.unwrap();
+    conn.write_all(b"POST /up HTTP/1.1\r\nhost: app.test\r\ncontent-length: 1001\r\n\r\n")
+        .await
+        .unwrap();
+    let seen = read_until_close(&mut conn, WAIT).await;
+    assert_eq!(seen.statuses(), [413], "{}", seen.text());
+    assert!(start.elapsed() < Duration::from_secs(2));
+    assert_eq!(backend.requests(), 0);
+
+    // Chunked, no length: cut when the count passes the limit.
+    let mut chunked =
+        String::from("POST /up HTTP/1.1\r\nhost: app.test\r\ntransfer-encoding: chunked\r\n\r\n");
+    for _ in 0..3 {
+        chunked += &format!("190\r\n{}\r\n", "c".repeat(400));
+    }
+    chunked += "0\r\n\r\n";
+    let seen = exchange(p.addr, chunked.as_bytes(), WAIT).await;
+    assert_eq!(seen.statuses(), [413], "{}", seen.text());
+
+    // At the limit: fine.
+    let c = common::client_to(p.addr);
+    let req = Request::post("http://app.test/up")
+        .body(Full::new(Bytes::from(vec![b'x'; 1000])))
+        .unwrap();
+    let resp = c.request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_limit_are_refused_and_others_keep_working() {
+    let backend = Backend::start("a").await;
+    let p = proxy(backend.addr, r#""max_connections": 2"#, "").await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(TcpStream::connect(p.addr).await.unwrap());
+    }
+    // A third is turned away at once, with a 503 and a close.
+    let start = Instant::now();
+    let seen = exchange(p.addr, b"GET / HTTP/1.1\r\nhost: app.test\r\n\r\n", WAIT).await;
+    assert!(seen.closed);
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(seen.statuses().iter().all(|s| *s == 503), "{}", seen.text());
+    assert_eq!(backend.hits(), 0);
+    // The two held ones are served.
+    for conn in &mut held {
+        conn.write_all(b"GET / HTTP/1.1\r\nhost: app.test\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let seen = read_until_close(conn, WAIT).await;
+        assert_eq!(seen.statuses(), [200], "{}", seen.text());
+    }
+    // Once they are gone, new connections are served again.
+    drop(held);
+    wait_for(WAIT, "a new connection to be served", || async {
+        exchange(
+            p.addr,
+            b"GET / HTTP/1.1\r\nhost: app.test\r\nconnection: close\r\n\r\n",
+            WAIT,
+        )
+        .await
+        .statuses()
+            == [200]
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_backend_limit_queues_then_refuses_with_503() {
+    let backend = Backend::start_with_delay("slow", Duration::from_millis(700)).await;
+    let p = proxy(
+        backend.addr,
+        "",
+        r#", "limits": {"max_connections_per_backend": 1, "backend_queue": 1, "backend_queue_timeout": "10s"}"#,
+    )
+    .await;
+    let c = common::client_to(p.addr);
+    let send = || {
+        let c = c.clone();
+        async move {
+            let req = Request::get("http://app.test/")
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let resp = c.request(req).await.unwrap();
+            let status = resp.status();
+            let _ = resp.into_body().collect().await;
+            status
+        }
+    };
+    let first = tokio::spawn(send());
+    wait_for(WAIT, "the first request at the backend", || async {
+        backend.hits() == 1
+    })
+    .await;
+    let second = tokio::spawn(send());
+    let g = p.generation();
+    let limiter = &g.upstreams[0].backends[0].state.limiter;
+    wait_for(WAIT, "the second request queued", || async {
+        limiter.waiting() == 1
+    })
+    .await;
+    // The third finds the slot taken and the queue full.
+    let start = Instant::now();
+    assert_eq!(send().await, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(start.elapsed() < Duration::from_millis(500));
+    assert_eq!(first.await.unwrap(), StatusCode::OK);
+    assert_eq!(second.await.unwrap(), StatusCode::OK);
+    assert!(backend.hits() >= 2);
+}
