@@ -7,14 +7,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use bbproxy_config::Config;
+use bbproxy_config::{Config, TlsSource};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::acme::{AcmeError, CertManager, Tuning};
+use crate::front::Front;
 use crate::generation::{BuildError, Generation};
 use crate::plugin::{LoadError, Runtime};
 use crate::proxy::{Proxy, Scheme, Timeouts};
 use crate::server::{self, BindError};
+use crate::tls::TlsTerminator;
 use crate::upstream::Registry;
 
 /// Why the proxy could not start.
@@ -29,6 +32,12 @@ pub enum StartError {
     /// A listener could not be bound.
     #[error(transparent)]
     Bind(#[from] BindError),
+    /// A certificate, key or the ACME setup is unusable.
+    #[error(transparent)]
+    Certs(#[from] AcmeError),
+    /// The TLS configuration could not be built.
+    #[error("TLS setup: {0}")]
+    Tls(#[from] rustls::Error),
     /// No listener is configured.
     #[error("nothing to serve: set listen.http in the config")]
     NoListener,
@@ -41,6 +50,8 @@ pub struct Options {
     pub timeouts: Timeouts,
     /// How long shutdown waits for open connections.
     pub shutdown_grace: Duration,
+    /// ACME renewal and retry timing.
+    pub acme: Tuning,
 }
 
 impl Default for Options {
@@ -48,6 +59,7 @@ impl Default for Options {
         Self {
             timeouts: Timeouts::default(),
             shutdown_grace: Duration::from_secs(30),
+            acme: Tuning::default(),
         }
     }
 }
@@ -57,6 +69,11 @@ impl Default for Options {
 pub struct Running {
     /// Where plain HTTP is served, if configured.
     pub http: Option<SocketAddr>,
+    /// Where HTTPS is served, if configured.
+    pub https: Option<SocketAddr>,
+    /// Certificates (static and ACME); outlives generations, so a reload
+    /// passes its config to [`CertManager::update_domains`].
+    pub certs: Arc<CertManager>,
     /// The generation serving new requests.
     pub generation: Arc<ArcSwap<Generation>>,
     /// The plugin runtime (shared state, compile cache).
@@ -122,29 +139,56 @@ pub async fn start(config: Config, options: Options) -> Result<Running, StartErr
     let generation = Arc::new(ArcSwap::from_pointee(first));
     let proxy = Arc::new(Proxy::new(generation.clone(), options.timeouts));
 
-    if let Some(addr) = config.listen.https {
-        tracing::warn!(
-            "listen.https {addr}: HTTPS is not implemented in this build; only plain HTTP is served"
-        );
-    }
-    let Some(http_addr) = config.listen.http else {
-        return Err(StartError::NoListener);
-    };
-    let listener = server::bind(http_addr, "listen.http").await?;
-    let http = listener.local_addr().ok();
+    // Certificates before listeners: a bad cert file fails the start.
+    let certs = CertManager::new(options.acme);
+    certs.update_domains(&config)?;
+
     let (shutdown, rx) = watch::channel(false);
-    let tasks = vec![tokio::spawn(server::serve(
-        listener,
-        proxy,
-        Scheme::Http,
-        rx,
-        options.shutdown_grace,
-    ))];
-    if let Some(addr) = http {
-        tracing::info!("serving HTTP on {addr}");
+    let mut tasks = Vec::new();
+    let mut https = None;
+    if let Some(addr) = config.listen.https {
+        let listener = server::bind(addr, "listen.https").await?;
+        https = listener.local_addr().ok();
+        let front = Arc::new(Front::new(proxy.clone(), Scheme::Https));
+        let tls = TlsTerminator::new(certs.store())?;
+        tasks.push(tokio::spawn(server::serve_front(
+            listener,
+            front,
+            Some(tls),
+            rx.clone(),
+            options.shutdown_grace,
+        )));
+        tracing::info!("serving HTTPS on {addr}");
+    }
+    let mut http = None;
+    if let Some(addr) = config.listen.http {
+        let listener = server::bind(addr, "listen.http").await?;
+        http = listener.local_addr().ok();
+        let mut front = Front::new(proxy, Scheme::Http);
+        if let Some(https) = https {
+            front = front.with_http01(certs.http01());
+            if config.listen.redirect_http {
+                front = front.redirecting_to(https.port());
+            }
+        }
+        tasks.push(tokio::spawn(server::serve_front(
+            listener,
+            Arc::new(front),
+            None,
+            rx,
+            options.shutdown_grace,
+        )));
+        if let Some(addr) = http {
+            tracing::info!("serving HTTP on {addr}");
+        }
+    }
+    if tasks.is_empty() {
+        return Err(StartError::NoListener);
     }
     Ok(Running {
         http,
+        https,
+        certs,
         generation,
         runtime,
         shutdown,
@@ -159,6 +203,11 @@ pub fn check(config: Config) -> Result<String, StartError> {
     let registry = Registry::default();
     let config = Arc::new(config);
     let g = Generation::build(1, config.clone(), &runtime, &registry)?;
+    for d in &config.domains {
+        if let TlsSource::Files { cert, key } = crate::acme::source(d, &config) {
+            crate::tls::files::load(&cert, &key).map_err(AcmeError::from)?;
+        }
+    }
     let backends: usize = g.upstreams.iter().map(|u| u.backends.len()).sum();
     Ok(format!(
         "{}: OK: {} domain(s), {} backend(s); router {}, balancer {}, breaker {}",

@@ -2,13 +2,16 @@
 //! breaking are WebAssembly components.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod acme;
 pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod demo;
+pub mod front;
 pub mod generation;
 pub mod plugin;
 pub mod proxy;
 pub mod rand;
 pub mod server;
+pub mod tls;
 pub mod upstream;

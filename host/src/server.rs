@@ -1,6 +1,6 @@
 //! Listeners: binding (with errors that say how to fix them), the accept
-//! loop, HTTP/1.1 and HTTP/2 (h2c prior knowledge) connections, and graceful
-//! drain on shutdown.
+//! loop, HTTP/1.1 and HTTP/2 (h2c prior knowledge) connections, TLS, and
+//! graceful drain on shutdown.
 
 use std::io;
 use std::net::SocketAddr;
@@ -14,7 +14,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::front::Front;
 use crate::proxy::{Proxy, Scheme};
+use crate::tls::{Accepted, TlsTerminator};
 
 /// A listener could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +57,25 @@ pub async fn serve(
     listener: TcpListener,
     proxy: Arc<Proxy>,
     scheme: Scheme,
+    shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    serve_front(
+        listener,
+        Arc::new(Front::new(proxy, scheme)),
+        None,
+        shutdown,
+        grace,
+    )
+    .await;
+}
+
+/// Like [`serve`], with `front` answering requests and, with `tls`, a TLS
+/// handshake (in the connection's own task) before HTTP.
+pub async fn serve_front(
+    listener: TcpListener,
+    front: Arc<Front>,
+    tls: Option<TlsTerminator>,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
@@ -76,17 +97,37 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let proxy = proxy.clone();
+        let front = front.clone();
         let service = service_fn(move |req| {
-            let proxy = proxy.clone();
-            async move { proxy.handle(req, peer, scheme).await }
+            let front = front.clone();
+            async move { front.handle(req, peer).await }
         });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let Some(tls) = &tls else {
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(client = %peer, "connection ended with error: {e}");
+                }
+            });
+            continue;
+        };
+        let (tls, builder, watcher) = (tls.clone(), builder.clone(), graceful.watcher());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let stream = match tls.accept(stream).await {
+                Ok(Accepted::Http(stream)) => stream,
+                Ok(Accepted::Challenge) => return,
+                Err(e) => {
+                    tracing::debug!(client = %peer, "TLS handshake failed: {e}");
+                    return;
+                }
+            };
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(client = %peer, "connection ended with error: {e}");
             }
         });
