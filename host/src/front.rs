@@ -91,10 +91,7 @@ fn redirect(req: &Request<Incoming>, port: u16) -> Response<ProxyBody> {
     if host.is_empty() {
         return status(StatusCode::BAD_REQUEST, "missing Host header\n");
     }
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str());
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let location = if port == 443 {
         format!("https://{host}{path}")
     } else {

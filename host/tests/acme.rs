@@ -17,6 +17,8 @@ use hyper::StatusCode;
 use rustls::pki_types::CertificateDer;
 
 const NAMES: [&str; 2] = ["a.proxy.test", "b.proxy.test"];
+/// A name added after the start.
+const EXTRA: &str = "c.proxy.test";
 
 /// Starts the proxy on the ports Pebble validates, `NAMES` → `backend`.
 async fn start_proxy(
@@ -54,6 +56,12 @@ async fn start_proxy(
     let path = pebble.dir.path().join("proxy.json");
     std::fs::write(&path, config).unwrap();
     let config = bbproxy_config::load(&path).unwrap();
+    // For tests that change the domains later: the same config, one more name.
+    let more = std::fs::read_to_string(&path).unwrap().replace(
+        r#""domains": {"#,
+        &format!(r#""domains": {{"{EXTRA}": ["{}"], "#, backend.addr),
+    );
+    std::fs::write(pebble.dir.path().join("proxy-more.json"), more).unwrap();
     bbproxy::app::start(
         config,
         Options {
@@ -90,7 +98,11 @@ async fn wait_served(running: &Running, root: &CertificateDer<'static>, deadline
     }
 }
 
-async fn leaf(running: &Running, root: &CertificateDer<'static>, name: &str) -> CertificateDer<'static> {
+async fn leaf(
+    running: &Running,
+    root: &CertificateDer<'static>,
+    name: &str,
+) -> CertificateDer<'static> {
     let config = client_config(std::slice::from_ref(root), &[]);
     peer_leaf(&connect(running.https.unwrap(), name, config).await.unwrap())
 }
@@ -121,7 +133,10 @@ async fn http01_issues_for_two_names_and_a_restart_reuses_the_cache() {
     let running = start_proxy(&pebble, &cache, &backend, r#"["http-01"]"#, tuning()).await;
     wait_served(&running, &root, Duration::from_secs(2)).await;
     assert_eq!(leaf(&running, &root, NAMES[0]).await, first);
-    assert_eq!(running.certs.stats().ok() + running.certs.stats().failed(), 0);
+    assert_eq!(
+        running.certs.stats().ok() + running.certs.stats().failed(),
+        0
+    );
     assert_eq!(pebble.orders(), orders, "no new order after a restart");
     running.shutdown().await;
 }
@@ -137,6 +152,40 @@ async fn tls_alpn01_issues_for_two_names() {
     assert_eq!(running.certs.stats().ok(), 2);
     // Only tls-alpn-01 was allowed (the client answers nothing else), so
     // Pebble validated over `acme-tls/1` on the HTTPS listener.
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_domain_added_by_an_update_gets_a_certificate_without_restart() {
+    let pebble = Pebble::start(PebbleOptions::default()).await;
+    let root = pebble.root().await;
+    let backend = Backend::start("app").await;
+    let cache = pebble.dir.path().join("certs");
+    let running = start_proxy(&pebble, &cache, &backend, r#"["http-01"]"#, tuning()).await;
+    wait_served(&running, &root, Duration::from_secs(60)).await;
+    let config = client_config(std::slice::from_ref(&root), &[]);
+    assert!(
+        connect(running.https.unwrap(), EXTRA, config.clone())
+            .await
+            .is_err()
+    );
+
+    // What a hot reload does with the new config's domains.
+    let more = bbproxy_config::load(&pebble.dir.path().join("proxy-more.json")).unwrap();
+    running.certs.update_domains(&more).unwrap();
+    let addr = running.https.unwrap();
+    wait_for(
+        Duration::from_secs(60),
+        "a certificate for the new name",
+        || {
+            let config = config.clone();
+            async move { connect(addr, EXTRA, config).await.is_ok() }
+        },
+    )
+    .await;
+    assert_eq!(dns_names(&leaf(&running, &root, EXTRA).await), [EXTRA]);
+    // Only the new name was ordered; the others kept their certificates.
+    assert_eq!(running.certs.stats().ok(), 3);
     running.shutdown().await;
 }
 
@@ -167,7 +216,10 @@ async fn short_lived_certificates_are_renewed_and_swapped_under_open_connections
             .body(http_body_util::Full::new(bytes::Bytes::new()))
             .unwrap()
     };
-    assert_eq!(send.send_request(get()).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        send.send_request(get()).await.unwrap().status(),
+        StatusCode::OK
+    );
 
     // Renewal at 2/3 of 12 s: a new handshake sees a new certificate.
     wait_for(Duration::from_secs(30), "a renewed certificate", || {
@@ -181,7 +233,10 @@ async fn short_lived_certificates_are_renewed_and_swapped_under_open_connections
         }
     })
     .await;
-    assert!(running.certs.stats().ok() >= 3, "two first orders and a renewal");
+    assert!(
+        running.certs.stats().ok() >= 3,
+        "two first orders and a renewal"
+    );
     // The connection opened before the swap is still served.
     let resp = send.send_request(get()).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
@@ -255,6 +310,8 @@ async fn an_unusable_cache_dir_fails_the_start_with_its_path() {
         .map(|_| ())
         .unwrap_err()
         .to_string();
-    assert!(err.contains("cert_cache_dir") && err.contains("file/certs"), "{err}");
+    assert!(
+        err.contains("cert_cache_dir") && err.contains("file/certs"),
+        "{err}"
+    );
 }
-

@@ -117,13 +117,20 @@ async fn tls10_and_tls11_client_hellos_are_refused_with_an_alert() {
             .await
             .unwrap();
         let mut reply = Vec::new();
-        tokio::time::timeout(std::time::Duration::from_secs(5), tcp.read_to_end(&mut reply))
-            .await
-            .expect("the server closes the connection")
-            .unwrap();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            tcp.read_to_end(&mut reply),
+        )
+        .await
+        .expect("the server closes the connection")
+        .unwrap();
         // One alert record (content type 21), then the connection is closed;
         // never a ServerHello (content type 22).
-        assert_eq!(reply.first(), Some(&21), "version {version:#06x}: {reply:?}");
+        assert_eq!(
+            reply.first(),
+            Some(&21),
+            "version {version:#06x}: {reply:?}"
+        );
         assert_eq!(reply[5], 2, "a fatal alert, got {reply:?}");
         assert_eq!(reply[6], 70, "protocol_version alert, got {reply:?}");
     }
@@ -162,7 +169,10 @@ async fn unknown_sni_gets_the_default_domains_certificate() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("only valid for") && err.contains("b.test"), "{err}");
+    assert!(
+        err.contains("only valid for") && err.contains("b.test"),
+        "{err}"
+    );
     // No SNI at all (rustls sends none when connecting to an IP): the same.
     let err = connect(https_addr(&proxy), "127.0.0.1", config)
         .await
@@ -215,14 +225,23 @@ async fn unusable_certificate_files_fail_the_start_naming_the_file() {
     );
 
     let err = start_error(&dir, r#"{"cert": "missing.pem", "key": "a.test.key"}"#).await;
-    assert!(err.contains("missing.pem") && err.contains("cannot read"), "{err}");
+    assert!(
+        err.contains("missing.pem") && err.contains("cannot read"),
+        "{err}"
+    );
 
     std::fs::write(dir.path().join("garbage.pem"), "not a certificate").unwrap();
     let err = start_error(&dir, r#"{"cert": "garbage.pem", "key": "a.test.key"}"#).await;
-    assert!(err.contains("garbage.pem") && err.contains("BEGIN CERTIFICATE"), "{err}");
+    assert!(
+        err.contains("garbage.pem") && err.contains("BEGIN CERTIFICATE"),
+        "{err}"
+    );
 
     let err = start_error(&dir, r#"{"cert": "a.test.pem", "key": "a.test.pem"}"#).await;
-    assert!(err.contains("a.test.pem") && err.contains("private key"), "{err}");
+    assert!(
+        err.contains("a.test.pem") && err.contains("private key"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,9 +272,14 @@ async fn a_failed_certificate_update_keeps_serving_the_old_certificates() {
     assert!(err.contains("b.test.key"), "{err}");
     assert_eq!(peer_cert_of(&proxy, &ca, "a.test").await, before);
     assert_eq!(
-        https_get(https_addr(&proxy), "b.test", client_config(&[ca.der()], &[]), "/")
-            .await
-            .1,
+        https_get(
+            https_addr(&proxy),
+            "b.test",
+            client_config(&[ca.der()], &[]),
+            "/"
+        )
+        .await
+        .1,
         "backend b"
     );
 
@@ -276,14 +300,20 @@ async fn a_failed_certificate_update_keeps_serving_the_old_certificates() {
         .certs
         .update_domains(&bbproxy_config::load(&good).unwrap())
         .unwrap();
-    wait_for(std::time::Duration::from_secs(5), "the new certificate", || async {
-        peer_cert_of(&proxy, &ca, "a.test").await != before
-    })
+    wait_for(
+        std::time::Duration::from_secs(5),
+        "the new certificate",
+        || async { peer_cert_of(&proxy, &ca, "a.test").await != before },
+    )
     .await;
     assert!(
-        connect(https_addr(&proxy), "b.test", client_config(&[ca.der()], &[]))
-            .await
-            .is_err()
+        connect(
+            https_addr(&proxy),
+            "b.test",
+            client_config(&[ca.der()], &[])
+        )
+        .await
+        .is_err()
     );
 }
 

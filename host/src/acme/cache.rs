@@ -36,8 +36,11 @@ impl Cache {
         // Creating a file is the only reliable writability test (root,
         // ACLs, read-only mounts).
         let probe = dir.join(".bbproxy-write-test");
-        write_private(&probe, b"")
-            .map_err(|e| fail(format!("not writable (set cert_cache_dir to a writable directory): {e}")))?;
+        write_private(&probe, b"").map_err(|e| {
+            fail(format!(
+                "not writable (set cert_cache_dir to a writable directory): {e}"
+            ))
+        })?;
         let _ = fs::remove_file(&probe);
         Ok(Self {
             dir: Some(dir.to_owned()),
@@ -75,7 +78,12 @@ impl Cache {
 
     /// Stores the chain and key of `domain` (key first: a chain on disk
     /// always has its key).
-    pub fn store_certificate(&self, domain: &str, chain: &[u8], key: &[u8]) -> Result<(), AcmeError> {
+    pub fn store_certificate(
+        &self,
+        domain: &str,
+        chain: &[u8],
+        key: &[u8],
+    ) -> Result<(), AcmeError> {
         self.write(&format!("{domain}.key"), key)?;
         self.write(&format!("{domain}.crt"), chain)
     }
@@ -147,7 +155,12 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let file = tmp.path().join("file");
         fs::write(&file, b"").unwrap();
-        let err = Cache::open(Some(&file.join("certs"))).unwrap_err().to_string();
-        assert!(err.contains("certs") && err.contains("cannot create"), "{err}");
+        let err = Cache::open(Some(&file.join("certs")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("certs") && err.contains("cannot create"),
+            "{err}"
+        );
     }
 }

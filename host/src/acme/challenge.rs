@@ -99,8 +99,8 @@ fn alpn_certificate(name: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, TlsE
             digest.len()
         )));
     }
-    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()])
-        .map_err(|e| fail(e.to_string()))?;
+    let mut params =
+        rcgen::CertificateParams::new(vec![name.to_owned()]).map_err(|e| fail(e.to_string()))?;
     params
         .custom_extensions
         .push(rcgen::CustomExtension::new_acme_identifier(digest));
@@ -113,5 +113,8 @@ fn alpn_certificate(name: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, TlsE
         .key_provider
         .load_private_key(der)
         .map_err(|e| fail(e.to_string()))?;
-    Ok(Arc::new(CertifiedKey::new(vec![cert.der().clone()], signer)))
+    Ok(Arc::new(CertifiedKey::new(
+        vec![cert.der().clone()],
+        signer,
+    )))
 }

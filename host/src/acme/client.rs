@@ -130,7 +130,9 @@ mod tests {
         assert!((118..=120).contains(&secs), "{secs}");
         let date = parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT").unwrap();
         assert_eq!(
-            date.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(),
+            date.duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
             1_445_412_480
         );
         assert_eq!(parse_retry_after("soon"), None);

@@ -308,20 +308,22 @@ impl CertManager {
                 }
             }
         }
-        let default = config
-            .default_domain
-            .clone()
-            .filter(|d| config.domain(d).is_some_and(|d| source(d, config) != TlsSource::Off));
-        self.store.replace(|name| wanted.contains(name), &add, default);
+        let default = config.default_domain.clone().filter(|d| {
+            config
+                .domain(d)
+                .is_some_and(|d| source(d, config) != TlsSource::Off)
+        });
+        self.store
+            .replace(|name| wanted.contains(name), &add, default);
         for (name, key) in &add {
             export_expiry(name, key);
         }
 
         if let Some(ctx) = state.ctx.clone() {
             for name in acme {
-                if !state.tasks.contains_key(&name) {
-                    let task = tokio::spawn(renew::run(ctx.clone(), name.clone()));
-                    state.tasks.insert(name, task);
+                if let std::collections::hash_map::Entry::Vacant(slot) = state.tasks.entry(name) {
+                    let name = slot.key().clone();
+                    slot.insert(tokio::spawn(renew::run(ctx.clone(), name)));
                 }
             }
         }
@@ -357,7 +359,10 @@ fn cached(cache: &Cache, name: &str) -> Option<Arc<CertifiedKey>> {
         Ok(key) => {
             let validity = files::validity(&key).ok()?;
             if validity.not_after <= SystemTime::now() {
-                tracing::info!(domain = name, "cached certificate has expired; ordering a new one");
+                tracing::info!(
+                    domain = name,
+                    "cached certificate has expired; ordering a new one"
+                );
                 return None;
             }
             tracing::info!(domain = name, "using the cached certificate");
@@ -387,7 +392,13 @@ mod tests {
 
     #[test]
     fn ips_localhost_and_wildcards_get_no_acme_by_default() {
-        for name in ["127.0.0.1", "[::1]", "localhost", "a.localhost", "*.example.com"] {
+        for name in [
+            "127.0.0.1",
+            "[::1]",
+            "localhost",
+            "a.localhost",
+            "*.example.com",
+        ] {
             assert!(!acme_eligible(name), "{name}");
         }
         assert!(acme_eligible("example.com"));

@@ -40,12 +40,16 @@ pub(super) async fn issue(
             }
         }
         let identifier = authz.identifier().to_string();
-        let offered: Vec<ChallengeType> = authz.challenges.iter().map(|c| c.r#type.clone()).collect();
+        let offered: Vec<ChallengeType> =
+            authz.challenges.iter().map(|c| c.r#type.clone()).collect();
         let (kind, allowed) = pick(&ctx.settings.challenges, &offered, name)?;
-        let mut challenge = authz.challenge(kind.clone()).ok_or_else(|| AcmeError::NoChallenge {
-            name: name.to_owned(),
-            allowed,
-        })?;
+        let mut challenge =
+            authz
+                .challenge(kind.clone())
+                .ok_or_else(|| AcmeError::NoChallenge {
+                    name: name.to_owned(),
+                    allowed,
+                })?;
         let key_authorization = challenge.key_authorization();
         if kind == ChallengeType::Http01 {
             published.http01(&challenge.token, key_authorization.as_str());
@@ -140,7 +144,8 @@ async fn account(ctx: &Ctx) -> Result<Account, AcmeError> {
                     None,
                 )
                 .await?;
-            let json = serde_json::to_vec(&credentials).map_err(|e| AcmeError::Client(e.to_string()))?;
+            let json =
+                serde_json::to_vec(&credentials).map_err(|e| AcmeError::Client(e.to_string()))?;
             settings.cache.store_account(&settings.directory, &json)?;
             tracing::info!(directory = %settings.directory, "ACME account registered");
             account

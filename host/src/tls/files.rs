@@ -71,8 +71,8 @@ fn certified(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Result<Arc<CertifiedKey>, String> {
-    let certified = CertifiedKey::from_der(chain, key, &super::provider())
-        .map_err(|e| match e {
+    let certified =
+        CertifiedKey::from_der(chain, key, &super::provider()).map_err(|e| match e {
             rustls::Error::InconsistentKeys(_) => {
                 "the key's public half is not the certificate's".to_owned()
             }

@@ -161,8 +161,12 @@ mod tests {
         let cert = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
         let der = rustls_pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
         Arc::new(
-            CertifiedKey::from_der(vec![cert.cert.der().clone()], der, &super::super::provider())
-                .unwrap(),
+            CertifiedKey::from_der(
+                vec![cert.cert.der().clone()],
+                der,
+                &super::super::provider(),
+            )
+            .unwrap(),
         )
     }
 

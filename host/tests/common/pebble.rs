@@ -97,7 +97,9 @@ impl Pebble {
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .expect("pebble-challtestsrv is installed (Debian package pebble; .ci/run installs it)");
+            .expect(
+                "pebble-challtestsrv is installed (Debian package pebble; .ci/run installs it)",
+            );
         self.dns_server = Some(child);
     }
 
@@ -154,8 +156,10 @@ impl Pebble {
 
     fn client(
         &self,
-    ) -> Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Empty<Bytes>>
-    {
+    ) -> Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        Empty<Bytes>,
+    > {
         let ca = std::fs::read(&self.api_ca).unwrap();
         let ca = CertificateDer::from_pem_slice(&ca).unwrap();
         let tls = Arc::unwrap_or_clone(client_config(&[ca], &[]));
@@ -203,7 +207,10 @@ impl Pebble {
 impl Drop for Pebble {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("--- Pebble's log ---\n{}--- end of Pebble's log ---", self.log());
+            eprintln!(
+                "--- Pebble's log ---\n{}--- end of Pebble's log ---",
+                self.log()
+            );
         }
         self.stop();
         if let Some(mut child) = self.dns_server.take() {

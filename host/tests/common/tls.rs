@@ -58,7 +58,10 @@ impl TestCa {
 }
 
 /// A client config trusting only `roots`, offering `alpn`.
-pub fn client_config(roots: &[CertificateDer<'static>], alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+pub fn client_config(
+    roots: &[CertificateDer<'static>],
+    alpn: &[&[u8]],
+) -> Arc<rustls::ClientConfig> {
     let mut store = rustls::RootCertStore::empty();
     for root in roots {
         store.add(root.clone()).unwrap();
@@ -87,7 +90,9 @@ pub async fn connect(
 
 /// The leaf certificate the server presented.
 pub fn peer_leaf(stream: &TlsStream<TcpStream>) -> CertificateDer<'static> {
-    stream.get_ref().1.peer_certificates().unwrap()[0].clone().into_owned()
+    stream.get_ref().1.peer_certificates().unwrap()[0]
+        .clone()
+        .into_owned()
 }
 
 /// The DNS names of a certificate.
@@ -109,7 +114,11 @@ pub fn dns_names(der: &CertificateDer<'_>) -> Vec<String> {
 }
 
 /// One GET over an established TLS connection, HTTP/2 if ALPN chose it.
-pub async fn get_over(stream: TlsStream<TcpStream>, host: &str, path: &str) -> (StatusCode, String) {
+pub async fn get_over(
+    stream: TlsStream<TcpStream>,
+    host: &str,
+    path: &str,
+) -> (StatusCode, String) {
     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
     let io = TokioIo::new(stream);
     let uri = format!("https://{host}{path}");
@@ -171,7 +180,9 @@ pub fn legacy_client_hello(version: u16, sni: &str) -> Vec<u8> {
     // Everything else a TLS 1.2 server needs (signature algorithms, groups,
     // point formats), so the offered version is the only thing wrong.
     let mut exts = sni_ext;
-    exts.extend_from_slice(&[0x00, 0x0d, 0x00, 0x08, 0x00, 0x06, 0x04, 0x03, 0x08, 0x04, 0x04, 0x01]);
+    exts.extend_from_slice(&[
+        0x00, 0x0d, 0x00, 0x08, 0x00, 0x06, 0x04, 0x03, 0x08, 0x04, 0x04, 0x01,
+    ]);
     exts.extend_from_slice(&[0x00, 0x0a, 0x00, 0x06, 0x00, 0x04, 0x00, 0x1d, 0x00, 0x17]);
     exts.extend_from_slice(&[0x00, 0x0b, 0x00, 0x02, 0x01, 0x00]);
     body.extend_from_slice(&(exts.len() as u16).to_be_bytes());
