@@ -73,6 +73,17 @@ async fn start_proxy(
     .unwrap()
 }
 
+/// The process's Prometheus recorder (one per test binary).
+fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .unwrap()
+    })
+}
+
 fn tuning() -> Tuning {
     Tuning {
         retry_initial: Duration::from_millis(200),
@@ -258,6 +269,7 @@ async fn acme_failures_keep_the_certificate_are_counted_and_back_off() {
         renew_at: 0.1,
         ..tuning()
     };
+    metrics();
     let running = start_proxy(&pebble, &cache, &backend, r#"["http-01"]"#, tuning).await;
     wait_served(&running, &root, Duration::from_secs(60)).await;
     let first = leaf(&running, &root, NAMES[0]).await;
@@ -276,6 +288,13 @@ async fn acme_failures_keep_the_certificate_are_counted_and_back_off() {
     assert!((1..=10).contains(&during), "{during} failures in 3 s");
     // Still serving the certificate it had.
     assert_eq!(leaf(&running, &root, NAMES[0]).await, first);
+    let exported = metrics().render();
+    assert!(
+        exported.contains(r#"bbproxy_acme_orders_total{result="error"}"#)
+            && exported.contains(r#"bbproxy_acme_orders_total{result="ok"}"#)
+            && exported.contains(r#"bbproxy_cert_expiry_timestamp_seconds{domain="a.proxy.test"}"#),
+        "{exported}"
+    );
     wait_served(&running, &root, Duration::from_secs(1)).await;
 
     // Pebble back (new roots, no memory of the account): renewal succeeds.
