@@ -169,6 +169,8 @@ struct Ctx {
 struct State {
     ctx: Option<Arc<Ctx>>,
     tasks: HashMap<String, JoinHandle<()>>,
+    /// Names whose certificate in the store comes from ACME.
+    acme: HashSet<String>,
 }
 
 impl Drop for State {
@@ -301,9 +303,8 @@ impl CertManager {
         let mut add = statics;
         if let Some(ctx) = &state.ctx {
             for name in &acme {
-                if self.store.exact(name).is_none()
-                    && let Some(key) = cached(&ctx.settings.cache, name)
-                {
+                let has_acme_cert = state.acme.contains(name) && self.store.exact(name).is_some();
+                if !has_acme_cert && let Some(key) = cached(&ctx.settings.cache, name) {
                     add.push((name.clone(), key));
                 }
             }
@@ -313,8 +314,15 @@ impl CertManager {
                 .domain(d)
                 .is_some_and(|d| source(d, config) != TlsSource::Off)
         });
-        self.store
-            .replace(|name| wanted.contains(name), &add, default);
+        // A name that was not ACME before drops its old (static) certificate,
+        // so its task orders at once instead of waiting for that one to age.
+        let previous = std::mem::take(&mut state.acme);
+        self.store.replace(
+            |name| wanted.contains(name) && previous.contains(name),
+            &add,
+            default,
+        );
+        state.acme = acme.iter().cloned().collect();
         for (name, key) in &add {
             export_expiry(name, key);
         }
