@@ -11,7 +11,7 @@ use std::time::Duration;
 use bbproxy::acme::Tuning;
 use bbproxy::app::{Options, Running};
 use common::pebble::{Pebble, PebbleOptions};
-use common::tls::{client_config, connect, dns_names, https_get, peer_leaf};
+use common::tls::{PLUGIN_SLACK, client_config, connect, dns_names, https_get, peer_leaf};
 use common::{Backend, wait_for};
 use hyper::StatusCode;
 use rustls::pki_types::CertificateDer;
@@ -44,7 +44,7 @@ async fn start_proxy(
           "cert_cache_dir": "{}",
           "acme": {{"directory": "{}", "email": "ops@example.com", "ca_root": "{}", "challenges": {challenges}}},
           "domains": {{{}}},
-          "plugins": {{"router": {{"timeout": "1s"}}, "balancer": {{"timeout": "1s"}}, "breaker": {{"timeout": "1s"}}}}
+          {PLUGIN_SLACK}
         }}"#,
         pebble.http_port,
         pebble.tls_port,
@@ -316,11 +316,12 @@ async fn an_unusable_cache_dir_fails_the_start_with_its_path() {
     let path = dir.path().join("config.json");
     std::fs::write(
         &path,
-        r#"{"listen": {"http": "127.0.0.1:0", "https": "127.0.0.1:0"}, "admin": null,
-            "cert_cache_dir": "file/certs",
-            "acme": {"directory": "https://127.0.0.1:9/dir"},
-            "domains": {"a.proxy.test": ["127.0.0.1:9"]},
-            "plugins": {"router": {"timeout": "1s"}, "balancer": {"timeout": "1s"}, "breaker": {"timeout": "1s"}}}"#,
+        format!(
+            r#"{{"listen": {{"http": "127.0.0.1:0", "https": "127.0.0.1:0"}}, "admin": null,
+                "cert_cache_dir": "file/certs",
+                "acme": {{"directory": "https://127.0.0.1:9/dir"}},
+                "domains": {{"a.proxy.test": ["127.0.0.1:9"]}}, {PLUGIN_SLACK}}}"#
+        ),
     )
     .unwrap();
     let config = bbproxy_config::load(&path).unwrap();

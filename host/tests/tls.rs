@@ -8,7 +8,8 @@ mod common;
 use std::sync::Arc;
 
 use common::tls::{
-    TestCa, client_config, connect, dns_names, get_over, https_get, legacy_client_hello, peer_leaf,
+    PLUGIN_SLACK, TestCa, client_config, connect, dns_names, get_over, https_get,
+    legacy_client_hello, peer_leaf,
 };
 use common::{Backend, Proxy, client, wait_for};
 use hyper::StatusCode;
@@ -34,7 +35,7 @@ async fn start_listening(
     Proxy::start_in(
         dir,
         &format!(
-            r#"{{"listen": {{"http": "127.0.0.1:0", "https": "127.0.0.1:0"{listen_extra}}}, "admin": null, {extra}
+            r#"{{"listen": {{"http": "127.0.0.1:0", "https": "127.0.0.1:0"{listen_extra}}}, "admin": null, {extra} {PLUGIN_SLACK},
                "domains": {{
                  "a.test": {{"backends": ["{}"], "tls": {{"cert": "a.test.pem", "key": "a.test.key"}}}},
                  "b.test": {{"backends": ["{}"], "tls": {{"cert": "b.test.pem", "key": "b.test.key"}}}}
@@ -198,7 +199,7 @@ async fn start_error(dir: &tempfile::TempDir, tls: &str) -> String {
     std::fs::write(
         &path,
         format!(
-            r#"{{"listen": {{"https": "127.0.0.1:0"}}, "admin": null,
+            r#"{{"listen": {{"https": "127.0.0.1:0"}}, "admin": null, {PLUGIN_SLACK},
                "domains": {{"a.test": {{"backends": ["127.0.0.1:9"], "tls": {tls}}}}}}}"#
         ),
     )
