@@ -39,7 +39,7 @@ pub enum StartError {
     #[error("TLS setup: {0}")]
     Tls(#[from] rustls::Error),
     /// No listener is configured.
-    #[error("nothing to serve: set listen.http in the config")]
+    #[error("nothing to serve: set listen.http or listen.https in the config")]
     NoListener,
 }
 
@@ -158,7 +158,7 @@ pub async fn start(config: Config, options: Options) -> Result<Running, StartErr
             rx.clone(),
             options.shutdown_grace,
         )));
-        tracing::info!("serving HTTPS on {addr}");
+        tracing::info!("serving HTTPS on {}", https.unwrap_or(addr));
     }
     let mut http = None;
     if let Some(addr) = config.listen.http {
