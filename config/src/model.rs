@@ -81,6 +81,9 @@ pub struct Domain {
     pub balancer: String,
     /// `None` leaves the choice to the TLS layer.
     pub tls: Option<TlsSource>,
+    /// Extra PEM roots trusted for this domain's `https://` backends (on top
+    /// of the webpki roots); resolved against the config file's directory.
+    pub backend_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

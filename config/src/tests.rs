@@ -63,6 +63,7 @@ fn original_file_loads_unchanged() {
                 backends: vec![backend("localhost", 8080), backend("localhost", 8081)],
                 balancer: "round-robin".into(),
                 tls: None,
+                backend_ca: None,
             }],
             default_domain: None,
             breaker: BreakerSettings {
@@ -542,7 +543,7 @@ fn unknown_keys_name_their_path() {
     );
     assert_eq!(
         err(r#"{"domains": {"example.com": {"backends": ["a:1"], "balancr": "x"}}}"#),
-        "config.json: unknown key `domains.example.com.balancr` (expected one of: backends, balancer, tls); did you mean `balancer`?"
+        "config.json: unknown key `domains.example.com.balancr` (expected one of: backends, balancer, tls, backend_ca); did you mean `balancer`?"
     );
     assert_eq!(
         err(r#"{"domains": {"example.com": {"backends": [{"address": "a:1", "wieght": 2}]}}}"#),
@@ -789,4 +790,27 @@ fn syntax_error_in_a_file_names_the_file() {
         e.starts_with(&format!("{}:4:3: syntax error: ", path.display())),
         "{e}"
     );
+}
+
+#[test]
+fn backend_ca_is_a_path_relative_to_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    std::fs::write(
+        &path,
+        r#"{"domains": {"a.test": {"backends": ["https://a:1"], "backend_ca": "ca.pem"}}}"#,
+    )
+    .unwrap();
+    let config = crate::load(&path).unwrap();
+    assert_eq!(
+        config.domains[0].backend_ca,
+        Some(dir.path().join("ca.pem"))
+    );
+    std::fs::write(
+        &path,
+        r#"{"domains": {"a.test": {"backends": ["https://a:1"], "backend_ca": 3}}}"#,
+    )
+    .unwrap();
+    let err = crate::load(&path).unwrap_err().to_string();
+    assert!(err.contains("domains.a.test.backend_ca"), "{err}");
 }

@@ -34,7 +34,7 @@ const TOP_KEYS: &[&str] = &[
 ];
 const LISTEN_KEYS: &[&str] = &["http", "https", "redirect_http"];
 const ADMIN_KEYS: &[&str] = &["address", "allow_non_loopback"];
-const DOMAIN_KEYS: &[&str] = &["backends", "balancer", "tls"];
+const DOMAIN_KEYS: &[&str] = &["backends", "balancer", "tls", "backend_ca"];
 const BACKEND_KEYS: &[&str] = &["address", "weight"];
 const TLS_KEYS: &[&str] = &["cert", "key"];
 const PLUGINS_KEYS: &[&str] = &["router", "balancer", "breaker", "filters"];
@@ -190,6 +190,7 @@ impl Walker {
                 backends: backends(v, path)?,
                 balancer: DEFAULT_BALANCER.to_owned(),
                 tls: None,
+                backend_ca: None,
             }),
             Value::Object(map) => {
                 check_keys(map, path, DOMAIN_KEYS)?;
@@ -211,11 +212,16 @@ impl Walker {
                     Some(v) => Some(self.tls(v, &join(path, "tls"), &name)?),
                     None => None,
                 };
+                let backend_ca = match present(map, "backend_ca") {
+                    Some(v) => Some(self.file_path(v, &join(path, "backend_ca"))?),
+                    None => None,
+                };
                 Ok(Domain {
                     name,
                     backends,
                     balancer,
                     tls,
+                    backend_ca,
                 })
             }
             _ => Err(Fault::invalid(

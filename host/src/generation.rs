@@ -8,12 +8,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use bbproxy_config::{Config, OnFault, PluginSource, PluginSpec, Scheme};
+use bbproxy_config::{Config, OnFault, PluginSource, PluginSpec};
 use serde_json::{Map, Value};
 
 use crate::plugin::{
     BalancerWorld, BreakerWorld, LoadError, Plugin, RouterWorld, Runtime, Upstream, World, bundle,
 };
+use crate::tls::backend::UpstreamClient;
 use crate::upstream::{BackendState, Registry};
 
 /// Why a generation could not be built.
@@ -25,6 +26,9 @@ pub enum BuildError {
     /// The config asks for something this build does not support yet.
     #[error("{0}")]
     Unsupported(String),
+    /// A domain's `backend_ca` is unusable.
+    #[error(transparent)]
+    BackendCa(#[from] crate::tls::TlsError),
 }
 
 /// One backend of an upstream in this generation.
@@ -34,6 +38,8 @@ pub struct BackendSlot {
     pub state: Arc<BackendState>,
     /// Configured weight.
     pub weight: u32,
+    /// The domain's own pool when it has a `backend_ca`.
+    pub pool: Option<UpstreamClient>,
 }
 
 /// One upstream (a key of `domains`).
@@ -95,14 +101,18 @@ impl Generation {
         runtime: &Runtime,
         registry: &Registry,
     ) -> Result<Self, BuildError> {
+        // A domain with its own backend CA gets its own pool, shared by
+        // its backends; the rest use the forwarder's.
+        let connect_timeout = crate::proxy::Timeouts::default().connect;
+        let mut pools = Vec::with_capacity(config.domains.len());
         for d in &config.domains {
-            if let Some(b) = d.backends.iter().find(|b| b.scheme == Scheme::Https) {
-                return Err(BuildError::Unsupported(format!(
-                    "domains.{}: backend https://{}: HTTPS backends are not supported yet; use http://",
-                    d.name,
-                    b.authority()
-                )));
-            }
+            pools.push(match &d.backend_ca {
+                Some(ca) => Some(crate::tls::backend::client(
+                    crate::tls::backend::roots(Some(ca))?,
+                    connect_timeout,
+                )),
+                None => None,
+            });
         }
 
         let flat: Vec<(String, String, String)> = config
@@ -118,7 +128,8 @@ impl Generation {
         let upstreams: Vec<UpstreamSlot> = config
             .domains
             .iter()
-            .map(|d| UpstreamSlot {
+            .zip(&pools)
+            .map(|(d, pool)| UpstreamSlot {
                 name: d.name.clone(),
                 backends: d
                     .backends
@@ -127,6 +138,7 @@ impl Generation {
                     .map(|(b, state)| BackendSlot {
                         state,
                         weight: b.weight,
+                        pool: pool.clone(),
                     })
                     .collect(),
             })

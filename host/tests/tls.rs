@@ -346,3 +346,100 @@ async fn redirect_http_answers_308_to_https() {
         "backend a"
     );
 }
+
+/// A backend behind TLS with a certificate from `ca` for 127.0.0.1,
+/// answering `tls backend` to every request.
+async fn tls_backend(ca: &TestCa) -> std::net::SocketAddr {
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject;
+    let (cert, key) = ca.leaf(&["127.0.0.1"]);
+    let chain = rustls::pki_types::CertificateDer::pem_slice_iter(cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from("tls backend")),
+                    ))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_backends_are_verified_with_the_domains_backend_ca() {
+    let ca = TestCa::new();
+    let backend = tls_backend(&ca).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("backend-ca.pem"), ca.pem()).unwrap();
+    let proxy = Proxy::start_in(
+        dir,
+        &format!(
+            r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null, {PLUGIN_SLACK},
+               "domains": {{
+                 "trusted.test": {{"backends": ["https://{backend}"], "backend_ca": "backend-ca.pem"}},
+                 "untrusted.test": ["https://{backend}"]
+               }}}}"#
+        ),
+    )
+    .await;
+    let (status, body) = common::get(&client(), &proxy.url("/"), "trusted.test").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "tls backend"));
+    // Without the CA, only the webpki roots count: the backend's
+    // certificate is refused and the client gets a 502.
+    let (status, _) = common::get(&client(), &proxy.url("/"), "untrusted.test").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_backend_ca_fails_the_start_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), "not a certificate").unwrap();
+    let path = dir.path().join("config.json");
+    std::fs::write(
+        &path,
+        format!(
+            r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null, {PLUGIN_SLACK},
+               "domains": {{"a.test": {{"backends": ["https://127.0.0.1:9"], "backend_ca": "ca.pem"}}}}}}"#
+        ),
+    )
+    .unwrap();
+    let config = bbproxy_config::load(&path).unwrap();
+    let err = bbproxy::app::start(config, bbproxy::app::Options::default())
+        .await
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("ca.pem") && err.contains("backend CA"),
+        "{err}"
+    );
+}

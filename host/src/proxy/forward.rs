@@ -4,12 +4,10 @@
 use std::error::Error as _;
 use std::time::{Duration, Instant};
 
+use crate::tls::backend::{self, UpstreamClient};
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use super::Timeouts;
 use super::headers;
@@ -92,21 +90,25 @@ impl UpstreamError {
 /// and all generations (pools are keyed by backend address).
 #[derive(Debug)]
 pub struct Forwarder {
-    client: Client<HttpConnector, Incoming>,
+    client: UpstreamClient,
     timeouts: Timeouts,
 }
 
 impl Forwarder {
     /// A forwarder with the given timeouts.
     pub fn new(timeouts: Timeouts) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(timeouts.connect));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .build(connector);
+        // Only the built-in roots: a domain with `backend_ca` brings its
+        // own pool (see `BackendSlot::client`).
+        let roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        let client = backend::client(roots, timeouts.connect);
         Self { client, timeouts }
+    }
+
+    /// The connect timeout, for pools built elsewhere.
+    pub fn connect_timeout(&self) -> Duration {
+        self.timeouts.connect
     }
 
     /// Forwards `view` (with `body`) to `backend`; returns the response
@@ -114,6 +116,7 @@ impl Forwarder {
     pub async fn send(
         &self,
         backend: &BackendState,
+        pool: Option<&UpstreamClient>,
         view: RequestView,
         body: Incoming,
         proto: &'static str,
@@ -141,8 +144,11 @@ impl Forwarder {
         let req = Request::from_parts(parts, body);
 
         let start = Instant::now();
-        let sent =
-            tokio::time::timeout(self.timeouts.response_headers, self.client.request(req)).await;
+        let sent = tokio::time::timeout(
+            self.timeouts.response_headers,
+            pool.unwrap_or(&self.client).request(req),
+        )
+        .await;
         let latency = start.elapsed();
         match sent {
             Ok(Ok(resp)) => Ok((resp, latency)),

@@ -185,7 +185,13 @@ impl Proxy {
         let guard = backend.state.start();
         let result = self
             .forwarder
-            .send(&backend.state, view, body, scheme.as_str())
+            .send(
+                &backend.state,
+                backend.pool.as_ref(),
+                view,
+                body,
+                scheme.as_str(),
+            )
             .await;
 
         let outcome = match &result {

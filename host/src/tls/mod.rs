@@ -7,6 +7,7 @@
 //! handshake is refused with a fatal alert. No certificate is ever invented.
 
 mod accept;
+pub mod backend;
 pub mod files;
 mod store;
 
