@@ -88,6 +88,9 @@ pub struct Domain {
     pub tls: Option<TlsSource>,
     /// Timeouts, limits, retries, health checks, protocol, pool.
     pub upstream: UpstreamSettings,
+    /// Extra PEM roots trusted for this domain's `https://` backends (on top
+    /// of the webpki roots); resolved against the config file's directory.
+    pub backend_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -64,6 +64,7 @@ fn original_file_loads_unchanged() {
                 balancer: "round-robin".into(),
                 tls: None,
                 upstream: UpstreamSettings::default(),
+                backend_ca: None,
             }],
             default_domain: None,
             breaker: BreakerSettings {
@@ -547,7 +548,7 @@ fn unknown_keys_name_their_path() {
     );
     assert_eq!(
         err(r#"{"domains": {"example.com": {"backends": ["a:1"], "balancr": "x"}}}"#),
-        "config.json: unknown key `domains.example.com.balancr` (expected one of: backends, balancer, tls, timeouts, limits, retries, health_check, protocol, pool); did you mean `balancer`?"
+        "config.json: unknown key `domains.example.com.balancr` (expected one of: backends, balancer, tls, timeouts, limits, retries, health_check, protocol, pool, backend_ca); did you mean `balancer`?"
     );
     assert_eq!(
         err(r#"{"domains": {"example.com": {"backends": [{"address": "a:1", "wieght": 2}]}}}"#),

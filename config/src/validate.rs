@@ -49,6 +49,7 @@ const DOMAIN_KEYS: &[&str] = &[
     "health_check",
     "protocol",
     "pool",
+    "backend_ca",
 ];
 const BACKEND_KEYS: &[&str] = &["address", "weight"];
 const TLS_KEYS: &[&str] = &["cert", "key"];
@@ -221,6 +222,7 @@ impl Walker {
                 balancer: DEFAULT_BALANCER.to_owned(),
                 tls: None,
                 upstream: self.upstream.clone(),
+                backend_ca: None,
             }),
             Value::Object(map) => {
                 check_keys(map, path, DOMAIN_KEYS)?;
@@ -243,12 +245,17 @@ impl Walker {
                     None => None,
                 };
                 let upstream = forwarding::domain(map, path, &self.upstream)?;
+                let backend_ca = match present(map, "backend_ca") {
+                    Some(v) => Some(self.file_path(v, &join(path, "backend_ca"))?),
+                    None => None,
+                };
                 Ok(Domain {
                     name,
                     backends,
                     balancer,
                     tls,
                     upstream,
+                    backend_ca,
                 })
             }
             _ => Err(Fault::invalid(

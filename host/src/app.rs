@@ -9,10 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use bbproxy_config::Config;
+use bbproxy_config::{Config, TlsSource};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::acme::{AcmeError, CertManager, Tuning};
+use crate::front::Front;
 use crate::generation::{BuildError, Generation};
 use crate::plugin::{LoadError, Runtime};
 use crate::proxy::observe::Observer;
@@ -20,6 +22,7 @@ use crate::proxy::{ConnectionCounts, Proxy, Scheme, connection_counts};
 use crate::reload::{self, Reloader};
 use crate::server::{self, BindError};
 use crate::telemetry;
+use crate::tls::TlsTerminator;
 use crate::upstream::Registry;
 
 /// Why the proxy could not start.
@@ -34,8 +37,14 @@ pub enum StartError {
     /// A listener could not be bound.
     #[error(transparent)]
     Bind(#[from] BindError),
+    /// A certificate, key or the ACME setup is unusable.
+    #[error(transparent)]
+    Certs(#[from] AcmeError),
+    /// The TLS configuration could not be built.
+    #[error("TLS setup: {0}")]
+    Tls(#[from] rustls::Error),
     /// No listener is configured.
-    #[error("nothing to serve: set listen.http in the config")]
+    #[error("nothing to serve: set listen.http or listen.https in the config")]
     NoListener,
 }
 
@@ -47,6 +56,8 @@ pub struct Options {
     /// Watch the config file and its plugins and reload on change (off for
     /// the demo, whose config is not a file).
     pub watch: bool,
+    /// ACME renewal and retry timing.
+    pub acme: Tuning,
 }
 
 impl Default for Options {
@@ -54,6 +65,7 @@ impl Default for Options {
         Self {
             shutdown_grace: None,
             watch: true,
+            acme: Tuning::default(),
         }
     }
 }
@@ -87,6 +99,8 @@ pub struct Shared {
     pub ready: AtomicBool,
     /// The last failed reload, cleared by a good one.
     pub last_reload_error: Mutex<Option<ReloadFailure>>,
+    /// Certificates (static and ACME); a reload hands it the new domains.
+    pub certs: Arc<CertManager>,
     next_generation: AtomicU64,
 }
 
@@ -118,6 +132,10 @@ pub struct Prepared {
 pub struct Running {
     /// Where plain HTTP is served, if configured.
     pub http: Option<SocketAddr>,
+    /// Where HTTPS is served, if configured.
+    pub https: Option<SocketAddr>,
+    /// Certificates (static and ACME).
+    pub certs: Arc<CertManager>,
     /// Where the admin endpoints are served, if enabled.
     pub admin: Option<SocketAddr>,
     /// The generation serving new requests.
@@ -197,7 +215,11 @@ pub async fn prepare(config: Config, options: Options) -> Result<Prepared, Start
         config.origin.display()
     );
     metrics::gauge!(telemetry::names::GENERATION).set(first.id as f64);
+    // Certificates before listeners: a bad cert file fails the start.
+    let certs = CertManager::new(options.acme);
+    certs.update_domains(&config)?;
     let shared = Arc::new(Shared {
+        certs,
         generation: Arc::new(ArcSwap::from_pointee(first)),
         runtime,
         registry,
@@ -270,31 +292,57 @@ impl Prepared {
             shared.generation.clone(),
             shared.observer.clone(),
         ));
+        let grace = options.shutdown_grace.unwrap_or(config.shutdown_grace);
+        let mut https = None;
         if let Some(addr) = config.listen.https {
-            tracing::warn!(
-                "listen.https {addr}: HTTPS is not implemented in this build; only plain HTTP is served"
-            );
+            let listener = server::bind(addr, "listen.https")
+                .await
+                .map_err(|e| stop_on_error(e.into()))?;
+            https = listener.local_addr().ok();
+            let front = Arc::new(Front::new(proxy.clone(), Scheme::Https));
+            let tls =
+                TlsTerminator::new(shared.certs.store()).map_err(|e| stop_on_error(e.into()))?;
+            tasks.push(tokio::spawn(server::serve_front(
+                listener,
+                front,
+                Some(tls),
+                shutdown.subscribe(),
+                grace,
+            )));
+            tracing::info!("serving HTTPS on {}", https.unwrap_or(addr));
         }
-        let Some(http_addr) = config.listen.http else {
+        let mut http = None;
+        if let Some(addr) = config.listen.http {
+            let listener = server::bind(addr, "listen.http")
+                .await
+                .map_err(|e| stop_on_error(e.into()))?;
+            http = listener.local_addr().ok();
+            let mut front = Front::new(proxy, Scheme::Http);
+            if let Some(https) = https {
+                front = front.with_http01(shared.certs.http01());
+                if config.listen.redirect_http {
+                    front = front.redirecting_to(https.port());
+                }
+            }
+            tasks.push(tokio::spawn(server::serve_front(
+                listener,
+                Arc::new(front),
+                None,
+                shutdown.subscribe(),
+                grace,
+            )));
+            if let Some(addr) = http {
+                tracing::info!("serving HTTP on {addr}");
+            }
+        }
+        if http.is_none() && https.is_none() {
             return Err(stop_on_error(StartError::NoListener));
-        };
-        let listener = server::bind(http_addr, "listen.http")
-            .await
-            .map_err(|e| stop_on_error(e.into()))?;
-        let http = listener.local_addr().ok();
-        tasks.push(tokio::spawn(server::serve(
-            listener,
-            proxy,
-            Scheme::Http,
-            shutdown.subscribe(),
-            options.shutdown_grace.unwrap_or(config.shutdown_grace),
-        )));
-        if let Some(addr) = http {
-            tracing::info!("serving HTTP on {addr}");
         }
         shared.ready.store(true, Ordering::Release);
         Ok(Running {
             http,
+            https,
+            certs: shared.certs.clone(),
             admin,
             generation: shared.generation.clone(),
             runtime: shared.runtime.clone(),
@@ -365,6 +413,11 @@ pub fn check(config: Config) -> Result<String, StartError> {
     let registry = Registry::default();
     let config = Arc::new(config);
     let g = Generation::build(1, config.clone(), &runtime, &registry)?;
+    for d in &config.domains {
+        if let TlsSource::Files { cert, key } = crate::acme::source(d, &config) {
+            crate::tls::files::load(&cert, &key).map_err(AcmeError::from)?;
+        }
+    }
     let backends: usize = g.upstreams.iter().map(|u| u.backends.len()).sum();
     Ok(format!(
         "{}: OK: {} domain(s), {} backend(s); router {}, balancer {}, breaker {}",

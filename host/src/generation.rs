@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use bbproxy_config::{Config, OnFault, PluginSource, PluginSpec, Scheme, UpstreamSettings};
+use bbproxy_config::{Config, OnFault, PluginSource, PluginSpec, UpstreamSettings};
 use serde_json::{Map, Value};
 
 use crate::plugin::{
@@ -29,6 +29,9 @@ pub enum BuildError {
     /// The config asks for something this build does not support yet.
     #[error("{0}")]
     Unsupported(String),
+    /// A domain's `backend_ca` is unusable.
+    #[error(transparent)]
+    BackendCa(#[from] crate::tls::TlsError),
 }
 
 /// One backend of an upstream in this generation.
@@ -111,16 +114,6 @@ impl Generation {
         runtime: &Runtime,
         registry: &Registry,
     ) -> Result<Self, BuildError> {
-        for d in &config.domains {
-            if let Some(b) = d.backends.iter().find(|b| b.scheme == Scheme::Https) {
-                return Err(BuildError::Unsupported(format!(
-                    "domains.{}: backend https://{}: HTTPS backends are not supported yet; use http://",
-                    d.name,
-                    b.authority()
-                )));
-            }
-        }
-
         let wit_upstreams: Arc<[Upstream]> = config
             .domains
             .iter()
@@ -185,9 +178,9 @@ impl Generation {
         let pool_keys: Vec<PoolKey> = config
             .domains
             .iter()
-            .map(|d| PoolKey::of(&d.upstream))
+            .map(|d| PoolKey::of(&d.upstream, d.backend_ca.clone()))
             .collect();
-        let mut clients = registry.pools(&pool_keys).into_iter();
+        let mut clients = registry.pools(&pool_keys)?.into_iter();
         let upstreams: Vec<UpstreamSlot> = config
             .domains
             .iter()

@@ -2,12 +2,14 @@
 //! breaking are WebAssembly components.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod acme;
 pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod demo;
 pub mod drain;
+pub mod front;
 pub mod generation;
 pub mod plugin;
 pub mod proxy;
@@ -15,4 +17,5 @@ pub mod rand;
 pub mod reload;
 pub mod server;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;

@@ -94,6 +94,15 @@ impl Reloader {
             self.shared.registry.clone(),
         )
         .await;
+        // Certificates follow the new domains; a bad cert file fails the
+        // reload before anything is swapped.
+        let built = built.map_err(|e| e.to_string()).and_then(|g| {
+            self.shared
+                .certs
+                .update_domains(&g.config)
+                .map(|()| g)
+                .map_err(|e| e.to_string())
+        });
         match built {
             Ok(generation) => {
                 self.shared.generation.store(Arc::new(generation));
@@ -112,7 +121,7 @@ impl Reloader {
                 );
                 Ok(Outcome::Swapped(id))
             }
-            Err(e) => Err(self.fail(e.to_string())),
+            Err(e) => Err(self.fail(e)),
         }
     }
 

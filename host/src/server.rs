@@ -1,6 +1,6 @@
 //! Listeners: binding (with errors that say how to fix them), the accept
-//! loop, HTTP/1.1 and HTTP/2 (h2c prior knowledge) connections, and graceful
-//! drain on shutdown.
+//! loop, HTTP/1.1 and HTTP/2 (h2c prior knowledge) connections, TLS, and
+//! graceful drain on shutdown.
 
 use std::io;
 use std::net::SocketAddr;
@@ -15,7 +15,9 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use crate::front::Front;
 use crate::proxy::{Proxy, Scheme};
+use crate::tls::{Accepted, TlsTerminator};
 
 pub mod conn;
 pub mod limits;
@@ -68,9 +70,29 @@ pub async fn serve(
     listener: TcpListener,
     proxy: Arc<Proxy>,
     scheme: Scheme,
+    shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    serve_front(
+        listener,
+        Arc::new(Front::new(proxy, scheme)),
+        None,
+        shutdown,
+        grace,
+    )
+    .await;
+}
+
+/// Like [`serve`], with `front` answering requests and, with `tls`, a TLS
+/// handshake (in the connection's own task) before HTTP.
+pub async fn serve_front(
+    listener: TcpListener,
+    front: Arc<Front>,
+    tls: Option<TlsTerminator>,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
+    let proxy = front.proxy().clone();
     let drain = proxy.drain().clone();
     loop {
         let accepted = tokio::select! {
@@ -98,8 +120,8 @@ pub async fn serve(
         tokio::spawn(serve_connection(
             stream,
             peer,
-            proxy.clone(),
-            scheme,
+            front.clone(),
+            tls.clone(),
             settings,
             guard,
         ));
@@ -137,15 +159,48 @@ impl ConnSettings {
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
-    proxy: Arc<Proxy>,
-    scheme: Scheme,
+    front: Arc<Front>,
+    tls: Option<TlsTerminator>,
     settings: ConnSettings,
     guard: crate::drain::Guard,
 ) {
     let _guard = guard;
-    let tcp = Arc::new(stream);
+    match tls {
+        None => {
+            let tcp = Arc::new(stream);
+            let io = SharedTcp(tcp.clone());
+            serve_http(io, Some(&*tcp), peer, front, settings).await;
+        }
+        Some(tls) => {
+            // The handshake runs in the connection's own task, bounded by
+            // the terminator's handshake timeout.
+            let stream = match tls.accept(stream).await {
+                Ok(Accepted::Http(stream)) => stream,
+                Ok(Accepted::Challenge) => return,
+                Err(e) => {
+                    tracing::debug!(client = %peer, "TLS handshake failed: {e}");
+                    return;
+                }
+            };
+            // No raw socket: a 408 cannot be written under TLS by hand.
+            serve_http(stream, None, peer, front, settings).await;
+        }
+    }
+}
+
+/// Serves HTTP/1.1 and HTTP/2 on `io` (plain TCP or TLS).
+async fn serve_http<IO>(
+    io: IO,
+    raw: Option<&TcpStream>,
+    peer: SocketAddr,
+    front: Arc<Front>,
+    settings: ConnSettings,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let proxy = front.proxy().clone();
     let state = Arc::new(ConnState::default());
-    let io = TokioIo::new(TrackedIo::new(SharedTcp(tcp.clone()), state.clone()));
+    let io = TokioIo::new(TrackedIo::new(io, state.clone()));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // hyper's header timer would also close idle keep-alive connections and
     // never answer 408; conn::drive does both jobs instead.
@@ -161,9 +216,9 @@ async fn serve_connection(
     let drain = proxy.drain().subscribe();
     let service = service_fn(move |req| {
         let request = service_state.begin();
-        let proxy = proxy.clone();
+        let front = front.clone();
         async move {
-            let resp = proxy.handle(req, peer, scheme).await?;
+            let resp = front.handle(req, peer).await?;
             Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, request)))
         }
     });
@@ -175,7 +230,7 @@ async fn serve_connection(
         &state,
         settings.timeouts,
         drain,
-        Some(&tcp),
+        raw,
     )
     .await;
     if ended != conn::Ended::Done {

@@ -10,6 +10,7 @@
 //! (bad chunk, Content-Length mismatch, early close), and a response whose
 //! body the client abandoned is not reused either.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bbproxy_config::{UpstreamProtocol, UpstreamSettings};
@@ -18,12 +19,15 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::proxy::{Counting, RequestBody};
+use crate::tls::TlsError;
+use crate::tls::backend;
+use hyper_rustls::HttpsConnector;
 
 /// The client type every backend request goes through.
-pub type UpstreamClient = Client<Counting<HttpConnector>, RequestBody>;
+pub type UpstreamClient = Client<Counting<HttpsConnector<HttpConnector>>, RequestBody>;
 
 /// What makes two pools different.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PoolKey {
     /// HTTP/1.1 or h2c. HTTP/2 over TLS (ALPN `h2`) will be a third value
     /// with a TLS connector (rustls, `alpn_protocols = [h2, http/1.1]`) in
@@ -35,12 +39,15 @@ pub struct PoolKey {
     pub max_idle: u32,
     /// How long an idle connection is kept (zero: until the backend closes it).
     pub idle_timeout: Duration,
+    /// Extra PEM roots for `https://` backends, on top of the webpki roots.
+    pub backend_ca: Option<PathBuf>,
 }
 
 impl PoolKey {
     /// The profile of a domain's settings.
-    pub fn of(settings: &UpstreamSettings) -> Self {
+    pub fn of(settings: &UpstreamSettings, backend_ca: Option<PathBuf>) -> Self {
         Self {
+            backend_ca,
             protocol: settings.protocol,
             connect_timeout: settings.timeouts.connect,
             max_idle: settings.pool.max_idle,
@@ -48,12 +55,14 @@ impl PoolKey {
         }
     }
 
-    /// A new pool with this profile.
-    pub fn build(&self) -> UpstreamClient {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector
-            .set_connect_timeout((!self.connect_timeout.is_zero()).then_some(self.connect_timeout));
+    /// A new pool with this profile; `http://` and `https://` backends
+    /// alike (TLS verified against the webpki roots and `backend_ca`).
+    pub fn build(&self) -> Result<UpstreamClient, TlsError> {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout((!self.connect_timeout.is_zero()).then_some(self.connect_timeout));
+        http.enforce_http(false);
+        let connector = backend::connector(backend::roots(self.backend_ca.as_deref())?, http);
         let mut builder = Client::builder(TokioExecutor::new());
         builder
             .pool_timer(TokioTimer::new())
@@ -63,6 +72,6 @@ impl PoolKey {
         if self.protocol == UpstreamProtocol::H2c {
             builder.http2_only(true);
         }
-        builder.build(Counting::new(connector))
+        Ok(builder.build(Counting::new(connector)))
     }
 }

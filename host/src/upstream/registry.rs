@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use super::BackendState;
 use super::pool::{PoolKey, UpstreamClient};
+use crate::tls::TlsError;
 
 /// Backend states by `(upstream, base URL)`, and connection pools by
 /// profile.
@@ -41,19 +42,21 @@ impl Registry {
     /// The pools for a new generation's upstreams, reusing existing ones
     /// with the same profile; pools no upstream uses any more are dropped
     /// (their connections close once requests in flight on them finish).
-    pub fn pools(&self, keys: &[PoolKey]) -> Vec<UpstreamClient> {
+    /// Fails, changing nothing, when a new pool's `backend_ca` is unusable.
+    pub fn pools(&self, keys: &[PoolKey]) -> Result<Vec<UpstreamClient>, TlsError> {
         let mut map = self.pools.lock().unwrap_or_else(|p| p.into_inner());
         let mut next = HashMap::with_capacity(keys.len());
-        let out = keys
-            .iter()
-            .map(|key| {
-                let client = map.get(key).cloned().unwrap_or_else(|| key.build());
-                next.insert(*key, client.clone());
-                client
-            })
-            .collect();
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            let client = match map.get(key) {
+                Some(c) => c.clone(),
+                None => key.build()?,
+            };
+            next.insert(key.clone(), client.clone());
+            out.push(client);
+        }
         *map = next;
-        out
+        Ok(out)
     }
 }
 

@@ -3,6 +3,9 @@
 //! dir, HTTP/1.1 and h2c clients, and waiting on conditions with deadlines.
 #![allow(dead_code)]
 
+pub mod pebble;
+pub mod tls;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;

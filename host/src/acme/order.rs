@@ -1,0 +1,156 @@
+//! One ACME order for one name: account (cached), new order, answer the
+//! first allowed challenge per authorization, wait for validation,
+//! finalize, download, and store the chain and key in the cache.
+
+use std::sync::Arc;
+
+use bbproxy_config::Challenge;
+use instant_acme::{
+    Account, AuthorizationStatus, ChallengeType, Identifier, NewAccount, NewOrder, OrderStatus,
+    RetryPolicy,
+};
+use rustls::sign::CertifiedKey;
+
+use super::challenge::Published;
+use super::client::AcmeHttp;
+use super::{AcmeError, Ctx};
+use crate::tls::files::{self, Validity};
+
+pub(super) async fn issue(
+    ctx: &Ctx,
+    name: &str,
+) -> Result<(Arc<CertifiedKey>, Validity), AcmeError> {
+    let account = account(ctx).await?;
+    let identifiers = [Identifier::Dns(name.to_owned())];
+    let mut order = account.new_order(&NewOrder::new(&identifiers)).await?;
+    let mut published = Published::new(ctx.http01.clone(), ctx.store.clone());
+    let mut authorizations = order.authorizations();
+    while let Some(authz) = authorizations.next().await {
+        let mut authz = authz?;
+        match authz.status {
+            AuthorizationStatus::Pending => {}
+            AuthorizationStatus::Valid => continue,
+            status => {
+                return Err(AcmeError::Failed {
+                    what: "authorization",
+                    name: name.to_owned(),
+                    status: format!("{status:?}").to_lowercase(),
+                    detail: String::new(),
+                });
+            }
+        }
+        let identifier = authz.identifier().to_string();
+        let offered: Vec<ChallengeType> =
+            authz.challenges.iter().map(|c| c.r#type.clone()).collect();
+        let (kind, allowed) = pick(&ctx.settings.challenges, &offered, name)?;
+        let mut challenge =
+            authz
+                .challenge(kind.clone())
+                .ok_or_else(|| AcmeError::NoChallenge {
+                    name: name.to_owned(),
+                    allowed,
+                })?;
+        let key_authorization = challenge.key_authorization();
+        if kind == ChallengeType::Http01 {
+            published.http01(&challenge.token, key_authorization.as_str());
+        } else {
+            published.tls_alpn01(&identifier, key_authorization.digest().as_ref())?;
+        }
+        challenge.set_ready().await?;
+    }
+    let policy = RetryPolicy::new()
+        .initial_delay(std::time::Duration::from_millis(250))
+        .timeout(ctx.tuning.order_timeout);
+    let status = order.poll_ready(&policy).await?;
+    drop(published);
+    if status != OrderStatus::Ready {
+        let detail = order
+            .state()
+            .error
+            .as_ref()
+            .map(|p| format!(": {p}"))
+            .unwrap_or_default();
+        return Err(AcmeError::Failed {
+            what: "order",
+            name: name.to_owned(),
+            status: format!("{status:?}").to_lowercase(),
+            detail,
+        });
+    }
+    let key_pem = order.finalize().await?;
+    let chain = order.poll_certificate(&policy).await?;
+    let key = files::from_pem(name, chain.as_bytes(), key_pem.as_bytes())?;
+    let validity = files::validity(&key).map_err(|reason| crate::tls::TlsError::Generated {
+        name: name.to_owned(),
+        reason,
+    })?;
+    ctx.settings
+        .cache
+        .store_certificate(name, chain.as_bytes(), key_pem.as_bytes())?;
+    Ok((key, validity))
+}
+
+/// The first challenge in the operator's order that the server offers.
+fn pick(
+    allowed: &[Challenge],
+    offered: &[ChallengeType],
+    name: &str,
+) -> Result<(ChallengeType, String), AcmeError> {
+    let names: Vec<&str> = allowed.iter().map(|c| c.as_str()).collect();
+    allowed
+        .iter()
+        .map(|c| match c {
+            Challenge::Http01 => ChallengeType::Http01,
+            Challenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
+        })
+        .find(|t| offered.contains(t))
+        .map(|t| (t, names.join(", ")))
+        .ok_or_else(|| AcmeError::NoChallenge {
+            name: name.to_owned(),
+            allowed: names.join(", "),
+        })
+}
+
+/// The account, from memory, else the cache, else newly registered (and
+/// then cached). Serialised: concurrent first orders share one account.
+async fn account(ctx: &Ctx) -> Result<Account, AcmeError> {
+    let mut slot = ctx.account.lock().await;
+    if let Some(account) = slot.as_ref() {
+        return Ok(account.clone());
+    }
+    let settings = &ctx.settings;
+    let http = || AcmeHttp::new(settings.ca_root.as_deref(), ctx.retry_after.clone());
+    let cached = settings
+        .cache
+        .account(&settings.directory)
+        .and_then(|json| serde_json::from_slice(&json).ok());
+    let account = match cached {
+        Some(credentials) => {
+            Account::builder_with_http(Box::new(http()?))
+                .from_credentials(credentials)
+                .await?
+        }
+        None => {
+            let contact = settings.email.as_ref().map(|e| format!("mailto:{e}"));
+            let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
+            let (account, credentials) = Account::builder_with_http(Box::new(http()?))
+                .create(
+                    &NewAccount {
+                        contact: &contacts,
+                        terms_of_service_agreed: true,
+                        only_return_existing: false,
+                    },
+                    settings.directory.clone(),
+                    None,
+                )
+                .await?;
+            let json =
+                serde_json::to_vec(&credentials).map_err(|e| AcmeError::Client(e.to_string()))?;
+            settings.cache.store_account(&settings.directory, &json)?;
+            tracing::info!(directory = %settings.directory, "ACME account registered");
+            account
+        }
+    };
+    *slot = Some(account.clone());
+    Ok(account)
+}

@@ -1,0 +1,79 @@
+//! The TLS side of a connection: read the ClientHello first, then pick the
+//! configuration. A TLS-ALPN-01 validation (ALPN `acme-tls/1` only) gets
+//! the challenge certificate and is closed after the handshake; everything
+//! else gets the served certificates and HTTP.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::server::Acceptor;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio_rustls::LazyConfigAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use super::store::{ChallengeResolver, ServedResolver};
+use super::{ACME_TLS_ALPN, CertStore, server_config};
+
+/// A handshake that does not finish in this time is dropped, so half-open
+/// connections cannot pile up.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a finished handshake turned into.
+#[derive(Debug)]
+pub enum Accepted<IO> {
+    /// A TLS connection to serve HTTP on.
+    Http(Box<TlsStream<IO>>),
+    /// An ACME TLS-ALPN-01 validation, already answered.
+    Challenge,
+}
+
+/// Terminates TLS with the certificates of a [`CertStore`].
+#[derive(Debug, Clone)]
+pub struct TlsTerminator {
+    served: Arc<rustls::ServerConfig>,
+    challenge: Arc<rustls::ServerConfig>,
+}
+
+impl TlsTerminator {
+    /// A terminator over `store`; later changes to the store apply to the
+    /// next handshake.
+    pub fn new(store: Arc<CertStore>) -> Result<Self, rustls::Error> {
+        Ok(Self {
+            served: server_config(
+                Arc::new(ServedResolver(store.clone())),
+                &[b"h2", b"http/1.1"],
+            )?,
+            challenge: server_config(Arc::new(ChallengeResolver(store)), &[ACME_TLS_ALPN])?,
+        })
+    }
+
+    /// Runs the server side of the handshake on `io`.
+    pub async fn accept<IO>(&self, io: IO) -> io::Result<Accepted<IO>>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, self.handshake(io))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
+    }
+
+    async fn handshake<IO>(&self, io: IO) -> io::Result<Accepted<IO>>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let start = LazyConfigAcceptor::new(Acceptor::default(), io).await?;
+        let hello = start.client_hello();
+        // RFC 8737: the validation offers exactly `acme-tls/1`.
+        let acme = hello
+            .alpn()
+            .is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN));
+        if acme {
+            let mut stream = start.into_stream(self.challenge.clone()).await?;
+            let _ = stream.shutdown().await;
+            return Ok(Accepted::Challenge);
+        }
+        let stream = start.into_stream(self.served.clone()).await?;
+        Ok(Accepted::Http(Box::new(stream)))
+    }
+}

@@ -1,0 +1,92 @@
+//! TLS termination: the rustls server configuration (TLS 1.2 and 1.3 only,
+//! ALPN `h2` and `http/1.1`), a certificate store that can be swapped while
+//! connections are open, the SNI resolver over it, and static cert/key files.
+//!
+//! Unknown SNI: a name with no certificate (or no SNI at all) gets the
+//! default domain's certificate when `default_domain` has one; otherwise the
+//! handshake is refused with a fatal alert. No certificate is ever invented.
+
+mod accept;
+pub mod backend;
+pub mod files;
+mod store;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use accept::{Accepted, TlsTerminator};
+pub use store::CertStore;
+
+/// The ALPN protocol of the ACME TLS-ALPN-01 challenge (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+/// Why a certificate or key could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read.
+    #[error("cannot read {what} file {path}: {source}")]
+    Read {
+        /// `certificate` or `private key`.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A file holds no usable PEM item.
+    #[error("{what} file {path}: {reason}")]
+    Pem {
+        /// `certificate` or `private key`.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The key does not belong to the certificate, or rustls rejected it.
+    #[error("private key {key} does not fit certificate {cert}: {reason}")]
+    Mismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// What rustls said.
+        reason: String,
+    },
+    /// A certificate generated in memory (ACME, TLS-ALPN-01) is unusable.
+    #[error("certificate for {name}: {reason}")]
+    Generated {
+        /// The domain.
+        name: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// The crypto provider of every TLS configuration in the process.
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Makes `ring` the process default, for libraries (the ACME client) that
+/// build their own rustls configuration. Harmless if one is already set.
+pub fn install_default_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// TLS 1.2 and 1.3: rustls has no older versions; the list is explicit so a
+/// feature change upstream cannot widen it silently.
+const VERSIONS: &[&rustls::SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+fn server_config(
+    resolver: Arc<dyn rustls::server::ResolvesServerCert>,
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
