@@ -40,9 +40,14 @@
 //! reload belongs in the host's shared state: [`Counter`], [`kv_get`],
 //! [`kv_set`], [`kv_delete`].
 //!
+//! # Testing
+//!
 //! Host functions ([`log`], [`upstreams`], [`Counter`], the methods of
-//! [`Request`], ...) only work inside the proxy. Natively (in `cargo test`)
-//! they panic, so keep decision logic in plain functions and test those.
+//! [`Request`], ...) call the proxy when the plugin runs as a component. When
+//! the crate is compiled for any other target, as `cargo test` does, they are
+//! answered by an in-process host instead, so a plugin's unit tests call its
+//! real `init`, `route`, `pick` and `on_outcome` with a fake request and
+//! backends, and assert on the answers. See [`testing`].
 #![deny(missing_docs)]
 
 use std::cell::RefCell;
@@ -98,14 +103,17 @@ pub mod bindings {
     }
 }
 
-use bindings::router::bbproxy::plugin::{host as wit_host, types as wit_types};
+mod host;
+mod request;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
 
-pub use wit_host::{
-    Counter, kv_delete, kv_get, kv_set, log, monotonic_ns, random, upstreams, wall_ms,
-};
+use bindings::router::bbproxy::plugin::types as wit_types;
+
+pub use host::{Counter, kv_delete, kv_get, kv_set, log, monotonic_ns, random, upstreams, wall_ms};
+pub use request::Request;
 pub use wit_types::{
-    Backend, BreakerState, DirectResponse, Level, Outcome, OutcomeKind, Request, Route, Upstream,
-    Verdict,
+    Backend, BreakerState, DirectResponse, Level, Outcome, OutcomeKind, Route, Upstream, Verdict,
 };
 
 impl Route {
@@ -418,6 +426,8 @@ pub mod __private {
     pub use std::cell::RefCell;
     pub use std::thread::LocalKey;
 
+    use bindings::router::bbproxy::plugin::types::Request as WitRequest;
+
     /// The per-instance slot of one exported plugin type, declared by
     /// `export!` in the plugin crate (a `static` cannot be generic here).
     pub trait Slot: 'static {
@@ -451,8 +461,8 @@ pub mod __private {
             init::<S>(|| <S::Plugin as Router>::init(&config))
         }
 
-        fn route(req: &Request) -> Route {
-            with::<S, _>(|plugin| plugin.route(req)).unwrap_or_else(|| {
+        fn route(req: &WitRequest) -> Route {
+            with::<S, _>(|plugin| plugin.route(&Request::from_host(req))).unwrap_or_else(|| {
                 uninitialised("router");
                 Route::respond(503, "bbproxy: router plugin not initialised\n")
             })
@@ -468,11 +478,12 @@ pub mod __private {
             init::<S>(|| <S::Plugin as Balancer>::init(&config))
         }
 
-        fn pick(req: &Request, upstream: u32, candidates: Vec<Backend>) -> Option<u32> {
-            with::<S, _>(|plugin| plugin.pick(req, upstream, &candidates)).unwrap_or_else(|| {
-                uninitialised("balancer");
-                None
-            })
+        fn pick(req: &WitRequest, upstream: u32, candidates: Vec<Backend>) -> Option<u32> {
+            with::<S, _>(|plugin| plugin.pick(&Request::from_host(req), upstream, &candidates))
+                .unwrap_or_else(|| {
+                    uninitialised("balancer");
+                    None
+                })
         }
     }
 
