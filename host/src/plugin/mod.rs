@@ -9,6 +9,7 @@
 mod bindings;
 pub mod bundle;
 mod engine;
+pub mod inspect;
 mod shared;
 mod state;
 mod world;
