@@ -275,7 +275,7 @@ impl Probe<'_> {
         )?;
         let _ = writeln!(
             out,
-            "{}:\n  init({}): ok (compile, instantiate and init took {})",
+            "{}:\n  init({}): ok (instantiate and init took {})",
             W::ROLE,
             self.options.config,
             micros(start.elapsed())
