@@ -83,9 +83,19 @@ fn build(example: &str, file: &str) -> Option<PathBuf> {
         return Some(wasm);
     }
     let started = Instant::now();
+    // The C build needs the WASI preview1 reactor adapter; the crate that
+    // ships it is a dev-dependency, so hand its bytes over.
+    std::fs::create_dir_all(&out).unwrap();
+    let adapter = out.join("wasi_snapshot_preview1.reactor.wasm");
+    std::fs::write(
+        &adapter,
+        wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
+    )
+    .unwrap();
     let output = Command::new("bash")
         .arg(dir.join("build.sh"))
         .arg(&out)
+        .env("ADAPTER", &adapter)
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -290,22 +300,45 @@ async fn c_hash_balancer_keeps_each_user_on_one_backend() {
         plugins("balancer", &plugin, "{}")
     ))
     .await;
-    // The same user always lands on backend fnv1a(user) % 3.
-    for user in ["alice", "bob", "carol", "dave", "erin", "frank"] {
-        let want = format!("backend {}", fnv1a(user.as_bytes()) % 3);
+    // Each user lands, every time, on the backend rendezvous hashing gives.
+    let users = [
+        "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi",
+    ];
+    let mut seen = [false; 3];
+    for user in users {
+        let want = rendezvous(user, 3);
+        seen[want] = true;
         for _ in 0..3 {
             let (status, body) = get(&proxy, "app.test", "/", &[("x-user", user)]).await;
             assert_eq!(status, StatusCode::OK);
-            assert_eq!(body, want, "user {user}");
+            assert_eq!(body, format!("backend {want}"), "user {user}");
         }
     }
+    assert_eq!(
+        seen, [true; 3],
+        "the sample users should cover every backend"
+    );
     // Without the header: the first candidate.
     assert_eq!(get(&proxy, "app.test", "/", &[]).await.1, "backend 0");
 }
 
-/// 32-bit FNV-1a, as the C plugin computes it.
-fn fnv1a(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c_9dc5u32, |h, &b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    })
+/// 32-bit FNV-1a continued from `hash`, as the C plugin computes it.
+fn fnv1a(hash: u32, bytes: &[u8]) -> u32 {
+    bytes
+        .iter()
+        .fold(hash, |h, &b| (h ^ u32::from(b)).wrapping_mul(16_777_619))
+}
+
+/// The backend id (of `0..n`) with the highest weight for `user`; the first
+/// one on a tie.
+fn rendezvous(user: &str, n: u32) -> usize {
+    let key = fnv1a(2_166_136_261, user.as_bytes());
+    let mut best = (0, fnv1a(key, &0u32.to_le_bytes()));
+    for id in 1..n {
+        let w = fnv1a(key, &id.to_le_bytes());
+        if w > best.1 {
+            best = (id as usize, w);
+        }
+    }
+    best.0
 }

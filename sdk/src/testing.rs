@@ -734,3 +734,117 @@ pub fn record(backend: &mut Backend, outcome: &Outcome, verdict: &Verdict) {
     }
     backend.breaker = verdict.state;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Default)]
+    struct Defaults;
+    impl Router for Defaults {}
+    impl Balancer for Defaults {}
+    impl Breaker for Defaults {}
+
+    #[test]
+    fn the_default_balancer_is_round_robin_shared_by_instances() {
+        let host = TestHost::new().upstream("a.test", 3).upstream("b.test", 2);
+        let mut one: Defaults = host.balancer("{}").unwrap();
+        let mut two: Defaults = host.balancer("{}").unwrap();
+        let req = FakeRequest::get("a.test", "/");
+        let picks: Vec<usize> = (0..6)
+            .map(|i| {
+                let lb = if i % 2 == 0 { &mut one } else { &mut two };
+                host.pick(lb, &req, 0, &backends(3)).unwrap()
+            })
+            .collect();
+        assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
+        // Each upstream has its own turn counter.
+        assert_eq!(host.pick(&mut one, &req, 1, &backends(2)), Ok(0));
+        assert_eq!(host.counter("bbproxy.sdk.rr.0"), 6);
+        assert_eq!(host.counter("bbproxy.sdk.rr.1"), 1);
+    }
+
+    #[test]
+    fn a_reset_host_forgets_counters_seen_by_old_instances() {
+        let host = TestHost::new();
+        let mut lb: Defaults = host.balancer("{}").unwrap();
+        let req = FakeRequest::get("a.test", "/");
+        assert_eq!(host.pick(&mut lb, &req, 0, &backends(2)), Ok(0));
+        let host = TestHost::new();
+        assert_eq!(host.pick(&mut lb, &req, 0, &backends(2)), Ok(0));
+    }
+
+    #[test]
+    fn the_default_breaker_opens_and_recovers_through_a_probe() {
+        let host = TestHost::new().upstream("a.test", 1);
+        let mut breaker: Defaults = host.breaker("{}").unwrap();
+        let mut b = backend(0);
+        for _ in 0..4 {
+            let v = host.on_outcome(&mut breaker, 0, &b, &failure());
+            assert_eq!(v.state, BreakerState::Closed);
+            record(&mut b, &failure(), &v);
+        }
+        let v = host.on_outcome(&mut breaker, 0, &b, &failure());
+        assert_eq!((v.state, v.open_for_ms), (BreakerState::Open, 30_000));
+        record(&mut b, &failure(), &v);
+        // The proxy moves it to half-open after the open period.
+        b.breaker = BreakerState::HalfOpen;
+        let ok = response(200, Duration::from_millis(2));
+        assert_eq!(
+            host.on_outcome(&mut breaker, 0, &b, &ok),
+            Verdict::closed(false)
+        );
+    }
+
+    #[test]
+    fn the_default_router_answers_404_and_bad_answers_are_faults() {
+        let host = TestHost::new();
+        let mut router: Defaults = host.router("").unwrap();
+        let route = host
+            .route(&mut router, &FakeRequest::get("a.test", "/"))
+            .unwrap();
+        assert_eq!(route.direct_response().map(|r| r.status), Some(404));
+
+        #[derive(Default)]
+        struct Bad;
+        impl Router for Bad {
+            fn route(&mut self, _: &Request) -> Route {
+                Route::respond(99, "")
+            }
+        }
+        impl Balancer for Bad {
+            fn pick(&mut self, _: &Request, _: u32, _: &[Backend]) -> Option<u32> {
+                None
+            }
+        }
+        let req = FakeRequest::get("a.test", "/");
+        assert_eq!(
+            host.route(&mut Bad, &req),
+            Err("route answered with status 99, outside 100..=599".into())
+        );
+        assert_eq!(
+            host.pick(&mut Bad, &req, 0, &backends(1)),
+            Err("pick returned none for a non-empty candidate list".into())
+        );
+        assert!(host.pick(&mut Bad, &req, 0, &[]).is_err());
+    }
+
+    #[test]
+    fn host_ports_and_ipv6_literals() {
+        assert_eq!(FakeRequest::get("A.test:443", "/").host, "a.test");
+        assert_eq!(FakeRequest::get("[::1]:8080", "/").host, "[::1]");
+        assert_eq!(FakeRequest::get("[::1]", "/").host, "[::1]");
+        assert_eq!(FakeRequest::get("a.test", "/?").query.as_deref(), Some(""));
+    }
+
+    #[test]
+    fn kv_limits_match_the_proxy() {
+        let host = TestHost::new();
+        assert!(!host.kv_set("k", &"v".repeat(MAX_VALUE_BYTES + 1)));
+        for i in 0..MAX_KEYS {
+            assert!(host.kv_set(&format!("k{i}"), ""));
+        }
+        assert!(!host.kv_set("one-too-many", ""));
+        assert!(host.kv_set("k0", "overwrite is fine"));
+    }
+}
