@@ -342,3 +342,32 @@ fn rendezvous(user: &str, n: u32) -> usize {
     }
     best.0
 }
+
+#[test]
+fn every_example_config_parses_and_loads_its_plugin_by_path() {
+    let examples = workspace().join("examples/plugins");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let path = entry.unwrap().path().join("config.json");
+        if !path.exists() {
+            continue;
+        }
+        let config = bbproxy_config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let by_path = [
+            &config.plugins.router,
+            &config.plugins.balancer,
+            &config.plugins.breaker,
+        ]
+        .iter()
+        .filter(|spec| matches!(spec.source, bbproxy_config::PluginSource::Path(_)))
+        .count();
+        assert_eq!(
+            by_path,
+            1,
+            "{} should load one plugin by path",
+            path.display()
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 6, "one config.json per example");
+}
