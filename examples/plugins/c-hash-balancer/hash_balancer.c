@@ -67,7 +67,7 @@ bool exports_balancer_init(balancer_string_t *config, balancer_string_t *err) {
     return ok;
 }
 
-bool exports_balancer_pick(exports_balancer_borrow_request_t req, uint32_t upstream,
+bool exports_balancer_pick(balancer_borrow_request_t req, uint32_t upstream,
                            balancer_list_backend_t *candidates, uint32_t *ret) {
     (void)upstream;
     size_t count = candidates->len;
