@@ -70,6 +70,10 @@ fn newest(path: &Path) -> SystemTime {
 /// the sources and the WIT. `None` (after a loud message) when the build
 /// script reports its toolchain missing (exit 127).
 fn build(example: &str, file: &str) -> Option<PathBuf> {
+    // Tests run in parallel; two of them must not build the same example
+    // into the same directory at once.
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
     let dir = workspace().join("examples/plugins").join(example);
     let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join("polyglot")
