@@ -13,7 +13,7 @@ const WASM_TARGET: &str = "wasm32-wasip2";
 const PROFILE: &str = "plugin";
 
 /// (package, file name written by cargo, destination under `OUT_DIR`).
-const COMPONENTS: [(&str, &str, &str); 5] = [
+const COMPONENTS: [(&str, &str, &str); 6] = [
     (
         "bbproxy-plugin-router",
         "bbproxy_plugin_router.wasm",
@@ -39,17 +39,23 @@ const COMPONENTS: [(&str, &str, &str); 5] = [
         "example_rust_canary_router.wasm",
         "examples/rust_canary_router.wasm",
     ),
+    (
+        "example-rust-latency-balancer",
+        "example_rust_latency_balancer.wasm",
+        "examples/rust_latency_balancer.wasm",
+    ),
 ];
 
 /// Crate directories (relative to the workspace root) whose sources feed the
 /// components.
-const CRATE_DIRS: [&str; 6] = [
+const CRATE_DIRS: [&str; 7] = [
     "sdk",
     "plugins/router",
     "plugins/balancer",
     "plugins/breaker",
     "examples/plugins/rust-last-backend",
     "examples/plugins/rust-canary-router",
+    "examples/plugins/rust-latency-balancer",
 ];
 
 /// Variables that must not leak from the outer build into the nested one: the

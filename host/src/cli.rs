@@ -1,5 +1,5 @@
 //! Command line: `bbproxy [run] [--config FILE]`, `bbproxy check`,
-//! `bbproxy demo`. The original Go tool took `-config FILE`; that spelling
+//! `bbproxy demo`, `bbproxy plugin check FILE.wasm`. The original Go tool took `-config FILE`; that spelling
 //! keeps working.
 
 use std::ffi::OsString;
@@ -37,6 +37,46 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
     },
+    /// Work with plugin components.
+    Plugin {
+        /// What to do with the plugin.
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+/// `bbproxy plugin ...` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Load a component, say which role world(s) it implements, run its init
+    /// and a few sample calls, and print the answers.
+    Check(PluginCheck),
+}
+
+/// Arguments of `bbproxy plugin check`.
+#[derive(Debug, clap::Args)]
+pub struct PluginCheck {
+    /// The component file (`.wasm`).
+    pub file: PathBuf,
+    /// Check this role only (default: every role the component implements).
+    #[arg(long, value_enum)]
+    pub role: Option<crate::plugin::inspect::Role>,
+    /// The plugin's configuration, passed to its init: JSON text, or @FILE to
+    /// read it from a file (the `config` of its entry in config.json).
+    #[arg(long = "plugin-config", value_name = "JSON", default_value = "{}")]
+    pub plugin_config: String,
+    /// An upstream name the plugin sees (repeatable; 3 backends each).
+    #[arg(long = "upstream", value_name = "NAME", default_values_t = [String::from("example.com")])]
+    pub upstreams: Vec<String>,
+    /// Decision calls made to measure the cost of one (0: do not measure).
+    #[arg(long, default_value_t = 1000)]
+    pub calls: u32,
+    /// CPU deadline of one call, as `timeout` in config.json.
+    #[arg(long, default_value = "10ms", value_parser = bbproxy_config::parse_duration)]
+    pub timeout: std::time::Duration,
+    /// Memory cap of one instance, as `memory_limit` in config.json.
+    #[arg(long, default_value = "16MiB", value_parser = bbproxy_config::parse_size)]
+    pub memory_limit: u64,
 }
 
 /// How log lines are written.
@@ -88,6 +128,48 @@ mod tests {
             PathBuf::from("c.json")
         );
         assert_eq!(cli(&["bbproxy"]).config, PathBuf::from("./config.json"));
+    }
+
+    #[test]
+    fn plugin_check_arguments() {
+        let c = cli(&["bbproxy", "plugin", "check", "lb.wasm"]);
+        let Some(Command::Plugin {
+            command: PluginCommand::Check(args),
+        }) = c.command
+        else {
+            panic!("not plugin check: {c:?}");
+        };
+        assert_eq!(args.file, PathBuf::from("lb.wasm"));
+        assert_eq!(args.role, None);
+        assert_eq!(args.plugin_config, "{}");
+        assert_eq!(args.upstreams, ["example.com"]);
+
+        let c = cli(&[
+            "bbproxy",
+            "plugin",
+            "check",
+            "r.wasm",
+            "--role",
+            "router",
+            "--plugin-config",
+            r#"{"a":1}"#,
+            "--upstream",
+            "a.test",
+            "--upstream",
+            "b.test",
+            "--timeout",
+            "50ms",
+        ]);
+        let Some(Command::Plugin {
+            command: PluginCommand::Check(args),
+        }) = c.command
+        else {
+            panic!("not plugin check: {c:?}");
+        };
+        assert_eq!(args.role, Some(crate::plugin::inspect::Role::Router));
+        assert_eq!(args.plugin_config, r#"{"a":1}"#);
+        assert_eq!(args.upstreams, ["a.test", "b.test"]);
+        assert_eq!(args.timeout, std::time::Duration::from_millis(50));
     }
 
     #[test]

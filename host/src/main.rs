@@ -50,6 +50,9 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo { listen } => runtime.block_on(run_demo(listen)),
+        Command::Plugin {
+            command: cli::PluginCommand::Check(args),
+        } => plugin_check(args),
     }
 }
 
@@ -64,6 +67,27 @@ fn raise_nofile_limit() {
         Ok(l) => tracing::info!("open file limit is {} (the hard limit)", l.now),
         Err(e) => tracing::warn!("cannot raise the open file limit: {e}"),
     }
+}
+
+fn plugin_check(args: cli::PluginCheck) -> anyhow::Result<()> {
+    use bbproxy::plugin::inspect;
+    let config = match args.plugin_config.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the plugin config file {path}"))?,
+        None => args.plugin_config,
+    };
+    let options = inspect::CheckOptions {
+        role: args.role,
+        config,
+        upstreams: args.upstreams,
+        calls: args.calls,
+        limits: bbproxy::plugin::Limits {
+            timeout: args.timeout,
+            memory: args.memory_limit,
+        },
+    };
+    print!("{}", inspect::check(&args.file, &options)?);
+    Ok(())
 }
 
 async fn serve(config: bbproxy_config::Config) -> anyhow::Result<()> {

@@ -40,9 +40,14 @@
 //! reload belongs in the host's shared state: [`Counter`], [`kv_get`],
 //! [`kv_set`], [`kv_delete`].
 //!
+//! # Testing
+//!
 //! Host functions ([`log`], [`upstreams`], [`Counter`], the methods of
-//! [`Request`], ...) only work inside the proxy. Natively (in `cargo test`)
-//! they panic, so keep decision logic in plain functions and test those.
+//! [`Request`], ...) call the proxy when the plugin runs as a component. When
+//! the crate is compiled for any other target, as `cargo test` does, they are
+//! answered by an in-process host instead, so a plugin's unit tests call its
+//! real `init`, `route`, `pick` and `on_outcome` with a fake request and
+//! backends, and assert on the answers. See [`testing`].
 #![deny(missing_docs)]
 
 use std::cell::RefCell;
@@ -98,14 +103,17 @@ pub mod bindings {
     }
 }
 
-use bindings::router::bbproxy::plugin::{host as wit_host, types as wit_types};
+mod host;
+mod request;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
 
-pub use wit_host::{
-    Counter, kv_delete, kv_get, kv_set, log, monotonic_ns, random, upstreams, wall_ms,
-};
+use bindings::router::bbproxy::plugin::types as wit_types;
+
+pub use host::{Counter, kv_delete, kv_get, kv_set, log, monotonic_ns, random, upstreams, wall_ms};
+pub use request::Request;
 pub use wit_types::{
-    Backend, BreakerState, DirectResponse, Level, Outcome, OutcomeKind, Request, Route, Upstream,
-    Verdict,
+    Backend, BreakerState, DirectResponse, Level, Outcome, OutcomeKind, Route, Upstream, Verdict,
 };
 
 impl Route {
@@ -268,6 +276,36 @@ pub fn expect_no_config(config: &str) -> Result<(), String> {
 /// Every method has a default, so `#[derive(Default)] struct R; impl Router
 /// for R {}` is a (useless) router. Export it with
 /// `bbproxy_sdk::export!(R: router);`.
+///
+/// ```
+/// use bbproxy_sdk::{Request, Route, Router, testing::{FakeRequest, TestHost}};
+///
+/// /// Sends `/admin` to a separate upstream named in the configuration.
+/// #[derive(Default)]
+/// struct Admin { upstream: String }
+///
+/// impl Router for Admin {
+///     fn init(config: &str) -> Result<Self, String> {
+///         // A real plugin would parse JSON with serde_json.
+///         let upstream = config.trim().trim_matches(|c| c == '"').to_string();
+///         if upstream.is_empty() { return Err("expected an upstream name".into()) }
+///         Ok(Admin { upstream })
+///     }
+///     fn route(&mut self, req: &Request) -> Route {
+///         if req.path().starts_with("/admin") {
+///             Route::to(&self.upstream)
+///         } else {
+///             Route::to(req.host())
+///         }
+///     }
+/// }
+///
+/// let host = TestHost::new();
+/// let mut router: Admin = host.router(r#""admin.test""#).unwrap();
+/// let admin = FakeRequest::get("www.test", "/admin/users");
+/// assert_eq!(host.route(&mut router, &admin), Ok(Route::to("admin.test")));
+/// assert!(host.router::<Admin>("").is_err());
+/// ```
 pub trait Router: Default + 'static {
     /// Creates the plugin instance; called once per instance before any other
     /// call, with the plugin's `config` from config.json as JSON text (`{}`
@@ -293,6 +331,26 @@ pub trait Router: Default + 'static {
 
 /// A plugin that chooses one backend of an upstream for each request (WIT
 /// world `balancer`). Export it with `bbproxy_sdk::export!(B: balancer);`.
+///
+/// ```
+/// use bbproxy_sdk::{Backend, Balancer, Request, testing::{FakeRequest, TestHost, backend}};
+///
+/// /// The heaviest-weighted candidate.
+/// #[derive(Default)]
+/// struct Heaviest;
+///
+/// impl Balancer for Heaviest {
+///     fn pick(&mut self, _req: &Request, _upstream: u32, candidates: &[Backend]) -> Option<u32> {
+///         let (i, _) = candidates.iter().enumerate().max_by_key(|(_, b)| b.weight)?;
+///         u32::try_from(i).ok()
+///     }
+/// }
+///
+/// let host = TestHost::new().upstream("app.test", 2);
+/// let mut lb: Heaviest = host.balancer("{}").unwrap();
+/// let candidates = [backend(0), Backend { weight: 5, ..backend(1) }];
+/// assert_eq!(host.pick(&mut lb, &FakeRequest::get("app.test", "/"), 0, &candidates), Ok(1));
+/// ```
 pub trait Balancer: Default + 'static {
     /// Creates the plugin instance; called once per instance before any other
     /// call, with the plugin's `config` from config.json as JSON text (`{}`
@@ -323,6 +381,26 @@ pub trait Balancer: Default + 'static {
 /// A plugin that turns the outcomes of forwarded requests into each backend's
 /// circuit-breaker state (WIT world `breaker`). Export it with
 /// `bbproxy_sdk::export!(B: breaker);`.
+///
+/// ```
+/// use bbproxy_sdk::{Backend, BreakerState, Breaker, Outcome, Verdict, testing::{TestHost, backend, response}};
+/// use std::time::Duration;
+///
+/// /// Opens a backend for 10 s after any 5xx response.
+/// #[derive(Default)]
+/// struct NoFiveHundreds;
+///
+/// impl Breaker for NoFiveHundreds {
+///     fn on_outcome(&mut self, _upstream: u32, _backend: &Backend, outcome: &Outcome) -> Verdict {
+///         if outcome.is_failure(true) { Verdict::open(true, 10_000, 1) } else { Verdict::closed(false) }
+///     }
+/// }
+///
+/// let host = TestHost::new().upstream("app.test", 1);
+/// let mut breaker: NoFiveHundreds = host.breaker("{}").unwrap();
+/// let error = response(502, Duration::from_millis(3));
+/// assert_eq!(host.on_outcome(&mut breaker, 0, &backend(0), &error).state, BreakerState::Open);
+/// ```
 pub trait Breaker: Default + 'static {
     /// Creates the plugin instance; called once per instance before any other
     /// call, with the plugin's `config` from config.json as JSON text (`{}`
@@ -418,6 +496,8 @@ pub mod __private {
     pub use std::cell::RefCell;
     pub use std::thread::LocalKey;
 
+    use bindings::router::bbproxy::plugin::types::Request as WitRequest;
+
     /// The per-instance slot of one exported plugin type, declared by
     /// `export!` in the plugin crate (a `static` cannot be generic here).
     pub trait Slot: 'static {
@@ -451,8 +531,8 @@ pub mod __private {
             init::<S>(|| <S::Plugin as Router>::init(&config))
         }
 
-        fn route(req: &Request) -> Route {
-            with::<S, _>(|plugin| plugin.route(req)).unwrap_or_else(|| {
+        fn route(req: &WitRequest) -> Route {
+            with::<S, _>(|plugin| plugin.route(&Request::from_host(req))).unwrap_or_else(|| {
                 uninitialised("router");
                 Route::respond(503, "bbproxy: router plugin not initialised\n")
             })
@@ -468,11 +548,12 @@ pub mod __private {
             init::<S>(|| <S::Plugin as Balancer>::init(&config))
         }
 
-        fn pick(req: &Request, upstream: u32, candidates: Vec<Backend>) -> Option<u32> {
-            with::<S, _>(|plugin| plugin.pick(req, upstream, &candidates)).unwrap_or_else(|| {
-                uninitialised("balancer");
-                None
-            })
+        fn pick(req: &WitRequest, upstream: u32, candidates: Vec<Backend>) -> Option<u32> {
+            with::<S, _>(|plugin| plugin.pick(&Request::from_host(req), upstream, &candidates))
+                .unwrap_or_else(|| {
+                    uninitialised("balancer");
+                    None
+                })
         }
     }
 

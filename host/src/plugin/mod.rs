@@ -10,6 +10,7 @@ mod bindings;
 pub mod bundle;
 mod deadline;
 mod engine;
+pub mod inspect;
 mod shared;
 mod state;
 mod world;

@@ -230,6 +230,61 @@ mod tests {
         assert!(opted_in(None, Some("beta=1"), "beta"));
     }
 
+    // The plugin itself, through the SDK's in-process host: the real `init`
+    // and `route`, a shared counter, fake requests.
+    use bbproxy_sdk::testing::{FakeRequest, TestHost};
+
+    const CONFIG: &str = r#"{"primary": "app.test", "canary": "canary.test", "percent": 10}"#;
+
+    fn host() -> TestHost {
+        TestHost::new()
+            .upstream("app.test", 2)
+            .upstream("canary.test", 1)
+    }
+
+    #[test]
+    fn opted_in_requests_go_to_the_canary() {
+        let host = host();
+        let mut router: CanaryRouter = host.router(CONFIG).unwrap();
+        let by_header = FakeRequest::get("app.test", "/").header("X-Canary", "true");
+        let by_cookie = FakeRequest::get("app.test", "/").header("Cookie", "theme=dark; canary=1");
+        for req in [by_header, by_cookie] {
+            assert_eq!(host.route(&mut router, &req), Ok(Route::to("canary.test")));
+        }
+        // Opted-in requests do not use up the percentage share.
+        assert_eq!(
+            host.counter("example.canary-router.app.test.canary.test"),
+            0
+        );
+    }
+
+    #[test]
+    fn ten_percent_across_instances_is_exact() {
+        let host = host();
+        // Two instances, as two proxy workers would have: the split is exact
+        // because they share the host counter.
+        let mut a: CanaryRouter = host.router(CONFIG).unwrap();
+        let mut b: CanaryRouter = host.router(CONFIG).unwrap();
+        let req = FakeRequest::get("app.test", "/");
+        let mut canary = 0;
+        for i in 0..200 {
+            let router = if i % 2 == 0 { &mut a } else { &mut b };
+            match host.route(router, &req).unwrap().upstream() {
+                Some("canary.test") => canary += 1,
+                Some("app.test") => {}
+                other => panic!("unexpected route {other:?}"),
+            }
+        }
+        assert_eq!(canary, 20);
+    }
+
+    #[test]
+    fn config_naming_an_unknown_upstream_fails_init() {
+        let host = TestHost::new().upstream("app.test", 1);
+        let err = host.router::<CanaryRouter>(CONFIG).unwrap_err();
+        assert!(err.contains("\"canary\" is \"canary.test\", which is not a configured upstream (configured: app.test)"), "{err}");
+    }
+
     #[test]
     fn percentage_split_is_exact() {
         let canary = (0..1000).filter(|&n| in_canary_share(n, 10)).count();

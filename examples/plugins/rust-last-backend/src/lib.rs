@@ -7,7 +7,7 @@
 use bbproxy_sdk::{Backend, Balancer, Request};
 
 /// The balancer; it keeps no state.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct LastBackend;
 
 /// Index (into `candidates`) of the candidate with the highest backend id.
@@ -28,6 +28,7 @@ bbproxy_sdk::export!(LastBackend: balancer);
 mod tests {
     use super::*;
     use bbproxy_sdk::BreakerState;
+    use bbproxy_sdk::testing::{FakeRequest, TestHost, backends};
 
     fn backend(id: u32) -> Backend {
         Backend {
@@ -57,7 +58,19 @@ mod tests {
 
     #[test]
     fn takes_no_config() {
-        assert!(<LastBackend as Balancer>::init("{}").is_ok());
-        assert!(<LastBackend as Balancer>::init(r#"{"x":1}"#).is_err());
+        let host = TestHost::new();
+        assert!(host.balancer::<LastBackend>("{}").is_ok());
+        let err = host.balancer::<LastBackend>(r#"{"x":1}"#).unwrap_err();
+        assert_eq!(err, r#"this plugin takes no configuration, got {"x":1}"#);
+    }
+
+    #[test]
+    fn the_plugin_picks_the_last_admitted_backend() {
+        let host = TestHost::new().upstream("app.test", 3);
+        let mut lb: LastBackend = host.balancer("{}").unwrap();
+        let req = FakeRequest::get("app.test", "/");
+        assert_eq!(host.pick(&mut lb, &req, 0, &backends(3)), Ok(2));
+        // Backend 2's breaker is open: the proxy passes only 0 and 1.
+        assert_eq!(host.pick(&mut lb, &req, 0, &backends(2)), Ok(1));
     }
 }

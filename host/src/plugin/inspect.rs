@@ -1,0 +1,561 @@
+//! `bbproxy plugin check`: what a component file is, which role worlds it
+//! implements, whether its `init` accepts a configuration, and what it
+//! answers to a few sample calls — the plugin author's first debugging step,
+//! without a config.json or a running proxy.
+
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::Component;
+
+use super::state::RequestView;
+use super::{
+    Backend, BalancerWorld, BreakerState, BreakerWorld, Limits, LoadError, Outcome, OutcomeKind,
+    Plugin, Route, RouterWorld, Runtime, Upstream, Verdict, World,
+};
+
+/// A plugin role, as named on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// WIT world `router`.
+    Router,
+    /// WIT world `balancer`.
+    Balancer,
+    /// WIT world `breaker`.
+    Breaker,
+}
+
+impl Role {
+    const ALL: [Role; 3] = [Role::Router, Role::Balancer, Role::Breaker];
+
+    fn name(self) -> &'static str {
+        match self {
+            Role::Router => RouterWorld::ROLE,
+            Role::Balancer => BalancerWorld::ROLE,
+            Role::Breaker => BreakerWorld::ROLE,
+        }
+    }
+
+    /// The exports the role's world requires, as the component names them.
+    fn exports(self) -> [&'static str; 2] {
+        match self {
+            Role::Router => ["init", "route"],
+            Role::Balancer => ["init", "pick"],
+            Role::Breaker => ["init", "on-outcome"],
+        }
+    }
+}
+
+/// What to check and how.
+#[derive(Debug, Clone)]
+pub struct CheckOptions {
+    /// Check this role only; by default every role the component implements.
+    pub role: Option<Role>,
+    /// The JSON text passed to `init`.
+    pub config: String,
+    /// Upstream names the plugin sees in `host.upstreams()`, 3 backends each.
+    pub upstreams: Vec<String>,
+    /// Calls made to measure the cost of one decision (0: none).
+    pub calls: u32,
+    /// Per-call bounds, as a config.json `plugins` entry would set them.
+    pub limits: Limits,
+}
+
+/// Why a check failed; each variant says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// Reading, compiling or linking the component failed.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The component implements none of the requested worlds.
+    #[error("{name}: {detail}")]
+    WrongWorld {
+        /// The file.
+        name: String,
+        /// Which exports are missing for which role, and what the component
+        /// exports instead.
+        detail: String,
+    },
+    /// The `--config` given is not JSON.
+    #[error("plugin config is not valid JSON: {0}")]
+    BadConfig(String),
+    /// A sample call faulted.
+    #[error("{name} ({role}): sample call `{call}` faulted: {reason}")]
+    Call {
+        /// The file.
+        name: String,
+        /// The role.
+        role: &'static str,
+        /// The call.
+        call: String,
+        /// The fault.
+        reason: String,
+    },
+}
+
+/// Checks the component in `path`; returns the report to print.
+pub fn check(path: &Path, options: &CheckOptions) -> Result<String, CheckError> {
+    let name = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
+        name: name.clone(),
+        source,
+    })?;
+    if let Err(e) = serde_json::from_str::<serde_json::Value>(&options.config) {
+        return Err(CheckError::BadConfig(format!("{e}")));
+    }
+    let runtime = Runtime::new()?;
+    let (component, sha256) = runtime.compile(&name, &bytes)?;
+
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "component: {name}\n  size: {} bytes, sha256 {sha256}",
+        bytes.len()
+    );
+    let exports = names(component.component_type().exports(runtime.engine()));
+    let imports = names(component.component_type().imports(runtime.engine()));
+    let _ = writeln!(out, "  exports: {}", list_or_none(&exports));
+    // Toolchains import WASI whether or not the code uses it; the host links
+    // it with no capabilities, so list it apart.
+    let (wasi, own): (Vec<String>, Vec<String>) =
+        imports.into_iter().partition(|i| i.starts_with("wasi:"));
+    let _ = writeln!(out, "  imports: {}", list_or_none(&own));
+    if !wasi.is_empty() {
+        let _ = writeln!(
+            out,
+            "  WASI imports ({}, linked with no capabilities): {}",
+            wasi.len(),
+            wasi.join(", ")
+        );
+    }
+
+    // Which worlds does it implement? Linking checks every import against
+    // the host and every export's type against the world.
+    let mut implemented = Vec::new();
+    let mut problems = Vec::new();
+    for role in Role::ALL {
+        match world_check(&runtime, &component, role, &exports) {
+            Ok(()) => implemented.push(role),
+            Err(why) => problems.push((role, why)),
+        }
+    }
+    let wanted: Vec<Role> = match options.role {
+        Some(role) => vec![role],
+        None => implemented.clone(),
+    };
+    let _ = writeln!(
+        out,
+        "  worlds: {}",
+        if implemented.is_empty() {
+            "none".to_owned()
+        } else {
+            implemented
+                .iter()
+                .map(|r| format!("bbproxy:plugin/{}", r.name()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
+    let missing: Vec<&(Role, String)> = problems
+        .iter()
+        .filter(|(role, _)| wanted.contains(role) || wanted.is_empty())
+        .collect();
+    if wanted.is_empty() || !missing.is_empty() {
+        let mut detail = match options.role {
+            Some(role) => format!(
+                "does not implement the bbproxy:plugin/{} world",
+                role.name()
+            ),
+            None => "implements none of the bbproxy:plugin worlds".to_owned(),
+        };
+        for (role, why) in missing {
+            let _ = write!(detail, "\n  {}: {why}", role.name());
+        }
+        let _ = write!(
+            detail,
+            "\n  the component exports: {}",
+            list_or_none(&exports)
+        );
+        return Err(CheckError::WrongWorld { name, detail });
+    }
+
+    let upstreams: Arc<[Upstream]> = options
+        .upstreams
+        .iter()
+        .map(|u| Upstream {
+            name: u.clone(),
+            balancer: "round-robin".to_owned(),
+            backends: 3,
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "upstreams given to the plugin: {} (3 backends each)",
+        options.upstreams.join(", ")
+    );
+    for role in wanted {
+        let probe = Probe {
+            runtime: &runtime,
+            name: &name,
+            bytes: &bytes,
+            options,
+            upstreams: upstreams.clone(),
+        };
+        match role {
+            Role::Router => probe.router(&mut out)?,
+            Role::Balancer => probe.balancer(&mut out)?,
+            Role::Breaker => probe.breaker(&mut out)?,
+        }
+    }
+    Ok(out)
+}
+
+fn names<'a, T>(items: impl Iterator<Item = (&'a str, T)>) -> Vec<String> {
+    items.map(|(name, _)| name.to_owned()).collect()
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "(none)".to_owned()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// Whether `component` implements `role`'s world; if not, why, naming the
+/// missing exports when that is the reason.
+fn world_check(
+    runtime: &Runtime,
+    component: &Component,
+    role: Role,
+    exports: &[String],
+) -> Result<(), String> {
+    let absent: Vec<&str> = role
+        .exports()
+        .into_iter()
+        .filter(|e| !exports.iter().any(|x| x == e))
+        .collect();
+    if !absent.is_empty() {
+        return Err(format!("missing export(s) {}", absent.join(", ")));
+    }
+    let pre = runtime
+        .linker()
+        .instantiate_pre(component)
+        .map_err(|e| format!("cannot be linked against the host: {e:#}"))?;
+    let typed = match role {
+        Role::Router => RouterWorld::pre(pre).map(drop),
+        Role::Balancer => BalancerWorld::pre(pre).map(drop),
+        Role::Breaker => BreakerWorld::pre(pre).map(drop),
+    };
+    typed.map_err(|e| format!("exports do not match the world: {e:#}"))
+}
+
+/// Loads the component as one role and makes sample calls.
+struct Probe<'a> {
+    runtime: &'a Runtime,
+    name: &'a str,
+    bytes: &'a [u8],
+    options: &'a CheckOptions,
+    upstreams: Arc<[Upstream]>,
+}
+
+impl Probe<'_> {
+    fn load<W: World>(&self, out: &mut String) -> Result<Plugin<W>, CheckError> {
+        let start = Instant::now();
+        let plugin = Plugin::<W>::load(
+            self.runtime,
+            self.name,
+            self.bytes,
+            self.options.config.clone(),
+            self.options.limits,
+            self.upstreams.clone(),
+        )?;
+        let _ = writeln!(
+            out,
+            "{}:\n  init({}): ok (instantiate and init took {})",
+            W::ROLE,
+            self.options.config,
+            micros(start.elapsed())
+        );
+        Ok(plugin)
+    }
+
+    fn fault(&self, role: &'static str, call: String, fault: super::Fault) -> CheckError {
+        CheckError::Call {
+            name: self.name.to_owned(),
+            role,
+            call,
+            reason: fault.to_string(),
+        }
+    }
+
+    fn router(&self, out: &mut String) -> Result<(), CheckError> {
+        let plugin = self.load::<RouterWorld>(out)?;
+        let first = self
+            .options
+            .upstreams
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "example.com".to_owned());
+        let samples = [
+            ("GET", first.as_str(), "/", None),
+            (
+                "GET",
+                first.as_str(),
+                "/api/items?page=2",
+                Some(("x-canary", "1")),
+            ),
+            ("GET", first.as_str(), "/", Some(("cookie", "canary=1"))),
+            ("POST", "unknown.example", "/upload", None),
+        ];
+        for (method, host, target, header) in samples {
+            let call = match header {
+                Some((k, v)) => format!("{method} {host}{target} ({k}: {v})"),
+                None => format!("{method} {host}{target}"),
+            };
+            let mut request = Some(sample_request(method, host, target, header));
+            let route = plugin
+                .route(&mut request)
+                .map_err(|f| self.fault(RouterWorld::ROLE, call.clone(), f))?;
+            let answer = match route {
+                Route::Upstream(u) => format!("upstream {u:?}"),
+                Route::Respond(r) => format!("respond {} {:?}", r.status, r.body),
+            };
+            let _ = writeln!(out, "  route {call:<48} -> {answer}");
+        }
+        let cost = self.measure(|| {
+            let mut request = Some(sample_request("GET", &first, "/", None));
+            plugin.route(&mut request).map(drop)
+        });
+        self.report_cost(out, "route", cost);
+        Ok(())
+    }
+
+    fn balancer(&self, out: &mut String) -> Result<(), CheckError> {
+        let plugin = self.load::<BalancerWorld>(out)?;
+        let candidates = sample_backends();
+        let _ = writeln!(out, "  candidates of upstream 0:");
+        for b in &candidates {
+            let _ = writeln!(
+                out,
+                "    #{} weight {} in-flight {} latency-ewma {} µs requests {}",
+                b.id, b.weight, b.in_flight, b.latency_ewma_us, b.requests
+            );
+        }
+        let mut picks = Vec::new();
+        for _ in 0..8 {
+            let mut request = Some(sample_request("GET", "example.com", "/", None));
+            let i = plugin
+                .pick(&mut request, 0, &candidates)
+                .map_err(|f| self.fault(BalancerWorld::ROLE, "pick".into(), f))?;
+            picks.push(format!("#{}", candidates[i].id));
+        }
+        let _ = writeln!(out, "  8 picks: {}", picks.join(" "));
+        let mut request = Some(sample_request("GET", "example.com", "/", None));
+        let only = plugin
+            .pick(&mut request, 0, &candidates[1..2])
+            .map_err(|f| self.fault(BalancerWorld::ROLE, "pick of one".into(), f))?;
+        let _ = writeln!(out, "  pick among #1 only: index {only}");
+        let cost = self.measure(|| {
+            let mut request = Some(sample_request("GET", "example.com", "/", None));
+            plugin.pick(&mut request, 0, &candidates).map(drop)
+        });
+        self.report_cost(out, "pick (3 candidates)", cost);
+        Ok(())
+    }
+
+    fn breaker(&self, out: &mut String) -> Result<(), CheckError> {
+        let plugin = self.load::<BreakerWorld>(out)?;
+        let mut backend = sample_backends()[1];
+        let mut outcomes = vec![
+            response(200, 1_000),
+            response(200, 1_500),
+            response(503, 900),
+        ];
+        outcomes.extend((0..6).map(|_| Outcome {
+            kind: OutcomeKind::ConnectError,
+            status: 0,
+            latency_us: 300,
+        }));
+        let _ = writeln!(
+            out,
+            "  outcomes of one backend, stats updated after each as the proxy does:"
+        );
+        for outcome in outcomes {
+            let label = match outcome.kind {
+                OutcomeKind::Response => format!("response {}", outcome.status),
+                OutcomeKind::ConnectError => "connect-error".to_owned(),
+                OutcomeKind::Timeout => "timeout".to_owned(),
+                OutcomeKind::Reset => "reset".to_owned(),
+            };
+            let verdict = plugin
+                .on_outcome(0, backend, outcome)
+                .map_err(|f| self.fault(BreakerWorld::ROLE, label.clone(), f))?;
+            let _ = writeln!(
+                out,
+                "    {label:<14} -> failure {:<5} state {}{}",
+                verdict.failure,
+                state_name(verdict.state),
+                match verdict.state {
+                    BreakerState::Open => format!(
+                        " for {} ms, then {} probe(s)",
+                        verdict.open_for_ms, verdict.probes
+                    ),
+                    BreakerState::HalfOpen => format!(", {} probe(s)", verdict.probes),
+                    BreakerState::Closed => String::new(),
+                }
+            );
+            apply(&mut backend, &outcome, &verdict);
+        }
+        let healthy = sample_backends()[1];
+        let cost = self.measure(|| {
+            plugin
+                .on_outcome(0, healthy, response(200, 1_000))
+                .map(drop)
+        });
+        self.report_cost(out, "on-outcome", cost);
+        Ok(())
+    }
+
+    /// Mean wall time of one call over `calls` calls, after one warm-up.
+    fn measure(
+        &self,
+        mut call: impl FnMut() -> Result<(), super::Fault>,
+    ) -> Option<Result<Duration, super::Fault>> {
+        let calls = self.options.calls;
+        if calls == 0 {
+            return None;
+        }
+        if let Err(f) = call() {
+            return Some(Err(f));
+        }
+        let start = Instant::now();
+        for _ in 0..calls {
+            if let Err(f) = call() {
+                return Some(Err(f));
+            }
+        }
+        Some(Ok(start.elapsed() / calls))
+    }
+
+    fn report_cost(
+        &self,
+        out: &mut String,
+        what: &str,
+        cost: Option<Result<Duration, super::Fault>>,
+    ) {
+        match cost {
+            None => {}
+            Some(Ok(per_call)) => {
+                let _ = writeln!(
+                    out,
+                    "  cost: {} per {what} call, mean of {} calls{}",
+                    micros(per_call),
+                    self.options.calls,
+                    if cfg!(debug_assertions) {
+                        " (debug build of bbproxy: a release build is faster)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            Some(Err(fault)) => {
+                let _ = writeln!(out, "  cost: not measured, a call faulted: {fault}");
+            }
+        }
+    }
+}
+
+fn state_name(state: BreakerState) -> &'static str {
+    match state {
+        BreakerState::Closed => "closed",
+        BreakerState::Open => "open",
+        BreakerState::HalfOpen => "half-open",
+    }
+}
+
+fn micros(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us >= 1000.0 {
+        format!("{:.1} ms", us / 1000.0)
+    } else {
+        format!("{us:.1} µs")
+    }
+}
+
+fn response(status: u16, latency_us: u64) -> Outcome {
+    Outcome {
+        kind: OutcomeKind::Response,
+        status,
+        latency_us,
+    }
+}
+
+/// Three backends that any sensible policy tells apart: a heavy, loaded and
+/// slow one; an idle fast one; an unmeasured one.
+fn sample_backends() -> [Backend; 3] {
+    let backend = |id, weight, in_flight, latency_ewma_us, requests| Backend {
+        id,
+        weight,
+        in_flight,
+        consecutive_failures: 0,
+        consecutive_successes: 0,
+        latency_ewma_us,
+        requests,
+        breaker: BreakerState::Closed,
+    };
+    [
+        backend(0, 3, 4, 20_000, 100),
+        backend(1, 1, 0, 2_000, 100),
+        backend(2, 1, 1, 0, 0),
+    ]
+}
+
+/// The stats update the proxy makes after a verdict.
+fn apply(backend: &mut Backend, outcome: &Outcome, verdict: &Verdict) {
+    backend.requests += 1;
+    if outcome.kind == OutcomeKind::Response {
+        backend.latency_ewma_us = if backend.latency_ewma_us == 0 {
+            outcome.latency_us.max(1)
+        } else {
+            (backend.latency_ewma_us * 12 + outcome.latency_us * 4) / 16
+        };
+    }
+    if verdict.failure {
+        backend.consecutive_failures += 1;
+        backend.consecutive_successes = 0;
+    } else {
+        backend.consecutive_successes += 1;
+        backend.consecutive_failures = 0;
+    }
+    backend.breaker = verdict.state;
+}
+
+fn sample_request(
+    method: &str,
+    host: &str,
+    target: &str,
+    header: Option<(&str, &str)>,
+) -> RequestView {
+    let mut builder = http::Request::builder()
+        .method(method)
+        .uri(target)
+        .header(http::header::HOST, host);
+    if let Some((name, value)) = header {
+        builder = builder.header(name, value);
+    }
+    // The samples are constants that always build; an empty request is a
+    // harmless stand-in should one ever not.
+    let parts = builder
+        .body(())
+        .map(|r| r.into_parts().0)
+        .unwrap_or_else(|_| http::Request::new(()).into_parts().0);
+    RequestView {
+        parts,
+        host: host.to_owned(),
+        client: SocketAddr::from((Ipv4Addr::new(192, 0, 2, 1), 40_000)),
+    }
+}

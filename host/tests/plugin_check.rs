@@ -1,0 +1,221 @@
+//! `bbproxy plugin check`: run the binary on real components (the example
+//! plugins and the default bundle) and read what it reports.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_bbproxy");
+
+fn example(file: &str) -> PathBuf {
+    Path::new(bbproxy::plugin::bundle::EXAMPLES_DIR).join(file)
+}
+
+/// Runs `bbproxy plugin check ARGS` with a deadline: (success, stdout, stderr).
+fn plugin_check(args: &[&str]) -> (bool, String, String) {
+    let mut child = Command::new(BIN)
+        .args(["plugin", "check"])
+        .args(args)
+        // A generous deadline: the machine may be loaded, and instantiating
+        // under the default 10 ms is the proxy's concern, not this test's.
+        .args(["--timeout", "5s"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > end {
+            child.kill().unwrap();
+            panic!("plugin check {args:?} did not exit within 120s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "plugin check panicked: {stderr}"
+    );
+    (out.status.success(), stdout, stderr)
+}
+
+fn line<'a>(text: &'a str, start: &str) -> &'a str {
+    text.lines()
+        .find(|l| l.trim_start().starts_with(start))
+        .unwrap_or_else(|| panic!("no line starting with {start:?} in:\n{text}"))
+}
+
+#[test]
+fn a_balancer_is_recognised_initialised_and_asked_to_pick() {
+    let path = example("rust_latency_balancer.wasm");
+    let (ok, out, err) = plugin_check(&[path.to_str().unwrap(), "--calls", "200"]);
+    assert!(ok, "{err}");
+    assert_eq!(line(&out, "worlds:"), "  worlds: bbproxy:plugin/balancer");
+    assert_eq!(line(&out, "exports:"), "  exports: init, pick");
+    assert!(line(&out, "init({}): ok").contains("ok"), "{out}");
+    // Sample backends: #0 slow (20 ms), #1 fast (2 ms), #2 unmeasured. The
+    // latency balancer compares two and never chooses #0.
+    let picks = line(&out, "8 picks:");
+    assert_eq!(picks.matches('#').count(), 8, "{picks}");
+    assert!(!picks.contains("#0"), "{picks}");
+    assert!(
+        line(&out, "cost:").contains("per pick (3 candidates) call"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_router_gets_its_config_and_upstreams_and_answers_samples() {
+    let path = example("rust_canary_router.wasm");
+    let (ok, out, err) = plugin_check(&[
+        path.to_str().unwrap(),
+        "--role",
+        "router",
+        "--plugin-config",
+        r#"{"primary": "app.test", "canary": "canary.test", "percent": 0}"#,
+        "--upstream",
+        "app.test",
+        "--upstream",
+        "canary.test",
+        "--calls",
+        "0",
+    ]);
+    assert!(ok, "{err}");
+    assert!(line(&out, "route GET app.test/ ").ends_with("-> upstream \"app.test\""));
+    assert!(
+        line(&out, "route GET app.test/api/items?page=2 (x-canary: 1)")
+            .ends_with("-> upstream \"canary.test\"")
+    );
+    assert!(
+        line(&out, "route GET app.test/ (cookie: canary=1)")
+            .ends_with("-> upstream \"canary.test\"")
+    );
+    assert!(!out.contains("cost:"), "--calls 0 measures nothing: {out}");
+}
+
+#[test]
+fn a_rejected_config_is_reported_with_the_plugins_own_words() {
+    let path = example("rust_canary_router.wasm");
+    let (ok, _, err) = plugin_check(&[
+        path.to_str().unwrap(),
+        "--plugin-config",
+        r#"{"primary": "x"}"#,
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("(router): init failed: plugin rejected its config: invalid canary config: missing field `canary`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_wrong_world_lists_the_missing_exports() {
+    let path = example("rust_last_backend.wasm");
+    let (ok, _, err) = plugin_check(&[path.to_str().unwrap(), "--role", "router"]);
+    assert!(!ok);
+    assert!(
+        err.contains("does not implement the bbproxy:plugin/router world"),
+        "{err}"
+    );
+    assert!(err.contains("router: missing export(s) route"), "{err}");
+    assert!(err.contains("the component exports: init, pick"), "{err}");
+}
+
+#[test]
+fn a_component_of_no_plugin_world_lists_every_role() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("empty.wat");
+    std::fs::write(&path, "(component)").unwrap();
+    let (ok, _, err) = plugin_check(&[path.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains("implements none of the bbproxy:plugin worlds"),
+        "{err}"
+    );
+    assert!(
+        err.contains("router: missing export(s) init, route"),
+        "{err}"
+    );
+    assert!(
+        err.contains("balancer: missing export(s) init, pick"),
+        "{err}"
+    );
+    assert!(
+        err.contains("breaker: missing export(s) init, on-outcome"),
+        "{err}"
+    );
+    assert!(err.contains("the component exports: (none)"), "{err}");
+}
+
+#[test]
+fn a_file_that_is_not_a_component_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("junk.wasm");
+    std::fs::write(&path, b"\0asm junk").unwrap();
+    let (ok, _, err) = plugin_check(&[path.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("not a valid WebAssembly component"), "{err}");
+    let (ok, _, err) = plugin_check(&["no-such-file.wasm"]);
+    assert!(!ok);
+    assert!(
+        err.contains("no-such-file.wasm: cannot read plugin file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_default_breaker_opens_after_five_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("breaker.wasm");
+    std::fs::write(&path, bbproxy::plugin::bundle::BREAKER).unwrap();
+    let (ok, out, err) = plugin_check(&[
+        path.to_str().unwrap(),
+        "--plugin-config",
+        r#"{"threshold": 5, "timeout_ms": 30000}"#,
+        "--calls",
+        "10",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(line(&out, "worlds:"), "  worlds: bbproxy:plugin/breaker");
+    let verdicts: Vec<&str> = out.lines().filter(|l| l.contains(" -> failure ")).collect();
+    assert_eq!(verdicts.len(), 9, "{out}");
+    assert!(verdicts[3].starts_with("    connect-error "), "{out}");
+    assert!(verdicts[0].contains("response 200") && verdicts[0].contains("state closed"));
+    // Three responses, then connect errors: the fifth error opens it.
+    assert!(
+        verdicts[6].contains("failure true") && verdicts[6].contains("state closed"),
+        "{out}"
+    );
+    assert!(verdicts[7].contains("state open for 30000 ms"), "{out}");
+}
+
+#[test]
+fn plugin_config_can_come_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("canary.json");
+    std::fs::write(
+        &config,
+        r#"{"primary": "a.test", "canary": "b.test", "percent": 100}"#,
+    )
+    .unwrap();
+    let path = example("rust_canary_router.wasm");
+    let arg = format!("@{}", config.display());
+    let (ok, out, err) = plugin_check(&[
+        path.to_str().unwrap(),
+        "--plugin-config",
+        &arg,
+        "--upstream",
+        "a.test",
+        "--upstream",
+        "b.test",
+        "--calls",
+        "0",
+    ]);
+    assert!(ok, "{err}");
+    assert!(line(&out, "route POST unknown.example/upload").ends_with("-> upstream \"b.test\""));
+}

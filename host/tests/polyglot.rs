@@ -1,0 +1,377 @@
+//! The example plugins of `examples/plugins/`, loaded by path into a running
+//! proxy, decide real requests: the Rust latency balancer, and the C, Python
+//! and JavaScript plugins built by their own build scripts.
+//!
+//! The non-Rust toolchains are heavy, so a test whose toolchain is missing
+//! skips with a loud message — unless `BBPROXY_REQUIRE_POLYGLOT=1` is set, as
+//! `.ci/run` does after installing them, which turns the skip into a failure.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use common::{Backend, Proxy, addrs, client_to, example_plugin};
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, StatusCode};
+
+/// Limits for plugins in these tests: the debug build of the proxy on a
+/// shared machine is slow, and the interpreted guests (Python, JavaScript)
+/// start with about 12 MiB of linear memory.
+const LIMITS: &str = r#""timeout": "2s", "memory_limit": "64MiB""#;
+
+/// The `plugins` object: `role` loaded from `path` with `config`, the other
+/// roles built in, every one with the generous [`LIMITS`].
+fn plugins(role: &str, path: &Path, config: &str) -> String {
+    let entry = |r: &str| {
+        if r == role {
+            format!(
+                r#""{r}": {{"path": {:?}, {LIMITS}, "config": {config}}}"#,
+                path.display().to_string()
+            )
+        } else {
+            format!(r#""{r}": {{{LIMITS}}}"#)
+        }
+    };
+    format!(
+        "{{{}}}",
+        ["router", "balancer", "breaker"].map(entry).join(", ")
+    )
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Newest modification time of `path` (recursing into directories, skipping
+/// `node_modules` and `target`).
+fn newest(path: &Path) -> SystemTime {
+    let meta = std::fs::metadata(path).unwrap();
+    let mut t = meta.modified().unwrap();
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path).unwrap() {
+            let p = entry.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy();
+            if name == "node_modules" || name == "target" || name == "__pycache__" {
+                continue;
+            }
+            t = t.max(newest(&p));
+        }
+    }
+    t
+}
+
+/// Builds `examples/plugins/<example>` with its `build.sh` into a directory
+/// of cargo's test scratch space, unless the component there is newer than
+/// the sources and the WIT. `None` (after a loud message) when the build
+/// script reports its toolchain missing (exit 127).
+fn build(example: &str, file: &str) -> Option<PathBuf> {
+    // Tests run in parallel; two of them must not build the same example
+    // into the same directory at once.
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = workspace().join("examples/plugins").join(example);
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("polyglot")
+        .join(example);
+    let wasm = out.join(file);
+    let sources = newest(&dir).max(newest(&workspace().join("wit")));
+    if std::fs::metadata(&wasm)
+        .and_then(|m| m.modified())
+        .is_ok_and(|built| built > sources)
+    {
+        return Some(wasm);
+    }
+    let started = Instant::now();
+    // The C build needs the WASI preview1 reactor adapter; the crate that
+    // ships it is a dev-dependency, so hand its bytes over.
+    std::fs::create_dir_all(&out).unwrap();
+    let adapter = out.join("wasi_snapshot_preview1.reactor.wasm");
+    std::fs::write(
+        &adapter,
+        wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
+    )
+    .unwrap();
+    let output = Command::new("bash")
+        .arg(dir.join("build.sh"))
+        .arg(&out)
+        .env("ADAPTER", &adapter)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if output.status.code() == Some(127) {
+        let message = format!(
+            "\n!!!!! SKIPPED: the {example} plugin was not built: its toolchain is missing !!!!!\n{stderr}\n"
+        );
+        if std::env::var_os("BBPROXY_REQUIRE_POLYGLOT").is_some_and(|v| v == "1") {
+            panic!("{message}BBPROXY_REQUIRE_POLYGLOT=1: the toolchains must be installed");
+        }
+        eprintln!("{message}");
+        return None;
+    }
+    assert!(
+        output.status.success(),
+        "{example}/build.sh failed ({}):\n{}\n{stderr}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout)
+    );
+    eprintln!(
+        "built {} ({} bytes) in {:.1?}",
+        wasm.display(),
+        std::fs::metadata(&wasm).unwrap().len(),
+        started.elapsed()
+    );
+    Some(wasm)
+}
+
+/// GET `path` on the proxy for `host`, with extra `headers`: status and body.
+async fn get(
+    proxy: &Proxy,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, String) {
+    let client = client_to(proxy.addr);
+    let mut req = Request::get(format!("http://{host}{path}"));
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let resp = client
+        .request(req.body(Full::new(bytes::Bytes::new())).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_latency_balancer_sends_traffic_to_the_faster_backend() {
+    let slow = Backend::start_with_delay("slow", Duration::from_millis(50)).await;
+    let fast = Backend::start("fast").await;
+    let plugin = example_plugin("rust_latency_balancer.wasm");
+    let proxy = Proxy::start(&format!(
+        r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null,
+            "domains": {{"app.test": {}}},
+            "plugins": {}}}"#,
+        addrs(&[&slow, &fast]),
+        plugins("balancer", &plugin, "{}")
+    ))
+    .await;
+    // Sequential requests: each one's latency is recorded before the next is
+    // decided. At most the first two find a backend unmeasured; after that
+    // the slow one loses every comparison.
+    for _ in 0..30 {
+        let (status, body) = get(&proxy, "app.test", "/", &[]).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    assert_eq!(slow.hits() + fast.hits(), 30);
+    assert!(slow.hits() <= 2, "slow got {} of 30", slow.hits());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_path_router_routes_by_prefix() {
+    let Some(plugin) = build("python-path-router", "python_path_router.wasm") else {
+        return;
+    };
+    let (web, api, assets) = (
+        Backend::start("web").await,
+        Backend::start("api").await,
+        Backend::start("assets").await,
+    );
+    let proxy = Proxy::start(&format!(
+        r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null,
+            "domains": {{"web.test": {}, "api.test": {}, "assets.test": {}}},
+            "plugins": {}}}"#,
+        addrs(&[&web]),
+        addrs(&[&api]),
+        addrs(&[&assets]),
+        plugins(
+            "router",
+            &plugin,
+            r#"{"routes": {"/api/": "api.test", "/api/assets/": "assets.test"}, "default": "web.test"}"#
+        )
+    ))
+    .await;
+    // The host plays no part: only the path decides.
+    assert_eq!(
+        get(&proxy, "any.test", "/api/users", &[]).await.1,
+        "backend api"
+    );
+    assert_eq!(
+        get(&proxy, "web.test", "/api/assets/x.png", &[]).await.1,
+        "backend assets"
+    );
+    assert_eq!(get(&proxy, "api.test", "/", &[]).await.1, "backend web");
+    assert_eq!(get(&proxy, "x.test", "/apix", &[]).await.1, "backend web");
+    assert_eq!((web.hits(), api.hits(), assets.hits()), (2, 1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_path_router_rejects_an_unknown_upstream_at_load() {
+    let Some(plugin) = build("python-path-router", "python_path_router.wasm") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    std::fs::write(
+        &path,
+        format!(
+            r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null,
+                "domains": {{"web.test": ["127.0.0.1:9"]}},
+                "plugins": {}}}"#,
+            plugins("router", &plugin, r#"{"routes": {"/api/": "nope.test"}}"#)
+        ),
+    )
+    .unwrap();
+    let config = bbproxy_config::load(&path).unwrap();
+    let err = bbproxy::app::check(config).unwrap_err();
+    let err = format!("{err:#}");
+    assert!(
+        err.contains("'nope.test' is not a configured upstream (configured: web.test)"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_pinned_balancer_pins_by_header_then_evens_out() {
+    let Some(plugin) = build("js-pinned-balancer", "js_pinned_balancer.wasm") else {
+        return;
+    };
+    let (a, b, c) = (
+        Backend::start("a").await,
+        Backend::start("b").await,
+        Backend::start("c").await,
+    );
+    let proxy = Proxy::start(&format!(
+        r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null,
+            "domains": {{"app.test": {}}},
+            "plugins": {}}}"#,
+        addrs(&[&a, &b, &c]),
+        plugins("balancer", &plugin, r#"{"header": "x-pin"}"#)
+    ))
+    .await;
+    for _ in 0..5 {
+        assert_eq!(
+            get(&proxy, "app.test", "/", &[("x-pin", "1")]).await.1,
+            "backend b"
+        );
+    }
+    // Unpinned: fewest requests so far, ties to the lower id: a c a c a c.
+    let mut order = Vec::new();
+    for _ in 0..6 {
+        order.push(get(&proxy, "app.test", "/", &[]).await.1);
+    }
+    assert_eq!(
+        order,
+        [
+            "backend a",
+            "backend c",
+            "backend a",
+            "backend c",
+            "backend a",
+            "backend c"
+        ]
+    );
+    // A pin to a backend that does not exist is ignored.
+    assert_eq!(
+        get(&proxy, "app.test", "/", &[("x-pin", "7")]).await.0,
+        StatusCode::OK
+    );
+    assert_eq!((a.hits(), b.hits(), c.hits()), (4, 5, 3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_hash_balancer_keeps_each_user_on_one_backend() {
+    let Some(plugin) = build("c-hash-balancer", "c_hash_balancer.wasm") else {
+        return;
+    };
+    let backends = [
+        Backend::start("0").await,
+        Backend::start("1").await,
+        Backend::start("2").await,
+    ];
+    let proxy = Proxy::start(&format!(
+        r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null,
+            "domains": {{"app.test": {}}},
+            "plugins": {}}}"#,
+        addrs(&backends.iter().collect::<Vec<_>>()),
+        plugins("balancer", &plugin, "{}")
+    ))
+    .await;
+    // Each user lands, every time, on the backend rendezvous hashing gives.
+    let users = [
+        "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi",
+    ];
+    let mut seen = [false; 3];
+    for user in users {
+        let want = rendezvous(user, 3);
+        seen[want] = true;
+        for _ in 0..3 {
+            let (status, body) = get(&proxy, "app.test", "/", &[("x-user", user)]).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(body, format!("backend {want}"), "user {user}");
+        }
+    }
+    assert_eq!(
+        seen, [true; 3],
+        "the sample users should cover every backend"
+    );
+    // Without the header: the first candidate.
+    assert_eq!(get(&proxy, "app.test", "/", &[]).await.1, "backend 0");
+}
+
+/// 32-bit FNV-1a continued from `hash`, as the C plugin computes it.
+fn fnv1a(hash: u32, bytes: &[u8]) -> u32 {
+    bytes
+        .iter()
+        .fold(hash, |h, &b| (h ^ u32::from(b)).wrapping_mul(16_777_619))
+}
+
+/// The backend id (of `0..n`) with the highest weight for `user`; the first
+/// one on a tie.
+fn rendezvous(user: &str, n: u32) -> usize {
+    let key = fnv1a(2_166_136_261, user.as_bytes());
+    let mut best = (0, fnv1a(key, &0u32.to_le_bytes()));
+    for id in 1..n {
+        let w = fnv1a(key, &id.to_le_bytes());
+        if w > best.1 {
+            best = (id as usize, w);
+        }
+    }
+    best.0
+}
+
+#[test]
+fn every_example_config_parses_and_loads_its_plugin_by_path() {
+    let examples = workspace().join("examples/plugins");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let path = entry.unwrap().path().join("config.json");
+        if !path.exists() {
+            continue;
+        }
+        let config = bbproxy_config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let by_path = [
+            &config.plugins.router,
+            &config.plugins.balancer,
+            &config.plugins.breaker,
+        ]
+        .iter()
+        .filter(|spec| matches!(spec.source, bbproxy_config::PluginSource::Path(_)))
+        .count();
+        assert_eq!(
+            by_path,
+            1,
+            "{} should load one plugin by path",
+            path.display()
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 6, "one config.json per example");
+}
