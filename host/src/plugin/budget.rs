@@ -4,16 +4,18 @@
 //! 10 ms deadline. So when the epoch deadline passes, the store's callback
 //! looks at the thread's CPU time: if the call has not used its budget yet,
 //! the deadline is extended by what is left; otherwise the call traps
-//! (`timeout`). A wall-clock cap (10 × the budget, at least 100 ms) still
-//! bounds how long a call can hold a worker thread when the machine is
-//! overloaded.
+//! (`timeout`). A wall-clock cap (100 × the budget, at least 1 s) is only a
+//! safety net: it is far enough out that a call is never charged for the
+//! scheduler's choices on a loaded machine (that would turn load into
+//! plugin faults, and a fail-closed plugin into 503s), yet it still ends a
+//! call if the CPU clock is unavailable or misbehaves.
 
 use std::time::{Duration, Instant};
 
 /// The wall-clock cap is this many times the CPU budget...
-const WALL_FACTOR: u32 = 10;
+const WALL_FACTOR: u32 = 100;
 /// ...and at least this long.
-const MIN_WALL_CAP: Duration = Duration::from_millis(100);
+const MIN_WALL_CAP: Duration = Duration::from_secs(1);
 
 /// Budget of the call in progress.
 #[derive(Debug, Clone, Copy)]
@@ -77,7 +79,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(30));
         assert!(b.remaining().is_some(), "sleeping used no CPU");
         // Spin until the thread has used 25 ms of CPU, however long that
-        // takes on a loaded machine (the wall cap is 200 ms).
+        // takes on a loaded machine (the wall cap is 2 s).
         let start = thread_cpu_time().unwrap();
         while thread_cpu_time().unwrap() - start < Duration::from_millis(25) {
             std::hint::black_box(());
