@@ -273,6 +273,9 @@ impl<W: World> Plugin<W> {
 
     /// Starts the budget of a call (or of `init`) of length `timeout`.
     fn arm(store: &mut Store<PluginState>, timeout: Duration) {
+        // A refused growth the plugin survived in an earlier call must not
+        // make a later, unrelated trap look like a memory fault.
+        store.data_mut().limits.take_denied();
         store.data_mut().budget = Budget::start(timeout);
         store.set_epoch_deadline(engine::ticks(timeout));
     }
