@@ -4,6 +4,8 @@
 # goes into the issue notes.
 #   fuzz/run.sh [seconds-per-target]
 # Needs: rustup toolchain install nightly && cargo +nightly install cargo-fuzz
+# and, for plugin_answer (it builds the host, whose build script builds the
+# default plugins): rustup target add wasm32-wasip2 --toolchain nightly
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-120}"
