@@ -13,7 +13,7 @@ const WASM_TARGET: &str = "wasm32-wasip2";
 const PROFILE: &str = "plugin";
 
 /// (package, file name written by cargo, destination under `OUT_DIR`).
-const COMPONENTS: [(&str, &str, &str); 6] = [
+const COMPONENTS: [(&str, &str, &str); 8] = [
     (
         "bbproxy-plugin-router",
         "bbproxy_plugin_router.wasm",
@@ -44,11 +44,22 @@ const COMPONENTS: [(&str, &str, &str); 6] = [
         "example_rust_latency_balancer.wasm",
         "examples/rust_latency_balancer.wasm",
     ),
+    // Hostile plugins for the sandbox tests (`host/tests/sandbox*.rs`).
+    (
+        "fixture-hostile-balancer",
+        "fixture_hostile_balancer.wasm",
+        "fixtures/hostile_balancer.wasm",
+    ),
+    (
+        "fixture-hostile-router",
+        "fixture_hostile_router.wasm",
+        "fixtures/hostile_router.wasm",
+    ),
 ];
 
 /// Crate directories (relative to the workspace root) whose sources feed the
 /// components.
-const CRATE_DIRS: [&str; 7] = [
+const CRATE_DIRS: [&str; 9] = [
     "sdk",
     "plugins/router",
     "plugins/balancer",
@@ -56,6 +67,8 @@ const CRATE_DIRS: [&str; 7] = [
     "examples/plugins/rust-last-backend",
     "examples/plugins/rust-canary-router",
     "examples/plugins/rust-latency-balancer",
+    "host/tests/fixtures/hostile-balancer",
+    "host/tests/fixtures/hostile-router",
 ];
 
 /// Variables that must not leak from the outer build into the nested one: the

@@ -81,10 +81,7 @@ fn plugin_check(args: cli::PluginCheck) -> anyhow::Result<()> {
         config,
         upstreams: args.upstreams,
         calls: args.calls,
-        limits: bbproxy::plugin::Limits {
-            timeout: args.timeout,
-            memory: args.memory_limit,
-        },
+        limits: bbproxy::plugin::Limits::new(args.timeout, args.memory_limit),
     };
     print!("{}", inspect::check(&args.file, &options)?);
     Ok(())

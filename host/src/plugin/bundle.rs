@@ -20,3 +20,9 @@ pub static BREAKER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/plugins/br
 /// `rust_last_backend.wasm` (balancer) and `rust_canary_router.wasm` (router).
 /// For tests, which load them by path like an operator's plugin.
 pub const EXAMPLES_DIR: &str = concat!(env!("OUT_DIR"), "/examples");
+
+/// Directory holding the hostile test plugins built from
+/// `host/tests/fixtures/`: `hostile_balancer.wasm` and `hostile_router.wasm`,
+/// each misbehaving in the way its config's `mode` names. For the sandbox
+/// tests.
+pub const FIXTURES_DIR: &str = concat!(env!("OUT_DIR"), "/fixtures");

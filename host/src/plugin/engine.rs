@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::LoadError;
 use super::bindings;
@@ -27,6 +27,28 @@ struct Inner {
     cache: Mutex<HashMap<[u8; 32], Component>>,
 }
 
+/// How the engine allocates instances.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RuntimeOptions {
+    /// Use wasmtime's pooling allocator (pre-reserved memory and instance
+    /// slots, reused with madvise) instead of mmap/munmap per instance.
+    /// Measured to make instance replacement only marginally cheaper for our
+    /// components (see the README, "Plugin limits and faults"), while it caps
+    /// the number of live instances and every memory at a fixed slot size,
+    /// so it is off by default.
+    pub pooling: Option<Pooling>,
+}
+
+/// Sizes of the pooling allocator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pooling {
+    /// Component instances (live and idle, all plugins) at once.
+    pub instances: u32,
+    /// Size of each linear-memory slot; no plugin's `memory_limit` may
+    /// exceed it.
+    pub max_memory: u64,
+}
+
 /// Cheap to clone handle on the engine, linker, shared state and cache.
 #[derive(Clone)]
 pub struct Runtime {
@@ -43,13 +65,28 @@ impl Runtime {
     /// Creates the engine and starts its epoch ticker thread, which stops by
     /// itself once the engine is dropped.
     pub fn new() -> Result<Self, LoadError> {
+        Self::with_options(RuntimeOptions::default())
+    }
+
+    /// Like [`Runtime::new`], with a choice of instance allocator.
+    pub fn with_options(options: RuntimeOptions) -> Result<Self, LoadError> {
         let mut config = Config::new();
         config.epoch_interruption(true);
+        if let Some(p) = options.pooling {
+            let mut pool = PoolingAllocationConfig::new();
+            pool.total_component_instances(p.instances)
+                // Our components have a handful of core instances and one
+                // or two memories and tables each.
+                .total_core_instances(p.instances.saturating_mul(8))
+                .total_memories(p.instances.saturating_mul(2))
+                .total_tables(p.instances.saturating_mul(4))
+                .max_memory_size(usize::try_from(p.max_memory).unwrap_or(usize::MAX));
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
         let engine = Engine::new(&config).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
 
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        super::wasi::add_to_linker(&mut linker).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
         // All three worlds import the same `types` and `host` interfaces, so
         // the router world's registration serves every role.
         bindings::router::Router::add_to_linker::<PluginState, HasSelf<PluginState>>(
@@ -120,6 +157,16 @@ impl Runtime {
             .insert(digest, component.clone());
         Ok((component, hex))
     }
+}
+
+/// Epoch ticks for a deadline `timeout` from now: at least one, plus one
+/// because the current tick may be about to end.
+pub(super) fn ticks(timeout: Duration) -> u64 {
+    let ticks = timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos());
+    u64::try_from(ticks)
+        .unwrap_or(u64::MAX)
+        .max(1)
+        .saturating_add(1)
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -2,43 +2,63 @@
 //! by content hash), pre-instantiated, and instances reused across requests.
 //!
 //! Every call is bounded by an epoch deadline and a memory cap. A trap,
-//! timeout or answer outside the contract is a [`Fault`]: the instance is
-//! discarded (a trapped instance cannot be entered again) and the caller
-//! applies the plugin's failure policy.
+//! timeout, memory cap hit or answer outside the contract is a [`Fault`]: the
+//! instance is discarded (a trapped instance cannot be entered again; one
+//! that answered garbage is not trusted again), the next call gets a fresh
+//! one, and the caller applies the plugin's failure policy. A plugin that
+//! keeps faulting is suspended with backoff (see [`health`]).
 
+pub mod answer;
 mod bindings;
+mod budget;
 pub mod bundle;
-mod deadline;
 mod engine;
+mod fault;
+pub mod health;
 pub mod inspect;
+pub mod limiter;
+pub mod logbudget;
 mod shared;
 mod state;
+mod wasi;
 mod world;
 
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wasmtime::component::{Component, Resource};
-use wasmtime::{Store, StoreLimitsBuilder};
+use wasmtime::{Store, Trap, UpdateDeadline};
 
+pub use answer::{MAX_DIRECT_BODY_BYTES, MAX_UPSTREAM_NAME_BYTES};
 pub use bindings::types::{
     Backend, BreakerState, DirectResponse, Outcome, OutcomeKind, Route, Upstream, Verdict,
 };
-pub use engine::Runtime;
+pub use engine::{Pooling, Runtime, RuntimeOptions};
+pub use fault::Fault;
+pub use health::Backoff;
 pub use shared::SharedState;
 pub use state::{PluginIdentity, RequestView};
 pub use world::{BalancerWorld, BreakerWorld, RouterWorld, World};
 
 use crate::telemetry::names;
+use budget::Budget;
+use health::Health;
+use limiter::Limiter;
+use logbudget::LogBudget;
 use state::PluginState;
-
-/// Least CPU budget of instantiation plus `init`.
-const INIT_MIN_BUDGET: Duration = Duration::from_millis(200);
 
 /// Idle instances kept per plugin. Enough for every worker thread to find one
 /// without instantiating; more would only hold memory.
 const MAX_IDLE_INSTANCES: usize = 64;
+
+/// `init` may take this many times the call deadline (at least
+/// [`MIN_INIT_TIMEOUT`]): parsing a config is slower than one decision.
+const INIT_TIMEOUT_FACTOR: u32 = 10;
+/// The least time `init` gets.
+const MIN_INIT_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// Errors loading a plugin: each names the plugin and says what is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -84,28 +104,6 @@ pub enum LoadError {
     Engine(String),
 }
 
-/// A plugin misbehaved during a call.
-#[derive(Debug, thiserror::Error)]
-pub enum Fault {
-    /// Trap, deadline exceeded or memory cap hit.
-    #[error("trap: {0}")]
-    Trap(String),
-    /// An answer outside the plugin's contract.
-    #[error("invalid answer: {0}")]
-    BadAnswer(String),
-}
-
-impl Fault {
-    /// Short label for metrics and logs.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Fault::Trap(msg) if msg.contains("interrupt") => "timeout",
-            Fault::Trap(_) => "trap",
-            Fault::BadAnswer(_) => "bad-answer",
-        }
-    }
-}
-
 /// Per-call bounds of one plugin.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -113,6 +111,25 @@ pub struct Limits {
     pub timeout: Duration,
     /// Linear memory cap of one instance, in bytes.
     pub memory: u64,
+    /// Suspension of a plugin that keeps faulting.
+    pub backoff: Backoff,
+}
+
+impl Limits {
+    /// `timeout` and `memory` as configured, default backoff.
+    pub fn new(timeout: Duration, memory: u64) -> Self {
+        Self {
+            timeout,
+            memory,
+            backoff: Backoff::default(),
+        }
+    }
+
+    fn init_timeout(&self) -> Duration {
+        self.timeout
+            .saturating_mul(INIT_TIMEOUT_FACTOR)
+            .max(MIN_INIT_TIMEOUT)
+    }
 }
 
 /// A live instance: its store and the typed exports.
@@ -130,11 +147,16 @@ pub struct Plugin<W: World> {
     config: String,
     limits: Limits,
     upstreams: Arc<[Upstream]>,
+    /// Upstream numbers by name, to check a router's answer.
+    upstream_index: HashMap<String, u32>,
     idle: Mutex<Vec<Instance<W>>>,
     sha256: String,
     faults: AtomicU64,
     calls: metrics::Counter,
     call_seconds: metrics::Histogram,
+    suspended_calls: AtomicU64,
+    health: Health,
+    logs: Arc<LogBudget>,
 }
 
 impl<W: World> std::fmt::Debug for Plugin<W> {
@@ -150,7 +172,8 @@ impl<W: World> std::fmt::Debug for Plugin<W> {
 impl<W: World> Plugin<W> {
     /// Compiles (or takes from the cache) `bytes`, checks the world, and
     /// makes one instance and runs its `init`, so a bad plugin fails here and
-    /// not on the first request.
+    /// not on the first request. An `init` that traps, runs past its
+    /// deadline or returns an error is a [`LoadError::Init`] saying which.
     pub fn load(
         runtime: &Runtime,
         name: &str,
@@ -161,6 +184,11 @@ impl<W: World> Plugin<W> {
     ) -> Result<Self, LoadError> {
         let (component, sha256) = runtime.compile(name, bytes)?;
         let pre = Self::pre(runtime, name, &component)?;
+        let upstream_index = upstreams
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.name.clone(), u32::try_from(i).unwrap_or(u32::MAX)))
+            .collect();
         let plugin = Self {
             identity: PluginIdentity {
                 name: Arc::from(name),
@@ -171,16 +199,20 @@ impl<W: World> Plugin<W> {
             config,
             limits,
             upstreams,
+            upstream_index,
             idle: Mutex::new(Vec::new()),
             sha256,
             faults: AtomicU64::new(0),
             calls: metrics::counter!(names::PLUGIN_CALLS, "plugin" => name.to_owned(), "role" => W::ROLE),
             call_seconds: metrics::histogram!(names::PLUGIN_CALL_DURATION, "plugin" => name.to_owned(), "role" => W::ROLE),
+            suspended_calls: AtomicU64::new(0),
+            health: Health::default(),
+            logs: Arc::new(LogBudget::default()),
         };
-        let first = plugin.instantiate().map_err(|reason| LoadError::Init {
+        let first = plugin.instantiate().map_err(|fault| LoadError::Init {
             name: name.to_owned(),
             role: W::ROLE,
-            reason,
+            reason: fault.to_string(),
         })?;
         plugin.release(first);
         Ok(plugin)
@@ -211,43 +243,77 @@ impl<W: World> Plugin<W> {
         &self.sha256
     }
 
-    /// Faults counted since the plugin was loaded.
+    /// The plugin's bounds.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Faults counted since the plugin was loaded (calls skipped while it
+    /// was suspended are not faults; see [`Plugin::suspended_calls`]).
     pub fn faults(&self) -> u64 {
         self.faults.load(Ordering::Relaxed)
     }
 
+    /// Calls answered with the fault policy without entering the plugin,
+    /// because it was suspended after repeated faults.
+    pub fn suspended_calls(&self) -> u64 {
+        self.suspended_calls.load(Ordering::Relaxed)
+    }
+
     fn new_store(&self) -> Store<PluginState> {
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(usize::try_from(self.limits.memory).unwrap_or(usize::MAX))
-            .instances(64)
-            .tables(64)
-            .memories(16)
-            .build();
         let state = PluginState::new(
-            limits,
+            Limiter::new(self.limits.memory),
             self.runtime.shared().clone(),
             self.upstreams.clone(),
             self.identity.clone(),
+            self.logs.clone(),
         );
         let mut store = Store::new(self.runtime.engine(), state);
         store.limiter(|s| &mut s.limits);
-        deadline::install(&mut store);
+        store.epoch_deadline_callback(|ctx| match ctx.data().budget.remaining() {
+            Some(left) => Ok(UpdateDeadline::Continue(engine::ticks(left))),
+            None => Err(Trap::Interrupt.into()),
+        });
         store
     }
 
-    /// A fresh instance with `init` already run.
-    fn instantiate(&self) -> Result<Instance<W>, String> {
+    /// Starts the budget of a call (or of `init`) of length `timeout`.
+    fn arm(store: &mut Store<PluginState>, timeout: Duration) {
+        // A refused growth the plugin survived in an earlier call must not
+        // make a later, unrelated trap look like a memory fault.
+        store.data_mut().limits.take_denied();
+        store.data_mut().budget = Budget::start(timeout);
+        store.set_epoch_deadline(engine::ticks(timeout));
+    }
+
+    /// A fresh instance with `init` already run. Instantiation itself runs
+    /// no guest code we care about (components have no start function), but
+    /// it is bounded all the same.
+    fn instantiate(&self) -> Result<Instance<W>, Fault> {
         let mut store = self.new_store();
-        // Instantiation and init parse config and build tables once; give
-        // them more room than a per-request call.
-        let init_budget = (self.limits.timeout * 10).max(INIT_MIN_BUDGET);
-        deadline::arm(&mut store, init_budget);
-        let exports = W::instantiate(&self.pre, &mut store).map_err(|e| format!("{e:#}"))?;
-        deadline::arm(&mut store, init_budget);
-        match W::init(&exports, &mut store, &self.config) {
+        Self::arm(&mut store, self.limits.init_timeout());
+        let exports = match W::instantiate(&self.pre, &mut store) {
+            Ok(e) => e,
+            Err(e) => {
+                let denied = store.data_mut().limits.take_denied();
+                return Err(Fault::Instantiate(Fault::from_call(&e, denied).to_string()));
+            }
+        };
+        Self::arm(&mut store, self.limits.init_timeout());
+        let result = guarded(|| W::init(&exports, &mut store, &self.config));
+        match result {
             Ok(Ok(())) => Ok(Instance { store, exports }),
-            Ok(Err(msg)) => Err(format!("plugin rejected its config: {msg}")),
-            Err(trap) => Err(format!("{trap:#}")),
+            Ok(Err(msg)) => Err(Fault::Instantiate(format!(
+                "plugin rejected its config: {msg}"
+            ))),
+            Err(e) => {
+                let denied = store.data_mut().limits.take_denied();
+                let fault = Fault::from_call(&e, denied);
+                Err(Fault::Instantiate(format!(
+                    "init {fault} (init deadline {:?})",
+                    self.limits.init_timeout()
+                )))
+            }
         }
     }
 
@@ -255,7 +321,7 @@ impl<W: World> Plugin<W> {
         let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         match idle {
             Some(i) => Ok(i),
-            None => self.instantiate().map_err(Fault::Trap),
+            None => self.instantiate(),
         }
     }
 
@@ -266,42 +332,61 @@ impl<W: World> Plugin<W> {
         }
     }
 
-    /// Runs one call on a pooled instance. `request` is lent to the store for
-    /// the call and always handed back, whatever the outcome.
-    fn call<R>(
+    /// Runs one call on a pooled instance and checks its answer with
+    /// `check`. `request` is lent to the store for the call and always handed
+    /// back, whatever the outcome. On any fault the instance is dropped.
+    fn call<R, T>(
         &self,
         request: &mut Option<RequestView>,
         f: impl FnOnce(&W::Exports, &mut Store<PluginState>) -> wasmtime::Result<R>,
-    ) -> Result<R, Fault> {
+        check: impl FnOnce(R) -> Result<T, String>,
+    ) -> Result<T, Fault> {
+        if let Err(remaining_ms) = self.health.admit(crate::clock::monotonic_ms()) {
+            self.suspended_calls.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(
+                "bbproxy_plugin_suspended_calls_total",
+                "plugin" => self.identity.name.to_string(),
+                "role" => W::ROLE,
+            )
+            .increment(1);
+            return Err(Fault::Suspended { remaining_ms });
+        }
         let mut inst = match self.acquire() {
             Ok(i) => i,
             Err(fault) => return Err(self.record(fault)),
         };
-        deadline::arm(&mut inst.store, self.limits.timeout);
+        Self::arm(&mut inst.store, self.limits.timeout);
         inst.store.data_mut().request = request.take();
         let started = std::time::Instant::now();
-        let result = f(&inst.exports, &mut inst.store);
+        let result = guarded(|| f(&inst.exports, &mut inst.store));
         self.call_seconds.record(started.elapsed());
         self.calls.increment(1);
         *request = inst.store.data_mut().request.take();
         match result {
-            Ok(r) => {
-                self.release(inst);
-                Ok(r)
+            Ok(answer) => match check(answer) {
+                Ok(t) => {
+                    self.health.success();
+                    self.release(inst);
+                    Ok(t)
+                }
+                Err(msg) => Err(self.record(Fault::BadAnswer(msg))),
+            },
+            Err(e) => {
+                let denied = inst.store.data_mut().limits.take_denied();
+                Err(self.record(Fault::from_call(&e, denied)))
             }
-            // The instance is poisoned after a trap: drop it.
-            Err(trap) => Err(self.record(Fault::Trap(format!("{trap:#}")))),
         }
     }
 
-    /// Counts and logs a fault; returns it for the caller's policy.
+    /// Counts and logs a fault, and feeds the backoff; returns the fault for
+    /// the caller's policy.
     pub fn record(&self, fault: Fault) -> Fault {
         self.faults.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(
             names::PLUGIN_FAULTS,
             "plugin" => self.identity.name.to_string(),
             "role" => W::ROLE,
-            "kind" => fault.kind()
+            "kind" => fault.kind(),
         )
         .increment(1);
         tracing::warn!(
@@ -310,8 +395,36 @@ impl<W: World> Plugin<W> {
             kind = fault.kind(),
             "plugin fault: {fault}"
         );
+        if let Some(s) = self
+            .health
+            .fault(crate::clock::monotonic_ms(), &self.limits.backoff)
+        {
+            tracing::warn!(
+                plugin = %self.identity.name,
+                role = W::ROLE,
+                "plugin suspended for {:?} after {} consecutive faults; requests get its on_fault policy meanwhile",
+                s.interval,
+                s.faults
+            );
+        }
         fault
     }
+}
+
+/// Runs a guest call, turning a panic of a host function (a bug, but one a
+/// hostile plugin might find) into an error, so it is a fault like any other
+/// and never unwinds into the request path.
+fn guarded<R>(f: impl FnOnce() -> wasmtime::Result<R>) -> wasmtime::Result<R> {
+    std::panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_owned());
+        Err(wasmtime::Error::msg(format!(
+            "a host function panicked during the call: {what}"
+        )))
+    })
 }
 
 /// A borrow of the request resource for one call. The rep is unused: the
@@ -321,18 +434,18 @@ fn request_borrow() -> Resource<bindings::RequestHandle> {
 }
 
 impl Plugin<RouterWorld> {
-    /// Asks the router where the request goes.
+    /// Asks the router where the request goes. The answer is checked: an
+    /// upstream must be a configured domain, a direct response must have a
+    /// valid status and a body of at most [`MAX_DIRECT_BODY_BYTES`].
     pub fn route(&self, request: &mut Option<RequestView>) -> Result<Route, Fault> {
-        let route = self.call(request, |e, store| e.call_route(store, request_borrow()))?;
-        if let Route::Respond(r) = &route
-            && !(100..=599).contains(&r.status)
-        {
-            return Err(self.record(Fault::BadAnswer(format!(
-                "route answered with status {}, outside 100..=599",
-                r.status
-            ))));
-        }
-        Ok(route)
+        self.call(
+            request,
+            |e, store| e.call_route(store, request_borrow()),
+            |route| {
+                answer::check_route(&route, |name| self.upstream_index.contains_key(name))?;
+                Ok(route)
+            },
+        )
     }
 }
 
@@ -345,19 +458,11 @@ impl Plugin<BalancerWorld> {
         upstream: u32,
         candidates: &[Backend],
     ) -> Result<usize, Fault> {
-        let choice = self.call(request, |e, store| {
-            e.call_pick(store, request_borrow(), upstream, candidates)
-        })?;
-        match choice {
-            Some(i) if (i as usize) < candidates.len() => Ok(i as usize),
-            Some(i) => Err(self.record(Fault::BadAnswer(format!(
-                "pick returned index {i} for {} candidates",
-                candidates.len()
-            )))),
-            None => Err(self.record(Fault::BadAnswer(
-                "pick returned none for a non-empty candidate list".into(),
-            ))),
-        }
+        self.call(
+            request,
+            |e, store| e.call_pick(store, request_borrow(), upstream, candidates),
+            |choice| answer::check_pick(choice, candidates.len()),
+        )
     }
 }
 
@@ -369,8 +474,13 @@ impl Plugin<BreakerWorld> {
         backend: Backend,
         outcome: Outcome,
     ) -> Result<Verdict, Fault> {
-        self.call(&mut None, |e, store| {
-            e.call_on_outcome(store, upstream, backend, outcome)
-        })
+        self.call(
+            &mut None,
+            |e, store| e.call_on_outcome(store, upstream, backend, outcome),
+            |verdict| {
+                answer::check_verdict(&verdict)?;
+                Ok(verdict)
+            },
+        )
     }
 }

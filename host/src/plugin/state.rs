@@ -6,11 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use wasmtime::StoreLimits;
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{CounterHandle, RequestHandle, host, types};
+use super::budget::Budget;
+use super::limiter::Limiter;
+use super::logbudget::{self, LogBudget};
 use super::shared::SharedState;
 use crate::clock;
 
@@ -38,36 +40,37 @@ pub struct PluginIdentity {
 
 /// Data of one plugin instance's store.
 pub struct PluginState {
-    pub(super) limits: StoreLimits,
+    pub(super) limits: Limiter,
+    /// Budget of the call in progress, checked when its epoch deadline
+    /// passes.
+    pub(super) budget: Budget,
     wasi: WasiCtx,
     table: ResourceTable,
     pub(super) request: Option<RequestView>,
     shared: Arc<SharedState>,
     upstreams: Arc<[types::Upstream]>,
     identity: PluginIdentity,
-    /// CPU budget of the call in progress.
-    pub(super) budget: super::deadline::Budget,
+    logs: Arc<LogBudget>,
 }
 
 impl PluginState {
     pub(super) fn new(
-        limits: StoreLimits,
+        limits: Limiter,
         shared: Arc<SharedState>,
         upstreams: Arc<[types::Upstream]>,
         identity: PluginIdentity,
+        logs: Arc<LogBudget>,
     ) -> Self {
-        // An empty WASI context: components built by standard toolchains
-        // import WASI, but a plugin gets no files, environment or sockets.
-        let wasi = WasiCtx::builder().build();
         Self {
             limits,
-            wasi,
+            budget: Budget::start(std::time::Duration::ZERO),
+            wasi: super::wasi::context(),
             table: ResourceTable::new(),
             request: None,
             shared,
             upstreams,
             identity,
-            budget: Default::default(),
+            logs,
         }
     }
 
@@ -134,6 +137,16 @@ impl host::Host for PluginState {
     fn log(&mut self, level: types::Level, message: String) -> wasmtime::Result<()> {
         let plugin = &*self.identity.name;
         let role = self.identity.role;
+        if !self.logs.take(clock::monotonic_ms()) {
+            metrics::counter!(
+                "bbproxy_plugin_log_lines_dropped_total",
+                "plugin" => plugin.to_owned(),
+                "role" => role,
+            )
+            .increment(1);
+            return Ok(());
+        }
+        let message = logbudget::truncate(&message);
         match level {
             types::Level::Trace => tracing::trace!(plugin, role, "{message}"),
             types::Level::Debug => tracing::debug!(plugin, role, "{message}"),

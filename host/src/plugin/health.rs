@@ -1,0 +1,183 @@
+//! Backoff for a plugin that keeps faulting. Without it, a plugin that traps
+//! on every call (or in `init`) would be re-instantiated for every request:
+//! a tight loop of compile-free but not free instantiations, and for a
+//! looping plugin a full CPU deadline per request.
+//!
+//! After [`Backoff::after`] consecutive faults with no successful call in
+//! between, the plugin is suspended: calls are answered with its `on_fault`
+//! policy without entering it, for [`Backoff::initial`]. When the interval
+//! ends, calls go through again; the first fault after that suspends it for
+//! twice as long (up to [`Backoff::max`]); the first success resets
+//! everything. Successes interleaved with faults (a plugin that only fails
+//! for some requests) never suspend it, so requests it handles well keep
+//! being served by it.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// When and for how long a faulting plugin is suspended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// Consecutive faults that suspend the plugin (at least 1).
+    pub after: u32,
+    /// First suspension.
+    pub initial: Duration,
+    /// Longest suspension; each one after a failed retry doubles up to it.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            after: 5,
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A suspension that just started, for the log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Suspension {
+    /// Consecutive faults so far.
+    pub faults: u32,
+    /// How long calls are skipped.
+    pub interval: Duration,
+}
+
+/// Fault history of one plugin, shared by every worker thread.
+#[derive(Debug, Default)]
+pub struct Health {
+    consecutive: AtomicU32,
+    /// Monotonic ms until which calls are skipped (0: not suspended).
+    suspended_until_ms: AtomicU64,
+    /// The current suspension interval; 0 while healthy. Written only under
+    /// `faults`, so two threads faulting at once cannot both double it.
+    interval_ms: AtomicU64,
+    faults: Mutex<()>,
+}
+
+impl Health {
+    /// `Err(remaining ms)` while suspended at monotonic time `now_ms`.
+    pub fn admit(&self, now_ms: u64) -> Result<(), u64> {
+        let until = self.suspended_until_ms.load(Ordering::Acquire);
+        if now_ms < until {
+            Err(until - now_ms)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// A call succeeded: the plugin is healthy again.
+    pub fn success(&self) {
+        // Read first: the common case (already healthy) writes nothing, so
+        // worker threads do not bounce the cache line on every call.
+        if self.consecutive.load(Ordering::Relaxed) != 0 {
+            self.consecutive.store(0, Ordering::Relaxed);
+        }
+        if self.interval_ms.load(Ordering::Relaxed) != 0 {
+            let _guard = self.faults.lock().unwrap_or_else(|p| p.into_inner());
+            self.interval_ms.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// A call faulted at `now_ms`; returns the suspension it starts, if any.
+    pub fn fault(&self, now_ms: u64, backoff: &Backoff) -> Option<Suspension> {
+        let faults = self
+            .consecutive
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
+        if faults < backoff.after.max(1) {
+            return None;
+        }
+        let _guard = self.faults.lock().unwrap_or_else(|p| p.into_inner());
+        // Faults of calls that started before a suspension began do not
+        // extend it.
+        if now_ms < self.suspended_until_ms.load(Ordering::Acquire) {
+            return None;
+        }
+        let initial = millis(backoff.initial).max(1);
+        let max = millis(backoff.max).max(initial);
+        let interval = match self.interval_ms.load(Ordering::Relaxed) {
+            0 => initial,
+            previous => previous.saturating_mul(2).min(max),
+        };
+        self.interval_ms.store(interval, Ordering::Relaxed);
+        self.suspended_until_ms
+            .store(now_ms.saturating_add(interval), Ordering::Release);
+        Some(Suspension {
+            faults,
+            interval: Duration::from_millis(interval),
+        })
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const B: Backoff = Backoff {
+        after: 3,
+        initial: Duration::from_millis(100),
+        max: Duration::from_millis(350),
+    };
+
+    #[test]
+    fn suspends_after_consecutive_faults_and_doubles() {
+        let h = Health::default();
+        assert_eq!(h.fault(0, &B), None);
+        assert_eq!(h.fault(0, &B), None);
+        let s = h.fault(0, &B).unwrap();
+        assert_eq!((s.faults, s.interval), (3, Duration::from_millis(100)));
+        assert_eq!(h.admit(50), Err(50));
+        // A fault of a call that started before the suspension: no change.
+        assert_eq!(h.fault(60, &B), None);
+        assert_eq!(h.admit(100), Ok(()));
+        // The retry faults: twice as long, then capped.
+        assert_eq!(
+            h.fault(100, &B).unwrap().interval,
+            Duration::from_millis(200)
+        );
+        assert_eq!(h.admit(299), Err(1));
+        assert_eq!(
+            h.fault(300, &B).unwrap().interval,
+            Duration::from_millis(350)
+        );
+        assert_eq!(
+            h.fault(650, &B).unwrap().interval,
+            Duration::from_millis(350)
+        );
+    }
+
+    #[test]
+    fn a_success_resets_everything() {
+        let h = Health::default();
+        for _ in 0..3 {
+            h.fault(0, &B);
+        }
+        assert!(h.admit(10).is_err());
+        h.success();
+        // The current suspension runs out, but the next streak starts over.
+        assert_eq!(h.fault(100, &B), None);
+        assert_eq!(h.fault(100, &B), None);
+        assert_eq!(
+            h.fault(100, &B).unwrap().interval,
+            Duration::from_millis(100)
+        );
+    }
+
+    #[test]
+    fn interleaved_successes_never_suspend() {
+        let h = Health::default();
+        for t in 0..1000 {
+            assert_eq!(h.fault(t, &B), None);
+            h.success();
+        }
+        assert_eq!(h.admit(1000), Ok(()));
+    }
+}

@@ -1,0 +1,503 @@
+//! Hostile plugins (host/tests/fixtures) against a real proxy on 127.0.0.1:
+//! each fault is contained, counted exactly, answered with the plugin's
+//! `on_fault` policy, and traffic the same plugin handles well keeps flowing
+//! with bounded latency.
+//!
+//! Plugins are per role for the whole proxy, so "another domain served by
+//! good plugins" is the same plugin taking its good path: the fixtures
+//! misbehave only for upstream 1 / host `bad.test`, and `good.test`
+//! (upstream 0) must be unaffected.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use bbproxy::generation::Generation;
+use common::{Backend, HttpClient, Proxy, client, wait_for};
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, StatusCode};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Requests to the misbehaving domain per scenario.
+const BAD_REQUESTS: u64 = 40;
+/// Concurrent clients of the good domain, and requests each sends.
+const GOOD_CLIENTS: usize = 4;
+const GOOD_REQUESTS: usize = 60;
+/// Bound on the good domain's p99 while the plugin faults. A looping plugin
+/// holds a worker thread for its whole deadline (10 ms), so a good request
+/// can queue behind a few of those; the bound is far above that and far
+/// below anything a stuck proxy would show.
+const P99_BOUND: Duration = Duration::from_millis(500);
+
+/// The process's metrics recorder; installed before any plugin counts.
+fn metrics() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| PrometheusBuilder::new().install_recorder().unwrap())
+}
+
+/// Value of `name{...}` whose labels include every `labels` pair.
+fn metric(name: &str, labels: &[(&str, &str)]) -> u64 {
+    let text = metrics().render();
+    let mut total = 0;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        if !rest.starts_with('{') {
+            continue;
+        }
+        if labels
+            .iter()
+            .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+        {
+            total += rest.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64;
+        }
+    }
+    total
+}
+
+fn fixture(file: &str) -> PathBuf {
+    PathBuf::from(bbproxy::plugin::bundle::FIXTURES_DIR).join(file)
+}
+
+/// A proxy with `good.test` (upstream 0) and `bad.test` (upstream 1), each
+/// with its own backend, and the hostile plugin as `role`.
+struct Scenario {
+    good: Backend,
+    bad: Backend,
+    proxy: Proxy,
+    role: &'static str,
+    http: HttpClient,
+}
+
+impl Scenario {
+    async fn start(role: &'static str, mode: &str, on_fault: &str) -> Scenario {
+        Self::start_with(role, mode, on_fault, "").await
+    }
+
+    /// `extra` is added to the plugin's object in config.json.
+    async fn start_with(role: &'static str, mode: &str, on_fault: &str, extra: &str) -> Scenario {
+        metrics();
+        let good = Backend::start("good").await;
+        let bad = Backend::start("bad").await;
+        // A copy per test, so the plugin's name (its path) and with it the
+        // metric labels are unique to this test.
+        let dir = tempfile::tempdir().unwrap();
+        let file = format!("hostile_{role}.wasm");
+        std::fs::copy(fixture(&file), dir.path().join(&file)).unwrap();
+        let proxy = Proxy::start_in(
+            dir,
+            &format!(
+                r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null,
+                    "domains": {{"good.test": ["{}"], "bad.test": ["{}"]}},
+                    "plugins": {{"{role}": {{"path": "{file}", "config": {{"mode": "{mode}"}},
+                                             "on_fault": "{on_fault}"{extra}}}}}}}"#,
+                good.addr, bad.addr
+            ),
+        )
+        .await;
+        Scenario {
+            good,
+            bad,
+            proxy,
+            role,
+            http: client(),
+        }
+    }
+
+    fn generation(&self) -> std::sync::Arc<Generation> {
+        self.proxy.generation()
+    }
+
+    fn plugin_name(&self) -> String {
+        let g = self.generation();
+        match self.role {
+            "router" => g.router.primary.name().to_owned(),
+            _ => g.balancer.primary.name().to_owned(),
+        }
+    }
+
+    fn faults(&self) -> u64 {
+        let g = self.generation();
+        match self.role {
+            "router" => g.router.primary.faults(),
+            _ => g.balancer.primary.faults(),
+        }
+    }
+
+    fn suspended_calls(&self) -> u64 {
+        let g = self.generation();
+        match self.role {
+            "router" => g.router.primary.suspended_calls(),
+            _ => g.balancer.primary.suspended_calls(),
+        }
+    }
+
+    fn fault_metric(&self, kind: &str) -> u64 {
+        metric(
+            "bbproxy_plugin_faults_total",
+            &[
+                ("plugin", &self.plugin_name()),
+                ("role", self.role),
+                ("kind", kind),
+            ],
+        )
+    }
+
+    async fn get(&self, host: &str) -> (StatusCode, String, Duration) {
+        timed_get(&self.http, &self.proxy.url("/"), host).await
+    }
+}
+
+async fn timed_get(http: &HttpClient, url: &str, host: &str) -> (StatusCode, String, Duration) {
+    let req = Request::get(url)
+        .header(hyper::header::HOST, host)
+        .body(Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let start = Instant::now();
+    let resp = http.request(req).await.unwrap();
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        String::from_utf8_lossy(&body).into_owned(),
+        start.elapsed(),
+    )
+}
+
+/// `GOOD_CLIENTS` concurrent clients of `good.test`; every answer must come
+/// from the good backend. Returns the latencies.
+async fn good_traffic(url: String) -> Vec<Duration> {
+    let mut tasks = Vec::new();
+    for _ in 0..GOOD_CLIENTS {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let http = client();
+            let mut latencies = Vec::with_capacity(GOOD_REQUESTS);
+            for _ in 0..GOOD_REQUESTS {
+                let (status, body, took) = timed_get(&http, &url, "good.test").await;
+                assert_eq!((status, body.as_str()), (StatusCode::OK, "backend good"));
+                latencies.push(took);
+            }
+            latencies
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all
+}
+
+fn p99(latencies: &mut [Duration]) -> Duration {
+    latencies.sort();
+    latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)]
+}
+
+/// What requests to `bad.test` must get.
+#[derive(Clone, Copy)]
+enum Expect {
+    /// Every call faults with `kind`; fail-closed answers 503.
+    Closed(&'static str),
+    /// Every call faults with `kind`; fail-open answers with the built-in
+    /// plugin's decision: the bad domain's own backend.
+    Open(&'static str),
+    /// Every 10th call faults with `kind`, fail-closed.
+    EveryTenth(&'static str),
+}
+
+/// The scenario every fixture goes through: baseline latency of the good
+/// domain, then the same traffic while `bad.test` is hit `BAD_REQUESTS`
+/// times (each followed by one good request from the same client, so the
+/// plugin always has successes between faults and is never suspended).
+async fn contain(role: &'static str, mode: &str, expect: Expect) -> Scenario {
+    contain_with(role, mode, expect, "").await
+}
+
+async fn contain_with(role: &'static str, mode: &str, expect: Expect, extra: &str) -> Scenario {
+    let on_fault = match expect {
+        Expect::Open(_) => "fail-open",
+        _ => "fail-closed",
+    };
+    let s = Scenario::start_with(role, mode, on_fault, extra).await;
+    let url = s.proxy.url("/");
+
+    let mut before = good_traffic(url.clone()).await;
+    let good = tokio::spawn(good_traffic(url));
+    let mut bad = Vec::new();
+    for _ in 0..BAD_REQUESTS {
+        bad.push(s.get("bad.test").await);
+        let (status, body, _) = s.get("good.test").await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "backend good"));
+    }
+    let mut during = good.await.unwrap();
+
+    let kind = match expect {
+        Expect::Closed(k) | Expect::Open(k) | Expect::EveryTenth(k) => k,
+    };
+    let expected_faults = match expect {
+        Expect::EveryTenth(_) => BAD_REQUESTS / 10,
+        _ => BAD_REQUESTS,
+    };
+    let mut faulted = 0;
+    for (status, body, _) in &bad {
+        match expect {
+            Expect::Open(_) => {
+                assert_eq!((*status, body.as_str()), (StatusCode::OK, "backend bad"));
+            }
+            _ if *status == StatusCode::SERVICE_UNAVAILABLE => {
+                assert_eq!(
+                    body.trim(),
+                    format!("bbproxy: {role} plugin fault ({kind})"),
+                    "the 503 names the role and the kind of fault"
+                );
+                faulted += 1;
+            }
+            _ => {
+                assert!(matches!(expect, Expect::EveryTenth(_)), "{status} {body}");
+                assert_eq!((*status, body.as_str()), (StatusCode::OK, "backend bad"));
+            }
+        }
+    }
+    if !matches!(expect, Expect::Open(_)) {
+        assert_eq!(faulted, expected_faults, "503s to the faulting domain");
+    }
+    assert_eq!(s.faults(), expected_faults, "Plugin::faults counts exactly");
+    assert_eq!(
+        s.fault_metric(kind),
+        expected_faults,
+        "bbproxy_plugin_faults_total{{kind=\"{kind}\"}} counts exactly"
+    );
+    assert_eq!(
+        s.suspended_calls(),
+        0,
+        "never suspended: successes in between"
+    );
+    assert_eq!(
+        s.good.hits(),
+        (GOOD_CLIENTS * GOOD_REQUESTS * 2) as u64 + BAD_REQUESTS
+    );
+    let (p_before, p_during) = (p99(&mut before), p99(&mut during));
+    eprintln!(
+        "{role} {mode} ({on_fault}): {expected_faults} faults of kind {kind}; good.test p99 before {p_before:?}, during {p_during:?}"
+    );
+    assert!(
+        p_during < P99_BOUND,
+        "good.test p99 {p_during:?} while {mode} faults (before: {p_before:?})"
+    );
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_infinite_loop_in_pick_hits_the_deadline() {
+    contain("balancer", "loop", Expect::Closed("timeout")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_recursion_is_a_stack_overflow() {
+    contain("balancer", "recurse", Expect::Closed("stack-overflow")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn growing_memory_until_the_cap_is_a_memory_fault() {
+    // A generous deadline: this test is about the memory cap, and filling
+    // 16 MiB on a loaded machine may take longer than the default 10 ms.
+    contain_with(
+        "balancer",
+        "grow",
+        Expect::Closed("memory"),
+        r#", "timeout": "1s""#,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trap_on_every_tenth_call_fails_exactly_those_requests() {
+    let s = contain("balancer", "every-10th", Expect::EveryTenth("trap")).await;
+    assert_eq!(s.bad.hits(), BAD_REQUESTS - BAD_REQUESTS / 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_out_of_range_index_is_a_bad_answer() {
+    let s = contain("balancer", "out-of-range", Expect::Closed("bad-answer")).await;
+    assert_eq!(
+        s.bad.hits(),
+        0,
+        "no request reached a backend on a bad answer"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_out_of_range_index_fails_open_to_the_builtin_balancer() {
+    let s = contain("balancer", "out-of-range", Expect::Open("bad-answer")).await;
+    assert_eq!(s.bad.hits(), BAD_REQUESTS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_infinite_loop_fails_open_to_the_builtin_balancer() {
+    contain("balancer", "loop", Expect::Open("timeout")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logging_in_a_loop_hits_the_deadline_and_the_log_budget() {
+    let s = contain("balancer", "log-flood", Expect::Closed("timeout")).await;
+    let dropped = metric(
+        "bbproxy_plugin_log_lines_dropped_total",
+        &[("plugin", &s.plugin_name())],
+    );
+    assert!(
+        dropped > 0,
+        "lines over the log budget are dropped and counted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sleeping_through_wasi_traps_at_once_instead_of_blocking() {
+    let s = Scenario::start("balancer", "sleep", "fail-closed").await;
+    for _ in 0..5 {
+        let (status, body, took) = s.get("bad.test").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(body.contains("(trap)"), "{body}");
+        // The fixture sleeps 5 s; the call must fail long before.
+        assert!(took < Duration::from_secs(1), "took {took:?}");
+        assert_eq!(s.get("good.test").await.0, StatusCode::OK);
+    }
+    assert_eq!(s.faults(), 5);
+    assert_eq!(s.fault_metric("trap"), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writing_to_stdout_is_a_fault_not_a_crash() {
+    contain("balancer", "print", Expect::Closed("trap")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_megabyte_upstream_name_is_a_bad_answer() {
+    // Building 4 MiB in the guest can take longer than the default 10 ms
+    // on a loaded machine; this test is about the size of the answer.
+    contain_with(
+        "router",
+        "huge-name",
+        Expect::Closed("bad-answer"),
+        r#", "timeout": "1s""#,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_megabyte_body_is_a_bad_answer() {
+    // Building 4 MiB in the guest can take longer than the default 10 ms
+    // on a loaded machine; this test is about the size of the answer.
+    contain_with(
+        "router",
+        "huge-body",
+        Expect::Closed("bad-answer"),
+        r#", "timeout": "1s""#,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_upstream_fails_open_to_the_builtin_router() {
+    contain("router", "unknown", Expect::Open("bad-answer")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_always_faults_is_suspended_with_backoff() {
+    let s = Scenario::start("balancer", "always-trap", "fail-closed").await;
+    let backoff = s.generation().balancer.primary.limits().backoff;
+    let after = u64::from(backoff.after);
+    for _ in 0..after {
+        let (status, body, _) = s.get("good.test").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("(trap)"), "{body}");
+    }
+    let suspended_at = Instant::now();
+    // Suspended: answered by the policy without entering the plugin.
+    for _ in 0..20 {
+        let (status, body, _) = s.get("good.test").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        if suspended_at.elapsed() < backoff.initial {
+            assert!(body.contains("(suspended)"), "{body}");
+        }
+    }
+    if suspended_at.elapsed() < backoff.initial {
+        assert_eq!(s.faults(), after, "no call while suspended");
+        assert_eq!(s.suspended_calls(), 20);
+        assert_eq!(s.fault_metric("trap"), after);
+        assert_eq!(
+            metric(
+                "bbproxy_plugin_suspended_calls_total",
+                &[("plugin", &s.plugin_name())]
+            ),
+            20
+        );
+    }
+    // After the interval one call is tried again; it faults and suspends
+    // the plugin for twice as long.
+    wait_for(
+        Duration::from_secs(10),
+        "a retry after the backoff",
+        || async {
+            s.get("good.test").await;
+            s.faults() > after
+        },
+    )
+    .await;
+    let retried_after = suspended_at.elapsed();
+    assert!(
+        retried_after >= backoff.initial,
+        "retried after {retried_after:?}, backoff {:?}",
+        backoff.initial
+    );
+    assert_eq!(s.faults(), after + 1);
+    let (status, body, _) = s.get("good.test").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("(suspended)"), "suspended again: {body}");
+    assert_eq!(s.bad.hits() + s.good.hits(), 0);
+}
+
+/// `check` (and `start`) refuse a plugin whose `init` traps or loops, and
+/// say so.
+#[test]
+fn init_that_traps_or_loops_is_a_load_error() {
+    for (mode, needle) in [("init-trap", "trap"), ("init-loop", "deadline exceeded")] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            fixture("hostile_balancer.wasm"),
+            dir.path().join("hostile.wasm"),
+        )
+        .unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(
+            &path,
+            format!(
+                r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null,
+                    "domains": {{"good.test": ["127.0.0.1:1"]}},
+                    "plugins": {{"balancer": {{"path": "hostile.wasm", "config": {{"mode": "{mode}"}}}}}}}}"#
+            ),
+        )
+        .unwrap();
+        let config = bbproxy_config::load(&path).unwrap();
+        let err = bbproxy::app::check(config).unwrap_err().to_string();
+        assert!(
+            err.contains("hostile.wasm (balancer): init failed"),
+            "{err}"
+        );
+        assert!(err.contains(needle), "{mode}: {err}");
+
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_bbproxy"))
+            .args(["check", "--config", "config.json"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            stderr.contains("init failed") && stderr.contains(needle),
+            "{stderr}"
+        );
+    }
+}
