@@ -216,6 +216,70 @@ async fn metrics_count_known_traffic_exactly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_trap_is_counted_exactly() {
+    // The hostile fixture balancer traps on every 10th call for upstream 1
+    // (bad.test) and picks the first backend for upstream 0.
+    let (good, bad) = (Backend::start("good").await, Backend::start("bad").await);
+    let plugin =
+        std::path::Path::new(bbproxy::plugin::bundle::FIXTURES_DIR).join("hostile_balancer.wasm");
+    let proxy = Proxy::start(&format!(
+        r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": "127.0.0.1:0",
+            "plugins": {{"balancer": {{"path": "{}", "config": {{"mode": "every-10th"}}, "timeout": "1s"}}}},
+            "domains": {{"good.test": ["{}"], "bad.test": ["{}"]}}}}"#,
+        plugin.display(),
+        good.addr,
+        bad.addr
+    ))
+    .await;
+    let http = client();
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        statuses.push(get(&http, &proxy.url("/"), "bad.test").await.0.as_u16());
+    }
+    // Calls 10 and 20 trap: fail-closed (the default for a plugin loaded by
+    // path) answers 503 without reaching the backend.
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 503).count(),
+        2,
+        "{statuses:?}"
+    );
+    assert_eq!((statuses[9], statuses[19]), (503, 503));
+    assert_eq!(bad.hits(), 18);
+    assert_eq!(
+        get(&http, &proxy.url("/"), "good.test").await.0,
+        StatusCode::OK
+    );
+
+    let (_, text) = admin_get(&proxy, "/metrics").await;
+    let m = parse_metrics(&text);
+    let name = plugin.display().to_string();
+    let key = series(
+        "bbproxy_plugin_faults_total",
+        &[("plugin", &name), ("role", "balancer"), ("kind", "trap")],
+    );
+    assert_eq!(m.get(&key), Some(&2.0), "{key} in:\n{text}");
+    let key = series(
+        "bbproxy_plugin_calls_total",
+        &[("plugin", &name), ("role", "balancer")],
+    );
+    assert_eq!(m.get(&key), Some(&21.0), "{key}");
+    let key = series(
+        "bbproxy_requests_total",
+        &[("domain", "bad.test"), ("backend", ""), ("class", "5xx")],
+    );
+    assert_eq!(m.get(&key), Some(&2.0), "{key}");
+    let key = series(
+        "bbproxy_requests_total",
+        &[
+            ("domain", "bad.test"),
+            ("backend", &bad.addr.to_string()),
+            ("class", "2xx"),
+        ],
+    );
+    assert_eq!(m.get(&key), Some(&18.0), "{key}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_shows_an_open_breaker_and_the_plugins() {
     let a = Backend::start("a").await;
     let dead = dead_addr().await.to_string();

@@ -212,7 +212,11 @@ impl<W: World> Plugin<W> {
         let first = plugin.instantiate().map_err(|fault| LoadError::Init {
             name: name.to_owned(),
             role: W::ROLE,
-            reason: fault.to_string(),
+            // At load time "cannot create an instance" says nothing new.
+            reason: match fault {
+                Fault::Instantiate(reason) => reason,
+                other => other.to_string(),
+            },
         })?;
         plugin.release(first);
         Ok(plugin)
