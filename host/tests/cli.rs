@@ -211,9 +211,16 @@ fn a_privileged_port_without_privilege_names_the_fix() {
     let mut perms = std::fs::metadata(dir.path()).unwrap().permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
     std::fs::set_permissions(dir.path(), perms).unwrap();
+    // `nobody` may not reach the build directory (a clone under /root):
+    // run a link or copy of the binary from the world-readable temp dir.
+    let bin = dir.path().join("bbproxy");
+    if std::fs::hard_link(BIN, &bin).is_err() {
+        std::fs::copy(BIN, &bin).unwrap();
+    }
     let mut cmd = if is_root {
         let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
+        c.arg(&bin);
         c
     } else {
         Command::new(BIN)
