@@ -13,9 +13,12 @@ use std::time::{Duration, SystemTime};
 use bbproxy_config::{Config, PluginSource};
 use notify::{RecursiveMode, Watcher};
 use sha2::{Digest, Sha256};
-use tokio::sync::{Mutex, mpsc, watch};
+use std::sync::Mutex;
+use std::sync::mpsc;
+use tokio::sync::watch;
 
-use crate::app::{ReloadFailure, Shared, build_generation};
+use crate::app::{ReloadFailure, Shared};
+use crate::generation::Generation;
 use crate::telemetry::names;
 
 /// Quiet time after the last file event before reloading: editors and
@@ -55,9 +58,19 @@ impl Reloader {
     }
 
     /// Reloads if the config or a plugin changed since the last attempt
-    /// (`force`: even if not). Returns the error text of a failed reload.
-    pub async fn reload(&self, force: bool) -> Result<Outcome, String> {
-        let mut last = self.last_tried.lock().await;
+    /// (`force`: even if not), off the async worker threads. Returns the
+    /// error text of a failed reload.
+    pub async fn reload(self: &Arc<Self>, force: bool) -> Result<Outcome, String> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.reload_blocking(force))
+            .await
+            .unwrap_or_else(|e| Err(format!("reload panicked: {e}")))
+    }
+
+    /// [`Reloader::reload`] on the calling thread (it compiles Wasm: call it
+    /// from a thread that may block).
+    pub fn reload_blocking(&self, force: bool) -> Result<Outcome, String> {
+        let mut last = self.last_tried.lock().unwrap_or_else(|p| p.into_inner());
         let path = &self.shared.config_path;
         let config = match bbproxy_config::load(path) {
             Ok(c) => c,
@@ -87,13 +100,7 @@ impl Reloader {
         let started = std::time::Instant::now();
         let id = self.shared.next_generation_id();
         let config = Arc::new(config);
-        let built = build_generation(
-            id,
-            config,
-            self.shared.runtime.clone(),
-            self.shared.registry.clone(),
-        )
-        .await;
+        let built = Generation::build(id, config, &self.shared.runtime, &self.shared.registry);
         // Certificates follow the new domains; a bad cert file fails the
         // reload before anything is swapped.
         let built = built.map_err(|e| e.to_string()).and_then(|g| {
@@ -188,12 +195,27 @@ fn fingerprint(config: &Config) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// What wakes the reload thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    /// A file event in a watched directory.
+    Changed,
+    /// SIGHUP: reload even if nothing changed.
+    Hangup,
+    /// The proxy is shutting down.
+    Stop,
+}
+
 /// A file watcher set up and watching, whose loop has not started yet.
+///
+/// Reloads run on a thread of their own, so how fast a change takes effect
+/// does not depend on how busy the request workers are.
 pub struct Watch {
     reloader: Arc<Reloader>,
     watcher: Option<notify::RecommendedWatcher>,
     watched: BTreeSet<PathBuf>,
-    events: mpsc::UnboundedReceiver<()>,
+    tx: mpsc::Sender<Wake>,
+    rx: mpsc::Receiver<Wake>,
 }
 
 impl std::fmt::Debug for Watch {
@@ -207,18 +229,20 @@ impl std::fmt::Debug for Watch {
 impl Watch {
     /// Starts watching now, so a change made right after start-up is seen.
     pub fn start(reloader: Arc<Reloader>) -> Watch {
-        let (tx, events) = mpsc::unbounded_channel::<()>();
+        let (tx, rx) = mpsc::channel::<Wake>();
+        let events = tx.clone();
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             if let Ok(event) = res
                 && !event.kind.is_access()
             {
-                let _ = tx.send(());
+                let _ = events.send(Wake::Changed);
             }
         });
         let mut watch = Watch {
             watcher: None,
             watched: BTreeSet::new(),
-            events,
+            tx,
+            rx,
             reloader,
         };
         match watcher {
@@ -251,21 +275,48 @@ impl Watch {
     }
 
     /// Reloads on file changes and on SIGHUP until `shutdown` turns true.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let tx = self.tx.clone();
+        // The reload thread enters this runtime so that what a reload starts
+        // (ACME orders for new domains) runs on it.
+        let runtime = tokio::runtime::Handle::current();
+        let thread = std::thread::Builder::new()
+            .name("bbproxy-reload".into())
+            .spawn(move || {
+                let _entered = runtime.enter();
+                self.reload_loop();
+            });
+        if let Err(e) = thread {
+            tracing::error!("cannot start the reload thread, config changes need a restart: {e}");
+            return;
+        }
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         loop {
-            let woke = tokio::select! {
-                _ = shutdown.wait_for(|stop| *stop) => None,
-                Some(()) = self.events.recv() => Some(false),
-                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => Some(true),
+            let wake = tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => Wake::Stop,
+                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => Wake::Hangup,
             };
-            let Some(forced) = woke else { return };
-            if forced {
-                tracing::info!("SIGHUP: reloading");
-            } else {
-                debounce(&mut self.events).await;
+            let stop = wake == Wake::Stop;
+            if tx.send(wake).is_err() || stop {
+                return;
             }
-            if let Ok(Outcome::Swapped(_)) = self.reloader.reload(forced).await {
+        }
+    }
+
+    fn reload_loop(mut self) {
+        while let Ok(wake) = self.rx.recv() {
+            let forced = match wake {
+                Wake::Stop => return,
+                Wake::Hangup => {
+                    tracing::info!("SIGHUP: reloading");
+                    true
+                }
+                Wake::Changed => match debounce(&self.rx) {
+                    Some(forced) => forced,
+                    None => return,
+                },
+            };
+            if let Ok(Outcome::Swapped(_)) = self.reloader.reload_blocking(forced) {
                 let dirs = self.reloader.watch_dirs();
                 self.rewatch(dirs);
             }
@@ -274,14 +325,21 @@ impl Watch {
 }
 
 /// Waits until events stop for [`DEBOUNCE`] (at most [`DEBOUNCE_MAX`]).
-async fn debounce(rx: &mut mpsc::UnboundedReceiver<()>) {
-    let end = tokio::time::Instant::now() + DEBOUNCE_MAX;
+/// Returns whether a SIGHUP came in meanwhile, or `None` to stop.
+fn debounce(rx: &mpsc::Receiver<Wake>) -> Option<bool> {
+    let end = std::time::Instant::now() + DEBOUNCE_MAX;
+    let mut forced = false;
     loop {
-        let quiet = tokio::time::sleep(DEBOUNCE);
-        tokio::select! {
-            _ = quiet => return,
-            _ = tokio::time::sleep_until(end) => return,
-            more = rx.recv() => if more.is_none() { return },
+        let left = end.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Some(forced);
+        }
+        match rx.recv_timeout(DEBOUNCE.min(left)) {
+            Ok(Wake::Changed) => {}
+            Ok(Wake::Hangup) => forced = true,
+            Ok(Wake::Stop) => return None,
+            Err(mpsc::RecvTimeoutError::Timeout) => return Some(forced),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return None,
         }
     }
 }
