@@ -1,0 +1,327 @@
+#!/usr/bin/env bash
+# Load benchmark: bbproxy next to nginx and haproxy, each on one pinned core,
+# all proxying to the same backend on 127.0.0.1. See bench/README.md.
+#
+#   bench/run.sh [--rounds N] [--duration S] [--scenarios "h1 h1-64k"]
+#                [--peers "direct bbproxy nginx haproxy"] [--connections C]
+#
+# Layout: the proxy under test on CPU 1 (`taskset -c 1`), wrk and the backend
+# on CPU 0. Peers are interleaved (A B C A B C ...) over the rounds; each cell
+# is the median of the rounds. The proxy's CPU time per request comes from
+# /proc/<pid>/stat (utime + stime of the proxy and its children) before and
+# after each measured run.
+#
+# It installs nothing: it says what is missing and how to get it.
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+rounds=3
+duration=5
+warmup=1
+connections=64
+scenarios="h1 h1-64k"
+peers="direct bbproxy nginx haproxy"
+proxy_cpu=1
+load_cpu=0
+
+usage() { sed -n '5,7p' "$0" | sed 's/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --rounds) rounds="$2"; shift 2 ;;
+        --duration) duration="$2"; shift 2 ;;
+        --scenarios) scenarios="$2"; shift 2 ;;
+        --peers) peers="$2"; shift 2 ;;
+        --connections) connections="$2"; shift 2 ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
+    esac
+done
+for n in "$rounds" "$duration" "$connections"; do
+    case "$n" in ''|*[!0-9]*|0) echo "--rounds, --duration and --connections take a positive integer, got '$n'" >&2; exit 2 ;; esac
+done
+
+# --- prerequisites -----------------------------------------------------------
+missing=()
+need() { command -v "$1" >/dev/null 2>&1 || missing+=("$1 (Debian package $2)"); }
+need taskset util-linux
+need python3 python3
+need wrk wrk
+case " $peers " in *" nginx "*) need nginx nginx ;; esac
+case " $peers " in *" haproxy "*) need haproxy haproxy ;; esac
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "bench/run.sh: missing tools:" >&2
+    printf '  - %s\n' "${missing[@]}" >&2
+    echo "install them with:" >&2
+    echo "  apt-get install --no-install-recommends nginx haproxy wrk nghttp2-client" >&2
+    exit 1
+fi
+# h2load is for the HTTP/2 scenario, not measured yet; only say so.
+command -v h2load >/dev/null 2>&1 || echo "note: h2load (nghttp2-client) is missing; the h2 scenario will need it" >&2
+if [ "$(nproc)" -lt 2 ]; then
+    echo "bench/run.sh: needs 2 CPUs (proxy on CPU $proxy_cpu, load on CPU $load_cpu); nproc is $(nproc)" >&2
+    exit 1
+fi
+
+# --- build -------------------------------------------------------------------
+echo "building bbproxy and the bench backend (release)..." >&2
+(cd "$root" && cargo build --release --quiet -p bbproxy -p bbproxy-bench-backend)
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+bbproxy_bin="$target_dir/release/bbproxy"
+backend_bin="$target_dir/release/bbproxy-bench-backend"
+for b in "$bbproxy_bin" "$backend_bin"; do
+    [ -x "$b" ] || { echo "bench/run.sh: $b was not built (is CARGO_TARGET_DIR right?)" >&2; exit 1; }
+done
+
+# --- processes we start, ended on exit ----------------------------------------
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+    local p
+    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for _ in $(seq 50); do
+        local alive=0
+        for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+        [ "$alive" = 0 ] && break
+        sleep 0.1
+    done
+    for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# Polls until 127.0.0.1:$1 answers HTTP with 200, at most 10 s.
+wait_http() {
+    local port="$1" name="$2"
+    for _ in $(seq 100); do
+        if python3 - "$port" <<'EOF' 2>/dev/null; then return 0; fi
+import sys, http.client
+c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=1)
+c.request("GET", "/")
+sys.exit(0 if c.getresponse().status == 200 else 1)
+EOF
+        sleep 0.1
+    done
+    echo "bench/run.sh: $name did not answer on 127.0.0.1:$port within 10 s" >&2
+    [ -f "$work/$name.log" ] && tail -n 20 "$work/$name.log" >&2
+    exit 1
+}
+
+# Checks that /64k through port $1 really is 65536 bytes.
+check_64k() {
+    python3 - "$1" <<'EOF' || { echo "bench/run.sh: $2 does not return 65536 bytes for /64k" >&2; exit 1; }
+import sys, http.client
+c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=2)
+c.request("GET", "/64k")
+r = c.getresponse()
+sys.exit(0 if r.status == 200 and len(r.read()) == 65536 else 1)
+EOF
+}
+
+# --- backend -----------------------------------------------------------------
+taskset -c "$load_cpu" "$backend_bin" 127.0.0.1:0 >"$work/backend.addr" 2>"$work/backend.log" &
+backend_pid=$!
+pids+=("$backend_pid")
+for _ in $(seq 100); do [ -s "$work/backend.addr" ] && break; sleep 0.1; done
+backend_addr="$(head -n1 "$work/backend.addr")"
+[ -n "$backend_addr" ] || { echo "bench/run.sh: backend did not start" >&2; exit 1; }
+backend_port="${backend_addr##*:}"
+wait_http "$backend_port" backend
+
+declare -A port pid
+port[direct]="$backend_port"
+pid[direct]="$backend_pid"
+
+# --- peers -------------------------------------------------------------------
+start_bbproxy() {
+    port[bbproxy]="$(free_port)"
+    # access_log off: nginx and haproxy below log nothing either.
+    cat >"$work/bbproxy.json" <<EOF
+{
+  "listen": { "http": "127.0.0.1:${port[bbproxy]}" },
+  "admin": null,
+  "access_log": false,
+  "domains": { "bench.local": ["$backend_addr"] },
+  "default_domain": "bench.local"
+}
+EOF
+    taskset -c "$proxy_cpu" "$bbproxy_bin" --config "$work/bbproxy.json" run >"$work/bbproxy.log" 2>&1 &
+    pid[bbproxy]=$!
+    pids+=("${pid[bbproxy]}")
+}
+
+start_nginx() {
+    port[nginx]="$(free_port)"
+    mkdir -p "$work/nginx"
+    # Upstream keep-alive (and nginx's per-connection request limits raised,
+    # or it closes client and upstream connections every 1000 requests);
+    # 64 KiB bodies stay in memory.
+    cat >"$work/nginx/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $work/nginx/body;
+    proxy_temp_path $work/nginx/proxy;
+    fastcgi_temp_path $work/nginx/fastcgi;
+    uwsgi_temp_path $work/nginx/uwsgi;
+    scgi_temp_path $work/nginx/scgi;
+    keepalive_requests 1000000;
+    upstream backend {
+        server $backend_addr;
+        keepalive 256;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:${port[nginx]};
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffer_size 16k;
+            proxy_buffers 8 16k;
+            proxy_max_temp_file_size 0;
+        }
+    }
+}
+EOF
+    taskset -c "$proxy_cpu" nginx -e "$work/nginx/error.log" -p "$work/nginx" -c "$work/nginx/nginx.conf" >"$work/nginx.log" 2>&1 &
+    pid[nginx]=$!
+    pids+=("${pid[nginx]}")
+}
+
+start_haproxy() {
+    port[haproxy]="$(free_port)"
+    cat >"$work/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 4096
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    option http-keep-alive
+    http-reuse always
+frontend fe
+    bind 127.0.0.1:${port[haproxy]}
+    default_backend be
+backend be
+    server s1 $backend_addr
+EOF
+    taskset -c "$proxy_cpu" haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
+    pid[haproxy]=$!
+    pids+=("${pid[haproxy]}")
+}
+
+for p in $peers; do
+    case "$p" in
+        direct) ;;
+        bbproxy) start_bbproxy ;;
+        nginx) start_nginx ;;
+        haproxy) start_haproxy ;;
+        *) echo "bench/run.sh: unknown peer '$p' (direct, bbproxy, nginx, haproxy)" >&2; exit 2 ;;
+    esac
+done
+for p in $peers; do
+    wait_http "${port[$p]}" "$p"
+    case " $scenarios " in *" h1-64k "*) check_64k "${port[$p]}" "$p" ;; esac
+done
+
+# CPU ticks (utime + stime) of $1 and its direct children (nginx's worker).
+cpu_ticks() {
+    local total=0 p f
+    for p in "$1" $(ps -o pid= --ppid "$1" 2>/dev/null); do
+        f="$(cat "/proc/$p/stat" 2>/dev/null)" || continue
+        # Fields after the ")" that ends the command name: utime is the 12th,
+        # stime the 13th.
+        f="${f##*) }"
+        set -- $f
+        total=$((total + ${12} + ${13}))
+    done
+    echo "$total"
+}
+hz="$(getconf CLK_TCK)"
+
+path_of() { case "$1" in h1) echo / ;; h1-64k) echo /64k ;; esac; }
+for s in $scenarios; do
+    case "$s" in h1|h1-64k) ;; *) echo "bench/run.sh: unknown scenario '$s' (h1, h1-64k)" >&2; exit 2 ;; esac
+done
+
+# wrk's latency in ms from a value like 1.05ms / 830.00us / 1.20s.
+to_ms() {
+    python3 -c '
+import sys, re
+m = re.fullmatch(r"([0-9.]+)(us|ms|s)", sys.argv[1])
+f = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+print(f"{float(m.group(1)) * f[m.group(2)]:.3f}" if m else "nan")' "$1"
+}
+
+results="$work/results.tsv"
+: >"$results"
+started="$(date -u '+%Y-%m-%d %H:%M UTC')"
+load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
+for r in $(seq "$rounds"); do
+    for s in $scenarios; do
+        for p in $peers; do
+            url="http://127.0.0.1:${port[$p]}$(path_of "$s")"
+            timeout -k 5 $((warmup + 20)) taskset -c "$load_cpu" wrk -t1 -c"$connections" -d"${warmup}s" "$url" >/dev/null
+            before="$(cpu_ticks "${pid[$p]}")"
+            out="$(timeout -k 5 $((duration + 20)) taskset -c "$load_cpu" wrk -t1 -c"$connections" -d"${duration}s" --latency "$url")"
+            after="$(cpu_ticks "${pid[$p]}")"
+            rps="$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")"
+            total="$(awk '/requests in/ {print $1}' <<<"$out")"
+            p50="$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")"
+            p99="$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")"
+            errors="$(awk '/Non-2xx or 3xx/ {n += $NF} /Socket errors/ {gsub(",", ""); n += $4 + $6 + $8 + $10} END {print n + 0}' <<<"$out")"
+            us_req="$(python3 -c "print(f'{($after - $before) / $hz * 1e6 / max($total, 1):.1f}')")"
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$s" "$p" "$rps" "$p50" "$p99" "$us_req" "$errors" >>"$results"
+            echo "round $r $s $p: $rps req/s, p50 $p50 ms, p99 $p99 ms, $us_req us/req, errors $errors" >&2
+        done
+    done
+done
+load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
+
+# --- table -------------------------------------------------------------------
+mkdir -p "$root/bench/results"
+report="$root/bench/results/$(date -u '+%Y-%m-%dT%H%M').md"
+python3 - "$results" "$scenarios" "$peers" >"$report" <<EOF
+import sys, statistics
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+scenarios, peers = sys.argv[2].split(), sys.argv[3].split()
+title = {"h1": "HTTP/1.1 keep-alive, 13-byte body", "h1-64k": "HTTP/1.1 keep-alive, 65536-byte body"}
+print("Run $started on $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), "
+      "$rounds rounds x ${duration} s (+${warmup} s warm-up) per cell, wrk -t1 -c$connections; "
+      "load average (1/5/15 min) $load_before before, $load_after after.")
+print()
+print("Medians over rounds; ratios are of medians. CPU us/req is the proxy's CPU time per request "
+      "(for direct: the backend's). Proxy on CPU $proxy_cpu, wrk and backend on CPU $load_cpu.")
+for s in scenarios:
+    print()
+    print(f"**{s}** - {title[s]}, {$connections} connections (wrk)")
+    print()
+    print("| row | req/s | x nginx req/s | p50 ms | p99 ms | CPU us/req | x nginx CPU/req | errors |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    med = {}
+    for p in peers:
+        cell = [r for r in rows if r[1] == s and r[2] == p]
+        med[p] = [statistics.median(float(r[i]) for r in cell) for i in (3, 4, 5, 6)] + [sum(int(r[7]) for r in cell)]
+    base = med.get("nginx")
+    for p in peers:
+        rps, p50, p99, us, err = med[p]
+        xr = f"{rps / base[0]:.2f}" if base else "-"
+        xc = f"{us / base[3]:.2f}" if base and p != "direct" else "-"
+        print(f"| {p} | {rps:.0f} | {xr} | {p50:.2f} | {p99:.2f} | {us:.1f} | {xc} | {err} |")
+print()
+print("Not yet measured: HTTPS keep-alive, a new TLS connection per request, HTTP/2 over TLS (h2load).")
+EOF
+cat "$report"
+echo >&2
+echo "written to ${report#"$root"/}" >&2

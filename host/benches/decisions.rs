@@ -1,0 +1,173 @@
+//! The decision path of one request through the embedded (default bundle)
+//! Wasm plugins, without network: route, pick among N backends, on_outcome.
+//! The same calls, in the same order and with the same arguments, as
+//! `host/src/proxy/mod.rs` makes for a request that gets a 200.
+//!
+//! `cargo bench -p bbproxy --bench decisions`; the issue 6 target is the
+//! median of `decisions/all/16` at 1 µs or less.
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bbproxy::plugin::{
+    Backend, BalancerWorld, BreakerState, BreakerWorld, Limits, Outcome, OutcomeKind, Plugin,
+    RequestView, Route, RouterWorld, Runtime, Upstream, bundle,
+};
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+
+const UPSTREAM: &str = "bench.local";
+const BACKEND_COUNTS: [u32; 4] = [1, 4, 16, 64];
+
+/// The three default plugins, loaded as `Generation::build` loads them for a
+/// config with one domain of `backends` backends.
+struct Plugins {
+    router: Plugin<RouterWorld>,
+    balancer: Plugin<BalancerWorld>,
+    breaker: Plugin<BreakerWorld>,
+    candidates: Vec<Backend>,
+}
+
+impl Plugins {
+    fn load(runtime: &Runtime, backends: u32) -> Self {
+        let upstreams: Arc<[Upstream]> = Arc::from(vec![Upstream {
+            name: UPSTREAM.to_owned(),
+            balancer: "round-robin".to_owned(),
+            backends,
+        }]);
+        // The defaults of config.json: 10 ms deadline, 16 MiB per instance.
+        let limits = Limits::new(Duration::from_millis(10), 16 << 20);
+        let router = Plugin::load(
+            runtime,
+            "builtin",
+            bundle::ROUTER,
+            format!(r#"{{"default":"{UPSTREAM}"}}"#),
+            limits,
+            upstreams.clone(),
+        )
+        .expect("router loads");
+        let balancer = Plugin::load(
+            runtime,
+            "builtin",
+            bundle::BALANCER,
+            "{}".to_owned(),
+            limits,
+            upstreams.clone(),
+        )
+        .expect("balancer loads");
+        let breaker = Plugin::load(
+            runtime,
+            "builtin",
+            bundle::BREAKER,
+            r#"{"threshold":3,"timeout_ms":10000}"#.to_owned(),
+            limits,
+            upstreams,
+        )
+        .expect("breaker loads");
+        let candidates = (0..backends)
+            .map(|id| Backend {
+                id,
+                weight: 1,
+                in_flight: id % 3,
+                consecutive_failures: 0,
+                consecutive_successes: 10,
+                latency_ewma_us: 300 + u64::from(id),
+                requests: 1000,
+                breaker: BreakerState::Closed,
+            })
+            .collect();
+        Self {
+            router,
+            balancer,
+            breaker,
+            candidates,
+        }
+    }
+
+    fn route(&self, view: &mut Option<RequestView>) {
+        match self.router.route(view).expect("route") {
+            Route::Upstream(name) => assert_eq!(name, UPSTREAM),
+            Route::Respond(r) => panic!("router answered directly: {}", r.status),
+        }
+    }
+
+    fn pick(&self, view: &mut Option<RequestView>) -> usize {
+        self.balancer.pick(view, 0, &self.candidates).expect("pick")
+    }
+
+    fn outcome(&self, chosen: usize) {
+        let verdict = self
+            .breaker
+            .on_outcome(
+                0,
+                self.candidates[chosen],
+                Outcome {
+                    kind: OutcomeKind::Response,
+                    status: 200,
+                    latency_us: 300,
+                },
+            )
+            .expect("on_outcome");
+        assert!(!verdict.failure);
+    }
+}
+
+fn request_view() -> RequestView {
+    let (parts, ()) = http::Request::get("/index.html")
+        .header(http::header::HOST, UPSTREAM)
+        .header(http::header::USER_AGENT, "criterion")
+        .body(())
+        .expect("request")
+        .into_parts();
+    RequestView {
+        parts,
+        host: UPSTREAM.to_owned(),
+        client: SocketAddr::from(([127, 0, 0, 1], 40000)),
+    }
+}
+
+fn decisions(c: &mut Criterion) {
+    let runtime = Runtime::new().expect("runtime");
+    let mut group = c.benchmark_group("decisions");
+    for backends in BACKEND_COUNTS {
+        let plugins = Plugins::load(&runtime, backends);
+        let mut view = Some(request_view());
+        // Every call below is checked once outside the timing, so a plugin
+        // that faults (and would be answered by its policy, much faster)
+        // fails the benchmark instead of flattering it.
+        plugins.route(&mut view);
+        let chosen = plugins.pick(&mut view);
+        plugins.outcome(chosen);
+        assert!(view.is_some(), "the request view is handed back");
+        group.bench_with_input(BenchmarkId::new("all", backends), &backends, |b, _| {
+            b.iter(|| {
+                plugins.route(&mut view);
+                let chosen = plugins.pick(&mut view);
+                plugins.outcome(black_box(chosen));
+            })
+        });
+        group.bench_with_input(BenchmarkId::new("route", backends), &backends, |b, _| {
+            b.iter(|| plugins.route(&mut view))
+        });
+        group.bench_with_input(BenchmarkId::new("pick", backends), &backends, |b, _| {
+            b.iter(|| black_box(plugins.pick(&mut view)))
+        });
+        group.bench_with_input(
+            BenchmarkId::new("on_outcome", backends),
+            &backends,
+            |b, _| b.iter(|| plugins.outcome(black_box(0))),
+        );
+        for p in [
+            plugins.router.faults(),
+            plugins.balancer.faults(),
+            plugins.breaker.faults(),
+        ] {
+            assert_eq!(p, 0, "a plugin faulted during the benchmark");
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, decisions);
+criterion_main!(benches);
