@@ -94,16 +94,19 @@ impl Proxy {
         // Pinned for the whole request, even if a reload swaps it meanwhile.
         let generation = self.generation.load_full();
         let started = self.observer.start();
-        let access = observe::AccessFields {
+        // The host is normalised once, for routing and the access log; the
+        // log's own copies are made only when it is on.
+        let host = headers::request_host(req.uri(), req.headers());
+        let access = self.observer.access_log().then(|| observe::AccessFields {
             method: req.method().clone(),
-            host: headers::request_host(req.uri(), req.headers()),
+            host: host.clone(),
             path: req.uri().path().to_owned(),
-        };
+        });
         let mut route = observe::Route::default();
         let mut resp = self
-            .serve(&generation, req, client, scheme, &mut route)
+            .serve(&generation, req, host, client, scheme, &mut route)
             .await;
-        let finish = started.respond(&route, resp.status().as_u16(), generation.id, Some(access));
+        let finish = started.respond(&route, resp.status().as_u16(), generation.id, access);
         resp.body_mut().on_finish(finish);
         Ok(resp)
     }
@@ -112,6 +115,7 @@ impl Proxy {
         &self,
         generation: &'g Generation,
         mut req: Request<Incoming>,
+        host: String,
         client: SocketAddr,
         scheme: Scheme,
         route_record: &mut observe::Route<'g>,
@@ -122,7 +126,6 @@ impl Proxy {
         if let Err(r) = limits::check_head(&parts, &generation.config.limits) {
             return reject(r);
         }
-        let host = headers::request_host(&parts.uri, &parts.headers);
         let mut view = Some(RequestView {
             parts,
             host: host.clone(),

@@ -81,6 +81,11 @@ impl Observer {
         }
     }
 
+    /// Whether the per-request access log line is on.
+    pub fn access_log(&self) -> bool {
+        self.access_log
+    }
+
     /// Marks a request as started.
     pub fn start(self: &Arc<Self>) -> Started {
         self.in_flight.increment(1.0);
@@ -143,7 +148,7 @@ impl Started {
             d.duration.record(elapsed);
         }
         self.observer.window.record(elapsed, status >= 500);
-        let access = access.filter(|_| self.observer.access_log).map(|a| {
+        let access = access.map(|a| {
             Box::new(AccessLine {
                 fields: a,
                 status,
