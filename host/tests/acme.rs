@@ -1,24 +1,56 @@
 //! ACME end to end against a real Pebble started by the tests: issuance by
 //! HTTP-01 and TLS-ALPN-01, reuse of the cache after a restart, renewal of
-//! short-lived certificates with a hot swap, and failures that keep the
-//! current certificate, are counted and back off.
+//! short-lived certificates with a hot swap, failures that keep the
+//! current certificate, are logged, counted and back off, renewal timed by
+//! the CA's renewal information (ARI), and the server's Retry-After.
 
 mod common;
 
+use std::io::Write;
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
 
 use bbproxy::acme::Tuning;
 use bbproxy::app::{Options, Running};
+use common::acme_front::AcmeFront;
 use common::pebble::{Pebble, PebbleOptions};
 use common::tls::{PLUGIN_SLACK, client_config, connect, dns_names, https_get, peer_leaf};
 use common::{Backend, wait_for};
 use hyper::StatusCode;
+use instant_acme::CertificateIdentifier;
 use rustls::pki_types::CertificateDer;
 
 const NAMES: [&str; 2] = ["a.proxy.test", "b.proxy.test"];
 /// A name added after the start.
 const EXTRA: &str = "c.proxy.test";
+
+/// Everything the proxies in this test binary logged.
+static LOG: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+/// Writes log lines to [`LOG`] and to the test's captured output.
+struct Tee;
+
+impl Write for Tee {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOG.lock().unwrap().extend_from_slice(buf);
+        eprint!("{}", String::from_utf8_lossy(buf));
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The log lines so far that contain every one of `parts`.
+fn logged(parts: &[&str]) -> Vec<String> {
+    let log = String::from_utf8_lossy(&LOG.lock().unwrap()).into_owned();
+    log.lines()
+        .filter(|line| parts.iter().all(|p| line.contains(p)))
+        .map(str::to_owned)
+        .collect()
+}
 
 /// Starts the proxy on the ports Pebble validates, `NAMES` → `backend`.
 async fn start_proxy(
@@ -28,9 +60,31 @@ async fn start_proxy(
     challenges: &str,
     tuning: Tuning,
 ) -> Running {
-    // The proxy's log (ACME errors) is shown with a failed test's output.
+    start_proxy_at(
+        pebble,
+        &pebble.directory,
+        cache,
+        backend,
+        challenges,
+        tuning,
+    )
+    .await
+}
+
+/// [`start_proxy`] with another ACME directory URL (an [`AcmeFront`]).
+async fn start_proxy_at(
+    pebble: &Pebble,
+    directory: &str,
+    cache: &Path,
+    backend: &Backend,
+    challenges: &str,
+    tuning: Tuning,
+) -> Running {
+    // The proxy's log (ACME errors) is shown with a failed test's output
+    // and kept for the tests that check what was logged.
     let _ = tracing_subscriber::fmt()
-        .with_test_writer()
+        .with_writer(|| Tee)
+        .with_ansi(false)
         .with_env_filter("bbproxy=info")
         .try_init();
     let domains: Vec<String> = NAMES
@@ -49,7 +103,7 @@ async fn start_proxy(
         pebble.http_port,
         pebble.tls_port,
         cache.display(),
-        pebble.directory,
+        directory,
         pebble.api_ca.display(),
         domains.join(", ")
     );
@@ -282,6 +336,15 @@ async fn acme_failures_keep_the_certificate_are_counted_and_back_off() {
     assert!((1..=10).contains(&during), "{during} failures in 3 s");
     // Still serving the certificate it had.
     assert_eq!(leaf(&running, &root, NAMES[0]).await, first);
+    let warned = logged(&[
+        "ACME order failed",
+        NAMES[0],
+        "serving_old_certificate=true",
+    ]);
+    assert!(
+        !warned.is_empty(),
+        "no warning logged for the failed renewals"
+    );
     let exported = metrics().render();
     assert!(
         exported.contains(r#"bbproxy_acme_orders_total{result="error"}"#)
@@ -328,4 +391,121 @@ async fn an_unusable_cache_dir_fails_the_start_with_its_path() {
         err.contains("cert_cache_dir") && err.contains("file/certs"),
         "{err}"
     );
+}
+
+/// The certificate identifier (RFC 9773 §4.1) of what `name` is served with.
+async fn served_id(running: &Running, root: &CertificateDer<'static>, name: &str) -> String {
+    let leaf = leaf(running, root, name).await;
+    CertificateIdentifier::try_from(&leaf).unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_information_from_the_ca_decides_when_to_renew() {
+    // An hour of validity: by lifetime, renewal would come after 40 minutes.
+    let pebble = Pebble::start(PebbleOptions {
+        validity_secs: Some(3600),
+        ..PebbleOptions::default()
+    })
+    .await;
+    let root = pebble.root().await;
+    let front = AcmeFront::start(&pebble, None).await;
+    let backend = Backend::start("app").await;
+    let cache = pebble.dir.path().join("certs");
+    // Take the front's Retry-After (1 s) as it is.
+    let tuning = Tuning {
+        ari_recheck_min: Duration::ZERO,
+        ..tuning()
+    };
+    let running = start_proxy_at(
+        &pebble,
+        &front.directory,
+        &cache,
+        &backend,
+        r#"["http-01"]"#,
+        tuning,
+    )
+    .await;
+    wait_served(&running, &root, Duration::from_secs(60)).await;
+
+    // The CA's window, 30 days out, wins over the lifetime rule.
+    let stats = || running.certs.stats();
+    let month = SystemTime::now() + Duration::from_secs(29 * 24 * 3600);
+    for name in NAMES {
+        let id = served_id(&running, &root, name).await;
+        wait_for(
+            Duration::from_secs(30),
+            "a renewal-info request",
+            || async { front.ari_requests().contains(&id) },
+        )
+        .await;
+        wait_for(
+            Duration::from_secs(30),
+            "a renewal in the window",
+            || async { stats().renewal_at(name).is_some_and(|at| at > month) },
+        )
+        .await;
+    }
+    assert_eq!(stats().ok(), 2, "no renewal before the window");
+    let scheduled = logged(&["certificate renewal scheduled", "source=\"ari\""]);
+    assert!(!scheduled.is_empty(), "the ARI schedule is not logged");
+    let first = [
+        served_id(&running, &root, NAMES[0]).await,
+        served_id(&running, &root, NAMES[1]).await,
+    ];
+
+    // The CA pulls renewal forward (as before a mass revocation): a window
+    // that has begun means renew now, 40 minutes early by lifetime.
+    let now = SystemTime::now();
+    front.set_window(now - Duration::from_secs(60), now + Duration::from_secs(60));
+    wait_for(Duration::from_secs(60), "both renewed", || async {
+        stats().ok() >= 4
+    })
+    .await;
+    for (name, old) in NAMES.iter().zip(&first) {
+        wait_for(
+            Duration::from_secs(10),
+            "the new certificate served",
+            || async { served_id(&running, &root, name).await != *old },
+        )
+        .await;
+    }
+    wait_served(&running, &root, Duration::from_secs(1)).await;
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_order_is_retried_only_after_retry_after() {
+    let pebble = Pebble::start(PebbleOptions::default()).await;
+    let front = AcmeFront::start(&pebble, Some(Duration::from_secs(2))).await;
+    let backend = Backend::start("app").await;
+    let cache = pebble.dir.path().join("certs");
+    // Backoff alone would retry after 200 ms, 400 ms, 800 ms, 1 s, ...
+    let running = start_proxy_at(
+        &pebble,
+        &front.directory,
+        &cache,
+        &backend,
+        r#"["http-01"]"#,
+        tuning(),
+    )
+    .await;
+    wait_for(
+        Duration::from_secs(30),
+        "three rounds of orders",
+        || async { front.orders().len() >= 5 },
+    )
+    .await;
+    let orders = front.orders();
+    let first = orders[0];
+    // Each name's first order comes at once; every retry waits out the 2 s.
+    let early: Vec<Duration> = orders
+        .iter()
+        .map(|t| t.duration_since(first))
+        .filter(|d| *d < Duration::from_millis(1900))
+        .collect();
+    assert!(early.len() <= 2, "retried before Retry-After: {early:?}");
+    assert!(running.certs.stats().failed() >= 4);
+    let warned = logged(&["ACME order failed", "too many new orders (test front)"]);
+    assert!(!warned.is_empty(), "the rate limit is not logged");
+    running.shutdown().await;
 }

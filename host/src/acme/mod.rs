@@ -5,6 +5,7 @@
 //! backs off after failures while the current certificate keeps serving.
 //! A reload hands it the new domain set with [`CertManager::update_domains`].
 
+mod ari;
 mod cache;
 mod challenge;
 mod client;
@@ -99,6 +100,9 @@ pub struct Tuning {
     pub retry_max: Duration,
     /// How long one order may take to validate and be issued.
     pub order_timeout: Duration,
+    /// Shortest wait before asking the CA's renewal information again,
+    /// whatever its `Retry-After` says.
+    pub ari_recheck_min: Duration,
 }
 
 impl Default for Tuning {
@@ -108,17 +112,20 @@ impl Default for Tuning {
             retry_initial: Duration::from_secs(60),
             retry_max: Duration::from_secs(24 * 3600),
             order_timeout: Duration::from_secs(120),
+            ari_recheck_min: Duration::from_secs(60),
         }
     }
 }
 
-/// Counters, also exported as `bbproxy_acme_orders_total{result}`.
+/// Counters, also exported as `bbproxy_acme_orders_total{result}`, and
+/// the renewal schedule (`bbproxy_cert_renewal_timestamp_seconds`).
 #[derive(Debug, Default)]
 pub struct Stats {
     /// Orders that produced a certificate.
     pub orders_ok: AtomicU64,
     /// Orders that failed.
     pub orders_failed: AtomicU64,
+    renewals: Mutex<HashMap<String, SystemTime>>,
 }
 
 impl Stats {
@@ -140,6 +147,20 @@ impl Stats {
     /// Orders that failed so far.
     pub fn failed(&self) -> u64 {
         self.orders_failed.load(Ordering::Relaxed)
+    }
+
+    /// When the certificate of `name` is next due for renewal, once its
+    /// task has decided.
+    pub fn renewal_at(&self, name: &str) -> Option<SystemTime> {
+        let renewals = self.renewals.lock().unwrap_or_else(PoisonError::into_inner);
+        renewals.get(name).copied()
+    }
+
+    fn schedule(&self, name: &str, at: SystemTime) {
+        let mut renewals = self.renewals.lock().unwrap_or_else(PoisonError::into_inner);
+        renewals.insert(name.to_owned(), at);
+        metrics::gauge!("bbproxy_cert_renewal_timestamp_seconds", "domain" => name.to_owned())
+            .set(unix_seconds(at));
     }
 }
 
@@ -385,13 +406,14 @@ fn cached(cache: &Cache, name: &str) -> Option<Arc<CertifiedKey>> {
 
 fn export_expiry(name: &str, key: &CertifiedKey) {
     if let Ok(validity) = files::validity(key) {
-        let secs = validity
-            .not_after
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
         metrics::gauge!("bbproxy_cert_expiry_timestamp_seconds", "domain" => name.to_owned())
-            .set(secs);
+            .set(unix_seconds(validity.not_after));
     }
+}
+
+fn unix_seconds(at: SystemTime) -> f64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 #[cfg(test)]

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use bbproxy_config::Challenge;
 use instant_acme::{
-    Account, AuthorizationStatus, ChallengeType, Identifier, NewAccount, NewOrder, OrderStatus,
-    RetryPolicy,
+    Account, AuthorizationStatus, CertificateIdentifier, ChallengeType, Identifier, NewAccount,
+    NewOrder, OrderStatus, RetryPolicy,
 };
 use rustls::sign::CertifiedKey;
 
@@ -16,13 +16,20 @@ use super::client::AcmeHttp;
 use super::{AcmeError, Ctx};
 use crate::tls::files::{self, Validity};
 
+/// Orders a certificate for `name`; `replaces` names the certificate it
+/// renews when the CA offers renewal information (RFC 9773 §5).
 pub(super) async fn issue(
     ctx: &Ctx,
     name: &str,
+    replaces: Option<&CertificateIdentifier<'static>>,
 ) -> Result<(Arc<CertifiedKey>, Validity), AcmeError> {
     let account = account(ctx).await?;
     let identifiers = [Identifier::Dns(name.to_owned())];
-    let mut order = account.new_order(&NewOrder::new(&identifiers)).await?;
+    let mut new_order = NewOrder::new(&identifiers);
+    if let Some(id) = replaces {
+        new_order = new_order.replaces(id.clone());
+    }
+    let mut order = account.new_order(&new_order).await?;
     let mut published = Published::new(ctx.http01.clone(), ctx.store.clone());
     let mut authorizations = order.authorizations();
     while let Some(authz) = authorizations.next().await {
@@ -113,7 +120,7 @@ fn pick(
 
 /// The account, from memory, else the cache, else newly registered (and
 /// then cached). Serialised: concurrent first orders share one account.
-async fn account(ctx: &Ctx) -> Result<Account, AcmeError> {
+pub(super) async fn account(ctx: &Ctx) -> Result<Account, AcmeError> {
     let mut slot = ctx.account.lock().await;
     if let Some(account) = slot.as_ref() {
         return Ok(account.clone());

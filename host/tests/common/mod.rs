@@ -3,6 +3,7 @@
 //! dir, HTTP/1.1 and h2c clients, and waiting on conditions with deadlines.
 #![allow(dead_code)]
 
+pub mod acme_front;
 pub mod pebble;
 pub mod tls;
 

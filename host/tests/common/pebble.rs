@@ -39,6 +39,8 @@ pub struct Pebble {
     pub http_port: u16,
     /// Where Pebble validates TLS-ALPN-01.
     pub tls_port: u16,
+    /// Signed Pebble's API certificate; `api_ca` is its certificate.
+    ca: TestCa,
     api: SocketAddr,
     management: SocketAddr,
     dns: SocketAddr,
@@ -76,6 +78,7 @@ impl Pebble {
             tls_port: free_port(),
             directory: String::new(),
             api_ca,
+            ca,
             dir,
             options,
             pebble: None,
@@ -152,6 +155,20 @@ impl Pebble {
             async move { get(&client, &url).await.is_some() }
         })
         .await;
+    }
+
+    /// A certificate and key for 127.0.0.1 that clients trusting
+    /// `api_ca` accept (for a server that stands in front of Pebble).
+    pub fn api_leaf(&self) -> (String, String) {
+        self.ca.leaf(&["localhost", "127.0.0.1"])
+    }
+
+    /// Pebble's directory object.
+    pub async fn directory_json(&self) -> serde_json::Value {
+        let body = get(&self.client(), &self.directory)
+            .await
+            .expect("Pebble's directory");
+        serde_json::from_slice(&body).unwrap()
     }
 
     fn client(
