@@ -87,6 +87,38 @@ async fn idle_keep_alive_is_closed_and_is_not_the_header_timeout() {
     );
 }
 
+/// The header timeout of a later request on a kept-alive connection runs
+/// from that head's first byte, not from the end of the keep-alive period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_second_head_on_a_kept_alive_connection_gets_408_on_time() {
+    let b = Backend::start("a").await;
+    let p = proxy(
+        b.addr,
+        r#""client_header": "300ms", "keep_alive": "30s""#,
+        "",
+    )
+    .await;
+    let mut conn = TcpStream::connect(p.addr).await.unwrap();
+    conn.write_all(b"GET / HTTP/1.1\r\nhost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    let first = read_until_close(&mut conn, Duration::from_millis(500)).await;
+    assert_eq!(first.statuses(), [200]);
+    assert!(!first.closed);
+    let start = Instant::now();
+    conn.write_all(b"GET / HTTP/1.1\r\nhost: app")
+        .await
+        .unwrap();
+    let seen = read_until_close(&mut conn, WAIT).await;
+    assert_eq!(seen.statuses(), [408], "{}", seen.text());
+    assert!(seen.closed);
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_request_body_gets_408() {
     let b = Backend::start("a").await;

@@ -4,13 +4,20 @@
 //! 10 ms deadline. So when the epoch deadline passes, the store's callback
 //! looks at the thread's CPU time: if the call has not used its budget yet,
 //! the deadline is extended by what is left; otherwise the call traps
-//! (`timeout`). A wall-clock cap (100 × the budget, at least 1 s) is only a
+//! (`timeout`). Reading a thread's CPU clock is a system call, too dear
+//! for every call of a few microseconds, so the first deadline is one epoch
+//! tick away and the CPU clock is first read when it passes: the wall time
+//! up to then is charged as CPU time, but never more than a tick (a thread
+//! preempted before its first look must not be charged for the wait), and
+//! from then on the CPU clock counts. A wall-clock cap (100 × the budget, at least 1 s) is only a
 //! safety net: it is far enough out that a call is never charged for the
 //! scheduler's choices on a loaded machine (that would turn load into
 //! plugin faults, and a fail-closed plugin into 503s), yet it still ends a
 //! call if the CPU clock is unavailable or misbehaves.
 
 use std::time::{Duration, Instant};
+
+use super::engine::EPOCH_TICK;
 
 /// The wall-clock cap is this many times the CPU budget...
 const WALL_FACTOR: u32 = 100;
@@ -20,7 +27,9 @@ const MIN_WALL_CAP: Duration = Duration::from_secs(1);
 /// Budget of the call in progress.
 #[derive(Debug, Clone, Copy)]
 pub struct Budget {
-    cpu_start: Option<Duration>,
+    /// The thread's CPU clock at the first look, and what was charged
+    /// before it (the wall time until then).
+    cpu_mark: Option<(Duration, Duration)>,
     wall_start: Instant,
     cpu: Duration,
     wall_cap: Duration,
@@ -30,7 +39,7 @@ impl Budget {
     /// A budget of `cpu` starting now.
     pub fn start(cpu: Duration) -> Self {
         Self {
-            cpu_start: thread_cpu_time(),
+            cpu_mark: None,
             wall_start: Instant::now(),
             cpu,
             wall_cap: cpu.saturating_mul(WALL_FACTOR).max(MIN_WALL_CAP),
@@ -38,15 +47,20 @@ impl Budget {
     }
 
     /// Time the call may still run, or `None` once it is spent.
-    pub fn remaining(&self) -> Option<Duration> {
+    pub fn remaining(&mut self) -> Option<Duration> {
         let wall = self.wall_start.elapsed();
         if wall >= self.wall_cap {
             return None;
         }
         // Without a thread CPU clock, the wall clock is all there is.
-        let used = match (self.cpu_start, thread_cpu_time()) {
-            (Some(start), Some(now)) => now.saturating_sub(start),
-            _ => wall,
+        let used = match (self.cpu_mark, thread_cpu_time()) {
+            (Some((mark, before)), Some(now)) => before + now.saturating_sub(mark),
+            (None, Some(now)) => {
+                let charged = wall.min(EPOCH_TICK).min(self.cpu / 2);
+                self.cpu_mark = Some((now, charged));
+                charged
+            }
+            (_, None) => wall,
         };
         let left = self.cpu.checked_sub(used).filter(|d| !d.is_zero())?;
         Some(left.min(self.wall_cap - wall))
@@ -75,7 +89,9 @@ mod tests {
     #[test]
     #[cfg(unix)]
     fn waiting_is_not_charged_but_spinning_is() {
-        let b = Budget::start(Duration::from_millis(20));
+        let mut b = Budget::start(Duration::from_millis(20));
+        // The first look (the first epoch tick) starts the CPU clock.
+        assert!(b.remaining().is_some());
         std::thread::sleep(Duration::from_millis(30));
         assert!(b.remaining().is_some(), "sleeping used no CPU");
         // Spin until the thread has used 25 ms of CPU, however long that
@@ -89,9 +105,17 @@ mod tests {
 
     #[test]
     fn the_wall_cap_bounds_a_starved_call() {
-        let b = Budget::start(Duration::from_millis(1));
+        let mut b = Budget::start(Duration::from_millis(1));
         assert_eq!(b.wall_cap, MIN_WALL_CAP);
         std::thread::sleep(MIN_WALL_CAP);
         assert!(b.remaining().is_none());
+    }
+
+    #[test]
+    fn time_before_the_first_look_is_charged_at_most_a_tick() {
+        let mut b = Budget::start(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(30));
+        let left = b.remaining().expect("a preempted call keeps its budget");
+        assert!(left <= Duration::from_millis(20) - EPOCH_TICK, "{left:?}");
     }
 }

@@ -274,7 +274,7 @@ impl<W: World> Plugin<W> {
         );
         let mut store = Store::new(self.runtime.engine(), state);
         store.limiter(|s| &mut s.limits);
-        store.epoch_deadline_callback(|ctx| match ctx.data().budget.remaining() {
+        store.epoch_deadline_callback(|mut ctx| match ctx.data_mut().budget.remaining() {
             Some(left) => Ok(UpdateDeadline::Continue(engine::ticks(left))),
             None => Err(Trap::Interrupt.into()),
         });
@@ -287,7 +287,9 @@ impl<W: World> Plugin<W> {
         // make a later, unrelated trap look like a memory fault.
         store.data_mut().limits.take_denied();
         store.data_mut().budget = Budget::start(timeout);
-        store.set_epoch_deadline(engine::ticks(timeout));
+        // One tick: the callback then reads the CPU clock and extends the
+        // deadline by what is left (see `budget`).
+        store.set_epoch_deadline(1);
     }
 
     /// A fresh instance with `init` already run. Instantiation itself runs

@@ -20,11 +20,13 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 use crate::drain::Phase;
 
 const NONE: u64 = u64::MAX;
+/// The most a client read asks the kernel for (see `SharedTcp`).
+const READ_CHUNK: usize = 16 * 1024;
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 
 /// What the connection is doing, shared by the socket wrapper, the service
@@ -45,7 +47,6 @@ pub struct ConnState {
     /// Seen the HTTP/2 preface: heads are frames, no slowloris phase.
     h2: AtomicBool,
     first_read: AtomicBool,
-    wake: Notify,
 }
 
 impl Default for ConnState {
@@ -58,7 +59,6 @@ impl Default for ConnState {
             last_done: AtomicU64::new(0),
             h2: AtomicBool::new(false),
             first_read: AtomicBool::new(true),
-            wake: Notify::new(),
         }
     }
 }
@@ -79,12 +79,16 @@ impl ConnState {
             self.head_bytes.store(true, Ordering::Release);
         }
         if self.active.load(Ordering::Acquire) == 0
-            && self
-                .head_started
-                .compare_exchange(NONE, self.now(), Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
+            && self.head_started.load(Ordering::Acquire) == NONE
         {
-            self.wake.notify_one();
+            // No wake-up for the driver: it is already due no later than
+            // this head's deadline (see `next_check`).
+            let _ = self.head_started.compare_exchange(
+                NONE,
+                self.now(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
         }
     }
 
@@ -94,12 +98,11 @@ impl ConnState {
         self.active.fetch_add(1, Ordering::AcqRel);
         self.head_started.store(NONE, Ordering::Release);
         self.head_bytes.store(false, Ordering::Release);
-        self.wake.notify_one();
         RequestGuard(self.clone())
     }
 
-    /// When the driver must look again, given the timeouts.
-    fn deadline(&self, t: &ConnTimeouts) -> Option<Instant> {
+    /// When the current timeout expires, if one runs.
+    fn expiry(&self, t: &ConnTimeouts) -> Option<Instant> {
         if self.active.load(Ordering::Acquire) > 0 {
             return None;
         }
@@ -109,6 +112,26 @@ impl ConnState {
             return (!t.header.is_zero()).then(|| at(head, t.header));
         }
         (!t.keep_alive.is_zero()).then(|| at(self.last_done.load(Ordering::Acquire), t.keep_alive))
+    }
+
+    /// When the driver must look again: never later than any timeout that
+    /// can expire, so that the request path never has to wake it. While a
+    /// request runs nothing expires, and whatever timeout starts after it
+    /// ends lasts at least the shorter timeout; while idle, a head that
+    /// starts now ends no sooner than `now + header`. The driver may wake
+    /// early; it then just looks again.
+    fn next_check(&self, t: &ConnTimeouts, now: Instant) -> Option<Instant> {
+        let header = (!t.header.is_zero()).then_some(t.header);
+        let keep_alive = (!t.keep_alive.is_zero()).then_some(t.keep_alive);
+        if self.active.load(Ordering::Acquire) > 0 {
+            return header.into_iter().chain(keep_alive).min().map(|d| now + d);
+        }
+        let expiry = self.expiry(t);
+        if self.head_started.load(Ordering::Acquire) != NONE || self.h2.load(Ordering::Acquire) {
+            return expiry;
+        }
+        let head = header.map(|d| now + d);
+        expiry.into_iter().chain(head).min()
     }
 
     /// Whether part of a head arrived (a 408 is the right answer to expiry;
@@ -134,7 +157,6 @@ impl Drop for RequestGuard {
         let s = &self.0;
         s.last_done.store(s.now(), Ordering::Release);
         s.active.fetch_sub(1, Ordering::AcqRel);
-        s.wake.notify_one();
     }
 }
 
@@ -158,9 +180,14 @@ impl AsyncRead for SharedTcp {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        // hyper hands over its whole spare buffer, uninitialised, on every
+        // read, and a safe read must zero what it offers the kernel: offer
+        // at most 16 KiB, so a small request does not pay for zeroing a
+        // large buffer each time.
+        let offer = buf.remaining().min(READ_CHUNK);
         loop {
             ready!(self.0.poll_read_ready(cx))?;
-            match self.0.try_read(buf.initialize_unfilled()) {
+            match self.0.try_read(buf.initialize_unfilled_to(offer)) {
                 Ok(n) => {
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
@@ -352,18 +379,20 @@ where
         graceful(conn.as_mut());
         closing = true;
     }
+    // One timer for the connection's life, moved only when it must fire
+    // sooner: resetting it on every request would cost more than the rare
+    // early wake-up.
+    let sleep = tokio::time::sleep(Duration::from_secs(3600));
+    let mut sleep = std::pin::pin!(sleep);
+    let mut armed: Option<Instant> = None;
     loop {
-        let deadline = if closing {
-            None
-        } else {
-            state.deadline(&timeouts)
-        };
-        let expired = async {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(at.into()).await,
-                None => std::future::pending().await,
-            }
-        };
+        if !closing
+            && let Some(next) = state.next_check(&timeouts, Instant::now())
+            && armed.is_none_or(|at| next < at)
+        {
+            sleep.as_mut().reset(next.into());
+            armed = Some(next);
+        }
         tokio::select! {
             done = conn.as_mut() => {
                 if let Err(e) = done {
@@ -371,18 +400,19 @@ where
                 }
                 return Ended::Done;
             }
-            _ = state.wake.notified() => {}
-            _ = expired => {
+            _ = &mut sleep, if armed.is_some() => {
+                armed = None;
+                if closing || !state.expiry(&timeouts).is_some_and(|at| at <= Instant::now()) {
+                    continue;
+                }
                 if state.in_head() {
                     let answered = state.head_pending() && raw.is_some_and(answer_408);
                     metrics::counter!("bbproxy_client_timeouts_total", "kind" => "header").increment(1);
                     return Ended::HeaderTimeout { answered };
                 }
-                if state.deadline(&timeouts).is_some_and(|at| at <= Instant::now()) {
-                    metrics::counter!("bbproxy_client_timeouts_total", "kind" => "keep_alive").increment(1);
-                    graceful(conn.as_mut());
-                    closing = true;
-                }
+                metrics::counter!("bbproxy_client_timeouts_total", "kind" => "keep_alive").increment(1);
+                graceful(conn.as_mut());
+                closing = true;
             }
             changed = phase.changed() => {
                 let now = if changed.is_ok() { *phase.borrow_and_update() } else { Phase::Abort };
