@@ -824,3 +824,56 @@ async fn a_client_that_does_not_read_gets_backpressure_not_buffering() {
     );
     assert_eq!(written.load(Ordering::SeqCst), BIG as u64);
 }
+
+/// Health checks go through the domain's protocol and `backend_ca`: an
+/// HTTP/2-only backend behind TLS with a private CA gets its checks over
+/// h2 and stays in rotation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_reach_https_backends_in_the_domains_protocol() {
+    let ca = TestCa::new();
+    let checks = Arc::new(AtomicU64::new(0));
+    let counted = checks.clone();
+    let (addr, _task) = tls_listener(
+        backend_server_config(&ca, &[b"h2"]),
+        Arc::new(AtomicU64::new(0)),
+        move |tls| {
+            let counted = counted.clone();
+            async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    if req.uri().path() == "/healthz" && req.version() == hyper::Version::HTTP_2 {
+                        counted.fetch_add(1, Ordering::SeqCst);
+                    }
+                    async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("ok")))) }
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            }
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("backend-ca.pem"), ca.pem()).unwrap();
+    let p = Proxy::start_in(
+        dir,
+        &config(
+            &[format!("https://{addr}")],
+            r#", "protocol": "h2", "backend_ca": "backend-ca.pem",
+               "health_check": {"path": "/healthz", "interval": "50ms", "timeout": "2s",
+                                "unhealthy_threshold": 1, "healthy_threshold": 1}"#,
+        ),
+    )
+    .await;
+    let g = p.generation();
+    let state = g.upstreams[0].backends[0].state.clone();
+    wait_for(
+        WAIT,
+        "three HTTP/2 health checks at the backend",
+        || async { checks.load(Ordering::SeqCst) >= 3 },
+    )
+    .await;
+    // One failed check would have taken it out (unhealthy_threshold 1).
+    assert!(state.health.is_healthy());
+    let c = common::client_to(p.addr);
+    assert_eq!(send(&c, "GET", b"").await, (StatusCode::OK, "ok".into()));
+}

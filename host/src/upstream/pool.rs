@@ -14,6 +14,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bbproxy_config::{UpstreamProtocol, UpstreamSettings};
+use bytes::Bytes;
+use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -24,6 +26,9 @@ use crate::tls::backend::{self, BackendConnector};
 
 /// The client type every backend request goes through.
 pub type UpstreamClient = Client<Counting<BackendConnector>, RequestBody>;
+
+/// The client type of health checks.
+pub type HealthClient = Client<BackendConnector, Empty<Bytes>>;
 
 /// What makes two pools different.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -57,13 +62,27 @@ impl PoolKey {
     /// A new pool with this profile; `http://` and `https://` backends
     /// alike (TLS verified against the webpki roots and `backend_ca`).
     pub fn build(&self) -> Result<UpstreamClient, TlsError> {
+        Ok(self.builder().build(Counting::new(self.connector()?)))
+    }
+
+    /// The client for the health checks of a domain with this profile:
+    /// the same TLS trust and protocol as its traffic, on connections of
+    /// its own so a check never queues behind requests.
+    pub fn health_client(&self) -> Result<HealthClient, TlsError> {
+        Ok(self.builder().build(self.connector()?))
+    }
+
+    fn connector(&self) -> Result<BackendConnector, TlsError> {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.set_connect_timeout((!self.connect_timeout.is_zero()).then_some(self.connect_timeout));
         http.enforce_http(false);
         let h2_tls = self.protocol == UpstreamProtocol::H2;
         let roots = backend::roots(self.backend_ca.as_deref())?;
-        let connector = backend::connector(roots, http, h2_tls);
+        Ok(backend::connector(roots, http, h2_tls))
+    }
+
+    fn builder(&self) -> hyper_util::client::legacy::Builder {
         let mut builder = Client::builder(TokioExecutor::new());
         builder
             .pool_timer(TokioTimer::new())
@@ -75,6 +94,6 @@ impl PoolKey {
         if matches!(self.protocol, UpstreamProtocol::H2c | UpstreamProtocol::H2) {
             builder.http2_only(true);
         }
-        Ok(builder.build(Counting::new(connector)))
+        builder
     }
 }
