@@ -239,14 +239,44 @@ fn protocol(v: &Value, path: &str) -> R<UpstreamProtocol> {
     match v.as_str() {
         Some("http1") => Ok(UpstreamProtocol::Http1),
         Some("h2c") => Ok(UpstreamProtocol::H2c),
-        Some("h2") => Err(Fault::invalid(
-            path,
-            "\"h2\" (HTTP/2 over TLS with ALPN) needs https:// backends, which are not supported yet; use \"h2c\" for HTTP/2 over plain TCP",
-        )),
+        Some("h2") => Ok(UpstreamProtocol::H2),
         _ => Err(Fault::invalid(
             path,
-            format!("expected \"http1\" or \"h2c\", got {}", show(v)),
+            format!("expected \"http1\", \"h2c\" or \"h2\", got {}", show(v)),
         )),
+    }
+}
+
+/// `h2c` is HTTP/2 over plain TCP and `h2` is HTTP/2 over TLS: a backend
+/// whose scheme says otherwise would fail on every request, so it is a
+/// config error naming the backend.
+pub(crate) fn check_protocol(
+    protocol: UpstreamProtocol,
+    backends: &[Backend],
+    path: &str,
+) -> R<()> {
+    let wrong = |scheme: Scheme| backends.iter().find(|b| b.scheme == scheme);
+    match protocol {
+        UpstreamProtocol::Http1 => Ok(()),
+        UpstreamProtocol::H2c => match wrong(Scheme::Https) {
+            Some(b) => Err(Fault::invalid(
+                join(path, "protocol"),
+                format!(
+                    "\"h2c\" is HTTP/2 over plain TCP, but backend {b} uses TLS; use \"h2\" for HTTP/2 over TLS"
+                ),
+            )),
+            None => Ok(()),
+        },
+        UpstreamProtocol::H2 => match wrong(Scheme::Http) {
+            Some(b) => Err(Fault::invalid(
+                join(path, "protocol"),
+                format!(
+                    "\"h2\" is HTTP/2 over TLS (ALPN), but backend {b} is plain HTTP; write it as https://{}, or use \"h2c\" for HTTP/2 over plain TCP",
+                    b.authority()
+                ),
+            )),
+            None => Ok(()),
+        },
     }
 }
 

@@ -436,6 +436,8 @@ pub enum UpstreamProtocol {
     Http1,
     /// HTTP/2 with prior knowledge over plain TCP.
     H2c,
+    /// HTTP/2 over TLS, negotiated with ALPN `h2` (`https://` backends).
+    H2,
 }
 
 /// `domains.X.pool`: idle keep-alive connections kept per backend.

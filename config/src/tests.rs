@@ -879,11 +879,31 @@ fn forwarding_settings_errors_name_the_key() {
     );
     assert!(
         domain(r#""protocol": "spdy""#)
-            .contains("domains.a.test.protocol: expected \"http1\" or \"h2c\"")
+            .contains("domains.a.test.protocol: expected \"http1\", \"h2c\" or \"h2\"")
     );
     assert!(
         domain(r#""health_check": {"path": "healthz"}"#)
             .contains("domains.a.test.health_check.path: expected an absolute request path")
     );
     assert!(domain(r#""pool": {"max_idle": -1}"#).contains("domains.a.test.pool.max_idle"));
+}
+
+#[test]
+fn h2_needs_https_backends_and_h2c_plain_ones() {
+    let c =
+        ok(r#"{"domains": {"a.test": {"backends": ["https://10.0.0.1:8443"], "protocol": "h2"}}}"#);
+    assert_eq!(c.domains[0].upstream.protocol, UpstreamProtocol::H2);
+    let mixed = err(
+        r#"{"domains": {"a.test": {"backends": ["https://10.0.0.1", "10.0.0.2:8443"], "protocol": "h2"}}}"#,
+    );
+    assert!(
+        mixed.contains("domains.a.test.protocol: \"h2\" is HTTP/2 over TLS (ALPN), but backend http://10.0.0.2:8443 is plain HTTP; write it as https://10.0.0.2:8443"),
+        "{mixed}"
+    );
+    let h2c =
+        err(r#"{"domains": {"a.test": {"backends": ["https://10.0.0.1"], "protocol": "h2c"}}}"#);
+    assert!(
+        h2c.contains("domains.a.test.protocol: \"h2c\" is HTTP/2 over plain TCP, but backend https://10.0.0.1:443 uses TLS"),
+        "{h2c}"
+    );
 }

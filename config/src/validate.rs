@@ -245,6 +245,7 @@ impl Walker {
                     None => None,
                 };
                 let upstream = forwarding::domain(map, path, &self.upstream)?;
+                forwarding::check_protocol(upstream.protocol, &backends, path)?;
                 let backend_ca = match present(map, "backend_ca") {
                     Some(v) => Some(self.file_path(v, &join(path, "backend_ca"))?),
                     None => None,

@@ -204,11 +204,11 @@ impl Generation {
             })
             .collect();
         let mut health = HealthChecks::default();
-        for (d, u) in config.domains.iter().zip(&upstreams) {
+        for ((d, u), key) in config.domains.iter().zip(&upstreams).zip(&pool_keys) {
             if let Some(check) = &d.upstream.health_check {
                 let states: Vec<Arc<BackendState>> =
                     u.backends.iter().map(|b| b.state.clone()).collect();
-                health.start(&u.name, &states, check);
+                health.start(&u.name, &states, check, key.health_client()?);
             }
         }
         let by_name = upstreams

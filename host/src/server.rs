@@ -209,8 +209,10 @@ async fn serve_http<IO>(
         .header_read_timeout(None)
         .max_headers(settings.max_headers)
         .max_buf_size(settings.max_header_bytes.max(MIN_H1_BUFFER));
+    // Extended CONNECT (RFC 8441): WebSocket over HTTP/2, see proxy::upgrade.
     builder
         .http2()
+        .enable_connect_protocol()
         .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
     let service_state = state.clone();
     let drain = proxy.drain().subscribe();

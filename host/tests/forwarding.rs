@@ -1,17 +1,19 @@
 //! Forwarding behaviour beyond the plain path: retries (connect failures
 //! for any method, resets only for idempotent ones, never a POST whose body
 //! went out; bounded by a budget), active health checks, WebSocket-style
-//! Upgrade pass-through that survives a reload, HTTP/2 (h2c) to backends,
-//! and pool knobs.
+//! Upgrade pass-through that survives a reload, HTTP/2 to backends (h2c,
+//! and h2 over TLS by ALPN), and pool knobs.
 
 mod common;
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use common::raw::{PLUGINS, RawBackend, Recorder};
+use common::tls::{TestCa, backend_server_config, tls_listener};
 use common::{Backend, Proxy, dead_addr, wait_for};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -347,4 +349,531 @@ async fn a_backend_dying_mid_body_resets_only_that_http2_stream() {
     // The connection is still usable.
     let again = h2.send_request(get("good.test")).await.unwrap();
     assert_eq!(again.status(), StatusCode::OK);
+}
+
+/// A proxy for app.test with `https://addr` as its only backend, spoken to
+/// with `"protocol": "h2"` and trusted through `backend_ca`.
+async fn h2_tls_proxy(ca: &TestCa, addr: std::net::SocketAddr) -> Proxy {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("backend-ca.pem"), ca.pem()).unwrap();
+    Proxy::start_in(
+        dir,
+        &config(
+            &[format!("https://{addr}")],
+            r#", "protocol": "h2", "backend_ca": "backend-ca.pem", "retries": {"attempts": 1}"#,
+        ),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_over_tls_to_backends_multiplexes_on_one_connection() {
+    const TOGETHER: usize = 4;
+    let ca = TestCa::new();
+    let accepted = Arc::new(AtomicU64::new(0));
+    // `/together` answers only once TOGETHER requests are in the backend at
+    // the same time: on one connection, that takes HTTP/2 streams.
+    let barrier = Arc::new(tokio::sync::Barrier::new(TOGETHER));
+    let (addr, _task) = tls_listener(
+        backend_server_config(&ca, &[b"h2", b"http/1.1"]),
+        accepted.clone(),
+        move |tls| {
+            let barrier = barrier.clone();
+            async move {
+                let alpn = tls.get_ref().1.alpn_protocol().map(|p| p.to_vec());
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let (barrier, alpn) = (barrier.clone(), alpn.clone());
+                    async move {
+                        if req.uri().path() == "/together" {
+                            barrier.wait().await;
+                        }
+                        let alpn = String::from_utf8_lossy(alpn.as_deref().unwrap_or(b"none"))
+                            .into_owned();
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!(
+                            "alpn {alpn}, body {}",
+                            body.len()
+                        )))))
+                    }
+                });
+                // HTTP/2 only: an HTTP/1.1 request would fail here.
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            }
+        },
+    )
+    .await;
+    let p = h2_tls_proxy(&ca, addr).await;
+    let c = common::client_to(p.addr);
+    assert_eq!(
+        send(&c, "GET", b"").await,
+        (StatusCode::OK, "alpn h2, body 0".into())
+    );
+    assert_eq!(
+        send(&c, "POST", b"twelve bytes").await,
+        (StatusCode::OK, "alpn h2, body 12".into())
+    );
+    let requests: Vec<_> = (0..TOGETHER)
+        .map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let req = Request::get("http://app.test/together")
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+                let resp = c.request(req).await.unwrap();
+                let status = resp.status();
+                let body = resp.into_body().collect().await.unwrap().to_bytes();
+                (status, String::from_utf8_lossy(&body).into_owned())
+            })
+        })
+        .collect();
+    for r in requests {
+        let answer = tokio::time::timeout(WAIT, r)
+            .await
+            .expect("concurrent requests did not all reach the backend at once")
+            .unwrap();
+        assert_eq!(answer, (StatusCode::OK, "alpn h2, body 0".into()));
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one TLS connection for all"
+    );
+}
+
+/// A TLS backend that does not pick `h2` (no ALPN at all, or only
+/// `http/1.1`) gets no HTTP/2 preface: the client has a 502 at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_backend_refusing_h2_gets_a_clear_502() {
+    let cases: [(&[&[u8]], &str); 2] = [
+        (
+            &[],
+            "backend did not agree to HTTP/2: TLS ALPN did not select \"h2\"",
+        ),
+        (&[b"http/1.1"], "NoApplicationProtocol"),
+    ];
+    for (alpn, expected) in cases {
+        let ca = TestCa::new();
+        let hits = Arc::new(AtomicU64::new(0));
+        let h = hits.clone();
+        let (addr, _task) = tls_listener(
+            backend_server_config(&ca, alpn),
+            Arc::new(AtomicU64::new(0)),
+            move |tls| {
+                let h = h.clone();
+                async move {
+                    let svc = service_fn(move |_req: Request<Incoming>| {
+                        h.fetch_add(1, Ordering::SeqCst);
+                        async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("h1")))) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                }
+            },
+        )
+        .await;
+        let p = h2_tls_proxy(&ca, addr).await;
+        let c = common::client_to(p.addr);
+        let (status, body) = tokio::time::timeout(WAIT, send(&c, "GET", b""))
+            .await
+            .expect("the proxy hung on a backend without h2");
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "{alpn:?}: {body}");
+        assert!(body.contains(expected), "{alpn:?}: {body}");
+        assert_eq!(hits.load(Ordering::SeqCst), 0);
+    }
+}
+
+/// What the WebSocket backend saw of the upgrade request.
+struct SeenHead {
+    method: hyper::Method,
+    version: hyper::Version,
+    headers: hyper::HeaderMap,
+}
+
+/// An HTTP/1.1 WebSocket-style backend: answers 101 (then echoes bytes) to
+/// a `GET` with `Upgrade: websocket` and a well-formed `Sec-WebSocket-Key`,
+/// 400 to anything else; reports each request head on `seen`.
+async fn websocket_backend(
+    seen: tokio::sync::mpsc::UnboundedSender<SeenHead>,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use base64::Engine as _;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |mut req: Request<Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        let h = req.headers();
+                        let key_ok = h
+                            .get("sec-websocket-key")
+                            .and_then(|k| {
+                                base64::engine::general_purpose::STANDARD
+                                    .decode(k.as_bytes())
+                                    .ok()
+                            })
+                            .is_some_and(|k| k.len() == 16);
+                        let ok = req.method() == hyper::Method::GET
+                            && h.get("upgrade").is_some_and(|u| u == "websocket")
+                            && key_ok;
+                        let _ = seen.send(SeenHead {
+                            method: req.method().clone(),
+                            version: req.version(),
+                            headers: h.clone(),
+                        });
+                        if !ok {
+                            let mut resp =
+                                Response::new(Full::new(Bytes::from("not a websocket handshake")));
+                            *resp.status_mut() = StatusCode::BAD_REQUEST;
+                            return Ok::<_, Infallible>(resp);
+                        }
+                        let on = hyper::upgrade::on(&mut req);
+                        tokio::spawn(async move {
+                            if let Ok(up) = on.await {
+                                let mut io = TokioIo::new(up);
+                                let mut buf = [0u8; 1024];
+                                while let Ok(n) = io.read(&mut buf).await {
+                                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                        });
+                        let resp = Response::builder()
+                            .status(StatusCode::SWITCHING_PROTOCOLS)
+                            .header("connection", "upgrade")
+                            .header("upgrade", "websocket")
+                            .header("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+                            .body(Full::new(Bytes::new()))
+                            .unwrap();
+                        Ok(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// RFC 8441: an HTTP/2 client opens a WebSocket with CONNECT and
+/// `:protocol: websocket`; the backend sees an HTTP/1.1 upgrade, the client
+/// a 200 and a byte stream on its HTTP/2 stream, and other streams on the
+/// same connection keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_over_http2_extended_connect_reaches_an_http1_backend() {
+    let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let (backend, _task) = websocket_backend(tx).await;
+    let plain = Backend::start("plain").await;
+    let p = Proxy::start(&format!(
+        r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null, {PLUGINS}
+            "domains": {{"app.test": ["{backend}"], "plain.test": ["{}"]}}}}"#,
+        plain.addr
+    ))
+    .await;
+    let tcp = TcpStream::connect(p.addr).await.unwrap();
+    let (mut h2, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let plain_get = || {
+        Request::get("http://plain.test/")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    // The proxy's SETTINGS come before its first response. An HTTP/2
+    // server that did not announce SETTINGS_ENABLE_CONNECT_PROTOCOL resets
+    // a stream carrying `:protocol` (h2 enforces it).
+    let resp = h2.send_request(plain_get()).await.unwrap();
+    assert_eq!(
+        resp.into_body().collect().await.unwrap().to_bytes(),
+        "backend plain"
+    );
+    let connect = |path: &str| {
+        let mut req = Request::builder()
+            .method(hyper::Method::CONNECT)
+            .uri(format!("http://app.test{path}"))
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-protocol", "chat")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        req.extensions_mut()
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+        req
+    };
+    let resp = h2.send_request(connect("/chat?room=1")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.headers().get("sec-websocket-accept").is_none());
+    assert!(resp.headers().get("upgrade").is_none());
+    let head = seen.recv().await.unwrap();
+    assert_eq!(head.method, hyper::Method::GET);
+    assert_eq!(head.version, hyper::Version::HTTP_11);
+    assert_eq!(head.headers["upgrade"], "websocket");
+    assert_eq!(head.headers["connection"], "upgrade");
+    assert_eq!(head.headers["sec-websocket-version"], "13");
+    assert_eq!(head.headers["sec-websocket-protocol"], "chat");
+    assert_eq!(head.headers["host"], "app.test");
+
+    let mut tunnel = TokioIo::new(hyper::upgrade::on(resp).await.unwrap());
+    for text in [&b"hello over an HTTP/2 stream"[..], b"and again"] {
+        tunnel.write_all(text).await.unwrap();
+        let mut got = vec![0u8; text.len()];
+        tokio::time::timeout(WAIT, tunnel.read_exact(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, text);
+    }
+    // The same connection still carries ordinary requests.
+    let resp = h2.send_request(plain_get()).await.unwrap();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "backend plain");
+    // A backend that refuses the handshake: its answer reaches the client.
+    let mut bad = connect("/chat");
+    bad.extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("not-websocket"));
+    let resp = h2.send_request(bad).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    // A backend that ignores the upgrade and answers 200: passing that on
+    // would tell the client its tunnel is open.
+    let mut ignored = connect("/");
+    *ignored.uri_mut() = "http://plain.test/".parse().unwrap();
+    let resp = h2.send_request(ignored).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    // The tunnel is still open after all that.
+    tunnel.write_all(b"still here").await.unwrap();
+    let mut got = [0u8; 10];
+    tokio::time::timeout(WAIT, tunnel.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&got, b"still here");
+}
+
+/// A backend that answers any request with `len` bytes of
+/// [`common::pattern`], written straight to its socket; `written` counts
+/// the bytes the kernel took.
+async fn counting_download_backend(
+    len: usize,
+    written: Arc<AtomicU64>,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let body = Bytes::from(common::pattern(len));
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            // A small send buffer, so the count is close to what the proxy
+            // took rather than what this kernel holds.
+            let _ = socket2::SockRef::from(&stream).set_send_buffer_size(64 * 1024);
+            let (body, written) = (body.clone(), written.clone());
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if stream.read_exact(&mut byte).await.is_err() {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let resp = format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n");
+                if stream.write_all(resp.as_bytes()).await.is_err() {
+                    return;
+                }
+                for chunk in body.chunks(64 * 1024) {
+                    let mut rest = chunk;
+                    while !rest.is_empty() {
+                        match stream.write(rest).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => {
+                                written.fetch_add(n as u64, Ordering::SeqCst);
+                                rest = &rest[n..];
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// Waits until `counter` has not moved for `quiet`; returns its value.
+async fn plateau(counter: &AtomicU64, quiet: Duration, deadline: Duration) -> u64 {
+    let end = std::time::Instant::now() + deadline;
+    let mut last = counter.load(Ordering::SeqCst);
+    let mut since = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = counter.load(Ordering::SeqCst);
+        if now != last {
+            (last, since) = (now, std::time::Instant::now());
+        } else if since.elapsed() >= quiet {
+            return now;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "still growing after {deadline:?}: {now} bytes"
+        );
+    }
+}
+
+/// A client that asks for 64 MiB and does not read: the proxy stops
+/// reading from the backend once its buffers are full (the backend's write
+/// count stalls far below the body size), serves other clients meanwhile,
+/// and delivers every byte once the client reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_does_not_read_gets_backpressure_not_buffering() {
+    const BIG: usize = 64 << 20;
+    let written = Arc::new(AtomicU64::new(0));
+    let (big, _task) = counting_download_backend(BIG, written.clone()).await;
+    let other = Backend::start("other").await;
+    let p = Proxy::start(&format!(
+        r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null, {PLUGINS}
+            "domains": {{"big.test": ["{big}"], "other.test": ["{}"]}}}}"#,
+        other.addr
+    ))
+    .await;
+    // The client's own receive buffer kept small for the same reason.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    let mut slow = socket.connect(p.addr).await.unwrap();
+    slow.write_all(b"GET /big HTTP/1.1\r\nhost: big.test\r\n\r\n")
+        .await
+        .unwrap();
+    wait_for(WAIT, "the backend to start sending", || async {
+        written.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    let stalled = plateau(
+        &written,
+        Duration::from_millis(500),
+        Duration::from_secs(30),
+    )
+    .await;
+    eprintln!("backend wrote {stalled} bytes before the proxy stopped reading");
+    // The proxy's two kernel socket buffers (receive from the backend, send
+    // to the client; the latter autotunes up to 4 MiB on Linux) hold most
+    // of this; the proxy itself holds little.
+    assert!(
+        stalled < 8 << 20,
+        "{stalled} bytes left the backend for a client that reads nothing"
+    );
+
+    // Other clients are served meanwhile, a 10 MiB download included.
+    let c = common::client_to(p.addr);
+    for _ in 0..3 {
+        let req = Request::get("http://other.test/")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = tokio::time::timeout(WAIT, c.request(req))
+            .await
+            .unwrap()
+            .unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "backend other");
+    }
+    let req = Request::get("http://other.test/download")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = c.request(req).await.unwrap();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        common::sha256_hex(&body),
+        common::sha256_hex(&common::pattern(common::DOWNLOAD_BYTES))
+    );
+    assert_eq!(
+        written.load(Ordering::SeqCst),
+        stalled,
+        "the slow download moved on its own"
+    );
+
+    // Now the client reads: every byte arrives, in order.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        slow.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains(&format!("content-length: {BIG}")), "{head}");
+    let mut body = vec![0u8; BIG];
+    tokio::time::timeout(Duration::from_secs(60), slow.read_exact(&mut body))
+        .await
+        .unwrap()
+        .unwrap();
+    // Compared byte for byte (stricter than a digest, and sha2 is slow in a
+    // debug build).
+    assert!(
+        body == common::pattern(BIG),
+        "the body differs from what the backend sent"
+    );
+    assert_eq!(written.load(Ordering::SeqCst), BIG as u64);
+}
+
+/// Health checks go through the domain's protocol and `backend_ca`: an
+/// HTTP/2-only backend behind TLS with a private CA gets its checks over
+/// h2 and stays in rotation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_reach_https_backends_in_the_domains_protocol() {
+    let ca = TestCa::new();
+    let checks = Arc::new(AtomicU64::new(0));
+    let counted = checks.clone();
+    let (addr, _task) = tls_listener(
+        backend_server_config(&ca, &[b"h2"]),
+        Arc::new(AtomicU64::new(0)),
+        move |tls| {
+            let counted = counted.clone();
+            async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    if req.uri().path() == "/healthz" && req.version() == hyper::Version::HTTP_2 {
+                        counted.fetch_add(1, Ordering::SeqCst);
+                    }
+                    async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("ok")))) }
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            }
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("backend-ca.pem"), ca.pem()).unwrap();
+    let p = Proxy::start_in(
+        dir,
+        &config(
+            &[format!("https://{addr}")],
+            r#", "protocol": "h2", "backend_ca": "backend-ca.pem",
+               "health_check": {"path": "/healthz", "interval": "50ms", "timeout": "2s",
+                                "unhealthy_threshold": 1, "healthy_threshold": 1}"#,
+        ),
+    )
+    .await;
+    let g = p.generation();
+    let state = g.upstreams[0].backends[0].state.clone();
+    wait_for(
+        WAIT,
+        "three HTTP/2 health checks at the backend",
+        || async { checks.load(Ordering::SeqCst) >= 3 },
+    )
+    .await;
+    // One failed check would have taken it out (unhealthy_threshold 1).
+    assert!(state.health.is_healthy());
+    let c = common::client_to(p.addr);
+    assert_eq!(send(&c, "GET", b"").await, (StatusCode::OK, "ok".into()));
 }

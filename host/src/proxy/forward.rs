@@ -9,8 +9,8 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
-use super::headers;
 use super::request_body::{BodyFault, BodySlot, RequestBody};
+use super::{headers, upgrade};
 use crate::plugin::{OutcomeKind, RequestView};
 use crate::upstream::BackendState;
 use crate::upstream::limiter::Refused;
@@ -126,9 +126,14 @@ pub struct Head {
     pub headers: HeaderMap,
 }
 
-/// Builds the upstream head from the client's request. `upgrade` keeps the
-/// `Connection: upgrade` / `Upgrade` pair that hop-by-hop stripping removes.
-pub fn prepare(view: RequestView, proto: &'static str, upgrade: Option<HeaderValue>) -> Head {
+/// Builds the upstream head from the client's request. `upgrade` puts back
+/// the `Connection: upgrade` / `Upgrade` pair that hop-by-hop stripping
+/// removes (and turns an HTTP/2 extended CONNECT into an HTTP/1.1 upgrade).
+pub fn prepare(
+    view: RequestView,
+    proto: &'static str,
+    upgrade: Option<&upgrade::Requested>,
+) -> Head {
     let RequestView {
         mut parts, client, ..
     } = view;
@@ -146,11 +151,8 @@ pub fn prepare(view: RequestView, proto: &'static str, upgrade: Option<HeaderVal
         parts.headers.insert(header::HOST, v);
     }
     headers::strip_hop_by_hop(&mut parts.headers);
-    if let Some(protocol) = upgrade {
-        parts
-            .headers
-            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        parts.headers.insert(header::UPGRADE, protocol);
+    if let Some(upgrade) = upgrade {
+        upgrade.apply(&mut parts.method, &mut parts.headers);
     }
     let host = parts.headers.get(header::HOST).cloned();
     headers::add_forwarded(&mut parts.headers, client.ip(), proto, host.as_ref());

@@ -120,7 +120,7 @@ impl Proxy {
         scheme: Scheme,
         route_record: &mut observe::Route<'g>,
     ) -> Response<ProxyBody> {
-        let upgrade = upgrade::requested(req.version(), req.headers());
+        let upgrade = upgrade::requested(&req);
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
         if let Err(r) = limits::check_head(&parts, &generation.config.limits) {
@@ -189,7 +189,7 @@ impl Proxy {
             let head = match (&head, view.take()) {
                 (Some(h), _) => h,
                 (None, Some(v)) => {
-                    head.insert(forward::prepare(v, scheme.as_str(), upgrade.clone()))
+                    head.insert(forward::prepare(v, scheme.as_str(), upgrade.as_ref()))
                 }
                 (None, None) => {
                     return text(
@@ -208,10 +208,22 @@ impl Proxy {
                 .await;
             let e = match result {
                 Ok(mut resp) => {
-                    if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) =
-                        (client_upgrade, resp.status())
-                    {
-                        return switch(client_upgrade, resp, &self.drain, &backend.state.authority);
+                    if let (Some(client_upgrade), Some(upgrade)) = (client_upgrade, &upgrade) {
+                        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                            let backend = &backend.state.authority;
+                            return switch(client_upgrade, upgrade, resp, &self.drain, backend);
+                        }
+                        if upgrade.extended_connect && resp.status().is_success() {
+                            // A 2xx would tell the client its tunnel is open.
+                            let why = format!(
+                                "backend {} answered {} instead of 101 to an upgrade to {:?}",
+                                backend.state.authority,
+                                resp.status(),
+                                upgrade.protocol
+                            );
+                            tracing::warn!(upstream = %up.name, "extended CONNECT failed: {why}");
+                            return text(StatusCode::BAD_GATEWAY, format!("bbproxy: {why}\n"));
+                        }
                     }
                     headers::strip_hop_by_hop(resp.headers_mut());
                     return resp;
@@ -396,16 +408,19 @@ fn retry_view(head: &forward::Head, host: &str, client: SocketAddr) -> RequestVi
     }
 }
 
-/// Passes a backend's 101 to the client and joins the two connections.
+/// Passes a backend's 101 to the client (a 200 for an HTTP/2 extended
+/// CONNECT) and joins the two connections.
 fn switch(
     client: hyper::upgrade::OnUpgrade,
+    upgrade: &upgrade::Requested,
     resp: Response<ProxyBody>,
     drain: &Arc<Drain>,
     backend: &str,
 ) -> Response<ProxyBody> {
     let mut resp = resp;
     let upstream = hyper::upgrade::on(&mut resp);
-    let (parts, body) = resp.into_parts();
+    let (mut parts, body) = resp.into_parts();
+    upgrade.client_response(&mut parts);
     // The body holds the backend's in-flight count and connection slot:
     // the tunnel keeps them while it lasts.
     upgrade::tunnel(client, upstream, body, drain, backend.to_owned());

@@ -10,15 +10,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use bbproxy_config::HealthCheck;
-use bytes::Bytes;
 use http::{Request, header};
 use http_body_util::Empty;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use tokio::task::JoinHandle;
 
 use super::BackendState;
+use super::pool::HealthClient;
 
 /// The health of one backend as the checks see it.
 #[derive(Debug)]
@@ -74,14 +71,19 @@ impl Drop for HealthChecks {
 
 impl HealthChecks {
     /// Starts checking `backends` of upstream `upstream` (its name is sent as
-    /// `Host`). Needs a tokio runtime; without one (`bbproxy check`) nothing
-    /// starts.
-    pub fn start(&mut self, upstream: &str, backends: &[Arc<BackendState>], check: &HealthCheck) {
+    /// `Host`) through `client`, which speaks the domain's protocol and
+    /// trusts its `backend_ca`. Needs a tokio runtime; without one
+    /// (`bbproxy check`) nothing starts.
+    pub fn start(
+        &mut self,
+        upstream: &str,
+        backends: &[Arc<BackendState>],
+        check: &HealthCheck,
+        client: HealthClient,
+    ) {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let client: Client<HttpConnector, Empty<Bytes>> =
-            Client::builder(TokioExecutor::new()).build(HttpConnector::new());
         for backend in backends {
             let (client, backend, check) = (client.clone(), backend.clone(), check.clone());
             let host = upstream.trim_start_matches("*.").to_owned();
@@ -108,7 +110,7 @@ impl HealthChecks {
 }
 
 async fn probe(
-    client: &Client<HttpConnector, Empty<Bytes>>,
+    client: &HealthClient,
     backend: &BackendState,
     host: &str,
     check: &HealthCheck,

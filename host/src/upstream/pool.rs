@@ -14,24 +14,28 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bbproxy_config::{UpstreamProtocol, UpstreamSettings};
+use bytes::Bytes;
+use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::proxy::{Counting, RequestBody};
 use crate::tls::TlsError;
-use crate::tls::backend;
-use hyper_rustls::HttpsConnector;
+use crate::tls::backend::{self, BackendConnector};
 
 /// The client type every backend request goes through.
-pub type UpstreamClient = Client<Counting<HttpsConnector<HttpConnector>>, RequestBody>;
+pub type UpstreamClient = Client<Counting<BackendConnector>, RequestBody>;
+
+/// The client type of health checks.
+pub type HealthClient = Client<BackendConnector, Empty<Bytes>>;
 
 /// What makes two pools different.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PoolKey {
-    /// HTTP/1.1 or h2c. HTTP/2 over TLS (ALPN `h2`) will be a third value
-    /// with a TLS connector (rustls, `alpn_protocols = [h2, http/1.1]`) in
-    /// place of `HttpConnector`; `http2_only` then follows the ALPN result.
+    /// HTTP/1.1, h2c, or h2 over TLS. An `h2` pool offers only ALPN `h2`
+    /// and is HTTP/2-only, so it never shares connections with an HTTP/1.1
+    /// pool for the same backend.
     pub protocol: UpstreamProtocol,
     /// Connect timeout (zero: the OS's).
     pub connect_timeout: Duration,
@@ -58,20 +62,38 @@ impl PoolKey {
     /// A new pool with this profile; `http://` and `https://` backends
     /// alike (TLS verified against the webpki roots and `backend_ca`).
     pub fn build(&self) -> Result<UpstreamClient, TlsError> {
+        Ok(self.builder().build(Counting::new(self.connector()?)))
+    }
+
+    /// The client for the health checks of a domain with this profile:
+    /// the same TLS trust and protocol as its traffic, on connections of
+    /// its own so a check never queues behind requests.
+    pub fn health_client(&self) -> Result<HealthClient, TlsError> {
+        Ok(self.builder().build(self.connector()?))
+    }
+
+    fn connector(&self) -> Result<BackendConnector, TlsError> {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.set_connect_timeout((!self.connect_timeout.is_zero()).then_some(self.connect_timeout));
         http.enforce_http(false);
-        let connector = backend::connector(backend::roots(self.backend_ca.as_deref())?, http);
+        let h2_tls = self.protocol == UpstreamProtocol::H2;
+        let roots = backend::roots(self.backend_ca.as_deref())?;
+        Ok(backend::connector(roots, http, h2_tls))
+    }
+
+    fn builder(&self) -> hyper_util::client::legacy::Builder {
         let mut builder = Client::builder(TokioExecutor::new());
         builder
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .pool_idle_timeout((!self.idle_timeout.is_zero()).then_some(self.idle_timeout))
             .pool_max_idle_per_host(self.max_idle as usize);
-        if self.protocol == UpstreamProtocol::H2c {
+        // h2c has no negotiation; h2 over TLS has, but the connector has
+        // already refused any backend that did not pick `h2`.
+        if matches!(self.protocol, UpstreamProtocol::H2c | UpstreamProtocol::H2) {
             builder.http2_only(true);
         }
-        Ok(builder.build(Counting::new(connector)))
+        builder
     }
 }

@@ -201,3 +201,58 @@ pub fn legacy_client_hello(version: u16, sni: &str) -> Vec<u8> {
     record.extend_from_slice(&handshake);
     record
 }
+
+/// A rustls server config with a leaf from `ca` for 127.0.0.1, offering
+/// `alpn` (empty: no ALPN at all).
+pub fn backend_server_config(ca: &TestCa, alpn: &[&[u8]]) -> Arc<rustls::ServerConfig> {
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject;
+    let (cert, key) = ca.leaf(&["127.0.0.1"]);
+    let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
+/// A TLS backend on 127.0.0.1:0 with `config`; each accepted TCP
+/// connection is counted in `accepted`, then handed to `serve` once the
+/// handshake is done.
+pub async fn tls_listener<F, Fut>(
+    config: Arc<rustls::ServerConfig>,
+    accepted: Arc<std::sync::atomic::AtomicU64>,
+    serve: F,
+) -> (SocketAddr, tokio::task::JoinHandle<()>)
+where
+    F: Fn(tokio_rustls::server::TlsStream<TcpStream>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serve = Arc::new(serve);
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let (acceptor, serve) = (acceptor.clone(), serve.clone());
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(tcp).await {
+                    serve(tls).await;
+                }
+            });
+        }
+    });
+    (addr, task)
+}
