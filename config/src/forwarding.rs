@@ -1,7 +1,8 @@
 //! The forwarding settings: timeouts, limits, retries, health checks, the
 //! backend protocol and pool knobs. Connection-level values (client header
-//! and write timeouts, keep-alive, header limits, connection cap) exist only at the top
-//! level because they apply before a request is routed; everything about an
+//! and write timeouts, keep-alive, header limits, connection cap) exist only
+//! at the top level because they apply before a request is routed (or, for
+//! the write timeout, to the connection as a whole); everything about an
 //! upstream can be set at the top level as a default and per domain.
 
 use std::time::Duration;

@@ -695,3 +695,70 @@ async fn two_hundred_stalled_readers_cost_little_memory_and_are_all_cut() {
         assert!(read < common::DOWNLOAD_BYTES, "{read} bytes");
     }
 }
+
+/// Under TLS the stall is seen the same way (rustls's buffer fills, then
+/// the socket's) and the connection is reset as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_client_that_stops_reading_is_reset_too() {
+    use common::tls::{PLUGIN_SLACK, TestCa, client_config};
+    const BIG: usize = 64 << 20;
+    let _alone = EXCLUSIVE.write().await;
+    let before = write_timeouts();
+    let b = StreamBackend::start(BIG).await;
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    ca.write_leaf(dir.path(), "app.test");
+    let p = Proxy::start_in(
+        dir,
+        &format!(
+            r#"{{"listen": {{"http": "127.0.0.1:0", "https": "127.0.0.1:0"}}, "admin": null, {PLUGIN_SLACK},
+               "timeouts": {{"client_write": "500ms"}},
+               "domains": {{"app.test": {{"backends": ["{}"],
+                 "tls": {{"cert": "app.test.pem", "key": "app.test.key"}}}}}}}}"#,
+            b.addr
+        ),
+    )
+    .await;
+    let addr = p.running.as_ref().unwrap().https.unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    let tcp = socket.connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("app.test").unwrap();
+    let mut conn = tokio_rustls::TlsConnector::from(client_config(&[ca.der()], &[b"http/1.1"]))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let start = Instant::now();
+    conn.write_all(b"GET /big HTTP/1.1\r\nhost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    common::wait_for(WAIT, "the write timeout to count", || async {
+        write_timeouts() > before
+    })
+    .await;
+    let took = start.elapsed();
+    eprintln!("non-reading TLS client cut after {took:?}");
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    common::wait_for(
+        WAIT,
+        "the backend to see its response abandoned",
+        || async { b.cut.load(Ordering::SeqCst) == 1 },
+    )
+    .await;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut read = 0;
+    let end = Instant::now() + WAIT;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, conn.read(&mut buf)).await {
+            Err(_) => panic!("still open after {WAIT:?} ({read} bytes read)"),
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(n)) => read += n,
+        }
+    }
+    eprintln!("the TLS client then read {read} bytes");
+    assert!(read < 1 << 20, "{read} bytes");
+}

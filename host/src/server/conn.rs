@@ -526,3 +526,63 @@ fn answer_408(raw: &TcpStream) -> bool {
     let _ = socket2::SockRef::from(raw).shutdown(std::net::Shutdown::Write);
     sent
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: ConnTimeouts = ConnTimeouts {
+        header: Duration::from_secs(10),
+        keep_alive: Duration::from_secs(60),
+        client_write: Duration::from_secs(2),
+    };
+
+    /// In every phase the driver looks again no later than a write stall
+    /// starting now could expire, and no later than a running one does.
+    #[test]
+    fn next_check_never_passes_a_write_deadline() {
+        let fresh = || Arc::new(ConnState::default());
+        let idle = fresh();
+        let head = fresh();
+        head.on_read(b"GET / HT");
+        let h2 = fresh();
+        h2.on_read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        let active = fresh();
+        let request = active.begin();
+        let after = fresh();
+        drop(after.begin());
+        for (phase, s) in [
+            ("opened", &idle),
+            ("head", &head),
+            ("h2", &h2),
+            ("active", &active),
+            ("after a response", &after),
+        ] {
+            let now = Instant::now();
+            let next = s.next_check(&T, now);
+            assert!(
+                next.is_some_and(|n| n <= now + T.client_write),
+                "{phase}: {next:?}"
+            );
+            s.on_write_blocked();
+            let deadline = s.write_expiry(&T);
+            assert!(deadline.is_some(), "{phase}");
+            let later = now + Duration::from_secs(1);
+            assert!(
+                s.next_check(&T, later)
+                    .is_some_and(|n| deadline.is_some_and(|d| n <= d)),
+                "{phase}: a stall must bound the next check"
+            );
+            s.on_write_progress();
+            assert_eq!(s.write_expiry(&T), None, "{phase}");
+        }
+        drop(request);
+        let off = ConnTimeouts {
+            client_write: Duration::ZERO,
+            ..T
+        };
+        active.on_write_blocked();
+        assert_eq!(active.write_expiry(&off), None);
+        assert_eq!(active.write_check(&off, Instant::now()), None);
+    }
+}
