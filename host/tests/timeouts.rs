@@ -762,3 +762,37 @@ async fn a_tls_client_that_stops_reading_is_reset_too() {
     eprintln!("the TLS client then read {read} bytes");
     assert!(read < 1 << 20, "{read} bytes");
 }
+
+/// A drain waits for responses in flight, but not for one stuck on a client
+/// that stopped reading: the write timeout still applies while closing, so
+/// shutdown ends long before its grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_does_not_wait_the_grace_period_for_a_stalled_reader() {
+    const BIG: usize = 64 << 20;
+    let _alone = EXCLUSIVE.write().await;
+    let before = write_timeouts();
+    let b = StreamBackend::start(BIG).await;
+    let mut p = Proxy::start(&format!(
+        r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null, {PLUGINS} "shutdown_grace": "30s",
+            "timeouts": {{"client_write": "1s"}},
+            "domains": {{"app.test": {{"backends": ["{}"]}}}}}}"#,
+        b.addr
+    ))
+    .await;
+    let mut conn = stalled_client(p.addr).await;
+    common::wait_for(WAIT, "the response to start", || async {
+        b.written.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    let start = Instant::now();
+    let running = p.running.take().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), running.shutdown())
+        .await
+        .expect("the drain waited for the stalled reader");
+    let took = start.elapsed();
+    eprintln!("drain with a stalled reader took {took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert_eq!(write_timeouts(), before + 1);
+    let (read, reset) = drain_until_end(&mut conn, WAIT).await;
+    assert!(reset, "closed without a reset after {read} bytes");
+}
