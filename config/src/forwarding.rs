@@ -1,7 +1,8 @@
 //! The forwarding settings: timeouts, limits, retries, health checks, the
 //! backend protocol and pool knobs. Connection-level values (client header
-//! timeout, keep-alive, header limits, connection cap) exist only at the top
-//! level because they apply before a request is routed; everything about an
+//! and write timeouts, keep-alive, header limits, connection cap) exist only
+//! at the top level because they apply before a request is routed (or, for
+//! the write timeout, to the connection as a whole); everything about an
 //! upstream can be set at the top level as a default and per domain.
 
 use std::time::Duration;
@@ -18,6 +19,7 @@ const TIMEOUT_KEYS: &[&str] = &[
     "client_header",
     "client_body",
     "keep_alive",
+    "client_write",
     "upstream_connect",
     "upstream_response_headers",
     "upstream_idle",
@@ -67,6 +69,7 @@ pub(crate) fn global(root: &Map<String, Value>) -> R<(Timeouts, Limits, Retries)
         check_keys(map, "timeouts", TIMEOUT_KEYS)?;
         set_duration(map, "timeouts", "client_header", &mut t.client_header)?;
         set_duration(map, "timeouts", "keep_alive", &mut t.keep_alive)?;
+        set_duration(map, "timeouts", "client_write", &mut t.client_write)?;
         upstream_timeouts(map, "timeouts", &mut t.upstream)?;
     }
     let mut l = Limits::default();

@@ -293,6 +293,9 @@ pub struct Timeouts {
     pub client_header: Duration,
     /// An idle connection between requests is closed after this.
     pub keep_alive: Duration,
+    /// Longest time a write to the client may make no progress (a client
+    /// that stops reading its response): the connection is reset.
+    pub client_write: Duration,
     /// Defaults for every domain.
     pub upstream: UpstreamTimeouts,
 }
@@ -302,6 +305,7 @@ impl Default for Timeouts {
         Timeouts {
             client_header: Duration::from_secs(10),
             keep_alive: Duration::from_secs(60),
+            client_write: Duration::from_secs(60),
             upstream: UpstreamTimeouts::default(),
         }
     }

@@ -100,6 +100,7 @@ fn minimal_file_gets_defaults() {
     assert_eq!(c.breaker, BreakerSettings::default());
     assert_eq!(c.cert_cache_dir, None);
     assert_eq!(c.listen, Listen::default());
+    assert_eq!(c.timeouts.client_write, Duration::from_secs(60));
 }
 
 #[test]
@@ -800,7 +801,8 @@ fn syntax_error_in_a_file_names_the_file() {
 #[test]
 fn forwarding_settings_have_defaults_and_domain_overrides() {
     let c = ok(r#"{
-        "timeouts": {"client_header": "5s", "keep_alive": "0", "upstream_connect": "1s"},
+        "timeouts": {"client_header": "5s", "keep_alive": "0", "client_write": "1500ms",
+                     "upstream_connect": "1s"},
         "limits": {"max_header_bytes": "32KiB", "max_headers": 50, "max_uri_length": 4096,
                    "max_body_size": "1MiB", "max_connections": 10,
                    "max_connections_per_backend": 4, "backend_queue": 2},
@@ -819,6 +821,7 @@ fn forwarding_settings_have_defaults_and_domain_overrides() {
     }"#);
     assert_eq!(c.timeouts.client_header, Duration::from_secs(5));
     assert_eq!(c.timeouts.keep_alive, Duration::ZERO);
+    assert_eq!(c.timeouts.client_write, Duration::from_millis(1500));
     assert_eq!(c.limits.max_header_bytes, 32 << 10);
     assert_eq!(c.limits.max_connections, 10);
     assert_eq!(c.shutdown_grace, Duration::from_secs(2));
@@ -860,6 +863,7 @@ fn forwarding_settings_errors_name_the_key() {
         err(&with(r#""timeouts": {"upstream_connect": "5"}"#))
             .contains("timeouts.upstream_connect: invalid duration")
     );
+    assert!(err(&with(r#""timeouts": {"client_write": 60}"#)).contains("timeouts.client_write: "));
     assert!(
         err(&with(r#""limits": {"max_header_bytes": 100}"#))
             .contains("limits.max_header_bytes: 100 is too small")
@@ -876,6 +880,10 @@ fn forwarding_settings_errors_name_the_key() {
     assert!(
         domain(r#""timeouts": {"keep_alive": "1s"}"#)
             .contains("unknown key `domains.a.test.timeouts.keep_alive`")
+    );
+    assert!(
+        domain(r#""timeouts": {"client_write": "1s"}"#)
+            .contains("unknown key `domains.a.test.timeouts.client_write`")
     );
     assert!(
         domain(r#""protocol": "spdy""#)

@@ -64,7 +64,7 @@ pub async fn bind(addr: SocketAddr, setting: &'static str) -> Result<TcpListener
 /// once and lets open connections finish within `grace` (HTTP/1: after the
 /// response in flight; HTTP/2: GOAWAY, then the open streams), after which the
 /// rest are closed. Connection settings (`timeouts.client_header`,
-/// `timeouts.keep_alive`, `limits.*`) are read from the generation current
+/// `timeouts.keep_alive`, `timeouts.client_write`, `limits.*`) are read from the generation current
 /// when each connection is accepted.
 pub async fn serve(
     listener: TcpListener,
@@ -149,6 +149,7 @@ impl ConnSettings {
             timeouts: ConnTimeouts {
                 header: config.timeouts.client_header,
                 keep_alive: config.timeouts.keep_alive,
+                client_write: config.timeouts.client_write,
             },
             max_headers: config.limits.max_headers as usize,
             max_header_bytes: usize::try_from(config.limits.max_header_bytes).unwrap_or(usize::MAX),
@@ -165,16 +166,18 @@ async fn serve_connection(
     guard: crate::drain::Guard,
 ) {
     let _guard = guard;
+    // The socket stays reachable under TLS too, to reset it on a write
+    // timeout.
+    let tcp = Arc::new(stream);
+    let io = SharedTcp(tcp.clone());
     match tls {
         None => {
-            let tcp = Arc::new(stream);
-            let io = SharedTcp(tcp.clone());
-            serve_http(io, Some(&*tcp), peer, front, settings).await;
+            serve_http(io, &tcp, true, peer, front, settings).await;
         }
         Some(tls) => {
             // The handshake runs in the connection's own task, bounded by
             // the terminator's handshake timeout.
-            let stream = match tls.accept(stream).await {
+            let stream = match tls.accept(io).await {
                 Ok(Accepted::Http(stream)) => stream,
                 Ok(Accepted::Challenge) => return,
                 Err(e) => {
@@ -182,16 +185,18 @@ async fn serve_connection(
                     return;
                 }
             };
-            // No raw socket: a 408 cannot be written under TLS by hand.
-            serve_http(stream, None, peer, front, settings).await;
+            // A 408 cannot be written under TLS by hand.
+            serve_http(stream, &tcp, false, peer, front, settings).await;
         }
     }
 }
 
-/// Serves HTTP/1.1 and HTTP/2 on `io` (plain TCP or TLS).
+/// Serves HTTP/1.1 and HTTP/2 on `io` (plain TCP, `plain`, or TLS over
+/// `tcp`).
 async fn serve_http<IO>(
     io: IO,
-    raw: Option<&TcpStream>,
+    tcp: &TcpStream,
+    plain: bool,
     peer: SocketAddr,
     front: Arc<Front>,
     settings: ConnSettings,
@@ -232,9 +237,15 @@ async fn serve_http<IO>(
         &state,
         settings.timeouts,
         drain,
-        raw,
+        plain.then_some(tcp),
     )
     .await;
+    if ended == conn::Ended::WriteTimeout {
+        // Close with a reset: a plain close would leave the kernel sending
+        // the queued response to a client that does not read, holding the
+        // socket and its buffer for minutes.
+        let _ = socket2::SockRef::from(tcp).set_linger(Some(Duration::ZERO));
+    }
     if ended != conn::Ended::Done {
         tracing::debug!(client = %peer, "connection closed: {ended:?}");
     }

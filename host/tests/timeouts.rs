@@ -1,20 +1,26 @@
 //! Timeouts: slow request heads (408), idle keep-alive, slow request bodies
 //! (408), upstream connect (504 within the timeout, a breaker failure),
 //! upstream response headers (504), upstream idle mid-body (cut), refused
-//! backends (502).
+//! backends (502), clients that stop reading (reset at the write timeout).
 
 mod common;
 
 use common::raw::PLUGINS;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::raw::{RawBackend, exchange, read_until_close};
 use common::{Backend, Proxy, dead_addr};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const WAIT: Duration = Duration::from_secs(10);
+
+/// The write-timeout tests count the same metric and one measures the
+/// process's memory: they run alone (write), the others side by side (read).
+static EXCLUSIVE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 async fn proxy(addr: std::net::SocketAddr, timeouts: &str, domain_extra: &str) -> Proxy {
     Proxy::start(&format!(
@@ -26,6 +32,7 @@ async fn proxy(addr: std::net::SocketAddr, timeouts: &str, domain_extra: &str) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_request_head_gets_408_and_a_close() {
+    let _shared = EXCLUSIVE.read().await;
     let b = Backend::start("a").await;
     let p = proxy(
         b.addr,
@@ -56,6 +63,7 @@ async fn a_slow_request_head_gets_408_and_a_close() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_keep_alive_is_closed_and_is_not_the_header_timeout() {
+    let _shared = EXCLUSIVE.read().await;
     let b = Backend::start("a").await;
     let p = proxy(
         b.addr,
@@ -91,6 +99,7 @@ async fn idle_keep_alive_is_closed_and_is_not_the_header_timeout() {
 /// from that head's first byte, not from the end of the keep-alive period.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_second_head_on_a_kept_alive_connection_gets_408_on_time() {
+    let _shared = EXCLUSIVE.read().await;
     let b = Backend::start("a").await;
     let p = proxy(
         b.addr,
@@ -121,6 +130,7 @@ async fn a_slow_second_head_on_a_kept_alive_connection_gets_408_on_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_request_body_gets_408() {
+    let _shared = EXCLUSIVE.read().await;
     let b = Backend::start("a").await;
     let p = proxy(b.addr, "", r#", "timeouts": {"client_body": "300ms"}"#).await;
     let start = Instant::now();
@@ -137,6 +147,7 @@ async fn a_stalled_request_body_gets_408() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_backend_is_502_at_once() {
+    let _shared = EXCLUSIVE.read().await;
     let dead = dead_addr().await;
     let p = proxy(dead, "", r#", "retries": {"attempts": 1}"#).await;
     let start = Instant::now();
@@ -179,6 +190,7 @@ fn blackhole() -> (
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_timeout_is_504_and_a_breaker_failure() {
+    let _shared = EXCLUSIVE.read().await;
     let (_listener, _fill, addr) = blackhole();
     let p = proxy(
         addr,
@@ -205,6 +217,7 @@ async fn connect_timeout_is_504_and_a_breaker_failure() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_that_never_answers_is_504() {
+    let _shared = EXCLUSIVE.read().await;
     let silent = RawBackend::start(b"", Duration::from_secs(30)).await;
     let p = proxy(
         silent.addr,
@@ -235,6 +248,7 @@ async fn a_backend_that_never_answers_is_504() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_stalling_mid_body_is_cut_at_the_idle_timeout() {
+    let _shared = EXCLUSIVE.read().await;
     let stall = RawBackend::start(
         b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nfirst ten.",
         Duration::from_secs(30),
@@ -262,6 +276,7 @@ async fn a_backend_stalling_mid_body_is_cut_at_the_idle_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_connection_is_closed_at_the_header_timeout() {
+    let _shared = EXCLUSIVE.read().await;
     let b = Backend::start("a").await;
     let p = proxy(
         b.addr,
@@ -285,6 +300,7 @@ async fn a_silent_connection_is_closed_at_the_header_timeout() {
 /// backend sees its connection closed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_abort_cancels_the_upstream_request() {
+    let _shared = EXCLUSIVE.read().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -326,6 +342,7 @@ async fn a_client_abort_cancels_the_upstream_request() {
 /// and each is closed at the header timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slowloris_flood_does_not_starve_normal_clients() {
+    let _shared = EXCLUSIVE.read().await;
     let b = Backend::start("a").await;
     let p = proxy(b.addr, r#""client_header": "1s""#, "").await;
     let mut slow = Vec::new();
@@ -371,4 +388,411 @@ async fn a_slowloris_flood_does_not_starve_normal_clients() {
     let (closed, took) = trickle.await.unwrap();
     eprintln!("{closed} of 200 slow connections got 408 and a close; last after {took:?}");
     assert_eq!(closed, 200);
+}
+
+// ---- Client write timeout (slow readers) ----
+
+/// `bbproxy_client_timeouts_total{kind="write"}` so far.
+fn write_timeouts() -> u64 {
+    let text = bbproxy::telemetry::handle().render();
+    text.lines()
+        .filter(|l| l.starts_with("bbproxy_client_timeouts_total{") && l.contains("kind=\"write\""))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64)
+        .sum()
+}
+
+/// The test process's resident memory (the proxy runs in it).
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb * 1024
+}
+
+/// A backend that answers every request with `len` bytes of
+/// [`common::pattern`] through a small send buffer, and counts the bytes
+/// its kernel took, the responses begun, and those cut by the proxy
+/// closing the connection.
+struct StreamBackend {
+    addr: std::net::SocketAddr,
+    written: Arc<AtomicU64>,
+    begun: Arc<AtomicU64>,
+    cut: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for StreamBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl StreamBackend {
+    async fn start(len: usize) -> StreamBackend {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let body = bytes::Bytes::from(common::pattern(len));
+        let (written, begun, cut) = <(Arc<AtomicU64>, Arc<AtomicU64>, Arc<AtomicU64>)>::default();
+        let (w, b, c) = (written.clone(), begun.clone(), cut.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = socket2::SockRef::from(&stream).set_send_buffer_size(64 * 1024);
+                let (body, w, b, c) = (body.clone(), w.clone(), b.clone(), c.clone());
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if stream.read_exact(&mut byte).await.is_err() {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    b.fetch_add(1, Ordering::SeqCst);
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: {len}\r\n\r\n"
+                    );
+                    if stream.write_all(resp.as_bytes()).await.is_err() {
+                        c.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
+                    let mut rest = &body[..];
+                    while !rest.is_empty() {
+                        match stream.write(&rest[..rest.len().min(64 * 1024)]).await {
+                            Ok(0) | Err(_) => {
+                                c.fetch_add(1, Ordering::SeqCst);
+                                return;
+                            }
+                            Ok(n) => {
+                                w.fetch_add(n as u64, Ordering::SeqCst);
+                                rest = &rest[n..];
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        StreamBackend {
+            addr,
+            written,
+            begun,
+            cut,
+            task,
+        }
+    }
+}
+
+/// A client with a small receive buffer that sends one GET and reads
+/// nothing.
+async fn stalled_client(proxy: std::net::SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    let mut conn = socket.connect(proxy).await.unwrap();
+    conn.write_all(b"GET /big HTTP/1.1\r\nhost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    conn
+}
+
+/// Reads `conn` until it ends; returns the bytes read and whether it ended
+/// with a reset (rather than a plain close).
+async fn drain_until_end(conn: &mut TcpStream, deadline: Duration) -> (usize, bool) {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0;
+    let end = Instant::now() + deadline;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, conn.read(&mut buf)).await {
+            Err(_) => {
+                panic!("the connection was still open after {deadline:?} ({total} bytes read)")
+            }
+            Ok(Ok(0)) => return (total, false),
+            Ok(Ok(n)) => total += n,
+            Ok(Err(e)) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+                return (total, true);
+            }
+        }
+    }
+}
+
+/// A client that asks for 64 MiB and stops reading is reset once the
+/// proxy's writes have made no progress for `client_write`; the metric
+/// counts it, and the upstream response is abandoned (the backend's write
+/// fails, its in-flight count returns to zero).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_reset_at_the_write_timeout() {
+    const BIG: usize = 64 << 20;
+    let _alone = EXCLUSIVE.write().await;
+    let before = write_timeouts();
+    let b = StreamBackend::start(BIG).await;
+    let p = proxy(b.addr, r#""client_write": "500ms""#, "").await;
+    let start = Instant::now();
+    let mut conn = stalled_client(p.addr).await;
+    common::wait_for(WAIT, "the write timeout to count", || async {
+        write_timeouts() > before
+    })
+    .await;
+    let took = start.elapsed();
+    eprintln!(
+        "non-reading client cut after {took:?}; the backend had written {} bytes",
+        b.written.load(Ordering::SeqCst)
+    );
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert_eq!(write_timeouts(), before + 1);
+    common::wait_for(
+        WAIT,
+        "the backend to see its response abandoned",
+        || async { b.cut.load(Ordering::SeqCst) == 1 },
+    )
+    .await;
+    let g = p.generation();
+    common::wait_for(WAIT, "the backend's in-flight count to drop", || async {
+        g.upstreams[0].backends[0].state.in_flight() == 0
+    })
+    .await;
+    assert!(b.written.load(Ordering::SeqCst) < BIG as u64 / 4);
+    // The client finds a reset after what had reached its own buffer, not
+    // the rest of the proxy's queue.
+    let (read, reset) = drain_until_end(&mut conn, WAIT).await;
+    eprintln!("the client then read {read} bytes; reset: {reset}");
+    assert!(reset, "closed without a reset after {read} bytes");
+    assert!(read < 1 << 20, "{read} bytes");
+}
+
+/// A client that reads in bursts with pauses shorter than `client_write`
+/// keeps its connection for the whole (much longer) download: the timeout
+/// is about no progress, not about the response's total time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_but_steady_reader_gets_the_whole_body() {
+    const LEN: usize = 16 << 20;
+    let _alone = EXCLUSIVE.write().await;
+    let before = write_timeouts();
+    let b = StreamBackend::start(LEN).await;
+    let p = proxy(b.addr, r#""client_write": "1s""#, "").await;
+    let start = Instant::now();
+    let mut conn = stalled_client(p.addr).await;
+    let mut got = Vec::with_capacity(LEN + 1024);
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut pauses = 0;
+    // The whole response's length, once its head is in.
+    let mut whole = None;
+    while whole.is_none_or(|w| got.len() < w) {
+        // Pause long enough for every buffer on the way to fill, so the
+        // proxy's writes block, but for less than the write timeout.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        pauses += 1;
+        assert!(
+            pauses < 40,
+            "too slow: {} bytes after {pauses} pauses",
+            got.len()
+        );
+        let burst_end = got.len() + (2 << 20);
+        while got.len() < burst_end && whole.is_none_or(|w| got.len() < w) {
+            let n = tokio::time::timeout(WAIT, conn.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "closed after {} bytes", got.len());
+            got.extend_from_slice(&buf[..n]);
+            if whole.is_none() {
+                whole = got
+                    .windows(4)
+                    .position(|w| w == b"\r\n\r\n")
+                    .map(|h| h + 4 + LEN);
+            }
+        }
+    }
+    let h = got.len() - LEN;
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&got[..h])
+    );
+    assert!(got[h..] == common::pattern(LEN), "the body differs");
+    eprintln!(
+        "slow reader got {LEN} bytes in {:?} with {pauses} pauses",
+        start.elapsed()
+    );
+    assert!(start.elapsed() > Duration::from_secs(3));
+    assert_eq!(write_timeouts(), before);
+}
+
+/// 200 clients that never read a 10 MiB response: the proxy holds little
+/// memory for them while they are stalled (backpressure, not buffering),
+/// and all of them are reset at the write timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_stalled_readers_cost_little_memory_and_are_all_cut() {
+    const CLIENTS: usize = 200;
+    let _alone = EXCLUSIVE.write().await;
+    let before = write_timeouts();
+    let b = StreamBackend::start(common::DOWNLOAD_BYTES).await;
+    let p = proxy(b.addr, r#""client_write": "3s""#, "").await;
+    // Warm the proxy up with one full response before the baseline.
+    let seen = exchange(
+        p.addr,
+        b"GET /big HTTP/1.1\r\nhost: app.test\r\nconnection: close\r\n\r\n",
+        WAIT,
+    )
+    .await;
+    assert_eq!(seen.statuses(), [200]);
+    let baseline = rss_bytes();
+    let start = Instant::now();
+    let mut clients = Vec::with_capacity(CLIENTS);
+    for _ in 0..CLIENTS {
+        clients.push(stalled_client(p.addr).await);
+    }
+    let opened = start.elapsed();
+    let mut peak = baseline;
+    let end = Instant::now() + Duration::from_secs(30);
+    let mut all_begun_at = None;
+    while write_timeouts() < before + CLIENTS as u64 {
+        peak = peak.max(rss_bytes());
+        if all_begun_at.is_none() && b.begun.load(Ordering::SeqCst) == CLIENTS as u64 + 1 {
+            all_begun_at = Some(start.elapsed());
+        }
+        assert!(
+            Instant::now() < end,
+            "only {} of {CLIENTS} cut",
+            write_timeouts() - before
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cut_after = start.elapsed();
+    let grown = peak.saturating_sub(baseline);
+    eprintln!(
+        "{CLIENTS} stalled readers: opened in {opened:?}, all responses begun at {all_begun_at:?}, \
+         all cut after {cut_after:?}; RSS baseline {} MiB, peak {} MiB (+{:.1} MiB); \
+         backend wrote {} MiB in all",
+        baseline >> 20,
+        peak >> 20,
+        grown as f64 / (1 << 20) as f64,
+        b.written.load(Ordering::SeqCst) >> 20
+    );
+    assert!(
+        all_begun_at.is_some(),
+        "not every request reached the backend"
+    );
+    assert!(grown < 50 << 20, "RSS grew by {grown} bytes");
+    assert!(cut_after >= Duration::from_secs(3), "{cut_after:?}");
+    assert_eq!(write_timeouts(), before + CLIENTS as u64);
+    common::wait_for(WAIT, "every upstream response abandoned", || async {
+        b.cut.load(Ordering::SeqCst) == CLIENTS as u64
+    })
+    .await;
+    let g = p.generation();
+    common::wait_for(WAIT, "the backend's in-flight count to drop", || async {
+        g.upstreams[0].backends[0].state.in_flight() == 0
+    })
+    .await;
+    for c in &mut clients {
+        let (read, _) = drain_until_end(c, WAIT).await;
+        assert!(read < common::DOWNLOAD_BYTES, "{read} bytes");
+    }
+}
+
+/// Under TLS the stall is seen the same way (rustls's buffer fills, then
+/// the socket's) and the connection is reset as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_client_that_stops_reading_is_reset_too() {
+    use common::tls::{PLUGIN_SLACK, TestCa, client_config};
+    const BIG: usize = 64 << 20;
+    let _alone = EXCLUSIVE.write().await;
+    let before = write_timeouts();
+    let b = StreamBackend::start(BIG).await;
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    ca.write_leaf(dir.path(), "app.test");
+    let p = Proxy::start_in(
+        dir,
+        &format!(
+            r#"{{"listen": {{"http": "127.0.0.1:0", "https": "127.0.0.1:0"}}, "admin": null, {PLUGIN_SLACK},
+               "timeouts": {{"client_write": "500ms"}},
+               "domains": {{"app.test": {{"backends": ["{}"],
+                 "tls": {{"cert": "app.test.pem", "key": "app.test.key"}}}}}}}}"#,
+            b.addr
+        ),
+    )
+    .await;
+    let addr = p.running.as_ref().unwrap().https.unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    let tcp = socket.connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("app.test").unwrap();
+    let mut conn = tokio_rustls::TlsConnector::from(client_config(&[ca.der()], &[b"http/1.1"]))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let start = Instant::now();
+    conn.write_all(b"GET /big HTTP/1.1\r\nhost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    common::wait_for(WAIT, "the write timeout to count", || async {
+        write_timeouts() > before
+    })
+    .await;
+    let took = start.elapsed();
+    eprintln!("non-reading TLS client cut after {took:?}");
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    common::wait_for(
+        WAIT,
+        "the backend to see its response abandoned",
+        || async { b.cut.load(Ordering::SeqCst) == 1 },
+    )
+    .await;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut read = 0;
+    let end = Instant::now() + WAIT;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, conn.read(&mut buf)).await {
+            Err(_) => panic!("still open after {WAIT:?} ({read} bytes read)"),
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(n)) => read += n,
+        }
+    }
+    eprintln!("the TLS client then read {read} bytes");
+    assert!(read < 1 << 20, "{read} bytes");
+}
+
+/// A drain waits for responses in flight, but not for one stuck on a client
+/// that stopped reading: the write timeout still applies while closing, so
+/// shutdown ends long before its grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_does_not_wait_the_grace_period_for_a_stalled_reader() {
+    const BIG: usize = 64 << 20;
+    let _alone = EXCLUSIVE.write().await;
+    let before = write_timeouts();
+    let b = StreamBackend::start(BIG).await;
+    let mut p = Proxy::start(&format!(
+        r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null, {PLUGINS} "shutdown_grace": "30s",
+            "timeouts": {{"client_write": "1s"}},
+            "domains": {{"app.test": {{"backends": ["{}"]}}}}}}"#,
+        b.addr
+    ))
+    .await;
+    let mut conn = stalled_client(p.addr).await;
+    common::wait_for(WAIT, "the response to start", || async {
+        b.written.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    let start = Instant::now();
+    let running = p.running.take().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), running.shutdown())
+        .await
+        .expect("the drain waited for the stalled reader");
+    let took = start.elapsed();
+    eprintln!("drain with a stalled reader took {took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert_eq!(write_timeouts(), before + 1);
+    let (read, reset) = drain_until_end(&mut conn, WAIT).await;
+    assert!(reset, "closed without a reset after {read} bytes");
 }

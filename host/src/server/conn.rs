@@ -1,7 +1,7 @@
 //! One client connection: the socket wrapper that notices request heads
 //! arriving, the body wrapper that notices responses finishing, and the
-//! driver that enforces the header-read (slowloris) and keep-alive timeouts
-//! and the drain phases around hyper's connection future.
+//! driver that enforces the header-read (slowloris), keep-alive and client
+//! write timeouts and the drain phases around hyper's connection future.
 //!
 //! hyper's own `header_read_timeout` starts as soon as a connection waits for
 //! a head, so it doubles as a keep-alive timeout, and it closes without a
@@ -47,6 +47,9 @@ pub struct ConnState {
     /// Seen the HTTP/2 preface: heads are frames, no slowloris phase.
     h2: AtomicBool,
     first_read: AtomicBool,
+    /// Since when writes to the client have made no progress (the socket's
+    /// send buffer is full: the client does not read), or `NONE`.
+    write_stalled: AtomicU64,
 }
 
 impl Default for ConnState {
@@ -59,6 +62,7 @@ impl Default for ConnState {
             last_done: AtomicU64::new(0),
             h2: AtomicBool::new(false),
             first_read: AtomicBool::new(true),
+            write_stalled: AtomicU64::new(NONE),
         }
     }
 }
@@ -92,6 +96,38 @@ impl ConnState {
         }
     }
 
+    /// A write found the client's socket full. Only the connection's own
+    /// task writes, so a plain load and store suffice; no wake-up for the
+    /// driver (see `next_check`).
+    fn on_write_blocked(&self) {
+        if self.write_stalled.load(Ordering::Acquire) == NONE {
+            self.write_stalled.store(self.now(), Ordering::Release);
+        }
+    }
+
+    /// A write made progress: one load on the fast path.
+    fn on_write_progress(&self) {
+        if self.write_stalled.load(Ordering::Acquire) != NONE {
+            self.write_stalled.store(NONE, Ordering::Release);
+        }
+    }
+
+    /// When writes stuck since `write_stalled` exceed `client_write`.
+    fn write_expiry(&self, t: &ConnTimeouts) -> Option<Instant> {
+        let since = self.write_stalled.load(Ordering::Acquire);
+        (since != NONE && !t.client_write.is_zero())
+            .then(|| self.opened + Duration::from_millis(since) + t.client_write)
+    }
+
+    /// The latest the driver may look for a write stall: one that starts
+    /// now expires no sooner than `now + client_write`.
+    fn write_check(&self, t: &ConnTimeouts, now: Instant) -> Option<Instant> {
+        if t.client_write.is_zero() {
+            return None;
+        }
+        Some(self.write_expiry(t).unwrap_or(now + t.client_write))
+    }
+
     /// A request head was parsed: the service starts on it. The returned
     /// guard ends the request when the response body is done or dropped.
     pub fn begin(self: &Arc<Self>) -> RequestGuard {
@@ -118,20 +154,23 @@ impl ConnState {
     /// can expire, so that the request path never has to wake it. While a
     /// request runs nothing expires, and whatever timeout starts after it
     /// ends lasts at least the shorter timeout; while idle, a head that
-    /// starts now ends no sooner than `now + header`. The driver may wake
-    /// early; it then just looks again.
+    /// starts now ends no sooner than `now + header`. A write stall can
+    /// start in any phase, so `write_check` bounds every answer. The driver
+    /// may wake early; it then just looks again.
     fn next_check(&self, t: &ConnTimeouts, now: Instant) -> Option<Instant> {
+        let write = self.write_check(t, now);
         let header = (!t.header.is_zero()).then_some(t.header);
         let keep_alive = (!t.keep_alive.is_zero()).then_some(t.keep_alive);
         if self.active.load(Ordering::Acquire) > 0 {
-            return header.into_iter().chain(keep_alive).min().map(|d| now + d);
+            let phase = header.into_iter().chain(keep_alive).min().map(|d| now + d);
+            return phase.into_iter().chain(write).min();
         }
         let expiry = self.expiry(t);
         if self.head_started.load(Ordering::Acquire) != NONE || self.h2.load(Ordering::Acquire) {
-            return expiry;
+            return expiry.into_iter().chain(write).min();
         }
         let head = header.map(|d| now + d);
-        expiry.into_iter().chain(head).min()
+        expiry.into_iter().chain(head).chain(write).min()
     }
 
     /// Whether part of a head arrived (a 408 is the right answer to expiry;
@@ -167,6 +206,8 @@ pub struct ConnTimeouts {
     pub header: Duration,
     /// Idle between requests.
     pub keep_alive: Duration,
+    /// Longest time writes to the client may make no progress.
+    pub client_write: Duration,
 }
 
 /// A TCP stream shared between hyper (through [`TrackedIo`]) and the
@@ -271,13 +312,26 @@ impl<T: AsyncRead + Unpin> AsyncRead for TrackedIo<T> {
     }
 }
 
+impl<T> TrackedIo<T> {
+    fn wrote(&self, polled: &Poll<io::Result<usize>>) {
+        match polled {
+            Poll::Pending => self.state.on_write_blocked(),
+            Poll::Ready(Ok(n)) if *n > 0 => self.state.on_write_progress(),
+            Poll::Ready(_) => {}
+        }
+    }
+}
+
 impl<T: AsyncWrite + Unpin> AsyncWrite for TrackedIo<T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, data);
+        this.wrote(&polled);
+        polled
     }
 
     fn poll_write_vectored(
@@ -285,19 +339,36 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TrackedIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.wrote(&polled);
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
     }
 
+    /// hyper and h2 flush only once their buffers are written, so a
+    /// finished flush is progress (under TLS it writes the last records).
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_flush(cx);
+        match polled {
+            Poll::Pending => this.state.on_write_blocked(),
+            Poll::Ready(Ok(())) => this.state.on_write_progress(),
+            Poll::Ready(Err(_)) => {}
+        }
+        polled
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_shutdown(cx);
+        if polled.is_pending() {
+            this.state.on_write_blocked();
+        }
+        polled
     }
 }
 
@@ -354,6 +425,10 @@ pub enum Ended {
         /// Whether a 408 could be sent.
         answered: bool,
     },
+    /// Writes to the client made no progress for the write timeout (it
+    /// stopped reading). The caller resets the socket: the kernel must not
+    /// keep trying to deliver what is queued.
+    WriteTimeout,
     /// The drain's grace period ran out.
     Aborted,
 }
@@ -386,8 +461,15 @@ where
     let mut sleep = std::pin::pin!(sleep);
     let mut armed: Option<Instant> = None;
     loop {
-        if !closing
-            && let Some(next) = state.next_check(&timeouts, Instant::now())
+        // A closing connection may still be stuck writing to a client that
+        // does not read (graceful shutdown waits for the write to finish).
+        let now = Instant::now();
+        let next = if closing {
+            state.write_check(&timeouts, now)
+        } else {
+            state.next_check(&timeouts, now)
+        };
+        if let Some(next) = next
             && armed.is_none_or(|at| next < at)
         {
             sleep.as_mut().reset(next.into());
@@ -402,7 +484,11 @@ where
             }
             _ = &mut sleep, if armed.is_some() => {
                 armed = None;
-                if closing || !state.expiry(&timeouts).is_some_and(|at| at <= Instant::now()) {
+                if state.write_expiry(&timeouts).is_some_and(|at| at <= Instant::now()) {
+                    metrics::counter!("bbproxy_client_timeouts_total", "kind" => "write").increment(1);
+                    return Ended::WriteTimeout;
+                }
+                if closing || state.expiry(&timeouts).is_none_or(|at| at > Instant::now()) {
                     continue;
                 }
                 if state.in_head() {
@@ -439,4 +525,64 @@ fn answer_408(raw: &TcpStream) -> bool {
     let sent = raw.try_write(RESPONSE).is_ok_and(|n| n == RESPONSE.len());
     let _ = socket2::SockRef::from(raw).shutdown(std::net::Shutdown::Write);
     sent
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: ConnTimeouts = ConnTimeouts {
+        header: Duration::from_secs(10),
+        keep_alive: Duration::from_secs(60),
+        client_write: Duration::from_secs(2),
+    };
+
+    /// In every phase the driver looks again no later than a write stall
+    /// starting now could expire, and no later than a running one does.
+    #[test]
+    fn next_check_never_passes_a_write_deadline() {
+        let fresh = || Arc::new(ConnState::default());
+        let idle = fresh();
+        let head = fresh();
+        head.on_read(b"GET / HT");
+        let h2 = fresh();
+        h2.on_read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        let active = fresh();
+        let request = active.begin();
+        let after = fresh();
+        drop(after.begin());
+        for (phase, s) in [
+            ("opened", &idle),
+            ("head", &head),
+            ("h2", &h2),
+            ("active", &active),
+            ("after a response", &after),
+        ] {
+            let now = Instant::now();
+            let next = s.next_check(&T, now);
+            assert!(
+                next.is_some_and(|n| n <= now + T.client_write),
+                "{phase}: {next:?}"
+            );
+            s.on_write_blocked();
+            let deadline = s.write_expiry(&T);
+            assert!(deadline.is_some(), "{phase}");
+            let later = now + Duration::from_secs(1);
+            assert!(
+                s.next_check(&T, later)
+                    .is_some_and(|n| deadline.is_some_and(|d| n <= d)),
+                "{phase}: a stall must bound the next check"
+            );
+            s.on_write_progress();
+            assert_eq!(s.write_expiry(&T), None, "{phase}");
+        }
+        drop(request);
+        let off = ConnTimeouts {
+            client_write: Duration::ZERO,
+            ..T
+        };
+        active.on_write_blocked();
+        assert_eq!(active.write_expiry(&off), None);
+        assert_eq!(active.write_check(&off, Instant::now()), None);
+    }
 }

@@ -24,6 +24,12 @@ use crate::proxy::{Counting, RequestBody};
 use crate::tls::TlsError;
 use crate::tls::backend::{self, BackendConnector};
 
+/// The most an HTTP/1 backend connection buffers from its socket, as
+/// HAProxy's default `tune.bufsize`: hyper's default lets the buffer grow to
+/// 400 KiB, and a response whose client reads slowly holds it (and the
+/// older buffers its queued chunks still point into) all that time.
+const UPSTREAM_READ_BUFFER: usize = 16 * 1024;
+
 /// The client type every backend request goes through.
 pub type UpstreamClient = Client<Counting<BackendConnector>, RequestBody>;
 
@@ -88,7 +94,8 @@ impl PoolKey {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .pool_idle_timeout((!self.idle_timeout.is_zero()).then_some(self.idle_timeout))
-            .pool_max_idle_per_host(self.max_idle as usize);
+            .pool_max_idle_per_host(self.max_idle as usize)
+            .http1_max_buf_size(UPSTREAM_READ_BUFFER);
         // h2c has no negotiation; h2 over TLS has, but the connector has
         // already refused any backend that did not pick `h2`.
         if matches!(self.protocol, UpstreamProtocol::H2c | UpstreamProtocol::H2) {
