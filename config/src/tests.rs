@@ -351,6 +351,19 @@ fn plugin_forms() {
 }
 
 #[test]
+fn control_characters_in_keys_keep_errors_on_one_line() {
+    // Found by fuzz/fuzz_targets/config_parse.rs.
+    let e = err(r#"{"domains": {"a\nb.com": ["127.0.0.1:1"]}}"#);
+    assert!(!e.contains('\n'), "{e}");
+    assert!(
+        e.starts_with("config.json: domains.a\\nb.com: invalid domain name"),
+        "{e}"
+    );
+    let e = err(r#"{"domains": {"a.com": ["127.0.0.1:1"]}, "x\ty": 1}"#);
+    assert!(e.contains("unknown key `x\\ty`"), "{e}");
+}
+
+#[test]
 fn plugin_fault_backoff() {
     let c = ok(&with(
         r#""plugins": {
