@@ -13,7 +13,7 @@ const WASM_TARGET: &str = "wasm32-wasip2";
 const PROFILE: &str = "plugin";
 
 /// (package, file name written by cargo, destination under `OUT_DIR`).
-const COMPONENTS: [(&str, &str, &str); 8] = [
+const COMPONENTS: [(&str, &str, &str); 9] = [
     (
         "bbproxy-plugin-router",
         "bbproxy_plugin_router.wasm",
@@ -55,11 +55,16 @@ const COMPONENTS: [(&str, &str, &str); 8] = [
         "fixture_hostile_router.wasm",
         "fixtures/hostile_router.wasm",
     ),
+    (
+        "fixture-hostile-breaker",
+        "fixture_hostile_breaker.wasm",
+        "fixtures/hostile_breaker.wasm",
+    ),
 ];
 
 /// Crate directories (relative to the workspace root) whose sources feed the
 /// components.
-const CRATE_DIRS: [&str; 9] = [
+const CRATE_DIRS: [&str; 10] = [
     "sdk",
     "plugins/router",
     "plugins/balancer",
@@ -69,7 +74,18 @@ const CRATE_DIRS: [&str; 9] = [
     "examples/plugins/rust-latency-balancer",
     "host/tests/fixtures/hostile-balancer",
     "host/tests/fixtures/hostile-router",
+    "host/tests/fixtures/hostile-breaker",
 ];
+
+/// Names a rustup toolchain to build the plugins with instead of the outer
+/// build's own, for a toolchain that lacks wasm32-wasip2 (`fuzz/run.sh`
+/// builds the host with a nightly that may not have it). The components are
+/// the same whichever host toolchain embeds them.
+const TOOLCHAIN_ENV: &str = "BBPROXY_PLUGIN_TOOLCHAIN";
+
+/// With [`TOOLCHAIN_ENV`] set, these point at the outer toolchain and would
+/// override the one `rustup run` selects.
+const TOOLCHAIN_SCRUBBED_ENV: [&str; 4] = ["RUSTUP_TOOLCHAIN", "RUSTC", "RUSTDOC", "CARGO"];
 
 /// Variables that must not leak from the outer build into the nested one: the
 /// outer build's flags and target are for the host, and under `cargo clippy`
@@ -119,17 +135,32 @@ fn run() -> Result<(), Failure> {
     let out_dir = PathBuf::from(env("OUT_DIR")?);
 
     rerun_if_changed(&workspace);
+    println!("cargo::rerun-if-env-changed={TOOLCHAIN_ENV}");
+    let toolchain = std::env::var(TOOLCHAIN_ENV).ok().filter(|t| !t.is_empty());
 
-    if !wasm_target_installed()? {
+    if !wasm_target_installed(toolchain.as_deref())? {
+        let flag = toolchain
+            .as_ref()
+            .map(|t| format!(" --toolchain {t}"))
+            .unwrap_or_default();
         println!(
-            "cargo::error=the wasm32-wasip2 target is not installed; run: rustup target add wasm32-wasip2"
+            "cargo::error=the wasm32-wasip2 target is not installed; run: rustup target add wasm32-wasip2{flag}"
         );
         return Err(Failure::Reported);
     }
 
     let wasm_dir = out_dir.join("wasm");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
+    let mut cmd = match &toolchain {
+        Some(t) => {
+            let mut cmd = Command::new("rustup");
+            cmd.args(["run", t, "cargo"]);
+            for var in TOOLCHAIN_SCRUBBED_ENV {
+                cmd.env_remove(var);
+            }
+            cmd
+        }
+        None => Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())),
+    };
     cmd.current_dir(&workspace)
         .args([
             "build",
@@ -193,18 +224,25 @@ fn rerun_if_changed(workspace: &Path) {
     }
 }
 
-/// Whether `<sysroot>/lib/rustlib/wasm32-wasip2` exists for the rustc cargo
-/// uses.
-fn wasm_target_installed() -> Result<bool> {
-    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-    let output = Command::new(&rustc)
-        .args(["--print", "sysroot"])
+/// Whether `<sysroot>/lib/rustlib/wasm32-wasip2` exists for the rustc of
+/// `toolchain` (rustup's name), or else the rustc cargo uses.
+fn wasm_target_installed(toolchain: Option<&str>) -> Result<bool> {
+    let mut cmd = match toolchain {
+        Some(t) => {
+            let mut cmd = Command::new("rustup");
+            cmd.args(["run", t, "rustc"]);
+            cmd.env_remove("RUSTUP_TOOLCHAIN");
+            cmd
+        }
+        None => Command::new(std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into())),
+    };
+    cmd.args(["--print", "sysroot"]);
+    let output = cmd
         .output()
-        .with_context(|| format!("could not run {} --print sysroot", rustc.display()))?;
+        .with_context(|| format!("could not run {cmd:?}"))?;
     if !output.status.success() {
         bail!(
-            "{} --print sysroot failed: {}",
-            rustc.display(),
+            "{cmd:?} failed: {}",
             String::from_utf8_lossy(&output.stderr).trim()
         );
     }

@@ -110,14 +110,35 @@ impl Fault {
                 let suggestion = suggest(&name, expected).map(str::to_owned);
                 ConfigError::UnknownKey {
                     file,
-                    key,
+                    key: printable(key),
                     expected: expected.iter().map(|s| (*s).to_owned()).collect(),
                     suggestion,
                 }
             }
-            Fault::Invalid { key, message } => ConfigError::Invalid { file, key, message },
+            Fault::Invalid { key, message } => ConfigError::Invalid {
+                file,
+                key: printable(key),
+                message,
+            },
         }
     }
+}
+
+/// A key path with control characters escaped (`\n`): JSON object keys
+/// may contain them, and an error must stay one line.
+fn printable(key: String) -> String {
+    if !key.contains(char::is_control) {
+        return key;
+    }
+    key.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// The closest expected key within two edits, to catch typos and the

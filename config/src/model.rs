@@ -194,6 +194,8 @@ pub struct PluginSpec {
     /// Linear-memory cap in bytes.
     pub memory_limit: u64,
     pub on_fault: OnFault,
+    /// Suspension of the plugin after repeated faults.
+    pub fault_backoff: FaultBackoff,
 }
 
 impl PluginSpec {
@@ -205,6 +207,7 @@ impl PluginSpec {
             timeout: DEFAULT_PLUGIN_TIMEOUT,
             memory_limit: DEFAULT_PLUGIN_MEMORY,
             on_fault: OnFault::FailOpen,
+            fault_backoff: FaultBackoff::default(),
         }
     }
 }
@@ -220,6 +223,28 @@ pub enum PluginSource {
     Builtin,
     /// Resolved against the config file's directory; not yet read.
     Path(PathBuf),
+}
+
+/// When and for how long a plugin that keeps faulting is not called: after
+/// `after` consecutive faults with no successful call in between, for
+/// `initial`, then twice as long after each retry that faults, up to `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FaultBackoff {
+    /// At least 1.
+    pub after: u32,
+    /// Greater than zero, at most `max`.
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl Default for FaultBackoff {
+    fn default() -> Self {
+        FaultBackoff {
+            after: 5,
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+        }
+    }
 }
 
 /// What a request gets when its plugin traps, times out or runs out of

@@ -324,6 +324,7 @@ fn plugin_forms() {
             timeout: Duration::from_millis(2),
             memory_limit: 32 << 20,
             on_fault: OnFault::FailClosed,
+            fault_backoff: FaultBackoff::default(),
         }
     );
     assert_eq!(
@@ -334,6 +335,7 @@ fn plugin_forms() {
             timeout: Duration::from_millis(10),
             memory_limit: 1 << 20,
             on_fault: OnFault::FailClosed,
+            fault_backoff: FaultBackoff::default(),
         }
     );
     assert_eq!(c.plugins.filters.len(), 1);
@@ -347,6 +349,116 @@ fn plugin_forms() {
     let c = ok(&with(r#""plugins": {"router": {"config": {"x": 1}}}"#));
     assert_eq!(c.plugins.router.source, PluginSource::Builtin);
     assert_eq!(c.plugins.router.on_fault, OnFault::FailOpen);
+}
+
+#[test]
+fn control_characters_in_keys_keep_errors_on_one_line() {
+    // Found by fuzz/fuzz_targets/config_parse.rs.
+    let e = err(r#"{"domains": {"a\nb.com": ["127.0.0.1:1"]}}"#);
+    assert!(!e.contains('\n'), "{e}");
+    assert!(
+        e.starts_with("config.json: domains.a\\nb.com: invalid domain name"),
+        "{e}"
+    );
+    let e = err(r#"{"domains": {"a.com": ["127.0.0.1:1"]}, "x\ty": 1}"#);
+    assert!(e.contains("unknown key `x\\ty`"), "{e}");
+}
+
+#[test]
+fn plugin_fault_backoff() {
+    let c = ok(&with(
+        r#""plugins": {
+            "balancer": {"path": "lb.wasm", "fault_backoff": {"after": 1, "initial": "100ms", "max": "2s"}},
+            "breaker": {"fault_backoff": {"initial": "1m30s", "max": "5m"}},
+            "router": {"fault_backoff": null}
+        }"#,
+    ));
+    assert_eq!(
+        c.plugins.balancer.fault_backoff,
+        FaultBackoff {
+            after: 1,
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(2),
+        }
+    );
+    assert_eq!(
+        c.plugins.breaker.fault_backoff,
+        FaultBackoff {
+            after: 5,
+            initial: Duration::from_secs(90),
+            max: Duration::from_secs(300),
+        }
+    );
+    assert_eq!(c.plugins.router.fault_backoff, FaultBackoff::default());
+    assert_eq!(
+        FaultBackoff::default(),
+        FaultBackoff {
+            after: 5,
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+        }
+    );
+    // Equal bounds: a fixed suspension.
+    let c = ok(&with(
+        r#""plugins": {"router": {"fault_backoff": {"initial": "5s", "max": "5s"}}}"#,
+    ));
+    assert_eq!(
+        c.plugins.router.fault_backoff.initial,
+        Duration::from_secs(5)
+    );
+}
+
+#[test]
+fn plugin_fault_backoff_errors() {
+    let e = |backoff: &str| {
+        err(&with(&format!(
+            r#""plugins": {{"balancer": {{"fault_backoff": {backoff}}}}}"#
+        )))
+    };
+    assert_eq!(
+        e(r#"{"after": 0}"#),
+        "config.json: plugins.balancer.fault_backoff.after: expected a whole number of consecutive faults, at least 1, got 0"
+    );
+    for bad in [r#""5""#, "-1", "1.5", "4294967296"] {
+        assert!(
+            e(&format!(r#"{{"after": {bad}}}"#))
+                .contains("fault_backoff.after: expected a whole number"),
+            "{bad}"
+        );
+    }
+    assert!(
+        e(r#"{"initial": "0s"}"#)
+            .contains("plugins.balancer.fault_backoff.initial: must be greater than zero")
+    );
+    assert!(
+        e(r#"{"max": "0"}"#)
+            .contains("plugins.balancer.fault_backoff.max: must be greater than zero")
+    );
+    assert!(
+        e(r#"{"initial": 1000}"#)
+            .contains("plugins.balancer.fault_backoff.initial: expected a duration like")
+    );
+    assert!(
+        e(r#"{"max": "1 minute"}"#)
+            .contains("plugins.balancer.fault_backoff.max: invalid duration")
+    );
+    assert_eq!(
+        e(r#"{"initial": "10s", "max": "5s"}"#),
+        "config.json: plugins.balancer.fault_backoff: initial \"10s\" is longer than max \"5s\"; the suspension starts at initial and doubles up to max"
+    );
+    assert_eq!(
+        e(r#"{"initial": "2m"}"#),
+        "config.json: plugins.balancer.fault_backoff: initial \"2m\" is longer than max 60s (the default); the suspension starts at initial and doubles up to max"
+    );
+    assert!(
+        e(r#"{"max": "500ms"}"#).contains("initial 1s (the default) is longer than max \"500ms\"")
+    );
+    assert!(
+        e(r#"{"inital": "1s"}"#).contains("unknown key `plugins.balancer.fault_backoff.inital`")
+    );
+    assert!(e(r#""1s""#).contains(
+        "plugins.balancer.fault_backoff: expected an object like {\"after\": 5, \"initial\": \"1s\", \"max\": \"60s\"}, got \"1s\""
+    ));
 }
 
 #[test]

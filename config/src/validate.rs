@@ -54,7 +54,15 @@ const DOMAIN_KEYS: &[&str] = &[
 const BACKEND_KEYS: &[&str] = &["address", "weight"];
 const TLS_KEYS: &[&str] = &["cert", "key"];
 const PLUGINS_KEYS: &[&str] = &["router", "balancer", "breaker", "filters"];
-const PLUGIN_KEYS: &[&str] = &["path", "config", "timeout", "memory_limit", "on_fault"];
+const PLUGIN_KEYS: &[&str] = &[
+    "path",
+    "config",
+    "timeout",
+    "memory_limit",
+    "on_fault",
+    "fault_backoff",
+];
+const FAULT_BACKOFF_KEYS: &[&str] = &["after", "initial", "max"];
 const ACME_KEYS: &[&str] = &["directory", "email", "ca_root", "challenges"];
 const METRICS_KEYS: &[&str] = &["log_interval"];
 
@@ -419,12 +427,17 @@ impl Walker {
                 PluginSource::Path(_) => OnFault::FailClosed,
             },
         };
+        let fault_backoff = match present(map, "fault_backoff") {
+            Some(v) => fault_backoff(v, &join(path, "fault_backoff"))?,
+            None => FaultBackoff::default(),
+        };
         Ok(PluginSpec {
             source,
             config,
             timeout,
             memory_limit,
             on_fault,
+            fault_backoff,
         })
     }
 
@@ -797,6 +810,56 @@ fn on_fault(v: &Value, path: &str) -> R<OnFault> {
             format!("expected \"fail-open\" or \"fail-closed\", got {}", show(v)),
         )),
     }
+}
+
+/// `{"after": 5, "initial": "1s", "max": "60s"}`; missing keys keep their
+/// defaults.
+fn fault_backoff(v: &Value, path: &str) -> R<FaultBackoff> {
+    let map = object(
+        v,
+        path,
+        "{\"after\": 5, \"initial\": \"1s\", \"max\": \"60s\"}",
+    )?;
+    check_keys(map, path, FAULT_BACKOFF_KEYS)?;
+    let mut b = FaultBackoff::default();
+    if let Some(v) = present(map, "after") {
+        b.after = v
+            .as_u64()
+            .filter(|n| *n >= 1)
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| {
+                Fault::invalid(
+                    join(path, "after"),
+                    format!(
+                        "expected a whole number of consecutive faults, at least 1, got {}",
+                        show(v)
+                    ),
+                )
+            })?;
+    }
+    let initial = present(map, "initial");
+    if let Some(v) = initial {
+        b.initial = positive_duration(v, &join(path, "initial"))?;
+    }
+    let max = present(map, "max");
+    if let Some(v) = max {
+        b.max = positive_duration(v, &join(path, "max"))?;
+    }
+    if b.initial > b.max {
+        let shown = |v: Option<&Value>, d: Duration| match v {
+            Some(v) => show(v),
+            None => format!("{d:?} (the default)"),
+        };
+        return Err(Fault::invalid(
+            path,
+            format!(
+                "initial {} is longer than max {}; the suspension starts at initial and doubles up to max",
+                shown(initial, b.initial),
+                shown(max, b.max)
+            ),
+        ));
+    }
+    Ok(b)
 }
 
 fn acme_directory(v: &Value) -> R<String> {

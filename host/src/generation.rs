@@ -249,7 +249,10 @@ fn slot<W: World>(
     builtin_config: Map<String, Value>,
     upstreams: &Arc<[Upstream]>,
 ) -> Result<Slot<W>, LoadError> {
-    let limits = crate::plugin::Limits::new(spec.timeout, spec.memory_limit);
+    let limits = crate::plugin::Limits {
+        backoff: spec.fault_backoff.into(),
+        ..crate::plugin::Limits::new(spec.timeout, spec.memory_limit)
+    };
     match &spec.source {
         PluginSource::Builtin => {
             let mut merged = builtin_config;

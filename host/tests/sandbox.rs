@@ -115,6 +115,7 @@ impl Scenario {
         let g = self.generation();
         match self.role {
             "router" => g.router.primary.name().to_owned(),
+            "breaker" => g.breaker.primary.name().to_owned(),
             _ => g.balancer.primary.name().to_owned(),
         }
     }
@@ -123,6 +124,7 @@ impl Scenario {
         let g = self.generation();
         match self.role {
             "router" => g.router.primary.faults(),
+            "breaker" => g.breaker.primary.faults(),
             _ => g.balancer.primary.faults(),
         }
     }
@@ -131,6 +133,7 @@ impl Scenario {
         let g = self.generation();
         match self.role {
             "router" => g.router.primary.suspended_calls(),
+            "breaker" => g.breaker.primary.suspended_calls(),
             _ => g.balancer.primary.suspended_calls(),
         }
     }
@@ -404,6 +407,160 @@ async fn an_unknown_upstream_fails_open_to_the_builtin_router() {
     contain("router", "unknown", Expect::Open("bad-answer")).await;
 }
 
+// The breaker is called after the backend answered, with the outcome. A
+// fault fails closed by replacing the backend's answer with a 503, or fails
+// open by letting the built-in breaker judge the outcome.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trapping_breaker_fails_closed_with_503() {
+    let s = contain("breaker", "trap", Expect::Closed("trap")).await;
+    assert_eq!(
+        s.bad.hits(),
+        BAD_REQUESTS,
+        "the breaker judges an outcome: every request reached the backend"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_infinite_loop_in_the_breaker_hits_the_deadline() {
+    contain("breaker", "loop", Expect::Closed("timeout")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_verdict_with_zero_probes_is_a_bad_answer() {
+    contain("breaker", "zero-probes", Expect::Closed("bad-answer")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trapping_breaker_fails_open_to_the_builtin_breaker() {
+    let s = contain("breaker", "trap", Expect::Open("trap")).await;
+    assert_eq!(s.bad.hits(), BAD_REQUESTS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_infinite_loop_in_the_breaker_fails_open() {
+    contain("breaker", "loop", Expect::Open("timeout")).await;
+}
+
+/// The built-in breaker's threshold in [`DeadBackend`] proxies.
+const THRESHOLD: u64 = 3;
+
+/// A proxy whose `bad.test` backend refuses connections, so every outcome
+/// there is a failure, with the hostile breaker in `mode`; the built-in
+/// breaker (the fail-open fallback) opens after [`THRESHOLD`] failures.
+struct DeadBackend {
+    good: Backend,
+    proxy: Proxy,
+    http: HttpClient,
+}
+
+impl DeadBackend {
+    async fn start(mode: &str, on_fault: &str) -> DeadBackend {
+        metrics();
+        let good = Backend::start("good").await;
+        let dead = common::dead_addr().await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            fixture("hostile_breaker.wasm"),
+            dir.path().join("hostile_breaker.wasm"),
+        )
+        .unwrap();
+        let proxy = Proxy::start_in(
+            dir,
+            &format!(
+                r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null,
+                    "circuit_breaker_threshold": {THRESHOLD}, "circuit_breaker_timeout": "1m",
+                    "domains": {{"good.test": ["{}"], "bad.test": ["{dead}"]}},
+                    "plugins": {{"breaker": {{"path": "hostile_breaker.wasm",
+                                              "config": {{"mode": "{mode}"}},
+                                              "on_fault": "{on_fault}"}}}}}}"#,
+                good.addr
+            ),
+        )
+        .await;
+        DeadBackend {
+            good,
+            proxy,
+            http: client(),
+        }
+    }
+
+    async fn get(&self, host: &str) -> (StatusCode, String) {
+        let (status, body, _) = timed_get(&self.http, &self.proxy.url("/"), host).await;
+        (status, body)
+    }
+
+    /// The dead backend's breaker state and consecutive failures, as the
+    /// host caches them.
+    fn dead_backend(&self) -> (bbproxy::plugin::BreakerState, u32) {
+        let g = self.proxy.generation();
+        let i = g.upstream_index("bad.test").unwrap() as usize;
+        let state = &g.upstreams[i].backends[0].state;
+        (
+            state.breaker.state(bbproxy::clock::monotonic_ms()),
+            state.consecutive_failures(),
+        )
+    }
+
+    fn faults(&self, kind: &str) -> (u64, u64) {
+        let g = self.proxy.generation();
+        let plugin = g.breaker.primary.name().to_owned();
+        let metric = metric(
+            "bbproxy_plugin_faults_total",
+            &[("plugin", &plugin), ("role", "breaker"), ("kind", kind)],
+        );
+        (g.breaker.primary.faults(), metric)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_faulting_breaker_fails_open_to_the_builtin_breakers_decision() {
+    use bbproxy::plugin::BreakerState;
+    // The hostile verdict would open the backend at the first outcome; the
+    // built-in breaker opens it only after THRESHOLD failures.
+    let d = DeadBackend::start("zero-probes", "fail-open").await;
+    for n in 1..=THRESHOLD {
+        let (status, body) = d.get("bad.test").await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "failure {n}: {body}");
+        assert_eq!(d.get("good.test").await.0, StatusCode::OK);
+        let expected = if n < THRESHOLD {
+            BreakerState::Closed
+        } else {
+            BreakerState::Open
+        };
+        assert_eq!(d.dead_backend(), (expected, n as u32), "after failure {n}");
+    }
+    let (status, body) = d.get("bad.test").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("circuit open"), "{body}");
+    assert_eq!(d.faults("bad-answer"), (THRESHOLD, THRESHOLD));
+    assert_eq!(d.good.hits(), THRESHOLD);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_faulting_breaker_fails_closed_and_leaves_the_backend_state_alone() {
+    use bbproxy::plugin::BreakerState;
+    let d = DeadBackend::start("zero-probes", "fail-closed").await;
+    let requests = THRESHOLD * 3;
+    for _ in 0..requests {
+        let (status, body) = d.get("bad.test").await;
+        assert_eq!(
+            (status, body.trim()),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "bbproxy: breaker plugin fault (bad-answer)"
+            ),
+            "503 instead of the 502, never a retry loop"
+        );
+        // A success in between, so the plugin is never suspended.
+        assert_eq!(d.get("good.test").await.0, StatusCode::OK);
+    }
+    // No verdict was applied: no failure counted, the circuit never opened.
+    assert_eq!(d.dead_backend(), (BreakerState::Closed, 0));
+    assert_eq!(d.faults("bad-answer"), (requests, requests));
+    assert_eq!(d.good.hits(), requests);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_that_always_faults_is_suspended_with_backoff() {
     let s = Scenario::start("balancer", "always-trap", "fail-closed").await;
@@ -456,6 +613,84 @@ async fn a_plugin_that_always_faults_is_suspended_with_backoff() {
     let (status, body, _) = s.get("good.test").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(body.contains("(suspended)"), "suspended again: {body}");
+    assert_eq!(s.bad.hits() + s.good.hits(), 0);
+}
+
+/// Polls `good.test` until a request reaches the plugin again (its fault
+/// count passes `faults`); returns when that request started and ended.
+async fn next_call(s: &Scenario, faults: u64) -> (Instant, Instant) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let start = Instant::now();
+        let (status, body, _) = s.get("good.test").await;
+        let end = Instant::now();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        if s.faults() > faults {
+            assert!(body.contains("(trap)"), "{body}");
+            return (start, end);
+        }
+        assert!(body.contains("(suspended)"), "{body}");
+        assert!(
+            Instant::now() < deadline,
+            "no call to the plugin within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_fault_backoff_takes_effect() {
+    let s = Scenario::start_with(
+        "balancer",
+        "always-trap",
+        "fail-closed",
+        r#", "fault_backoff": {"after": 1, "initial": "100ms", "max": "400ms"}"#,
+    )
+    .await;
+    let ms = Duration::from_millis;
+    assert_eq!(
+        s.generation().balancer.primary.limits().backoff,
+        bbproxy::plugin::Backoff {
+            after: 1,
+            initial: ms(100),
+            max: ms(400),
+        }
+    );
+    // A suspension begins when a call faults, which is after that request
+    // started and before the next admitted one ends; the host's clock has
+    // millisecond resolution, so allow 1 ms.
+    let (first_start, _) = next_call(&s, 0).await;
+    assert_eq!(s.faults(), 1);
+    // One fault is enough to suspend it (the default needs 5).
+    let (status, body, _) = s.get("good.test").await;
+    if first_start.elapsed() < ms(100) {
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("(suspended)"), "{body}");
+        assert_eq!((s.faults(), s.suspended_calls()), (1, 1));
+    }
+    // Called again after 100 ms, before the default 1 s would end; each
+    // retry that faults doubles the suspension (lower bounds), up to 400 ms
+    // (the last one is not 800 ms). Upper bounds are loose: the machine
+    // may be loaded.
+    let mut previous_start = first_start;
+    for (n, interval, under) in [
+        (1, ms(100), ms(1000)),
+        (2, ms(200), ms(10_000)),
+        (3, ms(400), ms(10_000)),
+        (4, ms(400), ms(800)),
+    ] {
+        let (start, end) = next_call(&s, n).await;
+        let gap = end - previous_start;
+        eprintln!("retry {n}: suspension {interval:?}, measured {gap:?}");
+        assert!(
+            gap + ms(1) >= interval,
+            "retry {n} after {gap:?} < {interval:?}"
+        );
+        assert!(gap < under, "retry {n} after {gap:?}, not under {under:?}");
+        previous_start = start;
+    }
+    assert_eq!(s.faults(), 5);
+    assert!(s.suspended_calls() > 0);
     assert_eq!(s.bad.hits() + s.good.hits(), 0);
 }
 

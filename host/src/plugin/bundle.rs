@@ -22,7 +22,7 @@ pub static BREAKER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/plugins/br
 pub const EXAMPLES_DIR: &str = concat!(env!("OUT_DIR"), "/examples");
 
 /// Directory holding the hostile test plugins built from
-/// `host/tests/fixtures/`: `hostile_balancer.wasm` and `hostile_router.wasm`,
-/// each misbehaving in the way its config's `mode` names. For the sandbox
+/// `host/tests/fixtures/`: `hostile_balancer.wasm`, `hostile_router.wasm` and
+/// `hostile_breaker.wasm`, each misbehaving in the way its config's `mode` names. For the sandbox
 /// tests.
 pub const FIXTURES_DIR: &str = concat!(env!("OUT_DIR"), "/fixtures");

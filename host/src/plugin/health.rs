@@ -27,12 +27,21 @@ pub struct Backoff {
     pub max: Duration,
 }
 
+/// The defaults of config.json's `fault_backoff`: 5 faults, 1 s doubling to
+/// 60 s.
 impl Default for Backoff {
     fn default() -> Self {
+        Self::from(bbproxy_config::FaultBackoff::default())
+    }
+}
+
+/// A plugin entry's validated `fault_backoff`.
+impl From<bbproxy_config::FaultBackoff> for Backoff {
+    fn from(b: bbproxy_config::FaultBackoff) -> Self {
         Self {
-            after: 5,
-            initial: Duration::from_secs(1),
-            max: Duration::from_secs(60),
+            after: b.after,
+            initial: b.initial,
+            max: b.max,
         }
     }
 }

@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 
 use super::request_body::{BodyFault, BodySlot, RequestBody};
 use super::{headers, upgrade};
-use crate::plugin::{OutcomeKind, RequestView};
+use crate::plugin::{Fault, OutcomeKind, RequestView};
 use crate::upstream::BackendState;
 use crate::upstream::limiter::Refused;
 use crate::upstream::pool::UpstreamClient;
@@ -64,6 +64,10 @@ pub enum UpstreamError {
         /// Why the request got no slot.
         refused: Refused,
     },
+    /// The breaker plugin faulted on this attempt's outcome and its policy
+    /// is fail-closed.
+    #[error("breaker plugin fault ({})", .0.kind())]
+    BreakerFault(Fault),
 }
 
 impl UpstreamError {
@@ -80,7 +84,8 @@ impl UpstreamError {
             UpstreamError::Reset { .. } => Some(OutcomeKind::Reset),
             UpstreamError::BadRequest(_)
             | UpstreamError::Body(_)
-            | UpstreamError::Overloaded { .. } => None,
+            | UpstreamError::Overloaded { .. }
+            | UpstreamError::BreakerFault(_) => None,
         }
     }
 
@@ -97,7 +102,8 @@ impl UpstreamError {
 
     /// The status the client gets: 502 when the backend could not be used,
     /// 504 when it was too slow (connect timeout included), 503 when it is at
-    /// its connection limit, 408/413/400 for the client's own body.
+    /// its connection limit or the breaker failed closed, 408/413/400 for the
+    /// client's own body.
     pub fn status(&self) -> StatusCode {
         match self {
             UpstreamError::Body(BodyFault::Idle(_)) => StatusCode::REQUEST_TIMEOUT,
@@ -105,7 +111,9 @@ impl UpstreamError {
             UpstreamError::Body(BodyFault::Client) | UpstreamError::BadRequest(_) => {
                 StatusCode::BAD_REQUEST
             }
-            UpstreamError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            UpstreamError::Overloaded { .. } | UpstreamError::BreakerFault(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             UpstreamError::Connect {
                 timed_out: true, ..
             }

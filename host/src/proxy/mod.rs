@@ -319,14 +319,21 @@ impl Proxy {
                 }
             }),
         };
+        let mut breaker_fault = None;
         if let Some(outcome) = outcome {
             if outcome.kind == OutcomeKind::Response {
                 backend.state.record_latency(outcome.latency_us);
             }
-            report_outcome(generation, &up.name, upstream, backend, before, outcome);
+            breaker_fault =
+                report_outcome(generation, &up.name, upstream, backend, before, outcome).err();
         }
         if probe {
             backend.state.breaker.release_probe();
+        }
+        if let Some(fault) = breaker_fault {
+            // Fail-closed: without a working breaker no answer goes out,
+            // whatever the backend said (its body is dropped unread).
+            return Err(UpstreamError::BreakerFault(fault));
         }
         let (resp, _) = result?;
         let (parts, body) = resp.into_parts();
@@ -483,7 +490,9 @@ fn pick(
 }
 
 /// Gives the breaker the outcome and applies its verdict. A faulting breaker
-/// leaves the backend's state as it was (there is no safe guess to make).
+/// leaves the backend's state as it was (there is no safe guess to make);
+/// with a fail-open policy the built-in breaker decides instead, with
+/// fail-closed the fault is returned and the request answered with 503.
 fn report_outcome(
     generation: &Generation,
     upstream_name: &str,
@@ -491,7 +500,7 @@ fn report_outcome(
     backend: &crate::generation::BackendSlot,
     before: Backend,
     outcome: Outcome,
-) {
+) -> Result<(), Fault> {
     let slot: &Slot<BreakerWorld> = &generation.breaker;
     let verdict = slot
         .primary
@@ -500,7 +509,7 @@ fn report_outcome(
             Some(builtin) => builtin.on_outcome(upstream, before, outcome),
             None => Err(fault),
         });
-    let Ok(verdict) = verdict else { return };
+    let verdict = verdict?;
     backend.state.record_result(verdict.failure);
     if let Some(state) = backend.state.breaker.apply(&verdict, clock::monotonic_ms()) {
         tracing::info!(
@@ -515,6 +524,7 @@ fn report_outcome(
             }
         );
     }
+    Ok(())
 }
 
 fn fault_response(role: &str, fault: &Fault) -> Response<ProxyBody> {

@@ -70,7 +70,8 @@ pub fn retryable(error: &UpstreamError, method: &Method) -> bool {
         UpstreamError::Timeout { .. }
         | UpstreamError::BadRequest(_)
         | UpstreamError::Body(_)
-        | UpstreamError::Overloaded { .. } => false,
+        | UpstreamError::Overloaded { .. }
+        | UpstreamError::BreakerFault(_) => false,
     }
 }
 
