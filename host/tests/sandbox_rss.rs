@@ -7,15 +7,15 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use bbproxy::plugin::{
-    Backend, Backoff, BalancerWorld, BreakerState, Limits, Plugin, RequestView, RouterWorld,
-    Runtime, Upstream, World, bundle,
+    Backend, Backoff, BalancerWorld, BreakerState, BreakerWorld, Limits, Outcome, OutcomeKind,
+    Plugin, RequestView, RouterWorld, Runtime, Upstream, World, bundle,
 };
 
 const FAULTS: u64 = 10_000;
 /// Faults before the baseline is taken: allocator arenas, the compile
 /// cache and the instance pool have reached their working size by then.
 const WARMUP: u64 = 500;
-/// Allowed growth of RSS from the baseline to the end. Ten fixtures with
+/// Allowed growth of RSS from the baseline to the end. Thirteen fixtures with
 /// live instances of up to 6 MiB each are running at both readings; a leak
 /// of even one instance per 100 faults would exceed this many times over.
 const MAX_GROWTH_KIB: u64 = 64 * 1024;
@@ -61,6 +61,15 @@ fn candidates() -> [Backend; 1] {
         requests: 0,
         breaker: BreakerState::Closed,
     }]
+}
+
+/// A failed response: what the breaker is asked to judge.
+fn failure() -> Outcome {
+    Outcome {
+        kind: OutcomeKind::Response,
+        status: 502,
+        latency_us: 1000,
+    }
 }
 
 fn load<W: World>(runtime: &Runtime, file: &str, mode: &str) -> Plugin<W> {
@@ -156,6 +165,18 @@ fn rss_stays_bounded_over_ten_thousand_faults_per_fixture() {
             |p| assert!(p.route(&mut view("good.test")).is_ok()),
         ));
     }
+    for mode in ["trap", "loop", "zero-probes"] {
+        jobs.push(job::<BreakerWorld>(
+            &runtime,
+            "hostile_breaker.wasm",
+            mode,
+            |p| {
+                let _ = p.on_outcome(1, candidates()[0], failure());
+            },
+            |p| assert!(p.on_outcome(0, candidates()[0], failure()).is_ok()),
+        ));
+    }
+    let fixtures = jobs.len();
     let warm = Arc::new(Barrier::new(jobs.len() + 1));
     let go = Arc::new(Barrier::new(jobs.len() + 1));
     let threads: Vec<_> = jobs
@@ -176,7 +197,7 @@ fn rss_stays_bounded_over_ten_thousand_faults_per_fixture() {
     let end = rss_kib();
     let growth = end.saturating_sub(base);
     eprintln!(
-        "RSS {base} KiB after warm-up, {end} KiB after {FAULTS} faults of each of 10 fixtures ({:?}): growth {growth} KiB",
+        "RSS {base} KiB after warm-up, {end} KiB after {FAULTS} faults of each of {fixtures} fixtures ({:?}): growth {growth} KiB",
         started.elapsed()
     );
     assert!(
