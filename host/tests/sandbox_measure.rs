@@ -9,31 +9,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use bbproxy::plugin::{
-    Backend, Backoff, BalancerWorld, BreakerState, Limits, Plugin, Pooling, RequestView, Runtime,
-    RuntimeOptions, Upstream, bundle,
+    Backoff, BalancerWorld, Limits, Plugin, Pooling, Runtime, RuntimeOptions, Upstream, bundle,
 };
+use common::direct::candidates;
 
-fn view() -> Option<RequestView> {
-    let (parts, ()) = http::Request::get("/").body(()).unwrap().into_parts();
-    Some(RequestView {
-        parts,
-        host: "x.test".into(),
-        client: "127.0.0.1:9".parse().unwrap(),
-    })
-}
-
-fn candidates() -> [Backend; 1] {
-    [Backend {
-        id: 0,
-        weight: 1,
-        in_flight: 0,
-        consecutive_failures: 0,
-        consecutive_successes: 0,
-        latency_ewma_us: 0,
-        requests: 0,
-        breaker: BreakerState::Closed,
-    }]
+fn view() -> Option<bbproxy::plugin::RequestView> {
+    common::direct::view("x.test")
 }
 
 fn load(runtime: &Runtime, mode: &str, timeout: Duration) -> Plugin<BalancerWorld> {

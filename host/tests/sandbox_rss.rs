@@ -6,10 +6,14 @@
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+mod common;
+
 use bbproxy::plugin::{
-    Backend, Backoff, BalancerWorld, BreakerState, BreakerWorld, Limits, Outcome, OutcomeKind,
-    Plugin, RequestView, RouterWorld, Runtime, Upstream, World, bundle,
+    Backoff, BalancerWorld, BreakerWorld, Limits, Outcome, OutcomeKind, Plugin, RouterWorld,
+    Runtime, Upstream, World, bundle,
 };
+use common::direct::{candidates, view};
+use common::rss_kib;
 
 const FAULTS: u64 = 10_000;
 /// Faults before the baseline is taken: allocator arenas, the compile
@@ -20,25 +24,6 @@ const WARMUP: u64 = 500;
 /// of even one instance per 100 faults would exceed this many times over.
 const MAX_GROWTH_KIB: u64 = 64 * 1024;
 
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-fn view(host: &str) -> Option<RequestView> {
-    let (parts, ()) = http::Request::get("/")
-        .header("host", host)
-        .body(())
-        .unwrap()
-        .into_parts();
-    Some(RequestView {
-        parts,
-        host: host.to_owned(),
-        client: "127.0.0.1:9".parse().unwrap(),
-    })
-}
-
 fn upstreams() -> Arc<[Upstream]> {
     ["good.test", "bad.test"]
         .into_iter()
@@ -48,19 +33,6 @@ fn upstreams() -> Arc<[Upstream]> {
             backends: 1,
         })
         .collect()
-}
-
-fn candidates() -> [Backend; 1] {
-    [Backend {
-        id: 0,
-        weight: 1,
-        in_flight: 0,
-        consecutive_failures: 0,
-        consecutive_successes: 0,
-        latency_ewma_us: 0,
-        requests: 0,
-        breaker: BreakerState::Closed,
-    }]
 }
 
 /// A failed response: what the breaker is asked to judge.

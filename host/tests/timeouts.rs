@@ -403,10 +403,7 @@ fn write_timeouts() -> u64 {
 
 /// The test process's resident memory (the proxy runs in it).
 fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kb * 1024
+    common::rss_kib() * 1024
 }
 
 /// A backend that answers every request with `len` bytes of

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod acme_front;
+pub mod direct;
 pub mod pebble;
 pub mod tls;
 
@@ -315,4 +316,11 @@ pub async fn dead_addr() -> SocketAddr {
 /// Where the build script put the example plugins.
 pub fn example_plugin(file: &str) -> PathBuf {
     PathBuf::from(bbproxy::plugin::bundle::EXAMPLES_DIR).join(file)
+}
+
+/// This process's resident memory in KiB (in-process proxies included).
+pub fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
