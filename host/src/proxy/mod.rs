@@ -33,7 +33,9 @@ pub use retry::RetryBudget;
 use crate::clock;
 use crate::drain::Drain;
 use crate::generation::{Generation, Slot, UpstreamSlot};
-use crate::plugin::{Backend, BreakerWorld, Fault, Outcome, OutcomeKind, RequestView, Route};
+use crate::plugin::{
+    Backend, BreakerState, BreakerWorld, Fault, Outcome, OutcomeKind, RequestView, Route,
+};
 use crate::upstream::Admission;
 
 /// How a listener's clients reach the proxy, for `X-Forwarded-Proto`.
@@ -357,27 +359,26 @@ fn choose(
 ) -> Result<(usize, bool), Box<Response<ProxyBody>>> {
     let now = clock::monotonic_ms();
     let mut unhealthy = 0;
-    let mut candidates: Vec<(usize, Backend, bool)> = up
-        .backends
-        .iter()
-        .enumerate()
-        .filter(|(i, b)| {
-            let healthy = b.state.health.is_healthy();
-            unhealthy += usize::from(!healthy);
-            healthy && !tried.contains(i)
-        })
-        .filter_map(|(i, b)| {
-            let admission = b.state.breaker.admission(now);
-            (admission != Admission::Refused).then(|| {
-                let stats = b
-                    .state
-                    .snapshot(i as u32, b.weight, b.state.breaker.state(now));
-                (i, stats, admission == Admission::Probe)
-            })
-        })
-        .collect();
+    // Built once, and all the loop needs: a candidate's `id` is its backend
+    // index, and a half-open one was admitted only as a probe.
+    let mut stats: Vec<Backend> = Vec::with_capacity(up.backends.len());
+    for (i, b) in up.backends.iter().enumerate() {
+        let healthy = b.state.health.is_healthy();
+        unhealthy += usize::from(!healthy);
+        if !healthy || tried.contains(&i) {
+            continue;
+        }
+        let admission = b.state.breaker.admission(now);
+        if admission == Admission::Refused {
+            continue;
+        }
+        stats.push(
+            b.state
+                .snapshot(i as u32, b.weight, b.state.breaker.state(now)),
+        );
+    }
     loop {
-        if candidates.is_empty() {
+        if stats.is_empty() {
             let why = if unhealthy == up.backends.len() {
                 "every backend fails its health check"
             } else {
@@ -389,16 +390,16 @@ fn choose(
                 format!("bbproxy: no backend of {} is available ({why})\n", up.name),
             )));
         }
-        let stats: Vec<Backend> = candidates.iter().map(|c| c.1).collect();
         let chosen = match pick(generation, view, upstream, &stats) {
             Ok(i) => i,
             Err(fault) => return Err(Box::new(fault_response("balancer", &fault))),
         };
-        let (index, _, probe) = candidates[chosen];
+        let index = stats[chosen].id as usize;
+        let probe = stats[chosen].breaker == BreakerState::HalfOpen;
         if !probe || up.backends[index].state.breaker.try_take_probe() {
             return Ok((index, probe));
         }
-        candidates.remove(chosen);
+        stats.remove(chosen);
     }
 }
 
@@ -518,9 +519,9 @@ fn report_outcome(
             state = ?state,
             "circuit breaker {}",
             match state {
-                crate::plugin::BreakerState::Open => "opened",
-                crate::plugin::BreakerState::HalfOpen => "half-open",
-                crate::plugin::BreakerState::Closed => "closed",
+                BreakerState::Open => "opened",
+                BreakerState::HalfOpen => "half-open",
+                BreakerState::Closed => "closed",
             }
         );
     }
