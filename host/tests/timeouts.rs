@@ -620,13 +620,23 @@ async fn a_slow_but_steady_reader_gets_the_whole_body() {
     assert_eq!(write_timeouts(), before);
 }
 
-/// 200 clients that never read a 10 MiB response: the proxy holds little
-/// memory for them while they are stalled (backpressure, not buffering),
-/// and all of them are reset at the write timeout.
+/// 500 clients that never read a 10 MiB response (reliability case 14):
+/// the proxy holds under 50 MiB for them while they are stalled
+/// (backpressure, not buffering), and all of them are reset at the write
+/// timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hundred_stalled_readers_cost_little_memory_and_are_all_cut() {
-    const CLIENTS: usize = 200;
+async fn five_hundred_stalled_readers_cost_under_50_mib_and_are_all_cut() {
+    const CLIENTS: usize = 500;
     let _alone = EXCLUSIVE.write().await;
+    // Four descriptors per reader live in this one process (client,
+    // accepted, upstream, backend side).
+    let fds = bbproxy::server::limits::raise_nofile_limit().unwrap();
+    assert!(
+        fds.now >= 4 * CLIENTS as u64 + 256,
+        "this test needs {} open files; the hard limit is {}",
+        4 * CLIENTS + 256,
+        fds.hard
+    );
     let before = write_timeouts();
     let b = StreamBackend::start(common::DOWNLOAD_BYTES).await;
     let p = proxy(b.addr, r#""client_write": "3s""#, "").await;

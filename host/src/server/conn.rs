@@ -11,9 +11,9 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::task::{Context, Poll, ready};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -50,6 +50,14 @@ pub struct ConnState {
     /// Since when writes to the client have made no progress (the socket's
     /// send buffer is full: the client does not read), or `NONE`.
     write_stalled: AtomicU64,
+    /// Response body bytes handed to hyper, and bytes the socket has taken
+    /// (heads included), over the connection's life: see `Tracked`.
+    yielded: AtomicU64,
+    written: AtomicU64,
+    /// The HTTP/1 response body waiting for the socket to take what hyper
+    /// already holds, woken by the next write that makes progress.
+    parked: AtomicBool,
+    body_waker: Mutex<Option<Waker>>,
 }
 
 impl Default for ConnState {
@@ -63,6 +71,10 @@ impl Default for ConnState {
             h2: AtomicBool::new(false),
             first_read: AtomicBool::new(true),
             write_stalled: AtomicU64::new(NONE),
+            yielded: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            parked: AtomicBool::new(false),
+            body_waker: Mutex::new(None),
         }
     }
 }
@@ -110,6 +122,46 @@ impl ConnState {
         if self.write_stalled.load(Ordering::Acquire) != NONE {
             self.write_stalled.store(NONE, Ordering::Release);
         }
+        if self.parked.swap(false, Ordering::AcqRel) {
+            let waker = self.body_waker.lock().ok().and_then(|mut w| w.take());
+            if let Some(w) = waker {
+                w.wake();
+            }
+        }
+    }
+
+    /// The socket took `n` bytes.
+    fn on_written(&self, n: usize) {
+        self.written.fetch_add(n as u64, Ordering::AcqRel);
+        self.on_write_progress();
+    }
+
+    /// Whether an HTTP/1 response body should wait before handing hyper
+    /// another chunk. hyper keeps polling a body until its write buffer
+    /// holds `max_buf_size` (the header limit, 64 KiB by default) and only
+    /// then writes, so a client that does not read would pin that much per
+    /// connection, plus what the upstream side holds. Waiting until the
+    /// socket has taken every body byte already handed over keeps that to
+    /// one chunk, as nginx keeps one buffer per slow client. HTTP/2 is left
+    /// alone: its streams share the socket and have their own flow control.
+    fn hold_body(&self, cx: &mut Context<'_>) -> bool {
+        let behind = || self.yielded.load(Ordering::Acquire) > self.written.load(Ordering::Acquire);
+        if self.h2.load(Ordering::Acquire) || !behind() {
+            return false;
+        }
+        if let Ok(mut w) = self.body_waker.lock() {
+            match w.as_mut() {
+                Some(old) if old.will_wake(cx.waker()) => {}
+                _ => *w = Some(cx.waker().clone()),
+            }
+        }
+        self.parked.store(true, Ordering::Release);
+        // A write may have landed between the first look and parking.
+        if behind() {
+            return true;
+        }
+        self.parked.store(false, Ordering::Release);
+        false
     }
 
     /// When writes stuck since `write_stalled` exceed `client_write`.
@@ -316,7 +368,7 @@ impl<T> TrackedIo<T> {
     fn wrote(&self, polled: &Poll<io::Result<usize>>) {
         match polled {
             Poll::Pending => self.state.on_write_blocked(),
-            Poll::Ready(Ok(n)) if *n > 0 => self.state.on_write_progress(),
+            Poll::Ready(Ok(n)) if *n > 0 => self.state.on_written(*n),
             Poll::Ready(_) => {}
         }
     }
@@ -399,9 +451,24 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Tracked<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.get_mut();
+        let Some(guard) = &this.guard else {
+            return Pin::new(&mut this.body).poll_frame(cx);
+        };
+        let state = &guard.0;
+        if state.hold_body(cx) {
+            return Poll::Pending;
+        }
         let polled = Pin::new(&mut this.body).poll_frame(cx);
-        if let Poll::Ready(None | Some(Err(_))) = polled {
-            this.guard.take();
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    state.yielded.fetch_add(data.len() as u64, Ordering::AcqRel);
+                }
+            }
+            Poll::Ready(None | Some(Err(_))) => {
+                this.guard.take();
+            }
+            Poll::Pending => {}
         }
         polled
     }
@@ -536,6 +603,38 @@ mod tests {
         keep_alive: Duration::from_secs(60),
         client_write: Duration::from_secs(2),
     };
+
+    struct Count(std::sync::atomic::AtomicUsize);
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// An HTTP/1 body waits while the socket has not taken every body byte
+    /// already handed to hyper, and the write that catches up wakes it.
+    #[test]
+    fn a_body_waits_for_the_socket_to_catch_up() {
+        let count = Arc::new(Count(Default::default()));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let s = ConnState::default();
+        assert!(!s.hold_body(&mut cx), "nothing handed over yet");
+        s.yielded.fetch_add(16 << 10, Ordering::SeqCst);
+        assert!(s.hold_body(&mut cx));
+        s.on_written(8 << 10);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "progress wakes the body");
+        assert!(s.hold_body(&mut cx), "still 8 KiB behind");
+        s.on_written(8 << 10);
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+        assert!(!s.hold_body(&mut cx), "caught up");
+        s.on_written(100);
+        assert_eq!(count.0.load(Ordering::SeqCst), 2, "no wake when not parked");
+        let h2 = ConnState::default();
+        h2.on_read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        h2.yielded.fetch_add(1 << 20, Ordering::SeqCst);
+        assert!(!h2.hold_body(&mut cx), "HTTP/2 streams are never held");
+    }
 
     /// In every phase the driver looks again no later than a write stall
     /// starting now could expire, and no later than a running one does.
