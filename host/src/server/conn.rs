@@ -58,6 +58,13 @@ pub struct ConnState {
     /// already holds, woken by the next write that makes progress.
     parked: AtomicBool,
     body_waker: Mutex<Option<Waker>>,
+    /// HTTP/2 streams whose body handed hyper a chunk and has not been
+    /// asked for the next one: hyper waits for the client to open the
+    /// stream's flow-control window. A client that never does stalls the
+    /// stream without ever blocking a socket write.
+    h2_waiting: AtomicU32,
+    /// Since when waiting streams have made no progress, or `NONE`.
+    h2_waiting_since: AtomicU64,
 }
 
 impl Default for ConnState {
@@ -75,6 +82,8 @@ impl Default for ConnState {
             written: AtomicU64::new(0),
             parked: AtomicBool::new(false),
             body_waker: Mutex::new(None),
+            h2_waiting: AtomicU32::new(0),
+            h2_waiting_since: AtomicU64::new(NONE),
         }
     }
 }
@@ -164,9 +173,34 @@ impl ConnState {
         false
     }
 
-    /// When writes stuck since `write_stalled` exceed `client_write`.
+    /// An HTTP/2 stream's body handed hyper a chunk that is not its last.
+    fn h2_wait(&self) {
+        if self.h2_waiting.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.h2_waiting_since.store(self.now(), Ordering::Release);
+        }
+    }
+
+    /// A waiting HTTP/2 stream was asked for more (the client opened its
+    /// window) or ended: progress for the streams still waiting.
+    fn h2_unwait(&self) {
+        let left = self
+            .h2_waiting
+            .fetch_sub(1, Ordering::AcqRel)
+            .saturating_sub(1);
+        let since = if left == 0 { NONE } else { self.now() };
+        self.h2_waiting_since.store(since, Ordering::Release);
+    }
+
+    /// When writes stuck since `write_stalled`, or HTTP/2 streams stuck on
+    /// flow control since `h2_waiting_since`, exceed `client_write`.
     fn write_expiry(&self, t: &ConnTimeouts) -> Option<Instant> {
-        let since = self.write_stalled.load(Ordering::Acquire);
+        let socket = self.write_stalled.load(Ordering::Acquire);
+        let streams = if self.h2_waiting.load(Ordering::Acquire) > 0 {
+            self.h2_waiting_since.load(Ordering::Acquire)
+        } else {
+            NONE
+        };
+        let since = socket.min(streams);
         (since != NONE && !t.client_write.is_zero())
             .then(|| self.opened + Duration::from_millis(since) + t.client_write)
     }
@@ -430,6 +464,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TrackedIo<T> {
 pub struct Tracked<B> {
     body: B,
     guard: Option<RequestGuard>,
+    /// Counted in `ConnState::h2_waiting`.
+    waiting: bool,
 }
 
 impl<B> Tracked<B> {
@@ -438,6 +474,17 @@ impl<B> Tracked<B> {
         Self {
             body,
             guard: Some(guard),
+            waiting: false,
+        }
+    }
+}
+
+impl<B> Drop for Tracked<B> {
+    fn drop(&mut self) {
+        if self.waiting
+            && let Some(g) = &self.guard
+        {
+            g.0.h2_unwait();
         }
     }
 }
@@ -455,6 +502,10 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Tracked<B> {
             return Pin::new(&mut this.body).poll_frame(cx);
         };
         let state = &guard.0;
+        if this.waiting {
+            this.waiting = false;
+            state.h2_unwait();
+        }
         if state.hold_body(cx) {
             return Poll::Pending;
         }
@@ -463,6 +514,15 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Tracked<B> {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     state.yielded.fetch_add(data.len() as u64, Ordering::AcqRel);
+                    // hyper asks for the next chunk only once the client's
+                    // window takes this one; after the last it asks nothing.
+                    if state.h2.load(Ordering::Acquire)
+                        && !data.is_empty()
+                        && !this.body.is_end_stream()
+                    {
+                        this.waiting = true;
+                        state.h2_wait();
+                    }
                 }
             }
             Poll::Ready(None | Some(Err(_))) => {
