@@ -671,7 +671,7 @@ async fn a_slow_http2_reader_that_keeps_opening_its_window_gets_the_whole_body()
         frames += 1;
         // Each read opens the window by that much; pausing between reads
         // keeps the stream waiting on the client well under the limit.
-        if frames % 8 == 0 {
+        if frames.is_multiple_of(8) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
