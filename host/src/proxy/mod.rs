@@ -159,6 +159,14 @@ impl Proxy {
         };
         route_record.domain = Some(&up.metrics);
         let settings = &up.settings;
+        // HTTP/2 toward backends has no Upgrade and no extended CONNECT
+        // (hyper's client sends neither): say so instead of a backend error.
+        if upgrade.is_some() && settings.protocol != bbproxy_config::UpstreamProtocol::Http1 {
+            return text(
+                StatusCode::NOT_IMPLEMENTED,
+                "bbproxy: upgrades (WebSocket) need an \"http1\" domain; this one speaks HTTP/2 to its backends\n",
+            );
+        }
         if let Some(v) = &view
             && let Err(r) =
                 limits::check_declared_length(&v.parts.headers, settings.limits.max_body_size)
