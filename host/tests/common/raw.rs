@@ -38,12 +38,17 @@ impl Seen {
         String::from_utf8_lossy(&self.bytes).into_owned()
     }
 
-    /// Status codes of every response in the bytes, in order.
+    /// Status codes of every response in the bytes, in order (HTTP/1.1
+    /// responses, and HTTP/1.0 ones to HTTP/1.0 requests).
     pub fn statuses(&self) -> Vec<u16> {
-        self.text()
-            .match_indices("HTTP/1.1 ")
-            .filter_map(|(i, _)| self.text().get(i + 9..i + 12)?.parse().ok())
-            .collect()
+        let text = self.text();
+        let mut found: Vec<(usize, u16)> = ["HTTP/1.1 ", "HTTP/1.0 "]
+            .iter()
+            .flat_map(|v| text.match_indices(v))
+            .filter_map(|(i, _)| Some((i, text.get(i + 9..i + 12)?.parse().ok()?)))
+            .collect();
+        found.sort_unstable();
+        found.into_iter().map(|(_, s)| s).collect()
     }
 }
 
