@@ -121,7 +121,11 @@ fn bad_addresses_and_durations_name_the_value() {
     assert!(!ok);
     assert_clean_error(
         &stderr,
-        &["circuit_breaker_timeout", "30 parsecs", "valid units: ns, us, µs, ms, s, m, h"],
+        &[
+            "circuit_breaker_timeout",
+            "30 parsecs",
+            "valid units: ns, us, µs, ms, s, m, h",
+        ],
     );
     let (ok, _, stderr) =
         check(r#"{"domains": {"a.test": ["127.0.0.1:1"]}, "circuit_breaker_timeout": 30}"#);
@@ -346,5 +350,8 @@ fn the_demo_rotates_requests_across_its_backends() {
     let distinct: std::collections::BTreeSet<&String> = names.iter().collect();
     assert_eq!(distinct.len(), 3, "{names:?}");
     assert_eq!(names[..3], names[3..], "{names:?}");
-    assert!(names.iter().all(|n| n.starts_with("demo backend")), "{names:?}");
+    assert!(
+        names.iter().all(|n| n.starts_with("demo backend")),
+        "{names:?}"
+    );
 }
