@@ -173,7 +173,6 @@ fn plugin_paths(config: &Config) -> Vec<PathBuf> {
     let p = &config.plugins;
     [&p.router, &p.balancer, &p.breaker]
         .into_iter()
-        .chain(p.filters.iter())
         .filter_map(|spec| match &spec.source {
             PluginSource::Path(path) => Some(path.clone()),
             PluginSource::Builtin => None,

@@ -6,11 +6,9 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::binary::Binary;
 use common::{Backend, Proxy, client, dead_addr, get};
 use hyper::StatusCode;
 
@@ -350,69 +348,6 @@ async fn readyz_turns_ready_only_once_listeners_are_bound() {
         StatusCode::NOT_FOUND
     );
     running.shutdown().await;
-}
-
-/// The real binary, with stderr lines delivered through a channel.
-struct Binary {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    _dir: tempfile::TempDir,
-}
-
-impl Binary {
-    fn start(config: &str, args: &[&str]) -> Binary {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("config.json"), config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_bbproxy"))
-            .args(args)
-            .arg("--config")
-            .arg(dir.path().join("config.json"))
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Binary {
-            child,
-            lines,
-            _dir: dir,
-        }
-    }
-
-    /// Waits for a line that satisfies `pred`; returns it.
-    fn wait_line(
-        &self,
-        deadline: Duration,
-        what: &str,
-        mut pred: impl FnMut(&str) -> bool,
-    ) -> String {
-        let end = Instant::now() + deadline;
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if pred(&line) => return line,
-                Ok(_) => {}
-                Err(_) => panic!("no log line with {what} within {deadline:?}"),
-            }
-        }
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
