@@ -490,7 +490,10 @@ fn debounce(rx: &mpsc::Receiver<Wake>) -> Option<bool> {
         }
         match rx.recv_timeout(DEBOUNCE.min(left)) {
             Ok(Wake::Changed) => {}
-            Ok(Wake::Hangup) => forced = true,
+            Ok(Wake::Hangup) => {
+                tracing::info!("SIGHUP: reloading");
+                forced = true;
+            }
             Ok(Wake::Stop) => return None,
             Err(mpsc::RecvTimeoutError::Timeout) => return Some(forced),
             Err(mpsc::RecvTimeoutError::Disconnected) => return None,

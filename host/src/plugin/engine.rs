@@ -204,7 +204,7 @@ impl Runtime {
             .filter(|(digest, _)| !live.contains(&hex(digest.as_slice())))
             .map(|(digest, (_, used))| (*digest, *used))
             .collect();
-        spare.sort_unstable_by(|a, b| b.1.cmp(&a.1));
+        spare.sort_unstable_by_key(|&(_, used)| std::cmp::Reverse(used));
         for (digest, _) in spare.into_iter().skip(SPARE_COMPONENTS) {
             cache.entries.remove(&digest);
         }
@@ -219,6 +219,14 @@ pub(super) fn ticks(timeout: Duration) -> u64 {
         .unwrap_or(u64::MAX)
         .max(1)
         .saturating_add(1)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 #[cfg(test)]
@@ -260,12 +268,4 @@ mod tests {
         rt.compile("x", texts[1].as_bytes()).unwrap();
         assert_eq!(rt.compiles(), before + 1, "an old unused one was evicted");
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }

@@ -48,7 +48,7 @@ impl Binary {
 
     /// Waits until `count` stderr lines (from the start) satisfy `pred`;
     /// returns the last of them. Fails if the process exits first.
-    pub fn wait_lines(
+    pub async fn wait_lines(
         &mut self,
         count: usize,
         deadline: Duration,
@@ -63,7 +63,7 @@ impl Binary {
             }
             if let Some(status) = self.child.try_wait().unwrap() {
                 // Let the reader thread drain what is left.
-                std::thread::sleep(Duration::from_millis(100));
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 panic!(
                     "bbproxy exited ({status}) before logging {what}:\n{}",
                     self.lines.lock().unwrap().join("\n")
@@ -74,13 +74,15 @@ impl Binary {
                 "no log line with {what} within {deadline:?}:\n{}",
                 self.lines.lock().unwrap().join("\n")
             );
-            std::thread::sleep(Duration::from_millis(10));
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
     /// The address after `prefix` in the first line that has it.
-    pub fn addr_after(&mut self, prefix: &str) -> std::net::SocketAddr {
-        let line = self.wait_lines(1, Duration::from_secs(30), prefix, |l| l.contains(prefix));
+    pub async fn addr_after(&mut self, prefix: &str) -> std::net::SocketAddr {
+        let line = self
+            .wait_lines(1, Duration::from_secs(30), prefix, |l| l.contains(prefix))
+            .await;
         let rest = line.rsplit(prefix).next().unwrap();
         let addr: String = rest
             .chars()
