@@ -345,17 +345,24 @@ async fn a_plugin_in_a_directory_not_watched_yet_is_picked_up_after_a_failed_rel
     let good = config_for(&[&a]);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("balancer.wasm"), &wasm).unwrap();
+    // A directory that exists but no config named before.
+    std::fs::create_dir(dir.path().join("later")).unwrap();
     let proxy = Proxy::start_in(dir, &good).await;
     let path = proxy.dir.path().to_path_buf();
 
-    // A directory that exists but no config named before.
-    std::fs::create_dir(path.join("later")).unwrap();
     std::fs::write(
         path.join("config.json"),
         good.replace("\"balancer.wasm\"", "\"later/balancer.wasm\""),
     )
     .unwrap();
     wait_for_error(&proxy, "the missing plugin", "later/balancer.wasm").await;
+    // Let any reload still pending from that write run first, so only a
+    // watch on later/ can see the plugin appear.
+    let until = std::time::Instant::now() + Duration::from_millis(400);
+    while std::time::Instant::now() < until {
+        assert_eq!(proxy.generation().id, 1);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     std::fs::write(path.join("later/balancer.wasm"), &wasm).unwrap();
     wait_for(
         Duration::from_secs(5),
