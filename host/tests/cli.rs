@@ -1,5 +1,8 @@
 //! The `bbproxy` binary: `check` accepts the original config and rejects bad
-//! input with one clear line; serving fails clearly when it cannot bind.
+//! input with one clear line; serving fails clearly when it cannot bind or
+//! load; SIGHUP and settings that change on reload.
+
+mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -256,6 +259,144 @@ fn a_privileged_port_without_privilege_names_the_fix() {
             "permission denied",
             "setcap cap_net_bind_service",
         ],
+    );
+}
+
+#[test]
+fn serving_with_a_corrupt_plugin_exits_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("junk.wasm"), b"\0asm not really").unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        r#"{"listen": {"http": "127.0.0.1:0"}, "admin": null, "domains": {"a.test": ["127.0.0.1:1"]},
+            "plugins": {"balancer": {"path": "junk.wasm"}}}"#,
+    )
+    .unwrap();
+    let out = run(&["--config", "config.json"], dir.path());
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_clean_error(&stderr, &["junk.wasm", "not a valid WebAssembly component"]);
+    assert_eq!(
+        stderr.lines().filter(|l| l.contains("error")).count(),
+        1,
+        "one error line: {stderr}"
+    );
+}
+
+async fn generation_at(admin: std::net::SocketAddr) -> u64 {
+    let (_, body) = common::get(
+        &common::client(),
+        &format!("http://{admin}/status"),
+        "admin",
+    )
+    .await;
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    status["generation"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_what_the_watcher_cannot_see_and_an_early_one_does_not_kill() {
+    use common::{Backend, binary::Binary, get, wait_for};
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let config = |to: &Backend| {
+        format!(
+            r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": "127.0.0.1:0",
+                "domains": {{"app.test": ["{}"]}}}}"#,
+            to.addr
+        )
+    };
+    let mut bin = Binary::serve(&config(&a), |_| {});
+    // As early as the log shows anything: right after the first build,
+    // before the watcher and the listeners start.
+    bin.wait_lines(1, Duration::from_secs(30), "the first load", |l| {
+        l.contains("configuration loaded")
+    })
+    .await;
+    bin.signal("HUP");
+    bin.wait_lines(1, Duration::from_secs(10), "the SIGHUP reload", |l| {
+        l.contains("SIGHUP: reloading")
+    })
+    .await;
+    let admin = bin.addr_after("admin endpoints on http://").await;
+    let addr = bin.addr_after("serving HTTP on ").await;
+    assert!(bin.is_running(), "an early SIGHUP ended the process");
+    wait_for(Duration::from_secs(10), "the forced reload", || async {
+        generation_at(admin).await == 2
+    })
+    .await;
+
+    // A write through a hard link in another directory: the watched
+    // directory sees no event, but config.json's content changes.
+    let outside = tempfile::tempdir().unwrap();
+    let alias = outside.path().join("alias.json");
+    std::fs::hard_link(bin.dir.path().join("config.json"), &alias).unwrap();
+    std::fs::write(&alias, config(&b)).unwrap();
+    let http = common::client();
+    let url = format!("http://{addr}/");
+    let until = Instant::now() + Duration::from_millis(600);
+    while Instant::now() < until {
+        assert_eq!(get(&http, &url, "app.test").await.1, "backend a");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(generation_at(admin).await, 2, "the watcher saw the write");
+    bin.signal("HUP");
+    wait_for(
+        Duration::from_secs(10),
+        "the change after SIGHUP",
+        || async { get(&http, &url, "app.test").await.1 == "backend b" },
+    )
+    .await;
+    assert!(bin.is_running());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_follows_reloads_and_start_only_settings_warn() {
+    use common::{Backend, binary::Binary, get};
+    let a = Backend::start("a").await;
+    let config = |access_log: bool, grace: &str| {
+        format!(
+            r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null, "access_log": {access_log},
+                "shutdown_grace": "{grace}", "domains": {{"app.test": ["{}"]}}}}"#,
+            a.addr
+        )
+    };
+    let mut bin = Binary::serve(&config(true, "5s"), |_| {});
+    let addr = bin.addr_after("serving HTTP on ").await;
+    let http = common::client();
+    let path = bin.dir.path().join("config.json");
+    let access = |p: &'static str| move |l: &str| l.contains("bbproxy::access") && l.contains(p);
+    let wait = Duration::from_secs(10);
+
+    get(&http, &format!("http://{addr}/loud-1"), "app.test").await;
+    bin.wait_lines(1, wait, "the first access line", access("/loud-1"))
+        .await;
+
+    std::fs::write(&path, config(false, "7s")).unwrap();
+    let warning = bin
+        .wait_lines(1, wait, "the shutdown_grace warning", |l| {
+            l.contains("`shutdown_grace` changed")
+        })
+        .await;
+    assert!(warning.contains("restart"), "{warning}");
+    bin.wait_lines(1, wait, "the first reload", |l| l.contains("reloaded "))
+        .await;
+    get(&http, &format!("http://{addr}/quiet"), "app.test").await;
+
+    std::fs::write(&path, config(true, "7s")).unwrap();
+    bin.wait_lines(2, wait, "the second reload", |l| l.contains("reloaded "))
+        .await;
+    get(&http, &format!("http://{addr}/loud-2"), "app.test").await;
+    bin.wait_lines(
+        1,
+        wait,
+        "the access line after turning it back on",
+        access("/loud-2"),
+    )
+    .await;
+    assert_eq!(
+        bin.lines_with(access("/quiet")),
+        Vec::<String>::new(),
+        "a request was logged while access_log was off"
     );
 }
 

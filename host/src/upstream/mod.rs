@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 pub use breaker::{Admission, BreakerCell};
-pub use registry::Registry;
+pub use registry::{Registry, Staged};
 
 use crate::plugin::{Backend, BreakerState, Verdict};
 

@@ -80,11 +80,13 @@ pub async fn read_until_close(conn: &mut TcpStream, deadline: Duration) -> Seen 
 }
 
 /// A backend that answers `ok <path>` and records every byte it reads, the
-/// connections it accepted and the requests it served.
+/// connections it accepted (and how many are still open) and the requests it
+/// served.
 pub struct Recorder {
     pub addr: SocketAddr,
     pub bytes: Arc<Mutex<Vec<u8>>>,
     pub connections: Arc<AtomicU64>,
+    pub open: Arc<AtomicU64>,
     pub requests: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -101,15 +103,22 @@ impl Recorder {
         let addr = listener.local_addr().unwrap();
         let bytes = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicU64::new(0));
+        let open = Arc::new(AtomicU64::new(0));
         let requests = Arc::new(AtomicU64::new(0));
-        let (b, c, r) = (bytes.clone(), connections.clone(), requests.clone());
+        let (b, c, r, o) = (
+            bytes.clone(),
+            connections.clone(),
+            requests.clone(),
+            open.clone(),
+        );
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 c.fetch_add(1, Ordering::SeqCst);
-                let (b, r) = (b.clone(), r.clone());
+                o.fetch_add(1, Ordering::SeqCst);
+                let (b, r, o) = (b.clone(), r.clone(), o.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let r = r.clone();
@@ -129,6 +138,7 @@ impl Recorder {
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection(io, svc)
                         .await;
+                    o.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
@@ -136,6 +146,7 @@ impl Recorder {
             addr,
             bytes,
             connections,
+            open,
             requests,
             task,
         }
@@ -151,6 +162,11 @@ impl Recorder {
 
     pub fn connections(&self) -> u64 {
         self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted and not yet closed.
+    pub fn open(&self) -> u64 {
+        self.open.load(Ordering::SeqCst)
     }
 }
 
