@@ -277,7 +277,7 @@ async fn every_backend_open_answers_503() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(body.contains("app.test"), "{body}");
     let lines = bin.lines_until(Duration::from_secs(10), "the 503's access log", |l| {
-        l.contains("bbproxy::access") && l.contains("503")
+        l.contains("bbproxy::access") && l.contains("status=503")
     });
     let warn: Vec<&String> = lines
         .iter()

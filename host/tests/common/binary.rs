@@ -47,7 +47,7 @@ impl Binary {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                sink.lock().unwrap().push(line);
+                sink.lock().unwrap().push(strip_ansi(&line));
             }
         });
         Binary {
@@ -189,4 +189,23 @@ impl Drop for Binary {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The line without terminal colour codes (`ESC [ ... m`), so tests match
+/// `key=value` as written.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
