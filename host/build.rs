@@ -64,8 +64,9 @@ const COMPONENTS: [(&str, &str, &str); 9] = [
 
 /// Crate directories (relative to the workspace root) whose sources feed the
 /// components.
-const CRATE_DIRS: [&str; 10] = [
+const CRATE_DIRS: [&str; 11] = [
     "sdk",
+    "contract",
     "plugins/router",
     "plugins/balancer",
     "plugins/breaker",

@@ -175,6 +175,49 @@ async fn rust_latency_balancer_sends_traffic_to_the_faster_backend() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_canary_router_sends_opted_in_clients_and_an_exact_share_to_the_canary() {
+    let (app, canary) = (Backend::start("app").await, Backend::start("canary").await);
+    let plugin = example_plugin("rust_canary_router.wasm");
+    let proxy = Proxy::start(&format!(
+        r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null,
+            "domains": {{"app.test": {}, "canary.test": {}}},
+            "plugins": {}}}"#,
+        addrs(&[&app]),
+        addrs(&[&canary]),
+        plugins(
+            "router",
+            &plugin,
+            r#"{"primary": "app.test", "canary": "canary.test", "percent": 25}"#
+        )
+    ))
+    .await;
+    // Opting in, by header or by cookie, always reaches the canary and does
+    // not use up the percentage share.
+    for _ in 0..3 {
+        let by_header = get(&proxy, "app.test", "/", &[("x-canary", "1")]).await;
+        assert_eq!(by_header, (StatusCode::OK, "backend canary".to_owned()));
+        let by_cookie = get(
+            &proxy,
+            "app.test",
+            "/",
+            &[("cookie", "theme=dark; canary=1")],
+        )
+        .await;
+        assert_eq!(by_cookie, (StatusCode::OK, "backend canary".to_owned()));
+    }
+    assert_eq!((app.hits(), canary.hits()), (0, 6));
+    // Plain requests: the n-th (from a counter shared by every instance, 0 on
+    // a fresh proxy) goes to the canary when n mod 100 < 25. Of 120: n in
+    // 0..25 and 100..120, 45 in all; the host of the request plays no part.
+    for i in 0..120 {
+        let host = if i % 2 == 0 { "app.test" } else { "other.test" };
+        let (status, body) = get(&proxy, host, "/", &[("x-canary", "0")]).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    assert_eq!((app.hits(), canary.hits() - 6), (75, 45));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_path_router_routes_by_prefix() {
     let Some(plugin) = build("python-path-router", "python_path_router.wasm") else {
         return;
