@@ -899,7 +899,7 @@ mod tests {
         struct Fixed(Option<Verdict>);
         impl Breaker for Fixed {
             fn on_outcome(&mut self, _: u32, _: &Backend, _: &Outcome) -> Verdict {
-                self.0.clone().unwrap_or(Verdict::closed(false))
+                self.0.unwrap_or(Verdict::closed(false))
             }
         }
         let host = TestHost::new().upstream("a.test", 1);
