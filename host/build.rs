@@ -64,8 +64,9 @@ const COMPONENTS: [(&str, &str, &str); 9] = [
 
 /// Crate directories (relative to the workspace root) whose sources feed the
 /// components.
-const CRATE_DIRS: [&str; 10] = [
+const CRATE_DIRS: [&str; 11] = [
     "sdk",
+    "contract",
     "plugins/router",
     "plugins/balancer",
     "plugins/breaker",
@@ -254,12 +255,18 @@ fn wasm_target_installed(toolchain: Option<&str>) -> Result<bool> {
 }
 
 /// Writes `bytes` to `path` unless it already holds them, so an unchanged
-/// component does not make cargo recompile the crate that embeds it.
+/// component does not make cargo recompile the crate that embeds it. The new
+/// bytes go to a temporary file renamed over `path`: a target directory
+/// seeded with hard links to another one's artifacts must not have the other
+/// one's file rewritten through the link.
 fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<()> {
     if fs::read(path).is_ok_and(|old| old == bytes) {
         return Ok(());
     }
     let dir = path.parent().context("output path has no parent")?;
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+    let tmp = path.with_extension("wasm.tmp");
+    fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }

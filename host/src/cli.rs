@@ -5,7 +5,8 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 /// Reverse proxy whose routing, load balancing and circuit breaking are
 /// WebAssembly components.
@@ -90,7 +91,27 @@ pub enum LogFormat {
 
 /// Parses the process arguments, accepting Go-style single-dash long flags.
 pub fn parse() -> Cli {
-    Cli::parse_from(normalize(std::env::args_os()))
+    try_parse_from(normalize(std::env::args_os())).unwrap_or_else(|e| e.exit())
+}
+
+/// Parses `args` (already [`normalize`]d). Besides clap's own checks:
+/// `--config` names config.json, which `plugin check` does not read, so
+/// giving it there is an error pointing at `--plugin-config` instead of
+/// being silently ignored.
+pub fn try_parse_from(args: impl IntoIterator<Item = OsString>) -> Result<Cli, clap::Error> {
+    let mut command = Cli::command();
+    let matches = command.try_get_matches_from_mut(args)?;
+    let cli = Cli::from_arg_matches(&matches)?;
+    if matches!(cli.command, Some(Command::Plugin { .. }))
+        && matches.value_source("config") == Some(ValueSource::CommandLine)
+    {
+        return Err(command.error(
+            clap::error::ErrorKind::ArgumentConflict,
+            "`plugin check` reads no config.json, so --config does not apply; \
+             pass the plugin's configuration with --plugin-config JSON (or --plugin-config @FILE)",
+        ));
+    }
+    Ok(cli)
 }
 
 /// Rewrites `-config X` / `-config=X` (the original tool's flag syntax) to
@@ -110,7 +131,7 @@ mod tests {
     use super::*;
 
     fn cli(args: &[&str]) -> Cli {
-        Cli::try_parse_from(normalize(args.iter().map(OsString::from))).unwrap()
+        try_parse_from(normalize(args.iter().map(OsString::from))).unwrap()
     }
 
     #[test]
@@ -170,6 +191,23 @@ mod tests {
         assert_eq!(args.plugin_config, r#"{"a":1}"#);
         assert_eq!(args.upstreams, ["a.test", "b.test"]);
         assert_eq!(args.timeout, std::time::Duration::from_millis(50));
+    }
+
+    #[test]
+    fn plugin_check_refuses_the_config_file_flag() {
+        for args in [
+            &["bbproxy", "plugin", "check", "x.wasm", "--config", "{}"][..],
+            &["bbproxy", "--config", "c.json", "plugin", "check", "x.wasm"],
+            &["bbproxy", "plugin", "check", "x.wasm", "-config", "{}"],
+        ] {
+            let err = try_parse_from(normalize(args.iter().map(OsString::from))).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ArgumentConflict,
+                "{args:?}"
+            );
+            assert!(err.to_string().contains("--plugin-config JSON"), "{err}");
+        }
     }
 
     #[test]

@@ -86,6 +86,8 @@ fn a_router_gets_its_config_and_upstreams_and_answers_samples() {
         "0",
     ]);
     assert!(ok, "{err}");
+    assert_eq!(line(&out, "worlds:"), "  worlds: bbproxy:plugin/router");
+    assert_eq!(line(&out, "exports:"), "  exports: init, route");
     assert!(line(&out, "route GET app.test/ ").ends_with("-> upstream \"app.test\""));
     assert!(
         line(&out, "route GET app.test/api/items?page=2 (x-canary: 1)")
@@ -218,4 +220,39 @@ fn plugin_config_can_come_from_a_file() {
     ]);
     assert!(ok, "{err}");
     assert!(line(&out, "route POST unknown.example/upload").ends_with("-> upstream \"b.test\""));
+}
+
+#[test]
+fn the_config_file_flag_is_refused_with_a_pointer_to_plugin_config() {
+    let path = example("rust_canary_router.wasm");
+    for flag in ["--config", "-config"] {
+        let (ok, out, err) = plugin_check(&[
+            path.to_str().unwrap(),
+            flag,
+            r#"{"primary": "app.test", "canary": "canary.test"}"#,
+        ]);
+        assert!(!ok, "{flag} was accepted: {out}");
+        assert!(
+            err.contains("`plugin check` reads no config.json, so --config does not apply")
+                && err.contains("--plugin-config JSON"),
+            "{err}"
+        );
+        assert!(out.is_empty(), "nothing is checked: {out}");
+    }
+}
+
+#[test]
+fn an_invalid_json_plugin_config_is_refused_before_init() {
+    let path = example("rust_canary_router.wasm");
+    let (ok, out, err) = plugin_check(&[
+        path.to_str().unwrap(),
+        "--plugin-config",
+        r#"{"primary": "app.test",}"#,
+    ]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("plugin config is not valid JSON: trailing comma"),
+        "{err}"
+    );
+    assert!(!err.contains("init failed"), "{err}");
 }

@@ -111,7 +111,7 @@ fn build(example: &str, file: &str) -> Option<PathBuf> {
         if std::env::var_os("BBPROXY_REQUIRE_POLYGLOT").is_some_and(|v| v == "1") {
             panic!("{message}BBPROXY_REQUIRE_POLYGLOT=1: the toolchains must be installed");
         }
-        eprintln!("{message}");
+        skipped(&message);
         return None;
     }
     assert!(
@@ -127,6 +127,17 @@ fn build(example: &str, file: &str) -> Option<PathBuf> {
         started.elapsed()
     );
     Some(wasm)
+}
+
+/// Reports a skipped test where a plain `cargo test` shows it: the harness
+/// captures `eprintln!` and drops a passing test's capture, but a write to
+/// the stderr handle itself bypasses the capture.
+fn skipped(message: &str) {
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "{message}(set BBPROXY_REQUIRE_POLYGLOT=1 to make a skip a failure)\n"
+    );
 }
 
 /// GET `path` on the proxy for `host`, with extra `headers`: status and body.
@@ -172,6 +183,49 @@ async fn rust_latency_balancer_sends_traffic_to_the_faster_backend() {
     }
     assert_eq!(slow.hits() + fast.hits(), 30);
     assert!(slow.hits() <= 2, "slow got {} of 30", slow.hits());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_canary_router_sends_opted_in_clients_and_an_exact_share_to_the_canary() {
+    let (app, canary) = (Backend::start("app").await, Backend::start("canary").await);
+    let plugin = example_plugin("rust_canary_router.wasm");
+    let proxy = Proxy::start(&format!(
+        r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null,
+            "domains": {{"app.test": {}, "canary.test": {}}},
+            "plugins": {}}}"#,
+        addrs(&[&app]),
+        addrs(&[&canary]),
+        plugins(
+            "router",
+            &plugin,
+            r#"{"primary": "app.test", "canary": "canary.test", "percent": 25}"#
+        )
+    ))
+    .await;
+    // Opting in, by header or by cookie, always reaches the canary and does
+    // not use up the percentage share.
+    for _ in 0..3 {
+        let by_header = get(&proxy, "app.test", "/", &[("x-canary", "1")]).await;
+        assert_eq!(by_header, (StatusCode::OK, "backend canary".to_owned()));
+        let by_cookie = get(
+            &proxy,
+            "app.test",
+            "/",
+            &[("cookie", "theme=dark; canary=1")],
+        )
+        .await;
+        assert_eq!(by_cookie, (StatusCode::OK, "backend canary".to_owned()));
+    }
+    assert_eq!((app.hits(), canary.hits()), (0, 6));
+    // Plain requests: the n-th (from a counter shared by every instance, 0 on
+    // a fresh proxy) goes to the canary when n mod 100 < 25. Of 120: n in
+    // 0..25 and 100..120, 45 in all; the host of the request plays no part.
+    for i in 0..120 {
+        let host = if i % 2 == 0 { "app.test" } else { "other.test" };
+        let (status, body) = get(&proxy, host, "/", &[("x-canary", "0")]).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    assert_eq!((app.hits(), canary.hits() - 6), (75, 45));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -347,31 +401,115 @@ fn rendezvous(user: &str, n: u32) -> usize {
     best.0
 }
 
-#[test]
-fn every_example_config_parses_and_loads_its_plugin_by_path() {
-    let examples = workspace().join("examples/plugins");
-    let mut checked = 0;
-    for entry in std::fs::read_dir(&examples).unwrap() {
-        let path = entry.unwrap().path().join("config.json");
-        if !path.exists() {
-            continue;
-        }
-        let config = bbproxy_config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-        let by_path = [
-            &config.plugins.router,
-            &config.plugins.balancer,
-            &config.plugins.breaker,
-        ]
-        .iter()
-        .filter(|spec| matches!(spec.source, bbproxy_config::PluginSource::Path(_)))
-        .count();
-        assert_eq!(
-            by_path,
-            1,
-            "{} should load one plugin by path",
-            path.display()
-        );
-        checked += 1;
+/// The component each example's config.json loads: the Rust ones as the
+/// host's build script built them (what their `build.sh` builds), the others
+/// built by their `build.sh`. `None` when a toolchain is missing.
+fn example_component(example: &str) -> Option<PathBuf> {
+    match example {
+        "rust-canary-router" => Some(example_plugin("rust_canary_router.wasm")),
+        "rust-last-backend" => Some(example_plugin("rust_last_backend.wasm")),
+        "rust-latency-balancer" => Some(example_plugin("rust_latency_balancer.wasm")),
+        "c-hash-balancer" => build(example, "c_hash_balancer.wasm"),
+        "python-path-router" => build(example, "python_path_router.wasm"),
+        "js-pinned-balancer" => build(example, "js_pinned_balancer.wasm"),
+        other => panic!("no component known for example {other}"),
     }
-    assert_eq!(checked, 6, "one config.json per example");
+}
+
+/// Every example's config.json, as shipped (limits and plugin config
+/// included) but with its plugin path pointed at the built component, passes
+/// `bbproxy check`'s path: the generation is built, the plugin compiled,
+/// instantiated and its `init` run under the configured limits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_example_config_passes_the_check_with_its_built_plugin() {
+    let examples = workspace().join("examples/plugins");
+    let dir = tempfile::tempdir().unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(&examples)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| examples.join(name).join("config.json").exists())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 6, "one config.json per example: {names:?}");
+    let mut checked = Vec::new();
+    for name in &names {
+        let text = std::fs::read_to_string(examples.join(name).join("config.json")).unwrap();
+        let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let plugins = json["plugins"].as_object_mut().unwrap();
+        let by_path: Vec<&mut serde_json::Value> = plugins
+            .values_mut()
+            .filter(|spec| spec.get("path").is_some())
+            .collect();
+        assert_eq!(by_path.len(), 1, "{name} should load one plugin by path");
+        let Some(component) = example_component(name) else {
+            continue;
+        };
+        by_path.into_iter().next().unwrap()["path"] =
+            serde_json::Value::String(component.display().to_string());
+        let path = dir.path().join(format!("{name}.json"));
+        std::fs::write(&path, json.to_string()).unwrap();
+        let config = bbproxy_config::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let summary = bbproxy::app::check(config)
+            .unwrap_or_else(|e| panic!("{name}: bbproxy check failed: {e:#}"));
+        assert!(summary.contains(": OK: "), "{name}: {summary}");
+        assert!(
+            summary.contains(&component.display().to_string()),
+            "{name}: the plugin by path should be named: {summary}"
+        );
+        checked.push(name.as_str());
+    }
+    // The Rust examples need no extra toolchain: always checked.
+    for rust in [
+        "rust-canary-router",
+        "rust-last-backend",
+        "rust-latency-balancer",
+    ] {
+        assert!(checked.contains(&rust), "{rust} not checked: {checked:?}");
+    }
+}
+
+#[test]
+fn c_hash_balancer_passes_plugin_check() {
+    let Some(plugin) = build("c-hash-balancer", "c_hash_balancer.wasm") else {
+        return;
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bbproxy"))
+        .args(["plugin", "check"])
+        .arg(&plugin)
+        .args(["--timeout", "5s", "--calls", "100"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > end {
+            child.kill().unwrap();
+            panic!("plugin check did not exit within 120s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let line = |start: &str| {
+        stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(start))
+            .unwrap_or_else(|| panic!("no line starting with {start:?} in:\n{stdout}"))
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(line("worlds:"), "worlds: bbproxy:plugin/balancer");
+    assert_eq!(line("exports:"), "exports: init, pick");
+    assert!(line("init(").contains("): ok ("), "{stdout}");
+    assert_eq!(line("8 picks:").matches('#').count(), 8, "{stdout}");
+    assert!(
+        line("cost:").contains("per pick (3 candidates) call"),
+        "{stdout}"
+    );
 }

@@ -25,8 +25,9 @@
 //! # fn main() {}
 //! ```
 //!
-//! The plugin crate needs only this crate (plus `serde_json` if it parses its
-//! configuration) and `crate-type = ["cdylib"]`; build it with
+//! The plugin crate needs only this crate and `crate-type = ["cdylib"]`
+//! (the SDK re-exports [`serde`] and [`serde_json`] for configurations: see
+//! [`parse_config`]); build it with
 //! `cargo build --target wasm32-wasip2 --profile plugin -p <crate>` (or
 //! `--release`) and point config.json at the `.wasm` file.
 //!
@@ -112,9 +113,70 @@ use bindings::router::bbproxy::plugin::types as wit_types;
 
 pub use host::{Counter, kv_delete, kv_get, kv_set, log, monotonic_ns, random, upstreams, wall_ms};
 pub use request::Request;
-pub use wit_types::{
-    Backend, BreakerState, DirectResponse, Level, Outcome, OutcomeKind, Route, Upstream, Verdict,
-};
+/// ```
+/// use bbproxy_sdk::{Backend, BreakerState};
+/// // What a balancer's `candidates` hold; `testing::backend(id)` builds one.
+/// let b = Backend {
+///     id: 2, weight: 3, in_flight: 1, consecutive_failures: 0, consecutive_successes: 7,
+///     latency_ewma_us: 1_200, requests: 40, breaker: BreakerState::Closed,
+/// };
+/// assert!(b.breaker == BreakerState::Closed && b.weight == 3);
+/// ```
+pub use wit_types::Backend;
+/// ```
+/// use bbproxy_sdk::{BreakerState, Verdict};
+/// assert_eq!(Verdict::half_open(false, 1).state, BreakerState::HalfOpen);
+/// assert_ne!(BreakerState::Open, BreakerState::Closed);
+/// ```
+pub use wit_types::BreakerState;
+/// ```
+/// use bbproxy_sdk::{DirectResponse, Route};
+/// let moved = Route::respond(410, "gone\n");
+/// assert_eq!(moved.direct_response(), Some(&DirectResponse { status: 410, body: "gone\n".into() }));
+/// ```
+pub use wit_types::DirectResponse;
+/// ```
+/// use bbproxy_sdk::{Level, log, testing::TestHost};
+/// let host = TestHost::new();
+/// log(Level::Info, "ready");
+/// assert_eq!(host.logs()[0].level, Level::Info);
+/// ```
+pub use wit_types::Level;
+/// ```
+/// use bbproxy_sdk::{Outcome, OutcomeKind};
+/// // What a breaker's `on_outcome` receives; `testing::response` builds one.
+/// let timeout = Outcome { kind: OutcomeKind::Timeout, status: 0, latency_us: 5_000_000 };
+/// assert!(timeout.is_failure(false));
+/// ```
+pub use wit_types::Outcome;
+/// ```
+/// use bbproxy_sdk::{Outcome, OutcomeKind};
+/// let refused = Outcome { kind: OutcomeKind::ConnectError, status: 0, latency_us: 300 };
+/// assert!(!refused.is_response());
+/// assert_eq!(refused.kind, OutcomeKind::ConnectError);
+/// ```
+pub use wit_types::OutcomeKind;
+/// ```
+/// use bbproxy_sdk::Route;
+/// match Route::to("app.test") {
+///     Route::Upstream(name) => assert_eq!(name, "app.test"),
+///     Route::Respond(_) => unreachable!(),
+/// }
+/// ```
+pub use wit_types::Route;
+/// ```
+/// use bbproxy_sdk::{Upstream, testing::TestHost};
+/// let _host = TestHost::new().upstream("app.test", 2);
+/// let first: Upstream = bbproxy_sdk::upstreams().remove(0);
+/// assert_eq!((first.name.as_str(), first.balancer.as_str(), first.backends), ("app.test", "round-robin", 2));
+/// ```
+pub use wit_types::Upstream;
+/// ```
+/// use bbproxy_sdk::{BreakerState, Verdict};
+/// let v = Verdict::open(true, 5_000, 2);
+/// assert_eq!((v.failure, v.state, v.open_for_ms, v.probes), (true, BreakerState::Open, 5_000, 2));
+/// ```
+pub use wit_types::Verdict;
 
 impl Route {
     /// Forwards the request to the upstream `name` (a key of `domains` in
@@ -252,6 +314,44 @@ impl Outcome {
     }
 }
 
+/// The serde crate, re-exported so a plugin's configuration type needs no
+/// dependency of its own. Derive with `#[derive(bbproxy_sdk::serde::Deserialize)]`
+/// and `#[serde(crate = "bbproxy_sdk::serde")]` (see [`parse_config`]).
+pub use serde;
+/// The serde_json crate, re-exported for plugins that read or write JSON
+/// beyond their configuration (see [`parse_config`] for the configuration).
+pub use serde_json;
+
+/// Parses a plugin's JSON configuration (the text `init` receives) into `T`.
+/// The configuration must be a JSON object (serde alone would also accept an
+/// array for a struct); the `Err` text names what is wrong, ready to be
+/// returned from `init` with the plugin's own prefix.
+///
+/// ```
+/// use bbproxy_sdk::serde::Deserialize;
+///
+/// #[derive(Debug, PartialEq, Deserialize)]
+/// #[serde(crate = "bbproxy_sdk::serde", deny_unknown_fields)]
+/// struct Config {
+///     upstream: String,
+///     #[serde(default)]
+///     percent: u32,
+/// }
+///
+/// let c: Config = bbproxy_sdk::parse_config(r#"{"upstream": "a.test"}"#).unwrap();
+/// assert_eq!(c, Config { upstream: "a.test".into(), percent: 0 });
+/// let err = bbproxy_sdk::parse_config::<Config>(r#"["a.test"]"#).unwrap_err();
+/// assert_eq!(err, r#"expected a JSON object, got ["a.test"]"#);
+/// let err = bbproxy_sdk::parse_config::<Config>("{}").unwrap_err();
+/// assert!(err.starts_with("missing field `upstream`"), "{err}");
+/// ```
+pub fn parse_config<T: serde::de::DeserializeOwned>(config: &str) -> Result<T, String> {
+    if !config.trim_start().starts_with('{') {
+        return Err(format!("expected a JSON object, got {}", config.trim()));
+    }
+    serde_json::from_str(config).map_err(|e| e.to_string())
+}
+
 /// Checks that a plugin that takes no configuration got none: `config` must be
 /// empty, `null` or an empty JSON object (whitespace allowed). This is what the
 /// default `init` of every role trait does.
@@ -300,7 +400,7 @@ pub fn expect_no_config(config: &str) -> Result<(), String> {
 ///     }
 /// }
 ///
-/// let host = TestHost::new();
+/// let host = TestHost::new().upstream("admin.test", 1).upstream("www.test", 1);
 /// let mut router: Admin = host.router(r#""admin.test""#).unwrap();
 /// let admin = FakeRequest::get("www.test", "/admin/users");
 /// assert_eq!(host.route(&mut router, &admin), Ok(Route::to("admin.test")));
@@ -314,6 +414,28 @@ pub trait Router: Default + 'static {
     ///
     /// The default accepts only an empty configuration (see
     /// [`expect_no_config`]) and returns `Self::default()`.
+    ///
+    /// ```
+    /// use bbproxy_sdk::{Router, serde::Deserialize, testing::TestHost};
+    ///
+    /// #[derive(Default, Deserialize)]
+    /// #[serde(crate = "bbproxy_sdk::serde", deny_unknown_fields)]
+    /// struct Fixed { upstream: String }
+    ///
+    /// impl Router for Fixed {
+    ///     fn init(config: &str) -> Result<Self, String> {
+    ///         let me: Fixed = bbproxy_sdk::parse_config(config)?;
+    ///         if !bbproxy_sdk::upstreams().iter().any(|u| u.name == me.upstream) {
+    ///             return Err(format!("{:?} is not a configured upstream", me.upstream));
+    ///         }
+    ///         Ok(me)
+    ///     }
+    /// }
+    ///
+    /// let host = TestHost::new().upstream("a.test", 1);
+    /// assert!(host.router::<Fixed>(r#"{"upstream": "a.test"}"#).is_ok());
+    /// assert!(host.router::<Fixed>(r#"{"upstream": "b.test"}"#).is_err());
+    /// ```
     fn init(config: &str) -> Result<Self, String> {
         expect_no_config(config)?;
         Ok(Self::default())
@@ -323,6 +445,28 @@ pub trait Router: Default + 'static {
     /// answer ([`Route::respond`]).
     ///
     /// The default answers `404 Not Found`.
+    ///
+    /// ```
+    /// use bbproxy_sdk::{Request, Route, Router, testing::{FakeRequest, TestHost}};
+    ///
+    /// /// Refuses anything but GET, sends the rest by host.
+    /// #[derive(Default)]
+    /// struct ReadOnly;
+    /// impl Router for ReadOnly {
+    ///     fn route(&mut self, req: &Request) -> Route {
+    ///         if req.method() != "GET" {
+    ///             return Route::respond(405, "read-only\n");
+    ///         }
+    ///         Route::to(req.host())
+    ///     }
+    /// }
+    ///
+    /// let host = TestHost::new().upstream("a.test", 1);
+    /// let mut router = ReadOnly;
+    /// assert_eq!(host.route(&mut router, &FakeRequest::get("a.test", "/")), Ok(Route::to("a.test")));
+    /// let post = FakeRequest::new("POST", "a.test", "/");
+    /// assert_eq!(host.route(&mut router, &post), Ok(Route::respond(405, "read-only\n")));
+    /// ```
     fn route(&mut self, req: &Request) -> Route {
         let _ = req;
         Route::respond(404, "bbproxy: no route\n")
@@ -358,6 +502,25 @@ pub trait Balancer: Default + 'static {
     ///
     /// The default accepts only an empty configuration (see
     /// [`expect_no_config`]) and returns `Self::default()`.
+    ///
+    /// ```
+    /// use bbproxy_sdk::{Balancer, serde::Deserialize, testing::TestHost};
+    ///
+    /// /// Sends everything to one backend id, named in the configuration.
+    /// #[derive(Default, Deserialize)]
+    /// #[serde(crate = "bbproxy_sdk::serde", deny_unknown_fields)]
+    /// struct Pinned { id: u32 }
+    /// impl Balancer for Pinned {
+    ///     fn init(config: &str) -> Result<Self, String> {
+    ///         bbproxy_sdk::parse_config(config).map_err(|e| format!("invalid pinned config: {e}"))
+    ///     }
+    /// }
+    ///
+    /// let host = TestHost::new();
+    /// assert_eq!(host.balancer::<Pinned>(r#"{"id": 2}"#).map(|p| p.id), Ok(2));
+    /// let err = host.balancer::<Pinned>(r#"{"id": -1}"#).err().unwrap();
+    /// assert!(err.starts_with("invalid pinned config: invalid value"), "{err}");
+    /// ```
     fn init(config: &str) -> Result<Self, String> {
         expect_no_config(config)?;
         Ok(Self::default())
@@ -374,6 +537,25 @@ pub trait Balancer: Default + 'static {
     /// The default is round-robin over a shared [`Counter`] per upstream
     /// (named `bbproxy.sdk.rr.<upstream>`), so every instance on every worker
     /// takes turns.
+    ///
+    /// ```
+    /// use bbproxy_sdk::{Backend, Balancer, Request, testing::{FakeRequest, TestHost, backend}};
+    ///
+    /// /// The candidate with the fewest requests in flight; the first on a tie.
+    /// #[derive(Default)]
+    /// struct LeastBusy;
+    /// impl Balancer for LeastBusy {
+    ///     fn pick(&mut self, _: &Request, _: u32, candidates: &[Backend]) -> Option<u32> {
+    ///         let (i, _) = candidates.iter().enumerate().min_by_key(|(_, b)| b.in_flight)?;
+    ///         u32::try_from(i).ok()
+    ///     }
+    /// }
+    ///
+    /// let host = TestHost::new().upstream("a.test", 3);
+    /// let busy = |id, in_flight| Backend { in_flight, ..backend(id) };
+    /// let candidates = [busy(0, 4), busy(1, 0), busy(2, 9)];
+    /// assert_eq!(host.pick(&mut LeastBusy, &FakeRequest::get("a.test", "/"), 0, &candidates), Ok(1));
+    /// ```
     fn pick(&mut self, req: &Request, upstream: u32, candidates: &[Backend]) -> Option<u32> {
         let _ = req;
         default_round_robin(upstream, candidates.len())
@@ -401,7 +583,7 @@ pub trait Balancer: Default + 'static {
 /// let host = TestHost::new().upstream("app.test", 1);
 /// let mut breaker: NoFiveHundreds = host.breaker("{}").unwrap();
 /// let error = response(502, Duration::from_millis(3));
-/// assert_eq!(host.on_outcome(&mut breaker, 0, &backend(0), &error).state, BreakerState::Open);
+/// assert_eq!(host.on_outcome(&mut breaker, 0, &backend(0), &error).unwrap().state, BreakerState::Open);
 /// ```
 pub trait Breaker: Default + 'static {
     /// Creates the plugin instance; called once per instance before any other
@@ -410,6 +592,27 @@ pub trait Breaker: Default + 'static {
     ///
     /// The default accepts only an empty configuration (see
     /// [`expect_no_config`]) and returns `Self::default()`.
+    ///
+    /// ```
+    /// use bbproxy_sdk::{Breaker, serde::Deserialize, testing::TestHost};
+    ///
+    /// #[derive(Default, Deserialize)]
+    /// #[serde(crate = "bbproxy_sdk::serde", deny_unknown_fields)]
+    /// struct Strict { threshold: u32 }
+    /// impl Breaker for Strict {
+    ///     fn init(config: &str) -> Result<Self, String> {
+    ///         let me: Strict = bbproxy_sdk::parse_config(config)?;
+    ///         if me.threshold == 0 {
+    ///             return Err("threshold must be at least 1".into());
+    ///         }
+    ///         Ok(me)
+    ///     }
+    /// }
+    ///
+    /// let host = TestHost::new();
+    /// assert!(host.breaker::<Strict>(r#"{"threshold": 3}"#).is_ok());
+    /// assert_eq!(host.breaker::<Strict>(r#"{"threshold": 0}"#).err().unwrap(), "threshold must be at least 1");
+    /// ```
     fn init(config: &str) -> Result<Self, String> {
         expect_no_config(config)?;
         Ok(Self::default())
@@ -424,6 +627,35 @@ pub trait Breaker: Default + 'static {
     /// The default is [`default_verdict`]: 5 consecutive failures (errors
     /// and timeouts, not HTTP statuses) open the backend for 30 s, then one
     /// probe at a time; a successful probe closes it, a failed one reopens it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use bbproxy_sdk::{Backend, Breaker, BreakerState, Outcome, Verdict};
+    /// use bbproxy_sdk::testing::{TestHost, backend, record, response};
+    ///
+    /// /// Opens after two slow (over 1 s) or failed outcomes in a row.
+    /// #[derive(Default)]
+    /// struct NoSlowpokes;
+    /// impl Breaker for NoSlowpokes {
+    ///     fn on_outcome(&mut self, _: u32, b: &Backend, o: &Outcome) -> Verdict {
+    ///         let bad = o.is_failure(false) || o.latency_us > 1_000_000;
+    ///         if bad && b.consecutive_failures + 1 >= 2 {
+    ///             Verdict::open(true, 5_000, 1)
+    ///         } else {
+    ///             Verdict::closed(bad)
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// let host = TestHost::new().upstream("a.test", 1);
+    /// let (mut breaker, mut b) = (NoSlowpokes, backend(0));
+    /// let slow = response(200, Duration::from_secs(2));
+    /// for want in [BreakerState::Closed, BreakerState::Open] {
+    ///     let v = host.on_outcome(&mut breaker, 0, &b, &slow).unwrap();
+    ///     assert_eq!(v.state, want);
+    ///     record(&mut b, &slow, &v);
+    /// }
+    /// ```
     fn on_outcome(&mut self, upstream: u32, backend: &Backend, outcome: &Outcome) -> Verdict {
         let _ = upstream;
         default_verdict(backend, outcome)

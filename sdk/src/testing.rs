@@ -44,8 +44,12 @@
 //! ```
 //!
 //! [`TestHost::pick`], [`TestHost::route`] and [`TestHost::on_outcome`]
-//! apply the checks the proxy applies to each answer, and return the fault
-//! the proxy would count as an `Err`.
+//! apply the checks the proxy applies to each answer (the same code: the
+//! `bbproxy-plugin-contract` crate), and return the fault the proxy would
+//! count as an `Err`: an index out of range or `None`; an upstream not
+//! declared with [`TestHost::upstream`], a name over 1 KiB, a status outside
+//! 100..=599 or a direct body over 64 KiB; an open or half-open verdict with
+//! 0 probes.
 //!
 //! The host state is per thread: a test that spawns threads sees a fresh
 //! host in each of them.
@@ -54,6 +58,8 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::marker::PhantomData;
 use std::time::Duration;
+
+use bbproxy_plugin_contract as contract;
 
 use crate::{
     Backend, Balancer, Breaker, BreakerState, Level, Outcome, OutcomeKind, Request, Route, Router,
@@ -69,7 +75,14 @@ const MAX_KEYS: usize = 10_000;
 /// Weight of a new latency sample in the proxy's moving average, in 1/16ths.
 const EWMA_NEW_SIXTEENTHS: u64 = 4;
 
-/// One line a plugin logged.
+/// One line a plugin logged, as [`TestHost::logs`] returns it.
+///
+/// ```
+/// use bbproxy_sdk::{Level, log, testing::{LogLine, TestHost}};
+/// let host = TestHost::new();
+/// log(Level::Error, "backend list is empty");
+/// assert_eq!(host.logs(), [LogLine { level: Level::Error, message: "backend list is empty".into() }]);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogLine {
     /// Its level.
@@ -438,8 +451,10 @@ impl TestHost {
     }
 
     /// Asks `router` where `req` goes. An answer the proxy would count as a
-    /// plugin fault (a direct response with a status outside 100..=599) is an
-    /// `Err` describing it.
+    /// plugin fault is an `Err` describing it, in the proxy's words: an
+    /// upstream name not declared with [`TestHost::upstream`], a name over
+    /// 1 KiB, a direct response with a status outside 100..=599 or a body over
+    /// 64 KiB.
     ///
     /// ```
     /// use bbproxy_sdk::{Request, Route, Router, testing::{FakeRequest, TestHost}};
@@ -457,13 +472,11 @@ impl TestHost {
     /// ```
     pub fn route<R: Router>(&self, router: &mut R, req: &FakeRequest) -> Result<Route, String> {
         let route = router.route(&req.as_request());
-        if let Route::Respond(response) = &route
-            && !(100..=599).contains(&response.status)
-        {
-            return Err(format!(
-                "route answered with status {}, outside 100..=599",
-                response.status
-            ));
+        match &route {
+            Route::Upstream(name) => contract::check_route_upstream(name, |name| {
+                with(|s| s.upstreams.iter().any(|u| u.name == name))
+            })?,
+            Route::Respond(r) => contract::check_route_respond(r.status, r.body.len())?,
         }
         Ok(route)
     }
@@ -496,29 +509,35 @@ impl TestHost {
         if candidates.is_empty() {
             return Err("the proxy never calls pick with no candidates".into());
         }
-        match balancer.pick(&req.as_request(), upstream, candidates) {
-            Some(i) if (i as usize) < candidates.len() => Ok(i as usize),
-            Some(i) => Err(format!(
-                "pick returned index {i} for {} candidates",
-                candidates.len()
-            )),
-            None => Err("pick returned none for a non-empty candidate list".into()),
-        }
+        let choice = balancer.pick(&req.as_request(), upstream, candidates);
+        contract::check_pick(choice, candidates.len())
     }
 
     /// Tells `breaker` what happened to a request sent to `backend` and
     /// returns its verdict. Use [`record`] to update the backend's stats
-    /// from it as the proxy does.
+    /// from it as the proxy does. A verdict the proxy would count as a plugin
+    /// fault (open or half-open with 0 probes) is an `Err` describing it.
     ///
     /// ```
-    /// use bbproxy_sdk::{BreakerState, testing::{TestHost, backend, failure}};
+    /// use bbproxy_sdk::{Backend, BreakerState, Outcome, Verdict, testing::{TestHost, backend, failure}};
     /// # #[derive(Default)] struct Default5;
     /// # impl bbproxy_sdk::Breaker for Default5 {}
     /// let host = TestHost::new().upstream("app.test", 1);
     /// let mut breaker: Default5 = host.breaker("{}").unwrap();
-    /// let verdict = host.on_outcome(&mut breaker, 0, &backend(0), &failure());
+    /// let verdict = host.on_outcome(&mut breaker, 0, &backend(0), &failure()).unwrap();
     /// assert!(verdict.failure);
     /// assert_eq!(verdict.state, BreakerState::Closed);
+    ///
+    /// /// Builds its verdict by hand and forgets the probes.
+    /// #[derive(Default)]
+    /// struct NoProbes;
+    /// impl bbproxy_sdk::Breaker for NoProbes {
+    ///     fn on_outcome(&mut self, _: u32, _: &Backend, _: &Outcome) -> Verdict {
+    ///         Verdict { failure: true, state: BreakerState::Open, open_for_ms: 1_000, probes: 0 }
+    ///     }
+    /// }
+    /// let err = host.on_outcome(&mut NoProbes, 0, &backend(0), &failure()).unwrap_err();
+    /// assert_eq!(err, "on-outcome answered state Open with 0 probes (at least 1)");
     /// ```
     pub fn on_outcome<B: Breaker>(
         &self,
@@ -526,8 +545,15 @@ impl TestHost {
         upstream: u32,
         backend: &Backend,
         outcome: &Outcome,
-    ) -> Verdict {
-        breaker.on_outcome(upstream, backend, outcome)
+    ) -> Result<Verdict, String> {
+        let verdict = breaker.on_outcome(upstream, backend, outcome);
+        let state = match verdict.state {
+            BreakerState::Closed => contract::BreakerState::Closed,
+            BreakerState::Open => contract::BreakerState::Open,
+            BreakerState::HalfOpen => contract::BreakerState::HalfOpen,
+        };
+        contract::check_verdict(state, verdict.probes)?;
+        Ok(verdict)
     }
 }
 
@@ -780,11 +806,11 @@ mod tests {
         let mut breaker: Defaults = host.breaker("{}").unwrap();
         let mut b = backend(0);
         for _ in 0..4 {
-            let v = host.on_outcome(&mut breaker, 0, &b, &failure());
+            let v = host.on_outcome(&mut breaker, 0, &b, &failure()).unwrap();
             assert_eq!(v.state, BreakerState::Closed);
             record(&mut b, &failure(), &v);
         }
-        let v = host.on_outcome(&mut breaker, 0, &b, &failure());
+        let v = host.on_outcome(&mut breaker, 0, &b, &failure()).unwrap();
         assert_eq!((v.state, v.open_for_ms), (BreakerState::Open, 30_000));
         record(&mut b, &failure(), &v);
         // The proxy moves it to half-open after the open period.
@@ -792,7 +818,7 @@ mod tests {
         let ok = response(200, Duration::from_millis(2));
         assert_eq!(
             host.on_outcome(&mut breaker, 0, &b, &ok),
-            Verdict::closed(false)
+            Ok(Verdict::closed(false))
         );
     }
 
@@ -827,6 +853,75 @@ mod tests {
             Err("pick returned none for a non-empty candidate list".into())
         );
         assert!(host.pick(&mut Bad, &req, 0, &[]).is_err());
+    }
+
+    /// Answers whatever route it holds.
+    #[derive(Default)]
+    struct Says(Option<Route>);
+    impl Router for Says {
+        fn route(&mut self, _: &Request) -> Route {
+            self.0.clone().unwrap_or_else(|| Route::respond(500, ""))
+        }
+    }
+
+    #[test]
+    fn route_faults_are_the_proxys() {
+        let host = TestHost::new().upstream("a.test", 1);
+        let req = FakeRequest::get("a.test", "/");
+        let route = |r: Route| host.route(&mut Says(Some(r)), &req);
+        assert_eq!(route(Route::to("a.test")), Ok(Route::to("a.test")));
+        assert_eq!(
+            route(Route::to("b.test")),
+            Err("route named upstream \"b.test\", which is not a configured domain".into())
+        );
+        let long = "a".repeat(1025);
+        assert_eq!(
+            route(Route::to(long)),
+            Err("route named an upstream of 1025 bytes (at most 1024)".into())
+        );
+        assert!(route(Route::respond(599, "x".repeat(64 * 1024))).is_ok());
+        assert_eq!(
+            route(Route::respond(200, "x".repeat(64 * 1024 + 1))),
+            Err("route answered with a body of 65537 bytes (at most 65536)".into())
+        );
+        assert!(route(Route::respond(600, "")).is_err());
+        // With no upstream declared, no name is known.
+        let host = TestHost::new();
+        assert!(
+            host.route(&mut Says(Some(Route::to("a.test"))), &req)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn verdict_faults_are_the_proxys() {
+        #[derive(Default)]
+        struct Fixed(Option<Verdict>);
+        impl Breaker for Fixed {
+            fn on_outcome(&mut self, _: u32, _: &Backend, _: &Outcome) -> Verdict {
+                self.0.unwrap_or(Verdict::closed(false))
+            }
+        }
+        let host = TestHost::new().upstream("a.test", 1);
+        let verdict = |state, probes| {
+            let v = Verdict {
+                failure: true,
+                state,
+                open_for_ms: 5,
+                probes,
+            };
+            host.on_outcome(&mut Fixed(Some(v)), 0, &backend(0), &failure())
+        };
+        assert!(verdict(BreakerState::Closed, 0).is_ok());
+        assert!(verdict(BreakerState::Open, 1).is_ok());
+        assert_eq!(
+            verdict(BreakerState::Open, 0),
+            Err("on-outcome answered state Open with 0 probes (at least 1)".into())
+        );
+        assert_eq!(
+            verdict(BreakerState::HalfOpen, 0),
+            Err("on-outcome answered state HalfOpen with 0 probes (at least 1)".into())
+        );
     }
 
     #[test]

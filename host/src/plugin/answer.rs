@@ -2,64 +2,34 @@
 //! The canonical ABI already guarantees the answer is well-typed (valid
 //! UTF-8, known variant cases, in-bounds lists); these checks cover what the
 //! types cannot say. A failed check is a `bad-answer` fault.
+//!
+//! The checks themselves live in `bbproxy-plugin-contract`, which the SDK's
+//! test host applies too; this module maps the host's WIT types onto them.
 
 use super::bindings::types::{BreakerState, Route, Verdict};
 
-/// Longest upstream name a router may answer. Upstream names are domain
-/// names (at most 253 bytes) or address literals; anything longer cannot
-/// match, and is refused before it is hashed.
-pub const MAX_UPSTREAM_NAME_BYTES: usize = 1024;
+use bbproxy_plugin_contract as contract;
 
-/// Largest body of a router's direct response. Direct answers are short
-/// texts (redirect notes, maintenance pages); a bigger one is a plugin bug.
-pub const MAX_DIRECT_BODY_BYTES: usize = 64 * 1024;
+pub use contract::{MAX_DIRECT_BODY_BYTES, MAX_UPSTREAM_NAME_BYTES, check_pick};
 
 /// Checks a router's answer; `known` says whether an upstream name is
 /// configured.
 pub fn check_route(route: &Route, known: impl Fn(&str) -> bool) -> Result<(), String> {
     match route {
-        Route::Upstream(name) if name.len() > MAX_UPSTREAM_NAME_BYTES => Err(format!(
-            "route named an upstream of {} bytes (at most {MAX_UPSTREAM_NAME_BYTES})",
-            name.len()
-        )),
-        Route::Upstream(name) if !known(name) => Err(format!(
-            "route named upstream {name:?}, which is not a configured domain"
-        )),
-        Route::Upstream(_) => Ok(()),
-        Route::Respond(r) if !(100..=599).contains(&r.status) => Err(format!(
-            "route answered with status {}, outside 100..=599",
-            r.status
-        )),
-        Route::Respond(r) if r.body.len() > MAX_DIRECT_BODY_BYTES => Err(format!(
-            "route answered with a body of {} bytes (at most {MAX_DIRECT_BODY_BYTES})",
-            r.body.len()
-        )),
-        Route::Respond(_) => Ok(()),
-    }
-}
-
-/// Checks a balancer's answer against the number of candidates it was
-/// given; returns the chosen index.
-pub fn check_pick(choice: Option<u32>, candidates: usize) -> Result<usize, String> {
-    match choice {
-        Some(i) => usize::try_from(i)
-            .ok()
-            .filter(|&i| i < candidates)
-            .ok_or_else(|| format!("pick returned index {i} for {candidates} candidates")),
-        None => Err("pick returned none for a non-empty candidate list".into()),
+        Route::Upstream(name) => contract::check_route_upstream(name, known),
+        Route::Respond(r) => contract::check_route_respond(r.status, r.body.len()),
     }
 }
 
 /// Checks a breaker's verdict: an open or half-open state needs at least
 /// one probe.
 pub fn check_verdict(verdict: &Verdict) -> Result<(), String> {
-    if verdict.state != BreakerState::Closed && verdict.probes == 0 {
-        return Err(format!(
-            "on-outcome answered state {:?} with 0 probes (at least 1)",
-            verdict.state
-        ));
-    }
-    Ok(())
+    let state = match verdict.state {
+        BreakerState::Closed => contract::BreakerState::Closed,
+        BreakerState::Open => contract::BreakerState::Open,
+        BreakerState::HalfOpen => contract::BreakerState::HalfOpen,
+    };
+    contract::check_verdict(state, verdict.probes)
 }
 
 #[cfg(test)]

@@ -79,7 +79,7 @@ pub enum CheckError {
         /// exports instead.
         detail: String,
     },
-    /// The `--config` given is not JSON.
+    /// The `--plugin-config` given is not JSON.
     #[error("plugin config is not valid JSON: {0}")]
     BadConfig(String),
     /// A sample call faulted.

@@ -12,28 +12,21 @@
 //!   requests in flight among two picked at random (all of them when there are
 //!   only two); ties go to the lower latency average, then to a coin flip.
 
+use bbproxy_sdk::serde::Deserialize;
 use bbproxy_sdk::{Backend, Balancer, Counter, Request};
-use serde::Deserialize;
 
 /// The names accepted in an upstream's `balancer` setting.
 pub const SUPPORTED: [&str; 3] = ["round-robin", "weighted-round-robin", "least-request"];
 
 /// The plugin's configuration: no keys.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(crate = "bbproxy_sdk::serde", deny_unknown_fields)]
 pub struct Config {}
 
 impl Config {
     /// Parses the JSON configuration text.
     pub fn parse(json: &str) -> Result<Config, String> {
-        // serde would also accept a JSON array for a struct.
-        if !json.trim_start().starts_with('{') {
-            return Err(format!(
-                "invalid balancer config: expected a JSON object, got {}",
-                json.trim()
-            ));
-        }
-        serde_json::from_str(json).map_err(|e| format!("invalid balancer config: {e}"))
+        bbproxy_sdk::parse_config(json).map_err(|e| format!("invalid balancer config: {e}"))
     }
 }
 

@@ -21,12 +21,12 @@
 //! backend is open (a request sent before it opened) keeps it open; the host
 //! restarts the open period only on a transition into open.
 
+use bbproxy_sdk::serde::Deserialize;
 use bbproxy_sdk::{Backend, Breaker, BreakerState, Outcome, Verdict};
-use serde::Deserialize;
 
 /// The plugin's configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(crate = "bbproxy_sdk::serde", deny_unknown_fields, default)]
 pub struct Config {
     /// Consecutive failures that open a closed backend.
     pub threshold: u32,
@@ -55,15 +55,8 @@ impl Default for Config {
 impl Config {
     /// Parses and validates the JSON configuration text.
     pub fn parse(json: &str) -> Result<Config, String> {
-        // serde would also accept a JSON array for a struct.
-        if !json.trim_start().starts_with('{') {
-            return Err(format!(
-                "invalid breaker config: expected a JSON object, got {}",
-                json.trim()
-            ));
-        }
         let config: Config =
-            serde_json::from_str(json).map_err(|e| format!("invalid breaker config: {e}"))?;
+            bbproxy_sdk::parse_config(json).map_err(|e| format!("invalid breaker config: {e}"))?;
         for (key, value) in [
             ("threshold", config.threshold),
             ("half_open_probes", config.half_open_probes),

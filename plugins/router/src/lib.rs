@@ -20,12 +20,12 @@
 
 use std::collections::BTreeSet;
 
+use bbproxy_sdk::serde::Deserialize;
 use bbproxy_sdk::{Request, Route, Router};
-use serde::Deserialize;
 
 /// The plugin's configuration, as given by the host.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(crate = "bbproxy_sdk::serde", deny_unknown_fields)]
 pub struct Config {
     /// Upstream for hosts that match no upstream name.
     #[serde(default)]
@@ -35,14 +35,7 @@ pub struct Config {
 impl Config {
     /// Parses the JSON configuration text.
     pub fn parse(json: &str) -> Result<Config, String> {
-        // serde would also accept a JSON array for a struct.
-        if !json.trim_start().starts_with('{') {
-            return Err(format!(
-                "invalid router config: expected a JSON object, got {}",
-                json.trim()
-            ));
-        }
-        serde_json::from_str(json).map_err(|e| format!("invalid router config: {e}"))
+        bbproxy_sdk::parse_config(json).map_err(|e| format!("invalid router config: {e}"))
     }
 }
 

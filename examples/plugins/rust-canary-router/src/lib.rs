@@ -15,12 +15,12 @@
 //! rest to `primary`. The request's host plays no part: every request is
 //! routed this way.
 
+use bbproxy_sdk::serde::Deserialize;
 use bbproxy_sdk::{Counter, Request, Route, Router};
-use serde::Deserialize;
 
 /// The plugin's configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(crate = "bbproxy_sdk::serde", deny_unknown_fields)]
 pub struct Config {
     /// Upstream for regular traffic.
     pub primary: String,
@@ -53,15 +53,8 @@ impl Config {
     /// Parses the JSON configuration text and checks it against the
     /// configured upstream names.
     pub fn parse(json: &str, upstreams: &[String]) -> Result<Config, String> {
-        // serde would also accept a JSON array for a struct.
-        if !json.trim_start().starts_with('{') {
-            return Err(format!(
-                "invalid canary config: expected a JSON object, got {}",
-                json.trim()
-            ));
-        }
         let config: Config =
-            serde_json::from_str(json).map_err(|e| format!("invalid canary config: {e}"))?;
+            bbproxy_sdk::parse_config(json).map_err(|e| format!("invalid canary config: {e}"))?;
         for (key, name) in [("primary", &config.primary), ("canary", &config.canary)] {
             if !upstreams.contains(name) {
                 return Err(format!(

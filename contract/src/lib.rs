@@ -1,0 +1,162 @@
+//! The contract of plugin answers that the WIT types cannot express: the
+//! proxy (`host/src/plugin/answer.rs`) checks every answer with these
+//! functions before acting on it, and the SDK's test host
+//! (`bbproxy_sdk::testing`) applies the same ones, so an answer a plugin's
+//! unit test accepts is one the proxy accepts. A failed check is a
+//! `bad-answer` fault; the `Err` text says what was wrong.
+//!
+//! The functions take plain values rather than WIT types because the proxy
+//! and the SDK each generate their own bindings of the same WIT types.
+#![deny(missing_docs)]
+
+/// Longest upstream name a router may answer. Upstream names are domain
+/// names (at most 253 bytes) or address literals; anything longer cannot
+/// match, and is refused before it is hashed.
+pub const MAX_UPSTREAM_NAME_BYTES: usize = 1024;
+
+/// Largest body of a router's direct response. Direct answers are short
+/// texts (redirect notes, maintenance pages); a bigger one is a plugin bug.
+pub const MAX_DIRECT_BODY_BYTES: usize = 64 * 1024;
+
+/// Checks a router's answer `upstream(name)`; `known` says whether an
+/// upstream name is configured.
+///
+/// ```
+/// use bbproxy_plugin_contract::check_route_upstream;
+/// let known = |n: &str| n == "a.test";
+/// assert!(check_route_upstream("a.test", known).is_ok());
+/// assert!(check_route_upstream("b.test", known).is_err());
+/// ```
+pub fn check_route_upstream(name: &str, known: impl Fn(&str) -> bool) -> Result<(), String> {
+    if name.len() > MAX_UPSTREAM_NAME_BYTES {
+        return Err(format!(
+            "route named an upstream of {} bytes (at most {MAX_UPSTREAM_NAME_BYTES})",
+            name.len()
+        ));
+    }
+    if !known(name) {
+        return Err(format!(
+            "route named upstream {name:?}, which is not a configured domain"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a router's answer `respond({status, body})`, given the body's
+/// length in bytes.
+///
+/// ```
+/// use bbproxy_plugin_contract::check_route_respond;
+/// assert!(check_route_respond(404, 10).is_ok());
+/// assert!(check_route_respond(99, 0).is_err());
+/// ```
+pub fn check_route_respond(status: u16, body_bytes: usize) -> Result<(), String> {
+    if !(100..=599).contains(&status) {
+        return Err(format!(
+            "route answered with status {status}, outside 100..=599"
+        ));
+    }
+    if body_bytes > MAX_DIRECT_BODY_BYTES {
+        return Err(format!(
+            "route answered with a body of {body_bytes} bytes (at most {MAX_DIRECT_BODY_BYTES})"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a balancer's answer against the number of candidates it was
+/// given; returns the chosen index.
+///
+/// ```
+/// use bbproxy_plugin_contract::check_pick;
+/// assert_eq!(check_pick(Some(2), 3), Ok(2));
+/// assert!(check_pick(Some(3), 3).is_err());
+/// assert!(check_pick(None, 3).is_err());
+/// ```
+pub fn check_pick(choice: Option<u32>, candidates: usize) -> Result<usize, String> {
+    match choice {
+        Some(i) => usize::try_from(i)
+            .ok()
+            .filter(|&i| i < candidates)
+            .ok_or_else(|| format!("pick returned index {i} for {candidates} candidates")),
+        None => Err("pick returned none for a non-empty candidate list".into()),
+    }
+}
+
+/// A circuit-breaker state, as the WIT enum `breaker-state` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    /// `closed`: the backend gets traffic.
+    Closed,
+    /// `open`: the backend gets no traffic.
+    Open,
+    /// `half-open`: the backend gets at most `probes` requests at a time.
+    HalfOpen,
+}
+
+/// Checks a breaker's verdict: an open or half-open state needs at least
+/// one probe.
+///
+/// ```
+/// use bbproxy_plugin_contract::{BreakerState, check_verdict};
+/// assert!(check_verdict(BreakerState::Closed, 0).is_ok());
+/// assert!(check_verdict(BreakerState::Open, 1).is_ok());
+/// assert!(check_verdict(BreakerState::HalfOpen, 0).is_err());
+/// ```
+pub fn check_verdict(state: BreakerState, probes: u32) -> Result<(), String> {
+    if state != BreakerState::Closed && probes == 0 {
+        return Err(format!(
+            "on-outcome answered state {state:?} with 0 probes (at least 1)"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        let known = |n: &str| n == "a.test";
+        assert!(check_route_upstream("a.test", known).is_ok());
+        let e = check_route_upstream("b.test", known).unwrap_err();
+        assert!(e.contains("\"b.test\""), "{e}");
+        let huge = "x".repeat(MAX_UPSTREAM_NAME_BYTES + 1);
+        assert!(
+            check_route_upstream(&huge, |_| true)
+                .unwrap_err()
+                .contains("bytes")
+        );
+        assert!(check_route_upstream(&huge[1..], |_| true).is_ok());
+        assert!(check_route_respond(100, 0).is_ok());
+        assert!(check_route_respond(599, MAX_DIRECT_BODY_BYTES).is_ok());
+        assert!(check_route_respond(99, 0).is_err());
+        assert!(check_route_respond(600, 0).is_err());
+        assert!(check_route_respond(200, MAX_DIRECT_BODY_BYTES + 1).is_err());
+    }
+
+    #[test]
+    fn picks() {
+        assert_eq!(check_pick(Some(2), 3), Ok(2));
+        assert!(
+            check_pick(Some(3), 3)
+                .unwrap_err()
+                .contains("index 3 for 3")
+        );
+        assert!(check_pick(Some(u32::MAX), 3).is_err());
+        assert!(check_pick(None, 3).is_err());
+    }
+
+    #[test]
+    fn verdicts() {
+        assert!(check_verdict(BreakerState::Closed, 0).is_ok());
+        assert!(check_verdict(BreakerState::Open, 1).is_ok());
+        let e = check_verdict(BreakerState::Open, 0).unwrap_err();
+        assert_eq!(
+            e,
+            "on-outcome answered state Open with 0 probes (at least 1)"
+        );
+        assert!(check_verdict(BreakerState::HalfOpen, 0).is_err());
+    }
+}
