@@ -29,7 +29,10 @@ impl Registry {
             .map(|(upstream, authority, base)| {
                 let key = (upstream.clone(), base.clone());
                 let state = map.get(&key).cloned().unwrap_or_else(|| {
-                    Arc::new(BackendState::new(authority.clone(), base.clone()))
+                    Arc::new(
+                        BackendState::new(authority.clone(), base.clone())
+                            .counting_transitions(upstream),
+                    )
                 });
                 next.insert(key, state.clone());
                 state
