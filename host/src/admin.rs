@@ -9,9 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -23,7 +23,8 @@ use crate::proxy::ProxyBody;
 use crate::telemetry;
 
 /// Serves the admin endpoints on `listener` until `shutdown` turns true.
-/// Each connection must send its request head within the current
+/// It speaks HTTP/1.1 (what scrapers and curl use). Each connection must
+/// send its request head within the current
 /// generation's `timeouts.client_header` (also how long an idle keep-alive
 /// connection stays open), so a client that connects and stalls does not
 /// hold a task and a descriptor forever.
@@ -55,17 +56,13 @@ pub async fn serve(
                 let shared = shared.clone();
                 async move { Ok::<_, Infallible>(answer(&shared, &req)) }
             });
-            let mut builder = auto::Builder::new(TokioExecutor::new());
+            // HTTP/1.1 only: an auto (h1/h2) connection first waits for
+            // enough bytes to tell the versions apart, with no timeout.
+            let mut builder = http1::Builder::new();
             builder
-                .http1()
                 .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout);
-            // HTTP/2 has no head to wait for: pings drop dead peers instead.
-            builder
-                .http2()
-                .timer(TokioTimer::new())
-                .keep_alive_interval(header_timeout)
-                .keep_alive_timeout(header_timeout);
+                // Zero disables the timeout, as for the proxy listeners.
+                .header_read_timeout((!header_timeout.is_zero()).then_some(header_timeout));
             let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
         });
     }

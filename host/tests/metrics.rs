@@ -156,7 +156,10 @@ async fn known_traffic_gives_exact_totals() {
         );
     }
     assert!(text.contains("# HELP bbproxy_requests_total"), "{text}");
-    assert!(text.contains("# TYPE bbproxy_breaker_state gauge"), "{text}");
+    assert!(
+        text.contains("# TYPE bbproxy_breaker_state gauge"),
+        "{text}"
+    );
 }
 
 /// A request whose client goes away while the backend is still thinking
@@ -185,9 +188,11 @@ async fn a_request_cancelled_before_its_response_is_no_longer_in_flight() {
         .body(Full::new(Bytes::new()))
         .unwrap();
     let pending = tokio::spawn(async move { h2.request(req).await });
-    wait_for(Duration::from_secs(10), "the h2 request at the backend", || async {
-        slow.hits() == 1 && in_flight(&proxy).await == 1.0
-    })
+    wait_for(
+        Duration::from_secs(10),
+        "the h2 request at the backend",
+        || async { slow.hits() == 1 && in_flight(&proxy).await == 1.0 },
+    )
     .await;
     pending.abort();
     wait_for(

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 
 use crate::telemetry::names::{
-    CLIENT_CLOSED_REQUESTS, CONNECT_ERRORS, IN_FLIGHT, REQUEST_DURATION, REQUESTS, UPSTREAM_TIMEOUTS,
+    CLIENT_CLOSED_REQUESTS, CONNECT_ERRORS, IN_FLIGHT, REQUEST_DURATION, REQUESTS,
+    UPSTREAM_TIMEOUTS,
 };
 use crate::telemetry::summary::Window;
 
