@@ -2,7 +2,7 @@
 # Load benchmark: bbproxy next to nginx and haproxy, each on one pinned core,
 # all proxying to the same backend on 127.0.0.1. See bench/README.md.
 #
-#   bench/run.sh [--rounds N] [--duration S] [--scenarios "h1 h1-64k"]
+#   bench/run.sh [--rounds N] [--duration S] [--scenarios "h1 h1-64k tls tls-new h2"]
 #                [--peers "direct bbproxy nginx haproxy"] [--connections C]
 #
 # Layout: the proxy under test on CPU 1 (`taskset -c 1`), wrk and the backend
@@ -19,7 +19,7 @@ rounds=3
 duration=5
 warmup=1
 connections=64
-scenarios="h1 h1-64k"
+scenarios="h1 h1-64k tls tls-new h2"
 peers="direct bbproxy nginx haproxy"
 proxy_cpu=1
 load_cpu=0
@@ -48,15 +48,16 @@ need python3 python3
 need wrk wrk
 case " $peers " in *" nginx "*) need nginx nginx ;; esac
 case " $peers " in *" haproxy "*) need haproxy haproxy ;; esac
+case " $scenarios " in *" tls"*|*" h2 "*) need openssl openssl ;; esac
+case " $scenarios " in *" h2 "*) need h2load nghttp2-client ;; esac
+case " $scenarios " in *" tls-new "*) need ab apache2-utils ;; esac
 if [ ${#missing[@]} -gt 0 ]; then
     echo "bench/run.sh: missing tools:" >&2
     printf '  - %s\n' "${missing[@]}" >&2
     echo "install them with:" >&2
-    echo "  apt-get install --no-install-recommends nginx haproxy wrk nghttp2-client" >&2
+    echo "  apt-get install --no-install-recommends nginx haproxy wrk nghttp2-client apache2-utils openssl" >&2
     exit 1
 fi
-# h2load is for the HTTP/2 scenario, not measured yet; only say so.
-command -v h2load >/dev/null 2>&1 || echo "note: h2load (nghttp2-client) is missing; the h2 scenario will need it" >&2
 if [ "$(nproc)" -lt 2 ]; then
     echo "bench/run.sh: needs 2 CPUs (proxy on CPU $proxy_cpu, load on CPU $load_cpu); nproc is $(nproc)" >&2
     exit 1
@@ -122,6 +123,41 @@ sys.exit(0 if r.status == 200 and len(r.read()) == 65536 else 1)
 EOF
 }
 
+# --- TLS: one RSA 2048 certificate for every peer (as in bench-peers.md) ------
+tls_wanted=0
+case " $scenarios " in *" tls"*|*" h2 "*) tls_wanted=1 ;; esac
+if [ "$tls_wanted" = 1 ]; then
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=bench.local \
+        -addext subjectAltName=DNS:bench.local \
+        -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+    cat "$work/cert.pem" "$work/key.pem" >"$work/haproxy.pem"
+fi
+
+# Checks that https://127.0.0.1:$1/ answers 200 and offers ALPN h2.
+check_tls() {
+    python3 - "$1" <<'EOF' || { echo "bench/run.sh: $2 does not answer HTTPS with ALPN h2 on 127.0.0.1:$1" >&2; exit 1; }
+import sys, ssl, socket, http.client, time
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+ctx.set_alpn_protocols(["h2", "http/1.1"])
+for _ in range(100):
+    try:
+        with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1) as s:
+            with ctx.wrap_socket(s) as t:
+                ok = t.selected_alpn_protocol() == "h2"
+        break
+    except OSError:
+        time.sleep(0.1)
+else:
+    sys.exit(1)
+ctx.set_alpn_protocols(["http/1.1"])
+c = http.client.HTTPSConnection("127.0.0.1", int(sys.argv[1]), timeout=2, context=ctx)
+c.request("GET", "/")
+sys.exit(0 if ok and c.getresponse().status == 200 else 1)
+EOF
+}
+
 # --- backend -----------------------------------------------------------------
 taskset -c "$load_cpu" "$backend_bin" 127.0.0.1:0 >"$work/backend.addr" 2>"$work/backend.log" &
 backend_pid=$!
@@ -132,20 +168,27 @@ backend_addr="$(head -n1 "$work/backend.addr")"
 backend_port="${backend_addr##*:}"
 wait_http "$backend_port" backend
 
-declare -A port pid
+declare -A port tport pid
 port[direct]="$backend_port"
 pid[direct]="$backend_pid"
 
 # --- peers -------------------------------------------------------------------
 start_bbproxy() {
     port[bbproxy]="$(free_port)"
-    # access_log off: nginx and haproxy below log nothing either.
+    tport[bbproxy]="$(free_port)"
+    # access_log off: nginx and haproxy below log nothing either. A client
+    # without SNI (wrk to an IP) gets the default domain's certificate.
+    local https="" tls=""
+    if [ "$tls_wanted" = 1 ]; then
+        https=", \"https\": \"127.0.0.1:${tport[bbproxy]}\""
+        tls=", \"tls\": {\"cert\": \"$work/cert.pem\", \"key\": \"$work/key.pem\"}"
+    fi
     cat >"$work/bbproxy.json" <<EOF
 {
-  "listen": { "http": "127.0.0.1:${port[bbproxy]}" },
+  "listen": { "http": "127.0.0.1:${port[bbproxy]}"$https },
   "admin": null,
   "access_log": false,
-  "domains": { "bench.local": ["$backend_addr"] },
+  "domains": { "bench.local": { "backends": ["$backend_addr"]$tls } },
   "default_domain": "bench.local"
 }
 EOF
@@ -156,7 +199,16 @@ EOF
 
 start_nginx() {
     port[nginx]="$(free_port)"
+    tport[nginx]="$(free_port)"
     mkdir -p "$work/nginx"
+    local tls_listen=""
+    if [ "$tls_wanted" = 1 ]; then
+        tls_listen="listen 127.0.0.1:${tport[nginx]} ssl http2;
+        ssl_certificate $work/cert.pem;
+        ssl_certificate_key $work/key.pem;
+        ssl_session_cache off;
+        ssl_session_tickets off;"
+    fi
     # Upstream keep-alive (and nginx's per-connection request limits raised,
     # or it closes client and upstream connections every 1000 requests);
     # 64 KiB bodies stay in memory.
@@ -181,6 +233,8 @@ http {
     }
     server {
         listen 127.0.0.1:${port[nginx]};
+        $tls_listen
+        http2_max_requests 1000000;
         location / {
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -199,10 +253,14 @@ EOF
 
 start_haproxy() {
     port[haproxy]="$(free_port)"
+    tport[haproxy]="$(free_port)"
+    local tls_bind=""
+    [ "$tls_wanted" = 1 ] && tls_bind="bind 127.0.0.1:${tport[haproxy]} ssl crt $work/haproxy.pem alpn h2,http/1.1 no-tls-tickets"
     cat >"$work/haproxy.cfg" <<EOF
 global
     nbthread 1
     maxconn 4096
+    tune.ssl.cachesize 0
 defaults
     mode http
     timeout connect 5s
@@ -212,6 +270,7 @@ defaults
     http-reuse always
 frontend fe
     bind 127.0.0.1:${port[haproxy]}
+    $tls_bind
     default_backend be
 backend be
     server s1 $backend_addr
@@ -233,6 +292,7 @@ done
 for p in $peers; do
     wait_http "${port[$p]}" "$p"
     case " $scenarios " in *" h1-64k "*) check_64k "${port[$p]}" "$p" ;; esac
+    if [ "$tls_wanted" = 1 ] && [ "$p" != direct ]; then check_tls "${tport[$p]}" "$p"; fi
 done
 
 # CPU ticks (utime + stime) of $1 and its direct children (nginx's worker).
@@ -250,9 +310,9 @@ cpu_ticks() {
 }
 hz="$(getconf CLK_TCK)"
 
-path_of() { case "$1" in h1) echo / ;; h1-64k) echo /64k ;; esac; }
+path_of() { case "$1" in h1-64k) echo /64k ;; *) echo / ;; esac; }
 for s in $scenarios; do
-    case "$s" in h1|h1-64k) ;; *) echo "bench/run.sh: unknown scenario '$s' (h1, h1-64k)" >&2; exit 2 ;; esac
+    case "$s" in h1|h1-64k|tls|tls-new|h2) ;; *) echo "bench/run.sh: unknown scenario '$s' (h1, h1-64k, tls, tls-new, h2)" >&2; exit 2 ;; esac
 done
 
 # wrk's latency in ms from a value like 1.05ms / 830.00us / 1.20s.
@@ -271,16 +331,53 @@ load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 for r in $(seq "$rounds"); do
     for s in $scenarios; do
         for p in $peers; do
-            url="http://127.0.0.1:${port[$p]}$(path_of "$s")"
-            timeout -k 5 $((warmup + 20)) taskset -c "$load_cpu" wrk -t1 -c"$connections" -d"${warmup}s" "$url" >/dev/null
-            before="$(cpu_ticks "${pid[$p]}")"
-            out="$(timeout -k 5 $((duration + 20)) taskset -c "$load_cpu" wrk -t1 -c"$connections" -d"${duration}s" --latency "$url")"
-            after="$(cpu_ticks "${pid[$p]}")"
-            rps="$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")"
-            total="$(awk '/requests in/ {print $1}' <<<"$out")"
-            p50="$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")"
-            p99="$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")"
-            errors="$(awk '/Non-2xx or 3xx/ {n += $NF} /Socket errors/ {gsub(",", ""); n += $4 + $6 + $8 + $10} END {print n + 0}' <<<"$out")"
+            # The backend speaks plain HTTP/1.1 only: no direct TLS row.
+            case "$s" in tls|tls-new|h2) [ "$p" = direct ] && continue ;; esac
+            case "$s" in
+                h1|h1-64k) url="http://127.0.0.1:${port[$p]}$(path_of "$s")" ;;
+                *) url="https://127.0.0.1:${tport[$p]}/" ;;
+            esac
+            if [ "$s" = h2 ]; then
+                # 16 connections x 4 streams (as in bench-peers.md);
+                # percentiles from h2load's per-request log (column 3: us).
+                timeout -k 5 $((warmup + 20)) taskset -c "$load_cpu" h2load -t1 -c16 -m4 -D"$warmup" "$url" >/dev/null
+                before="$(cpu_ticks "${pid[$p]}")"
+                out="$(timeout -k 5 $((duration + 20)) taskset -c "$load_cpu" h2load -t1 -c16 -m4 -D"$duration" --log-file="$work/h2.log" "$url")"
+                after="$(cpu_ticks "${pid[$p]}")"
+                rps="$(awk '/^finished in/ {gsub(",", ""); print $4}' <<<"$out")"
+                total="$(awk '/^requests:/ {print $8}' <<<"$out")"
+                read -r p50 p99 < <(python3 - "$work/h2.log" <<'EOF'
+import sys
+d = sorted(int(l.split("\t")[2]) for l in open(sys.argv[1]) if l.count("\t") >= 2)
+q = lambda f: d[min(len(d) - 1, int(f * len(d)))] / 1000 if d else float("nan")
+print(f"{q(0.5):.3f} {q(0.99):.3f}")
+EOF
+)
+                errors="$(awk '/^requests:/ {print $10 + $12 + $14}' <<<"$out")"
+            elif [ "$s" = tls-new ]; then
+                # ab makes a fresh TLS session per connection (HTTP/1.0, no
+                # keep-alive), so every request is a full handshake; wrk
+                # would resume sessions (bench-peers.md).
+                timeout -k 5 $((warmup + 20)) taskset -c "$load_cpu" ab -q -c64 -t"$warmup" -n 500000 "$url" >/dev/null 2>&1 || true
+                before="$(cpu_ticks "${pid[$p]}")"
+                out="$(timeout -k 5 $((duration + 20)) taskset -c "$load_cpu" ab -q -c64 -t"$duration" -n 500000 "$url" 2>/dev/null || true)"
+                after="$(cpu_ticks "${pid[$p]}")"
+                rps="$(awk '/^Requests per second:/ {print $4}' <<<"$out")"
+                total="$(awk '/^Complete requests:/ {print $3}' <<<"$out")"
+                p50="$(awk '$1 == "50%" {print $2}' <<<"$out")"
+                p99="$(awk '$1 == "99%" {print $2}' <<<"$out")"
+                errors="$(awk '/^Failed requests:/ {n += $3} /^Non-2xx responses:/ {n += $3} END {print n + 0}' <<<"$out")"
+            else
+                timeout -k 5 $((warmup + 20)) taskset -c "$load_cpu" wrk -t1 -c"$connections" -d"${warmup}s" "$url" >/dev/null
+                before="$(cpu_ticks "${pid[$p]}")"
+                out="$(timeout -k 5 $((duration + 20)) taskset -c "$load_cpu" wrk -t1 -c"$connections" -d"${duration}s" --latency "$url")"
+                after="$(cpu_ticks "${pid[$p]}")"
+                rps="$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")"
+                total="$(awk '/requests in/ {print $1}' <<<"$out")"
+                p50="$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")"
+                p99="$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")"
+                errors="$(awk '/Non-2xx or 3xx/ {n += $NF} /Socket errors/ {gsub(",", ""); n += $4 + $6 + $8 + $10} END {print n + 0}' <<<"$out")"
+            fi
             us_req="$(python3 -c "print(f'{($after - $before) / $hz * 1e6 / max($total, 1):.1f}')")"
             printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$s" "$p" "$rps" "$p50" "$p99" "$us_req" "$errors" >>"$results"
             echo "round $r $s $p: $rps req/s, p50 $p50 ms, p99 $p99 ms, $us_req us/req, errors $errors" >&2
@@ -296,7 +393,11 @@ python3 - "$results" "$scenarios" "$peers" >"$report" <<EOF
 import sys, statistics
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 scenarios, peers = sys.argv[2].split(), sys.argv[3].split()
-title = {"h1": "HTTP/1.1 keep-alive, 13-byte body", "h1-64k": "HTTP/1.1 keep-alive, 65536-byte body"}
+title = {"h1": "HTTP/1.1 keep-alive, 13-byte body, wrk",
+         "h1-64k": "HTTP/1.1 keep-alive, 65536-byte body, wrk",
+         "tls": "HTTPS keep-alive (TLS 1.3, RSA 2048), 13-byte body, wrk",
+         "tls-new": "HTTPS, a new TLS connection per request (full handshake, RSA 2048), ab -c64",
+         "h2": "HTTP/2 over TLS, 16 connections x 4 streams, h2load"}
 print("Run $started on $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), "
       "$rounds rounds x ${duration} s (+${warmup} s warm-up) per cell, wrk -t1 -c$connections; "
       "load average (1/5/15 min) $load_before before, $load_after after.")
@@ -305,22 +406,21 @@ print("Medians over rounds; ratios are of medians. CPU us/req is the proxy's CPU
       "(for direct: the backend's). Proxy on CPU $proxy_cpu, wrk and backend on CPU $load_cpu.")
 for s in scenarios:
     print()
-    print(f"**{s}** - {title[s]}, {$connections} connections (wrk)")
+    print(f"**{s}** - {title[s]}" + ("" if s in ("tls-new", "h2") else f", {$connections} connections"))
     print()
     print("| row | req/s | x nginx req/s | p50 ms | p99 ms | CPU us/req | x nginx CPU/req | errors |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     med = {}
-    for p in peers:
+    shown = [p for p in peers if any(r[1] == s and r[2] == p for r in rows)]
+    for p in shown:
         cell = [r for r in rows if r[1] == s and r[2] == p]
         med[p] = [statistics.median(float(r[i]) for r in cell) for i in (3, 4, 5, 6)] + [sum(int(r[7]) for r in cell)]
     base = med.get("nginx")
-    for p in peers:
+    for p in shown:
         rps, p50, p99, us, err = med[p]
         xr = f"{rps / base[0]:.2f}" if base else "-"
         xc = f"{us / base[3]:.2f}" if base and p != "direct" else "-"
         print(f"| {p} | {rps:.0f} | {xr} | {p50:.2f} | {p99:.2f} | {us:.1f} | {xc} | {err} |")
-print()
-print("Not yet measured: HTTPS keep-alive, a new TLS connection per request, HTTP/2 over TLS (h2load).")
 EOF
 cat "$report"
 echo >&2

@@ -180,8 +180,6 @@ pub struct Plugins {
     pub router: PluginSpec,
     pub balancer: PluginSpec,
     pub breaker: PluginSpec,
-    /// Each has a `Path` source: there are no builtin filters.
-    pub filters: Vec<PluginSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

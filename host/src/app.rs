@@ -201,6 +201,17 @@ pub async fn prepare(config: Config, options: Options) -> Result<Prepared, Start
     // recorded into it.
     telemetry::handle();
     telemetry::spawn_upkeep();
+    // SIGHUP ends the process by default: take it over before the slow
+    // first build, and fingerprint the files before that build reads them.
+    let hangup = if options.watch {
+        reload::hangup()
+    } else {
+        None
+    };
+    let fingerprint = options
+        .watch
+        .then(|| reload::fingerprint_before_build(&config))
+        .flatten();
     let runtime = Runtime::new()?;
     let registry = Arc::new(Registry::default());
     let config = Arc::new(config);
@@ -218,6 +229,7 @@ pub async fn prepare(config: Config, options: Options) -> Result<Prepared, Start
     // Certificates before listeners: a bad cert file fails the start.
     let certs = CertManager::new(options.acme);
     certs.update_domains(&config)?;
+    first.commit_registry(&registry);
     let shared = Arc::new(Shared {
         certs,
         generation: Arc::new(ArcSwap::from_pointee(first)),
@@ -251,9 +263,9 @@ pub async fn prepare(config: Config, options: Options) -> Result<Prepared, Start
         }
         None => None,
     };
-    let reloader = Arc::new(Reloader::new(shared.clone(), &config));
+    let reloader = Arc::new(Reloader::new(shared.clone(), &config, fingerprint));
     if options.watch {
-        let watch = reload::Watch::start(reloader.clone());
+        let watch = reload::Watch::start(reloader.clone(), hangup);
         tasks.push(tokio::spawn(watch.run(rx.clone())));
     }
     tasks.push(tokio::spawn(summary_loop(

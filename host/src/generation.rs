@@ -18,7 +18,7 @@ use crate::proxy::RetryBudget;
 use crate::proxy::observe::{BackendMetrics, DomainMetrics};
 use crate::upstream::health::HealthChecks;
 use crate::upstream::pool::{PoolKey, UpstreamClient};
-use crate::upstream::{BackendState, Registry};
+use crate::upstream::{BackendState, Registry, Staged};
 
 /// Why a generation could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +103,8 @@ pub struct Generation {
     pub loaded_at: SystemTime,
     /// Active health checks of its upstreams; stop with the generation.
     pub health: HealthChecks,
+    /// Its backend states and pools, for the registry once it serves.
+    staged: Staged,
 }
 
 impl Generation {
@@ -161,10 +163,11 @@ impl Generation {
             &wit_upstreams,
         )?;
 
-        // Backend state, pools and health checks last: a build that fails on
-        // a plugin must not touch the registry, or the serving generation's
-        // backends would be forgotten and their breaker state lost at the
-        // next good reload.
+        // Backend state and pools are only staged: a build (or a reload)
+        // that fails must not touch the registry, or the serving
+        // generation's backends would be forgotten and their breaker state
+        // lost at the next good reload. See `commit_registry`.
+        let mut staged = Staged::default();
         let flat: Vec<(String, String, String)> = config
             .domains
             .iter()
@@ -174,13 +177,13 @@ impl Generation {
                     .map(|b| (d.name.clone(), b.authority(), b.url_base()))
             })
             .collect();
-        let mut states = registry.resolve(&flat).into_iter();
+        let mut states = registry.resolve(&flat, &mut staged).into_iter();
         let pool_keys: Vec<PoolKey> = config
             .domains
             .iter()
             .map(|d| PoolKey::of(&d.upstream, d.backend_ca.clone()))
             .collect();
-        let mut clients = registry.pools(&pool_keys)?.into_iter();
+        let mut clients = registry.pools(&pool_keys, &mut staged)?.into_iter();
         let upstreams: Vec<UpstreamSlot> = config
             .domains
             .iter()
@@ -226,7 +229,28 @@ impl Generation {
             breaker,
             loaded_at: SystemTime::now(),
             health,
+            staged,
         })
+    }
+
+    /// Hex SHA-256s of every component this generation runs (for the
+    /// compile cache's eviction).
+    pub fn component_digests(&self) -> std::collections::HashSet<String> {
+        fn of<W: World>(slot: &Slot<W>) -> impl Iterator<Item = String> + '_ {
+            std::iter::once(&slot.primary)
+                .chain(slot.fallback.as_ref())
+                .map(|p| p.sha256().to_owned())
+        }
+        of(&self.router)
+            .chain(of(&self.balancer))
+            .chain(of(&self.breaker))
+            .collect()
+    }
+
+    /// Makes `registry` hold this generation's backend states and pools:
+    /// call it when this generation is swapped in, not before.
+    pub fn commit_registry(&self, registry: &Registry) {
+        registry.commit(&self.staged);
     }
 
     /// The upstream number of `name`.

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bbproxy_config::{Config, PluginSource};
+use bbproxy_config::{Config, PluginSource, TlsSource};
 use notify::{RecursiveMode, Watcher};
 use sha2::{Digest, Sha256};
 use std::sync::Mutex;
@@ -36,39 +36,82 @@ pub enum Outcome {
     Unchanged,
 }
 
+/// Settings read once at start-up: a reload that changes them logs that a
+/// restart is needed instead of silently ignoring them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fixed {
+    listen: (Option<std::net::SocketAddr>, Option<std::net::SocketAddr>),
+    redirect_http: bool,
+    admin: Option<std::net::SocketAddr>,
+    log_interval: Duration,
+    shutdown_grace: Duration,
+}
+
+impl Fixed {
+    fn of(config: &Config) -> Self {
+        Self {
+            listen: (config.listen.http, config.listen.https),
+            redirect_http: config.listen.redirect_http,
+            admin: config.admin,
+            log_interval: config.metrics.log_interval,
+            shutdown_grace: config.shutdown_grace,
+        }
+    }
+
+    /// The config keys whose value differs from `self`.
+    fn changed(&self, other: &Fixed) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.listen != other.listen {
+            out.push("listen");
+        }
+        if self.redirect_http != other.redirect_http {
+            out.push("listen.redirect_http");
+        }
+        if self.admin != other.admin {
+            out.push("admin");
+        }
+        if self.log_interval != other.log_interval {
+            out.push("metrics.log_interval");
+        }
+        if self.shutdown_grace != other.shutdown_grace {
+            out.push("shutdown_grace");
+        }
+        out
+    }
+}
+
 /// Serialises reloads and remembers what was last tried.
 #[derive(Debug)]
 pub struct Reloader {
     shared: Arc<Shared>,
-    /// Fingerprint of the files last tried, successfully or not.
+    /// Fingerprint of the files last tried, successfully or not (`None`:
+    /// unknown, so the next check reloads).
     last_tried: Mutex<Option<[u8; 32]>>,
-    /// Listen addresses of the running process: changing them needs a restart.
-    listen: (Option<std::net::SocketAddr>, Option<std::net::SocketAddr>),
+    /// The files the last config that parsed names (whether or not its
+    /// reload succeeded): their directories are watched too, so fixing a
+    /// file a failed reload missed is seen.
+    attempted: Mutex<Vec<PathBuf>>,
+    /// What the process started with and cannot change without a restart.
+    fixed: Fixed,
 }
 
 impl Reloader {
     /// A reloader for the proxy in `shared`, first loaded from `config`.
-    pub fn new(shared: Arc<Shared>, config: &Config) -> Self {
-        let fingerprint = fingerprint(config);
+    /// `fingerprint` is what [`fingerprint_before_build`] returned before
+    /// that load was built.
+    pub fn new(shared: Arc<Shared>, config: &Config, fingerprint: Option<[u8; 32]>) -> Self {
         Self {
             shared,
-            last_tried: Mutex::new(Some(fingerprint)),
-            listen: (config.listen.http, config.listen.https),
+            last_tried: Mutex::new(fingerprint),
+            attempted: Mutex::new(watched_files(config)),
+            fixed: Fixed::of(config),
         }
     }
 
-    /// Reloads if the config or a plugin changed since the last attempt
-    /// (`force`: even if not), off the async worker threads. Returns the
-    /// error text of a failed reload.
-    pub async fn reload(self: &Arc<Self>, force: bool) -> Result<Outcome, String> {
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || this.reload_blocking(force))
-            .await
-            .unwrap_or_else(|e| Err(format!("reload panicked: {e}")))
-    }
-
-    /// [`Reloader::reload`] on the calling thread (it compiles Wasm: call it
-    /// from a thread that may block).
+    /// Reloads if the config or a file it names changed since the last
+    /// attempt (`force`: even if not). Blocking: it compiles Wasm, so call
+    /// it from a thread that may block. Returns the error text of a failed
+    /// reload.
     pub fn reload_blocking(&self, force: bool) -> Result<Outcome, String> {
         let mut last = self.last_tried.lock().unwrap_or_else(|p| p.into_inner());
         let path = &self.shared.config_path;
@@ -86,14 +129,15 @@ impl Reloader {
                 return Err(self.fail(e.to_string()));
             }
         };
+        *self.attempted.lock().unwrap_or_else(|p| p.into_inner()) = watched_files(&config);
         let fp = fingerprint(&config);
         if !force && *last == Some(fp) {
             return Ok(Outcome::Unchanged);
         }
         *last = Some(fp);
-        if (config.listen.http, config.listen.https) != self.listen {
+        for key in self.fixed.changed(&Fixed::of(&config)) {
             tracing::warn!(
-                "{}: listen addresses changed; they take effect only on restart",
+                "{}: `{key}` changed; it takes effect only on restart",
                 path.display()
             );
         }
@@ -112,7 +156,16 @@ impl Reloader {
         });
         match built {
             Ok(generation) => {
+                // The registry follows only a generation that serves, so a
+                // failed reload never makes it forget the serving one's
+                // backends (and their breaker state).
+                generation.commit_registry(&self.shared.registry);
+                self.shared
+                    .observer
+                    .set_access_log(generation.config.access_log);
+                let live = generation.component_digests();
                 self.shared.generation.store(Arc::new(generation));
+                self.shared.runtime.evict_unused(&live);
                 *self
                     .shared
                     .last_reload_error
@@ -133,9 +186,23 @@ impl Reloader {
     }
 
     fn fail(&self, message: String) -> String {
+        // Every error should name the file at fault; one that names none
+        // (a built-in plugin rejecting its settings) is about config.json.
+        let config = self.shared.config_path.display().to_string();
+        let names_a_file = message.contains(&config)
+            || self
+                .attempted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .any(|f| message.contains(&f.display().to_string()));
+        let message = if names_a_file {
+            message
+        } else {
+            format!("{config}: {message}")
+        };
         tracing::error!(
-            "reload of {} failed, still serving generation {}: {message}",
-            self.shared.config_path.display(),
+            "reload of {config} failed, still serving generation {}: {message}",
             self.shared.generation.load().id
         );
         metrics::counter!(names::RELOADS, "result" => "error").increment(1);
@@ -150,15 +217,52 @@ impl Reloader {
         message
     }
 
-    /// The directories to watch: the config file's and every plugin's.
+    /// The directories to watch: the config file's, and those of every file
+    /// the serving config and the last attempted one name. A directory that
+    /// does not exist yet is stood in for by its nearest existing ancestor,
+    /// whose events (the directory being created) lead to a rewatch.
     fn watch_dirs(&self) -> BTreeSet<PathBuf> {
         let mut dirs = BTreeSet::new();
-        dirs.insert(parent(&self.shared.config_path));
+        dirs.insert(existing(parent(&self.shared.config_path)));
         let generation = self.shared.generation.load();
-        for p in plugin_paths(&generation.config) {
-            dirs.insert(parent(&p));
+        let attempted = self
+            .attempted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for f in watched_files(&generation.config)
+            .into_iter()
+            .chain(attempted)
+        {
+            dirs.insert(existing(parent(&f)));
         }
         dirs
+    }
+}
+
+/// Registers the SIGHUP handler: do it before the first (slow) build, since
+/// SIGHUP's default action ends the process. `None` if it cannot be
+/// registered (then SIGHUP keeps its default). Needs a Tokio runtime.
+pub fn hangup() -> Option<tokio::signal::unix::Signal> {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!("cannot handle SIGHUP: {e}");
+            None
+        }
+    }
+}
+
+/// The fingerprint of the files `config` was read from, taken before the
+/// first generation is built from it: a file saved after this point (even
+/// before the watcher starts) then differs from it and is reloaded.
+/// `None` when config.json no longer parses to `config` (it was saved
+/// between being read and now), so the first check reloads.
+pub fn fingerprint_before_build(config: &Config) -> Option<[u8; 32]> {
+    let fp = fingerprint(config);
+    match bbproxy_config::load(&config.origin) {
+        Ok(now) if now == *config => Some(fp),
+        _ => None,
     }
 }
 
@@ -169,11 +273,24 @@ fn parent(path: &Path) -> PathBuf {
     }
 }
 
+/// `dir`, or its nearest ancestor that exists.
+fn existing(dir: PathBuf) -> PathBuf {
+    let mut d = dir.as_path();
+    loop {
+        if d.is_dir() {
+            return d.to_path_buf();
+        }
+        match d.parent() {
+            Some(p) if !p.as_os_str().is_empty() => d = p,
+            _ => return dir,
+        }
+    }
+}
+
 fn plugin_paths(config: &Config) -> Vec<PathBuf> {
     let p = &config.plugins;
     [&p.router, &p.balancer, &p.breaker]
         .into_iter()
-        .chain(p.filters.iter())
         .filter_map(|spec| match &spec.source {
             PluginSource::Path(path) => Some(path.clone()),
             PluginSource::Builtin => None,
@@ -181,11 +298,25 @@ fn plugin_paths(config: &Config) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Hash of the config file and every plugin file it names, read through
-/// their paths (so a swapped symlink counts as a change).
+/// Every file a generation is built from: config.json, the plugins, each
+/// domain's `backend_ca` and certificate and key files.
+fn watched_files(config: &Config) -> Vec<PathBuf> {
+    let mut files = vec![config.origin.clone()];
+    files.extend(plugin_paths(config));
+    for d in &config.domains {
+        files.extend(d.backend_ca.clone());
+        if let TlsSource::Files { cert, key } = crate::acme::source(d, config) {
+            files.extend([cert, key]);
+        }
+    }
+    files
+}
+
+/// Hash of every file a generation is built from, read through their paths
+/// (so a swapped symlink counts as a change).
 fn fingerprint(config: &Config) -> [u8; 32] {
     let mut h = Sha256::new();
-    for path in std::iter::once(config.origin.clone()).chain(plugin_paths(config)) {
+    for path in watched_files(config) {
         h.update(path.as_os_str().as_encoded_bytes());
         match std::fs::read(&path) {
             Ok(bytes) => h.update(Sha256::digest(&bytes)),
@@ -214,6 +345,7 @@ pub struct Watch {
     reloader: Arc<Reloader>,
     watcher: Option<notify::RecommendedWatcher>,
     watched: BTreeSet<PathBuf>,
+    hangup: Option<tokio::signal::unix::Signal>,
     tx: mpsc::Sender<Wake>,
     rx: mpsc::Receiver<Wake>,
 }
@@ -226,9 +358,14 @@ impl std::fmt::Debug for Watch {
     }
 }
 
+/// How many times in a row newly watched directories trigger another check.
+const MAX_REWATCH_ROUNDS: usize = 4;
+
 impl Watch {
-    /// Starts watching now, so a change made right after start-up is seen.
-    pub fn start(reloader: Arc<Reloader>) -> Watch {
+    /// Starts watching now, so a change made right after start-up is seen;
+    /// `hangup` is the SIGHUP stream from [`hangup`]. The loop's first
+    /// step checks whether a file changed since the first build.
+    pub fn start(reloader: Arc<Reloader>, hangup: Option<tokio::signal::unix::Signal>) -> Watch {
         let (tx, rx) = mpsc::channel::<Wake>();
         let events = tx.clone();
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
@@ -241,6 +378,7 @@ impl Watch {
         let mut watch = Watch {
             watcher: None,
             watched: BTreeSet::new(),
+            hangup,
             tx,
             rx,
             reloader,
@@ -253,30 +391,38 @@ impl Watch {
             }
             Err(e) => tracing::error!("cannot watch config files, reload only by SIGHUP: {e}"),
         }
+        // A save between the first build and the watch above raised no
+        // event: the fingerprint check finds it.
+        let _ = watch.tx.send(Wake::Changed);
         watch
     }
 
-    fn rewatch(&mut self, wanted: BTreeSet<PathBuf>) {
+    /// Watches `wanted`; returns whether a directory was added.
+    fn rewatch(&mut self, wanted: BTreeSet<PathBuf>) -> bool {
         let Some(watcher) = self.watcher.as_mut() else {
-            return;
+            return false;
         };
         for gone in self.watched.difference(&wanted) {
             let _ = watcher.unwatch(gone);
         }
+        let mut added = false;
         for new in wanted.difference(&self.watched) {
-            if let Err(e) = watcher.watch(new, RecursiveMode::NonRecursive) {
-                tracing::warn!(
+            match watcher.watch(new, RecursiveMode::NonRecursive) {
+                Ok(()) => added = true,
+                Err(e) => tracing::warn!(
                     "cannot watch {}: {e}; changes there need SIGHUP",
                     new.display()
-                );
+                ),
             }
         }
         self.watched = wanted;
+        added
     }
 
     /// Reloads on file changes and on SIGHUP until `shutdown` turns true.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let tx = self.tx.clone();
+        let mut hup = self.hangup.take();
         // The reload thread enters this runtime so that what a reload starts
         // (ACME orders for new domains) runs on it.
         let runtime = tokio::runtime::Handle::current();
@@ -290,7 +436,6 @@ impl Watch {
             tracing::error!("cannot start the reload thread, config changes need a restart: {e}");
             return;
         }
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         loop {
             let wake = tokio::select! {
                 _ = shutdown.wait_for(|stop| *stop) => Wake::Stop,
@@ -316,9 +461,17 @@ impl Watch {
                     None => return,
                 },
             };
-            if let Ok(Outcome::Swapped(_)) = self.reloader.reload_blocking(forced) {
+            let _ = self.reloader.reload_blocking(forced);
+            // Watch what the serving and the attempted config name, failed
+            // or not. A newly watched directory may already hold the change
+            // a failed reload was missing (it raised no event here): check
+            // again.
+            for _ in 0..MAX_REWATCH_ROUNDS {
                 let dirs = self.reloader.watch_dirs();
-                self.rewatch(dirs);
+                if !self.rewatch(dirs) {
+                    break;
+                }
+                let _ = self.reloader.reload_blocking(false);
             }
         }
     }
@@ -336,7 +489,10 @@ fn debounce(rx: &mpsc::Receiver<Wake>) -> Option<bool> {
         }
         match rx.recv_timeout(DEBOUNCE.min(left)) {
             Ok(Wake::Changed) => {}
-            Ok(Wake::Hangup) => forced = true,
+            Ok(Wake::Hangup) => {
+                tracing::info!("SIGHUP: reloading");
+                forced = true;
+            }
             Ok(Wake::Stop) => return None,
             Err(mpsc::RecvTimeoutError::Timeout) => return Some(forced),
             Err(mpsc::RecvTimeoutError::Disconnected) => return None,

@@ -3,10 +3,111 @@
 
 mod common;
 
-use std::time::Duration;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use common::binary::Binary;
 use common::{Backend, Proxy, addrs, client, dead_addr, get, wait_for};
-use hyper::StatusCode;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+/// A backend that answers `status` after `delay` (but 200 at once on
+/// `/healthz`), and records how many requests it was serving as each one
+/// arrived, the new one included.
+struct Tracked {
+    addr: SocketAddr,
+    hits: Arc<AtomicU64>,
+    concurrency: Arc<Mutex<Vec<u32>>>,
+    first_hit: Arc<Mutex<Option<Instant>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Tracked {
+    async fn start(addr: SocketAddr, status: u16, delay: Duration) -> Tracked {
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicU64::new(0));
+        let concurrency = Arc::new(Mutex::new(Vec::new()));
+        let in_flight = Arc::new(AtomicU32::new(0));
+        let first_hit = Arc::new(Mutex::new(None));
+        let (h, c, t) = (hits.clone(), concurrency.clone(), first_hit.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (h, c, f, t) = (h.clone(), c.clone(), in_flight.clone(), t.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let (h, c, f, t) = (h.clone(), c.clone(), f.clone(), t.clone());
+                        async move {
+                            if req.uri().path() == "/healthz" {
+                                return Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())));
+                            }
+                            t.lock().unwrap().get_or_insert_with(Instant::now);
+                            let now = f.fetch_add(1, Ordering::SeqCst) + 1;
+                            c.lock().unwrap().push(now);
+                            h.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(delay).await;
+                            f.fetch_sub(1, Ordering::SeqCst);
+                            let mut resp = Response::new(Full::new(Bytes::from("tracked")));
+                            *resp.status_mut() = StatusCode::from_u16(status).unwrap();
+                            Ok(resp)
+                        }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Tracked {
+            addr,
+            hits,
+            concurrency,
+            first_hit,
+            task,
+        }
+    }
+
+    fn hits(&self) -> u64 {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    fn first_hit(&self) -> Option<Instant> {
+        *self.first_hit.lock().unwrap()
+    }
+
+    fn concurrency(&self) -> Vec<u32> {
+        self.concurrency.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// `bbproxy_upstream_retries_total` for `upstream` from the admin
+/// endpoint, 0 when the series does not exist yet.
+async fn retries_counted(admin: &str, upstream: &str) -> f64 {
+    let (status, text) = get(&client(), &format!("http://{admin}/metrics"), "admin").await;
+    assert_eq!(status, StatusCode::OK);
+    let label = format!("upstream=\"{upstream}\"");
+    text.lines()
+        .filter(|l| l.starts_with("bbproxy_upstream_retries_total") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_sends_exactly_a_third_to_each_of_three_backends() {
@@ -132,19 +233,264 @@ async fn breaker_opens_after_threshold_and_closes_when_the_backend_returns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_backend_open_answers_503() {
+    // One backend whose breaker opens (500s count, threshold 1), one that
+    // fails its health checks: the log line and the body name each, with
+    // its own reason.
+    let failing = Tracked::start("127.0.0.1:0".parse().unwrap(), 500, Duration::ZERO).await;
+    let dead = dead_addr().await;
+    let bin = Binary::start(
+        &format!(
+            r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null,
+                "retries": {{"attempts": 1}},
+                "plugins": {{"breaker": {{"config": {{"threshold": 1, "timeout_ms": 60000,
+                                                     "failure_on_5xx": true}}}}}},
+                "domains": {{"app.test": {{"backends": ["{}", "{dead}"],
+                    "health_check": {{"path": "/healthz", "interval": "50ms", "timeout": "1s",
+                                      "unhealthy_threshold": 1, "healthy_threshold": 1}}}}}}}}"#,
+            failing.addr
+        ),
+        &[],
+    );
+    // Health checks may start before the listener binds: wait for both.
+    let (mut addr, mut unhealthy) = (None, false);
+    bin.wait_line(
+        Duration::from_secs(60),
+        "the listen address and the dead backend failing its health check",
+        |l| {
+            if let Some(a) = l.split("serving HTTP on ").nth(1) {
+                addr = Some(a.trim().to_owned());
+            }
+            unhealthy |= l.contains("backend unhealthy") && l.contains(&dead.to_string());
+            addr.is_some() && unhealthy
+        },
+    );
+    let addr = addr.unwrap();
+    let http = client();
+    let url = format!("http://{addr}/");
+    let (status, _) = get(&http, &url, "app.test").await;
+    assert_eq!(
+        status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the 500 opens it"
+    );
+    let (status, body) = get(&http, &url, "app.test").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("app.test"), "{body}");
+    let lines = bin.lines_until(Duration::from_secs(10), "the 503's access log", |l| {
+        l.contains("bbproxy::access") && l.contains("503")
+    });
+    let warn: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("WARN") && l.contains("no backend available"))
+        .collect();
+    assert_eq!(warn.len(), 1, "{lines:#?}");
+    let (open, unhealthy) = (
+        format!("{} circuit open", failing.addr),
+        format!("{dead} fails its health check"),
+    );
+    for text in [warn[0].as_str(), body.as_str()] {
+        assert!(text.contains(&open), "{text}");
+        assert!(text.contains(&unhealthy), "{text}");
+    }
+    assert_eq!(failing.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_dead_backend_logs_one_true_line_and_counts_no_retry() {
+    let dead = dead_addr().await;
+    // Retries on (3 attempts) but nowhere else to go.
+    let bin = Binary::start(
+        &format!(
+            r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": "127.0.0.1:0",
+                "retries": {{"attempts": 3}},
+                "domains": {{"one.test": ["{dead}"]}}}}"#
+        ),
+        &[],
+    );
+    let start = bin.lines_until(Duration::from_secs(60), "the listen address", |l| {
+        l.contains("serving HTTP on")
+    });
+    let admin = start
+        .iter()
+        .find_map(|l| l.split("admin endpoints on http://").nth(1))
+        .and_then(|rest| rest.split('/').next())
+        .unwrap()
+        .to_owned();
+    let addr = start
+        .last()
+        .unwrap()
+        .rsplit("serving HTTP on ")
+        .next()
+        .unwrap()
+        .trim()
+        .to_owned();
+    let (status, body) = get(&client(), &format!("http://{addr}/"), "one.test").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    let lines = bin.lines_until(Duration::from_secs(10), "the 502's access log", |l| {
+        l.contains("bbproxy::access")
+    });
+    let warn: Vec<&String> = lines.iter().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(warn.len(), 1, "exactly one warning: {lines:#?}");
+    assert!(warn[0].contains(&dead.to_string()), "{}", warn[0]);
+    assert!(
+        warn[0].to_lowercase().contains("connection refused"),
+        "{}",
+        warn[0]
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("retrying")),
+        "no retry logged: {lines:#?}"
+    );
+    assert_eq!(retries_counted(&admin, "one.test").await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_on_5xx_opens_the_breaker_on_500s_and_only_with_the_key() {
+    let http = client();
+    for (strict, breaker) in [
+        (
+            true,
+            r#"{"config": {"threshold": 2, "failure_on_5xx": true}}"#,
+        ),
+        (false, r#"{"config": {"threshold": 2}}"#),
+    ] {
+        let failing = Tracked::start("127.0.0.1:0".parse().unwrap(), 500, Duration::ZERO).await;
+        let proxy = Proxy::start(&format!(
+            r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null,
+                "circuit_breaker_timeout": "1m",
+                "plugins": {{"breaker": {breaker}}},
+                "domains": {{"app.test": ["{}"]}}}}"#,
+            failing.addr
+        ))
+        .await;
+        let mut statuses = Vec::new();
+        for _ in 0..6 {
+            statuses.push(get(&http, &proxy.url("/"), "app.test").await.0.as_u16());
+        }
+        if strict {
+            assert_eq!(statuses, [500, 500, 503, 503, 503, 503]);
+            assert_eq!(failing.hits(), 2);
+        } else {
+            assert_eq!(statuses, [500; 6]);
+            assert_eq!(failing.hits(), 6);
+        }
+    }
+}
+
+/// Sends requests one after another until `stop(502s so far)` holds or the
+/// deadline passes; returns when each request answered 502 was sent and
+/// when its answer came back.
+async fn drive(
+    proxy: &Proxy,
+    stop: impl Fn(usize) -> bool,
+    deadline: Duration,
+) -> Vec<(Instant, Instant)> {
+    let http = client();
+    let end = Instant::now() + deadline;
+    let mut bad = Vec::new();
+    while !stop(bad.len()) && Instant::now() < end {
+        let sent = Instant::now();
+        let status = get(&http, &proxy.url("/"), "app.test").await.0;
+        if status == StatusCode::BAD_GATEWAY {
+            bad.push((sent, Instant::now()));
+        } else {
+            assert_eq!(status, StatusCode::OK);
+        }
+        // Pacing, not synchronisation: keeps the loop from spinning.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    bad
+}
+
+const BREAKER_TIMEOUT: Duration = Duration::from_millis(300);
+/// The proxy's clock counts whole milliseconds.
+const CLOCK_SLACK: Duration = Duration::from_millis(2);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_probe_before_the_timeout_and_a_failed_probe_reopens_for_a_full_timeout() {
+    let a = Backend::start("a").await;
     let dead = dead_addr().await;
     let proxy = Proxy::start(&format!(
         r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null,
-            "circuit_breaker_threshold": 1, "circuit_breaker_timeout": "1m",
-            "domains": {{"app.test": ["{dead}"]}}}}"#
+            "circuit_breaker_threshold": 1, "circuit_breaker_timeout": "300ms",
+            "retries": {{"attempts": 1}},
+            "domains": {{"app.test": ["{}", "{dead}"]}}}}"#,
+        a.addr
     ))
     .await;
-    let http = client();
-    assert_eq!(
-        get(&http, &proxy.url("/"), "app.test").await.0,
-        StatusCode::BAD_GATEWAY
+    // The first 502 opens it; each later one is a probe that failed and
+    // reopened it. A probe goes out no sooner than a full timeout after the
+    // request that (re)opened it was sent.
+    let bad = drive(&proxy, |n| n >= 4, Duration::from_secs(5)).await;
+    assert_eq!(bad.len(), 4, "502s in 5s: {bad:?}");
+    for pair in bad.windows(2) {
+        let ((opened_by, _), (_, probed_by)) = (pair[0], pair[1]);
+        let gap = probed_by - opened_by;
+        assert!(
+            gap + CLOCK_SLACK >= BREAKER_TIMEOUT,
+            "a probe went out {gap:?} after the backend (re)opened: {bad:?}"
+        );
+    }
+    assert!(a.hits() > 20, "traffic went on meanwhile: {}", a.hits());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_admits_one_probe_at_a_time_under_concurrent_clients() {
+    let a = Backend::start("a").await;
+    let dead = dead_addr().await;
+    let proxy = Arc::new(
+        Proxy::start(&format!(
+            r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null,
+                "circuit_breaker_threshold": 1, "circuit_breaker_timeout": "300ms",
+                "retries": {{"attempts": 1}},
+                "plugins": {{"breaker": {{"config": {{"half_open_probes": 1, "success_threshold": 3}}}}}},
+                "domains": {{"app.test": ["{}", "{dead}"]}}}}"#,
+            a.addr
+        ))
+        .await,
     );
-    let (status, body) = get(&http, &proxy.url("/"), "app.test").await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(body.contains("app.test"), "{body}");
+    let http = client();
+    let mut opened = None;
+    for _ in 0..2 {
+        let sent = Instant::now();
+        if get(&http, &proxy.url("/"), "app.test").await.0 == StatusCode::BAD_GATEWAY {
+            opened = Some(sent);
+        }
+    }
+    let opened = opened.expect("round-robin reached the dead backend once");
+    let ready = opened + BREAKER_TIMEOUT;
+    // Back, but slow: a probe stays in flight long enough for the other
+    // clients to want it too.
+    let revived = Arc::new(Tracked::start(dead, 200, Duration::from_millis(150)).await);
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (proxy, revived) = (proxy.clone(), revived.clone());
+        tasks.push(tokio::spawn(async move {
+            let bad = drive(&proxy, |_| revived.hits() >= 10, Duration::from_secs(10)).await;
+            assert!(bad.is_empty(), "no 502 once it is back: {bad:?}");
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let closed = proxy.generation().upstreams[0].backends[1]
+        .state
+        .breaker
+        .transitions_to(bbproxy::plugin::BreakerState::Closed);
+    assert_eq!(closed, 1, "it closed again");
+    let seen = revived.concurrency();
+    assert!(seen.len() >= 10, "{seen:?}");
+    // Three probes (success_threshold 3), one at a time; then closed, it
+    // takes concurrent requests, which shows the clients were concurrent.
+    assert_eq!(seen[..3], [1, 1, 1], "probes overlapped: {seen:?}");
+    assert!(
+        seen[3..].iter().any(|&n| n >= 2),
+        "closed, it should serve concurrent clients: {seen:?}"
+    );
+    let first = revived.first_hit().unwrap();
+    assert!(
+        first + CLOCK_SLACK >= ready,
+        "the first probe came {:?} before the timeout ended",
+        ready - first
+    );
 }

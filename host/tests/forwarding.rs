@@ -286,6 +286,16 @@ async fn h2c_to_backends_is_selectable_per_domain() {
         send(&c, "POST", b"body").await,
         (StatusCode::OK, "HTTP/2.0".into())
     );
+    // A WebSocket handshake cannot travel over HTTP/2 to the backend: a
+    // clear 501, not a backend error.
+    let seen = common::raw::exchange(
+        p.addr,
+        b"GET /ws HTTP/1.1\r\nhost: app.test\r\nconnection: upgrade, close\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(seen.statuses(), [501], "{}", seen.text());
+    assert!(seen.text().contains("\"http1\" domain"), "{}", seen.text());
     let p1 = Proxy::start(&config(&[addr.to_string()], "")).await;
     let c1 = common::client_to(p1.addr);
     assert_eq!(

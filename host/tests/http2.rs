@@ -123,3 +123,180 @@ async fn a_rapid_reset_flood_is_cut_off() {
     assert_eq!(code, Some(ENHANCE_YOUR_CALM), "{code:?}");
     assert!(b.hits() < 1000, "{} requests reached the backend", b.hits());
 }
+
+/// Reads frames until stream 1 gets its answer (HEADERS or RST_STREAM) or
+/// the connection gets GOAWAY; returns the frame type (1, 3 or 7), or None
+/// if the connection closed or nothing came in time.
+async fn first_answer(conn: &mut TcpStream) -> Option<u8> {
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut header = [0u8; 9];
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, conn.read_exact(&mut header)).await {
+            Ok(Ok(_)) => {}
+            _ => return None,
+        }
+        let len =
+            (usize::from(header[0]) << 16) | (usize::from(header[1]) << 8) | usize::from(header[2]);
+        let mut payload = vec![0u8; len];
+        conn.read_exact(&mut payload).await.ok()?;
+        let stream = u32::from_be_bytes([header[5], header[6], header[7], header[8]]) & 0x7fff_ffff;
+        match header[3] {
+            1 | 3 if stream == 1 => return Some(header[3]),
+            7 => return Some(7),
+            _ => {}
+        }
+    }
+}
+
+/// HPACK integer with an `n`-bit prefix whose other bits are `flags`.
+fn hpack_int(flags: u8, n: u32, mut v: usize, out: &mut Vec<u8>) {
+    let max = (1usize << n) - 1;
+    if v < max {
+        out.push(flags | v as u8);
+        return;
+    }
+    out.push(flags | max as u8);
+    v -= max;
+    while v >= 128 {
+        out.push((v % 128) as u8 | 0x80);
+        v /= 128;
+    }
+    out.push(v as u8);
+}
+
+/// The proxy answers a plain request on a new connection (it survived).
+async fn still_serves(p: &Proxy) {
+    assert_eq!(h2c_get(p, None).await, 200);
+}
+
+/// GET http://app.test/ over h2c (`:authority: app.test`), with `host` as a
+/// `Host` header if given; the status.
+async fn h2c_get(p: &Proxy, host: Option<&str>) -> u16 {
+    let c = common::h2c_client_to(p.addr);
+    let mut req = hyper::Request::get("http://app.test/");
+    if let Some(h) = host {
+        req = req.header(hyper::header::HOST, h);
+    }
+    let req = req
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    c.request(req).await.unwrap().status().as_u16()
+}
+
+/// Case 7 over HTTP/2: `:authority` and a `Host` header that disagree would
+/// route on one host and reach the backend with the other: 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_authority_that_differs_from_host_gets_400() {
+    let b = Backend::start("a").await;
+    let p = proxy(&b).await;
+    assert_eq!(h2c_get(&p, Some("other.test")).await, 400);
+    assert_eq!(b.hits(), 0);
+    assert_eq!(h2c_get(&p, Some("app.test")).await, 200);
+    assert_eq!(b.hits(), 1);
+}
+
+/// Case 29, HPACK bomb: a 4 KiB value put in the dynamic table once, then
+/// referenced 10,000 times (one byte each) would decode to 40 MB of headers.
+/// The header list limit stops it: the stream is answered or reset, the
+/// backend sees nothing, the proxy keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hpack_bomb_is_refused_without_reaching_the_backend() {
+    let b = Backend::start("a").await;
+    let p = proxy(&b).await;
+    let mut block = vec![0x82, 0x86, 0x84, 0x41, 0x08];
+    block.extend_from_slice(b"app.test");
+    // Literal with incremental indexing, new name "x-b", 4096-byte value.
+    block.push(0x40);
+    hpack_int(0, 7, 3, &mut block);
+    block.extend_from_slice(b"x-b");
+    hpack_int(0, 7, 4096, &mut block);
+    block.extend(std::iter::repeat_n(b'b', 4096));
+    // The first dynamic entry is index 62.
+    block.extend(std::iter::repeat_n(0x80 | 62u8, 10_000));
+    assert!(block.len() <= 16_384);
+    let mut conn = TcpStream::connect(p.addr).await.unwrap();
+    conn.write_all(PREFACE).await.unwrap();
+    conn.write_all(&frame(4, 0, 0, &[])).await.unwrap();
+    let _ = conn.write_all(&frame(1, 0x4 | 0x1, 1, &block)).await;
+    let answer = first_answer(&mut conn).await;
+    assert!(
+        matches!(answer, Some(1 | 3 | 7)),
+        "no answer, reset or GOAWAY: {answer:?}"
+    );
+    assert_eq!(b.hits(), 0, "the bomb reached the backend");
+    still_serves(&p).await;
+    assert_eq!(b.hits(), 1);
+}
+
+/// Case 29, CONTINUATION flood: a HEADERS frame without END_HEADERS and an
+/// endless run of CONTINUATION frames (16 MiB offered). The proxy must stop
+/// it (GOAWAY or a closed connection) instead of buffering it all, and the
+/// backend sees nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_continuation_flood_is_cut_off() {
+    let b = Backend::start("a").await;
+    let p = proxy(&b).await;
+    let mut conn = TcpStream::connect(p.addr).await.unwrap();
+    conn.write_all(PREFACE).await.unwrap();
+    conn.write_all(&frame(4, 0, 0, &[])).await.unwrap();
+    let mut first = vec![0x82, 0x86, 0x84, 0x41, 0x08];
+    first.extend_from_slice(b"app.test");
+    conn.write_all(&frame(1, 0x1, 1, &first)).await.unwrap();
+    // Each CONTINUATION carries ~160 small literal headers (no indexing).
+    let mut fields = Vec::new();
+    for i in 0..160 {
+        fields.push(0x00);
+        let name = format!("x-{i:04}");
+        hpack_int(0, 7, name.len(), &mut fields);
+        fields.extend_from_slice(name.as_bytes());
+        hpack_int(0, 7, 90, &mut fields);
+        fields.extend(std::iter::repeat_n(b'v', 90));
+    }
+    let continuation = frame(9, 0, 1, &fields);
+    let (mut rd, mut wr) = conn.into_split();
+    let writer = tokio::spawn(async move {
+        let mut sent = 0usize;
+        let end = Instant::now() + Duration::from_secs(20);
+        while sent < 16 << 20 && Instant::now() < end {
+            if wr.write_all(&continuation).await.is_err() {
+                return (sent, true);
+            }
+            sent += continuation.len();
+        }
+        (sent, false)
+    });
+    // GOAWAY, or the connection closed under the writer.
+    let mut header = [0u8; 9];
+    let mut got_goaway = false;
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rd.read_exact(&mut header)).await {
+            Ok(Ok(_)) => {
+                let len = (usize::from(header[0]) << 16)
+                    | (usize::from(header[1]) << 8)
+                    | usize::from(header[2]);
+                let mut payload = vec![0u8; len];
+                if rd.read_exact(&mut payload).await.is_err() {
+                    break;
+                }
+                if header[3] == 7 {
+                    got_goaway = true;
+                    break;
+                }
+            }
+            Ok(Err(_)) => break,
+            Err(_) => panic!("neither GOAWAY nor a close within 20 s"),
+        }
+    }
+    drop(rd);
+    let (sent, cut) = writer.await.unwrap();
+    eprintln!("continuation flood: {sent} bytes sent, writer cut: {cut}, GOAWAY: {got_goaway}");
+    assert!(
+        got_goaway || cut,
+        "the proxy took all {sent} bytes without objecting"
+    );
+    assert_eq!(b.hits(), 0, "the flood reached the backend");
+    still_serves(&p).await;
+}

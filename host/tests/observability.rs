@@ -6,11 +6,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::binary::Binary;
 use common::prom::{admin_get, parse_metrics, series};
 use common::{Backend, Proxy, client, dead_addr, get};
 use hyper::StatusCode;
@@ -208,6 +206,15 @@ async fn status_shows_a_plugin_loaded_by_path_and_a_half_open_breaker() {
     assert_eq!(a.hits(), 0);
 }
 
+/// Reloads now, off the async threads (it compiles Wasm).
+async fn reload(reloader: &std::sync::Arc<bbproxy::reload::Reloader>) {
+    let r = reloader.clone();
+    tokio::task::spawn_blocking(move || r.reload_blocking(true))
+        .await
+        .unwrap()
+        .unwrap();
+}
+
 /// Breaker and pool series follow the serving generation: a backend a
 /// reload removes disappears from them, and one added back counts its new
 /// transitions on top of the old ones.
@@ -250,7 +257,7 @@ async fn breaker_series_follow_reloads() {
     assert_eq!(m.get(&pool), Some(&0.0), "{text}");
 
     std::fs::write(&path, write(&a.addr.to_string())).unwrap();
-    reloader.reload(true).await.unwrap();
+    reload(&reloader).await;
     assert_eq!(get(&http, &proxy.url("/"), domain).await.0, StatusCode::OK);
     let (_, text) = admin_get(&proxy, "/metrics").await;
     let m = parse_metrics(&text);
@@ -263,7 +270,7 @@ async fn breaker_series_follow_reloads() {
     assert_eq!(m.get(&live), Some(&0.0), "{text}");
 
     std::fs::write(&path, write(&dead)).unwrap();
-    reloader.reload(true).await.unwrap();
+    reload(&reloader).await;
     let (_, text) = admin_get(&proxy, "/metrics").await;
     let m = parse_metrics(&text);
     // Back with fresh state: closed.
@@ -376,69 +383,6 @@ async fn readyz_turns_ready_only_once_listeners_are_bound() {
         StatusCode::NOT_FOUND
     );
     running.shutdown().await;
-}
-
-/// The real binary, with stderr lines delivered through a channel.
-struct Binary {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    _dir: tempfile::TempDir,
-}
-
-impl Binary {
-    fn start(config: &str, args: &[&str]) -> Binary {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("config.json"), config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_bbproxy"))
-            .args(args)
-            .arg("--config")
-            .arg(dir.path().join("config.json"))
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Binary {
-            child,
-            lines,
-            _dir: dir,
-        }
-    }
-
-    /// Waits for a line that satisfies `pred`; returns it.
-    fn wait_line(
-        &self,
-        deadline: Duration,
-        what: &str,
-        mut pred: impl FnMut(&str) -> bool,
-    ) -> String {
-        let end = Instant::now() + deadline;
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if pred(&line) => return line,
-                Ok(_) => {}
-                Err(_) => panic!("no log line with {what} within {deadline:?}"),
-            }
-        }
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,8 +7,10 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
+use common::raw::Recorder;
 use common::{Backend, Proxy, client, dead_addr, example_plugin, get, wait_for};
 use hyper::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn config_for(backends: &[&Backend]) -> String {
     let list: Vec<String> = backends.iter().map(|b| format!("\"{}\"", b.addr)).collect();
@@ -47,12 +49,18 @@ async fn broken_files_keep_the_last_good_generation_until_fixed() {
     let http = client();
 
     let canary = std::fs::read(example_plugin("rust_canary_router.wasm")).unwrap();
+    let hostile = std::fs::read(
+        Path::new(bbproxy::plugin::bundle::FIXTURES_DIR).join("hostile_balancer.wasm"),
+    )
+    .unwrap();
     type Breaker = Box<dyn Fn(&Path)>;
-    let cases: Vec<(&str, Breaker, &str)> = vec![
+    // (case, how to break it, the reason, the file the error must name)
+    let cases: Vec<(&str, Breaker, &str, &str)> = vec![
         (
             "json syntax",
             Box::new(|p: &Path| std::fs::write(p.join("config.json"), "{\"domains\": ").unwrap()),
             "syntax error",
+            "config.json",
         ),
         (
             "unknown key",
@@ -64,21 +72,25 @@ async fn broken_files_keep_the_last_good_generation_until_fixed() {
                 .unwrap()
             }),
             "unknown key `bogus`",
+            "config.json",
         ),
         (
             "missing wasm",
             Box::new(|p: &Path| std::fs::remove_file(p.join("balancer.wasm")).unwrap()),
             "cannot read plugin file",
+            "balancer.wasm",
         ),
         (
             "corrupt wasm",
             Box::new(|p: &Path| std::fs::write(p.join("balancer.wasm"), b"\0asm garbage").unwrap()),
             "not a valid WebAssembly component",
+            "balancer.wasm",
         ),
         (
             "wrong world",
             Box::new(move |p: &Path| std::fs::write(p.join("balancer.wasm"), &canary).unwrap()),
             "does not implement the bbproxy:plugin/balancer world",
+            "balancer.wasm",
         ),
         (
             "init rejects its config",
@@ -90,9 +102,25 @@ async fn broken_files_keep_the_last_good_generation_until_fixed() {
                 move |p: &Path| std::fs::write(p.join("config.json"), &bad).unwrap()
             }),
             "init failed",
+            "config.json",
+        ),
+        (
+            "trap in init",
+            Box::new({
+                let bad = good.replace(
+                    r#"{"path": "balancer.wasm"}"#,
+                    r#"{"path": "balancer.wasm", "config": {"mode": "init-trap"}}"#,
+                );
+                move |p: &Path| {
+                    std::fs::write(p.join("balancer.wasm"), &hostile).unwrap();
+                    std::fs::write(p.join("config.json"), &bad).unwrap();
+                }
+            }),
+            "init failed",
+            "balancer.wasm",
         ),
     ];
-    for (name, break_it, expected) in cases {
+    for (name, break_it, expected, file) in cases {
         let generation = proxy.generation().id;
         let errors = reload_errors(&proxy).await;
         break_it(&path);
@@ -106,6 +134,14 @@ async fn broken_files_keep_the_last_good_generation_until_fixed() {
             },
         )
         .await;
+        let error = status(&proxy).await["last_reload_error"]["error"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            error.contains(&path.join(file).display().to_string()),
+            "{name}: the error names {file}: {error}"
+        );
         assert!(
             reload_errors(&proxy).await > errors,
             "{name}: error counted"
@@ -221,11 +257,409 @@ async fn breaker_state_survives_a_reload_that_adds_a_domain() {
         .unwrap();
     assert_eq!(app["backends"][1]["breaker"], "open", "{s}");
     assert_eq!(app["backends"][1]["address"], dead.to_string());
-    // Still open: no request reaches the dead backend.
+    // Still open: no request is even sent to the dead backend (a retry to
+    // the live one would hide a failed attempt from the client, so count
+    // the attempts themselves).
+    let generation = proxy.generation();
+    let app = generation.upstream_index("app.test").unwrap() as usize;
+    let dead_state = &generation.upstreams[app].backends[1].state;
+    assert!(
+        dead_state.requests() > 0,
+        "the dead backend was tried before"
+    );
+    let attempts = dead_state.requests();
     for _ in 0..6 {
         assert_eq!(
             get(&http, &proxy.url("/"), "app.test").await.0,
             StatusCode::OK
         );
     }
+    assert_eq!(
+        dead_state.requests(),
+        attempts,
+        "requests were sent to a backend whose breaker is open"
+    );
+}
+
+async fn last_error(proxy: &Proxy) -> Option<String> {
+    status(proxy).await["last_reload_error"]["error"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+async fn wait_for_error(proxy: &Proxy, what: &str, needle: &str) {
+    wait_for(Duration::from_secs(5), what, || async {
+        last_error(proxy).await.is_some_and(|e| e.contains(needle))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_reload_leaves_the_serving_backends_state_alone() {
+    let a = Backend::start("a").await;
+    let dead = dead_addr().await;
+    let before = format!(
+        r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": "127.0.0.1:0",
+            "circuit_breaker_threshold": 1, "circuit_breaker_timeout": "1m",
+            "domains": {{"app.test": ["{}", "{dead}"]}}}}"#,
+        a.addr
+    );
+    let proxy = Proxy::start(&before).await;
+    let http = client();
+    for _ in 0..4 {
+        get(&http, &proxy.url("/"), "app.test").await;
+    }
+    assert_eq!(
+        status(&proxy).await["domains"][0]["backends"][1]["breaker"],
+        "open"
+    );
+    // Drops the dead backend, and fails late: on a `backend_ca` that is not
+    // PEM, after the backends were resolved.
+    std::fs::write(proxy.dir.path().join("bad-ca.pem"), "not a certificate").unwrap();
+    let broken = format!(
+        r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": "127.0.0.1:0",
+            "circuit_breaker_threshold": 1, "circuit_breaker_timeout": "1m",
+            "domains": {{"app.test": {{"backends": ["{}"], "backend_ca": "bad-ca.pem"}}}}}}"#,
+        a.addr
+    );
+    std::fs::write(proxy.dir.path().join("config.json"), broken).unwrap();
+    wait_for_error(&proxy, "the backend_ca error", "bad-ca.pem").await;
+    assert_eq!(proxy.generation().id, 1);
+    std::fs::write(proxy.dir.path().join("config.json"), &before).unwrap();
+    wait_for(Duration::from_secs(5), "the revert", || async {
+        proxy.generation().id > 1
+    })
+    .await;
+    let s = status(&proxy).await;
+    assert_eq!(s["domains"][0]["backends"][1]["address"], dead.to_string());
+    assert_eq!(
+        s["domains"][0]["backends"][1]["breaker"], "open",
+        "the failed reload made the registry forget the open breaker: {s}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_in_a_directory_not_watched_yet_is_picked_up_after_a_failed_reload() {
+    let a = Backend::start("a").await;
+    let wasm = std::fs::read(example_plugin("rust_last_backend.wasm")).unwrap();
+    let good = config_for(&[&a]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("balancer.wasm"), &wasm).unwrap();
+    // A directory that exists but no config named before.
+    std::fs::create_dir(dir.path().join("later")).unwrap();
+    let proxy = Proxy::start_in(dir, &good).await;
+    let path = proxy.dir.path().to_path_buf();
+
+    std::fs::write(
+        path.join("config.json"),
+        good.replace("\"balancer.wasm\"", "\"later/balancer.wasm\""),
+    )
+    .unwrap();
+    wait_for_error(&proxy, "the missing plugin", "later/balancer.wasm").await;
+    // Let any reload still pending from that write run first, so only a
+    // watch on later/ can see the plugin appear.
+    let until = std::time::Instant::now() + Duration::from_millis(400);
+    while std::time::Instant::now() < until {
+        assert_eq!(proxy.generation().id, 1);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    std::fs::write(path.join("later/balancer.wasm"), &wasm).unwrap();
+    wait_for(
+        Duration::from_secs(5),
+        "the plugin in later/ to be picked up",
+        || async { proxy.generation().id > 1 },
+    )
+    .await;
+    let generation = proxy.generation().id;
+
+    // A directory that does not exist yet.
+    std::fs::write(
+        path.join("config.json"),
+        good.replace("\"balancer.wasm\"", "\"new/deeper/balancer.wasm\""),
+    )
+    .unwrap();
+    wait_for_error(&proxy, "the missing plugin", "new/deeper/balancer.wasm").await;
+    std::fs::create_dir_all(path.join("new/deeper")).unwrap();
+    std::fs::write(path.join("new/deeper/balancer.wasm"), &wasm).unwrap();
+    wait_for(
+        Duration::from_secs(5),
+        "the plugin in new/deeper/ to be picked up",
+        || async { proxy.generation().id > generation },
+    )
+    .await;
+    assert!(last_error(&proxy).await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixing_only_the_backend_ca_file_retries_the_failed_reload() {
+    let a = Backend::start("a").await;
+    let proxy = Proxy::start(&format!(
+        r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": "127.0.0.1:0",
+            "domains": {{"app.test": ["{}"]}}}}"#,
+        a.addr
+    ))
+    .await;
+    let path = proxy.dir.path().to_path_buf();
+    std::fs::create_dir(path.join("ca")).unwrap();
+    std::fs::write(path.join("ca/ca.pem"), "not yet a certificate").unwrap();
+    std::fs::write(
+        path.join("config.json"),
+        format!(
+            r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": "127.0.0.1:0",
+                "domains": {{"app.test": {{"backends": ["{}"], "backend_ca": "ca/ca.pem"}}}}}}"#,
+            a.addr
+        ),
+    )
+    .unwrap();
+    wait_for_error(&proxy, "the backend_ca error", "ca/ca.pem").await;
+    // Only the CA file changes; config.json stays as it is.
+    std::fs::write(path.join("ca/ca.pem"), common::tls::TestCa::new().pem()).unwrap();
+    wait_for(
+        Duration::from_secs(5),
+        "the reload to be retried with the fixed CA",
+        || async { proxy.generation().id > 1 },
+    )
+    .await;
+    assert!(last_error(&proxy).await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_do_not_recompile_unchanged_components() {
+    let a = Backend::start("a").await;
+    let wasm = std::fs::read(example_plugin("rust_last_backend.wasm")).unwrap();
+    let good = config_for(&[&a]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("balancer.wasm"), &wasm).unwrap();
+    let proxy = Proxy::start_in(dir, &good).await;
+    let runtime = proxy.running.as_ref().unwrap().runtime.clone();
+    let compiles = runtime.compiles();
+    assert!(compiles > 0);
+
+    // Config only.
+    std::fs::write(
+        proxy.dir.path().join("config.json"),
+        good.replace(
+            r#""domains": {"#,
+            r#""domains": {"other.test": ["127.0.0.1:1"], "#,
+        ),
+    )
+    .unwrap();
+    wait_for(Duration::from_secs(5), "the config reload", || async {
+        proxy.generation().id == 2
+    })
+    .await;
+    assert_eq!(
+        runtime.compiles(),
+        compiles,
+        "a config-only reload compiled"
+    );
+
+    // The same bytes under another name.
+    std::fs::write(proxy.dir.path().join("copy.wasm"), &wasm).unwrap();
+    std::fs::write(
+        proxy.dir.path().join("config.json"),
+        good.replace("\"balancer.wasm\"", "\"copy.wasm\""),
+    )
+    .unwrap();
+    wait_for(Duration::from_secs(5), "the plugin reload", || async {
+        proxy.generation().id == 3
+    })
+    .await;
+    assert_eq!(
+        runtime.compiles(),
+        compiles,
+        "identical bytes compiled again"
+    );
+    assert!(
+        proxy
+            .generation()
+            .balancer
+            .primary
+            .name()
+            .ends_with("copy.wasm")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_connections_to_a_surviving_backend_are_reused_across_a_reload() {
+    let kept = Recorder::start().await;
+    let other = Backend::start("other").await;
+    let config = |extra: &str| {
+        format!(
+            r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null,
+                "domains": {{{extra}"app.test": ["{}"]}}}}"#,
+            kept.addr
+        )
+    };
+    let proxy = Proxy::start(&config("")).await;
+    let http = client();
+    for _ in 0..3 {
+        assert_eq!(
+            get(&http, &proxy.url("/"), "app.test").await.0,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(kept.connections(), 1);
+    std::fs::write(
+        proxy.dir.path().join("config.json"),
+        config(&format!(r#""other.test": ["{}"], "#, other.addr)),
+    )
+    .unwrap();
+    wait_for(Duration::from_secs(5), "the reload", || async {
+        proxy.generation().id == 2
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(
+            get(&http, &proxy.url("/"), "app.test").await.0,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(kept.requests(), 6);
+    assert_eq!(
+        kept.connections(),
+        1,
+        "the reload opened a new connection to an unchanged backend"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_to_a_removed_backend_close_after_the_idle_timeout() {
+    let removed = Recorder::start().await;
+    let kept = Backend::start("kept").await;
+    let config = |backends: &str| {
+        format!(
+            r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null,
+                "domains": {{"app.test": {{"backends": [{backends}],
+                    "pool": {{"idle_timeout": "300ms"}}}}}}}}"#
+        )
+    };
+    let proxy = Proxy::start(&config(&format!(r#""{}", "{}""#, removed.addr, kept.addr))).await;
+    let http = client();
+    for _ in 0..4 {
+        assert_eq!(
+            get(&http, &proxy.url("/"), "app.test").await.0,
+            StatusCode::OK
+        );
+    }
+    assert!(removed.requests() > 0);
+    std::fs::write(
+        proxy.dir.path().join("config.json"),
+        config(&format!(r#""{}""#, kept.addr)),
+    )
+    .unwrap();
+    wait_for(Duration::from_secs(5), "the reload", || async {
+        proxy.generation().id == 2
+    })
+    .await;
+    let requests = removed.requests();
+    for _ in 0..4 {
+        assert_eq!(
+            get(&http, &proxy.url("/"), "app.test").await,
+            (StatusCode::OK, "backend kept".into())
+        );
+    }
+    assert_eq!(removed.requests(), requests);
+    wait_for(
+        Duration::from_secs(5),
+        "the removed backend's connections to close",
+        || async { removed.open() == 0 },
+    )
+    .await;
+}
+
+/// Reads one HTTP/1.1 response with a `content-length` body from `conn`.
+async fn read_response(conn: &mut tokio::net::TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length: usize = text[..end]
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .expect("a content-length");
+            if buf.len() >= end + 4 + length {
+                return text;
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut chunk))
+            .await
+            .expect("the response within 5 s")
+            .unwrap();
+        assert!(n > 0, "the proxy closed the connection: {text}");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_keep_alive_connection_survives_a_reload() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let config = |backend: &Backend| {
+        format!(
+            r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null,
+                "domains": {{"app.test": ["{}"]}}}}"#,
+            backend.addr
+        )
+    };
+    let proxy = Proxy::start(&config(&a)).await;
+    let mut conn = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let request = b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n";
+    conn.write_all(request).await.unwrap();
+    let first = read_response(&mut conn).await;
+    assert!(
+        first.starts_with("HTTP/1.1 200") && first.ends_with("backend a"),
+        "{first}"
+    );
+    std::fs::write(proxy.dir.path().join("config.json"), config(&b)).unwrap();
+    wait_for(Duration::from_secs(5), "the reload", || async {
+        proxy.generation().id == 2
+    })
+    .await;
+    // Same socket, new generation.
+    conn.write_all(request).await.unwrap();
+    let second = read_response(&mut conn).await;
+    assert!(
+        second.starts_with("HTTP/1.1 200") && second.ends_with("backend b"),
+        "{second}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_save_before_the_watcher_starts_is_not_lost() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let config = |backend: &Backend| {
+        format!(
+            r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null,
+                "domains": {{"app.test": ["{}"]}}}}"#,
+            backend.addr
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, config(&a)).unwrap();
+    let loaded = bbproxy_config::load(&path).unwrap();
+    // Saved after the config was read, before anything watches it.
+    std::fs::write(&path, config(&b)).unwrap();
+    let running = bbproxy::app::start(loaded, bbproxy::app::Options::default())
+        .await
+        .unwrap();
+    let proxy = Proxy {
+        addr: running.http.unwrap(),
+        running: Some(running),
+        dir,
+    };
+    let http = client();
+    wait_for(
+        Duration::from_secs(5),
+        "the saved config to serve",
+        || async { get(&http, &proxy.url("/"), "app.test").await.1 == "backend b" },
+    )
+    .await;
 }

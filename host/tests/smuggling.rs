@@ -92,6 +92,10 @@ async fn bad_framing_and_malformed_heads_get_400_and_reach_nobody() {
         // Two Host headers; absolute-form target naming another host.
         b"GET / HTTP/1.1\r\nhost: app.test\r\nhost: other.test\r\n\r\n",
         b"GET http://other.test/ HTTP/1.1\r\nhost: app.test\r\n\r\n",
+        b"GET http://other.test/ HTTP/1.0\r\nhost: app.test\r\n\r\n",
+        // An empty Host; none at all on HTTP/1.1.
+        b"GET / HTTP/1.1\r\nhost: \r\n\r\n",
+        b"GET / HTTP/1.1\r\nx-a: 1\r\n\r\n",
     ];
     for (i, probe) in probes.iter().enumerate() {
         let seen = exchange(proxy.addr, probe, WAIT).await;

@@ -562,6 +562,136 @@ async fn a_client_that_stops_reading_is_reset_at_the_write_timeout() {
     assert!(read < 1 << 20, "{read} bytes");
 }
 
+/// An HTTP/2 client that never opens its stream's flow-control window
+/// blocks no socket write: hyper just stops asking for the body. That is a
+/// stall too, and the connection is reset at the write timeout (as nginx's
+/// `send_timeout` does for HTTP/2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_that_never_opens_its_window_is_cut_at_the_write_timeout() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    const BIG: usize = 64 << 20;
+    let _alone = EXCLUSIVE.write().await;
+    let before = write_timeouts();
+    let b = StreamBackend::start(BIG).await;
+    let p = proxy(b.addr, r#""client_write": "500ms""#, "").await;
+    let tcp = TcpStream::connect(p.addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .adaptive_window(false)
+        .handshake::<_, Empty<bytes::Bytes>>(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    let driver = tokio::spawn(conn);
+    let start = Instant::now();
+    let req = hyper::Request::get("http://app.test/big")
+        .body(Empty::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    common::wait_for(WAIT, "the write timeout to count", || async {
+        write_timeouts() > before
+    })
+    .await;
+    let took = start.elapsed();
+    eprintln!(
+        "HTTP/2 client with a closed window cut after {took:?}; the backend had written {} bytes",
+        b.written.load(Ordering::SeqCst)
+    );
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert_eq!(write_timeouts(), before + 1);
+    common::wait_for(
+        WAIT,
+        "the backend to see its response abandoned",
+        || async { b.cut.load(Ordering::SeqCst) == 1 },
+    )
+    .await;
+    let g = p.generation();
+    common::wait_for(WAIT, "the backend's in-flight count to drop", || async {
+        g.upstreams[0].backends[0].state.in_flight() == 0
+    })
+    .await;
+    // The client gets what its window allowed, then an error, not the end.
+    let mut body = resp.into_body();
+    let mut read = 0;
+    let ended = tokio::time::timeout(WAIT, async {
+        loop {
+            match body.frame().await {
+                Some(Ok(f)) => read += f.data_ref().map_or(0, |d| d.len()),
+                Some(Err(e)) => return Err(e),
+                None => return Ok(()),
+            }
+        }
+    })
+    .await
+    .expect("the stream still open after the reset");
+    assert!(ended.is_err(), "the body ended cleanly after {read} bytes");
+    assert!(read < 1 << 20, "{read} bytes");
+    let _ = tokio::time::timeout(WAIT, driver)
+        .await
+        .expect("connection still open");
+}
+
+/// A client that takes an HTTP/2 response slowly, opening its window bit by
+/// bit with pauses shorter than `client_write`, gets all of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_http2_reader_that_keeps_opening_its_window_gets_the_whole_body() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    const LEN: usize = 1 << 20;
+    let _alone = EXCLUSIVE.write().await;
+    let before = write_timeouts();
+    let b = StreamBackend::start(LEN).await;
+    let p = proxy(b.addr, r#""client_write": "500ms""#, "").await;
+    let tcp = TcpStream::connect(p.addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .adaptive_window(false)
+        .handshake::<_, Empty<bytes::Bytes>>(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let start = Instant::now();
+    let req = hyper::Request::get("http://app.test/big")
+        .body(Empty::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let mut body = resp.into_body();
+    let mut got = Vec::with_capacity(LEN);
+    let mut frames = 0u32;
+    while let Some(f) = tokio::time::timeout(WAIT, body.frame()).await.unwrap() {
+        if let Ok(d) = f.unwrap().into_data() {
+            got.extend_from_slice(&d);
+        }
+        frames += 1;
+        // Each read opens the window by that much; pausing between reads
+        // keeps the stream waiting on the client well under the limit.
+        if frames.is_multiple_of(8) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    eprintln!(
+        "slow HTTP/2 reader got {} bytes in {:?}",
+        got.len(),
+        start.elapsed()
+    );
+    assert!(
+        got == common::pattern(LEN),
+        "the body differs ({} bytes)",
+        got.len()
+    );
+    assert!(
+        start.elapsed() > Duration::from_millis(500),
+        "the reads were not slow"
+    );
+    assert_eq!(write_timeouts(), before);
+}
+
 /// A client that reads in bursts with pauses shorter than `client_write`
 /// keeps its connection for the whole (much longer) download: the timeout
 /// is about no progress, not about the response's total time.
@@ -620,13 +750,23 @@ async fn a_slow_but_steady_reader_gets_the_whole_body() {
     assert_eq!(write_timeouts(), before);
 }
 
-/// 200 clients that never read a 10 MiB response: the proxy holds little
-/// memory for them while they are stalled (backpressure, not buffering),
-/// and all of them are reset at the write timeout.
+/// 500 clients that never read a 10 MiB response (reliability case 14):
+/// the proxy holds under 50 MiB for them while they are stalled
+/// (backpressure, not buffering), and all of them are reset at the write
+/// timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hundred_stalled_readers_cost_little_memory_and_are_all_cut() {
-    const CLIENTS: usize = 200;
+async fn five_hundred_stalled_readers_cost_under_50_mib_and_are_all_cut() {
+    const CLIENTS: usize = 500;
     let _alone = EXCLUSIVE.write().await;
+    // Four descriptors per reader live in this one process (client,
+    // accepted, upstream, backend side).
+    let fds = bbproxy::server::limits::raise_nofile_limit().unwrap();
+    assert!(
+        fds.now >= 4 * CLIENTS as u64 + 256,
+        "this test needs {} open files; the hard limit is {}",
+        4 * CLIENTS + 256,
+        fds.hard
+    );
     let before = write_timeouts();
     let b = StreamBackend::start(common::DOWNLOAD_BYTES).await;
     let p = proxy(b.addr, r#""client_write": "3s""#, "").await;

@@ -364,8 +364,10 @@ pub trait Balancer: Default + 'static {
     }
 
     /// Picks a backend for `req` among `candidates`: the backends of upstream
-    /// number `upstream` (an index into [`upstreams()`]) whose breaker admits
-    /// traffic. `candidates` is never empty. Returns an index into
+    /// number `upstream` (an index into [`upstreams()`]) that can take it
+    /// now: not open (nor half-open with every probe slot taken), passing
+    /// their health check, and on a retry not already tried by this request.
+    /// `candidates` is never empty. Returns an index into
     /// `candidates`; `None` or an index out of range is a plugin fault (the
     /// host falls back to its failure policy).
     ///
@@ -413,8 +415,10 @@ pub trait Breaker: Default + 'static {
         Ok(Self::default())
     }
 
-    /// Called after every forwarded request with the backend's stats from
-    /// before this outcome (`backend`) and what happened (`outcome`). Returns
+    /// Called once per attempt that reached the backend, when its outcome is
+    /// known, with the backend's stats just before this outcome is counted
+    /// (`backend`) and what happened (`outcome`). Not called for a request
+    /// refused by a full backend queue nor for a client-body failure. Returns
     /// the backend's state from now on (see the [`Verdict`] constructors).
     ///
     /// The default is [`default_verdict`]: 5 consecutive failures (errors

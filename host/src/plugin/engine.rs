@@ -2,7 +2,8 @@
 //! bounds every call, the linker with the host interface, and a compile cache
 //! keyed by content hash so an unchanged file is never compiled twice.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,6 +16,12 @@ use super::bindings;
 use super::shared::SharedState;
 use super::state::PluginState;
 
+/// Compiled components kept although the serving generation does not use
+/// them: the most recently used ones, so a rollback to the previous version
+/// (or an A/B swap back and forth) does not wait for Cranelift again, while
+/// a long series of different versions cannot grow the cache without bound.
+const SPARE_COMPONENTS: usize = 4;
+
 /// How often the epoch advances. A call's deadline is a whole number of
 /// ticks, so this is the granularity of plugin timeouts.
 pub(super) const EPOCH_TICK: Duration = Duration::from_millis(1);
@@ -24,7 +31,17 @@ struct Inner {
     linker: Linker<PluginState>,
     shared: Arc<SharedState>,
     /// Compiled components by SHA-256 of their bytes.
-    cache: Mutex<HashMap<[u8; 32], Component>>,
+    cache: Mutex<Cache>,
+    /// Compilations done (cache misses that compiled).
+    compiles: AtomicU64,
+}
+
+/// Compiled components by content hash, with the time each was last asked
+/// for (a counter, not a clock).
+#[derive(Default)]
+struct Cache {
+    entries: HashMap<[u8; 32], (Component, u64)>,
+    uses: u64,
 }
 
 /// How the engine allocates instances.
@@ -112,7 +129,8 @@ impl Runtime {
                 engine,
                 linker,
                 shared: Arc::new(SharedState::default()),
-                cache: Mutex::new(HashMap::new()),
+                cache: Mutex::new(Cache::default()),
+                compiles: AtomicU64::new(0),
             }),
         })
     }
@@ -135,14 +153,14 @@ impl Runtime {
     pub fn compile(&self, name: &str, bytes: &[u8]) -> Result<(Component, String), LoadError> {
         let digest: [u8; 32] = Sha256::digest(bytes).into();
         let hex = hex(&digest);
-        if let Some(c) = self
-            .inner
-            .cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&digest)
         {
-            return Ok((c.clone(), hex));
+            let mut cache = self.inner.cache.lock().unwrap_or_else(|p| p.into_inner());
+            cache.uses += 1;
+            let now = cache.uses;
+            if let Some((c, used)) = cache.entries.get_mut(&digest) {
+                *used = now;
+                return Ok((c.clone(), hex));
+            }
         }
         // Compile outside the lock: it takes milliseconds to seconds.
         let component =
@@ -150,12 +168,46 @@ impl Runtime {
                 name: name.to_owned(),
                 reason: format!("{e:#}"),
             })?;
+        self.inner.compiles.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(crate::telemetry::names::PLUGIN_COMPILES).increment(1);
+        let mut cache = self.inner.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.uses += 1;
+        let now = cache.uses;
+        cache.entries.insert(digest, (component.clone(), now));
+        Ok((component, hex))
+    }
+
+    /// Components compiled so far; identical bytes compile once.
+    pub fn compiles(&self) -> u64 {
+        self.inner.compiles.load(Ordering::Relaxed)
+    }
+
+    /// Components in the compile cache.
+    pub fn cached(&self) -> usize {
         self.inner
             .cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(digest, component.clone());
-        Ok((component, hex))
+            .entries
+            .len()
+    }
+
+    /// Drops compiled components that `live` (hex SHA-256s of what the
+    /// serving generation uses) does not name, except the
+    /// [`SPARE_COMPONENTS`] most recently used. Generations still finishing
+    /// requests hold their own handles, so this never affects them.
+    pub fn evict_unused(&self, live: &HashSet<String>) {
+        let mut cache = self.inner.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let mut spare: Vec<([u8; 32], u64)> = cache
+            .entries
+            .iter()
+            .filter(|(digest, _)| !live.contains(&hex(digest.as_slice())))
+            .map(|(digest, (_, used))| (*digest, *used))
+            .collect();
+        spare.sort_unstable_by_key(|&(_, used)| std::cmp::Reverse(used));
+        for (digest, _) in spare.into_iter().skip(SPARE_COMPONENTS) {
+            cache.entries.remove(&digest);
+        }
     }
 }
 
@@ -175,4 +227,45 @@ fn hex(bytes: &[u8]) -> String {
         let _ = write!(s, "{b:02x}");
         s
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WAT: &str = "(component)";
+
+    #[test]
+    fn identical_bytes_compile_once() {
+        let rt = Runtime::new().unwrap();
+        let (_, a) = rt.compile("a", WAT.as_bytes()).unwrap();
+        let (_, b) = rt.compile("b", WAT.as_bytes()).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(rt.compiles(), 1);
+        rt.compile("c", b"(component (core module))").unwrap();
+        assert_eq!(rt.compiles(), 2);
+    }
+
+    #[test]
+    fn unused_components_beyond_the_spares_are_evicted() {
+        let rt = Runtime::new().unwrap();
+        let texts: Vec<String> = (0..SPARE_COMPONENTS + 3)
+            .map(|i| format!("(component (core module (func (export \"f{i}\"))))"))
+            .collect();
+        let digests: Vec<String> = texts
+            .iter()
+            .map(|t| rt.compile("x", t.as_bytes()).unwrap().1)
+            .collect();
+        assert_eq!(rt.cached(), texts.len());
+        // The first is live; of the others only the most recent spares stay.
+        let live: HashSet<String> = [digests[0].clone()].into();
+        rt.evict_unused(&live);
+        assert_eq!(rt.cached(), 1 + SPARE_COMPONENTS);
+        let before = rt.compiles();
+        rt.compile("x", texts[0].as_bytes()).unwrap();
+        rt.compile("x", texts.last().unwrap().as_bytes()).unwrap();
+        assert_eq!(rt.compiles(), before, "live and recent ones are cached");
+        rt.compile("x", texts[1].as_bytes()).unwrap();
+        assert_eq!(rt.compiles(), before + 1, "an old unused one was evicted");
+    }
 }

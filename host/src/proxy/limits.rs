@@ -61,8 +61,10 @@ pub fn check_head(parts: &Parts, limits: &Limits) -> Result<(), Rejection> {
     check_host(parts)
 }
 
-/// Two `Host` headers, or an absolute-form target naming another host than
-/// `Host`, would let the router and the backend disagree on the host.
+/// Two `Host` headers, or a target (absolute form, HTTP/2 `:authority`)
+/// naming another host than `Host`, would let the router and the backend
+/// disagree on the host (RFC 9112 section 3.2, RFC 9113 section 8.3.1). An
+/// empty `Host`, or none on HTTP/1.1, names no host at all: 400, as nginx.
 fn check_host(parts: &Parts) -> Result<(), Rejection> {
     let mut hosts = parts.headers.get_all(header::HOST).iter();
     let first = hosts.next();
@@ -72,8 +74,19 @@ fn check_host(parts: &Parts) -> Result<(), Rejection> {
             "more than one Host header",
         ));
     }
-    if parts.version == Version::HTTP_11
-        && let (Some(authority), Some(host)) = (parts.uri.authority(), first)
+    if first.is_some_and(|h| h.as_bytes().iter().all(u8::is_ascii_whitespace)) {
+        return Err(Rejection::new(
+            StatusCode::BAD_REQUEST,
+            "an empty Host header",
+        ));
+    }
+    if parts.version == Version::HTTP_11 && first.is_none() && parts.uri.authority().is_none() {
+        return Err(Rejection::new(
+            StatusCode::BAD_REQUEST,
+            "an HTTP/1.1 request without a Host header",
+        ));
+    }
+    if let (Some(authority), Some(host)) = (parts.uri.authority(), first)
         && !host
             .to_str()
             .is_ok_and(|h| h.eq_ignore_ascii_case(authority.as_str()))

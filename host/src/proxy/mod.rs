@@ -179,6 +179,14 @@ impl Proxy {
         };
         route_record.domain = Some(&up.metrics);
         let settings = &up.settings;
+        // HTTP/2 toward backends has no Upgrade and no extended CONNECT
+        // (hyper's client sends neither): say so instead of a backend error.
+        if upgrade.is_some() && settings.protocol != bbproxy_config::UpstreamProtocol::Http1 {
+            return text(
+                StatusCode::NOT_IMPLEMENTED,
+                "bbproxy: upgrades (WebSocket) need an \"http1\" domain; this one speaks HTTP/2 to its backends\n",
+            );
+        }
         if let Some(v) = &view
             && let Err(r) =
                 limits::check_declared_length(&v.parts.headers, settings.limits.max_body_size)
@@ -203,8 +211,13 @@ impl Proxy {
             }
             let (index, probe) = match choose(generation, &mut view, upstream, up, &tried) {
                 Ok(c) => c,
-                // Every backend has been tried: the last failure is the answer.
-                Err(resp) => return last_error.map_or(*resp, |e| failure(&up.name, e)),
+                // After a failed attempt the last failure is the answer.
+                Err(resp) => {
+                    return match last_error {
+                        Some(e) => failure(&up.name, e),
+                        None => resp.map_or_else(exhausted, |r| *r),
+                    };
+                }
             };
             let backend = &up.backends[index];
             route_record.backend = Some((&backend.metrics, &backend.state.authority));
@@ -252,9 +265,12 @@ impl Proxy {
                 }
                 Err(e) => e,
             };
+            // Only when another backend could take it: a retry with nowhere
+            // to go would spend the budget and log a retry that never happens.
             let may_retry = retry::retryable(&e, &head.method)
                 && tried.len() < settings.retries.attempts as usize
-                && !slot.taken();
+                && !slot.taken()
+                && has_untried(up, &tried);
             if matches!(e, UpstreamError::Overloaded { .. }) {
                 metrics::counter!("bbproxy_backend_queue_rejected_total", "upstream" => up.name.clone())
                     .increment(1);
@@ -305,12 +321,6 @@ impl Proxy {
                     refused,
                 }
             })?;
-        let now = clock::monotonic_ms();
-        let before = backend.state.snapshot(
-            index as u32,
-            backend.weight,
-            backend.state.breaker.state(now),
-        );
         let guard = backend.state.start();
         let result = forward::send(
             &up.client,
@@ -346,6 +356,14 @@ impl Proxy {
             if outcome.kind == OutcomeKind::Response {
                 backend.state.record_latency(outcome.latency_us);
             }
+            // Read now, not when the request was sent: the breaker must see
+            // that the backend opened meanwhile, or a late success would
+            // close it before its open period ends.
+            let before = backend.state.snapshot(
+                index as u32,
+                backend.weight,
+                backend.state.breaker.state(clock::monotonic_ms()),
+            );
             breaker_fault =
                 report_outcome(generation, &up.name, upstream, backend, before, outcome).err();
         }
@@ -366,30 +384,73 @@ impl Proxy {
     }
 }
 
+/// Why a backend cannot take a request now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Excluded {
+    Open,
+    ProbeBusy,
+    Unhealthy,
+}
+
+impl Excluded {
+    fn as_str(self) -> &'static str {
+        match self {
+            Excluded::Open => "circuit open",
+            Excluded::ProbeBusy => "half-open, probe slot taken",
+            Excluded::Unhealthy => "fails its health check",
+        }
+    }
+}
+
+/// Whether `b` may take a request now (half-open: a probe slot is free).
+fn eligibility(b: &crate::generation::BackendSlot, now: u64) -> Result<(), Excluded> {
+    if !b.state.health.is_healthy() {
+        return Err(Excluded::Unhealthy);
+    }
+    match b.state.breaker.admission(now) {
+        Admission::Closed | Admission::Probe => Ok(()),
+        Admission::Refused if b.state.breaker.state(now) == BreakerState::Open => {
+            Err(Excluded::Open)
+        }
+        Admission::Refused => Err(Excluded::ProbeBusy),
+    }
+}
+
+/// Whether a backend this request has not tried could take it now.
+fn has_untried(up: &UpstreamSlot, tried: &[usize]) -> bool {
+    let now = clock::monotonic_ms();
+    up.backends
+        .iter()
+        .enumerate()
+        .any(|(i, b)| !tried.contains(&i) && eligibility(b, now).is_ok())
+}
+
 /// Picks a backend among those the breaker admits, the health checks
 /// consider healthy, and this request has not tried yet. Half-open ones only
 /// while a probe slot is free: picked, then the probe slot is taken for
 /// real; if a concurrent request took it first, pick again without it.
+///
+/// `Err(None)`: every backend was already tried by this request, which is
+/// nothing to log (the caller has the real failure). `Err(Some(r))`: the
+/// answer to send, after one log line naming each excluded backend and why.
 fn choose(
     generation: &Generation,
     view: &mut Option<RequestView>,
     upstream: u32,
     up: &UpstreamSlot,
     tried: &[usize],
-) -> Result<(usize, bool), Box<Response<ProxyBody>>> {
+) -> Result<(usize, bool), Option<Box<Response<ProxyBody>>>> {
     let now = clock::monotonic_ms();
-    let mut unhealthy = 0;
+    let mut excluded: Vec<(usize, Excluded)> = Vec::new();
     // Built once, and all the loop needs: a candidate's `id` is its backend
     // index, and a half-open one was admitted only as a probe.
     let mut stats: Vec<Backend> = Vec::with_capacity(up.backends.len());
     for (i, b) in up.backends.iter().enumerate() {
-        let healthy = b.state.health.is_healthy();
-        unhealthy += usize::from(!healthy);
-        if !healthy || tried.contains(&i) {
+        if tried.contains(&i) {
             continue;
         }
-        let admission = b.state.breaker.admission(now);
-        if admission == Admission::Refused {
+        if let Err(why) = eligibility(b, now) {
+            excluded.push((i, why));
             continue;
         }
         stats.push(
@@ -399,20 +460,23 @@ fn choose(
     }
     loop {
         if stats.is_empty() {
-            let why = if unhealthy == up.backends.len() {
-                "every backend fails its health check"
-            } else {
-                "circuit open"
-            };
+            if excluded.is_empty() {
+                return Err(None);
+            }
+            let why = excluded
+                .iter()
+                .map(|&(i, why)| format!("{} {}", up.backends[i].state.authority, why.as_str()))
+                .collect::<Vec<_>>()
+                .join(", ");
             tracing::warn!(upstream = %up.name, "no backend available: {why}");
-            return Err(Box::new(text(
+            return Err(Some(Box::new(text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("bbproxy: no backend of {} is available ({why})\n", up.name),
-            )));
+            ))));
         }
         let chosen = match pick(generation, view, upstream, &stats) {
             Ok(i) => i,
-            Err(fault) => return Err(Box::new(fault_response("balancer", &fault))),
+            Err(fault) => return Err(Some(Box::new(fault_response("balancer", &fault)))),
         };
         let index = stats[chosen].id as usize;
         let probe = stats[chosen].breaker == BreakerState::HalfOpen;
@@ -420,7 +484,17 @@ fn choose(
             return Ok((index, probe));
         }
         stats.remove(chosen);
+        excluded.push((index, Excluded::ProbeBusy));
     }
+}
+
+/// The answer when nothing was tried and nothing is left, which only an
+/// upstream without backends can reach.
+fn exhausted() -> Response<ProxyBody> {
+    text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "bbproxy: no backend available\n",
+    )
 }
 
 /// What the balancer sees on a retry: the upstream request as sent.
@@ -531,7 +605,7 @@ fn report_outcome(
             None => Err(fault),
         });
     let verdict = verdict?;
-    backend.state.record_result(verdict.failure);
+    backend.state.record_result(&verdict);
     if let Some(state) = backend.state.breaker.apply(&verdict, clock::monotonic_ms()) {
         tracing::info!(
             upstream = upstream_name,

@@ -3,6 +3,7 @@
 //! interval summary, and the access log line.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
@@ -71,7 +72,9 @@ pub struct Observer {
     /// The current summary interval.
     pub window: Window,
     in_flight: Gauge,
-    access_log: bool,
+    /// Follows `access_log` in the serving config (a reload turns it on or
+    /// off).
+    access_log: AtomicBool,
 }
 
 impl Observer {
@@ -80,13 +83,18 @@ impl Observer {
         Self {
             window: Window::default(),
             in_flight: gauge!(IN_FLIGHT),
-            access_log,
+            access_log: AtomicBool::new(access_log),
         }
     }
 
     /// Whether the per-request access log line is on.
     pub fn access_log(&self) -> bool {
-        self.access_log
+        self.access_log.load(Ordering::Relaxed)
+    }
+
+    /// Turns the per-request log line on or off (on reload).
+    pub fn set_access_log(&self, on: bool) {
+        self.access_log.store(on, Ordering::Relaxed);
     }
 
     /// Marks a request as started. `generation` and `access` (when the

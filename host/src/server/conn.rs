@@ -11,9 +11,9 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::task::{Context, Poll, ready};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -50,6 +50,21 @@ pub struct ConnState {
     /// Since when writes to the client have made no progress (the socket's
     /// send buffer is full: the client does not read), or `NONE`.
     write_stalled: AtomicU64,
+    /// Response body bytes handed to hyper, and bytes the socket has taken
+    /// (heads included), over the connection's life: see `Tracked`.
+    yielded: AtomicU64,
+    written: AtomicU64,
+    /// The HTTP/1 response body waiting for the socket to take what hyper
+    /// already holds, woken by the next write that makes progress.
+    parked: AtomicBool,
+    body_waker: Mutex<Option<Waker>>,
+    /// HTTP/2 streams whose body handed hyper a chunk and has not been
+    /// asked for the next one: hyper waits for the client to open the
+    /// stream's flow-control window. A client that never does stalls the
+    /// stream without ever blocking a socket write.
+    h2_waiting: AtomicU32,
+    /// Since when waiting streams have made no progress, or `NONE`.
+    h2_waiting_since: AtomicU64,
 }
 
 impl Default for ConnState {
@@ -63,6 +78,12 @@ impl Default for ConnState {
             h2: AtomicBool::new(false),
             first_read: AtomicBool::new(true),
             write_stalled: AtomicU64::new(NONE),
+            yielded: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            parked: AtomicBool::new(false),
+            body_waker: Mutex::new(None),
+            h2_waiting: AtomicU32::new(0),
+            h2_waiting_since: AtomicU64::new(NONE),
         }
     }
 }
@@ -110,11 +131,76 @@ impl ConnState {
         if self.write_stalled.load(Ordering::Acquire) != NONE {
             self.write_stalled.store(NONE, Ordering::Release);
         }
+        if self.parked.swap(false, Ordering::AcqRel) {
+            let waker = self.body_waker.lock().ok().and_then(|mut w| w.take());
+            if let Some(w) = waker {
+                w.wake();
+            }
+        }
     }
 
-    /// When writes stuck since `write_stalled` exceed `client_write`.
+    /// The socket took `n` bytes.
+    fn on_written(&self, n: usize) {
+        self.written.fetch_add(n as u64, Ordering::AcqRel);
+        self.on_write_progress();
+    }
+
+    /// Whether an HTTP/1 response body should wait before handing hyper
+    /// another chunk. hyper keeps polling a body until its write buffer
+    /// holds `max_buf_size` (the header limit, 64 KiB by default) and only
+    /// then writes, so a client that does not read would pin that much per
+    /// connection, plus what the upstream side holds. Waiting until the
+    /// socket has taken every body byte already handed over keeps that to
+    /// one chunk, as nginx keeps one buffer per slow client. HTTP/2 is left
+    /// alone: its streams share the socket and have their own flow control.
+    fn hold_body(&self, cx: &mut Context<'_>) -> bool {
+        let behind = || self.yielded.load(Ordering::Acquire) > self.written.load(Ordering::Acquire);
+        if self.h2.load(Ordering::Acquire) || !behind() {
+            return false;
+        }
+        if let Ok(mut w) = self.body_waker.lock() {
+            match w.as_mut() {
+                Some(old) if old.will_wake(cx.waker()) => {}
+                _ => *w = Some(cx.waker().clone()),
+            }
+        }
+        self.parked.store(true, Ordering::Release);
+        // A write may have landed between the first look and parking.
+        if behind() {
+            return true;
+        }
+        self.parked.store(false, Ordering::Release);
+        false
+    }
+
+    /// An HTTP/2 stream's body handed hyper a chunk that is not its last.
+    fn h2_wait(&self) {
+        if self.h2_waiting.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.h2_waiting_since.store(self.now(), Ordering::Release);
+        }
+    }
+
+    /// A waiting HTTP/2 stream was asked for more (the client opened its
+    /// window) or ended: progress for the streams still waiting.
+    fn h2_unwait(&self) {
+        let left = self
+            .h2_waiting
+            .fetch_sub(1, Ordering::AcqRel)
+            .saturating_sub(1);
+        let since = if left == 0 { NONE } else { self.now() };
+        self.h2_waiting_since.store(since, Ordering::Release);
+    }
+
+    /// When writes stuck since `write_stalled`, or HTTP/2 streams stuck on
+    /// flow control since `h2_waiting_since`, exceed `client_write`.
     fn write_expiry(&self, t: &ConnTimeouts) -> Option<Instant> {
-        let since = self.write_stalled.load(Ordering::Acquire);
+        let socket = self.write_stalled.load(Ordering::Acquire);
+        let streams = if self.h2_waiting.load(Ordering::Acquire) > 0 {
+            self.h2_waiting_since.load(Ordering::Acquire)
+        } else {
+            NONE
+        };
+        let since = socket.min(streams);
         (since != NONE && !t.client_write.is_zero())
             .then(|| self.opened + Duration::from_millis(since) + t.client_write)
     }
@@ -316,7 +402,7 @@ impl<T> TrackedIo<T> {
     fn wrote(&self, polled: &Poll<io::Result<usize>>) {
         match polled {
             Poll::Pending => self.state.on_write_blocked(),
-            Poll::Ready(Ok(n)) if *n > 0 => self.state.on_write_progress(),
+            Poll::Ready(Ok(n)) if *n > 0 => self.state.on_written(*n),
             Poll::Ready(_) => {}
         }
     }
@@ -378,6 +464,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TrackedIo<T> {
 pub struct Tracked<B> {
     body: B,
     guard: Option<RequestGuard>,
+    /// Counted in `ConnState::h2_waiting`.
+    waiting: bool,
 }
 
 impl<B> Tracked<B> {
@@ -386,6 +474,17 @@ impl<B> Tracked<B> {
         Self {
             body,
             guard: Some(guard),
+            waiting: false,
+        }
+    }
+}
+
+impl<B> Drop for Tracked<B> {
+    fn drop(&mut self) {
+        if self.waiting
+            && let Some(g) = &self.guard
+        {
+            g.0.h2_unwait();
         }
     }
 }
@@ -399,9 +498,37 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Tracked<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.get_mut();
+        let Some(guard) = &this.guard else {
+            return Pin::new(&mut this.body).poll_frame(cx);
+        };
+        let state = &guard.0;
+        if this.waiting {
+            this.waiting = false;
+            state.h2_unwait();
+        }
+        if state.hold_body(cx) {
+            return Poll::Pending;
+        }
         let polled = Pin::new(&mut this.body).poll_frame(cx);
-        if let Poll::Ready(None | Some(Err(_))) = polled {
-            this.guard.take();
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    state.yielded.fetch_add(data.len() as u64, Ordering::AcqRel);
+                    // hyper asks for the next chunk only once the client's
+                    // window takes this one; after the last it asks nothing.
+                    if state.h2.load(Ordering::Acquire)
+                        && !data.is_empty()
+                        && !this.body.is_end_stream()
+                    {
+                        this.waiting = true;
+                        state.h2_wait();
+                    }
+                }
+            }
+            Poll::Ready(None | Some(Err(_))) => {
+                this.guard.take();
+            }
+            Poll::Pending => {}
         }
         polled
     }
@@ -536,6 +663,38 @@ mod tests {
         keep_alive: Duration::from_secs(60),
         client_write: Duration::from_secs(2),
     };
+
+    struct Count(std::sync::atomic::AtomicUsize);
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// An HTTP/1 body waits while the socket has not taken every body byte
+    /// already handed to hyper, and the write that catches up wakes it.
+    #[test]
+    fn a_body_waits_for_the_socket_to_catch_up() {
+        let count = Arc::new(Count(Default::default()));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let s = ConnState::default();
+        assert!(!s.hold_body(&mut cx), "nothing handed over yet");
+        s.yielded.fetch_add(16 << 10, Ordering::SeqCst);
+        assert!(s.hold_body(&mut cx));
+        s.on_written(8 << 10);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "progress wakes the body");
+        assert!(s.hold_body(&mut cx), "still 8 KiB behind");
+        s.on_written(8 << 10);
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+        assert!(!s.hold_body(&mut cx), "caught up");
+        s.on_written(100);
+        assert_eq!(count.0.load(Ordering::SeqCst), 2, "no wake when not parked");
+        let h2 = ConnState::default();
+        h2.on_read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        h2.yielded.fetch_add(1 << 20, Ordering::SeqCst);
+        assert!(!h2.hold_body(&mut cx), "HTTP/2 streams are never held");
+    }
 
     /// In every phase the driver looks again no later than a write stall
     /// starting now could expire, and no later than a running one does.

@@ -107,6 +107,10 @@ fn describe() {
         "Duration of plugin calls, by plugin and role."
     );
     describe_counter!(PLUGIN_FAULTS, "Plugin traps, timeouts and invalid answers.");
+    describe_counter!(
+        PLUGIN_COMPILES,
+        "WebAssembly components compiled (cache hits by content hash excluded)."
+    );
     describe_counter!(RELOADS, "Configuration reloads, by result (ok, error).");
     describe_gauge!(GENERATION, "Number of the generation serving new requests.");
 }

@@ -28,6 +28,8 @@ pub const PLUGIN_CALLS: &str = "bbproxy_plugin_calls_total";
 pub const PLUGIN_CALL_DURATION: &str = "bbproxy_plugin_call_duration_seconds";
 /// Counter: plugin faults, labels `plugin`, `role`, `kind`.
 pub const PLUGIN_FAULTS: &str = "bbproxy_plugin_faults_total";
+/// Counter: components compiled (a cache hit is not counted).
+pub const PLUGIN_COMPILES: &str = "bbproxy_plugin_compiles_total";
 /// Counter: reloads, label `result`.
 pub const RELOADS: &str = "bbproxy_reloads_total";
 /// Gauge: the serving generation's number.

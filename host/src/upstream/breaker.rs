@@ -24,6 +24,10 @@ pub struct BreakerCell {
     probes: AtomicU32,
     /// Probes currently in flight.
     probes_in_flight: AtomicU32,
+    /// Consecutive successes. Kept here because every transition into open
+    /// or half-open starts a new streak: successes before the backend opened
+    /// must not count toward closing it again.
+    successes: AtomicU32,
     /// Transitions since the backend was first configured, by target state
     /// (closed, open, half-open), for the transitions metric.
     transitions: [AtomicU64; 3],
@@ -40,6 +44,7 @@ impl Default for BreakerCell {
             open_until_ms: AtomicU64::new(0),
             probes: AtomicU32::new(0),
             probes_in_flight: AtomicU32::new(0),
+            successes: AtomicU32::new(0),
             transitions: Default::default(),
             counters: [Counter::noop(), Counter::noop(), Counter::noop()],
         }
@@ -95,6 +100,7 @@ impl BreakerCell {
                     .is_ok()
                 {
                     self.probes_in_flight.store(0, Ordering::Release);
+                    self.successes.store(0, Ordering::Release);
                     self.count(HALF_OPEN);
                 }
                 BreakerState::HalfOpen
@@ -158,6 +164,7 @@ impl BreakerCell {
                 now_ms.saturating_add(verdict.open_for_ms),
                 Ordering::Release,
             );
+            self.successes.store(0, Ordering::Release);
         }
         // If another thread changed the state meanwhile, its decision stands.
         self.state
@@ -165,6 +172,25 @@ impl BreakerCell {
             .ok()?;
         self.count(new);
         Some(verdict.state)
+    }
+
+    /// Consecutive successes in the current streak.
+    pub fn successes(&self) -> u32 {
+        self.successes.load(Ordering::Acquire)
+    }
+
+    /// Extends the success streak.
+    pub fn count_success(&self) {
+        let _ = self
+            .successes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_add(1))
+            });
+    }
+
+    /// Ends the success streak.
+    pub fn reset_successes(&self) {
+        self.successes.store(0, Ordering::Release);
     }
 
     /// State transitions so far, all targets together.
@@ -222,6 +248,24 @@ mod tests {
         assert_eq!(b.admission(1200), Admission::Closed);
         assert_eq!(b.transitions(), 3);
         assert_eq!(b.transitions_to(BreakerState::HalfOpen), 1);
+    }
+
+    #[test]
+    fn going_half_open_starts_a_new_success_streak() {
+        let b = BreakerCell::default();
+        b.apply(&verdict(BreakerState::Open, 100, 1), 0);
+        // Successes recorded while open (late answers to requests sent
+        // before it opened) must not carry into half-open.
+        b.count_success();
+        b.count_success();
+        assert_eq!(b.successes(), 2);
+        assert_eq!(b.state(100), BreakerState::HalfOpen);
+        assert_eq!(b.successes(), 0);
+        b.count_success();
+        assert_eq!(b.successes(), 1);
+        // A failed probe reopens: the streak starts over again.
+        b.apply(&verdict(BreakerState::Open, 100, 1), 150);
+        assert_eq!(b.successes(), 0);
     }
 
     #[test]

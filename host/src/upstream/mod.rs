@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 pub use breaker::{Admission, BreakerCell};
-pub use registry::Registry;
+pub use registry::{Registry, Staged};
 
-use crate::plugin::{Backend, BreakerState};
+use crate::plugin::{Backend, BreakerState, Verdict};
 
 /// Weight of a new latency sample in the moving average, in 1/16ths.
 const EWMA_NEW_SIXTEENTHS: u64 = 4;
@@ -29,7 +29,6 @@ pub struct BackendState {
     pub base: String,
     in_flight: AtomicU32,
     consecutive_failures: AtomicU32,
-    consecutive_successes: AtomicU32,
     latency_ewma_us: AtomicU64,
     requests: AtomicU64,
     /// Circuit-breaker state as last decided by the breaker plugin.
@@ -48,7 +47,6 @@ impl BackendState {
             base,
             in_flight: AtomicU32::new(0),
             consecutive_failures: AtomicU32::new(0),
-            consecutive_successes: AtomicU32::new(0),
             latency_ewma_us: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             breaker: BreakerCell::default(),
@@ -71,7 +69,7 @@ impl BackendState {
             weight,
             in_flight: self.in_flight.load(Ordering::Relaxed),
             consecutive_failures: self.consecutive_failures.load(Ordering::Relaxed),
-            consecutive_successes: self.consecutive_successes.load(Ordering::Relaxed),
+            consecutive_successes: self.breaker.successes(),
             latency_ewma_us: self.latency_ewma_us.load(Ordering::Relaxed),
             requests: self.requests.load(Ordering::Relaxed),
             breaker,
@@ -101,13 +99,16 @@ impl BackendState {
         InFlight(self.clone())
     }
 
-    /// Records the breaker's verdict on whether the last outcome failed.
-    pub fn record_result(&self, failure: bool) {
-        if failure {
+    /// Records the breaker's verdict on the last outcome. A success while
+    /// the verdict keeps the backend open is a late answer to a request sent
+    /// before it opened: it neither ends the failure streak nor starts a
+    /// success streak, so it cannot help close the breaker.
+    pub fn record_result(&self, verdict: &Verdict) {
+        if verdict.failure {
             self.consecutive_failures.fetch_add(1, Ordering::Relaxed);
-            self.consecutive_successes.store(0, Ordering::Relaxed);
-        } else {
-            self.consecutive_successes.fetch_add(1, Ordering::Relaxed);
+            self.breaker.reset_successes();
+        } else if verdict.state != BreakerState::Open {
+            self.breaker.count_success();
             self.consecutive_failures.store(0, Ordering::Relaxed);
         }
     }
@@ -153,16 +154,63 @@ mod tests {
         assert_eq!(b.requests(), 2);
     }
 
+    fn verdict(failure: bool, state: BreakerState) -> Verdict {
+        Verdict {
+            failure,
+            state,
+            open_for_ms: 100,
+            probes: 1,
+        }
+    }
+
+    fn successes(b: &BackendState) -> u32 {
+        b.snapshot(0, 1, BreakerState::Closed).consecutive_successes
+    }
+
     #[test]
     fn results_reset_the_opposite_streak() {
         let b = BackendState::new("a:1".into(), "http://a:1".into());
-        b.record_result(true);
-        b.record_result(true);
+        b.record_result(&verdict(true, BreakerState::Closed));
+        b.record_result(&verdict(true, BreakerState::Closed));
         assert_eq!(b.consecutive_failures(), 2);
-        b.record_result(false);
+        b.record_result(&verdict(false, BreakerState::Closed));
         assert_eq!(b.consecutive_failures(), 0);
-        let s = b.snapshot(0, 1, BreakerState::Closed);
-        assert_eq!(s.consecutive_successes, 1);
+        assert_eq!(successes(&b), 1);
+        b.record_result(&verdict(true, BreakerState::Closed));
+        assert_eq!(successes(&b), 0);
+    }
+
+    #[test]
+    fn late_successes_while_open_do_not_count_toward_closing() {
+        let b = BackendState::new("a:1".into(), "http://a:1".into());
+        let open = verdict(true, BreakerState::Open);
+        b.record_result(&open);
+        b.breaker.apply(&open, 0);
+        // Three requests sent before it opened answer 200 while it is open.
+        for _ in 0..3 {
+            b.record_result(&verdict(false, BreakerState::Open));
+        }
+        assert_eq!(successes(&b), 0);
+        assert_eq!(b.consecutive_failures(), 1);
+        // Half-open: the first probe's success is the streak's first, so a
+        // success threshold of 3 still needs two more.
+        assert_eq!(b.breaker.state(100), BreakerState::HalfOpen);
+        b.record_result(&verdict(false, BreakerState::HalfOpen));
+        assert_eq!(successes(&b), 1);
+    }
+
+    #[test]
+    fn a_success_streak_before_opening_is_gone_once_half_open() {
+        let b = BackendState::new("a:1".into(), "http://a:1".into());
+        for _ in 0..5 {
+            b.record_result(&verdict(false, BreakerState::Closed));
+        }
+        // A plugin may open without calling this outcome a failure.
+        let open = verdict(false, BreakerState::Open);
+        b.record_result(&open);
+        b.breaker.apply(&open, 0);
+        assert_eq!(b.breaker.state(100), BreakerState::HalfOpen);
+        assert_eq!(successes(&b), 0);
     }
 
     #[test]

@@ -13,53 +13,81 @@ use crate::tls::TlsError;
 /// profile.
 #[derive(Debug, Default)]
 pub struct Registry {
-    backends: Mutex<HashMap<(String, String), Arc<BackendState>>>,
+    backends: Mutex<HashMap<BackendKey, Arc<BackendState>>>,
     pools: Mutex<HashMap<PoolKey, UpstreamClient>>,
 }
 
+type BackendKey = (String, String);
+
+/// What a new generation would make of the registry: its backend states and
+/// pools, reusing the registry's where they match. Nothing is committed until
+/// [`Registry::commit`], so a reload that fails later (a plugin, a
+/// certificate) leaves the registry exactly as the serving generation needs
+/// it.
+#[derive(Debug, Default)]
+pub struct Staged {
+    backends: HashMap<BackendKey, Arc<BackendState>>,
+    pools: HashMap<PoolKey, UpstreamClient>,
+}
+
 impl Registry {
-    /// Returns the states for a new generation's backends, reusing existing
-    /// ones, and forgets backends the new generation no longer has.
-    /// `backends` lists `(upstream, authority, base URL)`.
-    pub fn resolve(&self, backends: &[(String, String, String)]) -> Vec<Arc<BackendState>> {
-        let mut map = self.backends.lock().unwrap_or_else(|p| p.into_inner());
-        let mut next = HashMap::with_capacity(backends.len());
-        let out = backends
+    /// The states for a new generation's backends, reusing existing ones,
+    /// recorded in `staged`. `backends` lists `(upstream, authority, base
+    /// URL)`.
+    pub fn resolve(
+        &self,
+        backends: &[(String, String, String)],
+        staged: &mut Staged,
+    ) -> Vec<Arc<BackendState>> {
+        let map = self.backends.lock().unwrap_or_else(|p| p.into_inner());
+        backends
             .iter()
             .map(|(upstream, authority, base)| {
                 let key = (upstream.clone(), base.clone());
-                let state = map.get(&key).cloned().unwrap_or_else(|| {
-                    Arc::new(
-                        BackendState::new(authority.clone(), base.clone())
-                            .counting_transitions(upstream),
-                    )
-                });
-                next.insert(key, state.clone());
+                let state = staged
+                    .backends
+                    .get(&key)
+                    .or_else(|| map.get(&key))
+                    .cloned()
+                    .unwrap_or_else(|| {
+                        Arc::new(
+                            BackendState::new(authority.clone(), base.clone())
+                                .counting_transitions(upstream),
+                        )
+                    });
+                staged.backends.insert(key, state.clone());
                 state
             })
-            .collect();
-        *map = next;
-        out
+            .collect()
     }
 
     /// The pools for a new generation's upstreams, reusing existing ones
-    /// with the same profile; pools no upstream uses any more are dropped
-    /// (their connections close once requests in flight on them finish).
-    /// Fails, changing nothing, when a new pool's `backend_ca` is unusable.
-    pub fn pools(&self, keys: &[PoolKey]) -> Result<Vec<UpstreamClient>, TlsError> {
-        let mut map = self.pools.lock().unwrap_or_else(|p| p.into_inner());
-        let mut next = HashMap::with_capacity(keys.len());
+    /// with the same profile, recorded in `staged`. Fails when a new pool's
+    /// `backend_ca` is unusable.
+    pub fn pools(
+        &self,
+        keys: &[PoolKey],
+        staged: &mut Staged,
+    ) -> Result<Vec<UpstreamClient>, TlsError> {
+        let map = self.pools.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
-            let client = match map.get(key) {
+            let client = match staged.pools.get(key).or_else(|| map.get(key)) {
                 Some(c) => c.clone(),
                 None => key.build()?,
             };
-            next.insert(key.clone(), client.clone());
+            staged.pools.insert(key.clone(), client.clone());
             out.push(client);
         }
-        *map = next;
         Ok(out)
+    }
+
+    /// Makes `staged` the registry: called when its generation is swapped
+    /// in. Backends and pools it does not have are forgotten (a dropped
+    /// pool's connections close once requests in flight on them finish).
+    pub fn commit(&self, staged: &Staged) {
+        *self.backends.lock().unwrap_or_else(|p| p.into_inner()) = staged.backends.clone();
+        *self.pools.lock().unwrap_or_else(|p| p.into_inner()) = staged.pools.clone();
     }
 }
 
@@ -71,17 +99,38 @@ mod tests {
         (u.into(), a.into(), format!("http://{a}"))
     }
 
+    fn resolve(r: &Registry, backends: &[(String, String, String)]) -> Vec<Arc<BackendState>> {
+        let mut staged = Staged::default();
+        let out = r.resolve(backends, &mut staged);
+        r.commit(&staged);
+        out
+    }
+
     #[test]
     fn unchanged_backends_keep_their_state() {
         let r = Registry::default();
-        let first = r.resolve(&[b("x", "a:1"), b("x", "b:1")]);
+        let first = resolve(&r, &[b("x", "a:1"), b("x", "b:1")]);
         let _g = first[0].start();
-        let second = r.resolve(&[b("x", "a:1"), b("x", "c:1")]);
+        let second = resolve(&r, &[b("x", "a:1"), b("x", "c:1")]);
         assert!(Arc::ptr_eq(&first[0], &second[0]));
         assert_eq!(second[0].in_flight(), 1);
         assert!(!Arc::ptr_eq(&first[1], &second[1]));
         // The same address under another upstream is another backend.
-        let third = r.resolve(&[b("y", "a:1")]);
+        let third = resolve(&r, &[b("y", "a:1")]);
         assert!(!Arc::ptr_eq(&first[0], &third[0]));
+    }
+
+    #[test]
+    fn nothing_changes_until_commit() {
+        let r = Registry::default();
+        let first = resolve(&r, &[b("x", "a:1")]);
+        // A staged generation without `a:1` that is never committed (its
+        // reload failed later) does not make the registry forget `a:1`.
+        let mut staged = Staged::default();
+        let other = r.resolve(&[b("x", "c:1")], &mut staged);
+        drop(staged);
+        let again = resolve(&r, &[b("x", "a:1"), b("x", "c:1")]);
+        assert!(Arc::ptr_eq(&first[0], &again[0]));
+        assert!(!Arc::ptr_eq(&other[0], &again[1]));
     }
 }

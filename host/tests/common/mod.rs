@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod acme_front;
+pub mod binary;
 pub mod direct;
 pub mod pebble;
 pub mod prom;

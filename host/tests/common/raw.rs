@@ -38,12 +38,17 @@ impl Seen {
         String::from_utf8_lossy(&self.bytes).into_owned()
     }
 
-    /// Status codes of every response in the bytes, in order.
+    /// Status codes of every response in the bytes, in order (HTTP/1.1
+    /// responses, and HTTP/1.0 ones to HTTP/1.0 requests).
     pub fn statuses(&self) -> Vec<u16> {
-        self.text()
-            .match_indices("HTTP/1.1 ")
-            .filter_map(|(i, _)| self.text().get(i + 9..i + 12)?.parse().ok())
-            .collect()
+        let text = self.text();
+        let mut found: Vec<(usize, u16)> = ["HTTP/1.1 ", "HTTP/1.0 "]
+            .iter()
+            .flat_map(|v| text.match_indices(v))
+            .filter_map(|(i, _)| Some((i, text.get(i + 9..i + 12)?.parse().ok()?)))
+            .collect();
+        found.sort_unstable();
+        found.into_iter().map(|(_, s)| s).collect()
     }
 }
 
@@ -75,11 +80,13 @@ pub async fn read_until_close(conn: &mut TcpStream, deadline: Duration) -> Seen 
 }
 
 /// A backend that answers `ok <path>` and records every byte it reads, the
-/// connections it accepted and the requests it served.
+/// connections it accepted (and how many are still open) and the requests it
+/// served.
 pub struct Recorder {
     pub addr: SocketAddr,
     pub bytes: Arc<Mutex<Vec<u8>>>,
     pub connections: Arc<AtomicU64>,
+    pub open: Arc<AtomicU64>,
     pub requests: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -96,15 +103,22 @@ impl Recorder {
         let addr = listener.local_addr().unwrap();
         let bytes = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicU64::new(0));
+        let open = Arc::new(AtomicU64::new(0));
         let requests = Arc::new(AtomicU64::new(0));
-        let (b, c, r) = (bytes.clone(), connections.clone(), requests.clone());
+        let (b, c, r, o) = (
+            bytes.clone(),
+            connections.clone(),
+            requests.clone(),
+            open.clone(),
+        );
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 c.fetch_add(1, Ordering::SeqCst);
-                let (b, r) = (b.clone(), r.clone());
+                o.fetch_add(1, Ordering::SeqCst);
+                let (b, r, o) = (b.clone(), r.clone(), o.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let r = r.clone();
@@ -124,6 +138,7 @@ impl Recorder {
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection(io, svc)
                         .await;
+                    o.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
@@ -131,6 +146,7 @@ impl Recorder {
             addr,
             bytes,
             connections,
+            open,
             requests,
             task,
         }
@@ -146,6 +162,11 @@ impl Recorder {
 
     pub fn connections(&self) -> u64 {
         self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted and not yet closed.
+    pub fn open(&self) -> u64 {
+        self.open.load(Ordering::SeqCst)
     }
 }
 

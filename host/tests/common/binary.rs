@@ -1,0 +1,192 @@
+//! The real `bbproxy` binary as a child process serving a config in a temp
+//! dir, with every stderr line (the log) kept, so tests can wait for and
+//! assert on exactly what it logged.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub struct Binary {
+    pub child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    /// Lines before this index were consumed by `wait_line`.
+    cursor: Mutex<usize>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Binary {
+    /// Serves `config` with extra command-line `args`.
+    pub fn start(config: &str, args: &[&str]) -> Binary {
+        Self::spawn(config, args, |_| {})
+    }
+
+    /// Writes `config` to `config.json` in a fresh temp dir (after `setup`
+    /// has put other files there) and serves it.
+    pub fn serve(config: &str, setup: impl FnOnce(&Path)) -> Binary {
+        Self::spawn(config, &[], setup)
+    }
+
+    fn spawn(config: &str, args: &[&str], setup: impl FnOnce(&Path)) -> Binary {
+        let dir = tempfile::tempdir().unwrap();
+        setup(dir.path());
+        std::fs::write(dir.path().join("config.json"), config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bbproxy"))
+            .args(args)
+            .arg("--config")
+            .arg(dir.path().join("config.json"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Binary {
+            child,
+            lines,
+            cursor: Mutex::new(0),
+            dir,
+        }
+    }
+
+    fn all(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// Every line after the cursor up to and including the first that
+    /// satisfies `pred`; the cursor moves past it. Blocking (for plain
+    /// `#[test]`s and short waits).
+    pub fn lines_until(
+        &self,
+        deadline: Duration,
+        what: &str,
+        mut pred: impl FnMut(&str) -> bool,
+    ) -> Vec<String> {
+        let end = Instant::now() + deadline;
+        let start = *self.cursor.lock().unwrap();
+        loop {
+            {
+                let lines = self.lines.lock().unwrap();
+                let mut cursor = self.cursor.lock().unwrap();
+                while *cursor < lines.len() {
+                    let line = &lines[*cursor];
+                    *cursor += 1;
+                    if pred(line) {
+                        return lines[start..*cursor].to_vec();
+                    }
+                }
+            }
+            assert!(
+                Instant::now() < end,
+                "no log line with {what} within {deadline:?}:\n{}",
+                self.all()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits for a line after the cursor that satisfies `pred`; returns it.
+    pub fn wait_line(
+        &self,
+        deadline: Duration,
+        what: &str,
+        pred: impl FnMut(&str) -> bool,
+    ) -> String {
+        self.lines_until(deadline, what, pred)
+            .pop()
+            .unwrap_or_default()
+    }
+
+    /// The proxy's HTTP address, from its "serving HTTP on" line.
+    pub fn http_addr(&self) -> String {
+        let line = self.wait_line(Duration::from_secs(60), "the listen address", |l| {
+            l.contains("serving HTTP on")
+        });
+        line.rsplit("serving HTTP on ")
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    }
+
+    /// Every stderr line so far that satisfies `pred`.
+    pub fn lines_with(&self, pred: impl Fn(&str) -> bool) -> Vec<String> {
+        let lines = self.lines.lock().unwrap();
+        lines.iter().filter(|l| pred(l)).cloned().collect()
+    }
+
+    /// Waits until `count` stderr lines (from the start) satisfy `pred`;
+    /// returns the last of them. Fails if the process exits first.
+    pub async fn wait_lines(
+        &mut self,
+        count: usize,
+        deadline: Duration,
+        what: &str,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        let end = Instant::now() + deadline;
+        loop {
+            let seen = self.lines_with(&pred);
+            if seen.len() >= count {
+                return seen[count - 1].clone();
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Let the reader thread drain what is left.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                panic!(
+                    "bbproxy exited ({status}) before logging {what}:\n{}",
+                    self.all()
+                );
+            }
+            assert!(
+                Instant::now() < end,
+                "no log line with {what} within {deadline:?}:\n{}",
+                self.all()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The address after `prefix` in the first line that has it.
+    pub async fn addr_after(&mut self, prefix: &str) -> std::net::SocketAddr {
+        let line = self
+            .wait_lines(1, Duration::from_secs(30), prefix, |l| l.contains(prefix))
+            .await;
+        let rest = line.rsplit(prefix).next().unwrap();
+        let addr: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+            .collect();
+        addr.parse().unwrap()
+    }
+
+    /// Sends `signal` (a `kill` name such as `HUP`) to this child only.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
