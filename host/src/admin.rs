@@ -5,13 +5,13 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -23,6 +23,11 @@ use crate::proxy::ProxyBody;
 use crate::telemetry;
 
 /// Serves the admin endpoints on `listener` until `shutdown` turns true.
+/// It speaks HTTP/1.1 (what scrapers and curl use). Each connection must
+/// send its request head within the current
+/// generation's `timeouts.client_header` (also how long an idle keep-alive
+/// connection stays open), so a client that connects and stalls does not
+/// hold a task and a descriptor forever.
 pub async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
@@ -33,21 +38,38 @@ pub async fn serve(
             _ = shutdown.wait_for(|stop| *stop) => break,
             accepted = listener.accept() => accepted,
         };
-        let Ok((stream, _)) = accepted else {
-            continue;
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors or a transient network error: back off
+                // instead of spinning (as the proxy listeners do).
+                metrics::counter!("bbproxy_accept_errors_total").increment(1);
+                tracing::warn!("admin accept failed: {e}");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
         };
+        let header_timeout = shared.generation.load().config.timeouts.client_header;
         let shared = shared.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let shared = shared.clone();
                 async move { Ok::<_, Infallible>(answer(&shared, &req)) }
             });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            // HTTP/1.1 only: an auto (h1/h2) connection first waits for
+            // enough bytes to tell the versions apart, with no timeout.
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                // Zero disables the timeout, as for the proxy listeners.
+                .header_read_timeout((!header_timeout.is_zero()).then_some(header_timeout));
+            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
         });
     }
 }
+
+/// Pause after a failed accept.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<ProxyBody> {
     match req.uri().path() {

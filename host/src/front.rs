@@ -1,6 +1,7 @@
 //! What a listener puts in front of the proxy: on plain HTTP, answers to
 //! ACME HTTP-01 validations and (with `listen.redirect_http`) a 308 to HTTPS
-//! for everything else; on every listener, then, the proxy itself. A token
+//! for everything else (both counted and access-logged like proxied requests);
+//! on every listener, then, the proxy itself. A token
 //! this process did not publish goes on to the proxy (or the redirect), so a
 //! backend can run its own ACME client behind a proxy without certificates.
 
@@ -70,10 +71,11 @@ impl Front {
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/octet-stream"),
             );
-            return Ok(resp);
+            return Ok(self.proxy.record_local(&req, resp));
         }
         if let Some(port) = self.redirect_to {
-            return Ok(redirect(&req, port));
+            let resp = redirect(&req, port);
+            return Ok(self.proxy.record_local(&req, resp));
         }
         self.proxy.handle(req, client, self.scheme).await
     }

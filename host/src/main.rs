@@ -11,24 +11,54 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = cli::parse();
-    init_logging(cli.log_format);
+    let format = cli.log_format;
+    init_logging(format);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("bbproxy: error: {e:#}");
+            report_fatal(format, &e);
             ExitCode::FAILURE
         }
     }
 }
 
+/// The one line a failed run ends with: plain text, or under
+/// `--log-format json` a JSON line like every other, so a log pipeline does
+/// not choke on the line that matters most. It bypasses `RUST_LOG`, which
+/// must not be able to hide why the process exited.
+fn report_fatal(format: LogFormat, e: &anyhow::Error) {
+    let line = format!("bbproxy: error: {e:#}");
+    match format {
+        LogFormat::Human => eprintln!("{line}"),
+        LogFormat::Json => {
+            let unfiltered = tracing_subscriber::fmt()
+                .json()
+                .flatten_event(true)
+                .with_writer(std::io::stderr)
+                .finish();
+            tracing::subscriber::with_default(unfiltered, || tracing::error!("{line}"));
+        }
+    }
+}
+
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // An unusable RUST_LOG must not silently log something else than asked.
+    let (filter, invalid) = match std::env::var("RUST_LOG") {
+        Ok(spec) => match EnvFilter::try_new(&spec) {
+            Ok(filter) => (filter, None),
+            Err(e) => (EnvFilter::new("info"), Some((spec, e))),
+        },
+        Err(_) => (EnvFilter::new("info"), None),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+    if let Some((spec, e)) = invalid {
+        tracing::warn!("RUST_LOG={spec:?} is not a valid filter ({e}); logging at info instead");
     }
 }
 

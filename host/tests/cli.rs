@@ -262,6 +262,72 @@ fn a_privileged_port_without_privilege_names_the_fix() {
     );
 }
 
+/// Runs the binary with `RUST_LOG` set to `filter`; returns stderr.
+fn run_with_log_filter(args: &[&str], dir: &Path, filter: &str) -> (bool, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env("RUST_LOG", filter)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn under_json_logs_the_fatal_error_is_a_json_line_too() {
+    let dir = tempfile::tempdir().unwrap();
+    // Even with every log event filtered out, the reason for exiting shows.
+    for filter in ["info", "off"] {
+        let (ok, stderr) = run_with_log_filter(
+            &["--log-format", "json", "--config", "missing.json"],
+            dir.path(),
+            filter,
+        );
+        assert!(!ok);
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.is_empty()).collect();
+        assert!(!lines.is_empty(), "no output with RUST_LOG={filter}");
+        for l in &lines {
+            serde_json::from_str::<serde_json::Value>(l)
+                .unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        }
+        let last: serde_json::Value = serde_json::from_str(lines[lines.len() - 1]).unwrap();
+        assert_eq!(last["level"], "ERROR", "{stderr}");
+        let message = last["message"].as_str().unwrap();
+        assert!(message.starts_with("bbproxy: error: "), "{message}");
+        assert!(message.contains("missing.json"), "{message}");
+    }
+}
+
+#[test]
+fn an_invalid_rust_log_is_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        r#"{"domains": {"a.test": ["127.0.0.1:9"]}}"#,
+    )
+    .unwrap();
+    let (ok, stderr) = run_with_log_filter(
+        &["check", "--config", "config.json"],
+        dir.path(),
+        "bbproxy=loud",
+    );
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("RUST_LOG=\"bbproxy=loud\" is not a valid filter")
+            && stderr.contains("WARN"),
+        "{stderr}"
+    );
+    // A valid one says nothing of the kind.
+    let (_, stderr) =
+        run_with_log_filter(&["check", "--config", "config.json"], dir.path(), "warn");
+    assert!(!stderr.contains("RUST_LOG"), "{stderr}");
+}
+
 #[test]
 fn serving_with_a_corrupt_plugin_exits_with_one_line() {
     let dir = tempfile::tempdir().unwrap();

@@ -95,7 +95,6 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, Infallible> {
         // Pinned for the whole request, even if a reload swaps it meanwhile.
         let generation = self.generation.load_full();
-        let started = self.observer.start();
         // The host is normalised once, for routing and the access log; the
         // log's own copies are made only when it is on.
         let host = headers::request_host(req.uri(), req.headers());
@@ -104,13 +103,34 @@ impl Proxy {
             host: host.clone(),
             path: req.uri().path().to_owned(),
         });
-        let mut route = observe::Route::default();
+        // If this future is dropped before `respond` (the client went
+        // away), dropping `started` still accounts for the request.
+        let mut started = self.observer.start(generation.id, access);
         let mut resp = self
-            .serve(&generation, req, host, client, scheme, &mut route)
+            .serve(&generation, req, host, client, scheme, &mut started.route)
             .await;
-        let finish = started.respond(&route, resp.status().as_u16(), generation.id, access);
+        let finish = started.respond(resp.status().as_u16());
         resp.body_mut().on_finish(finish);
         Ok(resp)
+    }
+
+    /// Records an answer the listener gave before routing (an ACME
+    /// HTTP-01 token, the redirect to HTTPS) like any other response:
+    /// counted with no domain or backend, and access-logged.
+    pub fn record_local(
+        &self,
+        req: &Request<Incoming>,
+        mut resp: Response<ProxyBody>,
+    ) -> Response<ProxyBody> {
+        let access = self.observer.access_log().then(|| observe::AccessFields {
+            method: req.method().clone(),
+            host: headers::request_host(req.uri(), req.headers()),
+            path: req.uri().path().to_owned(),
+        });
+        let started = self.observer.start(self.generation.load().id, access);
+        let finish = started.respond(resp.status().as_u16());
+        resp.body_mut().on_finish(finish);
+        resp
     }
 
     async fn serve<'g>(

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 
 use crate::telemetry::names::{
-    CONNECT_ERRORS, IN_FLIGHT, REQUEST_DURATION, REQUESTS, UPSTREAM_TIMEOUTS,
+    CLIENT_CLOSED_REQUESTS, CONNECT_ERRORS, IN_FLIGHT, REQUEST_DURATION, REQUESTS,
+    UPSTREAM_TIMEOUTS,
 };
 use crate::telemetry::summary::Window;
 
@@ -46,6 +47,7 @@ impl BackendMetrics {
 /// Metric handles of one domain.
 #[derive(Debug)]
 pub struct DomainMetrics {
+    name: String,
     duration: Histogram,
     /// Answers the proxy gave itself for this domain (no backend).
     local: [Counter; 5],
@@ -55,6 +57,7 @@ impl DomainMetrics {
     /// Handles for `domain`.
     pub fn new(domain: &str) -> Self {
         Self {
+            name: domain.to_owned(),
             duration: histogram!(REQUEST_DURATION, "domain" => domain.to_owned()),
             local: CLASSES.map(|class| {
                 counter!(REQUESTS, "domain" => domain.to_owned(), "backend" => "", "class" => class)
@@ -94,21 +97,43 @@ impl Observer {
         self.access_log.store(on, Ordering::Relaxed);
     }
 
-    /// Marks a request as started.
-    pub fn start(self: &Arc<Self>) -> Started {
+    /// Marks a request as started. `generation` and `access` (when the
+    /// access log is on) are what its log line will say.
+    pub fn start<'g>(
+        self: &Arc<Self>,
+        generation: u64,
+        access: Option<AccessFields>,
+    ) -> Started<'g> {
         self.in_flight.increment(1.0);
         Started {
             observer: self.clone(),
             at: Instant::now(),
+            route: Route::default(),
+            generation,
+            access,
+            responded: false,
         }
     }
 }
 
-/// A request being handled.
+/// Status recorded for a request whose client went away before its response
+/// headers (nginx's "client closed request"); it is never sent.
+pub const CLIENT_CLOSED: u16 = 499;
+
+/// A request being handled. Dropped without [`Started::respond`] (the
+/// handler future was cancelled: client disconnect, HTTP/2 reset, write
+/// timeout, drain), it still lowers the in-flight gauge, counts the request
+/// in `bbproxy_requests_client_closed_total` and writes its access log line
+/// with status 499.
 #[derive(Debug)]
-pub struct Started {
+pub struct Started<'g> {
     observer: Arc<Observer>,
     at: Instant,
+    /// Where the request went so far; the request path fills it in.
+    pub route: Route<'g>,
+    generation: u64,
+    access: Option<AccessFields>,
+    responded: bool,
 }
 
 /// Where a request went, for recording.
@@ -132,17 +157,13 @@ pub struct AccessFields {
     pub path: String,
 }
 
-impl Started {
+impl Started<'_> {
     /// Records the response headers being sent: counters, duration,
     /// summary. Returns what completes the record when the body ends.
-    pub fn respond(
-        self,
-        route: &Route<'_>,
-        status: u16,
-        generation: u64,
-        access: Option<AccessFields>,
-    ) -> Finish {
+    pub fn respond(mut self, status: u16) -> Finish {
+        self.responded = true;
         let elapsed = self.at.elapsed();
+        let route = &self.route;
         let class = class_index(status);
         match (route.backend, route.domain) {
             (Some((b, _)), _) => b.requests[class].increment(1),
@@ -156,22 +177,52 @@ impl Started {
             d.duration.record(elapsed);
         }
         self.observer.window.record(elapsed, status >= 500);
-        let access = access.map(|a| {
+        let access = self.access.take().map(|a| {
             Box::new(AccessLine {
                 fields: a,
                 status,
-                backend: route
-                    .backend
-                    .map(|(_, addr)| addr.to_owned())
-                    .unwrap_or_default(),
-                generation,
+                backend: self.backend().to_owned(),
+                generation: self.generation,
                 header_time: elapsed,
             })
         });
         Finish {
-            observer: self.observer,
+            observer: self.observer.clone(),
             at: self.at,
             access,
+        }
+    }
+
+    fn backend(&self) -> &str {
+        self.route.backend.map_or("", |(_, addr)| addr)
+    }
+}
+
+impl Drop for Started<'_> {
+    fn drop(&mut self) {
+        if self.responded {
+            return;
+        }
+        // Cancelled before the response headers: nothing else will account
+        // for this request.
+        self.observer.in_flight.decrement(1.0);
+        let domain = self.route.domain.map_or("", |d| d.name.as_str());
+        counter!(
+            CLIENT_CLOSED_REQUESTS,
+            "domain" => domain.to_owned(),
+            "backend" => self.backend().to_owned()
+        )
+        .increment(1);
+        if let Some(fields) = self.access.take() {
+            let elapsed = self.at.elapsed();
+            AccessLine {
+                fields,
+                status: CLIENT_CLOSED,
+                backend: self.backend().to_owned(),
+                generation: self.generation,
+                header_time: elapsed,
+            }
+            .log(elapsed, 0);
         }
     }
 }
@@ -198,20 +249,26 @@ impl Finish {
     pub fn complete(self, bytes: u64) {
         self.observer.in_flight.decrement(1.0);
         if let Some(a) = self.access {
-            tracing::info!(
-                target: "bbproxy::access",
-                method = %a.fields.method,
-                host = %a.fields.host,
-                path = %a.fields.path,
-                status = a.status,
-                backend = %a.backend,
-                duration_ms = self.at.elapsed().as_secs_f64() * 1000.0,
-                header_ms = a.header_time.as_secs_f64() * 1000.0,
-                bytes,
-                generation = a.generation,
-                "request"
-            );
+            a.log(self.at.elapsed(), bytes);
         }
+    }
+}
+
+impl AccessLine {
+    fn log(&self, duration: Duration, bytes: u64) {
+        tracing::info!(
+            target: "bbproxy::access",
+            method = %self.fields.method,
+            host = %self.fields.host,
+            path = %self.fields.path,
+            status = self.status,
+            backend = %self.backend,
+            duration_ms = duration.as_secs_f64() * 1000.0,
+            header_ms = self.header_time.as_secs_f64() * 1000.0,
+            bytes,
+            generation = self.generation,
+            "request"
+        );
     }
 }
 

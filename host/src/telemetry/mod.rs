@@ -1,5 +1,6 @@
 //! Prometheus metrics: the recorder, the names (one place, documented), and
-//! the gauges that are read from live state at scrape time.
+//! the gauges that are written from live state at scrape time (breakers and
+//! pools, which must follow the backends of the serving generation).
 //!
 //! Counters on the request path use handles resolved once per backend or
 //! plugin, so a request costs a few atomic increments, not label hashing.
@@ -86,23 +87,18 @@ fn describe() {
         "Time from request to response headers, by domain."
     );
     describe_gauge!(IN_FLIGHT, "Requests being handled now.");
+    describe_counter!(
+        CLIENT_CLOSED_REQUESTS,
+        "Requests whose client went away before the response headers, by domain and backend."
+    );
     describe_counter!(CONNECT_ERRORS, "Failed connection attempts to a backend.");
     describe_counter!(
         UPSTREAM_TIMEOUTS,
         "Backend connects or responses that timed out."
     );
-    describe_gauge!(POOL_OPEN, "Open connections to a backend.");
-    describe_gauge!(
-        POOL_IDLE,
-        "Open connections to a backend with no request on them (open minus in-flight)."
-    );
-    describe_gauge!(
-        BREAKER_STATE,
-        "Breaker state per backend: 0 closed, 1 half-open, 2 open."
-    );
     describe_counter!(
         BREAKER_TRANSITIONS,
-        "Breaker state changes, by target state."
+        "Breaker state changes, by target state, counted as they happen."
     );
     describe_counter!(PLUGIN_CALLS, "Calls into plugins, by plugin and role.");
     describe_histogram!(
@@ -128,50 +124,89 @@ pub fn breaker_label(state: BreakerState) -> &'static str {
     }
 }
 
-/// Sets the gauges that mirror live state (breakers, pools, generation)
-/// from `generation`; called right before rendering a scrape.
-pub fn refresh(generation: &Generation, connections: &ConnectionCounts) {
+/// Sets the generation gauge and writes the gauges that mirror live state
+/// (breakers, pools) of `generation`'s backends. Those are not kept in the
+/// recorder: written from live state at each scrape, a backend a reload
+/// removed disappears from them instead of keeping its last value forever.
+pub fn live_gauges(generation: &Generation, connections: &ConnectionCounts) -> String {
+    use std::fmt::Write;
     let now = crate::clock::monotonic_ms();
     gauge!(GENERATION).set(generation.id as f64);
+    let mut breakers = String::new();
+    // A backend shared by two domains has one pool entry.
+    let mut pools = std::collections::BTreeMap::new();
     for up in &generation.upstreams {
         for b in &up.backends {
-            let labels = [
-                ("domain", up.name.clone()),
-                ("backend", b.state.authority.clone()),
-            ];
-            let state = b.state.breaker.state(now);
-            let value = match state {
-                BreakerState::Closed => 0.0,
-                BreakerState::HalfOpen => 1.0,
-                BreakerState::Open => 2.0,
+            let state = match b.state.breaker.state(now) {
+                BreakerState::Closed => 0,
+                BreakerState::HalfOpen => 1,
+                BreakerState::Open => 2,
             };
-            gauge!(BREAKER_STATE, &labels).set(value);
-            for to in [
-                BreakerState::Closed,
-                BreakerState::Open,
-                BreakerState::HalfOpen,
-            ] {
-                let mut l = labels.to_vec();
-                l.push(("to", breaker_label(to).to_owned()));
-                metrics::counter!(BREAKER_TRANSITIONS, &l)
-                    .absolute(b.state.breaker.transitions_to(to));
-            }
+            let _ = writeln!(
+                breakers,
+                "{BREAKER_STATE}{{domain=\"{}\",backend=\"{}\"}} {state}",
+                escape(&up.name),
+                escape(&b.state.authority)
+            );
             let open = connections.open(&b.state.authority);
-            let idle = open.saturating_sub(u64::from(b.state.in_flight()));
-            let backend = [("backend", b.state.authority.clone())];
-            gauge!(POOL_OPEN, &backend).set(open as f64);
-            gauge!(POOL_IDLE, &backend).set(idle as f64);
+            let in_flight = u64::from(b.state.in_flight());
+            let entry = pools
+                .entry(b.state.authority.as_str())
+                .or_insert((open, 0u64));
+            entry.1 += in_flight;
         }
     }
+    let mut out = String::new();
+    let mut family = |name: &str, help: &str, body: &str| {
+        if !body.is_empty() {
+            let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{body}\n");
+        }
+    };
+    family(
+        BREAKER_STATE,
+        "Breaker state per backend: 0 closed, 1 half-open, 2 open.",
+        &breakers,
+    );
+    let (mut open, mut idle) = (String::new(), String::new());
+    for (backend, (n, busy)) in &pools {
+        let backend = escape(backend);
+        let _ = writeln!(open, "{POOL_OPEN}{{backend=\"{backend}\"}} {n}");
+        let _ = writeln!(
+            idle,
+            "{POOL_IDLE}{{backend=\"{backend}\"}} {}",
+            n.saturating_sub(*busy)
+        );
+    }
+    family(POOL_OPEN, "Open connections to a backend.", &open);
+    family(
+        POOL_IDLE,
+        "Open connections to a backend with no request on them (open minus in-flight).",
+        &idle,
+    );
+    out
+}
+
+/// A Prometheus label value: backslash, double quote and newline escaped.
+fn escape(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.contains(['\\', '"', '\n']) {
+        return value.into();
+    }
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+        .into()
 }
 
 /// The Prometheus text exposition of everything recorded so far.
 pub fn render(generation: &Generation, connections: &ConnectionCounts) -> String {
-    refresh(generation, connections);
+    let live = live_gauges(generation, connections);
     // Fold recorded histogram samples into buckets first, or a scrape right
     // after traffic would miss them.
     handle().run_upkeep();
-    handle().render()
+    let mut text = handle().render();
+    text.push_str(&live);
+    text
 }
 
 #[cfg(test)]
@@ -192,5 +227,11 @@ mod tests {
             line, "bbproxy_request_duration_seconds_count{domain=\"unit.test\"} 2",
             "{text}"
         );
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(super::escape("a.test:80"), "a.test:80");
+        assert_eq!(super::escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

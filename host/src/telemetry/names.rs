@@ -7,6 +7,9 @@ pub const REQUESTS: &str = "bbproxy_requests_total";
 pub const REQUEST_DURATION: &str = "bbproxy_request_duration_seconds";
 /// Gauge: requests being handled.
 pub const IN_FLIGHT: &str = "bbproxy_requests_in_flight";
+/// Counter: requests whose client went away before the response headers,
+/// labels `domain`, `backend`.
+pub const CLIENT_CLOSED_REQUESTS: &str = "bbproxy_requests_client_closed_total";
 /// Counter: connect errors, label `backend`.
 pub const CONNECT_ERRORS: &str = "bbproxy_upstream_connect_errors_total";
 /// Counter: connect or response timeouts, label `backend`.

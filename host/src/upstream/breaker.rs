@@ -5,14 +5,17 @@
 
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
+use metrics::Counter;
+
 use crate::plugin::{BreakerState, Verdict};
+use crate::telemetry::names::BREAKER_TRANSITIONS;
 
 const CLOSED: u8 = 0;
 const OPEN: u8 = 1;
 const HALF_OPEN: u8 = 2;
 
 /// Breaker state of one backend, lock-free.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct BreakerCell {
     state: AtomicU8,
     /// While open: monotonic ms at which probes may start.
@@ -28,6 +31,24 @@ pub struct BreakerCell {
     /// Transitions since the backend was first configured, by target state
     /// (closed, open, half-open), for the transitions metric.
     transitions: [AtomicU64; 3],
+    /// `bbproxy_breaker_transitions_total` by target state (same order),
+    /// incremented at each change: a backend removed and added again gets a
+    /// new cell, and its new transitions still add to the old series.
+    counters: [Counter; 3],
+}
+
+impl Default for BreakerCell {
+    fn default() -> Self {
+        Self {
+            state: AtomicU8::new(CLOSED),
+            open_until_ms: AtomicU64::new(0),
+            probes: AtomicU32::new(0),
+            probes_in_flight: AtomicU32::new(0),
+            successes: AtomicU32::new(0),
+            transitions: Default::default(),
+            counters: [Counter::noop(), Counter::noop(), Counter::noop()],
+        }
+    }
 }
 
 /// Whether a backend may take a request now.
@@ -42,6 +63,29 @@ pub enum Admission {
 }
 
 impl BreakerCell {
+    /// A closed breaker whose transitions are counted under `domain` and
+    /// `backend`.
+    pub fn counted(domain: &str, backend: &str) -> Self {
+        let counter = |to: &'static str| {
+            metrics::counter!(
+                BREAKER_TRANSITIONS,
+                "domain" => domain.to_owned(),
+                "backend" => backend.to_owned(),
+                "to" => to
+            )
+        };
+        Self {
+            counters: [counter("closed"), counter("open"), counter("half_open")],
+            ..Self::default()
+        }
+    }
+
+    fn count(&self, to: u8) {
+        let i = usize::from(to);
+        self.transitions[i].fetch_add(1, Ordering::Relaxed);
+        self.counters[i].increment(1);
+    }
+
     /// The state as plugins see it, moving open → half-open once the open
     /// period has passed.
     pub fn state(&self, now_ms: u64) -> BreakerState {
@@ -57,7 +101,7 @@ impl BreakerCell {
                 {
                     self.probes_in_flight.store(0, Ordering::Release);
                     self.successes.store(0, Ordering::Release);
-                    self.transitions[usize::from(HALF_OPEN)].fetch_add(1, Ordering::Relaxed);
+                    self.count(HALF_OPEN);
                 }
                 BreakerState::HalfOpen
             }
@@ -126,7 +170,7 @@ impl BreakerCell {
         self.state
             .compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire)
             .ok()?;
-        self.transitions[usize::from(new)].fetch_add(1, Ordering::Relaxed);
+        self.count(new);
         Some(verdict.state)
     }
 

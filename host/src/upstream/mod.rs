@@ -55,6 +55,13 @@ impl BackendState {
         }
     }
 
+    /// Counts its breaker's transitions under `domain` (the registry does
+    /// this for every backend it creates).
+    pub fn counting_transitions(mut self, domain: &str) -> Self {
+        self.breaker = BreakerCell::counted(domain, &self.authority);
+        self
+    }
+
     /// The stats record plugins see.
     pub fn snapshot(&self, id: u32, weight: u32, breaker: BreakerState) -> Backend {
         Backend {

@@ -50,7 +50,10 @@ impl Registry {
                     .or_else(|| map.get(&key))
                     .cloned()
                     .unwrap_or_else(|| {
-                        Arc::new(BackendState::new(authority.clone(), base.clone()))
+                        Arc::new(
+                            BackendState::new(authority.clone(), base.clone())
+                                .counting_transitions(upstream),
+                        )
                     });
                 staged.backends.insert(key, state.clone());
                 state

@@ -7,6 +7,7 @@ pub mod acme_front;
 pub mod binary;
 pub mod direct;
 pub mod pebble;
+pub mod prom;
 pub mod tls;
 
 use std::convert::Infallible;
