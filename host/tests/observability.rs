@@ -516,6 +516,9 @@ async fn send_on(
         .header(hyper::header::HOST, host)
         .body(http_body_util::Full::new(bytes::Bytes::new()))
         .unwrap();
+    // The previous response ending does not make the connection ready at
+    // once: wait for it, or hyper refuses the request.
+    send.ready().await.unwrap();
     let resp = send.send_request(req).await.unwrap();
     let status = resp.status();
     resp.into_body().collect().await.unwrap();
