@@ -10,7 +10,7 @@ use common::raw::PLUGINS;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::raw::{Recorder, exchange, read_until_close};
+use common::raw::{RawBackend, Recorder, exchange, read_until_close};
 use common::{Backend, Proxy, wait_for};
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, StatusCode};
@@ -286,4 +286,63 @@ async fn a_queued_request_gets_503_at_the_queue_timeout() {
     assert_eq!(queue_rejected() - before, 1);
     assert_eq!(backend.hits(), 1);
     assert_eq!(first.await.unwrap(), StatusCode::OK);
+}
+
+/// Case 11 at the default limits (none in the config): 100 header fields
+/// pass and 101 get 431, a head over 64 KiB gets 431, an 8 KiB target
+/// passes and one byte more gets 414; every rejection closes the
+/// connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_limits_are_100_headers_64_kib_heads_and_8_kib_uris() {
+    // A raw backend: a hyper one would itself refuse 100 fields plus the
+    // forwarding headers the proxy adds.
+    let backend = RawBackend::start(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+        Duration::ZERO,
+    )
+    .await;
+    let p = Proxy::start(&format!(
+        r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null, {PLUGINS}
+            "domains": {{"app.test": {{"backends": ["{}"]}}}}}}"#,
+        backend.addr
+    ))
+    .await;
+    let with_headers = |total: usize, close: bool| {
+        let mut head = String::from("GET / HTTP/1.1\r\nhost: app.test\r\n");
+        let mut fields = 1;
+        if close {
+            head += "connection: close\r\n";
+            fields += 1;
+        }
+        for i in fields..total {
+            head += &format!("x-h{i}: 1\r\n");
+        }
+        head + "\r\n"
+    };
+    let seen = exchange(p.addr, with_headers(100, true).as_bytes(), WAIT).await;
+    assert_eq!(seen.statuses(), [200], "{}", seen.text());
+    let seen = exchange(p.addr, with_headers(101, false).as_bytes(), WAIT).await;
+    assert_eq!(seen.statuses(), [431], "{}", seen.text());
+    assert!(seen.closed);
+
+    let big = format!(
+        "GET / HTTP/1.1\r\nhost: app.test\r\nx-big: {}\r\n\r\n",
+        "b".repeat(64 * 1024)
+    );
+    let seen = exchange(p.addr, big.as_bytes(), WAIT).await;
+    assert_eq!(seen.statuses(), [431], "{}", seen.text());
+    assert!(seen.closed);
+
+    let target = |len: usize| format!("/{}", "a".repeat(len - 1));
+    let ok = format!(
+        "GET {} HTTP/1.1\r\nhost: app.test\r\nconnection: close\r\n\r\n",
+        target(8192)
+    );
+    let seen = exchange(p.addr, ok.as_bytes(), WAIT).await;
+    assert_eq!(seen.statuses(), [200], "{}", seen.text());
+    let long = format!("GET {} HTTP/1.1\r\nhost: app.test\r\n\r\n", target(8193));
+    let seen = exchange(p.addr, long.as_bytes(), WAIT).await;
+    assert_eq!(seen.statuses(), [414], "{}", seen.text());
+    assert!(seen.closed);
+    assert_eq!(backend.connections(), 2);
 }
