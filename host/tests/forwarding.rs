@@ -26,6 +26,15 @@ use tokio::net::{TcpListener, TcpStream};
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// Tests that move `bbproxy_upstream_retries_total` or
+/// `bbproxy_upgrades_total` (process-global) hold this, so the ones
+/// asserting exact deltas see only their own.
+static COUNTED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn retries() -> u64 {
+    common::counter("bbproxy_upstream_retries_total", &[])
+}
+
 fn config(backends: &[String], domain_extra: &str) -> String {
     let list: Vec<String> = backends.iter().map(|b| format!("\"{b}\"")).collect();
     format!(
@@ -53,6 +62,7 @@ async fn send(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_failures_are_retried_on_another_backend_for_any_method() {
+    let _counted = COUNTED.lock().await;
     let good = Backend::start("good").await;
     let dead = dead_addr().await;
     let p = Proxy::start(&config(&[dead.to_string(), good.addr.to_string()], "")).await;
@@ -73,6 +83,7 @@ async fn connect_failures_are_retried_on_another_backend_for_any_method() {
 /// sent twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resets_retry_idempotent_requests_only() {
+    let _counted = COUNTED.lock().await;
     let good = Backend::start("good").await;
     let bad = RawBackend::start(b"", Duration::ZERO).await;
     let p = Proxy::start(&config(&[bad.addr.to_string(), good.addr.to_string()], "")).await;
@@ -102,6 +113,8 @@ async fn resets_retry_idempotent_requests_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_retry_budget_bounds_retries() {
+    let _counted = COUNTED.lock().await;
+    let before = retries();
     let good = Backend::start("good").await;
     let dead = dead_addr().await;
     let p = Proxy::start(&config(
@@ -118,6 +131,33 @@ async fn the_retry_budget_bounds_retries() {
     // backend fail.
     assert!(statuses.contains(&StatusCode::BAD_GATEWAY), "{statuses:?}");
     assert!(statuses.contains(&StatusCode::OK), "{statuses:?}");
+    // Exactly the one retry in the bucket was spent, and every other
+    // request is answered by the backend it was sent to.
+    assert_eq!(retries() - before, 1);
+    let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    assert_eq!(good.hits() as usize, ok);
+}
+
+/// `retries.attempts` bounds one request: with three dead backends and two
+/// attempts, one request tries exactly two of them, then answers 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_bound_the_backends_one_request_tries() {
+    let _counted = COUNTED.lock().await;
+    let dead = [dead_addr().await, dead_addr().await, dead_addr().await];
+    let names: Vec<String> = dead.iter().map(|a| a.to_string()).collect();
+    let connect_errors = || {
+        names
+            .iter()
+            .map(|b| common::counter("bbproxy_upstream_connect_errors_total", &[("backend", b)]))
+            .sum::<u64>()
+    };
+    let p = Proxy::start(&config(&names, r#", "retries": {"attempts": 2}"#)).await;
+    let (errors_before, retries_before) = (connect_errors(), retries());
+    let c = common::client_to(p.addr);
+    let (status, body) = send(&c, "GET", b"").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert_eq!(connect_errors() - errors_before, 2);
+    assert_eq!(retries() - retries_before, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,6 +252,9 @@ async fn echo(conn: &mut TcpStream, text: &[u8]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrades_pass_through_both_ways_and_survive_a_reload() {
+    let _counted = COUNTED.lock().await;
+    let upgrades = || common::counter("bbproxy_upgrades_total", &[]);
+    let before = upgrades();
     let (backend, _task) = echo_upgrade_backend().await;
     let p = Proxy::start(&config(&[backend.to_string()], "")).await;
     let mut conn = TcpStream::connect(p.addr).await.unwrap();
@@ -252,6 +295,7 @@ async fn upgrades_pass_through_both_ways_and_survive_a_reload() {
         (StatusCode::OK, "backend other".into())
     );
     echo(&mut conn, b"still here after the reload").await;
+    assert_eq!(upgrades() - before, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -582,6 +626,7 @@ async fn websocket_backend(
 /// same connection keep working.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_over_http2_extended_connect_reaches_an_http1_backend() {
+    let _counted = COUNTED.lock().await;
     let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
     let (backend, _task) = websocket_backend(tx).await;
     let plain = Backend::start("plain").await;

@@ -300,3 +300,70 @@ async fn a_continuation_flood_is_cut_off() {
     assert_eq!(b.hits(), 0, "the flood reached the backend");
     still_serves(&p).await;
 }
+
+/// An idle HTTP/2 connection is told GOAWAY(NO_ERROR) at
+/// `timeouts.keep_alive`, not before, and then closed. The client acks
+/// SETTINGS and PING like a live peer, so only idleness ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bug: an idle HTTP/2 connection gets GOAWAY(NO_ERROR) only at timeouts.client_header (10 s default), not at timeouts.keep_alive"]
+async fn an_idle_http2_connection_gets_goaway_no_error_at_keep_alive() {
+    let b = Backend::start("a").await;
+    let p = Proxy::start(&format!(
+        r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null, {PLUGINS}
+            "timeouts": {{"keep_alive": "800ms"}},
+            "domains": {{"app.test": ["{}"]}}}}"#,
+        b.addr
+    ))
+    .await;
+    let mut conn = TcpStream::connect(p.addr).await.unwrap();
+    let mut hello = PREFACE.to_vec();
+    hello.extend(frame(4, 0, 0, &[]));
+    hello.extend(get_headers(1));
+    conn.write_all(&hello).await.unwrap();
+    let sent = Instant::now();
+    let end = sent + Duration::from_secs(10);
+    let mut header = [0u8; 9];
+    let mut answered = false;
+    let mut goaway = None;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, conn.read_exact(&mut header)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => break,
+            Err(_) => panic!(
+                "the idle HTTP/2 connection is still open after 10 s (answered {answered}, GOAWAY {goaway:?}, keep-alive timeouts {})",
+                common::counter("bbproxy_client_timeouts_total", &[("kind", "keep_alive")])
+            ),
+        }
+        let len =
+            (usize::from(header[0]) << 16) | (usize::from(header[1]) << 8) | usize::from(header[2]);
+        let mut payload = vec![0u8; len];
+        if conn.read_exact(&mut payload).await.is_err() {
+            break;
+        }
+        let (kind, flags, stream) = (header[3], header[4], header[5..9].to_vec());
+        match kind {
+            1 if stream == [0, 0, 0, 1] => answered = true,
+            4 if flags & 1 == 0 => {
+                let _ = conn.write_all(&frame(4, 1, 0, &[])).await;
+            }
+            6 if flags & 1 == 0 => {
+                let _ = conn.write_all(&frame(6, 1, 0, &payload)).await;
+            }
+            7 if payload.len() >= 8 && goaway.is_none() => {
+                let code = u32::from_be_bytes([payload[4], payload[5], payload[6], payload[7]]);
+                goaway = Some((code, sent.elapsed()));
+            }
+            _ => {}
+        }
+    }
+    let closed = sent.elapsed();
+    assert!(answered, "the request got no response");
+    let (code, at) = goaway.expect("closed without a GOAWAY");
+    assert_eq!(code, 0, "GOAWAY error code");
+    assert!(
+        at >= Duration::from_millis(750) && at < Duration::from_secs(3),
+        "GOAWAY after {at:?}"
+    );
+    assert!(closed < Duration::from_secs(5), "closed after {closed:?}");
+}

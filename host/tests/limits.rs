@@ -10,7 +10,7 @@ use common::raw::PLUGINS;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::raw::{Recorder, exchange, read_until_close};
+use common::raw::{RawBackend, Recorder, exchange, read_until_close};
 use common::{Backend, Proxy, wait_for};
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, StatusCode};
@@ -18,6 +18,14 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 const WAIT: Duration = Duration::from_secs(5);
+
+/// Tests asserting a delta of a process-global counter hold this, so no
+/// other test here moves the same series meanwhile.
+static COUNTED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn rejected(status: &str) -> u64 {
+    common::counter("bbproxy_requests_rejected_total", &[("status", status)])
+}
 
 async fn proxy(addr: std::net::SocketAddr, limits: &str, domain_extra: &str) -> Proxy {
     Proxy::start(&format!(
@@ -29,6 +37,8 @@ async fn proxy(addr: std::net::SocketAddr, limits: &str, domain_extra: &str) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uri_and_header_limits_answer_414_and_431() {
+    let _counted = COUNTED.lock().await;
+    let (before_414, before_431) = (rejected("414"), rejected("431"));
     let backend = Recorder::start().await;
     let p = proxy(
         backend.addr,
@@ -78,10 +88,31 @@ async fn uri_and_header_limits_answer_414_and_431() {
         h2.request(req).await.unwrap().status(),
         StatusCode::URI_TOO_LONG
     );
+    let mut req = Request::get("http://app.test/")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    for i in 0..11 {
+        req.headers_mut().insert(
+            format!("x-h{i}")
+                .parse::<hyper::header::HeaderName>()
+                .unwrap(),
+            "1".parse().unwrap(),
+        );
+    }
+    assert_eq!(
+        h2.request(req).await.unwrap().status(),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    );
+    // Both 414s are the proxy's own check. On HTTP/1 hyper's parser answers
+    // 431 before the proxy sees the request, so only the HTTP/2 431 counts.
+    assert_eq!(rejected("414") - before_414, 2);
+    assert_eq!(rejected("431") - before_431, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_over_the_domain_limit_gets_413() {
+    let _counted = COUNTED.lock().await;
+    let before_413 = rejected("413");
     let backend = Recorder::start().await;
     let p = proxy(backend.addr, "", r#", "limits": {"max_body_size": 1000}"#).await;
 
@@ -95,6 +126,9 @@ async fn body_over_the_domain_limit_gets_413() {
     assert_eq!(seen.statuses(), [413], "{}", seen.text());
     assert!(start.elapsed() < Duration::from_secs(2));
     assert_eq!(backend.requests(), 0);
+    // Only a declared length is rejected before forwarding; the chunked one
+    // below is cut while streaming, an upstream body fault.
+    assert_eq!(rejected("413") - before_413, 1);
 
     // Chunked, no length: cut when the count passes the limit.
     let mut chunked =
@@ -117,6 +151,9 @@ async fn body_over_the_domain_limit_gets_413() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_limit_are_refused_and_others_keep_working() {
+    let _counted = COUNTED.lock().await;
+    let refused = || common::counter("bbproxy_connections_refused_total", &[]);
+    let before = refused();
     let backend = Backend::start("a").await;
     let p = proxy(backend.addr, r#""max_connections": 2"#, "").await;
     let mut held = Vec::new();
@@ -134,6 +171,7 @@ async fn connections_over_the_limit_are_refused_and_others_keep_working() {
     );
     assert!(seen.statuses().iter().all(|s| *s == 503), "{}", seen.text());
     assert_eq!(backend.hits(), 0);
+    assert_eq!(refused() - before, 1);
     // The two held ones are served.
     for conn in &mut held {
         conn.write_all(b"GET / HTTP/1.1\r\nhost: app.test\r\nconnection: close\r\n\r\n")
@@ -159,6 +197,8 @@ async fn connections_over_the_limit_are_refused_and_others_keep_working() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_backend_limit_queues_then_refuses_with_503() {
+    let _counted = COUNTED.lock().await;
+    let before = queue_rejected();
     let backend = Backend::start_with_delay("slow", Duration::from_millis(700)).await;
     let p = proxy(
         backend.addr,
@@ -198,4 +238,111 @@ async fn per_backend_limit_queues_then_refuses_with_503() {
     assert_eq!(first.await.unwrap(), StatusCode::OK);
     assert_eq!(second.await.unwrap(), StatusCode::OK);
     assert!(backend.hits() >= 2);
+    assert_eq!(queue_rejected() - before, 1);
+}
+
+fn queue_rejected() -> u64 {
+    common::counter("bbproxy_backend_queue_rejected_total", &[])
+}
+
+/// A queued request that waits out `backend_queue_timeout` gets 503 after
+/// about that time, not at once and not when the slot frees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_request_gets_503_at_the_queue_timeout() {
+    let _counted = COUNTED.lock().await;
+    let before = queue_rejected();
+    let backend = Backend::start_with_delay("slow", Duration::from_secs(3)).await;
+    let p = proxy(
+        backend.addr,
+        "",
+        r#", "limits": {"max_connections_per_backend": 1, "backend_queue": 4, "backend_queue_timeout": "400ms"}, "retries": {"attempts": 1}"#,
+    )
+    .await;
+    let c = common::client_to(p.addr);
+    let send = || {
+        let c = c.clone();
+        async move {
+            let req = Request::get("http://app.test/")
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let resp = c.request(req).await.unwrap();
+            let status = resp.status();
+            let _ = resp.into_body().collect().await;
+            status
+        }
+    };
+    let first = tokio::spawn(send());
+    wait_for(WAIT, "the first request at the backend", || async {
+        backend.hits() == 1
+    })
+    .await;
+    let start = Instant::now();
+    assert_eq!(send().await, StatusCode::SERVICE_UNAVAILABLE);
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(380) && took < Duration::from_millis(1500),
+        "{took:?}"
+    );
+    assert_eq!(queue_rejected() - before, 1);
+    assert_eq!(backend.hits(), 1);
+    assert_eq!(first.await.unwrap(), StatusCode::OK);
+}
+
+/// Case 11 at the default limits (none in the config): 100 header fields
+/// pass and 101 get 431, a head over 64 KiB gets 431, an 8 KiB target
+/// passes and one byte more gets 414; every rejection closes the
+/// connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_limits_are_100_headers_64_kib_heads_and_8_kib_uris() {
+    // A raw backend: a hyper one would itself refuse 100 fields plus the
+    // forwarding headers the proxy adds.
+    let backend = RawBackend::start(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+        Duration::ZERO,
+    )
+    .await;
+    let p = Proxy::start(&format!(
+        r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null, {PLUGINS}
+            "domains": {{"app.test": {{"backends": ["{}"]}}}}}}"#,
+        backend.addr
+    ))
+    .await;
+    let with_headers = |total: usize, close: bool| {
+        let mut head = String::from("GET / HTTP/1.1\r\nhost: app.test\r\n");
+        let mut fields = 1;
+        if close {
+            head += "connection: close\r\n";
+            fields += 1;
+        }
+        for i in fields..total {
+            head += &format!("x-h{i}: 1\r\n");
+        }
+        head + "\r\n"
+    };
+    let seen = exchange(p.addr, with_headers(100, true).as_bytes(), WAIT).await;
+    assert_eq!(seen.statuses(), [200], "{}", seen.text());
+    let seen = exchange(p.addr, with_headers(101, false).as_bytes(), WAIT).await;
+    assert_eq!(seen.statuses(), [431], "{}", seen.text());
+    assert!(seen.closed);
+
+    let big = format!(
+        "GET / HTTP/1.1\r\nhost: app.test\r\nx-big: {}\r\n\r\n",
+        "b".repeat(64 * 1024)
+    );
+    let seen = exchange(p.addr, big.as_bytes(), WAIT).await;
+    assert_eq!(seen.statuses(), [431], "{}", seen.text());
+    assert!(seen.closed);
+
+    let target = |len: usize| format!("/{}", "a".repeat(len - 1));
+    let ok = format!(
+        "GET {} HTTP/1.1\r\nhost: app.test\r\nconnection: close\r\n\r\n",
+        target(8192)
+    );
+    let seen = exchange(p.addr, ok.as_bytes(), WAIT).await;
+    assert_eq!(seen.statuses(), [200], "{}", seen.text());
+    let long = format!("GET {} HTTP/1.1\r\nhost: app.test\r\n\r\n", target(8193));
+    let seen = exchange(p.addr, long.as_bytes(), WAIT).await;
+    assert_eq!(seen.statuses(), [414], "{}", seen.text());
+    assert!(seen.closed);
+    assert_eq!(backend.connections(), 2);
 }

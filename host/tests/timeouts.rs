@@ -32,7 +32,8 @@ async fn proxy(addr: std::net::SocketAddr, timeouts: &str, domain_extra: &str) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_request_head_gets_408_and_a_close() {
-    let _shared = EXCLUSIVE.read().await;
+    let _alone = EXCLUSIVE.write().await;
+    let before = client_timeouts("header");
     let b = Backend::start("a").await;
     let p = proxy(
         b.addr,
@@ -59,11 +60,13 @@ async fn a_slow_request_head_gets_408_and_a_close() {
         "{took:?}"
     );
     assert_eq!(b.hits(), 0);
+    assert_eq!(client_timeouts("header") - before, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_keep_alive_is_closed_and_is_not_the_header_timeout() {
-    let _shared = EXCLUSIVE.read().await;
+    let _alone = EXCLUSIVE.write().await;
+    let (header_before, idle_before) = (client_timeouts("header"), client_timeouts("keep_alive"));
     let b = Backend::start("a").await;
     let p = proxy(
         b.addr,
@@ -93,13 +96,16 @@ async fn idle_keep_alive_is_closed_and_is_not_the_header_timeout() {
         "{:?}",
         start.elapsed()
     );
+    assert_eq!(client_timeouts("keep_alive") - idle_before, 1);
+    assert_eq!(client_timeouts("header"), header_before);
 }
 
 /// The header timeout of a later request on a kept-alive connection runs
 /// from that head's first byte, not from the end of the keep-alive period.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_second_head_on_a_kept_alive_connection_gets_408_on_time() {
-    let _shared = EXCLUSIVE.read().await;
+    let _alone = EXCLUSIVE.write().await;
+    let (header_before, idle_before) = (client_timeouts("header"), client_timeouts("keep_alive"));
     let b = Backend::start("a").await;
     let p = proxy(
         b.addr,
@@ -126,13 +132,33 @@ async fn a_slow_second_head_on_a_kept_alive_connection_gets_408_on_time() {
         took >= Duration::from_millis(300) && took < Duration::from_secs(5),
         "{took:?}"
     );
+    assert_eq!(client_timeouts("header") - header_before, 1);
+    assert_eq!(client_timeouts("keep_alive"), idle_before);
 }
 
+/// A request body that stalls gets 408 at `client_body`, not before, and
+/// the upstream request it fed is cancelled: the backend, which got the head
+/// and the first bytes, sees its connection closed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_request_body_gets_408() {
-    let _shared = EXCLUSIVE.read().await;
-    let b = Backend::start("a").await;
-    let p = proxy(b.addr, "", r#", "timeouts": {"client_body": "300ms"}"#).await;
+    let _alone = EXCLUSIVE.write().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 4096];
+        let mut got = Vec::new();
+        // Never answer; report what arrived once the proxy closes its side.
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        let _ = tx.send((Instant::now(), got));
+    });
+    let p = proxy(addr, "", r#", "timeouts": {"client_body": "300ms"}"#).await;
     let start = Instant::now();
     let mut conn = TcpStream::connect(p.addr).await.unwrap();
     conn.write_all(
@@ -142,7 +168,19 @@ async fn a_stalled_request_body_gets_408() {
     .unwrap();
     let seen = read_until_close(&mut conn, WAIT).await;
     assert_eq!(seen.statuses(), [408], "{}", seen.text());
-    assert!(start.elapsed() < Duration::from_secs(3));
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(280) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    let (closed, got) = tokio::time::timeout(Duration::from_secs(3), rx)
+        .await
+        .expect("the backend connection stayed open after the 408")
+        .unwrap();
+    let got = String::from_utf8_lossy(&got).into_owned();
+    assert!(got.starts_with("POST /upload HTTP/1.1\r\n"), "{got}");
+    assert!(got.contains("0123456789"), "{got}");
+    assert!(closed.duration_since(start) < Duration::from_secs(3));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,7 +286,8 @@ async fn a_backend_that_never_answers_is_504() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_stalling_mid_body_is_cut_at_the_idle_timeout() {
-    let _shared = EXCLUSIVE.read().await;
+    let _alone = EXCLUSIVE.write().await;
+    let before = common::counter("bbproxy_upstream_body_timeouts_total", &[]);
     let stall = RawBackend::start(
         b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nfirst ten.",
         Duration::from_secs(30),
@@ -272,11 +311,16 @@ async fn a_backend_stalling_mid_body_is_cut_at_the_idle_timeout() {
         took >= Duration::from_millis(350) && took < Duration::from_secs(3),
         "{took:?}"
     );
+    assert_eq!(
+        common::counter("bbproxy_upstream_body_timeouts_total", &[]) - before,
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_connection_is_closed_at_the_header_timeout() {
-    let _shared = EXCLUSIVE.read().await;
+    let _alone = EXCLUSIVE.write().await;
+    let before = client_timeouts("header");
     let b = Backend::start("a").await;
     let p = proxy(
         b.addr,
@@ -294,6 +338,7 @@ async fn a_silent_connection_is_closed_at_the_header_timeout() {
         took >= Duration::from_millis(250) && took < Duration::from_secs(3),
         "{took:?}"
     );
+    assert_eq!(client_timeouts("header") - before, 1);
 }
 
 /// A client that goes away mid-request cancels the upstream request: the
@@ -388,6 +433,12 @@ async fn a_slowloris_flood_does_not_starve_normal_clients() {
     let (closed, took) = trickle.await.unwrap();
     eprintln!("{closed} of 200 slow connections got 408 and a close; last after {took:?}");
     assert_eq!(closed, 200);
+}
+
+/// `bbproxy_client_timeouts_total{kind}` so far; callers hold
+/// [`EXCLUSIVE`] for writing so no other test moves it meanwhile.
+fn client_timeouts(kind: &str) -> u64 {
+    common::counter("bbproxy_client_timeouts_total", &[("kind", kind)])
 }
 
 // ---- Client write timeout (slow readers) ----

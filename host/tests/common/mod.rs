@@ -326,3 +326,23 @@ pub fn rss_kib() -> u64 {
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
+
+/// The sum of a Prometheus counter over the series whose labels include all
+/// of `labels`, from this process's recorder (the proxy runs in it).
+/// Metrics are process-global: a test asserting a delta must not run beside
+/// another test that moves the same series.
+pub fn counter(name: &str, labels: &[(&str, &str)]) -> u64 {
+    let text = bbproxy::telemetry::handle().render();
+    text.lines()
+        .filter(|l| {
+            let Some(rest) = l.strip_prefix(name) else {
+                return false;
+            };
+            (rest.starts_with('{') || rest.starts_with(' '))
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64)
+        .sum()
+}
