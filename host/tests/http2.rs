@@ -305,7 +305,6 @@ async fn a_continuation_flood_is_cut_off() {
 /// `timeouts.keep_alive`, not before, and then closed. The client acks
 /// SETTINGS and PING like a live peer, so only idleness ends it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: an idle HTTP/2 connection gets GOAWAY(NO_ERROR) only at timeouts.client_header (10 s default), not at timeouts.keep_alive"]
 async fn an_idle_http2_connection_gets_goaway_no_error_at_keep_alive() {
     let b = Backend::start("a").await;
     let p = Proxy::start(&format!(

@@ -252,8 +252,18 @@ impl ConnState {
             return phase.into_iter().chain(write).min();
         }
         let expiry = self.expiry(t);
+        // Until its first bytes arrive a connection may still turn out to be
+        // HTTP/2, whose idle limit is `keep_alive` from the opening (not the
+        // header timeout): it must not be looked at later than that either.
+        let maybe_h2 = if self.first_read.load(Ordering::Acquire) {
+            keep_alive.map(|d| {
+                self.opened + Duration::from_millis(self.last_done.load(Ordering::Acquire)) + d
+            })
+        } else {
+            None
+        };
         if self.head_started.load(Ordering::Acquire) != NONE || self.h2.load(Ordering::Acquire) {
-            return expiry.into_iter().chain(write).min();
+            return expiry.into_iter().chain(write).chain(maybe_h2).min();
         }
         let head = header.map(|d| now + d);
         expiry.into_iter().chain(head).chain(write).min()
