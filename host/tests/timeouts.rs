@@ -613,20 +613,17 @@ async fn a_client_that_stops_reading_is_reset_at_the_write_timeout() {
     assert!(read < 1 << 20, "{read} bytes");
 }
 
-/// An HTTP/2 client that never opens its stream's flow-control window
-/// blocks no socket write: hyper just stops asking for the body. That is a
-/// stall too, and the connection is reset at the write timeout (as nginx's
-/// `send_timeout` does for HTTP/2).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_http2_client_that_never_opens_its_window_is_cut_at_the_write_timeout() {
-    use http_body_util::{BodyExt, Empty};
+/// GET /big over h2c from a client whose windows stay at the 64 KiB
+/// minimum and open only as it reads; the response and the connection task.
+async fn h2_small_window_get(
+    proxy: std::net::SocketAddr,
+) -> (
+    hyper::Response<hyper::body::Incoming>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+) {
+    use http_body_util::Empty;
     use hyper_util::rt::{TokioExecutor, TokioIo};
-    const BIG: usize = 64 << 20;
-    let _alone = EXCLUSIVE.write().await;
-    let before = write_timeouts();
-    let b = StreamBackend::start(BIG).await;
-    let p = proxy(b.addr, r#""client_write": "500ms""#, "").await;
-    let tcp = TcpStream::connect(p.addr).await.unwrap();
+    let tcp = TcpStream::connect(proxy).await.unwrap();
     let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .initial_stream_window_size(65_535)
         .initial_connection_window_size(65_535)
@@ -635,11 +632,26 @@ async fn an_http2_client_that_never_opens_its_window_is_cut_at_the_write_timeout
         .await
         .unwrap();
     let driver = tokio::spawn(conn);
-    let start = Instant::now();
     let req = hyper::Request::get("http://app.test/big")
         .body(Empty::new())
         .unwrap();
-    let resp = send.send_request(req).await.unwrap();
+    (send.send_request(req).await.unwrap(), driver)
+}
+
+/// An HTTP/2 client that never opens its stream's flow-control window
+/// blocks no socket write: hyper just stops asking for the body. That is a
+/// stall too, and the connection is reset at the write timeout (as nginx's
+/// `send_timeout` does for HTTP/2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_that_never_opens_its_window_is_cut_at_the_write_timeout() {
+    use http_body_util::BodyExt;
+    const BIG: usize = 64 << 20;
+    let _alone = EXCLUSIVE.write().await;
+    let before = write_timeouts();
+    let b = StreamBackend::start(BIG).await;
+    let p = proxy(b.addr, r#""client_write": "500ms""#, "").await;
+    let start = Instant::now();
+    let (resp, driver) = h2_small_window_get(p.addr).await;
     assert_eq!(resp.status(), 200);
     common::wait_for(WAIT, "the write timeout to count", || async {
         write_timeouts() > before
@@ -691,27 +703,14 @@ async fn an_http2_client_that_never_opens_its_window_is_cut_at_the_write_timeout
 /// bit with pauses shorter than `client_write`, gets all of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_http2_reader_that_keeps_opening_its_window_gets_the_whole_body() {
-    use http_body_util::{BodyExt, Empty};
-    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use http_body_util::BodyExt;
     const LEN: usize = 1 << 20;
     let _alone = EXCLUSIVE.write().await;
     let before = write_timeouts();
     let b = StreamBackend::start(LEN).await;
     let p = proxy(b.addr, r#""client_write": "500ms""#, "").await;
-    let tcp = TcpStream::connect(p.addr).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .initial_stream_window_size(65_535)
-        .initial_connection_window_size(65_535)
-        .adaptive_window(false)
-        .handshake::<_, Empty<bytes::Bytes>>(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
     let start = Instant::now();
-    let req = hyper::Request::get("http://app.test/big")
-        .body(Empty::new())
-        .unwrap();
-    let resp = send.send_request(req).await.unwrap();
+    let (resp, _driver) = h2_small_window_get(p.addr).await;
     let mut body = resp.into_body();
     let mut got = Vec::with_capacity(LEN);
     let mut frames = 0u32;

@@ -53,18 +53,6 @@ mod tests {
     }
 
     #[test]
-    fn picks() {
-        assert_eq!(check_pick(Some(2), 3), Ok(2));
-        assert!(
-            check_pick(Some(3), 3)
-                .unwrap_err()
-                .contains("index 3 for 3")
-        );
-        assert!(check_pick(Some(u32::MAX), 3).is_err());
-        assert!(check_pick(None, 3).is_err());
-    }
-
-    #[test]
     fn verdicts() {
         let v = |state, probes| Verdict {
             failure: false,
