@@ -50,6 +50,58 @@ async fn goaway_code(conn: &mut TcpStream) -> Option<u32> {
     }
 }
 
+/// A literal header field without indexing, with a new name.
+fn literal(name: &[u8], value: &[u8], out: &mut Vec<u8>) {
+    out.push(0x00);
+    hpack_int(0, 7, name.len(), out);
+    out.extend_from_slice(name);
+    hpack_int(0, 7, value.len(), out);
+    out.extend_from_slice(value);
+}
+
+/// A request head for app.test on stream 1: `:method` (static index 2 GET
+/// or 3 POST), `:scheme http`, `:path /`, `:authority`, then `fields`.
+fn headers_with(method: u8, fields: &[(&[u8], &[u8])], end_stream: bool) -> Vec<u8> {
+    let mut block = vec![0x80 | method, 0x86, 0x84, 0x41, 0x08];
+    block.extend_from_slice(b"app.test");
+    for (name, value) in fields {
+        literal(name, value, &mut block);
+    }
+    let flags = if end_stream { 0x4 | 0x1 } else { 0x4 };
+    frame(1, flags, 1, &block)
+}
+
+/// Reads frames until stream 1 is answered (HEADERS), reset (RST_STREAM)
+/// or the connection gets GOAWAY; returns the frame type and, for the last
+/// two, the error code. None if nothing came in time or it closed first.
+async fn stream_one_outcome(conn: &mut TcpStream) -> Option<(u8, u32)> {
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut header = [0u8; 9];
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, conn.read_exact(&mut header)).await {
+            Ok(Ok(_)) => {}
+            _ => return None,
+        }
+        let len =
+            (usize::from(header[0]) << 16) | (usize::from(header[1]) << 8) | usize::from(header[2]);
+        let mut payload = vec![0u8; len];
+        conn.read_exact(&mut payload).await.ok()?;
+        let stream = u32::from_be_bytes([header[5], header[6], header[7], header[8]]) & 0x7fff_ffff;
+        let code = |at: usize| {
+            payload
+                .get(at..at + 4)
+                .map_or(u32::MAX, |c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+        };
+        match header[3] {
+            1 if stream == 1 => return Some((1, 0)),
+            3 if stream == 1 => return Some((3, code(0))),
+            7 => return Some((7, code(4))),
+            _ => {}
+        }
+    }
+}
+
 async fn proxy(b: &Backend) -> Proxy {
     Proxy::start(&format!(
         r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null, {PLUGINS}
@@ -60,6 +112,7 @@ async fn proxy(b: &Backend) -> Proxy {
 }
 
 const PROTOCOL_ERROR: u32 = 1;
+const FLOW_CONTROL_ERROR: u32 = 3;
 const FRAME_SIZE_ERROR: u32 = 6;
 const ENHANCE_YOUR_CALM: u32 = 11;
 
@@ -93,14 +146,87 @@ async fn protocol_violations_get_goaway_with_the_right_code() {
         conn.write_all(&bad).await.unwrap();
         assert_eq!(goaway_code(&mut conn).await, Some(code), "{name}");
     }
-    // A bad preface is refused too (closed, nothing forwarded).
+    let mut pseudo_last = vec![0x82, 0x86, 0x41, 0x08];
+    pseudo_last.extend_from_slice(b"app.test");
+    literal(b"x-a", b"1", &mut pseudo_last);
+    pseudo_last.push(0x84);
+    // Malformed request heads (RFC 9113 8.2 and 8.3): the stream is reset
+    // with PROTOCOL_ERROR, or for an uppercase name (which h2 finds while
+    // decoding the header block) the connection is ended with it.
+    const RST_STREAM: u8 = 3;
+    const GOAWAY: u8 = 7;
+    let malformed: Vec<(&str, Vec<u8>, u8)> = vec![
+        (
+            "uppercase name",
+            headers_with(2, &[(b"X-Upper", b"1")], true),
+            GOAWAY,
+        ),
+        (
+            "connection header",
+            headers_with(2, &[(b"connection", b"close")], true),
+            RST_STREAM,
+        ),
+        (
+            "transfer-encoding header",
+            headers_with(2, &[(b"transfer-encoding", b"chunked")], true),
+            RST_STREAM,
+        ),
+        (
+            "pseudo-header after a regular one",
+            frame(1, 0x4 | 0x1, 1, &pseudo_last),
+            RST_STREAM,
+        ),
+    ];
+    for (name, bad, kind) in malformed {
+        let mut conn = TcpStream::connect(p.addr).await.unwrap();
+        conn.write_all(PREFACE).await.unwrap();
+        conn.write_all(&settings).await.unwrap();
+        conn.write_all(&bad).await.unwrap();
+        let got = stream_one_outcome(&mut conn).await;
+        assert_eq!(got, Some((kind, PROTOCOL_ERROR)), "{name}");
+        assert_eq!(b.hits(), 0, "{name} reached the backend");
+    }
+    // A WINDOW_UPDATE that takes the connection window past 2^31-1.
+    let mut conn = TcpStream::connect(p.addr).await.unwrap();
+    conn.write_all(PREFACE).await.unwrap();
+    conn.write_all(&settings).await.unwrap();
+    conn.write_all(&frame(8, 0, 0, &0x7fff_ffffu32.to_be_bytes()))
+        .await
+        .unwrap();
+    assert_eq!(
+        goaway_code(&mut conn).await,
+        Some(FLOW_CONTROL_ERROR),
+        "window overflow"
+    );
+    // A bad preface is not HTTP/2: the listener reads it as an HTTP/1.1
+    // request line with version HTTP/2.0, answers 400 and closes.
     let mut conn = TcpStream::connect(p.addr).await.unwrap();
     conn.write_all(b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n")
         .await
         .unwrap();
-    let mut rest = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut rest)).await;
-    assert_eq!(b.hits(), 0);
+    let seen = common::raw::read_until_close(&mut conn, Duration::from_secs(5)).await;
+    assert!(seen.closed, "bad preface: still open");
+    assert!(
+        seen.text().starts_with("HTTP/1.1 400 "),
+        "bad preface: {}",
+        seen.text()
+    );
+    assert_eq!(seen.statuses(), [400], "bad preface: {}", seen.text());
+    assert_eq!(b.hits(), 0, "bad preface reached the backend");
+    // Content-Length 5 with 3 bytes of DATA then END_STREAM: the stream is
+    // reset (RFC 9113 8.1.1). Last, because the head may already be on its
+    // way to the backend when the DATA frame shows the mismatch.
+    let mut conn = TcpStream::connect(p.addr).await.unwrap();
+    conn.write_all(PREFACE).await.unwrap();
+    conn.write_all(&settings).await.unwrap();
+    let mut bad = headers_with(3, &[(b"content-length", b"5")], false);
+    bad.extend(frame(0, 0x1, 1, b"abc"));
+    conn.write_all(&bad).await.unwrap();
+    assert_eq!(
+        stream_one_outcome(&mut conn).await,
+        Some((RST_STREAM, PROTOCOL_ERROR)),
+        "content-length 5 with 3 DATA bytes"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

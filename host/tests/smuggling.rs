@@ -8,8 +8,10 @@ use common::raw::PLUGINS;
 
 use std::time::Duration;
 
-use common::raw::{RawBackend, Recorder, exchange};
+use common::raw::{RawBackend, Recorder, exchange, read_until_close};
 use common::{Proxy, wait_for};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -79,7 +81,10 @@ async fn bad_framing_and_malformed_heads_get_400_and_reach_nobody() {
         b"POST / HTTP/1.1\r\nhost: app.test\r\ncontent-length: 1.5\r\n\r\nh",
         b"POST / HTTP/1.1\r\nhost: app.test\r\ncontent-length: 5 5\r\n\r\nhello",
         b"POST / HTTP/1.1\r\nhost: app.test\r\ncontent-length: 99999999999999999999\r\n\r\n",
+        // An empty Content-Length value.
+        b"POST / HTTP/1.1\r\nhost: app.test\r\ncontent-length:\r\n\r\nhello",
         // Transfer-Encoding that does not end in chunked, and TE in HTTP/1.0.
+        b"POST / HTTP/1.1\r\nhost: app.test\r\ntransfer-encoding: identity\r\n\r\nhello",
         b"POST / HTTP/1.1\r\nhost: app.test\r\ntransfer-encoding: gzip\r\n\r\nhello",
         b"POST / HTTP/1.1\r\nhost: app.test\r\ntransfer-encoding: chunked, identity\r\n\r\n0\r\n\r\n",
         b"POST / HTTP/1.0\r\nhost: app.test\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
@@ -89,6 +94,8 @@ async fn bad_framing_and_malformed_heads_get_400_and_reach_nobody() {
         b"GET / HTTP/1.1\r\nhost: app.test\r\nx-a: 1\x002\r\n\r\n",
         b"GET / HTTP/1.1\r\nhost: app.test\r\nx-a : 1\r\n\r\n",
         b"GET / HTTP/1.1\r\nhost: app.test\r\nx-a\r\n\r\n",
+        // A non-token character in a header name.
+        b"GET / HTTP/1.1\r\nhost: app.test\r\nx(a): 1\r\n\r\n",
         // Two Host headers; absolute-form target naming another host.
         b"GET / HTTP/1.1\r\nhost: app.test\r\nhost: other.test\r\n\r\n",
         b"GET http://other.test/ HTTP/1.1\r\nhost: app.test\r\n\r\n",
@@ -109,6 +116,65 @@ async fn bad_framing_and_malformed_heads_get_400_and_reach_nobody() {
         assert!(seen.closed, "probe {i}: connection must close");
     }
     assert_eq!(backend.requests(), 0, "{}", backend.received());
+    // Accepted framings: RFC 9110 lets identical Content-Length values
+    // merge into one, and `chunked, chunked` ends in chunked. hyper reads
+    // both with one framing and the proxy re-frames what it forwards, so the
+    // backend sees the body once under one framing, then the pipelined
+    // request as its own request.
+    let accepted: [(&[u8], &str); 2] = [
+        (
+            b"POST /dup HTTP/1.1\r\nhost: app.test\r\ncontent-length: 5\r\ncontent-length: 5\r\n\r\nhello",
+            "content-length: 5\r\n",
+        ),
+        (
+            b"POST /dup HTTP/1.1\r\nhost: app.test\r\ntransfer-encoding: chunked, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            "transfer-encoding: chunked\r\n",
+        ),
+    ];
+    for (i, (probe, framing)) in accepted.into_iter().enumerate() {
+        let before = backend.bytes.lock().unwrap().len();
+        let requests = backend.requests();
+        let mut request = probe.to_vec();
+        request.extend_from_slice(
+            b"GET /next HTTP/1.1\r\nhost: app.test\r\nconnection: close\r\n\r\n",
+        );
+        let seen = exchange(proxy.addr, &request, WAIT).await;
+        assert_eq!(seen.statuses(), [200, 200], "accepted {i}: {}", seen.text());
+        assert!(seen.closed, "accepted {i}: connection: close was ignored");
+        let text = seen.text();
+        let dup = text
+            .find("ok /dup")
+            .unwrap_or_else(|| panic!("accepted {i}: {text}"));
+        assert!(text[dup..].contains("ok /next"), "accepted {i}: {text}");
+        assert_eq!(backend.requests(), requests + 2, "accepted {i}");
+        let got =
+            String::from_utf8_lossy(&backend.bytes.lock().unwrap()[before..]).to_ascii_lowercase();
+        let (head, rest) = got
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("accepted {i}: {got}"));
+        assert_eq!(
+            format!("{head}\r\n").matches(framing).count(),
+            1,
+            "accepted {i}: one {framing:?}: {head}"
+        );
+        assert!(
+            !head.contains("content-length") || !head.contains("transfer-encoding"),
+            "accepted {i}: {head}"
+        );
+        assert_eq!(
+            got.matches("hello").count(),
+            1,
+            "accepted {i}: body once: {got}"
+        );
+        let body_end = rest
+            .find("get /next http/1.1\r\n")
+            .unwrap_or_else(|| panic!("accepted {i}: {got}"));
+        let body = &rest[..body_end];
+        assert!(
+            body == "hello" || body == "5\r\nhello\r\n0\r\n\r\n",
+            "accepted {i}: body {body:?}"
+        );
+    }
 }
 
 /// Chunk framing errors with a pipelined request behind them: the backend
@@ -138,6 +204,31 @@ async fn invalid_chunks_never_let_the_next_request_through() {
         );
         assert!(!backend.received().contains("/sneaky"), "probe {i}");
     }
+    // A truncated last chunk, then the client half-closes: the backend may
+    // see the bytes that came, never a chunked body that ends as if whole.
+    let before = backend.bytes.lock().unwrap().len();
+    let requests = backend.requests();
+    let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
+    conn.write_all(
+        b"POST /truncated HTTP/1.1\r\nhost: app.test\r\ntransfer-encoding: chunked\r\n\r\n3\r\nab",
+    )
+    .await
+    .unwrap();
+    conn.shutdown().await.unwrap();
+    let seen = read_until_close(&mut conn, WAIT).await;
+    assert_eq!(seen.statuses(), [400], "truncated: {}", seen.text());
+    assert!(seen.closed, "truncated: connection must close");
+    assert!(backend.requests() <= requests + 1, "truncated");
+    let got = String::from_utf8_lossy(&backend.bytes.lock().unwrap()[before..]).into_owned();
+    let body = got.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    assert!(
+        !body.contains("0\r\n\r\n"),
+        "truncated body forwarded as complete: {got:?}"
+    );
+    assert!(
+        !body.contains("abc") && body.len() <= "2\r\nab\r\n".len(),
+        "truncated: {got:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
