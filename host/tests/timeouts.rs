@@ -579,13 +579,33 @@ async fn a_client_that_stops_reading_is_reset_at_the_write_timeout() {
     let p = proxy(b.addr, r#""client_write": "500ms""#, "").await;
     let start = Instant::now();
     let mut conn = stalled_client(p.addr).await;
+    assert_cut_once_at_500ms(before, start, &b, &p, "non-reading client").await;
+    assert!(b.written.load(Ordering::SeqCst) < BIG as u64 / 4);
+    // The client finds a reset after what had reached its own buffer, not
+    // the rest of the proxy's queue.
+    let (read, reset) = drain_until_end(&mut conn, WAIT).await;
+    eprintln!("the client then read {read} bytes; reset: {reset}");
+    assert!(reset, "closed without a reset after {read} bytes");
+    assert!(read < 1 << 20, "{read} bytes");
+}
+
+/// After a stall that began at `start`: exactly one write timeout counted,
+/// 500 ms to 3 s after it, the backend's response abandoned and its
+/// in-flight count back to 0.
+async fn assert_cut_once_at_500ms(
+    before: u64,
+    start: Instant,
+    b: &StreamBackend,
+    p: &Proxy,
+    who: &str,
+) {
     common::wait_for(WAIT, "the write timeout to count", || async {
         write_timeouts() > before
     })
     .await;
     let took = start.elapsed();
     eprintln!(
-        "non-reading client cut after {took:?}; the backend had written {} bytes",
+        "{who} cut after {took:?}; the backend had written {} bytes",
         b.written.load(Ordering::SeqCst)
     );
     assert!(
@@ -604,13 +624,6 @@ async fn a_client_that_stops_reading_is_reset_at_the_write_timeout() {
         g.upstreams[0].backends[0].state.in_flight() == 0
     })
     .await;
-    assert!(b.written.load(Ordering::SeqCst) < BIG as u64 / 4);
-    // The client finds a reset after what had reached its own buffer, not
-    // the rest of the proxy's queue.
-    let (read, reset) = drain_until_end(&mut conn, WAIT).await;
-    eprintln!("the client then read {read} bytes; reset: {reset}");
-    assert!(reset, "closed without a reset after {read} bytes");
-    assert!(read < 1 << 20, "{read} bytes");
 }
 
 /// GET /big over h2c from a client whose windows stay at the 64 KiB
@@ -653,31 +666,7 @@ async fn an_http2_client_that_never_opens_its_window_is_cut_at_the_write_timeout
     let start = Instant::now();
     let (resp, driver) = h2_small_window_get(p.addr).await;
     assert_eq!(resp.status(), 200);
-    common::wait_for(WAIT, "the write timeout to count", || async {
-        write_timeouts() > before
-    })
-    .await;
-    let took = start.elapsed();
-    eprintln!(
-        "HTTP/2 client with a closed window cut after {took:?}; the backend had written {} bytes",
-        b.written.load(Ordering::SeqCst)
-    );
-    assert!(
-        took >= Duration::from_millis(500) && took < Duration::from_secs(3),
-        "{took:?}"
-    );
-    assert_eq!(write_timeouts(), before + 1);
-    common::wait_for(
-        WAIT,
-        "the backend to see its response abandoned",
-        || async { b.cut.load(Ordering::SeqCst) == 1 },
-    )
-    .await;
-    let g = p.generation();
-    common::wait_for(WAIT, "the backend's in-flight count to drop", || async {
-        g.upstreams[0].backends[0].state.in_flight() == 0
-    })
-    .await;
+    assert_cut_once_at_500ms(before, start, &b, &p, "HTTP/2 client with a closed window").await;
     // The client gets what its window allowed, then an error, not the end.
     let mut body = resp.into_body();
     let mut read = 0;
