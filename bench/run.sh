@@ -310,6 +310,37 @@ cpu_ticks() {
 }
 hz="$(getconf CLK_TCK)"
 
+# Resident memory (KiB) of $1 and its direct children (nginx's worker).
+rss_kib() {
+    local total=0 p v
+    for p in "$1" $(ps -o pid= --ppid "$1" 2>/dev/null); do
+        v="$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null)" || continue
+        total=$((total + ${v:-0}))
+    done
+    echo "$total"
+}
+
+# The largest RSS of $1 seen every 200 ms until the file $2 appears; the
+# result goes to $2.max. Bounded: at most 600 samples (2 minutes).
+rss_peak() {
+    local peak=0 v i
+    for i in $(seq 600); do
+        [ -e "$2" ] && break
+        v="$(rss_kib "$1")"
+        [ "$v" -gt "$peak" ] && peak="$v"
+        sleep 0.2
+    done
+    echo "$peak" >"$2.max"
+}
+
+# Idle RSS of each peer: started, checked, nothing else served yet.
+idle_rss="$work/idle_rss.tsv"
+: >"$idle_rss"
+for p in $peers; do
+    [ "$p" = direct ] && continue
+    printf '%s\t%s\n' "$p" "$(rss_kib "${pid[$p]}")" >>"$idle_rss"
+done
+
 path_of() { case "$1" in h1-64k) echo /64k ;; *) echo / ;; esac; }
 for s in $scenarios; do
     case "$s" in h1|h1-64k|tls|tls-new|h2) ;; *) echo "bench/run.sh: unknown scenario '$s' (h1, h1-64k, tls, tls-new, h2)" >&2; exit 2 ;; esac
@@ -337,11 +368,15 @@ for r in $(seq "$rounds"); do
                 h1|h1-64k) url="http://127.0.0.1:${port[$p]}$(path_of "$s")" ;;
                 *) url="https://127.0.0.1:${tport[$p]}/" ;;
             esac
+            stop="$work/rss.stop"
+            rm -f "$stop" "$stop.max"
+            start_sampler() { rss_peak "${pid[$p]}" "$stop" & sampler=$!; }
             if [ "$s" = h2 ]; then
                 # 16 connections x 4 streams (as in bench-peers.md);
                 # percentiles from h2load's per-request log (column 3: us).
                 timeout -k 5 $((warmup + 20)) taskset -c "$load_cpu" h2load -t1 -c16 -m4 -D"$warmup" "$url" >/dev/null
                 before="$(cpu_ticks "${pid[$p]}")"
+                start_sampler
                 out="$(timeout -k 5 $((duration + 20)) taskset -c "$load_cpu" h2load -t1 -c16 -m4 -D"$duration" --log-file="$work/h2.log" "$url")"
                 after="$(cpu_ticks "${pid[$p]}")"
                 rps="$(awk '/^finished in/ {gsub(",", ""); print $4}' <<<"$out")"
@@ -360,6 +395,7 @@ EOF
                 # would resume sessions (bench-peers.md).
                 timeout -k 5 $((warmup + 20)) taskset -c "$load_cpu" ab -q -c64 -t"$warmup" -n 500000 "$url" >/dev/null 2>&1 || true
                 before="$(cpu_ticks "${pid[$p]}")"
+                start_sampler
                 out="$(timeout -k 5 $((duration + 20)) taskset -c "$load_cpu" ab -q -c64 -t"$duration" -n 500000 "$url" 2>/dev/null || true)"
                 after="$(cpu_ticks "${pid[$p]}")"
                 rps="$(awk '/^Requests per second:/ {print $4}' <<<"$out")"
@@ -370,6 +406,7 @@ EOF
             else
                 timeout -k 5 $((warmup + 20)) taskset -c "$load_cpu" wrk -t1 -c"$connections" -d"${warmup}s" "$url" >/dev/null
                 before="$(cpu_ticks "${pid[$p]}")"
+                start_sampler
                 out="$(timeout -k 5 $((duration + 20)) taskset -c "$load_cpu" wrk -t1 -c"$connections" -d"${duration}s" --latency "$url")"
                 after="$(cpu_ticks "${pid[$p]}")"
                 rps="$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")"
@@ -378,9 +415,12 @@ EOF
                 p99="$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")"
                 errors="$(awk '/Non-2xx or 3xx/ {n += $NF} /Socket errors/ {gsub(",", ""); n += $4 + $6 + $8 + $10} END {print n + 0}' <<<"$out")"
             fi
+            touch "$stop"
+            wait "$sampler"
+            rss="$(cat "$stop.max")"
             us_req="$(python3 -c "print(f'{($after - $before) / $hz * 1e6 / max($total, 1):.1f}')")"
-            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$s" "$p" "$rps" "$p50" "$p99" "$us_req" "$errors" >>"$results"
-            echo "round $r $s $p: $rps req/s, p50 $p50 ms, p99 $p99 ms, $us_req us/req, errors $errors" >&2
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$s" "$p" "$rps" "$p50" "$p99" "$us_req" "$errors" "$rss" >>"$results"
+            echo "round $r $s $p: $rps req/s, p50 $p50 ms, p99 $p99 ms, $us_req us/req, errors $errors, peak RSS $rss KiB" >&2
         done
     done
 done
@@ -389,7 +429,7 @@ load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
 # --- table -------------------------------------------------------------------
 mkdir -p "$root/bench/results"
 report="$root/bench/results/$(date -u '+%Y-%m-%dT%H%M').md"
-python3 - "$results" "$scenarios" "$peers" >"$report" <<EOF
+python3 - "$results" "$scenarios" "$peers" "$idle_rss" >"$report" <<EOF
 import sys, statistics
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 scenarios, peers = sys.argv[2].split(), sys.argv[3].split()
@@ -408,19 +448,28 @@ for s in scenarios:
     print()
     print(f"**{s}** - {title[s]}" + ("" if s in ("tls-new", "h2") else f", {$connections} connections"))
     print()
-    print("| row | req/s | x nginx req/s | p50 ms | p99 ms | CPU us/req | x nginx CPU/req | errors |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| row | req/s | x nginx req/s | p50 ms | p99 ms | CPU us/req | x nginx CPU/req | errors | peak RSS MiB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     med = {}
     shown = [p for p in peers if any(r[1] == s and r[2] == p for r in rows)]
     for p in shown:
         cell = [r for r in rows if r[1] == s and r[2] == p]
-        med[p] = [statistics.median(float(r[i]) for r in cell) for i in (3, 4, 5, 6)] + [sum(int(r[7]) for r in cell)]
+        med[p] = [statistics.median(float(r[i]) for r in cell) for i in (3, 4, 5, 6)] + [sum(int(r[7]) for r in cell)] + [max(int(r[8]) for r in cell) / 1024]
     base = med.get("nginx")
     for p in shown:
-        rps, p50, p99, us, err = med[p]
+        rps, p50, p99, us, err, rss = med[p]
         xr = f"{rps / base[0]:.2f}" if base else "-"
         xc = f"{us / base[3]:.2f}" if base and p != "direct" else "-"
-        print(f"| {p} | {rps:.0f} | {xr} | {p50:.2f} | {p99:.2f} | {us:.1f} | {xc} | {err} |")
+        print(f"| {p} | {rps:.0f} | {xr} | {p50:.2f} | {p99:.2f} | {us:.1f} | {xc} | {err} | {rss:.1f} |")
+idle = [l.split() for l in open(sys.argv[4]) if l.strip()]
+if idle:
+    print()
+    print("**Idle RSS** (started and checked, before any load; process and children)")
+    print()
+    print("| peer | RSS MiB |")
+    print("|---|---:|")
+    for p, kib in idle:
+        print(f"| {p} | {int(kib) / 1024:.1f} |")
 EOF
 cat "$report"
 echo >&2

@@ -169,7 +169,7 @@ async fn serve_connection(
     // The socket stays reachable under TLS too, to reset it on a write
     // timeout.
     let tcp = Arc::new(stream);
-    let io = SharedTcp(tcp.clone());
+    let io = SharedTcp::new(tcp.clone());
     match tls {
         None => {
             serve_http(io, &tcp, true, peer, front, settings).await;

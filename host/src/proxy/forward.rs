@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use bbproxy_config::UpstreamTimeouts;
 use http::header::{self, HeaderMap, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
@@ -129,7 +130,7 @@ pub struct Head {
     /// Method.
     pub method: Method,
     /// Path and query, appended to the backend's base URL.
-    pub path: String,
+    pub path: PathAndQuery,
     /// Headers after hop-by-hop stripping and `X-Forwarded-*`.
     pub headers: HeaderMap,
 }
@@ -148,8 +149,8 @@ pub fn prepare(
     let path = parts
         .uri
         .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
     // HTTP/2 clients send the host only as :authority; backends speaking
     // HTTP/1.1 need it as Host.
     if !parts.headers.contains_key(header::HOST)
@@ -171,25 +172,25 @@ pub fn prepare(
     }
 }
 
-/// One attempt: sends `head` with `body` to `backend` through `client`;
+/// One attempt: sends `head` (with `headers`, its own or a copy) and `body`
+/// to `backend` through `client`;
 /// returns the response (headers received, body still streaming) and the
 /// time to headers.
 pub async fn send(
     client: &UpstreamClient,
     backend: &BackendState,
     head: &Head,
+    headers: HeaderMap,
     slot: &BodySlot,
     body: RequestBody,
     timeouts: &UpstreamTimeouts,
 ) -> Result<(Response<Incoming>, Duration), UpstreamError> {
-    let uri: Uri = format!("{}{}", backend.base, head.path)
-        .parse()
-        .map_err(|e| UpstreamError::BadRequest(format!("{e}")))?;
+    let uri = upstream_uri(backend, &head.path)?;
     let mut req = Request::new(body);
     *req.method_mut() = head.method.clone();
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
-    *req.headers_mut() = head.headers.clone();
+    *req.headers_mut() = headers;
 
     let start = Instant::now();
     let sent = client.request(req);
@@ -234,6 +235,24 @@ pub async fn send(
             backend: backend.authority.clone(),
             limit,
         }),
+    }
+}
+
+/// The backend's base URL with the request's path and query.
+fn upstream_uri(backend: &BackendState, path: &PathAndQuery) -> Result<Uri, UpstreamError> {
+    let bad = |e: &dyn std::fmt::Display| UpstreamError::BadRequest(e.to_string());
+    match &backend.origin {
+        Some((scheme, authority)) => {
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(scheme.clone());
+            parts.authority = Some(authority.clone());
+            parts.path_and_query = Some(path.clone());
+            Uri::from_parts(parts).map_err(|e| bad(&e))
+        }
+        // Not reached with a validated config; kept as the general way.
+        None => format!("{}{}", backend.base, path)
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| bad(&e)),
     }
 }
 

@@ -221,7 +221,7 @@ impl Proxy {
             };
             let backend = &up.backends[index];
             route_record.backend = Some((&backend.metrics, &backend.state.authority));
-            let head = match (&head, view.take()) {
+            let head = match (&mut head, view.take()) {
                 (Some(h), _) => h,
                 (None, Some(v)) => {
                     head.insert(forward::prepare(v, scheme.as_str(), upgrade.as_ref()))
@@ -238,8 +238,19 @@ impl Proxy {
                 return text(StatusCode::BAD_GATEWAY, "bbproxy: backend failed\n");
             };
             tried.push(index);
+            // The last possible attempt takes the headers; one that may be
+            // followed by a retry sends a copy.
+            let last = tried.len() >= settings.retries.attempts as usize
+                || tried.len() >= up.backends.len();
+            let headers = if last {
+                std::mem::take(&mut head.headers)
+            } else {
+                head.headers.clone()
+            };
             let result = self
-                .attempt(generation, up, upstream, index, probe, head, &slot, body)
+                .attempt(
+                    generation, up, upstream, index, probe, head, headers, &slot, body,
+                )
                 .await;
             let e = match result {
                 Ok(mut resp) => {
@@ -298,6 +309,7 @@ impl Proxy {
         index: usize,
         probe: bool,
         head: &forward::Head,
+        headers: http::HeaderMap,
         slot: &request_body::BodySlot,
         body: RequestBody,
     ) -> Result<Response<ProxyBody>, UpstreamError> {
@@ -326,6 +338,7 @@ impl Proxy {
             &up.client,
             &backend.state,
             head,
+            headers,
             slot,
             body,
             &up.settings.timeouts,
@@ -501,7 +514,7 @@ fn exhausted() -> Response<ProxyBody> {
 fn retry_view(head: &forward::Head, host: &str, client: SocketAddr) -> RequestView {
     let mut parts = Request::new(()).into_parts().0;
     parts.method = head.method.clone();
-    parts.uri = head.path.parse().unwrap_or_default();
+    parts.uri = http::Uri::from(head.path.clone());
     parts.headers = head.headers.clone();
     RequestView {
         parts,

@@ -27,6 +27,9 @@ pub struct BackendState {
     pub authority: String,
     /// Base URL the request path is appended to (`http://host:port`).
     pub base: String,
+    /// `base`'s scheme and authority, parsed once: every request's URI is
+    /// made from them without formatting and parsing a string.
+    pub origin: Option<(http::uri::Scheme, http::uri::Authority)>,
     in_flight: AtomicU32,
     consecutive_failures: AtomicU32,
     latency_ewma_us: AtomicU64,
@@ -42,9 +45,14 @@ pub struct BackendState {
 impl BackendState {
     /// A backend with no history.
     pub fn new(authority: String, base: String) -> Self {
+        let origin = base
+            .parse::<http::Uri>()
+            .ok()
+            .and_then(|u| Some((u.scheme()?.clone(), u.authority()?.clone())));
         Self {
             authority,
             base,
+            origin,
             in_flight: AtomicU32::new(0),
             consecutive_failures: AtomicU32::new(0),
             latency_ewma_us: AtomicU64::new(0),
