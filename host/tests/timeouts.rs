@@ -230,8 +230,9 @@ fn blackhole() -> (
     (s, fill, addr)
 }
 
-/// `took` is within ±10% of `limit`. The limits these tests use are 1 s,
-/// so 10% is 100 ms of slack for the proxy to answer on a loaded machine.
+/// `took` is within ±10% of `limit`. The limits these tests use are 2 s,
+/// so 10% is 200 ms of slack for the proxy to answer on a loaded machine
+/// (with 1 s, a debug build at load average 5 on 2 cores took up to 1.054 s).
 fn assert_within_10_percent(took: Duration, limit: Duration) {
     assert!(
         took >= limit.mul_f64(0.9) && took <= limit.mul_f64(1.1),
@@ -248,7 +249,7 @@ async fn connect_timeout_is_504_and_a_breaker_failure() {
     let p = proxy(
         addr,
         "",
-        r#", "timeouts": {"upstream_connect": "1s"}, "retries": {"attempts": 1}"#,
+        r#", "timeouts": {"upstream_connect": "2s"}, "retries": {"attempts": 1}"#,
     )
     .await;
     let start = Instant::now();
@@ -261,7 +262,7 @@ async fn connect_timeout_is_504_and_a_breaker_failure() {
     let took = start.elapsed();
     eprintln!("blackholed backend: 504 after {took:?}");
     assert_eq!(seen.statuses(), [504], "{}", seen.text());
-    assert_within_10_percent(took, Duration::from_secs(1));
+    assert_within_10_percent(took, Duration::from_secs(2));
     let g = p.generation();
     assert_eq!(g.upstreams[0].backends[0].state.consecutive_failures(), 1);
 }
@@ -305,7 +306,7 @@ async fn a_backend_that_never_answers_is_504() {
     let p = proxy(
         silent,
         "",
-        r#", "timeouts": {"upstream_response_headers": "1s"}, "retries": {"attempts": 1}"#,
+        r#", "timeouts": {"upstream_response_headers": "2s"}, "retries": {"attempts": 1}"#,
     )
     .await;
     let start = Instant::now();
@@ -318,14 +319,14 @@ async fn a_backend_that_never_answers_is_504() {
     let took = start.elapsed();
     eprintln!("silent backend: 504 after {took:?}");
     assert_eq!(seen.statuses(), [504], "{}", seen.text());
-    assert_within_10_percent(took, Duration::from_secs(1));
+    assert_within_10_percent(took, Duration::from_secs(2));
     let closed = tokio::time::timeout(WAIT, upstream_closed)
         .await
         .expect("the proxy kept the upstream connection open after the 504")
         .unwrap();
     let closed_after = closed.duration_since(start);
     eprintln!("silent backend: upstream socket closed after {closed_after:?}");
-    assert_within_10_percent(closed_after, Duration::from_secs(1));
+    assert_within_10_percent(closed_after, Duration::from_secs(2));
     assert_eq!(
         p.generation().upstreams[0].backends[0]
             .state
@@ -462,7 +463,7 @@ async fn slowloris(
 /// The checklist asks p99 < 50 ms. This proxy is a debug build sharing
 /// this process's two runtime threads with the 500 slow clients on a
 /// 2-core machine. Measured here (debug, 1,300 to 2,100 requests per run):
-/// p99 5 to 8 ms and p90 2 to 4 ms at load average 3 to 5; with two extra
+/// p99 2 to 11 ms and p90 1.4 to 4 ms at load average 3 to 6; with two extra
 /// busy loops saturating both cores (load 6 to 7), p99 7 and 120 ms, p90
 /// 2 and 14 ms, a max of 300 ms. So p90 holds the checklist's 50 ms and p99
 /// is bounded at 250 ms: a proxy that made normal clients wait behind slow
