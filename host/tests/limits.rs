@@ -14,13 +14,14 @@ use common::raw::{RawBackend, Recorder, exchange, read_until_close};
 use common::{Backend, Proxy, wait_for};
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, StatusCode};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const WAIT: Duration = Duration::from_secs(5);
 
-/// Tests asserting a delta of a process-global counter hold this, so no
-/// other test here moves the same series meanwhile.
+/// Every test here holds this: some assert a delta of a process-global
+/// counter, and one the process's descriptor count, which no other test
+/// may move meanwhile.
 static COUNTED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn rejected(status: &str) -> u64 {
@@ -149,50 +150,119 @@ async fn body_over_the_domain_limit_gets_413() {
     assert_eq!(resp.status(), StatusCode::OK);
 }
 
+/// Descriptors this process has open (the proxy runs in it).
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Sends a keep-alive `GET /` on `conn` and reads the one response
+/// (`backend a`, 9 bytes); its status, or 0 if it did not come whole.
+async fn get_on(conn: &mut TcpStream) -> u16 {
+    conn.write_all(b"GET / HTTP/1.1\r\nhost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    let end = Instant::now() + WAIT;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.ends_with(b"\r\n\r\nbackend a") {
+        let left = end.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, conn.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => return 0,
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+/// Case 16: with `max_connections` 200 and 250 connections opened, the 50
+/// extra ones get a 503 and a close at once; the 200 keep working (a
+/// request on each before and after the refusals); once they close, new
+/// connections are served and the process's descriptor count is back to
+/// where it was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_limit_are_refused_and_others_keep_working() {
+    const LIMIT: usize = 200;
+    const OPENED: usize = 250;
     let _counted = COUNTED.lock().await;
+    // Both ends of each connection live in this one process.
+    let fds = bbproxy::server::limits::raise_nofile_limit().unwrap();
+    assert!(
+        fds.now >= 2 * OPENED as u64 + 256,
+        "this test needs {} open files; the hard limit is {}",
+        2 * OPENED + 256,
+        fds.hard
+    );
     let refused = || common::counter("bbproxy_connections_refused_total", &[]);
     let before = refused();
     let backend = Backend::start("a").await;
-    let p = proxy(backend.addr, r#""max_connections": 2"#, "").await;
-    let mut held = Vec::new();
-    for _ in 0..2 {
-        held.push(TcpStream::connect(p.addr).await.unwrap());
+    let p = proxy(backend.addr, &format!(r#""max_connections": {LIMIT}"#), "").await;
+    let get_close = b"GET / HTTP/1.1\r\nhost: app.test\r\nconnection: close\r\n\r\n";
+    // One request first, so the pooled backend connection (requests below
+    // go one at a time and reuse it) is in the baseline.
+    assert_eq!(exchange(p.addr, get_close, WAIT).await.statuses(), [200]);
+    let baseline = open_fds();
+    let mut held = Vec::with_capacity(LIMIT);
+    for i in 0..LIMIT {
+        let mut conn = TcpStream::connect(p.addr).await.unwrap();
+        assert_eq!(get_on(&mut conn).await, 200, "held connection {i}");
+        held.push(conn);
     }
-    // A third is turned away at once, with a 503 and a close.
-    let start = Instant::now();
-    let seen = exchange(p.addr, b"GET / HTTP/1.1\r\nhost: app.test\r\n\r\n", WAIT).await;
-    assert!(seen.closed);
-    assert!(
-        start.elapsed() < Duration::from_secs(1),
-        "{:?}",
-        start.elapsed()
-    );
-    assert!(seen.statuses().iter().all(|s| *s == 503), "{}", seen.text());
-    assert_eq!(backend.hits(), 0);
-    assert_eq!(refused() - before, 1);
-    // The two held ones are served.
-    for conn in &mut held {
-        conn.write_all(b"GET / HTTP/1.1\r\nhost: app.test\r\nconnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let seen = read_until_close(conn, WAIT).await;
-        assert_eq!(seen.statuses(), [200], "{}", seen.text());
+    // The extra 50, all open at once: each is turned away with a 503 (or
+    // a bare close) well within a second, and never reaches the backend.
+    let hits = backend.hits();
+    let mut extra = Vec::with_capacity(OPENED - LIMIT);
+    for _ in LIMIT..OPENED {
+        extra.push((Instant::now(), TcpStream::connect(p.addr).await.unwrap()));
     }
-    // Once they are gone, new connections are served again.
+    let peak = open_fds();
+    for (i, (opened, mut conn)) in extra.into_iter().enumerate() {
+        let _ = conn.write_all(get_close).await;
+        let seen = read_until_close(&mut conn, WAIT).await;
+        let took = opened.elapsed();
+        assert!(seen.closed, "extra connection {i} left open");
+        assert!(
+            took < Duration::from_secs(1),
+            "extra connection {i} closed after {took:?}"
+        );
+        assert!(
+            seen.statuses().iter().all(|s| *s == 503),
+            "extra connection {i}: {}",
+            seen.text()
+        );
+    }
+    assert_eq!(backend.hits(), hits);
+    assert_eq!(refused() - before, (OPENED - LIMIT) as u64);
+    // The held ones are served again.
+    for (i, conn) in held.iter_mut().enumerate() {
+        assert_eq!(
+            get_on(conn).await,
+            200,
+            "held connection {i} after the refusals"
+        );
+    }
+    // Once they are gone, new connections are served again and the
+    // descriptors are released.
     drop(held);
     wait_for(WAIT, "a new connection to be served", || async {
-        exchange(
-            p.addr,
-            b"GET / HTTP/1.1\r\nhost: app.test\r\nconnection: close\r\n\r\n",
-            WAIT,
-        )
-        .await
-        .statuses()
-            == [200]
+        exchange(p.addr, get_close, WAIT).await.statuses() == [200]
     })
     .await;
+    wait_for(
+        WAIT,
+        "the descriptor count back to its baseline",
+        || async { open_fds() <= baseline },
+    )
+    .await;
+    eprintln!(
+        "connection limit: {baseline} descriptors before, {peak} with {OPENED} connections open, {} after",
+        open_fds()
+    );
+    // Both ends of the held connections were counted.
+    assert!(
+        peak >= baseline + 2 * LIMIT,
+        "{peak} descriptors at the peak, {baseline} before"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,6 +364,7 @@ async fn a_queued_request_gets_503_at_the_queue_timeout() {
 /// connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_limits_are_100_headers_64_kib_heads_and_8_kib_uris() {
+    let _counted = COUNTED.lock().await;
     // A raw backend: a hyper one would itself refuse 100 fields plus the
     // forwarding headers the proxy adds.
     let backend = RawBackend::start(

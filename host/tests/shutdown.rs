@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::binary::cpu_ticks;
 use common::raw::{PLUGINS, read_until_close};
 use common::{Backend, wait_for};
 use http_body_util::{BodyExt, Full};
@@ -330,14 +331,6 @@ async fn the_grace_period_cuts_what_is_left_and_still_exits_0() {
     assert!(took >= Duration::from_millis(450), "{took:?}");
     let seen = read_until_close(&mut conn, Duration::from_secs(2)).await;
     assert!(seen.closed);
-}
-
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = stat.rsplit(')').next().unwrap();
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line.
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -191,6 +191,15 @@ impl Drop for Binary {
     }
 }
 
+/// `utime + stime` of a process, in clock ticks (1/100 s).
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = stat.rsplit(')').next().unwrap();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
 /// The line without terminal colour codes (`ESC [ ... m`), so tests match
 /// `key=value` as written.
 fn strip_ansi(line: &str) -> String {
