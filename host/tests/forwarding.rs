@@ -160,57 +160,66 @@ async fn attempts_bound_the_backends_one_request_tries() {
     assert_eq!(retries() - retries_before, 1);
 }
 
-/// Research case 19, with more broken backends than attempts: every backend
-/// reads the head and closes before answering. Under the default policy
-/// (2 attempts) a GET is retried exactly once, on a backend it has not
-/// tried, then answered 502; a POST whose body went out is not retried.
+/// Four backends that read the request head and close before answering.
+async fn broken_backends() -> [RawBackend; 4] {
+    [
+        RawBackend::start(b"", Duration::ZERO).await,
+        RawBackend::start(b"", Duration::ZERO).await,
+        RawBackend::start(b"", Duration::ZERO).await,
+        RawBackend::start(b"", Duration::ZERO).await,
+    ]
+}
+
+fn app_retries() -> u64 {
+    common::counter(
+        "bbproxy_upstream_retries_total",
+        &[("upstream", "app.test")],
+    )
+}
+
+/// Research case 19, with more broken backends than attempts: under the
+/// default policy (2 attempts) a GET that meets a close before response
+/// headers is retried exactly once, on a backend it has not tried, then
+/// answered 502.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reset_before_headers_is_retried_once_only_and_never_for_a_sent_post() {
+async fn a_get_reset_before_headers_is_retried_once_only_on_another_backend() {
     let _counted = COUNTED.lock().await;
-    let broken = [
-        RawBackend::start(b"", Duration::ZERO).await,
-        RawBackend::start(b"", Duration::ZERO).await,
-        RawBackend::start(b"", Duration::ZERO).await,
-        RawBackend::start(b"", Duration::ZERO).await,
-    ];
+    let broken = broken_backends().await;
     let names: Vec<String> = broken.iter().map(|b| b.addr.to_string()).collect();
     let p = Proxy::start(&config(&names, "")).await;
     let c = common::client_to(p.addr);
-    let seen = || {
-        broken
-            .iter()
-            .map(RawBackend::connections)
-            .collect::<Vec<_>>()
-    };
-    let upstream_retries = || {
-        common::counter(
-            "bbproxy_upstream_retries_total",
-            &[("upstream", "app.test")],
-        )
-    };
-
-    let before = upstream_retries();
+    let before = app_retries();
     let (status, body) = send(&c, "GET", b"").await;
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
-    let after_get = seen();
+    let seen: Vec<u64> = broken.iter().map(RawBackend::connections).collect();
     assert_eq!(
-        after_get.iter().sum::<u64>(),
+        seen.iter().sum::<u64>(),
         2,
-        "one attempt and one retry: {after_get:?}"
+        "one attempt and one retry: {seen:?}"
     );
     assert!(
-        after_get.iter().all(|&n| n <= 1),
-        "the retry went to another backend: {after_get:?}"
+        seen.iter().all(|&n| n <= 1),
+        "the retry went to another backend: {seen:?}"
     );
-    assert_eq!(upstream_retries() - before, 1);
+    assert_eq!(app_retries() - before, 1);
+}
 
-    let before = upstream_retries();
+/// Research case 19: a POST whose body went out to a backend that then
+/// closed before answering is not retried, though untried backends and
+/// retry budget are left: one backend saw it, no retry counted, 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_whose_body_was_sent_is_never_retried() {
+    let _counted = COUNTED.lock().await;
+    let broken = broken_backends().await;
+    let names: Vec<String> = broken.iter().map(|b| b.addr.to_string()).collect();
+    let p = Proxy::start(&config(&names, "")).await;
+    let c = common::client_to(p.addr);
+    let before = app_retries();
     let (status, body) = send(&c, "POST", b"pay me once").await;
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
-    let after_post = seen();
-    let new: u64 = after_post.iter().sum::<u64>() - after_get.iter().sum::<u64>();
-    assert_eq!(new, 1, "the POST reached one backend only: {after_post:?}");
-    assert_eq!(upstream_retries() - before, 0);
+    let seen: Vec<u64> = broken.iter().map(RawBackend::connections).collect();
+    assert_eq!(seen.iter().sum::<u64>(), 1, "{seen:?}");
+    assert_eq!(app_retries() - before, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -444,13 +453,17 @@ async fn a_backend_dying_mid_body_resets_only_that_http2_stream() {
             .body(Full::new(Bytes::new()))
             .unwrap()
     };
-    let resp = h2.send_request(get("dying.test")).await.unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
+    // The reset may come before the head is out (h2 drops a reset stream's
+    // queued frames): then the request itself fails.
+    let resp = h2.send_request(get("dying.test")).await;
     let other = h2.send_request(get("good.test")).await.unwrap();
-    assert!(
-        resp.into_body().collect().await.is_err(),
-        "the cut body looked complete"
-    );
+    if let Ok(resp) = resp {
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(
+            resp.into_body().collect().await.is_err(),
+            "the cut body looked complete"
+        );
+    }
     let body = other.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body, "backend good");
     // The connection is still usable.

@@ -379,32 +379,50 @@ impl Cancellable {
     fn cancelled(&self) -> Option<Instant> {
         *self.cancelled.lock().unwrap()
     }
-
-    fn reset(&self) {
-        *self.cancelled.lock().unwrap() = None;
-    }
 }
 
-/// Research case 21: a client that goes away mid-upload, then one that
-/// goes away mid-download. Each time the backend sees its request
-/// cancelled within 1 s, the in-flight gauge returns to 0, and no upstream
-/// connection is left open (the cut one is not pooled), on the proxy's
-/// count and on the backend's.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_aborting_mid_upload_or_mid_download_cancels_the_upstream_request() {
-    let _only = EXCLUSIVE.lock().await;
-    let backend = Cancellable::start().await;
+/// A proxy for `abort.test` in front of `backend`, with nothing in flight
+/// and no connection open yet; and the proxy's count of connections open
+/// to the backend.
+async fn abort_proxy(backend: &Cancellable) -> (Proxy, impl Fn() -> u64 + use<>) {
     let authority = backend.addr.to_string();
     let proxy = Proxy::start(&format!(
         r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": "127.0.0.1:0",
             "domains": {{"abort.test": ["{authority}"]}}}}"#
     ))
     .await;
-    let pooled = || bbproxy::proxy::connection_counts().open(&authority);
+    let pooled = move || bbproxy::proxy::connection_counts().open(&authority);
     assert_eq!(in_flight(&proxy).await, 0.0);
     assert_eq!((pooled(), backend.open()), (0, 0));
+    (proxy, pooled)
+}
 
-    // Mid-upload: half of a 1 MiB Content-Length body, then gone.
+/// After an abort the proxy still serves, and the one connection left is
+/// the new request's, idle in the pool.
+async fn still_serves_with_one_pooled(
+    proxy: &Proxy,
+    backend: &Cancellable,
+    pooled: impl Fn() -> u64,
+) {
+    let (status, body) = get(&client(), &proxy.url("/"), "abort.test").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"));
+    wait_for(
+        Duration::from_secs(10),
+        "one idle pooled connection",
+        || async { pooled() == 1 && backend.open() == 1 && in_flight(proxy).await == 0.0 },
+    )
+    .await;
+}
+
+/// Research case 21, upload: a client that sends half of a 1 MiB
+/// Content-Length body and goes away. The backend sees its request body
+/// fail within 1 s, the in-flight gauge returns to 0, and the cut upstream
+/// connection is closed, not pooled (the proxy's count and the backend's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_aborting_mid_upload_cancels_the_upstream_request() {
+    let _only = EXCLUSIVE.lock().await;
+    let backend = Cancellable::start().await;
+    let (proxy, pooled) = abort_proxy(&backend).await;
     let mut conn = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     conn.write_all(b"POST /upload HTTP/1.1\r\nHost: abort.test\r\ncontent-length: 1048576\r\n\r\n")
         .await
@@ -421,9 +439,18 @@ async fn a_client_aborting_mid_upload_or_mid_download_cancels_the_upstream_reque
     drop(conn);
     assert_cancelled(&proxy, &backend, aborted, "upload").await;
     assert_eq!(pooled(), 0, "the cut upload's connection is not pooled");
+    still_serves_with_one_pooled(&proxy, &backend, pooled).await;
+}
 
-    // Mid-download: read 256 KiB of a 1 GiB body, then gone.
-    backend.reset();
+/// Research case 21, download: a client that reads 256 KiB of a 1 GiB
+/// response and goes away. The backend sees its response body dropped
+/// within 1 s, the in-flight gauge returns to 0, and the cut upstream
+/// connection is closed, not pooled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_aborting_mid_download_cancels_the_upstream_request() {
+    let _only = EXCLUSIVE.lock().await;
+    let backend = Cancellable::start().await;
+    let (proxy, pooled) = abort_proxy(&backend).await;
     let mut conn = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     conn.write_all(b"GET /download HTTP/1.1\r\nHost: abort.test\r\n\r\n")
         .await
@@ -446,16 +473,7 @@ async fn a_client_aborting_mid_upload_or_mid_download_cancels_the_upstream_reque
     drop(conn);
     assert_cancelled(&proxy, &backend, aborted, "download").await;
     assert_eq!(pooled(), 0, "the cut download's connection is not pooled");
-
-    // Still serving; the new connection is the only one, back in the pool.
-    let (status, body) = get(&client(), &proxy.url("/"), "abort.test").await;
-    assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"));
-    wait_for(
-        Duration::from_secs(10),
-        "one idle pooled connection",
-        || async { pooled() == 1 && backend.open() == 1 && in_flight(&proxy).await == 0.0 },
-    )
-    .await;
+    still_serves_with_one_pooled(&proxy, &backend, pooled).await;
 }
 
 /// The backend saw the request cancelled within 1 s of `aborted`; then
@@ -468,6 +486,7 @@ async fn assert_cancelled(proxy: &Proxy, backend: &Cancellable, aborted: Instant
     )
     .await;
     let after = backend.cancelled().unwrap().duration_since(aborted);
+    eprintln!("{what}: the backend saw the cancel {after:?} after the client left");
     assert!(
         after < Duration::from_secs(1),
         "{what}: cancelled after {after:?}"
