@@ -476,6 +476,55 @@ async fn a_client_aborting_mid_download_cancels_the_upstream_request() {
     still_serves_with_one_pooled(&proxy, &backend, pooled).await;
 }
 
+/// Research case 21 over HTTP/2: a client that reads part of a 1 GiB
+/// response and drops it (its stream is reset) cancels the upstream
+/// request like a closed HTTP/1 connection does, while its connection goes
+/// on serving other streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_resetting_mid_download_cancels_the_upstream_request() {
+    let _only = EXCLUSIVE.lock().await;
+    let backend = Cancellable::start().await;
+    let (proxy, pooled) = abort_proxy(&backend).await;
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let get_path = |path: &str| {
+        Request::get(format!("http://abort.test{path}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let resp = h2.send_request(get_path("/download")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let mut got = 0;
+    let end = Instant::now() + Duration::from_secs(10);
+    while got < 256 * 1024 {
+        let left = end.saturating_duration_since(Instant::now());
+        let frame = tokio::time::timeout(left, body.frame())
+            .await
+            .expect("the download stalled")
+            .expect("the download ended")
+            .unwrap();
+        got += frame.data_ref().map_or(0, |d| d.len());
+    }
+    assert_eq!(in_flight(&proxy).await, 1.0);
+    assert_eq!(backend.cancelled(), None);
+    let aborted = Instant::now();
+    drop(body);
+    assert_cancelled(&proxy, &backend, aborted, "HTTP/2 download").await;
+    assert_eq!(pooled(), 0, "the cut download's connection is not pooled");
+    // The same client connection serves the next stream.
+    let resp = h2.send_request(get_path("/")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+    assert!(!conn.is_finished());
+}
+
 /// The backend saw the request cancelled within 1 s of `aborted`; then
 /// nothing is in flight and the backend has no connection open.
 async fn assert_cancelled(proxy: &Proxy, backend: &Cancellable, aborted: Instant, what: &str) {
