@@ -349,6 +349,7 @@ async fn a_client_abort_cancels_the_upstream_request() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel();
+    let (got_head, head_seen) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         let (mut s, _) = listener.accept().await.unwrap();
         let mut buf = [0u8; 4096];
@@ -359,6 +360,7 @@ async fn a_client_abort_cancels_the_upstream_request() {
                 .unwrap();
             head.extend_from_slice(&buf[..n]);
         }
+        let _ = got_head.send(());
         // Never answer; report when the proxy closes its side.
         loop {
             match tokio::io::AsyncReadExt::read(&mut s, &mut buf).await {
@@ -373,7 +375,10 @@ async fn a_client_abort_cancels_the_upstream_request() {
     conn.write_all(b"GET /slow HTTP/1.1\r\nhost: app.test\r\n\r\n")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::timeout(WAIT, head_seen)
+        .await
+        .expect("the request never reached the backend")
+        .unwrap();
     let aborted = Instant::now();
     drop(conn);
     let closed = tokio::time::timeout(Duration::from_secs(2), rx)
