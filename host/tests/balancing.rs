@@ -494,3 +494,170 @@ async fn half_open_admits_one_probe_at_a_time_under_concurrent_clients() {
         ready - first
     );
 }
+
+/// Research case 22: one of three backends fails (answers 500, or never
+/// answers within the response timeout) under load from several clients.
+/// Once its breaker has opened, at least 99% of the requests succeed (the
+/// only failures left are the probes, one per cool-down); after the load
+/// the breaker half-opens within its cool-down, and failed probes came no
+/// more often than one per cool-down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_load_a_failing_backend_costs_under_one_percent_once_its_breaker_opens() {
+    const COOL_DOWN: Duration = Duration::from_secs(1);
+    // (what, the failing backend's status and delay, extra top-level
+    // config, the status clients get for its failures)
+    let variants = [
+        ("500s", 500, Duration::ZERO, "", 500),
+        (
+            "no answer in time",
+            200,
+            Duration::from_secs(30),
+            r#""timeouts": {"upstream_response_headers": "200ms"},"#,
+            504,
+        ),
+    ];
+    for (what, status, delay, extra, expected) in variants {
+        let ok = [
+            Tracked::start("127.0.0.1:0".parse().unwrap(), 200, Duration::ZERO).await,
+            Tracked::start("127.0.0.1:0".parse().unwrap(), 200, Duration::ZERO).await,
+        ];
+        let failing = Tracked::start("127.0.0.1:0".parse().unwrap(), status, delay).await;
+        let proxy = Arc::new(
+            Proxy::start(&format!(
+                r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": "127.0.0.1:0", {extra}
+                    "retries": {{"attempts": 1}},
+                    "plugins": {{"breaker": {{"config": {{"threshold": 3, "timeout_ms": {},
+                        "failure_on_5xx": true}}}}}},
+                    "domains": {{"app.test": ["{}", "{}", "{}"]}}}}"#,
+                COOL_DOWN.as_millis(),
+                ok[0].addr,
+                failing.addr,
+                ok[1].addr
+            ))
+            .await,
+        );
+        let load = run_load(&proxy, 2000, Duration::from_secs(4)).await;
+        let after_open = load.after_open_ok + load.after_open_failed;
+        eprintln!(
+            "{what}: {} requests, {} failed before the breaker opened, {} of {after_open} after",
+            load.before_open_ok + load.before_open_failed + after_open,
+            load.before_open_failed,
+            load.after_open_failed,
+        );
+        assert!(after_open >= 200, "{what}: too little load: {load:?}");
+        assert!(
+            load.after_open_ok * 100 >= after_open * 99,
+            "{what}: under 99% succeeded once the breaker opened: {load:?}"
+        );
+        // Every failure reached the failing backend; before it opened, at
+        // most the threshold plus what the other clients had in flight.
+        assert!(load.before_open_failed <= 3 + CLIENTS, "{what}: {load:?}");
+        // Each failure is the failing backend's (a 504 may time out before
+        // the backend even counted the request).
+        assert_eq!(
+            load.failures.keys().copied().collect::<Vec<_>>(),
+            [expected],
+            "{what}: {load:?}"
+        );
+        assert!(
+            failing.hits() <= load.before_open_failed + load.after_open_failed,
+            "{what}: {load:?}"
+        );
+
+        // A failed probe reopens it for a full cool-down, so the probes
+        // that failed are at most one per cool-down of load.
+        let probes_allowed = (load.took.as_millis() / COOL_DOWN.as_millis()) as u64 + 1;
+        assert!(
+            load.after_open_failed <= probes_allowed,
+            "{what}: more failed probes than cool-downs: {load:?}"
+        );
+        // Its last probe failed: it half-opens again within a cool-down.
+        let ended = Instant::now();
+        wait_for(
+            COOL_DOWN + Duration::from_secs(1),
+            &format!("{what}: the breaker to half-open"),
+            || async { breaker_of(&proxy, failing.addr).await == "half_open" },
+        )
+        .await;
+        eprintln!("{what}: half-open {:?} after the load", ended.elapsed());
+    }
+}
+
+const CLIENTS: u64 = 8;
+
+/// Outcomes of [`run_load`], split by whether the request was sent before
+/// or after the failing backend's breaker first opened.
+#[derive(Debug, Default)]
+struct Load {
+    before_open_ok: u64,
+    before_open_failed: u64,
+    after_open_ok: u64,
+    after_open_failed: u64,
+    took: Duration,
+    /// Status of each failure.
+    failures: std::collections::BTreeMap<u16, u64>,
+}
+
+/// [`CLIENTS`] keep-alive clients send GETs until `requests` were sent or
+/// `limit` passed. Any 2xx is a success; anything else a failure.
+async fn run_load(proxy: &Arc<Proxy>, requests: u64, limit: Duration) -> Load {
+    let sent = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let end = start + limit;
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        let (proxy, sent) = (proxy.clone(), sent.clone());
+        tasks.push(tokio::spawn(async move {
+            let http = client();
+            let mut load = Load::default();
+            while sent.fetch_add(1, Ordering::SeqCst) < requests && Instant::now() < end {
+                let opened = proxy.generation().upstreams[0].backends.iter().any(|b| {
+                    b.state
+                        .breaker
+                        .transitions_to(bbproxy::plugin::BreakerState::Open)
+                        > 0
+                });
+                let status = get(&http, &proxy.url("/"), "app.test").await.0;
+                let ok = status.is_success();
+                if !ok {
+                    *load.failures.entry(status.as_u16()).or_default() += 1;
+                }
+                let slot = match (opened, ok) {
+                    (false, true) => &mut load.before_open_ok,
+                    (false, false) => &mut load.before_open_failed,
+                    (true, true) => &mut load.after_open_ok,
+                    (true, false) => &mut load.after_open_failed,
+                };
+                *slot += 1;
+            }
+            load
+        }));
+    }
+    let mut total = Load::default();
+    for t in tasks {
+        let l = t.await.unwrap();
+        total.before_open_ok += l.before_open_ok;
+        total.before_open_failed += l.before_open_failed;
+        total.after_open_ok += l.after_open_ok;
+        total.after_open_failed += l.after_open_failed;
+        for (status, n) in l.failures {
+            *total.failures.entry(status).or_default() += n;
+        }
+    }
+    total.took = start.elapsed();
+    total
+}
+
+/// The breaker state `/status` reports for `backend`.
+async fn breaker_of(proxy: &Proxy, backend: SocketAddr) -> String {
+    let admin = proxy.running.as_ref().unwrap().admin.unwrap();
+    let (_, body) = get(&client(), &format!("http://{admin}/status"), "admin").await;
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    status["domains"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["address"] == backend.to_string())
+        .map(|b| b["breaker"].as_str().unwrap().to_owned())
+        .unwrap()
+}

@@ -1,6 +1,8 @@
 //! HTTP/2 probes on raw sockets (research list cases 27-28): frames that
 //! break the protocol get GOAWAY with the right code, and a rapid-reset
-//! flood is cut off long before it reaches the backend in bulk.
+//! flood is cut off long before it reaches the backend in bulk. Also case
+//! 20 seen from an HTTP/2 client: the reset code of a stream whose backend
+//! failed mid-body.
 
 mod common;
 
@@ -593,4 +595,232 @@ async fn an_idle_http2_connection_gets_goaway_no_error_at_keep_alive() {
         "GOAWAY after {at:?}"
     );
     assert!(closed < Duration::from_secs(5), "closed after {closed:?}");
+}
+
+/// `GET /` for `host`, HPACK-encoded (`:authority` a literal with the
+/// static name).
+fn get_for(stream: u32, host: &str) -> Vec<u8> {
+    let mut block = vec![0x82, 0x86, 0x84, 0x41];
+    hpack_int(0, 7, host.len(), &mut block);
+    block.extend_from_slice(host.as_bytes());
+    frame(1, 0x4 | 0x1, stream, &block)
+}
+
+/// What the proxy sent on one stream.
+#[derive(Debug, Default, Clone)]
+struct StreamSeen {
+    headers: bool,
+    data: Vec<u8>,
+    ended: bool,
+    reset: Option<u32>,
+}
+
+impl StreamSeen {
+    fn done(&self) -> bool {
+        self.ended || self.reset.is_some()
+    }
+}
+
+/// Reads frames until each of `streams` ended or was reset, GOAWAY came,
+/// or 10 s passed; what each stream got, and the GOAWAY code if any.
+async fn watch_streams(
+    conn: &mut TcpStream,
+    streams: &[u32],
+) -> (std::collections::BTreeMap<u32, StreamSeen>, Option<u32>) {
+    let mut seen: std::collections::BTreeMap<u32, StreamSeen> = streams
+        .iter()
+        .map(|&s| (s, StreamSeen::default()))
+        .collect();
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut header = [0u8; 9];
+    while !seen.values().all(StreamSeen::done) {
+        let left = end.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, conn.read_exact(&mut header)).await {
+            Ok(Ok(_)) => {}
+            _ => break,
+        }
+        let len =
+            (usize::from(header[0]) << 16) | (usize::from(header[1]) << 8) | usize::from(header[2]);
+        let mut payload = vec![0u8; len];
+        if conn.read_exact(&mut payload).await.is_err() {
+            break;
+        }
+        let (kind, flags) = (header[3], header[4]);
+        let stream = u32::from_be_bytes([header[5], header[6], header[7], header[8]]) & 0x7fff_ffff;
+        let code = |at: usize| {
+            payload
+                .get(at..at + 4)
+                .map_or(u32::MAX, |c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+        };
+        if kind == 7 {
+            return (seen, Some(code(4)));
+        }
+        let Some(s) = seen.get_mut(&stream) else {
+            continue;
+        };
+        match kind {
+            0 => s.data.extend_from_slice(&payload),
+            1 => s.headers = true,
+            3 => s.reset = Some(code(0)),
+            _ => {}
+        }
+        if matches!(kind, 0 | 1) && flags & 0x1 != 0 {
+            s.ended = true;
+        }
+    }
+    (seen, None)
+}
+
+const INTERNAL_ERROR: u32 = 2;
+
+/// Research case 20 over HTTP/2: a backend that dies mid-body (a
+/// Content-Length response on stream 1, a chunked one on stream 3) gets
+/// that stream reset with INTERNAL_ERROR (hyper's code for a failed body
+/// that carries no HTTP/2 reason), never an END_STREAM; stream 5 on
+/// the same connection completes, and the connection gets no GOAWAY.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_dying_mid_body_resets_its_stream_with_internal_error() {
+    let declared = common::raw::RawBackend::start(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\npartial",
+        Duration::ZERO,
+    )
+    .await;
+    let chunked = common::raw::RawBackend::start(
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n7\r\npartial\r\n",
+        Duration::ZERO,
+    )
+    .await;
+    let good = Backend::start("good").await;
+    let p = Proxy::start(&format!(
+        r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null, {PLUGINS}
+            "domains": {{"declared.test": ["{}"], "chunked.test": ["{}"], "good.test": ["{}"]}}}}"#,
+        declared.addr, chunked.addr, good.addr
+    ))
+    .await;
+    let mut conn = TcpStream::connect(p.addr).await.unwrap();
+    let mut out = PREFACE.to_vec();
+    out.extend(frame(4, 0, 0, &[]));
+    out.extend(get_for(1, "declared.test"));
+    out.extend(get_for(3, "chunked.test"));
+    out.extend(get_for(5, "good.test"));
+    conn.write_all(&out).await.unwrap();
+    let (seen, goaway) = watch_streams(&mut conn, &[1, 3, 5]).await;
+    assert_eq!(goaway, None, "{seen:#?}");
+    for (stream, what) in [(1, "content-length"), (3, "chunked")] {
+        // The head may or may not be out when the reset comes (h2 drops a
+        // stream's queued frames when it resets it); the end never is.
+        let s = &seen[&stream];
+        assert!(!s.ended, "{what}: the cut body ended cleanly: {s:?}");
+        assert_eq!(s.reset, Some(INTERNAL_ERROR), "{what}: {s:?}");
+    }
+    let s = &seen[&5];
+    assert!(s.ended && s.reset.is_none(), "{s:?}");
+    assert_eq!(s.data, b"backend good");
+    // The connection still takes new streams.
+    conn.write_all(&get_for(7, "good.test")).await.unwrap();
+    let (seen, goaway) = watch_streams(&mut conn, &[7]).await;
+    assert_eq!(goaway, None);
+    assert_eq!(seen[&7].data, b"backend good", "{seen:#?}");
+}
+
+/// An h2c backend on raw frames: to each request it answers HEADERS (200)
+/// and DATA "partial" without END_STREAM, then resets the stream with
+/// `reset` or, if None, closes the connection (its sending half).
+async fn h2c_backend_cut_mid_body(reset: Option<u32>) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut preface = [0u8; 24];
+                if s.read_exact(&mut preface).await.is_err() {
+                    return;
+                }
+                let _ = s.write_all(&frame(4, 0, 0, &[])).await;
+                let mut header = [0u8; 9];
+                while s.read_exact(&mut header).await.is_ok() {
+                    let len = (usize::from(header[0]) << 16)
+                        | (usize::from(header[1]) << 8)
+                        | usize::from(header[2]);
+                    let mut payload = vec![0u8; len];
+                    if s.read_exact(&mut payload).await.is_err() {
+                        return;
+                    }
+                    let stream = u32::from_be_bytes([header[5], header[6], header[7], header[8]])
+                        & 0x7fff_ffff;
+                    match header[3] {
+                        4 if header[4] & 0x1 == 0 => {
+                            let _ = s.write_all(&frame(4, 0x1, 0, &[])).await;
+                        }
+                        1 => {
+                            // :status 200 (static index 8), then part of a body.
+                            let mut out = frame(1, 0x4, stream, &[0x88]);
+                            out.extend(frame(0, 0, stream, b"partial"));
+                            match reset {
+                                Some(code) => out.extend(frame(3, 0, stream, &code.to_be_bytes())),
+                                None => {
+                                    // FIN, not RST (which could discard what
+                                    // the proxy has not read yet); then wait
+                                    // for its close.
+                                    let _ = s.write_all(&out).await;
+                                    let _ = s.shutdown().await;
+                                    let mut rest = [0u8; 1024];
+                                    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+                                        while matches!(s.read(&mut rest).await, Ok(n) if n > 0) {}
+                                    })
+                                    .await;
+                                    return;
+                                }
+                            }
+                            let _ = s.write_all(&out).await;
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+const CANCEL: u32 = 8;
+
+/// Case 20 with HTTP/2 backends (`"protocol": "h2c"`): a backend whose
+/// connection dies mid-body gets the client's stream reset with
+/// INTERNAL_ERROR; a backend that resets its stream mid-body with CANCEL
+/// has that code passed on. Either way the client's other stream
+/// completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_backend_cut_mid_body_resets_the_clients_stream() {
+    let closing = h2c_backend_cut_mid_body(None).await;
+    let cancelling = h2c_backend_cut_mid_body(Some(CANCEL)).await;
+    let good = Backend::start("good").await;
+    let p = Proxy::start(&format!(
+        r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null, {PLUGINS}
+            "domains": {{"closing.test": {{"backends": ["http://{closing}"], "protocol": "h2c"}},
+                         "cancelling.test": {{"backends": ["http://{cancelling}"], "protocol": "h2c"}},
+                         "good.test": ["{}"]}}}}"#,
+        good.addr
+    ))
+    .await;
+    let mut conn = TcpStream::connect(p.addr).await.unwrap();
+    let mut out = PREFACE.to_vec();
+    out.extend(frame(4, 0, 0, &[]));
+    out.extend(get_for(1, "closing.test"));
+    out.extend(get_for(3, "cancelling.test"));
+    out.extend(get_for(5, "good.test"));
+    conn.write_all(&out).await.unwrap();
+    let (seen, goaway) = watch_streams(&mut conn, &[1, 3, 5]).await;
+    assert_eq!(goaway, None, "{seen:#?}");
+    for (stream, code) in [(1, INTERNAL_ERROR), (3, CANCEL)] {
+        let s = &seen[&stream];
+        assert!(
+            !s.ended,
+            "stream {stream}: the cut body ended cleanly: {s:?}"
+        );
+        assert_eq!(s.reset, Some(code), "stream {stream}: {s:?}");
+    }
+    let s = &seen[&5];
+    assert!(s.ended && s.reset.is_none(), "{s:?}");
+    assert_eq!(s.data, b"backend good");
 }

@@ -6,14 +6,19 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::prom::{scrape, series};
 use common::{Backend, Proxy, client, dead_addr, get, h2c_client_to, wait_for};
-use http_body_util::Full;
-use hyper::{Request, StatusCode};
-use tokio::io::AsyncWriteExt;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Mutex;
 
 /// Held by each test that reads process-wide values.
@@ -250,6 +255,297 @@ async fn a_request_cancelled_before_its_response_is_no_longer_in_flight() {
         ],
     );
     assert_eq!(m.get(&answered), Some(&0.0), "{text}");
+}
+
+/// A backend for the abort tests: `/upload` reads the request body,
+/// `/download` streams up to 1 GiB. It counts its open connections, the
+/// upload bytes it got, and notes when a request was cancelled under it:
+/// the request body failed part-way, or the response body was dropped
+/// before its end.
+struct Cancellable {
+    addr: std::net::SocketAddr,
+    open: Arc<AtomicU64>,
+    received: Arc<AtomicU64>,
+    cancelled: Arc<std::sync::Mutex<Option<Instant>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Cancellable {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The `/download` body: 64 KiB chunks until `left` runs out; dropped
+/// early, it notes the time in `cancelled`.
+struct Endless {
+    left: u64,
+    cancelled: Arc<std::sync::Mutex<Option<Instant>>>,
+}
+
+impl futures_core::Stream for Endless {
+    type Item = Result<Frame<Bytes>, Infallible>;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        const CHUNK: u64 = 64 * 1024;
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let n = self.left.min(CHUNK);
+        self.left -= n;
+        std::task::Poll::Ready(Some(Ok(Frame::data(Bytes::from(vec![b'x'; n as usize])))))
+    }
+}
+
+impl Drop for Endless {
+    fn drop(&mut self) {
+        if self.left > 0 {
+            self.cancelled
+                .lock()
+                .unwrap()
+                .get_or_insert_with(Instant::now);
+        }
+    }
+}
+
+impl Cancellable {
+    async fn start() -> Cancellable {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = Arc::new(AtomicU64::new(0));
+        let received = Arc::new(AtomicU64::new(0));
+        let cancelled = Arc::new(std::sync::Mutex::new(None));
+        let (o, r, c) = (open.clone(), received.clone(), cancelled.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                o.fetch_add(1, Ordering::SeqCst);
+                let (o, r, c) = (o.clone(), r.clone(), c.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let (r, c) = (r.clone(), c.clone());
+                        async move {
+                            if req.uri().path() == "/download" {
+                                let body = Endless {
+                                    left: 1 << 30,
+                                    cancelled: c,
+                                };
+                                return Ok::<_, Infallible>(Response::new(
+                                    StreamBody::new(body).boxed(),
+                                ));
+                            }
+                            let mut body = req.into_body();
+                            while let Some(frame) = body.frame().await {
+                                match frame {
+                                    Ok(f) => {
+                                        let n = f.data_ref().map_or(0, |d| d.len());
+                                        r.fetch_add(n as u64, Ordering::SeqCst);
+                                    }
+                                    Err(_) => {
+                                        c.lock().unwrap().get_or_insert_with(Instant::now);
+                                        break;
+                                    }
+                                }
+                            }
+                            Ok(Response::new(Full::new(Bytes::from("ok")).boxed()))
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+                    o.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        Cancellable {
+            addr,
+            open,
+            received,
+            cancelled,
+            task,
+        }
+    }
+
+    fn open(&self) -> u64 {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    fn cancelled(&self) -> Option<Instant> {
+        *self.cancelled.lock().unwrap()
+    }
+}
+
+/// A proxy for `abort.test` in front of `backend`, with nothing in flight
+/// and no connection open yet; and the proxy's count of connections open
+/// to the backend.
+async fn abort_proxy(backend: &Cancellable) -> (Proxy, impl Fn() -> u64 + use<>) {
+    let authority = backend.addr.to_string();
+    let proxy = Proxy::start(&format!(
+        r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": "127.0.0.1:0",
+            "domains": {{"abort.test": ["{authority}"]}}}}"#
+    ))
+    .await;
+    let pooled = move || bbproxy::proxy::connection_counts().open(&authority);
+    assert_eq!(in_flight(&proxy).await, 0.0);
+    assert_eq!((pooled(), backend.open()), (0, 0));
+    (proxy, pooled)
+}
+
+/// After an abort the proxy still serves, and the one connection left is
+/// the new request's, idle in the pool.
+async fn still_serves_with_one_pooled(
+    proxy: &Proxy,
+    backend: &Cancellable,
+    pooled: impl Fn() -> u64,
+) {
+    let (status, body) = get(&client(), &proxy.url("/"), "abort.test").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"));
+    wait_for(
+        Duration::from_secs(10),
+        "one idle pooled connection",
+        || async { pooled() == 1 && backend.open() == 1 && in_flight(proxy).await == 0.0 },
+    )
+    .await;
+}
+
+/// Research case 21, upload: a client that sends half of a 1 MiB
+/// Content-Length body and goes away. The backend sees its request body
+/// fail within 1 s, the in-flight gauge returns to 0, and the cut upstream
+/// connection is closed, not pooled (the proxy's count and the backend's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_aborting_mid_upload_cancels_the_upstream_request() {
+    let _only = EXCLUSIVE.lock().await;
+    let backend = Cancellable::start().await;
+    let (proxy, pooled) = abort_proxy(&backend).await;
+    let mut conn = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    conn.write_all(b"POST /upload HTTP/1.1\r\nHost: abort.test\r\ncontent-length: 1048576\r\n\r\n")
+        .await
+        .unwrap();
+    conn.write_all(&vec![b'u'; 512 * 1024]).await.unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        "the upload under way at the backend",
+        || async { backend.received.load(Ordering::SeqCst) > 0 && in_flight(&proxy).await == 1.0 },
+    )
+    .await;
+    assert_eq!(backend.cancelled(), None);
+    let aborted = Instant::now();
+    drop(conn);
+    assert_cancelled(&proxy, &backend, aborted, "upload").await;
+    assert_eq!(pooled(), 0, "the cut upload's connection is not pooled");
+    still_serves_with_one_pooled(&proxy, &backend, pooled).await;
+}
+
+/// Research case 21, download: a client that reads 256 KiB of a 1 GiB
+/// response and goes away. The backend sees its response body dropped
+/// within 1 s, the in-flight gauge returns to 0, and the cut upstream
+/// connection is closed, not pooled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_aborting_mid_download_cancels_the_upstream_request() {
+    let _only = EXCLUSIVE.lock().await;
+    let backend = Cancellable::start().await;
+    let (proxy, pooled) = abort_proxy(&backend).await;
+    let mut conn = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    conn.write_all(b"GET /download HTTP/1.1\r\nHost: abort.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    let end = Instant::now() + Duration::from_secs(10);
+    while got < 256 * 1024 {
+        let left = end.saturating_duration_since(Instant::now());
+        let n = tokio::time::timeout(left, conn.read(&mut buf))
+            .await
+            .expect("the download stalled")
+            .unwrap();
+        assert!(n > 0, "the proxy closed the download after {got} bytes");
+        got += n;
+    }
+    assert_eq!(in_flight(&proxy).await, 1.0);
+    assert_eq!(backend.cancelled(), None);
+    let aborted = Instant::now();
+    drop(conn);
+    assert_cancelled(&proxy, &backend, aborted, "download").await;
+    assert_eq!(pooled(), 0, "the cut download's connection is not pooled");
+    still_serves_with_one_pooled(&proxy, &backend, pooled).await;
+}
+
+/// Research case 21 over HTTP/2: a client that reads part of a 1 GiB
+/// response and drops it (its stream is reset) cancels the upstream
+/// request like a closed HTTP/1 connection does, while its connection goes
+/// on serving other streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_resetting_mid_download_cancels_the_upstream_request() {
+    let _only = EXCLUSIVE.lock().await;
+    let backend = Cancellable::start().await;
+    let (proxy, pooled) = abort_proxy(&backend).await;
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let get_path = |path: &str| {
+        Request::get(format!("http://abort.test{path}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let resp = h2.send_request(get_path("/download")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let mut got = 0;
+    let end = Instant::now() + Duration::from_secs(10);
+    while got < 256 * 1024 {
+        let left = end.saturating_duration_since(Instant::now());
+        let frame = tokio::time::timeout(left, body.frame())
+            .await
+            .expect("the download stalled")
+            .expect("the download ended")
+            .unwrap();
+        got += frame.data_ref().map_or(0, |d| d.len());
+    }
+    assert_eq!(in_flight(&proxy).await, 1.0);
+    assert_eq!(backend.cancelled(), None);
+    let aborted = Instant::now();
+    drop(body);
+    assert_cancelled(&proxy, &backend, aborted, "HTTP/2 download").await;
+    assert_eq!(pooled(), 0, "the cut download's connection is not pooled");
+    // The same client connection serves the next stream.
+    let resp = h2.send_request(get_path("/")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+    assert!(!conn.is_finished());
+}
+
+/// The backend saw the request cancelled within 1 s of `aborted`; then
+/// nothing is in flight and the backend has no connection open.
+async fn assert_cancelled(proxy: &Proxy, backend: &Cancellable, aborted: Instant, what: &str) {
+    wait_for(
+        Duration::from_secs(5),
+        &format!("{what}: the backend to see the cancel"),
+        || async { backend.cancelled().is_some() },
+    )
+    .await;
+    let after = backend.cancelled().unwrap().duration_since(aborted);
+    eprintln!("{what}: the backend saw the cancel {after:?} after the client left");
+    assert!(
+        after < Duration::from_secs(1),
+        "{what}: cancelled after {after:?}"
+    );
+    wait_for(
+        Duration::from_secs(5),
+        &format!("{what}: in-flight 0 and no backend connection open"),
+        || async { in_flight(proxy).await == 0.0 && backend.open() == 0 },
+    )
+    .await;
 }
 
 /// Every `bbproxy_*` name in the host's source must have a row in the

@@ -22,6 +22,11 @@ fn config_for(backends: &[&Backend]) -> String {
     )
 }
 
+/// `bbproxy_reloads_total` is process-wide, and any test's reload may fail
+/// (a watcher can read a file half-written): the test that counts failures
+/// exactly runs alone (write), the others side by side (read).
+static RELOADS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 async fn status(proxy: &Proxy) -> serde_json::Value {
     let admin = proxy.running.as_ref().unwrap().admin.unwrap();
     let (_, body) = get(&client(), &format!("http://{admin}/status"), "admin").await;
@@ -39,6 +44,7 @@ async fn reload_errors(proxy: &Proxy) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_files_keep_the_last_good_generation_until_fixed() {
+    let _shared = RELOADS.read().await;
     let a = Backend::start("a").await;
     let good_wasm = std::fs::read(example_plugin("rust_last_backend.wasm")).unwrap();
     let good = config_for(&[&a]);
@@ -182,6 +188,7 @@ async fn broken_files_keep_the_last_good_generation_until_fixed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_request_finishes_on_the_generation_it_started_on() {
+    let _shared = RELOADS.read().await;
     let slow = Backend::start_with_delay("slow", Duration::from_secs(4)).await;
     let fast = Backend::start("fast").await;
     let list = |b: &Backend| {
@@ -222,6 +229,7 @@ async fn a_slow_request_finishes_on_the_generation_it_started_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn breaker_state_survives_a_reload_that_adds_a_domain() {
+    let _shared = RELOADS.read().await;
     let a = Backend::start("a").await;
     let dead = dead_addr().await;
     let before = format!(
@@ -296,6 +304,7 @@ async fn wait_for_error(proxy: &Proxy, what: &str, needle: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_reload_leaves_the_serving_backends_state_alone() {
+    let _shared = RELOADS.read().await;
     let a = Backend::start("a").await;
     let dead = dead_addr().await;
     let before = format!(
@@ -340,6 +349,7 @@ async fn a_failed_reload_leaves_the_serving_backends_state_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_in_a_directory_not_watched_yet_is_picked_up_after_a_failed_reload() {
+    let _shared = RELOADS.read().await;
     let a = Backend::start("a").await;
     let wasm = std::fs::read(example_plugin("rust_last_backend.wasm")).unwrap();
     let good = config_for(&[&a]);
@@ -392,6 +402,7 @@ async fn a_plugin_in_a_directory_not_watched_yet_is_picked_up_after_a_failed_rel
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fixing_only_the_backend_ca_file_retries_the_failed_reload() {
+    let _shared = RELOADS.read().await;
     let a = Backend::start("a").await;
     let proxy = Proxy::start(&format!(
         r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": "127.0.0.1:0",
@@ -425,6 +436,7 @@ async fn fixing_only_the_backend_ca_file_retries_the_failed_reload() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reloads_do_not_recompile_unchanged_components() {
+    let _shared = RELOADS.read().await;
     let a = Backend::start("a").await;
     let wasm = std::fs::read(example_plugin("rust_last_backend.wasm")).unwrap();
     let good = config_for(&[&a]);
@@ -482,6 +494,7 @@ async fn reloads_do_not_recompile_unchanged_components() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pooled_connections_to_a_surviving_backend_are_reused_across_a_reload() {
+    let _shared = RELOADS.read().await;
     let kept = Recorder::start().await;
     let other = Backend::start("other").await;
     let config = |extra: &str| {
@@ -525,6 +538,7 @@ async fn pooled_connections_to_a_surviving_backend_are_reused_across_a_reload() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_to_a_removed_backend_close_after_the_idle_timeout() {
+    let _shared = RELOADS.read().await;
     let removed = Recorder::start().await;
     let kept = Backend::start("kept").await;
     let config = |backends: &str| {
@@ -598,6 +612,7 @@ async fn read_response(conn: &mut tokio::net::TcpStream) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_keep_alive_connection_survives_a_reload() {
+    let _shared = RELOADS.read().await;
     let a = Backend::start("a").await;
     let b = Backend::start("b").await;
     let config = |backend: &Backend| {
@@ -632,6 +647,7 @@ async fn a_client_keep_alive_connection_survives_a_reload() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_save_before_the_watcher_starts_is_not_lost() {
+    let _shared = RELOADS.read().await;
     let a = Backend::start("a").await;
     let b = Backend::start("b").await;
     let config = |backend: &Backend| {
@@ -662,4 +678,113 @@ async fn a_save_before_the_watcher_starts_is_not_lost() {
         || async { get(&http, &proxy.url("/"), "app.test").await.1 == "backend b" },
     )
     .await;
+}
+
+/// Replaces `path` in one step, so the watcher never reads it half-written.
+fn write_atomically(path: &Path, text: &str) {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Research case 24, what `broken_files_keep_the_last_good_generation_until_fixed`
+/// leaves out: an invalid backend URL, a certificate file that does not
+/// exist, and a key that does not fit its certificate, each in one write of
+/// config.json. Each is rejected with its reason in `/status`, counted as
+/// exactly one failed reload; the last good generation keeps serving; the
+/// next valid write applies (and is not counted as a failure).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_backend_url_or_certificate_file_fails_one_reload_and_the_next_good_write_applies() {
+    let _alone = RELOADS.write().await;
+    let a = Backend::start("a").await;
+    let ca = common::tls::TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    ca.write_leaf(dir.path(), "app.test");
+    ca.write_leaf(dir.path(), "other.test");
+    let config = |backend: &str, tls: &str, pad: usize| {
+        format!(
+            r#"{{"listen": {{"http": "127.0.0.1:0", "https": "127.0.0.1:0"}},{} "admin": "127.0.0.1:0",
+                "domains": {{"app.test": {{"backends": ["{backend}"], "tls": {tls}}}}}}}"#,
+            " ".repeat(pad)
+        )
+    };
+    let backend = a.addr.to_string();
+    let tls = r#"{"cert": "app.test.pem", "key": "app.test.key"}"#;
+    let proxy = Proxy::start_in(dir, &config(&backend, tls, 0)).await;
+    let path = proxy.dir.path().to_path_buf();
+    let http = client();
+    // (case, the broken config, the reason, the file the error must name)
+    let cases = [
+        (
+            "invalid backend URL",
+            config("ftp://127.0.0.1:1", tls, 0),
+            "unsupported scheme \"ftp\"",
+            "config.json",
+        ),
+        (
+            "missing certificate file",
+            config(
+                &backend,
+                r#"{"cert": "missing.pem", "key": "app.test.key"}"#,
+                0,
+            ),
+            "cannot read",
+            "missing.pem",
+        ),
+        (
+            "key that does not fit the certificate",
+            config(
+                &backend,
+                r#"{"cert": "app.test.pem", "key": "other.test.key"}"#,
+                0,
+            ),
+            "does not fit",
+            "other.test.key",
+        ),
+    ];
+    for (i, (name, broken, reason, file)) in cases.into_iter().enumerate() {
+        let generation = proxy.generation().id;
+        let errors = reload_errors(&proxy).await;
+        write_atomically(&path.join("config.json"), &broken);
+        wait_for_error(&proxy, name, reason).await;
+        let error = last_error(&proxy).await.unwrap();
+        assert!(
+            error.contains(&path.join(file).display().to_string()),
+            "{name}: the error names {file}: {error}"
+        );
+        assert_eq!(
+            reload_errors(&proxy).await - errors,
+            1.0,
+            "{name}: one write, one failure"
+        );
+        assert_eq!(proxy.generation().id, generation, "{name}: nothing swapped");
+        assert_eq!(
+            get(&http, &proxy.url("/"), "app.test").await,
+            (StatusCode::OK, "backend a".into()),
+            "{name}: the last good config serves"
+        );
+
+        // The next valid write (padded, so it differs from every earlier
+        // one) applies and clears the error.
+        write_atomically(&path.join("config.json"), &config(&backend, tls, i + 1));
+        wait_for(
+            Duration::from_secs(5),
+            &format!("{name}: the next good write to apply"),
+            || async {
+                let s = status(&proxy).await;
+                s["last_reload_error"].is_null() && proxy.generation().id > generation
+            },
+        )
+        .await;
+        assert_eq!(
+            reload_errors(&proxy).await - errors,
+            1.0,
+            "{name}: the good write is no failure"
+        );
+        assert_eq!(
+            get(&http, &proxy.url("/"), "app.test").await,
+            (StatusCode::OK, "backend a".into()),
+            "{name}: after the fix"
+        );
+    }
 }

@@ -268,14 +268,17 @@ async fn connect_timeout_is_504_and_a_breaker_failure() {
 }
 
 /// A backend that accepts one connection, reads the request head and never
-/// answers; the receiver gets the instant the proxy closed its side.
+/// answers; the receivers get word that the head arrived, and the instant
+/// the proxy closed its side.
 async fn never_answers() -> (
     std::net::SocketAddr,
+    tokio::sync::oneshot::Receiver<()>,
     tokio::sync::oneshot::Receiver<Instant>,
 ) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel();
+    let (got_head, head_seen) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         let (mut s, _) = listener.accept().await.unwrap();
         let mut buf = [0u8; 4096];
@@ -285,6 +288,7 @@ async fn never_answers() -> (
             assert!(n > 0, "the proxy closed before sending a whole head");
             head.extend_from_slice(&buf[..n]);
         }
+        let _ = got_head.send(());
         loop {
             match s.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
@@ -293,7 +297,7 @@ async fn never_answers() -> (
         }
         let _ = tx.send(Instant::now());
     });
-    (addr, rx)
+    (addr, head_seen, rx)
 }
 
 /// Case 18: a backend that accepts and never answers is a 504 at
@@ -302,7 +306,7 @@ async fn never_answers() -> (
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_that_never_answers_is_504() {
     let _shared = EXCLUSIVE.read().await;
-    let (silent, upstream_closed) = never_answers().await;
+    let (silent, _, upstream_closed) = never_answers().await;
     let p = proxy(
         silent,
         "",
@@ -397,13 +401,16 @@ async fn a_silent_connection_is_closed_at_the_header_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_abort_cancels_the_upstream_request() {
     let _shared = EXCLUSIVE.read().await;
-    let (addr, rx) = never_answers().await;
+    let (addr, head_seen, rx) = never_answers().await;
     let p = proxy(addr, "", "").await;
     let mut conn = TcpStream::connect(p.addr).await.unwrap();
     conn.write_all(b"GET /slow HTTP/1.1\r\nhost: app.test\r\n\r\n")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::timeout(WAIT, head_seen)
+        .await
+        .expect("the request never reached the backend")
+        .unwrap();
     let aborted = Instant::now();
     drop(conn);
     let closed = tokio::time::timeout(Duration::from_secs(2), rx)
