@@ -69,15 +69,37 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// One tokio worker per CPU this process may run on (tokio reads the
+/// affinity mask). On one CPU the single-threaded scheduler does the same
+/// work without the work-stealing machinery: no cross-thread queues, wakes
+/// or atomics on every task switch.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    if cpus() == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    }
+}
+
+/// CPUs this process may run on (the affinity mask, cgroup quota).
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 fn run(cli: cli::Cli) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = runtime().context("cannot start the async runtime")?;
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
             let config = bbproxy_config::load(&cli.config)?;
             raise_nofile_limit();
+            match cpus() {
+                1 => tracing::info!("1 CPU available: one single-threaded async worker"),
+                n => tracing::info!("{n} CPUs available: {n} async workers"),
+            }
             runtime.block_on(serve(config))
         }
         Command::Check => {

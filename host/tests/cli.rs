@@ -562,3 +562,73 @@ fn the_demo_rotates_requests_across_its_backends() {
         "{names:?}"
     );
 }
+
+/// Pinned to one CPU the proxy runs one single-threaded async worker: it
+/// must still serve concurrent clients, answer the admin endpoints, and
+/// apply a reload (whose build runs off the worker), with nothing in the
+/// request path waiting on a second worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_one_cpu_one_single_threaded_worker_serves_and_reloads() {
+    use common::{Backend, binary::Binary, get, wait_for};
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let config = |to: &Backend| {
+        format!(
+            r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": "127.0.0.1:0",
+                "domains": {{"app.test": ["{}"]}}}}"#,
+            to.addr
+        )
+    };
+    let mut bin = Binary::start_pinned(&config(&a), 0);
+    bin.wait_lines(1, Duration::from_secs(30), "the worker line", |l| {
+        l.contains("1 CPU available: one single-threaded async worker")
+    })
+    .await;
+    let admin = bin.addr_after("admin endpoints on http://").await;
+    let addr = bin.addr_after("serving HTTP on ").await;
+    let url = format!("http://{addr}/");
+
+    // 16 clients at once, 20 requests each, all answered by the backend.
+    let clients: Vec<_> = (0..16)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let http = common::client();
+                for _ in 0..20 {
+                    let (status, body) = get(&http, &url, "app.test").await;
+                    assert_eq!((status.as_u16(), body.as_str()), (200, "backend a"));
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        tokio::time::timeout(Duration::from_secs(30), c)
+            .await
+            .expect("320 requests took over 30 s on one worker")
+            .unwrap();
+    }
+
+    std::fs::write(bin.dir.path().join("config.json"), config(&b)).unwrap();
+    wait_for(Duration::from_secs(10), "the reload", || async {
+        generation_at(admin).await == 2
+    })
+    .await;
+    assert_eq!(
+        get(&common::client(), &url, "app.test").await.1,
+        "backend b"
+    );
+
+    // Graceful shutdown works on the one worker too: exit 0, promptly.
+    bin.signal("TERM");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = bin.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running 10 s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status}");
+}

@@ -28,11 +28,36 @@ impl Binary {
         Self::spawn(config, &[], setup)
     }
 
+    /// Serves `config` with the process pinned to CPU `cpu` (`taskset`).
+    pub fn start_pinned(config: &str, cpu: u32) -> Binary {
+        let cpu = cpu.to_string();
+        Self::spawn_via(&["taskset", "-c", &cpu], config, &[], |_| {})
+    }
+
     fn spawn(config: &str, args: &[&str], setup: impl FnOnce(&Path)) -> Binary {
+        Self::spawn_via(&[], config, args, setup)
+    }
+
+    /// Starts the binary through the `wrapper` command line, if any.
+    fn spawn_via(
+        wrapper: &[&str],
+        config: &str,
+        args: &[&str],
+        setup: impl FnOnce(&Path),
+    ) -> Binary {
         let dir = tempfile::tempdir().unwrap();
         setup(dir.path());
         std::fs::write(dir.path().join("config.json"), config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_bbproxy"))
+        let bin = env!("CARGO_BIN_EXE_bbproxy");
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = command
             .args(args)
             .arg("--config")
             .arg(dir.path().join("config.json"))
