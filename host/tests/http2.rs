@@ -264,13 +264,33 @@ async fn protocol_violations_get_goaway_with_the_right_code() {
     );
 }
 
-/// Case 28: 10,000 HEADERS+RST_STREAM pairs on one connection. The proxy
-/// (the real binary, so its CPU time is its own) answers with GOAWAY
-/// ENHANCE_YOUR_CALM before 1,000 streams, the backend sees at most
-/// max_concurrent_streams (hyper's default, 200) of them, the proxy's CPU is
-/// back to idle within 2 s of the close, and it still serves.
+/// Case 28: 10,000 HEADERS+RST_STREAM pairs on one connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rapid_reset_flood_is_cut_off() {
+    // RST_STREAM(CANCEL)
+    reset_flood_is_cut_off("rapid reset", |id| frame(3, 0, id, &8u32.to_be_bytes())).await;
+}
+
+/// Case 28, MadeYouReset: 10,000 streams that each make the server reset
+/// them (a WINDOW_UPDATE that overflows the stream's window is a stream
+/// error, FLOW_CONTROL_ERROR, answered with RST_STREAM), so no RST_STREAM
+/// ever comes from the client and a limit on client resets alone would not
+/// see it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_made_you_reset_flood_is_cut_off() {
+    reset_flood_is_cut_off("made-you-reset", |id| {
+        frame(8, 0, id, &0x7fff_ffffu32.to_be_bytes())
+    })
+    .await;
+}
+
+/// 10,000 streams, each a GET followed by `follow(stream)`, which gets the
+/// stream reset, on one connection. The proxy (the real binary, so its CPU
+/// time is its own) answers with GOAWAY ENHANCE_YOUR_CALM before 1,000
+/// streams, the backend sees at most max_concurrent_streams (hyper's
+/// default, 200) of them, the proxy's CPU is back to idle within 2 s of the
+/// close, and it still serves.
+async fn reset_flood_is_cut_off(what: &str, follow: impl Fn(u32) -> Vec<u8>) {
     const PAIRS: u32 = 10_000;
     const MAX_CONCURRENT_STREAMS: u64 = 200;
     let b = Backend::start_with_delay("a", Duration::from_millis(200)).await;
@@ -292,8 +312,7 @@ async fn a_rapid_reset_flood_is_cut_off() {
     for i in 0..PAIRS {
         let id = 2 * i + 1;
         flood.extend(get_headers(id));
-        // RST_STREAM(CANCEL)
-        flood.extend(frame(3, 0, id, &8u32.to_be_bytes()));
+        flood.extend(follow(id));
     }
     let start = Instant::now();
     // The proxy may close before reading it all: the writer then fails.
@@ -305,10 +324,10 @@ async fn a_rapid_reset_flood_is_cut_off() {
     let took = start.elapsed();
     let wr = writer.await.unwrap();
     drop((rd, wr));
-    let away = away.expect("no GOAWAY for a rapid-reset flood");
+    let away = away.unwrap_or_else(|| panic!("no GOAWAY for a {what} flood"));
     let accepted = away.last_stream.div_ceil(2);
     eprintln!(
-        "rapid reset: {PAIRS} pairs offered, GOAWAY code {} after {took:?}, last stream {} \
+        "{what}: {PAIRS} pairs offered, GOAWAY code {} after {took:?}, last stream {} \
          ({accepted} streams), closed {}, backend saw {}",
         away.code,
         away.last_stream,
@@ -339,7 +358,7 @@ async fn a_rapid_reset_flood_is_cut_off() {
             "proxy CPU not idle within 2 s of the flood: ticks per window {windows:?}"
         );
     }
-    eprintln!("rapid reset: CPU ticks per 500 ms window after the close: {windows:?}");
+    eprintln!("{what}: CPU ticks per 500 ms window after the close: {windows:?}");
     assert!(
         b.hits() <= MAX_CONCURRENT_STREAMS,
         "{} requests reached the backend ({hits_at_close} at the close)",
