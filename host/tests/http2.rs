@@ -289,21 +289,24 @@ async fn a_made_you_reset_flood_is_cut_off() {
 /// time is its own) answers with GOAWAY ENHANCE_YOUR_CALM before 1,000
 /// streams, the backend sees at most max_concurrent_streams (hyper's
 /// default, 200) of them, the proxy's CPU is back to idle within 2 s of the
-/// close, and it still serves.
+/// close, and it still serves. Another client, on its own connection, keeps
+/// its p99 under 100 ms while the flood lasts (its requests take a few ms).
 async fn reset_flood_is_cut_off(what: &str, follow: impl Fn(u32) -> Vec<u8>) {
     const PAIRS: u32 = 10_000;
     const MAX_CONCURRENT_STREAMS: u64 = 200;
     let b = Backend::start_with_delay("a", Duration::from_millis(200)).await;
+    let other = Backend::start("other").await;
     let mut bin = Binary::start(
         &format!(
             r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null, {PLUGINS}
-                "domains": {{"app.test": ["{}"]}}}}"#,
-            b.addr
+                "domains": {{"app.test": ["{}"], "other.test": ["{}"]}}}}"#,
+            b.addr, other.addr
         ),
         &[],
     );
     let addr = bin.addr_after("serving HTTP on ").await;
     let pid = bin.child.id();
+    let bystander = Bystander::start(addr).await;
     let conn = TcpStream::connect(addr).await.unwrap();
     let (mut rd, mut wr) = conn.into_split();
     let mut flood = Vec::with_capacity(PAIRS as usize * 35);
@@ -325,6 +328,23 @@ async fn reset_flood_is_cut_off(what: &str, follow: impl Fn(u32) -> Vec<u8>) {
     let wr = writer.await.unwrap();
     drop((rd, wr));
     let away = away.unwrap_or_else(|| panic!("no GOAWAY for a {what} flood"));
+    // Stopped before the CPU check below, which its own requests would fail.
+    let (before, during) = bystander.stop().await;
+    let p99 = |l: &[Duration]| l[(l.len() * 99 / 100).min(l.len() - 1)];
+    eprintln!(
+        "{what}: other client p99 {:?} before ({} requests), {:?} during the flood ({} requests)",
+        p99(&before),
+        before.len(),
+        p99(&during),
+        during.len()
+    );
+    assert!(
+        p99(&during) < Duration::from_millis(100),
+        "another client's p99 went to {:?} during the flood (before: {:?})",
+        p99(&during),
+        p99(&before)
+    );
+
     let accepted = away.last_stream.div_ceil(2);
     eprintln!(
         "{what}: {PAIRS} pairs offered, GOAWAY code {} after {took:?}, last stream {} \
@@ -371,6 +391,60 @@ async fn reset_flood_is_cut_off(what: &str, follow: impl Fn(u32) -> Vec<u8>) {
         .unwrap();
     assert_eq!(c.request(req).await.unwrap().status(), 200);
     assert!(bin.is_running());
+}
+
+/// A client on its own HTTP/2 connection sending one request after another
+/// to `other.test`, recording each one's latency: 30 before `start`
+/// returns (the baseline), then until `stop` (at most 5,000 or 30 s).
+struct Bystander {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Vec<Duration>>,
+    before: Vec<Duration>,
+}
+
+impl Bystander {
+    async fn start(addr: std::net::SocketAddr) -> Bystander {
+        let c = common::h2c_client_to(addr);
+        let one = move |c: common::HttpClientTo| async move {
+            let req = hyper::Request::get("http://other.test/")
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap();
+            let t = Instant::now();
+            let resp = c.request(req).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .unwrap();
+            t.elapsed()
+        };
+        let mut before = Vec::new();
+        for _ in 0..30 {
+            before.push(one(c.clone()).await);
+        }
+        before.sort();
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let end = Instant::now() + Duration::from_secs(30);
+            let mut during = Vec::new();
+            while during.len() < 5_000 && Instant::now() < end {
+                if stopped.try_recv().is_ok() {
+                    break;
+                }
+                during.push(one(c.clone()).await);
+            }
+            during.sort();
+            during
+        });
+        Bystander { stop, task, before }
+    }
+
+    /// The latencies before and during, each sorted.
+    async fn stop(self) -> (Vec<Duration>, Vec<Duration>) {
+        let _ = self.stop.send(());
+        let during = self.task.await.unwrap();
+        assert!(!during.is_empty(), "the other client sent nothing");
+        (self.before, during)
+    }
 }
 
 /// Reads frames until stream 1 gets its answer (HEADERS or RST_STREAM) or

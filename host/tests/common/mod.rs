@@ -235,9 +235,12 @@ pub fn client_to(addr: SocketAddr) -> Client<ResolveTo, Full<Bytes>> {
     Client::builder(TokioExecutor::new()).build(ResolveTo(addr))
 }
 
+/// An HTTP/2 (prior knowledge) client sending every request to one address.
+pub type HttpClientTo = Client<ResolveTo, Full<Bytes>>;
+
 /// HTTP/2 client with prior knowledge (h2c) that dials `addr` whatever the
 /// URI's authority.
-pub fn h2c_client_to(addr: SocketAddr) -> Client<ResolveTo, Full<Bytes>> {
+pub fn h2c_client_to(addr: SocketAddr) -> HttpClientTo {
     Client::builder(TokioExecutor::new())
         .http2_only(true)
         .build(ResolveTo(addr))
