@@ -632,3 +632,64 @@ async fn on_one_cpu_one_single_threaded_worker_serves_and_reloads() {
     };
     assert!(status.success(), "{status}");
 }
+
+/// Context switches of the process's thread named `name` so far.
+fn thread_switches(pid: u32, name: &str) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    for task in tasks {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let status = std::fs::read_to_string(dir.join("status")).unwrap();
+        return status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches"))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+            .sum();
+    }
+    panic!("no thread named {name} in process {pid}");
+}
+
+/// An idle proxy does not wake a thousand times a second: the plugin epoch
+/// ticker (1 ms while calls run) sleeps once nothing runs, and the next
+/// request's plugin calls wake it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_proxy_stops_ticking_and_a_request_starts_it_again() {
+    use common::{Backend, binary::Binary, get};
+    let a = Backend::start("a").await;
+    let mut bin = Binary::start(
+        &format!(
+            r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null,
+                "domains": {{"app.test": ["{}"]}}}}"#,
+            a.addr
+        ),
+        &[],
+    );
+    let addr = bin.addr_after("serving HTTP on ").await;
+    let url = format!("http://{addr}/");
+    let http = common::client();
+    let pid = bin.child.id();
+    for round in 0..2 {
+        assert_eq!(get(&http, &url, "app.test").await.1, "backend a");
+        // Some 1 s window within 5 s with at most 20 wake-ups; ticking
+        // would be about 1,000.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut windows = Vec::new();
+        loop {
+            let before = thread_switches(pid, "bbproxy-epoch");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let n = thread_switches(pid, "bbproxy-epoch") - before;
+            windows.push(n);
+            if n <= 20 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: the epoch ticker kept waking while idle: {windows:?} per second"
+            );
+        }
+    }
+    assert!(bin.is_running());
+}

@@ -34,6 +34,8 @@ struct Inner {
     cache: Mutex<Cache>,
     /// Compilations done (cache misses that compiled).
     compiles: AtomicU64,
+    /// Advances the epoch while guest code runs.
+    ticker: Arc<super::ticker::Ticker>,
 }
 
 /// Compiled components by content hash, with the time each was last asked
@@ -80,7 +82,7 @@ impl std::fmt::Debug for Runtime {
 
 impl Runtime {
     /// Creates the engine and starts its epoch ticker thread, which stops by
-    /// itself once the engine is dropped.
+    /// itself once the engine is dropped (see `ticker`).
     pub fn new() -> Result<Self, LoadError> {
         Self::with_options(RuntimeOptions::default())
     }
@@ -112,16 +114,7 @@ impl Runtime {
         )
         .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
 
-        let weak = engine.weak();
-        std::thread::Builder::new()
-            .name("bbproxy-epoch".into())
-            .spawn(move || {
-                while let Some(engine) = weak.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
-                    std::thread::sleep(EPOCH_TICK);
-                }
-            })
+        let ticker = super::ticker::spawn(engine.weak())
             .map_err(|e| LoadError::Engine(format!("cannot start the epoch ticker: {e}")))?;
 
         Ok(Self {
@@ -131,12 +124,19 @@ impl Runtime {
                 shared: Arc::new(SharedState::default()),
                 cache: Mutex::new(Cache::default()),
                 compiles: AtomicU64::new(0),
+                ticker,
             }),
         })
     }
 
     pub(super) fn engine(&self) -> &Engine {
         &self.inner.engine
+    }
+
+    /// Every guest call runs inside `ticker().enter()`: the epoch only
+    /// advances while one does.
+    pub(super) fn ticker(&self) -> &super::ticker::Ticker {
+        &self.inner.ticker
     }
 
     pub(super) fn linker(&self) -> &Linker<PluginState> {

@@ -20,6 +20,7 @@ pub mod limiter;
 pub mod logbudget;
 mod shared;
 mod state;
+mod ticker;
 mod wasi;
 mod world;
 
@@ -296,6 +297,7 @@ impl<W: World> Plugin<W> {
     /// no guest code we care about (components have no start function), but
     /// it is bounded all the same.
     fn instantiate(&self) -> Result<Instance<W>, Fault> {
+        let _running = self.runtime.ticker().enter();
         let mut store = self.new_store();
         Self::arm(&mut store, self.limits.init_timeout());
         let exports = match W::instantiate(&self.pre, &mut store) {
@@ -364,7 +366,9 @@ impl<W: World> Plugin<W> {
         Self::arm(&mut inst.store, self.limits.timeout);
         inst.store.data_mut().request = request.take();
         let started = std::time::Instant::now();
+        let running = self.runtime.ticker().enter();
         let result = guarded(|| f(&inst.exports, &mut inst.store));
+        drop(running);
         self.call_seconds.record(started.elapsed());
         self.calls.increment(1);
         *request = inst.store.data_mut().request.take();
