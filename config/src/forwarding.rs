@@ -1,9 +1,10 @@
 //! The forwarding settings: timeouts, limits, retries, health checks, the
-//! backend protocol and pool knobs. Connection-level values (client header
-//! and write timeouts, keep-alive, header limits, connection cap) exist only
-//! at the top level because they apply before a request is routed (or, for
-//! the write timeout, to the connection as a whole); everything about an
-//! upstream can be set at the top level as a default and per domain.
+//! backend protocol and pool knobs. The client header timeout, header limits
+//! and connection cap exist only at the top level because they apply before
+//! a request is routed; keep-alive and the client write timeout are the
+//! connection's values until a request is routed and can be overridden per
+//! domain for what follows its requests. Everything about an upstream can be
+//! set at the top level as a default and per domain.
 
 use std::time::Duration;
 
@@ -26,6 +27,8 @@ const TIMEOUT_KEYS: &[&str] = &[
 ];
 const DOMAIN_TIMEOUT_KEYS: &[&str] = &[
     "client_body",
+    "keep_alive",
+    "client_write",
     "upstream_connect",
     "upstream_response_headers",
     "upstream_idle",
@@ -72,6 +75,8 @@ pub(crate) fn global(root: &Map<String, Value>) -> R<(Timeouts, Limits, Retries)
         set_duration(map, "timeouts", "client_write", &mut t.client_write)?;
         upstream_timeouts(map, "timeouts", &mut t.upstream)?;
     }
+    t.upstream.keep_alive = t.keep_alive;
+    t.upstream.client_write = t.client_write;
     let mut l = Limits::default();
     if let Some(v) = present(root, "limits") {
         let map = object(v, "limits", "{\"max_body_size\": \"10MiB\"}")?;
@@ -114,8 +119,16 @@ pub(crate) fn domain(
     if let Some(v) = present(map, "timeouts") {
         let p = join(path, "timeouts");
         let m = object(v, &p, "{\"upstream_connect\": \"2s\"}")?;
+        if m.contains_key("client_header") {
+            return Err(Fault::invalid(
+                join(&p, "client_header"),
+                "only a top-level setting (timeouts.client_header): no domain is known before a request head has been read",
+            ));
+        }
         check_keys(m, &p, DOMAIN_TIMEOUT_KEYS)?;
         upstream_timeouts(m, &p, &mut s.timeouts)?;
+        set_duration(m, &p, "keep_alive", &mut s.timeouts.keep_alive)?;
+        set_duration(m, &p, "client_write", &mut s.timeouts.client_write)?;
     }
     if let Some(v) = present(map, "limits") {
         let p = join(path, "limits");

@@ -319,7 +319,9 @@ pub struct Timeouts {
     /// Longest time a write to the client may make no progress (a client
     /// that stops reading its response): the connection is reset.
     pub client_write: Duration,
-    /// Defaults for every domain.
+    /// Defaults for every domain. Its `keep_alive` and `client_write` are
+    /// the two above; these two stay the connection's own values, used
+    /// until a request is routed (and after local answers).
     pub upstream: UpstreamTimeouts,
 }
 
@@ -345,6 +347,12 @@ pub struct UpstreamTimeouts {
     pub response_headers: Duration,
     /// Longest pause between two pieces of a response body: the response is cut.
     pub idle: Duration,
+    /// Idle after a response of this domain until the connection's next
+    /// request head.
+    pub keep_alive: Duration,
+    /// Longest time writes of this domain's responses to the client may
+    /// make no progress.
+    pub client_write: Duration,
 }
 
 impl Default for UpstreamTimeouts {
@@ -354,6 +362,8 @@ impl Default for UpstreamTimeouts {
             connect: Duration::from_secs(5),
             response_headers: Duration::from_secs(60),
             idle: Duration::from_secs(60),
+            keep_alive: Duration::from_secs(60),
+            client_write: Duration::from_secs(60),
         }
     }
 }

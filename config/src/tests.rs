@@ -990,13 +990,18 @@ fn forwarding_settings_errors_name_the_key() {
             r#"{{"domains": {{"a.test": {{"backends": ["x:1"], {extra}}}}}}}"#
         ))
     };
+    let header = domain(r#""timeouts": {"client_header": "1s"}"#);
     assert!(
-        domain(r#""timeouts": {"keep_alive": "1s"}"#)
-            .contains("unknown key `domains.a.test.timeouts.keep_alive`")
+        header.contains("domains.a.test.timeouts.client_header: only a top-level setting (timeouts.client_header)"),
+        "{header}"
     );
     assert!(
-        domain(r#""timeouts": {"client_write": "1s"}"#)
-            .contains("unknown key `domains.a.test.timeouts.client_write`")
+        domain(r#""timeouts": {"keep_alive": "1"}"#)
+            .contains("domains.a.test.timeouts.keep_alive: invalid duration")
+    );
+    assert!(
+        domain(r#""timeouts": {"client_write": -1}"#)
+            .contains("domains.a.test.timeouts.client_write: ")
     );
     assert!(
         domain(r#""protocol": "spdy""#)
@@ -1007,6 +1012,40 @@ fn forwarding_settings_errors_name_the_key() {
             .contains("domains.a.test.health_check.path: expected an absolute request path")
     );
     assert!(domain(r#""pool": {"max_idle": -1}"#).contains("domains.a.test.pool.max_idle"));
+}
+
+#[test]
+fn keep_alive_and_client_write_are_inherited_or_overridden_per_domain() {
+    let c = ok(r#"{
+        "timeouts": {"keep_alive": "10s", "client_write": "1500ms"},
+        "domains": {
+            "inherit.test": ["10.0.0.1:80"],
+            "short.test": {"backends": ["10.0.0.2:80"],
+                           "timeouts": {"keep_alive": "400ms", "client_write": "500ms"}},
+            "off.test": {"backends": ["10.0.0.3:80"],
+                         "timeouts": {"keep_alive": "0", "client_write": "0"}}
+        }
+    }"#);
+    // The connection's own values stay the top-level ones.
+    assert_eq!(c.timeouts.keep_alive, Duration::from_secs(10));
+    assert_eq!(c.timeouts.client_write, Duration::from_millis(1500));
+    let t = |i: usize| {
+        let t = &c.domains[i].upstream.timeouts;
+        (t.keep_alive, t.client_write)
+    };
+    assert_eq!(t(0), (Duration::from_secs(10), Duration::from_millis(1500)));
+    assert_eq!(
+        t(1),
+        (Duration::from_millis(400), Duration::from_millis(500))
+    );
+    assert_eq!(t(2), (Duration::ZERO, Duration::ZERO));
+    // Without a top-level `timeouts`, domains inherit the defaults.
+    let d = ok(r#"{"domains": {"a.test": ["10.0.0.1:80"]}}"#);
+    let a = &d.domains[0].upstream.timeouts;
+    assert_eq!(
+        (a.keep_alive, a.client_write),
+        (d.timeouts.keep_alive, d.timeouts.client_write)
+    );
 }
 
 #[test]

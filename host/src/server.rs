@@ -22,7 +22,7 @@ use crate::tls::{Accepted, TlsTerminator};
 pub mod conn;
 pub mod limits;
 
-use conn::{ConnState, ConnTimeouts, SharedTcp, Tracked, TrackedIo};
+use conn::{ConnState, ConnTimeoutOverride, ConnTimeouts, SharedTcp, Tracked, TrackedIo};
 
 /// hyper's smallest allowed HTTP/1 read buffer.
 const MIN_H1_BUFFER: usize = 8192;
@@ -64,8 +64,9 @@ pub async fn bind(addr: SocketAddr, setting: &'static str) -> Result<TcpListener
 /// once and lets open connections finish within `grace` (HTTP/1: after the
 /// response in flight; HTTP/2: GOAWAY, then the open streams), after which the
 /// rest are closed. Connection settings (`timeouts.client_header`,
-/// `timeouts.keep_alive`, `timeouts.client_write`, `limits.*`) are read from the generation current
-/// when each connection is accepted.
+/// `timeouts.keep_alive`, `timeouts.client_write`, `limits.*`) are read from
+/// the generation current when each connection is accepted; a routed
+/// request's domain `keep_alive` and `client_write` apply after it.
 pub async fn serve(
     listener: TcpListener,
     proxy: Arc<Proxy>,
@@ -146,11 +147,15 @@ struct ConnSettings {
 impl ConnSettings {
     fn from_config(config: &bbproxy_config::Config) -> Self {
         Self {
-            timeouts: ConnTimeouts {
-                header: config.timeouts.client_header,
-                keep_alive: config.timeouts.keep_alive,
-                client_write: config.timeouts.client_write,
-            },
+            timeouts: ConnTimeouts::new(
+                config.timeouts.client_header,
+                config.timeouts.keep_alive,
+                config.timeouts.client_write,
+                config.domains.iter().map(|d| ConnTimeoutOverride {
+                    keep_alive: d.upstream.timeouts.keep_alive,
+                    client_write: d.upstream.timeouts.client_write,
+                }),
+            ),
             max_headers: config.limits.max_headers as usize,
             max_header_bytes: usize::try_from(config.limits.max_header_bytes).unwrap_or(usize::MAX),
         }
@@ -225,7 +230,9 @@ async fn serve_http<IO>(
         let request = service_state.begin();
         let front = front.clone();
         async move {
-            let resp = front.handle(req, peer).await?;
+            let mut resp = front.handle(req, peer).await?;
+            // Before hyper writes the head and before the request ends.
+            request.set_override(resp.extensions_mut().remove::<ConnTimeoutOverride>());
             Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, request)))
         }
     });

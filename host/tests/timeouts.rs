@@ -1116,3 +1116,114 @@ async fn a_drain_does_not_wait_the_grace_period_for_a_stalled_reader() {
     let (read, reset) = drain_until_end(&mut conn, WAIT).await;
     assert!(reset, "closed without a reset after {read} bytes");
 }
+
+// ---- Per-domain keep-alive and client write timeouts ----
+
+/// Reads one response (head, then a `content-length` body) from `conn`;
+/// returns its status. Only for a connection with one response in flight.
+async fn read_one_response(conn: &mut TcpStream) -> u16 {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = async {
+        loop {
+            if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                if data.len() >= end + 4 + len {
+                    data.drain(..end + 4 + len);
+                    return head[9..12].parse().unwrap();
+                }
+            }
+            let n = conn.read(&mut buf).await.unwrap();
+            assert!(
+                n > 0,
+                "closed mid-response: {}",
+                String::from_utf8_lossy(&data)
+            );
+            data.extend_from_slice(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(WAIT, read).await.unwrap()
+}
+
+/// A domain's `keep_alive` applies after its requests; a domain without
+/// one inherits the top level, also on a connection whose previous
+/// request went to the short domain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_domain_keep_alive_applies_after_its_requests() {
+    let _alone = EXCLUSIVE.write().await;
+    let idle_before = client_timeouts("keep_alive");
+    let b = Backend::start("a").await;
+    let addr = b.addr;
+    let p = Proxy::start(&format!(
+        r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null, {PLUGINS}
+            "timeouts": {{"client_header": "10s", "keep_alive": "10s"}},
+            "domains": {{
+                "short.test": {{"backends": ["{addr}"], "timeouts": {{"keep_alive": "400ms"}}}},
+                "long.test": ["{addr}"]
+            }}}}"#
+    ))
+    .await;
+    let short = b"GET / HTTP/1.1\r\nhost: short.test\r\n\r\n";
+    let long = b"GET / HTTP/1.1\r\nhost: long.test\r\n\r\n";
+
+    // After a request to the short domain: closed at 400 ms, not 10 s.
+    let mut conn = TcpStream::connect(p.addr).await.unwrap();
+    let start = Instant::now();
+    conn.write_all(short).await.unwrap();
+    let seen = read_until_close(&mut conn, WAIT).await;
+    let took = start.elapsed();
+    assert_eq!(seen.statuses(), [200], "{}", seen.text());
+    assert!(seen.closed, "still open after {took:?}");
+    eprintln!("closed {took:?} after a request to the 400 ms domain");
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_millis(1500),
+        "{took:?}"
+    );
+    assert_eq!(client_timeouts("keep_alive") - idle_before, 1);
+
+    // The short domain, then the inheriting one on the same connection:
+    // the latest request's domain decides, so it stays open.
+    let mut conn = TcpStream::connect(p.addr).await.unwrap();
+    conn.write_all(short).await.unwrap();
+    assert_eq!(read_one_response(&mut conn).await, 200);
+    conn.write_all(long).await.unwrap();
+    assert_eq!(read_one_response(&mut conn).await, 200);
+    let idle = read_until_close(&mut conn, Duration::from_millis(1500)).await;
+    assert!(!idle.closed, "closed after {:?}", idle.elapsed);
+    assert!(idle.bytes.is_empty(), "{}", idle.text());
+    conn.write_all(long).await.unwrap();
+    assert_eq!(read_one_response(&mut conn).await, 200);
+    assert_eq!(client_timeouts("keep_alive") - idle_before, 1);
+}
+
+/// A domain's `client_write` applies to its responses: a client that stops
+/// reading one is reset at the domain's 500 ms, not the top level's 60 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_domain_client_write_applies_to_its_responses() {
+    const BIG: usize = 64 << 20;
+    let _alone = EXCLUSIVE.write().await;
+    let before = write_timeouts();
+    let b = StreamBackend::start(BIG).await;
+    let p = proxy(
+        b.addr,
+        r#""client_write": "60s""#,
+        r#", "timeouts": {"client_write": "500ms"}"#,
+    )
+    .await;
+    let start = Instant::now();
+    let mut conn = stalled_client(p.addr).await;
+    assert_cut_once_at_500ms(
+        before,
+        start,
+        &b,
+        &p,
+        "non-reading client of a 500 ms domain",
+    )
+    .await;
+    let (read, reset) = drain_until_end(&mut conn, WAIT).await;
+    assert!(reset, "closed without a reset after {read} bytes");
+}

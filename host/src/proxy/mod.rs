@@ -36,6 +36,7 @@ use crate::generation::{Generation, Slot, UpstreamSlot};
 use crate::plugin::{
     Backend, BreakerState, BreakerWorld, Fault, Outcome, OutcomeKind, RequestView, Route,
 };
+use crate::server::conn::ConnTimeoutOverride;
 use crate::upstream::Admission;
 
 /// How a listener's clients reach the proxy, for `X-Forwarded-Proto`.
@@ -109,6 +110,12 @@ impl Proxy {
         let mut resp = self
             .serve(&generation, req, host, client, scheme, &mut started.route)
             .await;
+        if let Some(t) = started.route.timeouts {
+            resp.extensions_mut().insert(ConnTimeoutOverride {
+                keep_alive: t.keep_alive,
+                client_write: t.client_write,
+            });
+        }
         let finish = started.respond(resp.status().as_u16());
         resp.body_mut().on_finish(finish);
         Ok(resp)
@@ -178,6 +185,7 @@ impl Proxy {
             );
         };
         route_record.domain = Some(&up.metrics);
+        route_record.timeouts = Some(&up.settings.timeouts);
         let settings = &up.settings;
         // HTTP/2 toward backends has no Upgrade and no extended CONNECT
         // (hyper's client sends neither): say so instead of a backend error.

@@ -143,6 +143,9 @@ pub struct Route<'g> {
     pub domain: Option<&'g DomainMetrics>,
     /// Its backend's metrics and address, once picked.
     pub backend: Option<(&'g BackendMetrics, &'g str)>,
+    /// Its domain's timeouts, once routed: the connection takes its
+    /// keep-alive and client write timeouts from them.
+    pub timeouts: Option<&'g bbproxy_config::UpstreamTimeouts>,
 }
 
 /// Request fields for the access log, captured before the request is

@@ -67,6 +67,10 @@ pub struct ConnState {
     h2_waiting: AtomicU32,
     /// Since when waiting streams have made no progress, or `NONE`.
     h2_waiting_since: AtomicU64,
+    /// The keep-alive and client write timeouts (ms) of the domain the
+    /// latest request was routed to, or `NONE` for the connection's own.
+    keep_alive_override: AtomicU64,
+    client_write_override: AtomicU64,
 }
 
 impl Default for ConnState {
@@ -86,11 +90,58 @@ impl Default for ConnState {
             body_waker: Mutex::new(None),
             h2_waiting: AtomicU32::new(0),
             h2_waiting_since: AtomicU64::new(NONE),
+            keep_alive_override: AtomicU64::new(NONE),
+            client_write_override: AtomicU64::new(NONE),
         }
     }
 }
 
 impl ConnState {
+    /// A response is about to be written: its domain's timeouts apply from
+    /// now on (`None`, a local answer: the connection's own). Called before
+    /// the response's head is written and before its request ends, so the
+    /// write and the keep-alive after it see the domain's values. Under
+    /// HTTP/2 the latest routed stream's values apply to the connection.
+    pub fn set_override(&self, o: Option<ConnTimeoutOverride>) {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(NONE - 1);
+        let (keep_alive, client_write) =
+            o.map_or((NONE, NONE), |o| (ms(o.keep_alive), ms(o.client_write)));
+        self.keep_alive_override
+            .store(keep_alive, Ordering::Release);
+        self.client_write_override
+            .store(client_write, Ordering::Release);
+    }
+
+    /// The timeouts in force: the connection's, with the latest request's
+    /// domain overrides. An override is never below its floor (a domain of
+    /// a generation loaded after the connection was accepted may be): the
+    /// driver's sleeps are bounded by the floor and would pass it.
+    fn effective(&self, t: &ConnTimeouts) -> ConnTimeouts {
+        let pick = |stored: &AtomicU64, own: Duration, floor: Duration| {
+            let ms = stored.load(Ordering::Acquire);
+            if ms == NONE {
+                return own;
+            }
+            let d = Duration::from_millis(ms);
+            if d.is_zero() {
+                Duration::ZERO
+            } else if floor.is_zero() {
+                own
+            } else {
+                d.max(floor)
+            }
+        };
+        ConnTimeouts {
+            keep_alive: pick(&self.keep_alive_override, t.keep_alive, t.keep_alive_floor),
+            client_write: pick(
+                &self.client_write_override,
+                t.client_write,
+                t.client_write_floor,
+            ),
+            ..*t
+        }
+    }
+
     fn now(&self) -> u64 {
         u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(NONE - 1)
     }
@@ -208,12 +259,16 @@ impl ConnState {
     }
 
     /// The latest the driver may look for a write stall: one that starts
-    /// now expires no sooner than `now + client_write`.
+    /// now expires no sooner than `now + client_write_floor` (whichever
+    /// domain's response it writes), a running one at its expiry. Another
+    /// HTTP/2 stream's domain may shorten a running stall's timeout without
+    /// waking the driver: looking at least every floor bounds the delay.
     fn write_check(&self, t: &ConnTimeouts, now: Instant) -> Option<Instant> {
-        if t.client_write.is_zero() {
-            return None;
+        if t.client_write_floor.is_zero() {
+            return self.write_expiry(t);
         }
-        Some(self.write_expiry(t).unwrap_or(now + t.client_write))
+        let next = now + t.client_write_floor;
+        Some(self.write_expiry(t).map_or(next, |at| at.min(next)))
     }
 
     /// A request head was parsed: the service starts on it. The returned
@@ -242,16 +297,20 @@ impl ConnState {
     /// can expire, so that the request path never has to wake it. While a
     /// request runs nothing expires, and whatever timeout starts after it
     /// ends lasts at least the shorter timeout; while idle, a head that
-    /// starts now ends no sooner than `now + header`. A write stall can
-    /// start in any phase, so `write_check` bounds every answer. The driver
-    /// may wake early; it then just looks again.
+    /// starts now ends no sooner than `now + header`. A request that starts
+    /// now may be routed to the domain with the shortest keep-alive, so the
+    /// idle time after it ends no sooner than `now + keep_alive_floor`, in
+    /// every phase. A write stall can start in any phase, so `write_check`
+    /// bounds every answer. The driver may wake early; it then just looks
+    /// again. `t` is the effective set (see `effective`).
     fn next_check(&self, t: &ConnTimeouts, now: Instant) -> Option<Instant> {
         let write = self.write_check(t, now);
         let header = (!t.header.is_zero()).then_some(t.header);
         let keep_alive = (!t.keep_alive.is_zero()).then_some(t.keep_alive);
+        let floor = (!t.keep_alive_floor.is_zero()).then(|| now + t.keep_alive_floor);
+        let bounds = write.into_iter().chain(floor);
         if self.active.load(Ordering::Acquire) > 0 {
-            let phase = header.into_iter().chain(keep_alive).min().map(|d| now + d);
-            return phase.into_iter().chain(write).min();
+            return header.map(|d| now + d).into_iter().chain(bounds).min();
         }
         let expiry = self.expiry(t);
         // Until its first bytes arrive a connection may still turn out to be
@@ -265,10 +324,10 @@ impl ConnState {
             None
         };
         if self.head_started.load(Ordering::Acquire) != NONE || self.h2.load(Ordering::Acquire) {
-            return expiry.into_iter().chain(write).chain(maybe_h2).min();
+            return expiry.into_iter().chain(maybe_h2).chain(bounds).min();
         }
         let head = header.map(|d| now + d);
-        expiry.into_iter().chain(head).chain(write).min()
+        expiry.into_iter().chain(head).chain(bounds).min()
     }
 
     /// Whether part of a head arrived (a 408 is the right answer to expiry;
@@ -289,6 +348,13 @@ impl ConnState {
 #[derive(Debug)]
 pub struct RequestGuard(Arc<ConnState>);
 
+impl RequestGuard {
+    /// See [`ConnState::set_override`].
+    pub fn set_override(&self, o: Option<ConnTimeoutOverride>) {
+        self.0.set_override(o);
+    }
+}
+
 impl Drop for RequestGuard {
     fn drop(&mut self) {
         let s = &self.0;
@@ -302,9 +368,55 @@ impl Drop for RequestGuard {
 pub struct ConnTimeouts {
     /// From the first byte of a head to its end.
     pub header: Duration,
-    /// Idle between requests.
+    /// Idle between requests (until a request's domain overrides it).
     pub keep_alive: Duration,
-    /// Longest time writes to the client may make no progress.
+    /// Longest time writes to the client may make no progress (until a
+    /// request's domain overrides it).
+    pub client_write: Duration,
+    /// The shortest non-zero keep-alive any request may bring (the
+    /// connection's and every domain's), zero if none: bounds the driver's
+    /// sleep while a request runs.
+    pub keep_alive_floor: Duration,
+    /// The same for `client_write`: bounds every sleep.
+    pub client_write_floor: Duration,
+}
+
+impl ConnTimeouts {
+    /// The connection's values with floors from its own and `domains`'
+    /// values.
+    pub fn new(
+        header: Duration,
+        keep_alive: Duration,
+        client_write: Duration,
+        domains: impl IntoIterator<Item = ConnTimeoutOverride>,
+    ) -> Self {
+        let mut t = Self {
+            header,
+            keep_alive,
+            client_write,
+            keep_alive_floor: keep_alive,
+            client_write_floor: client_write,
+        };
+        let shorter = |floor: &mut Duration, d: Duration| {
+            if !d.is_zero() && (floor.is_zero() || d < *floor) {
+                *floor = d;
+            }
+        };
+        for d in domains {
+            shorter(&mut t.keep_alive_floor, d.keep_alive);
+            shorter(&mut t.client_write_floor, d.client_write);
+        }
+        t
+    }
+}
+
+/// A routed request's domain timeouts, carried from the proxy to the
+/// connection in the response's extensions; zero disables one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnTimeoutOverride {
+    /// Idle after this response until the next request head.
+    pub keep_alive: Duration,
+    /// Longest time writes of this response may make no progress.
     pub client_write: Duration,
 }
 
@@ -636,10 +748,11 @@ where
         // A closing connection may still be stuck writing to a client that
         // does not read (graceful shutdown waits for the write to finish).
         let now = Instant::now();
+        let t = state.effective(&timeouts);
         let next = if closing {
-            state.write_check(&timeouts, now)
+            state.write_check(&t, now)
         } else {
-            state.next_check(&timeouts, now)
+            state.next_check(&t, now)
         };
         if let Some(next) = next
             && armed.is_none_or(|at| next < at)
@@ -656,11 +769,12 @@ where
             }
             _ = &mut sleep, if armed.is_some() => {
                 armed = None;
-                if state.write_expiry(&timeouts).is_some_and(|at| at <= Instant::now()) {
+                let t = state.effective(&timeouts);
+                if state.write_expiry(&t).is_some_and(|at| at <= Instant::now()) {
                     metrics::counter!("bbproxy_client_timeouts_total", "kind" => "write").increment(1);
                     return Ended::WriteTimeout;
                 }
-                if closing || state.expiry(&timeouts).is_none_or(|at| at > Instant::now()) {
+                if closing || state.expiry(&t).is_none_or(|at| at > Instant::now()) {
                     continue;
                 }
                 if state.in_head() {
@@ -707,6 +821,8 @@ mod tests {
         header: Duration::from_secs(10),
         keep_alive: Duration::from_secs(60),
         client_write: Duration::from_secs(2),
+        keep_alive_floor: Duration::from_secs(60),
+        client_write_floor: Duration::from_secs(2),
     };
 
     #[test]
@@ -803,10 +919,134 @@ mod tests {
         drop(request);
         let off = ConnTimeouts {
             client_write: Duration::ZERO,
+            client_write_floor: Duration::ZERO,
             ..T
         };
         active.on_write_blocked();
         assert_eq!(active.write_expiry(&off), None);
         assert_eq!(active.write_check(&off, Instant::now()), None);
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn domain(keep_alive: u64, client_write: u64) -> ConnTimeoutOverride {
+        ConnTimeoutOverride {
+            keep_alive: ms(keep_alive),
+            client_write: ms(client_write),
+        }
+    }
+
+    /// The floors are the shortest non-zero value of the connection and
+    /// every domain; zeros (disabled) do not count.
+    #[test]
+    fn floors_are_the_shortest_enabled_values() {
+        let t = ConnTimeouts::new(
+            ms(10_000),
+            ms(60_000),
+            ms(2_000),
+            [domain(400, 0), domain(0, 500), domain(90_000, 90_000)],
+        );
+        assert_eq!((t.keep_alive, t.client_write), (ms(60_000), ms(2_000)));
+        assert_eq!(
+            (t.keep_alive_floor, t.client_write_floor),
+            (ms(400), ms(500))
+        );
+        // Top level disabled: the domains' values are the floors.
+        let t = ConnTimeouts::new(ms(10_000), ms(0), ms(0), [domain(0, 700)]);
+        assert_eq!((t.keep_alive_floor, t.client_write_floor), (ms(0), ms(700)));
+        let t = ConnTimeouts::new(ms(10_000), ms(0), ms(0), []);
+        assert_eq!((t.keep_alive_floor, t.client_write_floor), (ms(0), ms(0)));
+    }
+
+    /// A request's domain values replace the connection's until the next
+    /// response says otherwise; zero disables; none restores the
+    /// connection's; a value under the floor is raised to it.
+    #[test]
+    fn overrides_apply_until_the_next_response() {
+        let t = ConnTimeouts::new(ms(10_000), ms(10_000), ms(60_000), [domain(400, 500)]);
+        let s = ConnState::default();
+        let eff = |s: &ConnState| {
+            let e = s.effective(&t);
+            (e.keep_alive, e.client_write)
+        };
+        assert_eq!(eff(&s), (ms(10_000), ms(60_000)));
+        s.set_override(Some(domain(400, 500)));
+        assert_eq!(eff(&s), (ms(400), ms(500)));
+        s.set_override(Some(domain(0, 0)));
+        assert_eq!(eff(&s), (ms(0), ms(0)));
+        s.set_override(Some(domain(100, 100)));
+        assert_eq!(eff(&s), (ms(400), ms(500)), "raised to the floors");
+        s.set_override(None);
+        assert_eq!(eff(&s), (ms(10_000), ms(60_000)));
+        // Nothing could expire when accepted: a later domain cannot add one.
+        let off = ConnTimeouts::new(ms(10_000), ms(0), ms(0), []);
+        s.set_override(Some(domain(400, 500)));
+        let e = s.effective(&off);
+        assert_eq!((e.keep_alive, e.client_write), (ms(0), ms(0)));
+    }
+
+    /// While a request runs the driver looks again within the shortest
+    /// keep-alive a domain may bring, and in every phase within the
+    /// shortest client write timeout; after a response of the short
+    /// domain its keep-alive runs from the response's end.
+    #[test]
+    fn next_check_respects_the_floors() {
+        let t = ConnTimeouts::new(ms(10_000), ms(10_000), ms(60_000), [domain(400, 500)]);
+        let s = Arc::new(ConnState::default());
+        // Idle, and with a head arriving: a request may start, be routed to
+        // the short domain and end at once.
+        let now = Instant::now();
+        assert_eq!(
+            s.next_check(&s.effective(&t), now),
+            Some(now + ms(400)),
+            "idle"
+        );
+        s.on_read(b"GET / HTTP/1.1\r\n\r\n");
+        let now = Instant::now();
+        assert_eq!(
+            s.next_check(&s.effective(&t), now),
+            Some(now + ms(400)),
+            "head"
+        );
+        let request = s.begin();
+        let now = Instant::now();
+        let next = s.next_check(&s.effective(&t), now);
+        assert_eq!(next, Some(now + ms(400)), "active: the keep-alive floor");
+        s.set_override(Some(domain(400, 500)));
+        s.on_write_blocked();
+        let e = s.effective(&t);
+        let stall = s.write_expiry(&e);
+        assert!(stall.is_some_and(|at| at <= Instant::now() + ms(500)));
+        assert!(
+            s.next_check(&e, Instant::now())
+                .is_some_and(|n| Some(n) <= stall)
+        );
+        s.on_write_progress();
+        drop(request);
+        let e = s.effective(&t);
+        let expiry = s.expiry(&e);
+        assert!(expiry.is_some_and(|at| at <= Instant::now() + ms(400)));
+        let idle = s.next_check(&e, Instant::now());
+        assert!(
+            idle.is_some_and(|n| Some(n) <= expiry),
+            "{idle:?} {expiry:?}"
+        );
+        // Without an override the connection's values apply again.
+        s.set_override(None);
+        let e = s.effective(&t);
+        assert!(
+            s.expiry(&e)
+                .is_some_and(|at| at > Instant::now() + ms(9_000))
+        );
+        // A stall is looked at within the floor even when the current
+        // domain's timeout is longer (another stream may shorten it).
+        s.on_write_blocked();
+        let later = Instant::now() + ms(5_000);
+        assert!(
+            s.write_check(&e, later)
+                .is_some_and(|n| n <= later + ms(500))
+        );
     }
 }
