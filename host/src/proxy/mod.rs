@@ -110,7 +110,13 @@ impl Proxy {
         let mut resp = self
             .serve(&generation, req, host, client, scheme, &mut started.route)
             .await;
-        if let Some(t) = started.route.timeouts {
+        // Only a domain that sets its own values: for the others the
+        // connection's own (the top level's) apply, and the common case
+        // allocates nothing.
+        let top = &generation.config.timeouts;
+        if let Some(t) = started.route.timeouts
+            && (t.keep_alive != top.keep_alive || t.client_write != top.client_write)
+        {
             resp.extensions_mut().insert(ConnTimeoutOverride {
                 keep_alive: t.keep_alive,
                 client_write: t.client_write,
