@@ -95,6 +95,9 @@ pub async fn serve_front(
 ) {
     let proxy = front.proxy().clone();
     let drain = proxy.drain().clone();
+    // Settings of the config last seen: derived again only after a reload,
+    // not on every accept (the timeout floors walk every domain).
+    let mut derived: Option<(Arc<bbproxy_config::Config>, ConnSettings)> = None;
     loop {
         let accepted = tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => break,
@@ -117,7 +120,14 @@ pub async fn serve_front(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let settings = ConnSettings::from_config(&config);
+        let settings = match &derived {
+            Some((seen, settings)) if Arc::ptr_eq(seen, &config) => *settings,
+            _ => {
+                let settings = ConnSettings::from_config(&config);
+                derived = Some((config.clone(), settings));
+                settings
+            }
+        };
         tokio::spawn(serve_connection(
             stream,
             peer,
