@@ -185,14 +185,7 @@ async fn connections_over_the_limit_are_refused_and_others_keep_working() {
     const LIMIT: usize = 200;
     const OPENED: usize = 250;
     let _counted = COUNTED.lock().await;
-    // Both ends of each connection live in this one process.
-    let fds = bbproxy::server::limits::raise_nofile_limit().unwrap();
-    assert!(
-        fds.now >= 2 * OPENED as u64 + 256,
-        "this test needs {} open files; the hard limit is {}",
-        2 * OPENED + 256,
-        fds.hard
-    );
+    common::need_open_files_for(OPENED);
     let refused = || common::counter("bbproxy_connections_refused_total", &[]);
     let before = refused();
     let backend = Backend::start("a").await;

@@ -486,14 +486,7 @@ async fn a_slowloris_flood_does_not_starve_normal_clients() {
     // Alone: 500 header timeouts move the metric other tests count, and
     // the load would skew their timing.
     let _alone = EXCLUSIVE.write().await;
-    // Two descriptors per slow connection live in this one process.
-    let fds = bbproxy::server::limits::raise_nofile_limit().unwrap();
-    assert!(
-        fds.now >= 2 * SLOW as u64 + 256,
-        "this test needs {} open files; the hard limit is {}",
-        2 * SLOW + 256,
-        fds.hard
-    );
+    common::need_open_files_for(SLOW);
     let before = client_timeouts("header");
     let b = Backend::start("a").await;
     let p = proxy(b.addr, r#""client_header": "3s", "keep_alive": "30s""#, "").await;

@@ -349,3 +349,16 @@ pub fn counter(name: &str, labels: &[(&str, &str)]) -> u64 {
         .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64)
         .sum()
 }
+
+/// Raises this test process's open-file limit and checks it allows
+/// `connections` connections with both ends in this process (plus 256 for
+/// everything else).
+pub fn need_open_files_for(connections: usize) {
+    let fds = bbproxy::server::limits::raise_nofile_limit().unwrap();
+    assert!(
+        fds.now >= 2 * connections as u64 + 256,
+        "this test needs {} open files; the hard limit is {}",
+        2 * connections + 256,
+        fds.hard
+    );
+}
