@@ -8,7 +8,6 @@
 mod address;
 mod duration;
 mod error;
-mod forwarding;
 mod json;
 mod model;
 mod size;

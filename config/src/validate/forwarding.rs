@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use super::walk::{
+    R, check_keys, count, duration, join, object, positive_duration, present, show, size,
+};
 use crate::error::Fault;
 use crate::model::*;
-use crate::validate::{check_keys, duration, join, object, positive_duration, present, show, size};
-
-type R<T> = Result<T, Fault>;
 
 const TIMEOUT_KEYS: &[&str] = &[
     "client_header",
@@ -301,18 +301,6 @@ fn set_duration(map: &Map<String, Value>, path: &str, key: &str, out: &mut Durat
         *out = duration(v, &join(path, key))?;
     }
     Ok(())
-}
-
-fn count(v: &Value, path: &str, min: u32) -> R<u32> {
-    v.as_u64()
-        .and_then(|n| u32::try_from(n).ok())
-        .filter(|n| *n >= min)
-        .ok_or_else(|| {
-            Fault::invalid(
-                path,
-                format!("expected a whole number of at least {min}, got {}", show(v)),
-            )
-        })
 }
 
 /// The top-level `shutdown_grace`.

@@ -1,0 +1,207 @@
+//! `domains` and `default_domain` (backends, weights, certificate
+//! sources), through the public API: what operators write, and the exact
+//! lines they get back when it is wrong.
+
+use crate::tests::{backend, err, ok, with};
+use crate::*;
+
+#[test]
+fn domains_keep_file_order_and_are_normalised() {
+    let c = ok(r#"{"domains": {
+        "Zeta.Example.COM.": ["z:1"],
+        "*.example.com": ["w:1"],
+        "alpha.example.com": ["a:1"],
+        "::1": ["b:2"]
+    }}"#);
+    let names: Vec<_> = c.domains.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "zeta.example.com",
+            "*.example.com",
+            "alpha.example.com",
+            "[::1]"
+        ]
+    );
+    assert!(c.domain("ZETA.example.com").is_some());
+    assert!(c.domain("other.example.com").is_none());
+}
+
+#[test]
+fn extended_domain_form() {
+    let c = ok(r#"{"domains": {
+        "example.com": {
+            "backends": [
+                {"address": "localhost:8080", "weight": 3},
+                "https://api.internal",
+                {"address": "http://[::1]:9000"}
+            ],
+            "balancer": "weighted-round-robin",
+            "tls": {"cert": "certs/a.pem", "key": "/keys/a.key"}
+        },
+        "b.example.com": {"backends": ["b:1"], "balancer": "least-request", "tls": "acme"},
+        "c.example.com": {"backends": ["c:1"], "balancer": "my-plugin", "tls": "off"},
+        "d.example.com": {"backends": ["d:1"]}
+    }}"#);
+    let a = &c.domains[0];
+    assert_eq!(a.balancer, "weighted-round-robin");
+    assert_eq!(
+        a.backends,
+        [
+            Backend {
+                weight: 3,
+                ..backend("localhost", 8080)
+            },
+            Backend {
+                scheme: Scheme::Https,
+                ..backend("api.internal", 443)
+            },
+            backend("::1", 9000),
+        ]
+    );
+    assert_eq!(a.backends[1].url_base(), "https://api.internal:443");
+    assert_eq!(a.backends[2].authority(), "[::1]:9000");
+    assert_eq!(
+        a.tls,
+        Some(TlsSource::Files {
+            cert: "/etc/bbproxy/certs/a.pem".into(),
+            key: "/keys/a.key".into(),
+        })
+    );
+    assert_eq!(c.domains[1].balancer, "least-request");
+    assert_eq!(c.domains[1].tls, Some(TlsSource::Acme));
+    assert_eq!(c.domains[2].balancer, "my-plugin");
+    assert_eq!(c.domains[2].tls, Some(TlsSource::Off));
+    assert_eq!(c.domains[3].balancer, "round-robin");
+    assert_eq!(c.domains[3].tls, None);
+}
+
+#[test]
+fn tls_needs_a_listener_and_a_usable_challenge() {
+    assert_eq!(
+        err(
+            r#"{"domains": {"a.test": {"backends": ["a:1"], "tls": "acme"}}, "listen": {"http": ":80"}}"#
+        ),
+        "config.json: domains.a.test.tls: a certificate needs an HTTPS listener; set listen.https or use \"off\""
+    );
+    assert!(
+        err(r#"{"domains": {"a.test": {"backends": ["a:1"], "tls": "acme"}}, "listen": {"https": ":443"}, "acme": {"challenges": ["http-01"]}}"#)
+            .contains("domains.a.test.tls: ACME has no usable challenge")
+    );
+    assert!(
+        err(r#"{"domains": {"*.a.test": {"backends": ["a:1"], "tls": "acme"}}}"#)
+            .contains("domains.*.a.test.tls: ACME cannot issue a wildcard certificate")
+    );
+    ok(
+        r#"{"domains": {"a.test": {"backends": ["a:1"], "tls": "off"}}, "listen": {"http": ":80"}}"#,
+    );
+}
+
+#[test]
+fn tls_errors() {
+    assert!(err(r#"{"domains": {"a.test": {"backends": ["a:1"], "tls": "on"}}}"#).contains(
+        "domains.a.test.tls: expected \"acme\", \"off\" or {\"cert\": \"cert.pem\", \"key\": \"key.pem\"}, got \"on\""
+    ));
+    assert!(
+        err(r#"{"domains": {"a.test": {"backends": ["a:1"], "tls": {"cert": "c.pem"}}}}"#)
+            .contains("domains.a.test.tls.key: required")
+    );
+}
+
+#[test]
+fn default_domain_must_be_a_key_of_domains() {
+    let c = ok(&with(r#""default_domain": "Example.com""#));
+    assert_eq!(c.default_domain.as_deref(), Some("example.com"));
+    assert_eq!(
+        err(&with(r#""default_domain": "other.com""#)),
+        "config.json: default_domain: \"other.com\" is not a key of domains (they are: example.com)"
+    );
+    assert!(
+        err(&with(r#""default_domain": 1"#))
+            .contains("default_domain: expected one of the keys of domains, got 1")
+    );
+}
+
+#[test]
+fn backend_address_errors() {
+    let domain = |backends: &str| err(&format!(r#"{{"domains": {{"example.com": {backends}}}}}"#));
+    assert_eq!(
+        domain(r#"["localhost:99999"]"#),
+        "config.json: domains.example.com[0]: invalid address \"localhost:99999\": port must be 1-65535"
+    );
+    assert_eq!(
+        domain(r#"["localhost:8080", "localhost"]"#),
+        "config.json: domains.example.com[1]: invalid address \"localhost\": missing port (write \"host:8080\", or give a scheme as in \"http://host\")"
+    );
+    assert_eq!(
+        domain(r#"["bad host!:80"]"#),
+        "config.json: domains.example.com[0]: invalid address \"bad host!:80\": invalid character ' ' (letters, digits, '-', '_' and '.' only)"
+    );
+    assert!(domain(r#"{"backends": [{"address": "ftp://x:1"}]}"#)
+        .contains("domains.example.com.backends[0].address: invalid address \"ftp://x:1\": unsupported scheme"));
+    assert!(domain(r#"[8080]"#).contains("domains.example.com[0]: expected an address like"));
+    assert!(
+        domain(r#""localhost:8080""#).contains("domains.example.com: expected a list of backends")
+    );
+    assert!(domain(r#"{"backends": [{"weight": 2}]}"#).contains("backends[0].address: required"));
+    assert!(domain(r#"{"balancer": "x"}"#).contains("domains.example.com.backends: required"));
+    assert!(
+        domain(r#"{"backends": ["a:1"], "balancer": ""}"#)
+            .contains("domains.example.com.balancer: expected a balancer name")
+    );
+}
+
+#[test]
+fn bad_weights() {
+    let domain = |weight: &str| {
+        err(&format!(
+            r#"{{"domains": {{"example.com": {{"backends": [{{"address": "a:1", "weight": {weight}}}]}}}}}}"#
+        ))
+    };
+    assert_eq!(
+        domain("0"),
+        "config.json: domains.example.com.backends[0].weight: weight must be a whole number from 1 to 1000, got 0"
+    );
+    assert!(domain("1001").contains("got 1001"));
+    assert!(domain("-1").contains("got -1"));
+    assert!(domain("1.5").contains("got 1.5"));
+    assert!(domain("\"2\"").contains("got \"2\""));
+}
+
+#[test]
+fn empty_and_duplicate_backends() {
+    assert_eq!(
+        err(r#"{"domains": {"example.com": []}}"#),
+        "config.json: domains.example.com: empty backend list; list at least one backend, like [\"localhost:8080\"]"
+    );
+    assert!(
+        err(r#"{"domains": {"example.com": {"backends": []}}}"#)
+            .contains("domains.example.com.backends: empty backend list")
+    );
+    assert_eq!(
+        err(r#"{"domains": {"example.com": ["localhost:8080", "http://LOCALHOST:8080/"]}}"#),
+        "config.json: domains.example.com[1]: duplicate backend http://localhost:8080 (already listed as domains.example.com[0]); to send it more traffic, give it a weight"
+    );
+    // Different schemes are different backends.
+    ok(r#"{"domains": {"example.com": ["http://a:8443", "https://a:8443"]}}"#);
+}
+
+#[test]
+fn domains_are_required() {
+    assert_eq!(
+        err("{}"),
+        "config.json: domains: at least one domain is required, e.g. \"domains\": {\"example.com\": [\"localhost:8080\"]}"
+    );
+    assert!(
+        err(r#"{"domains": {}}"#)
+            .starts_with("config.json: domains: at least one domain is required")
+    );
+    assert!(err(r#"{"domains": ["a"]}"#).contains("domains: expected an object like"));
+    assert!(err(r#"{"domains": {"exa mple.com": ["a:1"]}}"#).contains(
+        "domains.exa mple.com: invalid domain name \"exa mple.com\": invalid character ' '"
+    ));
+    assert!(
+        err(r#"{"domains": {"a.*.com": ["a:1"]}}"#)
+            .contains("wildcard must be the whole first label")
+    );
+}

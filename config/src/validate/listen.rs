@@ -1,0 +1,135 @@
+//! `listen` and `admin`: the addresses served on, and that no two of them
+//! (the admin listener included) can clash.
+
+use std::net::SocketAddr;
+
+use serde_json::Value;
+
+use super::walk::{R, boolean, check_keys, join, object, present, show};
+use crate::address::parse_listen;
+use crate::error::Fault;
+use crate::model::*;
+
+const LISTEN_KEYS: &[&str] = &["http", "https", "redirect_http"];
+const ADMIN_KEYS: &[&str] = &["address", "allow_non_loopback"];
+
+pub(crate) fn listen(v: Option<&Value>) -> R<Listen> {
+    let Some(v) = v else {
+        return Ok(Listen::default());
+    };
+    let map = object(v, "listen", "{\"http\": \":8080\", \"https\": \":8443\"}")?;
+    check_keys(map, "listen", LISTEN_KEYS)?;
+    let address = |key: &str| match present(map, key) {
+        Some(v) => listen_address(v, &join("listen", key)).map(Some),
+        None => Ok(None),
+    };
+    let listen = Listen {
+        http: address("http")?,
+        https: address("https")?,
+        redirect_http: match present(map, "redirect_http") {
+            Some(v) => boolean(v, "listen.redirect_http")?,
+            None => false,
+        },
+    };
+    match (listen.http, listen.https) {
+        (None, None) => {
+            return Err(Fault::invalid(
+                "listen",
+                "no listener left: set listen.http and/or listen.https (or drop \"listen\" to use :80 and :443)",
+            ));
+        }
+        (Some(http), Some(https)) if clash(http, https) => {
+            return Err(Fault::invalid(
+                "listen.https",
+                format!("{https} clashes with listen.http {http}"),
+            ));
+        }
+        _ => {}
+    }
+    if listen.redirect_http {
+        let missing = match (listen.http, listen.https) {
+            (None, _) => Some("listen.http to redirect from"),
+            (_, None) => Some("listen.https to redirect to"),
+            _ => None,
+        };
+        if let Some(missing) = missing {
+            return Err(Fault::invalid(
+                "listen.redirect_http",
+                format!("true needs {missing}"),
+            ));
+        }
+    }
+    Ok(listen)
+}
+
+fn listen_address(v: &Value, path: &str) -> R<SocketAddr> {
+    match v {
+        Value::String(s) => parse_listen(s)
+            .map_err(|why| Fault::invalid(path, format!("invalid address {}: {why}", show(v)))),
+        _ => Err(Fault::invalid(
+            path,
+            format!(
+                "expected an address like \"127.0.0.1:8080\" or \":8080\", got {}",
+                show(v)
+            ),
+        )),
+    }
+}
+
+/// Two listeners that cannot both bind: same port (not 0, which the OS
+/// picks) on the same address, or on a wildcard address of the same family.
+fn clash(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip()
+            || (a.is_ipv4() == b.is_ipv4() && (a.ip().is_unspecified() || b.ip().is_unspecified())))
+}
+
+pub(crate) fn admin(v: Option<&Value>, listen: &Listen) -> R<Option<SocketAddr>> {
+    const FORMS: &str =
+        "\"127.0.0.1:9901\", \"off\", or {\"address\": \"...\", \"allow_non_loopback\": true}";
+    let (address, allow_non_loopback) = match v {
+        None => (DEFAULT_ADMIN, false),
+        Some(Value::Null | Value::Bool(false)) => return Ok(None),
+        Some(Value::String(s)) if s == "off" => return Ok(None),
+        Some(v @ Value::String(_)) => (listen_address(v, "admin")?, false),
+        Some(Value::Object(map)) => {
+            check_keys(map, "admin", ADMIN_KEYS)?;
+            let address = match present(map, "address") {
+                Some(v) => listen_address(v, "admin.address")?,
+                None => DEFAULT_ADMIN,
+            };
+            let allow = match present(map, "allow_non_loopback") {
+                Some(v) => boolean(v, "admin.allow_non_loopback")?,
+                None => false,
+            };
+            (address, allow)
+        }
+        Some(other) => {
+            return Err(Fault::invalid(
+                "admin",
+                format!("expected {FORMS}, got {}", show(other)),
+            ));
+        }
+    };
+    if !address.ip().is_loopback() && !allow_non_loopback {
+        return Err(Fault::invalid(
+            "admin",
+            format!(
+                "{address} is not a loopback address, and the admin endpoints (/metrics, /status, /healthz) have no authentication; to expose them anyway write \"admin\": {{\"address\": \"{address}\", \"allow_non_loopback\": true}}"
+            ),
+        ));
+    }
+    for (name, other) in [("listen.http", listen.http), ("listen.https", listen.https)] {
+        if let Some(other) = other.filter(|o| clash(address, *o)) {
+            return Err(Fault::invalid(
+                "admin",
+                format!("{address} clashes with {name} {other}"),
+            ));
+        }
+    }
+    Ok(Some(address))
+}
+
+#[cfg(test)]
+mod tests;
