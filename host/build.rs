@@ -44,7 +44,7 @@ const COMPONENTS: [(&str, &str, &str); 9] = [
         "example_rust_latency_balancer.wasm",
         "examples/rust_latency_balancer.wasm",
     ),
-    // Hostile plugins for the sandbox tests (`host/tests/sandbox*.rs`).
+    // Hostile plugins for the sandbox tests (`host/tests/it/sandbox*.rs`).
     (
         "fixture-hostile-balancer",
         "fixture_hostile_balancer.wasm",

@@ -3,8 +3,11 @@
 //! short-lived certificates with a hot swap, failures that keep the
 //! current certificate, are logged, counted and back off, renewal timed by
 //! the CA's renewal information (ARI), and the server's Retry-After.
+//!
+//! Each test runs in a process of its own (`in_own_process!`): they read
+//! the process-wide log subscriber and metrics.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::Path;
@@ -25,7 +28,7 @@ const NAMES: [&str; 2] = ["a.proxy.test", "b.proxy.test"];
 /// A name added after the start.
 const EXTRA: &str = "c.proxy.test";
 
-/// Everything the proxies in this test binary logged.
+/// Everything the proxies in this test process logged.
 static LOG: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 
 /// Writes log lines to [`LOG`] and to the test's captured output.
@@ -168,6 +171,7 @@ async fn leaf(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http01_issues_for_two_names_and_a_restart_reuses_the_cache() {
+    common::alone::in_own_process!();
     let pebble = Pebble::start(PebbleOptions::default()).await;
     let root = pebble.root().await;
     let backend = Backend::start("app").await;
@@ -202,6 +206,7 @@ async fn http01_issues_for_two_names_and_a_restart_reuses_the_cache() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_alpn01_issues_for_two_names() {
+    common::alone::in_own_process!();
     let pebble = Pebble::start(PebbleOptions::default()).await;
     let root = pebble.root().await;
     let backend = Backend::start("app").await;
@@ -216,6 +221,7 @@ async fn tls_alpn01_issues_for_two_names() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_domain_added_by_an_update_gets_a_certificate_without_restart() {
+    common::alone::in_own_process!();
     let pebble = Pebble::start(PebbleOptions::default()).await;
     let root = pebble.root().await;
     let backend = Backend::start("app").await;
@@ -250,6 +256,7 @@ async fn a_domain_added_by_an_update_gets_a_certificate_without_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_lived_certificates_are_renewed_and_swapped_under_open_connections() {
+    common::alone::in_own_process!();
     let pebble = Pebble::start(PebbleOptions {
         validity_secs: Some(12),
         ..PebbleOptions::default()
@@ -304,6 +311,7 @@ async fn short_lived_certificates_are_renewed_and_swapped_under_open_connections
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acme_failures_keep_the_certificate_are_counted_and_back_off() {
+    common::alone::in_own_process!();
     let mut pebble = Pebble::start(PebbleOptions {
         validity_secs: Some(60),
         ..PebbleOptions::default()
@@ -368,6 +376,7 @@ async fn acme_failures_keep_the_certificate_are_counted_and_back_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unusable_cache_dir_fails_the_start_with_its_path() {
+    common::alone::in_own_process!();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("file"), "").unwrap();
     let path = dir.path().join("config.json");
@@ -401,6 +410,7 @@ async fn served_id(running: &Running, root: &CertificateDer<'static>, name: &str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renewal_information_from_the_ca_decides_when_to_renew() {
+    common::alone::in_own_process!();
     // An hour of validity: by lifetime, renewal would come after 40 minutes.
     let pebble = Pebble::start(PebbleOptions {
         validity_secs: Some(3600),
@@ -475,6 +485,7 @@ async fn renewal_information_from_the_ca_decides_when_to_renew() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limited_order_is_retried_only_after_retry_after() {
+    common::alone::in_own_process!();
     let pebble = Pebble::start(PebbleOptions::default()).await;
     let front = AcmeFront::start(&pebble, Some(Duration::from_secs(2))).await;
     let backend = Backend::start("app").await;

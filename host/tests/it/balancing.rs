@@ -1,7 +1,7 @@
 //! Load balancing and circuit breaking through the embedded default plugins,
 //! against real backends on 127.0.0.1.
 
-mod common;
+use crate::common;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -2,7 +2,7 @@
 //! input with one clear line; serving fails clearly when it cannot bind or
 //! load; SIGHUP and settings that change on reload.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

@@ -4,7 +4,7 @@
 //! Upgrade pass-through that survives a reload, HTTP/2 to backends (h2c,
 //! and h2 over TLS by ALPN), and pool knobs.
 
-mod common;
+use crate::common;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -26,10 +26,9 @@ use tokio::net::{TcpListener, TcpStream};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// Tests that move `bbproxy_upstream_retries_total` or
-/// `bbproxy_upgrades_total` (process-global) hold this, so the ones
-/// asserting exact deltas see only their own.
-static COUNTED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+// Tests that assert deltas of `bbproxy_upstream_retries_total` or
+// `bbproxy_upgrades_total` (process-global) run in a process of their own
+// (`in_own_process!`), so they see only their own.
 
 fn retries() -> u64 {
     common::counter("bbproxy_upstream_retries_total", &[])
@@ -62,7 +61,7 @@ async fn send(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_failures_are_retried_on_another_backend_for_any_method() {
-    let _counted = COUNTED.lock().await;
+    common::alone::in_own_process!();
     let good = Backend::start("good").await;
     let dead = dead_addr().await;
     let p = Proxy::start(&config(&[dead.to_string(), good.addr.to_string()], "")).await;
@@ -83,7 +82,7 @@ async fn connect_failures_are_retried_on_another_backend_for_any_method() {
 /// sent twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resets_retry_idempotent_requests_only() {
-    let _counted = COUNTED.lock().await;
+    common::alone::in_own_process!();
     let good = Backend::start("good").await;
     let bad = RawBackend::start(b"", Duration::ZERO).await;
     let p = Proxy::start(&config(&[bad.addr.to_string(), good.addr.to_string()], "")).await;
@@ -113,7 +112,7 @@ async fn resets_retry_idempotent_requests_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_retry_budget_bounds_retries() {
-    let _counted = COUNTED.lock().await;
+    common::alone::in_own_process!();
     let before = retries();
     let good = Backend::start("good").await;
     let dead = dead_addr().await;
@@ -142,7 +141,7 @@ async fn the_retry_budget_bounds_retries() {
 /// attempts, one request tries exactly two of them, then answers 502.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attempts_bound_the_backends_one_request_tries() {
-    let _counted = COUNTED.lock().await;
+    common::alone::in_own_process!();
     let dead = [dead_addr().await, dead_addr().await, dead_addr().await];
     let names: Vec<String> = dead.iter().map(|a| a.to_string()).collect();
     let connect_errors = || {
@@ -183,7 +182,7 @@ fn app_retries() -> u64 {
 /// answered 502.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_get_reset_before_headers_is_retried_once_only_on_another_backend() {
-    let _counted = COUNTED.lock().await;
+    common::alone::in_own_process!();
     let broken = broken_backends().await;
     let names: Vec<String> = broken.iter().map(|b| b.addr.to_string()).collect();
     let p = Proxy::start(&config(&names, "")).await;
@@ -209,7 +208,7 @@ async fn a_get_reset_before_headers_is_retried_once_only_on_another_backend() {
 /// retry budget are left: one backend saw it, no retry counted, 502.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_post_whose_body_was_sent_is_never_retried() {
-    let _counted = COUNTED.lock().await;
+    common::alone::in_own_process!();
     let broken = broken_backends().await;
     let names: Vec<String> = broken.iter().map(|b| b.addr.to_string()).collect();
     let p = Proxy::start(&config(&names, "")).await;
@@ -314,7 +313,7 @@ async fn echo(conn: &mut TcpStream, text: &[u8]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrades_pass_through_both_ways_and_survive_a_reload() {
-    let _counted = COUNTED.lock().await;
+    common::alone::in_own_process!();
     let upgrades = || common::counter("bbproxy_upgrades_total", &[]);
     let before = upgrades();
     let (backend, _task) = echo_upgrade_backend().await;
@@ -754,7 +753,7 @@ async fn websocket_backend(
 /// same connection keep working.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_over_http2_extended_connect_reaches_an_http1_backend() {
-    let _counted = COUNTED.lock().await;
+    common::alone::in_own_process!();
     let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
     let (backend, _task) = websocket_backend(tx).await;
     let plain = Backend::start("plain").await;

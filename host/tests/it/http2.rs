@@ -4,7 +4,7 @@
 //! 20 seen from an HTTP/2 client: the reset code of a stream whose backend
 //! failed mid-body.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! Plugin instances are made once and reused: `init` runs per instance, not
 //! per request.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

@@ -3,7 +3,7 @@
 //! (extra ones refused at once), connections per backend with a bounded
 //! queue (503).
 
-mod common;
+use crate::common;
 
 use common::raw::PLUGINS;
 
@@ -19,10 +19,9 @@ use tokio::net::TcpStream;
 
 const WAIT: Duration = Duration::from_secs(5);
 
-/// Every test here holds this: some assert a delta of a process-global
-/// counter, and one the process's descriptor count, which no other test
-/// may move meanwhile.
-static COUNTED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+// Every test here runs in a process of its own (`in_own_process!`): some
+// assert a delta of a process-global counter, and one the process's
+// descriptor count, which no other test may move meanwhile.
 
 fn rejected(status: &str) -> u64 {
     common::counter("bbproxy_requests_rejected_total", &[("status", status)])
@@ -38,7 +37,7 @@ async fn proxy(addr: std::net::SocketAddr, limits: &str, domain_extra: &str) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uri_and_header_limits_answer_414_and_431() {
-    let _counted = COUNTED.lock().await;
+    common::alone::in_own_process!();
     let (before_414, before_431) = (rejected("414"), rejected("431"));
     let backend = Recorder::start().await;
     let p = proxy(
@@ -112,7 +111,7 @@ async fn uri_and_header_limits_answer_414_and_431() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_over_the_domain_limit_gets_413() {
-    let _counted = COUNTED.lock().await;
+    common::alone::in_own_process!();
     let before_413 = rejected("413");
     let backend = Recorder::start().await;
     let p = proxy(backend.addr, "", r#", "limits": {"max_body_size": 1000}"#).await;
@@ -184,7 +183,7 @@ async fn get_on(conn: &mut TcpStream) -> u16 {
 async fn connections_over_the_limit_are_refused_and_others_keep_working() {
     const LIMIT: usize = 200;
     const OPENED: usize = 250;
-    let _counted = COUNTED.lock().await;
+    common::alone::in_own_process!();
     common::need_open_files_for(OPENED);
     let refused = || common::counter("bbproxy_connections_refused_total", &[]);
     let before = refused();
@@ -260,7 +259,7 @@ async fn connections_over_the_limit_are_refused_and_others_keep_working() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_backend_limit_queues_then_refuses_with_503() {
-    let _counted = COUNTED.lock().await;
+    common::alone::in_own_process!();
     let before = queue_rejected();
     let backend = Backend::start_with_delay("slow", Duration::from_millis(700)).await;
     let p = proxy(
@@ -312,7 +311,7 @@ fn queue_rejected() -> u64 {
 /// about that time, not at once and not when the slot frees.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queued_request_gets_503_at_the_queue_timeout() {
-    let _counted = COUNTED.lock().await;
+    common::alone::in_own_process!();
     let before = queue_rejected();
     let backend = Backend::start_with_delay("slow", Duration::from_secs(3)).await;
     let p = proxy(
@@ -357,7 +356,7 @@ async fn a_queued_request_gets_503_at_the_queue_timeout() {
 /// connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_limits_are_100_headers_64_kib_heads_and_8_kib_uris() {
-    let _counted = COUNTED.lock().await;
+    common::alone::in_own_process!();
     // A raw backend: a hyper one would itself refuse 100 fields plus the
     // forwarding headers the proxy adds.
     let backend = RawBackend::start(

@@ -1,9 +1,9 @@
-//! Exact metric values, in a process of its own: the recorder and the
-//! in-flight gauge are process-wide, so traffic of other tests would blur
-//! them. The tests here run one at a time (see [`EXCLUSIVE`]). Also: the
+//! Exact metric values, each test in a process of its own
+//! (`in_own_process!`): the recorder and the in-flight gauge are
+//! process-wide, so traffic of other tests would blur them. Also: the
 //! README's metric table names every metric the host emits.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -19,10 +19,6 @@ use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::Mutex;
-
-/// Held by each test that reads process-wide values.
-static EXCLUSIVE: Mutex<()> = Mutex::const_new(());
 
 const IN_FLIGHT: &str = "bbproxy_requests_in_flight";
 
@@ -43,7 +39,7 @@ async fn in_flight(proxy: &Proxy) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn known_traffic_gives_exact_totals() {
-    let _only = EXCLUSIVE.lock().await;
+    common::alone::in_own_process!();
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
     let dead = dead_addr().await.to_string();
     let (a_addr, b_addr) = (a.addr.to_string(), b.addr.to_string());
@@ -188,7 +184,7 @@ async fn known_traffic_gives_exact_totals() {
 /// dropping it accounts for the request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_cancelled_before_its_response_is_no_longer_in_flight() {
-    let _only = EXCLUSIVE.lock().await;
+    common::alone::in_own_process!();
     let slow = Backend::start_with_delay("slow", Duration::from_secs(60)).await;
     let backend = slow.addr.to_string();
     let proxy = Proxy::start(&format!(
@@ -420,7 +416,7 @@ async fn still_serves_with_one_pooled(
 /// connection is closed, not pooled (the proxy's count and the backend's).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_aborting_mid_upload_cancels_the_upstream_request() {
-    let _only = EXCLUSIVE.lock().await;
+    common::alone::in_own_process!();
     let backend = Cancellable::start().await;
     let (proxy, pooled) = abort_proxy(&backend).await;
     let mut conn = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
@@ -448,7 +444,7 @@ async fn a_client_aborting_mid_upload_cancels_the_upstream_request() {
 /// connection is closed, not pooled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_aborting_mid_download_cancels_the_upstream_request() {
-    let _only = EXCLUSIVE.lock().await;
+    common::alone::in_own_process!();
     let backend = Cancellable::start().await;
     let (proxy, pooled) = abort_proxy(&backend).await;
     let mut conn = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
@@ -482,7 +478,7 @@ async fn a_client_aborting_mid_download_cancels_the_upstream_request() {
 /// on serving other streams.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http2_client_resetting_mid_download_cancels_the_upstream_request() {
-    let _only = EXCLUSIVE.lock().await;
+    common::alone::in_own_process!();
     let backend = Cancellable::start().await;
     let (proxy, pooled) = abort_proxy(&backend).await;
     let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();

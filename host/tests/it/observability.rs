@@ -4,7 +4,7 @@
 //! `/readyz` before and after the listeners bind, the periodic summary and
 //! JSON logs from the real binary.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -24,8 +24,11 @@ fn config(domain: &str, backends: &[String]) -> String {
     )
 }
 
+/// In a process of its own: the sandbox tests also fail requests to
+/// `bad.test`, whose request count this asserts exactly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_trap_is_counted_exactly() {
+    common::alone::in_own_process!();
     // The hostile fixture balancer traps on every 10th call for upstream 1
     // (bad.test) and picks the first backend for upstream 0.
     let (good, bad) = (Backend::start("good").await, Backend::start("bad").await);
@@ -282,9 +285,11 @@ async fn breaker_series_follow_reloads() {
     assert_eq!(m.get(&opened), Some(&2.0), "{text}");
 }
 
-/// The 308 to HTTPS is answered before routing, and still counted.
+/// The 308 to HTTPS is answered before routing, and still counted. In a
+/// process of its own: other tests' redirects move the same series.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redirects_to_https_are_counted() {
+    common::alone::in_own_process!();
     let ca = common::tls::TestCa::new();
     let a = Backend::start("a").await;
     let dir = tempfile::tempdir().unwrap();

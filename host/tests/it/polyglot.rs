@@ -6,7 +6,7 @@
 //! skips with a loud message — unless `BBPROXY_REQUIRE_POLYGLOT=1` is set, as
 //! `.ci/run` does after installing them, which turns the skip into a failure.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

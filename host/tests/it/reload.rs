@@ -2,7 +2,7 @@
 //! nothing that serves; in-flight requests finish on their generation;
 //! backend state carries over. (Reloads under load: `reload_load.rs`.)
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;
@@ -22,10 +22,9 @@ fn config_for(backends: &[&Backend]) -> String {
     )
 }
 
-/// `bbproxy_reloads_total` is process-wide, and any test's reload may fail
-/// (a watcher can read a file half-written): the test that counts failures
-/// exactly runs alone (write), the others side by side (read).
-static RELOADS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+// `bbproxy_reloads_total` is process-wide, and any test's reload may fail
+// (a watcher can read a file half-written): the test that counts failures
+// exactly runs in a process of its own (`in_own_process!`).
 
 async fn status(proxy: &Proxy) -> serde_json::Value {
     let admin = proxy.running.as_ref().unwrap().admin.unwrap();
@@ -44,7 +43,6 @@ async fn reload_errors(proxy: &Proxy) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_files_keep_the_last_good_generation_until_fixed() {
-    let _shared = RELOADS.read().await;
     let a = Backend::start("a").await;
     let good_wasm = std::fs::read(example_plugin("rust_last_backend.wasm")).unwrap();
     let good = config_for(&[&a]);
@@ -188,7 +186,6 @@ async fn broken_files_keep_the_last_good_generation_until_fixed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_request_finishes_on_the_generation_it_started_on() {
-    let _shared = RELOADS.read().await;
     let slow = Backend::start_with_delay("slow", Duration::from_secs(4)).await;
     let fast = Backend::start("fast").await;
     let list = |b: &Backend| {
@@ -229,7 +226,6 @@ async fn a_slow_request_finishes_on_the_generation_it_started_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn breaker_state_survives_a_reload_that_adds_a_domain() {
-    let _shared = RELOADS.read().await;
     let a = Backend::start("a").await;
     let dead = dead_addr().await;
     let before = format!(
@@ -304,7 +300,6 @@ async fn wait_for_error(proxy: &Proxy, what: &str, needle: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_reload_leaves_the_serving_backends_state_alone() {
-    let _shared = RELOADS.read().await;
     let a = Backend::start("a").await;
     let dead = dead_addr().await;
     let before = format!(
@@ -349,7 +344,6 @@ async fn a_failed_reload_leaves_the_serving_backends_state_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_in_a_directory_not_watched_yet_is_picked_up_after_a_failed_reload() {
-    let _shared = RELOADS.read().await;
     let a = Backend::start("a").await;
     let wasm = std::fs::read(example_plugin("rust_last_backend.wasm")).unwrap();
     let good = config_for(&[&a]);
@@ -402,7 +396,6 @@ async fn a_plugin_in_a_directory_not_watched_yet_is_picked_up_after_a_failed_rel
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fixing_only_the_backend_ca_file_retries_the_failed_reload() {
-    let _shared = RELOADS.read().await;
     let a = Backend::start("a").await;
     let proxy = Proxy::start(&format!(
         r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": "127.0.0.1:0",
@@ -436,7 +429,6 @@ async fn fixing_only_the_backend_ca_file_retries_the_failed_reload() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reloads_do_not_recompile_unchanged_components() {
-    let _shared = RELOADS.read().await;
     let a = Backend::start("a").await;
     let wasm = std::fs::read(example_plugin("rust_last_backend.wasm")).unwrap();
     let good = config_for(&[&a]);
@@ -494,7 +486,6 @@ async fn reloads_do_not_recompile_unchanged_components() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pooled_connections_to_a_surviving_backend_are_reused_across_a_reload() {
-    let _shared = RELOADS.read().await;
     let kept = Recorder::start().await;
     let other = Backend::start("other").await;
     let config = |extra: &str| {
@@ -538,7 +529,6 @@ async fn pooled_connections_to_a_surviving_backend_are_reused_across_a_reload() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_to_a_removed_backend_close_after_the_idle_timeout() {
-    let _shared = RELOADS.read().await;
     let removed = Recorder::start().await;
     let kept = Backend::start("kept").await;
     let config = |backends: &str| {
@@ -612,7 +602,6 @@ async fn read_response(conn: &mut tokio::net::TcpStream) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_keep_alive_connection_survives_a_reload() {
-    let _shared = RELOADS.read().await;
     let a = Backend::start("a").await;
     let b = Backend::start("b").await;
     let config = |backend: &Backend| {
@@ -647,7 +636,6 @@ async fn a_client_keep_alive_connection_survives_a_reload() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_save_before_the_watcher_starts_is_not_lost() {
-    let _shared = RELOADS.read().await;
     let a = Backend::start("a").await;
     let b = Backend::start("b").await;
     let config = |backend: &Backend| {
@@ -695,7 +683,7 @@ fn write_atomically(path: &Path, text: &str) {
 /// next valid write applies (and is not counted as a failure).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_backend_url_or_certificate_file_fails_one_reload_and_the_next_good_write_applies() {
-    let _alone = RELOADS.write().await;
+    common::alone::in_own_process!();
     let a = Backend::start("a").await;
     let ca = common::tls::TestCa::new();
     let dir = tempfile::tempdir().unwrap();

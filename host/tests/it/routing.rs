@@ -1,7 +1,7 @@
 //! Host routing by the default router plugin, and a custom plugin loaded by
 //! path proving that decisions come from Wasm.
 
-mod common;
+use crate::common;
 
 use common::{Backend, Proxy, addrs, client, example_plugin, get};
 use hyper::StatusCode;

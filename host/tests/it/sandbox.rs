@@ -8,17 +8,16 @@
 //! misbehave only for upstream 1 / host `bad.test`, and `good.test`
 //! (upstream 0) must be unaffected.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bbproxy::generation::Generation;
 use common::{Backend, HttpClient, Proxy, client, wait_for};
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, StatusCode};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 
 /// Requests to the misbehaving domain per scenario.
 const BAD_REQUESTS: u64 = 40;
@@ -31,10 +30,11 @@ const GOOD_REQUESTS: usize = 60;
 /// below anything a stuck proxy would show.
 const P99_BOUND: Duration = Duration::from_millis(500);
 
-/// The process's metrics recorder; installed before any plugin counts.
+/// The process's metrics recorder, as the proxy installs it; installed
+/// before any plugin counts. Shared with every other test of the process:
+/// the series read here carry the plugin's path, unique to the test.
 fn metrics() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| PrometheusBuilder::new().install_recorder().unwrap())
+    bbproxy::telemetry::handle()
 }
 
 /// Value of `name{...}` whose labels include every `labels` pair.

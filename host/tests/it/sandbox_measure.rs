@@ -3,13 +3,13 @@
 //! and what replacing a faulted instance costs with and without wasmtime's
 //! pooling allocator.
 //!
-//! `cargo test -p bbproxy --test sandbox_measure -- --ignored --nocapture`
+//! `cargo test -p bbproxy --test it -- sandbox_measure:: --ignored --nocapture`
 //! (add `--release` for numbers closer to production).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-mod common;
+use crate::common;
 
 use bbproxy::plugin::{
     Backoff, BalancerWorld, Limits, Plugin, Pooling, Runtime, RuntimeOptions, Upstream, bundle,

@@ -1,12 +1,12 @@
 //! Memory stays bounded while hostile plugins fault 10,000 times each: every
 //! faulting instance is discarded and replaced, and nothing of it stays
-//! behind. Its own test binary, because RSS is per process and other tests
-//! would move it.
+//! behind. In a process of its own (`in_own_process!`), because RSS is per
+//! process and other tests would move it.
 
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-mod common;
+use crate::common;
 
 use bbproxy::plugin::{
     Backoff, BalancerWorld, BreakerWorld, Limits, Outcome, OutcomeKind, Plugin, RouterWorld,
@@ -102,6 +102,7 @@ fn job<W: World>(
 /// when all have warmed up and when all are done.
 #[test]
 fn rss_stays_bounded_over_ten_thousand_faults_per_fixture() {
+    common::alone::in_own_process!();
     let runtime = Runtime::new().unwrap();
     let mut jobs: Vec<Job> = [
         "loop",

@@ -3,7 +3,7 @@
 //! exits 0), the grace period cuts what is left, and running out of file
 //! descriptors neither crashes nor spins the accept loop.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

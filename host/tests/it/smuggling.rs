@@ -2,7 +2,7 @@
 //! a recording backend shows the exact bytes that reached it, and the
 //! smuggled request must never be among them.
 
-mod common;
+use crate::common;
 
 use common::raw::PLUGINS;
 

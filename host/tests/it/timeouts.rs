@@ -3,7 +3,7 @@
 //! upstream response headers (504), upstream idle mid-body (cut), refused
 //! backends (502), clients that stop reading (reset at the write timeout).
 
-mod common;
+use crate::common;
 
 use common::raw::PLUGINS;
 
@@ -18,9 +18,8 @@ use tokio::net::TcpStream;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// The write-timeout tests count the same metric and one measures the
-/// process's memory: they run alone (write), the others side by side (read).
-static EXCLUSIVE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+// The tests that count process-wide metrics, and the one that measures the
+// process's memory, run in a process of their own (`in_own_process!`).
 
 async fn proxy(addr: std::net::SocketAddr, timeouts: &str, domain_extra: &str) -> Proxy {
     Proxy::start(&format!(
@@ -32,7 +31,7 @@ async fn proxy(addr: std::net::SocketAddr, timeouts: &str, domain_extra: &str) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_request_head_gets_408_and_a_close() {
-    let _alone = EXCLUSIVE.write().await;
+    common::alone::in_own_process!();
     let before = client_timeouts("header");
     let b = Backend::start("a").await;
     let p = proxy(
@@ -65,7 +64,7 @@ async fn a_slow_request_head_gets_408_and_a_close() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_keep_alive_is_closed_and_is_not_the_header_timeout() {
-    let _alone = EXCLUSIVE.write().await;
+    common::alone::in_own_process!();
     let (header_before, idle_before) = (client_timeouts("header"), client_timeouts("keep_alive"));
     let b = Backend::start("a").await;
     let p = proxy(
@@ -104,7 +103,7 @@ async fn idle_keep_alive_is_closed_and_is_not_the_header_timeout() {
 /// from that head's first byte, not from the end of the keep-alive period.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_second_head_on_a_kept_alive_connection_gets_408_on_time() {
-    let _alone = EXCLUSIVE.write().await;
+    common::alone::in_own_process!();
     let (header_before, idle_before) = (client_timeouts("header"), client_timeouts("keep_alive"));
     let b = Backend::start("a").await;
     let p = proxy(
@@ -141,7 +140,7 @@ async fn a_slow_second_head_on_a_kept_alive_connection_gets_408_on_time() {
 /// and the first bytes, sees its connection closed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_request_body_gets_408() {
-    let _alone = EXCLUSIVE.write().await;
+    common::alone::in_own_process!();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -187,7 +186,6 @@ async fn a_stalled_request_body_gets_408() {
 /// once; nothing waits on a timer).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_backend_is_502_at_once() {
-    let _shared = EXCLUSIVE.read().await;
     let dead = dead_addr().await;
     let p = proxy(dead, "", r#", "retries": {"attempts": 1}"#).await;
     let start = Instant::now();
@@ -244,7 +242,6 @@ fn assert_within_10_percent(took: Duration, limit: Duration) {
 /// a breaker failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_timeout_is_504_and_a_breaker_failure() {
-    let _shared = EXCLUSIVE.read().await;
     let (_listener, _fill, addr) = blackhole();
     let p = proxy(
         addr,
@@ -305,7 +302,6 @@ async fn never_answers() -> (
 /// and the breaker counts a failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_that_never_answers_is_504() {
-    let _shared = EXCLUSIVE.read().await;
     let (silent, _, upstream_closed) = never_answers().await;
     let p = proxy(
         silent,
@@ -341,7 +337,7 @@ async fn a_backend_that_never_answers_is_504() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_stalling_mid_body_is_cut_at_the_idle_timeout() {
-    let _alone = EXCLUSIVE.write().await;
+    common::alone::in_own_process!();
     let before = common::counter("bbproxy_upstream_body_timeouts_total", &[]);
     let stall = RawBackend::start(
         b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nfirst ten.",
@@ -374,7 +370,7 @@ async fn a_backend_stalling_mid_body_is_cut_at_the_idle_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_connection_is_closed_at_the_header_timeout() {
-    let _alone = EXCLUSIVE.write().await;
+    common::alone::in_own_process!();
     let before = client_timeouts("header");
     let b = Backend::start("a").await;
     let p = proxy(
@@ -400,7 +396,6 @@ async fn a_silent_connection_is_closed_at_the_header_timeout() {
 /// backend sees its connection closed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_abort_cancels_the_upstream_request() {
-    let _shared = EXCLUSIVE.read().await;
     let (addr, head_seen, rx) = never_answers().await;
     let p = proxy(addr, "", "").await;
     let mut conn = TcpStream::connect(p.addr).await.unwrap();
@@ -485,7 +480,7 @@ async fn a_slowloris_flood_does_not_starve_normal_clients() {
     const P99: Duration = Duration::from_millis(250);
     // Alone: 500 header timeouts move the metric other tests count, and
     // the load would skew their timing.
-    let _alone = EXCLUSIVE.write().await;
+    common::alone::in_own_process!();
     common::need_open_files_for(SLOW);
     let before = client_timeouts("header");
     let b = Backend::start("a").await;
@@ -572,8 +567,8 @@ async fn a_slowloris_flood_does_not_starve_normal_clients() {
     assert_eq!(client_timeouts("header") - before, SLOW as u64);
 }
 
-/// `bbproxy_client_timeouts_total{kind}` so far; callers hold
-/// [`EXCLUSIVE`] for writing so no other test moves it meanwhile.
+/// `bbproxy_client_timeouts_total{kind}` so far; callers run in a process
+/// of their own so no other test moves it meanwhile.
 fn client_timeouts(kind: &str) -> u64 {
     common::counter("bbproxy_client_timeouts_total", &[("kind", kind)])
 }
@@ -710,7 +705,7 @@ async fn drain_until_end(conn: &mut TcpStream, deadline: Duration) -> (usize, bo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_reset_at_the_write_timeout() {
     const BIG: usize = 64 << 20;
-    let _alone = EXCLUSIVE.write().await;
+    common::alone::in_own_process!();
     let before = write_timeouts();
     let b = StreamBackend::start(BIG).await;
     let p = proxy(b.addr, r#""client_write": "500ms""#, "").await;
@@ -796,7 +791,7 @@ async fn h2_small_window_get(
 async fn an_http2_client_that_never_opens_its_window_is_cut_at_the_write_timeout() {
     use http_body_util::BodyExt;
     const BIG: usize = 64 << 20;
-    let _alone = EXCLUSIVE.write().await;
+    common::alone::in_own_process!();
     let before = write_timeouts();
     let b = StreamBackend::start(BIG).await;
     let p = proxy(b.addr, r#""client_write": "500ms""#, "").await;
@@ -831,7 +826,7 @@ async fn an_http2_client_that_never_opens_its_window_is_cut_at_the_write_timeout
 async fn a_slow_http2_reader_that_keeps_opening_its_window_gets_the_whole_body() {
     use http_body_util::BodyExt;
     const LEN: usize = 1 << 20;
-    let _alone = EXCLUSIVE.write().await;
+    common::alone::in_own_process!();
     let before = write_timeouts();
     let b = StreamBackend::start(LEN).await;
     let p = proxy(b.addr, r#""client_write": "500ms""#, "").await;
@@ -874,7 +869,7 @@ async fn a_slow_http2_reader_that_keeps_opening_its_window_gets_the_whole_body()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_but_steady_reader_gets_the_whole_body() {
     const LEN: usize = 16 << 20;
-    let _alone = EXCLUSIVE.write().await;
+    common::alone::in_own_process!();
     let before = write_timeouts();
     let b = StreamBackend::start(LEN).await;
     let p = proxy(b.addr, r#""client_write": "1s""#, "").await;
@@ -933,7 +928,7 @@ async fn a_slow_but_steady_reader_gets_the_whole_body() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_stalled_readers_cost_under_50_mib_and_are_all_cut() {
     const CLIENTS: usize = 500;
-    let _alone = EXCLUSIVE.write().await;
+    common::alone::in_own_process!();
     // Four descriptors per reader live in this one process (client,
     // accepted, upstream, backend side).
     let fds = bbproxy::server::limits::raise_nofile_limit().unwrap();
@@ -1015,7 +1010,7 @@ async fn five_hundred_stalled_readers_cost_under_50_mib_and_are_all_cut() {
 async fn a_tls_client_that_stops_reading_is_reset_too() {
     use common::tls::{PLUGIN_SLACK, TestCa, client_config};
     const BIG: usize = 64 << 20;
-    let _alone = EXCLUSIVE.write().await;
+    common::alone::in_own_process!();
     let before = write_timeouts();
     let b = StreamBackend::start(BIG).await;
     let ca = TestCa::new();
@@ -1082,7 +1077,7 @@ async fn a_tls_client_that_stops_reading_is_reset_too() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_does_not_wait_the_grace_period_for_a_stalled_reader() {
     const BIG: usize = 64 << 20;
-    let _alone = EXCLUSIVE.write().await;
+    common::alone::in_own_process!();
     let before = write_timeouts();
     let b = StreamBackend::start(BIG).await;
     let mut p = Proxy::start(&format!(
@@ -1147,7 +1142,7 @@ async fn read_one_response(conn: &mut TcpStream) -> u16 {
 /// request went to the short domain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_domain_keep_alive_applies_after_its_requests() {
-    let _alone = EXCLUSIVE.write().await;
+    common::alone::in_own_process!();
     let idle_before = client_timeouts("keep_alive");
     let b = Backend::start("a").await;
     let addr = b.addr;
@@ -1198,7 +1193,7 @@ async fn a_domain_keep_alive_applies_after_its_requests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_domain_client_write_applies_to_its_responses() {
     const BIG: usize = 64 << 20;
-    let _alone = EXCLUSIVE.write().await;
+    common::alone::in_own_process!();
     let before = write_timeouts();
     let b = StreamBackend::start(BIG).await;
     let p = proxy(

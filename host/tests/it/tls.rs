@@ -3,7 +3,7 @@
 //! ALPN), legacy protocol versions are refused, unknown SNI behaves as
 //! documented, and unusable files are errors that name the file.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

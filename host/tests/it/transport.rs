@@ -1,7 +1,7 @@
 //! The forwarding path: HTTP/1.1 keep-alive, h2c, streaming 10 MiB both ways
 //! intact, forwarding headers.
 
-mod common;
+use crate::common;
 
 use bytes::Bytes;
 use common::{Backend, DOWNLOAD_BYTES, Proxy, addrs, client, get, pattern, sha256_hex};

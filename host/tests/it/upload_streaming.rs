@@ -1,7 +1,7 @@
 //! A request body streams to the backend as it arrives: the backend can see
 //! (and answer) its first chunk while the client still holds the rest.
 
-mod common;
+use crate::common;
 
 use std::convert::Infallible;
 use std::time::Duration;

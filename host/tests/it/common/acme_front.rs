@@ -6,7 +6,6 @@
 //! goes from the proxy to Pebble itself.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -109,14 +108,6 @@ impl AcmeFront {
     /// When new orders arrived so far (with `rate_limit`).
     pub fn orders(&self) -> Vec<Instant> {
         self.state.lock().unwrap().orders.clone()
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.directory
-            .trim_start_matches("https://")
-            .trim_end_matches("/dir")
-            .parse()
-            .unwrap()
     }
 }
 

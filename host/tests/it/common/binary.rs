@@ -131,18 +131,6 @@ impl Binary {
             .unwrap_or_default()
     }
 
-    /// The proxy's HTTP address, from its "serving HTTP on" line.
-    pub fn http_addr(&self) -> String {
-        let line = self.wait_line(Duration::from_secs(60), "the listen address", |l| {
-            l.contains("serving HTTP on")
-        });
-        line.rsplit("serving HTTP on ")
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_owned()
-    }
-
     /// Every stderr line so far that satisfies `pred`.
     pub fn lines_with(&self, pred: impl Fn(&str) -> bool) -> Vec<String> {
         let lines = self.lines.lock().unwrap();

@@ -1,9 +1,9 @@
 //! Shared pieces of the integration tests: real hyper backends on
 //! 127.0.0.1:0, the proxy started in-process from a config file in a temp
 //! dir, HTTP/1.1 and h2c clients, and waiting on conditions with deadlines.
-#![allow(dead_code)]
 
 pub mod acme_front;
+pub mod alone;
 pub mod binary;
 pub mod direct;
 pub mod pebble;
@@ -39,7 +39,6 @@ pub const DOWNLOAD_BYTES: usize = 10 * 1024 * 1024;
 /// `/upload` (answers the hex SHA-256 of the body it read) and `/download`
 /// (streams [`DOWNLOAD_BYTES`] of [`pattern`]). Counts requests.
 pub struct Backend {
-    pub name: String,
     pub addr: SocketAddr,
     pub hits: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
@@ -89,12 +88,7 @@ impl Backend {
                 });
             }
         });
-        Backend {
-            name: name.to_owned(),
-            addr,
-            hits,
-            task,
-        }
+        Backend { addr, hits, task }
     }
 
     pub fn hits(&self) -> u64 {

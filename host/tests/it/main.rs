@@ -1,0 +1,32 @@
+//! The host's integration tests, one binary: each module is an area, all
+//! share [`common`]. Real things only: the proxy, hyper backends, Pebble and
+//! the `bbproxy` binary on 127.0.0.1 with port 0.
+//!
+//! One binary instead of one per area: every test binary links wasmtime and
+//! the whole host, so 23 binaries cost minutes of linking per build.
+
+mod common;
+
+mod acme;
+mod balancing;
+mod cli;
+mod forwarding;
+mod http2;
+mod instance_reuse;
+mod limits;
+mod metrics;
+mod observability;
+mod plugin_check;
+mod polyglot;
+mod reload;
+mod reload_load;
+mod routing;
+mod sandbox;
+mod sandbox_measure;
+mod sandbox_rss;
+mod shutdown;
+mod smuggling;
+mod timeouts;
+mod tls;
+mod transport;
+mod upload_streaming;
