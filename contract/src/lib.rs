@@ -9,6 +9,8 @@
 //! and the SDK each generate their own bindings of the same WIT types.
 #![deny(missing_docs)]
 
+pub mod hosts;
+
 /// Longest upstream name a router may answer. Upstream names are domain
 /// names (at most 253 bytes) or address literals; anything longer cannot
 /// match, and is refused before it is hashed.

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bbproxy::plugin::{
     Backend, BalancerWorld, BreakerState, BreakerWorld, Limits, Outcome, OutcomeKind, Plugin,
-    RequestView, Route, RouterWorld, Runtime, Upstream, bundle,
+    RequestView, Route, RouterWorld, Runtime, Tenant, Upstream, bundle,
 };
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
@@ -86,7 +86,7 @@ impl Plugins {
     }
 
     fn route(&self, view: &mut Option<RequestView>) {
-        match self.router.route(view).expect("route") {
+        match self.router.route(Tenant::Upstream(0), view).expect("route") {
             Route::Upstream(name) => assert_eq!(name, UPSTREAM),
             Route::Respond(r) => panic!("router answered directly: {}", r.status),
         }

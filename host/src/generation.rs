@@ -9,10 +9,12 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bbproxy_config::{Config, OnFault, PluginSource, PluginSpec, UpstreamSettings};
+use bbproxy_plugin_contract::hosts::HostMatcher;
 use serde_json::{Map, Value};
 
 use crate::plugin::{
-    BalancerWorld, BreakerWorld, LoadError, Plugin, RouterWorld, Runtime, Upstream, World, bundle,
+    BalancerWorld, BreakerWorld, LoadError, Plugin, RouterWorld, Runtime, Tenant, Upstream, World,
+    bundle,
 };
 use crate::proxy::RetryBudget;
 use crate::proxy::observe::{BackendMetrics, DomainMetrics};
@@ -93,6 +95,8 @@ pub struct Generation {
     /// Upstreams in config order (the index is the WIT upstream number).
     pub upstreams: Vec<UpstreamSlot>,
     by_name: HashMap<String, u32>,
+    /// Which domain a host matches, as the default router decides it.
+    hosts: HostMatcher,
     /// The router.
     pub router: Slot<RouterWorld>,
     /// The balancer.
@@ -147,6 +151,7 @@ impl Generation {
             bundle::ROUTER,
             router_builtin,
             &wit_upstreams,
+            &wit_upstreams,
         )?;
         let balancer = slot(
             runtime,
@@ -154,12 +159,14 @@ impl Generation {
             bundle::BALANCER,
             Map::new(),
             &wit_upstreams,
+            &wit_upstreams,
         )?;
         let breaker = slot(
             runtime,
             &plugins.breaker,
             bundle::BREAKER,
             breaker_builtin,
+            &wit_upstreams,
             &wit_upstreams,
         )?;
 
@@ -214,6 +221,11 @@ impl Generation {
                 health.start(&u.name, &states, check, key.health_client()?);
             }
         }
+        let default = config
+            .default_domain
+            .as_deref()
+            .and_then(|d| config.domains.iter().position(|u| u.name == d));
+        let hosts = HostMatcher::new(config.domains.iter().map(|d| d.name.as_str()), default);
         let by_name = upstreams
             .iter()
             .enumerate()
@@ -224,6 +236,7 @@ impl Generation {
             config,
             upstreams,
             by_name,
+            hosts,
             router,
             balancer,
             breaker,
@@ -253,6 +266,15 @@ impl Generation {
         registry.commit(&self.staged);
     }
 
+    /// The domain a request for `host` belongs to, by the default router's
+    /// rule: the tenant its router faults are counted for.
+    pub fn tenant_of(&self, host: &str) -> Tenant {
+        match self.hosts.lookup(host) {
+            Some(i) => Tenant::Upstream(u32::try_from(i).unwrap_or(u32::MAX)),
+            None => Tenant::Unmatched,
+        }
+    }
+
     /// The upstream number of `name`.
     pub fn upstream_index(&self, name: &str) -> Option<u32> {
         self.by_name.get(name).copied()
@@ -265,13 +287,15 @@ fn object<const N: usize>(pairs: [(&str, Value); N]) -> Map<String, Value> {
 
 /// Loads a role's plugin as `spec` says. A built-in plugin gets the config
 /// the host derives from config.json, with the user's `config` keys laid over
-/// it; a custom plugin gets the user's `config` as is.
+/// it; a custom plugin gets the user's `config` as is. A fail-open fallback
+/// sees `fallback_upstreams`.
 fn slot<W: World>(
     runtime: &Runtime,
     spec: &PluginSpec,
     builtin_bytes: &[u8],
     builtin_config: Map<String, Value>,
     upstreams: &Arc<[Upstream]>,
+    fallback_upstreams: &Arc<[Upstream]>,
 ) -> Result<Slot<W>, LoadError> {
     let limits = crate::plugin::Limits {
         backoff: spec.fault_backoff.into(),
@@ -316,7 +340,7 @@ fn slot<W: World>(
                     builtin_bytes,
                     Value::Object(builtin_config).to_string(),
                     limits,
-                    upstreams.clone(),
+                    fallback_upstreams.clone(),
                 )?)),
             };
             Ok(Slot {
@@ -329,8 +353,8 @@ fn slot<W: World>(
 }
 
 fn read(path: &Path, name: &str) -> Result<Vec<u8>, LoadError> {
-    std::fs::read(path).map_err(|source| LoadError::Io {
+    std::fs::read(path).map_err(|error| LoadError::Io {
         name: name.to_owned(),
-        source,
+        error,
     })
 }

@@ -162,6 +162,12 @@ impl Runtime {
                 return Ok((c.clone(), hex));
             }
         }
+        if let Some(what) = not_webassembly(bytes) {
+            return Err(LoadError::NotWebAssembly {
+                name: name.to_owned(),
+                what,
+            });
+        }
         // Compile outside the lock: it takes milliseconds to seconds.
         let component =
             Component::new(&self.inner.engine, bytes).map_err(|e| LoadError::Compile {
@@ -209,6 +215,32 @@ impl Runtime {
             cache.entries.remove(&digest);
         }
     }
+}
+
+/// What `bytes` is not, said before a parser's detail could be (the text
+/// format's "expected '('" says nothing to someone who passed the wrong
+/// file). `None` for a WebAssembly binary (`\0asm`) or text (which wasmtime
+/// also compiles): those go to the parser.
+fn not_webassembly(bytes: &[u8]) -> Option<String> {
+    if bytes.is_empty() {
+        return Some("empty file, not a WebAssembly component".to_owned());
+    }
+    if bytes.starts_with(b"\0asm") {
+        return None;
+    }
+    let text = bytes.trim_ascii_start();
+    if text.starts_with(b"(") || text.starts_with(b";;") {
+        return None;
+    }
+    let head: String = bytes
+        .iter()
+        .take(8)
+        .flat_map(|b| std::ascii::escape_default(*b))
+        .map(char::from)
+        .collect();
+    Some(format!(
+        "not a WebAssembly binary: it does not start with \\0asm (it starts with \"{head}\"); build the plugin for wasm32-wasip2 and pass the .wasm cargo wrote"
+    ))
 }
 
 /// Epoch ticks for a deadline `timeout` from now: at least one, plus one

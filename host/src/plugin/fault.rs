@@ -1,7 +1,7 @@
 //! What counts as a plugin fault, and how a failed call is classified for
 //! logs, metrics (`bbproxy_plugin_faults_total{kind}`) and the 503 body.
 
-use wasmtime::Trap;
+use wasmtime::{Trap, WasmBacktrace};
 
 /// A plugin misbehaved during a call (or was not called at all because it
 /// is suspended after repeated faults). Every variant is answered the same
@@ -59,7 +59,7 @@ impl Fault {
     /// allocation failed usually aborts with a plain `unreachable`, which
     /// only the limiter can tell apart from any other trap.
     pub(super) fn from_call(error: &wasmtime::Error, memory_denied: bool) -> Fault {
-        let message = format!("{error:#}");
+        let message = summary(error);
         match error.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => Fault::Timeout(message),
             Some(Trap::StackOverflow) => Fault::StackOverflow(message),
@@ -67,4 +67,42 @@ impl Fault {
             _ => Fault::Trap(message),
         }
     }
+}
+
+/// The error of a failed call on one line: its causes without the wasm
+/// backtrace (15 lines for a memory fault), then the frame the guest stopped
+/// in. The whole trace is for the debug log (see [`backtrace`]).
+fn summary(error: &wasmtime::Error) -> String {
+    let causes: Vec<String> = error
+        .chain()
+        .map(|e| e.to_string())
+        // The backtrace is the only multi-line context wasmtime attaches.
+        .filter(|m| !m.contains('\n'))
+        .collect();
+    let mut line = causes.join(": ");
+    if let Some(frame) = top_frame(error) {
+        line.push_str(" (in ");
+        line.push_str(&frame);
+        line.push(')');
+    }
+    line
+}
+
+/// The innermost guest frame of a failed call, as `module!function`.
+fn top_frame(error: &wasmtime::Error) -> Option<String> {
+    let frame = error.downcast_ref::<WasmBacktrace>()?.frames().first()?;
+    let function = frame.func_name().map_or_else(
+        || format!("wasm-function[{}]", frame.func_index()),
+        str::to_owned,
+    );
+    Some(match frame.module().name() {
+        Some(module) => format!("{module}!{function}"),
+        None => function,
+    })
+}
+
+/// The full wasm backtrace of a failed call, if it has one, for the debug
+/// log line that follows a fault's one-line warning.
+pub(super) fn backtrace(error: &wasmtime::Error) -> Option<String> {
+    error.downcast_ref::<WasmBacktrace>().map(|b| b.to_string())
 }

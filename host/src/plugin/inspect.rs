@@ -14,7 +14,7 @@ use wasmtime::component::Component;
 use super::state::RequestView;
 use super::{
     Backend, BalancerWorld, BreakerState, BreakerWorld, Limits, LoadError, Outcome, OutcomeKind,
-    Plugin, Route, RouterWorld, Runtime, Upstream, Verdict, World,
+    Plugin, Route, RouterWorld, Runtime, Tenant, Upstream, Verdict, World,
 };
 
 /// A plugin role, as named on the command line.
@@ -99,9 +99,9 @@ pub enum CheckError {
 /// Checks the component in `path`; returns the report to print.
 pub fn check(path: &Path, options: &CheckOptions) -> Result<String, CheckError> {
     let name = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
+    let bytes = std::fs::read(path).map_err(|error| LoadError::Io {
         name: name.clone(),
-        source,
+        error,
     })?;
     if let Err(e) = serde_json::from_str::<serde_json::Value>(&options.config) {
         return Err(CheckError::BadConfig(format!("{e}")));
@@ -318,7 +318,7 @@ impl Probe<'_> {
             };
             let mut request = Some(sample_request(method, host, target, header));
             let route = plugin
-                .route(&mut request)
+                .route(Tenant::Upstream(0), &mut request)
                 .map_err(|f| self.fault(RouterWorld::ROLE, call.clone(), f))?;
             let answer = match route {
                 Route::Upstream(u) => format!("upstream {u:?}"),
@@ -328,7 +328,7 @@ impl Probe<'_> {
         }
         let cost = self.measure(|| {
             let mut request = Some(sample_request("GET", &first, "/", None));
-            plugin.route(&mut request).map(drop)
+            plugin.route(Tenant::Upstream(0), &mut request).map(drop)
         });
         self.report_cost(out, "route", cost);
         Ok(())

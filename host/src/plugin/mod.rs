@@ -6,15 +6,16 @@
 //! instance is discarded (a trapped instance cannot be entered again; one
 //! that answered garbage is not trusted again), the next call gets a fresh
 //! one, and the caller applies the plugin's failure policy. A plugin that
-//! keeps faulting is suspended with backoff (see [`health`]).
+//! keeps faulting for one tenant (domain) is suspended for it with backoff
+//! (see [`backoff`]).
 
 pub mod answer;
+pub mod backoff;
 mod bindings;
 mod budget;
 pub mod bundle;
 mod engine;
 mod fault;
-pub mod health;
 pub mod inspect;
 pub mod limiter;
 pub mod logbudget;
@@ -34,19 +35,19 @@ use wasmtime::component::{Component, Resource};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 pub use answer::{MAX_DIRECT_BODY_BYTES, MAX_UPSTREAM_NAME_BYTES};
+pub use backoff::{Backoff, Tenant};
 pub use bindings::types::{
     Backend, BreakerState, DirectResponse, Outcome, OutcomeKind, Route, Upstream, Verdict,
 };
 pub use engine::{Pooling, Runtime, RuntimeOptions};
 pub use fault::Fault;
-pub use health::Backoff;
 pub use shared::SharedState;
 pub use state::{PluginIdentity, RequestView};
 pub use world::{BalancerWorld, BreakerWorld, RouterWorld, World};
 
 use crate::telemetry::names;
+use backoff::Streaks;
 use budget::Budget;
-use health::Health;
 use limiter::Limiter;
 use logbudget::LogBudget;
 use state::PluginState;
@@ -65,12 +66,22 @@ const MIN_INIT_TIMEOUT: Duration = Duration::from_millis(100);
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The component could not be read.
-    #[error("{name}: cannot read plugin file: {source}")]
+    // The OS error is in the text and not a `source`, or `{:#}` would print
+    // it twice.
+    #[error("{name}: cannot read plugin file: {}", io_reason(.error))]
     Io {
         /// Plugin name (file path).
         name: String,
         /// The OS error.
-        source: std::io::Error,
+        error: std::io::Error,
+    },
+    /// The file is not WebAssembly at all (empty, or another kind of file).
+    #[error("{name}: {what}")]
+    NotWebAssembly {
+        /// Plugin name.
+        name: String,
+        /// What it is not.
+        what: String,
     },
     /// The bytes are not a valid WebAssembly component.
     #[error("{name}: not a valid WebAssembly component: {reason}")]
@@ -103,6 +114,17 @@ pub enum LoadError {
     /// The engine could not be created.
     #[error("cannot start the WebAssembly engine: {0}")]
     Engine(String),
+}
+
+/// An OS error as a reader wants it: "no such file" rather than "No such
+/// file or directory (os error 2)".
+fn io_reason(error: &std::io::Error) -> String {
+    match error.kind() {
+        std::io::ErrorKind::NotFound => "no such file".to_owned(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        std::io::ErrorKind::IsADirectory => "it is a directory".to_owned(),
+        _ => error.to_string(),
+    }
 }
 
 /// Per-call bounds of one plugin.
@@ -156,8 +178,14 @@ pub struct Plugin<W: World> {
     calls: metrics::Counter,
     call_seconds: metrics::Histogram,
     suspended_calls: AtomicU64,
-    health: Health,
+    /// Fault streaks and suspensions, one per tenant.
+    streaks: Streaks,
     logs: Arc<LogBudget>,
+    /// Fault log lines get the same rate limit as `host.log`, in a budget
+    /// of their own (a plugin's own logging must not hide its faults).
+    fault_lines: LogBudget,
+    /// Fault lines left out since the last one written.
+    fault_lines_dropped: AtomicU64,
 }
 
 impl<W: World> std::fmt::Debug for Plugin<W> {
@@ -190,6 +218,7 @@ impl<W: World> Plugin<W> {
             .enumerate()
             .map(|(i, u)| (u.name.clone(), u32::try_from(i).unwrap_or(u32::MAX)))
             .collect();
+        let tenants = upstreams.len();
         let plugin = Self {
             identity: PluginIdentity {
                 name: Arc::from(name),
@@ -207,8 +236,10 @@ impl<W: World> Plugin<W> {
             calls: metrics::counter!(names::PLUGIN_CALLS, "plugin" => name.to_owned(), "role" => W::ROLE),
             call_seconds: metrics::histogram!(names::PLUGIN_CALL_DURATION, "plugin" => name.to_owned(), "role" => W::ROLE),
             suspended_calls: AtomicU64::new(0),
-            health: Health::default(),
+            streaks: Streaks::new(tenants),
             logs: Arc::new(LogBudget::default()),
+            fault_lines: LogBudget::default(),
+            fault_lines_dropped: AtomicU64::new(0),
         };
         let first = plugin.instantiate().map_err(|fault| LoadError::Init {
             name: name.to_owned(),
@@ -340,16 +371,19 @@ impl<W: World> Plugin<W> {
         }
     }
 
-    /// Runs one call on a pooled instance and checks its answer with
-    /// `check`. `request` is lent to the store for the call and always handed
-    /// back, whatever the outcome. On any fault the instance is dropped.
+    /// Runs one call for `tenant` on a pooled instance and checks its answer
+    /// with `check`. `request` is lent to the store for the call and always
+    /// handed back, whatever the outcome. On any fault the instance is
+    /// dropped.
     fn call<R, T>(
         &self,
+        tenant: Tenant,
         request: &mut Option<RequestView>,
         f: impl FnOnce(&W::Exports, &mut Store<PluginState>) -> wasmtime::Result<R>,
         check: impl FnOnce(R) -> Result<T, String>,
     ) -> Result<T, Fault> {
-        if let Err(remaining_ms) = self.health.admit(crate::clock::monotonic_ms()) {
+        let streak = self.streaks.of(tenant);
+        if let Err(remaining_ms) = streak.admit(crate::clock::monotonic_ms()) {
             self.suspended_calls.fetch_add(1, Ordering::Relaxed);
             metrics::counter!(
                 "bbproxy_plugin_suspended_calls_total",
@@ -361,7 +395,7 @@ impl<W: World> Plugin<W> {
         }
         let mut inst = match self.acquire() {
             Ok(i) => i,
-            Err(fault) => return Err(self.record(fault)),
+            Err(fault) => return Err(self.record(fault, tenant)),
         };
         Self::arm(&mut inst.store, self.limits.timeout);
         inst.store.data_mut().request = request.take();
@@ -375,22 +409,32 @@ impl<W: World> Plugin<W> {
         match result {
             Ok(answer) => match check(answer) {
                 Ok(t) => {
-                    self.health.success();
+                    streak.success();
                     self.release(inst);
                     Ok(t)
                 }
-                Err(msg) => Err(self.record(Fault::BadAnswer(msg))),
+                Err(msg) => Err(self.record(Fault::BadAnswer(msg), tenant)),
             },
             Err(e) => {
                 let denied = inst.store.data_mut().limits.take_denied();
-                Err(self.record(Fault::from_call(&e, denied)))
+                let fault = Fault::from_call(&e, denied);
+                Err(self.record_traced(fault, tenant, fault::backtrace(&e)))
             }
         }
     }
 
-    /// Counts and logs a fault, and feeds the backoff; returns the fault for
-    /// the caller's policy.
-    pub fn record(&self, fault: Fault) -> Fault {
+    /// Counts and logs a fault of a call for `tenant`, and feeds that
+    /// tenant's backoff; returns the fault for the caller's policy.
+    pub fn record(&self, fault: Fault, tenant: Tenant) -> Fault {
+        self.record_traced(fault, tenant, None)
+    }
+
+    /// [`Plugin::record`] of a fault that came with a wasm backtrace. The
+    /// warning is one line (the top frame is in the fault's text); the full
+    /// trace goes to the debug level. Both are rate limited per plugin like
+    /// `host.log`: a client who can make a plugin fault must not be able to
+    /// flood the log.
+    fn record_traced(&self, fault: Fault, tenant: Tenant, trace: Option<String>) -> Fault {
         self.faults.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(
             names::PLUGIN_FAULTS,
@@ -399,25 +443,54 @@ impl<W: World> Plugin<W> {
             "kind" => fault.kind(),
         )
         .increment(1);
-        tracing::warn!(
-            plugin = %self.identity.name,
-            role = W::ROLE,
-            kind = fault.kind(),
-            "plugin fault: {fault}"
-        );
+        if self.fault_lines.take(crate::clock::monotonic_ms()) {
+            let dropped = self.fault_lines_dropped.swap(0, Ordering::Relaxed);
+            tracing::warn!(
+                plugin = %self.identity.name,
+                role = W::ROLE,
+                kind = fault.kind(),
+                "plugin fault for {}: {}{}",
+                self.tenant_name(tenant),
+                logbudget::truncate(&fault.to_string()),
+                match dropped {
+                    0 => String::new(),
+                    n => format!(" ({n} earlier fault lines of this plugin not logged: over the rate limit; bbproxy_plugin_faults_total counts every fault)"),
+                }
+            );
+            if let Some(trace) = trace {
+                tracing::debug!(plugin = %self.identity.name, role = W::ROLE, "{trace}");
+            }
+        } else {
+            self.fault_lines_dropped.fetch_add(1, Ordering::Relaxed);
+        }
         if let Some(s) = self
-            .health
+            .streaks
+            .of(tenant)
             .fault(crate::clock::monotonic_ms(), &self.limits.backoff)
         {
             tracing::warn!(
                 plugin = %self.identity.name,
                 role = W::ROLE,
-                "plugin suspended for {:?} after {} consecutive faults; requests get its on_fault policy meanwhile",
+                "plugin suspended for {} for {:?} after {} consecutive faults there; those requests get its on_fault policy meanwhile, other domains' calls go on",
+                self.tenant_name(tenant),
                 s.interval,
                 s.faults
             );
         }
         fault
+    }
+}
+
+impl<W: World> Plugin<W> {
+    /// `tenant` as a log line names it.
+    fn tenant_name(&self, tenant: Tenant) -> String {
+        match tenant {
+            Tenant::Upstream(i) => match self.upstreams.get(i as usize) {
+                Some(u) => format!("domain {}", u.name),
+                None => format!("upstream {i}"),
+            },
+            Tenant::Unmatched => "hosts that match no domain".to_owned(),
+        }
     }
 }
 
@@ -447,8 +520,11 @@ impl Plugin<RouterWorld> {
     /// Asks the router where the request goes. The answer is checked: an
     /// upstream must be a configured domain, a direct response must have a
     /// valid status and a body of at most [`MAX_DIRECT_BODY_BYTES`].
-    pub fn route(&self, request: &mut Option<RequestView>) -> Result<Route, Fault> {
+    /// `tenant` is the domain the request's host matched: the router's
+    /// faults are kept per matched domain.
+    pub fn route(&self, tenant: Tenant, request: &mut Option<RequestView>) -> Result<Route, Fault> {
         self.call(
+            tenant,
             request,
             |e, store| e.call_route(store, request_borrow()),
             |route| {
@@ -469,6 +545,7 @@ impl Plugin<BalancerWorld> {
         candidates: &[Backend],
     ) -> Result<usize, Fault> {
         self.call(
+            Tenant::Upstream(upstream),
             request,
             |e, store| e.call_pick(store, request_borrow(), upstream, candidates),
             |choice| answer::check_pick(choice, candidates.len()),
@@ -485,6 +562,7 @@ impl Plugin<BreakerWorld> {
         outcome: Outcome,
     ) -> Result<Verdict, Fault> {
         self.call(
+            Tenant::Upstream(upstream),
             &mut None,
             |e, store| e.call_on_outcome(store, upstream, backend, outcome),
             |verdict| {

@@ -34,7 +34,7 @@ use crate::clock;
 use crate::drain::Drain;
 use crate::generation::{Generation, Slot, UpstreamSlot};
 use crate::plugin::{
-    Backend, BreakerState, BreakerWorld, Fault, Outcome, OutcomeKind, RequestView, Route,
+    Backend, BreakerState, BreakerWorld, Fault, Outcome, OutcomeKind, RequestView, Route, Tenant,
 };
 use crate::server::conn::ConnTimeoutOverride;
 use crate::upstream::Admission;
@@ -167,13 +167,17 @@ impl Proxy {
             client,
         });
 
-        let upstream = match route(generation, &mut view) {
+        let tenant = generation.tenant_of(&host);
+        let upstream = match route(generation, tenant, &mut view) {
             Ok(Route::Upstream(name)) => match generation.upstream_index(&name) {
                 Some(i) => i,
                 None => {
-                    let fault = generation.router.primary.record(Fault::BadAnswer(format!(
-                        "route named upstream {name:?}, which is not a configured domain"
-                    )));
+                    let fault = generation.router.primary.record(
+                        Fault::BadAnswer(format!(
+                            "route named upstream {name:?}, which is not a configured domain"
+                        )),
+                        tenant,
+                    );
                     return fault_response("router", &fault);
                 }
             },
@@ -584,12 +588,16 @@ fn micros(d: Duration) -> u64 {
 
 /// Asks the router, falling back to the built-in router when the configured
 /// one faults and its policy is fail-open.
-fn route(generation: &Generation, view: &mut Option<RequestView>) -> Result<Route, Fault> {
+fn route(
+    generation: &Generation,
+    tenant: Tenant,
+    view: &mut Option<RequestView>,
+) -> Result<Route, Fault> {
     let slot = &generation.router;
-    match slot.primary.route(view) {
+    match slot.primary.route(tenant, view) {
         Ok(r) => Ok(r),
         Err(fault) => match &slot.fallback {
-            Some(builtin) => builtin.route(view),
+            Some(builtin) => builtin.route(tenant, view),
             None => Err(fault),
         },
     }

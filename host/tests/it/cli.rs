@@ -162,7 +162,7 @@ fn a_file_that_is_not_wasm_is_rejected_by_check() {
     assert!(!out.status.success());
     assert_clean_error(
         &String::from_utf8_lossy(&out.stderr),
-        &["junk.wasm", "not a valid WebAssembly component"],
+        &["junk.wasm", "not a WebAssembly binary"],
     );
 }
 

@@ -165,9 +165,32 @@ fn a_file_that_is_not_a_component_is_a_clear_error() {
     let (ok, _, err) = plugin_check(&["no-such-file.wasm"]);
     assert!(!ok);
     assert!(
-        err.contains("no-such-file.wasm: cannot read plugin file"),
+        err.contains("no-such-file.wasm: cannot read plugin file: no such file"),
         "{err}"
     );
+    assert!(!err.contains("os error"), "said once, plainly: {err}");
+}
+
+/// A file that is not WebAssembly at all is named as such, before any
+/// parser detail (the text format's "expected '('" for a text file).
+#[test]
+fn what_a_file_is_not_comes_before_any_parser_detail() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("bad.wasm");
+    std::fs::write(&text, "hi\n").unwrap();
+    let (ok, _, err) = plugin_check(&[text.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains("bad.wasm: not a WebAssembly binary: it does not start with \\0asm"),
+        "{err}"
+    );
+    assert!(!err.contains("expected '('"), "{err}");
+    let empty = dir.path().join("empty.wasm");
+    std::fs::write(&empty, "").unwrap();
+    let (ok, _, err) = plugin_check(&[empty.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("empty.wasm: empty file"), "{err}");
+    assert!(!err.contains("module field"), "{err}");
 }
 
 #[test]

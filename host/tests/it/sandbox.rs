@@ -213,8 +213,10 @@ enum Expect {
 
 /// The scenario every fixture goes through: baseline latency of the good
 /// domain, then the same traffic while `bad.test` is hit `BAD_REQUESTS`
-/// times (each followed by one good request from the same client, so the
-/// plugin always has successes between faults and is never suspended).
+/// times, each followed by one good request from the same client. Faults
+/// stay with their domain, so `bad.test`'s `BAD_REQUESTS` faults in a row
+/// would suspend the plugin for it after 5; these tests count every call's
+/// fault, so the backoff is set past them (it has tests of its own below).
 async fn contain(role: &'static str, mode: &str, expect: Expect) -> Scenario {
     contain_with(role, mode, expect, "").await
 }
@@ -224,7 +226,11 @@ async fn contain_with(role: &'static str, mode: &str, expect: Expect, extra: &st
         Expect::Open(_) => "fail-open",
         _ => "fail-closed",
     };
-    let s = Scenario::start_with(role, mode, on_fault, extra).await;
+    let extra = format!(
+        r#"{extra}, "fault_backoff": {{"after": {}}}"#,
+        BAD_REQUESTS + 1
+    );
+    let s = Scenario::start_with(role, mode, on_fault, &extra).await;
     let url = s.proxy.url("/");
 
     let mut before = good_traffic(url.clone()).await;
@@ -276,7 +282,7 @@ async fn contain_with(role: &'static str, mode: &str, expect: Expect, extra: &st
     assert_eq!(
         s.suspended_calls(),
         0,
-        "never suspended: successes in between"
+        "never suspended: the backoff is past BAD_REQUESTS"
     );
     assert_eq!(
         s.good.hits(),
@@ -473,7 +479,8 @@ impl DeadBackend {
                     "domains": {{"good.test": ["{}"], "bad.test": ["{dead}"]}},
                     "plugins": {{"breaker": {{"path": "hostile_breaker.wasm",
                                               "config": {{"mode": "{mode}"}},
-                                              "on_fault": "{on_fault}"}}}}}}"#,
+                                              "on_fault": "{on_fault}",
+                                              "fault_backoff": {{"after": 100}}}}}}}}"#,
                 good.addr
             ),
         )
@@ -552,7 +559,6 @@ async fn a_faulting_breaker_fails_closed_and_leaves_the_backend_state_alone() {
             ),
             "503 instead of the 502, never a retry loop"
         );
-        // A success in between, so the plugin is never suspended.
         assert_eq!(d.get("good.test").await.0, StatusCode::OK);
     }
     // No verdict was applied: no failure counted, the circuit never opened.
@@ -734,5 +740,244 @@ fn init_that_traps_or_loops_is_a_load_error() {
             stderr.contains("init failed") && stderr.contains(needle),
             "{stderr}"
         );
+    }
+}
+
+// Faults stay with their tenant, through the real binary: a burst of
+// requests that make a plugin fault on one domain must not suspend its
+// decisions for another, under fail-closed and the default backoff; a
+// plugin that faults on every domain is still suspended (on each).
+
+/// The binary serving `good.test` and `bad.test` with the hostile plugin of
+/// `role` in `mode`, fail-closed, default backoff; with its HTTP address.
+async fn hostile_binary(role: &str, mode: &str) -> (common::binary::Binary, String, Backends) {
+    hostile_binary_with(role, mode, "").await
+}
+
+/// [`hostile_binary`] with `extra` added to the plugin's object.
+async fn hostile_binary_with(
+    role: &str,
+    mode: &str,
+    extra: &str,
+) -> (common::binary::Binary, String, Backends) {
+    let good = Backend::start("good").await;
+    let bad = Backend::start("bad").await;
+    let file = format!("hostile_{role}.wasm");
+    let config = format!(
+        r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null,
+            "domains": {{"good.test": ["{}"], "bad.test": ["{}"]}},
+            "plugins": {{"{role}": {{"path": "{file}", "config": {{"mode": "{mode}"}},
+                                     "on_fault": "fail-closed"{extra}}}}}}}"#,
+        good.addr, bad.addr
+    );
+    let mut bin = common::binary::Binary::serve(&config, |dir| {
+        std::fs::copy(fixture(&file), dir.join(&file)).unwrap();
+    });
+    let addr = bin.addr_after("serving HTTP on ").await;
+    (bin, format!("http://{addr}/"), Backends { good, bad })
+}
+
+struct Backends {
+    good: Backend,
+    bad: Backend,
+}
+
+/// `n` requests to `host` at once (each on its own connection), with
+/// `header` set; their statuses and bodies.
+async fn burst(
+    url: &str,
+    host: &str,
+    header: Option<(&str, &str)>,
+    n: usize,
+) -> Vec<(StatusCode, String)> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let (url, host) = (url.to_owned(), host.to_owned());
+            let header = header.map(|(k, v)| (k.to_owned(), v.to_owned()));
+            tokio::spawn(async move {
+                let mut req = Request::get(&url).header(hyper::header::HOST, &host);
+                if let Some((k, v)) = &header {
+                    req = req.header(k, v);
+                }
+                let req = req.body(Full::new(bytes::Bytes::new())).unwrap();
+                let resp = tokio::time::timeout(Duration::from_secs(30), client().request(req))
+                    .await
+                    .expect("answered within 30 s")
+                    .unwrap();
+                let status = resp.status();
+                let body = resp.into_body().collect().await.unwrap().to_bytes();
+                (status, String::from_utf8_lossy(&body).into_owned())
+            })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+/// 10 parallel requests that make the `role` plugin fault on `bad.test`,
+/// then 20 parallel requests to `good.test`: all 20 served by the plugin.
+async fn burst_on_one_domain(role: &str, mode: &str, header: Option<(&str, &str)>) {
+    let (bin, url, backends) = hostile_binary(role, mode).await;
+    let bad = burst(&url, "bad.test", header, 10).await;
+    for (status, body) in &bad {
+        assert_eq!(*status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(
+            body.starts_with(&format!("bbproxy: {role} plugin fault (")),
+            "{body}"
+        );
+    }
+    // The burst was 10 faults in a row: bad.test's calls are suspended.
+    bin.wait_line(Duration::from_secs(10), "the suspension of bad.test", |l| {
+        l.contains("plugin suspended for domain bad.test")
+    });
+    let good = burst(&url, "good.test", None, 20).await;
+    let served = good
+        .iter()
+        .filter(|(s, b)| *s == StatusCode::OK && b == "backend good")
+        .count();
+    assert_eq!(
+        served, 20,
+        "good.test after a {role} burst on bad.test: {good:?}"
+    );
+    assert_eq!(backends.good.hits(), 20);
+    assert!(
+        bin.lines_with(|l| l.contains("plugin suspended for domain good.test"))
+            .is_empty(),
+        "good.test was never suspended"
+    );
+    // The breaker judges an outcome, so its burst reached the backend.
+    let reached = if role == "breaker" { 10 } else { 0 };
+    assert_eq!(backends.bad.hits(), reached);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_balancer_fault_burst_on_one_domain_leaves_another_served() {
+    burst_on_one_domain("balancer", "header-trap", Some(("x-hostile", "1"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_fault_burst_on_one_domain_leaves_another_served() {
+    burst_on_one_domain("router", "trap", None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breaker_fault_burst_on_one_domain_leaves_another_served() {
+    burst_on_one_domain("breaker", "trap", None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_faults_on_every_domain_is_suspended_on_each() {
+    let (bin, url, backends) = hostile_binary("balancer", "always-trap").await;
+    let after = bbproxy::plugin::Backoff::default().after as usize;
+    for host in ["good.test", "bad.test"] {
+        // One at a time: each is a fault until the streak is complete.
+        for n in 0..after {
+            let got = burst(&url, host, None, 1).await;
+            assert_eq!(
+                (got[0].0, got[0].1.trim()),
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "bbproxy: balancer plugin fault (trap)"
+                ),
+                "{host} fault {n}"
+            );
+        }
+        let suspended_at = Instant::now();
+        bin.wait_line(
+            Duration::from_secs(10),
+            &format!("the suspension of {host}"),
+            |l| {
+                l.contains(&format!(
+                    "plugin suspended for domain {host} for 1s after {after} consecutive faults"
+                ))
+            },
+        );
+        let got = burst(&url, host, None, 1).await;
+        assert_eq!(got[0].0, StatusCode::SERVICE_UNAVAILABLE);
+        // Within the default 1 s suspension the plugin is not called.
+        if suspended_at.elapsed() < Duration::from_millis(900) {
+            assert_eq!(
+                got[0].1.trim(),
+                "bbproxy: balancer plugin fault (suspended)",
+                "{host}"
+            );
+        } else {
+            eprintln!("{host}: the check ran after the suspension; machine too slow to judge");
+        }
+    }
+    assert_eq!(backends.good.hits() + backends.bad.hits(), 0);
+}
+
+/// Each fault is one warning line naming the plugin, role, kind, domain and
+/// the frame the guest stopped in; the wasm backtrace is for the debug level
+/// only. Fault lines are rate limited per plugin like `host.log` (burst
+/// 100, then 100 a second), and the next line written says how many were
+/// left out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_is_one_log_line_and_fault_lines_are_rate_limited() {
+    let (bin, url, _backends) = hostile_binary_with(
+        "balancer",
+        "recurse",
+        r#", "fault_backoff": {"after": 100000}"#,
+    )
+    .await;
+    for _ in 0..3 {
+        let got = burst(&url, "bad.test", None, 1).await;
+        assert_eq!(
+            got[0].1.trim(),
+            "bbproxy: balancer plugin fault (stack-overflow)"
+        );
+    }
+    let faults = bin.lines_with(|l| l.contains("plugin fault for domain bad.test"));
+    assert_eq!(faults.len(), 3, "{faults:#?}");
+    for line in &faults {
+        assert!(
+            line.contains("WARN")
+                && line.contains("role=\"balancer\"")
+                && line.contains("kind=\"stack-overflow\"")
+                && line.contains("hostile_balancer.wasm")
+                && line.contains("(in "),
+            "one line with plugin, role, kind and top frame: {line}"
+        );
+    }
+    // Nothing of the backtrace at info level: no frame lines, no "wasm
+    // backtrace" header.
+    let trace =
+        bin.lines_with(|l| l.contains("wasm backtrace") || l.trim_start().starts_with("0: 0x"));
+    assert!(trace.is_empty(), "{trace:#?}");
+
+    // A burst of faults: at most the budget is logged.
+    let (n, per_wave) = (400, 8);
+    let started = Instant::now();
+    for _ in 0..n / per_wave {
+        burst(&url, "bad.test", None, per_wave).await;
+    }
+    let took = started.elapsed();
+    let logged = bin
+        .lines_with(|l| l.contains("plugin fault for domain bad.test"))
+        .len()
+        - 3;
+    let allowed = 100 + (took.as_millis() as usize).div_ceil(10) + 1;
+    eprintln!("{n} faults in {took:?}: {logged} lines logged (at most {allowed} allowed)");
+    assert!(
+        logged <= allowed,
+        "{logged} fault lines for {n} faults in {took:?}"
+    );
+    if allowed < n {
+        assert!(logged < n, "some lines were left out");
+        // The next line written counts those left out.
+        common::wait_for(
+            Duration::from_secs(10),
+            "a line counting the left-out ones",
+            || async {
+                burst(&url, "bad.test", None, 1).await;
+                !bin.lines_with(|l| l.contains("earlier fault lines of this plugin not logged"))
+                    .is_empty()
+            },
+        )
+        .await;
     }
 }

@@ -10,7 +10,7 @@ use crate::common;
 
 use bbproxy::plugin::{
     Backoff, BalancerWorld, BreakerWorld, Limits, Outcome, OutcomeKind, Plugin, RouterWorld,
-    Runtime, Upstream, World, bundle,
+    Runtime, Tenant, Upstream, World, bundle,
 };
 use common::direct::{candidates, view};
 use common::rss_kib;
@@ -133,9 +133,9 @@ fn rss_stays_bounded_over_ten_thousand_faults_per_fixture() {
             "hostile_router.wasm",
             mode,
             |p| {
-                let _ = p.route(&mut view("bad.test"));
+                let _ = p.route(Tenant::Upstream(1), &mut view("bad.test"));
             },
-            |p| assert!(p.route(&mut view("good.test")).is_ok()),
+            |p| assert!(p.route(Tenant::Upstream(0), &mut view("good.test")).is_ok()),
         ));
     }
     for mode in ["trap", "loop", "zero-probes"] {

@@ -10,16 +10,12 @@
 //! - `default`: the upstream for hosts that match no name (`null` or absent:
 //!   none). It must be a configured upstream name.
 //!
-//! Matching, for a host (lower case, no port, a trailing dot ignored):
-//! 1. an upstream named exactly like the host (`example.com`, `127.0.0.1`,
-//!    `localhost`);
-//! 2. the longest matching wildcard: `*.example.com` matches `a.example.com`
-//!    and `a.b.example.com`, not `example.com`;
-//! 3. `default`;
-//! 4. otherwise the answer is `421 Misdirected Request`.
+//! Matching is `bbproxy_plugin_contract::hosts` (exact name, then the
+//! longest wildcard, then `default`), the rule the proxy itself uses to find
+//! a domain's own router; a host that matches nothing gets
+//! `421 Misdirected Request`.
 
-use std::collections::BTreeSet;
-
+use bbproxy_plugin_contract::hosts::HostMatcher;
 use bbproxy_sdk::serde::Deserialize;
 use bbproxy_sdk::{Request, Route, Router};
 
@@ -42,12 +38,8 @@ impl Config {
 /// Host → upstream name lookup, built once per instance.
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    // A BTreeSet, not a HashSet: RandomState would need WASI randomness.
-    exact: BTreeSet<String>,
-    /// `(suffix, name)` for each `*.suffix` upstream, with the suffix kept
-    /// with its leading dot; longest suffix first.
-    wildcards: Vec<(String, String)>,
-    default: Option<String>,
+    names: Vec<String>,
+    matcher: HostMatcher,
 }
 
 impl RouteTable {
@@ -58,53 +50,32 @@ impl RouteTable {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let mut exact = BTreeSet::new();
-        let mut wildcards = Vec::new();
-        let mut all = Vec::new();
-        for name in names {
-            let name: String = name.into();
-            match name.strip_prefix('*') {
-                Some(suffix) if suffix.starts_with('.') && suffix.len() > 1 => {
-                    wildcards.push((suffix.to_owned(), name.clone()));
+        let names: Vec<String> = names.into_iter().map(Into::into).collect();
+        let default = match default {
+            None => None,
+            Some(default) => match names.iter().position(|n| *n == default) {
+                Some(i) => Some(i),
+                None => {
+                    return Err(format!(
+                        "invalid router config: \"default\" is {default:?}, which is not a configured upstream (configured: {})",
+                        if names.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            names.join(", ")
+                        }
+                    ));
                 }
-                _ => {
-                    exact.insert(name.clone());
-                }
-            }
-            all.push(name);
-        }
-        wildcards.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
-        if let Some(default) = &default
-            && !all.iter().any(|n| n == default)
-        {
-            return Err(format!(
-                "invalid router config: \"default\" is {default:?}, which is not a configured upstream (configured: {})",
-                if all.is_empty() {
-                    "none".to_owned()
-                } else {
-                    all.join(", ")
-                }
-            ));
-        }
-        Ok(RouteTable {
-            exact,
-            wildcards,
-            default,
-        })
+            },
+        };
+        let matcher = HostMatcher::new(names.iter().map(String::as_str), default);
+        Ok(RouteTable { names, matcher })
     }
 
     /// The upstream for `host`, if any (exact name, then longest wildcard,
     /// then the default).
     pub fn lookup(&self, host: &str) -> Option<&str> {
-        let host = host.strip_suffix('.').unwrap_or(host);
-        if let Some(name) = self.exact.get(host) {
-            return Some(name);
-        }
-        self.wildcards
-            .iter()
-            .find(|(suffix, _)| host.len() > suffix.len() && host.ends_with(suffix.as_str()))
-            .map(|(_, name)| name.as_str())
-            .or(self.default.as_deref())
+        let i = self.matcher.lookup(host)?;
+        self.names.get(i).map(String::as_str)
     }
 
     /// The decision for `host`: its upstream, or `421 Misdirected Request`.

@@ -3,14 +3,20 @@
 //! a tight loop of compile-free but not free instantiations, and for a
 //! looping plugin a full CPU deadline per request.
 //!
-//! After [`Backoff::after`] consecutive faults with no successful call in
-//! between, the plugin is suspended: calls are answered with its `on_fault`
-//! policy without entering it, for [`Backoff::initial`]. When the interval
-//! ends, calls go through again; the first fault after that suspends it for
-//! twice as long (up to [`Backoff::max`]); the first success resets
-//! everything. Successes interleaved with faults (a plugin that only fails
-//! for some requests) never suspend it, so requests it handles well keep
-//! being served by it.
+//! Faults stay with their tenant: the streak and the suspension are kept per
+//! plugin *and* per [`Tenant`] (the upstream a balancer or breaker call is
+//! for; the domain a router call's host matched), so a burst of requests
+//! that make the plugin fault on one domain never suspends its decisions for
+//! another, while a plugin that faults on every domain is suspended on each.
+//!
+//! After [`Backoff::after`] consecutive faults of one tenant with no
+//! successful call for it in between, the plugin is suspended for that
+//! tenant: its calls are answered with the `on_fault` policy without
+//! entering the plugin, for [`Backoff::initial`]. When the interval ends,
+//! calls go through again; the first fault after that suspends it for twice
+//! as long (up to [`Backoff::max`]); the first success resets everything.
+//! Successes interleaved with faults (a plugin that only fails for some
+//! requests) never suspend it.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -55,9 +61,51 @@ pub struct Suspension {
     pub interval: Duration,
 }
 
-/// Fault history of one plugin, shared by every worker thread.
+/// Whose requests a call was for: the unit a fault streak and a suspension
+/// belong to. Bounded by the config (one per domain, plus one), never by
+/// what clients send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tenant {
+    /// The upstream (domain) with this number: the one a balancer or breaker
+    /// call is for, or the one a router call's host matched.
+    Upstream(u32),
+    /// A router call whose host matched no domain (and there is no
+    /// `default_domain`).
+    Unmatched,
+}
+
+/// One [`Streak`] per tenant of a plugin: one per upstream, and one for
+/// hosts that match none.
+#[derive(Debug)]
+pub struct Streaks {
+    /// Index `i` for `Tenant::Upstream(i)`; the last for `Tenant::Unmatched`.
+    by_tenant: Box<[Streak]>,
+}
+
+impl Streaks {
+    /// Streaks for a plugin that sees `upstreams` upstreams.
+    pub fn new(upstreams: usize) -> Self {
+        Self {
+            by_tenant: (0..=upstreams).map(|_| Streak::default()).collect(),
+        }
+    }
+
+    /// The streak of `tenant`. An upstream number the plugin was not loaded
+    /// with (which the host never passes) shares the unmatched one.
+    pub fn of(&self, tenant: Tenant) -> &Streak {
+        let last = self.by_tenant.len() - 1;
+        let i = match tenant {
+            Tenant::Upstream(i) => usize::try_from(i).map_or(last, |i| i.min(last)),
+            Tenant::Unmatched => last,
+        };
+        &self.by_tenant[i]
+    }
+}
+
+/// Fault history of one plugin for one tenant, shared by every worker
+/// thread.
 #[derive(Debug, Default)]
-pub struct Health {
+pub struct Streak {
     consecutive: AtomicU32,
     /// Monotonic ms until which calls are skipped (0: not suspended).
     suspended_until_ms: AtomicU64,
@@ -67,7 +115,7 @@ pub struct Health {
     faults: Mutex<()>,
 }
 
-impl Health {
+impl Streak {
     /// `Err(remaining ms)` while suspended at monotonic time `now_ms`.
     pub fn admit(&self, now_ms: u64) -> Result<(), u64> {
         let until = self.suspended_until_ms.load(Ordering::Acquire);
@@ -138,7 +186,7 @@ mod tests {
 
     #[test]
     fn suspends_after_consecutive_faults_and_doubles() {
-        let h = Health::default();
+        let h = Streak::default();
         assert_eq!(h.fault(0, &B), None);
         assert_eq!(h.fault(0, &B), None);
         let s = h.fault(0, &B).unwrap();
@@ -165,7 +213,7 @@ mod tests {
 
     #[test]
     fn a_success_resets_everything() {
-        let h = Health::default();
+        let h = Streak::default();
         for _ in 0..3 {
             h.fault(0, &B);
         }
@@ -182,11 +230,49 @@ mod tests {
 
     #[test]
     fn interleaved_successes_never_suspend() {
-        let h = Health::default();
+        let h = Streak::default();
         for t in 0..1000 {
             assert_eq!(h.fault(t, &B), None);
             h.success();
         }
         assert_eq!(h.admit(1000), Ok(()));
+    }
+}
+
+#[cfg(test)]
+mod tenant_tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_on_one_tenant_leaves_the_others_admitted() {
+        let b = Backoff {
+            after: 5,
+            ..Backoff::default()
+        };
+        let s = Streaks::new(2);
+        for _ in 0..10 {
+            s.of(Tenant::Upstream(1)).fault(0, &b);
+        }
+        assert!(s.of(Tenant::Upstream(1)).admit(10).is_err());
+        assert_eq!(s.of(Tenant::Upstream(0)).admit(10), Ok(()));
+        assert_eq!(s.of(Tenant::Unmatched).admit(10), Ok(()));
+    }
+
+    #[test]
+    fn unknown_upstreams_share_the_unmatched_streak() {
+        let s = Streaks::new(1);
+        assert!(std::ptr::eq(
+            s.of(Tenant::Upstream(7)),
+            s.of(Tenant::Unmatched)
+        ));
+        assert!(!std::ptr::eq(
+            s.of(Tenant::Upstream(0)),
+            s.of(Tenant::Unmatched)
+        ));
+        let none = Streaks::new(0);
+        assert!(std::ptr::eq(
+            none.of(Tenant::Upstream(0)),
+            none.of(Tenant::Unmatched)
+        ));
     }
 }
