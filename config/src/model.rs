@@ -14,6 +14,9 @@ pub const DEFAULT_HTTPS: SocketAddr =
 pub const DEFAULT_ADMIN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 9901);
 pub const DEFAULT_BALANCER: &str = "round-robin";
+/// The balancer names the built-in balancer plugin knows; any other name is
+/// for a custom balancer plugin.
+pub const BUILTIN_BALANCERS: [&str; 3] = ["round-robin", "weighted-round-robin", "least-request"];
 pub const DEFAULT_BREAKER_THRESHOLD: u32 = 5;
 pub const DEFAULT_BREAKER_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_PLUGIN_TIMEOUT: Duration = Duration::from_millis(10);

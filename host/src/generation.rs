@@ -159,7 +159,7 @@ impl Generation {
             bundle::BALANCER,
             Map::new(),
             &wit_upstreams,
-            &wit_upstreams,
+            &fallback_balancer_upstreams(&wit_upstreams, &plugins.balancer),
         )?;
         let breaker = slot(
             runtime,
@@ -283,6 +283,37 @@ impl Generation {
 
 fn object<const N: usize>(pairs: [(&str, Value); N]) -> Map<String, Value> {
     pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+/// The upstreams as a custom balancer's fail-open fallback, the built-in
+/// balancer, sees them. A custom balancer's domains may carry any name
+/// (`"balancer": "sticky"`), which the built-in one would refuse to load
+/// with: it balances those round-robin instead, and the log says so once per
+/// generation.
+fn fallback_balancer_upstreams(upstreams: &Arc<[Upstream]>, spec: &PluginSpec) -> Arc<[Upstream]> {
+    let custom = matches!(spec.source, PluginSource::Path(_)) && spec.on_fault == OnFault::FailOpen;
+    let unknown = |u: &Upstream| !bbproxy_config::BUILTIN_BALANCERS.contains(&u.balancer.as_str());
+    if !custom || !upstreams.iter().any(unknown) {
+        return upstreams.clone();
+    }
+    upstreams
+        .iter()
+        .map(|u| {
+            if !unknown(u) {
+                return u.clone();
+            }
+            tracing::info!(
+                upstream = %u.name,
+                "balancer {:?} is not a built-in name: when the balancer plugin faults, its built-in fallback (fail-open) balances {} round-robin",
+                u.balancer,
+                u.name
+            );
+            Upstream {
+                balancer: bbproxy_config::DEFAULT_BALANCER.to_owned(),
+                ..u.clone()
+            }
+        })
+        .collect()
 }
 
 /// Loads a role's plugin as `spec` says. A built-in plugin gets the config

@@ -981,3 +981,60 @@ async fn a_fault_is_one_log_line_and_fault_lines_are_rate_limited() {
         .await;
     }
 }
+
+/// A custom balancer's domains may use any balancer name; with fail-open
+/// its built-in fallback balances a name it does not know round-robin (and
+/// says so once), instead of refusing to load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_open_accepts_a_custom_balancer_name_and_falls_back_to_round_robin() {
+    let good = Backend::start("good").await;
+    let (b1, b2) = (Backend::start("b1").await, Backend::start("b2").await);
+    let config = format!(
+        r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null,
+            "domains": {{"good.test": ["{}"],
+                         "bad.test": {{"backends": ["{}", "{}"], "balancer": "sticky"}}}},
+            "plugins": {{"balancer": {{"path": "hostile_balancer.wasm",
+                                       "config": {{"mode": "out-of-range"}},
+                                       "on_fault": "fail-open",
+                                       "fault_backoff": {{"after": 1000}}}}}}}}"#,
+        good.addr, b1.addr, b2.addr
+    );
+    let setup = |dir: &std::path::Path| {
+        std::fs::copy(
+            fixture("hostile_balancer.wasm"),
+            dir.join("hostile_balancer.wasm"),
+        )
+        .unwrap();
+    };
+    // `check` loads it too.
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    std::fs::write(dir.path().join("config.json"), &config).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bbproxy"))
+        .args(["check", "--config", "config.json"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut bin = common::binary::Binary::serve(&config, setup);
+    let url = format!("http://{}/", bin.addr_after("serving HTTP on ").await);
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        let got = burst(&url, "bad.test", None, 1).await;
+        assert_eq!(got[0].0, StatusCode::OK, "{}", got[0].1);
+        seen.push(got[0].1.clone());
+    }
+    // Round-robin: the two backends alternate.
+    for pair in seen.windows(2) {
+        assert_ne!(pair[0], pair[1], "{seen:?}");
+    }
+    assert_eq!((b1.hits(), b2.hits()), (3, 3));
+    let notes = bin.lines_with(|l| l.contains("\"sticky\" is not a built-in name"));
+    assert_eq!(notes.len(), 1, "said once: {notes:#?}");
+    assert!(notes[0].contains("round-robin"), "{}", notes[0]);
+}
