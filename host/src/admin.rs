@@ -185,6 +185,7 @@ pub fn status(shared: &Shared) -> Value {
             plugin(&g.breaker, g.loaded_at),
         ],
         "domains": domains,
+        "reload_attempts": shared.reload_attempts.load(Ordering::Relaxed),
         "last_reload_error": last_error.map(|e| json!({ "at": unix(e.at), "error": e.message })),
     })
 }

@@ -101,14 +101,10 @@ pub struct Shared {
     pub last_reload_error: Mutex<Option<ReloadFailure>>,
     /// Certificates (static and ACME); a reload hands it the new domains.
     pub certs: Arc<CertManager>,
-    next_generation: AtomicU64,
-}
-
-impl Shared {
-    /// The number the next generation gets.
-    pub fn next_generation_id(&self) -> u64 {
-        self.next_generation.fetch_add(1, Ordering::Relaxed)
-    }
+    /// Reloads attempted (a changed file or a forced reload), whether or
+    /// not they were swapped in; generation numbers count only those that
+    /// were.
+    pub reload_attempts: AtomicU64,
 }
 
 /// A loaded proxy whose admin listener (if any) is up but whose proxy
@@ -240,7 +236,7 @@ pub async fn prepare(config: Config, options: Options) -> Result<Prepared, Start
         config_path: config.origin.clone(),
         ready: AtomicBool::new(false),
         last_reload_error: Mutex::new(None),
-        next_generation: AtomicU64::new(2),
+        reload_attempts: AtomicU64::new(0),
     });
     let (shutdown, rx) = watch::channel(false);
     let mut tasks = Vec::new();

@@ -8,6 +8,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use bbproxy_config::{Config, PluginSource, TlsSource};
@@ -126,6 +127,7 @@ impl Reloader {
                     return Ok(Outcome::Unchanged);
                 }
                 *last = Some(fp);
+                self.shared.reload_attempts.fetch_add(1, Ordering::Relaxed);
                 return Err(self.fail(e.to_string()));
             }
         };
@@ -142,7 +144,12 @@ impl Reloader {
             );
         }
         let started = std::time::Instant::now();
-        let id = self.shared.next_generation_id();
+        self.shared.reload_attempts.fetch_add(1, Ordering::Relaxed);
+        // Only a generation that is swapped in takes a number, so `/status`
+        // readers see 1, 2, 3... however many reloads failed in between.
+        // Reloads run one at a time (under `last_tried`), so nothing else
+        // swaps between this read and the store below.
+        let id = self.shared.generation.load().id + 1;
         let config = Arc::new(config);
         let built = Generation::build(id, config, &self.shared.runtime, &self.shared.registry);
         // Certificates follow the new domains; a bad cert file fails the

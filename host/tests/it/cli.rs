@@ -415,6 +415,69 @@ async fn sighup_reloads_what_the_watcher_cannot_see_and_an_early_one_does_not_ki
     assert!(bin.is_running());
 }
 
+async fn status_at(admin: std::net::SocketAddr) -> serde_json::Value {
+    let (_, body) = common::get(
+        &common::client(),
+        &format!("http://{admin}/status"),
+        "admin",
+    )
+    .await;
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Generation numbers count generations that were swapped in: two failed
+/// reloads between generation 1 and the next good one leave it at 2, and
+/// `/status` counts the attempts apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_reloads_use_up_no_generation_number() {
+    use common::{Backend, binary::Binary, get, wait_for};
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let config = |to: &Backend| {
+        format!(
+            r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": "127.0.0.1:0",
+                "domains": {{"app.test": ["{}"]}}}}"#,
+            to.addr
+        )
+    };
+    let mut bin = Binary::serve(&config(&a), |_| {});
+    let admin = bin.addr_after("admin endpoints on http://").await;
+    let addr = bin.addr_after("serving HTTP on ").await;
+    assert_eq!(status_at(admin).await["generation"], 1);
+    let path = bin.dir.path().join("config.json");
+    std::fs::write(bin.dir.path().join("junk.wasm"), "junk").unwrap();
+    // Both pass validation and fail while the generation is built (the
+    // case that used to take a number), then one fails validation.
+    for (n, broken) in [
+        r#"{"domains": {"app.test": ["127.0.0.1:1"]}, "plugins": {"balancer": {"path": "missing.wasm"}}}"#,
+        r#"{"domains": {"app.test": ["127.0.0.1:1"]}, "plugins": {"balancer": {"path": "junk.wasm"}}}"#,
+        r#"{"domains": {"app.test": ["127.0.0.1:1"]}, "typo": 1}"#,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        std::fs::write(&path, broken).unwrap();
+        bin.wait_lines(n + 1, Duration::from_secs(10), "a failed reload", |l| {
+            l.contains("still serving generation 1")
+        })
+        .await;
+    }
+    std::fs::write(&path, config(&b)).unwrap();
+    let http = common::client();
+    let url = format!("http://{addr}/");
+    wait_for(Duration::from_secs(10), "the good reload", || async {
+        get(&http, &url, "app.test").await.1 == "backend b"
+    })
+    .await;
+    let status = status_at(admin).await;
+    assert_eq!(status["generation"], 2, "{status}");
+    assert!(
+        status["reload_attempts"].as_u64().unwrap() >= 4,
+        "attempts are counted apart: {status}"
+    );
+    let swapped = bin.lines_with(|l| l.contains("reloaded") && l.contains("generation=2"));
+    assert_eq!(swapped.len(), 1, "the log numbers it 2 as well");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_log_follows_reloads_and_start_only_settings_warn() {
     use common::{Backend, binary::Binary, get};
