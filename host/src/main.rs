@@ -92,9 +92,13 @@ fn cpus() -> usize {
 
 fn run(cli: cli::Cli) -> anyhow::Result<()> {
     let runtime = runtime().context("cannot start the async runtime")?;
-    match cli.command.unwrap_or(Command::Run) {
-        Command::Run => {
-            let config = bbproxy_config::load(&cli.config)?;
+    let config_path = cli.config_path().to_path_buf();
+    match cli
+        .command
+        .unwrap_or(Command::Run(cli::ConfigFile { config: None }))
+    {
+        Command::Run(_) => {
+            let config = bbproxy_config::load(&config_path)?;
             raise_nofile_limit();
             match cpus() {
                 1 => tracing::info!("1 CPU available: one single-threaded async worker"),
@@ -102,8 +106,8 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
             }
             runtime.block_on(serve(config))
         }
-        Command::Check => {
-            let config = bbproxy_config::load(&cli.config)?;
+        Command::Check(_) => {
+            let config = bbproxy_config::load(&config_path)?;
             let summary = app::check(config)?;
             println!("{summary}");
             Ok(())
@@ -129,18 +133,19 @@ fn raise_nofile_limit() {
 }
 
 fn plugin_check(args: cli::PluginCheck) -> anyhow::Result<()> {
-    use bbproxy::plugin::inspect;
+    use bbproxy::cli::plugin_check as inspect;
     let config = match args.plugin_config.strip_prefix('@') {
         Some(path) => std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the plugin config file {path}"))?,
-        None => args.plugin_config,
+        None => args.plugin_config.clone(),
     };
     let options = inspect::CheckOptions {
         role: args.role,
         config,
-        upstreams: args.upstreams,
+        upstreams: args.upstreams.clone(),
         calls: args.calls,
         limits: bbproxy::plugin::Limits::new(args.timeout, args.memory_limit),
+        request: args.request(),
     };
     print!("{}", inspect::check(&args.file, &options)?);
     Ok(())

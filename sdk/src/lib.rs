@@ -28,8 +28,11 @@
 //! The plugin crate needs only this crate and `crate-type = ["cdylib"]`
 //! (the SDK re-exports [`serde`] and [`serde_json`] for configurations: see
 //! [`parse_config`]); build it with
-//! `cargo build --target wasm32-wasip2 --profile plugin -p <crate>` (or
-//! `--release`) and point config.json at the `.wasm` file.
+//! `cargo build --target wasm32-wasip2 --release` and point config.json at
+//! `target/wasm32-wasip2/release/<crate>.wasm`. (BBProxy's own plugins
+//! use `--profile plugin`, a profile its workspace defines; outside it, set
+//! `opt-level = "s"`, `lto = true` and `strip = true` in your
+//! `[profile.release]` for a small component.)
 //!
 //! # Instances and state
 //!

@@ -279,3 +279,80 @@ fn an_invalid_json_plugin_config_is_refused_before_init() {
     );
     assert!(!err.contains("init failed"), "{err}");
 }
+
+fn fixture(file: &str) -> PathBuf {
+    Path::new(bbproxy::plugin::bundle::FIXTURES_DIR).join(file)
+}
+
+/// The sample decisions can be made for a request of the user's choice, so
+/// a plugin that decides by header or host can be tried: the hostile
+/// balancer traps only when a request has `x-hostile`, the hostile router
+/// only for host `bad.test`.
+#[test]
+fn samples_take_the_host_path_and_headers_given() {
+    let balancer = fixture("hostile_balancer.wasm");
+    let args = |extra: &[&'static str]| {
+        let mut a = vec![
+            balancer.to_str().unwrap().to_owned(),
+            "--plugin-config".into(),
+            r#"{"mode": "header-trap"}"#.into(),
+            "--calls".into(),
+            "0".into(),
+        ];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let run = |a: Vec<String>| plugin_check(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let (ok, out, err) = run(args(&[]));
+    assert!(ok, "{err}");
+    assert!(
+        line(&out, "request:").ends_with("GET example.com/"),
+        "{out}"
+    );
+    let (ok, out, err) = run(args(&["--header", "x-hostile:1", "--path", "/a?b=c"]));
+    assert!(!ok, "the header reached the plugin: {out}");
+    assert!(err.contains("sample call `pick` faulted: trap"), "{err}");
+
+    let router = fixture("hostile_router.wasm");
+    let route = |host: &str| {
+        plugin_check(&[
+            router.to_str().unwrap(),
+            "--plugin-config",
+            r#"{"mode": "unknown"}"#,
+            "--upstream",
+            "good.test",
+            "--upstream",
+            "bad.test",
+            "--host",
+            host,
+            "--calls",
+            "0",
+        ])
+    };
+    let (ok, out, err) = route("good.test");
+    assert!(ok, "{err}");
+    let routes: Vec<&str> = out.lines().filter(|l| l.contains("route GET")).collect();
+    assert_eq!(routes.len(), 1, "only the request asked for: {out}");
+    assert!(routes[0].ends_with("-> upstream \"good.test\""), "{out}");
+    let (ok, _, err) = route("bad.test");
+    assert!(!ok);
+    assert!(
+        err.contains("GET bad.test/") && err.contains("invalid answer"),
+        "{err}"
+    );
+}
+
+#[test]
+fn plugin_check_help_offers_no_config_file() {
+    let out = Command::new(BIN)
+        .args(["plugin", "check", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(!help.contains("--config"), "{help}");
+    assert!(help.contains("--header <NAME:VALUE>"), "{help}");
+    // The main help still offers it.
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--config"));
+}

@@ -9,12 +9,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::Component;
-
-use super::state::RequestView;
-use super::{
-    Backend, BalancerWorld, BreakerState, BreakerWorld, Limits, LoadError, Outcome, OutcomeKind,
-    Plugin, Route, RouterWorld, Runtime, Tenant, Upstream, Verdict, World,
+use crate::plugin::{
+    Backend, BalancerWorld, BreakerState, BreakerWorld, Fault, Limits, LoadError, Outcome,
+    OutcomeKind, Plugin, RequestView, Route, RouterWorld, Runtime, Tenant, Upstream, Verdict,
+    World,
 };
 
 /// A plugin role, as named on the command line.
@@ -29,8 +27,6 @@ pub enum Role {
 }
 
 impl Role {
-    const ALL: [Role; 3] = [Role::Router, Role::Balancer, Role::Breaker];
-
     fn name(self) -> &'static str {
         match self {
             Role::Router => RouterWorld::ROLE,
@@ -39,12 +35,11 @@ impl Role {
         }
     }
 
-    /// The exports the role's world requires, as the component names them.
-    fn exports(self) -> [&'static str; 2] {
-        match self {
-            Role::Router => ["init", "route"],
-            Role::Balancer => ["init", "pick"],
-            Role::Breaker => ["init", "on-outcome"],
+    fn of(name: &str) -> Role {
+        match name {
+            RouterWorld::ROLE => Role::Router,
+            BalancerWorld::ROLE => Role::Balancer,
+            _ => Role::Breaker,
         }
     }
 }
@@ -62,6 +57,20 @@ pub struct CheckOptions {
     pub calls: u32,
     /// Per-call bounds, as a config.json `plugins` entry would set them.
     pub limits: Limits,
+    /// The request the sample decisions are made for, if the user gave one
+    /// (`--host`, `--path`, `--header`).
+    pub request: Option<SampleRequest>,
+}
+
+/// A request given on the command line.
+#[derive(Debug, Clone, Default)]
+pub struct SampleRequest {
+    /// `Host`; the first upstream when not given.
+    pub host: Option<String>,
+    /// Path and query; `/` when not given.
+    pub path: Option<String>,
+    /// Headers, in order.
+    pub headers: Vec<(String, String)>,
 }
 
 /// Why a check failed; each variant says what to fix.
@@ -107,21 +116,23 @@ pub fn check(path: &Path, options: &CheckOptions) -> Result<String, CheckError> 
         return Err(CheckError::BadConfig(format!("{e}")));
     }
     let runtime = Runtime::new()?;
-    let (component, sha256) = runtime.compile(&name, &bytes)?;
+    let described = runtime.describe(&name, &bytes)?;
+    let exports = described.exports;
 
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "component: {name}\n  size: {} bytes, sha256 {sha256}",
-        bytes.len()
+        "component: {name}\n  size: {} bytes, sha256 {}",
+        bytes.len(),
+        described.sha256
     );
-    let exports = names(component.component_type().exports(runtime.engine()));
-    let imports = names(component.component_type().imports(runtime.engine()));
     let _ = writeln!(out, "  exports: {}", list_or_none(&exports));
     // Toolchains import WASI whether or not the code uses it; the host links
     // it with no capabilities, so list it apart.
-    let (wasi, own): (Vec<String>, Vec<String>) =
-        imports.into_iter().partition(|i| i.starts_with("wasi:"));
+    let (wasi, own): (Vec<String>, Vec<String>) = described
+        .imports
+        .into_iter()
+        .partition(|i| i.starts_with("wasi:"));
     let _ = writeln!(out, "  imports: {}", list_or_none(&own));
     if !wasi.is_empty() {
         let _ = writeln!(
@@ -136,10 +147,10 @@ pub fn check(path: &Path, options: &CheckOptions) -> Result<String, CheckError> 
     // the host and every export's type against the world.
     let mut implemented = Vec::new();
     let mut problems = Vec::new();
-    for role in Role::ALL {
-        match world_check(&runtime, &component, role, &exports) {
-            Ok(()) => implemented.push(role),
-            Err(why) => problems.push((role, why)),
+    for (world, result) in described.worlds {
+        match result {
+            Ok(()) => implemented.push(Role::of(world.role)),
+            Err(why) => problems.push((Role::of(world.role), why)),
         }
     }
     let wanted: Vec<Role> = match options.role {
@@ -213,44 +224,12 @@ pub fn check(path: &Path, options: &CheckOptions) -> Result<String, CheckError> 
     Ok(out)
 }
 
-fn names<'a, T>(items: impl Iterator<Item = (&'a str, T)>) -> Vec<String> {
-    items.map(|(name, _)| name.to_owned()).collect()
-}
-
 fn list_or_none(items: &[String]) -> String {
     if items.is_empty() {
         "(none)".to_owned()
     } else {
         items.join(", ")
     }
-}
-
-/// Whether `component` implements `role`'s world; if not, why, naming the
-/// missing exports when that is the reason.
-fn world_check(
-    runtime: &Runtime,
-    component: &Component,
-    role: Role,
-    exports: &[String],
-) -> Result<(), String> {
-    let absent: Vec<&str> = role
-        .exports()
-        .into_iter()
-        .filter(|e| !exports.iter().any(|x| x == e))
-        .collect();
-    if !absent.is_empty() {
-        return Err(format!("missing export(s) {}", absent.join(", ")));
-    }
-    let pre = runtime
-        .linker()
-        .instantiate_pre(component)
-        .map_err(|e| format!("cannot be linked against the host: {e:#}"))?;
-    let typed = match role {
-        Role::Router => RouterWorld::pre(pre).map(drop),
-        Role::Balancer => BalancerWorld::pre(pre).map(drop),
-        Role::Breaker => BreakerWorld::pre(pre).map(drop),
-    };
-    typed.map_err(|e| format!("exports do not match the world: {e:#}"))
 }
 
 /// Loads the component as one role and makes sample calls.
@@ -283,7 +262,7 @@ impl Probe<'_> {
         Ok(plugin)
     }
 
-    fn fault(&self, role: &'static str, call: String, fault: super::Fault) -> CheckError {
+    fn fault(&self, role: &'static str, call: String, fault: Fault) -> CheckError {
         CheckError::Call {
             name: self.name.to_owned(),
             role,
@@ -300,23 +279,40 @@ impl Probe<'_> {
             .first()
             .cloned()
             .unwrap_or_else(|| "example.com".to_owned());
-        let samples = [
-            ("GET", first.as_str(), "/", None),
-            (
-                "GET",
-                first.as_str(),
-                "/api/items?page=2",
-                Some(("x-canary", "1")),
-            ),
-            ("GET", first.as_str(), "/", Some(("cookie", "canary=1"))),
-            ("POST", "unknown.example", "/upload", None),
-        ];
-        for (method, host, target, header) in samples {
-            let call = match header {
-                Some((k, v)) => format!("{method} {host}{target} ({k}: {v})"),
-                None => format!("{method} {host}{target}"),
-            };
-            let mut request = Some(sample_request(method, host, target, header));
+        let given = self.options.request.as_ref().map(|r| {
+            let host = r.host.clone().unwrap_or_else(|| first.clone());
+            let path = r.path.clone().unwrap_or_else(|| "/".to_owned());
+            ("GET".to_owned(), host, path, r.headers.clone())
+        });
+        let header = |k: &str, v: &str| vec![(k.to_owned(), v.to_owned())];
+        let samples = match given {
+            // The request asked for, alone.
+            Some(g) => vec![g],
+            None => vec![
+                ("GET".to_owned(), first.clone(), "/".to_owned(), vec![]),
+                (
+                    "GET".to_owned(),
+                    first.clone(),
+                    "/api/items?page=2".to_owned(),
+                    header("x-canary", "1"),
+                ),
+                (
+                    "GET".to_owned(),
+                    first.clone(),
+                    "/".to_owned(),
+                    header("cookie", "canary=1"),
+                ),
+                (
+                    "POST".to_owned(),
+                    "unknown.example".to_owned(),
+                    "/upload".to_owned(),
+                    vec![],
+                ),
+            ],
+        };
+        for (method, host, target, headers) in &samples {
+            let call = describe_request(method, host, target, headers);
+            let mut request = Some(sample_request(method, host, target, headers));
             let route = plugin
                 .route(Tenant::Upstream(0), &mut request)
                 .map_err(|f| self.fault(RouterWorld::ROLE, call.clone(), f))?;
@@ -326,8 +322,9 @@ impl Probe<'_> {
             };
             let _ = writeln!(out, "  route {call:<48} -> {answer}");
         }
+        let (method, host, target, headers) = &samples[0];
         let cost = self.measure(|| {
-            let mut request = Some(sample_request("GET", &first, "/", None));
+            let mut request = Some(sample_request(method, host, target, headers));
             plugin.route(Tenant::Upstream(0), &mut request).map(drop)
         });
         self.report_cost(out, "route", cost);
@@ -345,22 +342,38 @@ impl Probe<'_> {
                 b.id, b.weight, b.in_flight, b.latency_ewma_us, b.requests
             );
         }
+        let given = self.options.request.clone().unwrap_or_default();
+        let host = given.host.unwrap_or_else(|| {
+            self.options
+                .upstreams
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "example.com".to_owned())
+        });
+        let path = given.path.unwrap_or_else(|| "/".to_owned());
+        let headers = given.headers;
+        let req = || Some(sample_request("GET", &host, &path, &headers));
+        let _ = writeln!(
+            out,
+            "  request: {}",
+            describe_request("GET", &host, &path, &headers)
+        );
         let mut picks = Vec::new();
         for _ in 0..8 {
-            let mut request = Some(sample_request("GET", "example.com", "/", None));
+            let mut request = req();
             let i = plugin
                 .pick(&mut request, 0, &candidates)
                 .map_err(|f| self.fault(BalancerWorld::ROLE, "pick".into(), f))?;
             picks.push(format!("#{}", candidates[i].id));
         }
         let _ = writeln!(out, "  8 picks: {}", picks.join(" "));
-        let mut request = Some(sample_request("GET", "example.com", "/", None));
+        let mut request = req();
         let only = plugin
             .pick(&mut request, 0, &candidates[1..2])
             .map_err(|f| self.fault(BalancerWorld::ROLE, "pick of one".into(), f))?;
         let _ = writeln!(out, "  pick among #1 only: index {only}");
         let cost = self.measure(|| {
-            let mut request = Some(sample_request("GET", "example.com", "/", None));
+            let mut request = req();
             plugin.pick(&mut request, 0, &candidates).map(drop)
         });
         self.report_cost(out, "pick (3 candidates)", cost);
@@ -423,8 +436,8 @@ impl Probe<'_> {
     /// Mean wall time of one call over `calls` calls, after one warm-up.
     fn measure(
         &self,
-        mut call: impl FnMut() -> Result<(), super::Fault>,
-    ) -> Option<Result<Duration, super::Fault>> {
+        mut call: impl FnMut() -> Result<(), Fault>,
+    ) -> Option<Result<Duration, Fault>> {
         let calls = self.options.calls;
         if calls == 0 {
             return None;
@@ -441,12 +454,7 @@ impl Probe<'_> {
         Some(Ok(start.elapsed() / calls))
     }
 
-    fn report_cost(
-        &self,
-        out: &mut String,
-        what: &str,
-        cost: Option<Result<Duration, super::Fault>>,
-    ) {
+    fn report_cost(&self, out: &mut String, what: &str, cost: Option<Result<Duration, Fault>>) {
         match cost {
             None => {}
             Some(Ok(per_call)) => {
@@ -534,21 +542,37 @@ fn apply(backend: &mut Backend, outcome: &Outcome, verdict: &Verdict) {
     backend.breaker = verdict.state;
 }
 
+/// `GET host/path (name: value, ...)`, as the report names a request.
+fn describe_request(
+    method: &str,
+    host: &str,
+    target: &str,
+    headers: &[(String, String)],
+) -> String {
+    let mut call = format!("{method} {host}{target}");
+    if !headers.is_empty() {
+        let list: Vec<String> = headers.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        let _ = write!(call, " ({})", list.join(", "));
+    }
+    call
+}
+
 fn sample_request(
     method: &str,
     host: &str,
     target: &str,
-    header: Option<(&str, &str)>,
+    headers: &[(String, String)],
 ) -> RequestView {
     let mut builder = http::Request::builder()
         .method(method)
         .uri(target)
         .header(http::header::HOST, host);
-    if let Some((name, value)) = header {
+    for (name, value) in headers {
         builder = builder.header(name, value);
     }
-    // The samples are constants that always build; an empty request is a
-    // harmless stand-in should one ever not.
+    // The samples are constants, and given headers and paths were checked
+    // when the command line was parsed; an empty request is a harmless
+    // stand-in should one ever not build.
     let parts = builder
         .body(())
         .map(|r| r.into_parts().0)

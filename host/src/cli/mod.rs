@@ -1,9 +1,12 @@
 //! Command line: `bbproxy [run] [--config FILE]`, `bbproxy check`,
-//! `bbproxy demo`, `bbproxy plugin check FILE.wasm`. The original Go tool took `-config FILE`; that spelling
-//! keeps working.
+//! `bbproxy demo`, `bbproxy plugin check FILE.wasm` (in
+//! [`plugin_check`]). The original Go tool took `-config FILE`; that
+//! spelling keeps working.
+
+pub mod plugin_check;
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
@@ -14,7 +17,9 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 #[command(name = "bbproxy", version)]
 pub struct Cli {
     /// Path of config.json.
-    #[arg(long, short = 'c', global = true, default_value = "./config.json")]
+    // Not `global`: `plugin check` reads no config.json, and its --help must
+    // not offer one. `run` and `check` take it after their name too.
+    #[arg(long, short = 'c', default_value = "./config.json")]
     pub config: PathBuf,
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
@@ -28,9 +33,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve traffic with the config file (the default).
-    Run,
+    Run(ConfigFile),
     /// Validate the config and every plugin it names, without serving.
-    Check,
+    Check(ConfigFile),
     /// Start the proxy with three built-in demo backends on 127.0.0.1.
     Demo {
         /// Address the demo proxy listens on (another free port is used if
@@ -44,6 +49,26 @@ pub enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+}
+
+/// `--config` after `run` or `check`.
+#[derive(Debug, clap::Args)]
+pub struct ConfigFile {
+    /// Path of config.json [default: ./config.json].
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+}
+
+impl Cli {
+    /// The config file: the one given after the subcommand, else the one
+    /// given before it, else `./config.json`.
+    pub fn config_path(&self) -> &Path {
+        match &self.command {
+            Some(Command::Run(ConfigFile { config: Some(c) }))
+            | Some(Command::Check(ConfigFile { config: Some(c) })) => c,
+            _ => &self.config,
+        }
+    }
 }
 
 /// `bbproxy plugin ...` subcommands.
@@ -61,7 +86,7 @@ pub struct PluginCheck {
     pub file: PathBuf,
     /// Check this role only (default: every role the component implements).
     #[arg(long, value_enum)]
-    pub role: Option<crate::plugin::inspect::Role>,
+    pub role: Option<plugin_check::Role>,
     /// The plugin's configuration, passed to its init: JSON text, or @FILE to
     /// read it from a file (the `config` of its entry in config.json).
     #[arg(long = "plugin-config", value_name = "JSON", default_value = "{}")]
@@ -78,6 +103,56 @@ pub struct PluginCheck {
     /// Memory cap of one instance, as `memory_limit` in config.json.
     #[arg(long, default_value = "16MiB", value_parser = bbproxy_config::parse_size)]
     pub memory_limit: u64,
+    /// Host of the request the samples are decided for [default: the first
+    /// --upstream].
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Path (and query) of that request [default: /].
+    #[arg(long, value_parser = parse_path)]
+    pub path: Option<String>,
+    /// A header of that request, `name:value` (repeatable), for a plugin
+    /// that decides by header.
+    #[arg(long = "header", value_name = "NAME:VALUE", value_parser = parse_header)]
+    pub headers: Vec<(String, String)>,
+    /// Not an option of `plugin check` (it reads no config.json): refused
+    /// with a pointer to --plugin-config.
+    #[arg(long, short = 'c', hide = true)]
+    pub config: Option<String>,
+}
+
+impl PluginCheck {
+    /// The request given with --host, --path and --header, if any.
+    pub fn request(&self) -> Option<plugin_check::SampleRequest> {
+        if self.host.is_none() && self.path.is_none() && self.headers.is_empty() {
+            return None;
+        }
+        Some(plugin_check::SampleRequest {
+            host: self.host.clone(),
+            path: self.path.clone(),
+            headers: self.headers.clone(),
+        })
+    }
+}
+
+/// `name:value`, both valid in HTTP.
+fn parse_header(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once(':')
+        .ok_or_else(|| format!("expected NAME:VALUE, like x-user:alice, got {s:?}"))?;
+    let (name, value) = (name.trim(), value.trim());
+    http::HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| format!("{name:?} is not a valid header name"))?;
+    http::HeaderValue::from_str(value)
+        .map_err(|_| format!("{value:?} is not a valid header value"))?;
+    Ok((name.to_ascii_lowercase(), value.to_owned()))
+}
+
+/// A request target: starts with `/`, valid as a URI path and query.
+fn parse_path(s: &str) -> Result<String, String> {
+    match s.parse::<http::uri::PathAndQuery>() {
+        Ok(p) if s.starts_with('/') => Ok(p.as_str().to_owned()),
+        _ => Err(format!("expected a path like /api/items?page=2, got {s:?}")),
+    }
 }
 
 /// How log lines are written.
@@ -102,9 +177,17 @@ pub fn try_parse_from(args: impl IntoIterator<Item = OsString>) -> Result<Cli, c
     let mut command = Cli::command();
     let matches = command.try_get_matches_from_mut(args)?;
     let cli = Cli::from_arg_matches(&matches)?;
-    if matches!(cli.command, Some(Command::Plugin { .. }))
-        && matches.value_source("config") == Some(ValueSource::CommandLine)
-    {
+    let config_given = matches.value_source("config") == Some(ValueSource::CommandLine)
+        || matches!(
+            &cli.command,
+            Some(Command::Plugin {
+                command: PluginCommand::Check(PluginCheck {
+                    config: Some(_),
+                    ..
+                })
+            })
+        );
+    if matches!(cli.command, Some(Command::Plugin { .. })) && config_given {
         return Err(command.error(
             clap::error::ErrorKind::ArgumentConflict,
             "`plugin check` reads no config.json, so --config does not apply; \
@@ -137,18 +220,22 @@ mod tests {
     #[test]
     fn go_style_flag_is_accepted() {
         assert_eq!(
-            cli(&["bbproxy", "-config", "a.json"]).config,
-            PathBuf::from("a.json")
+            cli(&["bbproxy", "-config", "a.json"]).config_path(),
+            Path::new("a.json")
         );
         assert_eq!(
-            cli(&["bbproxy", "-config=b.json"]).config,
-            PathBuf::from("b.json")
+            cli(&["bbproxy", "-config=b.json"]).config_path(),
+            Path::new("b.json")
         );
         assert_eq!(
-            cli(&["bbproxy", "--config", "c.json"]).config,
-            PathBuf::from("c.json")
+            cli(&["bbproxy", "--config", "c.json"]).config_path(),
+            Path::new("c.json")
         );
-        assert_eq!(cli(&["bbproxy"]).config, PathBuf::from("./config.json"));
+        assert_eq!(
+            cli(&["bbproxy", "run", "-config", "d.json"]).config_path(),
+            Path::new("d.json")
+        );
+        assert_eq!(cli(&["bbproxy"]).config_path(), Path::new("./config.json"));
     }
 
     #[test]
@@ -187,7 +274,7 @@ mod tests {
         else {
             panic!("not plugin check: {c:?}");
         };
-        assert_eq!(args.role, Some(crate::plugin::inspect::Role::Router));
+        assert_eq!(args.role, Some(plugin_check::Role::Router));
         assert_eq!(args.plugin_config, r#"{"a":1}"#);
         assert_eq!(args.upstreams, ["a.test", "b.test"]);
         assert_eq!(args.timeout, std::time::Duration::from_millis(50));
@@ -211,9 +298,68 @@ mod tests {
     }
 
     #[test]
+    fn plugin_check_help_offers_no_config_file() {
+        let mut command = Cli::command();
+        let help = command
+            .find_subcommand_mut("plugin")
+            .and_then(|p| p.find_subcommand_mut("check"))
+            .map(|c| c.render_long_help().to_string())
+            .unwrap();
+        assert!(!help.contains("--config"), "{help}");
+        assert!(help.contains("--header <NAME:VALUE>"), "{help}");
+    }
+
+    #[test]
+    fn plugin_check_takes_a_request() {
+        let c = cli(&[
+            "bbproxy",
+            "plugin",
+            "check",
+            "x.wasm",
+            "--host",
+            "a.test",
+            "--path",
+            "/p?q=1",
+            "--header",
+            "X-User: alice",
+            "--header",
+            "cookie:k=v",
+        ]);
+        let Some(Command::Plugin {
+            command: PluginCommand::Check(args),
+        }) = c.command
+        else {
+            panic!("not plugin check: {c:?}");
+        };
+        let r = args.request().unwrap();
+        assert_eq!(r.host.as_deref(), Some("a.test"));
+        assert_eq!(r.path.as_deref(), Some("/p?q=1"));
+        assert_eq!(
+            r.headers,
+            [
+                ("x-user".into(), "alice".into()),
+                ("cookie".into(), "k=v".into())
+            ]
+        );
+        for bad in [
+            ["--header", "no-colon"],
+            ["--header", "bad name:v"],
+            ["--path", "nope"],
+        ] {
+            let args = ["bbproxy", "plugin", "check", "x.wasm", bad[0], bad[1]];
+            assert!(
+                try_parse_from(normalize(args.iter().map(OsString::from))).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
     fn check_takes_the_config_after_the_subcommand() {
         let c = cli(&["bbproxy", "check", "--config", "x.json"]);
-        assert!(matches!(c.command, Some(Command::Check)));
-        assert_eq!(c.config, PathBuf::from("x.json"));
+        assert!(matches!(c.command, Some(Command::Check(_))));
+        assert_eq!(c.config_path(), Path::new("x.json"));
+        let c = cli(&["bbproxy", "--config", "y.json", "check"]);
+        assert_eq!(c.config_path(), Path::new("y.json"));
     }
 }
