@@ -171,13 +171,15 @@ impl Reloader {
                     .observer
                     .set_access_log(generation.config.access_log);
                 let live = generation.component_digests();
-                self.shared.generation.store(Arc::new(generation));
-                self.shared.runtime.evict_unused(&live);
+                // Cleared first: whoever sees the new generation must not
+                // see the error of the reload it replaced.
                 *self
                     .shared
                     .last_reload_error
                     .lock()
                     .unwrap_or_else(|p| p.into_inner()) = None;
+                self.shared.generation.store(Arc::new(generation));
+                self.shared.runtime.evict_unused(&live);
                 metrics::counter!(names::RELOADS, "result" => "ok").increment(1);
                 metrics::gauge!(names::GENERATION).set(id as f64);
                 tracing::info!(

@@ -572,12 +572,16 @@ async fn a_plugin_that_always_faults_is_suspended_with_backoff() {
     let s = Scenario::start("balancer", "always-trap", "fail-closed").await;
     let backoff = s.generation().balancer.primary.limits().backoff;
     let after = u64::from(backoff.after);
+    // The suspension begins when the last of these faults, after that
+    // request was sent and before its answer arrives: measured from the
+    // send, the retry can come no sooner than `initial` later.
+    let mut suspended_at = Instant::now();
     for _ in 0..after {
+        suspended_at = Instant::now();
         let (status, body, _) = s.get("good.test").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(body.contains("(trap)"), "{body}");
     }
-    let suspended_at = Instant::now();
     // Suspended: answered by the policy without entering the plugin.
     for _ in 0..20 {
         let (status, body, _) = s.get("good.test").await;
