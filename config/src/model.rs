@@ -31,6 +31,9 @@ pub struct Config {
     pub listen: Listen,
     /// `None` disables the admin listener.
     pub admin: Option<SocketAddr>,
+    /// `admin.token`: enables the admin actions (drain, undrain) for
+    /// requests that send it as `Authorization: Bearer …`.
+    pub admin_token: Option<Secret>,
     /// In file order, which is also the order operators expect in `/status`.
     pub domains: Vec<Domain>,
     /// Always the name of one of `domains`.
@@ -42,6 +45,9 @@ pub struct Config {
     pub acme: Acme,
     pub metrics: MetricsSettings,
     pub access_log: bool,
+    /// `log_format`; `None` leaves it to the command line (human by
+    /// default).
+    pub log_format: Option<LogFormat>,
     pub timeouts: Timeouts,
     pub limits: Limits,
     pub retries: Retries,
@@ -308,6 +314,44 @@ impl Default for MetricsSettings {
             log_interval: DEFAULT_METRICS_INTERVAL,
         }
     }
+}
+
+/// A secret from the config (`admin.token`): it can be compared, never
+/// shown, so a `{:?}` of the config in a log or an error cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub(crate) fn new(value: String) -> Self {
+        Secret(value)
+    }
+
+    /// Whether `given` is the secret, in time that does not depend on where
+    /// they first differ (a timing side channel would let a client guess the
+    /// token byte by byte).
+    pub fn matches(&self, given: &[u8]) -> bool {
+        let secret = self.0.as_bytes();
+        let mut diff = secret.len() ^ given.len();
+        for (i, s) in secret.iter().enumerate() {
+            diff |= usize::from(s ^ given.get(i).copied().unwrap_or(!s));
+        }
+        diff == 0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// `log_format`: how log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
 }
 
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);

@@ -58,6 +58,7 @@ fn original_file_loads_unchanged() {
                 redirect_http: false,
             },
             admin: Some(sock("127.0.0.1:9901")),
+            admin_token: None,
             domains: vec![Domain {
                 name: "example.com".into(),
                 backends: vec![backend("localhost", 8080), backend("localhost", 8081)],
@@ -83,6 +84,7 @@ fn original_file_loads_unchanged() {
                 log_interval: Duration::from_secs(60),
             },
             access_log: true,
+            log_format: None,
             timeouts: Timeouts::default(),
             limits: Limits::default(),
             retries: Retries::default(),
@@ -173,7 +175,7 @@ fn duplicate_json_keys_are_errors() {
 fn unknown_keys_name_their_path() {
     assert_eq!(
         err(&with(r#""listn": {}"#)),
-        "config.json: unknown key `listn` (expected one of: domains, default_domain, listen, admin, circuit_breaker_threshold, circuit_breaker_timeout, cert_cache_dir, cert_cache_path, plugins, acme, metrics, access_log, timeouts, limits, retries, shutdown_grace); did you mean `listen`?"
+        "config.json: unknown key `listn` (expected one of: domains, default_domain, listen, admin, circuit_breaker_threshold, circuit_breaker_timeout, cert_cache_dir, cert_cache_path, plugins, acme, metrics, access_log, log_format, timeouts, limits, retries, shutdown_grace); did you mean `listen`?"
     );
     assert_eq!(
         err(r#"{"domains": {"example.com": {"backends": ["a:1"], "balancr": "x"}}}"#),

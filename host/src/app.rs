@@ -2,6 +2,7 @@
 //! admin listener → proxy listeners. Used by `main` and by the integration
 //! tests, which run the whole proxy in-process on `127.0.0.1:0`.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -79,6 +80,20 @@ pub struct ReloadFailure {
     pub message: String,
 }
 
+/// One reload attempt, for `/status` and the dashboard.
+#[derive(Debug, Clone)]
+pub struct ReloadRecord {
+    /// When it finished.
+    pub at: SystemTime,
+    /// The generation it swapped in; `None` when it failed.
+    pub generation: Option<u64>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// Reload attempts kept for `/status`.
+const RELOADS_KEPT: usize = 10;
+
 /// State shared by the proxy, the admin endpoints and reloads for the life of
 /// the process; generations come and go inside it.
 #[derive(Debug)]
@@ -105,6 +120,26 @@ pub struct Shared {
     /// not they were swapped in; generation numbers count only those that
     /// were.
     pub reload_attempts: AtomicU64,
+    /// The last reload attempts, newest last.
+    reloads: Mutex<VecDeque<ReloadRecord>>,
+}
+
+impl Shared {
+    /// The last reload attempts, newest first.
+    pub fn reloads(&self) -> Vec<ReloadRecord> {
+        let reloads = self.reloads.lock().unwrap_or_else(|p| p.into_inner());
+        reloads.iter().rev().cloned().collect()
+    }
+
+    /// Remembers a reload attempt (the oldest of more than
+    /// [`RELOADS_KEPT`] is forgotten).
+    pub fn record_reload(&self, record: ReloadRecord) {
+        let mut reloads = self.reloads.lock().unwrap_or_else(|p| p.into_inner());
+        if reloads.len() == RELOADS_KEPT {
+            reloads.pop_front();
+        }
+        reloads.push_back(record);
+    }
 }
 
 /// A loaded proxy whose admin listener (if any) is up but whose proxy
@@ -237,6 +272,7 @@ pub async fn prepare(config: Config, options: Options) -> Result<Prepared, Start
         ready: AtomicBool::new(false),
         last_reload_error: Mutex::new(None),
         reload_attempts: AtomicU64::new(0),
+        reloads: Mutex::default(),
     });
     let (shutdown, rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -248,7 +284,9 @@ pub async fn prepare(config: Config, options: Options) -> Result<Prepared, Start
                 tracing::warn!("admin endpoints are reachable from other machines on {addr}");
             }
             if let Some(a) = bound {
-                tracing::info!("admin endpoints on http://{a}/ (metrics, status, healthz, readyz)");
+                tracing::info!(
+                    "admin endpoints on http://{a}/ (dashboard, metrics, status, healthz, readyz)"
+                );
             }
             tasks.push(tokio::spawn(crate::admin::serve(
                 listener,
@@ -415,7 +453,7 @@ async fn summary_loop(
 }
 
 /// Validates `config` and every plugin it names without serving: the
-/// `bbproxy check` command. Returns a short summary.
+/// `bbproxy check` command. Returns the report to print.
 pub fn check(config: Config) -> Result<String, StartError> {
     let runtime = Runtime::new()?;
     let registry = Registry::default();
@@ -426,14 +464,5 @@ pub fn check(config: Config) -> Result<String, StartError> {
             crate::tls::files::load(&cert, &key).map_err(AcmeError::from)?;
         }
     }
-    let backends: usize = g.upstreams.iter().map(|u| u.backends.len()).sum();
-    Ok(format!(
-        "{}: OK: {} domain(s), {} backend(s); router {}, balancer {}, breaker {}",
-        config.origin.display(),
-        g.upstreams.len(),
-        backends,
-        g.router.primary.name(),
-        g.balancer.primary.name(),
-        g.breaker.primary.name(),
-    ))
+    Ok(crate::check::report(&config, &g))
 }

@@ -5,6 +5,7 @@
 pub mod acme;
 pub mod admin;
 pub mod app;
+pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod demo;

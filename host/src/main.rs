@@ -18,9 +18,24 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = cli::parse();
-    let format = cli.log_format;
+    // Serving and checking read the config before logging starts: it may
+    // set the log format (the command line wins). A config that does not
+    // load is reported in the command line's format.
+    let config = matches!(
+        cli.command,
+        None | Some(Command::Run(_) | Command::Check(_))
+    )
+    .then(|| bbproxy_config::load(cli.config_path()));
+    let from_config = config
+        .as_ref()
+        .and_then(|c| c.as_ref().ok())
+        .and_then(|c| c.log_format);
+    let format = cli
+        .log_format
+        .or(from_config.map(LogFormat::from))
+        .unwrap_or(LogFormat::Human);
     init_logging(format);
-    match run(cli) {
+    match run(cli, config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             report_fatal(format, &e);
@@ -59,6 +74,7 @@ fn init_logging(format: LogFormat) {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colours())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
@@ -67,6 +83,14 @@ fn init_logging(format: LogFormat) {
     if let Some((spec, e)) = invalid {
         tracing::warn!("RUST_LOG={spec:?} is not a valid filter ({e}); logging at info instead");
     }
+}
+
+/// Colours only for a person at a terminal: a log redirected to a file or a
+/// pipe (systemd, docker, `2>log`) must not fill with escape codes.
+/// `NO_COLOR` (no-color.org) turns them off on a terminal too.
+fn colours() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// One tokio worker per CPU this process may run on (tokio reads the
@@ -90,15 +114,26 @@ fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-fn run(cli: cli::Cli) -> anyhow::Result<()> {
+/// Runs the command; `config` is the config file as `main` loaded it, for
+/// the commands that read it.
+fn run(
+    cli: cli::Cli,
+    config: Option<Result<bbproxy_config::Config, bbproxy_config::ConfigError>>,
+) -> anyhow::Result<()> {
     let runtime = runtime().context("cannot start the async runtime")?;
     let config_path = cli.config_path().to_path_buf();
+    let config = || -> anyhow::Result<bbproxy_config::Config> {
+        match config {
+            Some(loaded) => Ok(loaded?),
+            None => Ok(bbproxy_config::load(&config_path)?),
+        }
+    };
     match cli
         .command
         .unwrap_or(Command::Run(cli::ConfigFile { config: None }))
     {
         Command::Run(_) => {
-            let config = bbproxy_config::load(&config_path)?;
+            let config = config()?;
             raise_nofile_limit();
             match cpus() {
                 1 => tracing::info!("1 CPU available: one single-threaded async worker"),
@@ -107,11 +142,15 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
             runtime.block_on(serve(config))
         }
         Command::Check(_) => {
-            let config = bbproxy_config::load(&config_path)?;
-            let summary = app::check(config)?;
-            println!("{summary}");
+            let config = config()?;
+            print!("{}", app::check(config)?);
             Ok(())
         }
+        Command::Completions { shell } => {
+            cli::completions(shell, &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => cli::man(&mut std::io::stdout()).context("cannot write the manual page"),
         Command::Demo { listen } => runtime.block_on(run_demo(listen)),
         Command::Plugin {
             command: cli::PluginCommand::Check(args),

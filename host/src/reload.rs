@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use std::sync::mpsc;
 use tokio::sync::watch;
 
-use crate::app::{ReloadFailure, Shared};
+use crate::app::{ReloadFailure, ReloadRecord, Shared};
 use crate::generation::Generation;
 use crate::telemetry::names;
 
@@ -46,6 +46,7 @@ struct Fixed {
     admin: Option<std::net::SocketAddr>,
     log_interval: Duration,
     shutdown_grace: Duration,
+    log_format: Option<bbproxy_config::LogFormat>,
 }
 
 impl Fixed {
@@ -56,6 +57,7 @@ impl Fixed {
             admin: config.admin,
             log_interval: config.metrics.log_interval,
             shutdown_grace: config.shutdown_grace,
+            log_format: config.log_format,
         }
     }
 
@@ -76,6 +78,9 @@ impl Fixed {
         }
         if self.shutdown_grace != other.shutdown_grace {
             out.push("shutdown_grace");
+        }
+        if self.log_format != other.log_format {
+            out.push("log_format");
         }
         out
     }
@@ -178,6 +183,11 @@ impl Reloader {
                     .last_reload_error
                     .lock()
                     .unwrap_or_else(|p| p.into_inner()) = None;
+                self.shared.record_reload(ReloadRecord {
+                    at: SystemTime::now(),
+                    generation: Some(id),
+                    error: None,
+                });
                 self.shared.generation.store(Arc::new(generation));
                 self.shared.runtime.evict_unused(&live);
                 metrics::counter!(names::RELOADS, "result" => "ok").increment(1);
@@ -215,6 +225,11 @@ impl Reloader {
             self.shared.generation.load().id
         );
         metrics::counter!(names::RELOADS, "result" => "error").increment(1);
+        self.shared.record_reload(ReloadRecord {
+            at: SystemTime::now(),
+            generation: None,
+            error: Some(message.clone()),
+        });
         *self
             .shared
             .last_reload_error

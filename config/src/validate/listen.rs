@@ -11,7 +11,7 @@ use crate::error::Fault;
 use crate::model::*;
 
 const LISTEN_KEYS: &[&str] = &["http", "https", "redirect_http"];
-const ADMIN_KEYS: &[&str] = &["address", "allow_non_loopback"];
+const ADMIN_KEYS: &[&str] = &["address", "allow_non_loopback", "token"];
 
 pub(crate) fn listen(v: Option<&Value>) -> R<Listen> {
     let Some(v) = v else {
@@ -85,13 +85,14 @@ fn clash(a: SocketAddr, b: SocketAddr) -> bool {
             || (a.is_ipv4() == b.is_ipv4() && (a.ip().is_unspecified() || b.ip().is_unspecified())))
 }
 
-pub(crate) fn admin(v: Option<&Value>, listen: &Listen) -> R<Option<SocketAddr>> {
-    const FORMS: &str =
-        "\"127.0.0.1:9901\", \"off\", or {\"address\": \"...\", \"allow_non_loopback\": true}";
+/// The admin listener's address and the token of its actions.
+pub(crate) fn admin(v: Option<&Value>, listen: &Listen) -> R<(Option<SocketAddr>, Option<Secret>)> {
+    const FORMS: &str = "\"127.0.0.1:9901\", \"off\", or {\"address\": \"...\", \"allow_non_loopback\": true, \"token\": \"...\"}";
+    let mut token = None;
     let (address, allow_non_loopback) = match v {
         None => (DEFAULT_ADMIN, false),
-        Some(Value::Null | Value::Bool(false)) => return Ok(None),
-        Some(Value::String(s)) if s == "off" => return Ok(None),
+        Some(Value::Null | Value::Bool(false)) => return Ok((None, None)),
+        Some(Value::String(s)) if s == "off" => return Ok((None, None)),
         Some(v @ Value::String(_)) => (listen_address(v, "admin")?, false),
         Some(Value::Object(map)) => {
             check_keys(map, "admin", ADMIN_KEYS)?;
@@ -103,6 +104,9 @@ pub(crate) fn admin(v: Option<&Value>, listen: &Listen) -> R<Option<SocketAddr>>
                 Some(v) => boolean(v, "admin.allow_non_loopback")?,
                 None => false,
             };
+            if let Some(v) = present(map, "token") {
+                token = Some(super::observe::token(v)?);
+            }
             (address, allow)
         }
         Some(other) => {
@@ -128,7 +132,7 @@ pub(crate) fn admin(v: Option<&Value>, listen: &Listen) -> R<Option<SocketAddr>>
             ));
         }
     }
-    Ok(Some(address))
+    Ok((Some(address), token))
 }
 
 #[cfg(test)]

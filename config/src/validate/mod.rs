@@ -10,6 +10,7 @@ mod acme;
 mod domains;
 mod forwarding;
 mod listen;
+mod observe;
 mod plugins;
 mod walk;
 
@@ -34,6 +35,7 @@ const TOP_KEYS: &[&str] = &[
     "acme",
     "metrics",
     "access_log",
+    "log_format",
     "timeouts",
     "limits",
     "retries",
@@ -71,7 +73,7 @@ pub(crate) fn config(root: &Value, origin: &Path) -> R<Config> {
         None => None,
     };
     let listen = listen::listen(present(root, "listen"))?;
-    let admin = listen::admin(root.get("admin"), &listen)?;
+    let (admin, admin_token) = listen::admin(root.get("admin"), &listen)?;
     let breaker = breaker(root)?;
     let cert_cache_dir = acme::cert_cache_dir(root, &dir)?;
     let plugins = match present(root, "plugins") {
@@ -90,12 +92,17 @@ pub(crate) fn config(root: &Value, origin: &Path) -> R<Config> {
         Some(v) => boolean(v, "access_log")?,
         None => true,
     };
+    let log_format = match present(root, "log_format") {
+        Some(v) => Some(observe::log_format(v)?),
+        None => None,
+    };
     domains::check_tls_needs(&placed, &listen, &acme)?;
 
     Ok(Config {
         origin: origin.to_path_buf(),
         listen,
         admin,
+        admin_token,
         domains: placed.into_iter().map(|p| p.domain).collect(),
         default_domain,
         breaker,
@@ -104,6 +111,7 @@ pub(crate) fn config(root: &Value, origin: &Path) -> R<Config> {
         acme,
         metrics,
         access_log,
+        log_format,
         timeouts,
         limits,
         retries,

@@ -126,6 +126,8 @@ pub struct Stats {
     /// Orders that failed.
     pub orders_failed: AtomicU64,
     renewals: Mutex<HashMap<String, SystemTime>>,
+    /// The last failed order of each name, until one succeeds.
+    errors: Mutex<HashMap<String, (SystemTime, String)>>,
 }
 
 impl Stats {
@@ -156,12 +158,43 @@ impl Stats {
         renewals.get(name).copied()
     }
 
+    /// The last failed order of `name` (when, why) since its last success.
+    pub fn last_error(&self, name: &str) -> Option<(SystemTime, String)> {
+        let errors = self.errors.lock().unwrap_or_else(PoisonError::into_inner);
+        errors.get(name).cloned()
+    }
+
+    fn set_error(&self, name: &str, error: Option<String>) {
+        let mut errors = self.errors.lock().unwrap_or_else(PoisonError::into_inner);
+        match error {
+            Some(e) => errors.insert(name.to_owned(), (SystemTime::now(), e)),
+            None => errors.remove(name),
+        };
+    }
+
     fn schedule(&self, name: &str, at: SystemTime) {
         let mut renewals = self.renewals.lock().unwrap_or_else(PoisonError::into_inner);
         renewals.insert(name.to_owned(), at);
         metrics::gauge!("bbproxy_cert_renewal_timestamp_seconds", "domain" => name.to_owned())
             .set(unix_seconds(at));
     }
+}
+
+/// One certificate as `/status` shows it.
+#[derive(Debug, Clone)]
+pub struct CertInfo {
+    /// The name it is served for (`*.example.com` for a wildcard).
+    pub name: String,
+    /// Ordered through ACME (else a file of the config).
+    pub acme: bool,
+    /// The leaf's issuer; `None` while an ACME name has no certificate yet.
+    pub issuer: Option<String>,
+    /// notAfter of the leaf.
+    pub not_after: Option<SystemTime>,
+    /// When an ACME certificate is due for renewal.
+    pub renewal_at: Option<SystemTime>,
+    /// The last failed ACME order since the last good one: when and why.
+    pub last_error: Option<(SystemTime, String)>,
 }
 
 /// The ACME side of the config; a change restarts every ACME task.
@@ -251,6 +284,43 @@ impl CertManager {
     pub fn acme_names(&self) -> Vec<String> {
         let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         state.tasks.keys().cloned().collect()
+    }
+
+    /// Every certificate served, and every ACME name still waiting for its
+    /// first one, sorted by name.
+    pub fn certificates(&self) -> Vec<CertInfo> {
+        let acme: HashSet<String> = {
+            let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            state.tasks.keys().cloned().collect()
+        };
+        let mut names: Vec<String> = self.store.names();
+        names.extend(
+            acme.iter()
+                .filter(|n| !names.contains(n))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+        names.sort();
+        names
+            .into_iter()
+            .map(|name| {
+                let key = self.store.exact(&name);
+                let validity = key.as_ref().and_then(|k| files::validity(k).ok());
+                let is_acme = acme.contains(&name);
+                CertInfo {
+                    issuer: key.as_ref().and_then(|k| files::issuer(k)),
+                    not_after: validity.map(|v| v.not_after),
+                    renewal_at: if is_acme {
+                        self.stats.renewal_at(&name)
+                    } else {
+                        None
+                    },
+                    last_error: self.stats.last_error(&name),
+                    acme: is_acme,
+                    name,
+                }
+            })
+            .collect()
     }
 
     /// Makes the served certificates match `config`: static files are

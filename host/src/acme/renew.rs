@@ -42,6 +42,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, name: String) {
         match order::issue(&ctx, &name, replaces).await {
             Ok((key, validity)) => {
                 ctx.stats.record(true);
+                ctx.stats.set_error(&name, None);
                 failures = 0;
                 omit_replaces = false;
                 export_expiry(&name, &key);
@@ -60,6 +61,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, name: String) {
             }
             Err(e) => {
                 ctx.stats.record(false);
+                ctx.stats.set_error(&name, Some(e.to_string()));
                 failures = failures.saturating_add(1);
                 omit_replaces |= replaces.is_some();
                 let wait = retry_wait(failures, &ctx.tuning, ctx.retry_after.peek());

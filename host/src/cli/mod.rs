@@ -1,7 +1,7 @@
 //! Command line: `bbproxy [run] [--config FILE]`, `bbproxy check`,
 //! `bbproxy demo`, `bbproxy plugin check FILE.wasm` (in
-//! [`plugin_check`]). The original Go tool took `-config FILE`; that
-//! spelling keeps working.
+//! [`plugin_check`]), `bbproxy completions SHELL`, `bbproxy man`. The
+//! original Go tool took `-config FILE`; that spelling keeps working.
 
 pub mod plugin_check;
 
@@ -14,16 +14,16 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 /// Reverse proxy whose routing, load balancing and circuit breaking are
 /// WebAssembly components.
 #[derive(Debug, Parser)]
-#[command(name = "bbproxy", version)]
+#[command(name = "bbproxy")]
 pub struct Cli {
     /// Path of config.json.
     // Not `global`: `plugin check` reads no config.json, and its --help must
     // not offer one. `run` and `check` take it after their name too.
     #[arg(long, short = 'c', default_value = "./config.json")]
     pub config: PathBuf,
-    /// Log format.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
-    pub log_format: LogFormat,
+    /// Log format (default: the config's `log_format`, else human).
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
     /// What to do (default: run).
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -49,6 +49,50 @@ pub enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Print a completion script for a shell (e.g. `bbproxy completions
+    /// bash > /etc/bash_completion.d/bbproxy`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff; `bbproxy man | man -l -`).
+    Man,
+}
+
+/// The wasmtime this build runs plugins on (pinned in the workspace's
+/// Cargo.toml; a test checks it against Cargo.lock).
+pub const WASMTIME_VERSION: &str = "48.0.8";
+
+/// `bbproxy --version`: the version, the wasmtime it embeds and the plugin
+/// contract versions it speaks.
+pub fn version() -> &'static str {
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| {
+        let contracts: Vec<String> = crate::plugin::CONTRACT_VERSIONS
+            .iter()
+            .map(|v| format!("bbproxy:plugin@{v}"))
+            .collect();
+        format!(
+            "{} (wasmtime {WASMTIME_VERSION}; plugin contract {})",
+            env!("CARGO_PKG_VERSION"),
+            contracts.join(", ")
+        )
+    })
+}
+
+/// The clap command with its version text.
+pub fn command() -> clap::Command {
+    Cli::command().version(version())
+}
+
+/// Writes the completion script for `shell` to `out`.
+pub fn completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+    clap_complete::generate(shell, &mut command(), "bbproxy", out);
+}
+
+/// Writes the manual page (roff) to `out`.
+pub fn man(out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    clap_mangen::Man::new(command()).render(out)
 }
 
 /// `--config` after `run` or `check`.
@@ -164,6 +208,15 @@ pub enum LogFormat {
     Json,
 }
 
+impl From<bbproxy_config::LogFormat> for LogFormat {
+    fn from(f: bbproxy_config::LogFormat) -> Self {
+        match f {
+            bbproxy_config::LogFormat::Human => LogFormat::Human,
+            bbproxy_config::LogFormat::Json => LogFormat::Json,
+        }
+    }
+}
+
 /// Parses the process arguments, accepting Go-style single-dash long flags.
 pub fn parse() -> Cli {
     try_parse_from(normalize(std::env::args_os())).unwrap_or_else(|e| e.exit())
@@ -174,7 +227,7 @@ pub fn parse() -> Cli {
 /// giving it there is an error pointing at `--plugin-config` instead of
 /// being silently ignored.
 pub fn try_parse_from(args: impl IntoIterator<Item = OsString>) -> Result<Cli, clap::Error> {
-    let mut command = Cli::command();
+    let mut command = command();
     let matches = command.try_get_matches_from_mut(args)?;
     let cli = Cli::from_arg_matches(&matches)?;
     let config_given = matches.value_source("config") == Some(ValueSource::CommandLine)
@@ -352,6 +405,20 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_wasmtime_version_is_the_one_in_cargo_lock() {
+        let lock = include_str!("../../../Cargo.lock");
+        let at = lock
+            .find("name = \"wasmtime\"\n")
+            .expect("wasmtime in Cargo.lock");
+        let version = lock[at..]
+            .lines()
+            .nth(1)
+            .and_then(|l| l.strip_prefix("version = \""))
+            .map(|v| v.trim_end_matches('"'));
+        assert_eq!(version, Some(WASMTIME_VERSION));
     }
 
     #[test]

@@ -100,6 +100,25 @@ impl Streaks {
         };
         &self.by_tenant[i]
     }
+
+    /// The tenants suspended at `now_ms`, with the monotonic ms their
+    /// suspension ends.
+    pub fn suspended(&self, now_ms: u64) -> Vec<(Tenant, u64)> {
+        let last = self.by_tenant.len() - 1;
+        self.by_tenant
+            .iter()
+            .enumerate()
+            .filter_map(|(i, streak)| {
+                let remaining = streak.admit(now_ms).err()?;
+                let tenant = if i == last {
+                    Tenant::Unmatched
+                } else {
+                    Tenant::Upstream(u32::try_from(i).unwrap_or(u32::MAX))
+                };
+                Some((tenant, now_ms + remaining))
+            })
+            .collect()
+    }
 }
 
 /// Fault history of one plugin for one tenant, shared by every worker
@@ -274,5 +293,24 @@ mod tenant_tests {
             none.of(Tenant::Upstream(0)),
             none.of(Tenant::Unmatched)
         ));
+    }
+
+    #[test]
+    fn suspended_tenants_are_listed_with_their_end() {
+        let b = Backoff {
+            after: 3,
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(350),
+        };
+        let s = Streaks::new(2);
+        for _ in 0..3 {
+            s.of(Tenant::Upstream(1)).fault(1_000, &b);
+            s.of(Tenant::Unmatched).fault(1_000, &b);
+        }
+        assert_eq!(
+            s.suspended(1_050),
+            [(Tenant::Upstream(1), 1_100), (Tenant::Unmatched, 1_100)]
+        );
+        assert!(s.suspended(1_100).is_empty());
     }
 }

@@ -52,6 +52,19 @@ use limiter::Limiter;
 use logbudget::LogBudget;
 use state::PluginState;
 
+/// The versions of the WIT package `bbproxy:plugin` this host speaks.
+pub const CONTRACT_VERSIONS: &[&str] = &["0.1.0"];
+
+/// The kinds of [`Fault`] a call can record (`suspended` is not a fault).
+pub const FAULT_KINDS: [&str; 6] = [
+    "timeout",
+    "memory",
+    "stack-overflow",
+    "trap",
+    "bad-answer",
+    "instantiate",
+];
+
 /// Idle instances kept per plugin. Enough for every worker thread to find one
 /// without instantiating; more would only hold memory.
 const MAX_IDLE_INSTANCES: usize = 64;
@@ -175,6 +188,10 @@ pub struct Plugin<W: World> {
     idle: Mutex<Vec<Instance<W>>>,
     sha256: String,
     faults: AtomicU64,
+    /// Faults by kind, in [`FAULT_KINDS`] order, for `/status`.
+    fault_kinds: [AtomicU64; FAULT_KINDS.len()],
+    /// Calls that entered the plugin, for `/status`.
+    calls_made: AtomicU64,
     calls: metrics::Counter,
     call_seconds: metrics::Histogram,
     suspended_calls: AtomicU64,
@@ -233,6 +250,8 @@ impl<W: World> Plugin<W> {
             idle: Mutex::new(Vec::new()),
             sha256,
             faults: AtomicU64::new(0),
+            fault_kinds: Default::default(),
+            calls_made: AtomicU64::new(0),
             calls: metrics::counter!(names::PLUGIN_CALLS, "plugin" => name.to_owned(), "role" => W::ROLE),
             call_seconds: metrics::histogram!(names::PLUGIN_CALL_DURATION, "plugin" => name.to_owned(), "role" => W::ROLE),
             suspended_calls: AtomicU64::new(0),
@@ -288,6 +307,36 @@ impl<W: World> Plugin<W> {
     /// was suspended are not faults; see [`Plugin::suspended_calls`]).
     pub fn faults(&self) -> u64 {
         self.faults.load(Ordering::Relaxed)
+    }
+
+    /// Faults of each kind of [`FAULT_KINDS`] since the plugin was loaded.
+    pub fn faults_by_kind(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        FAULT_KINDS
+            .iter()
+            .zip(&self.fault_kinds)
+            .map(|(kind, n)| (*kind, n.load(Ordering::Relaxed)))
+    }
+
+    /// Calls that entered the plugin since it was loaded.
+    pub fn calls(&self) -> u64 {
+        self.calls_made.load(Ordering::Relaxed)
+    }
+
+    /// The tenants (`domain example.com`, `hosts that match no domain`)
+    /// whose calls are answered with the `on_fault` policy without entering
+    /// the plugin at `now_ms`, and the monotonic ms each suspension ends.
+    pub fn suspensions(&self, now_ms: u64) -> Vec<(String, u64)> {
+        self.streaks
+            .suspended(now_ms)
+            .into_iter()
+            .map(|(tenant, until)| (self.tenant_name(tenant), until))
+            .collect()
+    }
+
+    /// The version of the plugin contract (`bbproxy:plugin`) the plugin
+    /// speaks.
+    pub fn contract(&self) -> &'static str {
+        CONTRACT_VERSIONS[0]
     }
 
     /// Calls answered with the fault policy without entering the plugin,
@@ -405,6 +454,7 @@ impl<W: World> Plugin<W> {
         drop(running);
         self.call_seconds.record(started.elapsed());
         self.calls.increment(1);
+        self.calls_made.fetch_add(1, Ordering::Relaxed);
         *request = inst.store.data_mut().request.take();
         match result {
             Ok(answer) => match check(answer) {
@@ -436,6 +486,9 @@ impl<W: World> Plugin<W> {
     /// flood the log.
     fn record_traced(&self, fault: Fault, tenant: Tenant, trace: Option<String>) -> Fault {
         self.faults.fetch_add(1, Ordering::Relaxed);
+        if let Some(i) = FAULT_KINDS.iter().position(|k| *k == fault.kind()) {
+            self.fault_kinds[i].fetch_add(1, Ordering::Relaxed);
+        }
         metrics::counter!(
             names::PLUGIN_FAULTS,
             "plugin" => self.identity.name.to_string(),
@@ -570,5 +623,18 @@ impl Plugin<BreakerWorld> {
                 Ok(verdict)
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_contract_version_is_the_wit_package_version() {
+        let wit = include_str!("../../../wit/plugin.wit");
+        let package = wit
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("package bbproxy:plugin@"))
+            .expect("the WIT file names its package");
+        assert_eq!(package.trim_end_matches(';'), super::CONTRACT_VERSIONS[0]);
     }
 }

@@ -239,6 +239,7 @@ impl Proxy {
             };
             let backend = &up.backends[index];
             route_record.backend = Some((&backend.metrics, &backend.state.authority));
+            route_record.activity = Some(&backend.state.activity);
             let head = match (&mut head, view.take()) {
                 (Some(h), _) => h,
                 (None, Some(v)) => {
@@ -418,6 +419,7 @@ impl Proxy {
 /// Why a backend cannot take a request now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Excluded {
+    Drained,
     Open,
     ProbeBusy,
     Unhealthy,
@@ -426,6 +428,7 @@ enum Excluded {
 impl Excluded {
     fn as_str(self) -> &'static str {
         match self {
+            Excluded::Drained => "drained",
             Excluded::Open => "circuit open",
             Excluded::ProbeBusy => "half-open, probe slot taken",
             Excluded::Unhealthy => "fails its health check",
@@ -435,6 +438,9 @@ impl Excluded {
 
 /// Whether `b` may take a request now (half-open: a probe slot is free).
 fn eligibility(b: &crate::generation::BackendSlot, now: u64) -> Result<(), Excluded> {
+    if b.state.is_drained() {
+        return Err(Excluded::Drained);
+    }
     if !b.state.health.is_healthy() {
         return Err(Excluded::Unhealthy);
     }
@@ -640,7 +646,7 @@ fn report_outcome(
             None => Err(fault),
         });
     let verdict = verdict?;
-    backend.state.record_result(&verdict);
+    backend.state.record_result(&verdict, &outcome);
     if let Some(state) = backend.state.breaker.apply(&verdict, clock::monotonic_ms()) {
         tracing::info!(
             upstream = upstream_name,

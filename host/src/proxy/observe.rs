@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 
+use crate::telemetry::activity::Activity;
 use crate::telemetry::names::{
     CLIENT_CLOSED_REQUESTS, CONNECT_ERRORS, IN_FLIGHT, REQUEST_DURATION, REQUESTS,
     UPSTREAM_TIMEOUTS,
@@ -143,6 +144,9 @@ pub struct Route<'g> {
     pub domain: Option<&'g DomainMetrics>,
     /// Its backend's metrics and address, once picked.
     pub backend: Option<(&'g BackendMetrics, &'g str)>,
+    /// Its backend's recent activity (the dashboard's rates and
+    /// percentiles), once picked.
+    pub activity: Option<&'g Activity>,
     /// Its domain's timeouts, once routed: the connection takes its
     /// keep-alive and client write timeouts from them.
     pub timeouts: Option<&'g bbproxy_config::UpstreamTimeouts>,
@@ -178,6 +182,9 @@ impl Started<'_> {
         }
         if let Some(d) = route.domain {
             d.duration.record(elapsed);
+        }
+        if let Some(a) = route.activity {
+            a.record(crate::clock::monotonic_ms(), elapsed, status >= 500);
         }
         self.observer.window.record(elapsed, status >= 500);
         let access = self.access.take().map(|a| {

@@ -5,6 +5,7 @@
 //! Counters on the request path use handles resolved once per backend or
 //! plugin, so a request costs a few atomic increments, not label hashing.
 
+pub mod activity;
 pub mod names;
 pub mod summary;
 
@@ -133,6 +134,7 @@ pub fn live_gauges(generation: &Generation, connections: &ConnectionCounts) -> S
     let now = crate::clock::monotonic_ms();
     gauge!(GENERATION).set(generation.id as f64);
     let mut breakers = String::new();
+    let mut drained = String::new();
     // A backend shared by two domains has one pool entry.
     let mut pools = std::collections::BTreeMap::new();
     for up in &generation.upstreams {
@@ -142,11 +144,16 @@ pub fn live_gauges(generation: &Generation, connections: &ConnectionCounts) -> S
                 BreakerState::HalfOpen => 1,
                 BreakerState::Open => 2,
             };
-            let _ = writeln!(
-                breakers,
-                "{BREAKER_STATE}{{domain=\"{}\",backend=\"{}\"}} {state}",
+            let labels = format!(
+                "{{domain=\"{}\",backend=\"{}\"}}",
                 escape(&up.name),
                 escape(&b.state.authority)
+            );
+            let _ = writeln!(breakers, "{BREAKER_STATE}{labels} {state}");
+            let _ = writeln!(
+                drained,
+                "{BACKEND_DRAINED}{labels} {}",
+                u8::from(b.state.is_drained())
             );
             let open = connections.open(&b.state.authority);
             let in_flight = u64::from(b.state.in_flight());
@@ -166,6 +173,11 @@ pub fn live_gauges(generation: &Generation, connections: &ConnectionCounts) -> S
         BREAKER_STATE,
         "Breaker state per backend: 0 closed, 1 half-open, 2 open.",
         &breakers,
+    );
+    family(
+        BACKEND_DRAINED,
+        "1 while an operator has drained the backend (POST /backends/drain), else 0.",
+        &drained,
     );
     let (mut open, mut idle) = (String::new(), String::new());
     for (backend, (n, busy)) in &pools {

@@ -34,3 +34,8 @@ pub const PLUGIN_COMPILES: &str = "bbproxy_plugin_compiles_total";
 pub const RELOADS: &str = "bbproxy_reloads_total";
 /// Gauge: the serving generation's number.
 pub const GENERATION: &str = "bbproxy_generation";
+/// Gauge: 1 while an operator has drained the backend, labels `domain`,
+/// `backend`.
+pub const BACKEND_DRAINED: &str = "bbproxy_backend_drained";
+/// Counter: admin actions refused for a missing or wrong token.
+pub const ADMIN_UNAUTHORIZED: &str = "bbproxy_admin_unauthorized_total";

@@ -102,6 +102,14 @@ impl Validity {
     }
 }
 
+/// The leaf's issuer as a distinguished name (`CN=..., O=...`), for
+/// `/status`.
+pub fn issuer(key: &CertifiedKey) -> Option<String> {
+    let leaf = key.end_entity_cert().ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    Some(cert.issuer().to_string())
+}
+
 /// The leaf's validity window.
 pub fn validity(key: &CertifiedKey) -> Result<Validity, String> {
     let leaf = key

@@ -35,6 +35,8 @@ pub struct BreakerCell {
     /// incremented at each change: a backend removed and added again gets a
     /// new cell, and its new transitions still add to the old series.
     counters: [Counter; 3],
+    /// Monotonic ms of the last transition (0: never changed).
+    changed_at_ms: AtomicU64,
 }
 
 impl Default for BreakerCell {
@@ -47,6 +49,7 @@ impl Default for BreakerCell {
             successes: AtomicU32::new(0),
             transitions: Default::default(),
             counters: [Counter::noop(), Counter::noop(), Counter::noop()],
+            changed_at_ms: AtomicU64::new(0),
         }
     }
 }
@@ -81,6 +84,8 @@ impl BreakerCell {
     }
 
     fn count(&self, to: u8) {
+        self.changed_at_ms
+            .store(crate::clock::monotonic_ms().max(1), Ordering::Relaxed);
         let i = usize::from(to);
         self.transitions[i].fetch_add(1, Ordering::Relaxed);
         self.counters[i].increment(1);
@@ -172,6 +177,12 @@ impl BreakerCell {
             .ok()?;
         self.count(new);
         Some(verdict.state)
+    }
+
+    /// Monotonic ms of the last state change; `None` if it never changed
+    /// (closed since the backend was configured).
+    pub fn changed_at_ms(&self) -> Option<u64> {
+        Some(self.changed_at_ms.load(Ordering::Relaxed)).filter(|&t| t != 0)
     }
 
     /// Consecutive successes in the current streak.

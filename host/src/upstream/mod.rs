@@ -10,12 +10,12 @@ pub mod pool;
 mod registry;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 pub use breaker::{Admission, BreakerCell};
 pub use registry::{Registry, Staged};
 
-use crate::plugin::{Backend, BreakerState, Verdict};
+use crate::plugin::{Backend, BreakerState, Outcome, OutcomeKind, Verdict};
 
 /// Weight of a new latency sample in the moving average, in 1/16ths.
 const EWMA_NEW_SIXTEENTHS: u64 = 4;
@@ -40,6 +40,67 @@ pub struct BackendState {
     pub health: health::HealthCell,
     /// `limits.max_connections_per_backend` gate.
     pub limiter: Arc<limiter::Limiter>,
+    /// Set by an operator (`POST /backends/drain`): no new requests, those
+    /// in flight finish. Runtime only: it lives as long as this state, which
+    /// a reload keeps for a backend that remains and a restart does not.
+    drained: AtomicBool,
+    /// Requests, errors and latencies of the last minutes, for the
+    /// dashboard; kept across reloads with the rest of this state.
+    pub activity: crate::telemetry::activity::Activity,
+    /// The last outcome the breaker called a failure.
+    last_failure: LastFailure,
+}
+
+/// The last failure of a backend, in atomics so recording it takes no lock
+/// even when every request fails.
+#[derive(Debug, Default)]
+struct LastFailure {
+    /// Monotonic ms of the failure, 0 for none.
+    at_ms: AtomicU64,
+    /// `OutcomeKind` as a number, and the status for a response.
+    kind_status: AtomicU32,
+}
+
+/// Why a backend last failed, for `/status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failure {
+    /// Monotonic ms of the failure.
+    pub at_ms: u64,
+    /// What happened.
+    pub kind: OutcomeKind,
+    /// The response status when `kind` is a response (a 5xx the breaker
+    /// counts as a failure).
+    pub status: u16,
+}
+
+impl Failure {
+    /// A short reason: `connect error`, `timeout`, `reset`, `HTTP 503`.
+    pub fn reason(&self) -> String {
+        match self.kind {
+            OutcomeKind::ConnectError => "connect error".to_owned(),
+            OutcomeKind::Timeout => "timeout".to_owned(),
+            OutcomeKind::Reset => "connection reset".to_owned(),
+            OutcomeKind::Response => format!("HTTP {}", self.status),
+        }
+    }
+}
+
+fn kind_number(kind: OutcomeKind) -> u32 {
+    match kind {
+        OutcomeKind::Response => 0,
+        OutcomeKind::ConnectError => 1,
+        OutcomeKind::Timeout => 2,
+        OutcomeKind::Reset => 3,
+    }
+}
+
+fn kind_of(number: u32) -> OutcomeKind {
+    match number {
+        1 => OutcomeKind::ConnectError,
+        2 => OutcomeKind::Timeout,
+        3 => OutcomeKind::Reset,
+        _ => OutcomeKind::Response,
+    }
 }
 
 impl BackendState {
@@ -60,7 +121,35 @@ impl BackendState {
             breaker: BreakerCell::default(),
             health: health::HealthCell::default(),
             limiter: Arc::default(),
+            drained: AtomicBool::new(false),
+            activity: Default::default(),
+            last_failure: LastFailure::default(),
         }
+    }
+
+    /// The last outcome its breaker called a failure, if any.
+    pub fn last_failure(&self) -> Option<Failure> {
+        // Read the time last: it is written last, so a failure recorded
+        // meanwhile shows with its own kind or not at all.
+        let kind_status = self.last_failure.kind_status.load(Ordering::Acquire);
+        let at_ms = self.last_failure.at_ms.load(Ordering::Acquire);
+        (at_ms != 0).then(|| Failure {
+            at_ms,
+            kind: kind_of(kind_status >> 16),
+            status: (kind_status & 0xffff) as u16,
+        })
+    }
+
+    /// Whether an operator drained this backend: it is no candidate for new
+    /// requests, like a backend whose breaker is open.
+    pub fn is_drained(&self) -> bool {
+        self.drained.load(Ordering::Relaxed)
+    }
+
+    /// Drains (`true`) or undrains the backend; returns whether that changed
+    /// anything.
+    pub fn set_drained(&self, drained: bool) -> bool {
+        self.drained.swap(drained, Ordering::Relaxed) != drained
     }
 
     /// Counts its breaker's transitions under `domain` (the registry does
@@ -107,12 +196,19 @@ impl BackendState {
         InFlight(self.clone())
     }
 
-    /// Records the breaker's verdict on the last outcome. A success while
+    /// Records the breaker's verdict on `outcome`. A success while
     /// the verdict keeps the backend open is a late answer to a request sent
     /// before it opened: it neither ends the failure streak nor starts a
     /// success streak, so it cannot help close the breaker.
-    pub fn record_result(&self, verdict: &Verdict) {
+    pub fn record_result(&self, verdict: &Verdict, outcome: &Outcome) {
         if verdict.failure {
+            self.last_failure.kind_status.store(
+                kind_number(outcome.kind) << 16 | u32::from(outcome.status),
+                Ordering::Release,
+            );
+            self.last_failure
+                .at_ms
+                .store(crate::clock::monotonic_ms().max(1), Ordering::Release);
             self.consecutive_failures.fetch_add(1, Ordering::Relaxed);
             self.breaker.reset_successes();
         } else if verdict.state != BreakerState::Open {
@@ -171,6 +267,12 @@ mod tests {
         }
     }
 
+    const RESPONSE: Outcome = Outcome {
+        kind: OutcomeKind::Response,
+        status: 200,
+        latency_us: 1,
+    };
+
     fn successes(b: &BackendState) -> u32 {
         b.snapshot(0, 1, BreakerState::Closed).consecutive_successes
     }
@@ -178,13 +280,13 @@ mod tests {
     #[test]
     fn results_reset_the_opposite_streak() {
         let b = BackendState::new("a:1".into(), "http://a:1".into());
-        b.record_result(&verdict(true, BreakerState::Closed));
-        b.record_result(&verdict(true, BreakerState::Closed));
+        b.record_result(&verdict(true, BreakerState::Closed), &RESPONSE);
+        b.record_result(&verdict(true, BreakerState::Closed), &RESPONSE);
         assert_eq!(b.consecutive_failures(), 2);
-        b.record_result(&verdict(false, BreakerState::Closed));
+        b.record_result(&verdict(false, BreakerState::Closed), &RESPONSE);
         assert_eq!(b.consecutive_failures(), 0);
         assert_eq!(successes(&b), 1);
-        b.record_result(&verdict(true, BreakerState::Closed));
+        b.record_result(&verdict(true, BreakerState::Closed), &RESPONSE);
         assert_eq!(successes(&b), 0);
     }
 
@@ -192,18 +294,18 @@ mod tests {
     fn late_successes_while_open_do_not_count_toward_closing() {
         let b = BackendState::new("a:1".into(), "http://a:1".into());
         let open = verdict(true, BreakerState::Open);
-        b.record_result(&open);
+        b.record_result(&open, &RESPONSE);
         b.breaker.apply(&open, 0);
         // Three requests sent before it opened answer 200 while it is open.
         for _ in 0..3 {
-            b.record_result(&verdict(false, BreakerState::Open));
+            b.record_result(&verdict(false, BreakerState::Open), &RESPONSE);
         }
         assert_eq!(successes(&b), 0);
         assert_eq!(b.consecutive_failures(), 1);
         // Half-open: the first probe's success is the streak's first, so a
         // success threshold of 3 still needs two more.
         assert_eq!(b.breaker.state(100), BreakerState::HalfOpen);
-        b.record_result(&verdict(false, BreakerState::HalfOpen));
+        b.record_result(&verdict(false, BreakerState::HalfOpen), &RESPONSE);
         assert_eq!(successes(&b), 1);
     }
 
@@ -211,14 +313,53 @@ mod tests {
     fn a_success_streak_before_opening_is_gone_once_half_open() {
         let b = BackendState::new("a:1".into(), "http://a:1".into());
         for _ in 0..5 {
-            b.record_result(&verdict(false, BreakerState::Closed));
+            b.record_result(&verdict(false, BreakerState::Closed), &RESPONSE);
         }
         // A plugin may open without calling this outcome a failure.
         let open = verdict(false, BreakerState::Open);
-        b.record_result(&open);
+        b.record_result(&open, &RESPONSE);
         b.breaker.apply(&open, 0);
         assert_eq!(b.breaker.state(100), BreakerState::HalfOpen);
         assert_eq!(successes(&b), 0);
+    }
+
+    #[test]
+    fn the_last_failure_keeps_its_kind_and_status() {
+        let b = BackendState::new("a:1".into(), "http://a:1".into());
+        assert_eq!(b.last_failure(), None);
+        b.record_result(&verdict(false, BreakerState::Closed), &RESPONSE);
+        assert_eq!(b.last_failure(), None);
+        let refused = Outcome {
+            kind: OutcomeKind::ConnectError,
+            status: 0,
+            latency_us: 5,
+        };
+        b.record_result(&verdict(true, BreakerState::Closed), &refused);
+        assert_eq!(b.last_failure().unwrap().reason(), "connect error");
+        let bad = Outcome {
+            status: 503,
+            ..RESPONSE
+        };
+        b.record_result(&verdict(true, BreakerState::Open), &bad);
+        let f = b.last_failure().unwrap();
+        assert_eq!(
+            (f.kind, f.status, f.reason().as_str()),
+            (OutcomeKind::Response, 503, "HTTP 503")
+        );
+        // A success afterwards does not erase why it last failed.
+        b.record_result(&verdict(false, BreakerState::Closed), &RESPONSE);
+        assert_eq!(b.last_failure().unwrap().status, 503);
+    }
+
+    #[test]
+    fn draining_reports_changes() {
+        let b = BackendState::new("a:1".into(), "http://a:1".into());
+        assert!(!b.is_drained());
+        assert!(b.set_drained(true));
+        assert!(!b.set_drained(true));
+        assert!(b.is_drained());
+        assert!(b.set_drained(false));
+        assert!(!b.is_drained());
     }
 
     #[test]

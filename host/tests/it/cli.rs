@@ -80,6 +80,118 @@ fn the_original_sample_config_passes_check() {
     assert!(stdout.contains("OK: 2 domain(s), 3 backend(s)"), "{stdout}");
 }
 
+/// `check` prints a table of domains (routes), backends and plugins.
+#[test]
+fn check_prints_a_summary_table() {
+    let (ok, stdout, stderr) = check(
+        r#"{"default_domain": "example.com",
+            "domains": {
+                "example.com": ["localhost:8080", {"address": "localhost:8081", "weight": 3}],
+                "api.example.com": {"backends": ["localhost:9000"], "balancer": "least-request", "protocol": "h2c"}
+            }}"#,
+    );
+    assert!(ok, "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let row = |start: &str| {
+        lines
+            .iter()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no row {start:?} in:\n{stdout}"))
+            .split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        row("DOMAIN"),
+        ["DOMAIN (ROUTE)", "BACKENDS", "BALANCER", "PROTOCOL", "TLS"]
+    );
+    assert_eq!(
+        row("example.com"),
+        [
+            "example.com (default)",
+            "localhost:8080, localhost:8081 (w3)",
+            "round-robin",
+            "http1",
+            "acme"
+        ]
+    );
+    assert_eq!(
+        row("api.example.com"),
+        [
+            "api.example.com",
+            "localhost:9000",
+            "least-request",
+            "h2c",
+            "acme"
+        ]
+    );
+    assert_eq!(row("PLUGIN"), ["PLUGIN", "SOURCE", "SHA256", "CONTRACT"]);
+    for role in ["router", "balancer", "breaker"] {
+        let r = row(role);
+        assert_eq!((r[1], r[3]), ("builtin", "bbproxy:plugin@0.1.0"), "{r:?}");
+        assert_eq!(r[2].len(), 12, "{r:?}");
+    }
+}
+
+/// `--version` names the wasmtime and the plugin contract versions.
+#[test]
+fn version_names_wasmtime_and_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&["--version"], dir.path());
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!(
+            "bbproxy {} (wasmtime 48.0.8; plugin contract bbproxy:plugin@0.1.0)",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+}
+
+/// Completion scripts for bash, zsh and fish, and a man page, each naming
+/// the subcommands.
+#[test]
+fn completions_and_the_man_page() {
+    let dir = tempfile::tempdir().unwrap();
+    for (shell, marker) in [
+        ("bash", "complete -F _bbproxy"),
+        ("zsh", "#compdef bbproxy"),
+        ("fish", "complete -c bbproxy"),
+    ] {
+        let out = run(&["completions", shell], dir.path());
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(script.contains(marker), "{shell}: {script}");
+        for sub in ["check", "demo", "plugin", "completions", "man"] {
+            assert!(script.contains(sub), "{shell} script lacks {sub}");
+        }
+    }
+    let syntax = Command::new("bash")
+        .arg("-n")
+        .stdin(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            let out = run(&["completions", "bash"], dir.path());
+            c.stdin.take().unwrap().write_all(&out.stdout)?;
+            c.wait()
+        })
+        .unwrap();
+    assert!(
+        syntax.success(),
+        "the bash completion script does not parse"
+    );
+    let out = run(&["man"], dir.path());
+    assert!(out.status.success());
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(page.contains(".TH bbproxy 1"), "{page}");
+    assert!(
+        page.contains("\\-\\-config") || page.contains("\\-config"),
+        "{page}"
+    );
+    assert!(page.contains("completions"), "{page}");
+}
+
 #[test]
 fn go_style_config_flag_works() {
     let dir = tempfile::tempdir().unwrap();

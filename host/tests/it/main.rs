@@ -8,8 +8,10 @@
 mod common;
 
 mod acme;
+mod admin;
 mod balancing;
 mod cli;
+mod dashboard;
 mod forwarding;
 mod http2;
 mod instance_reuse;

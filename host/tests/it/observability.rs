@@ -479,6 +479,77 @@ async fn json_logs_parse_line_by_line_and_include_the_access_log() {
     assert!(a_doc["duration_ms"].as_f64().unwrap() > 0.0);
 }
 
+/// The access log's JSON field names are a contract (log pipelines index
+/// them): exactly these, documented in the README. `log_format` in the
+/// config gives JSON without the flag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_json_access_log_has_the_documented_fields_and_config_sets_the_format() {
+    let a = Backend::start("a").await;
+    let bin = Binary::start(
+        &format!(
+            r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null, "log_format": "json",
+                "domains": {{"fields.test": ["{}"]}}}}"#,
+            a.addr
+        ),
+        &[],
+    );
+    let addr = listen_addr(&bin);
+    let (status, _) = get(&client(), &format!("http://{addr}/p"), "fields.test").await;
+    assert_eq!(status, StatusCode::OK);
+    let access = bin.wait_line(Duration::from_secs(10), "the access log line", |l| {
+        l.contains("bbproxy::access")
+    });
+    let doc = json(&access);
+    let mut keys: Vec<&str> = doc
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "backend",
+            "bytes",
+            "duration_ms",
+            "generation",
+            "header_ms",
+            "host",
+            "level",
+            "message",
+            "method",
+            "path",
+            "status",
+            "target",
+            "timestamp"
+        ],
+        "{access}"
+    );
+    assert_eq!(doc["message"], "request");
+    assert_eq!(doc["level"], "INFO");
+}
+
+/// A log that is not a terminal (here a pipe) gets no colour codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_piped_log_has_no_escape_codes() {
+    let a = Backend::start("a").await;
+    let bin = Binary::start(
+        &format!(
+            r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": "127.0.0.1:0",
+                "domains": {{"plain.test": ["{}"]}}}}"#,
+            a.addr
+        ),
+        &[],
+    );
+    let addr = listen_addr(&bin);
+    get(&client(), &format!("http://{addr}/"), "plain.test").await;
+    bin.wait_line(Duration::from_secs(10), "the access log line", |l| {
+        l.contains("bbproxy::access")
+    });
+    assert_eq!(bin.escaped_lines(), 0, "escape codes in a piped log");
+}
+
 /// The address the binary serves HTTP on, from its "serving HTTP on" line
 /// (human or JSON format).
 fn listen_addr(bin: &Binary) -> std::net::SocketAddr {

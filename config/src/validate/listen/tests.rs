@@ -118,3 +118,17 @@ fn admin_errors() {
         err(&with(r#""admin": {"adress": "127.0.0.1:1"}"#)).contains("unknown key `admin.adress`")
     );
 }
+
+#[test]
+fn admin_token_enables_actions_and_is_never_shown() {
+    let token = "0123456789abcdef-token";
+    let c = ok(&with(&format!(
+        r#""admin": {{"address": "127.0.0.1:9901", "token": "{token}"}}"#
+    )));
+    assert!(c.admin_token.as_ref().unwrap().matches(token.as_bytes()));
+    assert!(!format!("{c:?}").contains(token));
+    assert_eq!(ok(&with(r#""admin": "127.0.0.1:9000""#)).admin_token, None);
+    let e = err(&with(r#""admin": {"token": "hunter2"}"#));
+    assert!(e.contains("admin.token: too short (7 characters)"), "{e}");
+    assert!(!e.contains("hunter2"), "{e}");
+}

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 pub struct Binary {
     pub child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    /// Lines that held a terminal escape byte before they were stripped.
+    escaped: Arc<std::sync::atomic::AtomicUsize>,
     /// Lines before this index were consumed by `wait_line`.
     cursor: Mutex<usize>,
     pub dir: tempfile::TempDir,
@@ -68,19 +70,29 @@ impl Binary {
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
+        let escaped = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (sink, escapes) = (lines.clone(), escaped.clone());
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                if line.contains('\u{1b}') {
+                    escapes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
                 sink.lock().unwrap().push(strip_ansi(&line));
             }
         });
         Binary {
             child,
             lines,
+            escaped,
             cursor: Mutex::new(0),
             dir,
         }
+    }
+
+    /// Log lines so far that held a terminal escape code.
+    pub fn escaped_lines(&self) -> usize {
+        self.escaped.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn all(&self) -> String {

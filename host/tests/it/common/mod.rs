@@ -5,6 +5,7 @@
 pub mod acme_front;
 pub mod alone;
 pub mod binary;
+pub mod browser;
 pub mod direct;
 pub mod pebble;
 pub mod prom;

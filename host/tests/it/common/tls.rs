@@ -54,12 +54,37 @@ impl TestCa {
         (cert.pem(), key.serialize_pem())
     }
 
+    /// A leaf for `names` valid from a day ago until `validity` from now;
+    /// its certificate PEM and notAfter (`YYYY-MM-DD`), and its key PEM.
+    pub fn leaf_valid_for(&self, names: &[&str], validity: std::time::Duration) -> (Leaf, String) {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = CertificateParams::new(names).unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - std::time::Duration::from_secs(86_400);
+        params.not_after = now + validity;
+        let d = params.not_after;
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let leaf = Leaf {
+            pem: cert.pem(),
+            not_after: format!("{}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day()),
+        };
+        (leaf, key.serialize_pem())
+    }
+
     /// Writes a leaf for `name` to `<dir>/<name>.pem` and `<dir>/<name>.key`.
     pub fn write_leaf(&self, dir: &Path, name: &str) {
         let (cert, key) = self.leaf(&[name]);
         std::fs::write(dir.join(format!("{name}.pem")), cert).unwrap();
         std::fs::write(dir.join(format!("{name}.key")), key).unwrap();
     }
+}
+
+/// A certificate minted by [`TestCa::leaf_valid_for`].
+pub struct Leaf {
+    pub pem: String,
+    /// `YYYY-MM-DD`.
+    pub not_after: String,
 }
 
 /// A client config trusting only `roots`, offering `alpn`.

@@ -1,0 +1,130 @@
+//! What `bbproxy check` prints after a config and its plugins loaded: one
+//! line saying so, then short tables of the domains (each one a route of
+//! the built-in router), their backends, and the plugins.
+
+use bbproxy_config::{Config, TlsSource, UpstreamProtocol};
+
+use crate::generation::{Generation, Slot, Source};
+use crate::plugin::World;
+
+/// The report for generation `g` built from `config`.
+pub fn report(config: &Config, g: &Generation) -> String {
+    let backends: usize = g.upstreams.iter().map(|u| u.backends.len()).sum();
+    let mut out = format!(
+        "{}: OK: {} domain(s), {} backend(s); router {}, balancer {}, breaker {}\n",
+        config.origin.display(),
+        g.upstreams.len(),
+        backends,
+        g.router.primary.name(),
+        g.balancer.primary.name(),
+        g.breaker.primary.name(),
+    );
+    let mut domains = vec![row([
+        "DOMAIN (ROUTE)",
+        "BACKENDS",
+        "BALANCER",
+        "PROTOCOL",
+        "TLS",
+    ])];
+    for d in &config.domains {
+        let name = if config.default_domain.as_deref() == Some(d.name.as_str()) {
+            format!("{} (default)", d.name)
+        } else {
+            d.name.clone()
+        };
+        let list: Vec<String> = d
+            .backends
+            .iter()
+            .map(|b| {
+                let base = b.url_base();
+                let shown = base.strip_prefix("http://").unwrap_or(&base).to_owned();
+                if b.weight == 1 {
+                    shown
+                } else {
+                    format!("{shown} (w{})", b.weight)
+                }
+            })
+            .collect();
+        let protocol = match d.upstream.protocol {
+            UpstreamProtocol::Http1 => "http1",
+            UpstreamProtocol::H2c => "h2c",
+            UpstreamProtocol::H2 => "h2",
+        };
+        let tls = match crate::acme::source(d, config) {
+            TlsSource::Off => "off".to_owned(),
+            TlsSource::Acme => "acme".to_owned(),
+            TlsSource::Files { cert, .. } => cert.display().to_string(),
+        };
+        domains.push([
+            name,
+            list.join(", "),
+            d.balancer.clone(),
+            protocol.to_owned(),
+            tls,
+        ]);
+    }
+    out.push('\n');
+    out.push_str(&table(&domains));
+    let plugins = vec![
+        row(["PLUGIN", "SOURCE", "SHA256", "CONTRACT"]),
+        plugin(&g.router),
+        plugin(&g.balancer),
+        plugin(&g.breaker),
+    ];
+    out.push('\n');
+    out.push_str(&table(&plugins));
+    out
+}
+
+fn row<const N: usize>(cells: [&str; N]) -> [String; N] {
+    cells.map(str::to_owned)
+}
+
+fn plugin<W: World>(slot: &Slot<W>) -> [String; 4] {
+    let p = &slot.primary;
+    let source = match &slot.source {
+        Source::Builtin => "builtin".to_owned(),
+        Source::File(path) => match &slot.fallback {
+            Some(_) => format!("{} (fail-open)", path.display()),
+            None => path.display().to_string(),
+        },
+    };
+    [
+        W::ROLE.to_owned(),
+        source,
+        p.sha256().get(..12).unwrap_or(p.sha256()).to_owned(),
+        format!("bbproxy:plugin@{}", p.contract()),
+    ]
+}
+
+/// Rows as columns padded to their widest cell, two spaces apart.
+fn table<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for r in rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::new();
+        for (i, (cell, w)) in r.iter().zip(widths).enumerate() {
+            line.push_str(cell);
+            if i + 1 < N {
+                line.push_str(&" ".repeat(w - cell.chars().count() + 2));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tables_align_columns() {
+        let rows = [super::row(["A", "BB", "C"]), super::row(["aaaa", "b", ""])];
+        assert_eq!(super::table(&rows), "A     BB  C\naaaa  b\n");
+    }
+}
