@@ -100,6 +100,21 @@ pub struct Domain {
     /// Extra PEM roots trusted for this domain's `https://` backends (on top
     /// of the webpki roots); resolved against the config file's directory.
     pub backend_ca: Option<PathBuf>,
+    /// The domain's own plugins; `None` uses `plugins.<role>`.
+    pub plugins: DomainPlugins,
+}
+
+/// Plugins a domain names for itself (`"balancer": {"path": ...}`,
+/// `"breaker"`, `"router"`), each with its own limits and `on_fault`; every
+/// `path` is set.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DomainPlugins {
+    /// Routes the requests whose host matches the domain.
+    pub router: Option<PluginSpec>,
+    /// Picks among the domain's backends.
+    pub balancer: Option<PluginSpec>,
+    /// Judges the outcomes of the domain's requests.
+    pub breaker: Option<PluginSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

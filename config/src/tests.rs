@@ -66,6 +66,7 @@ fn original_file_loads_unchanged() {
                 tls: None,
                 upstream: UpstreamSettings::default(),
                 backend_ca: None,
+                plugins: DomainPlugins::default(),
             }],
             default_domain: None,
             breaker: BreakerSettings {
@@ -179,7 +180,7 @@ fn unknown_keys_name_their_path() {
     );
     assert_eq!(
         err(r#"{"domains": {"example.com": {"backends": ["a:1"], "balancr": "x"}}}"#),
-        "config.json: unknown key `domains.example.com.balancr` (expected one of: backends, balancer, tls, timeouts, limits, retries, health_check, protocol, pool, backend_ca); did you mean `balancer`?"
+        "config.json: unknown key `domains.example.com.balancr` (expected one of: backends, balancer, tls, timeouts, limits, retries, health_check, protocol, pool, backend_ca, router, breaker); did you mean `balancer`?"
     );
     assert_eq!(
         err(r#"{"domains": {"example.com": {"backends": [{"address": "a:1", "wieght": 2}]}}}"#),

@@ -62,6 +62,20 @@ pub struct UpstreamSlot {
     pub client: UpstreamClient,
     /// Limits retries to a share of its traffic.
     pub retry_budget: RetryBudget,
+    /// Its own plugins, where config.json names them.
+    pub plugins: DomainSlots,
+}
+
+/// A domain's own plugins (`"router"`, `"balancer"`, `"breaker"` with a
+/// `path` in its entry); `None` uses the generation's.
+#[derive(Debug, Default)]
+pub struct DomainSlots {
+    /// Routes requests whose host matches the domain.
+    pub router: Option<Slot<RouterWorld>>,
+    /// Picks among its backends.
+    pub balancer: Option<Slot<BalancerWorld>>,
+    /// Judges its outcomes.
+    pub breaker: Option<Slot<BreakerWorld>>,
 }
 
 /// Where a plugin came from, for `/status` and logs.
@@ -145,30 +159,70 @@ impl Generation {
                 Value::from(u64::try_from(config.breaker.timeout.as_millis()).unwrap_or(u64::MAX)),
             ),
         ]);
-        let router = slot(
-            runtime,
-            &plugins.router,
-            bundle::ROUTER,
-            router_builtin,
-            &wit_upstreams,
-            &wit_upstreams,
-        )?;
-        let balancer = slot(
-            runtime,
-            &plugins.balancer,
-            bundle::BALANCER,
-            Map::new(),
-            &wit_upstreams,
-            &fallback_balancer_upstreams(&wit_upstreams, &plugins.balancer),
-        )?;
-        let breaker = slot(
-            runtime,
-            &plugins.breaker,
-            bundle::BREAKER,
-            breaker_builtin,
-            &wit_upstreams,
-            &wit_upstreams,
-        )?;
+        // Every plugin of a role sees the same upstreams (a domain's own one
+        // knows its domain by the `upstream` number of its calls).
+        let load_router = |spec: &PluginSpec| {
+            slot(
+                runtime,
+                spec,
+                bundle::ROUTER,
+                router_builtin.clone(),
+                &wit_upstreams,
+                &wit_upstreams,
+            )
+        };
+        let load_balancer = |spec: &PluginSpec| {
+            slot(
+                runtime,
+                spec,
+                bundle::BALANCER,
+                Map::new(),
+                &wit_upstreams,
+                &fallback_balancer_upstreams(&wit_upstreams, spec),
+            )
+        };
+        let load_breaker = |spec: &PluginSpec| {
+            slot(
+                runtime,
+                spec,
+                bundle::BREAKER,
+                breaker_builtin.clone(),
+                &wit_upstreams,
+                &wit_upstreams,
+            )
+        };
+        let router = load_router(&plugins.router)?;
+        // The domains with a balancer of their own never reach the
+        // generation's, whatever their `kind`: the built-in one must not
+        // refuse to load over a name only their plugin knows.
+        let own_balancer: Vec<bool> = config
+            .domains
+            .iter()
+            .map(|d| d.plugins.balancer.is_some())
+            .collect();
+        let balancer = match plugins.balancer.source {
+            PluginSource::Builtin => slot(
+                runtime,
+                &plugins.balancer,
+                bundle::BALANCER,
+                Map::new(),
+                &round_robin_for(&wit_upstreams, |i, _| {
+                    own_balancer.get(i).copied().unwrap_or(false)
+                }),
+                &wit_upstreams,
+            )?,
+            PluginSource::Path(_) => load_balancer(&plugins.balancer)?,
+        };
+        let breaker = load_breaker(&plugins.breaker)?;
+        let mut domain_slots = Vec::with_capacity(config.domains.len());
+        for d in &config.domains {
+            let own = &d.plugins;
+            domain_slots.push(DomainSlots {
+                router: own.router.as_ref().map(&load_router).transpose()?,
+                balancer: own.balancer.as_ref().map(&load_balancer).transpose()?,
+                breaker: own.breaker.as_ref().map(&load_breaker).transpose()?,
+            });
+        }
 
         // Backend state and pools are only staged: a build (or a reload)
         // that fails must not touch the registry, or the serving
@@ -195,7 +249,8 @@ impl Generation {
             .domains
             .iter()
             .zip(clients.by_ref())
-            .map(|(d, client)| UpstreamSlot {
+            .zip(domain_slots)
+            .map(|((d, client), plugins)| UpstreamSlot {
                 name: d.name.clone(),
                 backends: d
                     .backends
@@ -211,6 +266,7 @@ impl Generation {
                 settings: d.upstream.clone(),
                 client,
                 retry_budget: RetryBudget::new(&d.upstream.retries),
+                plugins,
             })
             .collect();
         let mut health = HealthChecks::default();
@@ -254,9 +310,18 @@ impl Generation {
                 .chain(slot.fallback.as_ref())
                 .map(|p| p.sha256().to_owned())
         }
+        let own = self.upstreams.iter().flat_map(|u| {
+            let p = &u.plugins;
+            p.router
+                .iter()
+                .flat_map(of)
+                .chain(p.balancer.iter().flat_map(of))
+                .chain(p.breaker.iter().flat_map(of))
+        });
         of(&self.router)
             .chain(of(&self.balancer))
             .chain(of(&self.breaker))
+            .chain(own)
             .collect()
     }
 
@@ -273,6 +338,35 @@ impl Generation {
             Some(i) => Tenant::Upstream(u32::try_from(i).unwrap_or(u32::MAX)),
             None => Tenant::Unmatched,
         }
+    }
+
+    /// The router that decides for `tenant` (the domain the request's host
+    /// matches): the domain's own, else the generation's.
+    pub fn router_for(&self, tenant: Tenant) -> &Slot<RouterWorld> {
+        match tenant {
+            Tenant::Upstream(i) => self
+                .upstreams
+                .get(i as usize)
+                .and_then(|u| u.plugins.router.as_ref())
+                .unwrap_or(&self.router),
+            Tenant::Unmatched => &self.router,
+        }
+    }
+
+    /// The balancer of upstream `upstream`: its own, else the generation's.
+    pub fn balancer_for(&self, upstream: u32) -> &Slot<BalancerWorld> {
+        self.upstreams
+            .get(upstream as usize)
+            .and_then(|u| u.plugins.balancer.as_ref())
+            .unwrap_or(&self.balancer)
+    }
+
+    /// The breaker of upstream `upstream`: its own, else the generation's.
+    pub fn breaker_for(&self, upstream: u32) -> &Slot<BreakerWorld> {
+        self.upstreams
+            .get(upstream as usize)
+            .and_then(|u| u.plugins.breaker.as_ref())
+            .unwrap_or(&self.breaker)
     }
 
     /// The upstream number of `name`.
@@ -296,18 +390,33 @@ fn fallback_balancer_upstreams(upstreams: &Arc<[Upstream]>, spec: &PluginSpec) -
     if !custom || !upstreams.iter().any(unknown) {
         return upstreams.clone();
     }
+    round_robin_for(upstreams, |_, u| {
+        if !unknown(u) {
+            return false;
+        }
+        tracing::info!(
+            upstream = %u.name,
+            "balancer {:?} is not a built-in name: when the balancer plugin faults, its built-in fallback (fail-open) balances {} round-robin",
+            u.balancer,
+            u.name
+        );
+        true
+    })
+}
+
+/// `upstreams` with the balancer name of those `replace` picks (by index)
+/// set to round-robin.
+fn round_robin_for(
+    upstreams: &Arc<[Upstream]>,
+    mut replace: impl FnMut(usize, &Upstream) -> bool,
+) -> Arc<[Upstream]> {
     upstreams
         .iter()
-        .map(|u| {
-            if !unknown(u) {
+        .enumerate()
+        .map(|(i, u)| {
+            if !replace(i, u) {
                 return u.clone();
             }
-            tracing::info!(
-                upstream = %u.name,
-                "balancer {:?} is not a built-in name: when the balancer plugin faults, its built-in fallback (fail-open) balances {} round-robin",
-                u.balancer,
-                u.name
-            );
             Upstream {
                 balancer: bbproxy_config::DEFAULT_BALANCER.to_owned(),
                 ..u.clone()

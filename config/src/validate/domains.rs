@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use super::forwarding;
-use super::walk::{Dir, R, check_keys, index, join, present, show};
+use super::plugins::{PLUGIN_KEYS, plugin_entry};
+use super::walk::{Dir, R, check_keys, index, join, object, present, show};
 use crate::address::{normalize_domain, parse_backend};
 use crate::error::Fault;
 use crate::model::*;
@@ -24,6 +25,19 @@ const DOMAIN_KEYS: &[&str] = &[
     "protocol",
     "pool",
     "backend_ca",
+    "router",
+    "breaker",
+];
+/// A domain's `"balancer"` object: a plugin entry's keys, and `kind`, the
+/// name the balancer sees (the string form's value).
+const DOMAIN_BALANCER_KEYS: &[&str] = &[
+    "kind",
+    "path",
+    "config",
+    "timeout",
+    "memory_limit",
+    "on_fault",
+    "fault_backoff",
 ];
 const BACKEND_KEYS: &[&str] = &["address", "weight"];
 const TLS_KEYS: &[&str] = &["cert", "key"];
@@ -87,6 +101,7 @@ fn domain(
             tls: None,
             upstream: defaults.clone(),
             backend_ca: None,
+            plugins: DomainPlugins::default(),
         }),
         Value::Object(map) => {
             check_keys(map, path, DOMAIN_KEYS)?;
@@ -100,9 +115,14 @@ fn domain(
                     ));
                 }
             };
-            let balancer = match present(map, "balancer") {
-                Some(v) => balancer(v, &join(path, "balancer"))?,
-                None => DEFAULT_BALANCER.to_owned(),
+            let (balancer, balancer_plugin) = match present(map, "balancer") {
+                Some(v) => domain_balancer(v, &join(path, "balancer"), dir)?,
+                None => (DEFAULT_BALANCER.to_owned(), None),
+            };
+            let plugins = DomainPlugins {
+                router: domain_plugin(map, path, "router", dir)?,
+                balancer: balancer_plugin,
+                breaker: domain_plugin(map, path, "breaker", dir)?,
             };
             let tls = match present(map, "tls") {
                 Some(v) => Some(tls(v, &join(path, "tls"), &name, dir)?),
@@ -121,6 +141,7 @@ fn domain(
                 tls,
                 upstream,
                 backend_ca,
+                plugins,
             })
         }
         _ => Err(Fault::invalid(
@@ -131,6 +152,59 @@ fn domain(
             ),
         )),
     }
+}
+
+/// A domain's `"balancer"`: a name (`"least-request"`, or a custom
+/// balancer's), `{"kind": name}`, or the domain's own plugin
+/// `{"path": "x.wasm", ...}`, which sees `kind` (default round-robin) as the
+/// domain's balancer name, as does its fail-open fallback. The name and the
+/// plugin, if any.
+fn domain_balancer(v: &Value, path: &str, dir: &Dir) -> R<(String, Option<PluginSpec>)> {
+    let Value::Object(map) = v else {
+        return Ok((balancer(v, path)?, None));
+    };
+    check_keys(map, path, DOMAIN_BALANCER_KEYS)?;
+    let name = match present(map, "kind") {
+        Some(v) => balancer(v, &join(path, "kind"))?,
+        None => DEFAULT_BALANCER.to_owned(),
+    };
+    if present(map, "path").is_none() {
+        // Built-in kinds with settings of their own will be read here;
+        // today no kind has any, so every other key needs a plugin.
+        if let Some(key) = map.keys().find(|k| *k != "kind") {
+            return Err(Fault::invalid(
+                join(path, key),
+                "applies to the domain's own balancer plugin: add \"path\": \"balancer.wasm\", or remove it (without \"path\" the domain uses plugins.balancer)",
+            ));
+        }
+        return Ok((name, None));
+    }
+    Ok((name, Some(plugin_entry(map, path, dir)?)))
+}
+
+/// A domain's own `role` plugin: `{"path": "x.wasm", ...}` with the keys of
+/// a `plugins.<role>` entry; absent, the domain uses `plugins.<role>`.
+fn domain_plugin(
+    domain: &serde_json::Map<String, Value>,
+    domain_path: &str,
+    role: &str,
+    dir: &Dir,
+) -> R<Option<PluginSpec>> {
+    let Some(v) = present(domain, role) else {
+        return Ok(None);
+    };
+    let path = join(domain_path, role);
+    let map = object(v, &path, "{\"path\": \"plugin.wasm\", \"config\": {}}")?;
+    check_keys(map, &path, PLUGIN_KEYS)?;
+    if present(map, "path").is_none() {
+        return Err(Fault::invalid(
+            join(&path, "path"),
+            format!(
+                "required: the domain's own {role} plugin (.wasm); without \"{role}\" the domain uses plugins.{role}"
+            ),
+        ));
+    }
+    Ok(Some(plugin_entry(map, &path, dir)?))
 }
 
 fn tls(v: &Value, path: &str, domain: &str, dir: &Dir) -> R<TlsSource> {

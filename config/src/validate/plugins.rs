@@ -11,7 +11,8 @@ use crate::error::Fault;
 use crate::model::*;
 
 const PLUGINS_KEYS: &[&str] = &["router", "balancer", "breaker"];
-const PLUGIN_KEYS: &[&str] = &[
+/// The keys of a plugin entry, in `plugins.<role>` and in a domain.
+pub(crate) const PLUGIN_KEYS: &[&str] = &[
     "path",
     "config",
     "timeout",
@@ -65,6 +66,12 @@ fn plugin(v: &Value, path: &str, dir: &Dir) -> R<PluginSpec> {
         }
     };
     check_keys(map, path, PLUGIN_KEYS)?;
+    plugin_entry(map, path, dir)
+}
+
+/// The keys of a plugin entry `map` at `path` (already checked against the
+/// keys its place allows; others are ignored here).
+pub(crate) fn plugin_entry(map: &Map<String, Value>, path: &str, dir: &Dir) -> R<PluginSpec> {
     let source = match present(map, "path") {
         Some(v) => PluginSource::Path(dir.file_path(v, &join(path, "path"))?),
         None => PluginSource::Builtin,

@@ -151,10 +151,20 @@ pub fn status(shared: &Shared) -> Value {
                 .enumerate()
                 .map(|(i, b)| backend(shared, u, i, b, &clock))
                 .collect();
+            // The domain's own plugins (none when it uses `plugins.<role>`).
+            let own = &u.plugins;
+            let plugins: Vec<Value> = own
+                .router
+                .iter()
+                .map(|s| plugin(s, g.loaded_at, &clock))
+                .chain(own.balancer.iter().map(|s| plugin(s, g.loaded_at, &clock)))
+                .chain(own.breaker.iter().map(|s| plugin(s, g.loaded_at, &clock)))
+                .collect();
             json!({
                 "name": u.name,
                 "health_check": u.settings.health_check.is_some(),
                 "backends": backends,
+                "plugins": plugins,
             })
         })
         .collect();

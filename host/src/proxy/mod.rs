@@ -172,7 +172,7 @@ impl Proxy {
             Ok(Route::Upstream(name)) => match generation.upstream_index(&name) {
                 Some(i) => i,
                 None => {
-                    let fault = generation.router.primary.record(
+                    let fault = generation.router_for(tenant).primary.record(
                         Fault::BadAnswer(format!(
                             "route named upstream {name:?}, which is not a configured domain"
                         )),
@@ -599,7 +599,7 @@ fn route(
     tenant: Tenant,
     view: &mut Option<RequestView>,
 ) -> Result<Route, Fault> {
-    let slot = &generation.router;
+    let slot = generation.router_for(tenant);
     match slot.primary.route(tenant, view) {
         Ok(r) => Ok(r),
         Err(fault) => match &slot.fallback {
@@ -615,7 +615,7 @@ fn pick(
     upstream: u32,
     candidates: &[Backend],
 ) -> Result<usize, Fault> {
-    let slot = &generation.balancer;
+    let slot = generation.balancer_for(upstream);
     match slot.primary.pick(view, upstream, candidates) {
         Ok(i) => Ok(i),
         Err(fault) => match &slot.fallback {
@@ -637,7 +637,7 @@ fn report_outcome(
     before: Backend,
     outcome: Outcome,
 ) -> Result<(), Fault> {
-    let slot: &Slot<BreakerWorld> = &generation.breaker;
+    let slot: &Slot<BreakerWorld> = generation.breaker_for(upstream);
     let verdict = slot
         .primary
         .on_outcome(upstream, before, outcome)

@@ -1042,3 +1042,182 @@ async fn fail_open_accepts_a_custom_balancer_name_and_falls_back_to_round_robin(
     assert_eq!(notes.len(), 1, "said once: {notes:#?}");
     assert!(notes[0].contains("round-robin"), "{}", notes[0]);
 }
+
+// Plugins per domain, through the real binary: `plugins.<role>` is the
+// default, and a domain may name its own `.wasm` for its balancer, breaker
+// or router, with its own limits and `on_fault`.
+
+/// The example balancer that always picks the last candidate.
+fn last_backend() -> PathBuf {
+    common::example_plugin("rust_last_backend.wasm")
+}
+
+/// `a.test` keeps the built-in round-robin while `b.test` uses its own
+/// balancer (the example that always picks the last backend) and `c.test`
+/// a hostile one, fail-closed: only `c.test` gets the 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_domain_uses_its_own_balancer_while_another_keeps_the_builtin() {
+    let (a1, a2) = (Backend::start("a1").await, Backend::start("a2").await);
+    let (b1, b2) = (Backend::start("b1").await, Backend::start("b2").await);
+    let c = Backend::start("c").await;
+    let config = format!(
+        r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": "127.0.0.1:0",
+            "domains": {{
+              "a.test": ["{}", "{}"],
+              "c.test": {{"backends": ["{}"],
+                          "balancer": {{"path": "hostile_balancer.wasm", "config": {{"mode": "out-of-range"}},
+                                        "on_fault": "fail-closed", "timeout": "50ms"}}}},
+              "b.test": {{"backends": ["{}", "{}"],
+                          "balancer": {{"path": "{}", "kind": "sticky"}}}}
+            }}}}"#,
+        a1.addr,
+        a2.addr,
+        c.addr,
+        b1.addr,
+        b2.addr,
+        last_backend().display()
+    );
+    let mut bin = common::binary::Binary::serve(&config, |dir| {
+        std::fs::copy(
+            fixture("hostile_balancer.wasm"),
+            dir.join("hostile_balancer.wasm"),
+        )
+        .unwrap();
+    });
+    let admin = bin.addr_after("admin endpoints on http://").await;
+    let url = format!("http://{}/", bin.addr_after("serving HTTP on ").await);
+    for _ in 0..4 {
+        for host in ["a.test", "b.test"] {
+            assert_eq!(burst(&url, host, None, 1).await[0].0, StatusCode::OK);
+        }
+        let got = burst(&url, "c.test", None, 1).await;
+        assert_eq!(
+            (got[0].0, got[0].1.trim()),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "bbproxy: balancer plugin fault (bad-answer)"
+            )
+        );
+    }
+    assert_eq!(
+        (a1.hits(), a2.hits()),
+        (2, 2),
+        "a.test: built-in round-robin"
+    );
+    assert_eq!((b1.hits(), b2.hits()), (0, 4), "b.test: its own balancer");
+    assert_eq!(c.hits(), 0);
+    // /status lists each domain's own plugins.
+    let (_, body) = common::get(&client(), &format!("http://{admin}/status"), "admin").await;
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let domains = status["domains"].as_array().unwrap();
+    let own = |name: &str| {
+        domains.iter().find(|d| d["name"] == name).unwrap()["plugins"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    assert!(own("a.test").is_empty());
+    assert_eq!(own("b.test")[0]["role"], "balancer");
+    assert!(
+        own("b.test")[0]["source"]
+            .as_str()
+            .unwrap()
+            .ends_with("rust_last_backend.wasm")
+    );
+    assert_eq!(own("c.test")[0]["faults"], 4);
+}
+
+/// A domain's own breaker judges only its outcomes: a trapping one,
+/// fail-closed, answers 503 there while the other domain's responses pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_domain_uses_its_own_breaker() {
+    let (good, bad) = (Backend::start("good").await, Backend::start("bad").await);
+    let config = format!(
+        r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null,
+            "domains": {{
+              "good.test": ["{}"],
+              "bad.test": {{"backends": ["{}"],
+                            "breaker": {{"path": "hostile_breaker.wasm", "config": {{"mode": "trap"}},
+                                         "fault_backoff": {{"after": 100}}}}}}
+            }}}}"#,
+        good.addr, bad.addr
+    );
+    let mut bin = common::binary::Binary::serve(&config, |dir| {
+        std::fs::copy(
+            fixture("hostile_breaker.wasm"),
+            dir.join("hostile_breaker.wasm"),
+        )
+        .unwrap();
+    });
+    let url = format!("http://{}/", bin.addr_after("serving HTTP on ").await);
+    for _ in 0..3 {
+        let got = burst(&url, "bad.test", None, 1).await;
+        assert_eq!(got[0].1.trim(), "bbproxy: breaker plugin fault (trap)");
+        assert_eq!(burst(&url, "good.test", None, 1).await[0].1, "backend good");
+    }
+    assert_eq!((good.hits(), bad.hits()), (3, 3));
+}
+
+/// A domain's own router decides for the requests whose host matches it:
+/// the canary router sends every `app.test` request to `canary.test`, while
+/// `other.test` is routed by host as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_domain_uses_its_own_router() {
+    let (app, canary, other) = (
+        Backend::start("app").await,
+        Backend::start("canary").await,
+        Backend::start("other").await,
+    );
+    let config = format!(
+        r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null,
+            "domains": {{
+              "app.test": {{"backends": ["{}"],
+                            "router": {{"path": "{}",
+                                        "config": {{"primary": "app.test", "canary": "canary.test", "percent": 100}}}}}},
+              "canary.test": ["{}"],
+              "other.test": ["{}"]
+            }}}}"#,
+        app.addr,
+        common::example_plugin("rust_canary_router.wasm").display(),
+        canary.addr,
+        other.addr
+    );
+    let mut bin = common::binary::Binary::serve(&config, |_| {});
+    let url = format!("http://{}/", bin.addr_after("serving HTTP on ").await);
+    for _ in 0..3 {
+        assert_eq!(
+            burst(&url, "app.test", None, 1).await[0].1,
+            "backend canary"
+        );
+        assert_eq!(
+            burst(&url, "other.test", None, 1).await[0].1,
+            "backend other"
+        );
+    }
+    assert_eq!((app.hits(), canary.hits(), other.hits()), (0, 3, 3));
+}
+
+/// A mistake in a domain's plugin entry is named with its path by `check`.
+#[test]
+fn a_domain_plugin_key_error_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        r#"{"domains": {"a.test": {"backends": ["127.0.0.1:1"],
+                                   "balancer": {"kind": "least-request", "timeout": "5ms"}}}}"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bbproxy"))
+        .args(["check", "--config", "config.json"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(
+            "domains.a.test.balancer.timeout: applies to the domain's own balancer plugin"
+        ),
+        "{stderr}"
+    );
+}

@@ -2,6 +2,9 @@
 //! sources), through the public API: what operators write, and the exact
 //! lines they get back when it is wrong.
 
+use serde_json::json;
+use std::time::Duration;
+
 use crate::tests::{backend, err, ok, with};
 use crate::*;
 
@@ -203,5 +206,94 @@ fn domains_are_required() {
     assert!(
         err(r#"{"domains": {"a.*.com": ["a:1"]}}"#)
             .contains("wildcard must be the whole first label")
+    );
+}
+
+/// A domain's own plugins: `"balancer": {"path": ...}` (with `kind`, the
+/// name it and its fallback see), `"router"` and `"breaker"` objects, each
+/// a full plugin entry; the string form and `{"kind"}` keep plugins.balancer.
+#[test]
+fn domain_plugin_forms() {
+    let c = ok(r#"{"domains": {
+        "a.test": {"backends": ["127.0.0.1:1"], "balancer": "least-request"},
+        "b.test": {"backends": ["127.0.0.1:2"], "balancer": {"kind": "weighted-round-robin"}},
+        "c.test": {"backends": ["127.0.0.1:3"],
+                   "balancer": {"path": "lb.wasm", "kind": "sticky", "timeout": "3ms", "on_fault": "fail-open",
+                                "fault_backoff": {"after": 2}},
+                   "router": {"path": "r.wasm", "config": {"x": 1}},
+                   "breaker": {"path": "b.wasm", "memory_limit": "1MiB"}}
+    }}"#);
+    let [a, b, cc] = &c.domains[..] else { panic!() };
+    assert_eq!(
+        (a.balancer.as_str(), &a.plugins),
+        ("least-request", &DomainPlugins::default())
+    );
+    assert_eq!(
+        (b.balancer.as_str(), &b.plugins),
+        ("weighted-round-robin", &DomainPlugins::default())
+    );
+    assert_eq!(cc.balancer, "sticky");
+    let lb = cc.plugins.balancer.as_ref().unwrap();
+    assert_eq!(lb.source, PluginSource::Path("/etc/bbproxy/lb.wasm".into()));
+    assert_eq!(
+        (lb.timeout, lb.on_fault, lb.fault_backoff.after),
+        (Duration::from_millis(3), OnFault::FailOpen, 2)
+    );
+    let r = cc.plugins.router.as_ref().unwrap();
+    assert_eq!(
+        (r.config.clone(), r.on_fault),
+        (json!({"x": 1}), OnFault::FailClosed)
+    );
+    let br = cc.plugins.breaker.as_ref().unwrap();
+    assert_eq!(
+        (br.memory_limit, br.timeout),
+        (1 << 20, DEFAULT_PLUGIN_TIMEOUT)
+    );
+    // Without a kind the plugin sees round-robin.
+    let c = ok(
+        r#"{"domains": {"a.test": {"backends": ["127.0.0.1:1"], "balancer": {"path": "lb.wasm"}}}}"#,
+    );
+    assert_eq!(c.domains[0].balancer, "round-robin");
+}
+
+#[test]
+fn domain_plugin_errors() {
+    let domain = |extra: &str| {
+        err(&format!(
+            r#"{{"domains": {{"a.test": {{"backends": ["127.0.0.1:1"], {extra}}}}}}}"#
+        ))
+    };
+    let e = domain(r#""balancer": {"path": "lb.wasm", "timout": "1s"}"#);
+    assert!(
+        e.contains("unknown key `domains.a.test.balancer.timout`"),
+        "{e}"
+    );
+    assert!(e.contains("kind, path, config, timeout"), "{e}");
+    let e = domain(r#""balancer": {"kind": "least-request", "timeout": "1s"}"#);
+    assert!(e.contains("domains.a.test.balancer.timeout: applies to the domain's own balancer plugin: add \"path\""), "{e}");
+    let e = domain(r#""balancer": {"kind": ""}"#);
+    assert!(
+        e.contains("domains.a.test.balancer.kind: expected a balancer name"),
+        "{e}"
+    );
+    let e = domain(r#""router": {"config": {}}"#);
+    assert!(
+        e.contains("domains.a.test.router.path: required: the domain's own router plugin"),
+        "{e}"
+    );
+    let e = domain(r#""breaker": "b.wasm""#);
+    assert!(
+        e.contains("domains.a.test.breaker: expected an object like {\"path\""),
+        "{e}"
+    );
+    let e = domain(r#""breaker": {"path": "b.wasm", "kind": "x"}"#);
+    assert!(
+        e.contains("unknown key `domains.a.test.breaker.kind`"),
+        "{e}"
+    );
+    let e = domain(r#""router": {"path": "r.wasm", "on_fault": "maybe"}"#);
+    assert!(
+        e.contains("domains.a.test.router.on_fault: expected \"fail-open\" or \"fail-closed\""),
+        "{e}"
     );
 }
