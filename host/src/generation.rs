@@ -34,6 +34,19 @@ pub enum BuildError {
     /// A domain's `backend_ca` is unusable.
     #[error(transparent)]
     BackendCa(#[from] crate::tls::TlsError),
+    /// A domain's own plugin failed to load: named by its config key, since
+    /// several domains may load the same file with different settings.
+    // The load error is in the text and not a `source`, or `{:#}` would
+    // print it twice.
+    #[error("domains.{domain}.{role}: {error}")]
+    DomainPlugin {
+        /// The domain's name.
+        domain: String,
+        /// `router`, `balancer` or `breaker`.
+        role: &'static str,
+        /// Why it failed.
+        error: LoadError,
+    },
 }
 
 /// One backend of an upstream in this generation.
@@ -171,14 +184,16 @@ impl Generation {
                 &wit_upstreams,
             )
         };
-        let load_balancer = |spec: &PluginSpec| {
+        // `serves(i)`: whether upstream `i`'s picks go to this balancer
+        // (only those are worth a line about its fallback).
+        let load_balancer = |spec: &PluginSpec, serves: &dyn Fn(usize) -> bool| {
             slot(
                 runtime,
                 spec,
                 bundle::BALANCER,
                 Map::new(),
                 &wit_upstreams,
-                &fallback_balancer_upstreams(&wit_upstreams, spec),
+                &fallback_balancer_upstreams(&wit_upstreams, spec, serves),
             )
         };
         let load_breaker = |spec: &PluginSpec| {
@@ -200,27 +215,45 @@ impl Generation {
             .iter()
             .map(|d| d.plugins.balancer.is_some())
             .collect();
+        let has_own = |i: usize| own_balancer.get(i).copied().unwrap_or(false);
         let balancer = match plugins.balancer.source {
             PluginSource::Builtin => slot(
                 runtime,
                 &plugins.balancer,
                 bundle::BALANCER,
                 Map::new(),
-                &round_robin_for(&wit_upstreams, |i, _| {
-                    own_balancer.get(i).copied().unwrap_or(false)
-                }),
+                &round_robin_for(&wit_upstreams, |i, _| has_own(i)),
                 &wit_upstreams,
             )?,
-            PluginSource::Path(_) => load_balancer(&plugins.balancer)?,
+            PluginSource::Path(_) => load_balancer(&plugins.balancer, &|i| !has_own(i))?,
         };
         let breaker = load_breaker(&plugins.breaker)?;
         let mut domain_slots = Vec::with_capacity(config.domains.len());
-        for d in &config.domains {
+        for (di, d) in config.domains.iter().enumerate() {
             let own = &d.plugins;
+            let named = |role: &'static str| {
+                move |error| BuildError::DomainPlugin {
+                    domain: d.name.clone(),
+                    role,
+                    error,
+                }
+            };
             domain_slots.push(DomainSlots {
-                router: own.router.as_ref().map(&load_router).transpose()?,
-                balancer: own.balancer.as_ref().map(&load_balancer).transpose()?,
-                breaker: own.breaker.as_ref().map(&load_breaker).transpose()?,
+                router: own
+                    .router
+                    .as_ref()
+                    .map(|spec| load_router(spec).map_err(named("router")))
+                    .transpose()?,
+                balancer: own
+                    .balancer
+                    .as_ref()
+                    .map(|spec| load_balancer(spec, &|i| i == di).map_err(named("balancer")))
+                    .transpose()?,
+                breaker: own
+                    .breaker
+                    .as_ref()
+                    .map(|spec| load_breaker(spec).map_err(named("breaker")))
+                    .transpose()?,
             });
         }
 
@@ -383,16 +416,24 @@ fn object<const N: usize>(pairs: [(&str, Value); N]) -> Map<String, Value> {
 /// balancer, sees them. A custom balancer's domains may carry any name
 /// (`"balancer": "sticky"`), which the built-in one would refuse to load
 /// with: it balances those round-robin instead, and the log says so once per
-/// generation.
-fn fallback_balancer_upstreams(upstreams: &Arc<[Upstream]>, spec: &PluginSpec) -> Arc<[Upstream]> {
+/// generation for each upstream whose picks the balancer serves (`serves`;
+/// the others never reach it, and are only renamed so it loads).
+fn fallback_balancer_upstreams(
+    upstreams: &Arc<[Upstream]>,
+    spec: &PluginSpec,
+    serves: &dyn Fn(usize) -> bool,
+) -> Arc<[Upstream]> {
     let custom = matches!(spec.source, PluginSource::Path(_)) && spec.on_fault == OnFault::FailOpen;
     let unknown = |u: &Upstream| !bbproxy_config::BUILTIN_BALANCERS.contains(&u.balancer.as_str());
     if !custom || !upstreams.iter().any(unknown) {
         return upstreams.clone();
     }
-    round_robin_for(upstreams, |_, u| {
+    round_robin_for(upstreams, |i, u| {
         if !unknown(u) {
             return false;
+        }
+        if !serves(i) {
+            return true;
         }
         tracing::info!(
             upstream = %u.name,

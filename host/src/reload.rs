@@ -311,10 +311,16 @@ fn existing(dir: PathBuf) -> PathBuf {
     }
 }
 
+/// Every `.wasm` the config names: `plugins.<role>` and each domain's own.
 fn plugin_paths(config: &Config) -> Vec<PathBuf> {
     let p = &config.plugins;
+    let own = config.domains.iter().flat_map(|d| {
+        let o = &d.plugins;
+        [&o.router, &o.balancer, &o.breaker].into_iter().flatten()
+    });
     [&p.router, &p.balancer, &p.breaker]
         .into_iter()
+        .chain(own)
         .filter_map(|spec| match &spec.source {
             PluginSource::Path(path) => Some(path.clone()),
             PluginSource::Builtin => None,

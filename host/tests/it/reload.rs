@@ -394,6 +394,68 @@ async fn a_plugin_in_a_directory_not_watched_yet_is_picked_up_after_a_failed_rel
     assert!(last_error(&proxy).await.is_none());
 }
 
+/// A domain's own `.wasm` is watched and hot-reloaded like `plugins.<role>`:
+/// rebuilding it (in a directory nothing else in the config names, so only
+/// a watch on that directory sees it) swaps in a generation with the new
+/// component, while the other domain keeps the built-in balancer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_domains_own_plugin_is_hot_reloaded_when_rebuilt() {
+    let (a1, a2) = (Backend::start("a1").await, Backend::start("a2").await);
+    let (b1, b2) = (Backend::start("b1").await, Backend::start("b2").await);
+    // Always the last candidate, then the default bundle's balancer
+    // (round-robin): both take no configuration.
+    let last = std::fs::read(example_plugin("rust_last_backend.wasm")).unwrap();
+    let round_robin = bbproxy::plugin::bundle::BALANCER;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("own")).unwrap();
+    std::fs::write(dir.path().join("own/lb.wasm"), &last).unwrap();
+    let proxy = Proxy::start_in(
+        dir,
+        &format!(
+            r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": "127.0.0.1:0",
+                "domains": {{
+                  "a.test": {{"backends": ["{}", "{}"], "balancer": {{"path": "own/lb.wasm"}}}},
+                  "b.test": ["{}", "{}"]
+                }}}}"#,
+            a1.addr, a2.addr, b1.addr, b2.addr
+        ),
+    )
+    .await;
+    let http = client();
+    for _ in 0..2 {
+        assert_eq!(get(&http, &proxy.url("/"), "a.test").await.1, "backend a2");
+    }
+
+    // Rebuilt in one step (as `cp` to a temp name and `mv` would).
+    let own = proxy.dir.path().join("own");
+    std::fs::write(own.join("lb.wasm.tmp"), round_robin).unwrap();
+    std::fs::rename(own.join("lb.wasm.tmp"), own.join("lb.wasm")).unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        "the rebuilt plugin's reload",
+        || async { proxy.generation().id > 1 },
+    )
+    .await;
+    let s = status(&proxy).await;
+    assert_eq!(
+        s["domains"][0]["plugins"][0]["sha256"],
+        common::sha256_hex(round_robin),
+        "{s}"
+    );
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        seen.push(get(&http, &proxy.url("/"), "a.test").await.1);
+    }
+    seen.sort();
+    assert_eq!(seen, ["backend a1", "backend a2"], "round-robin now");
+    // b.test: the built-in round-robin throughout.
+    for _ in 0..2 {
+        get(&http, &proxy.url("/"), "b.test").await;
+    }
+    assert_eq!((a1.hits(), a2.hits(), b1.hits(), b2.hits()), (1, 3, 1, 1));
+    assert!(last_error(&proxy).await.is_none());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fixing_only_the_backend_ca_file_retries_the_failed_reload() {
     let a = Backend::start("a").await;

@@ -922,7 +922,7 @@ async fn a_plugin_that_faults_on_every_domain_is_suspended_on_each() {
 /// left out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fault_is_one_log_line_and_fault_lines_are_rate_limited() {
-    let (bin, url, _backends) = hostile_binary_with(
+    let (mut bin, url, _backends) = hostile_binary_with(
         "balancer",
         "recurse",
         r#", "fault_backoff": {"after": 100000}"#,
@@ -935,7 +935,11 @@ async fn a_fault_is_one_log_line_and_fault_lines_are_rate_limited() {
             "bbproxy: balancer plugin fault (stack-overflow)"
         );
     }
-    let faults = bin.lines_with(|l| l.contains("plugin fault for domain bad.test"));
+    let fault_line = |l: &str| l.contains("plugin fault for domain bad.test");
+    // The response can overtake the line on its way through stderr.
+    bin.wait_lines(3, Duration::from_secs(10), "three fault lines", fault_line)
+        .await;
+    let faults = bin.lines_with(fault_line);
     assert_eq!(faults.len(), 3, "{faults:#?}");
     for line in &faults {
         assert!(
@@ -996,12 +1000,18 @@ async fn fail_open_accepts_a_custom_balancer_name_and_falls_back_to_round_robin(
     let config = format!(
         r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null,
             "domains": {{"good.test": ["{}"],
-                         "bad.test": {{"backends": ["{}", "{}"], "balancer": "sticky"}}}},
+                         "bad.test": {{"backends": ["{}", "{}"], "balancer": "sticky"}},
+                         "own.test": {{"backends": ["{}"],
+                                       "balancer": {{"path": "hostile_balancer.wasm", "kind": "sticky",
+                                                     "config": {{"mode": "good"}}}}}},
+                         "own-open.test": {{"backends": ["{}"],
+                                            "balancer": {{"path": "hostile_balancer.wasm", "kind": "sticky",
+                                                          "config": {{"mode": "good"}}, "on_fault": "fail-open"}}}}}},
             "plugins": {{"balancer": {{"path": "hostile_balancer.wasm",
                                        "config": {{"mode": "out-of-range"}},
                                        "on_fault": "fail-open",
                                        "fault_backoff": {{"after": 1000}}}}}}}}"#,
-        good.addr, b1.addr, b2.addr
+        good.addr, b1.addr, b2.addr, good.addr, good.addr
     );
     let setup = |dir: &std::path::Path| {
         std::fs::copy(
@@ -1038,9 +1048,22 @@ async fn fail_open_accepts_a_custom_balancer_name_and_falls_back_to_round_robin(
         assert_ne!(pair[0], pair[1], "{seen:?}");
     }
     assert_eq!((b1.hits(), b2.hits()), (3, 3));
+    // Said once per domain whose picks the fail-open balancer makes: for
+    // bad.test by the top-level one's fallback, for own-open.test by its own
+    // one's; never for own.test, whose own balancer fails closed (the
+    // top-level one never sees its picks).
     let notes = bin.lines_with(|l| l.contains("\"sticky\" is not a built-in name"));
-    assert_eq!(notes.len(), 1, "said once: {notes:#?}");
-    assert!(notes[0].contains("round-robin"), "{}", notes[0]);
+    assert_eq!(notes.len(), 2, "said once each: {notes:#?}");
+    assert!(
+        notes[0].contains("balances bad.test round-robin"),
+        "{}",
+        notes[0]
+    );
+    assert!(
+        notes[1].contains("balances own-open.test round-robin"),
+        "{}",
+        notes[1]
+    );
 }
 
 // Plugins per domain, through the real binary: `plugins.<role>` is the
@@ -1127,6 +1150,96 @@ async fn a_domain_uses_its_own_balancer_while_another_keeps_the_builtin() {
     assert_eq!(own("c.test")[0]["faults"], 4);
 }
 
+/// Each domain's own plugin runs under its own entry's limits, `on_fault`
+/// and `fault_backoff`, and its faults are its own: the same hostile `.wasm`
+/// loops past its own 1.5 s deadline on `slow.test` (the top-level default
+/// is 10 ms), traps and fails open on `open.test`, traps and fails closed on
+/// `closed.test` until its own `after: 2` suspends it there, while
+/// `plain.test`, on the top-level plugin (the same file), is served
+/// throughout and that plugin counts no fault.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_domains_own_plugin_has_its_own_limits_on_fault_and_backoff() {
+    let plain = Backend::start("plain").await;
+    let slow = Backend::start("slow").await;
+    let open = Backend::start("open").await;
+    let closed = Backend::start("closed").await;
+    // `slow.test` is upstream 1, the one the fixture's `loop` mode loops for.
+    let config = format!(
+        r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": "127.0.0.1:0",
+            "plugins": {{"balancer": {{"path": "hostile_balancer.wasm", "config": {{"mode": "header-trap"}}}}}},
+            "domains": {{
+              "plain.test": ["{}"],
+              "slow.test": {{"backends": ["{}"],
+                             "balancer": {{"path": "hostile_balancer.wasm", "config": {{"mode": "loop"}},
+                                           "timeout": "1500ms"}}}},
+              "open.test": {{"backends": ["{}"],
+                             "balancer": {{"path": "hostile_balancer.wasm", "config": {{"mode": "always-trap"}},
+                                           "on_fault": "fail-open"}}}},
+              "closed.test": {{"backends": ["{}"],
+                               "balancer": {{"path": "hostile_balancer.wasm", "config": {{"mode": "always-trap"}},
+                                             "fault_backoff": {{"after": 2, "initial": "1m"}}}}}}
+            }}}}"#,
+        plain.addr, slow.addr, open.addr, closed.addr
+    );
+    let mut bin = common::binary::Binary::serve(&config, |dir| {
+        std::fs::copy(
+            fixture("hostile_balancer.wasm"),
+            dir.join("hostile_balancer.wasm"),
+        )
+        .unwrap();
+    });
+    let admin = bin.addr_after("admin endpoints on http://").await;
+    let url = format!("http://{}/", bin.addr_after("serving HTTP on ").await);
+
+    let started = Instant::now();
+    let got = burst(&url, "slow.test", None, 1).await;
+    let took = started.elapsed();
+    assert_eq!(got[0].1.trim(), "bbproxy: balancer plugin fault (timeout)");
+    assert!(
+        took >= Duration::from_millis(1500),
+        "slow.test's own 1.5 s deadline, not the default 10 ms: answered in {took:?}"
+    );
+
+    let fault = |kind: &str| format!("bbproxy: balancer plugin fault ({kind})");
+    for n in 0..4 {
+        let got = burst(&url, "closed.test", None, 1).await;
+        let kind = if n < 2 { "trap" } else { "suspended" };
+        assert_eq!(
+            (got[0].0, got[0].1.trim()),
+            (StatusCode::SERVICE_UNAVAILABLE, fault(kind).as_str()),
+            "closed.test request {n}"
+        );
+        // Its own fail-open: the built-in balancer serves open.test.
+        assert_eq!(burst(&url, "open.test", None, 1).await[0].1, "backend open");
+        assert_eq!(
+            burst(&url, "plain.test", None, 1).await[0].1,
+            "backend plain"
+        );
+    }
+    assert_eq!(
+        (plain.hits(), slow.hits(), open.hits(), closed.hits()),
+        (4, 0, 4, 0)
+    );
+
+    let (_, body) = common::get(&client(), &format!("http://{admin}/status"), "admin").await;
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["plugins"][1]["faults"], 0, "the top-level balancer");
+    let own = |i: usize| &status["domains"][i]["plugins"][0];
+    assert_eq!(
+        (
+            own(1)["faults"].clone(),
+            own(2)["faults"].clone(),
+            own(3)["faults"].clone()
+        ),
+        (1.into(), 4.into(), 2.into()),
+        "{status}"
+    );
+    assert_eq!(
+        (own(2)["fallback"].as_str(), own(3)["fallback"].as_str()),
+        (Some("builtin"), None)
+    );
+}
+
 /// A domain's own breaker judges only its outcomes: a trapping one,
 /// fail-closed, answers 503 there while the other domain's responses pass.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1195,6 +1308,39 @@ async fn a_domain_uses_its_own_router() {
         );
     }
     assert_eq!((app.hits(), canary.hits(), other.hits()), (0, 3, 3));
+}
+
+/// A domain's own plugin that fails to load is named by its config key (two
+/// domains may load the same file with different settings).
+#[test]
+fn a_domain_plugin_that_fails_to_load_is_named_by_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixture("hostile_balancer.wasm"),
+        dir.path().join("hostile_balancer.wasm"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        r#"{"domains": {
+              "a.test": {"backends": ["127.0.0.1:1"],
+                         "balancer": {"path": "hostile_balancer.wasm", "config": {"mode": "good"}}},
+              "b.test": {"backends": ["127.0.0.1:2"],
+                         "balancer": {"path": "hostile_balancer.wasm", "config": {"mode": "init-trap"}}}}}"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bbproxy"))
+        .args(["check", "--config", "config.json"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("domains.b.test.balancer: ") && stderr.contains("hostile_balancer.wasm"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("domains.a.test"), "{stderr}");
 }
 
 /// A mistake in a domain's plugin entry is named with its path by `check`.
