@@ -19,12 +19,12 @@ use crate::front::Front;
 use crate::generation::{BuildError, Generation};
 use crate::plugin::{LoadError, Runtime};
 use crate::proxy::observe::Observer;
-use crate::proxy::{ConnectionCounts, Proxy, Scheme, connection_counts};
+use crate::proxy::{Proxy, Scheme};
 use crate::reload::{self, Reloader};
 use crate::server::{self, BindError};
 use crate::telemetry;
 use crate::tls::TlsTerminator;
-use crate::upstream::Registry;
+use crate::upstream::{ConnectionCounts, Registry, connection_counts};
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]

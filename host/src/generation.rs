@@ -16,11 +16,10 @@ use crate::plugin::{
     BalancerWorld, BreakerWorld, LoadError, Plugin, RouterWorld, Runtime, Tenant, Upstream, World,
     bundle,
 };
-use crate::proxy::RetryBudget;
-use crate::proxy::observe::{BackendMetrics, DomainMetrics};
+use crate::telemetry::handles::{BackendMetrics, DomainMetrics};
 use crate::upstream::health::HealthChecks;
 use crate::upstream::pool::{PoolKey, UpstreamClient};
-use crate::upstream::{BackendState, Registry, Staged};
+use crate::upstream::{BackendState, Registry, RetryBudget, Staged};
 
 /// Why a generation could not be built.
 #[derive(Debug, thiserror::Error)]

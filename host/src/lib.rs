@@ -8,6 +8,7 @@ pub mod app;
 pub mod check;
 pub mod cli;
 pub mod clock;
+pub mod conn_override;
 pub mod demo;
 pub mod drain;
 pub mod front;

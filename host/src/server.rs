@@ -22,7 +22,8 @@ use crate::tls::{Accepted, TlsTerminator};
 pub mod conn;
 pub mod limits;
 
-use conn::{ConnState, ConnTimeoutOverride, ConnTimeouts, SharedTcp, Tracked, TrackedIo};
+use crate::conn_override::ConnTimeoutOverride;
+use conn::{ConnState, ConnTimeouts, SharedTcp, Tracked, TrackedIo};
 
 /// hyper's smallest allowed HTTP/1 read buffer.
 const MIN_H1_BUFFER: usize = 8192;

@@ -4,68 +4,16 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use tokio::time::Instant;
 
 use crate::telemetry::activity::Activity;
-use crate::telemetry::names::{
-    CLIENT_CLOSED_REQUESTS, CONNECT_ERRORS, IN_FLIGHT, REQUEST_DURATION, REQUESTS,
-    UPSTREAM_TIMEOUTS,
-};
+use metrics::{Gauge, counter, gauge};
+
+use crate::telemetry::handles::{BackendMetrics, CLASSES, DomainMetrics, class_index};
+use crate::telemetry::names::{CLIENT_CLOSED_REQUESTS, IN_FLIGHT, REQUESTS};
 use crate::telemetry::summary::Window;
-
-const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-
-fn class_index(status: u16) -> usize {
-    usize::from(status / 100).clamp(1, 5) - 1
-}
-
-/// Metric handles of one backend.
-#[derive(Debug)]
-pub struct BackendMetrics {
-    requests: [Counter; 5],
-    /// Failed connection attempts.
-    pub connect_errors: Counter,
-    /// Connect or response timeouts.
-    pub timeouts: Counter,
-}
-
-impl BackendMetrics {
-    /// Handles for backend `authority` of `domain`.
-    pub fn new(domain: &str, authority: &str) -> Self {
-        let requests = CLASSES.map(|class| {
-            counter!(REQUESTS, "domain" => domain.to_owned(), "backend" => authority.to_owned(), "class" => class)
-        });
-        Self {
-            requests,
-            connect_errors: counter!(CONNECT_ERRORS, "backend" => authority.to_owned()),
-            timeouts: counter!(UPSTREAM_TIMEOUTS, "backend" => authority.to_owned()),
-        }
-    }
-}
-
-/// Metric handles of one domain.
-#[derive(Debug)]
-pub struct DomainMetrics {
-    name: String,
-    duration: Histogram,
-    /// Answers the proxy gave itself for this domain (no backend).
-    local: [Counter; 5],
-}
-
-impl DomainMetrics {
-    /// Handles for `domain`.
-    pub fn new(domain: &str) -> Self {
-        Self {
-            name: domain.to_owned(),
-            duration: histogram!(REQUEST_DURATION, "domain" => domain.to_owned()),
-            local: CLASSES.map(|class| {
-                counter!(REQUESTS, "domain" => domain.to_owned(), "backend" => "", "class" => class)
-            }),
-        }
-    }
-}
 
 /// Process-wide recording state shared by all generations.
 #[derive(Debug)]
@@ -171,17 +119,16 @@ impl Started<'_> {
         self.responded = true;
         let elapsed = self.at.elapsed();
         let route = &self.route;
-        let class = class_index(status);
         match (route.backend, route.domain) {
-            (Some((b, _)), _) => b.requests[class].increment(1),
-            (None, Some(d)) => d.local[class].increment(1),
+            (Some((b, _)), _) => b.count(status),
+            (None, Some(d)) => d.count_local(status),
             (None, None) => {
-                counter!(REQUESTS, "domain" => "", "backend" => "", "class" => CLASSES[class])
+                counter!(REQUESTS, "domain" => "", "backend" => "", "class" => CLASSES[class_index(status)])
                     .increment(1)
             }
         }
         if let Some(d) = route.domain {
-            d.duration.record(elapsed);
+            d.record_duration(elapsed);
         }
         if let Some(a) = route.activity {
             a.record(crate::clock::monotonic_ms(), elapsed, status >= 500);
@@ -216,7 +163,7 @@ impl Drop for Started<'_> {
         // Cancelled before the response headers: nothing else will account
         // for this request.
         self.observer.in_flight.decrement(1.0);
-        let domain = self.route.domain.map_or("", |d| d.name.as_str());
+        let domain = self.route.domain.map_or("", |d| d.name());
         counter!(
             CLIENT_CLOSED_REQUESTS,
             "domain" => domain.to_owned(),
@@ -279,21 +226,5 @@ impl AccessLine {
             generation = self.generation,
             "request"
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::class_index;
-
-    #[test]
-    fn status_classes() {
-        assert_eq!(class_index(101), 0);
-        assert_eq!(class_index(200), 1);
-        assert_eq!(class_index(308), 2);
-        assert_eq!(class_index(421), 3);
-        assert_eq!(class_index(503), 4);
-        assert_eq!(class_index(0), 0);
-        assert_eq!(class_index(999), 4);
     }
 }

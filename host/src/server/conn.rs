@@ -14,14 +14,16 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker, ready};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
+use crate::conn_override::ConnTimeoutOverride;
 use crate::drain::Phase;
 
 const NONE: u64 = u64::MAX;
@@ -410,16 +412,6 @@ impl ConnTimeouts {
     }
 }
 
-/// A routed request's domain timeouts, carried from the proxy to the
-/// connection in the response's extensions; zero disables one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConnTimeoutOverride {
-    /// Idle after this response until the next request head.
-    pub keep_alive: Duration,
-    /// Longest time writes of this response may make no progress.
-    pub client_write: Duration,
-}
-
 /// A TCP stream shared between hyper (through [`TrackedIo`]) and the
 /// driver, which writes the 408 after hyper has let go of the connection.
 #[derive(Debug, Clone)]
@@ -757,7 +749,7 @@ where
         if let Some(next) = next
             && armed.is_none_or(|at| next < at)
         {
-            sleep.as_mut().reset(next.into());
+            sleep.as_mut().reset(next);
             armed = Some(next);
         }
         tokio::select! {

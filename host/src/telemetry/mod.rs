@@ -6,6 +6,7 @@
 //! plugin, so a request costs a few atomic increments, not label hashing.
 
 pub mod activity;
+pub mod handles;
 pub mod names;
 pub mod summary;
 
@@ -17,7 +18,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::generation::Generation;
 use crate::plugin::BreakerState;
-use crate::proxy::ConnectionCounts;
+use crate::upstream::ConnectionCounts;
 use names::*;
 
 /// Buckets of the latency histograms, in seconds: 100 µs to 60 s.
@@ -91,6 +92,10 @@ fn describe() {
     describe_counter!(
         CLIENT_CLOSED_REQUESTS,
         "Requests whose client went away before the response headers, by domain and backend."
+    );
+    describe_counter!(
+        REQUEST_ERRORS,
+        "Requests that ended without a backend's response, by where the fault lies (side) and kind."
     );
     describe_counter!(CONNECT_ERRORS, "Failed connection attempts to a backend.");
     describe_counter!(

@@ -39,3 +39,13 @@ pub const GENERATION: &str = "bbproxy_generation";
 pub const BACKEND_DRAINED: &str = "bbproxy_backend_drained";
 /// Counter: admin actions refused for a missing or wrong token.
 pub const ADMIN_UNAUTHORIZED: &str = "bbproxy_admin_unauthorized_total";
+/// Counter: requests that ended without a backend's response, labels `side`
+/// (`client`, `upstream`, `router`, `balancer`, `breaker`, `internal`) and
+/// `kind`.
+pub const REQUEST_ERRORS: &str = "bbproxy_request_errors_total";
+/// Counter: requests refused by a limit, label `status`.
+pub const REQUESTS_REJECTED: &str = "bbproxy_requests_rejected_total";
+/// Counter: requests retried on another backend, label `upstream`.
+pub const UPSTREAM_RETRIES: &str = "bbproxy_upstream_retries_total";
+/// Counter: requests refused a backend's connection slot, label `upstream`.
+pub const BACKEND_QUEUE_REJECTED: &str = "bbproxy_backend_queue_rejected_total";

@@ -4,16 +4,22 @@
 //! a backend that did not change, so breaker state and statistics carry over.
 
 mod breaker;
+mod connector;
+pub mod exchange;
 pub mod health;
 pub mod limiter;
 pub mod pool;
 mod registry;
+pub mod request_body;
+mod retry_budget;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 pub use breaker::{Admission, BreakerCell};
+pub use connector::{ConnectionCounts, Counted, Counting, connection_counts};
 pub use registry::{Registry, Staged};
+pub use retry_budget::RetryBudget;
 
 use crate::plugin::{Backend, BreakerState, Outcome, OutcomeKind, Verdict};
 

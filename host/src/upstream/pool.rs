@@ -20,7 +20,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::proxy::{Counting, RequestBody};
+use super::Counting;
+use super::request_body::RequestBody;
 use crate::tls::TlsError;
 use crate::tls::backend::{self, BackendConnector};
 

@@ -387,7 +387,7 @@ async fn abort_proxy(backend: &Cancellable) -> (Proxy, impl Fn() -> u64 + use<>)
             "domains": {{"abort.test": ["{authority}"]}}}}"#
     ))
     .await;
-    let pooled = move || bbproxy::proxy::connection_counts().open(&authority);
+    let pooled = move || bbproxy::upstream::connection_counts().open(&authority);
     assert_eq!(in_flight(&proxy).await, 0.0);
     assert_eq!((pooled(), backend.open()), (0, 0));
     (proxy, pooled)

@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
 /// Why the proxy stopped reading a request body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -46,7 +46,7 @@ pub struct BodySlot {
     limit: u64,
     end: bool,
     hint: SizeHint,
-    opened: std::time::Instant,
+    opened: Instant,
     /// Milliseconds after `opened` of the last body progress.
     progress_ms: std::sync::atomic::AtomicU64,
 }
@@ -64,7 +64,7 @@ impl BodySlot {
             limit,
             end,
             hint,
-            opened: std::time::Instant::now(),
+            opened: Instant::now(),
             progress_ms: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -103,7 +103,7 @@ impl BodySlot {
     /// When the body last made progress (a piece read, or its end); the
     /// response-header timeout counts from here, so a slow upload is
     /// limited by the body idle timeout, not by the response timeout.
-    pub fn last_progress(&self) -> std::time::Instant {
+    pub fn last_progress(&self) -> Instant {
         self.opened + Duration::from_millis(self.progress_ms.load(Ordering::Acquire))
     }
 

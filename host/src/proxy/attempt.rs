@@ -1,0 +1,142 @@
+//! The attempt and outcome phases: one try on one backend (its connection
+//! slot, the exchange), then the breaker's verdict on how it went. The
+//! response body keeps the backend's in-flight count and connection slot
+//! until it ends.
+
+use std::time::Duration;
+
+use http::{HeaderMap, Response};
+
+use super::ProxyBody;
+use super::ctx::{RequestCtx, Routed};
+use super::decide;
+use super::error::{ErrorKind, ProxyError};
+use super::select::Picked;
+use crate::clock;
+use crate::plugin::{Outcome, OutcomeKind};
+use crate::upstream::exchange::{self, UpstreamError};
+use crate::upstream::request_body::{BodySlot, RequestBody};
+
+/// One attempt on `picked`: sends the upstream head in `ctx.head` (with
+/// `headers`, its own or a copy) and `body`; reports the outcome to the
+/// breaker.
+pub(super) async fn attempt(
+    ctx: &RequestCtx<'_, '_>,
+    routed: Routed<'_>,
+    picked: Picked,
+    headers: HeaderMap,
+    slot: &BodySlot,
+    body: RequestBody,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let up = routed.slot;
+    let backend = &up.backends[picked.index];
+    let Some(head) = &ctx.head else {
+        return Err(ErrorKind::Internal("an attempt without an upstream head").into());
+    };
+    let limits = &up.settings.limits;
+    let permit = backend
+        .state
+        .limiter
+        .acquire(
+            limits.max_connections_per_backend,
+            limits.backend_queue,
+            limits.backend_queue_timeout,
+        )
+        .await
+        .map_err(|refused| {
+            if picked.probe {
+                backend.state.breaker.release_probe();
+            }
+            ProxyError::from(ErrorKind::Overloaded {
+                backend: backend.state.authority.clone(),
+                refused,
+            })
+        })?;
+    let guard = backend.state.start();
+    let result = exchange::send(
+        &up.client,
+        &backend.state,
+        head,
+        headers,
+        slot,
+        body,
+        &up.settings.timeouts,
+    )
+    .await;
+
+    let outcome = match &result {
+        Ok((resp, latency)) => Some(Outcome {
+            kind: OutcomeKind::Response,
+            status: resp.status().as_u16(),
+            latency_us: micros(*latency),
+        }),
+        Err(e) => outcome_kind(e).map(|kind| {
+            match kind {
+                OutcomeKind::ConnectError => backend.metrics.connect_errors.increment(1),
+                OutcomeKind::Timeout => backend.metrics.timeouts.increment(1),
+                OutcomeKind::Response | OutcomeKind::Reset => {}
+            }
+            Outcome {
+                kind,
+                status: 0,
+                latency_us: micros(e.latency()),
+            }
+        }),
+    };
+    let mut breaker_fault = None;
+    if let Some(outcome) = outcome {
+        if outcome.kind == OutcomeKind::Response {
+            backend.state.record_latency(outcome.latency_us);
+        }
+        // Read now, not when the request was sent: the breaker must see
+        // that the backend opened meanwhile, or a late success would
+        // close it before its open period ends.
+        let before = backend.state.snapshot(
+            picked.index as u32,
+            backend.weight,
+            backend.state.breaker.state(clock::monotonic_ms()),
+        );
+        breaker_fault = decide::report_outcome(
+            ctx.generation,
+            &up.name,
+            routed.index,
+            backend,
+            before,
+            outcome,
+        )
+        .err();
+    }
+    if picked.probe {
+        backend.state.breaker.release_probe();
+    }
+    if let Some(fault) = breaker_fault {
+        // Fail-closed: without a working breaker no answer goes out,
+        // whatever the backend said (its body is dropped unread).
+        return Err(fault);
+    }
+    let (resp, _) = result.map_err(|e| ProxyError::upstream(e, &head.method))?;
+    let (parts, body) = resp.into_parts();
+    Ok(Response::from_parts(
+        parts,
+        ProxyBody::upstream(body, (guard, permit), up.settings.timeouts.idle),
+    ))
+}
+
+/// The outcome the breaker plugin sees, or `None` when the failure says
+/// nothing about the backend's health (a client's slow body, a request the
+/// proxy could not express).
+fn outcome_kind(e: &UpstreamError) -> Option<OutcomeKind> {
+    match e {
+        UpstreamError::Connect {
+            timed_out: true, ..
+        } => Some(OutcomeKind::Timeout),
+        UpstreamError::Connect { .. } => Some(OutcomeKind::ConnectError),
+        UpstreamError::Timeout { .. } => Some(OutcomeKind::Timeout),
+        UpstreamError::Reset { .. } => Some(OutcomeKind::Reset),
+        UpstreamError::BadRequest(_) | UpstreamError::Body(_) => None,
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,132 @@
+//! One request's state while it moves through the phases: what the client
+//! asked, where it was routed, which backends it tried, and what the last
+//! attempt left behind. Each phase reads and fills in what it needs; no
+//! phase takes the request apart into loose arguments.
+
+use std::net::SocketAddr;
+
+use super::Scheme;
+use super::error::ProxyError;
+use super::observe;
+use super::upgrade;
+use crate::generation::{Generation, UpstreamSlot};
+use crate::plugin::RequestView;
+use crate::upstream::exchange::Head;
+
+/// The state of one request.
+#[derive(Debug)]
+pub(super) struct RequestCtx<'g, 'r> {
+    /// Pinned for the whole request, even if a reload swaps it meanwhile.
+    pub generation: &'g Generation,
+    /// The host asked for, normalised (see `headers::request_host`).
+    pub host: String,
+    /// The client's address.
+    pub client: SocketAddr,
+    /// How the client reached the proxy.
+    pub scheme: Scheme,
+    /// The protocol switch the client asked for, if any.
+    pub upgrade: Option<upgrade::Requested>,
+    /// The request as plugins see it, lent to each call; taken when the
+    /// upstream head is built from it, and rebuilt from that head for a
+    /// retry's `pick`.
+    pub view: Option<RequestView>,
+    /// The upstream head, built once before the first attempt.
+    pub head: Option<Head>,
+    /// Where the router sent it.
+    pub routed: Option<Routed<'g>>,
+    /// Backends tried so far, in order.
+    pub tried: Tried,
+    /// The failure of the last attempt, the answer if no other succeeds.
+    pub last_error: Option<ProxyError>,
+    /// What the request's metrics and access log line will say; filled in
+    /// as the phases learn it, read even if the request is cancelled.
+    pub record: &'r mut observe::Route<'g>,
+}
+
+/// The upstream a request was routed to.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Routed<'g> {
+    /// Its number (the WIT upstream index).
+    pub index: u32,
+    /// Its slot in the generation.
+    pub slot: &'g UpstreamSlot,
+}
+
+impl<'g, 'r> RequestCtx<'g, 'r> {
+    /// A request that has not been looked at yet.
+    pub fn new(
+        generation: &'g Generation,
+        host: String,
+        client: SocketAddr,
+        scheme: Scheme,
+        record: &'r mut observe::Route<'g>,
+    ) -> Self {
+        Self {
+            generation,
+            host,
+            client,
+            scheme,
+            upgrade: None,
+            view: None,
+            head: None,
+            routed: None,
+            tried: Tried::default(),
+            last_error: None,
+            record,
+        }
+    }
+
+    /// The routed upstream's name, for logs.
+    pub fn upstream_name(&self) -> Option<&'g str> {
+        self.routed.map(|r| r.slot.name.as_str())
+    }
+}
+
+/// Backend indexes tried by one request. Requests rarely try more than two
+/// backends; the first few are kept inline so the common request allocates
+/// nothing for this.
+#[derive(Debug, Default)]
+pub(super) struct Tried {
+    inline: [usize; 4],
+    len: usize,
+    more: Vec<usize>,
+}
+
+impl Tried {
+    /// Whether backend `i` was tried.
+    pub fn contains(&self, i: usize) -> bool {
+        self.inline[..self.len.min(self.inline.len())].contains(&i) || self.more.contains(&i)
+    }
+
+    /// Records backend `i` as tried.
+    pub fn push(&mut self, i: usize) {
+        if let Some(slot) = self.inline.get_mut(self.len) {
+            *slot = i;
+        } else {
+            self.more.push(i);
+        }
+        self.len += 1;
+    }
+
+    /// How many attempts were made.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tried;
+
+    #[test]
+    fn tried_spills_past_the_inline_slots() {
+        let mut t = Tried::default();
+        for i in [7, 3, 9, 1, 4, 8] {
+            assert!(!t.contains(i));
+            t.push(i);
+            assert!(t.contains(i));
+        }
+        assert_eq!(t.len(), 6);
+        assert!(!t.contains(0) && !t.contains(2));
+    }
+}

@@ -1,0 +1,121 @@
+//! The plugin seam: the request path's three calls into plugins (route,
+//! pick, on-outcome), each with its fail-open fallback to the built-in
+//! plugin of the same role, and the host's checks on what comes back. The
+//! rest of the request path sees only upstream numbers, backend indexes and
+//! [`ProxyError`]s, so a change of the plugin ABI stays in this file.
+
+use http::{Response, StatusCode};
+
+use super::ProxyBody;
+use super::error::{ProxyError, Role, text};
+use crate::clock;
+use crate::generation::{BackendSlot, Generation, Slot};
+use crate::plugin::{Backend, BreakerState, BreakerWorld, Fault, Outcome, RequestView, Route};
+
+/// The router's answer.
+#[derive(Debug)]
+pub(super) enum Decision {
+    /// Forward to the upstream with this number.
+    Upstream(u32),
+    /// Answer directly (the built-in router's 421, a plugin's own answer).
+    Respond(Response<ProxyBody>),
+}
+
+/// Asks the router where a request for `host` goes, falling back to the
+/// built-in router when the configured one faults and its policy is
+/// fail-open. A name that is no configured domain is the router's fault.
+/// The router's faults are kept per domain the host matches (its tenant),
+/// so one domain's bad requests never suspend another's routing.
+pub(super) fn route(
+    generation: &Generation,
+    host: &str,
+    view: &mut Option<RequestView>,
+) -> Result<Decision, ProxyError> {
+    let tenant = generation.tenant_of(host);
+    let slot = generation.router_for(tenant);
+    let answer = match slot.primary.route(tenant, view) {
+        Ok(r) => Ok(r),
+        Err(fault) => match &slot.fallback {
+            Some(builtin) => builtin.route(tenant, view),
+            None => Err(fault),
+        },
+    };
+    match answer.map_err(|fault| ProxyError::plugin(Role::Router, fault))? {
+        Route::Upstream(name) => match generation.upstream_index(&name) {
+            Some(i) => Ok(Decision::Upstream(i)),
+            None => {
+                let fault = slot.primary.record(
+                    Fault::BadAnswer(format!(
+                        "route named upstream {name:?}, which is not a configured domain"
+                    )),
+                    tenant,
+                );
+                Err(ProxyError::plugin(Role::Router, fault))
+            }
+        },
+        Route::Respond(r) => {
+            let status =
+                StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            Ok(Decision::Respond(text(status, r.body)))
+        }
+    }
+}
+
+/// Asks the balancer which of `candidates` (backends of upstream
+/// `upstream` that may take the request) gets it; an index into
+/// `candidates`.
+pub(super) fn pick(
+    generation: &Generation,
+    view: &mut Option<RequestView>,
+    upstream: u32,
+    candidates: &[Backend],
+) -> Result<usize, ProxyError> {
+    let slot = generation.balancer_for(upstream);
+    match slot.primary.pick(view, upstream, candidates) {
+        Ok(i) => Ok(i),
+        Err(fault) => match &slot.fallback {
+            Some(builtin) => builtin.pick(view, upstream, candidates),
+            None => Err(fault),
+        },
+    }
+    .map_err(|fault| ProxyError::plugin(Role::Balancer, fault))
+}
+
+/// Gives the breaker an attempt's outcome and applies its verdict. A
+/// faulting breaker leaves the backend's state as it was (there is no safe
+/// guess to make); with a fail-open policy the built-in breaker decides
+/// instead, with fail-closed the fault is returned and the request is
+/// answered with 503.
+pub(super) fn report_outcome(
+    generation: &Generation,
+    upstream_name: &str,
+    upstream: u32,
+    backend: &BackendSlot,
+    before: Backend,
+    outcome: Outcome,
+) -> Result<(), ProxyError> {
+    let slot: &Slot<BreakerWorld> = generation.breaker_for(upstream);
+    let verdict = slot
+        .primary
+        .on_outcome(upstream, before, outcome)
+        .or_else(|fault| match &slot.fallback {
+            Some(builtin) => builtin.on_outcome(upstream, before, outcome),
+            None => Err(fault),
+        })
+        .map_err(|fault| ProxyError::plugin(Role::Breaker, fault))?;
+    backend.state.record_result(&verdict, &outcome);
+    if let Some(state) = backend.state.breaker.apply(&verdict, clock::monotonic_ms()) {
+        tracing::info!(
+            upstream = upstream_name,
+            backend = %backend.state.authority,
+            state = ?state,
+            "circuit breaker {}",
+            match state {
+                BreakerState::Open => "opened",
+                BreakerState::HalfOpen => "half-open",
+                BreakerState::Closed => "closed",
+            }
+        );
+    }
+    Ok(())
+}

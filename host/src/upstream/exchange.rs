@@ -1,0 +1,194 @@
+//! One exchange with one backend: the request (head built once by the
+//! proxy, streamed body) sent over its upstream's keep-alive pool, the
+//! response head awaited under `timeouts.upstream_response_headers`, and
+//! what went wrong classified for the caller's retry and breaker decisions.
+
+use std::error::Error as _;
+use std::time::Duration;
+
+use bbproxy_config::UpstreamTimeouts;
+use http::header::HeaderMap;
+use http::uri::PathAndQuery;
+use http::{Method, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use super::BackendState;
+use super::pool::UpstreamClient;
+use super::request_body::{BodyFault, BodySlot, RequestBody};
+
+/// Why forwarding to a backend failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// No connection could be made; nothing was sent.
+    #[error("cannot connect to backend {backend}: {reason}")]
+    Connect {
+        /// `host:port`.
+        backend: String,
+        /// The cause, as the OS or resolver said it.
+        reason: String,
+        /// Time spent trying.
+        latency: Duration,
+        /// Whether it was the connect timeout.
+        timed_out: bool,
+    },
+    /// No response headers within the timeout.
+    #[error("backend {backend} did not answer within {limit:?}")]
+    Timeout {
+        /// `host:port`.
+        backend: String,
+        /// The timeout that expired.
+        limit: Duration,
+    },
+    /// The exchange failed after the request was sent.
+    #[error("backend {backend} failed: {reason}")]
+    Reset {
+        /// `host:port`.
+        backend: String,
+        /// What hyper reported.
+        reason: String,
+        /// Time until the failure.
+        latency: Duration,
+    },
+    /// The request could not be turned into a valid upstream request.
+    #[error("cannot forward request: {0}")]
+    BadRequest(String),
+    /// The client's request body failed (not the backend's fault).
+    #[error("{0}")]
+    Body(BodyFault),
+}
+
+impl UpstreamError {
+    /// Time from sending to the failure.
+    pub fn latency(&self) -> Duration {
+        match self {
+            UpstreamError::Connect { latency, .. } | UpstreamError::Reset { latency, .. } => {
+                *latency
+            }
+            UpstreamError::Timeout { limit, .. } => *limit,
+            UpstreamError::BadRequest(_) | UpstreamError::Body(_) => Duration::ZERO,
+        }
+    }
+}
+
+/// The upstream request head, built once and reused by every attempt.
+#[derive(Debug)]
+pub struct Head {
+    /// Method.
+    pub method: Method,
+    /// Path and query, appended to the backend's base URL.
+    pub path: PathAndQuery,
+    /// Headers after hop-by-hop stripping and `X-Forwarded-*`.
+    pub headers: HeaderMap,
+}
+
+/// One attempt: sends `head` (with `headers`, its own or a copy) and `body`
+/// to `backend` through `client`;
+/// returns the response (headers received, body still streaming) and the
+/// time to headers.
+pub async fn send(
+    client: &UpstreamClient,
+    backend: &BackendState,
+    head: &Head,
+    headers: HeaderMap,
+    slot: &BodySlot,
+    body: RequestBody,
+    timeouts: &UpstreamTimeouts,
+) -> Result<(Response<Incoming>, Duration), UpstreamError> {
+    let uri = upstream_uri(backend, &head.path)?;
+    let mut req = Request::new(body);
+    *req.method_mut() = head.method.clone();
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = headers;
+
+    let start = Instant::now();
+    let sent = client.request(req);
+    let mut sent = std::pin::pin!(sent);
+    // The response-header clock starts when the request body is done, not
+    // when the request starts: uploads are bounded by the body idle timeout.
+    let limit = timeouts.response_headers;
+    let result = loop {
+        let deadline = slot.last_progress().max(start) + limit;
+        tokio::select! {
+            r = sent.as_mut() => break Some(r),
+            _ = tokio::time::sleep_until(deadline), if !limit.is_zero() => {
+                if slot.last_progress().max(start) + limit <= Instant::now() {
+                    break None;
+                }
+            }
+        }
+    };
+    let latency = start.elapsed();
+    match result {
+        Some(Ok(resp)) => Ok((resp, latency)),
+        Some(Err(e)) => {
+            if let Some(fault) = slot.fault() {
+                return Err(UpstreamError::Body(fault));
+            }
+            if e.is_connect() {
+                Err(UpstreamError::Connect {
+                    backend: backend.authority.clone(),
+                    timed_out: is_timeout(&e),
+                    reason: root_cause(&e),
+                    latency,
+                })
+            } else {
+                Err(UpstreamError::Reset {
+                    backend: backend.authority.clone(),
+                    reason: root_cause(&e),
+                    latency,
+                })
+            }
+        }
+        None => Err(UpstreamError::Timeout {
+            backend: backend.authority.clone(),
+            limit,
+        }),
+    }
+}
+
+/// The backend's base URL with the request's path and query.
+fn upstream_uri(backend: &BackendState, path: &PathAndQuery) -> Result<Uri, UpstreamError> {
+    let bad = |e: &dyn std::fmt::Display| UpstreamError::BadRequest(e.to_string());
+    match &backend.origin {
+        Some((scheme, authority)) => {
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(scheme.clone());
+            parts.authority = Some(authority.clone());
+            parts.path_and_query = Some(path.clone());
+            Uri::from_parts(parts).map_err(|e| bad(&e))
+        }
+        // Not reached with a validated config; kept as the general way.
+        None => format!("{}{}", backend.base, path)
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| bad(&e)),
+    }
+}
+
+fn is_timeout(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = e.source();
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return true;
+        }
+        if s.to_string().contains("timed out") {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// The innermost error message: "connection refused", not "client error".
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        last = s.to_string();
+        source = s.source();
+    }
+    last
+}
