@@ -3,10 +3,11 @@
 # all proxying to the same backend on 127.0.0.1. See bench/README.md.
 #
 #   bench/run.sh [--rounds N] [--duration S] [--scenarios "h1 h1-64k tls tls-new h2"]
-#                [--peers "direct bbproxy nginx haproxy"] [--connections C]
+#                [--peers "direct bbproxy unpinned nginx haproxy"] [--connections C]
 #
 # Layout: the proxy under test on CPU 1 (`taskset -c 1`), wrk and the backend
-# on CPU 0. Peers are interleaved (A B C A B C ...) over the rounds; each cell
+# on CPU 0; `unpinned` is bbproxy again, on every CPU (one worker per CPU).
+# Peers are interleaved (A B C A B C ...) over the rounds; each cell
 # is the median of the rounds. The proxy's CPU time per request comes from
 # /proc/<pid>/stat (utime + stime of the proxy and its children) before and
 # after each measured run.
@@ -20,7 +21,7 @@ duration=5
 warmup=1
 connections=64
 scenarios="h1 h1-64k tls tls-new h2"
-peers="direct bbproxy nginx haproxy"
+peers="direct bbproxy unpinned nginx haproxy"
 proxy_cpu=1
 load_cpu=0
 
@@ -173,28 +174,33 @@ port[direct]="$backend_port"
 pid[direct]="$backend_pid"
 
 # --- peers -------------------------------------------------------------------
+# $1: the row (bbproxy: pinned to the proxy CPU, one worker; unpinned: every
+# CPU, a worker per CPU).
 start_bbproxy() {
-    port[bbproxy]="$(free_port)"
-    tport[bbproxy]="$(free_port)"
+    local row="$1"
+    port[$row]="$(free_port)"
+    tport[$row]="$(free_port)"
     # access_log off: nginx and haproxy below log nothing either. A client
     # without SNI (wrk to an IP) gets the default domain's certificate.
     local https="" tls=""
     if [ "$tls_wanted" = 1 ]; then
-        https=", \"https\": \"127.0.0.1:${tport[bbproxy]}\""
+        https=", \"https\": \"127.0.0.1:${tport[$row]}\""
         tls=", \"tls\": {\"cert\": \"$work/cert.pem\", \"key\": \"$work/key.pem\"}"
     fi
-    cat >"$work/bbproxy.json" <<EOF
+    cat >"$work/$row.json" <<EOF
 {
-  "listen": { "http": "127.0.0.1:${port[bbproxy]}"$https },
+  "listen": { "http": "127.0.0.1:${port[$row]}"$https },
   "admin": null,
   "access_log": false,
   "domains": { "bench.local": { "backends": ["$backend_addr"]$tls } },
   "default_domain": "bench.local"
 }
 EOF
-    taskset -c "$proxy_cpu" "$bbproxy_bin" --config "$work/bbproxy.json" run >"$work/bbproxy.log" 2>&1 &
-    pid[bbproxy]=$!
-    pids+=("${pid[bbproxy]}")
+    local cpus="$proxy_cpu"
+    [ "$row" = unpinned ] && cpus="0-$(($(nproc) - 1))"
+    taskset -c "$cpus" "$bbproxy_bin" --config "$work/$row.json" run >"$work/$row.log" 2>&1 &
+    pid[$row]=$!
+    pids+=("${pid[$row]}")
 }
 
 start_nginx() {
@@ -283,10 +289,10 @@ EOF
 for p in $peers; do
     case "$p" in
         direct) ;;
-        bbproxy) start_bbproxy ;;
+        bbproxy|unpinned) start_bbproxy "$p" ;;
         nginx) start_nginx ;;
         haproxy) start_haproxy ;;
-        *) echo "bench/run.sh: unknown peer '$p' (direct, bbproxy, nginx, haproxy)" >&2; exit 2 ;;
+        *) echo "bench/run.sh: unknown peer '$p' (direct, bbproxy, unpinned, nginx, haproxy)" >&2; exit 2 ;;
     esac
 done
 for p in $peers; do
@@ -443,7 +449,8 @@ print("Run $started on $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cu
       "load average (1/5/15 min) $load_before before, $load_after after.")
 print()
 print("Medians over rounds; ratios are of medians. CPU us/req is the proxy's CPU time per request "
-      "(for direct: the backend's). Proxy on CPU $proxy_cpu, wrk and backend on CPU $load_cpu.")
+      "(for direct: the backend's). Proxy on CPU $proxy_cpu, wrk and backend on CPU $load_cpu; "
+      "unpinned: bbproxy on every CPU (a worker per CPU), x bbproxy its CPU/req over the pinned row's.")
 for s in scenarios:
     print()
     print(f"**{s}** - {title[s]}" + ("" if s in ("tls-new", "h2") else f", {$connections} connections"))
@@ -460,6 +467,8 @@ for s in scenarios:
         rps, p50, p99, us, err, rss = med[p]
         xr = f"{rps / base[0]:.2f}" if base else "-"
         xc = f"{us / base[3]:.2f}" if base and p != "direct" else "-"
+        if p == "unpinned" and "bbproxy" in med:
+            xc += f" ({us / med['bbproxy'][3]:.2f} x bbproxy)"
         print(f"| {p} | {rps:.0f} | {xr} | {p50:.2f} | {p99:.2f} | {us:.1f} | {xc} | {err} | {rss:.1f} |")
 idle = [l.split() for l in open(sys.argv[4]) if l.strip()]
 if idle:

@@ -21,6 +21,7 @@ use crate::plugin::{LoadError, Runtime};
 use crate::proxy::observe::Observer;
 use crate::proxy::{Proxy, Scheme};
 use crate::reload::{self, Reloader};
+use crate::server::workers::{self, WorkerStats, Workers};
 use crate::server::{self, BindError};
 use crate::telemetry;
 use crate::tls::TlsTerminator;
@@ -47,6 +48,9 @@ pub enum StartError {
     /// No listener is configured.
     #[error("nothing to serve: set listen.http or listen.https in the config")]
     NoListener,
+    /// The worker threads could not be started.
+    #[error("cannot start the worker threads: {0}")]
+    Workers(std::io::Error),
 }
 
 /// Options that do not come from config.json.
@@ -59,6 +63,8 @@ pub struct Options {
     pub watch: bool,
     /// ACME renewal and retry timing.
     pub acme: Tuning,
+    /// Worker threads serving the listeners (none: one per CPU).
+    pub workers: Option<usize>,
 }
 
 impl Default for Options {
@@ -67,6 +73,7 @@ impl Default for Options {
             shutdown_grace: None,
             watch: true,
             acme: Tuning::default(),
+            workers: None,
         }
     }
 }
@@ -120,6 +127,8 @@ pub struct Shared {
     /// not they were swapped in; generation numbers count only those that
     /// were.
     pub reload_attempts: AtomicU64,
+    /// Client connections per worker thread.
+    pub workers: Arc<WorkerStats>,
     /// The last reload attempts, newest last.
     reloads: Mutex<VecDeque<ReloadRecord>>,
 }
@@ -156,6 +165,7 @@ pub struct Prepared {
     pub reloader: Arc<Reloader>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    workers: Workers,
 }
 
 /// A running proxy.
@@ -177,8 +187,13 @@ pub struct Running {
     pub shared: Arc<Shared>,
     /// Reloads the config (also on file change and SIGHUP).
     pub reloader: Arc<Reloader>,
+    /// How many worker threads serve the listeners.
+    pub workers: usize,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// Declared last: dropped after `tasks`, it stops the worker threads
+    /// (and cancels what still runs on them).
+    _workers: Workers,
 }
 
 impl Running {
@@ -261,7 +276,11 @@ pub async fn prepare(config: Config, options: Options) -> Result<Prepared, Start
     let certs = CertManager::new(options.acme);
     certs.update_domains(&config)?;
     first.commit_registry(&registry);
+    // Threads now, listeners once `serve` binds them.
+    let workers = Workers::start(options.workers.unwrap_or_else(workers::default_count))
+        .map_err(StartError::Workers)?;
     let shared = Arc::new(Shared {
+        workers: workers.stats().clone(),
         certs,
         generation: Arc::new(ArcSwap::from_pointee(first)),
         runtime,
@@ -315,6 +334,7 @@ pub async fn prepare(config: Config, options: Options) -> Result<Prepared, Start
         reloader,
         shutdown,
         tasks,
+        workers,
     })
 }
 
@@ -329,6 +349,7 @@ impl Prepared {
             reloader,
             shutdown,
             mut tasks,
+            workers,
         } = self;
         let stop_on_error = |e: StartError| {
             let _ = shutdown.send(true);
@@ -339,30 +360,43 @@ impl Prepared {
             shared.observer.clone(),
         ));
         let grace = options.shutdown_grace.unwrap_or(config.shutdown_grace);
+        // Each worker accepts on its own socket of each listener and serves
+        // those connections on its own thread.
+        let mut spawn_listener = |listeners: Vec<std::net::TcpListener>,
+                                  front: Arc<Front>,
+                                  tls: Option<TlsTerminator>| {
+            let mut listeners = listeners.into_iter().map(Some).collect::<Vec<_>>();
+            tasks.extend(workers.spawn_each(|seat| {
+                let listener = listeners.get_mut(seat.index()).and_then(Option::take);
+                let (front, tls, shutdown) = (front.clone(), tls.clone(), shutdown.subscribe());
+                async move {
+                    let Some(listener) = listener else { return };
+                    match tokio::net::TcpListener::from_std(listener) {
+                        Ok(l) => server::serve_front(l, front, tls, shutdown, grace, seat).await,
+                        Err(e) => tracing::error!(
+                            "worker {} cannot serve its listener socket: {e}",
+                            seat.index()
+                        ),
+                    }
+                }
+            }));
+        };
         let mut https = None;
         if let Some(addr) = config.listen.https {
-            let listener = server::bind(addr, "listen.https")
-                .await
+            let listeners = server::bind_workers(addr, "listen.https", workers.len())
                 .map_err(|e| stop_on_error(e.into()))?;
-            https = listener.local_addr().ok();
+            https = listeners.first().and_then(|l| l.local_addr().ok());
             let front = Arc::new(Front::new(proxy.clone(), Scheme::Https));
             let tls =
                 TlsTerminator::new(shared.certs.store()).map_err(|e| stop_on_error(e.into()))?;
-            tasks.push(tokio::spawn(server::serve_front(
-                listener,
-                front,
-                Some(tls),
-                shutdown.subscribe(),
-                grace,
-            )));
+            spawn_listener(listeners, front, Some(tls));
             tracing::info!("serving HTTPS on {}", https.unwrap_or(addr));
         }
         let mut http = None;
         if let Some(addr) = config.listen.http {
-            let listener = server::bind(addr, "listen.http")
-                .await
+            let listeners = server::bind_workers(addr, "listen.http", workers.len())
                 .map_err(|e| stop_on_error(e.into()))?;
-            http = listener.local_addr().ok();
+            http = listeners.first().and_then(|l| l.local_addr().ok());
             let mut front = Front::new(proxy, Scheme::Http);
             if let Some(https) = https {
                 front = front.with_http01(shared.certs.http01());
@@ -370,13 +404,7 @@ impl Prepared {
                     front = front.redirecting_to(https.port());
                 }
             }
-            tasks.push(tokio::spawn(server::serve_front(
-                listener,
-                Arc::new(front),
-                None,
-                shutdown.subscribe(),
-                grace,
-            )));
+            spawn_listener(listeners, Arc::new(front), None);
             if let Some(addr) = http {
                 tracing::info!("serving HTTP on {addr}");
             }
@@ -394,8 +422,10 @@ impl Prepared {
             runtime: shared.runtime.clone(),
             shared,
             reloader,
+            workers: workers.len(),
             shutdown,
             tasks,
+            _workers: workers,
         })
     }
 }

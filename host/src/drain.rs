@@ -121,7 +121,8 @@ impl Drain {
     }
 
     /// Starts draining, waits up to `grace` for every connection and tunnel
-    /// to end, then aborts the rest. Returns how many were still open.
+    /// to end, then aborts the rest. Returns how many were still open (to
+    /// the caller that aborted them; 0 to the others).
     pub async fn shutdown(&self, grace: Duration) -> usize {
         self.phase.send_if_modified(|p| {
             let changed = *p == Phase::Running;
@@ -143,8 +144,14 @@ impl Drain {
             return 0;
         }
         let left = self.open();
-        self.phase.send_replace(Phase::Abort);
-        left
+        // Every listener of the proxy waits here; the one that ends the
+        // grace period reports what was left, so it is logged once.
+        let aborted = self.phase.send_if_modified(|p| {
+            let changed = *p != Phase::Abort;
+            *p = Phase::Abort;
+            changed
+        });
+        if aborted { left } else { 0 }
     }
 }
 

@@ -93,25 +93,14 @@ fn colours() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
-/// One tokio worker per CPU this process may run on (tokio reads the
-/// affinity mask). On one CPU the single-threaded scheduler does the same
-/// work without the work-stealing machinery: no cross-thread queues, wakes
-/// or atomics on every task switch.
+/// The runtime of the control plane (admin endpoints, reloads, ACME,
+/// health checks, signals). Requests are served by the worker threads the
+/// proxy starts, one single-threaded runtime per CPU (see
+/// `server::workers`), so this one needs no more than a thread.
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    if cpus() == 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-    }
-}
-
-/// CPUs this process may run on (the affinity mask, cgroup quota).
-fn cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
 }
 
 /// Runs the command; `config` is the config file as `main` loaded it, for
@@ -135,9 +124,13 @@ fn run(
         Command::Run(_) => {
             let config = config()?;
             raise_nofile_limit();
-            match cpus() {
-                1 => tracing::info!("1 CPU available: one single-threaded async worker"),
-                n => tracing::info!("{n} CPUs available: {n} async workers"),
+            match bbproxy::server::workers::default_count() {
+                1 => tracing::info!(
+                    "1 CPU available: one single-threaded async worker (a thread and a listener socket)"
+                ),
+                n => tracing::info!(
+                    "{n} CPUs available: {n} single-threaded async workers (a thread and a listener socket each)"
+                ),
             }
             runtime.block_on(serve(config))
         }

@@ -21,6 +21,7 @@ use crate::tls::{Accepted, TlsTerminator};
 
 pub mod conn;
 pub mod limits;
+pub mod workers;
 
 use crate::conn_override::ConnTimeoutOverride;
 use conn::{ConnState, ConnTimeouts, SharedTcp, Tracked, TrackedIo};
@@ -42,7 +43,65 @@ pub struct BindError {
 
 /// Binds `addr`, turning the common failures into advice.
 pub async fn bind(addr: SocketAddr, setting: &'static str) -> Result<TcpListener, BindError> {
-    TcpListener::bind(addr).await.map_err(|e| BindError {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| bind_error(addr, setting, &e))
+}
+
+/// Binds `addr` once per worker: `workers` listening sockets on one port
+/// (`SO_REUSEPORT`), among which the kernel spreads new connections. The
+/// first socket is bound before it allows the sharing, so an address that
+/// anyone listens on already (another bbproxy included) is refused as with
+/// a plain bind; the others then join it on the port it got (which the
+/// first chose when `addr`'s port is 0).
+pub fn bind_workers(
+    addr: SocketAddr,
+    setting: &'static str,
+    workers: usize,
+) -> Result<Vec<std::net::TcpListener>, BindError> {
+    let fail = |e: io::Error| bind_error(addr, setting, &e);
+    let first = listen_socket(addr, false).map_err(fail)?;
+    let shared = workers > 1;
+    if shared {
+        first.set_reuse_port(true).map_err(fail)?;
+    }
+    first.listen(LISTEN_BACKLOG).map_err(fail)?;
+    let bound = first
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .unwrap_or(addr);
+    let mut listeners = vec![std::net::TcpListener::from(first)];
+    for _ in 1..workers {
+        let join = || -> io::Result<socket2::Socket> {
+            let s = listen_socket(bound, true)?;
+            s.listen(LISTEN_BACKLOG)?;
+            Ok(s)
+        };
+        listeners.push(join().map_err(fail)?.into());
+    }
+    Ok(listeners)
+}
+
+/// tokio's (and std's) listen backlog.
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// A non-blocking TCP socket bound to `addr`, with `SO_REUSEADDR` as tokio
+/// sets it, and `SO_REUSEPORT` before the bind when `share`.
+fn listen_socket(addr: SocketAddr, share: bool) -> io::Result<socket2::Socket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    if share {
+        s.set_reuse_port(true)?;
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    Ok(s)
+}
+
+fn bind_error(addr: SocketAddr, setting: &'static str, e: &io::Error) -> BindError {
+    BindError {
         addr,
         setting,
         reason: match e.kind() {
@@ -58,7 +117,7 @@ pub async fn bind(addr: SocketAddr, setting: &'static str) -> Result<TcpListener
             ),
             _ => e.to_string(),
         },
-    })
+    }
 }
 
 /// Serves `listener` until `shutdown` turns true, then stops accepting at
@@ -81,21 +140,30 @@ pub async fn serve(
         None,
         shutdown,
         grace,
+        workers::Seat::alone(),
     )
     .await;
 }
 
 /// Like [`serve`], with `front` answering requests and, with `tls`, a TLS
-/// handshake (in the connection's own task) before HTTP.
+/// handshake (in the connection's own task) before HTTP; `seat` is the
+/// worker whose listener socket this is (connections are served on the
+/// runtime this runs on), counted in its stats and in
+/// `bbproxy_worker_connections_total`.
 pub async fn serve_front(
     listener: TcpListener,
     front: Arc<Front>,
     tls: Option<TlsTerminator>,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
+    seat: workers::Seat,
 ) {
     let proxy = front.proxy().clone();
     let drain = proxy.drain().clone();
+    let accepted_here = metrics::counter!(
+        crate::telemetry::names::WORKER_CONNECTIONS,
+        "worker" => seat.index().to_string()
+    );
     // Settings of the config last seen: derived again only after a reload,
     // not on every accept (the timeout floors walk every domain).
     let mut derived: Option<(Arc<bbproxy_config::Config>, ConnSettings)> = None;
@@ -120,6 +188,7 @@ pub async fn serve_front(
             limits::refuse(stream);
             continue;
         };
+        accepted_here.increment(1);
         let _ = stream.set_nodelay(true);
         let settings = match &derived {
             Some((seen, settings)) if Arc::ptr_eq(seen, &config) => *settings,
@@ -135,7 +204,7 @@ pub async fn serve_front(
             front.clone(),
             tls.clone(),
             settings,
-            guard,
+            (guard, seat.accepted()),
         ));
     }
     drop(listener);
@@ -179,9 +248,9 @@ async fn serve_connection(
     front: Arc<Front>,
     tls: Option<TlsTerminator>,
     settings: ConnSettings,
-    guard: crate::drain::Guard,
+    guards: (crate::drain::Guard, workers::OpenConnection),
 ) {
-    let _guard = guard;
+    let _guards = guards;
     // The socket stays reachable under TLS too, to reset it on a write
     // timeout.
     let tcp = Arc::new(stream);

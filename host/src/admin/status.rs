@@ -215,6 +215,12 @@ pub fn status(shared: &Shared) -> Value {
         "certificates": certificates(shared),
         "reload_attempts": shared.reload_attempts.load(Ordering::Relaxed),
         "reloads": reloads,
+        "workers": shared
+            .workers
+            .snapshot()
+            .into_iter()
+            .map(|(accepted, open)| json!({ "connections_accepted": accepted, "connections_open": open }))
+            .collect::<Vec<_>>(),
         "last_reload_error": last_error.map(|e| json!({ "at": unix(e.at), "error": e.message })),
     })
 }

@@ -49,3 +49,6 @@ pub const REQUESTS_REJECTED: &str = "bbproxy_requests_rejected_total";
 pub const UPSTREAM_RETRIES: &str = "bbproxy_upstream_retries_total";
 /// Counter: requests refused a backend's connection slot, label `upstream`.
 pub const BACKEND_QUEUE_REJECTED: &str = "bbproxy_backend_queue_rejected_total";
+/// Counter: client connections accepted, label `worker` (the worker
+/// thread whose listener socket took it).
+pub const WORKER_CONNECTIONS: &str = "bbproxy_worker_connections_total";

@@ -32,3 +32,4 @@ mod timeouts;
 mod tls;
 mod transport;
 mod upload_streaming;
+mod workers;

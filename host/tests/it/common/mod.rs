@@ -195,12 +195,23 @@ impl Proxy {
     }
 
     pub async fn start_in(dir: tempfile::TempDir, config_json: &str) -> Proxy {
+        Self::start_in_with(dir, config_json, bbproxy::app::Options::default()).await
+    }
+
+    /// [`Proxy::start`] with `options` (e.g. a number of workers).
+    pub async fn start_with(config_json: &str, options: bbproxy::app::Options) -> Proxy {
+        Self::start_in_with(tempfile::tempdir().unwrap(), config_json, options).await
+    }
+
+    pub async fn start_in_with(
+        dir: tempfile::TempDir,
+        config_json: &str,
+        options: bbproxy::app::Options,
+    ) -> Proxy {
         let path = dir.path().join("config.json");
         std::fs::write(&path, config_json).unwrap();
         let config = bbproxy_config::load(&path).unwrap();
-        let running = bbproxy::app::start(config, bbproxy::app::Options::default())
-            .await
-            .unwrap();
+        let running = bbproxy::app::start(config, options).await.unwrap();
         Proxy {
             addr: running.http.unwrap(),
             running: Some(running),
