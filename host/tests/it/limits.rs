@@ -188,7 +188,16 @@ async fn connections_over_the_limit_are_refused_and_others_keep_working() {
     let refused = || common::counter("bbproxy_connections_refused_total", &[]);
     let before = refused();
     let backend = Backend::start("a").await;
-    let p = proxy(backend.addr, &format!(r#""max_connections": {LIMIT}"#), "").await;
+    // One idle backend connection at most: with a worker per CPU, a
+    // request on one worker can ask the pool for a connection before the
+    // other worker has put the last one back, and the extra connection
+    // would then stay idle above the descriptor baseline.
+    let p = proxy(
+        backend.addr,
+        &format!(r#""max_connections": {LIMIT}"#),
+        r#", "pool": {"max_idle": 1}"#,
+    )
+    .await;
     let get_close = b"GET / HTTP/1.1\r\nhost: app.test\r\nconnection: close\r\n\r\n";
     // One request first, so the pooled backend connection (requests below
     // go one at a time and reuse it) is in the baseline.
