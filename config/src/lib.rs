@@ -15,6 +15,8 @@ mod validate;
 
 use std::path::Path;
 
+use sha2::{Digest, Sha256};
+
 pub use duration::{DurationError, parse_duration};
 pub use error::ConfigError;
 pub use model::*;
@@ -51,7 +53,10 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         column: e.column,
         message: e.message,
     })?;
-    validate::config(&root, origin).map_err(|fault| fault.into_error(origin.to_path_buf()))
+    let mut config =
+        validate::config(&root, origin).map_err(|fault| fault.into_error(origin.to_path_buf()))?;
+    config.sha256 = Sha256::digest(text.as_bytes()).into();
+    Ok(config)
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use sha2::Digest;
+
 use super::*;
 
 pub(crate) const ORIGINAL: &str = r#"{
@@ -52,6 +54,7 @@ fn original_file_loads_unchanged() {
         c,
         Config {
             origin: "/etc/bbproxy/config.json".into(),
+            sha256: sha2::Sha256::digest(ORIGINAL.as_bytes()).into(),
             listen: Listen {
                 http: Some(sock("0.0.0.0:80")),
                 https: Some(sock("0.0.0.0:443")),
@@ -343,4 +346,15 @@ fn syntax_error_in_a_file_names_the_file() {
         e.starts_with(&format!("{}:4:3: syntax error: ", path.display())),
         "{e}"
     );
+}
+
+#[test]
+fn the_digest_is_of_the_file_text() {
+    let a = ok(&with(r#""access_log": true"#));
+    let b = ok(&with(r#""access_log":  true"#));
+    assert_eq!(
+        a.sha256,
+        sha2::Sha256::digest(with(r#""access_log": true"#).as_bytes()).as_slice()
+    );
+    assert_ne!(a.sha256, b.sha256);
 }

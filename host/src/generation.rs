@@ -131,6 +131,9 @@ pub struct Generation {
     pub breaker: Slot<BreakerWorld>,
     /// When it was built.
     pub loaded_at: SystemTime,
+    /// Hex SHA-256 over config.json's text and every plugin's bytes: equal
+    /// on two replicas exactly when they run the same policy.
+    pub digest: String,
     /// Active health checks of its upstreams; stop with the generation.
     pub health: HealthChecks,
     /// Its backend states and pools, for the registry once it serves.
@@ -319,7 +322,26 @@ impl Generation {
             .enumerate()
             .map(|(i, u)| (u.name.clone(), i as u32))
             .collect();
+        let mut components = vec![
+            router.primary.sha256().to_owned(),
+            balancer.primary.sha256().to_owned(),
+            breaker.primary.sha256().to_owned(),
+        ];
+        for u in &upstreams {
+            let own = &u.plugins;
+            for (role, sha) in [
+                ("router", own.router.as_ref().map(|s| s.primary.sha256())),
+                ("balancer", own.balancer.as_ref().map(|s| s.primary.sha256())),
+                ("breaker", own.breaker.as_ref().map(|s| s.primary.sha256())),
+            ] {
+                if let Some(sha) = sha {
+                    components.push(format!("{} {role} {sha}", u.name));
+                }
+            }
+        }
+        let digest = digest(&config, &components);
         Ok(Self {
+            digest,
             id,
             config,
             upstreams,
@@ -537,4 +559,19 @@ fn read(path: &Path, name: &str) -> Result<Vec<u8>, LoadError> {
         name: name.to_owned(),
         error,
     })
+}
+
+/// The generation's digest: config.json's SHA-256, then each role's
+/// component SHA-256 (router, balancer, breaker; a built-in plugin's bytes
+/// are the binary's, so two versions with different built-ins differ),
+/// then each domain's own plugins, named by domain and role.
+fn digest(config: &Config, components: &[String]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(config.sha256);
+    for c in components {
+        h.update(c.as_bytes());
+        h.update(b"\n");
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -100,6 +100,7 @@ pub(crate) fn config(root: &Value, origin: &Path) -> R<Config> {
 
     Ok(Config {
         origin: origin.to_path_buf(),
+        sha256: [0; 32],
         listen,
         admin,
         admin_token,

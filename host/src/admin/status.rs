@@ -194,6 +194,7 @@ pub fn status(shared: &Shared) -> Value {
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "generation": g.id,
+        "config_sha256": g.digest,
         "config": shared.config_path.display().to_string(),
         "loaded_at": unix(g.loaded_at),
         "now": unix(clock.wall),

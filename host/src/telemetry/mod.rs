@@ -195,6 +195,13 @@ pub fn live_gauges(generation: &Generation, connections: &ConnectionCounts) -> S
         );
     }
     family(POOL_OPEN, "Open connections to a backend.", &open);
+    // Written here rather than recorded: a recorded gauge would keep every
+    // digest the process ever served.
+    family(
+        CONFIG_INFO,
+        "Always 1; sha256 names the serving config.json and plugins (equal on replicas running the same policy).",
+        &format!("{CONFIG_INFO}{{sha256=\"{}\"}} 1\n", generation.digest),
+    );
     family(
         POOL_IDLE,
         "Open connections to a backend with no request on them (open minus in-flight).",

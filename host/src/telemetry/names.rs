@@ -52,3 +52,5 @@ pub const BACKEND_QUEUE_REJECTED: &str = "bbproxy_backend_queue_rejected_total";
 /// Counter: client connections accepted, label `worker` (the worker
 /// thread whose listener socket took it).
 pub const WORKER_CONNECTIONS: &str = "bbproxy_worker_connections_total";
+/// Gauge (always 1): the serving generation's digest, label `sha256`.
+pub const CONFIG_INFO: &str = "bbproxy_config_info";

@@ -768,3 +768,74 @@ async fn the_summary_line_gives_latency_errors_and_open_breakers() {
     );
     assert_eq!(doc["open_breakers"], 1);
 }
+
+/// Replicas compare policies by one digest: config.json's text plus every
+/// plugin's bytes, in `/status` and as the only `bbproxy_config_info`
+/// series. Two proxies from the same files agree; new bytes in the
+/// balancer's `.wasm` or in a domain's own `.wasm` (config.json untouched)
+/// change it, and the old digest leaves the metric.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_config_digest_names_config_text_and_plugins() {
+    let a = Backend::start("a").await;
+    let text = format!(
+        r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": "127.0.0.1:0",
+            "plugins": {{"balancer": {{"path": "balancer.wasm"}}}},
+            "domains": {{"digest.test": ["{0}"],
+                         "own.test": {{"backends": ["{0}"], "balancer": {{"path": "own.wasm"}}}}}}}}"#,
+        a.addr
+    );
+    let start = |plugin: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        for file in ["balancer.wasm", "own.wasm"] {
+            std::fs::copy(common::example_plugin(plugin), dir.path().join(file)).unwrap();
+        }
+        Proxy::start_in(dir, &text)
+    };
+    let one = start("rust_last_backend.wasm").await;
+    let two = start("rust_last_backend.wasm").await;
+    let digest = |proxy: &common::Proxy| {
+        let admin = proxy.running.as_ref().unwrap().admin.unwrap();
+        async move {
+            let (_, body) = get(&client(), &format!("http://{admin}/status"), "admin").await;
+            let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+            doc["config_sha256"].as_str().unwrap().to_owned()
+        }
+    };
+    let first = digest(&one).await;
+    assert_eq!(first.len(), 64, "{first}");
+    assert_eq!(digest(&two).await, first);
+    let info = |text: &str| -> Vec<String> {
+        parse_metrics(text)
+            .into_keys()
+            .filter(|k| k.starts_with("bbproxy_config_info{"))
+            .collect()
+    };
+    let (_, metrics) = admin_get(&one, "/metrics").await;
+    assert_eq!(
+        info(&metrics),
+        [series("bbproxy_config_info", &[("sha256", &first)])]
+    );
+
+    // Another balancer's bytes under the same name: config.json is the same.
+    let wasm = one.dir.path().join("balancer.wasm");
+    std::fs::copy(common::example_plugin("rust_latency_balancer.wasm"), &wasm).unwrap();
+    reload(&one.running.as_ref().unwrap().reloader).await;
+    let second = digest(&one).await;
+    assert_ne!(second, first);
+    let (_, metrics) = admin_get(&one, "/metrics").await;
+    assert_eq!(
+        info(&metrics),
+        [series("bbproxy_config_info", &[("sha256", &second)])]
+    );
+    // The first bytes back: the same digest as the other replica again.
+    std::fs::copy(common::example_plugin("rust_last_backend.wasm"), &wasm).unwrap();
+    reload(&one.running.as_ref().unwrap().reloader).await;
+    assert_eq!(digest(&one).await, digest(&two).await);
+    // A domain's own plugin counts too.
+    let own = one.dir.path().join("own.wasm");
+    std::fs::copy(common::example_plugin("rust_latency_balancer.wasm"), &own).unwrap();
+    reload(&one.running.as_ref().unwrap().reloader).await;
+    let third = digest(&one).await;
+    assert_ne!(third, first);
+    assert_ne!(third, second);
+}
