@@ -11,6 +11,7 @@ mod error;
 mod json;
 mod model;
 mod size;
+mod storage;
 mod validate;
 
 use std::path::Path;
@@ -21,6 +22,9 @@ pub use duration::{DurationError, parse_duration};
 pub use error::ConfigError;
 pub use model::*;
 pub use size::{SizeError, parse_size};
+pub use storage::{
+    DEFAULT_LOCK_LEASE, DEFAULT_REDIS_PREFIX, RedisStorage, RedisUrl, Secret, Storage,
+};
 
 /// Reads and parses the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {

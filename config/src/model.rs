@@ -5,6 +5,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::storage::Storage;
+
 /// Where the original BBProxy listened; used when `listen` is absent.
 pub const DEFAULT_HTTP: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 80);
@@ -44,6 +46,9 @@ pub struct Config {
     pub sha256: [u8; 32],
     /// Resolved against the config file's directory.
     pub cert_cache_dir: Option<PathBuf>,
+    /// Shared storage for ACME state (replicas); never set together with
+    /// `cert_cache_dir`.
+    pub storage: Option<Storage>,
     pub plugins: Plugins,
     pub acme: Acme,
     pub metrics: MetricsSettings,

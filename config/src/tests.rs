@@ -77,6 +77,7 @@ fn original_file_loads_unchanged() {
                 timeout: Duration::from_secs(30),
             },
             cert_cache_dir: Some("/var/lib/bbproxy/certs".into()),
+            storage: None,
             plugins: Plugins::default(),
             acme: Acme {
                 directory: "https://acme-v02.api.letsencrypt.org/directory".into(),
@@ -179,7 +180,7 @@ fn duplicate_json_keys_are_errors() {
 fn unknown_keys_name_their_path() {
     assert_eq!(
         err(&with(r#""listn": {}"#)),
-        "config.json: unknown key `listn` (expected one of: domains, default_domain, listen, admin, circuit_breaker_threshold, circuit_breaker_timeout, cert_cache_dir, cert_cache_path, plugins, acme, metrics, access_log, log_format, timeouts, limits, retries, shutdown_grace); did you mean `listen`?"
+        "config.json: unknown key `listn` (expected one of: domains, default_domain, listen, admin, circuit_breaker_threshold, circuit_breaker_timeout, cert_cache_dir, cert_cache_path, plugins, acme, metrics, access_log, log_format, timeouts, limits, retries, shutdown_grace, storage); did you mean `listen`?"
     );
     assert_eq!(
         err(r#"{"domains": {"example.com": {"backends": ["a:1"], "balancr": "x"}}}"#),

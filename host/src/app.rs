@@ -387,8 +387,9 @@ impl Prepared {
                 .map_err(|e| stop_on_error(e.into()))?;
             https = listeners.first().and_then(|l| l.local_addr().ok());
             let front = Arc::new(Front::new(proxy.clone(), Scheme::Https));
-            let tls =
-                TlsTerminator::new(shared.certs.store()).map_err(|e| stop_on_error(e.into()))?;
+            let tls = TlsTerminator::new(shared.certs.store())
+                .map_err(|e| stop_on_error(e.into()))?
+                .with_challenges(shared.certs.alpn_from_storage());
             spawn_listener(listeners, front, Some(tls));
             tracing::info!("serving HTTPS on {}", https.unwrap_or(addr));
         }

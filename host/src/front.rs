@@ -64,7 +64,7 @@ impl Front {
     ) -> Result<Response<ProxyBody>, Infallible> {
         if let Some(tokens) = &self.http01
             && let Some(token) = req.uri().path().strip_prefix(ACME_CHALLENGE_PREFIX)
-            && let Some(key_authorization) = tokens.get(token)
+            && let Some(key_authorization) = tokens.lookup(token).await
         {
             let mut resp = Response::new(ProxyBody::text(key_authorization));
             resp.headers_mut().insert(

@@ -331,7 +331,10 @@ impl Generation {
             let own = &u.plugins;
             for (role, sha) in [
                 ("router", own.router.as_ref().map(|s| s.primary.sha256())),
-                ("balancer", own.balancer.as_ref().map(|s| s.primary.sha256())),
+                (
+                    "balancer",
+                    own.balancer.as_ref().map(|s| s.primary.sha256()),
+                ),
                 ("breaker", own.breaker.as_ref().map(|s| s.primary.sha256())),
             ] {
                 if let Some(sha) = sha {

@@ -18,6 +18,7 @@ pub mod proxy;
 pub mod rand;
 pub mod reload;
 pub mod server;
+pub mod storage;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;

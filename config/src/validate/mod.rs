@@ -12,6 +12,7 @@ mod forwarding;
 mod listen;
 mod observe;
 mod plugins;
+mod storage;
 mod walk;
 
 use std::path::Path;
@@ -40,6 +41,7 @@ const TOP_KEYS: &[&str] = &[
     "limits",
     "retries",
     "shutdown_grace",
+    "storage",
 ];
 const METRICS_KEYS: &[&str] = &["log_interval"];
 
@@ -76,6 +78,11 @@ pub(crate) fn config(root: &Value, origin: &Path) -> R<Config> {
     let (admin, admin_token) = listen::admin(root.get("admin"), &listen)?;
     let breaker = breaker(root)?;
     let cert_cache_dir = acme::cert_cache_dir(root, &dir)?;
+    storage::conflict(root)?;
+    let storage = match present(root, "storage") {
+        Some(v) => Some(storage::storage(v, &dir, &|name| std::env::var(name).ok())?),
+        None => None,
+    };
     let plugins = match present(root, "plugins") {
         Some(v) => plugins::plugins(v, &dir)?,
         None => Plugins::default(),
@@ -108,6 +115,7 @@ pub(crate) fn config(root: &Value, origin: &Path) -> R<Config> {
         default_domain,
         breaker,
         cert_cache_dir,
+        storage,
         plugins,
         acme,
         metrics,

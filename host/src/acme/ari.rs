@@ -3,11 +3,16 @@
 //! says when to renew: it can pull renewals forward before a mass
 //! revocation or spread them out to smooth its load. Without it (or when
 //! the endpoint fails) renewal falls back to `Tuning::renew_at`.
+//!
+//! The chosen point and the next time to ask are kept in the storage, so
+//! replicas sharing it agree on when to renew (and the CA is asked once per
+//! `Retry-After`, not once per replica).
 
 use std::time::{Duration, SystemTime};
 
 use instant_acme::CertificateIdentifier;
 use rustls::sign::CertifiedKey;
+use serde::{Deserialize, Serialize};
 
 use super::{Ctx, order};
 use crate::tls::files::Validity;
@@ -55,6 +60,37 @@ impl Plan {
     }
 }
 
+/// What the storage keeps of one certificate's renewal information.
+#[derive(Debug, Serialize, Deserialize)]
+struct Stored {
+    /// The certificate identifier (RFC 9773 §4.1) it is about.
+    id: String,
+    /// When to renew, Unix seconds.
+    at: u64,
+    /// When to ask the CA again, Unix seconds.
+    recheck: u64,
+}
+
+fn from_unix(secs: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+/// The stored plan for certificate `id`, if it is still current.
+async fn stored(ctx: &Ctx, name: &str, id: &CertificateIdentifier<'static>) -> Option<Plan> {
+    let json = ctx.storage.ari(name).await.ok()??;
+    let stored: Stored = serde_json::from_slice(&json).ok()?;
+    let recheck = from_unix(stored.recheck);
+    if stored.id != id.to_string() || recheck <= SystemTime::now() {
+        return None;
+    }
+    Some(Plan {
+        at: from_unix(stored.at),
+        recheck: Some(recheck),
+        replaces: Some(id.clone()),
+        source: "ari",
+    })
+}
+
 /// The plan for `key`: the CA's suggested window if it offers one, else
 /// the lifetime fraction. Never fails: ARI is advice, not a requirement.
 pub(super) async fn plan(ctx: &Ctx, name: &str, key: &CertifiedKey, validity: &Validity) -> Plan {
@@ -68,6 +104,9 @@ pub(super) async fn plan(ctx: &Ctx, name: &str, key: &CertifiedKey, validity: &V
         // No Authority Key Identifier: the CA cannot have ARI for it.
         return fallback;
     };
+    if let Some(plan) = stored(ctx, name, &id).await {
+        return plan;
+    }
     let account = match order::account(ctx).await {
         Ok(account) => account,
         Err(e) => {
@@ -80,12 +119,26 @@ pub(super) async fn plan(ctx: &Ctx, name: &str, key: &CertifiedKey, validity: &V
             let start = SystemTime::from(info.suggested_window.start);
             let end = SystemTime::from(info.suggested_window.end);
             let recheck = retry_after.clamp(ctx.tuning.ari_recheck_min, RECHECK_MAX);
-            Plan {
+            let plan = Plan {
                 at: pick(start, end, crate::rand::next_u64()),
                 recheck: Some(SystemTime::now() + recheck),
                 replaces: Some(id),
                 source: "ari",
+            };
+            let record = Stored {
+                id: plan
+                    .replaces
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+                at: crate::storage::unix_secs(plan.at),
+                recheck: plan.recheck.map_or(0, crate::storage::unix_secs),
+            };
+            if let Ok(json) = serde_json::to_vec(&record) {
+                // Advice only: a storage that cannot take it costs a query.
+                let _ = ctx.storage.store_ari(name, &json).await;
             }
+            plan
         }
         Err(instant_acme::Error::Unsupported(_)) => fallback,
         Err(e) => {

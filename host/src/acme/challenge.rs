@@ -1,23 +1,112 @@
 //! Answers to ACME validations: HTTP-01 tokens served on `listen.http`, and
 //! TLS-ALPN-01 certificates (RFC 8737) served on `listen.https`.
+//!
+//! With a shared storage every answer is also written there before the CA
+//! is told to validate, and a validation that reaches a replica which did
+//! not publish it is answered from the storage (through a short cache, so a
+//! CA's repeated validation attempts cost one read).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwapOption;
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
-use crate::tls::{CertStore, TlsError};
+use crate::storage::{ChallengeKey, Storage, StorageError};
+use crate::tls::{CertStore, ChallengeSource, TlsError};
 
-/// HTTP-01 key authorizations by token, present only while an order is
-/// being validated.
+/// How long a storage answer is reused.
+const HIT_TTL: Duration = Duration::from_secs(5);
+/// How long "not in the storage" is reused: short, since an answer may be
+/// published any moment; it only stops a burst of probes from each costing
+/// a read.
+const MISS_TTL: Duration = Duration::from_millis(500);
+/// Entries kept at most; a flood of random tokens clears the cache instead
+/// of growing it.
+const CACHE_MAX: usize = 1024;
+/// A validation waits at most this long for the storage.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The storage answers are read from (replaced when the config's storage
+/// changes), with the short cache in front of it.
 #[derive(Debug, Default)]
-pub struct Http01Tokens(Mutex<HashMap<String, String>>);
+pub struct Remote {
+    storage: ArcSwapOption<Shared>,
+    cache: Mutex<HashMap<ChallengeKey, (Option<String>, Instant)>>,
+}
+
+/// Wrapper so the trait object fits `ArcSwapOption`.
+#[derive(Debug)]
+struct Shared(Arc<dyn Storage>);
+
+impl Remote {
+    /// Reads answers from `storage` from now on (`None`: only local ones).
+    pub fn set(&self, storage: Option<Arc<dyn Storage>>) {
+        self.storage.store(storage.map(|s| Arc::new(Shared(s))));
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
+    async fn get(&self, key: ChallengeKey) -> Option<String> {
+        let storage = self.storage.load_full()?;
+        {
+            let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((value, until)) = cache.get(&key)
+                && *until > Instant::now()
+            {
+                return value.clone();
+            }
+        }
+        let read = tokio::time::timeout(LOOKUP_TIMEOUT, storage.0.challenge(&key)).await;
+        let value = match read {
+            Ok(Ok(value)) => value,
+            // Unreachable or slow: answer nothing now, ask again next time.
+            Ok(Err(_)) | Err(_) => return None,
+        };
+        let ttl = if value.is_some() { HIT_TTL } else { MISS_TTL };
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(key, (value.clone(), Instant::now() + ttl));
+        value
+    }
+}
+
+/// HTTP-01 key authorizations by token: those this process published, then
+/// those in the shared storage.
+#[derive(Debug, Default)]
+pub struct Http01Tokens {
+    local: Mutex<HashMap<String, String>>,
+    remote: Arc<Remote>,
+}
 
 impl Http01Tokens {
+    /// Tokens answered from `remote` when not published here.
+    pub fn new(remote: Arc<Remote>) -> Self {
+        Self {
+            local: Mutex::default(),
+            remote,
+        }
+    }
+
     /// The key authorization for `token`.
+    pub async fn lookup(&self, token: &str) -> Option<String> {
+        if let Some(answer) = self.get(token) {
+            return Some(answer);
+        }
+        self.remote
+            .get(ChallengeKey::Http01(token.to_owned()))
+            .await
+    }
+
+    /// The key authorization for `token` if this process published it.
     pub fn get(&self, token: &str) -> Option<String> {
-        self.0
+        self.local
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(token)
@@ -25,17 +114,68 @@ impl Http01Tokens {
     }
 
     fn insert(&self, token: String, key_authorization: String) {
-        self.0
+        self.local
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(token, key_authorization);
     }
 
     fn remove(&self, token: &str) {
-        self.0
+        self.local
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(token);
+    }
+}
+
+/// TLS-ALPN-01 answers published by another replica: the storage holds the
+/// digest, and this replica makes its own challenge certificate from it
+/// (the CA checks only the name and the digest).
+#[derive(Debug)]
+pub struct AlpnFromStorage {
+    remote: Arc<Remote>,
+    made: Mutex<HashMap<(String, String), Arc<CertifiedKey>>>,
+}
+
+impl AlpnFromStorage {
+    /// Answers from `remote`.
+    pub fn new(remote: Arc<Remote>) -> Self {
+        Self {
+            remote,
+            made: Mutex::default(),
+        }
+    }
+}
+
+impl ChallengeSource for AlpnFromStorage {
+    fn challenge<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Option<Arc<CertifiedKey>>> + Send + 'a>> {
+        Box::pin(async move {
+            let name = name.to_ascii_lowercase();
+            let hex = self
+                .remote
+                .get(ChallengeKey::TlsAlpn01(name.clone()))
+                .await?;
+            let cache_key = (name.clone(), hex.clone());
+            if let Some(cert) = self
+                .made
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&cache_key)
+            {
+                return Some(cert.clone());
+            }
+            let digest = from_hex(&hex)?;
+            let cert = alpn_certificate(&name, &digest).ok()?;
+            let mut made = self.made.lock().unwrap_or_else(PoisonError::into_inner);
+            if made.len() >= CACHE_MAX {
+                made.clear();
+            }
+            made.insert(cache_key, cert.clone());
+            Some(cert)
+        })
     }
 }
 
@@ -45,36 +185,75 @@ impl Http01Tokens {
 pub struct Published {
     http01: Arc<Http01Tokens>,
     store: Arc<CertStore>,
+    /// Where answers are shared with other replicas, if anywhere.
+    shared: Option<Arc<dyn Storage>>,
+    ttl: Duration,
     tokens: Vec<String>,
     alpn_names: Vec<String>,
 }
 
 impl Published {
-    /// Nothing published yet.
-    pub fn new(http01: Arc<Http01Tokens>, store: Arc<CertStore>) -> Self {
+    /// Nothing published yet; answers live `ttl` in a shared `storage`.
+    pub fn new(
+        http01: Arc<Http01Tokens>,
+        store: Arc<CertStore>,
+        storage: &Arc<dyn Storage>,
+        ttl: Duration,
+    ) -> Self {
         Self {
             http01,
             store,
+            shared: storage.shared().then(|| storage.clone()),
+            ttl,
             tokens: Vec::new(),
             alpn_names: Vec::new(),
         }
     }
 
-    /// Serves `key_authorization` at `/.well-known/acme-challenge/<token>`.
-    pub fn http01(&mut self, token: &str, key_authorization: &str) {
+    /// Serves `key_authorization` at `/.well-known/acme-challenge/<token>`
+    /// here and, with a shared storage, on every replica.
+    pub async fn http01(
+        &mut self,
+        token: &str,
+        key_authorization: &str,
+    ) -> Result<(), StorageError> {
         self.http01
             .insert(token.to_owned(), key_authorization.to_owned());
         self.tokens.push(token.to_owned());
+        if let Some(storage) = &self.shared {
+            let key = ChallengeKey::Http01(token.to_owned());
+            storage
+                .publish_challenge(&key, key_authorization, self.ttl)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Serves the TLS-ALPN-01 certificate for `name`, whose acmeIdentifier
-    /// extension carries `digest` (SHA-256 of the key authorization).
-    pub fn tls_alpn01(&mut self, name: &str, digest: &[u8]) -> Result<(), TlsError> {
+    /// extension carries `digest` (SHA-256 of the key authorization), here
+    /// and, with a shared storage, on every replica.
+    pub async fn tls_alpn01(&mut self, name: &str, digest: &[u8]) -> Result<(), PublishError> {
         let cert = alpn_certificate(name, digest)?;
         self.store.set_challenge(name, cert);
         self.alpn_names.push(name.to_owned());
+        if let Some(storage) = &self.shared {
+            let key = ChallengeKey::TlsAlpn01(name.to_ascii_lowercase());
+            let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+            storage.publish_challenge(&key, &hex, self.ttl).await?;
+        }
         Ok(())
     }
+}
+
+/// Why an answer could not be published.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The challenge certificate could not be made.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The shared storage did not take it.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
 }
 
 impl Drop for Published {
@@ -85,7 +264,39 @@ impl Drop for Published {
         for name in &self.alpn_names {
             self.store.clear_challenge(name);
         }
+        let Some(storage) = self.shared.take() else {
+            return;
+        };
+        // The answers expire by themselves; withdrawing them is tidiness,
+        // so it runs in the background and may fail.
+        let keys: Vec<ChallengeKey> = self
+            .tokens
+            .drain(..)
+            .map(ChallengeKey::Http01)
+            .chain(
+                self.alpn_names
+                    .drain(..)
+                    .map(|n| ChallengeKey::TlsAlpn01(n.to_ascii_lowercase())),
+            )
+            .collect();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                for key in keys {
+                    let _ = storage.withdraw_challenge(&key).await;
+                }
+            });
+        }
     }
+}
+
+fn from_hex(hex: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 fn alpn_certificate(name: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, TlsError> {
@@ -117,4 +328,14 @@ fn alpn_certificate(name: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, TlsE
         vec![cert.der().clone()],
         signer,
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hex_round_trip() {
+        assert_eq!(super::from_hex("00ff10"), Some(vec![0, 255, 16]));
+        assert_eq!(super::from_hex("0"), None);
+        assert_eq!(super::from_hex("zz"), None);
+    }
 }

@@ -4,13 +4,20 @@
 //! per ACME domain that orders, stores, renews at 2/3 of the lifetime, and
 //! backs off after failures while the current certificate keeps serving.
 //! A reload hands it the new domain set with [`CertManager::update_domains`].
+//!
+//! ACME state lives in a [`Storage`]: `cert_cache_dir` files for one node,
+//! or Redis shared by replicas. With a shared storage a name is ordered
+//! only by the replica holding its lock, challenge answers are published
+//! for every replica to serve, and certificates another replica stores are
+//! loaded by [`sync`] within seconds.
 
 mod ari;
-mod cache;
 mod challenge;
 mod client;
+mod lease;
 mod order;
 mod renew;
+mod sync;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -21,11 +28,12 @@ use std::time::{Duration, SystemTime};
 
 use bbproxy_config::{Challenge, Config, Domain, TlsSource};
 use rustls::sign::CertifiedKey;
+use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
-pub use cache::Cache;
-pub use challenge::Http01Tokens;
+pub use challenge::{AlpnFromStorage, Http01Tokens, Remote};
 
+use crate::storage::{self, Storage, StorageError, StoredCert};
 use crate::tls::{CertStore, TlsError, files};
 
 /// Why certificates could not be set up or obtained.
@@ -34,13 +42,14 @@ pub enum AcmeError {
     /// A static certificate or key file, or an issued chain, is unusable.
     #[error(transparent)]
     Tls(#[from] TlsError),
-    /// `cert_cache_dir` cannot be used.
-    #[error("cert_cache_dir {path}: {reason}")]
-    Cache {
-        /// The directory or file.
-        path: PathBuf,
-        /// What is wrong.
-        reason: String,
+    /// The storage (`cert_cache_dir` or `storage`) cannot be used now.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// Another replica holds the name's lock.
+    #[error("lost the lock of {name} while ordering; the certificate was not stored")]
+    LockLost {
+        /// The domain.
+        name: String,
     },
     /// `acme.ca_root` cannot be used.
     #[error("acme.ca_root {path}: {reason}")]
@@ -103,6 +112,9 @@ pub struct Tuning {
     /// Shortest wait before asking the CA's renewal information again,
     /// whatever its `Retry-After` says.
     pub ari_recheck_min: Duration,
+    /// How often a shared storage is compared with what is served (the
+    /// fallback when an announcement of a new certificate is missed).
+    pub storage_poll: Duration,
 }
 
 impl Default for Tuning {
@@ -113,6 +125,7 @@ impl Default for Tuning {
             retry_max: Duration::from_secs(24 * 3600),
             order_timeout: Duration::from_secs(120),
             ari_recheck_min: Duration::from_secs(60),
+            storage_poll: Duration::from_secs(10),
         }
     }
 }
@@ -126,7 +139,7 @@ pub struct Stats {
     /// Orders that failed.
     pub orders_failed: AtomicU64,
     renewals: Mutex<HashMap<String, SystemTime>>,
-    /// The last failed order of each name, until one succeeds.
+    /// The last ACME or storage error per name, cleared by a certificate.
     errors: Mutex<HashMap<String, (SystemTime, String)>>,
 }
 
@@ -158,18 +171,21 @@ impl Stats {
         renewals.get(name).copied()
     }
 
-    /// The last failed order of `name` (when, why) since its last success.
+    /// The last error of `name` and when it happened, until a certificate
+    /// is installed for it.
     pub fn last_error(&self, name: &str) -> Option<(SystemTime, String)> {
         let errors = self.errors.lock().unwrap_or_else(PoisonError::into_inner);
         errors.get(name).cloned()
     }
 
-    fn set_error(&self, name: &str, error: Option<String>) {
+    fn error(&self, name: &str, message: String) {
         let mut errors = self.errors.lock().unwrap_or_else(PoisonError::into_inner);
-        match error {
-            Some(e) => errors.insert(name.to_owned(), (SystemTime::now(), e)),
-            None => errors.remove(name),
-        };
+        errors.insert(name.to_owned(), (SystemTime::now(), message));
+    }
+
+    fn clear_error(&self, name: &str) {
+        let mut errors = self.errors.lock().unwrap_or_else(PoisonError::into_inner);
+        errors.remove(name);
     }
 
     fn schedule(&self, name: &str, at: SystemTime) {
@@ -193,7 +209,8 @@ pub struct CertInfo {
     pub not_after: Option<SystemTime>,
     /// When an ACME certificate is due for renewal.
     pub renewal_at: Option<SystemTime>,
-    /// The last failed ACME order since the last good one: when and why.
+    /// The last failed ACME order or storage error for the name (when and
+    /// why), until a certificate is installed for it.
     pub last_error: Option<(SystemTime, String)>,
 }
 
@@ -205,24 +222,82 @@ struct Settings {
     ca_root: Option<PathBuf>,
     /// In preference order, without those that have no listener.
     challenges: Vec<Challenge>,
-    cache: Cache,
+    cert_cache_dir: Option<PathBuf>,
+    storage: Option<bbproxy_config::Storage>,
 }
 
 /// What the per-domain tasks share.
 struct Ctx {
     settings: Settings,
     tuning: Tuning,
+    storage: Arc<dyn Storage>,
+    /// Lifetime of a name's lock.
+    lease: Duration,
     store: Arc<CertStore>,
     http01: Arc<Http01Tokens>,
     stats: Arc<Stats>,
     retry_after: Arc<client::RetryAfter>,
     account: tokio::sync::Mutex<Option<instant_acme::Account>>,
+    /// Names a certificate was just installed for from the storage: their
+    /// tasks plan again.
+    changed: broadcast::Sender<String>,
+    /// The version (see [`storage::version_of`]) of the stored certificate
+    /// each name serves, so the periodic check loads only what changed.
+    loaded: Mutex<HashMap<String, String>>,
+    /// The ACME names of the current config.
+    names: Mutex<HashSet<String>>,
+}
+
+impl Ctx {
+    /// Serves `cert` (from the storage or a new order) for `name` if it is
+    /// not older than what is served; returns whether it did.
+    fn install(&self, name: &str, cert: &StoredCert, from_storage: bool) -> Result<bool, TlsError> {
+        let key = files::from_pem(name, cert.chain.as_bytes(), cert.key.as_bytes())?;
+        let validity = files::validity(&key).map_err(|reason| TlsError::Generated {
+            name: name.to_owned(),
+            reason,
+        })?;
+        let version = storage::version_of(&cert.chain);
+        let mut loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(current) = self.store.exact(name)
+            && let Ok(current_validity) = files::validity(&current)
+        {
+            let same = current.cert.first() == key.cert.first();
+            if same || current_validity.not_after > validity.not_after {
+                loaded.insert(name.to_owned(), version);
+                return Ok(false);
+            }
+        }
+        loaded.insert(name.to_owned(), version);
+        drop(loaded);
+        export_expiry(name, &key);
+        self.store.insert(name, key);
+        self.stats.clear_error(name);
+        if from_storage {
+            tracing::info!(
+                domain = name,
+                expires = %httpdate::fmt_http_date(validity.not_after),
+                "certificate loaded from the storage"
+            );
+            let _ = self.changed.send(name.to_owned());
+        }
+        Ok(true)
+    }
+
+    fn is_wanted(&self, name: &str) -> bool {
+        self.names
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(name)
+    }
 }
 
 #[derive(Default)]
 struct State {
     ctx: Option<Arc<Ctx>>,
     tasks: HashMap<String, JoinHandle<()>>,
+    /// Follows a shared storage (announcements and the periodic check).
+    sync: Option<JoinHandle<()>>,
     /// Names whose certificate in the store comes from ACME.
     acme: HashSet<String>,
 }
@@ -232,6 +307,9 @@ impl Drop for State {
         for task in self.tasks.values() {
             task.abort();
         }
+        if let Some(sync) = &self.sync {
+            sync.abort();
+        }
     }
 }
 
@@ -239,6 +317,7 @@ impl Drop for State {
 pub struct CertManager {
     store: Arc<CertStore>,
     http01: Arc<Http01Tokens>,
+    remote: Arc<Remote>,
     stats: Arc<Stats>,
     tuning: Tuning,
     state: Mutex<State>,
@@ -256,9 +335,11 @@ impl CertManager {
     /// A manager with no certificates.
     pub fn new(tuning: Tuning) -> Arc<Self> {
         crate::tls::install_default_provider();
+        let remote = Arc::new(Remote::default());
         Arc::new(Self {
             store: CertStore::new(),
-            http01: Arc::new(Http01Tokens::default()),
+            http01: Arc::new(Http01Tokens::new(remote.clone())),
+            remote,
             stats: Arc::new(Stats::default()),
             tuning,
             state: Mutex::new(State::default()),
@@ -275,9 +356,44 @@ impl CertManager {
         self.http01.clone()
     }
 
+    /// TLS-ALPN-01 answers published by other replicas.
+    pub fn alpn_from_storage(&self) -> Arc<AlpnFromStorage> {
+        Arc::new(AlpnFromStorage::new(self.remote.clone()))
+    }
+
     /// Order counters.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// The storage in use and its state (`None` before any ACME name).
+    pub fn storage(&self) -> Option<storage::health::Snapshot> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        Some(state.ctx.as_ref()?.storage.health().snapshot())
+    }
+
+    /// ACME names without a certificate on a replica that has not reached
+    /// its shared storage since it started (it began during an outage):
+    /// the others may well have them, so this one is not ready. A replica
+    /// that has reached it stays ready through an outage, even for a name
+    /// added meanwhile (no replica can have that one).
+    pub fn waiting_on_storage(&self) -> Vec<String> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(ctx) = &state.ctx else {
+            return Vec::new();
+        };
+        let health = ctx.storage.health();
+        if !ctx.storage.shared() || health.is_up() || health.reached() {
+            return Vec::new();
+        }
+        let mut names: Vec<String> = state
+            .acme
+            .iter()
+            .filter(|n| self.store.exact(n).is_none())
+            .cloned()
+            .collect();
+        names.sort();
+        names
     }
 
     /// Names with an ACME task running.
@@ -340,7 +456,9 @@ impl CertManager {
                 TlsSource::Acme => acme.push(domain.name.clone()),
             }
         }
-        let settings = if acme.is_empty() {
+        // With a shared storage the ACME side runs even without ACME names:
+        // this replica still answers the others' challenges.
+        let settings = if acme.is_empty() && config.storage.is_none() {
             None
         } else {
             Some(Settings {
@@ -354,7 +472,8 @@ impl CertManager {
                     .copied()
                     .filter(|c| *c != Challenge::Http01 || config.listen.http.is_some())
                     .collect(),
-                cache: Cache::open(config.cert_cache_dir.as_deref())?,
+                cert_cache_dir: config.cert_cache_dir.clone(),
+                storage: config.storage.clone(),
             })
         };
 
@@ -364,21 +483,48 @@ impl CertManager {
             (None, None) => false,
             _ => true,
         };
+        // The storage opens before anything is torn down: an unusable
+        // cert_cache_dir fails the start or reload and changes nothing.
+        let opened = match (&settings, restart) {
+            (Some(_), true) => Some(storage::open(config)?),
+            _ => None,
+        };
         if restart {
             for (_, task) in state.tasks.drain() {
                 task.abort();
             }
-            state.ctx = settings.map(|settings| {
+            if let Some(sync) = state.sync.take() {
+                sync.abort();
+            }
+            state.ctx = settings.zip(opened).map(|(settings, storage)| {
                 Arc::new(Ctx {
                     settings,
                     tuning: self.tuning,
+                    lease: storage::lock_lease(config),
+                    storage,
                     store: self.store.clone(),
                     http01: self.http01.clone(),
                     stats: self.stats.clone(),
                     retry_after: Arc::default(),
                     account: tokio::sync::Mutex::new(None),
+                    changed: broadcast::channel(64).0,
+                    loaded: Mutex::default(),
+                    names: Mutex::default(),
                 })
             });
+            let shared = state
+                .ctx
+                .as_ref()
+                .filter(|ctx| ctx.storage.shared())
+                .map(|ctx| ctx.storage.clone());
+            self.remote.set(shared);
+            if let Some(ctx) = state.ctx.clone().filter(|ctx| ctx.storage.shared()) {
+                state.sync = Some(tokio::spawn(sync::run(ctx)));
+            }
+        }
+        if let Some(ctx) = &state.ctx {
+            *ctx.names.lock().unwrap_or_else(PoisonError::into_inner) =
+                acme.iter().cloned().collect();
         }
         let wanted: HashSet<&str> = acme.iter().map(String::as_str).collect();
         state.tasks.retain(|name, task| {
@@ -395,7 +541,7 @@ impl CertManager {
         if let Some(ctx) = &state.ctx {
             for name in &acme {
                 let has_acme_cert = state.acme.contains(name) && self.store.exact(name).is_some();
-                if !has_acme_cert && let Some(key) = cached(&ctx.settings.cache, name) {
+                if !has_acme_cert && let Some(key) = cached(ctx, name) {
                     add.push((name.clone(), key));
                 }
             }
@@ -452,9 +598,11 @@ fn acme_eligible(name: &str) -> bool {
         || name.starts_with("*."))
 }
 
-fn cached(cache: &Cache, name: &str) -> Option<Arc<CertifiedKey>> {
-    let (chain, key) = cache.certificate(name)?;
-    match files::from_pem(name, &chain, &key) {
+/// A certificate the storage has at hand without waiting (files), unless
+/// it has expired.
+fn cached(ctx: &Ctx, name: &str) -> Option<Arc<CertifiedKey>> {
+    let stored = ctx.storage.certificate_now(name)?;
+    match files::from_pem(name, stored.chain.as_bytes(), stored.key.as_bytes()) {
         Ok(key) => {
             let validity = files::validity(&key).ok()?;
             if validity.not_after <= SystemTime::now() {

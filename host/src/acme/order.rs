@@ -1,8 +1,11 @@
-//! One ACME order for one name: account (cached), new order, answer the
-//! first allowed challenge per authorization, wait for validation,
-//! finalize, download, and store the chain and key in the cache.
+//! One ACME order for one name: account (from the storage, registered once
+//! per cluster), new order, answer the first allowed challenge per
+//! authorization (published to the storage first, so any replica can
+//! answer), wait for validation, finalize and download. Storing the result
+//! is the caller's: it holds the lock the write is fenced by.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bbproxy_config::Challenge;
 use instant_acme::{
@@ -14,7 +17,12 @@ use rustls::sign::CertifiedKey;
 use super::challenge::Published;
 use super::client::AcmeHttp;
 use super::{AcmeError, Ctx};
+use crate::storage::{StoredCert, unix_secs};
 use crate::tls::files::{self, Validity};
+
+/// How long a published challenge answer stays in a shared storage beyond
+/// the order's own timeout, should this replica die before withdrawing it.
+const ANSWER_SLACK: Duration = Duration::from_secs(60);
 
 /// Orders a certificate for `name`; `replaces` names the certificate it
 /// renews when the CA offers renewal information (RFC 9773 §5).
@@ -22,7 +30,7 @@ pub(super) async fn issue(
     ctx: &Ctx,
     name: &str,
     replaces: Option<&CertificateIdentifier<'static>>,
-) -> Result<(Arc<CertifiedKey>, Validity), AcmeError> {
+) -> Result<(Arc<CertifiedKey>, Validity, StoredCert), AcmeError> {
     let account = account(ctx).await?;
     let identifiers = [Identifier::Dns(name.to_owned())];
     let mut new_order = NewOrder::new(&identifiers);
@@ -30,7 +38,12 @@ pub(super) async fn issue(
         new_order = new_order.replaces(id.clone());
     }
     let mut order = account.new_order(&new_order).await?;
-    let mut published = Published::new(ctx.http01.clone(), ctx.store.clone());
+    let mut published = Published::new(
+        ctx.http01.clone(),
+        ctx.store.clone(),
+        &ctx.storage,
+        ctx.tuning.order_timeout + ANSWER_SLACK,
+    );
     let mut authorizations = order.authorizations();
     while let Some(authz) = authorizations.next().await {
         let mut authz = authz?;
@@ -59,9 +72,17 @@ pub(super) async fn issue(
                 })?;
         let key_authorization = challenge.key_authorization();
         if kind == ChallengeType::Http01 {
-            published.http01(&challenge.token, key_authorization.as_str());
+            published
+                .http01(&challenge.token, key_authorization.as_str())
+                .await?;
         } else {
-            published.tls_alpn01(&identifier, key_authorization.digest().as_ref())?;
+            published
+                .tls_alpn01(&identifier, key_authorization.digest().as_ref())
+                .await
+                .map_err(|e| match e {
+                    super::challenge::PublishError::Tls(e) => AcmeError::Tls(e),
+                    super::challenge::PublishError::Storage(e) => AcmeError::Storage(e),
+                })?;
         }
         challenge.set_ready().await?;
     }
@@ -91,10 +112,12 @@ pub(super) async fn issue(
         name: name.to_owned(),
         reason,
     })?;
-    ctx.settings
-        .cache
-        .store_certificate(name, chain.as_bytes(), key_pem.as_bytes())?;
-    Ok((key, validity))
+    let stored = StoredCert {
+        chain,
+        key: key_pem,
+        not_after: unix_secs(validity.not_after),
+    };
+    Ok((key, validity, stored))
 }
 
 /// The first challenge in the operator's order that the server offers.
@@ -118,8 +141,10 @@ fn pick(
         })
 }
 
-/// The account, from memory, else the cache, else newly registered (and
-/// then cached). Serialised: concurrent first orders share one account.
+/// The account, from memory, else the storage, else newly registered (and
+/// then stored). Serialised in this process; across replicas the
+/// registration is done under the account's lock, after which the others
+/// find it in the storage: one account per cluster.
 pub(super) async fn account(ctx: &Ctx) -> Result<Account, AcmeError> {
     let mut slot = ctx.account.lock().await;
     if let Some(account) = slot.as_ref() {
@@ -127,17 +152,25 @@ pub(super) async fn account(ctx: &Ctx) -> Result<Account, AcmeError> {
     }
     let settings = &ctx.settings;
     let http = || AcmeHttp::new(settings.ca_root.as_deref(), ctx.retry_after.clone());
-    let cached = settings
-        .cache
-        .account(&settings.directory)
-        .and_then(|json| serde_json::from_slice(&json).ok());
-    let account = match cached {
-        Some(credentials) => {
-            Account::builder_with_http(Box::new(http()?))
-                .from_credentials(credentials)
-                .await?
+    let lock_name = format!("account:{}", settings.directory);
+    let deadline = tokio::time::Instant::now() + ctx.lease;
+    let account = loop {
+        if let Some(account) = stored_account(ctx, &http).await? {
+            break account;
         }
-        None => {
+        let Some(lock) = ctx.storage.try_lock(&lock_name, ctx.lease).await? else {
+            // Another replica is registering: its account will be stored.
+            if tokio::time::Instant::now() >= deadline {
+                return Err(AcmeError::LockLost { name: lock_name });
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            continue;
+        };
+        let registered = async {
+            // It may have been stored between the read and the lock.
+            if let Some(account) = stored_account(ctx, &http).await? {
+                return Ok(account);
+            }
             let contact = settings.email.as_ref().map(|e| format!("mailto:{e}"));
             let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
             let (account, credentials) = Account::builder_with_http(Box::new(http()?))
@@ -153,11 +186,35 @@ pub(super) async fn account(ctx: &Ctx) -> Result<Account, AcmeError> {
                 .await?;
             let json =
                 serde_json::to_vec(&credentials).map_err(|e| AcmeError::Client(e.to_string()))?;
-            settings.cache.store_account(&settings.directory, &json)?;
+            ctx.storage
+                .store_account(&settings.directory, &json)
+                .await?;
             tracing::info!(directory = %settings.directory, "ACME account registered");
-            account
+            Ok::<_, AcmeError>(account)
         }
+        .await;
+        let _ = ctx.storage.unlock(&lock_name, &lock).await;
+        break registered?;
     };
     *slot = Some(account.clone());
     Ok(account)
+}
+
+/// The stored account, if there is one the CA accepts the credentials of.
+async fn stored_account(
+    ctx: &Ctx,
+    http: &impl Fn() -> Result<AcmeHttp, AcmeError>,
+) -> Result<Option<Account>, AcmeError> {
+    let credentials = ctx
+        .storage
+        .account(&ctx.settings.directory)
+        .await?
+        .and_then(|json| serde_json::from_slice(&json).ok());
+    let Some(credentials) = credentials else {
+        return Ok(None);
+    };
+    let account = Account::builder_with_http(Box::new(http()?))
+        .from_credentials(credentials)
+        .await?;
+    Ok(Some(account))
 }

@@ -3,65 +3,164 @@
 //! the certificate passes `Tuning::renew_at` of its lifetime, and after a
 //! failure wait with exponential backoff (never less than the server's
 //! Retry-After) while the current certificate keeps serving.
+//!
+//! Ordering happens under the name's lock in the storage. Whoever takes it
+//! first re-reads the storage (another replica may have stored a fresh
+//! certificate meanwhile) and orders only if that one is missing or due;
+//! the others wait for the certificate it stores, or for its lease to run
+//! out if it died. While the storage is down nothing is ordered: the
+//! served certificate keeps serving until it is back.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use tokio::sync::broadcast;
+
 use super::ari::{self, Plan};
-use super::{Ctx, Stats, Tuning, export_expiry, order};
+use super::{AcmeError, Ctx, Stats, Tuning, lease, order, sync};
+use crate::storage::{StorageError, StoredCert, Written};
 use crate::tls::files;
 
 /// Sleeps are cut into slices this long so a wall-clock jump is noticed.
 const MAX_SLEEP: Duration = Duration::from_secs(3600);
+/// Wait after a storage error before trying again (longer while the
+/// storage is known to be down: then the wait ends when it is back).
+const STORAGE_RETRY: Duration = Duration::from_secs(1);
+
+/// What a turn under the lock did.
+enum Done {
+    /// A new certificate was ordered and stored.
+    Ordered { renewing: bool },
+    /// The storage had a fresh one (another replica's): loaded instead.
+    Loaded,
+}
 
 pub(super) async fn run(ctx: Arc<Ctx>, name: String) {
+    let mut changed = ctx.changed.subscribe();
     let mut failures: u32 = 0;
     // After an order that named the certificate it replaces failed, the
     // next one does not: the CA may not know that certificate (a new CA
     // behind the same directory, or it was already replaced).
     let mut omit_replaces = false;
     let mut announced: Option<(SystemTime, &'static str)> = None;
+    let mut waiting_logged = false;
+    let mut reported = HashSet::new();
     loop {
-        let current = ctx
-            .store
-            .exact(&name)
-            .and_then(|key| files::validity(&key).ok().map(|v| (key, v)));
+        let current = served(&ctx, &name);
+        if current.is_none() && ctx.storage.shared() {
+            // Another replica may have stored one already.
+            match ctx.storage.certificate(&name).await {
+                Ok(Some(stored)) => {
+                    load(&ctx, &name, &stored, &mut reported);
+                    // Installed by this or by the sync task meanwhile.
+                    if served(&ctx, &name).is_some() {
+                        continue;
+                    }
+                }
+                Ok(None) => {}
+                Err(e @ StorageError::Corrupt { .. }) => {
+                    sync::report_corrupt(&ctx, &name, &e, &mut reported);
+                }
+                Err(e) => {
+                    ctx.stats.error(&name, e.to_string());
+                    wait_for_storage(&ctx).await;
+                    continue;
+                }
+            }
+        }
         let plan = match &current {
             Some((key, validity)) => ari::plan(&ctx, &name, key, validity).await,
             None => Plan::now(),
         };
         announce(&ctx.stats, &name, &plan, &mut announced);
         let wake = plan.wake();
-        if sleep_until(wake).await || wake < plan.at {
-            // Woke early: a slice of a long sleep, or time to ask the CA's
-            // renewal information again.
-            continue;
+        match sleep_until(wake, &mut changed, &name).await {
+            Woke::Changed => continue,
+            Woke::Early => continue,
+            Woke::At if wake < plan.at => continue,
+            Woke::At => {}
         }
+        let lock = match ctx.storage.try_lock(&name, ctx.lease).await {
+            Ok(Some(lock)) => lock,
+            Ok(None) => {
+                if !waiting_logged {
+                    waiting_logged = true;
+                    tracing::info!(
+                        domain = %name,
+                        "another replica holds this name's lock; waiting for the certificate it stores"
+                    );
+                }
+                let poll =
+                    (ctx.lease / 6).clamp(Duration::from_millis(200), Duration::from_secs(5));
+                let _ = wait_changed(&mut changed, &name, poll).await;
+                continue;
+            }
+            Err(e) => {
+                ctx.stats.error(&name, e.to_string());
+                wait_for_storage(&ctx).await;
+                continue;
+            }
+        };
+        waiting_logged = false;
         let renewing = current.is_some();
+        tracing::info!(
+            domain = %name,
+            renewing,
+            "took this name's lock; checking the storage, then ordering if still needed"
+        );
         let replaces = plan.replaces.as_ref().filter(|_| !omit_replaces);
-        match order::issue(&ctx, &name, replaces).await {
-            Ok((key, validity)) => {
+        let turn = lease::hold(&ctx, &name, &lock, async {
+            // Re-check under the lock: a replica that held it before us may
+            // have stored a certificate that needs no renewal yet.
+            match ctx.storage.certificate(&name).await {
+                Ok(Some(stored)) if fresh(&ctx, &stored, current.as_ref().map(|(_, v)| v)) => {
+                    // Whether this call or the sync task installs it.
+                    load(&ctx, &name, &stored, &mut reported);
+                    return Ok(Done::Loaded);
+                }
+                Ok(_) => {}
+                Err(StorageError::Corrupt { .. }) => {}
+                Err(e) => return Err(AcmeError::Storage(e)),
+            }
+            let (_, _, stored) = order::issue(&ctx, &name, replaces).await?;
+            store(&ctx, &name, &stored, &lock).await?;
+            Ok(Done::Ordered { renewing })
+        })
+        .await;
+        let _ = ctx.storage.unlock(&name, &lock).await;
+        match turn {
+            Ok(Done::Loaded) => {
+                failures = 0;
+            }
+            Ok(Done::Ordered { renewing }) => {
                 ctx.stats.record(true);
-                ctx.stats.set_error(&name, None);
                 failures = 0;
                 omit_replaces = false;
-                export_expiry(&name, &key);
-                ctx.store.insert(&name, key);
-                tracing::info!(
-                    domain = %name,
-                    expires = %httpdate::fmt_http_date(validity.not_after),
-                    "{} certificate installed",
-                    if renewing { "renewed" } else { "new" }
-                );
-                // A certificate whose renewal point has already passed
-                // (clock skew, tiny lifetimes) must not cause a tight loop.
-                if validity.at_fraction(ctx.tuning.renew_at) <= SystemTime::now() {
-                    tokio::time::sleep(ctx.tuning.retry_initial).await;
+                if let Some((_, validity)) = served(&ctx, &name) {
+                    tracing::info!(
+                        domain = %name,
+                        expires = %httpdate::fmt_http_date(validity.not_after),
+                        "{} certificate installed",
+                        if renewing { "renewed" } else { "new" }
+                    );
+                    // A certificate whose renewal point has already passed
+                    // (clock skew, tiny lifetimes) must not cause a tight loop.
+                    if validity.at_fraction(ctx.tuning.renew_at) <= SystemTime::now() {
+                        tokio::time::sleep(ctx.tuning.retry_initial).await;
+                    }
                 }
+            }
+            Err(AcmeError::Storage(e)) => {
+                // Not the CA's fault: no order was counted as failed, and
+                // the wait ends when the storage is back.
+                tracing::debug!(domain = %name, "ACME work waits for the storage: {e}");
+                ctx.stats.error(&name, e.to_string());
+                wait_for_storage(&ctx).await;
             }
             Err(e) => {
                 ctx.stats.record(false);
-                ctx.stats.set_error(&name, Some(e.to_string()));
+                ctx.stats.error(&name, e.to_string());
                 failures = failures.saturating_add(1);
                 omit_replaces |= replaces.is_some();
                 let wait = retry_wait(failures, &ctx.tuning, ctx.retry_after.peek());
@@ -76,12 +175,155 @@ pub(super) async fn run(ctx: Arc<Ctx>, name: String) {
                     // The server forgot the account (a test CA restarted, or
                     // it was deactivated): register a new one next time.
                     ctx.account.lock().await.take();
-                    ctx.settings.cache.forget_account(&ctx.settings.directory);
+                    let _ = ctx.storage.forget_account(&ctx.settings.directory).await;
                 }
-                tokio::time::sleep(wait).await;
+                let _ = wait_changed(&mut changed, &name, wait).await;
             }
         }
     }
+}
+
+/// The served certificate of `name` and its validity.
+fn served(ctx: &Ctx, name: &str) -> Option<(Arc<rustls::sign::CertifiedKey>, files::Validity)> {
+    ctx.store
+        .exact(name)
+        .and_then(|key| files::validity(&key).ok().map(|v| (key, v)))
+}
+
+/// Whether a stored certificate makes an order unnecessary: it expires
+/// later than the served one and is not due for renewal by its lifetime.
+fn fresh(ctx: &Ctx, stored: &StoredCert, current: Option<&files::Validity>) -> bool {
+    let now = crate::storage::unix_secs(SystemTime::now());
+    if stored.not_after <= now {
+        return false;
+    }
+    if current.is_some_and(|v| crate::storage::unix_secs(v.not_after) >= stored.not_after) {
+        return false;
+    }
+    let Ok(key) = files::from_pem("", stored.chain.as_bytes(), stored.key.as_bytes()) else {
+        return false;
+    };
+    files::validity(&key).is_ok_and(|v| v.at_fraction(ctx.tuning.renew_at) > SystemTime::now())
+}
+
+/// Installs a stored certificate; false (and reported) if it is unusable
+/// or has expired.
+fn load(
+    ctx: &Ctx,
+    name: &str,
+    stored: &StoredCert,
+    reported: &mut HashSet<(String, String)>,
+) -> bool {
+    if stored.not_after <= crate::storage::unix_secs(SystemTime::now()) {
+        return false;
+    }
+    match ctx.install(name, stored, true) {
+        Ok(installed) => installed,
+        Err(e) => {
+            let error = StorageError::Corrupt {
+                what: format!("certificate for {name}"),
+                reason: e.to_string(),
+            };
+            sync::report_corrupt(ctx, name, &error, reported);
+            false
+        }
+    }
+}
+
+/// Stores a new certificate (fenced by `lock`) and serves it. An
+/// unreachable storage is retried while the lease lasts; the certificate
+/// is served meanwhile either way, since it is valid and was paid for.
+async fn store(
+    ctx: &Ctx,
+    name: &str,
+    stored: &StoredCert,
+    lock: &crate::storage::LockToken,
+) -> Result<(), AcmeError> {
+    let deadline = tokio::time::Instant::now() + ctx.lease;
+    loop {
+        match ctx.storage.store_certificate(name, stored, lock).await {
+            Ok(Written::Stored) => {
+                ctx.install(name, stored, false)?;
+                return Ok(());
+            }
+            Ok(Written::Older) => {
+                // Someone stored one that lasts longer: serve that.
+                if let Ok(Some(newer)) = ctx.storage.certificate(name).await {
+                    ctx.install(name, &newer, true)?;
+                }
+                return Ok(());
+            }
+            Ok(Written::LockLost) => {
+                return Err(AcmeError::LockLost {
+                    name: name.to_owned(),
+                });
+            }
+            Err(e) => {
+                ctx.install(name, stored, false)?;
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(AcmeError::Storage(e));
+                }
+                tokio::time::sleep(STORAGE_RETRY).await;
+            }
+        }
+    }
+}
+
+/// Waits a moment, and while the storage is down, until it is back.
+async fn wait_for_storage(ctx: &Ctx) {
+    tokio::time::sleep(STORAGE_RETRY).await;
+    ctx.storage.health().wait_up().await;
+}
+
+/// Why a sleep ended.
+enum Woke {
+    /// At the time asked for.
+    At,
+    /// A slice of a long sleep ended.
+    Early,
+    /// A certificate for this name was loaded from the storage.
+    Changed,
+}
+
+/// Sleeps until `at` (in slices of [`MAX_SLEEP`]) or until a certificate
+/// for `name` arrives from the storage.
+async fn sleep_until(
+    at: SystemTime,
+    changed: &mut broadcast::Receiver<String>,
+    name: &str,
+) -> Woke {
+    let Ok(left) = at.duration_since(SystemTime::now()) else {
+        return Woke::At;
+    };
+    if wait_changed(changed, name, left.min(MAX_SLEEP)).await {
+        return Woke::Changed;
+    }
+    if left > MAX_SLEEP {
+        Woke::Early
+    } else {
+        Woke::At
+    }
+}
+
+/// Waits `timeout`, or less if a certificate for `name` arrives from the
+/// storage (true then).
+async fn wait_changed(
+    changed: &mut broadcast::Receiver<String>,
+    name: &str,
+    timeout: Duration,
+) -> bool {
+    let wait = async {
+        loop {
+            match changed.recv().await {
+                Ok(n) if n == name => return true,
+                Ok(_) => {}
+                // Missed some: one of them may have been ours.
+                Err(broadcast::error::RecvError::Lagged(_)) => return true,
+                Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+            }
+        }
+    };
+    tokio::time::timeout(timeout, wait).await.unwrap_or(false)
 }
 
 /// Records, exports and logs the renewal time when it changes.
@@ -116,16 +358,6 @@ fn retry_wait(failures: u32, tuning: &Tuning, retry_after: Option<SystemTime>) -
     retry_after.map_or(wait, |at| {
         wait.max(at.duration_since(SystemTime::now()).unwrap_or_default())
     })
-}
-
-/// Sleeps until `at` or for [`MAX_SLEEP`], whichever is first; true if it
-/// woke before `at`.
-async fn sleep_until(at: SystemTime) -> bool {
-    let Ok(left) = at.duration_since(SystemTime::now()) else {
-        return false;
-    };
-    tokio::time::sleep(left.min(MAX_SLEEP)).await;
-    left > MAX_SLEEP
 }
 
 /// `retry_initial`, doubled per further failure, capped at `retry_max`.

@@ -104,13 +104,27 @@ async fn answer(shared: &Shared, req: Request<Incoming>) -> Response<ProxyBody> 
             with_type(StatusCode::OK, "text/plain", "ok\n".to_owned())
         }
         "/readyz" if read_only(req.method()) => {
-            if shared.ready.load(Ordering::Acquire) {
+            if !shared.ready.load(Ordering::Acquire) {
+                return with_type(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "not ready: listeners are not bound yet\n".to_owned(),
+                );
+            }
+            // A replica that lacks a certificate it cannot fetch (the
+            // storage is down) sends those clients elsewhere; one that has
+            // every certificate stays ready through the outage.
+            let waiting = shared.certs.waiting_on_storage();
+            if waiting.is_empty() {
                 with_type(StatusCode::OK, "text/plain", "ready\n".to_owned())
             } else {
                 with_type(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "text/plain",
-                    "not ready: listeners are not bound yet\n".to_owned(),
+                    format!(
+                        "not ready: the certificate storage is unreachable and there is no certificate yet for {}\n",
+                        waiting.join(", ")
+                    ),
                 )
             }
         }

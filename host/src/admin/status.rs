@@ -137,6 +137,20 @@ fn certificates(shared: &Shared) -> Vec<Value> {
         .collect()
 }
 
+/// The certificate storage (`cert_cache_dir` files, memory or Redis) and
+/// whether it answers; `null` before any ACME name.
+fn storage(shared: &Shared) -> Value {
+    shared.certs.storage().map_or(Value::Null, |s| {
+        json!({
+            "kind": s.kind,
+            "target": s.target,
+            "state": if s.up { "up" } else { "down" },
+            "since": unix(s.since),
+            "last_error": s.last_error,
+        })
+    })
+}
+
 /// The `/status` document.
 pub fn status(shared: &Shared) -> Value {
     let g: Arc<Generation> = shared.generation.load_full();
@@ -213,6 +227,7 @@ pub fn status(shared: &Shared) -> Value {
             plugin(&g.breaker, g.loaded_at, &clock),
         ],
         "domains": domains,
+        "storage": storage(shared),
         "certificates": certificates(shared),
         "reload_attempts": shared.reload_attempts.load(Ordering::Relaxed),
         "reloads": reloads,

@@ -119,6 +119,14 @@ fn describe() {
     );
     describe_counter!(RELOADS, "Configuration reloads, by result (ok, error).");
     describe_gauge!(GENERATION, "Number of the generation serving new requests.");
+    describe_gauge!(
+        STORAGE_UP,
+        "1 while the certificate storage answers, 0 while it is unreachable."
+    );
+    describe_counter!(
+        STORAGE_ERRORS,
+        "Failed certificate storage operations, by operation."
+    );
 }
 
 /// Label value of a breaker state.

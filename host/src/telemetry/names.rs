@@ -54,3 +54,7 @@ pub const BACKEND_QUEUE_REJECTED: &str = "bbproxy_backend_queue_rejected_total";
 pub const WORKER_CONNECTIONS: &str = "bbproxy_worker_connections_total";
 /// Gauge (always 1): the serving generation's digest, label `sha256`.
 pub const CONFIG_INFO: &str = "bbproxy_config_info";
+/// Gauge: 1 while the certificate storage answers, 0 during an outage.
+pub const STORAGE_UP: &str = "bbproxy_storage_up";
+/// Counter: failed storage operations, label `op`.
+pub const STORAGE_ERRORS: &str = "bbproxy_storage_errors_total";

@@ -12,8 +12,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use super::store::{ChallengeResolver, ServedResolver};
-use super::{ACME_TLS_ALPN, CertStore, server_config};
+use super::store::{ChallengeResolver, FixedResolver, ServedResolver};
+use super::{ACME_TLS_ALPN, CertStore, ChallengeSource, server_config};
 
 /// A handshake that does not finish in this time is dropped, so half-open
 /// connections cannot pile up.
@@ -33,6 +33,9 @@ pub enum Accepted<IO> {
 pub struct TlsTerminator {
     served: Arc<rustls::ServerConfig>,
     challenge: Arc<rustls::ServerConfig>,
+    store: Arc<CertStore>,
+    /// Answers published by other replicas.
+    remote: Option<Arc<dyn ChallengeSource>>,
 }
 
 impl TlsTerminator {
@@ -44,8 +47,17 @@ impl TlsTerminator {
                 Arc::new(ServedResolver(store.clone())),
                 &[b"h2", b"http/1.1"],
             )?,
-            challenge: server_config(Arc::new(ChallengeResolver(store)), &[ACME_TLS_ALPN])?,
+            challenge: server_config(Arc::new(ChallengeResolver(store.clone())), &[ACME_TLS_ALPN])?,
+            store,
+            remote: None,
         })
+    }
+
+    /// Also answers TLS-ALPN-01 validations from `source` when this process
+    /// has no answer of its own.
+    pub fn with_challenges(mut self, source: Arc<dyn ChallengeSource>) -> Self {
+        self.remote = Some(source);
+        self
     }
 
     /// Runs the server side of the handshake on `io`.
@@ -68,8 +80,17 @@ impl TlsTerminator {
         let acme = hello
             .alpn()
             .is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN));
+        let sni = hello.server_name().map(str::to_owned);
         if acme {
-            let mut stream = start.into_stream(self.challenge.clone()).await?;
+            let mut config = self.challenge.clone();
+            if let (Some(remote), Some(name)) = (&self.remote, sni)
+                && !self.store.has_challenge(&name)
+                && let Some(cert) = remote.challenge(&name).await
+            {
+                config = server_config(Arc::new(FixedResolver(cert)), &[ACME_TLS_ALPN])
+                    .map_err(io::Error::other)?;
+            }
+            let mut stream = start.into_stream(config).await?;
             let _ = stream.shutdown().await;
             return Ok(Accepted::Challenge);
         }

@@ -17,6 +17,17 @@ use std::sync::Arc;
 pub use accept::{Accepted, TlsTerminator};
 pub use store::CertStore;
 
+/// Challenge certificates this process did not make itself: another
+/// replica's TLS-ALPN-01 answers, from the shared storage. Asked only for a
+/// handshake that offers `acme-tls/1` and has no local answer.
+pub trait ChallengeSource: Send + Sync + std::fmt::Debug {
+    /// The challenge certificate for `name`, if one is published.
+    fn challenge<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Option<Arc<rustls::sign::CertifiedKey>>> + Send + 'a>>;
+}
+
 /// The ALPN protocol of the ACME TLS-ALPN-01 challenge (RFC 8737).
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 

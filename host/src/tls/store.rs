@@ -109,6 +109,11 @@ impl CertStore {
             .remove(&name.to_ascii_lowercase());
     }
 
+    /// Whether this process answers TLS-ALPN-01 for `name` itself.
+    pub fn has_challenge(&self, name: &str) -> bool {
+        self.challenge(name).is_some()
+    }
+
     fn challenge(&self, name: &str) -> Option<Arc<CertifiedKey>> {
         self.challenges
             .lock()
@@ -150,6 +155,16 @@ pub(super) struct ChallengeResolver(pub(super) Arc<CertStore>);
 impl ResolvesServerCert for ChallengeResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         self.0.challenge(hello.server_name()?)
+    }
+}
+
+/// One challenge certificate fetched for one handshake.
+#[derive(Debug)]
+pub(super) struct FixedResolver(pub(super) Arc<CertifiedKey>);
+
+impl ResolvesServerCert for FixedResolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
     }
 }
 

@@ -32,6 +32,7 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
 pub mod raw;
+pub mod redis;
 
 /// Size of the body `/download` serves.
 pub const DOWNLOAD_BYTES: usize = 10 * 1024 * 1024;

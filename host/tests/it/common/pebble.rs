@@ -44,6 +44,8 @@ pub struct Pebble {
     api: SocketAddr,
     management: SocketAddr,
     dns: SocketAddr,
+    /// pebble-challtestsrv's management API (where names point).
+    dns_management: SocketAddr,
     options: PebbleOptions,
     pebble: Option<Child>,
     dns_server: Option<Child>,
@@ -74,6 +76,7 @@ impl Pebble {
             api: at(free_port()),
             management: at(free_port()),
             dns: at(free_port()),
+            dns_management: at(free_port()),
             http_port: free_port(),
             tls_port: free_port(),
             directory: String::new(),
@@ -96,7 +99,7 @@ impl Pebble {
             .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
             .args(["-dns01", &self.dns.to_string()])
             .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
-            .args(["-management", &format!("127.0.0.1:{}", free_port())])
+            .args(["-management", &self.dns_management.to_string()])
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -208,6 +211,43 @@ impl Pebble {
         self.stop();
         self.options = options;
         self.start_pebble().await;
+    }
+
+    /// Makes Pebble's DNS resolve `name` to `ip` (instead of 127.0.0.1),
+    /// so its validations of `name` go there.
+    pub async fn point(&self, name: &str, ip: &str) {
+        let client =
+            Client::builder(TokioExecutor::new()).build_http::<http_body_util::Full<Bytes>>();
+        // /add-a adds to what the name had; clear it first.
+        for (path, body) in [
+            ("clear-a", serde_json::json!({"host": name})),
+            (
+                "add-a",
+                serde_json::json!({"host": name, "addresses": [ip]}),
+            ),
+        ] {
+            let url = format!("http://{}/{path}", self.dns_management);
+            let req = hyper::Request::post(url)
+                .body(http_body_util::Full::new(Bytes::from(body.to_string())))
+                .unwrap();
+            let resp = client.request(req).await.expect("pebble-challtestsrv");
+            assert!(resp.status().is_success(), "/{path}: {}", resp.status());
+        }
+    }
+
+    /// Certificates Pebble has issued.
+    pub fn issued(&self) -> usize {
+        self.log().matches("Issued certificate serial").count()
+    }
+
+    /// Accounts Pebble knows (its last count).
+    pub fn accounts(&self) -> usize {
+        self.log()
+            .rsplit("There are now ")
+            .map(|rest| rest.split(' ').collect::<Vec<_>>())
+            .find(|words| words.get(1) == Some(&"accounts"))
+            .and_then(|words| words[0].parse().ok())
+            .unwrap_or(0)
     }
 
     /// Pebble's output so far.
