@@ -13,6 +13,7 @@ mod balancing;
 mod cli;
 mod cluster;
 mod dashboard;
+mod deploy;
 mod forwarding;
 mod http2;
 mod instance_reuse;

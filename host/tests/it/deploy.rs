@@ -1,0 +1,199 @@
+//! The deployment files in `deploy/`, checked as far as this machine can
+//! (no container engine or cluster runs here): the ConfigMap's config.json
+//! passes `bbproxy check`, the probes and ports agree with it, the
+//! ConfigMap is mounted as a directory (never `subPath`), the Service does
+//! not expose the admin port, the systemd unit names the binary's real
+//! flags and subcommands, and the Dockerfile is a multi-stage, non-root,
+//! binary-only image.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn deploy(path: &str) -> String {
+    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy")
+        .join(path);
+    std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+}
+
+/// The block scalar `key: |` of a YAML file, dedented.
+fn block(yaml: &str, key: &str) -> String {
+    let mut lines = yaml.lines();
+    lines
+        .by_ref()
+        .position(|l| l.trim() == format!("{key}: |"))
+        .unwrap_or_else(|| panic!("no `{key}: |` block"));
+    let body: Vec<&str> = lines
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .collect();
+    body.iter()
+        .map(|l| l.get(4..).unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The value of `key: value` (first occurrence), without quotes.
+fn value<'a>(yaml: &'a str, key: &str) -> Vec<&'a str> {
+    yaml.lines()
+        .filter_map(|l| {
+            let l = l.trim().trim_start_matches("- ");
+            l.strip_prefix(&format!("{key}:"))
+                .map(|v| v.trim().trim_matches('"'))
+        })
+        .collect()
+}
+
+fn configmap_config() -> (tempfile::TempDir, PathBuf, serde_json::Value) {
+    let json = block(&deploy("kubernetes/configmap.yaml"), "config.json");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, &json).unwrap();
+    let doc = serde_json::from_str(&json).unwrap();
+    (dir, path, doc)
+}
+
+#[test]
+fn the_configmap_config_passes_bbproxy_check() {
+    let (_dir, path, doc) = configmap_config();
+    let env = doc["storage"]["redis"]["password_env"].as_str().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_bbproxy"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .env(env, "from-the-secret")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The Deployment gives the pod that variable from the Secret.
+    let deployment = deploy("kubernetes/deployment.yaml");
+    assert!(value(&deployment, "name").contains(&env), "{env} not set");
+    let secret = deploy("kubernetes/secret.yaml");
+    assert!(deployment.contains("secretKeyRef: {name: bbproxy-redis, key: password}"));
+    assert!(value(&secret, "password").len() == 1);
+}
+
+#[test]
+fn probes_ports_and_mounts_match_the_config() {
+    let (_dir, _path, doc) = configmap_config();
+    let deployment = deploy("kubernetes/deployment.yaml");
+    let port = |addr: &str| addr.rsplit(':').next().unwrap().to_owned();
+    let admin = port(doc["admin"]["address"].as_str().unwrap());
+    let http = port(doc["listen"]["http"].as_str().unwrap());
+    let https = port(doc["listen"]["https"].as_str().unwrap());
+    for (name, p) in [("admin", &admin), ("http", &http), ("https", &https)] {
+        let line = format!("{{name: {name}, containerPort: {p}}}");
+        assert!(deployment.contains(&line), "no `{line}` in deployment.yaml");
+    }
+    assert!(
+        deployment.contains("readinessProbe:\n            httpGet: {path: /readyz, port: admin}")
+    );
+    assert!(
+        deployment.contains("livenessProbe:\n            httpGet: {path: /healthz, port: admin}")
+    );
+    // The ConfigMap is a directory mount where --config points.
+    assert!(
+        !deployment.contains("subPath"),
+        "subPath mounts are never updated"
+    );
+    assert!(deployment.contains("{name: config, mountPath: /etc/bbproxy, readOnly: true}"));
+    assert!(deployment.contains(r#"args: ["--config", "/etc/bbproxy/config.json""#));
+    assert!(deployment.contains("replicas: 3"));
+    // The Service exposes 80 and 443 only, onto the proxy's listeners.
+    let service = deploy("kubernetes/service.yaml");
+    assert!(service.contains("{name: http, port: 80, targetPort: http}"));
+    assert!(service.contains("{name: https, port: 443, targetPort: https}"));
+    assert!(!service.contains("targetPort: admin") && !service.contains(&admin));
+    let pdb = deploy("kubernetes/pdb.yaml");
+    assert!(pdb.contains("kind: PodDisruptionBudget") && pdb.contains("minAvailable: 2"));
+}
+
+#[test]
+fn the_systemd_unit_names_real_flags() {
+    let unit = deploy("systemd/bbproxy.service");
+    let help = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_bbproxy"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let top = help(&["--help"]);
+    for key in ["ExecStart", "ExecStartPre"] {
+        let line: Vec<&str> = unit
+            .lines()
+            .filter_map(|l| l.strip_prefix(&format!("{key}=")))
+            .collect();
+        assert_eq!(line.len(), 1, "{key}");
+        let words: Vec<&str> = line[0].split_whitespace().collect();
+        assert_eq!(words[0], "/usr/local/bin/bbproxy");
+        for word in &words[1..] {
+            if let Some(flag) = word.strip_prefix("--") {
+                assert!(
+                    top.contains(&format!("--{flag}")),
+                    "bbproxy has no --{flag}"
+                );
+            } else if !word.starts_with('/') {
+                // A subcommand.
+                assert!(
+                    top.contains(&format!("  {word}")),
+                    "bbproxy has no `{word}`"
+                );
+            }
+        }
+    }
+    for line in [
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+        "User=bbproxy",
+        "NoNewPrivileges=true",
+        "ProtectSystem=strict",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "no `{line}`");
+    }
+    let nofile = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("LimitNOFILE="))
+        .unwrap();
+    assert!(nofile.parse::<u64>().unwrap() >= 65536);
+}
+
+#[test]
+fn the_dockerfile_is_multi_stage_non_root_and_binary_only() {
+    let dockerfile = deploy("Dockerfile");
+    let from: Vec<&str> = dockerfile
+        .lines()
+        .filter(|l| l.starts_with("FROM "))
+        .collect();
+    assert_eq!(from.len(), 2, "{from:?}");
+    let toolchain = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../rust-toolchain.toml"),
+    )
+    .unwrap();
+    let channel = toolchain
+        .lines()
+        .find_map(|l| l.strip_prefix("channel = "))
+        .unwrap()
+        .trim_matches('"');
+    let minor = channel.rsplit_once('.').map_or(channel, |(m, _)| m);
+    assert!(
+        from[0].contains(&format!("rust:{minor}")),
+        "{} vs {channel}",
+        from[0]
+    );
+    let runtime: Vec<&str> = dockerfile
+        .lines()
+        .skip_while(|l| !l.starts_with(from[1]))
+        .collect();
+    let copies: Vec<&&str> = runtime.iter().filter(|l| l.starts_with("COPY")).collect();
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert!(copies[0].ends_with("target/release/bbproxy /usr/local/bin/bbproxy"));
+    let user = runtime.iter().find(|l| l.starts_with("USER ")).unwrap();
+    assert!(
+        !user.contains(" root") && !user.contains(" 0") && user.contains("nonroot"),
+        "{user}"
+    );
+}
