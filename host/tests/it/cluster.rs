@@ -76,7 +76,11 @@ impl Replica {
     }
 
     async fn start_config(config: &str, ip: &str) -> Replica {
-        let mut bin = Binary::start(config, &[]);
+        Self::from_binary(Binary::start(config, &[]), ip).await
+    }
+
+    /// A replica already spawned, once it listens.
+    async fn from_binary(mut bin: Binary, ip: &str) -> Replica {
         let admin = bin.addr_after("admin endpoints on http://").await;
         let https = bin.addr_after("serving HTTPS on ").await;
         Replica {
@@ -408,29 +412,42 @@ async fn a_lock_holder_killed_mid_order_costs_at_most_one_lease() {
     let name = "k.cluster.test";
     let hole = blackhole(SocketAddr::from(([127, 0, 0, 4], pebble.http_port))).await;
     pebble.point(name, "127.0.0.4").await;
-    // Started together, so the hung validation (Pebble gives up after
-    // about 15 s) is still pending when the holder is killed.
-    let only = [name];
-    let (a, b, c) = tokio::join!(
-        Replica::start(&setup, "127.0.0.1", &only),
-        Replica::start(&setup, "127.0.0.2", &only),
-        Replica::start(&setup, "127.0.0.3", &only),
-    );
-    let mut replicas = vec![a, b, c];
-    // Wait for the order to be placed by whoever holds the lock.
-    wait_for(Duration::from_secs(60), "the first order", || async {
-        pebble.orders() >= 1
-    })
-    .await;
-    let holder = replicas
+    // Spawned together, and the holder is killed as soon as its order is
+    // placed: the hung validation (Pebble gives up after about 15 s) must
+    // still be pending then, however slowly the other replicas start.
+    let ips = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
+    let mut bins: Vec<(Binary, &str)> = ips
         .iter()
-        .position(|r| !r.logged(&["took this name's lock", name]).is_empty())
-        .expect("a replica logged taking the lock");
-    let mut killed = replicas.remove(holder);
-    killed.bin.child.kill().unwrap();
-    killed.bin.child.wait().unwrap();
+        .map(|ip| (Binary::start(&setup.config(ip, &[name]), &[]), *ip))
+        .collect();
+    let end = Instant::now() + Duration::from_secs(60);
+    let holder = loop {
+        let holder = bins.iter().position(|(bin, _)| {
+            !bin.lines_with(|l| l.contains("took this name's lock") && l.contains(name))
+                .is_empty()
+        });
+        if let Some(i) = holder
+            && pebble.orders() >= 1
+        {
+            break i;
+        }
+        assert!(Instant::now() < end, "no order placed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (mut killed, _) = bins.remove(holder);
+    killed.child.kill().unwrap();
+    killed.child.wait().unwrap();
     let at = Instant::now();
-    pebble.point(name, &replicas[0].ip).await;
+    assert_eq!(
+        pebble.issued(),
+        0,
+        "the holder finished before it was killed"
+    );
+    pebble.point(name, bins[0].1).await;
+    let mut replicas = Vec::new();
+    for (bin, ip) in bins {
+        replicas.push(Replica::from_binary(bin, ip).await);
+    }
     // While its lease lasts nobody orders again (1 s of margin for the
     // time between the lock being taken and the order showing in the log).
     while at.elapsed() < LEASE - Duration::from_secs(1) {
