@@ -18,7 +18,16 @@ pub const DEFAULT_ADMIN: SocketAddr =
 pub const DEFAULT_BALANCER: &str = "round-robin";
 /// The balancer names the built-in balancer plugin knows; any other name is
 /// for a custom balancer plugin.
-pub const BUILTIN_BALANCERS: [&str; 3] = ["round-robin", "weighted-round-robin", "least-request"];
+pub const BUILTIN_BALANCERS: [&str; 6] = [
+    "round-robin",
+    "weighted-round-robin",
+    "least-request",
+    "consistent-hash",
+    "random",
+    "first",
+];
+/// The built-in balancer that hashes a request key onto the backends.
+pub const CONSISTENT_HASH: &str = "consistent-hash";
 pub const DEFAULT_BREAKER_THRESHOLD: u32 = 5;
 pub const DEFAULT_BREAKER_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_PLUGIN_TIMEOUT: Duration = Duration::from_millis(10);
@@ -98,9 +107,11 @@ pub struct Domain {
     pub name: String,
     /// Never empty, no duplicates.
     pub backends: Vec<Backend>,
-    /// `round-robin`, `weighted-round-robin`, `least-request`, or a custom
-    /// balancer plugin's name.
+    /// One of [`BUILTIN_BALANCERS`], or a custom balancer plugin's name.
     pub balancer: String,
+    /// What `consistent-hash` hashes (`"hash_on"`, default `client_ip`);
+    /// `Some` exactly when `balancer` is `consistent-hash`.
+    pub hash_on: Option<HashOn>,
     /// `None` leaves the choice to the TLS layer.
     pub tls: Option<TlsSource>,
     /// Timeouts, limits, retries, health checks, protocol, pool.
@@ -110,6 +121,36 @@ pub struct Domain {
     pub backend_ca: Option<PathBuf>,
     /// The domain's own plugins; `None` uses `plugins.<role>`.
     pub plugins: DomainPlugins,
+}
+
+/// The request key the `consistent-hash` balancer hashes (`"hash_on"`).
+/// Names are as given (`Header` lower case); a request without the key is
+/// balanced round-robin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashOn {
+    /// `client_ip`: the client's IP address.
+    ClientIp,
+    /// `path`: the request path, without the query.
+    Path,
+    /// `header:<name>`: the first value of a request header.
+    Header(String),
+    /// `cookie:<name>`: the value of a cookie.
+    Cookie(String),
+    /// `query:<key>`: the value of a query parameter (as sent, not decoded).
+    Query(String),
+}
+
+impl std::fmt::Display for HashOn {
+    /// The config form (`header:x-user`), which the built-in balancer reads.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HashOn::ClientIp => f.write_str("client_ip"),
+            HashOn::Path => f.write_str("path"),
+            HashOn::Header(name) => write!(f, "header:{name}"),
+            HashOn::Cookie(name) => write!(f, "cookie:{name}"),
+            HashOn::Query(key) => write!(f, "query:{key}"),
+        }
+    }
 }
 
 /// Plugins a domain names for itself (`"balancer": {"path": ...}`,

@@ -66,6 +66,7 @@ fn original_file_loads_unchanged() {
                 name: "example.com".into(),
                 backends: vec![backend("localhost", 8080), backend("localhost", 8081)],
                 balancer: "round-robin".into(),
+                hash_on: None,
                 tls: None,
                 upstream: UpstreamSettings::default(),
                 backend_ca: None,

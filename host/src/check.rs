@@ -58,7 +58,10 @@ pub fn report(config: &Config, g: &Generation) -> String {
         domains.push([
             name,
             list.join(", "),
-            d.balancer.clone(),
+            match &d.hash_on {
+                Some(on) => format!("{} ({on})", d.balancer),
+                None => d.balancer.clone(),
+            },
             protocol.to_owned(),
             tls,
         ]);

@@ -174,6 +174,7 @@ impl Generation {
                 Value::from(u64::try_from(config.breaker.timeout.as_millis()).unwrap_or(u64::MAX)),
             ),
         ]);
+        let balancer_builtin = balancer_builtin_config(&config);
         // Every plugin of a role sees the same upstreams (a domain's own one
         // knows its domain by the `upstream` number of its calls).
         let load_router = |spec: &PluginSpec| {
@@ -193,7 +194,7 @@ impl Generation {
                 runtime,
                 spec,
                 bundle::BALANCER,
-                Map::new(),
+                balancer_builtin.clone(),
                 &wit_upstreams,
                 &fallback_balancer_upstreams(&wit_upstreams, spec, serves),
             )
@@ -223,7 +224,7 @@ impl Generation {
                 runtime,
                 &plugins.balancer,
                 bundle::BALANCER,
-                Map::new(),
+                balancer_builtin.clone(),
                 &round_robin_for(&wit_upstreams, |i, _| has_own(i)),
                 &wit_upstreams,
             )?,
@@ -434,6 +435,36 @@ impl Generation {
 
 fn object<const N: usize>(pairs: [(&str, Value); N]) -> Map<String, Value> {
     pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+/// The built-in balancer's config: for each `consistent-hash` domain, what
+/// it hashes and its backends' addresses, which key the hash so that a
+/// backend keeps its keys when others are added or removed (the plugin
+/// only sees positions).
+fn balancer_builtin_config(config: &Config) -> Map<String, Value> {
+    let hash: Map<String, Value> = config
+        .domains
+        .iter()
+        .filter_map(|d| {
+            let on = d.hash_on.as_ref()?;
+            let backends: Vec<Value> = d
+                .backends
+                .iter()
+                .map(|b| Value::String(b.url_base()))
+                .collect();
+            Some((
+                d.name.clone(),
+                Value::Object(object([
+                    ("on", Value::String(on.to_string())),
+                    ("backends", Value::Array(backends)),
+                ])),
+            ))
+        })
+        .collect();
+    if hash.is_empty() {
+        return Map::new();
+    }
+    object([("hash", Value::Object(hash))])
 }
 
 /// The upstreams as a custom balancer's fail-open fallback, the built-in

@@ -28,8 +28,9 @@ const DOMAIN_KEYS: &[&str] = &[
     "router",
     "breaker",
 ];
-/// A domain's `"balancer"` object: a plugin entry's keys, and `kind`, the
-/// name the balancer sees (the string form's value).
+/// A domain's `"balancer"` object: a plugin entry's keys, `kind`, the
+/// name the balancer sees (the string form's value), and the built-in
+/// kinds' settings.
 const DOMAIN_BALANCER_KEYS: &[&str] = &[
     "kind",
     "path",
@@ -38,6 +39,7 @@ const DOMAIN_BALANCER_KEYS: &[&str] = &[
     "memory_limit",
     "on_fault",
     "fault_backoff",
+    "hash_on",
 ];
 const BACKEND_KEYS: &[&str] = &["address", "weight"];
 const TLS_KEYS: &[&str] = &["cert", "key"];
@@ -98,6 +100,7 @@ fn domain(
             name,
             backends: backends(v, path)?,
             balancer: DEFAULT_BALANCER.to_owned(),
+            hash_on: None,
             tls: None,
             upstream: defaults.clone(),
             backend_ca: None,
@@ -115,9 +118,9 @@ fn domain(
                     ));
                 }
             };
-            let (balancer, balancer_plugin) = match present(map, "balancer") {
+            let (balancer, hash_on, balancer_plugin) = match present(map, "balancer") {
                 Some(v) => domain_balancer(v, &join(path, "balancer"), dir)?,
-                None => (DEFAULT_BALANCER.to_owned(), None),
+                None => (DEFAULT_BALANCER.to_owned(), None, None),
             };
             let plugins = DomainPlugins {
                 router: domain_plugin(map, path, "router", dir)?,
@@ -138,6 +141,7 @@ fn domain(
                 name,
                 backends,
                 balancer,
+                hash_on,
                 tls,
                 upstream,
                 backend_ca,
@@ -155,31 +159,118 @@ fn domain(
 }
 
 /// A domain's `"balancer"`: a name (`"least-request"`, or a custom
-/// balancer's), `{"kind": name}`, or the domain's own plugin
-/// `{"path": "x.wasm", ...}`, which sees `kind` (default round-robin) as the
-/// domain's balancer name, as does its fail-open fallback. The name and the
-/// plugin, if any.
-fn domain_balancer(v: &Value, path: &str, dir: &Dir) -> R<(String, Option<PluginSpec>)> {
+/// balancer's), `{"kind": name}` with the built-in kind's settings
+/// (`hash_on`), or the domain's own plugin `{"path": "x.wasm", ...}`, which
+/// sees `kind` (default round-robin) as the domain's balancer name, as does
+/// its fail-open fallback (the built-in balancer, which also uses `hash_on`).
+/// The name, what consistent-hash hashes, and the plugin, if any.
+fn domain_balancer(
+    v: &Value,
+    path: &str,
+    dir: &Dir,
+) -> R<(String, Option<HashOn>, Option<PluginSpec>)> {
     let Value::Object(map) = v else {
-        return Ok((balancer(v, path)?, None));
+        let name = balancer(v, path)?;
+        let hash_on = (name == CONSISTENT_HASH).then_some(HashOn::ClientIp);
+        return Ok((name, hash_on, None));
     };
     check_keys(map, path, DOMAIN_BALANCER_KEYS)?;
     let name = match present(map, "kind") {
         Some(v) => balancer(v, &join(path, "kind"))?,
         None => DEFAULT_BALANCER.to_owned(),
     };
+    let hash_on = match (present(map, "hash_on"), name == CONSISTENT_HASH) {
+        (Some(v), true) => Some(hash_on(v, &join(path, "hash_on"))?),
+        (None, true) => Some(HashOn::ClientIp),
+        (Some(_), false) => {
+            return Err(Fault::invalid(
+                join(path, "hash_on"),
+                format!(
+                    "applies to \"kind\": \"{CONSISTENT_HASH}\" only (this balancer is {name:?})"
+                ),
+            ));
+        }
+        (None, false) => None,
+    };
     if present(map, "path").is_none() {
-        // Built-in kinds with settings of their own will be read here;
-        // today no kind has any, so every other key needs a plugin.
-        if let Some(key) = map.keys().find(|k| *k != "kind") {
+        if let Some(key) = map.keys().find(|k| *k != "kind" && *k != "hash_on") {
             return Err(Fault::invalid(
                 join(path, key),
                 "applies to the domain's own balancer plugin: add \"path\": \"balancer.wasm\", or remove it (without \"path\" the domain uses plugins.balancer)",
             ));
         }
-        return Ok((name, None));
+        return Ok((name, hash_on, None));
     }
-    Ok((name, Some(plugin_entry(map, path, dir)?)))
+    Ok((name, hash_on, Some(plugin_entry(map, path, dir)?)))
+}
+
+/// `"hash_on"`: `client_ip`, `path`, `header:<name>`, `cookie:<name>` or
+/// `query:<key>`.
+fn hash_on(v: &Value, path: &str) -> R<HashOn> {
+    const FORMS: &str =
+        "\"header:<name>\", \"cookie:<name>\", \"query:<key>\", \"client_ip\" or \"path\"";
+    let Value::String(s) = v else {
+        return Err(Fault::invalid(
+            path,
+            format!("expected {FORMS}, got {}", show(v)),
+        ));
+    };
+    let named = |prefix: &str| s.strip_prefix(prefix).filter(|n| !n.is_empty());
+    let parsed = match s.as_str() {
+        "client_ip" => Some(HashOn::ClientIp),
+        "path" => Some(HashOn::Path),
+        _ => {
+            if let Some(name) = named("header:") {
+                if !name.bytes().all(is_token_byte) {
+                    return Err(Fault::invalid(
+                        path,
+                        format!("{name:?} is not a valid header name"),
+                    ));
+                }
+                Some(HashOn::Header(name.to_ascii_lowercase()))
+            } else if let Some(name) = named("cookie:") {
+                if !name.bytes().all(is_token_byte) {
+                    return Err(Fault::invalid(
+                        path,
+                        format!("{name:?} is not a valid cookie name"),
+                    ));
+                }
+                Some(HashOn::Cookie(name.to_owned()))
+            } else {
+                named("query:").map(|key| HashOn::Query(key.to_owned()))
+            }
+        }
+    };
+    parsed.ok_or_else(|| Fault::invalid(path, format!("expected {FORMS}, got {}", show(v))))
+}
+
+/// An RFC 9110 `tchar`: what header and cookie names are made of.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A domain balanced by plugins.balancer's built-in plugin must name a
+/// built-in kind: any other name is a custom plugin's, which it would
+/// refuse to load with (without the key path this error gives).
+pub(crate) fn check_balancer_kinds(placed: &[Placed], plugins: &Plugins) -> R<()> {
+    if plugins.balancer.source != PluginSource::Builtin {
+        return Ok(());
+    }
+    for p in placed {
+        let d = &p.domain;
+        if d.plugins.balancer.is_some() || BUILTIN_BALANCERS.contains(&d.balancer.as_str()) {
+            continue;
+        }
+        return Err(Fault::invalid(
+            join(&p.path, "balancer"),
+            format!(
+                "unknown balancer {:?} (built-in: {}); a custom balancer's name needs a balancer plugin: plugins.balancer or {{\"path\": \"balancer.wasm\", \"kind\": ...}}",
+                d.balancer,
+                BUILTIN_BALANCERS.join(", ")
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A domain's own `role` plugin: `{"path": "x.wasm", ...}` with the keys of
@@ -379,7 +470,8 @@ fn balancer(v: &Value, path: &str) -> R<String> {
         _ => Err(Fault::invalid(
             path,
             format!(
-                "expected a balancer name: \"round-robin\", \"weighted-round-robin\", \"least-request\" or a custom balancer's name, got {}",
+                "expected a balancer name: {} or a custom balancer's name, got {}",
+                BUILTIN_BALANCERS.map(|b| format!("\"{b}\"")).join(", "),
                 show(v)
             ),
         )),

@@ -104,6 +104,7 @@ pub(crate) fn config(root: &Value, origin: &Path) -> R<Config> {
         None => None,
     };
     domains::check_tls_needs(&placed, &listen, &acme)?;
+    domains::check_balancer_kinds(&placed, &plugins)?;
 
     Ok(Config {
         origin: origin.to_path_buf(),

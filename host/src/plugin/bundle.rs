@@ -7,8 +7,9 @@
 pub static ROUTER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/plugins/router.wasm"));
 
 /// The default balancer component (world `balancer`, crate
-/// `bbproxy-plugin-balancer`): `round-robin`, `weighted-round-robin` and
-/// `least-request`, chosen per upstream by its `balancer` setting.
+/// `bbproxy-plugin-balancer`): `round-robin`, `weighted-round-robin`,
+/// `least-request`, `consistent-hash`, `random` and `first`, chosen per
+/// upstream by its `balancer` setting.
 pub static BALANCER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/plugins/balancer.wasm"));
 
 /// The default circuit-breaker component (world `breaker`, crate

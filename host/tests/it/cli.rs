@@ -134,6 +134,42 @@ fn check_prints_a_summary_table() {
     }
 }
 
+/// The built-in balancer kinds: `check` shows what consistent-hash hashes,
+/// and names a bad `kind` or `hash_on` by its key, before any plugin loads.
+#[test]
+fn check_shows_and_validates_the_builtin_balancer_kinds() {
+    let (ok, stdout, stderr) = check(
+        r#"{"domains": {"a.test": {"backends": ["localhost:8080", "localhost:8081"],
+                                   "balancer": {"kind": "consistent-hash", "hash_on": "cookie:session"}},
+                        "b.test": {"backends": ["localhost:9000"], "balancer": "first"}}}"#,
+    );
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("consistent-hash (cookie:session)"),
+        "{stdout}"
+    );
+    for (balancer, want) in [
+        (
+            r#"{"kind": "consistent-hash", "hash_on": "headr:x-user"}"#,
+            "config.json: domains.a.test.balancer.hash_on: expected \"header:<name>\"",
+        ),
+        (
+            r#"{"kind": "rnadom"}"#,
+            "config.json: domains.a.test.balancer: unknown balancer \"rnadom\" (built-in: round-robin, weighted-round-robin, least-request, consistent-hash, random, first)",
+        ),
+        (
+            r#"{"kind": "first", "hash_on": "path"}"#,
+            "config.json: domains.a.test.balancer.hash_on: applies to \"kind\": \"consistent-hash\" only",
+        ),
+    ] {
+        let (ok, _, stderr) = check(&format!(
+            r#"{{"domains": {{"a.test": {{"backends": ["localhost:8080"], "balancer": {balancer}}}}}}}"#
+        ));
+        assert!(!ok, "{balancer}");
+        assert_clean_error(&stderr, &[want]);
+    }
+}
+
 /// `--version` names the wasmtime and the plugin contract versions.
 #[test]
 fn version_names_wasmtime_and_the_contract() {

@@ -15,6 +15,7 @@ mod cluster;
 mod dashboard;
 mod deploy;
 mod forwarding;
+mod hashing;
 mod http2;
 mod instance_reuse;
 mod limits;

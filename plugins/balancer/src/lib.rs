@@ -1,7 +1,10 @@
 //! BBProxy's default balancer.
 //!
-//! Configuration: `{}` (no keys). Each upstream's `balancer` setting in
-//! config.json selects its policy:
+//! Configuration: `{}`, or what the host derives from config.json for the
+//! `consistent-hash` upstreams: `{"hash": {"<upstream>": {"on":
+//! "header:x-user", "backends": ["http://10.0.0.1:80", ...]}}}` (the
+//! addresses key the hash; without them, backend positions do). Each
+//! upstream's `balancer` setting in config.json selects its policy:
 //!
 //! - `round-robin` (the default): a shared counter per upstream, so requests
 //!   spread exactly evenly over the candidates across all workers.
@@ -11,17 +14,51 @@
 //! - `least-request`: the power of two choices: the candidate with fewer
 //!   requests in flight among two picked at random (all of them when there are
 //!   only two); ties go to the lower latency average, then to a coin flip.
+//! - `consistent-hash`: rendezvous hashing of the request key named by
+//!   `hash_on` (see [`hash`]); the same key goes to the same backend while
+//!   it is eligible, and a request without the key goes round-robin.
+//! - `random`: a uniformly random candidate.
+//! - `first`: the first eligible backend in configured order (active /
+//!   standby).
+
+pub mod hash;
+
+use std::collections::HashMap;
 
 use bbproxy_sdk::serde::Deserialize;
 use bbproxy_sdk::{Backend, Balancer, Counter, Request};
+use hash::HashOn;
 
 /// The names accepted in an upstream's `balancer` setting.
-pub const SUPPORTED: [&str; 3] = ["round-robin", "weighted-round-robin", "least-request"];
+pub const SUPPORTED: [&str; 6] = [
+    "round-robin",
+    "weighted-round-robin",
+    "least-request",
+    "consistent-hash",
+    "random",
+    "first",
+];
 
-/// The plugin's configuration: no keys.
+/// The plugin's configuration.
 #[derive(Debug, Default, Deserialize)]
 #[serde(crate = "bbproxy_sdk::serde", deny_unknown_fields)]
-pub struct Config {}
+pub struct Config {
+    /// `consistent-hash` settings by upstream name.
+    #[serde(default)]
+    pub hash: HashMap<String, HashSpec>,
+}
+
+/// One `consistent-hash` upstream's settings.
+#[derive(Debug, Deserialize)]
+#[serde(crate = "bbproxy_sdk::serde", deny_unknown_fields)]
+pub struct HashSpec {
+    /// What to hash, as in config.json's `hash_on` (default `client_ip`).
+    #[serde(default)]
+    pub on: Option<String>,
+    /// The backends' addresses in configured order.
+    #[serde(default)]
+    pub backends: Vec<String>,
+}
 
 impl Config {
     /// Parses the JSON configuration text.
@@ -39,6 +76,12 @@ pub enum Policy {
     WeightedRoundRobin,
     /// `least-request`.
     LeastRequest,
+    /// `consistent-hash`.
+    ConsistentHash,
+    /// `random`.
+    Random,
+    /// `first`.
+    First,
 }
 
 impl Policy {
@@ -48,6 +91,9 @@ impl Policy {
             "round-robin" => Ok(Policy::RoundRobin),
             "weighted-round-robin" => Ok(Policy::WeightedRoundRobin),
             "least-request" => Ok(Policy::LeastRequest),
+            "consistent-hash" => Ok(Policy::ConsistentHash),
+            "random" => Ok(Policy::Random),
+            "first" => Ok(Policy::First),
             other => Err(format!(
                 "upstream {upstream:?}: unknown balancer {other:?} (supported: {})",
                 SUPPORTED.join(", ")
@@ -160,12 +206,50 @@ pub fn least_request(candidates: &[Backend], mut random: impl FnMut() -> u64) ->
     }
 }
 
+/// `first`: the candidate earliest in configured order.
+pub fn first(candidates: &[Backend]) -> Option<usize> {
+    candidates
+        .iter()
+        .enumerate()
+        .min_by_key(|(_, b)| b.id)
+        .map(|(i, _)| i)
+}
+
+/// A uniformly random candidate.
+pub fn random(candidates: &[Backend], random: u64) -> Option<usize> {
+    let len = u64::try_from(candidates.len()).ok().filter(|&l| l > 0)?;
+    usize::try_from(random % len).ok()
+}
+
+/// What `consistent-hash` keeps for one upstream.
+#[derive(Debug)]
+struct Hashed {
+    on: HashOn,
+    /// Each backend's identity by position: a hash of its address, so that
+    /// a backend keeps its keys when the list around it changes.
+    identities: Vec<u64>,
+    /// For requests without the key.
+    round_robin: Counter,
+}
+
+impl Hashed {
+    fn identity(&self, id: u32) -> u64 {
+        usize::try_from(id)
+            .ok()
+            .and_then(|i| self.identities.get(i).copied())
+            .unwrap_or_else(|| hash::fnv1a(&id.to_le_bytes()))
+    }
+}
+
 /// What the balancer keeps per upstream.
 #[derive(Debug)]
 enum UpstreamPolicy {
     RoundRobin(Counter),
     WeightedRoundRobin(Counter),
     LeastRequest,
+    ConsistentHash(Box<Hashed>),
+    Random,
+    First,
 }
 
 /// The balancer plugin.
@@ -175,28 +259,52 @@ pub struct DefaultBalancer {
     upstreams: Vec<UpstreamPolicy>,
 }
 
+fn round_robin_counter(upstream: &str) -> Counter {
+    Counter::new(&format!("bbproxy.balancer.rr.{upstream}"))
+}
+
 impl Balancer for DefaultBalancer {
     fn init(config: &str) -> Result<Self, String> {
-        Config::parse(config)?;
+        let mut config = Config::parse(config)?;
         let upstreams = bbproxy_sdk::upstreams()
             .into_iter()
             .map(|u| {
                 Ok(match Policy::parse(&u.name, &u.balancer)? {
-                    Policy::RoundRobin => UpstreamPolicy::RoundRobin(Counter::new(&format!(
-                        "bbproxy.balancer.rr.{}",
-                        u.name
-                    ))),
+                    Policy::RoundRobin => UpstreamPolicy::RoundRobin(round_robin_counter(&u.name)),
                     Policy::WeightedRoundRobin => UpstreamPolicy::WeightedRoundRobin(Counter::new(
                         &format!("bbproxy.balancer.wrr.{}", u.name),
                     )),
                     Policy::LeastRequest => UpstreamPolicy::LeastRequest,
+                    Policy::ConsistentHash => {
+                        let spec = config.hash.remove(&u.name);
+                        let on = match spec.as_ref().and_then(|s| s.on.as_deref()) {
+                            Some(on) => HashOn::parse(on)
+                                .map_err(|e| format!("upstream {:?}: {e}", u.name))?,
+                            None => HashOn::ClientIp,
+                        };
+                        let identities = spec
+                            .map(|s| {
+                                s.backends
+                                    .iter()
+                                    .map(|a| hash::fnv1a(a.as_bytes()))
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        UpstreamPolicy::ConsistentHash(Box::new(Hashed {
+                            on,
+                            identities,
+                            round_robin: round_robin_counter(&u.name),
+                        }))
+                    }
+                    Policy::Random => UpstreamPolicy::Random,
+                    Policy::First => UpstreamPolicy::First,
                 })
             })
             .collect::<Result<_, String>>()?;
         Ok(DefaultBalancer { upstreams })
     }
 
-    fn pick(&mut self, _req: &Request, upstream: u32, candidates: &[Backend]) -> Option<u32> {
+    fn pick(&mut self, req: &Request, upstream: u32, candidates: &[Backend]) -> Option<u32> {
         let policy = self.upstreams.get(usize::try_from(upstream).ok()?)?;
         let index = match policy {
             UpstreamPolicy::RoundRobin(counter) => {
@@ -207,6 +315,14 @@ impl Balancer for DefaultBalancer {
                 weighted_round_robin(counter.fetch_add(1), &weights)
             }
             UpstreamPolicy::LeastRequest => least_request(candidates, bbproxy_sdk::random),
+            UpstreamPolicy::ConsistentHash(h) => match h.on.key(req) {
+                Some(key) => {
+                    hash::pick(hash::fnv1a(key.as_bytes()), candidates, |id| h.identity(id))
+                }
+                None => round_robin(h.round_robin.fetch_add(1), candidates.len()),
+            },
+            UpstreamPolicy::Random => random(candidates, bbproxy_sdk::random()),
+            UpstreamPolicy::First => first(candidates),
         }?;
         u32::try_from(index).ok()
     }
@@ -406,20 +522,33 @@ mod tests {
             Policy::parse("a", "least-request"),
             Ok(Policy::LeastRequest)
         );
-        let err = Policy::parse("example.com", "random").unwrap_err();
+        assert_eq!(
+            Policy::parse("a", "consistent-hash"),
+            Ok(Policy::ConsistentHash)
+        );
+        assert_eq!(Policy::parse("a", "random"), Ok(Policy::Random));
+        assert_eq!(Policy::parse("a", "first"), Ok(Policy::First));
+        let err = Policy::parse("example.com", "rnadom").unwrap_err();
         assert_eq!(
             err,
-            "upstream \"example.com\": unknown balancer \"random\" (supported: round-robin, weighted-round-robin, least-request)"
+            "upstream \"example.com\": unknown balancer \"rnadom\" (supported: round-robin, weighted-round-robin, least-request, consistent-hash, random, first)"
         );
     }
 
     #[test]
-    fn config_takes_no_keys() {
+    fn config_takes_only_the_hash_settings() {
         assert!(Config::parse("{}").is_ok());
         assert!(Config::parse(" { } ").is_ok());
+        let c =
+            Config::parse(r#"{"hash": {"a.test": {"on": "path", "backends": ["http://x:1"]}}}"#)
+                .unwrap();
+        assert_eq!(c.hash["a.test"].backends, ["http://x:1"]);
         let err = Config::parse(r#"{"policy": "x"}"#).unwrap_err();
         assert!(err.contains("unknown field `policy`"), "{err}");
         assert!(Config::parse("[]").is_err());
         assert!(Config::parse("").is_err());
     }
 }
+
+#[cfg(test)]
+mod hash_tests;

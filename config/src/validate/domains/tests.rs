@@ -45,7 +45,7 @@ fn extended_domain_form() {
         "b.example.com": {"backends": ["b:1"], "balancer": "least-request", "tls": "acme"},
         "c.example.com": {"backends": ["c:1"], "balancer": "my-plugin", "tls": "off"},
         "d.example.com": {"backends": ["d:1"]}
-    }}"#);
+    }, "plugins": {"balancer": {"path": "lb.wasm"}}}"#);
     let a = &c.domains[0];
     assert_eq!(a.balancer, "weighted-round-robin");
     assert_eq!(
@@ -296,4 +296,107 @@ fn domain_plugin_errors() {
         e.contains("domains.a.test.router.on_fault: expected \"fail-open\" or \"fail-closed\""),
         "{e}"
     );
+}
+
+/// The built-in balancer kinds: `consistent-hash` with what it hashes
+/// (client_ip by default), `random` and `first`; each name the built-in
+/// balancer would refuse is caught with its key path.
+#[test]
+fn builtin_balancer_kinds_and_hash_on() {
+    let c = ok(r#"{"domains": {
+        "a.test": {"backends": ["127.0.0.1:1"], "balancer": {"kind": "consistent-hash", "hash_on": "header:X-User"}},
+        "b.test": {"backends": ["127.0.0.1:2"], "balancer": "consistent-hash"},
+        "c.test": {"backends": ["127.0.0.1:3"], "balancer": {"kind": "consistent-hash", "hash_on": "cookie:session"}},
+        "d.test": {"backends": ["127.0.0.1:4"], "balancer": {"kind": "consistent-hash", "hash_on": "query:key"}},
+        "e.test": {"backends": ["127.0.0.1:5"], "balancer": {"kind": "consistent-hash", "hash_on": "path"}},
+        "f.test": {"backends": ["127.0.0.1:6"], "balancer": "random"},
+        "g.test": {"backends": ["127.0.0.1:7"], "balancer": {"kind": "first"}},
+        "h.test": ["127.0.0.1:8"]
+    }}"#);
+    let got: Vec<(&str, Option<String>)> = c
+        .domains
+        .iter()
+        .map(|d| {
+            (
+                d.balancer.as_str(),
+                d.hash_on.as_ref().map(|h| h.to_string()),
+            )
+        })
+        .collect();
+    let hashed = |on: &str| ("consistent-hash", Some(on.to_owned()));
+    assert_eq!(
+        got,
+        [
+            hashed("header:x-user"),
+            hashed("client_ip"),
+            hashed("cookie:session"),
+            hashed("query:key"),
+            hashed("path"),
+            ("random", None),
+            ("first", None),
+            ("round-robin", None),
+        ]
+    );
+    // A domain's own plugin with a built-in kind: its fail-open fallback
+    // hashes as told.
+    let c = ok(r#"{"domains": {"a.test": {"backends": ["127.0.0.1:1"],
+        "balancer": {"path": "lb.wasm", "kind": "consistent-hash", "hash_on": "client_ip"}}}}"#);
+    assert_eq!(c.domains[0].hash_on, Some(HashOn::ClientIp));
+
+    let domain = |balancer: &str| {
+        err(&format!(
+            r#"{{"domains": {{"a.test": {{"backends": ["127.0.0.1:1"], "balancer": {balancer}}}}}}}"#
+        ))
+    };
+    for (balancer, want) in [
+        (
+            r#"{"kind": "consistent-hash", "hash_on": "header:"}"#,
+            "config.json: domains.a.test.balancer.hash_on: expected \"header:<name>\", \"cookie:<name>\", \"query:<key>\", \"client_ip\" or \"path\", got \"header:\"",
+        ),
+        (
+            r#"{"kind": "consistent-hash", "hash_on": "ip"}"#,
+            "domains.a.test.balancer.hash_on: expected \"header:<name>\"",
+        ),
+        (
+            r#"{"kind": "consistent-hash", "hash_on": 3}"#,
+            "domains.a.test.balancer.hash_on: expected \"header:<name>\", \"cookie:<name>\", \"query:<key>\", \"client_ip\" or \"path\", got 3",
+        ),
+        (
+            r#"{"kind": "consistent-hash", "hash_on": "header:x user"}"#,
+            "domains.a.test.balancer.hash_on: \"x user\" is not a valid header name",
+        ),
+        (
+            r#"{"kind": "consistent-hash", "hash_on": "cookie:a=b"}"#,
+            "domains.a.test.balancer.hash_on: \"a=b\" is not a valid cookie name",
+        ),
+        (
+            r#"{"kind": "round-robin", "hash_on": "path"}"#,
+            "domains.a.test.balancer.hash_on: applies to \"kind\": \"consistent-hash\" only (this balancer is \"round-robin\")",
+        ),
+        (
+            r#"{"hash_on": "path"}"#,
+            "domains.a.test.balancer.hash_on: applies to \"kind\": \"consistent-hash\" only",
+        ),
+        (
+            r#"{"kind": "consistant-hash", "hash_on": "path"}"#,
+            "domains.a.test.balancer.hash_on: applies to \"kind\": \"consistent-hash\" only (this balancer is \"consistant-hash\")",
+        ),
+        (
+            r#"{"kind": "rnadom"}"#,
+            "config.json: domains.a.test.balancer: unknown balancer \"rnadom\" (built-in: round-robin, weighted-round-robin, least-request, consistent-hash, random, first); a custom balancer's name needs a balancer plugin",
+        ),
+        (
+            r#""sticky""#,
+            "domains.a.test.balancer: unknown balancer \"sticky\"",
+        ),
+    ] {
+        let e = domain(balancer);
+        assert!(e.contains(want), "{balancer}: {e}");
+    }
+    // A custom name is fine where a plugin balances the domain.
+    let c = ok(
+        r#"{"domains": {"a.test": {"backends": ["127.0.0.1:1"], "balancer": "sticky"}},
+        "plugins": {"balancer": {"path": "lb.wasm"}}}"#,
+    );
+    assert_eq!(c.domains[0].balancer, "sticky");
 }

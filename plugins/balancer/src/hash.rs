@@ -1,0 +1,132 @@
+//! `consistent-hash`: rendezvous (highest random weight) hashing of a
+//! request key onto the backends.
+//!
+//! Why rendezvous rather than a ring with virtual nodes: every backend's
+//! score for a key is computed from the key and the backend alone, so
+//! removing a backend moves exactly its keys and nothing else, and an
+//! ineligible backend (breaker open, failing its health check, already
+//! tried) simply drops out of the comparison: its keys go to their second
+//! choice and come back when it returns, with no state to rebuild. A ring
+//! needs 100+ virtual nodes per backend for an even spread (a table to
+//! build per generation and a binary search per pick) and still moves a
+//! little more than the removed share. Rendezvous costs one hash per
+//! candidate per pick, which at the tens of backends an upstream has is a
+//! few nanoseconds each.
+
+use bbproxy_sdk::{Backend, Request};
+
+/// What the balancer hashes (config.json's `"hash_on"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashOn {
+    /// `client_ip`.
+    ClientIp,
+    /// `path`.
+    Path,
+    /// `header:<name>`.
+    Header(String),
+    /// `cookie:<name>`.
+    Cookie(String),
+    /// `query:<key>`.
+    Query(String),
+}
+
+impl HashOn {
+    /// Parses the config form (`header:x-user`).
+    pub fn parse(s: &str) -> Result<HashOn, String> {
+        let named = |prefix: &str| s.strip_prefix(prefix).filter(|n| !n.is_empty());
+        match s {
+            "client_ip" => Ok(HashOn::ClientIp),
+            "path" => Ok(HashOn::Path),
+            _ => {
+                if let Some(name) = named("header:") {
+                    Ok(HashOn::Header(name.to_ascii_lowercase()))
+                } else if let Some(name) = named("cookie:") {
+                    Ok(HashOn::Cookie(name.to_owned()))
+                } else if let Some(key) = named("query:") {
+                    Ok(HashOn::Query(key.to_owned()))
+                } else {
+                    Err(format!(
+                        "unknown hash_on {s:?} (expected header:<name>, cookie:<name>, query:<key>, client_ip or path)"
+                    ))
+                }
+            }
+        }
+    }
+
+    /// The key of `req`, if it has one; an empty value counts as none.
+    pub fn key(&self, req: &Request) -> Option<String> {
+        let key = match self {
+            HashOn::ClientIp => Some(req.client_addr()),
+            HashOn::Path => Some(req.path()),
+            HashOn::Header(name) => req.header(name),
+            HashOn::Cookie(name) => req
+                .header("cookie")
+                .and_then(|c| cookie(&c, name).map(str::to_owned)),
+            HashOn::Query(key) => req.query().and_then(|q| query(&q, key).map(str::to_owned)),
+        };
+        key.filter(|k| !k.is_empty())
+    }
+}
+
+/// The value of cookie `name` in a `Cookie` header (`a=1; b=2`).
+pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+    header.split(';').find_map(|pair| {
+        let (k, v) = pair.trim().split_once('=')?;
+        (k == name).then(|| v.trim_matches('"'))
+    })
+}
+
+/// The value of the first `key=...` in a query string, as sent.
+pub fn query<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .find_map(|pair| match pair.split_once('=') {
+            Some((k, v)) => (k == key).then_some(v),
+            None => (pair == key).then_some(""),
+        })
+}
+
+/// 64-bit FNV-1a: stable across builds and platforms (the keys of a
+/// generation must land where they did in the last one).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The splitmix64 finaliser: FNV alone mixes its last bytes poorly, and
+/// rendezvous needs the scores of one key for different backends to be
+/// independent.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Backend `identity`'s score for the key hashed to `key`.
+fn score(key: u64, identity: u64) -> u64 {
+    mix(key ^ mix(identity))
+}
+
+/// The candidate with the highest score for `key`, where `identity(id)` is
+/// the stable identity of the backend at position `id` (a hash of its
+/// address). With unequal weights each score is scaled as weighted
+/// rendezvous does (`w / -ln(u)`), so a backend gets its weight's share of
+/// the keys.
+pub fn pick(key: u64, candidates: &[Backend], identity: impl Fn(u32) -> u64) -> Option<usize> {
+    let first = candidates.first()?;
+    let scores = candidates.iter().map(|b| score(key, identity(b.id)));
+    if candidates.iter().all(|b| b.weight == first.weight) {
+        // Same order as the weighted score, without a logarithm each.
+        return scores.enumerate().max_by_key(|&(_, s)| s).map(|(i, _)| i);
+    }
+    let weighted = scores.zip(candidates).map(|(s, b)| {
+        // u in (0, 1]: the top 53 bits, never 0 (ln 0 is -inf).
+        let u = ((s >> 11) + 1) as f64 / (1u64 << 53) as f64;
+        f64::from(b.weight) / (-u.ln()).max(f64::MIN_POSITIVE)
+    });
+    weighted
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(i, _)| i)
+}
