@@ -16,18 +16,9 @@ pub const DEFAULT_HTTPS: SocketAddr =
 pub const DEFAULT_ADMIN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 9901);
 pub const DEFAULT_BALANCER: &str = "round-robin";
-/// The balancer names the built-in balancer plugin knows; any other name is
-/// for a custom balancer plugin.
-pub const BUILTIN_BALANCERS: [&str; 6] = [
-    "round-robin",
-    "weighted-round-robin",
-    "least-request",
-    "consistent-hash",
-    "random",
-    "first",
-];
-/// The built-in balancer that hashes a request key onto the backends.
-pub const CONSISTENT_HASH: &str = "consistent-hash";
+// The built-in balancer's names and hash keys are the plugin's contract:
+// one definition, shared with the balancer plugin.
+pub use bbproxy_plugin_contract::balancers::{BUILTIN_BALANCERS, CONSISTENT_HASH, HashOn};
 pub const DEFAULT_BREAKER_THRESHOLD: u32 = 5;
 pub const DEFAULT_BREAKER_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_PLUGIN_TIMEOUT: Duration = Duration::from_millis(10);
@@ -121,36 +112,6 @@ pub struct Domain {
     pub backend_ca: Option<PathBuf>,
     /// The domain's own plugins; `None` uses `plugins.<role>`.
     pub plugins: DomainPlugins,
-}
-
-/// The request key the `consistent-hash` balancer hashes (`"hash_on"`).
-/// Names are as given (`Header` lower case); a request without the key is
-/// balanced round-robin.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HashOn {
-    /// `client_ip`: the client's IP address.
-    ClientIp,
-    /// `path`: the request path, without the query.
-    Path,
-    /// `header:<name>`: the first value of a request header.
-    Header(String),
-    /// `cookie:<name>`: the value of a cookie.
-    Cookie(String),
-    /// `query:<key>`: the value of a query parameter (as sent, not decoded).
-    Query(String),
-}
-
-impl std::fmt::Display for HashOn {
-    /// The config form (`header:x-user`), which the built-in balancer reads.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            HashOn::ClientIp => f.write_str("client_ip"),
-            HashOn::Path => f.write_str("path"),
-            HashOn::Header(name) => write!(f, "header:{name}"),
-            HashOn::Cookie(name) => write!(f, "cookie:{name}"),
-            HashOn::Query(key) => write!(f, "query:{key}"),
-        }
-    }
 }
 
 /// Plugins a domain names for itself (`"balancer": {"path": ...}`,

@@ -9,6 +9,7 @@
 //! and the SDK each generate their own bindings of the same WIT types.
 #![deny(missing_docs)]
 
+pub mod balancers;
 pub mod hosts;
 
 /// Longest upstream name a router may answer. Upstream names are domain

@@ -207,46 +207,15 @@ fn domain_balancer(
 /// `"hash_on"`: `client_ip`, `path`, `header:<name>`, `cookie:<name>` or
 /// `query:<key>`.
 fn hash_on(v: &Value, path: &str) -> R<HashOn> {
-    const FORMS: &str =
-        "\"header:<name>\", \"cookie:<name>\", \"query:<key>\", \"client_ip\" or \"path\"";
+    use bbproxy_plugin_contract::balancers::{HASH_ON_FORMS, HashOnError};
+    let unknown = || Fault::invalid(path, format!("expected {HASH_ON_FORMS}, got {}", show(v)));
     let Value::String(s) = v else {
-        return Err(Fault::invalid(
-            path,
-            format!("expected {FORMS}, got {}", show(v)),
-        ));
+        return Err(unknown());
     };
-    let named = |prefix: &str| s.strip_prefix(prefix).filter(|n| !n.is_empty());
-    let parsed = match s.as_str() {
-        "client_ip" => Some(HashOn::ClientIp),
-        "path" => Some(HashOn::Path),
-        _ => {
-            if let Some(name) = named("header:") {
-                if !name.bytes().all(is_token_byte) {
-                    return Err(Fault::invalid(
-                        path,
-                        format!("{name:?} is not a valid header name"),
-                    ));
-                }
-                Some(HashOn::Header(name.to_ascii_lowercase()))
-            } else if let Some(name) = named("cookie:") {
-                if !name.bytes().all(is_token_byte) {
-                    return Err(Fault::invalid(
-                        path,
-                        format!("{name:?} is not a valid cookie name"),
-                    ));
-                }
-                Some(HashOn::Cookie(name.to_owned()))
-            } else {
-                named("query:").map(|key| HashOn::Query(key.to_owned()))
-            }
-        }
-    };
-    parsed.ok_or_else(|| Fault::invalid(path, format!("expected {FORMS}, got {}", show(v))))
-}
-
-/// An RFC 9110 `tchar`: what header and cookie names are made of.
-fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    HashOn::parse(s).map_err(|e| match e {
+        HashOnError::Unknown => unknown(),
+        named => Fault::invalid(path, named.to_string()),
+    })
 }
 
 /// A domain balanced by plugins.balancer's built-in plugin must name a

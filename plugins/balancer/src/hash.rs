@@ -15,57 +15,21 @@
 
 use bbproxy_sdk::{Backend, Request};
 
-/// What the balancer hashes (config.json's `"hash_on"`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HashOn {
-    /// `client_ip`.
-    ClientIp,
-    /// `path`.
-    Path,
-    /// `header:<name>`.
-    Header(String),
-    /// `cookie:<name>`.
-    Cookie(String),
-    /// `query:<key>`.
-    Query(String),
-}
+// One definition with the config checker's (the plugin contract).
+pub use bbproxy_plugin_contract::balancers::HashOn;
 
-impl HashOn {
-    /// Parses the config form (`header:x-user`).
-    pub fn parse(s: &str) -> Result<HashOn, String> {
-        let named = |prefix: &str| s.strip_prefix(prefix).filter(|n| !n.is_empty());
-        match s {
-            "client_ip" => Ok(HashOn::ClientIp),
-            "path" => Ok(HashOn::Path),
-            _ => {
-                if let Some(name) = named("header:") {
-                    Ok(HashOn::Header(name.to_ascii_lowercase()))
-                } else if let Some(name) = named("cookie:") {
-                    Ok(HashOn::Cookie(name.to_owned()))
-                } else if let Some(key) = named("query:") {
-                    Ok(HashOn::Query(key.to_owned()))
-                } else {
-                    Err(format!(
-                        "unknown hash_on {s:?} (expected header:<name>, cookie:<name>, query:<key>, client_ip or path)"
-                    ))
-                }
-            }
-        }
-    }
-
-    /// The key of `req`, if it has one; an empty value counts as none.
-    pub fn key(&self, req: &Request) -> Option<String> {
-        let key = match self {
-            HashOn::ClientIp => Some(req.client_addr()),
-            HashOn::Path => Some(req.path()),
-            HashOn::Header(name) => req.header(name),
-            HashOn::Cookie(name) => req
-                .header("cookie")
-                .and_then(|c| cookie(&c, name).map(str::to_owned)),
-            HashOn::Query(key) => req.query().and_then(|q| query(&q, key).map(str::to_owned)),
-        };
-        key.filter(|k| !k.is_empty())
-    }
+/// The key `on` names in `req`, if it has one; an empty value counts as none.
+pub fn key(on: &HashOn, req: &Request) -> Option<String> {
+    let key = match on {
+        HashOn::ClientIp => Some(req.client_addr()),
+        HashOn::Path => Some(req.path()),
+        HashOn::Header(name) => req.header(name),
+        HashOn::Cookie(name) => req
+            .header("cookie")
+            .and_then(|c| cookie(&c, name).map(str::to_owned)),
+        HashOn::Query(key) => req.query().and_then(|q| query(&q, key).map(str::to_owned)),
+    };
+    key.filter(|k| !k.is_empty())
 }
 
 /// The value of cookie `name` in a `Cookie` header (`a=1; b=2`).

@@ -30,14 +30,7 @@ use bbproxy_sdk::{Backend, Balancer, Counter, Request};
 use hash::HashOn;
 
 /// The names accepted in an upstream's `balancer` setting.
-pub const SUPPORTED: [&str; 6] = [
-    "round-robin",
-    "weighted-round-robin",
-    "least-request",
-    "consistent-hash",
-    "random",
-    "first",
-];
+pub use bbproxy_plugin_contract::balancers::BUILTIN_BALANCERS as SUPPORTED;
 
 /// The plugin's configuration.
 #[derive(Debug, Default, Deserialize)]
@@ -278,8 +271,9 @@ impl Balancer for DefaultBalancer {
                     Policy::ConsistentHash => {
                         let spec = config.hash.remove(&u.name);
                         let on = match spec.as_ref().and_then(|s| s.on.as_deref()) {
-                            Some(on) => HashOn::parse(on)
-                                .map_err(|e| format!("upstream {:?}: {e}", u.name))?,
+                            Some(on) => HashOn::parse(on).map_err(|e| {
+                                format!("upstream {:?}: unknown hash_on {on:?} ({e})", u.name)
+                            })?,
                             None => HashOn::ClientIp,
                         };
                         let identities = spec
@@ -315,7 +309,7 @@ impl Balancer for DefaultBalancer {
                 weighted_round_robin(counter.fetch_add(1), &weights)
             }
             UpstreamPolicy::LeastRequest => least_request(candidates, bbproxy_sdk::random),
-            UpstreamPolicy::ConsistentHash(h) => match h.on.key(req) {
+            UpstreamPolicy::ConsistentHash(h) => match hash::key(&h.on, req) {
                 Some(key) => {
                     hash::pick(hash::fnv1a(key.as_bytes()), candidates, |id| h.identity(id))
                 }

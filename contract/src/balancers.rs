@@ -1,0 +1,113 @@
+//! The built-in balancer's names and the request keys it hashes: read by
+//! the config checker (`bbproxy check` names the key path of a bad value)
+//! and by the balancer plugin itself, so the two never disagree on what a
+//! `"balancer"` or `"hash_on"` value means.
+
+/// The balancer names the built-in balancer plugin knows; any other name is
+/// for a custom balancer plugin.
+pub const BUILTIN_BALANCERS: [&str; 6] = [
+    "round-robin",
+    "weighted-round-robin",
+    "least-request",
+    "consistent-hash",
+    "random",
+    "first",
+];
+
+/// The built-in balancer that hashes a request key onto the backends.
+pub const CONSISTENT_HASH: &str = "consistent-hash";
+
+/// The forms a `hash_on` value may take, for messages.
+pub const HASH_ON_FORMS: &str =
+    "\"header:<name>\", \"cookie:<name>\", \"query:<key>\", \"client_ip\" or \"path\"";
+
+/// The request key the `consistent-hash` balancer hashes (`"hash_on"`).
+/// `Header` names are lower case; a request without the key is balanced
+/// round-robin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashOn {
+    /// `client_ip`: the client's IP address.
+    ClientIp,
+    /// `path`: the request path, without the query.
+    Path,
+    /// `header:<name>`: the first value of a request header.
+    Header(String),
+    /// `cookie:<name>`: the value of a cookie.
+    Cookie(String),
+    /// `query:<key>`: the value of a query parameter (as sent, not decoded).
+    Query(String),
+}
+
+/// Why a `hash_on` value was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashOnError {
+    /// Not one of [`HASH_ON_FORMS`].
+    Unknown,
+    /// `header:<name>` with a name that is not an RFC 9110 token.
+    BadHeaderName(String),
+    /// `cookie:<name>` with a name that is not an RFC 9110 token.
+    BadCookieName(String),
+}
+
+impl std::fmt::Display for HashOnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HashOnError::Unknown => write!(f, "expected {HASH_ON_FORMS}"),
+            HashOnError::BadHeaderName(n) => write!(f, "{n:?} is not a valid header name"),
+            HashOnError::BadCookieName(n) => write!(f, "{n:?} is not a valid cookie name"),
+        }
+    }
+}
+
+impl HashOn {
+    /// Parses the config form (`header:x-user`).
+    ///
+    /// ```
+    /// use bbproxy_plugin_contract::balancers::HashOn;
+    /// assert_eq!(HashOn::parse("header:X-User"), Ok(HashOn::Header("x-user".into())));
+    /// assert!(HashOn::parse("header:").is_err());
+    /// ```
+    pub fn parse(s: &str) -> Result<HashOn, HashOnError> {
+        let named = |prefix: &str| s.strip_prefix(prefix).filter(|n| !n.is_empty());
+        let token = |name: &str| name.bytes().all(is_token_byte);
+        match s {
+            "client_ip" => Ok(HashOn::ClientIp),
+            "path" => Ok(HashOn::Path),
+            _ => {
+                if let Some(name) = named("header:") {
+                    if !token(name) {
+                        return Err(HashOnError::BadHeaderName(name.to_owned()));
+                    }
+                    Ok(HashOn::Header(name.to_ascii_lowercase()))
+                } else if let Some(name) = named("cookie:") {
+                    if !token(name) {
+                        return Err(HashOnError::BadCookieName(name.to_owned()));
+                    }
+                    Ok(HashOn::Cookie(name.to_owned()))
+                } else if let Some(key) = named("query:") {
+                    Ok(HashOn::Query(key.to_owned()))
+                } else {
+                    Err(HashOnError::Unknown)
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for HashOn {
+    /// The config form (`header:x-user`), which the built-in balancer reads.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HashOn::ClientIp => f.write_str("client_ip"),
+            HashOn::Path => f.write_str("path"),
+            HashOn::Header(name) => write!(f, "header:{name}"),
+            HashOn::Cookie(name) => write!(f, "cookie:{name}"),
+            HashOn::Query(key) => write!(f, "query:{key}"),
+        }
+    }
+}
+
+/// An RFC 9110 `tchar`: what header and cookie names are made of.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
