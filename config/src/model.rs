@@ -56,6 +56,9 @@ pub struct Config {
     /// `log_format`; `None` leaves it to the command line (human by
     /// default).
     pub log_format: Option<LogFormat>,
+    /// `tracing`: OpenTelemetry traces; `None` (the default) exports none
+    /// and leaves `traceparent`/`tracestate` untouched.
+    pub tracing: Option<TracingSettings>,
     pub timeouts: Timeouts,
     pub limits: Limits,
     pub retries: Retries,
@@ -378,6 +381,27 @@ pub enum LogFormat {
     /// One JSON object per line.
     Json,
 }
+
+/// `tracing`: where and how many traces are exported (OTLP over HTTP,
+/// protobuf).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingSettings {
+    /// The collector's traces URL: `otlp_endpoint` with `/v1/traces`
+    /// appended, as the OTLP spec does with `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub traces_url: String,
+    /// Share of new traces recorded, 0 to 1. A request that arrives with a
+    /// sampled `traceparent` is recorded whatever this says (parent-based).
+    pub sample_ratio: f64,
+    /// The `service.name` resource attribute.
+    pub service_name: String,
+}
+
+// `sample_ratio` is validated to lie in 0..=1, so it is never NaN and
+// equality is total.
+impl Eq for TracingSettings {}
+
+pub const DEFAULT_TRACE_SAMPLE_RATIO: f64 = 1.0;
+pub const DEFAULT_TRACE_SERVICE_NAME: &str = "bbproxy";
 
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 

@@ -91,6 +91,7 @@ fn original_file_loads_unchanged() {
             },
             access_log: true,
             log_format: None,
+            tracing: None,
             timeouts: Timeouts::default(),
             limits: Limits::default(),
             retries: Retries::default(),
@@ -181,7 +182,7 @@ fn duplicate_json_keys_are_errors() {
 fn unknown_keys_name_their_path() {
     assert_eq!(
         err(&with(r#""listn": {}"#)),
-        "config.json: unknown key `listn` (expected one of: domains, default_domain, listen, admin, circuit_breaker_threshold, circuit_breaker_timeout, cert_cache_dir, cert_cache_path, plugins, acme, metrics, access_log, log_format, timeouts, limits, retries, shutdown_grace, storage); did you mean `listen`?"
+        "config.json: unknown key `listn` (expected one of: domains, default_domain, listen, admin, circuit_breaker_threshold, circuit_breaker_timeout, cert_cache_dir, cert_cache_path, plugins, acme, metrics, access_log, log_format, tracing, timeouts, limits, retries, shutdown_grace, storage); did you mean `listen`?"
     );
     assert_eq!(
         err(r#"{"domains": {"example.com": {"backends": ["a:1"], "balancr": "x"}}}"#),

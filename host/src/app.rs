@@ -24,6 +24,7 @@ use crate::reload::{self, Reloader};
 use crate::server::workers::{self, WorkerStats, Workers};
 use crate::server::{self, BindError};
 use crate::telemetry;
+use crate::telemetry::otel::Tracing;
 use crate::tls::TlsTerminator;
 use crate::upstream::{ConnectionCounts, Registry, connection_counts};
 
@@ -51,6 +52,9 @@ pub enum StartError {
     /// The worker threads could not be started.
     #[error("cannot start the worker threads: {0}")]
     Workers(std::io::Error),
+    /// The OTLP trace exporter could not start.
+    #[error(transparent)]
+    Tracing(#[from] crate::telemetry::otel::TracingError),
 }
 
 /// Options that do not come from config.json.
@@ -201,15 +205,20 @@ impl Running {
     /// and returns when every listener is done.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        for t in self.tasks {
-            let _ = t.await;
-        }
+        self.wait().await;
     }
 
-    /// Returns when the listeners stop (after a shutdown signal).
+    /// Returns when the listeners stop (after a shutdown signal), and the
+    /// spans still queued are exported.
     pub async fn wait(self) {
         for t in self.tasks {
             let _ = t.await;
+        }
+        if let Some(tracing) = self.shared.observer.tracing().cloned() {
+            // The exporter blocks its caller while it sends on this
+            // runtime: off the async threads.
+            let _ =
+                tokio::task::spawn_blocking(move || tracing.shutdown(Duration::from_secs(5))).await;
         }
     }
 
@@ -279,6 +288,18 @@ pub async fn prepare(config: Config, options: Options) -> Result<Prepared, Start
     // Threads now, listeners once `serve` binds them.
     let workers = Workers::start(options.workers.unwrap_or_else(workers::default_count))
         .map_err(StartError::Workers)?;
+    let tracing = match &config.tracing {
+        Some(t) => {
+            let tracing = Tracing::start(t, tokio::runtime::Handle::current())?;
+            tracing::info!(
+                "exporting traces to {} (sample ratio {})",
+                tracing.traces_url(),
+                tracing.sample_ratio()
+            );
+            Some(Arc::new(tracing))
+        }
+        None => None,
+    };
     let shared = Arc::new(Shared {
         workers: workers.stats().clone(),
         certs,
@@ -286,7 +307,7 @@ pub async fn prepare(config: Config, options: Options) -> Result<Prepared, Start
         runtime,
         registry,
         connections: connection_counts(),
-        observer: Arc::new(Observer::new(config.access_log)),
+        observer: Arc::new(Observer::new(config.access_log).with_tracing(tracing)),
         config_path: config.origin.clone(),
         ready: AtomicBool::new(false),
         last_reload_error: Mutex::new(None),

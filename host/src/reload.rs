@@ -47,6 +47,7 @@ struct Fixed {
     log_interval: Duration,
     shutdown_grace: Duration,
     log_format: Option<bbproxy_config::LogFormat>,
+    tracing: Option<bbproxy_config::TracingSettings>,
 }
 
 impl Fixed {
@@ -58,6 +59,7 @@ impl Fixed {
             log_interval: config.metrics.log_interval,
             shutdown_grace: config.shutdown_grace,
             log_format: config.log_format,
+            tracing: config.tracing.clone(),
         }
     }
 
@@ -81,6 +83,9 @@ impl Fixed {
         }
         if self.log_format != other.log_format {
             out.push("log_format");
+        }
+        if self.tracing != other.tracing {
+            out.push("tracing");
         }
         out
     }

@@ -37,6 +37,7 @@ const TOP_KEYS: &[&str] = &[
     "metrics",
     "access_log",
     "log_format",
+    "tracing",
     "timeouts",
     "limits",
     "retries",
@@ -103,6 +104,10 @@ pub(crate) fn config(root: &Value, origin: &Path) -> R<Config> {
         Some(v) => Some(observe::log_format(v)?),
         None => None,
     };
+    let tracing = match present(root, "tracing") {
+        Some(v) => Some(observe::tracing(v)?),
+        None => None,
+    };
     domains::check_tls_needs(&placed, &listen, &acme)?;
     domains::check_balancer_kinds(&placed, &plugins)?;
 
@@ -122,6 +127,7 @@ pub(crate) fn config(root: &Value, origin: &Path) -> R<Config> {
         metrics,
         access_log,
         log_format,
+        tracing,
         timeouts,
         limits,
         retries,

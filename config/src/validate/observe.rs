@@ -1,10 +1,15 @@
-//! The keys about what an operator sees: `admin.token` and `log_format`.
+//! The keys about what an operator sees: `admin.token`, `log_format` and
+//! `tracing`.
 
 use serde_json::Value;
 
-use super::walk::{R, show};
+use super::walk::{R, check_keys, object, present, show};
 use crate::error::Fault;
-use crate::model::{LogFormat, Secret};
+use crate::model::{
+    DEFAULT_TRACE_SAMPLE_RATIO, DEFAULT_TRACE_SERVICE_NAME, LogFormat, Secret, TracingSettings,
+};
+
+const TRACING_KEYS: &[&str] = &["otlp_endpoint", "sample_ratio", "service_name"];
 
 /// The shortest `admin.token` accepted: a guessable token would hand the
 /// admin actions to anyone who can reach the listener.
@@ -50,6 +55,82 @@ pub(crate) fn log_format(v: &Value) -> R<LogFormat> {
     }
 }
 
+/// `tracing`: `{"otlp_endpoint": "http://127.0.0.1:4318", "sample_ratio":
+/// 0.1, "service_name": "bbproxy"}`.
+pub(crate) fn tracing(v: &Value) -> R<TracingSettings> {
+    let map = object(
+        v,
+        "tracing",
+        r#"{"otlp_endpoint": "http://127.0.0.1:4318", "sample_ratio": 0.1}"#,
+    )?;
+    check_keys(map, "tracing", TRACING_KEYS)?;
+    let Some(endpoint) = present(map, "otlp_endpoint") else {
+        return Err(Fault::invalid(
+            "tracing.otlp_endpoint",
+            "missing: the OTLP/HTTP collector's base URL, e.g. \"http://127.0.0.1:4318\" (remove `tracing` to export no traces)",
+        ));
+    };
+    let sample_ratio = match present(map, "sample_ratio") {
+        Some(v) => v
+            .as_f64()
+            .filter(|r| (0.0..=1.0).contains(r))
+            .ok_or_else(|| {
+                Fault::invalid(
+                    "tracing.sample_ratio",
+                    format!(
+                        "expected a number from 0 to 1 (the share of new traces recorded), got {}",
+                        show(v)
+                    ),
+                )
+            })?,
+        None => DEFAULT_TRACE_SAMPLE_RATIO,
+    };
+    let service_name = match present(map, "service_name") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(v) => {
+            return Err(Fault::invalid(
+                "tracing.service_name",
+                format!("expected a non-empty string, got {}", show(v)),
+            ));
+        }
+        None => DEFAULT_TRACE_SERVICE_NAME.to_owned(),
+    };
+    Ok(TracingSettings {
+        traces_url: traces_url(endpoint)?,
+        sample_ratio,
+        service_name,
+    })
+}
+
+/// The collector's base URL with `/v1/traces` appended (the OTLP spec's
+/// rule for `OTEL_EXPORTER_OTLP_ENDPOINT`).
+fn traces_url(v: &Value) -> R<String> {
+    let bad = |why: &str| {
+        Fault::invalid(
+            "tracing.otlp_endpoint",
+            format!(
+                "{why}: expected the collector's OTLP/HTTP base URL like \"http://127.0.0.1:4318\" (`/v1/traces` is appended), got {}",
+                show(v)
+            ),
+        )
+    };
+    let Value::String(s) = v else {
+        return Err(bad("not a string"));
+    };
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"))
+        .ok_or_else(|| bad("the scheme must be http or https"))?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.is_empty() || authority.contains('@') {
+        return Err(bad("no host (or credentials in it)"));
+    }
+    if rest.contains(['?', '#', ' ']) {
+        return Err(bad("no query, fragment or space allowed"));
+    }
+    Ok(format!("{}/v1/traces", s.trim_end_matches('/')))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,9 +152,49 @@ mod tests {
         }
     }
 
+    #[test]
+    fn tracing_settings() {
+        let t = tracing(&json!({"otlp_endpoint": "http://127.0.0.1:4318/"})).unwrap();
+        assert_eq!(t.traces_url, "http://127.0.0.1:4318/v1/traces");
+        assert_eq!(t.sample_ratio, 1.0);
+        assert_eq!(t.service_name, "bbproxy");
+        let t = tracing(&json!({"otlp_endpoint": "https://c.example/otel", "sample_ratio": 0.1, "service_name": "edge"})).unwrap();
+        assert_eq!(t.traces_url, "https://c.example/otel/v1/traces");
+        assert_eq!((t.sample_ratio, t.service_name.as_str()), (0.1, "edge"));
+        for (bad, says) in [
+            (json!({}), "missing: the OTLP/HTTP collector"),
+            (json!({"otlp_endpoint": "127.0.0.1:4318"}), "scheme"),
+            (json!({"otlp_endpoint": "http://"}), "no host"),
+            (
+                json!({"otlp_endpoint": "http://h", "sample_ratio": 1.5}),
+                "tracing.sample_ratio",
+            ),
+            (
+                json!({"otlp_endpoint": "http://h", "service_name": ""}),
+                "tracing.service_name",
+            ),
+            (json!({"otlp_endpoint": "http://h", "ratio": 1}), "ratio"),
+        ] {
+            let e = format!("{:?}", tracing(&bad).unwrap_err());
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
     mod through_the_api {
         use crate::LogFormat;
         use crate::tests::{err, ok, with};
+
+        #[test]
+        fn tracing_is_off_unless_configured() {
+            assert_eq!(ok(&with(r#""access_log": true"#)).tracing, None);
+            let t = ok(&with(
+                r#""tracing": {"otlp_endpoint": "http://127.0.0.1:4318"}"#,
+            ));
+            assert_eq!(
+                t.tracing.map(|t| t.traces_url).as_deref(),
+                Some("http://127.0.0.1:4318/v1/traces")
+            );
+        }
 
         #[test]
         fn log_format_key() {

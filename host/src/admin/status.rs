@@ -238,5 +238,22 @@ pub fn status(shared: &Shared) -> Value {
             .map(|(accepted, open)| json!({ "connections_accepted": accepted, "connections_open": open }))
             .collect::<Vec<_>>(),
         "last_reload_error": last_error.map(|e| json!({ "at": unix(e.at), "error": e.message })),
+        "tracing": tracing(shared),
+    })
+}
+
+/// `null` with tracing off; else where spans go and how many went.
+fn tracing(shared: &Shared) -> Value {
+    let Some(t) = shared.observer.tracing() else {
+        return Value::Null;
+    };
+    let c = t.counts();
+    json!({
+        "otlp_traces_url": t.traces_url(),
+        "sample_ratio": t.sample_ratio(),
+        "spans_ended": c.ended,
+        "spans_exported": c.exported,
+        "spans_failed": c.failed,
+        "failed_exports": c.failed_exports,
     })
 }

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use http::{HeaderMap, Response};
+use tokio::time::Instant;
 
 use super::ProxyBody;
 use super::ctx::{RequestCtx, Routed};
@@ -14,6 +15,7 @@ use super::error::{ErrorKind, ProxyError};
 use super::select::Picked;
 use crate::clock;
 use crate::plugin::{Outcome, OutcomeKind};
+use crate::telemetry::otel::ClientSpan;
 use crate::upstream::exchange::{self, UpstreamError};
 use crate::upstream::request_body::{BodySlot, RequestBody};
 
@@ -27,6 +29,7 @@ pub(super) async fn attempt(
     headers: HeaderMap,
     slot: &BodySlot,
     body: RequestBody,
+    span: &mut Option<ClientSpan>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let up = routed.slot;
     let backend = &up.backends[picked.index];
@@ -96,6 +99,7 @@ pub(super) async fn attempt(
             backend.weight,
             backend.state.breaker.state(clock::monotonic_ms()),
         );
+        let since = span.as_ref().map(|_| Instant::now());
         breaker_fault = decide::report_outcome(
             ctx.generation,
             &up.name,
@@ -105,6 +109,9 @@ pub(super) async fn attempt(
             outcome,
         )
         .err();
+        if let (Some(span), Some(since)) = (span.as_mut(), since) {
+            span.decision("breaker", since.elapsed());
+        }
     }
     if picked.probe {
         backend.state.breaker.release_probe();

@@ -44,6 +44,7 @@ use crate::conn_override::ConnTimeoutOverride;
 use crate::drain::Drain;
 use crate::generation::Generation;
 use crate::plugin::RequestView;
+use crate::telemetry::otel::{self, ServerRequest};
 use crate::upstream::request_body::BodySlot;
 use ctx::{RequestCtx, Routed};
 use error::ErrorKind;
@@ -116,6 +117,17 @@ impl Proxy {
         // If this future is dropped before `respond` (the client went
         // away), dropping `started` still accounts for the request.
         let mut started = self.observer.start(generation.id, access);
+        if let Some(t) = self.observer.tracing() {
+            started.route.trace = Some(Box::new(t.server_span(ServerRequest {
+                method: req.method(),
+                path: req.uri().path(),
+                scheme: scheme.as_str(),
+                host: &host,
+                client,
+                version: otel::protocol_version(req.version()),
+                headers: req.headers(),
+            })));
+        }
         let mut resp = self
             .serve(&generation, req, host, client, scheme, &mut started.route)
             .await;
@@ -190,7 +202,10 @@ impl Proxy {
         });
 
         // Route.
-        let index = match decide::route(ctx.generation, &ctx.host, &mut ctx.view)? {
+        let since = ctx.record.decision_start();
+        let decision = decide::route(ctx.generation, &ctx.host, &mut ctx.view);
+        ctx.record.decision("router", since);
+        let index = match decision? {
             decide::Decision::Upstream(i) => i,
             decide::Decision::Respond(resp) => return Ok(resp),
         };
@@ -264,7 +279,10 @@ impl Proxy {
             {
                 ctx.view = Some(forward::retry_view(h, &ctx.host, ctx.client));
             }
-            let picked = match select::choose(ctx, routed) {
+            let since = ctx.record.decision_start();
+            let chosen = select::choose(ctx, routed);
+            ctx.record.decision("balancer", since);
+            let picked = match chosen {
                 Ok(p) => p,
                 // After a failed attempt the last failure is the answer.
                 Err(e) => return Err(ctx.last_error.take().unwrap_or(e)),
@@ -293,12 +311,26 @@ impl Proxy {
             let Some(head) = ctx.head.as_mut() else {
                 return Err(ErrorKind::Internal("no upstream head").into());
             };
-            let headers = if last {
+            let mut headers = if last {
                 std::mem::take(&mut head.headers)
             } else {
                 head.headers.clone()
             };
-            let e = match attempt::attempt(ctx, routed, picked, headers, body, request_body).await {
+            // Each attempt is a client span, the backend's parent.
+            let mut span = ctx.record.trace.as_ref().map(|t| {
+                let span = t.attempt(&head.method, &backend.state.authority, ctx.tried.len() - 1);
+                span.inject(&mut headers);
+                span
+            });
+            let result =
+                attempt::attempt(ctx, routed, picked, headers, body, request_body, &mut span).await;
+            if let Some(span) = span {
+                match &result {
+                    Ok(resp) => span.answered(resp.status().as_u16()),
+                    Err(e) => span.failed(e.label(), e),
+                }
+            }
+            let e = match result {
                 Ok(resp) => return Ok(resp),
                 Err(e) => e,
             };

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::telemetry::activity::Activity;
+use crate::telemetry::otel::{ServerSpan, Tracing};
 use metrics::{Gauge, counter, gauge};
 
 use crate::telemetry::handles::{BackendMetrics, CLASSES, DomainMetrics, class_index};
@@ -24,6 +25,8 @@ pub struct Observer {
     /// Follows `access_log` in the serving config (a reload turns it on or
     /// off).
     access_log: AtomicBool,
+    /// OpenTelemetry traces, when `tracing` is configured (restart-only).
+    tracing: Option<Arc<Tracing>>,
 }
 
 impl Observer {
@@ -33,7 +36,19 @@ impl Observer {
             window: Window::default(),
             in_flight: gauge!(IN_FLIGHT),
             access_log: AtomicBool::new(access_log),
+            tracing: None,
         }
+    }
+
+    /// Exports traces through `tracing`.
+    pub fn with_tracing(mut self, tracing: Option<Arc<Tracing>>) -> Self {
+        self.tracing = tracing;
+        self
+    }
+
+    /// The tracer, when tracing is on.
+    pub fn tracing(&self) -> Option<&Arc<Tracing>> {
+        self.tracing.as_ref()
     }
 
     /// Whether the per-request access log line is on.
@@ -98,6 +113,25 @@ pub struct Route<'g> {
     /// Its domain's timeouts, once routed: the connection takes its
     /// keep-alive and client write timeouts from them.
     pub timeouts: Option<&'g bbproxy_config::UpstreamTimeouts>,
+    /// Its server span, when tracing is on (boxed: a request without one
+    /// carries a pointer's worth, not the span).
+    pub trace: Option<Box<ServerSpan>>,
+}
+
+impl Route<'_> {
+    /// When a plugin call starts, if the request is traced (no clock read
+    /// otherwise).
+    pub fn decision_start(&self) -> Option<Instant> {
+        self.trace.as_ref().map(|_| Instant::now())
+    }
+
+    /// Records plugin `role`'s decision, started at `since`, on the server
+    /// span.
+    pub fn decision(&mut self, role: &'static str, since: Option<Instant>) {
+        if let (Some(t), Some(since)) = (self.trace.as_mut(), since) {
+            t.decision(role, since.elapsed());
+        }
+    }
 }
 
 /// Request fields for the access log, captured before the request is
@@ -143,10 +177,17 @@ impl Started<'_> {
                 header_time: elapsed,
             })
         });
+        let backend = route.backend.map(|(_, addr)| addr);
+        let domain = route.domain.map(|d| d.name());
+        let trace = self.route.trace.take().map(|mut t| {
+            t.respond(status, domain, backend);
+            t
+        });
         Finish {
             observer: self.observer.clone(),
             at: self.at,
             access,
+            trace,
         }
     }
 
@@ -199,11 +240,16 @@ pub struct Finish {
     observer: Arc<Observer>,
     at: Instant,
     access: Option<Box<AccessLine>>,
+    /// Ends with the body; dropped unfinished (cut), it ends there.
+    trace: Option<Box<ServerSpan>>,
 }
 
 impl Finish {
     /// The body is done after `bytes` bytes.
     pub fn complete(self, bytes: u64) {
+        if let Some(t) = self.trace {
+            t.end();
+        }
         self.observer.in_flight.decrement(1.0);
         if let Some(a) = self.access {
             a.log(self.at.elapsed(), bytes);

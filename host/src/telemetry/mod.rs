@@ -8,6 +8,7 @@
 pub mod activity;
 pub mod handles;
 pub mod names;
+pub mod otel;
 pub mod summary;
 
 use std::sync::OnceLock;
@@ -126,6 +127,14 @@ fn describe() {
     describe_counter!(
         STORAGE_ERRORS,
         "Failed certificate storage operations, by operation."
+    );
+    describe_counter!(
+        TRACE_SPANS_EXPORTED,
+        "Spans the OTLP collector accepted (tracing on)."
+    );
+    describe_counter!(
+        TRACE_EXPORT_FAILURES,
+        "Span batches that failed to export to the OTLP collector."
     );
 }
 

@@ -58,3 +58,8 @@ pub const CONFIG_INFO: &str = "bbproxy_config_info";
 pub const STORAGE_UP: &str = "bbproxy_storage_up";
 /// Counter: failed storage operations, label `op`.
 pub const STORAGE_ERRORS: &str = "bbproxy_storage_errors_total";
+/// Counter: spans the OTLP collector accepted.
+pub const TRACE_SPANS_EXPORTED: &str = "bbproxy_trace_spans_exported_total";
+/// Counter: span batches that failed to export (collector unreachable,
+/// refused or slow).
+pub const TRACE_EXPORT_FAILURES: &str = "bbproxy_trace_export_failures_total";

@@ -21,6 +21,7 @@ mod instance_reuse;
 mod limits;
 mod metrics;
 mod observability;
+mod otel;
 mod plugin_check;
 mod polyglot;
 mod reload;

@@ -36,6 +36,11 @@ impl Binary {
         Self::spawn_via(&["taskset", "-c", &cpu], config, &[], |_| {})
     }
 
+    /// Serves `config` with extra environment variables.
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Binary {
+        Self::spawn_full(&[], config, &[], env, |_| {})
+    }
+
     fn spawn(config: &str, args: &[&str], setup: impl FnOnce(&Path)) -> Binary {
         Self::spawn_via(&[], config, args, setup)
     }
@@ -45,6 +50,16 @@ impl Binary {
         wrapper: &[&str],
         config: &str,
         args: &[&str],
+        setup: impl FnOnce(&Path),
+    ) -> Binary {
+        Self::spawn_full(wrapper, config, args, &[], setup)
+    }
+
+    fn spawn_full(
+        wrapper: &[&str],
+        config: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
         setup: impl FnOnce(&Path),
     ) -> Binary {
         let dir = tempfile::tempdir().unwrap();
@@ -64,6 +79,7 @@ impl Binary {
             .arg("--config")
             .arg(dir.path().join("config.json"))
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

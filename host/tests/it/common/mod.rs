@@ -7,6 +7,7 @@ pub mod alone;
 pub mod binary;
 pub mod browser;
 pub mod direct;
+pub mod otlp;
 pub mod pebble;
 pub mod prom;
 pub mod tls;
