@@ -394,6 +394,10 @@ pub struct TracingSettings {
     pub sample_ratio: f64,
     /// The `service.name` resource attribute.
     pub service_name: String,
+    /// Ended spans held for export at most (waiting in the queue or in the
+    /// batch being sent); a span that ends while it is full is dropped and
+    /// counted, never waited for.
+    pub queue_size: u32,
 }
 
 // `sample_ratio` is validated to lie in 0..=1, so it is never NaN and
@@ -402,6 +406,8 @@ impl Eq for TracingSettings {}
 
 pub const DEFAULT_TRACE_SAMPLE_RATIO: f64 = 1.0;
 pub const DEFAULT_TRACE_SERVICE_NAME: &str = "bbproxy";
+/// The OpenTelemetry SDK's default queue (`OTEL_BSP_MAX_QUEUE_SIZE`).
+pub const DEFAULT_TRACE_QUEUE_SIZE: u32 = 2048;
 
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 

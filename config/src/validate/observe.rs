@@ -3,13 +3,19 @@
 
 use serde_json::Value;
 
-use super::walk::{R, check_keys, object, present, show};
+use super::walk::{R, check_keys, count, object, present, show};
 use crate::error::Fault;
 use crate::model::{
-    DEFAULT_TRACE_SAMPLE_RATIO, DEFAULT_TRACE_SERVICE_NAME, LogFormat, Secret, TracingSettings,
+    DEFAULT_TRACE_QUEUE_SIZE, DEFAULT_TRACE_SAMPLE_RATIO, DEFAULT_TRACE_SERVICE_NAME, LogFormat,
+    Secret, TracingSettings,
 };
 
-const TRACING_KEYS: &[&str] = &["otlp_endpoint", "sample_ratio", "service_name"];
+const TRACING_KEYS: &[&str] = &[
+    "otlp_endpoint",
+    "sample_ratio",
+    "service_name",
+    "queue_size",
+];
 
 /// The shortest `admin.token` accepted: a guessable token would hand the
 /// admin actions to anyone who can reach the listener.
@@ -95,10 +101,15 @@ pub(crate) fn tracing(v: &Value) -> R<TracingSettings> {
         }
         None => DEFAULT_TRACE_SERVICE_NAME.to_owned(),
     };
+    let queue_size = match present(map, "queue_size") {
+        Some(v) => count(v, "tracing.queue_size", 1)?,
+        None => DEFAULT_TRACE_QUEUE_SIZE,
+    };
     Ok(TracingSettings {
         traces_url: traces_url(endpoint)?,
         sample_ratio,
         service_name,
+        queue_size,
     })
 }
 
@@ -158,9 +169,11 @@ mod tests {
         assert_eq!(t.traces_url, "http://127.0.0.1:4318/v1/traces");
         assert_eq!(t.sample_ratio, 1.0);
         assert_eq!(t.service_name, "bbproxy");
-        let t = tracing(&json!({"otlp_endpoint": "https://c.example/otel", "sample_ratio": 0.1, "service_name": "edge"})).unwrap();
+        assert_eq!(t.queue_size, 2048);
+        let t = tracing(&json!({"otlp_endpoint": "https://c.example/otel", "sample_ratio": 0.1, "service_name": "edge", "queue_size": 64})).unwrap();
         assert_eq!(t.traces_url, "https://c.example/otel/v1/traces");
         assert_eq!((t.sample_ratio, t.service_name.as_str()), (0.1, "edge"));
+        assert_eq!(t.queue_size, 64);
         for (bad, says) in [
             (json!({}), "missing: the OTLP/HTTP collector"),
             (json!({"otlp_endpoint": "127.0.0.1:4318"}), "scheme"),
@@ -174,6 +187,10 @@ mod tests {
                 "tracing.service_name",
             ),
             (json!({"otlp_endpoint": "http://h", "ratio": 1}), "ratio"),
+            (
+                json!({"otlp_endpoint": "http://h", "queue_size": 0}),
+                "tracing.queue_size",
+            ),
         ] {
             let e = format!("{:?}", tracing(&bad).unwrap_err());
             assert!(e.contains(says), "{bad}: {e}");

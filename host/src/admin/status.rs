@@ -242,7 +242,10 @@ pub fn status(shared: &Shared) -> Value {
     })
 }
 
-/// `null` with tracing off; else where spans go and how many went.
+/// `null` with tracing off; else where spans go and how many went. The
+/// URL carries no credentials: config validation refuses userinfo and a
+/// query in it (a collector's token goes in `OTEL_EXPORTER_OTLP_HEADERS`,
+/// which is never shown).
 fn tracing(shared: &Shared) -> Value {
     let Some(t) = shared.observer.tracing() else {
         return Value::Null;
@@ -251,9 +254,11 @@ fn tracing(shared: &Shared) -> Value {
     json!({
         "otlp_traces_url": t.traces_url(),
         "sample_ratio": t.sample_ratio(),
+        "queue_size": t.queue_size(),
         "spans_ended": c.ended,
         "spans_exported": c.exported,
         "spans_failed": c.failed,
         "failed_exports": c.failed_exports,
+        "spans_dropped": c.dropped,
     })
 }

@@ -136,6 +136,10 @@ fn describe() {
         TRACE_EXPORT_FAILURES,
         "Span batches that failed to export to the OTLP collector."
     );
+    describe_counter!(
+        TRACE_SPANS_DROPPED,
+        "Sampled spans dropped because the trace export queue was full."
+    );
 }
 
 /// Label value of a breaker state.

@@ -63,3 +63,6 @@ pub const TRACE_SPANS_EXPORTED: &str = "bbproxy_trace_spans_exported_total";
 /// Counter: span batches that failed to export (collector unreachable,
 /// refused or slow).
 pub const TRACE_EXPORT_FAILURES: &str = "bbproxy_trace_export_failures_total";
+/// Counter: sampled spans dropped because `tracing.queue_size` spans were
+/// already waiting for export (a slow or stalled collector).
+pub const TRACE_SPANS_DROPPED: &str = "bbproxy_trace_spans_dropped_total";

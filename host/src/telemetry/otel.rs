@@ -4,10 +4,12 @@
 //! passed to the backend.
 //!
 //! Spans go through the SDK's batch processor: ending a span puts it on a
-//! bounded queue (a full queue drops it) and a thread of the SDK's own
-//! exports batches, so a slow or absent collector never slows a request.
-//! The export itself runs on the proxy's tokio runtime over hyper (the tree's
-//! client; no gRPC stack, no second HTTP client).
+//! bounded queue (a full queue drops it, counted) and a thread of the SDK's
+//! own exports batches, so a slow or absent collector never slows a request.
+//! Every worker thread ends its spans into the one processor of the process.
+//! The export itself runs on the control runtime (the one that started the
+//! proxy, never a worker's) over hyper (the tree's client; no gRPC stack,
+//! no second HTTP client).
 //!
 //! With tracing off the request path holds `None` and does nothing: no
 //! span, no allocation, the trace headers pass through untouched.
@@ -36,8 +38,8 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{
-    BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider, SpanData, SpanExporter,
-    SpanProcessor,
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider, SpanData,
+    SpanExporter, SpanProcessor,
 };
 
 use super::names;
@@ -54,14 +56,18 @@ const MAX_ANSWER: usize = 64 * 1024;
 #[error("cannot start the OTLP trace exporter: {0}")]
 pub struct TracingError(String);
 
-/// Spans exported, failed and ended since start, for `/status` and
-/// `/metrics`.
+/// Spans exported, failed, dropped and ended since start, for `/status`
+/// and `/metrics`.
 #[derive(Debug, Default)]
 pub struct ExportStats {
     ended: AtomicU64,
     exported: AtomicU64,
     failed: AtomicU64,
     failed_exports: AtomicU64,
+    dropped: AtomicU64,
+    /// Spans handed to the batch processor whose export has not finished
+    /// (queued, or in the batch being sent).
+    held: AtomicU64,
 }
 
 /// A copy of [`ExportStats`].
@@ -76,6 +82,8 @@ pub struct ExportCounts {
     pub failed: u64,
     /// Batches that failed to export.
     pub failed_exports: u64,
+    /// Sampled spans dropped because the queue was full.
+    pub dropped: u64,
 }
 
 impl ExportStats {
@@ -86,6 +94,7 @@ impl ExportStats {
             exported: self.exported.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
             failed_exports: self.failed_exports.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
         }
     }
 }
@@ -97,6 +106,7 @@ pub struct Tracing {
     stats: Arc<ExportStats>,
     traces_url: String,
     sample_ratio: f64,
+    queue_size: u32,
 }
 
 impl fmt::Debug for Tracing {
@@ -127,12 +137,21 @@ impl Tracing {
         let exporter = CountingExporter {
             inner: exporter,
             stats: stats.clone(),
+            exported: metrics::counter!(names::TRACE_SPANS_EXPORTED),
+            failures: metrics::counter!(names::TRACE_EXPORT_FAILURES),
         };
-        // The SDK's defaults (a 2,048-span queue, batches of 512, every 5 s;
-        // OTEL_BSP_* override them) bound memory whatever the load.
+        // Batches of 512 every 5 s (the SDK's defaults; OTEL_BSP_* override
+        // them) from a queue of `queue_size`: memory is bounded whatever
+        // the load. The processor's own queue is as large as the limit
+        // `CountingProcessor` keeps, so the SDK never drops a span uncounted.
+        let batch = BatchConfigBuilder::default()
+            .with_max_queue_size(settings.queue_size as usize)
+            .build();
         let processor = CountingProcessor {
-            inner: BatchSpanProcessor::builder(exporter).build(),
+            inner: BatchSpanProcessor::new(exporter, batch),
+            limit: u64::from(settings.queue_size),
             stats: stats.clone(),
+            dropped: metrics::counter!(names::TRACE_SPANS_DROPPED),
         };
         let provider = SdkTracerProvider::builder()
             .with_span_processor(processor)
@@ -152,6 +171,7 @@ impl Tracing {
             stats,
             traces_url: settings.traces_url.clone(),
             sample_ratio: settings.sample_ratio,
+            queue_size: settings.queue_size,
         })
     }
 
@@ -163,6 +183,11 @@ impl Tracing {
     /// The share of new traces recorded.
     pub fn sample_ratio(&self) -> f64 {
         self.sample_ratio
+    }
+
+    /// Ended spans held for export at most.
+    pub fn queue_size(&self) -> u32 {
+        self.queue_size
     }
 
     /// Export counts so far.
@@ -413,11 +438,17 @@ fn split_authority(authority: &str) -> (&str, Option<u16>) {
     }
 }
 
-/// Counts sampled spans as they end.
+/// Counts sampled spans as they end, and drops (counted) those that find
+/// `limit` spans already held for export. The SDK's processor drops a span
+/// on a full queue too but only logs it once; holding the limit here makes
+/// every drop visible. Called on whichever worker thread ended the span:
+/// atomics and the SDK's `try_send`, nothing that waits.
 #[derive(Debug)]
 struct CountingProcessor {
     inner: BatchSpanProcessor,
+    limit: u64,
     stats: Arc<ExportStats>,
+    dropped: metrics::Counter,
 }
 
 impl SpanProcessor for CountingProcessor {
@@ -427,6 +458,17 @@ impl SpanProcessor for CountingProcessor {
 
     fn on_end(&self, span: SpanData) {
         self.stats.ended.fetch_add(1, Ordering::Relaxed);
+        if self.stats.held.fetch_add(1, Ordering::AcqRel) >= self.limit {
+            self.stats.held.fetch_sub(1, Ordering::AcqRel);
+            if self.stats.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+                tracing::warn!(
+                    "trace queue full ({} spans): spans are dropped (counted in bbproxy_trace_spans_dropped_total) until the collector catches up",
+                    self.limit
+                );
+            }
+            self.dropped.increment(1);
+            return;
+        }
         self.inner.on_end(span);
     }
 
@@ -443,26 +485,30 @@ impl SpanProcessor for CountingProcessor {
     }
 }
 
-/// Counts exported and failed spans and batches.
+/// Counts exported and failed spans and batches; a finished export, good
+/// or not, frees its spans' places in the queue.
 #[derive(Debug)]
 struct CountingExporter {
     inner: opentelemetry_otlp::SpanExporter,
     stats: Arc<ExportStats>,
+    exported: metrics::Counter,
+    failures: metrics::Counter,
 }
 
 impl SpanExporter for CountingExporter {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         let n = batch.len() as u64;
         let result = self.inner.export(batch).await;
+        self.stats.held.fetch_sub(n, Ordering::AcqRel);
         match &result {
             Ok(()) => {
                 self.stats.exported.fetch_add(n, Ordering::Relaxed);
-                metrics::counter!(names::TRACE_SPANS_EXPORTED).increment(n);
+                self.exported.increment(n);
             }
             Err(e) => {
                 self.stats.failed.fetch_add(n, Ordering::Relaxed);
                 self.stats.failed_exports.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!(names::TRACE_EXPORT_FAILURES).increment(1);
+                self.failures.increment(1);
                 tracing::warn!("cannot export {n} span(s) to the OTLP collector: {e}");
             }
         }
@@ -482,9 +528,9 @@ impl SpanExporter for CountingExporter {
     }
 }
 
-/// The exporter's HTTP client: hyper on the proxy's runtime. The SDK calls
-/// it from its own export thread, so each request is spawned onto the
-/// runtime and awaited there.
+/// The exporter's HTTP client: hyper on the control runtime. The SDK calls
+/// it from its own export thread, so each request is spawned onto that
+/// runtime and awaited there; no worker thread runs an export.
 #[derive(Debug, Clone)]
 struct ExportClient {
     runtime: tokio::runtime::Handle,

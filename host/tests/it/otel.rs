@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::binary::Binary;
-use common::otlp::{Collector, Received};
+use common::otlp::{Collector, Received, Stalled};
 use common::raw::PLUGINS;
 use common::{Proxy, dead_addr};
 use http_body_util::{BodyExt, Full};
@@ -451,18 +451,11 @@ async fn the_binary_exports_queued_spans_when_it_stops() {
 /// batch is counted as failed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_collector_slows_no_request() {
-    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let stalled = silent.local_addr().unwrap();
-    let holder = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((s, _)) = silent.accept().await {
-            held.push(s);
-        }
-    });
+    let stalled = Stalled::start().await;
     let backend = HeaderBackend::start().await;
     let p = Proxy::start(&config(
         &[backend.addr.to_string()],
-        &tracing_key(&format!("http://{stalled}"), 1.0),
+        &tracing_key(&stalled.endpoint(), 1.0),
     ))
     .await;
     let tracing = p
@@ -501,5 +494,123 @@ async fn a_stalled_collector_slows_no_request() {
     )
     .await;
     assert_eq!(tracing.counts().exported, 0);
-    holder.abort();
+}
+
+/// A full queue drops, never waits, and every drop is counted: with
+/// `queue_size` 4 and a collector that never answers, the first four spans
+/// are held by the hanging export and the rest of 100 are dropped while
+/// every request is answered at once; the count is the same in the
+/// exporter's stats, `/status` and `bbproxy_trace_spans_dropped_total`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_drops_spans_without_waiting_and_counts_them() {
+    let stalled = Stalled::start().await;
+    let backend = HeaderBackend::start().await;
+    let key = format!(
+        r#""tracing": {{"otlp_endpoint": "{}", "queue_size": 4}},"#,
+        stalled.endpoint()
+    );
+    let p = Proxy::start(&config(&[backend.addr.to_string()], &key)).await;
+    let running = p.running.as_ref().unwrap();
+    let tracing = running.shared.observer.tracing().unwrap().clone();
+    let metric_before = common::counter("bbproxy_trace_spans_dropped_total", &[]);
+    let c = common::client_to(p.addr);
+    const N: u64 = 50;
+    let mut slowest = Duration::ZERO;
+    for i in 0..N {
+        let t = std::time::Instant::now();
+        let status = tokio::time::timeout(Duration::from_secs(5), send(&c, &[]))
+            .await
+            .unwrap_or_else(|_| panic!("request {i} still unanswered after 5 s"));
+        assert_eq!(status, StatusCode::OK);
+        slowest = slowest.max(t.elapsed());
+    }
+    assert!(
+        slowest < Duration::from_secs(1),
+        "slowest request {slowest:?}"
+    );
+    // Both spans of the last request have ended once its body is read.
+    common::wait_for(WAIT, "every span to end", || {
+        let t = tracing.clone();
+        async move { t.counts().ended == 2 * N }
+    })
+    .await;
+    let c = tracing.counts();
+    assert_eq!(c.exported, 0, "{c:?}");
+    // Held for export: what neither went out, failed nor was dropped. The
+    // export hangs for 10 s, so normally the first four stay held and 96
+    // are dropped; a loop slower than that frees the four once.
+    let held = c.ended - c.dropped - c.failed;
+    assert!((1..=4).contains(&held), "{held} spans held: {c:?}");
+    assert!(c.dropped >= 2 * N - 4 * (1 + c.failed_exports), "{c:?}");
+    let status = bbproxy::admin::status(&running.shared);
+    assert_eq!(status["tracing"]["queue_size"], 4);
+    assert_eq!(status["tracing"]["spans_dropped"], c.dropped, "{status}");
+    assert!(
+        common::counter("bbproxy_trace_spans_dropped_total", &[]) - metric_before >= c.dropped,
+        "the metric counts every drop"
+    );
+}
+
+/// Thread per core: spans ended on every worker go to the one batch
+/// processor and out through the one exporter. 32 connections spread over
+/// two workers (each shown to hold some), one traced request on each: all
+/// 32 traces arrive with their server and client span.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_from_every_worker_reach_the_collector() {
+    let collector = Collector::start().await;
+    let backend = HeaderBackend::start().await;
+    let p = Proxy::start_with(
+        &config(
+            &[backend.addr.to_string()],
+            &tracing_key(&collector.endpoint(), 1.0),
+        ),
+        bbproxy::app::Options {
+            workers: Some(2),
+            ..Default::default()
+        },
+    )
+    .await;
+    const CONNECTIONS: usize = 32;
+    let mut conns = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let tcp = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        conns.push(send);
+    }
+    let mut traces = Vec::new();
+    for (i, sender) in conns.iter_mut().enumerate() {
+        let trace = format!("7bf92f3577b34da6a3ce929d0e0e47{i:02x}");
+        let req = Request::get("/")
+            .header(hyper::header::HOST, "trace.test")
+            .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        sender.ready().await.unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let _ = resp.into_body().collect().await.unwrap();
+        traces.push(trace);
+    }
+    let status = bbproxy::admin::status(&p.running.as_ref().unwrap().shared);
+    let open: Vec<u64> = status["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["connections_open"].as_u64().unwrap())
+        .collect();
+    assert_eq!(open.len(), 2, "{open:?}");
+    assert!(open.iter().all(|n| *n > 0), "one worker has none: {open:?}");
+    flush(&p).await;
+    collector
+        .wait_for(WAIT, |spans| {
+            traces.iter().all(|t| {
+                let mine = of_trace(spans, t);
+                mine.iter().any(|s| s.is_server()) && mine.iter().any(|s| s.is_client())
+            })
+        })
+        .await;
+    drop(conns);
 }

@@ -212,3 +212,35 @@ async fn receive(
     // An empty ExportTraceServiceResponse.
     answer(StatusCode::OK)
 }
+
+/// A collector that accepts connections and never answers: an export to it
+/// hangs until the exporter's own time limit.
+pub struct Stalled {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Stalled {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Stalled {
+    pub async fn start() -> Stalled {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        Stalled { addr, task }
+    }
+
+    /// The base URL for `tracing.otlp_endpoint`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
