@@ -240,6 +240,7 @@ impl Tracing {
             .start_with_context(&self.tracer, &parent);
         ServerSpan {
             tracer: self.tracer.clone(),
+            method: request.method.clone(),
             span,
         }
     }
@@ -276,6 +277,7 @@ pub fn protocol_version(v: http::Version) -> &'static str {
 #[derive(Debug)]
 pub struct ServerSpan {
     tracer: SdkTracer,
+    method: Method,
     span: opentelemetry_sdk::trace::Span,
 }
 
@@ -327,6 +329,13 @@ impl ServerSpan {
     pub fn respond(&mut self, status: u16, domain: Option<&str>, backend: Option<&str>) {
         if !self.span.is_recording() {
             return;
+        }
+        // The conventions name a server span `{method} {target}` with a
+        // low-cardinality target. Without routes the configured domain is
+        // that target (one per config entry; the Host header is not: any
+        // client can send any); a request no domain took keeps `{method}`.
+        if let Some(d) = domain {
+            self.span.update_name(format!("{} {d}", self.method));
         }
         self.span.set_attribute(KeyValue::new(
             "http.response.status_code",

@@ -151,18 +151,33 @@ async fn a_retried_request_continues_the_clients_trace_with_two_client_spans() {
         assert_eq!(status, StatusCode::OK);
         traces.push((trace, parent));
     }
+    // A host no domain serves: the span keeps the method alone (the Host
+    // header is the client's to choose, not a low-cardinality name).
+    let stray = "6bf92f3577b34da6a3ce929d0e0e4736";
+    let req = Request::get("http://stray.test/")
+        .header("traceparent", format!("00-{stray}-00f067aa0ba902b7-01"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = c.request(req).await.unwrap();
+    assert_ne!(resp.status(), StatusCode::OK);
+    let _ = resp.into_body().collect().await.unwrap();
     let spans = collector
         .wait_for(WAIT, |spans| {
-            traces.iter().all(|(t, _)| {
-                let mine = of_trace(spans, t);
-                mine.iter().any(|s| s.is_server())
-                    && mine
-                        .iter()
-                        .any(|s| s.is_client() && s.attr("http.response.status_code").is_some())
-            })
+            of_trace(spans, stray).iter().any(|s| s.is_server())
+                && traces.iter().all(|(t, _)| {
+                    let mine = of_trace(spans, t);
+                    mine.iter().any(|s| s.is_server())
+                        && mine
+                            .iter()
+                            .any(|s| s.is_client() && s.attr("http.response.status_code").is_some())
+                })
         })
         .await;
     assert_eq!(collector.undecodable(), 0);
+    let unrouted = of_trace(&spans, stray);
+    assert_eq!(unrouted.len(), 1, "{unrouted:#?}");
+    assert_eq!(unrouted[0].span.name, "GET");
+    assert_eq!(unrouted[0].attr("bbproxy.domain"), None);
 
     let (retried, _) = traces
         .iter()
@@ -179,7 +194,10 @@ async fn a_retried_request_continues_the_clients_trace_with_two_client_spans() {
             *parent,
             "the server span continues the client's"
         );
-        assert_eq!(server.span.name, "GET");
+        assert_eq!(
+            server.span.name, "GET trace.test",
+            "named by method and domain"
+        );
         assert_eq!(server.attr("http.request.method").as_deref(), Some("GET"));
         assert_eq!(server.attr("url.path").as_deref(), Some("/orders/7"));
         assert_eq!(server.attr("server.address").as_deref(), Some("trace.test"));
