@@ -88,6 +88,7 @@ pub(super) fn render(doc: &Value) -> String {
     out.push_str(r#"<div class="grid2">"#);
     reloads(&mut out, doc);
     drained(&mut out, doc);
+    tracing(&mut out, doc);
     let _ = write!(
         out,
         "</div>\n</main>\n<script>{SCRIPT}</script>\n</body></html>\n"
@@ -365,6 +366,49 @@ fn drained(out: &mut String, doc: &Value) {
         );
     }
     out.push_str("</tbody></table></section>\n");
+}
+
+/// The OpenTelemetry exporter: off, or where spans go and how many went.
+/// Every cell is always there (`data-f`), so the script only sets text.
+fn tracing(out: &mut String, doc: &Value) {
+    let t = &doc["tracing"];
+    let on = t.is_object();
+    let count = |key: &str| {
+        if on {
+            t[key].as_u64().unwrap_or(0).to_string()
+        } else {
+            "–".to_owned()
+        }
+    };
+    let dropped = t["spans_dropped"].as_u64().unwrap_or(0);
+    let failed = t["failed_exports"].as_u64().unwrap_or(0);
+    let _ = write!(
+        out,
+        r#"<section><h2>Tracing</h2><table id="tracing" data-enabled="{on}"><tbody>
+<tr><th>state</th><td data-f="state"><span class="pill {state_class}">{state}</span></td></tr>
+<tr><th>OTLP endpoint</th><td class="mono" data-f="endpoint">{endpoint}</td></tr>
+<tr><th>sample ratio</th><td class="num" data-f="sample_ratio">{ratio}</td></tr>
+<tr><th>spans exported</th><td class="num" data-f="exported">{exported}</td></tr>
+<tr><th>spans failed (batches)</th><td class="num{failed_class}" data-f="failed">{failed_text}</td></tr>
+<tr><th>spans dropped (queue full)</th><td class="num{dropped_class}" data-f="dropped">{dropped_text}</td></tr>
+</tbody></table></section>
+"#,
+        state_class = if on { "breaker-closed" } else { "drained" },
+        state = if on { "on" } else { "off" },
+        endpoint = esc(t["otlp_traces_url"].as_str().unwrap_or("–")),
+        ratio = t["sample_ratio"]
+            .as_f64()
+            .map_or_else(|| "–".to_owned(), |r| r.to_string()),
+        exported = count("spans_exported"),
+        failed_class = if failed > 0 { " bad" } else { "" },
+        failed_text = if on {
+            format!("{} ({failed})", count("spans_failed"))
+        } else {
+            "–".to_owned()
+        },
+        dropped_class = if dropped > 0 { " bad" } else { "" },
+        dropped_text = count("spans_dropped"),
+    );
 }
 
 /// The sparkline as inline SVG, drawn as the script draws it.

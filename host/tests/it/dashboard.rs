@@ -106,6 +106,17 @@ async fn the_dashboard_follows_breakers_drains_and_certificates_in_a_browser() {
         page.eval(&row_attr("api.example", &dead, "breaker")).await,
         "closed"
     );
+    // Tracing is not configured: the page says off.
+    assert_eq!(
+        page.eval("document.querySelector('#tracing').dataset.enabled")
+            .await,
+        "false"
+    );
+    assert_eq!(
+        page.eval("document.querySelector('#tracing [data-f=state]').textContent")
+            .await,
+        "off"
+    );
 
     // Open the dead backend's breaker: the page must show it within two
     // refreshes of the moment /status has it.
@@ -317,5 +328,102 @@ async fn a_thousand_backends_refresh_without_freezing_the_page() {
         .await;
     // d7's backends are 127.0.0.9:20000..20110; "…:2000" matches 20000-20009.
     assert_eq!(visible, 10);
+    assert!(page.exceptions().is_empty(), "{:?}", page.exceptions());
+}
+
+/// The tracing state as `/status` has it: on, the endpoint, the sample
+/// ratio, and the exported, failed and dropped counts as they change. A
+/// collector that never answers and a queue of 4: the first 4 spans hang in
+/// the export (failed once it times out after 10 s) and the rest are
+/// dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_the_tracing_state_in_a_browser() {
+    let backend = Backend::start("traced").await;
+    let stalled = common::otlp::Stalled::start().await;
+    let proxy = Proxy::start(&format!(
+        r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": "127.0.0.1:0",
+            "tracing": {{"otlp_endpoint": "{}", "sample_ratio": 0.5, "queue_size": 4}},
+            "domains": {{"traced.test": ["{}"]}}}}"#,
+        stalled.endpoint(),
+        backend.addr
+    ))
+    .await;
+    let shared = &proxy.running.as_ref().unwrap().shared;
+    let admin = proxy.running.as_ref().unwrap().admin.unwrap();
+    let http = client();
+    // Sampled by the client's traceparent, whatever the ratio says.
+    for i in 0..20u8 {
+        let req = Request::get(proxy.url("/"))
+            .header("host", "traced.test")
+            .header(
+                "traceparent",
+                format!("00-8bf92f3577b34da6a3ce929d0e0e47{i:02x}-00f067aa0ba902b7-01"),
+            )
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = http.request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+    }
+    let tracing = shared.observer.tracing().unwrap().clone();
+    common::wait_for(Duration::from_secs(20), "40 spans ended", || {
+        let t = tracing.clone();
+        async move { t.counts().ended == 40 }
+    })
+    .await;
+    let status = bbproxy::admin::status(shared);
+    let url = status["tracing"]["otlp_traces_url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(url, format!("{}/v1/traces", stalled.endpoint()));
+    let dropped = status["tracing"]["spans_dropped"].as_u64().unwrap();
+    assert!(dropped >= 32, "{status}");
+
+    let mut page = Browser::open(&format!("http://{admin}/"), 1400, 860).await;
+    page.wait_for(
+        Duration::from_secs(20),
+        "the first refresh",
+        "window.bbproxyDashboard && window.bbproxyDashboard.refreshes >= 1",
+    )
+    .await;
+    let cell = |f: &str| format!("document.querySelector('#tracing [data-f={f}]').textContent");
+    assert_eq!(
+        page.eval("document.querySelector('#tracing').dataset.enabled")
+            .await,
+        "true"
+    );
+    assert_eq!(page.eval(&cell("state")).await, "on");
+    assert_eq!(page.eval(&cell("endpoint")).await, url.as_str());
+    assert_eq!(page.eval(&cell("sample_ratio")).await, "0.5");
+    assert_eq!(page.eval(&cell("exported")).await, "0");
+    page.wait_for(
+        Duration::from_secs(10),
+        "the dropped spans on the page",
+        &format!("{} === '{dropped}'", cell("dropped")),
+    )
+    .await;
+    // The hanging export times out (10 s) and fails: the page follows.
+    common::wait_for(
+        Duration::from_secs(30),
+        "the stalled export to fail",
+        || {
+            let t = tracing.clone();
+            async move { t.counts().failed_exports >= 1 }
+        },
+    )
+    .await;
+    let c = tracing.counts();
+    page.wait_for(
+        Duration::from_secs(10),
+        "the failed export on the page",
+        &format!(
+            "{} === '{} ({})'",
+            cell("failed"),
+            c.failed,
+            c.failed_exports
+        ),
+    )
+    .await;
     assert!(page.exceptions().is_empty(), "{:?}", page.exceptions());
 }

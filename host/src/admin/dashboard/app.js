@@ -269,6 +269,25 @@
       tr([{ text: x.domain, cls: "mono" }, { text: x.b.address, cls: "mono" }, { text: x.b.in_flight, cls: "num" }]));
   }
 
+  // ---- tracing: fixed cells, text only ----
+  function renderTracing(doc) {
+    const t = doc.tracing;
+    const table = $("#tracing");
+    const f = (name) => $('[data-f="' + name + '"]', table);
+    const on = t != null;
+    table.dataset.enabled = on ? "true" : "false";
+    const pillEl = $(".pill", f("state"));
+    setText(pillEl, on ? "on" : "off");
+    pillEl.className = "pill " + (on ? "breaker-closed" : "drained");
+    setText(f("endpoint"), on ? t.otlp_traces_url : "–");
+    setText(f("sample_ratio"), on ? String(t.sample_ratio) : "–");
+    setText(f("exported"), on ? String(t.spans_exported) : "–");
+    setText(f("failed"), on ? t.spans_failed + " (" + t.failed_exports + ")" : "–");
+    f("failed").classList.toggle("bad", on && t.failed_exports > 0);
+    setText(f("dropped"), on ? String(t.spans_dropped) : "–");
+    f("dropped").classList.toggle("bad", on && t.spans_dropped > 0);
+  }
+
   function renderHeader(doc) {
     setText($("#generation"), String(doc.generation));
     setText($("#loaded-at"), time(doc.loaded_at));
@@ -289,6 +308,7 @@
     renderCerts(doc);
     renderReloads(doc);
     renderDrained(doc);
+    renderTracing(doc);
     const took = performance.now() - t0;
     stats.refreshes++;
     stats.lastRenderMs = took;
