@@ -534,3 +534,32 @@ fn debounce(rx: &mpsc::Receiver<Wake>) -> Option<bool> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Fixed;
+
+    fn config(tracing: &str) -> bbproxy_config::Config {
+        bbproxy_config::parse(
+            &format!(r#"{{{tracing} "domains": {{"a.test": ["127.0.0.1:1"]}}}}"#),
+            std::path::Path::new("config.json"),
+        )
+        .unwrap()
+    }
+
+    /// The exporter is built once at start: a reload that turns tracing on
+    /// or off, or changes any of its keys, is named in the restart warning.
+    #[test]
+    fn a_changed_tracing_key_needs_a_restart() {
+        let off = Fixed::of(&config(""));
+        let on = Fixed::of(&config(
+            r#""tracing": {"otlp_endpoint": "http://127.0.0.1:4318"},"#,
+        ));
+        let smaller = Fixed::of(&config(
+            r#""tracing": {"otlp_endpoint": "http://127.0.0.1:4318", "queue_size": 8},"#,
+        ));
+        assert_eq!(off.changed(&on), ["tracing"]);
+        assert_eq!(on.changed(&smaller), ["tracing"]);
+        assert!(on.changed(&on).is_empty());
+    }
+}
