@@ -1,8 +1,13 @@
 //! The process's monotonic clock, as one number every module (and every
 //! plugin, through `host.monotonic-ns`) agrees on.
+//!
+//! It runs on tokio's clock (the real one outside a paused test runtime),
+//! so the breaker's open periods and every plugin's view of time follow a
+//! test's paused clock.
 
 use std::sync::OnceLock;
-use std::time::Instant;
+
+use tokio::time::Instant;
 
 fn start() -> Instant {
     static START: OnceLock<Instant> = OnceLock::new();

@@ -18,6 +18,7 @@ pub mod proxy;
 pub mod rand;
 pub mod reload;
 pub mod server;
+pub mod state;
 pub mod storage;
 pub mod telemetry;
 pub mod tls;

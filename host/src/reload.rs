@@ -18,8 +18,8 @@ use std::sync::Mutex;
 use std::sync::mpsc;
 use tokio::sync::watch;
 
-use crate::app::{ReloadFailure, ReloadRecord, Shared};
 use crate::generation::Generation;
+use crate::state::{ReloadFailure, ReloadRecord, Shared};
 use crate::telemetry::names;
 
 /// Quiet time after the last file event before reloading: editors and
@@ -153,7 +153,7 @@ impl Reloader {
                 path.display()
             );
         }
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         self.shared.reload_attempts.fetch_add(1, Ordering::Relaxed);
         // Only a generation that is swapped in takes a number, so `/status`
         // readers see 1, 2, 3... however many reloads failed in between.
@@ -515,10 +515,10 @@ impl Watch {
 /// Waits until events stop for [`DEBOUNCE`] (at most [`DEBOUNCE_MAX`]).
 /// Returns whether a SIGHUP came in meanwhile, or `None` to stop.
 fn debounce(rx: &mpsc::Receiver<Wake>) -> Option<bool> {
-    let end = std::time::Instant::now() + DEBOUNCE_MAX;
+    let end = tokio::time::Instant::now() + DEBOUNCE_MAX;
     let mut forced = false;
     loop {
-        let left = end.saturating_duration_since(std::time::Instant::now());
+        let left = end.saturating_duration_since(tokio::time::Instant::now());
         if left.is_zero() {
             return Some(forced);
         }

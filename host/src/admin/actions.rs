@@ -14,8 +14,8 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
-use crate::app::Shared;
 use crate::proxy::ProxyBody;
+use crate::state::Shared;
 use crate::telemetry::names::ADMIN_UNAUTHORIZED;
 
 /// The largest action body read: two names.

@@ -9,8 +9,8 @@ use http::{Response, StatusCode, header};
 use serde_json::Value;
 
 use super::status::status;
-use crate::app::Shared;
 use crate::proxy::ProxyBody;
+use crate::state::Shared;
 
 const STYLE: &str = include_str!("dashboard/style.css");
 const SCRIPT: &str = include_str!("dashboard/app.js");

@@ -23,8 +23,8 @@ use tokio::sync::watch;
 
 pub use status::status;
 
-use crate::app::Shared;
 use crate::proxy::ProxyBody;
+use crate::state::Shared;
 use crate::telemetry;
 
 /// Serves the admin endpoints on `listener` until `shutdown` turns true.

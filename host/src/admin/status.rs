@@ -9,9 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
 
-use crate::app::Shared;
 use crate::generation::{BackendSlot, Generation, Slot, Source, UpstreamSlot};
 use crate::plugin::{BreakerState, World};
+use crate::state::Shared;
 use crate::telemetry;
 use crate::telemetry::activity::{LATENCY_WINDOW_S, RATE_WINDOW_S, SECONDS};
 

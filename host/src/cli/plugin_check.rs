@@ -7,7 +7,9 @@ use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::plugin::{
     Backend, BalancerWorld, BreakerState, BreakerWorld, Fault, Limits, LoadError, Outcome,

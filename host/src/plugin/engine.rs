@@ -15,16 +15,13 @@ use super::LoadError;
 use super::bindings;
 use super::shared::SharedState;
 use super::state::PluginState;
+use super::ticker::EPOCH_TICK;
 
 /// Compiled components kept although the serving generation does not use
 /// them: the most recently used ones, so a rollback to the previous version
 /// (or an A/B swap back and forth) does not wait for Cranelift again, while
 /// a long series of different versions cannot grow the cache without bound.
 const SPARE_COMPONENTS: usize = 4;
-
-/// How often the epoch advances. A call's deadline is a whole number of
-/// ticks, so this is the granularity of plugin timeouts.
-pub(super) const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 struct Inner {
     engine: Engine,

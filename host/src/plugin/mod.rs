@@ -448,7 +448,7 @@ impl<W: World> Plugin<W> {
         };
         Self::arm(&mut inst.store, self.limits.timeout);
         inst.store.data_mut().request = request.take();
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let running = self.runtime.ticker().enter();
         let result = guarded(|| f(&inst.exports, &mut inst.store));
         drop(running);

@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use wasmtime::EngineWeak;
 
-use super::engine::EPOCH_TICK;
-
+/// How often the epoch advances. A call's deadline is a whole number of
+/// ticks, so this is the granularity of plugin timeouts.
+pub(super) const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// Ticks without any call before the ticker sleeps.
 const IDLE_TICKS: u32 = 100;
 /// How often a sleeping ticker checks that its engine still exists.
@@ -118,7 +119,7 @@ pub(super) fn spawn(engine: EngineWeak) -> std::io::Result<Arc<Ticker>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Instant;
+    use tokio::time::Instant;
     use wasmtime::{Config, Engine, Instance, Module, Store, Trap};
 
     fn wait_until(what: &str, cond: impl Fn() -> bool) {

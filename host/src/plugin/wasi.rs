@@ -26,9 +26,7 @@
 //! epoch deadline bounds.
 
 use wasmtime::component::Linker;
-use wasmtime_wasi::WasiCtx;
-
-use super::state::PluginState;
+use wasmtime_wasi::{WasiCtx, WasiView};
 
 /// WASI version that wasmtime-wasi registers; components importing any
 /// earlier 0.2.x version are linked to it by semver.
@@ -56,8 +54,9 @@ const FORBIDDEN: [(&str, &str); 11] = [
 ];
 
 /// Links WASI 0.2 into `linker`, with every call that could block replaced
-/// by a trap.
-pub fn add_to_linker(linker: &mut Linker<PluginState>) -> wasmtime::Result<()> {
+/// by a trap. Generic over the store's state (the plugin state implements
+/// `WasiView`), so this module needs nothing from the rest of the runtime.
+pub fn add_to_linker<T: WasiView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_sync(linker)?;
     linker.allow_shadowing(true);
     for (interface, function) in FORBIDDEN {

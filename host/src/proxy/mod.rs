@@ -15,6 +15,10 @@
 //! Every decision comes from the generation's plugins; the host enforces
 //! their answers (unknown upstream, index out of range and traps are plugin
 //! faults) and owns everything that touches sockets.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "std Instant until the request path moves to tokio::time::Instant (issue 15)"
+)]
 
 mod attempt;
 mod body;

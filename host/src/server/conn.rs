@@ -7,6 +7,10 @@
 //! a head, so it doubles as a keep-alive timeout, and it closes without a
 //! response. Tracking the phases here lets the two timeouts differ and lets a
 //! slow client get its 408.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "std Instant until the connection driver moves to tokio::time::Instant (issue 15)"
+)]
 
 use std::future::Future;
 use std::io;

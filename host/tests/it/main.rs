@@ -5,6 +5,9 @@
 //! One binary instead of one per area: every test binary links wasmtime and
 //! the whole host, so 23 binaries cost minutes of linking per build.
 
+// Tests time real sockets and processes: the real clock is the point.
+#![allow(clippy::disallowed_methods, reason = "tests measure wall-clock time")]
+
 mod common;
 
 mod acme;
@@ -18,6 +21,7 @@ mod forwarding;
 mod hashing;
 mod http2;
 mod instance_reuse;
+mod layers;
 mod limits;
 mod metrics;
 mod observability;
