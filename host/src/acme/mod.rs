@@ -445,36 +445,13 @@ impl CertManager {
     /// failed reload keeps the old certificates. Must run inside the tokio
     /// runtime (it spawns the ACME tasks).
     pub fn update_domains(&self, config: &Config) -> Result<(), AcmeError> {
-        let mut statics = Vec::new();
-        let mut acme = Vec::new();
-        for domain in &config.domains {
-            match source(domain, config) {
-                TlsSource::Off => {}
-                TlsSource::Files { cert, key } => {
-                    statics.push((domain.name.clone(), files::load(&cert, &key)?));
-                }
-                TlsSource::Acme => acme.push(domain.name.clone()),
-            }
-        }
+        let (statics, acme) = sources(config)?;
         // With a shared storage the ACME side runs even without ACME names:
         // this replica still answers the others' challenges.
         let settings = if acme.is_empty() && config.storage.is_none() {
             None
         } else {
-            Some(Settings {
-                directory: config.acme.directory.clone(),
-                email: config.acme.email.clone(),
-                ca_root: config.acme.ca_root.clone(),
-                challenges: config
-                    .acme
-                    .challenges
-                    .iter()
-                    .copied()
-                    .filter(|c| *c != Challenge::Http01 || config.listen.http.is_some())
-                    .collect(),
-                cert_cache_dir: config.cert_cache_dir.clone(),
-                storage: config.storage.clone(),
-            })
+            Some(settings(config))
         };
 
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -573,6 +550,45 @@ impl CertManager {
             }
         }
         Ok(())
+    }
+}
+
+/// The static certificates `config` names (read now, so a bad file fails
+/// the update) and the domains whose certificates come from ACME.
+#[allow(
+    clippy::type_complexity,
+    reason = "a pair of local lists, named by the doc"
+)]
+fn sources(config: &Config) -> Result<(Vec<(String, Arc<CertifiedKey>)>, Vec<String>), AcmeError> {
+    let mut statics = Vec::new();
+    let mut acme = Vec::new();
+    for domain in &config.domains {
+        match source(domain, config) {
+            TlsSource::Off => {}
+            TlsSource::Files { cert, key } => {
+                statics.push((domain.name.clone(), files::load(&cert, &key)?));
+            }
+            TlsSource::Acme => acme.push(domain.name.clone()),
+        }
+    }
+    Ok((statics, acme))
+}
+
+/// The ACME settings of `config`; HTTP-01 only with a plain HTTP listener.
+fn settings(config: &Config) -> Settings {
+    Settings {
+        directory: config.acme.directory.clone(),
+        email: config.acme.email.clone(),
+        ca_root: config.acme.ca_root.clone(),
+        challenges: config
+            .acme
+            .challenges
+            .iter()
+            .copied()
+            .filter(|c| *c != Challenge::Http01 || config.listen.http.is_some())
+            .collect(),
+        cert_cache_dir: config.cert_cache_dir.clone(),
+        storage: config.storage.clone(),
     }
 }
 

@@ -27,21 +27,7 @@ bbproxy_sdk::export!(LastBackend: balancer);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bbproxy_sdk::BreakerState;
-    use bbproxy_sdk::testing::{FakeRequest, TestHost, backends};
-
-    fn backend(id: u32) -> Backend {
-        Backend {
-            id,
-            weight: 1,
-            in_flight: 0,
-            consecutive_failures: 0,
-            consecutive_successes: 0,
-            latency_ewma_us: 0,
-            requests: 0,
-            breaker: BreakerState::Closed,
-        }
-    }
+    use bbproxy_sdk::testing::{FakeRequest, TestHost, backend, backends};
 
     #[test]
     fn picks_highest_id() {
