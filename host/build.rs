@@ -1,7 +1,9 @@
-//! Builds the default plugin bundle and the example plugins for
-//! `wasm32-wasip2` with a nested cargo (own target dir inside `OUT_DIR`, as
-//! wasmtime's test-programs do), so `src/plugin/bundle.rs` can embed them with
-//! `include_bytes!` and the proxy runs with no plugin files on disk.
+//! Builds the default plugin bundle for `wasm32-wasip2` with a nested cargo
+//! (own target dir inside `OUT_DIR`, as wasmtime's test-programs do), so
+//! `src/plugin/bundle.rs` can embed it with `include_bytes!` and the proxy
+//! runs with no plugin files on disk. Only the bundle: the example plugins
+//! and the tests' hostile fixtures are built by the tests that load them
+//! (`host/tests/it/common/wasm.rs`), in the same target dir.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -13,7 +15,7 @@ const WASM_TARGET: &str = "wasm32-wasip2";
 const PROFILE: &str = "plugin";
 
 /// (package, file name written by cargo, destination under `OUT_DIR`).
-const COMPONENTS: [(&str, &str, &str); 9] = [
+const COMPONENTS: [(&str, &str, &str); 3] = [
     (
         "bbproxy-plugin-router",
         "bbproxy_plugin_router.wasm",
@@ -29,53 +31,16 @@ const COMPONENTS: [(&str, &str, &str); 9] = [
         "bbproxy_plugin_breaker.wasm",
         "plugins/breaker.wasm",
     ),
-    (
-        "example-rust-last-backend",
-        "example_rust_last_backend.wasm",
-        "examples/rust_last_backend.wasm",
-    ),
-    (
-        "example-rust-canary-router",
-        "example_rust_canary_router.wasm",
-        "examples/rust_canary_router.wasm",
-    ),
-    (
-        "example-rust-latency-balancer",
-        "example_rust_latency_balancer.wasm",
-        "examples/rust_latency_balancer.wasm",
-    ),
-    // Hostile plugins for the sandbox tests (`host/tests/it/sandbox*.rs`).
-    (
-        "fixture-hostile-balancer",
-        "fixture_hostile_balancer.wasm",
-        "fixtures/hostile_balancer.wasm",
-    ),
-    (
-        "fixture-hostile-router",
-        "fixture_hostile_router.wasm",
-        "fixtures/hostile_router.wasm",
-    ),
-    (
-        "fixture-hostile-breaker",
-        "fixture_hostile_breaker.wasm",
-        "fixtures/hostile_breaker.wasm",
-    ),
 ];
 
-/// Crate directories (relative to the workspace root) whose sources feed the
-/// components.
-const CRATE_DIRS: [&str; 11] = [
+/// Crate directories (relative to the workspace root) whose manifests feed
+/// the components.
+const CRATE_DIRS: [&str; 5] = [
     "sdk",
     "contract",
     "plugins/router",
     "plugins/balancer",
     "plugins/breaker",
-    "examples/plugins/rust-last-backend",
-    "examples/plugins/rust-canary-router",
-    "examples/plugins/rust-latency-balancer",
-    "host/tests/fixtures/hostile-balancer",
-    "host/tests/fixtures/hostile-router",
-    "host/tests/fixtures/hostile-breaker",
 ];
 
 /// Names a rustup toolchain to build the plugins with instead of the outer
@@ -196,6 +161,7 @@ fn run() -> Result<(), Failure> {
     let built = wasm_dir.join(WASM_TARGET).join(PROFILE);
     for (package, file, dest) in COMPONENTS {
         let from = built.join(file);
+        rerun_if_sources_changed(&from.with_extension("d"))?;
         let to = out_dir.join(dest);
         let bytes = fs::read(&from)
             .with_context(|| format!("{package}: expected {} after the build", from.display()))?;
@@ -208,9 +174,11 @@ fn env(name: &str) -> Result<String> {
     std::env::var(name).with_context(|| format!("{name} is not set (not run by cargo?)"))
 }
 
+/// The files that are not sources of a component but change how it builds.
+/// The sources themselves come from the nested build's dep-info files
+/// ([`rerun_if_sources_changed`]).
 fn rerun_if_changed(workspace: &Path) {
     let mut paths = vec![
-        workspace.join("wit"),
         workspace.join("Cargo.lock"),
         // The `plugin` profile lives in the workspace manifest.
         workspace.join("Cargo.toml"),
@@ -218,10 +186,41 @@ fn rerun_if_changed(workspace: &Path) {
     ];
     for dir in CRATE_DIRS {
         paths.push(workspace.join(dir).join("Cargo.toml"));
-        paths.push(workspace.join(dir).join("src"));
     }
     for path in paths {
         println!("cargo::rerun-if-changed={}", path.display());
+    }
+}
+
+/// Names every source file of a component, as its dep-info file (`.d`,
+/// written by the nested cargo next to the component) lists them: the
+/// crate's own files, the SDK's, the contract's and the WIT.
+fn rerun_if_sources_changed(dep_info: &Path) -> Result<()> {
+    let text =
+        fs::read_to_string(dep_info).with_context(|| format!("reading {}", dep_info.display()))?;
+    // `target: source source ...`; a space inside a path is escaped (`\ `).
+    for line in text.lines() {
+        let Some((_, sources)) = line.split_once(": ") else {
+            continue;
+        };
+        let mut source = String::new();
+        let mut chars = sources.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => source.extend(chars.next()),
+                ' ' => print_source(&mut source),
+                c => source.push(c),
+            }
+        }
+        print_source(&mut source);
+    }
+    Ok(())
+}
+
+fn print_source(source: &mut String) {
+    if !source.is_empty() {
+        println!("cargo::rerun-if-changed={source}");
+        source.clear();
     }
 }
 

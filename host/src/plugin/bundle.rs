@@ -16,14 +16,3 @@ pub static BALANCER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/plugins/b
 /// `bbproxy-plugin-breaker`): consecutive-failure threshold, open period,
 /// half-open probes.
 pub static BREAKER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/plugins/breaker.wasm"));
-
-/// Directory holding the example plugins built from `examples/plugins/`:
-/// `rust_last_backend.wasm` (balancer) and `rust_canary_router.wasm` (router).
-/// For tests, which load them by path like an operator's plugin.
-pub const EXAMPLES_DIR: &str = concat!(env!("OUT_DIR"), "/examples");
-
-/// Directory holding the hostile test plugins built from
-/// `host/tests/fixtures/`: `hostile_balancer.wasm`, `hostile_router.wasm` and
-/// `hostile_breaker.wasm`, each misbehaving in the way its config's `mode` names. For the sandbox
-/// tests.
-pub const FIXTURES_DIR: &str = concat!(env!("OUT_DIR"), "/fixtures");

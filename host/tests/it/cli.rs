@@ -316,7 +316,7 @@ fn a_file_that_is_not_wasm_is_rejected_by_check() {
 
 #[test]
 fn a_component_of_the_wrong_world_is_rejected_by_check() {
-    let router = Path::new(bbproxy::plugin::bundle::EXAMPLES_DIR).join("rust_canary_router.wasm");
+    let router = common::example_plugin("rust_canary_router.wasm");
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("config.json"),

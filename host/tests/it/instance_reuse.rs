@@ -3,8 +3,6 @@
 
 use crate::common;
 
-use std::path::PathBuf;
-
 use common::{Backend, Proxy, client, get};
 use hyper::StatusCode;
 
@@ -13,7 +11,7 @@ async fn a_plugin_is_initialised_once_not_per_request() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(
-        PathBuf::from(bbproxy::plugin::bundle::FIXTURES_DIR).join("hostile_balancer.wasm"),
+        common::fixture("hostile_balancer.wasm"),
         dir.path().join("balancer.wasm"),
     )
     .unwrap();

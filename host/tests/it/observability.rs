@@ -32,8 +32,7 @@ async fn a_plugin_trap_is_counted_exactly() {
     // The hostile fixture balancer traps on every 10th call for upstream 1
     // (bad.test) and picks the first backend for upstream 0.
     let (good, bad) = (Backend::start("good").await, Backend::start("bad").await);
-    let plugin =
-        std::path::Path::new(bbproxy::plugin::bundle::FIXTURES_DIR).join("hostile_balancer.wasm");
+    let plugin = common::fixture("hostile_balancer.wasm");
     let proxy = Proxy::start(&format!(
         r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": "127.0.0.1:0",
             "plugins": {{"balancer": {{"path": "{}", "config": {{"mode": "every-10th"}}, "timeout": "1s"}}}},

@@ -1,14 +1,14 @@
 //! `bbproxy plugin check`: run the binary on real components (the example
 //! plugins and the default bundle) and read what it reports.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_bbproxy");
 
 fn example(file: &str) -> PathBuf {
-    Path::new(bbproxy::plugin::bundle::EXAMPLES_DIR).join(file)
+    crate::common::example_plugin(file)
 }
 
 /// Runs `bbproxy plugin check ARGS` with a deadline: (success, stdout, stderr).

@@ -53,10 +53,7 @@ async fn broken_files_keep_the_last_good_generation_until_fixed() {
     let http = client();
 
     let canary = std::fs::read(example_plugin("rust_canary_router.wasm")).unwrap();
-    let hostile = std::fs::read(
-        Path::new(bbproxy::plugin::bundle::FIXTURES_DIR).join("hostile_balancer.wasm"),
-    )
-    .unwrap();
+    let hostile = std::fs::read(common::fixture("hostile_balancer.wasm")).unwrap();
     type Breaker = Box<dyn Fn(&Path)>;
     // (case, how to break it, the reason, the file the error must name)
     let cases: Vec<(&str, Breaker, &str, &str)> = vec![

@@ -59,7 +59,7 @@ fn metric(name: &str, labels: &[(&str, &str)]) -> u64 {
 }
 
 fn fixture(file: &str) -> PathBuf {
-    PathBuf::from(bbproxy::plugin::bundle::FIXTURES_DIR).join(file)
+    common::fixture(file)
 }
 
 /// A proxy with `good.test` (upstream 0) and `bad.test` (upstream 1), each

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::common;
 
 use bbproxy::plugin::{
-    Backoff, BalancerWorld, Limits, Plugin, Pooling, Runtime, RuntimeOptions, Upstream, bundle,
+    Backoff, BalancerWorld, Limits, Plugin, Pooling, Runtime, RuntimeOptions, Upstream,
 };
 use common::direct::candidates;
 
@@ -29,9 +29,7 @@ fn load(runtime: &Runtime, mode: &str, timeout: Duration) -> Plugin<BalancerWorl
             backends: 1,
         })
         .collect();
-    let bytes =
-        std::fs::read(std::path::Path::new(bundle::FIXTURES_DIR).join("hostile_balancer.wasm"))
-            .unwrap();
+    let bytes = std::fs::read(common::fixture("hostile_balancer.wasm")).unwrap();
     Plugin::load(
         runtime,
         mode,

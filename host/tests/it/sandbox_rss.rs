@@ -10,7 +10,7 @@ use crate::common;
 
 use bbproxy::plugin::{
     Backoff, BalancerWorld, BreakerWorld, Limits, Outcome, OutcomeKind, Plugin, RouterWorld,
-    Runtime, Tenant, Upstream, World, bundle,
+    Runtime, Tenant, Upstream, World,
 };
 use common::direct::{candidates, view};
 use common::rss_kib;
@@ -45,7 +45,7 @@ fn failure() -> Outcome {
 }
 
 fn load<W: World>(runtime: &Runtime, file: &str, mode: &str) -> Plugin<W> {
-    let path = std::path::Path::new(bundle::FIXTURES_DIR).join(file);
+    let path = common::fixture(file);
     let limits = Limits {
         // Short deadline and small cap: the test is about what is left
         // behind, not about how long each fault takes.

@@ -11,11 +11,13 @@ pub mod otlp;
 pub mod pebble;
 pub mod prom;
 pub mod tls;
+pub mod wasm;
+
+pub use wasm::{example_plugin, fixture};
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -324,11 +326,6 @@ pub fn addrs(backends: &[&Backend]) -> String {
 pub async fn dead_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     l.local_addr().unwrap()
-}
-
-/// Where the build script put the example plugins.
-pub fn example_plugin(file: &str) -> PathBuf {
-    PathBuf::from(bbproxy::plugin::bundle::EXAMPLES_DIR).join(file)
 }
 
 /// This process's resident memory in KiB (in-process proxies included).

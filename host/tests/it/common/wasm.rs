@@ -1,0 +1,90 @@
+//! The example plugins (`examples/plugins/rust-*`) and the hostile fixtures
+//! (`host/tests/fixtures/`), built for `wasm32-wasip2` the first time a test
+//! of this process asks for one. `host/build.rs` builds only the default
+//! bundle; this builds the rest with the same nested cargo, profile and
+//! target dir (inside the host's `OUT_DIR`), so the SDK and its
+//! dependencies are compiled once for both and an unchanged tree costs only
+//! cargo's up-to-date check.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The crates built here; each gives `<package with _>.wasm`.
+const PACKAGES: [&str; 6] = [
+    "example-rust-last-backend",
+    "example-rust-canary-router",
+    "example-rust-latency-balancer",
+    "fixture-hostile-balancer",
+    "fixture-hostile-router",
+    "fixture-hostile-breaker",
+];
+
+/// Same as `host/build.rs`: the nested build's target dir, target and
+/// profile.
+const TARGET_DIR: &str = concat!(env!("OUT_DIR"), "/wasm");
+const WASM_TARGET: &str = "wasm32-wasip2";
+const PROFILE: &str = "plugin";
+
+/// Variables of the outer cargo that must not reach the nested build (its
+/// flags and target are for the host), as in `host/build.rs`.
+const SCRUBBED_ENV: [&str; 7] = [
+    "CARGO_ENCODED_RUSTFLAGS",
+    "RUSTFLAGS",
+    "CARGO_BUILD_RUSTFLAGS",
+    "CARGO_TARGET_DIR",
+    "CARGO_BUILD_TARGET",
+    "RUSTC_WORKSPACE_WRAPPER",
+    "RUSTC_WRAPPER",
+];
+
+/// An example plugin by the file name it had under the old build
+/// (`rust_last_backend.wasm` is crate `example-rust-last-backend`).
+pub fn example_plugin(file: &str) -> PathBuf {
+    component(&format!("example_{file}"))
+}
+
+/// A hostile fixture (`hostile_balancer.wasm` is crate
+/// `fixture-hostile-balancer`).
+pub fn fixture(file: &str) -> PathBuf {
+    component(&format!("fixture_{file}"))
+}
+
+fn component(file: &str) -> PathBuf {
+    let path = built().join(file);
+    assert!(path.is_file(), "{} was not built", path.display());
+    path
+}
+
+/// Builds every crate of [`PACKAGES`] once per process (cargo's own lock
+/// orders concurrent test processes) and returns the directory holding the
+/// components.
+fn built() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .unwrap()
+                .to_path_buf();
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            cmd.current_dir(&workspace)
+                .args(["build", "--quiet", "--target", WASM_TARGET])
+                .args(["--profile", PROFILE, "--target-dir", TARGET_DIR]);
+            for package in PACKAGES {
+                cmd.args(["-p", package]);
+            }
+            for var in SCRUBBED_ENV {
+                cmd.env_remove(var);
+            }
+            let output = cmd.output().expect("running cargo for the test plugins");
+            assert!(
+                output.status.success(),
+                "building the example and fixture plugins failed:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            PathBuf::from(TARGET_DIR).join(WASM_TARGET).join(PROFILE)
+        })
+        .clone()
+}
