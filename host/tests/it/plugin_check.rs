@@ -281,7 +281,7 @@ fn an_invalid_json_plugin_config_is_refused_before_init() {
 }
 
 fn fixture(file: &str) -> PathBuf {
-    Path::new(bbproxy::plugin::bundle::FIXTURES_DIR).join(file)
+    crate::common::fixture(file)
 }
 
 /// The sample decisions can be made for a request of the user's choice, so
