@@ -7,10 +7,16 @@
 //!
 //! The functions take plain values rather than WIT types because the proxy
 //! and the SDK each generate their own bindings of the same WIT types.
+//!
+//! [`stats`] holds the other shared rule: what a backend's statistics become
+//! after an outcome and the breaker's verdict.
 #![deny(missing_docs)]
 
 pub mod balancers;
 pub mod hosts;
+pub mod stats;
+
+pub use stats::{EWMA_NEW_SIXTEENTHS, Stats, Streak, ewma, record, streak};
 
 /// Longest upstream name a router may answer. Upstream names are domain
 /// names (at most 253 bytes) or address literals; anything longer cannot

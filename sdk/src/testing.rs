@@ -72,8 +72,6 @@ const MAX_KEY_BYTES: usize = 256;
 const MAX_VALUE_BYTES: usize = 64 * 1024;
 /// Most keys the key-value store holds (as in the proxy).
 const MAX_KEYS: usize = 10_000;
-/// Weight of a new latency sample in the proxy's moving average, in 1/16ths.
-const EWMA_NEW_SIXTEENTHS: u64 = 4;
 
 /// One line a plugin logged, as [`TestHost::logs`] returns it.
 ///
@@ -547,12 +545,7 @@ impl TestHost {
         outcome: &Outcome,
     ) -> Result<Verdict, String> {
         let verdict = breaker.on_outcome(upstream, backend, outcome);
-        let state = match verdict.state {
-            BreakerState::Closed => contract::BreakerState::Closed,
-            BreakerState::Open => contract::BreakerState::Open,
-            BreakerState::HalfOpen => contract::BreakerState::HalfOpen,
-        };
-        contract::check_verdict(state, verdict.probes)?;
+        contract::check_verdict(contract_state(verdict.state), verdict.probes)?;
         Ok(verdict)
     }
 }
@@ -728,9 +721,12 @@ pub fn failure() -> Outcome {
 }
 
 /// Updates `backend`'s statistics after `outcome` and the breaker's
-/// `verdict`, as the proxy does: one more request, the latency folded into the
-/// moving average (responses only), the consecutive failure/success counts
-/// from `verdict.failure`, and the breaker state from `verdict.state`.
+/// `verdict`, as the proxy does (the same rule:
+/// [`bbproxy_plugin_contract::record`]): one more request, the latency
+/// folded into the moving average (responses only), the consecutive
+/// failure/success counts from `verdict.failure`, and the breaker state from
+/// `verdict.state`. A success while the verdict keeps the backend open is a
+/// late answer to a request sent before it opened and counts for nothing.
 ///
 /// ```
 /// use std::time::Duration;
@@ -739,26 +735,38 @@ pub fn failure() -> Outcome {
 /// record(&mut b, &response(200, Duration::from_millis(10)), &Verdict::closed(false));
 /// record(&mut b, &response(200, Duration::from_millis(30)), &Verdict::closed(false));
 /// assert_eq!((b.requests, b.consecutive_successes, b.latency_ewma_us), (2, 2, 15_000));
+/// // Opened: a late success changes nothing.
+/// record(&mut b, &response(200, Duration::from_millis(1)), &Verdict::open(false, 1_000, 1));
+/// assert_eq!(b.consecutive_successes, 0);
 /// ```
 pub fn record(backend: &mut Backend, outcome: &Outcome, verdict: &Verdict) {
-    backend.requests += 1;
-    if outcome.is_response() {
-        let sample = outcome.latency_us;
-        backend.latency_ewma_us = if backend.latency_ewma_us == 0 {
-            sample.max(1)
-        } else {
-            (backend.latency_ewma_us * (16 - EWMA_NEW_SIXTEENTHS) + sample * EWMA_NEW_SIXTEENTHS)
-                / 16
-        };
-    }
-    if verdict.failure {
-        backend.consecutive_failures += 1;
-        backend.consecutive_successes = 0;
-    } else {
-        backend.consecutive_successes += 1;
-        backend.consecutive_failures = 0;
-    }
+    let mut stats = contract::Stats {
+        requests: backend.requests,
+        consecutive_failures: backend.consecutive_failures,
+        consecutive_successes: backend.consecutive_successes,
+        latency_ewma_us: backend.latency_ewma_us,
+        breaker: contract_state(backend.breaker),
+    };
+    let latency = outcome.is_response().then_some(outcome.latency_us);
+    contract::record(
+        &mut stats,
+        latency,
+        verdict.failure,
+        contract_state(verdict.state),
+    );
+    backend.requests = stats.requests;
+    backend.consecutive_failures = stats.consecutive_failures;
+    backend.consecutive_successes = stats.consecutive_successes;
+    backend.latency_ewma_us = stats.latency_ewma_us;
     backend.breaker = verdict.state;
+}
+
+fn contract_state(state: BreakerState) -> contract::BreakerState {
+    match state {
+        BreakerState::Closed => contract::BreakerState::Closed,
+        BreakerState::Open => contract::BreakerState::Open,
+        BreakerState::HalfOpen => contract::BreakerState::HalfOpen,
+    }
 }
 
 #[cfg(test)]

@@ -524,23 +524,22 @@ fn sample_backends() -> [Backend; 3] {
     ]
 }
 
-/// The stats update the proxy makes after a verdict.
-fn apply(backend: &mut Backend, outcome: &Outcome, verdict: &Verdict) {
-    backend.requests += 1;
-    if outcome.kind == OutcomeKind::Response {
-        backend.latency_ewma_us = if backend.latency_ewma_us == 0 {
-            outcome.latency_us.max(1)
-        } else {
-            (backend.latency_ewma_us * 12 + outcome.latency_us * 4) / 16
-        };
-    }
-    if verdict.failure {
-        backend.consecutive_failures += 1;
-        backend.consecutive_successes = 0;
-    } else {
-        backend.consecutive_successes += 1;
-        backend.consecutive_failures = 0;
-    }
+/// The stats update the proxy makes after a verdict (the shared rule of
+/// `bbproxy-plugin-contract`).
+pub(crate) fn apply(backend: &mut Backend, outcome: &Outcome, verdict: &Verdict) {
+    let mut stats = bbproxy_plugin_contract::Stats {
+        requests: backend.requests,
+        consecutive_failures: backend.consecutive_failures,
+        consecutive_successes: backend.consecutive_successes,
+        latency_ewma_us: backend.latency_ewma_us,
+        breaker: backend.breaker.into(),
+    };
+    let latency = (outcome.kind == OutcomeKind::Response).then_some(outcome.latency_us);
+    bbproxy_plugin_contract::record(&mut stats, latency, verdict.failure, verdict.state.into());
+    backend.requests = stats.requests;
+    backend.consecutive_failures = stats.consecutive_failures;
+    backend.consecutive_successes = stats.consecutive_successes;
+    backend.latency_ewma_us = stats.latency_ewma_us;
     backend.breaker = verdict.state;
 }
 

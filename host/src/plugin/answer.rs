@@ -24,12 +24,17 @@ pub fn check_route(route: &Route, known: impl Fn(&str) -> bool) -> Result<(), St
 /// Checks a breaker's verdict: an open or half-open state needs at least
 /// one probe.
 pub fn check_verdict(verdict: &Verdict) -> Result<(), String> {
-    let state = match verdict.state {
-        BreakerState::Closed => contract::BreakerState::Closed,
-        BreakerState::Open => contract::BreakerState::Open,
-        BreakerState::HalfOpen => contract::BreakerState::HalfOpen,
-    };
-    contract::check_verdict(state, verdict.probes)
+    contract::check_verdict(verdict.state.into(), verdict.probes)
+}
+
+impl From<BreakerState> for contract::BreakerState {
+    fn from(state: BreakerState) -> Self {
+        match state {
+            BreakerState::Closed => contract::BreakerState::Closed,
+            BreakerState::Open => contract::BreakerState::Open,
+            BreakerState::HalfOpen => contract::BreakerState::HalfOpen,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -21,10 +21,9 @@ pub use connector::{ConnectionCounts, Counted, Counting, connection_counts};
 pub use registry::{Registry, Staged};
 pub use retry_budget::RetryBudget;
 
-use crate::plugin::{Backend, BreakerState, Outcome, OutcomeKind, Verdict};
+use bbproxy_plugin_contract as contract;
 
-/// Weight of a new latency sample in the moving average, in 1/16ths.
-const EWMA_NEW_SIXTEENTHS: u64 = 4;
+use crate::plugin::{Backend, BreakerState, Outcome, OutcomeKind, Verdict};
 
 /// Live state of one backend.
 #[derive(Debug)]
@@ -202,24 +201,28 @@ impl BackendState {
         InFlight(self.clone())
     }
 
-    /// Records the breaker's verdict on `outcome`. A success while
-    /// the verdict keeps the backend open is a late answer to a request sent
-    /// before it opened: it neither ends the failure streak nor starts a
-    /// success streak, so it cannot help close the breaker.
+    /// Records the breaker's verdict on `outcome`, by the rule every
+    /// simulator of the proxy applies too ([`contract::streak`]): a success
+    /// while the verdict keeps the backend open is a late answer to a
+    /// request sent before it opened, and counts for nothing.
     pub fn record_result(&self, verdict: &Verdict, outcome: &Outcome) {
-        if verdict.failure {
-            self.last_failure.kind_status.store(
-                kind_number(outcome.kind) << 16 | u32::from(outcome.status),
-                Ordering::Release,
-            );
-            self.last_failure
-                .at_ms
-                .store(crate::clock::monotonic_ms().max(1), Ordering::Release);
-            self.consecutive_failures.fetch_add(1, Ordering::Relaxed);
-            self.breaker.reset_successes();
-        } else if verdict.state != BreakerState::Open {
-            self.breaker.count_success();
-            self.consecutive_failures.store(0, Ordering::Relaxed);
+        match contract::streak(verdict.failure, verdict.state.into()) {
+            contract::Streak::Failure => {
+                self.last_failure.kind_status.store(
+                    kind_number(outcome.kind) << 16 | u32::from(outcome.status),
+                    Ordering::Release,
+                );
+                self.last_failure
+                    .at_ms
+                    .store(crate::clock::monotonic_ms().max(1), Ordering::Release);
+                self.consecutive_failures.fetch_add(1, Ordering::Relaxed);
+                self.breaker.reset_successes();
+            }
+            contract::Streak::Success => {
+                self.breaker.count_success();
+                self.consecutive_failures.store(0, Ordering::Relaxed);
+            }
+            contract::Streak::Unchanged => {}
         }
     }
 
@@ -228,11 +231,7 @@ impl BackendState {
         let _ = self
             .latency_ewma_us
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
-                Some(if old == 0 {
-                    sample_us.max(1)
-                } else {
-                    (old * (16 - EWMA_NEW_SIXTEENTHS) + sample_us * EWMA_NEW_SIXTEENTHS) / 16
-                })
+                Some(contract::ewma(old, sample_us))
             });
     }
 }
@@ -376,5 +375,118 @@ mod tests {
         b.record_latency(2000);
         let v = b.snapshot(0, 1, BreakerState::Closed).latency_ewma_us;
         assert!(v > 1000 && v < 2000, "{v}");
+    }
+
+    /// The proxy, `bbproxy plugin check` and the SDK's test host apply the
+    /// same rule to a backend's stats after each verdict, including the case
+    /// the three used to disagree on: a success while the verdict keeps the
+    /// backend open (a late answer) counts for nothing.
+    #[test]
+    fn the_proxy_plugin_check_and_the_sdk_agree_on_stats_after_verdicts() {
+        use crate::plugin::{Outcome, OutcomeKind};
+        use bbproxy_sdk::testing as sdk;
+
+        let response = |latency_us| Outcome {
+            kind: OutcomeKind::Response,
+            status: 200,
+            latency_us,
+        };
+        let refused = Outcome {
+            kind: OutcomeKind::ConnectError,
+            status: 0,
+            latency_us: 300,
+        };
+        let v = |failure, state| Verdict {
+            failure,
+            state,
+            open_for_ms: 100,
+            probes: 1,
+        };
+        use BreakerState::{Closed, HalfOpen, Open};
+        // (outcome, verdict, ms after the start when it arrives)
+        let steps = [
+            (response(1000), v(false, Closed), 0),
+            (response(3000), v(false, Closed), 1),
+            (refused, v(true, Closed), 2),
+            (refused, v(true, Open), 3),
+            // Late answers to requests sent before it opened.
+            (response(500), v(false, Open), 4),
+            (refused, v(true, Open), 5),
+            // After the open period: a probe succeeds.
+            (response(700), v(false, HalfOpen), 200),
+            (response(700), v(false, Closed), 201),
+            // A breaker may open without calling the outcome a failure.
+            (response(900), v(false, Open), 202),
+        ];
+
+        let host = Arc::new(BackendState::new("a:1".into(), "http://a:1".into()));
+        let mut check = host.snapshot(0, 1, Closed);
+        let _sdk_host = sdk::TestHost::new();
+        let mut simulated = sdk::backend(0);
+        for (i, (outcome, verdict, now)) in steps.into_iter().enumerate() {
+            // The proxy: counted when sent, then what `report_outcome` does.
+            drop(host.start());
+            if outcome.kind == OutcomeKind::Response {
+                host.record_latency(outcome.latency_us);
+            }
+            host.record_result(&verdict, &outcome);
+            host.breaker.apply(&verdict, now);
+            let proxy = host.snapshot(0, 1, host.breaker.state(now));
+
+            crate::cli::plugin_check::apply(&mut check, &outcome, &verdict);
+            sdk::record(
+                &mut simulated,
+                &sdk_outcome(&outcome),
+                &bbproxy_sdk::Verdict {
+                    failure: verdict.failure,
+                    state: sdk_state(verdict.state),
+                    open_for_ms: verdict.open_for_ms,
+                    probes: verdict.probes,
+                },
+            );
+            let fields = |b: &Backend| {
+                (
+                    b.requests,
+                    b.consecutive_failures,
+                    b.consecutive_successes,
+                    b.latency_ewma_us,
+                    b.breaker,
+                )
+            };
+            let sdk_fields = (
+                simulated.requests,
+                simulated.consecutive_failures,
+                simulated.consecutive_successes,
+                simulated.latency_ewma_us,
+                verdict.state,
+            );
+            assert_eq!(fields(&proxy), fields(&check), "step {i}: plugin check");
+            assert_eq!(fields(&proxy), sdk_fields, "step {i}: SDK test host");
+            assert_eq!(sdk_state(proxy.breaker), simulated.breaker, "step {i}");
+        }
+        // The late success (step 4) did not start a streak; the probe did.
+        assert_eq!(host.breaker.successes(), 0, "opened again at the end");
+    }
+
+    fn sdk_state(state: BreakerState) -> bbproxy_sdk::BreakerState {
+        match state {
+            BreakerState::Closed => bbproxy_sdk::BreakerState::Closed,
+            BreakerState::Open => bbproxy_sdk::BreakerState::Open,
+            BreakerState::HalfOpen => bbproxy_sdk::BreakerState::HalfOpen,
+        }
+    }
+
+    fn sdk_outcome(o: &crate::plugin::Outcome) -> bbproxy_sdk::Outcome {
+        use crate::plugin::OutcomeKind as K;
+        bbproxy_sdk::Outcome {
+            kind: match o.kind {
+                K::Response => bbproxy_sdk::OutcomeKind::Response,
+                K::ConnectError => bbproxy_sdk::OutcomeKind::ConnectError,
+                K::Timeout => bbproxy_sdk::OutcomeKind::Timeout,
+                K::Reset => bbproxy_sdk::OutcomeKind::Reset,
+            },
+            status: o.status,
+            latency_us: o.latency_us,
+        }
     }
 }
