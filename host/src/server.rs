@@ -177,7 +177,7 @@ pub async fn serve_front(
             Err(e) => {
                 // Out of descriptors or a transient network error: back off
                 // instead of spinning, and keep serving existing connections.
-                metrics::counter!("bbproxy_accept_errors_total").increment(1);
+                metrics::counter!(crate::telemetry::names::ACCEPT_ERRORS).increment(1);
                 tracing::warn!("accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;

@@ -34,6 +34,7 @@ use tokio::task::JoinHandle;
 pub use challenge::{AlpnFromStorage, Http01Tokens, Remote};
 
 use crate::storage::{self, Storage, StorageError, StoredCert};
+use crate::telemetry::names;
 use crate::tls::{CertStore, TlsError, files};
 
 /// Why certificates could not be set up or obtained.
@@ -151,7 +152,7 @@ impl Stats {
             (&self.orders_failed, "error")
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("bbproxy_acme_orders_total", "result" => result).increment(1);
+        metrics::counter!(names::ACME_ORDERS, "result" => result).increment(1);
     }
 
     /// Orders that produced a certificate so far.
@@ -191,8 +192,7 @@ impl Stats {
     fn schedule(&self, name: &str, at: SystemTime) {
         let mut renewals = self.renewals.lock().unwrap_or_else(PoisonError::into_inner);
         renewals.insert(name.to_owned(), at);
-        metrics::gauge!("bbproxy_cert_renewal_timestamp_seconds", "domain" => name.to_owned())
-            .set(unix_seconds(at));
+        metrics::gauge!(names::CERT_RENEWAL, "domain" => name.to_owned()).set(unix_seconds(at));
     }
 }
 
@@ -640,7 +640,7 @@ fn cached(ctx: &Ctx, name: &str) -> Option<Arc<CertifiedKey>> {
 
 fn export_expiry(name: &str, key: &CertifiedKey) {
     if let Ok(validity) = files::validity(key) {
-        metrics::gauge!("bbproxy_cert_expiry_timestamp_seconds", "domain" => name.to_owned())
+        metrics::gauge!(names::CERT_EXPIRY, "domain" => name.to_owned())
             .set(unix_seconds(validity.not_after));
     }
 }

@@ -48,7 +48,7 @@ pub async fn serve(
             Err(e) => {
                 // Out of descriptors or a transient network error: back off
                 // instead of spinning (as the proxy listeners do).
-                metrics::counter!("bbproxy_accept_errors_total").increment(1);
+                metrics::counter!(crate::telemetry::names::ACCEPT_ERRORS).increment(1);
                 tracing::warn!("admin accept failed: {e}");
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;

@@ -435,7 +435,7 @@ impl<W: World> Plugin<W> {
         if let Err(remaining_ms) = streak.admit(crate::clock::monotonic_ms()) {
             self.suspended_calls.fetch_add(1, Ordering::Relaxed);
             metrics::counter!(
-                "bbproxy_plugin_suspended_calls_total",
+                names::PLUGIN_SUSPENDED_CALLS,
                 "plugin" => self.identity.name.to_string(),
                 "role" => W::ROLE,
             )

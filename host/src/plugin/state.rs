@@ -139,7 +139,7 @@ impl host::Host for PluginState {
         let role = self.identity.role;
         if !self.logs.take(clock::monotonic_ms()) {
             metrics::counter!(
-                "bbproxy_plugin_log_lines_dropped_total",
+                crate::telemetry::names::PLUGIN_LOG_LINES_DROPPED,
                 "plugin" => plugin.to_owned(),
                 "role" => role,
             )

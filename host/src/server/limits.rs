@@ -41,7 +41,7 @@ pub fn refuse(stream: TcpStream) {
     const RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 38\r\n\r\nbbproxy: too many client connections\r\n";
     let _ = stream.try_write(RESPONSE);
     let _ = socket2::SockRef::from(&stream).shutdown(std::net::Shutdown::Write);
-    metrics::counter!("bbproxy_connections_refused_total").increment(1);
+    metrics::counter!(crate::telemetry::names::CONNECTIONS_REFUSED).increment(1);
 }
 
 #[cfg(test)]

@@ -14,6 +14,35 @@ pub const CLIENT_CLOSED_REQUESTS: &str = "bbproxy_requests_client_closed_total";
 pub const CONNECT_ERRORS: &str = "bbproxy_upstream_connect_errors_total";
 /// Counter: connect or response timeouts, label `backend`.
 pub const UPSTREAM_TIMEOUTS: &str = "bbproxy_upstream_timeouts_total";
+/// Counter: responses cut because the backend paused past
+/// `timeouts.upstream_idle`.
+pub const UPSTREAM_BODY_TIMEOUTS: &str = "bbproxy_upstream_body_timeouts_total";
+/// Gauge: a backend's active health-check verdict (1 healthy), labels
+/// `upstream`, `backend`.
+pub const BACKEND_HEALTHY: &str = "bbproxy_backend_healthy";
+/// Counter: client connections closed by a timeout, label `kind`
+/// (`header`, `keep_alive`, `write`).
+pub const CLIENT_TIMEOUTS: &str = "bbproxy_client_timeouts_total";
+/// Counter: connections refused over `limits.max_connections`.
+pub const CONNECTIONS_REFUSED: &str = "bbproxy_connections_refused_total";
+/// Counter: failed accepts on a proxy or the admin listener.
+pub const ACCEPT_ERRORS: &str = "bbproxy_accept_errors_total";
+/// Counter: upgraded (WebSocket) connections.
+pub const UPGRADES: &str = "bbproxy_upgrades_total";
+/// Counter: calls answered by the `on_fault` policy while a plugin is
+/// suspended, labels `plugin`, `role`.
+pub const PLUGIN_SUSPENDED_CALLS: &str = "bbproxy_plugin_suspended_calls_total";
+/// Counter: plugin log lines dropped over the log budget, labels `plugin`,
+/// `role`.
+pub const PLUGIN_LOG_LINES_DROPPED: &str = "bbproxy_plugin_log_lines_dropped_total";
+/// Gauge: notAfter of a domain's served certificate (Unix seconds), label
+/// `domain`.
+pub const CERT_EXPIRY: &str = "bbproxy_cert_expiry_timestamp_seconds";
+/// Gauge: when a domain's ACME certificate is due for renewal (Unix
+/// seconds), label `domain`.
+pub const CERT_RENEWAL: &str = "bbproxy_cert_renewal_timestamp_seconds";
+/// Counter: ACME orders, label `result` (`ok`, `error`).
+pub const ACME_ORDERS: &str = "bbproxy_acme_orders_total";
 /// Gauge: open pooled connections, label `backend`.
 pub const POOL_OPEN: &str = "bbproxy_pool_connections_open";
 /// Gauge: idle pooled connections, label `backend`.

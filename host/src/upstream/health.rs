@@ -100,7 +100,7 @@ impl HealthChecks {
                         } else {
                             tracing::warn!(upstream, backend = %backend.authority, path = %check.path, "health check: backend unhealthy, taken out of rotation");
                         }
-                        metrics::gauge!("bbproxy_backend_healthy", "upstream" => upstream.clone(), "backend" => backend.authority.clone())
+                        metrics::gauge!(crate::telemetry::names::BACKEND_HEALTHY, "upstream" => upstream.clone(), "backend" => backend.authority.clone())
                             .set(if healthy { 1.0 } else { 0.0 });
                     }
                 }
