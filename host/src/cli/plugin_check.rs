@@ -508,14 +508,11 @@ fn response(status: u16, latency_us: u64) -> Outcome {
 /// slow one; an idle fast one; an unmeasured one.
 fn sample_backends() -> [Backend; 3] {
     let backend = |id, weight, in_flight, latency_ewma_us, requests| Backend {
-        id,
         weight,
         in_flight,
-        consecutive_failures: 0,
-        consecutive_successes: 0,
         latency_ewma_us,
         requests,
-        breaker: BreakerState::Closed,
+        ..Backend::fresh(id)
     };
     [
         backend(0, 3, 4, 20_000, 100),

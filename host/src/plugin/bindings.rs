@@ -52,3 +52,22 @@ pub mod breaker {
 
 pub use router::bbproxy::plugin::host;
 pub use router::bbproxy::plugin::types;
+
+impl types::Backend {
+    /// A backend as a plugin sees it before its first request: position
+    /// `id`, weight 1, nothing in flight, no history, breaker closed. Tests
+    /// and `plugin check` change fields with struct update syntax, as plugin
+    /// authors do with the SDK's `testing::backend`.
+    pub fn fresh(id: u32) -> Self {
+        Self {
+            id,
+            weight: 1,
+            in_flight: 0,
+            consecutive_failures: 0,
+            consecutive_successes: 0,
+            latency_ewma_us: 0,
+            requests: 0,
+            breaker: types::BreakerState::Closed,
+        }
+    }
+}

@@ -327,18 +327,12 @@ bbproxy_sdk::export!(DefaultBalancer: balancer);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bbproxy_sdk::BreakerState;
 
     fn backend(id: u32, in_flight: u32, latency: u64) -> Backend {
         Backend {
-            id,
-            weight: 1,
             in_flight,
-            consecutive_failures: 0,
-            consecutive_successes: 0,
             latency_ewma_us: latency,
-            requests: 0,
-            breaker: BreakerState::Closed,
+            ..bbproxy_sdk::testing::backend(id)
         }
     }
 

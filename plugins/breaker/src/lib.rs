@@ -125,14 +125,10 @@ mod tests {
 
     fn backend(state: BreakerState, failures: u32, successes: u32) -> Backend {
         Backend {
-            id: 0,
-            weight: 1,
-            in_flight: 0,
             consecutive_failures: failures,
             consecutive_successes: successes,
-            latency_ewma_us: 0,
-            requests: 0,
             breaker: state,
+            ..bbproxy_sdk::testing::backend(0)
         }
     }
 

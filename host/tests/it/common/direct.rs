@@ -1,7 +1,7 @@
 //! Calling plugins directly, without a proxy: the request and the backend
 //! list the sandbox tests hand to `route` and `pick`.
 
-use bbproxy::plugin::{Backend, BreakerState, RequestView};
+use bbproxy::plugin::{Backend, RequestView};
 
 /// A `GET /` for `host` from 127.0.0.1.
 pub fn view(host: &str) -> Option<RequestView> {
@@ -19,14 +19,5 @@ pub fn view(host: &str) -> Option<RequestView> {
 
 /// One fresh, closed backend.
 pub fn candidates() -> [Backend; 1] {
-    [Backend {
-        id: 0,
-        weight: 1,
-        in_flight: 0,
-        consecutive_failures: 0,
-        consecutive_successes: 0,
-        latency_ewma_us: 0,
-        requests: 0,
-        breaker: BreakerState::Closed,
-    }]
+    [Backend::fresh(0)]
 }
