@@ -176,7 +176,7 @@ fn poll_upstream(
                 .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
             if sleep.as_mut().poll(cx).is_ready() {
                 s.guard.take();
-                metrics::counter!("bbproxy_upstream_body_timeouts_total").increment(1);
+                metrics::counter!(crate::telemetry::names::UPSTREAM_BODY_TIMEOUTS).increment(1);
                 return Poll::Ready(Some(Err(UpstreamIdle(idle).into())));
             }
             Poll::Pending

@@ -122,7 +122,7 @@ pub fn tunnel<K: Send + 'static>(
 ) {
     let guard = drain.tunnel();
     let mut phase = drain.subscribe();
-    metrics::counter!("bbproxy_upgrades_total").increment(1);
+    metrics::counter!(crate::telemetry::names::UPGRADES).increment(1);
     tokio::spawn(async move {
         let _guard = guard;
         let _keep = keep;

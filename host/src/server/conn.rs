@@ -767,7 +767,7 @@ where
                 armed = None;
                 let t = state.effective(&timeouts);
                 if state.write_expiry(&t).is_some_and(|at| at <= Instant::now()) {
-                    metrics::counter!("bbproxy_client_timeouts_total", "kind" => "write").increment(1);
+                    metrics::counter!(crate::telemetry::names::CLIENT_TIMEOUTS, "kind" => "write").increment(1);
                     return Ended::WriteTimeout;
                 }
                 if closing || state.expiry(&t).is_none_or(|at| at > Instant::now()) {
@@ -775,10 +775,10 @@ where
                 }
                 if state.in_head() {
                     let answered = state.head_pending() && raw.is_some_and(answer_408);
-                    metrics::counter!("bbproxy_client_timeouts_total", "kind" => "header").increment(1);
+                    metrics::counter!(crate::telemetry::names::CLIENT_TIMEOUTS, "kind" => "header").increment(1);
                     return Ended::HeaderTimeout { answered };
                 }
-                metrics::counter!("bbproxy_client_timeouts_total", "kind" => "keep_alive").increment(1);
+                metrics::counter!(crate::telemetry::names::CLIENT_TIMEOUTS, "kind" => "keep_alive").increment(1);
                 graceful(conn.as_mut());
                 closing = true;
             }

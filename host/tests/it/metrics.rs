@@ -583,36 +583,16 @@ fn every_metric_the_host_emits_is_in_the_readme_table() {
 /// spelling. Test code is not counted.
 #[test]
 fn metric_names_are_spelled_only_in_names_rs() {
-    // The request path (issue 15 rewrites these files) still spells some;
-    // they move to names.rs with that rewrite. An entry that spells no name
-    // any more fails the test, so the list only shrinks.
-    const PENDING: [&str; 4] = [
-        "proxy/body.rs",
-        "proxy/mod.rs",
-        "proxy/upgrade.rs",
-        "server/conn.rs",
-    ];
-    let mut spelled = std::collections::BTreeMap::new();
-    for (file, text) in host_sources() {
-        let names = metric_names(&crate::layers::without_tests(&text));
-        if file != "telemetry/names.rs" && !names.is_empty() {
-            spelled.insert(file, names);
-        }
-    }
-    let stray: Vec<_> = spelled
-        .iter()
-        .filter(|(file, _)| !PENDING.contains(&file.as_str()))
+    let stray: Vec<(String, Vec<String>)> = host_sources()
+        .into_iter()
+        .filter(|(file, _)| file != "telemetry/names.rs")
+        .map(|(file, text)| (file, metric_names(&crate::layers::without_tests(&text))))
+        .filter(|(_, names)| !names.is_empty())
         .collect();
     assert!(
         stray.is_empty(),
         "metric names spelled outside host/src/telemetry/names.rs: {stray:?}"
     );
-    for file in PENDING {
-        assert!(
-            spelled.contains_key(file),
-            "{file} spells no metric name any more: drop it from PENDING"
-        );
-    }
 }
 
 /// Every `.rs` file under `host/src`: its path below `src` (`/`-separated)
