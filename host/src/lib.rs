@@ -7,33 +7,28 @@
 //! below it; `host/tests/it/layers.rs` fails on an import circle):
 //!
 //! ```text
-//! cli, demo            the binary's commands (`plugin check` included)
-//! app                  start, check and serve: builds everything below
-//! check                what `bbproxy check` prints about a loaded config
-//! reload, admin        config reloads; /metrics, /status, /healthz
-//! state                what app, admin and reload share for the process
-//! acme                 certificates from an ACME server
-//! storage              certificates, ACME state and locks shared by
-//!                      replicas (a directory or Redis)
-//! server, front        listeners and connections; ACME challenges and
-//!                      the HTTPS redirect in front of the proxy
-//! proxy                one request: route, pick, forward, retry
-//! drain                open connections counted for a graceful shutdown
-//! generation           one config's snapshot, pinned by each request
-//! upstream, plugin     backends (pools, breakers, health checks); the
-//!                      WebAssembly sandbox the decisions run in
-//! tls                  certificate store, client and backend TLS
-//! telemetry            metric names and handles, the periodic summary
-//! clock, rand          time and randomness, for everything above
-//! bbproxy_config       config.json, parsed and validated (its own crate)
+//! cli, demo          the binary's commands (`plugin check` included)
+//! app                start, check and serve: builds everything below
+//! check              what `bbproxy check` prints about a loaded config
+//! reload, admin      config reloads; /metrics, /status, the dashboard
+//! state              what app, admin and reload share for the process
+//! server             listeners, connections and their timeouts
+//! front              ACME challenges and the HTTPS redirect, before the
+//!                    proxy
+//! acme               certificates from an ACME server
+//! storage            certificates, ACME state and locks shared by
+//!                    replicas (a directory or Redis)
+//! proxy              one request: route, select, attempt, retry
+//! conn_override,     a domain's timeouts handed from proxy to server;
+//!   drain            connections counted for a graceful shutdown
+//! generation         one config's snapshot, pinned by each request
+//! upstream           backends: exchange, pools, breakers, health checks
+//! plugin             the WebAssembly sandbox the decisions run in
+//! tls                certificate store, client and backend TLS
+//! telemetry          the metrics recorder, metric names and handles
+//! rand, clock        randomness and time, for everything above
+//! bbproxy_config     config.json, parsed and validated (its own crate)
 //! ```
-//!
-//! Not yet so: the request path's shared types (retry budget, connector,
-//! request body, metric handles) still sit in `proxy/` and `server/` where
-//! `generation`, `upstream` and `telemetry` import them, and the gauges
-//! written at each scrape (`telemetry::live_gauges`) read a generation; the
-//! request-path rewrite moves the types down (the `PENDING` circle in
-//! `layers.rs`).
 //!
 //! Modules only this crate uses are `pub(crate)`; the public ones are what
 //! the binary, the integration tests and the fuzz targets call.
@@ -45,7 +40,7 @@ pub mod app;
 pub(crate) mod check;
 pub mod cli;
 pub mod clock;
-pub mod conn_override;
+pub(crate) mod conn_override;
 pub mod demo;
 pub(crate) mod drain;
 pub(crate) mod front;

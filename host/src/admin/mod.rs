@@ -6,6 +6,7 @@
 
 mod actions;
 mod dashboard;
+mod scrape;
 mod status;
 
 use std::convert::Infallible;
@@ -25,7 +26,6 @@ pub use status::status;
 
 use crate::proxy::ProxyBody;
 use crate::state::Shared;
-use crate::telemetry;
 
 /// Serves the admin endpoints on `listener` until `shutdown` turns true.
 /// It speaks HTTP/1.1 (what scrapers and curl use). Each connection must
@@ -81,7 +81,7 @@ async fn answer(shared: &Shared, req: Request<Incoming>) -> Response<ProxyBody> 
         "/" | "/index.html" if read_only(req.method()) => dashboard::page(shared),
         "/metrics" if read_only(req.method()) => {
             let generation = shared.generation.load();
-            let body = telemetry::render(&generation, shared.connections);
+            let body = scrape::render(&generation, shared.connections);
             with_type(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",

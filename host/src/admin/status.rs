@@ -12,7 +12,6 @@ use serde_json::{Map, Value, json};
 use crate::generation::{BackendSlot, Generation, Slot, Source, UpstreamSlot};
 use crate::plugin::{BreakerState, World};
 use crate::state::Shared;
-use crate::telemetry;
 use crate::telemetry::activity::{LATENCY_WINDOW_S, RATE_WINDOW_S, SECONDS};
 
 /// Seconds per point of the sparklines: 36 points over three minutes.
@@ -91,7 +90,7 @@ fn backend(shared: &Shared, up: &UpstreamSlot, i: usize, b: &BackendSlot, clock:
     json!({
         "address": state.authority,
         "weight": b.weight,
-        "breaker": telemetry::breaker_label(breaker),
+        "breaker": super::scrape::breaker_label(breaker),
         // Since the last transition; a backend that never changed has been
         // closed since the process first configured it.
         "breaker_since": state.breaker.changed_at_ms().map(|t| clock.unix_of(t)),
