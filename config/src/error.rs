@@ -84,7 +84,7 @@ pub(crate) enum Fault {
     UnknownKey {
         key: String,
         name: String,
-        expected: &'static [&'static str],
+        expected: Vec<&'static str>,
     },
     Invalid {
         key: String,
@@ -107,7 +107,7 @@ impl Fault {
                 name,
                 expected,
             } => {
-                let suggestion = suggest(&name, expected).map(str::to_owned);
+                let suggestion = suggest(&name, &expected).map(str::to_owned);
                 ConfigError::UnknownKey {
                     file,
                     key: printable(key),

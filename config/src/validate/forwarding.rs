@@ -11,53 +11,10 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::walk::{
-    R, check_keys, count, duration, join, object, positive_duration, present, show, size,
+    Fields, R, count, duration, join, object, positive_duration, present, set, show, size,
 };
 use crate::error::Fault;
 use crate::model::*;
-
-const TIMEOUT_KEYS: &[&str] = &[
-    "client_header",
-    "client_body",
-    "keep_alive",
-    "client_write",
-    "upstream_connect",
-    "upstream_response_headers",
-    "upstream_idle",
-];
-const DOMAIN_TIMEOUT_KEYS: &[&str] = &[
-    "client_body",
-    "keep_alive",
-    "client_write",
-    "upstream_connect",
-    "upstream_response_headers",
-    "upstream_idle",
-];
-const LIMIT_KEYS: &[&str] = &[
-    "max_header_bytes",
-    "max_headers",
-    "max_uri_length",
-    "max_body_size",
-    "max_connections",
-    "max_connections_per_backend",
-    "backend_queue",
-    "backend_queue_timeout",
-];
-const DOMAIN_LIMIT_KEYS: &[&str] = &[
-    "max_body_size",
-    "max_connections_per_backend",
-    "backend_queue",
-    "backend_queue_timeout",
-];
-const RETRY_KEYS: &[&str] = &["attempts", "budget_percent", "budget_min"];
-const HEALTH_KEYS: &[&str] = &[
-    "path",
-    "interval",
-    "timeout",
-    "healthy_threshold",
-    "unhealthy_threshold",
-];
-const POOL_KEYS: &[&str] = &["max_idle", "idle_timeout"];
 
 /// hyper cannot buffer a request head in less than this.
 const MIN_HEADER_BYTES: u64 = 8192;
@@ -69,44 +26,59 @@ pub(crate) fn global(root: &Map<String, Value>) -> R<(Timeouts, Limits, Retries)
     let mut t = Timeouts::default();
     if let Some(v) = present(root, "timeouts") {
         let map = object(v, "timeouts", "{\"client_header\": \"10s\"}")?;
-        check_keys(map, "timeouts", TIMEOUT_KEYS)?;
-        set_duration(map, "timeouts", "client_header", &mut t.client_header)?;
-        set_duration(map, "timeouts", "keep_alive", &mut t.keep_alive)?;
-        set_duration(map, "timeouts", "client_write", &mut t.client_write)?;
-        upstream_timeouts(map, "timeouts", &mut t.upstream)?;
+        let Timeouts {
+            client_header,
+            keep_alive,
+            client_write,
+            upstream,
+        } = &mut t;
+        let fields = Fields::new(map, "timeouts")
+            .key("client_header", |v, p| set(client_header, duration(v, p)))
+            .key("keep_alive", |v, p| set(keep_alive, duration(v, p)))
+            .key("client_write", |v, p| set(client_write, duration(v, p)));
+        upstream_timeouts(fields, exchange(upstream)).read()?;
     }
     t.upstream.keep_alive = t.keep_alive;
     t.upstream.client_write = t.client_write;
     let mut l = Limits::default();
     if let Some(v) = present(root, "limits") {
         let map = object(v, "limits", "{\"max_body_size\": \"10MiB\"}")?;
-        check_keys(map, "limits", LIMIT_KEYS)?;
-        if let Some(v) = present(map, "max_header_bytes") {
-            let path = "limits.max_header_bytes";
-            l.max_header_bytes = size(v, path)?;
-            if l.max_header_bytes < MIN_HEADER_BYTES {
-                return Err(Fault::invalid(
-                    path,
-                    format!("{} is too small: at least 8KiB (8192 bytes)", show(v)),
-                ));
-            }
-        }
-        if let Some(v) = present(map, "max_headers") {
-            l.max_headers = count(v, "limits.max_headers", 1)?;
-        }
-        if let Some(v) = present(map, "max_uri_length") {
-            l.max_uri_length = size(v, "limits.max_uri_length")?.max(1);
-        }
-        if let Some(v) = present(map, "max_connections") {
-            l.max_connections = count(v, "limits.max_connections", 1)?;
-        }
-        upstream_limits(map, "limits", &mut l.upstream)?;
+        let Limits {
+            max_header_bytes,
+            max_headers,
+            max_uri_length,
+            max_connections,
+            upstream,
+        } = &mut l;
+        let fields = Fields::new(map, "limits")
+            .key("max_header_bytes", |v, p| {
+                set(max_header_bytes, header_bytes(v, p))
+            })
+            .key("max_headers", |v, p| set(max_headers, count(v, p, 1)))
+            .key("max_uri_length", |v, p| {
+                set(max_uri_length, size(v, p).map(|n| n.max(1)))
+            })
+            .key("max_connections", |v, p| {
+                set(max_connections, count(v, p, 1))
+            });
+        upstream_limits(fields, upstream).read()?;
     }
     let mut r = Retries::default();
     if let Some(v) = present(root, "retries") {
         r = retries(v, "retries", r)?;
     }
     Ok((t, l, r))
+}
+
+fn header_bytes(v: &Value, path: &str) -> R<u64> {
+    let n = size(v, path)?;
+    if n < MIN_HEADER_BYTES {
+        return Err(Fault::invalid(
+            path,
+            format!("{} is too small: at least 8KiB (8192 bytes)", show(v)),
+        ));
+    }
+    Ok(n)
 }
 
 /// A domain's settings: the top-level defaults with its own overrides.
@@ -125,16 +97,29 @@ pub(crate) fn domain(
                 "only a top-level setting (timeouts.client_header): no domain is known before a request head has been read",
             ));
         }
-        check_keys(m, &p, DOMAIN_TIMEOUT_KEYS)?;
-        upstream_timeouts(m, &p, &mut s.timeouts)?;
-        set_duration(m, &p, "keep_alive", &mut s.timeouts.keep_alive)?;
-        set_duration(m, &p, "client_write", &mut s.timeouts.client_write)?;
+        let UpstreamTimeouts {
+            client_body,
+            connect,
+            response_headers,
+            idle,
+            keep_alive,
+            client_write,
+        } = &mut s.timeouts;
+        let exchange = ExchangeTimeouts {
+            client_body,
+            connect,
+            response_headers,
+            idle,
+        };
+        upstream_timeouts(Fields::new(m, &p), exchange)
+            .key("keep_alive", |v, p| set(keep_alive, duration(v, p)))
+            .key("client_write", |v, p| set(client_write, duration(v, p)))
+            .read()?;
     }
     if let Some(v) = present(map, "limits") {
         let p = join(path, "limits");
         let m = object(v, &p, "{\"max_body_size\": \"1MiB\"}")?;
-        check_keys(m, &p, DOMAIN_LIMIT_KEYS)?;
-        upstream_limits(m, &p, &mut s.limits)?;
+        upstream_limits(Fields::new(m, &p), &mut s.limits).read()?;
     }
     if let Some(v) = present(map, "retries") {
         s.retries = retries(v, &join(path, "retries"), s.retries)?;
@@ -148,106 +133,135 @@ pub(crate) fn domain(
     if let Some(v) = present(map, "pool") {
         let p = join(path, "pool");
         let m = object(v, &p, "{\"max_idle\": 32, \"idle_timeout\": \"90s\"}")?;
-        check_keys(m, &p, POOL_KEYS)?;
-        if let Some(v) = present(m, "max_idle") {
-            s.pool.max_idle = count(v, &join(&p, "max_idle"), 0)?;
-        }
-        set_duration(m, &p, "idle_timeout", &mut s.pool.idle_timeout)?;
+        let PoolSettings {
+            max_idle,
+            idle_timeout,
+        } = &mut s.pool;
+        Fields::new(m, &p)
+            .key("max_idle", |v, p| set(max_idle, count(v, p, 0)))
+            .key("idle_timeout", |v, p| set(idle_timeout, duration(v, p)))
+            .read()?;
     }
     Ok(s)
 }
 
-fn upstream_timeouts(map: &Map<String, Value>, path: &str, t: &mut UpstreamTimeouts) -> R<()> {
-    set_duration(map, path, "client_body", &mut t.client_body)?;
-    set_duration(map, path, "upstream_connect", &mut t.connect)?;
-    set_duration(
-        map,
-        path,
-        "upstream_response_headers",
-        &mut t.response_headers,
-    )?;
-    set_duration(map, path, "upstream_idle", &mut t.idle)
+/// The timeouts of an upstream exchange (not keep-alive and client write,
+/// which the two places that read these handle apart).
+struct ExchangeTimeouts<'f> {
+    client_body: &'f mut Duration,
+    connect: &'f mut Duration,
+    response_headers: &'f mut Duration,
+    idle: &'f mut Duration,
 }
 
-fn upstream_limits(map: &Map<String, Value>, path: &str, l: &mut UpstreamLimits) -> R<()> {
-    if let Some(v) = present(map, "max_body_size") {
-        l.max_body_size = size(v, &join(path, "max_body_size"))?;
+fn exchange(t: &mut UpstreamTimeouts) -> ExchangeTimeouts<'_> {
+    ExchangeTimeouts {
+        client_body: &mut t.client_body,
+        connect: &mut t.connect,
+        response_headers: &mut t.response_headers,
+        idle: &mut t.idle,
     }
-    if let Some(v) = present(map, "max_connections_per_backend") {
-        l.max_connections_per_backend = count(v, &join(path, "max_connections_per_backend"), 0)?;
-    }
-    if let Some(v) = present(map, "backend_queue") {
-        l.backend_queue = count(v, &join(path, "backend_queue"), 0)?;
-    }
-    set_duration(
-        map,
-        path,
-        "backend_queue_timeout",
-        &mut l.backend_queue_timeout,
-    )
+}
+
+fn upstream_timeouts<'a, 'f>(fields: Fields<'a, 'f>, t: ExchangeTimeouts<'f>) -> Fields<'a, 'f> {
+    let ExchangeTimeouts {
+        client_body,
+        connect,
+        response_headers,
+        idle,
+    } = t;
+    fields
+        .key("client_body", |v, p| set(client_body, duration(v, p)))
+        .key("upstream_connect", |v, p| set(connect, duration(v, p)))
+        .key("upstream_response_headers", |v, p| {
+            set(response_headers, duration(v, p))
+        })
+        .key("upstream_idle", |v, p| set(idle, duration(v, p)))
+}
+
+fn upstream_limits<'a, 'f>(fields: Fields<'a, 'f>, l: &'f mut UpstreamLimits) -> Fields<'a, 'f> {
+    let UpstreamLimits {
+        max_body_size,
+        max_connections_per_backend,
+        backend_queue,
+        backend_queue_timeout,
+    } = l;
+    fields
+        .key("max_body_size", |v, p| set(max_body_size, size(v, p)))
+        .key("max_connections_per_backend", |v, p| {
+            set(max_connections_per_backend, count(v, p, 0))
+        })
+        .key("backend_queue", |v, p| set(backend_queue, count(v, p, 0)))
+        .key("backend_queue_timeout", |v, p| {
+            set(backend_queue_timeout, duration(v, p))
+        })
 }
 
 fn retries(v: &Value, path: &str, mut r: Retries) -> R<Retries> {
     let map = object(v, path, "{\"attempts\": 2}")?;
-    check_keys(map, path, RETRY_KEYS)?;
-    if let Some(v) = present(map, "attempts") {
-        let p = join(path, "attempts");
-        r.attempts = count(v, &p, 1)?;
-        if u64::from(r.attempts) > MAX_RETRY_ATTEMPTS {
-            return Err(Fault::invalid(
-                p,
-                format!("{} is too many: at most 10 attempts per request", show(v)),
-            ));
-        }
-    }
-    if let Some(v) = present(map, "budget_percent") {
-        let p = join(path, "budget_percent");
-        r.budget_percent = count(v, &p, 0)?;
-        if r.budget_percent > 100 {
-            return Err(Fault::invalid(
-                p,
-                format!("expected a percentage from 0 to 100, got {}", show(v)),
-            ));
-        }
-    }
-    if let Some(v) = present(map, "budget_min") {
-        r.budget_min = count(v, &join(path, "budget_min"), 0)?;
-    }
+    let Retries {
+        attempts,
+        budget_percent,
+        budget_min,
+    } = &mut r;
+    Fields::new(map, path)
+        .key("attempts", |v, p| {
+            let n = count(v, p, 1)?;
+            if u64::from(n) > MAX_RETRY_ATTEMPTS {
+                return Err(Fault::invalid(
+                    p,
+                    format!("{} is too many: at most 10 attempts per request", show(v)),
+                ));
+            }
+            set(attempts, Ok(n))
+        })
+        .key("budget_percent", |v, p| {
+            let n = count(v, p, 0)?;
+            if n > 100 {
+                return Err(Fault::invalid(
+                    p,
+                    format!("expected a percentage from 0 to 100, got {}", show(v)),
+                ));
+            }
+            set(budget_percent, Ok(n))
+        })
+        .key("budget_min", |v, p| set(budget_min, count(v, p, 0)))
+        .read()?;
     Ok(r)
 }
 
 fn health_check(v: &Value, path: &str) -> R<HealthCheck> {
     let map = object(v, path, "{\"path\": \"/healthz\", \"interval\": \"5s\"}")?;
-    check_keys(map, path, HEALTH_KEYS)?;
     let mut h = HealthCheck::default();
-    if let Some(v) = present(map, "path") {
-        match v.as_str() {
-            Some(p) if p.starts_with('/') && !p.contains(char::is_whitespace) => {
-                h.path = p.to_owned();
+    let HealthCheck {
+        path: request_path,
+        interval,
+        timeout,
+        healthy_threshold,
+        unhealthy_threshold,
+    } = &mut h;
+    Fields::new(map, path)
+        .key("path", |v, p| match v.as_str() {
+            Some(s) if s.starts_with('/') && !s.contains(char::is_whitespace) => {
+                set(request_path, Ok(s.to_owned()))
             }
-            _ => {
-                return Err(Fault::invalid(
-                    join(path, "path"),
-                    format!(
-                        "expected an absolute request path like \"/healthz\", got {}",
-                        show(v)
-                    ),
-                ));
-            }
-        }
-    }
-    if let Some(v) = present(map, "interval") {
-        h.interval = positive_duration(v, &join(path, "interval"))?;
-    }
-    if let Some(v) = present(map, "timeout") {
-        h.timeout = positive_duration(v, &join(path, "timeout"))?;
-    }
-    if let Some(v) = present(map, "healthy_threshold") {
-        h.healthy_threshold = count(v, &join(path, "healthy_threshold"), 1)?;
-    }
-    if let Some(v) = present(map, "unhealthy_threshold") {
-        h.unhealthy_threshold = count(v, &join(path, "unhealthy_threshold"), 1)?;
-    }
+            _ => Err(Fault::invalid(
+                p,
+                format!(
+                    "expected an absolute request path like \"/healthz\", got {}",
+                    show(v)
+                ),
+            )),
+        })
+        .key("interval", |v, p| set(interval, positive_duration(v, p)))
+        .key("timeout", |v, p| set(timeout, positive_duration(v, p)))
+        .key("healthy_threshold", |v, p| {
+            set(healthy_threshold, count(v, p, 1))
+        })
+        .key("unhealthy_threshold", |v, p| {
+            set(unhealthy_threshold, count(v, p, 1))
+        })
+        .read()?;
     Ok(h)
 }
 
@@ -294,13 +308,6 @@ pub(crate) fn check_protocol(
             None => Ok(()),
         },
     }
-}
-
-fn set_duration(map: &Map<String, Value>, path: &str, key: &str, out: &mut Duration) -> R<()> {
-    if let Some(v) = present(map, key) {
-        *out = duration(v, &join(path, key))?;
-    }
-    Ok(())
 }
 
 /// The top-level `shutdown_grace`.

@@ -54,19 +54,68 @@ pub(crate) fn object<'a>(v: &'a Value, path: &str, example: &str) -> R<&'a Map<S
     })
 }
 
-pub(crate) fn check_keys(
-    map: &Map<String, Value>,
-    path: &str,
-    expected: &'static [&'static str],
-) -> R<()> {
+pub(crate) fn check_keys(map: &Map<String, Value>, path: &str, expected: &[&'static str]) -> R<()> {
     match map.keys().find(|k| !expected.contains(&k.as_str())) {
         Some(name) => Err(Fault::UnknownKey {
             key: join(path, name),
             name: name.clone(),
-            expected,
+            expected: expected.to_vec(),
         }),
         None => Ok(()),
     }
+}
+
+/// Reads one key's value (never `null`, which counts as absent) given the
+/// key's path.
+type Reader<'a, 'f> = Box<dyn FnOnce(&'a Value, &str) -> R<()> + 'f>;
+
+/// The keys of one JSON object, each named once, next to the code that
+/// reads it: the keys the object accepts are the ones given a reader. They
+/// are checked before any value is read, so an unknown key (often a
+/// misspelt known one) is the first error, as with a list of keys.
+pub(crate) struct Fields<'a, 'f> {
+    map: &'a Map<String, Value>,
+    path: &'a str,
+    readers: Vec<(&'static str, Reader<'a, 'f>)>,
+}
+
+impl<'a, 'f> Fields<'a, 'f> {
+    pub(crate) fn new(map: &'a Map<String, Value>, path: &'a str) -> Self {
+        Fields {
+            map,
+            path,
+            readers: Vec::new(),
+        }
+    }
+
+    /// Accepts `key`; `read` runs with its value and path when present.
+    pub(crate) fn key(
+        mut self,
+        key: &'static str,
+        read: impl FnOnce(&'a Value, &str) -> R<()> + 'f,
+    ) -> Self {
+        self.readers.push((key, Box::new(read)));
+        self
+    }
+
+    /// Checks the object's keys against those given, then reads the
+    /// present ones in the order given.
+    pub(crate) fn read(self) -> R<()> {
+        let keys: Vec<&'static str> = self.readers.iter().map(|(k, _)| *k).collect();
+        check_keys(self.map, self.path, &keys)?;
+        for (key, read) in self.readers {
+            if let Some(v) = present(self.map, key) {
+                read(v, &join(self.path, key))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Stores a value read into its field: `.key("x", |v, p| set(x, count(v, p, 0)))`.
+pub(crate) fn set<T>(field: &mut T, value: R<T>) -> R<()> {
+    *field = value?;
+    Ok(())
 }
 
 /// A key's value, treating `null` like absence so that `"key": null` means
@@ -157,4 +206,43 @@ pub(crate) fn count(v: &Value, path: &str, min: u32) -> R<u32> {
                 format!("expected a whole number of at least {min}, got {}", show(v)),
             )
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// The keys given readers are the object's keys: each present one is
+    /// read with its path (`null` counts as absent), and an unknown key is
+    /// the error, naming the keys read, before any value is read.
+    #[test]
+    fn fields_accept_exactly_the_keys_they_read() {
+        let doc = json!({"a": 1, "b": "x", "c": null});
+        let (mut a, mut b) = (0, String::new());
+        Fields::new(doc.as_object().unwrap(), "s")
+            .key("a", |v, p| set(&mut a, count(v, p, 0)))
+            .key("b", |v, p| set(&mut b, Ok(format!("{p}={v}"))))
+            .key("c", |_, p| Err(Fault::invalid(p, "null is absent")))
+            .read()
+            .unwrap();
+        assert_eq!((a, b.as_str()), (1, "s.b=\"x\""));
+
+        let doc = json!({"a": "not a count", "z": 1});
+        let err = Fields::new(doc.as_object().unwrap(), "s")
+            .key("a", |v, p| count(v, p, 0).map(drop))
+            .key("b", |_, _| Ok(()))
+            .read()
+            .unwrap_err();
+        let expected = vec!["a", "b"];
+        assert_eq!(
+            err,
+            Fault::UnknownKey {
+                key: "s.z".into(),
+                name: "z".into(),
+                expected
+            }
+        );
+    }
 }
