@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::plugin::describe::Description;
 use crate::plugin::{
     Backend, BalancerWorld, BreakerState, BreakerWorld, Fault, Limits, LoadError, Outcome,
     OutcomeKind, Plugin, RequestView, Route, RouterWorld, Runtime, Tenant, Upstream, Verdict,
@@ -119,8 +120,6 @@ pub fn check(path: &Path, options: &CheckOptions) -> Result<String, CheckError> 
     }
     let runtime = Runtime::new()?;
     let described = runtime.describe(&name, &bytes)?;
-    let exports = described.exports;
-
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -128,72 +127,8 @@ pub fn check(path: &Path, options: &CheckOptions) -> Result<String, CheckError> 
         bytes.len(),
         described.sha256
     );
-    let _ = writeln!(out, "  exports: {}", list_or_none(&exports));
-    // Toolchains import WASI whether or not the code uses it; the host links
-    // it with no capabilities, so list it apart.
-    let (wasi, own): (Vec<String>, Vec<String>) = described
-        .imports
-        .into_iter()
-        .partition(|i| i.starts_with("wasi:"));
-    let _ = writeln!(out, "  imports: {}", list_or_none(&own));
-    if !wasi.is_empty() {
-        let _ = writeln!(
-            out,
-            "  WASI imports ({}, linked with no capabilities): {}",
-            wasi.len(),
-            wasi.join(", ")
-        );
-    }
-
-    // Which worlds does it implement? Linking checks every import against
-    // the host and every export's type against the world.
-    let mut implemented = Vec::new();
-    let mut problems = Vec::new();
-    for (world, result) in described.worlds {
-        match result {
-            Ok(()) => implemented.push(Role::of(world.role)),
-            Err(why) => problems.push((Role::of(world.role), why)),
-        }
-    }
-    let wanted: Vec<Role> = match options.role {
-        Some(role) => vec![role],
-        None => implemented.clone(),
-    };
-    let _ = writeln!(
-        out,
-        "  worlds: {}",
-        if implemented.is_empty() {
-            "none".to_owned()
-        } else {
-            implemented
-                .iter()
-                .map(|r| format!("bbproxy:plugin/{}", r.name()))
-                .collect::<Vec<_>>()
-                .join(", ")
-        }
-    );
-    let missing: Vec<&(Role, String)> = problems
-        .iter()
-        .filter(|(role, _)| wanted.contains(role) || wanted.is_empty())
-        .collect();
-    if wanted.is_empty() || !missing.is_empty() {
-        let mut detail = match options.role {
-            Some(role) => format!(
-                "does not implement the bbproxy:plugin/{} world",
-                role.name()
-            ),
-            None => "implements none of the bbproxy:plugin worlds".to_owned(),
-        };
-        for (role, why) in missing {
-            let _ = write!(detail, "\n  {}: {why}", role.name());
-        }
-        let _ = write!(
-            detail,
-            "\n  the component exports: {}",
-            list_or_none(&exports)
-        );
-        return Err(CheckError::WrongWorld { name, detail });
-    }
+    write_imports_and_exports(&mut out, &described);
+    let wanted = wanted_roles(&mut out, &name, options.role, &described)?;
 
     let upstreams: Arc<[Upstream]> = options
         .upstreams
@@ -224,6 +159,91 @@ pub fn check(path: &Path, options: &CheckOptions) -> Result<String, CheckError> 
         }
     }
     Ok(out)
+}
+
+/// The component's exports and imports, WASI imports apart: toolchains
+/// import WASI whether or not the code uses it, and the host links it with
+/// no capabilities.
+fn write_imports_and_exports(out: &mut String, described: &Description) {
+    let _ = writeln!(out, "  exports: {}", list_or_none(&described.exports));
+    let (wasi, own): (Vec<&String>, Vec<&String>) = described
+        .imports
+        .iter()
+        .partition(|i| i.starts_with("wasi:"));
+    let own: Vec<String> = own.into_iter().cloned().collect();
+    let _ = writeln!(out, "  imports: {}", list_or_none(&own));
+    if !wasi.is_empty() {
+        let wasi: Vec<&str> = wasi.into_iter().map(String::as_str).collect();
+        let _ = writeln!(
+            out,
+            "  WASI imports ({}, linked with no capabilities): {}",
+            wasi.len(),
+            wasi.join(", ")
+        );
+    }
+}
+
+/// The worlds the component implements (linking checks every import
+/// against the host and every export's type against the world), written
+/// to `out`, and the roles to probe: `role` if given, else every world it
+/// implements. An error when that is none, or `role` is not implemented.
+fn wanted_roles(
+    out: &mut String,
+    name: &str,
+    role: Option<Role>,
+    described: &Description,
+) -> Result<Vec<Role>, CheckError> {
+    let mut implemented = Vec::new();
+    let mut problems = Vec::new();
+    for (world, result) in &described.worlds {
+        match result {
+            Ok(()) => implemented.push(Role::of(world.role)),
+            Err(why) => problems.push((Role::of(world.role), why)),
+        }
+    }
+    let wanted: Vec<Role> = match role {
+        Some(role) => vec![role],
+        None => implemented.clone(),
+    };
+    let _ = writeln!(
+        out,
+        "  worlds: {}",
+        if implemented.is_empty() {
+            "none".to_owned()
+        } else {
+            implemented
+                .iter()
+                .map(|r| format!("bbproxy:plugin/{}", r.name()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
+    let missing: Vec<&(Role, &String)> = problems
+        .iter()
+        .filter(|(role, _)| wanted.contains(role) || wanted.is_empty())
+        .collect();
+    if wanted.is_empty() || !missing.is_empty() {
+        let mut detail = match role {
+            Some(role) => format!(
+                "does not implement the bbproxy:plugin/{} world",
+                role.name()
+            ),
+            None => "implements none of the bbproxy:plugin worlds".to_owned(),
+        };
+        for (role, why) in missing {
+            let _ = write!(detail, "\n  {}: {why}", role.name());
+        }
+        let _ = write!(
+            detail,
+            "\n  the component exports: {}",
+            list_or_none(&described.exports)
+        );
+        return Err(CheckError::WrongWorld {
+            name: name.to_owned(),
+            detail,
+        });
+    }
+    Ok(wanted)
 }
 
 fn list_or_none(items: &[String]) -> String {
