@@ -19,7 +19,7 @@ use crate::plugin::{LoadError, Runtime};
 use crate::proxy::observe::Observer;
 use crate::proxy::{Proxy, Scheme};
 use crate::reload::{self, Reloader};
-use crate::server::workers::{self, WorkerStats, Workers};
+use crate::server::workers::{self, Workers};
 use crate::server::{self, BindError};
 use crate::state::Shared;
 use crate::telemetry;

@@ -35,7 +35,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod acme;
-pub(crate) mod admin;
+pub mod admin;
 pub mod app;
 pub(crate) mod check;
 pub mod cli;

@@ -8,11 +8,12 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::time::Instant;
 
 use crate::storage::{ChallengeKey, Storage, StorageError};
 use crate::tls::{CertStore, ChallengeSource, TlsError};

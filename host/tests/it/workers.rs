@@ -179,8 +179,7 @@ async fn a_plugin_fault_is_contained_on_both_workers() {
     let backend = Backend::start("good").await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(
-        std::path::PathBuf::from(bbproxy::plugin::bundle::FIXTURES_DIR)
-            .join("hostile_balancer.wasm"),
+        common::fixture("hostile_balancer.wasm"),
         dir.path().join("hostile_balancer.wasm"),
     )
     .unwrap();
