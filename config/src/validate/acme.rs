@@ -3,52 +3,46 @@
 
 use std::path::PathBuf;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use super::walk::{Dir, R, check_keys, index, object, present, show};
+use super::walk::{Dir, Fields, Kept, R, index, object, set, show};
 use crate::error::Fault;
 use crate::model::*;
 
-const ACME_KEYS: &[&str] = &["directory", "email", "ca_root", "challenges"];
-
 pub(crate) fn acme(v: &Value, dir: &Dir) -> R<Acme> {
     let map = object(v, "acme", "{\"email\": \"ops@example.com\"}")?;
-    check_keys(map, "acme", ACME_KEYS)?;
-    let defaults = Acme::default();
-    Ok(Acme {
-        directory: match present(map, "directory") {
-            Some(v) => acme_directory(v)?,
-            None => defaults.directory,
-        },
-        email: match present(map, "email") {
-            Some(v) => email(v)?,
-            None => None,
-        },
-        ca_root: match present(map, "ca_root") {
-            Some(v) => Some(dir.file_path(v, "acme.ca_root")?),
-            None => None,
-        },
-        challenges: match present(map, "challenges") {
-            Some(v) => challenges(v)?,
-            None => defaults.challenges,
-        },
-    })
+    let mut acme = Acme::default();
+    let Acme {
+        directory,
+        email: contact,
+        ca_root,
+        challenges: wanted,
+    } = &mut acme;
+    Fields::new(map, "acme")
+        .key("directory", |v, _| set(directory, acme_directory(v)))
+        .key("email", |v, _| set(contact, email(v)))
+        .key("ca_root", |v, p| {
+            set(ca_root, dir.file_path(v, p).map(Some))
+        })
+        .key("challenges", |v, _| set(wanted, challenges(v)))
+        .read()?;
+    Ok(acme)
 }
 
-pub(crate) fn cert_cache_dir(root: &Map<String, Value>, dir: &Dir) -> R<Option<PathBuf>> {
-    let (key, v) = match (root.get("cert_cache_dir"), root.get("cert_cache_path")) {
-        (Some(_), Some(_)) => {
+/// `cert_cache_dir` or its alias `cert_cache_path` (the top level's kept
+/// values).
+pub(crate) fn cert_cache_dir(dir_key: Kept, path_key: Kept, dir: &Dir) -> R<Option<PathBuf>> {
+    let (v, key) = match (dir_key, path_key) {
+        (Some(_), Some((_, alias))) => {
             return Err(Fault::invalid(
-                "cert_cache_path",
+                alias,
                 "is an alias of cert_cache_dir; give only one of them",
             ));
         }
-        (Some(v), None) => ("cert_cache_dir", v),
-        (None, Some(v)) => ("cert_cache_path", v),
+        (Some(given), None) | (None, Some(given)) => given,
         (None, None) => return Ok(None),
     };
     match v {
-        Value::Null => Ok(None),
         // Go's zero value: the original treated "" as "not set".
         Value::String(s) if s.is_empty() => Ok(None),
         Value::String(s) => Ok(Some(dir.resolve(s))),

@@ -8,41 +8,11 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use super::forwarding;
-use super::plugins::{PLUGIN_KEYS, plugin_entry};
-use super::walk::{Dir, R, check_keys, index, join, object, present, show};
+use super::plugins::Entry;
+use super::walk::{Dir, Fields, Kept, R, index, join, keep, object, set, show};
 use crate::address::{normalize_domain, parse_backend};
 use crate::error::Fault;
 use crate::model::*;
-
-const DOMAIN_KEYS: &[&str] = &[
-    "backends",
-    "balancer",
-    "tls",
-    "timeouts",
-    "limits",
-    "retries",
-    "health_check",
-    "protocol",
-    "pool",
-    "backend_ca",
-    "router",
-    "breaker",
-];
-/// A domain's `"balancer"` object: a plugin entry's keys, `kind`, the
-/// name the balancer sees (the string form's value), and the built-in
-/// kinds' settings.
-const DOMAIN_BALANCER_KEYS: &[&str] = &[
-    "kind",
-    "path",
-    "config",
-    "timeout",
-    "memory_limit",
-    "on_fault",
-    "fault_backoff",
-    "hash_on",
-];
-const BACKEND_KEYS: &[&str] = &["address", "weight"];
-const TLS_KEYS: &[&str] = &["cert", "key"];
 
 const MAX_WEIGHT: u64 = 1000;
 
@@ -107,42 +77,45 @@ fn domain(
             plugins: DomainPlugins::default(),
         }),
         Value::Object(map) => {
-            check_keys(map, path, DOMAIN_KEYS)?;
-            let backends_path = join(path, "backends");
-            let backends = match present(map, "backends") {
-                Some(v) => backends(v, &backends_path)?,
-                None => {
-                    return Err(Fault::invalid(
-                        backends_path,
-                        "required: a list of backend addresses like [\"localhost:8080\"]",
-                    ));
-                }
+            let mut backends_given: Kept = None;
+            let (mut balancer, mut hash_on, mut plugins) = (None, None, DomainPlugins::default());
+            let (mut tls_given, mut backend_ca) = (None, None);
+            let mut upstream = defaults.clone();
+            let fields = Fields::new(map, path)
+                .key("backends", keep(&mut backends_given))
+                .key("balancer", |v, p| {
+                    let (name, hash, plugin) = domain_balancer(v, p, dir)?;
+                    (balancer, hash_on, plugins.balancer) = (Some(name), hash, plugin);
+                    Ok(())
+                })
+                .key("tls", |v, p| {
+                    set(&mut tls_given, tls(v, p, &name, dir).map(Some))
+                });
+            forwarding::domain_keys(fields, &mut upstream)
+                .key("backend_ca", |v, p| {
+                    set(&mut backend_ca, dir.file_path(v, p).map(Some))
+                })
+                .key("router", |v, p| {
+                    set(&mut plugins.router, domain_plugin(v, p, "router", dir))
+                })
+                .key("breaker", |v, p| {
+                    set(&mut plugins.breaker, domain_plugin(v, p, "breaker", dir))
+                })
+                .read()?;
+            let Some((v, backends_path)) = backends_given else {
+                return Err(Fault::invalid(
+                    join(path, "backends"),
+                    "required: a list of backend addresses like [\"localhost:8080\"]",
+                ));
             };
-            let (balancer, hash_on, balancer_plugin) = match present(map, "balancer") {
-                Some(v) => domain_balancer(v, &join(path, "balancer"), dir)?,
-                None => (DEFAULT_BALANCER.to_owned(), None, None),
-            };
-            let plugins = DomainPlugins {
-                router: domain_plugin(map, path, "router", dir)?,
-                balancer: balancer_plugin,
-                breaker: domain_plugin(map, path, "breaker", dir)?,
-            };
-            let tls = match present(map, "tls") {
-                Some(v) => Some(tls(v, &join(path, "tls"), &name, dir)?),
-                None => None,
-            };
-            let upstream = forwarding::domain(map, path, defaults)?;
+            let backends = backends(v, &backends_path)?;
             forwarding::check_protocol(upstream.protocol, &backends, path)?;
-            let backend_ca = match present(map, "backend_ca") {
-                Some(v) => Some(dir.file_path(v, &join(path, "backend_ca"))?),
-                None => None,
-            };
             Ok(Domain {
                 name,
                 backends,
-                balancer,
+                balancer: balancer.unwrap_or_else(|| DEFAULT_BALANCER.to_owned()),
                 hash_on,
-                tls,
+                tls: tls_given,
                 upstream,
                 backend_ca,
                 plugins,
@@ -174,17 +147,19 @@ fn domain_balancer(
         let hash_on = (name == CONSISTENT_HASH).then_some(HashOn::ClientIp);
         return Ok((name, hash_on, None));
     };
-    check_keys(map, path, DOMAIN_BALANCER_KEYS)?;
-    let name = match present(map, "kind") {
-        Some(v) => balancer(v, &join(path, "kind"))?,
-        None => DEFAULT_BALANCER.to_owned(),
-    };
-    let hash_on = match (present(map, "hash_on"), name == CONSISTENT_HASH) {
-        (Some(v), true) => Some(hash_on(v, &join(path, "hash_on"))?),
+    let mut name = DEFAULT_BALANCER.to_owned();
+    let (mut entry, mut hash_given): (Entry, Kept) = (Entry::default(), None);
+    let fields = Fields::new(map, path).key("kind", |v, p| set(&mut name, balancer(v, p)));
+    entry
+        .keys(fields, dir)
+        .key("hash_on", keep(&mut hash_given))
+        .read()?;
+    let hash_on = match (hash_given, name == CONSISTENT_HASH) {
+        (Some((v, p)), true) => Some(hash_on(v, &p)?),
         (None, true) => Some(HashOn::ClientIp),
-        (Some(_), false) => {
+        (Some((_, p)), false) => {
             return Err(Fault::invalid(
-                join(path, "hash_on"),
+                p,
                 format!(
                     "applies to \"kind\": \"{CONSISTENT_HASH}\" only (this balancer is {name:?})"
                 ),
@@ -192,16 +167,16 @@ fn domain_balancer(
         }
         (None, false) => None,
     };
-    if present(map, "path").is_none() {
-        if let Some(key) = map.keys().find(|k| *k != "kind" && *k != "hash_on") {
+    if !entry.has_path() {
+        if let Some(setting) = entry.first_setting() {
             return Err(Fault::invalid(
-                join(path, key),
+                setting,
                 "applies to the domain's own balancer plugin: add \"path\": \"balancer.wasm\", or remove it (without \"path\" the domain uses plugins.balancer)",
             ));
         }
         return Ok((name, hash_on, None));
     }
-    Ok((name, hash_on, Some(plugin_entry(map, path, dir)?)))
+    Ok((name, hash_on, Some(entry.spec())))
 }
 
 /// `"hash_on"`: `client_ip`, `path`, `header:<name>`, `cookie:<name>` or
@@ -244,27 +219,19 @@ pub(crate) fn check_balancer_kinds(placed: &[Placed], plugins: &Plugins) -> R<()
 
 /// A domain's own `role` plugin: `{"path": "x.wasm", ...}` with the keys of
 /// a `plugins.<role>` entry; absent, the domain uses `plugins.<role>`.
-fn domain_plugin(
-    domain: &serde_json::Map<String, Value>,
-    domain_path: &str,
-    role: &str,
-    dir: &Dir,
-) -> R<Option<PluginSpec>> {
-    let Some(v) = present(domain, role) else {
-        return Ok(None);
-    };
-    let path = join(domain_path, role);
-    let map = object(v, &path, "{\"path\": \"plugin.wasm\", \"config\": {}}")?;
-    check_keys(map, &path, PLUGIN_KEYS)?;
-    if present(map, "path").is_none() {
+fn domain_plugin(v: &Value, path: &str, role: &str, dir: &Dir) -> R<Option<PluginSpec>> {
+    let map = object(v, path, "{\"path\": \"plugin.wasm\", \"config\": {}}")?;
+    let mut entry = Entry::default();
+    entry.keys(Fields::new(map, path), dir).read()?;
+    if !entry.has_path() {
         return Err(Fault::invalid(
-            join(&path, "path"),
+            join(path, "path"),
             format!(
                 "required: the domain's own {role} plugin (.wasm); without \"{role}\" the domain uses plugins.{role}"
             ),
         ));
     }
-    Ok(Some(plugin_entry(map, &path, dir)?))
+    Ok(Some(entry.spec()))
 }
 
 fn tls(v: &Value, path: &str, domain: &str, dir: &Dir) -> R<TlsSource> {
@@ -272,17 +239,16 @@ fn tls(v: &Value, path: &str, domain: &str, dir: &Dir) -> R<TlsSource> {
         Value::String(s) if s == "acme" => TlsSource::Acme,
         Value::String(s) if s == "off" => TlsSource::Off,
         Value::Object(map) => {
-            check_keys(map, path, TLS_KEYS)?;
-            let file = |key: &str| {
-                let key_path = join(path, key);
-                match present(map, key) {
-                    Some(v) => dir.file_path(v, &key_path),
-                    None => Err(Fault::invalid(key_path, "required: the path of a PEM file")),
-                }
-            };
+            let (mut cert, mut key) = (None, None);
+            Fields::new(map, path)
+                .key("cert", |v, p| set(&mut cert, dir.file_path(v, p).map(Some)))
+                .key("key", |v, p| set(&mut key, dir.file_path(v, p).map(Some)))
+                .read()?;
+            let required =
+                |key: &str| Fault::invalid(join(path, key), "required: the path of a PEM file");
             TlsSource::Files {
-                cert: file("cert")?,
-                key: file("key")?,
+                cert: cert.ok_or_else(|| required("cert"))?,
+                key: key.ok_or_else(|| required("key"))?,
             }
         }
         _ => {
@@ -371,31 +337,27 @@ fn backend(v: &Value, path: &str) -> R<Backend> {
     let (address, address_path, weight) = match v {
         Value::String(s) => (s.as_str(), path.to_owned(), 1),
         Value::Object(map) => {
-            check_keys(map, path, BACKEND_KEYS)?;
-            let address_path = join(path, "address");
-            let address = match present(map, "address") {
-                Some(Value::String(s)) => s.as_str(),
-                Some(other) => {
-                    return Err(Fault::invalid(
-                        address_path,
+            let (mut address, mut given_weight) = (None, 1);
+            Fields::new(map, path)
+                .key("address", |v, p| match v {
+                    Value::String(s) => set(&mut address, Ok(Some((s.as_str(), p.to_owned())))),
+                    other => Err(Fault::invalid(
+                        p,
                         format!(
                             "expected an address like \"localhost:8080\", got {}",
                             show(other)
                         ),
-                    ));
-                }
-                None => {
-                    return Err(Fault::invalid(
-                        address_path,
-                        "required: an address like \"localhost:8080\"",
-                    ));
-                }
+                    )),
+                })
+                .key("weight", |v, p| set(&mut given_weight, weight(v, p)))
+                .read()?;
+            let Some((address, address_path)) = address else {
+                return Err(Fault::invalid(
+                    join(path, "address"),
+                    "required: an address like \"localhost:8080\"",
+                ));
             };
-            let weight = match present(map, "weight") {
-                Some(w) => weight(w, &join(path, "weight"))?,
-                None => 1,
-            };
-            (address, address_path, weight)
+            (address, address_path, given_weight)
         }
         _ => {
             return Err(Fault::invalid(

@@ -8,10 +8,10 @@
 
 use std::time::Duration;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::walk::{
-    Fields, R, count, duration, join, object, positive_duration, present, set, show, size,
+    Fields, Kept, R, count, duration, join, object, positive_duration, set, show, size,
 };
 use crate::error::Fault;
 use crate::model::*;
@@ -22,17 +22,21 @@ const MAX_RETRY_ATTEMPTS: u64 = 10;
 
 /// The top-level `timeouts`, `limits` and `retries` objects; the upstream
 /// parts become every domain's defaults.
-pub(crate) fn global(root: &Map<String, Value>) -> R<(Timeouts, Limits, Retries)> {
+pub(crate) fn global(
+    timeouts: &Kept,
+    limits: &Kept,
+    retries_given: &Kept,
+) -> R<(Timeouts, Limits, Retries)> {
     let mut t = Timeouts::default();
-    if let Some(v) = present(root, "timeouts") {
-        let map = object(v, "timeouts", "{\"client_header\": \"10s\"}")?;
+    if let Some((v, path)) = timeouts {
+        let map = object(v, path, "{\"client_header\": \"10s\"}")?;
         let Timeouts {
             client_header,
             keep_alive,
             client_write,
             upstream,
         } = &mut t;
-        let fields = Fields::new(map, "timeouts")
+        let fields = Fields::new(map, path)
             .key("client_header", |v, p| set(client_header, duration(v, p)))
             .key("keep_alive", |v, p| set(keep_alive, duration(v, p)))
             .key("client_write", |v, p| set(client_write, duration(v, p)));
@@ -41,8 +45,8 @@ pub(crate) fn global(root: &Map<String, Value>) -> R<(Timeouts, Limits, Retries)
     t.upstream.keep_alive = t.keep_alive;
     t.upstream.client_write = t.client_write;
     let mut l = Limits::default();
-    if let Some(v) = present(root, "limits") {
-        let map = object(v, "limits", "{\"max_body_size\": \"10MiB\"}")?;
+    if let Some((v, path)) = limits {
+        let map = object(v, path, "{\"max_body_size\": \"10MiB\"}")?;
         let Limits {
             max_header_bytes,
             max_headers,
@@ -50,7 +54,7 @@ pub(crate) fn global(root: &Map<String, Value>) -> R<(Timeouts, Limits, Retries)
             max_connections,
             upstream,
         } = &mut l;
-        let fields = Fields::new(map, "limits")
+        let fields = Fields::new(map, path)
             .key("max_header_bytes", |v, p| {
                 set(max_header_bytes, header_bytes(v, p))
             })
@@ -64,8 +68,8 @@ pub(crate) fn global(root: &Map<String, Value>) -> R<(Timeouts, Limits, Retries)
         upstream_limits(fields, upstream).read()?;
     }
     let mut r = Retries::default();
-    if let Some(v) = present(root, "retries") {
-        r = retries(v, "retries", r)?;
+    if let Some((v, path)) = retries_given {
+        r = retries(v, path, r)?;
     }
     Ok((t, l, r))
 }
@@ -81,68 +85,71 @@ fn header_bytes(v: &Value, path: &str) -> R<u64> {
     Ok(n)
 }
 
-/// A domain's settings: the top-level defaults with its own overrides.
-pub(crate) fn domain(
-    map: &Map<String, Value>,
-    path: &str,
-    defaults: &UpstreamSettings,
-) -> R<UpstreamSettings> {
-    let mut s = defaults.clone();
-    if let Some(v) = present(map, "timeouts") {
-        let p = join(path, "timeouts");
-        let m = object(v, &p, "{\"upstream_connect\": \"2s\"}")?;
-        if m.contains_key("client_header") {
-            return Err(Fault::invalid(
-                join(&p, "client_header"),
-                "only a top-level setting (timeouts.client_header): no domain is known before a request head has been read",
-            ));
-        }
-        let UpstreamTimeouts {
-            client_body,
-            connect,
-            response_headers,
-            idle,
-            keep_alive,
-            client_write,
-        } = &mut s.timeouts;
-        let exchange = ExchangeTimeouts {
-            client_body,
-            connect,
-            response_headers,
-            idle,
-        };
-        upstream_timeouts(Fields::new(m, &p), exchange)
-            .key("keep_alive", |v, p| set(keep_alive, duration(v, p)))
-            .key("client_write", |v, p| set(client_write, duration(v, p)))
-            .read()?;
+/// `fields` with a domain's forwarding keys, which override the
+/// top-level defaults already in `s`.
+pub(crate) fn domain_keys<'a, 'f>(
+    fields: Fields<'a, 'f>,
+    s: &'f mut UpstreamSettings,
+) -> Fields<'a, 'f> {
+    let UpstreamSettings {
+        timeouts,
+        limits,
+        retries: tries,
+        health_check: check,
+        protocol: wire,
+        pool,
+    } = s;
+    fields
+        .key("timeouts", |v, p| domain_timeouts(v, p, timeouts))
+        .key("limits", |v, p| {
+            let m = object(v, p, "{\"max_body_size\": \"1MiB\"}")?;
+            upstream_limits(Fields::new(m, p), limits).read()
+        })
+        .key("retries", |v, p| set(tries, retries(v, p, *tries)))
+        .key("health_check", |v, p| {
+            set(check, health_check(v, p).map(Some))
+        })
+        .key("protocol", |v, p| set(wire, protocol(v, p)))
+        .key("pool", |v, p| {
+            let m = object(v, p, "{\"max_idle\": 32, \"idle_timeout\": \"90s\"}")?;
+            let PoolSettings {
+                max_idle,
+                idle_timeout,
+            } = pool;
+            Fields::new(m, p)
+                .key("max_idle", |v, p| set(max_idle, count(v, p, 0)))
+                .key("idle_timeout", |v, p| set(idle_timeout, duration(v, p)))
+                .read()
+        })
+}
+
+/// A domain's `timeouts`: the upstream ones, keep-alive and client write.
+fn domain_timeouts(v: &Value, path: &str, t: &mut UpstreamTimeouts) -> R<()> {
+    let m = object(v, path, "{\"upstream_connect\": \"2s\"}")?;
+    if m.contains_key("client_header") {
+        return Err(Fault::invalid(
+            join(path, "client_header"),
+            "only a top-level setting (timeouts.client_header): no domain is known before a request head has been read",
+        ));
     }
-    if let Some(v) = present(map, "limits") {
-        let p = join(path, "limits");
-        let m = object(v, &p, "{\"max_body_size\": \"1MiB\"}")?;
-        upstream_limits(Fields::new(m, &p), &mut s.limits).read()?;
-    }
-    if let Some(v) = present(map, "retries") {
-        s.retries = retries(v, &join(path, "retries"), s.retries)?;
-    }
-    if let Some(v) = present(map, "health_check") {
-        s.health_check = Some(health_check(v, &join(path, "health_check"))?);
-    }
-    if let Some(v) = present(map, "protocol") {
-        s.protocol = protocol(v, &join(path, "protocol"))?;
-    }
-    if let Some(v) = present(map, "pool") {
-        let p = join(path, "pool");
-        let m = object(v, &p, "{\"max_idle\": 32, \"idle_timeout\": \"90s\"}")?;
-        let PoolSettings {
-            max_idle,
-            idle_timeout,
-        } = &mut s.pool;
-        Fields::new(m, &p)
-            .key("max_idle", |v, p| set(max_idle, count(v, p, 0)))
-            .key("idle_timeout", |v, p| set(idle_timeout, duration(v, p)))
-            .read()?;
-    }
-    Ok(s)
+    let UpstreamTimeouts {
+        client_body,
+        connect,
+        response_headers,
+        idle,
+        keep_alive,
+        client_write,
+    } = t;
+    let exchange = ExchangeTimeouts {
+        client_body,
+        connect,
+        response_headers,
+        idle,
+    };
+    upstream_timeouts(Fields::new(m, path), exchange)
+        .key("keep_alive", |v, p| set(keep_alive, duration(v, p)))
+        .key("client_write", |v, p| set(client_write, duration(v, p)))
+        .read()
 }
 
 /// The timeouts of an upstream exchange (not keep-alive and client write,
@@ -311,9 +318,12 @@ pub(crate) fn check_protocol(
 }
 
 /// The top-level `shutdown_grace`.
-pub(crate) fn shutdown_grace(root: &Map<String, Value>) -> R<Duration> {
-    match present(root, "shutdown_grace") {
-        Some(v) => duration(v, "shutdown_grace"),
+pub(crate) fn shutdown_grace(given: &Kept) -> R<Duration> {
+    match given {
+        Some((v, path)) => duration(v, path),
         None => Ok(DEFAULT_SHUTDOWN_GRACE),
     }
 }
+
+#[cfg(test)]
+mod tests;

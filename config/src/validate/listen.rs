@@ -5,32 +5,31 @@ use std::net::SocketAddr;
 
 use serde_json::Value;
 
-use super::walk::{R, boolean, check_keys, join, object, present, show};
+use super::walk::{Fields, R, boolean, object, set, show};
 use crate::address::parse_listen;
 use crate::error::Fault;
 use crate::model::*;
-
-const LISTEN_KEYS: &[&str] = &["http", "https", "redirect_http"];
-const ADMIN_KEYS: &[&str] = &["address", "allow_non_loopback", "token"];
 
 pub(crate) fn listen(v: Option<&Value>) -> R<Listen> {
     let Some(v) = v else {
         return Ok(Listen::default());
     };
     let map = object(v, "listen", "{\"http\": \":8080\", \"https\": \":8443\"}")?;
-    check_keys(map, "listen", LISTEN_KEYS)?;
-    let address = |key: &str| match present(map, key) {
-        Some(v) => listen_address(v, &join("listen", key)).map(Some),
-        None => Ok(None),
+    let mut listen = Listen {
+        http: None,
+        https: None,
+        redirect_http: false,
     };
-    let listen = Listen {
-        http: address("http")?,
-        https: address("https")?,
-        redirect_http: match present(map, "redirect_http") {
-            Some(v) => boolean(v, "listen.redirect_http")?,
-            None => false,
-        },
-    };
+    let Listen {
+        http,
+        https,
+        redirect_http,
+    } = &mut listen;
+    Fields::new(map, "listen")
+        .key("http", |v, p| set(http, listen_address(v, p).map(Some)))
+        .key("https", |v, p| set(https, listen_address(v, p).map(Some)))
+        .key("redirect_http", |v, p| set(redirect_http, boolean(v, p)))
+        .read()?;
     match (listen.http, listen.https) {
         (None, None) => {
             return Err(Fault::invalid(
@@ -95,18 +94,14 @@ pub(crate) fn admin(v: Option<&Value>, listen: &Listen) -> R<(Option<SocketAddr>
         Some(Value::String(s)) if s == "off" => return Ok((None, None)),
         Some(v @ Value::String(_)) => (listen_address(v, "admin")?, false),
         Some(Value::Object(map)) => {
-            check_keys(map, "admin", ADMIN_KEYS)?;
-            let address = match present(map, "address") {
-                Some(v) => listen_address(v, "admin.address")?,
-                None => DEFAULT_ADMIN,
-            };
-            let allow = match present(map, "allow_non_loopback") {
-                Some(v) => boolean(v, "admin.allow_non_loopback")?,
-                None => false,
-            };
-            if let Some(v) = present(map, "token") {
-                token = Some(super::observe::token(v)?);
-            }
+            let (mut address, mut allow) = (DEFAULT_ADMIN, false);
+            Fields::new(map, "admin")
+                .key("address", |v, p| set(&mut address, listen_address(v, p)))
+                .key("allow_non_loopback", |v, p| set(&mut allow, boolean(v, p)))
+                .key("token", |v, _| {
+                    set(&mut token, super::observe::token(v).map(Some))
+                })
+                .read()?;
             (address, allow)
         }
         Some(other) => {

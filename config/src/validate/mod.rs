@@ -15,36 +15,89 @@ mod plugins;
 mod storage;
 mod walk;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
 use crate::error::Fault;
 use crate::model::*;
-use walk::{Dir, R, boolean, check_keys, object, positive_duration, present, show};
+use walk::{Dir, Fields, Kept, R, boolean, keep, object, positive_duration, set, show};
 
-const TOP_KEYS: &[&str] = &[
-    "domains",
-    "default_domain",
-    "listen",
-    "admin",
-    "circuit_breaker_threshold",
-    "circuit_breaker_timeout",
-    "cert_cache_dir",
-    "cert_cache_path",
-    "plugins",
-    "acme",
-    "metrics",
-    "access_log",
-    "log_format",
-    "tracing",
-    "timeouts",
-    "limits",
-    "retries",
-    "shutdown_grace",
-    "storage",
-];
-const METRICS_KEYS: &[&str] = &["log_interval"];
+/// The top level's values, each kept by the reader of its key until the
+/// sections it depends on are read.
+#[derive(Default)]
+struct Top<'a> {
+    domains: Kept<'a>,
+    default_domain: Kept<'a>,
+    listen: Kept<'a>,
+    /// `null` included (`"admin": null` is off).
+    admin: Option<&'a Value>,
+    breaker_threshold: Kept<'a>,
+    breaker_timeout: Kept<'a>,
+    cert_cache_dir: Kept<'a>,
+    cert_cache_path: Kept<'a>,
+    plugins: Kept<'a>,
+    acme: Kept<'a>,
+    metrics: Kept<'a>,
+    access_log: Kept<'a>,
+    log_format: Kept<'a>,
+    tracing: Kept<'a>,
+    timeouts: Kept<'a>,
+    limits: Kept<'a>,
+    retries: Kept<'a>,
+    shutdown_grace: Kept<'a>,
+    storage: Kept<'a>,
+}
+
+impl<'a> Top<'a> {
+    /// Checks the top level's keys and keeps their values.
+    fn read(root: &'a Map<String, Value>) -> R<Self> {
+        let mut top = Top::default();
+        let Top {
+            domains,
+            default_domain,
+            listen,
+            admin,
+            breaker_threshold,
+            breaker_timeout,
+            cert_cache_dir,
+            cert_cache_path,
+            plugins,
+            acme,
+            metrics,
+            access_log,
+            log_format,
+            tracing,
+            timeouts,
+            limits,
+            retries,
+            shutdown_grace,
+            storage,
+        } = &mut top;
+        Fields::new(root, "")
+            .key("domains", keep(domains))
+            .key("default_domain", keep(default_domain))
+            .key("listen", keep(listen))
+            .nullable("admin", |v, _| set(admin, Ok(Some(v))))
+            .key("circuit_breaker_threshold", keep(breaker_threshold))
+            .key("circuit_breaker_timeout", keep(breaker_timeout))
+            .key("cert_cache_dir", keep(cert_cache_dir))
+            .key("cert_cache_path", keep(cert_cache_path))
+            .key("plugins", keep(plugins))
+            .key("acme", keep(acme))
+            .key("metrics", keep(metrics))
+            .key("access_log", keep(access_log))
+            .key("log_format", keep(log_format))
+            .key("tracing", keep(tracing))
+            .key("timeouts", keep(timeouts))
+            .key("limits", keep(limits))
+            .key("retries", keep(retries))
+            .key("shutdown_grace", keep(shutdown_grace))
+            .key("storage", keep(storage))
+            .read()?;
+        Ok(top)
+    }
+}
 
 /// Turns the document into a `Config`; relative paths in it are resolved
 /// against the directory of `origin`.
@@ -58,9 +111,9 @@ pub(crate) fn config(root: &Value, origin: &Path) -> R<Config> {
             ),
         ));
     };
-    check_keys(root, "", TOP_KEYS)?;
-    let (timeouts, limits, retries) = forwarding::global(root)?;
-    let shutdown_grace = forwarding::shutdown_grace(root)?;
+    let top = Top::read(root)?;
+    let (timeouts, limits, retries) = forwarding::global(&top.timeouts, &top.limits, &top.retries)?;
+    let shutdown_grace = forwarding::shutdown_grace(&top.shutdown_grace)?;
     let dir = Dir::of(origin);
     // The top-level forwarding settings every domain starts from.
     let upstream = UpstreamSettings {
@@ -70,42 +123,37 @@ pub(crate) fn config(root: &Value, origin: &Path) -> R<Config> {
         ..UpstreamSettings::default()
     };
 
-    let placed = domains::domains(root.get("domains"), &dir, &upstream)?;
-    let default_domain = match present(root, "default_domain") {
-        Some(v) => Some(domains::default_domain(v, &placed)?),
+    let placed = domains::domains(top.domains.as_ref().map(|(v, _)| *v), &dir, &upstream)?;
+    let default_domain = match &top.default_domain {
+        Some((v, _)) => Some(domains::default_domain(v, &placed)?),
         None => None,
     };
-    let listen = listen::listen(present(root, "listen"))?;
-    let (admin, admin_token) = listen::admin(root.get("admin"), &listen)?;
-    let breaker = breaker(root)?;
-    let cert_cache_dir = acme::cert_cache_dir(root, &dir)?;
-    storage::conflict(root)?;
-    let storage = match present(root, "storage") {
-        Some(v) => Some(storage::storage(v, &dir, &|name| std::env::var(name).ok())?),
-        None => None,
-    };
-    let plugins = match present(root, "plugins") {
-        Some(v) => plugins::plugins(v, &dir)?,
+    let listen = listen::listen(top.listen.as_ref().map(|(v, _)| *v))?;
+    let (admin, admin_token) = listen::admin(top.admin, &listen)?;
+    let breaker = breaker(&top.breaker_threshold, &top.breaker_timeout)?;
+    let (cert_cache_dir, storage) = certificates(&top, &dir)?;
+    let plugins = match &top.plugins {
+        Some((v, _)) => plugins::plugins(v, &dir)?,
         None => Plugins::default(),
     };
-    let acme = match present(root, "acme") {
-        Some(v) => acme::acme(v, &dir)?,
+    let acme = match &top.acme {
+        Some((v, _)) => acme::acme(v, &dir)?,
         None => Acme::default(),
     };
-    let metrics = match present(root, "metrics") {
-        Some(v) => metrics(v)?,
+    let metrics = match &top.metrics {
+        Some((v, p)) => metrics(v, p)?,
         None => MetricsSettings::default(),
     };
-    let access_log = match present(root, "access_log") {
-        Some(v) => boolean(v, "access_log")?,
+    let access_log = match &top.access_log {
+        Some((v, p)) => boolean(v, p)?,
         None => true,
     };
-    let log_format = match present(root, "log_format") {
-        Some(v) => Some(observe::log_format(v)?),
+    let log_format = match &top.log_format {
+        Some((v, _)) => Some(observe::log_format(v)?),
         None => None,
     };
-    let tracing = match present(root, "tracing") {
-        Some(v) => Some(observe::tracing(v)?),
+    let tracing = match &top.tracing {
+        Some((v, _)) => Some(observe::tracing(v)?),
         None => None,
     };
     domains::check_tls_needs(&placed, &listen, &acme)?;
@@ -135,15 +183,28 @@ pub(crate) fn config(root: &Value, origin: &Path) -> R<Config> {
     })
 }
 
+/// Where certificates are kept: `cert_cache_dir` (or its alias) on this
+/// node, or a `storage` the replicas share; never both.
+fn certificates(top: &Top, dir: &Dir) -> R<(Option<PathBuf>, Option<crate::storage::Storage>)> {
+    storage::conflict(&top.storage, [&top.cert_cache_dir, &top.cert_cache_path])?;
+    let cert_cache_dir =
+        acme::cert_cache_dir(top.cert_cache_dir.clone(), top.cert_cache_path.clone(), dir)?;
+    let storage = match &top.storage {
+        Some((v, _)) => Some(storage::storage(v, dir, &|name| std::env::var(name).ok())?),
+        None => None,
+    };
+    Ok((cert_cache_dir, storage))
+}
+
 /// The original's `circuit_breaker_threshold` and `circuit_breaker_timeout`.
-fn breaker(root: &Map<String, Value>) -> R<BreakerSettings> {
+fn breaker(threshold_given: &Kept, timeout: &Kept) -> R<BreakerSettings> {
     Ok(BreakerSettings {
-        threshold: match present(root, "circuit_breaker_threshold") {
-            Some(v) => threshold(v, "circuit_breaker_threshold")?,
+        threshold: match threshold_given {
+            Some((v, p)) => threshold(v, p)?,
             None => DEFAULT_BREAKER_THRESHOLD,
         },
-        timeout: match present(root, "circuit_breaker_timeout") {
-            Some(v) => positive_duration(v, "circuit_breaker_timeout")?,
+        timeout: match timeout {
+            Some((v, p)) => positive_duration(v, p)?,
             None => DEFAULT_BREAKER_TIMEOUT,
         },
     })
@@ -164,13 +225,14 @@ fn threshold(v: &Value, path: &str) -> R<u32> {
         })
 }
 
-fn metrics(v: &Value) -> R<MetricsSettings> {
-    let map = object(v, "metrics", "{\"log_interval\": \"60s\"}")?;
-    check_keys(map, "metrics", METRICS_KEYS)?;
-    Ok(MetricsSettings {
-        log_interval: match present(map, "log_interval") {
-            Some(v) => positive_duration(v, "metrics.log_interval")?,
-            None => DEFAULT_METRICS_INTERVAL,
-        },
-    })
+fn metrics(v: &Value, path: &str) -> R<MetricsSettings> {
+    let map = object(v, path, "{\"log_interval\": \"60s\"}")?;
+    let mut metrics = MetricsSettings::default();
+    let MetricsSettings { log_interval } = &mut metrics;
+    Fields::new(map, path)
+        .key("log_interval", |v, p| {
+            set(log_interval, positive_duration(v, p))
+        })
+        .read()?;
+    Ok(metrics)
 }

@@ -3,19 +3,12 @@
 
 use serde_json::Value;
 
-use super::walk::{R, check_keys, count, object, present, show};
+use super::walk::{Fields, R, count, object, set, show};
 use crate::error::Fault;
 use crate::model::{
     DEFAULT_TRACE_QUEUE_SIZE, DEFAULT_TRACE_SAMPLE_RATIO, DEFAULT_TRACE_SERVICE_NAME, LogFormat,
     Secret, TracingSettings,
 };
-
-const TRACING_KEYS: &[&str] = &[
-    "otlp_endpoint",
-    "sample_ratio",
-    "service_name",
-    "queue_size",
-];
 
 /// The shortest `admin.token` accepted: a guessable token would hand the
 /// admin actions to anyone who can reach the listener.
@@ -69,48 +62,51 @@ pub(crate) fn tracing(v: &Value) -> R<TracingSettings> {
         "tracing",
         r#"{"otlp_endpoint": "http://127.0.0.1:4318", "sample_ratio": 0.1}"#,
     )?;
-    check_keys(map, "tracing", TRACING_KEYS)?;
-    let Some(endpoint) = present(map, "otlp_endpoint") else {
+    let mut traces_url = None;
+    let mut sample_ratio = DEFAULT_TRACE_SAMPLE_RATIO;
+    let mut service_name = DEFAULT_TRACE_SERVICE_NAME.to_owned();
+    let mut queue_size = DEFAULT_TRACE_QUEUE_SIZE;
+    Fields::new(map, "tracing")
+        .key("otlp_endpoint", |v, _| {
+            set(&mut traces_url, self::traces_url(v).map(Some))
+        })
+        .key("sample_ratio", |v, p| set(&mut sample_ratio, ratio(v, p)))
+        .key("service_name", |v, p| match v {
+            Value::String(s) if !s.is_empty() => set(&mut service_name, Ok(s.clone())),
+            _ => Err(Fault::invalid(
+                p,
+                format!("expected a non-empty string, got {}", show(v)),
+            )),
+        })
+        .key("queue_size", |v, p| set(&mut queue_size, count(v, p, 1)))
+        .read()?;
+    let Some(traces_url) = traces_url else {
         return Err(Fault::invalid(
             "tracing.otlp_endpoint",
             "missing: the OTLP/HTTP collector's base URL, e.g. \"http://127.0.0.1:4318\" (remove `tracing` to export no traces)",
         ));
     };
-    let sample_ratio = match present(map, "sample_ratio") {
-        Some(v) => v
-            .as_f64()
-            .filter(|r| (0.0..=1.0).contains(r))
-            .ok_or_else(|| {
-                Fault::invalid(
-                    "tracing.sample_ratio",
-                    format!(
-                        "expected a number from 0 to 1 (the share of new traces recorded), got {}",
-                        show(v)
-                    ),
-                )
-            })?,
-        None => DEFAULT_TRACE_SAMPLE_RATIO,
-    };
-    let service_name = match present(map, "service_name") {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        Some(v) => {
-            return Err(Fault::invalid(
-                "tracing.service_name",
-                format!("expected a non-empty string, got {}", show(v)),
-            ));
-        }
-        None => DEFAULT_TRACE_SERVICE_NAME.to_owned(),
-    };
-    let queue_size = match present(map, "queue_size") {
-        Some(v) => count(v, "tracing.queue_size", 1)?,
-        None => DEFAULT_TRACE_QUEUE_SIZE,
-    };
     Ok(TracingSettings {
-        traces_url: traces_url(endpoint)?,
+        traces_url,
         sample_ratio,
         service_name,
         queue_size,
     })
+}
+
+/// The share of new traces recorded, 0 to 1.
+fn ratio(v: &Value, path: &str) -> R<f64> {
+    v.as_f64()
+        .filter(|r| (0.0..=1.0).contains(r))
+        .ok_or_else(|| {
+            Fault::invalid(
+                path,
+                format!(
+                    "expected a number from 0 to 1 (the share of new traces recorded), got {}",
+                    show(v)
+                ),
+            )
+        })
 }
 
 /// The collector's base URL with `/v1/traces` appended (the OTLP spec's

@@ -2,25 +2,15 @@
 //! component by path with its config, deadline, memory cap and fault
 //! policy.
 
+use std::cell::RefCell;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::walk::{Dir, R, check_keys, join, object, positive_duration, present, show, size};
+use super::walk::{Dir, Fields, R, object, positive_duration, set, show, size};
 use crate::error::Fault;
 use crate::model::*;
-
-const PLUGINS_KEYS: &[&str] = &["router", "balancer", "breaker"];
-/// The keys of a plugin entry, in `plugins.<role>` and in a domain.
-pub(crate) const PLUGIN_KEYS: &[&str] = &[
-    "path",
-    "config",
-    "timeout",
-    "memory_limit",
-    "on_fault",
-    "fault_backoff",
-];
-const FAULT_BACKOFF_KEYS: &[&str] = &["after", "initial", "max"];
 
 /// One WebAssembly page: a plugin cannot run in less.
 const MIN_PLUGIN_MEMORY: u64 = 64 << 10;
@@ -39,16 +29,22 @@ pub(crate) fn plugins(v: &Value, dir: &Dir) -> R<Plugins> {
              balancer and a breaker), so remove the key",
         ));
     }
-    check_keys(map, "plugins", PLUGINS_KEYS)?;
-    let slot = |key: &str| match present(map, key) {
-        Some(v) => plugin(v, &join("plugins", key), dir),
-        None => Ok(PluginSpec::builtin()),
+    let mut plugins = Plugins {
+        router: PluginSpec::builtin(),
+        balancer: PluginSpec::builtin(),
+        breaker: PluginSpec::builtin(),
     };
-    Ok(Plugins {
-        router: slot("router")?,
-        balancer: slot("balancer")?,
-        breaker: slot("breaker")?,
-    })
+    let Plugins {
+        router,
+        balancer,
+        breaker,
+    } = &mut plugins;
+    Fields::new(map, "plugins")
+        .key("router", |v, p| set(router, plugin(v, p, dir)))
+        .key("balancer", |v, p| set(balancer, plugin(v, p, dir)))
+        .key("breaker", |v, p| set(breaker, plugin(v, p, dir)))
+        .read()?;
+    Ok(plugins)
 }
 
 fn plugin(v: &Value, path: &str, dir: &Dir) -> R<PluginSpec> {
@@ -65,51 +61,100 @@ fn plugin(v: &Value, path: &str, dir: &Dir) -> R<PluginSpec> {
             ));
         }
     };
-    check_keys(map, path, PLUGIN_KEYS)?;
-    plugin_entry(map, path, dir)
+    let mut entry = Entry::default();
+    entry.keys(Fields::new(map, path), dir).read()?;
+    Ok(entry.spec())
 }
 
-/// The keys of a plugin entry `map` at `path` (already checked against the
-/// keys its place allows; others are ignored here).
-pub(crate) fn plugin_entry(map: &Map<String, Value>, path: &str, dir: &Dir) -> R<PluginSpec> {
-    let source = match present(map, "path") {
-        Some(v) => PluginSource::Path(dir.file_path(v, &join(path, "path"))?),
-        None => PluginSource::Builtin,
-    };
-    let config = match present(map, "config") {
-        Some(v) => v.clone(),
-        None => Value::Object(Map::new()),
-    };
-    let timeout = match present(map, "timeout") {
-        Some(v) => positive_duration(v, &join(path, "timeout"))?,
-        None => DEFAULT_PLUGIN_TIMEOUT,
-    };
-    let memory_limit = match present(map, "memory_limit") {
-        Some(v) => memory_limit(v, &join(path, "memory_limit"))?,
-        None => DEFAULT_PLUGIN_MEMORY,
-    };
-    let on_fault = match present(map, "on_fault") {
-        Some(v) => on_fault(v, &join(path, "on_fault"))?,
-        // A custom plugin that breaks should be noticed; the builtin
-        // ones only fault if something is badly wrong, and then serving
-        // with default decisions beats refusing every request.
-        None => match source {
+/// A plugin entry's keys and the values read from them, in
+/// `plugins.<role>` and in a domain (whose balancer adds its own keys).
+#[derive(Default)]
+pub(crate) struct Entry {
+    path: Option<PathBuf>,
+    config: Option<Value>,
+    timeout: Option<Duration>,
+    memory_limit: Option<u64>,
+    on_fault: Option<OnFault>,
+    fault_backoff: Option<FaultBackoff>,
+    /// The path of the first key given other than `path`.
+    setting: RefCell<Option<String>>,
+}
+
+impl Entry {
+    /// `fields` with the entry's keys, which fill `self` when read.
+    pub(crate) fn keys<'a, 'f>(
+        &'f mut self,
+        fields: Fields<'a, 'f>,
+        dir: &'f Dir,
+    ) -> Fields<'a, 'f> {
+        let Entry {
+            path,
+            config,
+            timeout,
+            memory_limit: memory,
+            on_fault: fault,
+            fault_backoff: backoff,
+            setting,
+        } = self;
+        let setting = &*setting;
+        let note = move |p: &str| {
+            setting.borrow_mut().get_or_insert_with(|| p.to_owned());
+        };
+        fields
+            .key("path", |v, p| set(path, dir.file_path(v, p).map(Some)))
+            .key("config", move |v, p| {
+                note(p);
+                set(config, Ok(Some(v.clone())))
+            })
+            .key("timeout", move |v, p| {
+                note(p);
+                set(timeout, positive_duration(v, p).map(Some))
+            })
+            .key("memory_limit", move |v, p| {
+                note(p);
+                set(memory, memory_limit(v, p).map(Some))
+            })
+            .key("on_fault", move |v, p| {
+                note(p);
+                set(fault, on_fault(v, p).map(Some))
+            })
+            .key("fault_backoff", move |v, p| {
+                note(p);
+                set(backoff, fault_backoff(v, p).map(Some))
+            })
+    }
+
+    /// Whether the entry names a component file.
+    pub(crate) fn has_path(&self) -> bool {
+        self.path.is_some()
+    }
+
+    /// The path of the first setting given besides `path`, if any.
+    pub(crate) fn first_setting(&self) -> Option<String> {
+        self.setting.borrow().clone()
+    }
+
+    pub(crate) fn spec(self) -> PluginSpec {
+        let source = match self.path {
+            Some(path) => PluginSource::Path(path),
+            None => PluginSource::Builtin,
+        };
+        // A custom plugin that breaks should be noticed; the builtin ones
+        // only fault if something is badly wrong, and then serving with
+        // default decisions beats refusing every request.
+        let on_fault = self.on_fault.unwrap_or(match source {
             PluginSource::Builtin => OnFault::FailOpen,
             PluginSource::Path(_) => OnFault::FailClosed,
-        },
-    };
-    let fault_backoff = match present(map, "fault_backoff") {
-        Some(v) => fault_backoff(v, &join(path, "fault_backoff"))?,
-        None => FaultBackoff::default(),
-    };
-    Ok(PluginSpec {
-        source,
-        config,
-        timeout,
-        memory_limit,
-        on_fault,
-        fault_backoff,
-    })
+        });
+        PluginSpec {
+            source,
+            config: self.config.unwrap_or_else(|| Value::Object(Map::new())),
+            timeout: self.timeout.unwrap_or(DEFAULT_PLUGIN_TIMEOUT),
+            memory_limit: self.memory_limit.unwrap_or(DEFAULT_PLUGIN_MEMORY),
+            on_fault,
+            fault_backoff: self.fault_backoff.unwrap_or_default(),
+        }
+    }
 }
 
 fn memory_limit(v: &Value, path: &str) -> R<u64> {
@@ -145,31 +190,25 @@ fn fault_backoff(v: &Value, path: &str) -> R<FaultBackoff> {
         path,
         "{\"after\": 5, \"initial\": \"1s\", \"max\": \"60s\"}",
     )?;
-    check_keys(map, path, FAULT_BACKOFF_KEYS)?;
     let mut b = FaultBackoff::default();
-    if let Some(v) = present(map, "after") {
-        b.after = v
-            .as_u64()
-            .filter(|n| *n >= 1)
-            .and_then(|n| u32::try_from(n).ok())
-            .ok_or_else(|| {
-                Fault::invalid(
-                    join(path, "after"),
-                    format!(
-                        "expected a whole number of consecutive faults, at least 1, got {}",
-                        show(v)
-                    ),
-                )
-            })?;
-    }
-    let initial = present(map, "initial");
-    if let Some(v) = initial {
-        b.initial = positive_duration(v, &join(path, "initial"))?;
-    }
-    let max = present(map, "max");
-    if let Some(v) = max {
-        b.max = positive_duration(v, &join(path, "max"))?;
-    }
+    // The values as given, for the message when they do not fit together.
+    let (mut initial, mut max) = (None, None);
+    let FaultBackoff {
+        after,
+        initial: first,
+        max: longest,
+    } = &mut b;
+    Fields::new(map, path)
+        .key("after", |v, p| set(after, consecutive(v, p)))
+        .key("initial", |v, p| {
+            initial = Some(v);
+            set(first, positive_duration(v, p))
+        })
+        .key("max", |v, p| {
+            max = Some(v);
+            set(longest, positive_duration(v, p))
+        })
+        .read()?;
     if b.initial > b.max {
         let shown = |v: Option<&Value>, d: Duration| match v {
             Some(v) => show(v),
@@ -185,6 +224,21 @@ fn fault_backoff(v: &Value, path: &str) -> R<FaultBackoff> {
         ));
     }
     Ok(b)
+}
+
+fn consecutive(v: &Value, path: &str) -> R<u32> {
+    v.as_u64()
+        .filter(|n| *n >= 1)
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| {
+            Fault::invalid(
+                path,
+                format!(
+                    "expected a whole number of consecutive faults, at least 1, got {}",
+                    show(v)
+                ),
+            )
+        })
 }
 
 #[cfg(test)]

@@ -2,18 +2,16 @@
 //! hold a password, so no message here ever shows it, only its redacted
 //! form.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::walk::{Dir, R, check_keys, object, positive_duration, present, show};
+use super::walk::{Dir, Fields, Kept, R, keep, object, positive_duration, set, show};
 use crate::error::Fault;
 use crate::storage::{
     DEFAULT_LOCK_LEASE, DEFAULT_REDIS_PREFIX, RedisStorage, RedisUrl, Secret, Storage, redact,
 };
-
-const STORAGE_KEYS: &[&str] = &["redis"];
-const REDIS_KEYS: &[&str] = &["url", "prefix", "password_env", "ca", "lock_lease"];
 
 /// Reads `storage`; `dir` is the config file's directory, `env` looks up
 /// `password_env`.
@@ -23,104 +21,56 @@ pub(crate) fn storage(v: &Value, dir: &Dir, env: &dyn Fn(&str) -> Option<String>
         "storage",
         "{\"redis\": {\"url\": \"redis://127.0.0.1:6379/0\"}}",
     )?;
-    check_keys(map, "storage", STORAGE_KEYS)?;
-    match present(map, "redis") {
-        Some(v) => Ok(Storage::Redis(redis(v, dir, env)?)),
-        None => Err(Fault::invalid(
+    let mut storage = None;
+    Fields::new(map, "storage")
+        .key("redis", |v, p| {
+            set(
+                &mut storage,
+                redis(v, p, dir, env).map(Storage::Redis).map(Some),
+            )
+        })
+        .read()?;
+    storage.ok_or_else(|| {
+        Fault::invalid(
             "storage",
             "name a backend: {\"redis\": {\"url\": \"redis://127.0.0.1:6379/0\"}}",
-        )),
-    }
+        )
+    })
 }
 
-fn redis(v: &Value, dir: &Dir, env: &dyn Fn(&str) -> Option<String>) -> R<RedisStorage> {
-    let map: &Map<String, Value> = object(
-        v,
-        "storage.redis",
-        "{\"url\": \"redis://127.0.0.1:6379/0\"}",
-    )?;
-    check_keys(map, "storage.redis", REDIS_KEYS)?;
-    let url = match present(map, "url") {
-        Some(v) => url(v)?,
-        None => {
-            return Err(Fault::invalid(
-                "storage.redis.url",
-                "is required, e.g. \"redis://127.0.0.1:6379/0\"",
-            ));
-        }
+fn redis(
+    v: &Value,
+    path: &str,
+    dir: &Dir,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> R<RedisStorage> {
+    let map: &Map<String, Value> = object(v, path, "{\"url\": \"redis://127.0.0.1:6379/0\"}")?;
+    let mut url = None;
+    let mut prefix = DEFAULT_REDIS_PREFIX.to_owned();
+    let (mut password_env, mut ca): (Kept, Kept) = (None, None);
+    let mut lock_lease = DEFAULT_LOCK_LEASE;
+    // The password and the CA are read once the URL is known: whether the
+    // URL has a password or TLS decides what they may be.
+    Fields::new(map, path)
+        .key("url", |v, p| set(&mut url, self::url(v, p).map(Some)))
+        .key("prefix", |v, p| set(&mut prefix, key_prefix(v, p)))
+        .key("password_env", keep(&mut password_env))
+        .key("ca", keep(&mut ca))
+        .key("lock_lease", |v, p| set(&mut lock_lease, lease(v, p)))
+        .read()?;
+    let Some(url) = url else {
+        return Err(Fault::invalid(
+            format!("{path}.url"),
+            "is required, e.g. \"redis://127.0.0.1:6379/0\"",
+        ));
     };
-    let prefix = match present(map, "prefix") {
-        Some(Value::String(s)) if !s.chars().any(char::is_whitespace) => s.clone(),
-        Some(v) => {
-            return Err(Fault::invalid(
-                "storage.redis.prefix",
-                format!(
-                    "expected a key prefix without spaces like \"bbproxy:\", got {}",
-                    show(v)
-                ),
-            ));
-        }
-        None => DEFAULT_REDIS_PREFIX.to_owned(),
-    };
-    let password = match present(map, "password_env") {
-        Some(Value::String(name)) if !name.is_empty() => {
-            if url.has_password() {
-                return Err(Fault::invalid(
-                    "storage.redis.password_env",
-                    "storage.redis.url already has a password; give it in one place only",
-                ));
-            }
-            match env(name) {
-                Some(value) if !value.is_empty() => Some(Secret::new(value)),
-                _ => {
-                    return Err(Fault::invalid(
-                        "storage.redis.password_env",
-                        format!("the environment variable {name} is not set (or empty)"),
-                    ));
-                }
-            }
-        }
-        Some(v) => {
-            return Err(Fault::invalid(
-                "storage.redis.password_env",
-                format!(
-                    "expected the name of an environment variable like \"BBPROXY_REDIS_PASSWORD\", got {}",
-                    show(v)
-                ),
-            ));
-        }
+    let password = match password_env {
+        Some((v, p)) => Some(password(v, &p, &url, env)?),
         None => None,
     };
-    let ca = match present(map, "ca") {
-        Some(Value::String(s)) if !s.is_empty() => {
-            if !url.is_tls() {
-                return Err(Fault::invalid(
-                    "storage.redis.ca",
-                    "only applies to a rediss:// (TLS) storage.redis.url",
-                ));
-            }
-            Some(dir.resolve(s))
-        }
-        Some(v) => {
-            return Err(Fault::invalid(
-                "storage.redis.ca",
-                format!("expected a PEM file path, got {}", show(v)),
-            ));
-        }
+    let ca = match ca {
+        Some((v, p)) => Some(ca_file(v, &p, &url, dir)?),
         None => None,
-    };
-    let lock_lease = match present(map, "lock_lease") {
-        Some(v) => {
-            let lease = positive_duration(v, "storage.redis.lock_lease")?;
-            if lease < Duration::from_secs(3) {
-                return Err(Fault::invalid(
-                    "storage.redis.lock_lease",
-                    "must be at least \"3s\": the holder extends it every third of it",
-                ));
-            }
-            lease
-        }
-        None => DEFAULT_LOCK_LEASE,
     };
     Ok(RedisStorage {
         url,
@@ -131,16 +81,95 @@ fn redis(v: &Value, dir: &Dir, env: &dyn Fn(&str) -> Option<String>) -> R<RedisS
     })
 }
 
+fn key_prefix(v: &Value, path: &str) -> R<String> {
+    match v {
+        Value::String(s) if !s.chars().any(char::is_whitespace) => Ok(s.clone()),
+        _ => Err(Fault::invalid(
+            path,
+            format!(
+                "expected a key prefix without spaces like \"bbproxy:\", got {}",
+                show(v)
+            ),
+        )),
+    }
+}
+
+/// `password_env`: the password comes from the named variable, and only
+/// if the URL has none.
+fn password(
+    v: &Value,
+    path: &str,
+    url: &RedisUrl,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> R<Secret> {
+    let Some(name) = v.as_str().filter(|name| !name.is_empty()) else {
+        return Err(not_a_variable(v, path));
+    };
+    if url.has_password() {
+        return Err(Fault::invalid(
+            path,
+            "storage.redis.url already has a password; give it in one place only",
+        ));
+    }
+    match env(name) {
+        Some(value) if !value.is_empty() => Ok(Secret::new(value)),
+        _ => Err(Fault::invalid(
+            path,
+            format!("the environment variable {name} is not set (or empty)"),
+        )),
+    }
+}
+
+fn not_a_variable(v: &Value, path: &str) -> Fault {
+    Fault::invalid(
+        path,
+        format!(
+            "expected the name of an environment variable like \"BBPROXY_REDIS_PASSWORD\", got {}",
+            show(v)
+        ),
+    )
+}
+
+/// `ca`: a PEM file, only for a `rediss://` URL.
+fn ca_file(v: &Value, path: &str, url: &RedisUrl, dir: &Dir) -> R<PathBuf> {
+    match v {
+        Value::String(s) if !s.is_empty() => {
+            if !url.is_tls() {
+                return Err(Fault::invalid(
+                    path,
+                    "only applies to a rediss:// (TLS) storage.redis.url",
+                ));
+            }
+            Ok(dir.resolve(s))
+        }
+        _ => Err(Fault::invalid(
+            path,
+            format!("expected a PEM file path, got {}", show(v)),
+        )),
+    }
+}
+
+fn lease(v: &Value, path: &str) -> R<Duration> {
+    let lease = positive_duration(v, path)?;
+    if lease < Duration::from_secs(3) {
+        return Err(Fault::invalid(
+            path,
+            "must be at least \"3s\": the holder extends it every third of it",
+        ));
+    }
+    Ok(lease)
+}
+
 /// `redis://[user[:password]@]host[:port][/db]` or `rediss://...`. The
 /// value is never echoed (it may hold a password); only its redacted form.
-fn url(v: &Value) -> R<RedisUrl> {
+fn url(v: &Value, path: &str) -> R<RedisUrl> {
     let bad = |why: &str| {
         let shown = match v {
             Value::String(s) => format!("\"{}\"", redact(s)),
             other => show(other),
         };
         Fault::invalid(
-            "storage.redis.url",
+            path,
             format!(
                 "{why}; expected a URL like \"redis://127.0.0.1:6379/0\" or \"rediss://:PASSWORD@redis.internal:6380/0\", got {shown}"
             ),
@@ -176,14 +205,16 @@ fn url(v: &Value) -> R<RedisUrl> {
     Ok(RedisUrl::new(s.clone()))
 }
 
-/// `storage` and `cert_cache_dir` (or its alias) both given.
-pub(crate) fn conflict(root: &Map<String, Value>) -> R<()> {
-    let cache = ["cert_cache_dir", "cert_cache_path"]
+/// `storage` and `cert_cache_dir` (or its alias) both given (the top
+/// level's kept values).
+pub(crate) fn conflict(storage: &Kept, caches: [&Kept; 2]) -> R<()> {
+    let cache = caches
         .into_iter()
-        .find(|k| present(root, k).is_some_and(|v| v.as_str() != Some("")));
-    match (present(root, "storage"), cache) {
-        (Some(_), Some(key)) => Err(Fault::invalid(
-            "storage",
+        .flatten()
+        .find(|(v, _)| v.as_str() != Some(""));
+    match (storage, cache) {
+        (Some((_, path)), Some((_, key))) => Err(Fault::invalid(
+            path,
             format!(
                 "storage and {key} are both set; the certificates live in one place: \
                  keep storage for replicas sharing them, or {key} for a single node"

@@ -54,7 +54,7 @@ pub(crate) fn object<'a>(v: &'a Value, path: &str, example: &str) -> R<&'a Map<S
     })
 }
 
-pub(crate) fn check_keys(map: &Map<String, Value>, path: &str, expected: &[&'static str]) -> R<()> {
+fn check_keys(map: &Map<String, Value>, path: &str, expected: &[&'static str]) -> R<()> {
     match map.keys().find(|k| !expected.contains(&k.as_str())) {
         Some(name) => Err(Fault::UnknownKey {
             key: join(path, name),
@@ -76,7 +76,15 @@ type Reader<'a, 'f> = Box<dyn FnOnce(&'a Value, &str) -> R<()> + 'f>;
 pub(crate) struct Fields<'a, 'f> {
     map: &'a Map<String, Value>,
     path: &'a str,
-    readers: Vec<(&'static str, Reader<'a, 'f>)>,
+    readers: Vec<Field<'a, 'f>>,
+}
+
+struct Field<'a, 'f> {
+    key: &'static str,
+    /// The reader also gets an explicit `null` (where it means something
+    /// else than absence, e.g. `"admin": null` is off).
+    nullable: bool,
+    read: Reader<'a, 'f>,
 }
 
 impl<'a, 'f> Fields<'a, 'f> {
@@ -94,20 +102,55 @@ impl<'a, 'f> Fields<'a, 'f> {
         key: &'static str,
         read: impl FnOnce(&'a Value, &str) -> R<()> + 'f,
     ) -> Self {
-        self.readers.push((key, Box::new(read)));
+        self.readers.push(Field {
+            key,
+            nullable: false,
+            read: Box::new(read),
+        });
+        self
+    }
+
+    /// Accepts `key`; `read` runs with its value, `null` included.
+    pub(crate) fn nullable(
+        mut self,
+        key: &'static str,
+        read: impl FnOnce(&'a Value, &str) -> R<()> + 'f,
+    ) -> Self {
+        self.readers.push(Field {
+            key,
+            nullable: true,
+            read: Box::new(read),
+        });
         self
     }
 
     /// Checks the object's keys against those given, then reads the
     /// present ones in the order given.
     pub(crate) fn read(self) -> R<()> {
-        let keys: Vec<&'static str> = self.readers.iter().map(|(k, _)| *k).collect();
+        let keys: Vec<&'static str> = self.readers.iter().map(|f| f.key).collect();
         check_keys(self.map, self.path, &keys)?;
-        for (key, read) in self.readers {
-            if let Some(v) = present(self.map, key) {
-                read(v, &join(self.path, key))?;
+        for field in self.readers {
+            let value = match field.nullable {
+                true => self.map.get(field.key),
+                false => present(self.map, field.key),
+            };
+            if let Some(v) = value {
+                (field.read)(v, &join(self.path, field.key))?;
             }
         }
+        Ok(())
+    }
+}
+
+/// A value read later than its key, because what it means depends on
+/// other keys: the key's value and path.
+pub(crate) type Kept<'a> = Option<(&'a Value, String)>;
+
+/// A reader that only keeps the value and path, for [`Kept`]:
+/// `.key("ca", keep(&mut ca))`.
+pub(crate) fn keep<'a, 'f>(slot: &'f mut Kept<'a>) -> impl FnOnce(&'a Value, &str) -> R<()> + 'f {
+    move |v, p| {
+        *slot = Some((v, p.to_owned()));
         Ok(())
     }
 }
@@ -244,5 +287,22 @@ mod tests {
                 expected
             }
         );
+    }
+
+    /// A nullable key's reader sees `null`; a kept key's value and path
+    /// are there after the read, absent ones stay `None`.
+    #[test]
+    fn nullable_keys_see_null_and_kept_keys_wait() {
+        let doc = json!({"n": null, "k": 2});
+        let (mut n, mut k, mut gone): (Option<bool>, Kept, Kept) = (None, None, None);
+        Fields::new(doc.as_object().unwrap(), "s")
+            .nullable("n", |v, _| set(&mut n, Ok(Some(v.is_null()))))
+            .key("k", keep(&mut k))
+            .key("g", keep(&mut gone))
+            .read()
+            .unwrap();
+        assert_eq!(n, Some(true));
+        assert_eq!(k, Some((&json!(2), "s.k".to_owned())));
+        assert_eq!(gone, None);
     }
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::tests::{ok, err, with};
+use crate::tests::{err, ok, with};
 use crate::*;
 
 #[test]
