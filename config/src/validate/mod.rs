@@ -144,18 +144,7 @@ pub(crate) fn config(root: &Value, origin: &Path) -> R<Config> {
         Some((v, p)) => metrics(v, p)?,
         None => MetricsSettings::default(),
     };
-    let access_log = match &top.access_log {
-        Some((v, p)) => boolean(v, p)?,
-        None => true,
-    };
-    let log_format = match &top.log_format {
-        Some((v, _)) => Some(observe::log_format(v)?),
-        None => None,
-    };
-    let tracing = match &top.tracing {
-        Some((v, _)) => Some(observe::tracing(v)?),
-        None => None,
-    };
+    let (access_log, log_format, tracing) = observability(&top)?;
     domains::check_tls_needs(&placed, &listen, &acme)?;
     domains::check_balancer_kinds(&placed, &plugins)?;
 
@@ -194,6 +183,23 @@ fn certificates(top: &Top, dir: &Dir) -> R<(Option<PathBuf>, Option<crate::stora
         None => None,
     };
     Ok((cert_cache_dir, storage))
+}
+
+/// `access_log`, `log_format` and `tracing`.
+fn observability(top: &Top) -> R<(bool, Option<LogFormat>, Option<TracingSettings>)> {
+    let access_log = match &top.access_log {
+        Some((v, p)) => boolean(v, p)?,
+        None => true,
+    };
+    let log_format = match &top.log_format {
+        Some((v, _)) => Some(observe::log_format(v)?),
+        None => None,
+    };
+    let tracing = match &top.tracing {
+        Some((v, _)) => Some(observe::tracing(v)?),
+        None => None,
+    };
+    Ok((access_log, log_format, tracing))
 }
 
 /// The original's `circuit_breaker_threshold` and `circuit_breaker_timeout`.

@@ -49,9 +49,10 @@ use crate::drain::Drain;
 use crate::generation::Generation;
 use crate::plugin::RequestView;
 use crate::telemetry::otel::{self, ServerRequest};
-use crate::upstream::request_body::BodySlot;
+use crate::upstream::request_body::{BodySlot, RequestBody};
 use ctx::{RequestCtx, Routed};
 use error::ErrorKind;
+use select::Picked;
 
 /// How a listener's clients reach the proxy, for `X-Forwarded-Proto`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -315,25 +316,12 @@ impl Proxy {
             let Some(head) = ctx.head.as_mut() else {
                 return Err(ErrorKind::Internal("no upstream head").into());
             };
-            let mut headers = if last {
+            let headers = if last {
                 std::mem::take(&mut head.headers)
             } else {
                 head.headers.clone()
             };
-            // Each attempt is a client span, the backend's parent.
-            let mut span = ctx.record.trace.as_ref().map(|t| {
-                let span = t.attempt(&head.method, &backend.state.authority, ctx.tried.len() - 1);
-                span.inject(&mut headers);
-                span
-            });
-            let result =
-                attempt::attempt(ctx, routed, picked, headers, body, request_body, &mut span).await;
-            if let Some(span) = span {
-                match &result {
-                    Ok(resp) => span.answered(resp.status().as_u16()),
-                    Err(e) => span.failed(e.label(), e),
-                }
-            }
+            let result = traced_attempt(ctx, routed, picked, headers, body, request_body).await;
             let e = match result {
                 Ok(resp) => return Ok(resp),
                 Err(e) => e,
@@ -358,6 +346,36 @@ impl Proxy {
             return Err(e);
         }
     }
+}
+
+/// One attempt, as a client span of the request's trace (the backend's
+/// parent) when the request is traced.
+async fn traced_attempt(
+    ctx: &RequestCtx<'_, '_>,
+    routed: Routed<'_>,
+    picked: Picked,
+    mut headers: http::HeaderMap,
+    body: &BodySlot,
+    request_body: RequestBody,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let authority = &routed.slot.backends[picked.index].state.authority;
+    let mut span = match (&ctx.record.trace, &ctx.head) {
+        (Some(t), Some(head)) => {
+            let span = t.attempt(&head.method, authority, ctx.tried.len() - 1);
+            span.inject(&mut headers);
+            Some(span)
+        }
+        _ => None,
+    };
+    let result =
+        attempt::attempt(ctx, routed, picked, headers, body, request_body, &mut span).await;
+    if let Some(span) = span {
+        match &result {
+            Ok(resp) => span.answered(resp.status().as_u16()),
+            Err(e) => span.failed(e.label(), e),
+        }
+    }
+    result
 }
 
 /// Passes a backend's 101 to the client (a 200 for an HTTP/2 extended
