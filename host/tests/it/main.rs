@@ -35,6 +35,7 @@ mod sandbox;
 mod sandbox_measure;
 mod sandbox_rss;
 mod shutdown;
+mod sizes;
 mod smuggling;
 mod storage;
 mod timeouts;
