@@ -29,8 +29,6 @@ const PENDING: &[&str] = &[
     "host/src/plugin/mod.rs",
     "host/src/proxy/attempt.rs: fn attempt",
     "host/src/reload.rs: fn reload_blocking",
-    "host/src/server/conn.rs",
-    "host/src/server/conn.rs: fn drive",
 ];
 
 #[test]

@@ -1,40 +1,17 @@
-//! One client connection: the socket wrapper that notices request heads
-//! arriving, the body wrapper that notices responses finishing, and the
-//! driver that enforces the header-read (slowloris), keep-alive and client
-//! write timeouts and the drain phases around hyper's connection future.
-//!
-//! hyper's own `header_read_timeout` starts as soon as a connection waits for
-//! a head, so it doubles as a keep-alive timeout, and it closes without a
-//! response. Tracking the phases here lets the two timeouts differ and lets a
-//! slow client get its 408.
-#![allow(
-    clippy::disallowed_methods,
-    reason = "std Instant until the connection driver moves to tokio::time::Instant (issue 15)"
-)]
+//! What a client connection is doing ([`ConnState`]), shared by the
+//! socket wrapper, the response body and the driver, and the timeouts
+//! that apply to it.
 
-use std::future::Future;
-use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker, ready};
+use std::task::{Context, Waker};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::conn_override::ConnTimeoutOverride;
-use crate::drain::Phase;
 
 const NONE: u64 = u64::MAX;
-/// The most a client read asks the kernel for (see `SharedTcp`).
-const READ_CHUNK: usize = 16 * 1024;
-/// The least: a request head of a typical client fits.
-const MIN_READ: usize = 2 * 1024;
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 
 /// What the connection is doing, shared by the socket wrapper, the service
@@ -53,14 +30,14 @@ pub struct ConnState {
     /// When the last response ended (or the connection opened).
     last_done: AtomicU64,
     /// Seen the HTTP/2 preface: heads are frames, no slowloris phase.
-    h2: AtomicBool,
+    pub(super) h2: AtomicBool,
     first_read: AtomicBool,
     /// Since when writes to the client have made no progress (the socket's
     /// send buffer is full: the client does not read), or `NONE`.
     write_stalled: AtomicU64,
     /// Response body bytes handed to hyper, and bytes the socket has taken
     /// (heads included), over the connection's life: see `Tracked`.
-    yielded: AtomicU64,
+    pub(super) yielded: AtomicU64,
     written: AtomicU64,
     /// The HTTP/1 response body waiting for the socket to take what hyper
     /// already holds, woken by the next write that makes progress.
@@ -122,7 +99,7 @@ impl ConnState {
     /// domain overrides. An override is never below its floor (a domain of
     /// a generation loaded after the connection was accepted may be): the
     /// driver's sleeps are bounded by the floor and would pass it.
-    fn effective(&self, t: &ConnTimeouts) -> ConnTimeouts {
+    pub(super) fn effective(&self, t: &ConnTimeouts) -> ConnTimeouts {
         let pick = |stored: &AtomicU64, own: Duration, floor: Duration| {
             let ms = stored.load(Ordering::Acquire);
             if ms == NONE {
@@ -148,11 +125,11 @@ impl ConnState {
         }
     }
 
-    fn now(&self) -> u64 {
+    pub(super) fn now(&self) -> u64 {
         u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(NONE - 1)
     }
 
-    fn on_read(&self, data: &[u8]) {
+    pub(super) fn on_read(&self, data: &[u8]) {
         if data.is_empty() {
             return;
         }
@@ -179,14 +156,14 @@ impl ConnState {
     /// A write found the client's socket full. Only the connection's own
     /// task writes, so a plain load and store suffice; no wake-up for the
     /// driver (see `next_check`).
-    fn on_write_blocked(&self) {
+    pub(super) fn on_write_blocked(&self) {
         if self.write_stalled.load(Ordering::Acquire) == NONE {
             self.write_stalled.store(self.now(), Ordering::Release);
         }
     }
 
     /// A write made progress: one load on the fast path.
-    fn on_write_progress(&self) {
+    pub(super) fn on_write_progress(&self) {
         if self.write_stalled.load(Ordering::Acquire) != NONE {
             self.write_stalled.store(NONE, Ordering::Release);
         }
@@ -199,7 +176,7 @@ impl ConnState {
     }
 
     /// The socket took `n` bytes.
-    fn on_written(&self, n: usize) {
+    pub(super) fn on_written(&self, n: usize) {
         self.written.fetch_add(n as u64, Ordering::AcqRel);
         self.on_write_progress();
     }
@@ -212,7 +189,7 @@ impl ConnState {
     /// socket has taken every body byte already handed over keeps that to
     /// one chunk, as nginx keeps one buffer per slow client. HTTP/2 is left
     /// alone: its streams share the socket and have their own flow control.
-    fn hold_body(&self, cx: &mut Context<'_>) -> bool {
+    pub(super) fn hold_body(&self, cx: &mut Context<'_>) -> bool {
         let behind = || self.yielded.load(Ordering::Acquire) > self.written.load(Ordering::Acquire);
         if self.h2.load(Ordering::Acquire) || !behind() {
             return false;
@@ -233,7 +210,7 @@ impl ConnState {
     }
 
     /// An HTTP/2 stream's body handed hyper a chunk that is not its last.
-    fn h2_wait(&self) {
+    pub(super) fn h2_wait(&self) {
         if self.h2_waiting.fetch_add(1, Ordering::AcqRel) == 0 {
             self.h2_waiting_since.store(self.now(), Ordering::Release);
         }
@@ -241,7 +218,7 @@ impl ConnState {
 
     /// A waiting HTTP/2 stream was asked for more (the client opened its
     /// window) or ended: progress for the streams still waiting.
-    fn h2_unwait(&self) {
+    pub(super) fn h2_unwait(&self) {
         let left = self
             .h2_waiting
             .fetch_sub(1, Ordering::AcqRel)
@@ -252,7 +229,7 @@ impl ConnState {
 
     /// When writes stuck since `write_stalled`, or HTTP/2 streams stuck on
     /// flow control since `h2_waiting_since`, exceed `client_write`.
-    fn write_expiry(&self, t: &ConnTimeouts) -> Option<Instant> {
+    pub(super) fn write_expiry(&self, t: &ConnTimeouts) -> Option<Instant> {
         let socket = self.write_stalled.load(Ordering::Acquire);
         let streams = if self.h2_waiting.load(Ordering::Acquire) > 0 {
             self.h2_waiting_since.load(Ordering::Acquire)
@@ -269,7 +246,7 @@ impl ConnState {
     /// domain's response it writes), a running one at its expiry. Another
     /// HTTP/2 stream's domain may shorten a running stall's timeout without
     /// waking the driver: looking at least every floor bounds the delay.
-    fn write_check(&self, t: &ConnTimeouts, now: Instant) -> Option<Instant> {
+    pub(super) fn write_check(&self, t: &ConnTimeouts, now: Instant) -> Option<Instant> {
         if t.client_write_floor.is_zero() {
             return self.write_expiry(t);
         }
@@ -287,7 +264,7 @@ impl ConnState {
     }
 
     /// When the current timeout expires, if one runs.
-    fn expiry(&self, t: &ConnTimeouts) -> Option<Instant> {
+    pub(super) fn expiry(&self, t: &ConnTimeouts) -> Option<Instant> {
         if self.active.load(Ordering::Acquire) > 0 {
             return None;
         }
@@ -309,7 +286,7 @@ impl ConnState {
     /// every phase. A write stall can start in any phase, so `write_check`
     /// bounds every answer. The driver may wake early; it then just looks
     /// again. `t` is the effective set (see `effective`).
-    fn next_check(&self, t: &ConnTimeouts, now: Instant) -> Option<Instant> {
+    pub(super) fn next_check(&self, t: &ConnTimeouts, now: Instant) -> Option<Instant> {
         let write = self.write_check(t, now);
         let header = (!t.header.is_zero()).then_some(t.header);
         let keep_alive = (!t.keep_alive.is_zero()).then_some(t.keep_alive);
@@ -338,12 +315,12 @@ impl ConnState {
 
     /// Whether part of a head arrived (a 408 is the right answer to expiry;
     /// a silent connection is just closed).
-    fn head_pending(&self) -> bool {
+    pub(super) fn head_pending(&self) -> bool {
         self.head_bytes.load(Ordering::Acquire)
     }
 
     /// Whether the connection waits for a head under the header timeout.
-    fn in_head(&self) -> bool {
+    pub(super) fn in_head(&self) -> bool {
         self.active.load(Ordering::Acquire) == 0
             && self.head_started.load(Ordering::Acquire) != NONE
             && !self.h2.load(Ordering::Acquire)
@@ -352,7 +329,7 @@ impl ConnState {
 
 /// One request being served on a connection.
 #[derive(Debug)]
-pub struct RequestGuard(Arc<ConnState>);
+pub struct RequestGuard(pub(super) Arc<ConnState>);
 
 impl RequestGuard {
     /// See [`ConnState::set_override`].
@@ -416,399 +393,6 @@ impl ConnTimeouts {
     }
 }
 
-/// A TCP stream shared between hyper (through [`TrackedIo`]) and the
-/// driver, which writes the 408 after hyper has let go of the connection.
-#[derive(Debug, Clone)]
-pub struct SharedTcp {
-    tcp: Arc<TcpStream>,
-    /// What the next read offers the kernel: doubled after a read that
-    /// filled it, halved after one that used under a quarter.
-    offer: usize,
-}
-
-impl SharedTcp {
-    /// Wraps `tcp`, shared with whoever else needs the socket.
-    pub fn new(tcp: Arc<TcpStream>) -> Self {
-        Self {
-            tcp,
-            offer: MIN_READ,
-        }
-    }
-
-    /// The next read's size after one that read `n` of `offered` bytes.
-    fn adapt(offer: usize, n: usize) -> usize {
-        if n == offer {
-            (offer * 2).min(READ_CHUNK)
-        } else if n < offer / 4 {
-            (offer / 2).max(MIN_READ)
-        } else {
-            offer
-        }
-    }
-}
-
-impl AsyncRead for SharedTcp {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        // hyper hands over its whole spare buffer, uninitialised, on every
-        // read, and a safe read must zero what it offers the kernel (memset
-        // was 4 % of the proxy's CPU with a fixed 16 KiB): offer what recent
-        // reads needed, growing while reads fill it (uploads), so a small
-        // request does not pay for zeroing a large buffer each time.
-        let offer = buf.remaining().min(self.offer);
-        loop {
-            ready!(self.tcp.poll_read_ready(cx))?;
-            match self.tcp.try_read(buf.initialize_unfilled_to(offer)) {
-                Ok(n) => {
-                    buf.advance(n);
-                    let this = self.get_mut();
-                    // Only a read that hyper's buffer did not cut short says
-                    // something about what the client sends.
-                    if offer == this.offer {
-                        this.offer = Self::adapt(offer, n);
-                    }
-                    return Poll::Ready(Ok(()));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-    }
-}
-
-impl AsyncWrite for SharedTcp {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        loop {
-            ready!(self.tcp.poll_write_ready(cx))?;
-            match self.tcp.try_write(data) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                other => return Poll::Ready(other),
-            }
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        loop {
-            ready!(self.tcp.poll_write_ready(cx))?;
-            match self.tcp.try_write_vectored(bufs) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                other => return Poll::Ready(other),
-            }
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        true
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(socket2::SockRef::from(&*self.tcp).shutdown(std::net::Shutdown::Write))
-    }
-}
-
-/// A client socket that tells [`ConnState`] when bytes arrive.
-#[derive(Debug)]
-pub struct TrackedIo<T> {
-    inner: T,
-    state: Arc<ConnState>,
-}
-
-impl<T> TrackedIo<T> {
-    /// Wraps `inner`.
-    pub fn new(inner: T, state: Arc<ConnState>) -> Self {
-        Self { inner, state }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for TrackedIo<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = polled {
-            this.state.on_read(&buf.filled()[before..]);
-        }
-        polled
-    }
-}
-
-impl<T> TrackedIo<T> {
-    fn wrote(&self, polled: &Poll<io::Result<usize>>) {
-        match polled {
-            Poll::Pending => self.state.on_write_blocked(),
-            Poll::Ready(Ok(n)) if *n > 0 => self.state.on_written(*n),
-            Poll::Ready(_) => {}
-        }
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for TrackedIo<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_write(cx, data);
-        this.wrote(&polled);
-        polled
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        this.wrote(&polled);
-        polled
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    /// hyper and h2 flush only once their buffers are written, so a
-    /// finished flush is progress (under TLS it writes the last records).
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_flush(cx);
-        match polled {
-            Poll::Pending => this.state.on_write_blocked(),
-            Poll::Ready(Ok(())) => this.state.on_write_progress(),
-            Poll::Ready(Err(_)) => {}
-        }
-        polled
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_shutdown(cx);
-        if polled.is_pending() {
-            this.state.on_write_blocked();
-        }
-        polled
-    }
-}
-
-/// A response body that ends its request (for the keep-alive clock and the
-/// drain) when it is finished or dropped.
-#[derive(Debug)]
-pub struct Tracked<B> {
-    body: B,
-    guard: Option<RequestGuard>,
-    /// Counted in `ConnState::h2_waiting`.
-    waiting: bool,
-}
-
-impl<B> Tracked<B> {
-    /// `body`, counted by `guard`.
-    pub fn new(body: B, guard: RequestGuard) -> Self {
-        Self {
-            body,
-            guard: Some(guard),
-            waiting: false,
-        }
-    }
-}
-
-impl<B> Drop for Tracked<B> {
-    fn drop(&mut self) {
-        if self.waiting
-            && let Some(g) = &self.guard
-        {
-            g.0.h2_unwait();
-        }
-    }
-}
-
-impl<B: Body<Data = Bytes> + Unpin> Body for Tracked<B> {
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let this = self.get_mut();
-        let Some(guard) = &this.guard else {
-            return Pin::new(&mut this.body).poll_frame(cx);
-        };
-        let state = &guard.0;
-        if this.waiting {
-            this.waiting = false;
-            state.h2_unwait();
-        }
-        if state.hold_body(cx) {
-            return Poll::Pending;
-        }
-        let polled = Pin::new(&mut this.body).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    state.yielded.fetch_add(data.len() as u64, Ordering::AcqRel);
-                    // hyper asks for the next chunk only once the client's
-                    // window takes this one; after the last it asks nothing.
-                    if state.h2.load(Ordering::Acquire)
-                        && !data.is_empty()
-                        && !this.body.is_end_stream()
-                    {
-                        this.waiting = true;
-                        state.h2_wait();
-                    }
-                }
-            }
-            Poll::Ready(None | Some(Err(_))) => {
-                this.guard.take();
-            }
-            Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
-/// How a connection ended, as far as the driver is concerned.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Ended {
-    /// hyper finished it (cleanly or with the error it logged).
-    Done,
-    /// A head took longer than the header timeout.
-    HeaderTimeout {
-        /// Whether a 408 could be sent.
-        answered: bool,
-    },
-    /// Writes to the client made no progress for the write timeout (it
-    /// stopped reading). The caller resets the socket: the kernel must not
-    /// keep trying to deliver what is queued.
-    WriteTimeout,
-    /// The drain's grace period ran out.
-    Aborted,
-}
-
-/// Drives `conn` to completion while enforcing the connection timeouts and
-/// following the drain phase. `graceful` starts hyper's graceful shutdown
-/// (HTTP/1: close once idle; HTTP/2: GOAWAY). `raw` is the socket, when the
-/// driver may write a 408 on it itself (plain TCP; not TLS).
-pub async fn drive<F, E>(
-    mut conn: Pin<&mut F>,
-    graceful: impl Fn(Pin<&mut F>),
-    state: &ConnState,
-    timeouts: ConnTimeouts,
-    mut phase: watch::Receiver<Phase>,
-    raw: Option<&TcpStream>,
-) -> Ended
-where
-    F: Future<Output = Result<(), E>>,
-    E: std::fmt::Display,
-{
-    let mut closing = false;
-    if *phase.borrow_and_update() != Phase::Running {
-        graceful(conn.as_mut());
-        closing = true;
-    }
-    // One timer for the connection's life, moved only when it must fire
-    // sooner: resetting it on every request would cost more than the rare
-    // early wake-up.
-    let sleep = tokio::time::sleep(Duration::from_secs(3600));
-    let mut sleep = std::pin::pin!(sleep);
-    let mut armed: Option<Instant> = None;
-    loop {
-        // A closing connection may still be stuck writing to a client that
-        // does not read (graceful shutdown waits for the write to finish).
-        let now = Instant::now();
-        let t = state.effective(&timeouts);
-        let next = if closing {
-            state.write_check(&t, now)
-        } else {
-            state.next_check(&t, now)
-        };
-        if let Some(next) = next
-            && armed.is_none_or(|at| next < at)
-        {
-            sleep.as_mut().reset(next);
-            armed = Some(next);
-        }
-        tokio::select! {
-            done = conn.as_mut() => {
-                if let Err(e) = done {
-                    tracing::debug!("client connection ended: {e}");
-                }
-                return Ended::Done;
-            }
-            _ = &mut sleep, if armed.is_some() => {
-                armed = None;
-                let t = state.effective(&timeouts);
-                if state.write_expiry(&t).is_some_and(|at| at <= Instant::now()) {
-                    metrics::counter!(crate::telemetry::names::CLIENT_TIMEOUTS, "kind" => "write").increment(1);
-                    return Ended::WriteTimeout;
-                }
-                if closing || state.expiry(&t).is_none_or(|at| at > Instant::now()) {
-                    continue;
-                }
-                if state.in_head() {
-                    let answered = state.head_pending() && raw.is_some_and(answer_408);
-                    metrics::counter!(crate::telemetry::names::CLIENT_TIMEOUTS, "kind" => "header").increment(1);
-                    return Ended::HeaderTimeout { answered };
-                }
-                metrics::counter!(crate::telemetry::names::CLIENT_TIMEOUTS, "kind" => "keep_alive").increment(1);
-                graceful(conn.as_mut());
-                closing = true;
-            }
-            changed = phase.changed() => {
-                let now = if changed.is_ok() { *phase.borrow_and_update() } else { Phase::Abort };
-                match now {
-                    Phase::Running => {}
-                    Phase::Draining => {
-                        if !closing {
-                            graceful(conn.as_mut());
-                            closing = true;
-                        }
-                    }
-                    Phase::Abort => return Ended::Aborted,
-                }
-            }
-        }
-    }
-}
-
-/// Writes a minimal 408 straight to the socket (hyper is mid-head and cannot)
-/// and half-closes it. Best effort: a full send buffer means a client that
-/// does not read, and it gets the close alone.
-fn answer_408(raw: &TcpStream) -> bool {
-    const RESPONSE: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 46\r\n\r\nbbproxy: request headers not received in time\n";
-    let sent = raw.try_write(RESPONSE).is_ok_and(|n| n == RESPONSE.len());
-    let _ = socket2::SockRef::from(raw).shutdown(std::net::Shutdown::Write);
-    sent
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -820,26 +404,6 @@ mod tests {
         keep_alive_floor: Duration::from_secs(60),
         client_write_floor: Duration::from_secs(2),
     };
-
-    #[test]
-    fn reads_offer_what_recent_reads_needed() {
-        // Small heads keep the offer at the floor.
-        assert_eq!(SharedTcp::adapt(MIN_READ, 300), MIN_READ);
-        // A read that fills the offer doubles it, up to the cap.
-        let mut offer = MIN_READ;
-        for _ in 0..10 {
-            offer = SharedTcp::adapt(offer, offer);
-        }
-        assert_eq!(offer, READ_CHUNK);
-        // Back to small requests: halved per short read, down to the floor.
-        assert_eq!(SharedTcp::adapt(READ_CHUNK, 100), READ_CHUNK / 2);
-        for _ in 0..10 {
-            offer = SharedTcp::adapt(offer, 100);
-        }
-        assert_eq!(offer, MIN_READ);
-        // A read between a quarter and all of the offer keeps it.
-        assert_eq!(SharedTcp::adapt(8192, 4096), 8192);
-    }
 
     struct Count(std::sync::atomic::AtomicUsize);
     impl std::task::Wake for Count {
