@@ -197,16 +197,7 @@ pub async fn prepare(config: Config, options: Options) -> Result<Prepared, Start
     let registry = Arc::new(Registry::default());
     let config = Arc::new(config);
     let first = build_generation(1, config.clone(), runtime.clone(), registry.clone()).await?;
-    tracing::info!(
-        generation = first.id,
-        domains = config.domains.len(),
-        router = %first.router.primary.name(),
-        balancer = %first.balancer.primary.name(),
-        breaker = %first.breaker.primary.name(),
-        "configuration loaded from {}",
-        config.origin.display()
-    );
-    metrics::gauge!(telemetry::names::GENERATION).set(first.id as f64);
+    announce(&first);
     // Certificates before listeners: a bad cert file fails the start.
     let certs = CertManager::new(options.acme);
     certs.update_domains(&config)?;
@@ -214,18 +205,7 @@ pub async fn prepare(config: Config, options: Options) -> Result<Prepared, Start
     // Threads now, listeners once `serve` binds them.
     let workers = Workers::start(options.workers.unwrap_or_else(workers::default_count))
         .map_err(StartError::Workers)?;
-    let tracing = match &config.tracing {
-        Some(t) => {
-            let tracing = Tracing::start(t, tokio::runtime::Handle::current())?;
-            tracing::info!(
-                "exporting traces to {} (sample ratio {})",
-                tracing.traces_url(),
-                tracing.sample_ratio()
-            );
-            Some(Arc::new(tracing))
-        }
-        None => None,
-    };
+    let tracing = config.tracing.as_ref().map(start_tracing).transpose()?;
     let shared = Arc::new(Shared {
         workers: workers.stats().clone(),
         certs,
@@ -244,21 +224,8 @@ pub async fn prepare(config: Config, options: Options) -> Result<Prepared, Start
     let mut tasks = Vec::new();
     let admin = match config.admin {
         Some(addr) => {
-            let listener = server::bind(addr, "admin").await?;
-            let bound = listener.local_addr().ok();
-            if !addr.ip().is_loopback() {
-                tracing::warn!("admin endpoints are reachable from other machines on {addr}");
-            }
-            if let Some(a) = bound {
-                tracing::info!(
-                    "admin endpoints on http://{a}/ (dashboard, metrics, status, healthz, readyz)"
-                );
-            }
-            tasks.push(tokio::spawn(crate::admin::serve(
-                listener,
-                shared.clone(),
-                rx.clone(),
-            )));
+            let (bound, task) = start_admin(addr, shared.clone(), rx.clone()).await?;
+            tasks.push(task);
             bound
         }
         None => None,
@@ -285,6 +252,51 @@ pub async fn prepare(config: Config, options: Options) -> Result<Prepared, Start
     })
 }
 
+/// Starts the OTLP trace exporter `settings` describe.
+fn start_tracing(settings: &bbproxy_config::TracingSettings) -> Result<Arc<Tracing>, StartError> {
+    let tracing = Tracing::start(settings, tokio::runtime::Handle::current())?;
+    tracing::info!(
+        "exporting traces to {} (sample ratio {})",
+        tracing.traces_url(),
+        tracing.sample_ratio()
+    );
+    Ok(Arc::new(tracing))
+}
+
+/// Logs the first generation's plugins and sets the generation gauge.
+fn announce(first: &Generation) {
+    tracing::info!(
+        generation = first.id,
+        domains = first.config.domains.len(),
+        router = %first.router.primary.name(),
+        balancer = %first.balancer.primary.name(),
+        breaker = %first.breaker.primary.name(),
+        "configuration loaded from {}",
+        first.config.origin.display()
+    );
+    metrics::gauge!(telemetry::names::GENERATION).set(first.id as f64);
+}
+
+/// Binds the admin listener on `addr` and serves it; its bound address.
+async fn start_admin(
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(Option<SocketAddr>, JoinHandle<()>), BindError> {
+    let listener = server::bind(addr, "admin").await?;
+    let bound = listener.local_addr().ok();
+    if !addr.ip().is_loopback() {
+        tracing::warn!("admin endpoints are reachable from other machines on {addr}");
+    }
+    if let Some(a) = bound {
+        tracing::info!(
+            "admin endpoints on http://{a}/ (dashboard, metrics, status, healthz, readyz)"
+        );
+    }
+    let task = tokio::spawn(crate::admin::serve(listener, shared, shutdown));
+    Ok((bound, task))
+}
+
 impl Prepared {
     /// Binds the proxy listeners and starts serving; `/readyz` turns ready.
     pub async fn serve(self) -> Result<Running, StartError> {
@@ -307,26 +319,10 @@ impl Prepared {
             shared.observer.clone(),
         ));
         let grace = options.shutdown_grace.unwrap_or(config.shutdown_grace);
-        // Each worker accepts on its own socket of each listener and serves
-        // those connections on its own thread.
-        let mut spawn_listener = |listeners: Vec<std::net::TcpListener>,
-                                  front: Arc<Front>,
-                                  tls: Option<TlsTerminator>| {
-            let mut listeners = listeners.into_iter().map(Some).collect::<Vec<_>>();
-            tasks.extend(workers.spawn_each(|seat| {
-                let listener = listeners.get_mut(seat.index()).and_then(Option::take);
-                let (front, tls, shutdown) = (front.clone(), tls.clone(), shutdown.subscribe());
-                async move {
-                    let Some(listener) = listener else { return };
-                    match tokio::net::TcpListener::from_std(listener) {
-                        Ok(l) => server::serve_front(l, front, tls, shutdown, grace, seat).await,
-                        Err(e) => tracing::error!(
-                            "worker {} cannot serve its listener socket: {e}",
-                            seat.index()
-                        ),
-                    }
-                }
-            }));
+        let mut spawn_listener = |listeners, front, tls| {
+            tasks.extend(serve_on_workers(
+                &workers, listeners, front, tls, &shutdown, grace,
+            ));
         };
         let mut https = None;
         if let Some(addr) = config.listen.https {
@@ -376,6 +372,34 @@ impl Prepared {
             _workers: workers,
         })
     }
+}
+
+/// Serves `listeners` (one socket per worker) with `front`: each worker
+/// accepts on its own socket and serves those connections on its own
+/// thread.
+fn serve_on_workers(
+    workers: &Workers,
+    listeners: Vec<std::net::TcpListener>,
+    front: Arc<Front>,
+    tls: Option<TlsTerminator>,
+    shutdown: &watch::Sender<bool>,
+    grace: Duration,
+) -> Vec<JoinHandle<()>> {
+    let mut listeners = listeners.into_iter().map(Some).collect::<Vec<_>>();
+    workers.spawn_each(|seat| {
+        let listener = listeners.get_mut(seat.index()).and_then(Option::take);
+        let (front, tls, shutdown) = (front.clone(), tls.clone(), shutdown.subscribe());
+        async move {
+            let Some(listener) = listener else { return };
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => server::serve_front(l, front, tls, shutdown, grace, seat).await,
+                Err(e) => tracing::error!(
+                    "worker {} cannot serve its listener socket: {e}",
+                    seat.index()
+                ),
+            }
+        }
+    })
 }
 
 /// Logs one summary line per interval: requests, error rate, p50/p99,

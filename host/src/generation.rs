@@ -3,18 +3,17 @@
 //! generation they start on; a reload builds a whole new one off the request
 //! path and swaps it in only if every step passed.
 
+mod load;
+
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use bbproxy_config::{Config, OnFault, PluginSource, PluginSpec, UpstreamSettings};
+use bbproxy_config::{Config, UpstreamSettings};
 use bbproxy_plugin_contract::hosts::HostMatcher;
-use serde_json::{Map, Value};
 
 use crate::plugin::{
-    BalancerWorld, BreakerWorld, LoadError, Plugin, RouterWorld, Runtime, Tenant, Upstream, World,
-    bundle,
+    BalancerWorld, BreakerWorld, LoadError, Plugin, RouterWorld, Runtime, Tenant, World,
 };
 use crate::telemetry::handles::{BackendMetrics, DomainMetrics};
 use crate::upstream::health::HealthChecks;
@@ -149,162 +148,19 @@ impl Generation {
         runtime: &Runtime,
         registry: &Registry,
     ) -> Result<Self, BuildError> {
-        let wit_upstreams: Arc<[Upstream]> = config
-            .domains
-            .iter()
-            .map(|d| Upstream {
-                name: d.name.clone(),
-                balancer: d.balancer.clone(),
-                backends: d.backends.len() as u32,
-            })
-            .collect();
-
-        let plugins = &config.plugins;
-        let router_builtin = object([(
-            "default",
-            config
-                .default_domain
-                .as_ref()
-                .map_or(Value::Null, |d| Value::String(d.clone())),
-        )]);
-        let breaker_builtin = object([
-            ("threshold", Value::from(config.breaker.threshold)),
-            (
-                "timeout_ms",
-                Value::from(u64::try_from(config.breaker.timeout.as_millis()).unwrap_or(u64::MAX)),
-            ),
-        ]);
-        let balancer_builtin = balancer_builtin_config(&config);
-        // Every plugin of a role sees the same upstreams (a domain's own one
-        // knows its domain by the `upstream` number of its calls).
-        let load_router = |spec: &PluginSpec| {
-            slot(
-                runtime,
-                spec,
-                bundle::ROUTER,
-                router_builtin.clone(),
-                &wit_upstreams,
-                &wit_upstreams,
-            )
-        };
-        // `serves(i)`: whether upstream `i`'s picks go to this balancer
-        // (only those are worth a line about its fallback).
-        let load_balancer = |spec: &PluginSpec, serves: &dyn Fn(usize) -> bool| {
-            slot(
-                runtime,
-                spec,
-                bundle::BALANCER,
-                balancer_builtin.clone(),
-                &wit_upstreams,
-                &fallback_balancer_upstreams(&wit_upstreams, spec, serves),
-            )
-        };
-        let load_breaker = |spec: &PluginSpec| {
-            slot(
-                runtime,
-                spec,
-                bundle::BREAKER,
-                breaker_builtin.clone(),
-                &wit_upstreams,
-                &wit_upstreams,
-            )
-        };
-        let router = load_router(&plugins.router)?;
-        // The domains with a balancer of their own never reach the
-        // generation's, whatever their `kind`: the built-in one must not
-        // refuse to load over a name only their plugin knows.
-        let own_balancer: Vec<bool> = config
-            .domains
-            .iter()
-            .map(|d| d.plugins.balancer.is_some())
-            .collect();
-        let has_own = |i: usize| own_balancer.get(i).copied().unwrap_or(false);
-        let balancer = match plugins.balancer.source {
-            PluginSource::Builtin => slot(
-                runtime,
-                &plugins.balancer,
-                bundle::BALANCER,
-                balancer_builtin.clone(),
-                &round_robin_for(&wit_upstreams, |i, _| has_own(i)),
-                &wit_upstreams,
-            )?,
-            PluginSource::Path(_) => load_balancer(&plugins.balancer, &|i| !has_own(i))?,
-        };
-        let breaker = load_breaker(&plugins.breaker)?;
-        let mut domain_slots = Vec::with_capacity(config.domains.len());
-        for (di, d) in config.domains.iter().enumerate() {
-            let own = &d.plugins;
-            let named = |role: &'static str| {
-                move |error| BuildError::DomainPlugin {
-                    domain: d.name.clone(),
-                    role,
-                    error,
-                }
-            };
-            domain_slots.push(DomainSlots {
-                router: own
-                    .router
-                    .as_ref()
-                    .map(|spec| load_router(spec).map_err(named("router")))
-                    .transpose()?,
-                balancer: own
-                    .balancer
-                    .as_ref()
-                    .map(|spec| load_balancer(spec, &|i| i == di).map_err(named("balancer")))
-                    .transpose()?,
-                breaker: own
-                    .breaker
-                    .as_ref()
-                    .map(|spec| load_breaker(spec).map_err(named("breaker")))
-                    .transpose()?,
-            });
-        }
+        let load::Loaded {
+            router,
+            balancer,
+            breaker,
+            domains: domain_slots,
+        } = load::plugins(&config, runtime)?;
 
         // Backend state and pools are only staged: a build (or a reload)
         // that fails must not touch the registry, or the serving
         // generation's backends would be forgotten and their breaker state
         // lost at the next good reload. See `commit_registry`.
         let mut staged = Staged::default();
-        let flat: Vec<(String, String, String)> = config
-            .domains
-            .iter()
-            .flat_map(|d| {
-                d.backends
-                    .iter()
-                    .map(|b| (d.name.clone(), b.authority(), b.url_base()))
-            })
-            .collect();
-        let mut states = registry.resolve(&flat, &mut staged).into_iter();
-        let pool_keys: Vec<PoolKey> = config
-            .domains
-            .iter()
-            .map(|d| PoolKey::of(&d.upstream, d.backend_ca.clone()))
-            .collect();
-        let mut clients = registry.pools(&pool_keys, &mut staged)?.into_iter();
-        let upstreams: Vec<UpstreamSlot> = config
-            .domains
-            .iter()
-            .zip(clients.by_ref())
-            .zip(domain_slots)
-            .map(|((d, client), plugins)| UpstreamSlot {
-                name: d.name.clone(),
-                backends: d
-                    .backends
-                    .iter()
-                    .zip(states.by_ref())
-                    .map(|(b, state)| BackendSlot {
-                        metrics: BackendMetrics::new(&d.name, &state.authority),
-                        state,
-                        weight: b.weight,
-                    })
-                    .collect(),
-                metrics: DomainMetrics::new(&d.name),
-                settings: d.upstream.clone(),
-                client,
-                retry_budget: RetryBudget::new(&d.upstream.retries),
-                plugins,
-            })
-            .collect();
+        let (upstreams, pool_keys) = upstreams(&config, registry, &mut staged, domain_slots)?;
         let mut health = HealthChecks::default();
         for ((d, u), key) in config.domains.iter().zip(&upstreams).zip(&pool_keys) {
             if let Some(check) = &d.upstream.health_check {
@@ -323,27 +179,12 @@ impl Generation {
             .enumerate()
             .map(|(i, u)| (u.name.clone(), i as u32))
             .collect();
-        let mut components = vec![
-            router.primary.sha256().to_owned(),
-            balancer.primary.sha256().to_owned(),
-            breaker.primary.sha256().to_owned(),
+        let roles = [
+            router.primary.sha256(),
+            balancer.primary.sha256(),
+            breaker.primary.sha256(),
         ];
-        for u in &upstreams {
-            let own = &u.plugins;
-            for (role, sha) in [
-                ("router", own.router.as_ref().map(|s| s.primary.sha256())),
-                (
-                    "balancer",
-                    own.balancer.as_ref().map(|s| s.primary.sha256()),
-                ),
-                ("breaker", own.breaker.as_ref().map(|s| s.primary.sha256())),
-            ] {
-                if let Some(sha) = sha {
-                    components.push(format!("{} {role} {sha}", u.name));
-                }
-            }
-        }
-        let digest = digest(&config, &components);
+        let digest = digest(&config, &components(roles, &upstreams));
         Ok(Self {
             digest,
             id,
@@ -433,166 +274,79 @@ impl Generation {
     }
 }
 
-fn object<const N: usize>(pairs: [(&str, Value); N]) -> Map<String, Value> {
-    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
-}
-
-/// The built-in balancer's config: for each `consistent-hash` domain, what
-/// it hashes and its backends' addresses, which key the hash so that a
-/// backend keeps its keys when others are added or removed (the plugin
-/// only sees positions).
-fn balancer_builtin_config(config: &Config) -> Map<String, Value> {
-    let hash: Map<String, Value> = config
+/// The upstreams of `config`, in its order, with their backends' states
+/// and pools resolved through `registry` into `staged`, and `plugins`
+/// (each domain's own); also each upstream's pool key.
+fn upstreams(
+    config: &Config,
+    registry: &Registry,
+    staged: &mut Staged,
+    plugins: Vec<DomainSlots>,
+) -> Result<(Vec<UpstreamSlot>, Vec<PoolKey>), BuildError> {
+    let flat: Vec<(String, String, String)> = config
         .domains
         .iter()
-        .filter_map(|d| {
-            let on = d.hash_on.as_ref()?;
-            let backends: Vec<Value> = d
-                .backends
+        .flat_map(|d| {
+            d.backends
                 .iter()
-                .map(|b| Value::String(b.url_base()))
-                .collect();
-            Some((
-                d.name.clone(),
-                Value::Object(object([
-                    ("on", Value::String(on.to_string())),
-                    ("backends", Value::Array(backends)),
-                ])),
-            ))
+                .map(|b| (d.name.clone(), b.authority(), b.url_base()))
         })
         .collect();
-    if hash.is_empty() {
-        return Map::new();
-    }
-    object([("hash", Value::Object(hash))])
-}
-
-/// The upstreams as a custom balancer's fail-open fallback, the built-in
-/// balancer, sees them. A custom balancer's domains may carry any name
-/// (`"balancer": "sticky"`), which the built-in one would refuse to load
-/// with: it balances those round-robin instead, and the log says so once per
-/// generation for each upstream whose picks the balancer serves (`serves`;
-/// the others never reach it, and are only renamed so it loads).
-fn fallback_balancer_upstreams(
-    upstreams: &Arc<[Upstream]>,
-    spec: &PluginSpec,
-    serves: &dyn Fn(usize) -> bool,
-) -> Arc<[Upstream]> {
-    let custom = matches!(spec.source, PluginSource::Path(_)) && spec.on_fault == OnFault::FailOpen;
-    let unknown = |u: &Upstream| !bbproxy_config::BUILTIN_BALANCERS.contains(&u.balancer.as_str());
-    if !custom || !upstreams.iter().any(unknown) {
-        return upstreams.clone();
-    }
-    round_robin_for(upstreams, |i, u| {
-        if !unknown(u) {
-            return false;
-        }
-        if !serves(i) {
-            return true;
-        }
-        tracing::info!(
-            upstream = %u.name,
-            "balancer {:?} is not a built-in name: when the balancer plugin faults, its built-in fallback (fail-open) balances {} round-robin",
-            u.balancer,
-            u.name
-        );
-        true
-    })
-}
-
-/// `upstreams` with the balancer name of those `replace` picks (by index)
-/// set to round-robin.
-fn round_robin_for(
-    upstreams: &Arc<[Upstream]>,
-    mut replace: impl FnMut(usize, &Upstream) -> bool,
-) -> Arc<[Upstream]> {
-    upstreams
+    let mut states = registry.resolve(&flat, staged).into_iter();
+    let pool_keys: Vec<PoolKey> = config
+        .domains
         .iter()
-        .enumerate()
-        .map(|(i, u)| {
-            if !replace(i, u) {
-                return u.clone();
-            }
-            Upstream {
-                balancer: bbproxy_config::DEFAULT_BALANCER.to_owned(),
-                ..u.clone()
-            }
+        .map(|d| PoolKey::of(&d.upstream, d.backend_ca.clone()))
+        .collect();
+    let clients = registry.pools(&pool_keys, staged)?;
+    let upstreams = config
+        .domains
+        .iter()
+        .zip(clients)
+        .zip(plugins)
+        .map(|((d, client), plugins)| UpstreamSlot {
+            name: d.name.clone(),
+            backends: d
+                .backends
+                .iter()
+                .zip(states.by_ref())
+                .map(|(b, state)| BackendSlot {
+                    metrics: BackendMetrics::new(&d.name, &state.authority),
+                    state,
+                    weight: b.weight,
+                })
+                .collect(),
+            metrics: DomainMetrics::new(&d.name),
+            settings: d.upstream.clone(),
+            client,
+            retry_budget: RetryBudget::new(&d.upstream.retries),
+            plugins,
         })
-        .collect()
+        .collect();
+    Ok((upstreams, pool_keys))
 }
 
-/// Loads a role's plugin as `spec` says. A built-in plugin gets the config
-/// the host derives from config.json, with the user's `config` keys laid over
-/// it; a custom plugin gets the user's `config` as is. A fail-open fallback
-/// sees `fallback_upstreams`.
-fn slot<W: World>(
-    runtime: &Runtime,
-    spec: &PluginSpec,
-    builtin_bytes: &[u8],
-    builtin_config: Map<String, Value>,
-    upstreams: &Arc<[Upstream]>,
-    fallback_upstreams: &Arc<[Upstream]>,
-) -> Result<Slot<W>, LoadError> {
-    let limits = crate::plugin::Limits {
-        backoff: spec.fault_backoff.into(),
-        ..crate::plugin::Limits::new(spec.timeout, spec.memory_limit)
-    };
-    match &spec.source {
-        PluginSource::Builtin => {
-            let mut merged = builtin_config;
-            if let Value::Object(user) = &spec.config {
-                merged.extend(user.iter().map(|(k, v)| (k.clone(), v.clone())));
+/// What the digest covers besides config.json: the generation's router,
+/// balancer and breaker, then each domain's own plugins, named by domain
+/// and role.
+fn components(roles: [&str; 3], upstreams: &[UpstreamSlot]) -> Vec<String> {
+    let mut components: Vec<String> = roles.iter().map(|sha| (*sha).to_owned()).collect();
+    for u in upstreams {
+        let own = &u.plugins;
+        for (role, sha) in [
+            ("router", own.router.as_ref().map(|s| s.primary.sha256())),
+            (
+                "balancer",
+                own.balancer.as_ref().map(|s| s.primary.sha256()),
+            ),
+            ("breaker", own.breaker.as_ref().map(|s| s.primary.sha256())),
+        ] {
+            if let Some(sha) = sha {
+                components.push(format!("{} {role} {sha}", u.name));
             }
-            let plugin = Plugin::<W>::load(
-                runtime,
-                "builtin",
-                builtin_bytes,
-                Value::Object(merged).to_string(),
-                limits,
-                upstreams.clone(),
-            )?;
-            Ok(Slot {
-                primary: Arc::new(plugin),
-                fallback: None,
-                source: Source::Builtin,
-            })
-        }
-        PluginSource::Path(path) => {
-            let name = path.display().to_string();
-            let bytes = read(path, &name)?;
-            let primary = Plugin::<W>::load(
-                runtime,
-                &name,
-                &bytes,
-                spec.config.to_string(),
-                limits,
-                upstreams.clone(),
-            )?;
-            let fallback = match spec.on_fault {
-                OnFault::FailClosed => None,
-                OnFault::FailOpen => Some(Arc::new(Plugin::<W>::load(
-                    runtime,
-                    "builtin",
-                    builtin_bytes,
-                    Value::Object(builtin_config).to_string(),
-                    limits,
-                    fallback_upstreams.clone(),
-                )?)),
-            };
-            Ok(Slot {
-                primary: Arc::new(primary),
-                fallback,
-                source: Source::File(path.clone()),
-            })
         }
     }
-}
-
-fn read(path: &Path, name: &str) -> Result<Vec<u8>, LoadError> {
-    std::fs::read(path).map_err(|error| LoadError::Io {
-        name: name.to_owned(),
-        error,
-    })
+    components
 }
 
 /// The generation's digest: config.json's SHA-256, then each role's

@@ -172,41 +172,46 @@ impl Reloader {
                 .map_err(|e| e.to_string())
         });
         match built {
-            Ok(generation) => {
-                // The registry follows only a generation that serves, so a
-                // failed reload never makes it forget the serving one's
-                // backends (and their breaker state).
-                generation.commit_registry(&self.shared.registry);
-                self.shared
-                    .observer
-                    .set_access_log(generation.config.access_log);
-                let live = generation.component_digests();
-                // Cleared first: whoever sees the new generation must not
-                // see the error of the reload it replaced.
-                *self
-                    .shared
-                    .last_reload_error
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner()) = None;
-                self.shared.record_reload(ReloadRecord {
-                    at: SystemTime::now(),
-                    generation: Some(id),
-                    error: None,
-                });
-                self.shared.generation.store(Arc::new(generation));
-                self.shared.runtime.evict_unused(&live);
-                metrics::counter!(names::RELOADS, "result" => "ok").increment(1);
-                metrics::gauge!(names::GENERATION).set(id as f64);
-                tracing::info!(
-                    generation = id,
-                    build_ms = started.elapsed().as_secs_f64() * 1000.0,
-                    "reloaded {}",
-                    path.display()
-                );
-                Ok(Outcome::Swapped(id))
-            }
+            Ok(generation) => Ok(self.swap_in(generation, started)),
             Err(e) => Err(self.fail(e)),
         }
+    }
+
+    /// Makes a built `generation` the serving one, with everything that
+    /// follows it (registry, access log, compile cache, the reload record).
+    fn swap_in(&self, generation: Generation, started: tokio::time::Instant) -> Outcome {
+        let id = generation.id;
+        // The registry follows only a generation that serves, so a failed
+        // reload never makes it forget the serving one's backends (and
+        // their breaker state).
+        generation.commit_registry(&self.shared.registry);
+        self.shared
+            .observer
+            .set_access_log(generation.config.access_log);
+        let live = generation.component_digests();
+        // Cleared first: whoever sees the new generation must not see the
+        // error of the reload it replaced.
+        *self
+            .shared
+            .last_reload_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+        self.shared.record_reload(ReloadRecord {
+            at: SystemTime::now(),
+            generation: Some(id),
+            error: None,
+        });
+        self.shared.generation.store(Arc::new(generation));
+        self.shared.runtime.evict_unused(&live);
+        metrics::counter!(names::RELOADS, "result" => "ok").increment(1);
+        metrics::gauge!(names::GENERATION).set(id as f64);
+        tracing::info!(
+            generation = id,
+            build_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "reloaded {}",
+            self.shared.config_path.display()
+        );
+        Outcome::Swapped(id)
     }
 
     fn fail(&self, message: String) -> String {

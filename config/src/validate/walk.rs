@@ -98,28 +98,27 @@ impl<'a, 'f> Fields<'a, 'f> {
 
     /// Accepts `key`; `read` runs with its value and path when present.
     pub(crate) fn key(
-        mut self,
+        self,
         key: &'static str,
         read: impl FnOnce(&'a Value, &str) -> R<()> + 'f,
     ) -> Self {
-        self.readers.push(Field {
-            key,
-            nullable: false,
-            read: Box::new(read),
-        });
-        self
+        self.field(key, false, Box::new(read))
     }
 
     /// Accepts `key`; `read` runs with its value, `null` included.
     pub(crate) fn nullable(
-        mut self,
+        self,
         key: &'static str,
         read: impl FnOnce(&'a Value, &str) -> R<()> + 'f,
     ) -> Self {
+        self.field(key, true, Box::new(read))
+    }
+
+    fn field(mut self, key: &'static str, nullable: bool, read: Reader<'a, 'f>) -> Self {
         self.readers.push(Field {
             key,
-            nullable: true,
-            read: Box::new(read),
+            nullable,
+            read,
         });
         self
     }

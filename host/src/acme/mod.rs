@@ -14,15 +14,16 @@
 mod ari;
 mod challenge;
 mod client;
+mod error;
 mod lease;
 mod order;
 mod renew;
+mod stats;
 mod sync;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -32,72 +33,12 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 pub use challenge::{AlpnFromStorage, Http01Tokens, Remote};
+pub use error::AcmeError;
+pub use stats::{CertInfo, Stats};
 
-use crate::storage::{self, Storage, StorageError, StoredCert};
+use crate::storage::{self, Storage, StoredCert};
 use crate::telemetry::names;
 use crate::tls::{CertStore, TlsError, files};
-
-/// Why certificates could not be set up or obtained.
-#[derive(Debug, thiserror::Error)]
-pub enum AcmeError {
-    /// A static certificate or key file, or an issued chain, is unusable.
-    #[error(transparent)]
-    Tls(#[from] TlsError),
-    /// The storage (`cert_cache_dir` or `storage`) cannot be used now.
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-    /// Another replica holds the name's lock.
-    #[error("lost the lock of {name} while ordering; the certificate was not stored")]
-    LockLost {
-        /// The domain.
-        name: String,
-    },
-    /// `acme.ca_root` cannot be used.
-    #[error("acme.ca_root {path}: {reason}")]
-    CaRoot {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The HTTP client for the ACME server could not be built.
-    #[error("ACME client: {0}")]
-    Client(String),
-    /// The ACME server refused or could not be reached.
-    #[error("ACME: {0}")]
-    Protocol(#[from] instant_acme::Error),
-    /// The server offers no challenge this configuration can answer.
-    #[error("ACME offers no usable challenge for {name} (allowed: {allowed})")]
-    NoChallenge {
-        /// The domain.
-        name: String,
-        /// `acme.challenges` after removing what has no listener.
-        allowed: String,
-    },
-    /// An authorization or order ended in a state other than valid.
-    #[error("ACME {what} for {name} is {status}{detail}")]
-    Failed {
-        /// `authorization` or `order`.
-        what: &'static str,
-        /// The domain.
-        name: String,
-        /// The final status.
-        status: String,
-        /// The server's explanation, if any.
-        detail: String,
-    },
-}
-
-impl AcmeError {
-    /// Whether the server no longer knows the account.
-    fn account_gone(&self) -> bool {
-        matches!(
-            self,
-            AcmeError::Protocol(instant_acme::Error::Api(problem))
-                if problem.r#type.as_deref() == Some("urn:ietf:params:acme:error:accountDoesNotExist")
-        )
-    }
-}
 
 /// Timing knobs that are not in config.json (tests shorten them).
 #[derive(Debug, Clone, Copy)]
@@ -129,89 +70,6 @@ impl Default for Tuning {
             storage_poll: Duration::from_secs(10),
         }
     }
-}
-
-/// Counters, also exported as `bbproxy_acme_orders_total{result}`, and
-/// the renewal schedule (`bbproxy_cert_renewal_timestamp_seconds`).
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Orders that produced a certificate.
-    pub orders_ok: AtomicU64,
-    /// Orders that failed.
-    pub orders_failed: AtomicU64,
-    renewals: Mutex<HashMap<String, SystemTime>>,
-    /// The last ACME or storage error per name, cleared by a certificate.
-    errors: Mutex<HashMap<String, (SystemTime, String)>>,
-}
-
-impl Stats {
-    fn record(&self, ok: bool) {
-        let (counter, result) = if ok {
-            (&self.orders_ok, "ok")
-        } else {
-            (&self.orders_failed, "error")
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(names::ACME_ORDERS, "result" => result).increment(1);
-    }
-
-    /// Orders that produced a certificate so far.
-    pub fn ok(&self) -> u64 {
-        self.orders_ok.load(Ordering::Relaxed)
-    }
-
-    /// Orders that failed so far.
-    pub fn failed(&self) -> u64 {
-        self.orders_failed.load(Ordering::Relaxed)
-    }
-
-    /// When the certificate of `name` is next due for renewal, once its
-    /// task has decided.
-    pub fn renewal_at(&self, name: &str) -> Option<SystemTime> {
-        let renewals = self.renewals.lock().unwrap_or_else(PoisonError::into_inner);
-        renewals.get(name).copied()
-    }
-
-    /// The last error of `name` and when it happened, until a certificate
-    /// is installed for it.
-    pub fn last_error(&self, name: &str) -> Option<(SystemTime, String)> {
-        let errors = self.errors.lock().unwrap_or_else(PoisonError::into_inner);
-        errors.get(name).cloned()
-    }
-
-    fn error(&self, name: &str, message: String) {
-        let mut errors = self.errors.lock().unwrap_or_else(PoisonError::into_inner);
-        errors.insert(name.to_owned(), (SystemTime::now(), message));
-    }
-
-    fn clear_error(&self, name: &str) {
-        let mut errors = self.errors.lock().unwrap_or_else(PoisonError::into_inner);
-        errors.remove(name);
-    }
-
-    fn schedule(&self, name: &str, at: SystemTime) {
-        let mut renewals = self.renewals.lock().unwrap_or_else(PoisonError::into_inner);
-        renewals.insert(name.to_owned(), at);
-        metrics::gauge!(names::CERT_RENEWAL, "domain" => name.to_owned()).set(unix_seconds(at));
-    }
-}
-
-/// One certificate as `/status` shows it.
-#[derive(Debug, Clone)]
-pub struct CertInfo {
-    /// The name it is served for (`*.example.com` for a wildcard).
-    pub name: String,
-    /// Ordered through ACME (else a file of the config).
-    pub acme: bool,
-    /// The leaf's issuer; `None` while an ACME name has no certificate yet.
-    pub issuer: Option<String>,
-    /// notAfter of the leaf.
-    pub not_after: Option<SystemTime>,
-    /// When an ACME certificate is due for renewal.
-    pub renewal_at: Option<SystemTime>,
-    /// The last failed ACME order or storage error for the name (when and
-    /// why), until a certificate is installed for it.
-    pub last_error: Option<(SystemTime, String)>,
 }
 
 /// The ACME side of the config; a change restarts every ACME task.
@@ -467,37 +325,7 @@ impl CertManager {
             _ => None,
         };
         if restart {
-            for (_, task) in state.tasks.drain() {
-                task.abort();
-            }
-            if let Some(sync) = state.sync.take() {
-                sync.abort();
-            }
-            state.ctx = settings.zip(opened).map(|(settings, storage)| {
-                Arc::new(Ctx {
-                    settings,
-                    tuning: self.tuning,
-                    lease: storage::lock_lease(config),
-                    storage,
-                    store: self.store.clone(),
-                    http01: self.http01.clone(),
-                    stats: self.stats.clone(),
-                    retry_after: Arc::default(),
-                    account: tokio::sync::Mutex::new(None),
-                    changed: broadcast::channel(64).0,
-                    loaded: Mutex::default(),
-                    names: Mutex::default(),
-                })
-            });
-            let shared = state
-                .ctx
-                .as_ref()
-                .filter(|ctx| ctx.storage.shared())
-                .map(|ctx| ctx.storage.clone());
-            self.remote.set(shared);
-            if let Some(ctx) = state.ctx.clone().filter(|ctx| ctx.storage.shared()) {
-                state.sync = Some(tokio::spawn(sync::run(ctx)));
-            }
+            self.restart(&mut state, settings.zip(opened), config);
         }
         if let Some(ctx) = &state.ctx {
             *ctx.names.lock().unwrap_or_else(PoisonError::into_inner) =
@@ -550,6 +378,47 @@ impl CertManager {
             }
         }
         Ok(())
+    }
+
+    /// Stops every ACME task and starts over with `acme` (the settings and
+    /// the storage opened for them; `None`: no ACME side).
+    fn restart(
+        &self,
+        state: &mut State,
+        acme: Option<(Settings, Arc<dyn Storage>)>,
+        config: &Config,
+    ) {
+        for (_, task) in state.tasks.drain() {
+            task.abort();
+        }
+        if let Some(sync) = state.sync.take() {
+            sync.abort();
+        }
+        state.ctx = acme.map(|(settings, storage)| {
+            Arc::new(Ctx {
+                settings,
+                tuning: self.tuning,
+                lease: storage::lock_lease(config),
+                storage,
+                store: self.store.clone(),
+                http01: self.http01.clone(),
+                stats: self.stats.clone(),
+                retry_after: Arc::default(),
+                account: tokio::sync::Mutex::new(None),
+                changed: broadcast::channel(64).0,
+                loaded: Mutex::default(),
+                names: Mutex::default(),
+            })
+        });
+        let shared = state
+            .ctx
+            .as_ref()
+            .filter(|ctx| ctx.storage.shared())
+            .map(|ctx| ctx.storage.clone());
+        self.remote.set(shared);
+        if let Some(ctx) = state.ctx.clone().filter(|ctx| ctx.storage.shared()) {
+            state.sync = Some(tokio::spawn(sync::run(ctx)));
+        }
     }
 }
 

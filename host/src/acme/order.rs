@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use bbproxy_config::Challenge;
 use instant_acme::{
-    Account, AuthorizationStatus, CertificateIdentifier, ChallengeType, Identifier, NewAccount,
-    NewOrder, OrderStatus, RetryPolicy,
+    Account, AuthorizationStatus, CertificateIdentifier, ChallengeType, Identifier,
+    KeyAuthorization, NewAccount, NewOrder, Order, OrderStatus, RetryPolicy,
 };
 use rustls::sign::CertifiedKey;
 
@@ -71,19 +71,14 @@ pub(super) async fn issue(
                     allowed,
                 })?;
         let key_authorization = challenge.key_authorization();
-        if kind == ChallengeType::Http01 {
-            published
-                .http01(&challenge.token, key_authorization.as_str())
-                .await?;
-        } else {
-            published
-                .tls_alpn01(&identifier, key_authorization.digest().as_ref())
-                .await
-                .map_err(|e| match e {
-                    super::challenge::PublishError::Tls(e) => AcmeError::Tls(e),
-                    super::challenge::PublishError::Storage(e) => AcmeError::Storage(e),
-                })?;
-        }
+        publish(
+            &mut published,
+            &kind,
+            &challenge.token,
+            &identifier,
+            &key_authorization,
+        )
+        .await?;
         challenge.set_ready().await?;
     }
     let policy = RetryPolicy::new()
@@ -105,8 +100,17 @@ pub(super) async fn issue(
             detail,
         });
     }
+    download(&mut order, &policy, name).await
+}
+
+/// Finalizes a ready order and downloads its certificate.
+async fn download(
+    order: &mut Order,
+    policy: &RetryPolicy,
+    name: &str,
+) -> Result<(Arc<CertifiedKey>, Validity, StoredCert), AcmeError> {
     let key_pem = order.finalize().await?;
-    let chain = order.poll_certificate(&policy).await?;
+    let chain = order.poll_certificate(policy).await?;
     let key = files::from_pem(name, chain.as_bytes(), key_pem.as_bytes())?;
     let validity = files::validity(&key).map_err(|reason| crate::tls::TlsError::Generated {
         name: name.to_owned(),
@@ -118,6 +122,27 @@ pub(super) async fn issue(
         not_after: unix_secs(validity.not_after),
     };
     Ok((key, validity, stored))
+}
+
+/// Publishes the answer to one challenge, where the CA will look for it.
+async fn publish(
+    published: &mut Published,
+    kind: &ChallengeType,
+    token: &str,
+    identifier: &str,
+    key_authorization: &KeyAuthorization,
+) -> Result<(), AcmeError> {
+    if *kind == ChallengeType::Http01 {
+        published.http01(token, key_authorization.as_str()).await?;
+        return Ok(());
+    }
+    published
+        .tls_alpn01(identifier, key_authorization.digest().as_ref())
+        .await
+        .map_err(|e| match e {
+            super::challenge::PublishError::Tls(e) => AcmeError::Tls(e),
+            super::challenge::PublishError::Storage(e) => AcmeError::Storage(e),
+        })
 }
 
 /// The first challenge in the operator's order that the server offers.

@@ -19,7 +19,7 @@ use tokio::sync::broadcast;
 
 use super::ari::{self, Plan};
 use super::{AcmeError, Ctx, Stats, Tuning, lease, order, sync};
-use crate::storage::{StorageError, StoredCert, Written};
+use crate::storage::{LockToken, StorageError, StoredCert, Written};
 use crate::tls::files;
 
 /// Sleeps are cut into slices this long so a wall-clock jump is noticed.
@@ -37,55 +37,129 @@ enum Done {
 }
 
 pub(super) async fn run(ctx: Arc<Ctx>, name: String) {
-    let mut changed = ctx.changed.subscribe();
-    let mut failures: u32 = 0;
-    // After an order that named the certificate it replaces failed, the
-    // next one does not: the CA may not know that certificate (a new CA
-    // behind the same directory, or it was already replaced).
-    let mut omit_replaces = false;
-    let mut announced: Option<(SystemTime, &'static str)> = None;
-    let mut waiting_logged = false;
-    let mut reported = HashSet::new();
+    let mut renewal = Renewal {
+        changed: ctx.changed.subscribe(),
+        ctx,
+        name,
+        failures: 0,
+        omit_replaces: false,
+        announced: None,
+        waiting_logged: false,
+        reported: HashSet::new(),
+    };
     loop {
-        let current = served(&ctx, &name);
-        if current.is_none() && ctx.storage.shared() {
-            // Another replica may have stored one already.
-            match ctx.storage.certificate(&name).await {
-                Ok(Some(stored)) => {
-                    load(&ctx, &name, &stored, &mut reported);
-                    // Installed by this or by the sync task meanwhile.
-                    if served(&ctx, &name).is_some() {
-                        continue;
-                    }
-                }
-                Ok(None) => {}
-                Err(e @ StorageError::Corrupt { .. }) => {
-                    sync::report_corrupt(&ctx, &name, &e, &mut reported);
-                }
-                Err(e) => {
-                    ctx.stats.error(&name, e.to_string());
-                    wait_for_storage(&ctx).await;
-                    continue;
-                }
-            }
+        renewal.turn().await;
+    }
+}
+
+/// One name's renewal and what it remembers from one turn to the next.
+struct Renewal {
+    ctx: Arc<Ctx>,
+    name: String,
+    /// Names whose stored certificate changed (the sync task's news).
+    changed: broadcast::Receiver<String>,
+    /// Failed orders in a row.
+    failures: u32,
+    /// After an order that named the certificate it replaces failed, the
+    /// next one does not: the CA may not know that certificate (a new CA
+    /// behind the same directory, or it was already replaced).
+    omit_replaces: bool,
+    /// The renewal time last logged, and by what it was set.
+    announced: Option<(SystemTime, &'static str)>,
+    /// "Another replica holds the lock" was logged since the last turn
+    /// that had it.
+    waiting_logged: bool,
+    /// Corrupt stored entries already reported.
+    reported: HashSet<(String, String)>,
+}
+
+impl Renewal {
+    /// Waits until the certificate is due (or news arrives), then orders
+    /// under the name's lock unless the storage has a fresh one.
+    async fn turn(&mut self) {
+        let current = served(&self.ctx, &self.name);
+        if current.is_none() && self.ctx.storage.shared() && !self.nothing_stored().await {
+            return;
         }
         let plan = match &current {
-            Some((key, validity)) => ari::plan(&ctx, &name, key, validity).await,
+            Some((key, validity)) => ari::plan(&self.ctx, &self.name, key, validity).await,
             None => Plan::now(),
         };
-        announce(&ctx.stats, &name, &plan, &mut announced);
+        announce(&self.ctx.stats, &self.name, &plan, &mut self.announced);
         let wake = plan.wake();
-        match sleep_until(wake, &mut changed, &name).await {
-            Woke::Changed => continue,
-            Woke::Early => continue,
-            Woke::At if wake < plan.at => continue,
+        match sleep_until(wake, &mut self.changed, &self.name).await {
+            Woke::Changed | Woke::Early => return,
+            Woke::At if wake < plan.at => return,
             Woke::At => {}
         }
-        let lock = match ctx.storage.try_lock(&name, ctx.lease).await {
-            Ok(Some(lock)) => lock,
+        let Some(lock) = self.lock().await else {
+            return;
+        };
+        self.waiting_logged = false;
+        let renewing = current.is_some();
+        tracing::info!(
+            domain = %self.name,
+            renewing,
+            "took this name's lock; checking the storage, then ordering if still needed"
+        );
+        let replaces = plan.replaces.as_ref().filter(|_| !self.omit_replaces);
+        let (ctx, name, reported) = (&self.ctx, &self.name, &mut self.reported);
+        let turn = lease::hold(ctx, name, &lock, async {
+            // Re-check under the lock: a replica that held it before us may
+            // have stored a certificate that needs no renewal yet.
+            match ctx.storage.certificate(name).await {
+                Ok(Some(stored)) if fresh(ctx, &stored, current.as_ref().map(|(_, v)| v)) => {
+                    // Whether this call or the sync task installs it.
+                    load(ctx, name, &stored, reported);
+                    return Ok(Done::Loaded);
+                }
+                Ok(_) => {}
+                Err(StorageError::Corrupt { .. }) => {}
+                Err(e) => return Err(AcmeError::Storage(e)),
+            }
+            let (_, _, stored) = order::issue(ctx, name, replaces).await?;
+            store(ctx, name, &stored, &lock).await?;
+            Ok(Done::Ordered { renewing })
+        })
+        .await;
+        let _ = ctx.storage.unlock(name, &lock).await;
+        let replaced = replaces.is_some();
+        self.after(turn, renewing, replaced).await;
+    }
+
+    /// With no certificate served: loads one another replica may have
+    /// stored already. False when the turn starts over (one is served now,
+    /// or the storage failed and was waited for).
+    async fn nothing_stored(&mut self) -> bool {
+        let (ctx, name) = (&self.ctx, &self.name);
+        match ctx.storage.certificate(name).await {
+            Ok(Some(stored)) => {
+                load(ctx, name, &stored, &mut self.reported);
+                // Installed by this or by the sync task meanwhile.
+                served(ctx, name).is_none()
+            }
+            Ok(None) => true,
+            Err(e @ StorageError::Corrupt { .. }) => {
+                sync::report_corrupt(ctx, name, &e, &mut self.reported);
+                true
+            }
+            Err(e) => {
+                ctx.stats.error(name, e.to_string());
+                wait_for_storage(ctx).await;
+                false
+            }
+        }
+    }
+
+    /// The name's lock; `None` after a wait when another replica holds it
+    /// or the storage failed.
+    async fn lock(&mut self) -> Option<LockToken> {
+        let (ctx, name) = (&self.ctx, &self.name);
+        match ctx.storage.try_lock(name, ctx.lease).await {
+            Ok(Some(lock)) => Some(lock),
             Ok(None) => {
-                if !waiting_logged {
-                    waiting_logged = true;
+                if !self.waiting_logged {
+                    self.waiting_logged = true;
                     tracing::info!(
                         domain = %name,
                         "another replica holds this name's lock; waiting for the certificate it stores"
@@ -93,51 +167,30 @@ pub(super) async fn run(ctx: Arc<Ctx>, name: String) {
                 }
                 let poll =
                     (ctx.lease / 6).clamp(Duration::from_millis(200), Duration::from_secs(5));
-                let _ = wait_changed(&mut changed, &name, poll).await;
-                continue;
+                let _ = wait_changed(&mut self.changed, name, poll).await;
+                None
             }
             Err(e) => {
-                ctx.stats.error(&name, e.to_string());
-                wait_for_storage(&ctx).await;
-                continue;
+                ctx.stats.error(name, e.to_string());
+                wait_for_storage(ctx).await;
+                None
             }
-        };
-        waiting_logged = false;
-        let renewing = current.is_some();
-        tracing::info!(
-            domain = %name,
-            renewing,
-            "took this name's lock; checking the storage, then ordering if still needed"
-        );
-        let replaces = plan.replaces.as_ref().filter(|_| !omit_replaces);
-        let turn = lease::hold(&ctx, &name, &lock, async {
-            // Re-check under the lock: a replica that held it before us may
-            // have stored a certificate that needs no renewal yet.
-            match ctx.storage.certificate(&name).await {
-                Ok(Some(stored)) if fresh(&ctx, &stored, current.as_ref().map(|(_, v)| v)) => {
-                    // Whether this call or the sync task installs it.
-                    load(&ctx, &name, &stored, &mut reported);
-                    return Ok(Done::Loaded);
-                }
-                Ok(_) => {}
-                Err(StorageError::Corrupt { .. }) => {}
-                Err(e) => return Err(AcmeError::Storage(e)),
-            }
-            let (_, _, stored) = order::issue(&ctx, &name, replaces).await?;
-            store(&ctx, &name, &stored, &lock).await?;
-            Ok(Done::Ordered { renewing })
-        })
-        .await;
-        let _ = ctx.storage.unlock(&name, &lock).await;
+        }
+    }
+
+    /// What follows a turn under the lock: counts, logs, and the wait
+    /// before the next (a backoff after a failed order).
+    async fn after(&mut self, turn: Result<Done, AcmeError>, renewing: bool, replaced: bool) {
+        let (ctx, name) = (&self.ctx, &self.name);
         match turn {
             Ok(Done::Loaded) => {
-                failures = 0;
+                self.failures = 0;
             }
             Ok(Done::Ordered { renewing }) => {
                 ctx.stats.record(true);
-                failures = 0;
-                omit_replaces = false;
-                if let Some((_, validity)) = served(&ctx, &name) {
+                self.failures = 0;
+                self.omit_replaces = false;
+                if let Some((_, validity)) = served(ctx, name) {
                     tracing::info!(
                         domain = %name,
                         expires = %httpdate::fmt_http_date(validity.not_after),
@@ -155,18 +208,18 @@ pub(super) async fn run(ctx: Arc<Ctx>, name: String) {
                 // Not the CA's fault: no order was counted as failed, and
                 // the wait ends when the storage is back.
                 tracing::debug!(domain = %name, "ACME work waits for the storage: {e}");
-                ctx.stats.error(&name, e.to_string());
-                wait_for_storage(&ctx).await;
+                ctx.stats.error(name, e.to_string());
+                wait_for_storage(ctx).await;
             }
             Err(e) => {
                 ctx.stats.record(false);
-                ctx.stats.error(&name, e.to_string());
-                failures = failures.saturating_add(1);
-                omit_replaces |= replaces.is_some();
-                let wait = retry_wait(failures, &ctx.tuning, ctx.retry_after.peek());
+                ctx.stats.error(name, e.to_string());
+                self.failures = self.failures.saturating_add(1);
+                self.omit_replaces |= replaced;
+                let wait = retry_wait(self.failures, &ctx.tuning, ctx.retry_after.peek());
                 tracing::warn!(
                     domain = %name,
-                    attempt = failures,
+                    attempt = self.failures,
                     retry_in = ?wait,
                     serving_old_certificate = renewing,
                     "ACME order failed: {e}"
@@ -177,7 +230,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, name: String) {
                     ctx.account.lock().await.take();
                     let _ = ctx.storage.forget_account(&ctx.settings.directory).await;
                 }
-                let _ = wait_changed(&mut changed, &name, wait).await;
+                let _ = wait_changed(&mut self.changed, name, wait).await;
             }
         }
     }

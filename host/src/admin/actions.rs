@@ -14,6 +14,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
+use crate::generation::{BackendSlot, Generation, UpstreamSlot};
 use crate::proxy::ProxyBody;
 use crate::state::Shared;
 use crate::telemetry::names::ADMIN_UNAUTHORIZED;
@@ -29,32 +30,10 @@ pub(super) async fn drain(
     req: Request<Incoming>,
     drain: bool,
 ) -> Response<ProxyBody> {
-    if req.method() != Method::POST {
-        let mut resp = error(StatusCode::METHOD_NOT_ALLOWED, "use POST");
-        resp.headers_mut()
-            .insert(header::ALLOW, http::HeaderValue::from_static("POST"));
-        return resp;
-    }
     // The token of the serving generation: a reload can set or rotate it.
     let generation = shared.generation.load_full();
-    let Some(token) = &generation.config.admin_token else {
-        return error(StatusCode::FORBIDDEN, HOW_TO_ENABLE);
-    };
-    if !bearer(req.headers()).is_some_and(|given| token.matches(given)) {
-        metrics::counter!(ADMIN_UNAUTHORIZED).increment(1);
-        tracing::warn!(
-            path = req.uri().path(),
-            "admin action refused: missing or wrong bearer token"
-        );
-        let mut resp = error(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong token: send Authorization: Bearer <admin.token>",
-        );
-        resp.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            http::HeaderValue::from_static("Bearer realm=\"bbproxy admin\""),
-        );
-        return resp;
+    if let Some(refused) = refuse(&req, &generation) {
+        return refused;
     }
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
@@ -69,34 +48,9 @@ pub(super) async fn drain(
         Ok(t) => t,
         Err(why) => return error(StatusCode::BAD_REQUEST, &why),
     };
-    let Some(up) = generation
-        .upstreams
-        .iter()
-        .find(|u| u.name.eq_ignore_ascii_case(&domain))
-    else {
-        return error(
-            StatusCode::NOT_FOUND,
-            &format!("no domain {domain:?} in the serving configuration"),
-        );
-    };
-    let Some(b) = up
-        .backends
-        .iter()
-        .find(|b| b.state.authority == backend || b.state.base == backend)
-    else {
-        let known: Vec<&str> = up
-            .backends
-            .iter()
-            .map(|b| b.state.authority.as_str())
-            .collect();
-        return error(
-            StatusCode::NOT_FOUND,
-            &format!(
-                "domain {} has no backend {backend:?} (it has: {})",
-                up.name,
-                known.join(", ")
-            ),
-        );
+    let (up, b) = match find(&generation, &domain, &backend) {
+        Ok(found) => found,
+        Err(not_found) => return not_found,
     };
     let changed = b.state.set_drained(drain);
     if changed {
@@ -118,6 +72,80 @@ pub(super) async fn drain(
             "in_flight": b.state.in_flight(),
         }),
     )
+}
+
+/// The answer to a request that may not act: not a POST, actions
+/// disabled (no `admin.token`), or a missing or wrong token.
+fn refuse(req: &Request<Incoming>, generation: &Generation) -> Option<Response<ProxyBody>> {
+    if req.method() != Method::POST {
+        let mut resp = error(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+        resp.headers_mut()
+            .insert(header::ALLOW, http::HeaderValue::from_static("POST"));
+        return Some(resp);
+    }
+    let Some(token) = &generation.config.admin_token else {
+        return Some(error(StatusCode::FORBIDDEN, HOW_TO_ENABLE));
+    };
+    if bearer(req.headers()).is_some_and(|given| token.matches(given)) {
+        return None;
+    }
+    metrics::counter!(ADMIN_UNAUTHORIZED).increment(1);
+    tracing::warn!(
+        path = req.uri().path(),
+        "admin action refused: missing or wrong bearer token"
+    );
+    let mut resp = error(
+        StatusCode::UNAUTHORIZED,
+        "missing or wrong token: send Authorization: Bearer <admin.token>",
+    );
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        http::HeaderValue::from_static("Bearer realm=\"bbproxy admin\""),
+    );
+    Some(resp)
+}
+
+/// The domain and backend a body names in `generation` (the backend by
+/// `host:port` or by its URL base), or the 404 that says what exists.
+#[allow(
+    clippy::result_large_err,
+    reason = "the error is the response to send, built once per admin request"
+)]
+fn find<'g>(
+    generation: &'g Generation,
+    domain: &str,
+    backend: &str,
+) -> Result<(&'g UpstreamSlot, &'g BackendSlot), Response<ProxyBody>> {
+    let Some(up) = generation
+        .upstreams
+        .iter()
+        .find(|u| u.name.eq_ignore_ascii_case(domain))
+    else {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            &format!("no domain {domain:?} in the serving configuration"),
+        ));
+    };
+    let Some(b) = up
+        .backends
+        .iter()
+        .find(|b| b.state.authority == backend || b.state.base == backend)
+    else {
+        let known: Vec<&str> = up
+            .backends
+            .iter()
+            .map(|b| b.state.authority.as_str())
+            .collect();
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "domain {} has no backend {backend:?} (it has: {})",
+                up.name,
+                known.join(", ")
+            ),
+        ));
+    };
+    Ok((up, b))
 }
 
 /// The token of an `Authorization: Bearer <token>` header.

@@ -150,43 +150,34 @@ fn storage(shared: &Shared) -> Value {
     })
 }
 
-/// The `/status` document.
-pub fn status(shared: &Shared) -> Value {
-    let g: Arc<Generation> = shared.generation.load_full();
-    let clock = Clock::now();
-    let domains: Vec<Value> = g
-        .upstreams
+/// One domain of `/status`: its backends and its own plugins (none when
+/// it uses `plugins.<role>`).
+fn domain(shared: &Shared, g: &Generation, u: &UpstreamSlot, clock: &Clock) -> Value {
+    let backends: Vec<Value> = u
+        .backends
         .iter()
-        .map(|u| {
-            let backends: Vec<Value> = u
-                .backends
-                .iter()
-                .enumerate()
-                .map(|(i, b)| backend(shared, u, i, b, &clock))
-                .collect();
-            // The domain's own plugins (none when it uses `plugins.<role>`).
-            let own = &u.plugins;
-            let plugins: Vec<Value> = own
-                .router
-                .iter()
-                .map(|s| plugin(s, g.loaded_at, &clock))
-                .chain(own.balancer.iter().map(|s| plugin(s, g.loaded_at, &clock)))
-                .chain(own.breaker.iter().map(|s| plugin(s, g.loaded_at, &clock)))
-                .collect();
-            json!({
-                "name": u.name,
-                "health_check": u.settings.health_check.is_some(),
-                "backends": backends,
-                "plugins": plugins,
-            })
-        })
+        .enumerate()
+        .map(|(i, b)| backend(shared, u, i, b, clock))
         .collect();
-    let last_error = shared
-        .last_reload_error
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    let reloads: Vec<Value> = shared
+    let own = &u.plugins;
+    let plugins: Vec<Value> = own
+        .router
+        .iter()
+        .map(|s| plugin(s, g.loaded_at, clock))
+        .chain(own.balancer.iter().map(|s| plugin(s, g.loaded_at, clock)))
+        .chain(own.breaker.iter().map(|s| plugin(s, g.loaded_at, clock)))
+        .collect();
+    json!({
+        "name": u.name,
+        "health_check": u.settings.health_check.is_some(),
+        "backends": backends,
+        "plugins": plugins,
+    })
+}
+
+/// The last reload attempts, newest first.
+fn reloads(shared: &Shared) -> Value {
+    shared
         .reloads()
         .into_iter()
         .map(|r| {
@@ -197,7 +188,23 @@ pub fn status(shared: &Shared) -> Value {
                 "error": r.error,
             })
         })
+        .collect()
+}
+
+/// The `/status` document.
+pub fn status(shared: &Shared) -> Value {
+    let g: Arc<Generation> = shared.generation.load_full();
+    let clock = Clock::now();
+    let domains: Vec<Value> = g
+        .upstreams
+        .iter()
+        .map(|u| domain(shared, &g, u, &clock))
         .collect();
+    let last_error = shared
+        .last_reload_error
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     let open = g
         .upstreams
         .iter()
@@ -229,7 +236,7 @@ pub fn status(shared: &Shared) -> Value {
         "storage": storage(shared),
         "certificates": certificates(shared),
         "reload_attempts": shared.reload_attempts.load(Ordering::Relaxed),
-        "reloads": reloads,
+        "reloads": reloads(shared),
         "workers": shared
             .workers
             .snapshot()

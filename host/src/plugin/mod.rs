@@ -16,6 +16,7 @@ mod budget;
 pub mod bundle;
 pub mod describe;
 mod engine;
+mod error;
 mod fault;
 pub mod limiter;
 pub mod logbudget;
@@ -40,6 +41,7 @@ pub use bindings::types::{
     Backend, BreakerState, DirectResponse, Outcome, OutcomeKind, Route, Upstream, Verdict,
 };
 pub use engine::{Pooling, Runtime, RuntimeOptions};
+pub use error::LoadError;
 pub use fault::Fault;
 pub use shared::SharedState;
 pub use state::{PluginIdentity, RequestView};
@@ -74,71 +76,6 @@ const MAX_IDLE_INSTANCES: usize = 64;
 const INIT_TIMEOUT_FACTOR: u32 = 10;
 /// The least time `init` gets.
 const MIN_INIT_TIMEOUT: Duration = Duration::from_millis(100);
-
-/// Errors loading a plugin: each names the plugin and says what is wrong.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    /// The component could not be read.
-    // The OS error is in the text and not a `source`, or `{:#}` would print
-    // it twice.
-    #[error("{name}: cannot read plugin file: {}", io_reason(.error))]
-    Io {
-        /// Plugin name (file path).
-        name: String,
-        /// The OS error.
-        error: std::io::Error,
-    },
-    /// The file is not WebAssembly at all (empty, or another kind of file).
-    #[error("{name}: {what}")]
-    NotWebAssembly {
-        /// Plugin name.
-        name: String,
-        /// What it is not.
-        what: String,
-    },
-    /// The bytes are not a valid WebAssembly component.
-    #[error("{name}: not a valid WebAssembly component: {reason}")]
-    Compile {
-        /// Plugin name.
-        name: String,
-        /// Why wasmtime refused it.
-        reason: String,
-    },
-    /// The component does not implement the role's world.
-    #[error("{name}: does not implement the bbproxy:plugin/{role} world: {reason}")]
-    WrongWorld {
-        /// Plugin name.
-        name: String,
-        /// The role it was configured for.
-        role: &'static str,
-        /// What is missing or mismatched.
-        reason: String,
-    },
-    /// Instantiation or `init` trapped, timed out or returned an error.
-    #[error("{name} ({role}): init failed: {reason}")]
-    Init {
-        /// Plugin name.
-        name: String,
-        /// The role.
-        role: &'static str,
-        /// The trap or the plugin's own error text.
-        reason: String,
-    },
-    /// The engine could not be created.
-    #[error("cannot start the WebAssembly engine: {0}")]
-    Engine(String),
-}
-
-/// An OS error as a reader wants it: "no such file" rather than "No such
-/// file or directory (os error 2)".
-fn io_reason(error: &std::io::Error) -> String {
-    match error.kind() {
-        std::io::ErrorKind::NotFound => "no such file".to_owned(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
-        std::io::ErrorKind::IsADirectory => "it is a directory".to_owned(),
-        _ => error.to_string(),
-    }
-}
 
 /// Per-call bounds of one plugin.
 #[derive(Debug, Clone, Copy)]

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use bbproxy_config::UpstreamLimits;
 use http::{HeaderMap, Response};
 use tokio::time::Instant;
 
@@ -14,9 +15,11 @@ use super::decide;
 use super::error::{ErrorKind, ProxyError};
 use super::select::Picked;
 use crate::clock;
+use crate::generation::BackendSlot;
 use crate::plugin::{Outcome, OutcomeKind};
 use crate::telemetry::otel::ClientSpan;
 use crate::upstream::exchange::{self, UpstreamError};
+use crate::upstream::limiter::Permit;
 use crate::upstream::request_body::{BodySlot, RequestBody};
 
 /// One attempt on `picked`: sends the upstream head in `ctx.head` (with
@@ -36,25 +39,7 @@ pub(super) async fn attempt(
     let Some(head) = &ctx.head else {
         return Err(ErrorKind::Internal("an attempt without an upstream head").into());
     };
-    let limits = &up.settings.limits;
-    let permit = backend
-        .state
-        .limiter
-        .acquire(
-            limits.max_connections_per_backend,
-            limits.backend_queue,
-            limits.backend_queue_timeout,
-        )
-        .await
-        .map_err(|refused| {
-            if picked.probe {
-                backend.state.breaker.release_probe();
-            }
-            ProxyError::from(ErrorKind::Overloaded {
-                backend: backend.state.authority.clone(),
-                refused,
-            })
-        })?;
+    let permit = admit(backend, &up.settings.limits, picked.probe).await?;
     let guard = backend.state.start();
     let result = exchange::send(
         &up.client,
@@ -67,25 +52,7 @@ pub(super) async fn attempt(
     )
     .await;
 
-    let outcome = match &result {
-        Ok((resp, latency)) => Some(Outcome {
-            kind: OutcomeKind::Response,
-            status: resp.status().as_u16(),
-            latency_us: micros(*latency),
-        }),
-        Err(e) => outcome_kind(e).map(|kind| {
-            match kind {
-                OutcomeKind::ConnectError => backend.metrics.connect_errors.increment(1),
-                OutcomeKind::Timeout => backend.metrics.timeouts.increment(1),
-                OutcomeKind::Response | OutcomeKind::Reset => {}
-            }
-            Outcome {
-                kind,
-                status: 0,
-                latency_us: micros(e.latency()),
-            }
-        }),
-    };
+    let outcome = outcome_of(&result, backend);
     let mut breaker_fault = None;
     if let Some(outcome) = outcome {
         if outcome.kind == OutcomeKind::Response {
@@ -127,6 +94,61 @@ pub(super) async fn attempt(
         parts,
         ProxyBody::upstream(body, (guard, permit), up.settings.timeouts.idle),
     ))
+}
+
+/// A connection slot of `backend` under its limits (waiting in its queue
+/// when full); refused, a probe's admission is given back.
+async fn admit(
+    backend: &BackendSlot,
+    limits: &UpstreamLimits,
+    probe: bool,
+) -> Result<Permit, ProxyError> {
+    backend
+        .state
+        .limiter
+        .acquire(
+            limits.max_connections_per_backend,
+            limits.backend_queue,
+            limits.backend_queue_timeout,
+        )
+        .await
+        .map_err(|refused| {
+            if probe {
+                backend.state.breaker.release_probe();
+            }
+            ProxyError::from(ErrorKind::Overloaded {
+                backend: backend.state.authority.clone(),
+                refused,
+            })
+        })
+}
+
+/// What the breaker is told about an exchange's `result` (failures counted
+/// in the backend's metrics), `None` when it says nothing about the
+/// backend.
+fn outcome_of<B>(
+    result: &Result<(Response<B>, Duration), UpstreamError>,
+    backend: &BackendSlot,
+) -> Option<Outcome> {
+    match result {
+        Ok((resp, latency)) => Some(Outcome {
+            kind: OutcomeKind::Response,
+            status: resp.status().as_u16(),
+            latency_us: micros(*latency),
+        }),
+        Err(e) => outcome_kind(e).map(|kind| {
+            match kind {
+                OutcomeKind::ConnectError => backend.metrics.connect_errors.increment(1),
+                OutcomeKind::Timeout => backend.metrics.timeouts.increment(1),
+                OutcomeKind::Response | OutcomeKind::Reset => {}
+            }
+            Outcome {
+                kind,
+                status: 0,
+                latency_us: micros(e.latency()),
+            }
+        }),
+    }
 }
 
 /// The outcome the breaker plugin sees, or `None` when the failure says

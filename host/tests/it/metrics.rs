@@ -599,21 +599,14 @@ fn metric_names_are_spelled_only_in_names_rs() {
 /// and its text.
 fn host_sources() -> Vec<(String, String)> {
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    let mut dirs = vec![src.clone()];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                let name = path.strip_prefix(&src).unwrap().to_string_lossy();
-                let name = name.replace(std::path::MAIN_SEPARATOR, "/");
-                files.push((name, std::fs::read_to_string(&path).unwrap()));
-            }
-        }
-    }
-    files
+    crate::sizes::rust_files(&src)
+        .into_iter()
+        .map(|path| {
+            let name = path.strip_prefix(&src).unwrap().to_string_lossy();
+            let name = name.replace(std::path::MAIN_SEPARATOR, "/");
+            (name, std::fs::read_to_string(&path).unwrap())
+        })
+        .collect()
 }
 
 /// The `bbproxy_[a-z_]+` names quoted in `text`, without the prefix

@@ -1,0 +1,364 @@
+//! The sample calls of `bbproxy plugin check`: the component loaded as
+//! one role, called with sample requests, backends and outcomes, and what
+//! it answered, how long it took and what it cost.
+
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{CheckError, CheckOptions};
+use crate::plugin::{
+    Backend, BalancerWorld, BreakerState, BreakerWorld, Fault, Outcome, OutcomeKind, Plugin,
+    RequestView, Route, RouterWorld, Runtime, Tenant, Upstream, Verdict, World,
+};
+
+/// Loads the component as one role and makes sample calls.
+pub(super) struct Probe<'a> {
+    pub(super) runtime: &'a Runtime,
+    pub(super) name: &'a str,
+    pub(super) bytes: &'a [u8],
+    pub(super) options: &'a CheckOptions,
+    pub(super) upstreams: Arc<[Upstream]>,
+}
+
+impl Probe<'_> {
+    fn load<W: World>(&self, out: &mut String) -> Result<Plugin<W>, CheckError> {
+        let start = Instant::now();
+        let plugin = Plugin::<W>::load(
+            self.runtime,
+            self.name,
+            self.bytes,
+            self.options.config.clone(),
+            self.options.limits,
+            self.upstreams.clone(),
+        )?;
+        let _ = writeln!(
+            out,
+            "{}:\n  init({}): ok (instantiate and init took {})",
+            W::ROLE,
+            self.options.config,
+            micros(start.elapsed())
+        );
+        Ok(plugin)
+    }
+
+    fn fault(&self, role: &'static str, call: String, fault: Fault) -> CheckError {
+        CheckError::Call {
+            name: self.name.to_owned(),
+            role,
+            call,
+            reason: fault.to_string(),
+        }
+    }
+
+    pub(super) fn router(&self, out: &mut String) -> Result<(), CheckError> {
+        let plugin = self.load::<RouterWorld>(out)?;
+        let first = self
+            .options
+            .upstreams
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "example.com".to_owned());
+        let given = self.options.request.as_ref().map(|r| {
+            let host = r.host.clone().unwrap_or_else(|| first.clone());
+            let path = r.path.clone().unwrap_or_else(|| "/".to_owned());
+            ("GET".to_owned(), host, path, r.headers.clone())
+        });
+        let header = |k: &str, v: &str| vec![(k.to_owned(), v.to_owned())];
+        let samples = match given {
+            // The request asked for, alone.
+            Some(g) => vec![g],
+            None => vec![
+                ("GET".to_owned(), first.clone(), "/".to_owned(), vec![]),
+                (
+                    "GET".to_owned(),
+                    first.clone(),
+                    "/api/items?page=2".to_owned(),
+                    header("x-canary", "1"),
+                ),
+                (
+                    "GET".to_owned(),
+                    first.clone(),
+                    "/".to_owned(),
+                    header("cookie", "canary=1"),
+                ),
+                (
+                    "POST".to_owned(),
+                    "unknown.example".to_owned(),
+                    "/upload".to_owned(),
+                    vec![],
+                ),
+            ],
+        };
+        for (method, host, target, headers) in &samples {
+            let call = describe_request(method, host, target, headers);
+            let mut request = Some(sample_request(method, host, target, headers));
+            let route = plugin
+                .route(Tenant::Upstream(0), &mut request)
+                .map_err(|f| self.fault(RouterWorld::ROLE, call.clone(), f))?;
+            let answer = match route {
+                Route::Upstream(u) => format!("upstream {u:?}"),
+                Route::Respond(r) => format!("respond {} {:?}", r.status, r.body),
+            };
+            let _ = writeln!(out, "  route {call:<48} -> {answer}");
+        }
+        let (method, host, target, headers) = &samples[0];
+        let cost = self.measure(|| {
+            let mut request = Some(sample_request(method, host, target, headers));
+            plugin.route(Tenant::Upstream(0), &mut request).map(drop)
+        });
+        self.report_cost(out, "route", cost);
+        Ok(())
+    }
+
+    pub(super) fn balancer(&self, out: &mut String) -> Result<(), CheckError> {
+        let plugin = self.load::<BalancerWorld>(out)?;
+        let candidates = sample_backends();
+        let _ = writeln!(out, "  candidates of upstream 0:");
+        for b in &candidates {
+            let _ = writeln!(
+                out,
+                "    #{} weight {} in-flight {} latency-ewma {} µs requests {}",
+                b.id, b.weight, b.in_flight, b.latency_ewma_us, b.requests
+            );
+        }
+        let given = self.options.request.clone().unwrap_or_default();
+        let host = given.host.unwrap_or_else(|| {
+            self.options
+                .upstreams
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "example.com".to_owned())
+        });
+        let path = given.path.unwrap_or_else(|| "/".to_owned());
+        let headers = given.headers;
+        let req = || Some(sample_request("GET", &host, &path, &headers));
+        let _ = writeln!(
+            out,
+            "  request: {}",
+            describe_request("GET", &host, &path, &headers)
+        );
+        let mut picks = Vec::new();
+        for _ in 0..8 {
+            let mut request = req();
+            let i = plugin
+                .pick(&mut request, 0, &candidates)
+                .map_err(|f| self.fault(BalancerWorld::ROLE, "pick".into(), f))?;
+            picks.push(format!("#{}", candidates[i].id));
+        }
+        let _ = writeln!(out, "  8 picks: {}", picks.join(" "));
+        let mut request = req();
+        let only = plugin
+            .pick(&mut request, 0, &candidates[1..2])
+            .map_err(|f| self.fault(BalancerWorld::ROLE, "pick of one".into(), f))?;
+        let _ = writeln!(out, "  pick among #1 only: index {only}");
+        let cost = self.measure(|| {
+            let mut request = req();
+            plugin.pick(&mut request, 0, &candidates).map(drop)
+        });
+        self.report_cost(out, "pick (3 candidates)", cost);
+        Ok(())
+    }
+
+    pub(super) fn breaker(&self, out: &mut String) -> Result<(), CheckError> {
+        let plugin = self.load::<BreakerWorld>(out)?;
+        let mut backend = sample_backends()[1];
+        let mut outcomes = vec![
+            response(200, 1_000),
+            response(200, 1_500),
+            response(503, 900),
+        ];
+        outcomes.extend((0..6).map(|_| Outcome {
+            kind: OutcomeKind::ConnectError,
+            status: 0,
+            latency_us: 300,
+        }));
+        let _ = writeln!(
+            out,
+            "  outcomes of one backend, stats updated after each as the proxy does:"
+        );
+        for outcome in outcomes {
+            let label = match outcome.kind {
+                OutcomeKind::Response => format!("response {}", outcome.status),
+                OutcomeKind::ConnectError => "connect-error".to_owned(),
+                OutcomeKind::Timeout => "timeout".to_owned(),
+                OutcomeKind::Reset => "reset".to_owned(),
+            };
+            let verdict = plugin
+                .on_outcome(0, backend, outcome)
+                .map_err(|f| self.fault(BreakerWorld::ROLE, label.clone(), f))?;
+            let _ = writeln!(
+                out,
+                "    {label:<14} -> failure {:<5} state {}{}",
+                verdict.failure,
+                state_name(verdict.state),
+                match verdict.state {
+                    BreakerState::Open => format!(
+                        " for {} ms, then {} probe(s)",
+                        verdict.open_for_ms, verdict.probes
+                    ),
+                    BreakerState::HalfOpen => format!(", {} probe(s)", verdict.probes),
+                    BreakerState::Closed => String::new(),
+                }
+            );
+            apply(&mut backend, &outcome, &verdict);
+        }
+        let healthy = sample_backends()[1];
+        let cost = self.measure(|| {
+            plugin
+                .on_outcome(0, healthy, response(200, 1_000))
+                .map(drop)
+        });
+        self.report_cost(out, "on-outcome", cost);
+        Ok(())
+    }
+
+    /// Mean wall time of one call over `calls` calls, after one warm-up.
+    fn measure(
+        &self,
+        mut call: impl FnMut() -> Result<(), Fault>,
+    ) -> Option<Result<Duration, Fault>> {
+        let calls = self.options.calls;
+        if calls == 0 {
+            return None;
+        }
+        if let Err(f) = call() {
+            return Some(Err(f));
+        }
+        let start = Instant::now();
+        for _ in 0..calls {
+            if let Err(f) = call() {
+                return Some(Err(f));
+            }
+        }
+        Some(Ok(start.elapsed() / calls))
+    }
+
+    fn report_cost(&self, out: &mut String, what: &str, cost: Option<Result<Duration, Fault>>) {
+        match cost {
+            None => {}
+            Some(Ok(per_call)) => {
+                let _ = writeln!(
+                    out,
+                    "  cost: {} per {what} call, mean of {} calls{}",
+                    micros(per_call),
+                    self.options.calls,
+                    if cfg!(debug_assertions) {
+                        " (debug build of bbproxy: a release build is faster)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            Some(Err(fault)) => {
+                let _ = writeln!(out, "  cost: not measured, a call faulted: {fault}");
+            }
+        }
+    }
+}
+
+fn state_name(state: BreakerState) -> &'static str {
+    match state {
+        BreakerState::Closed => "closed",
+        BreakerState::Open => "open",
+        BreakerState::HalfOpen => "half-open",
+    }
+}
+
+fn micros(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us >= 1000.0 {
+        format!("{:.1} ms", us / 1000.0)
+    } else {
+        format!("{us:.1} µs")
+    }
+}
+
+fn response(status: u16, latency_us: u64) -> Outcome {
+    Outcome {
+        kind: OutcomeKind::Response,
+        status,
+        latency_us,
+    }
+}
+
+/// Three backends that any sensible policy tells apart: a heavy, loaded and
+/// slow one; an idle fast one; an unmeasured one.
+fn sample_backends() -> [Backend; 3] {
+    let backend = |id, weight, in_flight, latency_ewma_us, requests| Backend {
+        weight,
+        in_flight,
+        latency_ewma_us,
+        requests,
+        ..Backend::fresh(id)
+    };
+    [
+        backend(0, 3, 4, 20_000, 100),
+        backend(1, 1, 0, 2_000, 100),
+        backend(2, 1, 1, 0, 0),
+    ]
+}
+
+/// The stats update the proxy makes after a verdict (the shared rule of
+/// `bbproxy-plugin-contract`).
+pub(crate) fn apply(backend: &mut Backend, outcome: &Outcome, verdict: &Verdict) {
+    let mut stats = bbproxy_plugin_contract::Stats {
+        requests: backend.requests,
+        consecutive_failures: backend.consecutive_failures,
+        consecutive_successes: backend.consecutive_successes,
+        latency_ewma_us: backend.latency_ewma_us,
+        breaker: backend.breaker.into(),
+    };
+    let latency = (outcome.kind == OutcomeKind::Response).then_some(outcome.latency_us);
+    bbproxy_plugin_contract::record(&mut stats, latency, verdict.failure, verdict.state.into());
+    backend.requests = stats.requests;
+    backend.consecutive_failures = stats.consecutive_failures;
+    backend.consecutive_successes = stats.consecutive_successes;
+    backend.latency_ewma_us = stats.latency_ewma_us;
+    backend.breaker = verdict.state;
+}
+
+/// `GET host/path (name: value, ...)`, as the report names a request.
+fn describe_request(
+    method: &str,
+    host: &str,
+    target: &str,
+    headers: &[(String, String)],
+) -> String {
+    let mut call = format!("{method} {host}{target}");
+    if !headers.is_empty() {
+        let list: Vec<String> = headers.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        let _ = write!(call, " ({})", list.join(", "));
+    }
+    call
+}
+
+fn sample_request(
+    method: &str,
+    host: &str,
+    target: &str,
+    headers: &[(String, String)],
+) -> RequestView {
+    let mut builder = http::Request::builder()
+        .method(method)
+        .uri(target)
+        .header(http::header::HOST, host);
+    for (name, value) in headers {
+        builder = builder.header(name, value);
+    }
+    // The samples are constants, and given headers and paths were checked
+    // when the command line was parsed; an empty request is a harmless
+    // stand-in should one ever not build.
+    let parts = builder
+        .body(())
+        .map(|r| r.into_parts().0)
+        .unwrap_or_else(|_| http::Request::new(()).into_parts().0);
+    RequestView {
+        parts,
+        host: host.to_owned(),
+        client: SocketAddr::from((Ipv4Addr::new(192, 0, 2, 1), 40_000)),
+    }
+}
