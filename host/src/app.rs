@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use crate::acme::{AcmeError, CertManager, Tuning};
 use crate::front::Front;
 use crate::generation::{BuildError, Generation};
-use crate::plugin::{LoadError, Runtime};
+use crate::plugin::{LoadError, Runtime, RuntimeOptions};
 use crate::proxy::observe::Observer;
 use crate::proxy::{Proxy, Scheme};
 use crate::reload::{self, Reloader};
@@ -193,8 +193,12 @@ pub async fn prepare(config: Config, options: Options) -> Result<Prepared, Start
         .watch
         .then(|| reload::fingerprint_before_build(&config))
         .flatten();
-    let runtime = Runtime::new()?;
-    let registry = Arc::new(Registry::default());
+    let worker_count = options.workers.unwrap_or_else(workers::default_count);
+    let runtime = Runtime::with_options(RuntimeOptions {
+        workers: worker_count,
+        ..RuntimeOptions::default()
+    })?;
+    let registry = Arc::new(Registry::new(worker_count));
     let config = Arc::new(config);
     let first = build_generation(1, config.clone(), runtime.clone(), registry.clone()).await?;
     announce(&first);
@@ -203,8 +207,7 @@ pub async fn prepare(config: Config, options: Options) -> Result<Prepared, Start
     certs.update_domains(&config)?;
     first.commit_registry(&registry);
     // Threads now, listeners once `serve` binds them.
-    let workers = Workers::start(options.workers.unwrap_or_else(workers::default_count))
-        .map_err(StartError::Workers)?;
+    let workers = Workers::start(worker_count).map_err(StartError::Workers)?;
     let tracing = config.tracing.as_ref().map(start_tracing).transpose()?;
     let shared = Arc::new(Shared {
         workers: workers.stats().clone(),

@@ -17,7 +17,7 @@ use crate::plugin::{
 };
 use crate::telemetry::handles::{BackendMetrics, DomainMetrics};
 use crate::upstream::health::HealthChecks;
-use crate::upstream::pool::{PoolKey, UpstreamClient};
+use crate::upstream::pool::{PoolKey, UpstreamClients};
 use crate::upstream::{BackendState, Registry, RetryBudget, Staged};
 
 /// Why a generation could not be built.
@@ -69,8 +69,8 @@ pub struct UpstreamSlot {
     pub metrics: DomainMetrics,
     /// Timeouts, limits, retries, protocol, pool knobs.
     pub settings: UpstreamSettings,
-    /// The connection pool its requests go through.
-    pub client: UpstreamClient,
+    /// The connection pool its requests go through, one per worker.
+    pub clients: UpstreamClients,
     /// Limits retries to a share of its traffic.
     pub retry_budget: RetryBudget,
     /// Its own plugins, where config.json names them.
@@ -304,7 +304,7 @@ fn upstreams(
         .iter()
         .zip(clients)
         .zip(plugins)
-        .map(|((d, client), plugins)| UpstreamSlot {
+        .map(|((d, clients), plugins)| UpstreamSlot {
             name: d.name.clone(),
             backends: d
                 .backends
@@ -318,7 +318,7 @@ fn upstreams(
                 .collect(),
             metrics: DomainMetrics::new(&d.name),
             settings: d.upstream.clone(),
-            client,
+            clients,
             retry_budget: RetryBudget::new(&d.upstream.retries),
             plugins,
         })

@@ -45,6 +45,7 @@ pub mod demo;
 pub(crate) mod drain;
 pub(crate) mod front;
 pub mod generation;
+pub mod per_worker;
 pub mod plugin;
 pub mod proxy;
 pub(crate) mod rand;

@@ -33,6 +33,8 @@ struct Inner {
     compiles: AtomicU64,
     /// Advances the epoch while guest code runs.
     ticker: Arc<super::ticker::Ticker>,
+    /// Idle-instance lists per plugin (see [`RuntimeOptions::workers`]).
+    workers: usize,
 }
 
 /// Compiled components by content hash, with the time each was last asked
@@ -53,6 +55,10 @@ pub struct RuntimeOptions {
     /// the number of live instances and every memory at a fixed slot size,
     /// so it is off by default.
     pub pooling: Option<Pooling>,
+    /// Worker threads calling the plugins: each plugin keeps its idle
+    /// instances in one list per worker (see [`crate::per_worker`]); 0 is
+    /// taken as 1.
+    pub workers: usize,
 }
 
 /// Sizes of the pooling allocator.
@@ -122,8 +128,14 @@ impl Runtime {
                 cache: Mutex::new(Cache::default()),
                 compiles: AtomicU64::new(0),
                 ticker,
+                workers: options.workers.max(1),
             }),
         })
+    }
+
+    /// How many idle-instance lists each plugin keeps (one per worker).
+    pub(super) fn workers(&self) -> usize {
+        self.inner.workers
     }
 
     pub(super) fn engine(&self) -> &Engine {

@@ -35,6 +35,8 @@ use std::time::Duration;
 use wasmtime::component::{Component, Resource};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
+use crate::per_worker::PerWorker;
+
 pub use answer::{MAX_DIRECT_BODY_BYTES, MAX_UPSTREAM_NAME_BYTES};
 pub use backoff::{Backoff, Tenant};
 pub use bindings::types::{
@@ -67,9 +69,11 @@ pub const FAULT_KINDS: [&str; 6] = [
     "instantiate",
 ];
 
-/// Idle instances kept per plugin. Enough for every worker thread to find one
-/// without instantiating; more would only hold memory.
-const MAX_IDLE_INSTANCES: usize = 64;
+/// Idle instances kept per plugin and worker thread. A worker runs one call
+/// at a time (its runtime is single-threaded and calls are synchronous), so
+/// it needs one; the control runtime (reload checks, `/status`) may add a
+/// few on worker 0's list. More would only hold memory.
+const MAX_IDLE_INSTANCES: usize = 8;
 
 /// `init` may take this many times the call deadline (at least
 /// [`MIN_INIT_TIMEOUT`]): parsing a config is slower than one decision.
@@ -122,7 +126,10 @@ pub struct Plugin<W: World> {
     upstreams: Arc<[Upstream]>,
     /// Upstream numbers by name, to check a router's answer.
     upstream_index: HashMap<String, u32>,
-    idle: Mutex<Vec<Instance<W>>>,
+    /// Ready instances, one list per worker: an instance's memory stays in
+    /// the cache of the core that uses it, and workers never wait on each
+    /// other's lock.
+    idle: PerWorker<Mutex<Vec<Instance<W>>>>,
     sha256: String,
     faults: AtomicU64,
     /// Faults by kind, in [`FAULT_KINDS`] order, for `/status`.
@@ -184,7 +191,7 @@ impl<W: World> Plugin<W> {
             limits,
             upstreams,
             upstream_index,
-            idle: Mutex::new(Vec::new()),
+            idle: PerWorker::new(runtime.workers(), |_| Mutex::new(Vec::new())),
             sha256,
             faults: AtomicU64::new(0),
             fault_kinds: Default::default(),
@@ -343,7 +350,12 @@ impl<W: World> Plugin<W> {
     }
 
     fn acquire(&self) -> Result<Instance<W>, Fault> {
-        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let idle = self
+            .idle
+            .get()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
         match idle {
             Some(i) => Ok(i),
             None => self.instantiate(),
@@ -351,7 +363,7 @@ impl<W: World> Plugin<W> {
     }
 
     fn release(&self, instance: Instance<W>) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.idle.get().lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < MAX_IDLE_INSTANCES {
             idle.push(instance);
         }

@@ -42,7 +42,7 @@ pub(super) async fn attempt(
     let permit = admit(backend, &up.settings.limits, picked.probe).await?;
     let guard = backend.state.start();
     let result = exchange::send(
-        &up.client,
+        up.clients.get(),
         &backend.state,
         head,
         headers,

@@ -2,8 +2,8 @@
 //! its own, each accepting on its own `SO_REUSEPORT` socket of every
 //! listener (see [`super::bind_workers`]), so a connection lives on the
 //! worker that accepted it: its requests, its backend connections (pooled
-//! per worker, see `upstream::h1`) and its plugin calls run there, and no
-//! task moves between threads. Only shared state crosses cores: the
+//! per worker) and its plugin calls (on instances kept per worker) run
+//! there, and no task moves between threads (see [`crate::per_worker`]). Only shared state crosses cores: the
 //! generation, backend and breaker state, counters, metrics, the drain.
 //!
 //! The control plane (admin endpoints, reloads, ACME, health checks, the
@@ -45,6 +45,7 @@ impl Workers {
             std::thread::Builder::new()
                 .name(format!("bbproxy-worker-{i}"))
                 .spawn(move || {
+                    crate::per_worker::enter(i);
                     let runtime = match tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()

@@ -34,6 +34,10 @@ const UPSTREAM_READ_BUFFER: usize = 16 * 1024;
 /// The client type every backend request goes through.
 pub type UpstreamClient = Client<Counting<BackendConnector>, RequestBody>;
 
+/// A pool's clients, one per worker thread: a worker's requests check out
+/// and return connections that worker opened and drives.
+pub type UpstreamClients = std::sync::Arc<crate::per_worker::PerWorker<UpstreamClient>>;
+
 /// The client type of health checks.
 pub type HealthClient = Client<BackendConnector, Empty<Bytes>>;
 
@@ -46,7 +50,8 @@ pub struct PoolKey {
     pub protocol: UpstreamProtocol,
     /// Connect timeout (zero: the OS's).
     pub connect_timeout: Duration,
-    /// Idle connections kept per backend.
+    /// Idle connections kept per backend by each worker thread (as nginx's
+    /// `keepalive`, which is per worker process).
     pub max_idle: u32,
     /// How long an idle connection is kept (zero: until the backend closes it).
     pub idle_timeout: Duration,

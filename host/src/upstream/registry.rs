@@ -6,15 +6,24 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::BackendState;
-use super::pool::{PoolKey, UpstreamClient};
+use super::pool::{PoolKey, UpstreamClients};
+use crate::per_worker::PerWorker;
 use crate::tls::TlsError;
 
 /// Backend states by `(upstream, base URL)`, and connection pools by
-/// profile.
-#[derive(Debug, Default)]
+/// profile, each pool in one copy per worker thread.
+#[derive(Debug)]
 pub struct Registry {
     backends: Mutex<HashMap<BackendKey, Arc<BackendState>>>,
-    pools: Mutex<HashMap<PoolKey, UpstreamClient>>,
+    pools: Mutex<HashMap<PoolKey, UpstreamClients>>,
+    workers: usize,
+}
+
+impl Default for Registry {
+    /// A registry for one worker.
+    fn default() -> Self {
+        Self::new(1)
+    }
 }
 
 type BackendKey = (String, String);
@@ -27,10 +36,20 @@ type BackendKey = (String, String);
 #[derive(Debug, Default)]
 pub struct Staged {
     backends: HashMap<BackendKey, Arc<BackendState>>,
-    pools: HashMap<PoolKey, UpstreamClient>,
+    pools: HashMap<PoolKey, UpstreamClients>,
 }
 
 impl Registry {
+    /// A registry whose pools have one copy for each of `workers` worker
+    /// threads (see [`crate::per_worker`]).
+    pub fn new(workers: usize) -> Self {
+        Self {
+            backends: Mutex::default(),
+            pools: Mutex::default(),
+            workers,
+        }
+    }
+
     /// The states for a new generation's backends, reusing existing ones,
     /// recorded in `staged`. `backends` lists `(upstream, authority, base
     /// URL)`.
@@ -68,13 +87,13 @@ impl Registry {
         &self,
         keys: &[PoolKey],
         staged: &mut Staged,
-    ) -> Result<Vec<UpstreamClient>, TlsError> {
+    ) -> Result<Vec<UpstreamClients>, TlsError> {
         let map = self.pools.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
             let client = match staged.pools.get(key).or_else(|| map.get(key)) {
                 Some(c) => c.clone(),
-                None => key.build()?,
+                None => Arc::new(PerWorker::try_new(self.workers, |_| key.build())?),
             };
             staged.pools.insert(key.clone(), client.clone());
             out.push(client);

@@ -98,6 +98,7 @@ fn instance_replacement_cost() {
             instances: 1000,
             max_memory: 16 << 20,
         }),
+        ..RuntimeOptions::default()
     };
     for (label, options) in [
         ("on-demand allocator", RuntimeOptions::default()),
