@@ -586,7 +586,10 @@ async fn h2_over_tls_to_backends_multiplexes_on_one_connection() {
     )
     .await;
     let p = h2_tls_proxy(&ca, addr).await;
-    let c = common::client_to(p.addr);
+    // One client connection (h2c), so every request is on one worker:
+    // each worker keeps its own backend pool, and the point here is that
+    // one pool multiplexes its requests on one backend connection.
+    let c = common::h2c_client_to(p.addr);
     assert_eq!(
         send(&c, "GET", b"").await,
         (StatusCode::OK, "alpn h2, body 0".into())
