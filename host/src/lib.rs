@@ -26,7 +26,8 @@
 //! plugin             the WebAssembly sandbox the decisions run in
 //! tls                certificate store, client and backend TLS
 //! telemetry          the metrics recorder, metric names and handles
-//! rand, clock        randomness and time, for everything above
+//! rand, clock,       randomness, time and state kept once per worker
+//!   per_worker       thread, for everything above
 //! bbproxy_config     config.json, parsed and validated (its own crate)
 //! ```
 //!
@@ -45,7 +46,7 @@ pub mod demo;
 pub(crate) mod drain;
 pub(crate) mod front;
 pub mod generation;
-pub mod per_worker;
+pub(crate) mod per_worker;
 pub mod plugin;
 pub mod proxy;
 pub(crate) mod rand;

@@ -3,8 +3,9 @@
 //! listener (see [`super::bind_workers`]), so a connection lives on the
 //! worker that accepted it: its requests, its backend connections (pooled
 //! per worker) and its plugin calls (on instances kept per worker) run
-//! there, and no task moves between threads (see [`crate::per_worker`]). Only shared state crosses cores: the
-//! generation, backend and breaker state, counters, metrics, the drain.
+//! there, and no task moves between threads (see [`crate::per_worker`]).
+//! Only shared state crosses cores: the generation, backend and breaker
+//! state, counters, metrics, the drain.
 //!
 //! The control plane (admin endpoints, reloads, ACME, health checks, the
 //! summary log) stays on the runtime that started the proxy.
