@@ -55,7 +55,9 @@ pub struct Tuning {
     /// whatever its `Retry-After` says.
     pub ari_recheck_min: Duration,
     /// How often a shared storage is compared with what is served (the
-    /// fallback when an announcement of a new certificate is missed).
+    /// fallback when an announcement of a new certificate is missed): at
+    /// half of the 10 s in which every replica must serve a certificate
+    /// another one stored, so a missed announcement still makes it.
     pub storage_poll: Duration,
 }
 
@@ -67,7 +69,7 @@ impl Default for Tuning {
             retry_max: Duration::from_secs(24 * 3600),
             order_timeout: Duration::from_secs(120),
             ari_recheck_min: Duration::from_secs(60),
-            storage_poll: Duration::from_secs(10),
+            storage_poll: Duration::from_secs(5),
         }
     }
 }
@@ -127,9 +129,13 @@ impl Ctx {
             }
         }
         loaded.insert(name.to_owned(), version);
+        // Served before the lock is released: otherwise two installs racing
+        // (the name's task and the sync task, with different versions) can
+        // leave the older certificate served while `loaded` names the newer
+        // one, which the periodic check would then never correct.
+        self.store.insert(name, key.clone());
         drop(loaded);
         export_expiry(name, &key);
-        self.store.insert(name, key);
         self.stats.clear_error(name);
         if from_storage {
             tracing::info!(

@@ -33,7 +33,7 @@ fn settings(redis: &str) -> bbproxy_config::RedisStorage {
     }
 }
 
-fn redis_at(url: &str) -> Arc<dyn Storage> {
+pub(crate) fn redis_at(url: &str) -> Arc<dyn Storage> {
     Arc::new(RedisStorage::new(&settings(&format!(r#"{{"url": "{url}"}}"#))).unwrap())
 }
 

@@ -48,7 +48,18 @@ impl TestCa {
     /// A leaf for `names`: (certificate PEM, key PEM).
     pub fn leaf(&self, names: &[&str]) -> (String, String) {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let params = CertificateParams::new(names).unwrap();
+        self.sign(CertificateParams::new(names).unwrap())
+    }
+
+    /// A leaf for `names` that expires at `not_after` (Unix seconds).
+    pub fn leaf_until(&self, names: &[&str], not_after: i64) -> (String, String) {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = CertificateParams::new(names).unwrap();
+        params.not_after = time::OffsetDateTime::from_unix_timestamp(not_after).unwrap();
+        self.sign(params)
+    }
+
+    fn sign(&self, params: CertificateParams) -> (String, String) {
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         (cert.pem(), key.serialize_pem())
