@@ -6,6 +6,7 @@
 //! the file, the key path and what was expected. Nothing here panics.
 
 mod address;
+mod digest;
 mod duration;
 mod error;
 mod json;
@@ -15,8 +16,6 @@ mod storage;
 mod validate;
 
 use std::path::Path;
-
-use sha2::{Digest, Sha256};
 
 pub use duration::{DurationError, parse_duration};
 pub use error::ConfigError;
@@ -59,7 +58,7 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
     })?;
     let mut config =
         validate::config(&root, origin).map_err(|fault| fault.into_error(origin.to_path_buf()))?;
-    config.sha256 = Sha256::digest(text.as_bytes()).into();
+    config.sha256 = digest::of(&root);
     Ok(config)
 }
 

@@ -45,8 +45,9 @@ pub struct Config {
     /// Always the name of one of `domains`.
     pub default_domain: Option<String>,
     pub breaker: BreakerSettings,
-    /// SHA-256 of the file's text: with the plugins' digests it names the
-    /// serving generation, so replicas can be compared.
+    /// SHA-256 of the parsed file with its secrets blanked: with the
+    /// plugins' digests it names the serving generation, so replicas can be
+    /// compared.
     pub sha256: [u8; 32],
     /// Resolved against the config file's directory.
     pub cert_cache_dir: Option<PathBuf>,

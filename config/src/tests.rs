@@ -54,7 +54,11 @@ fn original_file_loads_unchanged() {
         c,
         Config {
             origin: "/etc/bbproxy/config.json".into(),
-            sha256: sha2::Sha256::digest(ORIGINAL.as_bytes()).into(),
+            // The document in compact JSON, keys in file order.
+            sha256: sha2::Sha256::digest(
+                br#"{"domains":{"example.com":["localhost:8080","localhost:8081"]},"circuit_breaker_threshold":5,"circuit_breaker_timeout":"30s","cert_cache_dir":"/var/lib/bbproxy/certs"}"#,
+            )
+            .into(),
             listen: Listen {
                 http: Some(sock("0.0.0.0:80")),
                 https: Some(sock("0.0.0.0:443")),
@@ -352,12 +356,38 @@ fn syntax_error_in_a_file_names_the_file() {
 }
 
 #[test]
-fn the_digest_is_of_the_file_text() {
+fn the_digest_names_the_policy_not_its_layout() {
     let a = ok(&with(r#""access_log": true"#));
-    let b = ok(&with(r#""access_log":  true"#));
+    let b = ok(&with(r#""access_log":   true"#));
+    let c = ok(&with(r#""access_log": false"#));
+    assert_eq!(a.sha256, b.sha256);
+    assert_ne!(a.sha256, c.sha256);
+}
+
+/// The digest is public (`/status`, `bbproxy_config_info`): a weak Redis
+/// password or admin token must not be guessable offline from it, and
+/// replicas that differ only in those secrets run the same policy.
+#[test]
+fn the_digest_does_not_depend_on_secrets() {
+    let redis = |url: &str| {
+        ok(&with(&format!(
+            r#""storage": {{"redis": {{"url": "{url}"}}}}"#
+        )))
+        .sha256
+    };
+    let one = redis("redis://:hunter2@10.0.0.5:6379/0");
+    assert_eq!(one, redis("redis://:correct-horse@10.0.0.5:6379/0"));
+    // Everything else in the URL is policy.
+    assert_ne!(one, redis("redis://:hunter2@10.0.0.6:6379/0"));
+    assert_ne!(one, redis("redis://app:hunter2@10.0.0.5:6379/0"));
+    let admin = |token: &str| {
+        ok(&with(&format!(
+            r#""admin": {{"address": "127.0.0.1:9901", "token": "{token}"}}"#
+        )))
+        .sha256
+    };
     assert_eq!(
-        a.sha256,
-        sha2::Sha256::digest(with(r#""access_log": true"#).as_bytes()).as_slice()
+        admin("0123456789abcdef-first"),
+        admin("0123456789abcdef-second")
     );
-    assert_ne!(a.sha256, b.sha256);
 }

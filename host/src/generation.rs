@@ -130,8 +130,9 @@ pub struct Generation {
     pub breaker: Slot<BreakerWorld>,
     /// When it was built.
     pub loaded_at: SystemTime,
-    /// Hex SHA-256 over config.json's text and every plugin's bytes: equal
-    /// on two replicas exactly when they run the same policy.
+    /// Hex SHA-256 over config.json's content (secrets blanked) and every
+    /// plugin's bytes: equal on two replicas exactly when they run the same
+    /// policy.
     pub digest: String,
     /// Active health checks of its upstreams; stop with the generation.
     pub health: HealthChecks,
