@@ -3,8 +3,11 @@
 //!
 //! With a shared storage every answer is also written there before the CA
 //! is told to validate, and a validation that reaches a replica which did
-//! not publish it is answered from the storage (through a short cache, so a
-//! CA's repeated validation attempts cost one read).
+//! not publish it is answered from the storage. Anyone can ask for made-up
+//! tokens, so asking must not cost a storage read each: a replica reads
+//! every published answer at once, at most once per [`READ_INTERVAL`], and
+//! a request waits for the first read sent after it arrived (so an answer
+//! published just before the CA's request is never missed).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -18,24 +21,47 @@ use tokio::time::Instant;
 use crate::storage::{ChallengeKey, Storage, StorageError};
 use crate::tls::{CertStore, ChallengeSource, TlsError};
 
-/// How long a storage answer is reused.
+/// Reads of the storage's answers start at least this far apart: whatever
+/// the rate of requests for unknown tokens, a replica sends at most one
+/// read per interval, and a validation waits at most about this long more.
+const READ_INTERVAL: Duration = Duration::from_millis(200);
+/// How long an answer found in a read is reused without reading again (the
+/// CA validates from several places within seconds).
 const HIT_TTL: Duration = Duration::from_secs(5);
-/// How long "not in the storage" is reused: short, since an answer may be
-/// published any moment; it only stops a burst of probes from each costing
-/// a read.
-const MISS_TTL: Duration = Duration::from_millis(500);
-/// Entries kept at most; a flood of random tokens clears the cache instead
-/// of growing it.
+/// Challenge certificates made from stored answers, kept at most.
 const CACHE_MAX: usize = 1024;
 /// A validation waits at most this long for the storage.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The storage answers are read from (replaced when the config's storage
-/// changes), with the short cache in front of it.
+/// changes), and the last read of it.
 #[derive(Debug, Default)]
 pub struct Remote {
     storage: ArcSwapOption<Shared>,
-    cache: Mutex<HashMap<ChallengeKey, (Option<String>, Instant)>>,
+    last: Mutex<Option<Read>>,
+    /// Held by the lookup that reads; the others wait for its result.
+    reading: tokio::sync::Mutex<()>,
+}
+
+/// One read of every answer in the storage.
+#[derive(Debug)]
+struct Read {
+    /// When it was sent: it shows the storage as it was then or later.
+    sent: Instant,
+    /// `None` if the storage could not be read.
+    answers: Option<HashMap<ChallengeKey, String>>,
+}
+
+impl Read {
+    /// The answer this read gives for `key` to a request that arrived at
+    /// `asked`: any read sent after the request arrived is authoritative
+    /// (found or not); an older one only for an answer it found.
+    fn answer(&self, key: &ChallengeKey, asked: Instant) -> Option<Option<String>> {
+        let found = self.answers.as_ref().and_then(|a| a.get(key)).cloned();
+        let after = self.sent >= asked;
+        let recent_hit = found.is_some() && self.sent + HIT_TTL > asked;
+        (after || recent_hit).then_some(found)
+    }
 }
 
 /// Wrapper so the trait object fits `ArcSwapOption`.
@@ -46,35 +72,48 @@ impl Remote {
     /// Reads answers from `storage` from now on (`None`: only local ones).
     pub fn set(&self, storage: Option<Arc<dyn Storage>>) {
         self.storage.store(storage.map(|s| Arc::new(Shared(s))));
-        self.cache
+        self.last
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+            .take();
+    }
+
+    fn known(&self, key: &ChallengeKey, asked: Instant) -> Option<Option<String>> {
+        let last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        last.as_ref()?.answer(key, asked)
     }
 
     async fn get(&self, key: ChallengeKey) -> Option<String> {
         let storage = self.storage.load_full()?;
-        {
-            let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some((value, until)) = cache.get(&key)
-                && *until > Instant::now()
-            {
-                return value.clone();
-            }
+        let asked = Instant::now();
+        if let Some(answer) = self.known(&key, asked) {
+            return answer;
         }
-        let read = tokio::time::timeout(LOOKUP_TIMEOUT, storage.0.challenge(&key)).await;
-        let value = match read {
-            Ok(Ok(value)) => value,
-            // Unreachable or slow: answer nothing now, ask again next time.
-            Ok(Err(_)) | Err(_) => return None,
+        // One read at a time; whoever waited for it uses its result if it
+        // was sent after they arrived.
+        let _reading = self.reading.lock().await;
+        if let Some(answer) = self.known(&key, asked) {
+            return answer;
+        }
+        let previous = self
+            .last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|r| r.sent);
+        if let Some(previous) = previous {
+            tokio::time::sleep_until((previous + READ_INTERVAL).into()).await;
+        }
+        let sent = Instant::now();
+        let answers = match tokio::time::timeout(LOOKUP_TIMEOUT, storage.0.challenges()).await {
+            Ok(Ok(answers)) => Some(answers),
+            // Unreachable or slow: answer nothing now, read again later.
+            Ok(Err(_)) | Err(_) => None,
         };
-        let ttl = if value.is_some() { HIT_TTL } else { MISS_TTL };
-        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        if cache.len() >= CACHE_MAX {
-            cache.clear();
-        }
-        cache.insert(key, (value.clone(), Instant::now() + ttl));
-        value
+        let read = Read { sent, answers };
+        let answer = read.answer(&key, asked).flatten();
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(read);
+        answer
     }
 }
 

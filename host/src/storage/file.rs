@@ -198,8 +198,8 @@ impl Storage for FileStorage {
         done(Ok(()))
     }
 
-    fn challenge<'a>(&'a self, key: &'a ChallengeKey) -> Op<'a, Option<String>> {
-        done(Ok(self.local().challenges.get(key).cloned()))
+    fn challenges(&self) -> Op<'_, HashMap<ChallengeKey, String>> {
+        done(Ok(self.local().challenges.clone()))
     }
 
     fn publish_challenge<'a>(

@@ -14,6 +14,7 @@ pub mod file;
 pub mod health;
 pub mod redis;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -100,6 +101,14 @@ impl ChallengeKey {
             ChallengeKey::TlsAlpn01(name) => format!("challenge:tls-alpn-01:{name}"),
         }
     }
+
+    fn from_path(path: &str) -> Option<Self> {
+        if let Some(token) = path.strip_prefix("challenge:http-01:") {
+            return Some(ChallengeKey::Http01(token.to_owned()));
+        }
+        path.strip_prefix("challenge:tls-alpn-01:")
+            .map(|name| ChallengeKey::TlsAlpn01(name.to_owned()))
+    }
 }
 
 /// A held lock: whoever has the token owns the name until the lease ends.
@@ -159,8 +168,11 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Stores renewal information for `name`.
     fn store_ari<'a>(&'a self, name: &'a str, json: &'a [u8]) -> Op<'a, ()>;
 
-    /// A published challenge answer.
-    fn challenge<'a>(&'a self, key: &'a ChallengeKey) -> Op<'a, Option<String>>;
+    /// Every published challenge answer that has not expired, in one
+    /// read: a replica asked for an answer it did not publish reads them
+    /// all, so a flood of made-up tokens costs no more reads than one
+    /// validation (see `acme::challenge::Remote`).
+    fn challenges(&self) -> Op<'_, HashMap<ChallengeKey, String>>;
     /// Publishes a challenge answer for `ttl` (it is withdrawn sooner when
     /// the order ends).
     fn publish_challenge<'a>(

@@ -7,7 +7,7 @@
 //! | `cert:<name>` | [`StoredCert`] as JSON |
 //! | `certs` | hash: name → version of `cert:<name>`, for the periodic check |
 //! | `ari:<name>` | the CA's renewal information (JSON) |
-//! | `challenge:<type>:<token or name>` | a challenge answer, with a TTL |
+//! | `challenges` | hash: `challenge:<type>:<token or name>` → `<expiry, Unix ms> <answer>` |
 //! | `lock:<name>` | the lock holder's token, with a TTL (the lease) |
 //!
 //! and the channel `<prefix>certs`, on which a replica that stored a
@@ -15,7 +15,12 @@
 //! released by scripts that compare the token; a certificate write is a
 //! script that checks the token (fencing: a replica whose lease ran out
 //! writes nothing) and never replaces a certificate that expires later.
+//! Challenge answers share one hash so that a replica reads them all in one
+//! command (the number of reads must not follow the number of tokens a
+//! client makes up); each carries its expiry, checked against Redis's
+//! clock, and the hash itself expires with its longest-lived answer.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,6 +62,37 @@ redis.call('PUBLISH', ARGV[6], ARGV[4])
 return 1
 ";
 
+/// Adds an answer (ARGV: field, answer, TTL in ms) and drops expired ones.
+const PUBLISH_CHALLENGE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[3])
+local fields = redis.call('HGETALL', KEYS[1])
+for i = 1, #fields, 2 do
+  local expiry = tonumber(string.match(fields[i + 1], '^(%d+) '))
+  if not expiry or expiry <= now then redis.call('HDEL', KEYS[1], fields[i]) end
+end
+redis.call('HSET', KEYS[1], ARGV[1], string.format('%d', now + ttl) .. ' ' .. ARGV[2])
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+return 1
+";
+
+/// The answers that have not expired, as field, answer, field, answer...
+const CHALLENGES: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local fields = redis.call('HGETALL', KEYS[1])
+local out = {}
+for i = 1, #fields, 2 do
+  local expiry, answer = string.match(fields[i + 1], '^(%d+) (.*)$')
+  if expiry and tonumber(expiry) > now then
+    out[#out + 1] = fields[i]
+    out[#out + 1] = answer
+  end
+end
+return out
+";
+
 const EXTEND: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -85,6 +121,8 @@ pub struct RedisStorage {
 
 struct Scripts {
     store_cert: Script,
+    publish_challenge: Script,
+    challenges: Script,
     extend: Script,
     unlock: Script,
 }
@@ -170,6 +208,8 @@ impl RedisStorage {
             target,
             scripts: Scripts {
                 store_cert: Script::new(STORE_CERT),
+                publish_challenge: Script::new(PUBLISH_CHALLENGE),
+                challenges: Script::new(CHALLENGES),
                 extend: Script::new(EXTEND),
                 unlock: Script::new(UNLOCK),
             },
@@ -389,9 +429,16 @@ impl Storage for RedisStorage {
         })
     }
 
-    fn challenge<'a>(&'a self, key: &'a ChallengeKey) -> Op<'a, Option<String>> {
-        let key = self.key(&key.path());
-        self.run("challenge", move |mut c| async move { c.get(key).await })
+    fn challenges(&self) -> Op<'_, HashMap<ChallengeKey, String>> {
+        let key = self.key("challenges");
+        let script = &self.scripts.challenges;
+        self.run("challenges", move |mut c| async move {
+            let flat: Vec<String> = script.key(key).invoke_async(&mut c).await?;
+            Ok(flat
+                .chunks_exact(2)
+                .filter_map(|pair| Some((ChallengeKey::from_path(&pair[0])?, pair[1].clone())))
+                .collect())
+        })
     }
 
     fn publish_challenge<'a>(
@@ -400,17 +447,26 @@ impl Storage for RedisStorage {
         value: &'a str,
         ttl: Duration,
     ) -> Op<'a, ()> {
-        let key = self.key(&key.path());
+        let hash = self.key("challenges");
+        let field = key.path();
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let script = &self.scripts.publish_challenge;
         self.run("publish_challenge", move |mut c| async move {
-            c.pset_ex::<_, _, ()>(key, value, ms).await
+            script
+                .key(hash)
+                .arg(field)
+                .arg(value)
+                .arg(ms)
+                .invoke_async::<()>(&mut c)
+                .await
         })
     }
 
     fn withdraw_challenge<'a>(&'a self, key: &'a ChallengeKey) -> Op<'a, ()> {
-        let key = self.key(&key.path());
+        let hash = self.key("challenges");
+        let field = key.path();
         self.run("withdraw_challenge", move |mut c| async move {
-            c.del::<_, ()>(key).await
+            c.hdel::<_, _, ()>(hash, field).await
         })
     }
 

@@ -9,7 +9,7 @@ use crate::common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bbproxy::storage::{StoredCert, Written, version_of};
+use bbproxy::storage::{ChallengeKey, StoredCert, Written, version_of};
 use common::binary::Binary;
 use common::pebble::{Pebble, PebbleOptions};
 use common::prom::{parse_metrics, series};
@@ -380,6 +380,107 @@ async fn the_ca_validates_through_a_replica_that_did_not_order() {
     }
     assert_eq!(pebble.orders(), 2, "{}", pebble.log());
     assert_eq!(pebble.issued(), 2);
+}
+
+/// Reads of single values or through scripts Redis has answered so far
+/// (`GET`, `EVAL`, `EVALSHA` in `INFO commandstats`): what a challenge
+/// look-up costs, one way or the other. Commands a script runs are counted
+/// apart, under their own names.
+async fn redis_reads(redis: &RedisServer) -> u64 {
+    let info: String = redis.cmd(&["INFO", "commandstats"]).await;
+    info.lines()
+        .filter(|l| {
+            ["cmdstat_get:", "cmdstat_eval:", "cmdstat_evalsha:"]
+                .iter()
+                .any(|c| l.starts_with(c))
+        })
+        .map(|l| {
+            l.split(['=', ','])
+                .nth(1)
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap()
+        })
+        .sum()
+}
+
+/// Anyone can ask a replica for `/.well-known/acme-challenge/<token>` with
+/// tokens it makes up, and a replica that did not publish a token asks the
+/// storage: that must not cost a Redis read per request. 400 distinct
+/// made-up tokens (16 at a time) cost at most one read per 200 ms of the
+/// flood, plus the replica's own periodic traffic; and an answer published
+/// just before a request (as the CA's validation follows the publication)
+/// is found, flood or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_challenge_tokens_cost_a_bounded_number_of_storage_reads() {
+    const TOKENS: usize = 400;
+    const AT_ONCE: usize = 16;
+    let pebble = Pebble::start(PebbleOptions::default()).await;
+    let redis = RedisServer::start();
+    let backend = Backend::start("app").await;
+    let setup = Setup {
+        pebble: &pebble,
+        redis: &redis,
+        backend: &backend,
+        challenges: r#"["http-01"]"#,
+    };
+    let replica = Replica::start(&setup, "127.0.0.2", &[]).await;
+    let writer = crate::storage::redis_at(&redis.url());
+    let base = format!(
+        "http://127.0.0.2:{}/.well-known/acme-challenge",
+        pebble.http_port
+    );
+    let http = client();
+    let publish_and_ask = |token: &'static str| {
+        let (writer, http, base) = (writer.clone(), http.clone(), base.clone());
+        async move {
+            let key = ChallengeKey::Http01(token.to_owned());
+            let answer = format!("{token}.thumbprint");
+            writer
+                .publish_challenge(&key, &answer, Duration::from_secs(60))
+                .await
+                .unwrap();
+            let (status, body) = get(&http, &format!("{base}/{token}"), "x.cluster.test").await;
+            assert_eq!((status, body), (StatusCode::OK, answer), "{token}");
+        }
+    };
+    publish_and_ask("before-the-flood-aaaaaaaaaa").await;
+
+    let before = redis_reads(&redis).await;
+    let start = Instant::now();
+    let mut asked = 0;
+    while asked < TOKENS {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "only {asked} requests in 120 s"
+        );
+        let mut batch = tokio::task::JoinSet::new();
+        for _ in 0..AT_ONCE.min(TOKENS - asked) {
+            let token = format!("made-up-{:016x}{:016x}", rand_u64(), rand_u64());
+            let (http, url) = (http.clone(), format!("{base}/{token}"));
+            batch.spawn(async move { get(&http, &url, "x.cluster.test").await.0 });
+            asked += 1;
+        }
+        while let Some(status) = batch.join_next().await {
+            assert_ne!(status.unwrap(), StatusCode::OK);
+        }
+    }
+    let took = start.elapsed();
+    let reads = redis_reads(&redis).await - before;
+    // One read per 200 ms, the first at once.
+    let bound = (took.as_millis() / 200) as u64 + 1;
+    eprintln!("{TOKENS} made-up tokens in {took:?}: {reads} Redis reads (bound {bound})");
+    assert!(
+        reads <= bound,
+        "{reads} Redis reads for {TOKENS} made-up tokens in {took:?} (bound {bound})"
+    );
+    publish_and_ask("after-the-flood-bbbbbbbbbbb").await;
+    assert!(replica.logged(&["panicked"]).is_empty());
+}
+
+/// A random number for made-up tokens.
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(Instant::now())
 }
 
 /// A TCP listener that accepts and never answers: Pebble's validation of a

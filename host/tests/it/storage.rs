@@ -150,16 +150,40 @@ async fn locks_and_fenced_writes(redis: Option<&RedisServer>) {
 async fn challenges_accounts_and_ari(redis: Option<&RedisServer>) {
     let (a, b, _dir) = pair(redis).await;
     let key = ChallengeKey::Http01("tok".into());
+    let alpn = ChallengeKey::TlsAlpn01("n.test".into());
     a.publish_challenge(&key, "tok.thumb", Duration::from_secs(30))
         .await
         .unwrap();
-    // Read-after-write from the other handle.
-    assert_eq!(
-        b.challenge(&key).await.unwrap().as_deref(),
-        Some("tok.thumb")
-    );
+    a.publish_challenge(&alpn, "00ff", Duration::from_secs(30))
+        .await
+        .unwrap();
+    // Read-after-write from the other handle, every answer in one read.
+    let all = b.challenges().await.unwrap();
+    assert_eq!(all.get(&key).map(String::as_str), Some("tok.thumb"));
+    assert_eq!(all.get(&alpn).map(String::as_str), Some("00ff"));
+    assert_eq!(all.len(), 2, "{all:?}");
     a.withdraw_challenge(&key).await.unwrap();
-    assert_eq!(b.challenge(&key).await.unwrap(), None);
+    let all = b.challenges().await.unwrap();
+    assert_eq!(all.get(&key), None);
+    assert_eq!(all.get(&alpn).map(String::as_str), Some("00ff"));
+    if redis.is_some() {
+        // An answer whose order died with its replica expires by itself.
+        let brief = ChallengeKey::Http01("brief".into());
+        a.publish_challenge(&brief, "gone soon", Duration::from_millis(1500))
+            .await
+            .unwrap();
+        common::wait_for(
+            Duration::from_secs(10),
+            "the brief answer to expire",
+            || {
+                let b = b.clone();
+                let brief = brief.clone();
+                async move { !b.challenges().await.unwrap().contains_key(&brief) }
+            },
+        )
+        .await;
+        assert!(b.challenges().await.unwrap().contains_key(&alpn));
+    }
     a.store_account("https://ca.test/dir", b"{\"id\":1}")
         .await
         .unwrap();
