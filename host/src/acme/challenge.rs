@@ -102,7 +102,7 @@ impl Remote {
             .as_ref()
             .map(|r| r.sent);
         if let Some(previous) = previous {
-            tokio::time::sleep_until((previous + READ_INTERVAL).into()).await;
+            tokio::time::sleep_until(previous + READ_INTERVAL).await;
         }
         let sent = Instant::now();
         let answers = match tokio::time::timeout(LOOKUP_TIMEOUT, storage.0.challenges()).await {
