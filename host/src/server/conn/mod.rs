@@ -155,8 +155,10 @@ fn expired(
         return Expired::Nothing;
     }
     if state.in_head() {
-        let answered = state.head_pending() && raw.is_some_and(answer_408);
+        // Counted before the 408 goes out: a client that sees the close
+        // must find the timeout counted.
         count("header");
+        let answered = state.head_pending() && raw.is_some_and(answer_408);
         return Expired::End(Ended::HeaderTimeout { answered });
     }
     count("keep_alive");
