@@ -222,6 +222,9 @@ pub struct Plugins {
     pub router: PluginSpec,
     pub balancer: PluginSpec,
     pub breaker: PluginSpec,
+    /// `plugins.cache_dir`: where compiled plugins are kept across restarts
+    /// (none: every start compiles every plugin). Read at start only.
+    pub cache_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

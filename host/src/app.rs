@@ -68,6 +68,10 @@ pub struct Options {
     pub acme: Tuning,
     /// Worker threads serving the listeners (none: one per CPU).
     pub workers: Option<usize>,
+    /// The plugin cache directory when the config sets no
+    /// `plugins.cache_dir` (tests share one, so the suite compiles each
+    /// plugin once).
+    pub plugin_cache_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -77,6 +81,7 @@ impl Default for Options {
             watch: true,
             acme: Tuning::default(),
             workers: None,
+            plugin_cache_dir: None,
         }
     }
 }
@@ -196,6 +201,11 @@ pub async fn prepare(config: Config, options: Options) -> Result<Prepared, Start
     let worker_count = options.workers.unwrap_or_else(workers::default_count);
     let runtime = Runtime::with_options(RuntimeOptions {
         workers: worker_count,
+        cache_dir: config
+            .plugins
+            .cache_dir
+            .clone()
+            .or_else(|| options.plugin_cache_dir.clone()),
         ..RuntimeOptions::default()
     })?;
     let registry = Arc::new(Registry::new(worker_count));
@@ -460,7 +470,12 @@ async fn summary_loop(
 /// Validates `config` and every plugin it names without serving: the
 /// `bbproxy check` command. Returns the report to print.
 pub fn check(config: Config) -> Result<String, StartError> {
-    let runtime = Runtime::new()?;
+    // Through the cache the proxy will use: a check before a restart
+    // leaves the compiled plugins there for it.
+    let runtime = Runtime::with_options(RuntimeOptions {
+        cache_dir: config.plugins.cache_dir.clone(),
+        ..RuntimeOptions::default()
+    })?;
     let registry = Registry::default();
     let config = Arc::new(config);
     let g = Generation::build(1, config.clone(), &runtime, &registry)?;

@@ -153,7 +153,7 @@ fn run(
 
 /// Every connection is a descriptor: take what the hard limit allows.
 fn raise_nofile_limit() {
-    match bbproxy::server::limits::raise_nofile_limit() {
+    match bbproxy::server::capacity::raise_nofile_limit() {
         Ok(l) if l.before < l.now => tracing::info!(
             "open file limit raised from {} to {} (the hard limit)",
             l.before,

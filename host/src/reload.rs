@@ -48,6 +48,7 @@ struct Fixed {
     shutdown_grace: Duration,
     log_format: Option<bbproxy_config::LogFormat>,
     tracing: Option<bbproxy_config::TracingSettings>,
+    plugin_cache_dir: Option<std::path::PathBuf>,
 }
 
 impl Fixed {
@@ -60,6 +61,7 @@ impl Fixed {
             shutdown_grace: config.shutdown_grace,
             log_format: config.log_format,
             tracing: config.tracing.clone(),
+            plugin_cache_dir: config.plugins.cache_dir.clone(),
         }
     }
 
@@ -86,6 +88,9 @@ impl Fixed {
         }
         if self.tracing != other.tracing {
             out.push("tracing");
+        }
+        if self.plugin_cache_dir != other.plugin_cache_dir {
+            out.push("plugins.cache_dir");
         }
         out
     }
@@ -565,6 +570,17 @@ mod tests {
         ));
         assert_eq!(off.changed(&on), ["tracing"]);
         assert_eq!(on.changed(&smaller), ["tracing"]);
+        assert!(on.changed(&on).is_empty());
+    }
+
+    /// The engine's disk cache is set up once, at start.
+    #[test]
+    fn a_changed_plugin_cache_dir_needs_a_restart() {
+        let off = Fixed::of(&config(""));
+        let on = Fixed::of(&config(
+            r#""plugins": {"cache_dir": "/var/cache/bbproxy"},"#,
+        ));
+        assert_eq!(off.changed(&on), ["plugins.cache_dir"]);
         assert!(on.changed(&on).is_empty());
     }
 }

@@ -19,8 +19,8 @@ use crate::front::Front;
 use crate::proxy::{Proxy, Scheme};
 use crate::tls::{Accepted, TlsTerminator};
 
+pub mod capacity;
 pub mod conn;
-pub mod limits;
 pub mod workers;
 
 use crate::conn_override::ConnTimeoutOverride;
@@ -185,7 +185,7 @@ pub async fn serve_front(
         };
         let config = proxy.config();
         let Some(guard) = drain.try_connection(config.limits.max_connections as usize) else {
-            limits::refuse(stream);
+            capacity::refuse(stream);
             continue;
         };
         accepted_here.increment(1);

@@ -1,6 +1,6 @@
 //! `plugins`: the router, balancer and breaker slots, each `"builtin"` or a
 //! component by path with its config, deadline, memory cap and fault
-//! policy.
+//! policy; and the directory compiled plugins are kept in.
 
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -33,16 +33,21 @@ pub(crate) fn plugins(v: &Value, dir: &Dir) -> R<Plugins> {
         router: PluginSpec::builtin(),
         balancer: PluginSpec::builtin(),
         breaker: PluginSpec::builtin(),
+        cache_dir: None,
     };
     let Plugins {
         router,
         balancer,
         breaker,
+        cache_dir,
     } = &mut plugins;
     Fields::new(map, "plugins")
         .key("router", |v, p| set(router, plugin(v, p, dir)))
         .key("balancer", |v, p| set(balancer, plugin(v, p, dir)))
         .key("breaker", |v, p| set(breaker, plugin(v, p, dir)))
+        .key("cache_dir", |v, p| {
+            set(cache_dir, dir.dir_path(v, p).map(Some))
+        })
         .read()?;
     Ok(plugins)
 }

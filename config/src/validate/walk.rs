@@ -28,6 +28,17 @@ impl Dir {
         self.0.join(relative)
     }
 
+    /// A non-empty string naming a directory, resolved.
+    pub(crate) fn dir_path(&self, v: &Value, path: &str) -> R<PathBuf> {
+        match v {
+            Value::String(s) if !s.is_empty() => Ok(self.resolve(s)),
+            _ => Err(Fault::invalid(
+                path,
+                format!("expected a directory path, got {}", show(v)),
+            )),
+        }
+    }
+
     /// A non-empty string naming a file, resolved.
     pub(crate) fn file_path(&self, v: &Value, path: &str) -> R<PathBuf> {
         match v {

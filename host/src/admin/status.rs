@@ -245,6 +245,11 @@ pub fn status(shared: &Shared) -> Value {
             .collect::<Vec<_>>(),
         "last_reload_error": last_error.map(|e| json!({ "at": unix(e.at), "error": e.message })),
         "tracing": tracing(shared),
+        "plugin_cache": shared.runtime.disk_cache().map(|c| json!({
+            "dir": c.dir.display().to_string(),
+            "hits": c.hits,
+            "misses": c.misses,
+        })),
     })
 }
 

@@ -1,15 +1,20 @@
 //! The process's WebAssembly engine: configuration, the epoch ticker that
 //! bounds every call, the linker with the host interface, and a compile cache
-//! keyed by content hash so an unchanged file is never compiled twice.
+//! keyed by content hash so an unchanged file is never compiled twice; with
+//! `plugins.cache_dir`, also not after a restart.
 
 use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{
+    Cache as DiskCache, CacheConfig, Config, Engine, InstanceAllocationStrategy,
+    PoolingAllocationConfig,
+};
 
 use super::LoadError;
 use super::bindings;
@@ -35,6 +40,8 @@ struct Inner {
     ticker: Arc<super::ticker::Ticker>,
     /// Idle-instance lists per plugin (see [`RuntimeOptions::workers`]).
     workers: usize,
+    /// Compiled code on disk, if `RuntimeOptions::cache_dir` could be used.
+    disk: Option<DiskCache>,
 }
 
 /// Compiled components by content hash, with the time each was last asked
@@ -45,8 +52,8 @@ struct Cache {
     uses: u64,
 }
 
-/// How the engine allocates instances.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// How the engine allocates instances and where it keeps compiled code.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RuntimeOptions {
     /// Use wasmtime's pooling allocator (pre-reserved memory and instance
     /// slots, reused with madvise) instead of mmap/munmap per instance.
@@ -59,6 +66,23 @@ pub struct RuntimeOptions {
     /// instances in one list per worker (see [`crate::per_worker`]); 0 is
     /// taken as 1.
     pub workers: usize,
+    /// Keep compiled plugins in this directory (wasmtime's cache: one file
+    /// per component, keyed by a hash of its bytes and of the engine's
+    /// version and settings), so a restart or another process on the same
+    /// directory loads them instead of compiling. A directory that cannot be
+    /// created is logged and the engine compiles as without one.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// What the on-disk cache of compiled plugins did since the start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskCacheStats {
+    /// The directory, as wasmtime resolved it.
+    pub dir: PathBuf,
+    /// Components loaded from it instead of compiled.
+    pub hits: usize,
+    /// Components compiled and written to it.
+    pub misses: usize,
 }
 
 /// Sizes of the pooling allocator.
@@ -105,6 +129,8 @@ impl Runtime {
                 .max_memory_size(usize::try_from(p.max_memory).unwrap_or(usize::MAX));
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
+        let disk = options.cache_dir.as_deref().and_then(disk_cache);
+        config.cache(disk.clone());
         let engine = Engine::new(&config).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
 
         let mut linker = Linker::new(&engine);
@@ -129,7 +155,17 @@ impl Runtime {
                 compiles: AtomicU64::new(0),
                 ticker,
                 workers: options.workers.max(1),
+                disk,
             }),
+        })
+    }
+
+    /// What the on-disk cache did, if there is one.
+    pub fn disk_cache(&self) -> Option<DiskCacheStats> {
+        self.inner.disk.as_ref().map(|c| DiskCacheStats {
+            dir: c.directory().clone(),
+            hits: c.cache_hits(),
+            misses: c.cache_misses(),
         })
     }
 
@@ -222,6 +258,26 @@ impl Runtime {
         spare.sort_unstable_by_key(|&(_, used)| std::cmp::Reverse(used));
         for (digest, _) in spare.into_iter().skip(SPARE_COMPONENTS) {
             cache.entries.remove(&digest);
+        }
+    }
+}
+
+/// wasmtime's cache in `dir` (created if missing), or `None`, logged, when
+/// it cannot be used: a cache only saves time, so it never stops a start.
+fn disk_cache(dir: &Path) -> Option<DiskCache> {
+    let mut config = CacheConfig::new();
+    config.with_directory(dir);
+    match DiskCache::new(config) {
+        Ok(cache) => {
+            tracing::info!("compiled plugins are cached in {}", dir.display());
+            Some(cache)
+        }
+        Err(e) => {
+            tracing::warn!(
+                "plugins.cache_dir {}: {e:#}; plugins are compiled at every start",
+                dir.display()
+            );
+            None
         }
     }
 }

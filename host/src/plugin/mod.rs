@@ -18,8 +18,8 @@ pub mod describe;
 mod engine;
 mod error;
 mod fault;
-pub mod limiter;
 pub mod logbudget;
+pub mod resource_caps;
 mod shared;
 mod state;
 mod ticker;
@@ -52,8 +52,8 @@ pub use world::{BalancerWorld, BreakerWorld, RouterWorld, World};
 use crate::telemetry::names;
 use backoff::Streaks;
 use budget::Budget;
-use limiter::Limiter;
 use logbudget::LogBudget;
+use resource_caps::Limiter;
 use state::PluginState;
 
 /// The versions of the WIT package `bbproxy:plugin` this host speaks.

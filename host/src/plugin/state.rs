@@ -11,8 +11,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{CounterHandle, RequestHandle, host, types};
 use super::budget::Budget;
-use super::limiter::Limiter;
 use super::logbudget::{self, LogBudget};
+use super::resource_caps::Limiter;
 use super::shared::SharedState;
 use crate::clock;
 

@@ -18,8 +18,8 @@ use crate::clock;
 use crate::generation::BackendSlot;
 use crate::plugin::{Outcome, OutcomeKind};
 use crate::telemetry::otel::ClientSpan;
+use crate::upstream::backend_queue::Permit;
 use crate::upstream::exchange::{self, UpstreamError};
-use crate::upstream::limiter::Permit;
 use crate::upstream::request_body::{BodySlot, RequestBody};
 
 /// One attempt on `picked`: sends the upstream head in `ctx.head` (with
@@ -105,7 +105,7 @@ async fn admit(
 ) -> Result<Permit, ProxyError> {
     backend
         .state
-        .limiter
+        .queue
         .acquire(
             limits.max_connections_per_backend,
             limits.backend_queue,

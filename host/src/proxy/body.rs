@@ -18,7 +18,7 @@ use tokio::time::Sleep;
 
 use super::observe::Finish;
 use crate::upstream::InFlight;
-use crate::upstream::limiter::Permit;
+use crate::upstream::backend_queue::Permit;
 
 /// The error a client connection sees when a response body fails.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;

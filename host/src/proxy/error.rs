@@ -8,11 +8,11 @@
 use http::{HeaderValue, Method, Response, StatusCode, header};
 
 use super::ProxyBody;
-use super::limits::Rejection;
+use super::head_checks::Rejection;
 use crate::plugin::Fault;
 use crate::telemetry::names;
+use crate::upstream::backend_queue::Refused;
 use crate::upstream::exchange::UpstreamError;
-use crate::upstream::limiter::Refused;
 use crate::upstream::request_body::BodyFault;
 
 /// A plugin role, for errors that come from a plugin.

@@ -26,8 +26,8 @@ mod ctx;
 mod decide;
 pub mod error;
 mod forward;
+mod head_checks;
 mod headers;
-mod limits;
 pub mod observe;
 mod select;
 mod upgrade;
@@ -199,7 +199,7 @@ impl Proxy {
         ctx.upgrade = upgrade::requested(&req);
         let client_upgrade = ctx.upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
-        limits::check_head(&parts, &ctx.generation.config.limits)?;
+        head_checks::check_head(&parts, &ctx.generation.config.limits)?;
         ctx.view = Some(RequestView {
             parts,
             host: ctx.host.clone(),
@@ -228,7 +228,7 @@ impl Proxy {
             return Err(ErrorKind::UpgradeUnsupported.into());
         }
         if let Some(v) = &ctx.view {
-            limits::check_declared_length(&v.parts.headers, settings.limits.max_body_size)?;
+            head_checks::check_declared_length(&v.parts.headers, settings.limits.max_body_size)?;
         }
         let body = BodySlot::new(
             body,

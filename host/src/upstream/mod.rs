@@ -3,11 +3,11 @@
 //! generations: the [`Registry`] hands a reloaded generation the same state for
 //! a backend that did not change, so breaker state and statistics carry over.
 
+pub mod backend_queue;
 mod breaker;
 mod connector;
 pub mod exchange;
 pub mod health;
-pub mod limiter;
 pub mod pool;
 mod registry;
 pub mod request_body;
@@ -44,7 +44,7 @@ pub struct BackendState {
     /// Active health-check verdict.
     pub health: health::HealthCell,
     /// `limits.max_connections_per_backend` gate.
-    pub limiter: Arc<limiter::Limiter>,
+    pub queue: Arc<backend_queue::BackendQueue>,
     /// Set by an operator (`POST /backends/drain`): no new requests, those
     /// in flight finish. Runtime only: it lives as long as this state, which
     /// a reload keeps for a backend that remains and a restart does not.
@@ -125,7 +125,7 @@ impl BackendState {
             requests: AtomicU64::new(0),
             breaker: BreakerCell::default(),
             health: health::HealthCell::default(),
-            limiter: Arc::default(),
+            queue: Arc::default(),
             drained: AtomicBool::new(false),
             activity: Default::default(),
             last_failure: LastFailure::default(),

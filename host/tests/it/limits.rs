@@ -297,7 +297,7 @@ async fn per_backend_limit_queues_then_refuses_with_503() {
     .await;
     let second = tokio::spawn(send());
     let g = p.generation();
-    let limiter = &g.upstreams[0].backends[0].state.limiter;
+    let limiter = &g.upstreams[0].backends[0].state.queue;
     wait_for(WAIT, "the second request queued", || async {
         limiter.waiting() == 1
     })

@@ -26,6 +26,7 @@ mod limits;
 mod metrics;
 mod observability;
 mod otel;
+mod plugin_cache;
 mod plugin_check;
 mod polyglot;
 mod reload;

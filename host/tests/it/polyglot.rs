@@ -266,6 +266,17 @@ async fn python_path_router_routes_by_prefix() {
     assert_eq!((web.hits(), api.hits(), assets.hits()), (2, 1, 1));
 }
 
+/// `plugins` (an object's text) with the suite's `cache_dir` added, for
+/// configs that go through `bbproxy check`, which takes no options.
+fn with_cache_dir(plugins: String) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(&plugins).unwrap();
+    v["cache_dir"] = common::Proxy::plugin_cache_dir()
+        .display()
+        .to_string()
+        .into();
+    v.to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_path_router_rejects_an_unknown_upstream_at_load() {
     let Some(plugin) = build("python-path-router", "python_path_router.wasm") else {
@@ -279,7 +290,11 @@ async fn python_path_router_rejects_an_unknown_upstream_at_load() {
             r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null,
                 "domains": {{"web.test": ["127.0.0.1:9"]}},
                 "plugins": {}}}"#,
-            plugins("router", &plugin, r#"{"routes": {"/api/": "nope.test"}}"#)
+            with_cache_dir(plugins(
+                "router",
+                &plugin,
+                r#"{"routes": {"/api/": "nope.test"}}"#
+            ))
         ),
     )
     .unwrap();
@@ -446,6 +461,14 @@ async fn every_example_config_passes_the_check_with_its_built_plugin() {
         };
         by_path.into_iter().next().unwrap()["path"] =
             serde_json::Value::String(component.display().to_string());
+        // The suite's compiled plugins, as `Proxy::start` uses them.
+        plugins.insert(
+            "cache_dir".into(),
+            common::Proxy::plugin_cache_dir()
+                .display()
+                .to_string()
+                .into(),
+        );
         let path = dir.path().join(format!("{name}.json"));
         std::fs::write(&path, json.to_string()).unwrap();
         let config = bbproxy_config::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));

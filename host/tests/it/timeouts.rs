@@ -931,7 +931,7 @@ async fn five_hundred_stalled_readers_cost_under_50_mib_and_are_all_cut() {
     common::alone::in_own_process!();
     // Four descriptors per reader live in this one process (client,
     // accepted, upstream, backend side).
-    let fds = bbproxy::server::limits::raise_nofile_limit().unwrap();
+    let fds = bbproxy::server::capacity::raise_nofile_limit().unwrap();
     assert!(
         fds.now >= 4 * CLIENTS as u64 + 256,
         "this test needs {} open files; the hard limit is {}",

@@ -186,7 +186,7 @@ fn plugin_errors() {
         err(&with(r#""plugins": {"router": {"on_fault": "ignore"}}"#))
             .contains("expected \"fail-open\" or \"fail-closed\", got \"ignore\"")
     );
-    assert!(err(&with(r#""plugins": {"routr": "builtin"}"#)).contains("unknown key `plugins.routr` (expected one of: router, balancer, breaker); did you mean `router`?"));
+    assert!(err(&with(r#""plugins": {"routr": "builtin"}"#)).contains("unknown key `plugins.routr` (expected one of: router, balancer, breaker, cache_dir); did you mean `router`?"));
 }
 
 #[test]
@@ -203,4 +203,27 @@ fn plugin_filters_are_rejected_not_ignored() {
         );
         assert!(e.contains("remove the key"), "{e}");
     }
+}
+
+#[test]
+fn the_plugin_cache_dir_is_resolved_against_the_config_and_must_name_a_directory() {
+    assert_eq!(ok(&with(r#""plugins": {}"#)).plugins.cache_dir, None);
+    let c = ok(&with(r#""plugins": {"cache_dir": "cache/plugins"}"#));
+    assert_eq!(
+        c.plugins.cache_dir.as_deref(),
+        Some(Path::new("/etc/bbproxy/cache/plugins"))
+    );
+    let c = ok(&with(r#""plugins": {"cache_dir": "/var/cache/bbproxy"}"#));
+    assert_eq!(
+        c.plugins.cache_dir.as_deref(),
+        Some(Path::new("/var/cache/bbproxy"))
+    );
+    assert_eq!(
+        err(&with(r#""plugins": {"cache_dir": ""}"#)),
+        "config.json: plugins.cache_dir: expected a directory path, got \"\""
+    );
+    assert_eq!(
+        err(&with(r#""plugins": {"cache_dir": 3}"#)),
+        "config.json: plugins.cache_dir: expected a directory path, got 3"
+    );
 }

@@ -18,6 +18,7 @@ pub use wasm::{example_plugin, fixture};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -202,6 +203,14 @@ impl Proxy {
         Self::start_in_with(dir, config_json, bbproxy::app::Options::default()).await
     }
 
+    /// Where every proxy of the suite keeps compiled plugins unless its
+    /// config says otherwise: each component (the default bundle, the
+    /// Python and JavaScript examples) is compiled once per target dir,
+    /// not once per test.
+    pub fn plugin_cache_dir() -> PathBuf {
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache")
+    }
+
     /// [`Proxy::start`] with `options` (e.g. a number of workers).
     pub async fn start_with(config_json: &str, options: bbproxy::app::Options) -> Proxy {
         Self::start_in_with(tempfile::tempdir().unwrap(), config_json, options).await
@@ -215,6 +224,12 @@ impl Proxy {
         let path = dir.path().join("config.json");
         std::fs::write(&path, config_json).unwrap();
         let config = bbproxy_config::load(&path).unwrap();
+        let options = bbproxy::app::Options {
+            plugin_cache_dir: options
+                .plugin_cache_dir
+                .or_else(|| Some(Self::plugin_cache_dir())),
+            ..options
+        };
         let running = bbproxy::app::start(config, options).await.unwrap();
         Proxy {
             addr: running.http.unwrap(),
@@ -359,7 +374,7 @@ pub fn counter(name: &str, labels: &[(&str, &str)]) -> u64 {
 /// `connections` connections with both ends in this process (plus 256 for
 /// everything else).
 pub fn need_open_files_for(connections: usize) {
-    let fds = bbproxy::server::limits::raise_nofile_limit().unwrap();
+    let fds = bbproxy::server::capacity::raise_nofile_limit().unwrap();
     assert!(
         fds.now >= 2 * connections as u64 + 256,
         "this test needs {} open files; the hard limit is {}",

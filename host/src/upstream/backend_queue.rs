@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 /// The per-backend gate. Its numbers come from the generation that sends
 /// the request, so a reload changes them for new requests.
 #[derive(Debug, Default)]
-pub struct Limiter {
+pub struct BackendQueue {
     in_use: AtomicU32,
     waiting: AtomicU32,
     freed: Notify,
@@ -35,7 +35,7 @@ pub enum Refused {
 
 /// A slot; given back when dropped.
 #[derive(Debug)]
-pub struct Permit(Option<Arc<Limiter>>);
+pub struct Permit(Option<Arc<BackendQueue>>);
 
 impl Drop for Permit {
     fn drop(&mut self) {
@@ -46,7 +46,7 @@ impl Drop for Permit {
     }
 }
 
-impl Limiter {
+impl BackendQueue {
     /// Requests holding a slot.
     pub fn in_use(&self) -> u32 {
         self.in_use.load(Ordering::Acquire)
@@ -115,7 +115,7 @@ mod tests {
 
     #[tokio::test]
     async fn queue_then_refuse() {
-        let l = Arc::new(Limiter::default());
+        let l = Arc::new(BackendQueue::default());
         let wait = Duration::from_secs(5);
         let a = l.acquire(1, 1, wait).await.unwrap();
         let l2 = l.clone();
