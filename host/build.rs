@@ -11,8 +11,9 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
 
-const WASM_TARGET: &str = "wasm32-wasip2";
-const PROFILE: &str = "plugin";
+#[path = "build/nested.rs"]
+mod nested;
+use nested::{PROFILE, SCRUBBED_ENV, TARGET_SUBDIR, WASM_TARGET};
 
 /// (package, file name written by cargo, destination under `OUT_DIR`).
 const COMPONENTS: [(&str, &str, &str); 3] = [
@@ -52,19 +53,6 @@ const TOOLCHAIN_ENV: &str = "BBPROXY_PLUGIN_TOOLCHAIN";
 /// With [`TOOLCHAIN_ENV`] set, these point at the outer toolchain and would
 /// override the one `rustup run` selects.
 const TOOLCHAIN_SCRUBBED_ENV: [&str; 4] = ["RUSTUP_TOOLCHAIN", "RUSTC", "RUSTDOC", "CARGO"];
-
-/// Variables that must not leak from the outer build into the nested one: the
-/// outer build's flags and target are for the host, and under `cargo clippy`
-/// the wrappers point at clippy-driver.
-const SCRUBBED_ENV: [&str; 7] = [
-    "CARGO_ENCODED_RUSTFLAGS",
-    "RUSTFLAGS",
-    "CARGO_BUILD_RUSTFLAGS",
-    "CARGO_TARGET_DIR",
-    "CARGO_BUILD_TARGET",
-    "RUSTC_WORKSPACE_WRAPPER",
-    "RUSTC_WRAPPER",
-];
 
 fn main() -> ExitCode {
     match run() {
@@ -115,7 +103,7 @@ fn run() -> Result<(), Failure> {
         return Err(Failure::Reported);
     }
 
-    let wasm_dir = out_dir.join("wasm");
+    let wasm_dir = out_dir.join(TARGET_SUBDIR);
     let mut cmd = match &toolchain {
         Some(t) => {
             let mut cmd = Command::new("rustup");

@@ -199,15 +199,7 @@ pub async fn prepare(config: Config, options: Options) -> Result<Prepared, Start
         .then(|| reload::fingerprint_before_build(&config))
         .flatten();
     let worker_count = options.workers.unwrap_or_else(workers::default_count);
-    let runtime = Runtime::with_options(RuntimeOptions {
-        workers: worker_count,
-        cache_dir: config
-            .plugins
-            .cache_dir
-            .clone()
-            .or_else(|| options.plugin_cache_dir.clone()),
-        ..RuntimeOptions::default()
-    })?;
+    let runtime = runtime(&config, &options, worker_count)?;
     let registry = Arc::new(Registry::new(worker_count));
     let config = Arc::new(config);
     let first = build_generation(1, config.clone(), runtime.clone(), registry.clone()).await?;
@@ -263,6 +255,21 @@ pub async fn prepare(config: Config, options: Options) -> Result<Prepared, Start
         tasks,
         workers,
     })
+}
+
+/// The engine, with an idle-instance list per worker and the config's
+/// plugin cache (or the options' default one).
+fn runtime(config: &Config, options: &Options, workers: usize) -> Result<Runtime, StartError> {
+    let cache_dir = config
+        .plugins
+        .cache_dir
+        .as_ref()
+        .or(options.plugin_cache_dir.as_ref());
+    Ok(Runtime::with_options(RuntimeOptions {
+        workers,
+        cache_dir: cache_dir.cloned(),
+        ..RuntimeOptions::default()
+    })?)
 }
 
 /// Starts the OTLP trace exporter `settings` describe.

@@ -20,23 +20,14 @@ const PACKAGES: [&str; 6] = [
     "fixture-hostile-breaker",
 ];
 
-/// Same as `host/build.rs`: the nested build's target dir, target and
-/// profile.
-const TARGET_DIR: &str = concat!(env!("OUT_DIR"), "/wasm");
-const WASM_TARGET: &str = "wasm32-wasip2";
-const PROFILE: &str = "plugin";
+#[path = "../../../build/nested.rs"]
+mod nested;
+use nested::{PROFILE, SCRUBBED_ENV, TARGET_SUBDIR, WASM_TARGET};
 
-/// Variables of the outer cargo that must not reach the nested build (its
-/// flags and target are for the host), as in `host/build.rs`.
-const SCRUBBED_ENV: [&str; 7] = [
-    "CARGO_ENCODED_RUSTFLAGS",
-    "RUSTFLAGS",
-    "CARGO_BUILD_RUSTFLAGS",
-    "CARGO_TARGET_DIR",
-    "CARGO_BUILD_TARGET",
-    "RUSTC_WORKSPACE_WRAPPER",
-    "RUSTC_WRAPPER",
-];
+/// The nested build's target dir, the one `host/build.rs` uses.
+fn target_dir() -> PathBuf {
+    PathBuf::from(env!("OUT_DIR")).join(TARGET_SUBDIR)
+}
 
 /// An example plugin by the file name it had under the old build
 /// (`rust_last_backend.wasm` is crate `example-rust-last-backend`).
@@ -71,7 +62,8 @@ fn built() -> PathBuf {
             let mut cmd = Command::new(cargo);
             cmd.current_dir(&workspace)
                 .args(["build", "--quiet", "--target", WASM_TARGET])
-                .args(["--profile", PROFILE, "--target-dir", TARGET_DIR]);
+                .args(["--profile", PROFILE, "--target-dir"])
+                .arg(target_dir());
             for package in PACKAGES {
                 cmd.args(["-p", package]);
             }
@@ -84,7 +76,7 @@ fn built() -> PathBuf {
                 "building the example and fixture plugins failed:\n{}",
                 String::from_utf8_lossy(&output.stderr)
             );
-            PathBuf::from(TARGET_DIR).join(WASM_TARGET).join(PROFILE)
+            target_dir().join(WASM_TARGET).join(PROFILE)
         })
         .clone()
 }
