@@ -43,12 +43,21 @@ async fn known_traffic_gives_exact_totals() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
     let dead = dead_addr().await.to_string();
     let (a_addr, b_addr) = (a.addr.to_string(), b.addr.to_string());
-    let proxy = Proxy::start(&format!(
-        r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": "127.0.0.1:0",
+    // One worker: backend pools are per worker, and the client may open a
+    // second connection (its own pool races the next request), which on a
+    // second worker would dial each backend again.
+    let proxy = Proxy::start_with(
+        &format!(
+            r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": "127.0.0.1:0",
             "circuit_breaker_threshold": 2, "circuit_breaker_timeout": "1m",
             "retries": {{"attempts": 1}},
             "domains": {{"metrics.test": ["{a_addr}", "{b_addr}", "{dead}"]}}}}"#
-    ))
+        ),
+        bbproxy::app::Options {
+            workers: Some(1),
+            ..Default::default()
+        },
+    )
     .await;
     // The builtin plugins' series are shared by every proxy of the process
     // (the other test here may have run first): count from here.
