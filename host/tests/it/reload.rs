@@ -554,7 +554,14 @@ async fn pooled_connections_to_a_surviving_backend_are_reused_across_a_reload() 
             kept.addr
         )
     };
-    let proxy = Proxy::start(&config("")).await;
+    // One worker: backend pools are per worker, and the client may open a
+    // second connection (its own pool races the next request), which on a
+    // second worker would dial the backend again, reload or not.
+    let one_worker = bbproxy::app::Options {
+        workers: Some(1),
+        ..Default::default()
+    };
+    let proxy = Proxy::start_with(&config(""), one_worker).await;
     let http = client();
     for _ in 0..3 {
         assert_eq!(
