@@ -479,10 +479,7 @@ async fn summary_loop(
 pub fn check(config: Config) -> Result<String, StartError> {
     // Through the cache the proxy will use: a check before a restart
     // leaves the compiled plugins there for it.
-    let runtime = Runtime::with_options(RuntimeOptions {
-        cache_dir: config.plugins.cache_dir.clone(),
-        ..RuntimeOptions::default()
-    })?;
+    let runtime = runtime(&config, &Options::default(), 1)?;
     let registry = Registry::default();
     let config = Arc::new(config);
     let g = Generation::build(1, config.clone(), &runtime, &registry)?;

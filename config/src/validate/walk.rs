@@ -30,22 +30,20 @@ impl Dir {
 
     /// A non-empty string naming a directory, resolved.
     pub(crate) fn dir_path(&self, v: &Value, path: &str) -> R<PathBuf> {
-        match v {
-            Value::String(s) if !s.is_empty() => Ok(self.resolve(s)),
-            _ => Err(Fault::invalid(
-                path,
-                format!("expected a directory path, got {}", show(v)),
-            )),
-        }
+        self.path(v, path, "directory")
     }
 
     /// A non-empty string naming a file, resolved.
     pub(crate) fn file_path(&self, v: &Value, path: &str) -> R<PathBuf> {
+        self.path(v, path, "file")
+    }
+
+    fn path(&self, v: &Value, path: &str, what: &str) -> R<PathBuf> {
         match v {
             Value::String(s) if !s.is_empty() => Ok(self.resolve(s)),
             _ => Err(Fault::invalid(
                 path,
-                format!("expected a file path, got {}", show(v)),
+                format!("expected a {what} path, got {}", show(v)),
             )),
         }
     }
