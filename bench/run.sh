@@ -4,9 +4,12 @@
 #
 #   bench/run.sh [--rounds N] [--duration S] [--scenarios "h1 h1-64k tls tls-new h2"]
 #                [--peers "direct bbproxy unpinned nginx haproxy"] [--connections C]
+#   BBPROXY_BASELINE=path/to/other/bbproxy bench/run.sh --peers "bbproxy baseline nginx"
 #
 # Layout: the proxy under test on CPU 1 (`taskset -c 1`), wrk and the backend
-# on CPU 0; `unpinned` is bbproxy again, on every CPU (one worker per CPU).
+# on CPU 0; `unpinned` is bbproxy again, on every CPU (one worker per CPU);
+# `baseline` is another bbproxy binary (BBPROXY_BASELINE, e.g. one built from
+# an older commit), pinned like `bbproxy`, for an A/B of two builds in one run.
 # Peers are interleaved (A B C A B C ...) over the rounds; each cell
 # is the median of the rounds. The proxy's CPU time per request comes from
 # /proc/<pid>/stat (utime + stime of the proxy and its children) before and
@@ -25,7 +28,7 @@ peers="direct bbproxy unpinned nginx haproxy"
 proxy_cpu=1
 load_cpu=0
 
-usage() { sed -n '5,7p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '5,8p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --rounds) rounds="$2"; shift 2 ;;
@@ -52,6 +55,10 @@ case " $peers " in *" haproxy "*) need haproxy haproxy ;; esac
 case " $scenarios " in *" tls"*|*" h2 "*) need openssl openssl ;; esac
 case " $scenarios " in *" h2 "*) need h2load nghttp2-client ;; esac
 case " $scenarios " in *" tls-new "*) need ab apache2-utils ;; esac
+case " $peers " in
+    *" baseline "*)
+        [ -x "${BBPROXY_BASELINE:-}" ] || { echo "bench/run.sh: the baseline peer needs BBPROXY_BASELINE=<path of a bbproxy binary>" >&2; exit 2; } ;;
+esac
 if [ ${#missing[@]} -gt 0 ]; then
     echo "bench/run.sh: missing tools:" >&2
     printf '  - %s\n' "${missing[@]}" >&2
@@ -184,7 +191,9 @@ start_bbproxy() {
     # without SNI (wrk to an IP) gets the default domain's certificate.
     local https="" tls=""
     if [ "$tls_wanted" = 1 ]; then
-        https=", \"https\": \"127.0.0.1:${tport[$row]}\""
+        # Session resumption off, as in nginx and haproxy below: every
+        # tls-new connection is a full handshake for every peer.
+        https=", \"https\": \"127.0.0.1:${tport[$row]}\", \"tls_session_resumption\": false"
         tls=", \"tls\": {\"cert\": \"$work/cert.pem\", \"key\": \"$work/key.pem\"}"
     fi
     cat >"$work/$row.json" <<EOF
@@ -196,9 +205,10 @@ start_bbproxy() {
   "default_domain": "bench.local"
 }
 EOF
-    local cpus="$proxy_cpu"
+    local cpus="$proxy_cpu" bin="$bbproxy_bin"
     [ "$row" = unpinned ] && cpus="0-$(($(nproc) - 1))"
-    taskset -c "$cpus" "$bbproxy_bin" --config "$work/$row.json" run >"$work/$row.log" 2>&1 &
+    [ "$row" = baseline ] && bin="$BBPROXY_BASELINE"
+    taskset -c "$cpus" "$bin" --config "$work/$row.json" run >"$work/$row.log" 2>&1 &
     pid[$row]=$!
     pids+=("${pid[$row]}")
 }
@@ -289,10 +299,10 @@ EOF
 for p in $peers; do
     case "$p" in
         direct) ;;
-        bbproxy|unpinned) start_bbproxy "$p" ;;
+        bbproxy|unpinned|baseline) start_bbproxy "$p" ;;
         nginx) start_nginx ;;
         haproxy) start_haproxy ;;
-        *) echo "bench/run.sh: unknown peer '$p' (direct, bbproxy, unpinned, nginx, haproxy)" >&2; exit 2 ;;
+        *) echo "bench/run.sh: unknown peer '$p' (direct, bbproxy, unpinned, baseline, nginx, haproxy)" >&2; exit 2 ;;
     esac
 done
 for p in $peers; do

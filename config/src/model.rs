@@ -88,6 +88,11 @@ pub struct Listen {
     pub https: Option<SocketAddr>,
     /// Redirect plain HTTP to HTTPS (ACME HTTP-01 challenges still answered).
     pub redirect_http: bool,
+    /// TLS session resumption on the HTTPS listener: session tickets and
+    /// the server's session cache, so a returning client skips the
+    /// certificate signature. Off only for benchmarks that want every
+    /// connection to be a full handshake.
+    pub tls_session_resumption: bool,
 }
 
 impl Default for Listen {
@@ -96,6 +101,7 @@ impl Default for Listen {
             http: Some(DEFAULT_HTTP),
             https: Some(DEFAULT_HTTPS),
             redirect_http: false,
+            tls_session_resumption: true,
         }
     }
 }

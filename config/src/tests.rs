@@ -63,6 +63,7 @@ fn original_file_loads_unchanged() {
                 http: Some(sock("0.0.0.0:80")),
                 https: Some(sock("0.0.0.0:443")),
                 redirect_http: false,
+                tls_session_resumption: true,
             },
             admin: Some(sock("127.0.0.1:9901")),
             admin_token: None,

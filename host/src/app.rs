@@ -24,7 +24,7 @@ use crate::server::{self, BindError};
 use crate::state::Shared;
 use crate::telemetry;
 use crate::telemetry::otel::Tracing;
-use crate::tls::TlsTerminator;
+use crate::tls::{Resumption, TlsTerminator};
 use crate::upstream::{Registry, connection_counts};
 
 /// Why the proxy could not start.
@@ -350,7 +350,12 @@ impl Prepared {
                 .map_err(|e| stop_on_error(e.into()))?;
             https = listeners.first().and_then(|l| l.local_addr().ok());
             let front = Arc::new(Front::new(proxy.clone(), Scheme::Https));
-            let tls = TlsTerminator::new(shared.certs.store())
+            let resumption = if config.listen.tls_session_resumption {
+                Resumption::On
+            } else {
+                Resumption::Off
+            };
+            let tls = TlsTerminator::new(shared.certs.store(), resumption)
                 .map_err(|e| stop_on_error(e.into()))?
                 .with_challenges(shared.certs.alpn_from_storage());
             spawn_listener(listeners, front, Some(tls));

@@ -43,6 +43,7 @@ pub enum Outcome {
 struct Fixed {
     listen: (Option<std::net::SocketAddr>, Option<std::net::SocketAddr>),
     redirect_http: bool,
+    tls_session_resumption: bool,
     admin: Option<std::net::SocketAddr>,
     log_interval: Duration,
     shutdown_grace: Duration,
@@ -56,6 +57,7 @@ impl Fixed {
         Self {
             listen: (config.listen.http, config.listen.https),
             redirect_http: config.listen.redirect_http,
+            tls_session_resumption: config.listen.tls_session_resumption,
             admin: config.admin,
             log_interval: config.metrics.log_interval,
             shutdown_grace: config.shutdown_grace,
@@ -73,6 +75,9 @@ impl Fixed {
         }
         if self.redirect_http != other.redirect_http {
             out.push("listen.redirect_http");
+        }
+        if self.tls_session_resumption != other.tls_session_resumption {
+            out.push("listen.tls_session_resumption");
         }
         if self.admin != other.admin {
             out.push("admin");
@@ -582,5 +587,15 @@ mod tests {
         ));
         assert_eq!(off.changed(&on), ["plugins.cache_dir"]);
         assert!(on.changed(&on).is_empty());
+    }
+
+    #[test]
+    fn turning_tls_session_resumption_off_needs_a_restart() {
+        let on = Fixed::of(&config(r#""listen": {"https": ":8443"},"#));
+        let off = Fixed::of(&config(
+            r#""listen": {"https": ":8443", "tls_session_resumption": false},"#,
+        ));
+        assert_eq!(on.changed(&off), ["listen.tls_session_resumption"]);
+        assert!(off.changed(&off).is_empty());
     }
 }

@@ -19,16 +19,21 @@ pub(crate) fn listen(v: Option<&Value>) -> R<Listen> {
         http: None,
         https: None,
         redirect_http: false,
+        tls_session_resumption: true,
     };
     let Listen {
         http,
         https,
         redirect_http,
+        tls_session_resumption,
     } = &mut listen;
     Fields::new(map, "listen")
         .key("http", |v, p| set(http, listen_address(v, p).map(Some)))
         .key("https", |v, p| set(https, listen_address(v, p).map(Some)))
         .key("redirect_http", |v, p| set(redirect_http, boolean(v, p)))
+        .key("tls_session_resumption", |v, p| {
+            set(tls_session_resumption, boolean(v, p))
+        })
         .read()?;
     match (listen.http, listen.https) {
         (None, None) => {

@@ -13,7 +13,7 @@ use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use super::store::{ChallengeResolver, FixedResolver, ServedResolver};
-use super::{ACME_TLS_ALPN, CertStore, ChallengeSource, server_config};
+use super::{ACME_TLS_ALPN, CertStore, ChallengeSource, Resumption, server_config};
 
 /// A handshake that does not finish in this time is dropped, so half-open
 /// connections cannot pile up.
@@ -40,14 +40,20 @@ pub struct TlsTerminator {
 
 impl TlsTerminator {
     /// A terminator over `store`; later changes to the store apply to the
-    /// next handshake.
-    pub fn new(store: Arc<CertStore>) -> Result<Self, rustls::Error> {
+    /// next handshake. `resumption` applies to the served certificates (a
+    /// TLS-ALPN-01 validation is one handshake, never resumed).
+    pub fn new(store: Arc<CertStore>, resumption: Resumption) -> Result<Self, rustls::Error> {
         Ok(Self {
             served: server_config(
                 Arc::new(ServedResolver(store.clone())),
                 &[b"h2", b"http/1.1"],
+                resumption,
             )?,
-            challenge: server_config(Arc::new(ChallengeResolver(store.clone())), &[ACME_TLS_ALPN])?,
+            challenge: server_config(
+                Arc::new(ChallengeResolver(store.clone())),
+                &[ACME_TLS_ALPN],
+                Resumption::Off,
+            )?,
             store,
             remote: None,
         })
@@ -87,8 +93,12 @@ impl TlsTerminator {
                 && !self.store.has_challenge(&name)
                 && let Some(cert) = remote.challenge(&name).await
             {
-                config = server_config(Arc::new(FixedResolver(cert)), &[ACME_TLS_ALPN])
-                    .map_err(io::Error::other)?;
+                config = server_config(
+                    Arc::new(FixedResolver(cert)),
+                    &[ACME_TLS_ALPN],
+                    Resumption::Off,
+                )
+                .map_err(io::Error::other)?;
             }
             let mut stream = start.into_stream(config).await?;
             let _ = stream.shutdown().await;

@@ -90,14 +90,43 @@ pub fn install_default_provider() {
 const VERSIONS: &[&rustls::SupportedProtocolVersion] =
     &[&rustls::version::TLS13, &rustls::version::TLS12];
 
+/// Whether returning clients may resume a TLS session instead of a full
+/// handshake (`listen.tls_session_resumption`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resumption {
+    /// Session tickets (TLS 1.3 and 1.2) and a session-ID cache (TLS 1.2).
+    On,
+    /// Every connection is a full handshake; no ticket is sent.
+    Off,
+}
+
+/// Sessions the TLS 1.2 session-ID cache holds (rustls's default is 256).
+/// TLS 1.3 resumption uses the stateless tickets and never fills it; an
+/// entry is a few hundred bytes, so a full cache stays near 1 MiB.
+const SESSION_CACHE: usize = 4096;
+
 fn server_config(
     resolver: Arc<dyn rustls::server::ResolvesServerCert>,
     alpn: &[&[u8]],
+    resumption: Resumption,
 ) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    match resumption {
+        Resumption::On => {
+            // Stateless tickets, encrypted with a key rustls rotates every
+            // 6 hours; a ticket is only good for this process, so a client
+            // that lands on another replica does a full handshake.
+            config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+            config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
+        }
+        Resumption::Off => {
+            config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+            config.send_tls13_tickets = 0;
+        }
+    }
     Ok(Arc::new(config))
 }

@@ -105,6 +105,188 @@ async fn tls12_only_clients_are_served() {
     assert_eq!(get_over(stream, "a.test", "/").await.1, "backend a");
 }
 
+/// `listen.tls_session_resumption` (on by default): a returning client
+/// resumes its session, with TLS 1.3 (tickets) and TLS 1.2 (tickets or the
+/// session cache), instead of a full handshake; turned off, every
+/// connection is a full handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn returning_clients_resume_their_tls_session_unless_it_is_turned_off() {
+    use rustls::HandshakeKind::{Full, Resumed};
+    let ca = TestCa::new();
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    for (listen_extra, second) in [
+        ("", Resumed),
+        (r#", "tls_session_resumption": false"#, Full),
+    ] {
+        let proxy = start_listening(&ca, &a, &b, "", listen_extra).await;
+        for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(ca.der()).unwrap();
+            // rustls's client keeps sessions in memory by default: the
+            // second connect offers what the first one got.
+            let config = Arc::new(
+                rustls::ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_protocol_versions(&[version])
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+            );
+            let what = format!("{:?} with listen {{{listen_extra}}}", version.version);
+            for expected in [Full, second] {
+                let stream = connect(https_addr(&proxy), "a.test", config.clone())
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    stream.get_ref().1.handshake_kind(),
+                    Some(expected),
+                    "{what}"
+                );
+                // Reading the response also reads the TLS 1.3 tickets the
+                // server sends after its handshake.
+                assert_eq!(
+                    get_over(stream, "a.test", "/").await.1,
+                    "backend a",
+                    "{what}"
+                );
+            }
+        }
+    }
+}
+
+/// The TLS records a client reads, counted by content type from the raw
+/// bytes under the TLS layer (5-byte record headers, bodies skipped).
+#[derive(Default)]
+struct RecordCounter {
+    header: Vec<u8>,
+    skip: usize,
+    application_data: usize,
+}
+
+impl RecordCounter {
+    fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.skip > 0 {
+                let n = self.skip.min(bytes.len());
+                self.skip -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = (5 - self.header.len()).min(bytes.len());
+            self.header.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if self.header.len() == 5 {
+                // Content type 23 is application data (in TLS 1.3 every
+                // encrypted record says 23).
+                if self.header[0] == 23 {
+                    self.application_data += 1;
+                }
+                self.skip = usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
+                self.header.clear();
+            }
+        }
+    }
+}
+
+/// A TCP stream that feeds what it reads to a [`RecordCounter`].
+struct Counted {
+    tcp: tokio::net::TcpStream,
+    records: Arc<std::sync::Mutex<RecordCounter>>,
+}
+
+impl tokio::io::AsyncRead for Counted {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.tcp).poll_read(cx, buf);
+        if polled.is_ready() {
+            self.records.lock().unwrap().feed(&buf.filled()[before..]);
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for Counted {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+/// A small HTTP/1.1 response over TLS is one TLS record (head and body
+/// together), for every request on a kept-alive connection: a record per
+/// write costs 22 bytes and an encryption each, and a head flushed apart
+/// from its body would be a second record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_response_is_one_tls_record() {
+    let ca = TestCa::new();
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    // No session tickets: they would be records of their own after the
+    // handshake.
+    let proxy = start_listening(&ca, &a, &b, "", r#", "tls_session_resumption": false"#).await;
+    let records = Arc::new(std::sync::Mutex::new(RecordCounter::default()));
+    let tcp = tokio::net::TcpStream::connect(https_addr(&proxy))
+        .await
+        .unwrap();
+    let io = Counted {
+        tcp,
+        records: records.clone(),
+    };
+    let name = rustls::pki_types::ServerName::try_from("a.test").unwrap();
+    let config = client_config(&[ca.der()], &[b"http/1.1"]);
+    let mut stream = tokio_rustls::TlsConnector::from(config)
+        .connect(name, io)
+        .await
+        .unwrap();
+    for round in 0..3 {
+        let before = records.lock().unwrap().application_data;
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = Vec::new();
+        let mut buf = [0u8; 4096];
+        let read_all = async {
+            while !response.ends_with(b"backend a") {
+                let n = stream.read(&mut buf).await.unwrap();
+                assert!(n > 0, "connection closed after {response:?}");
+                response.extend_from_slice(&buf[..n]);
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), read_all)
+            .await
+            .expect("the response within 10 s");
+        let text = String::from_utf8_lossy(&response);
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        let read = records.lock().unwrap().application_data - before;
+        assert_eq!(
+            read, 1,
+            "request {round}: the response came in {read} records: {text}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls10_and_tls11_client_hellos_are_refused_with_an_alert() {
     let ca = TestCa::new();

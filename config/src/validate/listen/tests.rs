@@ -15,8 +15,13 @@ fn listen_forms() {
             http: Some(sock("127.0.0.1:8080")),
             https: Some(sock("0.0.0.0:8443")),
             redirect_http: true,
+            tls_session_resumption: true,
         }
     );
+    let c = ok(&with(
+        r#""listen": {"https": ":8443", "tls_session_resumption": false}"#,
+    ));
+    assert!(!c.listen.tls_session_resumption);
     let c = ok(&with(r#""listen": {"http": "[::1]:0", "https": null}"#));
     assert_eq!(c.listen.http, Some(sock("[::1]:0")));
     assert_eq!(c.listen.https, None);
@@ -42,6 +47,12 @@ fn listen_errors() {
     assert_eq!(
         err(&with(r#""listen": {"http": 8080}"#)),
         "config.json: listen.http: expected an address like \"127.0.0.1:8080\" or \":8080\", got 8080"
+    );
+    assert_eq!(
+        err(&with(
+            r#""listen": {"https": ":8443", "tls_session_resumption": "yes"}"#
+        )),
+        "config.json: listen.tls_session_resumption: expected true or false, got \"yes\""
     );
     assert!(err(&with(r#""listen": {}"#)).starts_with("config.json: listen: no listener left"));
     assert!(err(&with(r#""listen": {"http": null, "https": null}"#)).contains("no listener left"));
