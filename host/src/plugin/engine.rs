@@ -265,6 +265,10 @@ impl Runtime {
 /// wasmtime's cache in `dir` (created if missing), or `None`, logged, when
 /// it cannot be used: a cache only saves time, so it never stops a start.
 fn disk_cache(dir: &Path) -> Option<DiskCache> {
+    // wasmtime refuses a relative directory; the config resolves the key
+    // against config.json's directory, which is itself relative when the
+    // proxy was started with `--config config.json`.
+    let dir = &std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
     let mut config = CacheConfig::new();
     config.with_directory(dir);
     match DiskCache::new(config) {
@@ -329,6 +333,19 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `bbproxy --config config.json` with `"cache_dir": "cache"` gives the
+    /// engine a relative path, which wasmtime alone refuses ("has to be
+    /// absolute").
+    #[test]
+    fn a_relative_cache_dir_is_used_from_the_working_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        let up = "../".repeat(cwd.components().count());
+        let relative = PathBuf::from(up).join(dir.path().strip_prefix("/").unwrap());
+        assert!(relative.is_relative());
+        assert!(disk_cache(&relative.join("cache")).is_some());
+    }
 
     const WAT: &str = "(component)";
 
