@@ -1,0 +1,398 @@
+//! A domain's `routes`: each route's `match` ([`matcher`]) and its one
+//! action, read with the domain; checked for routes that can never match;
+//! then, once every domain and pool is known, resolved against the
+//! upstream it forwards to (whose timeouts and retries it starts from).
+
+mod matcher;
+
+use serde_json::Value;
+
+use super::domains::Placed;
+use super::forwarding;
+use super::walk::{Fields, Kept, R, index, join, keep, object, set, show};
+use crate::address::normalize_domain;
+use crate::error::Fault;
+use crate::model::*;
+use bbproxy_plugin_contract::MAX_DIRECT_BODY_BYTES;
+use bbproxy_plugin_contract::routes::{RESERVED_ROUTER_KEYS, ROUTE_REF_SEPARATOR};
+
+/// A route as read with its domain, its forwarding settings kept until the
+/// upstream they start from is known.
+pub(crate) struct Pending<'a> {
+    path: String,
+    matcher: Match,
+    action: PendingAction<'a>,
+}
+
+enum PendingAction<'a> {
+    Forward {
+        upstream: (String, String),
+        strip_prefix: Option<String>,
+        timeouts: Kept<'a>,
+        retries: Kept<'a>,
+    },
+    Done(Action),
+}
+
+/// A domain's `routes`: a list of route objects, none of them shadowed by
+/// an earlier one.
+pub(crate) fn routes<'a>(v: &'a Value, path: &str) -> R<Vec<Pending<'a>>> {
+    let Value::Array(items) = v else {
+        return Err(Fault::invalid(
+            path,
+            format!(
+                "expected a list of routes like [{{\"match\": {{\"path_prefix\": \"/api/\"}}, \"upstream\": \"api\"}}], got {}",
+                show(v)
+            ),
+        ));
+    };
+    let mut out: Vec<Pending> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let route = route(item, &index(path, i))?;
+        for (j, earlier) in out.iter().enumerate() {
+            if let Some(why) = matcher::shadowed(&earlier.matcher, &route.matcher) {
+                return Err(Fault::invalid(
+                    &route.path,
+                    format!("can never match: {why} {}", index(path, j)),
+                ));
+            }
+        }
+        out.push(route);
+    }
+    Ok(out)
+}
+
+fn route<'a>(v: &'a Value, path: &str) -> R<Pending<'a>> {
+    let map = object(
+        v,
+        path,
+        "{\"match\": {\"path_prefix\": \"/api/\"}, \"upstream\": \"api\"}",
+    )?;
+    let mut m = Match::default();
+    let (mut upstream, mut redirect, mut respond): (Kept, Kept, Kept) = (None, None, None);
+    let (mut strip, mut timeouts, mut retries): (Kept, Kept, Kept) = (None, None, None);
+    Fields::new(map, path)
+        .key("match", |v, p| set(&mut m, matcher::matcher(v, p)))
+        .key("upstream", keep(&mut upstream))
+        .key("redirect", keep(&mut redirect))
+        .key("respond", keep(&mut respond))
+        .key("strip_prefix", keep(&mut strip))
+        .key("timeouts", keep(&mut timeouts))
+        .key("retries", keep(&mut retries))
+        .read()?;
+    let given: Vec<&str> = [
+        ("upstream", &upstream),
+        ("redirect", &redirect),
+        ("respond", &respond),
+    ]
+    .iter()
+    .filter(|(_, k)| k.is_some())
+    .map(|(name, _)| *name)
+    .collect();
+    if given.len() != 1 {
+        let what = match given.as_slice() {
+            [] => "none is given".to_owned(),
+            several => format!("{} are given", several.join(" and ")),
+        };
+        return Err(Fault::invalid(
+            path,
+            format!(
+                "a route needs exactly one action, \"upstream\", \"redirect\" or \"respond\"; {what}"
+            ),
+        ));
+    }
+    let action = match (upstream, redirect, respond) {
+        (Some((v, p)), _, _) => PendingAction::Forward {
+            upstream: (target_name(v, &p)?, p),
+            strip_prefix: strip.map(|(v, p)| strip_prefix(v, &p)).transpose()?,
+            timeouts,
+            retries,
+        },
+        (None, redirect, respond) => {
+            if let Some((_, p)) = [&strip, &timeouts, &retries].into_iter().flatten().next() {
+                return Err(Fault::invalid(
+                    p,
+                    "applies to routes that forward (\"upstream\") only",
+                ));
+            }
+            PendingAction::Done(match (redirect, respond) {
+                (Some((v, p)), _) => redirect_action(v, &p)?,
+                (None, Some((v, p))) => respond_action(v, &p)?,
+                (None, None) => unreachable_action(path)?,
+            })
+        }
+    };
+    Ok(Pending {
+        path: path.to_owned(),
+        matcher: m,
+        action,
+    })
+}
+
+/// Exactly one action was counted above; kept as an error rather than a
+/// panic.
+fn unreachable_action(path: &str) -> R<Action> {
+    Err(Fault::invalid(path, "a route needs an action"))
+}
+
+fn target_name(v: &Value, path: &str) -> R<String> {
+    match v {
+        Value::String(s) if !s.is_empty() => Ok(s.clone()),
+        _ => Err(Fault::invalid(
+            path,
+            format!(
+                "expected the name of a pool of \"upstreams\" or of a domain, got {}",
+                show(v)
+            ),
+        )),
+    }
+}
+
+fn strip_prefix(v: &Value, path: &str) -> R<String> {
+    match v.as_str() {
+        Some(s) if matcher::is_request_path(s) => Ok(s.to_owned()),
+        _ => Err(Fault::invalid(
+            path,
+            format!("expected a path prefix like \"/api\", got {}", show(v)),
+        )),
+    }
+}
+
+fn status(v: &Value, path: &str, allowed: impl Fn(u16) -> bool, what: &str) -> R<u16> {
+    v.as_u64()
+        .and_then(|n| u16::try_from(n).ok())
+        .filter(|n| allowed(*n))
+        .ok_or_else(|| Fault::invalid(path, format!("expected {what}, got {}", show(v))))
+}
+
+fn redirect_action(v: &Value, path: &str) -> R<Action> {
+    let map = object(v, path, "{\"status\": 308, \"location\": \"/new\"}")?;
+    let (mut code, mut location) = (DEFAULT_REDIRECT_STATUS, None);
+    Fields::new(map, path)
+        .key("status", |v, p| {
+            let redirect = |n| REDIRECT_STATUSES.contains(&n);
+            set(
+                &mut code,
+                status(v, p, redirect, "301, 302, 303, 307 or 308"),
+            )
+        })
+        .key("location", |v, p| match v.as_str() {
+            Some(s) if !s.is_empty() && !s.contains(char::is_control) => {
+                set(&mut location, Ok(Some(s.to_owned())))
+            }
+            _ => Err(Fault::invalid(
+                p,
+                format!(
+                    "expected a URL or path like \"/new\" or \"https://example.com/\", got {}",
+                    show(v)
+                ),
+            )),
+        })
+        .read()?;
+    let location = location.ok_or_else(|| {
+        Fault::invalid(
+            join(path, "location"),
+            "required: where to send the client, like \"/new\"",
+        )
+    })?;
+    Ok(Action::Redirect {
+        status: code,
+        location,
+    })
+}
+
+fn respond_action(v: &Value, path: &str) -> R<Action> {
+    let map = object(v, path, "{\"status\": 404, \"body\": \"not found\"}")?;
+    let (mut code, mut body) = (None, String::new());
+    Fields::new(map, path)
+        .key("status", |v, p| {
+            let any = |n| (100..=599).contains(&n);
+            set(
+                &mut code,
+                status(v, p, any, "an HTTP status from 100 to 599").map(Some),
+            )
+        })
+        .key("body", |v, p| match v.as_str() {
+            Some(s) if s.len() <= MAX_DIRECT_BODY_BYTES => set(&mut body, Ok(s.to_owned())),
+            _ => Err(Fault::invalid(
+                p,
+                format!("expected a text of at most 64KiB, got {}", show(v)),
+            )),
+        })
+        .read()?;
+    let status = code.ok_or_else(|| {
+        Fault::invalid(
+            join(path, "status"),
+            "required: the HTTP status to answer with",
+        )
+    })?;
+    Ok(Action::Respond { status, body })
+}
+
+/// Resolves every domain's routes against `domains` and `pools`: a route's
+/// `upstream` must name a pool or a domain with backends; its timeouts
+/// and retries are that upstream's with the route's on top.
+pub(crate) fn resolve(domains: &mut [Placed<'_>], pools: &[Placed<'_>]) -> R<()> {
+    for i in 0..domains.len() {
+        let built = domains[i]
+            .routes
+            .iter()
+            .map(|r| resolve_one(r, domains, pools))
+            .collect::<R<Vec<Route>>>()?;
+        domains[i].domain.routes = built;
+    }
+    Ok(())
+}
+
+fn resolve_one(r: &Pending<'_>, domains: &[Placed<'_>], pools: &[Placed<'_>]) -> R<Route> {
+    let action = match &r.action {
+        PendingAction::Done(action) => action.clone(),
+        PendingAction::Forward {
+            upstream: (name, path),
+            strip_prefix,
+            timeouts: given_timeouts,
+            retries: given_retries,
+        } => {
+            let target = target(name, path, domains, pools)?;
+            let mut timeouts = target.upstream.timeouts;
+            if let Some((v, p)) = given_timeouts {
+                forwarding::domain_timeouts(v, p, &mut timeouts)?;
+            }
+            let retries = match given_retries {
+                Some((v, p)) => forwarding::retries(v, p, target.upstream.retries)?,
+                None => target.upstream.retries,
+            };
+            Action::Forward(Forward {
+                upstream: target.name.clone(),
+                strip_prefix: strip_prefix.clone(),
+                timeouts,
+                retries,
+            })
+        }
+    };
+    Ok(Route {
+        matcher: r.matcher.clone(),
+        action,
+    })
+}
+
+/// The pool or domain a route's `upstream` names (a pool's name exactly, a
+/// domain's as domain names are written).
+fn target<'p>(
+    name: &str,
+    path: &str,
+    domains: &'p [Placed<'_>],
+    pools: &'p [Placed<'_>],
+) -> R<&'p Domain> {
+    let pool = pools.iter().find(|p| p.domain.name == name);
+    let domain = || {
+        let normal = normalize_domain(name).ok()?;
+        domains.iter().find(|d| d.domain.name == normal)
+    };
+    let Some(found) = pool.or_else(domain) else {
+        let known: Vec<&str> = pools.iter().map(|p| p.domain.name.as_str()).collect();
+        return Err(Fault::invalid(
+            path,
+            format!(
+                "unknown upstream {name:?}: not a pool of \"upstreams\" ({}) nor a domain",
+                if known.is_empty() {
+                    "there are none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        ));
+    };
+    if found.domain.backends.is_empty() {
+        return Err(Fault::invalid(
+            path,
+            format!("{name:?} has no backends (its own requests only go through its routes)"),
+        ));
+    }
+    Ok(&found.domain)
+}
+
+/// `upstreams`: named pools of backends, each an object with a domain's
+/// forwarding keys (or a list of backends). A pool's name is non-empty,
+/// has no `#` (the router's route references use it) and is no domain's.
+pub(crate) fn pools<'a>(
+    v: Option<&'a Value>,
+    dir: &super::walk::Dir,
+    defaults: &UpstreamSettings,
+    domains: &[Placed<'_>],
+) -> R<Vec<Placed<'a>>> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(Vec::new());
+    };
+    let map = object(
+        v,
+        "upstreams",
+        "{\"api\": {\"backends\": [\"localhost:9001\"]}}",
+    )?;
+    let mut out = Vec::with_capacity(map.len());
+    for (name, value) in map {
+        let path = join("upstreams", name);
+        if name.trim().is_empty() || name.contains(ROUTE_REF_SEPARATOR) {
+            return Err(Fault::invalid(
+                path,
+                format!("invalid pool name {name:?}: it must be non-empty and without '#'"),
+            ));
+        }
+        let same = normalize_domain(name).ok();
+        if let Some(d) = domains
+            .iter()
+            .find(|d| same.as_deref() == Some(d.domain.name.as_str()))
+        {
+            return Err(Fault::invalid(
+                path,
+                format!(
+                    "{name:?} is also a domain ({}); a route names either, so give the pool another name",
+                    d.path
+                ),
+            ));
+        }
+        let placed = super::domains::domain(
+            value,
+            path,
+            name.clone(),
+            dir,
+            defaults,
+            super::domains::Kind::Pool,
+        )?;
+        out.push(placed);
+    }
+    Ok(out)
+}
+
+/// Routes are the built-in router's: a domain whose router is a plugin of
+/// the user's cannot have them, and the keys the host passes them under
+/// cannot be set by hand.
+pub(crate) fn check_router(domains: &[Placed<'_>], plugins: &Plugins) -> R<()> {
+    if plugins.router.source == PluginSource::Builtin {
+        for key in RESERVED_ROUTER_KEYS {
+            if plugins.router.config.get(key).is_some() {
+                return Err(Fault::invalid(
+                    format!("plugins.router.config.{key}"),
+                    "reserved: the host passes the domains' routes to the built-in router under this key; write them in domains.<name>.routes",
+                ));
+            }
+        }
+    }
+    for d in domains.iter().filter(|d| !d.routes.is_empty()) {
+        let whose = match (&d.domain.plugins.router, &plugins.router.source) {
+            (Some(_), _) => join(&d.path, "router"),
+            (None, PluginSource::Path(_)) => "plugins.router".to_owned(),
+            (None, PluginSource::Builtin) => continue,
+        };
+        return Err(Fault::invalid(
+            join(&d.path, "routes"),
+            format!(
+                "routes are matched by the built-in router, but this domain's router is a plugin of your own ({whose}); route in that plugin, or remove one of the two"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
