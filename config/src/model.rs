@@ -84,6 +84,18 @@ impl Config {
         self.domains.iter().chain(&self.pools)
     }
 
+    /// Every set of upstream timeouts a request may be forwarded under:
+    /// each upstream's, then each forwarding route's.
+    pub fn upstream_timeouts(&self) -> impl Iterator<Item = &UpstreamTimeouts> {
+        let routes = self.domains.iter().flat_map(|d| &d.routes);
+        self.upstreams()
+            .map(|u| &u.upstream.timeouts)
+            .chain(routes.filter_map(|r| match &r.action {
+                Action::Forward(f) => Some(&f.timeouts),
+                _ => None,
+            }))
+    }
+
     /// Looks a domain up by its normalised name (exact match, no wildcard
     /// expansion: that is the router's job).
     pub fn domain(&self, name: &str) -> Option<&Domain> {

@@ -46,10 +46,18 @@ pub fn prefix_base(prefix: &str) -> &str {
 /// assert!(prefix_matches("/", "/anything"));
 /// ```
 pub fn prefix_matches(prefix: &str, path: &str) -> bool {
-    let base = prefix_base(prefix);
-    match path.strip_prefix(base) {
-        Some(rest) => rest.is_empty() || rest.starts_with('/'),
-        None => false,
+    under_base(prefix_base(prefix), path)
+}
+
+/// [`prefix_matches`] for a prefix already given as its
+/// [`prefix_base`] (a router compiles it once).
+pub fn under_base(base: &str, path: &str) -> bool {
+    match path.as_bytes().get(base.len()) {
+        // Past the base: a segment boundary, and the base before it.
+        Some(b'/') | None => {
+            path.len() >= base.len() && path.as_bytes()[..base.len()] == *base.as_bytes()
+        }
+        Some(_) => false,
     }
 }
 
