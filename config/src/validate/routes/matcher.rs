@@ -98,14 +98,8 @@ fn method_list(v: &Value, path: &str) -> R<Vec<String>> {
             ),
         )
     };
-    let items: Vec<(&Value, String)> = match v {
-        Value::String(_) => vec![(v, path.to_owned())],
-        Value::Array(list) if !list.is_empty() => list
-            .iter()
-            .enumerate()
-            .map(|(i, m)| (m, index(path, i)))
-            .collect(),
-        _ => return Err(bad(v, path)),
+    let Some(items) = one_or_list(v, path) else {
+        return Err(bad(v, path));
     };
     let mut out: Vec<String> = Vec::with_capacity(items.len());
     for (m, p) in items {
@@ -119,6 +113,21 @@ fn method_list(v: &Value, path: &str) -> R<Vec<String>> {
         out.push(name);
     }
     Ok(out)
+}
+
+/// A string, or a non-empty list (of anything: its items are checked by
+/// the caller), each with its key path.
+fn one_or_list<'a>(v: &'a Value, path: &str) -> Option<Vec<(&'a Value, String)>> {
+    match v {
+        Value::String(_) => Some(vec![(v, path.to_owned())]),
+        Value::Array(list) if !list.is_empty() => Some(
+            list.iter()
+                .enumerate()
+                .map(|(i, item)| (item, index(path, i)))
+                .collect(),
+        ),
+        _ => None,
+    }
 }
 
 fn non_empty<'a>(v: &'a Value, path: &str, example: &str) -> R<&'a Map<String, Value>> {
@@ -185,22 +194,14 @@ fn query_map(v: &Value, path: &str) -> R<Vec<(String, String)>> {
 }
 
 fn cidrs(v: &Value, path: &str) -> R<Vec<Cidr>> {
-    let items: Vec<(&Value, String)> = match v {
-        Value::String(_) => vec![(v, path.to_owned())],
-        Value::Array(list) if !list.is_empty() => list
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c, index(path, i)))
-            .collect(),
-        _ => {
-            return Err(Fault::invalid(
-                path,
-                format!(
-                    "expected a list of IP blocks like [\"10.0.0.0/8\", \"2001:db8::/32\"], got {}",
-                    show(v)
-                ),
-            ));
-        }
+    let Some(items) = one_or_list(v, path) else {
+        return Err(Fault::invalid(
+            path,
+            format!(
+                "expected a list of IP blocks like [\"10.0.0.0/8\", \"2001:db8::/32\"], got {}",
+                show(v)
+            ),
+        ));
     };
     items
         .into_iter()
