@@ -14,6 +14,7 @@ mod observe;
 mod plugins;
 mod routes;
 mod storage;
+mod upstreams;
 mod walk;
 
 use std::path::{Path, PathBuf};
@@ -128,13 +129,13 @@ pub(crate) fn config(root: &Value, origin: &Path) -> R<Config> {
     };
 
     let mut placed = domains::domains(top.domains.as_ref().map(|(v, _)| *v), &dir, &upstream)?;
-    let pools = routes::pools(
+    let pools = upstreams::pools(
         top.upstreams.as_ref().map(|(v, _)| *v),
         &dir,
         &upstream,
         &placed,
     )?;
-    routes::resolve(&mut placed, &pools)?;
+    upstreams::resolve(&mut placed, &pools)?;
     let default_domain = match &top.default_domain {
         Some((v, _)) => Some(domains::default_domain(v, &placed)?),
         None => None,
@@ -159,7 +160,7 @@ pub(crate) fn config(root: &Value, origin: &Path) -> R<Config> {
     domains::check_tls_needs(&placed, &listen, &acme)?;
     domains::check_balancer_kinds(&placed, &plugins)?;
     domains::check_balancer_kinds(&pools, &plugins)?;
-    routes::check_router(&placed, &plugins)?;
+    upstreams::check_router(&placed, &plugins)?;
 
     Ok(Config {
         origin: origin.to_path_buf(),

@@ -7,14 +7,11 @@ mod matcher;
 
 use serde_json::Value;
 
-use super::domains::Placed;
 use super::forwarding;
 use super::walk::{Fields, Kept, R, index, join, keep, object, set, show};
-use crate::address::normalize_domain;
 use crate::error::Fault;
 use crate::model::*;
 use bbproxy_plugin_contract::MAX_DIRECT_BODY_BYTES;
-use bbproxy_plugin_contract::routes::{RESERVED_ROUTER_KEYS, ROUTE_REF_SEPARATOR};
 
 /// A route as read with its domain, its forwarding settings kept until the
 /// upstream they start from is known.
@@ -229,22 +226,26 @@ fn respond_action(v: &Value, path: &str) -> R<Action> {
     Ok(Action::Respond { status, body })
 }
 
-/// Resolves every domain's routes against `domains` and `pools`: a route's
-/// `upstream` must name a pool or a domain with backends; its timeouts
-/// and retries are that upstream's with the route's on top.
-pub(crate) fn resolve(domains: &mut [Placed<'_>], pools: &[Placed<'_>]) -> R<()> {
-    for i in 0..domains.len() {
-        let built = domains[i]
-            .routes
-            .iter()
-            .map(|r| resolve_one(r, domains, pools))
-            .collect::<R<Vec<Route>>>()?;
-        domains[i].domain.routes = built;
-    }
-    Ok(())
+/// Resolves a domain's routes: a route's `upstream` must name a pool or
+/// a domain with backends (`find` looks a name up; `pools` lists the pools
+/// for the message); its timeouts and retries are that upstream's with the
+/// route's on top.
+pub(crate) fn resolve<'d>(
+    pending: &[Pending<'_>],
+    find: &dyn Fn(&str) -> Option<&'d Domain>,
+    pools: &str,
+) -> R<Vec<Route>> {
+    pending
+        .iter()
+        .map(|r| resolve_one(r, find, pools))
+        .collect()
 }
 
-fn resolve_one(r: &Pending<'_>, domains: &[Placed<'_>], pools: &[Placed<'_>]) -> R<Route> {
+fn resolve_one<'d>(
+    r: &Pending<'_>,
+    find: &dyn Fn(&str) -> Option<&'d Domain>,
+    pools: &str,
+) -> R<Route> {
     let action = match &r.action {
         PendingAction::Done(action) => action.clone(),
         PendingAction::Forward {
@@ -253,7 +254,7 @@ fn resolve_one(r: &Pending<'_>, domains: &[Placed<'_>], pools: &[Placed<'_>]) ->
             timeouts: given_timeouts,
             retries: given_retries,
         } => {
-            let target = target(name, path, domains, pools)?;
+            let target = target(name, path, find, pools)?;
             let mut timeouts = target.upstream.timeouts;
             if let Some((v, p)) = given_timeouts {
                 forwarding::domain_timeouts(v, p, &mut timeouts)?;
@@ -276,122 +277,28 @@ fn resolve_one(r: &Pending<'_>, domains: &[Placed<'_>], pools: &[Placed<'_>]) ->
     })
 }
 
-/// The pool or domain a route's `upstream` names (a pool's name exactly, a
-/// domain's as domain names are written).
-fn target<'p>(
+/// The pool or domain a route's `upstream` names, which must have backends.
+fn target<'d>(
     name: &str,
     path: &str,
-    domains: &'p [Placed<'_>],
-    pools: &'p [Placed<'_>],
-) -> R<&'p Domain> {
-    let pool = pools.iter().find(|p| p.domain.name == name);
-    let domain = || {
-        let normal = normalize_domain(name).ok()?;
-        domains.iter().find(|d| d.domain.name == normal)
-    };
-    let Some(found) = pool.or_else(domain) else {
-        let known: Vec<&str> = pools.iter().map(|p| p.domain.name.as_str()).collect();
+    find: &dyn Fn(&str) -> Option<&'d Domain>,
+    pools: &str,
+) -> R<&'d Domain> {
+    let Some(found) = find(name) else {
         return Err(Fault::invalid(
             path,
             format!(
-                "unknown upstream {name:?}: not a pool of \"upstreams\" ({}) nor a domain",
-                if known.is_empty() {
-                    "there are none".to_owned()
-                } else {
-                    known.join(", ")
-                }
+                "unknown upstream {name:?}: not a pool of \"upstreams\" ({pools}) nor a domain"
             ),
         ));
     };
-    if found.domain.backends.is_empty() {
+    if found.backends.is_empty() {
         return Err(Fault::invalid(
             path,
             format!("{name:?} has no backends (its own requests only go through its routes)"),
         ));
     }
-    Ok(&found.domain)
-}
-
-/// `upstreams`: named pools of backends, each an object with a domain's
-/// forwarding keys (or a list of backends). A pool's name is non-empty,
-/// has no `#` (the router's route references use it) and is no domain's.
-pub(crate) fn pools<'a>(
-    v: Option<&'a Value>,
-    dir: &super::walk::Dir,
-    defaults: &UpstreamSettings,
-    domains: &[Placed<'_>],
-) -> R<Vec<Placed<'a>>> {
-    let Some(v) = v.filter(|v| !v.is_null()) else {
-        return Ok(Vec::new());
-    };
-    let map = object(
-        v,
-        "upstreams",
-        "{\"api\": {\"backends\": [\"localhost:9001\"]}}",
-    )?;
-    let mut out = Vec::with_capacity(map.len());
-    for (name, value) in map {
-        let path = join("upstreams", name);
-        if name.trim().is_empty() || name.contains(ROUTE_REF_SEPARATOR) {
-            return Err(Fault::invalid(
-                path,
-                format!("invalid pool name {name:?}: it must be non-empty and without '#'"),
-            ));
-        }
-        let same = normalize_domain(name).ok();
-        if let Some(d) = domains
-            .iter()
-            .find(|d| same.as_deref() == Some(d.domain.name.as_str()))
-        {
-            return Err(Fault::invalid(
-                path,
-                format!(
-                    "{name:?} is also a domain ({}); a route names either, so give the pool another name",
-                    d.path
-                ),
-            ));
-        }
-        let placed = super::domains::domain(
-            value,
-            path,
-            name.clone(),
-            dir,
-            defaults,
-            super::domains::Kind::Pool,
-        )?;
-        out.push(placed);
-    }
-    Ok(out)
-}
-
-/// Routes are the built-in router's: a domain whose router is a plugin of
-/// the user's cannot have them, and the keys the host passes them under
-/// cannot be set by hand.
-pub(crate) fn check_router(domains: &[Placed<'_>], plugins: &Plugins) -> R<()> {
-    if plugins.router.source == PluginSource::Builtin {
-        for key in RESERVED_ROUTER_KEYS {
-            if plugins.router.config.get(key).is_some() {
-                return Err(Fault::invalid(
-                    format!("plugins.router.config.{key}"),
-                    "reserved: the host passes the domains' routes to the built-in router under this key; write them in domains.<name>.routes",
-                ));
-            }
-        }
-    }
-    for d in domains.iter().filter(|d| !d.routes.is_empty()) {
-        let whose = match (&d.domain.plugins.router, &plugins.router.source) {
-            (Some(_), _) => join(&d.path, "router"),
-            (None, PluginSource::Path(_)) => "plugins.router".to_owned(),
-            (None, PluginSource::Builtin) => continue,
-        };
-        return Err(Fault::invalid(
-            join(&d.path, "routes"),
-            format!(
-                "routes are matched by the built-in router, but this domain's router is a plugin of your own ({whose}); route in that plugin, or remove one of the two"
-            ),
-        ));
-    }
-    Ok(())
+    Ok(found)
 }
 
 #[cfg(test)]
