@@ -52,13 +52,10 @@ pub fn prefix_matches(prefix: &str, path: &str) -> bool {
 /// [`prefix_matches`] for a prefix already given as its
 /// [`prefix_base`] (a router compiles it once).
 pub fn under_base(base: &str, path: &str) -> bool {
-    match path.as_bytes().get(base.len()) {
-        // Past the base: a segment boundary, and the base before it.
-        Some(b'/') | None => {
-            path.len() >= base.len() && path.as_bytes()[..base.len()] == *base.as_bytes()
-        }
-        Some(_) => false,
-    }
+    let bytes = path.as_bytes();
+    // The base, then the end of the path or a segment boundary.
+    bytes.get(..base.len()) == Some(base.as_bytes())
+        && matches!(bytes.get(base.len()), None | Some(b'/'))
 }
 
 /// `path` without the segment-aware `prefix`, still starting with `/`

@@ -77,46 +77,42 @@ fn route<'a>(v: &'a Value, path: &str) -> R<Pending<'a>> {
         .key("timeouts", keep(&mut timeouts))
         .key("retries", keep(&mut retries))
         .read()?;
-    let given: Vec<&str> = [
-        ("upstream", &upstream),
-        ("redirect", &redirect),
-        ("respond", &respond),
-    ]
-    .iter()
-    .filter(|(_, k)| k.is_some())
-    .map(|(name, _)| *name)
-    .collect();
-    if given.len() != 1 {
-        let what = match given.as_slice() {
-            [] => "none is given".to_owned(),
-            several => format!("{} are given", several.join(" and ")),
-        };
-        return Err(Fault::invalid(
-            path,
-            format!(
-                "a route needs exactly one action, \"upstream\", \"redirect\" or \"respond\"; {what}"
-            ),
-        ));
-    }
+    let extras = [&strip, &timeouts, &retries];
     let action = match (upstream, redirect, respond) {
-        (Some((v, p)), _, _) => PendingAction::Forward {
+        (Some((v, p)), None, None) => PendingAction::Forward {
             upstream: (target_name(v, &p)?, p),
             strip_prefix: strip.map(|(v, p)| strip_prefix(v, &p)).transpose()?,
             timeouts,
             retries,
         },
-        (None, redirect, respond) => {
-            if let Some((_, p)) = [&strip, &timeouts, &retries].into_iter().flatten().next() {
-                return Err(Fault::invalid(
-                    p,
-                    "applies to routes that forward (\"upstream\") only",
-                ));
-            }
-            PendingAction::Done(match (redirect, respond) {
-                (Some((v, p)), _) => redirect_action(v, &p)?,
-                (None, Some((v, p))) => respond_action(v, &p)?,
-                (None, None) => unreachable_action(path)?,
-            })
+        (None, Some((v, p)), None) => {
+            forward_only(extras)?;
+            PendingAction::Done(redirect_action(v, &p)?)
+        }
+        (None, None, Some((v, p))) => {
+            forward_only(extras)?;
+            PendingAction::Done(respond_action(v, &p)?)
+        }
+        (upstream, redirect, respond) => {
+            let given: Vec<&str> = [
+                ("upstream", upstream.is_some()),
+                ("redirect", redirect.is_some()),
+                ("respond", respond.is_some()),
+            ]
+            .iter()
+            .filter(|(_, given)| *given)
+            .map(|(name, _)| *name)
+            .collect();
+            let what = match given.as_slice() {
+                [] => "none is given".to_owned(),
+                several => format!("{} are given", several.join(" and ")),
+            };
+            return Err(Fault::invalid(
+                path,
+                format!(
+                    "a route needs exactly one action, \"upstream\", \"redirect\" or \"respond\"; {what}"
+                ),
+            ));
         }
     };
     Ok(Pending {
@@ -126,10 +122,15 @@ fn route<'a>(v: &'a Value, path: &str) -> R<Pending<'a>> {
     })
 }
 
-/// Exactly one action was counted above; kept as an error rather than a
-/// panic.
-fn unreachable_action(path: &str) -> R<Action> {
-    Err(Fault::invalid(path, "a route needs an action"))
+/// A route that answers by itself has no forwarding settings.
+fn forward_only(given: [&Kept<'_>; 3]) -> R<()> {
+    match given.into_iter().flatten().next() {
+        Some((_, p)) => Err(Fault::invalid(
+            p,
+            "applies to routes that forward (\"upstream\") only",
+        )),
+        None => Ok(()),
+    }
 }
 
 fn target_name(v: &Value, path: &str) -> R<String> {
