@@ -52,10 +52,14 @@ pub fn prefix_matches(prefix: &str, path: &str) -> bool {
 /// [`prefix_matches`] for a prefix already given as its
 /// [`prefix_base`] (a router compiles it once).
 pub fn under_base(base: &str, path: &str) -> bool {
-    let bytes = path.as_bytes();
-    // The base, then the end of the path or a segment boundary.
-    bytes.get(..base.len()) == Some(base.as_bytes())
-        && matches!(bytes.get(base.len()), None | Some(b'/'))
+    let (path, base) = (path.as_bytes(), base.as_bytes());
+    // The base, then the end of the path or a segment boundary. Compared
+    // byte by byte: paths and prefixes are short and mostly differ early,
+    // where a call to `memcmp` would cost more than the comparison (the
+    // router tries every prefix route of a domain in turn).
+    path.len() >= base.len()
+        && path.iter().zip(base).all(|(p, b)| p == b)
+        && matches!(path.get(base.len()), None | Some(b'/'))
 }
 
 /// `path` without the segment-aware `prefix`, still starting with `/`

@@ -78,18 +78,28 @@ pub struct DomainRoutes {
     headers: Vec<String>,
 }
 
+/// One route: the checks its matchers compile to, cheapest first (a route
+/// has one or two, so a request tries only what each route asks), and its
+/// answer.
 #[derive(Debug)]
 struct Compiled {
-    path: Option<String>,
-    /// The `path_prefix` without its trailing slashes.
-    prefix: Option<String>,
-    regex: Option<regex::Regex>,
-    methods: Methods,
-    /// `(slot in DomainRoutes::headers, exact value or None for present)`.
-    headers: Vec<(usize, Option<String>)>,
-    query: Vec<(String, String)>,
-    clients: Vec<Cidr>,
+    checks: Vec<Check>,
     answer: Route,
+}
+
+#[derive(Debug)]
+enum Check {
+    /// `path`.
+    Path(Box<str>),
+    /// `path_prefix`, without its trailing slashes.
+    Prefix(Box<str>),
+    Methods(Methods),
+    Clients(Vec<Cidr>),
+    /// A `header`: its cache slot and the exact value (`None`: present).
+    Header(usize, Option<Box<str>>),
+    /// A `query` parameter and its value.
+    Query(Box<str>, Box<str>),
+    Regex(Box<regex::Regex>),
 }
 
 impl DomainRoutes {
@@ -132,16 +142,27 @@ impl DomainRoutes {
             Some(r) => Route::respond(r.status, r.body),
             None => Route::to(route_ref(domain, i)),
         };
-        Ok(Compiled {
-            path: m.path,
-            prefix: m.path_prefix.map(|p| prefix_base(&p).to_owned()),
-            regex,
-            methods: Methods::new(&m.method),
-            headers,
-            query: m.query.into_iter().collect(),
-            clients,
-            answer,
-        })
+        let methods = Methods::new(&m.method);
+        let checks = m
+            .path
+            .map(|p| Check::Path(p.into()))
+            .into_iter()
+            .chain(m.path_prefix.map(|p| Check::Prefix(prefix_base(&p).into())))
+            .chain((!methods.is_any()).then_some(Check::Methods(methods)))
+            .chain((!clients.is_empty()).then_some(Check::Clients(clients)))
+            .chain(
+                headers
+                    .into_iter()
+                    .map(|(slot, v)| Check::Header(slot, v.map(Into::into))),
+            )
+            .chain(
+                m.query
+                    .into_iter()
+                    .map(|(k, v)| Check::Query(k.into(), v.into())),
+            )
+            .chain(regex.map(|r| Check::Regex(Box::new(r))))
+            .collect();
+        Ok(Compiled { checks, answer })
     }
 
     fn header_slot(&mut self, name: &str) -> usize {
@@ -170,47 +191,31 @@ impl DomainRoutes {
 }
 
 impl Compiled {
-    /// Every matcher given holds; the cheap ones are tried first.
+    /// Every check holds.
     fn matches<'r, S: Source<'r>>(&self, f: &Facts<'r, S>, header_names: &[String]) -> bool {
-        if !self.methods.allows(f) {
-            return false;
-        }
-        if let Some(p) = &self.path
-            && p != f.path()
-        {
-            return false;
-        }
-        if let Some(base) = &self.prefix
-            && !under_base(base, f.path())
-        {
-            return false;
-        }
-        if !self.clients.is_empty() {
-            match f.client_ip() {
-                Some(ip) if self.clients.iter().any(|c| c.contains(ip)) => {}
-                _ => return false,
+        self.checks.iter().all(|c| c.holds(f, header_names))
+    }
+}
+
+impl Check {
+    fn holds<'r, S: Source<'r>>(&self, f: &Facts<'r, S>, header_names: &[String]) -> bool {
+        match self {
+            Check::Path(p) => **p == *f.path(),
+            Check::Prefix(base) => under_base(base, f.path()),
+            Check::Methods(m) => m.allows(f),
+            Check::Clients(blocks) => f
+                .client_ip()
+                .is_some_and(|ip| blocks.iter().any(|c| c.contains(ip))),
+            Check::Header(slot, want) => {
+                let name = header_names.get(*slot).map_or("", String::as_str);
+                f.with_header(*slot, name, |v| match (v, want) {
+                    (None, _) => false,
+                    (Some(_), None) => true,
+                    (Some(v), Some(w)) => v == &**w,
+                })
             }
-        }
-        for (slot, want) in &self.headers {
-            let name = header_names.get(*slot).map_or("", String::as_str);
-            let ok = f.with_header(*slot, name, |v| match (v, want) {
-                (None, _) => false,
-                (Some(_), None) => true,
-                (Some(v), Some(w)) => v == w,
-            });
-            if !ok {
-                return false;
-            }
-        }
-        if !self.query.is_empty() {
-            let q = f.query().unwrap_or("");
-            if !self.query.iter().all(|(k, v)| query_has(q, k, v)) {
-                return false;
-            }
-        }
-        match &self.regex {
-            Some(r) => r.is_match(f.path()),
-            None => true,
+            Check::Query(k, v) => query_has(f.query().unwrap_or(""), k, v),
+            Check::Regex(r) => r.is_match(f.path()),
         }
     }
 }
@@ -250,9 +255,13 @@ impl Methods {
         m
     }
 
-    /// Any method when none is listed.
+    /// Whether none is listed: any method then.
+    fn is_any(&self) -> bool {
+        self.known == 0 && self.other.is_empty()
+    }
+
     fn allows<'r, S: Source<'r>>(&self, f: &Facts<'r, S>) -> bool {
-        if self.known == 0 && self.other.is_empty() {
+        if self.is_any() {
             return true;
         }
         let (bit, name) = f.method();
@@ -263,10 +272,16 @@ impl Methods {
 /// Whether the query string `q` has a parameter `key` equal to `value`
 /// (compared as sent, not percent-decoded).
 pub fn query_has(q: &str, key: &str, value: &str) -> bool {
-    q.split('&').any(|pair| match pair.split_once('=') {
-        Some((k, v)) => k == key && v == value,
-        None => pair == key && value.is_empty(),
-    })
+    let (key, value) = (key.as_bytes(), value.as_bytes());
+    q.as_bytes()
+        .split(|b| *b == b'&')
+        .any(|pair| match pair.iter().position(|b| *b == b'=') {
+            Some(eq) => {
+                let (k, v) = pair.split_at(eq);
+                k == key && v.get(1..) == Some(value)
+            }
+            None => pair == key && value.is_empty(),
+        })
 }
 
 /// Where a request's facts come from: the host's request resource (each
