@@ -80,3 +80,44 @@ fn route(m: &Match, action: &Action) -> Value {
     }
     Value::Object(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        bbproxy_config::parse(text, std::path::Path::new("config.json"))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Without routes or pools the router's config gets nothing new; with
+    /// them, the domains' matchers (as the router reads them, `respond`
+    /// only for routes it answers itself) and the pools' names.
+    #[test]
+    fn routes_and_pools_as_the_router_reads_them() {
+        assert!(routes(&config(r#"{"domains": {"a.test": ["a:1"]}}"#)).is_empty());
+        let c = config(
+            r#"{"upstreams": {"api": ["p:1"]}, "domains": {"a.test": {"backends": ["a:1"], "routes": [
+                {"match": {"path_prefix": "/api/", "method": "get", "header": {"X-Env": "canary", "x-d": true},
+                           "query": {"v": "2"}, "client_ip": ["10.0.0.0/8"], "path_regex": "^/x", "path": "/api/x"},
+                 "upstream": "api", "strip_prefix": "/api"},
+                {"redirect": {"location": "/new"}, "match": {"path": "/old"}},
+                {"respond": {"status": 404, "body": "no"}}
+            ]}, "b.test": ["b:1"]}}"#,
+        );
+        let got = Value::Object(routes(&c));
+        assert_eq!(
+            got,
+            json!({
+                "routes": {"a.test": [
+                    {"match": {"path": "/api/x", "path_prefix": "/api/", "path_regex": "^/x", "method": ["GET"],
+                               "header": {"x-env": "canary", "x-d": true}, "query": {"v": "2"},
+                               "client_ip": ["10.0.0.0/8"]}},
+                    {"match": {"path": "/old"}},
+                    {"match": {}, "respond": {"status": 404, "body": "no"}}
+                ]},
+                "pools": ["api"]
+            })
+        );
+    }
+}
