@@ -8,8 +8,10 @@ use std::time::Duration;
 use crate::storage::Storage;
 
 mod forwarding;
+mod routes;
 
 pub use forwarding::*;
+pub use routes::*;
 
 /// Where the original BBProxy listened; used when `listen` is absent.
 pub const DEFAULT_HTTP: SocketAddr =
@@ -42,6 +44,10 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     /// In file order, which is also the order operators expect in `/status`.
     pub domains: Vec<Domain>,
+    /// `upstreams`: named backend pools that routes forward to, in file
+    /// order. A pool is a [`Domain`] without `tls`, `router` and `routes`;
+    /// its name is no domain's, non-empty and without `#`.
+    pub pools: Vec<Domain>,
     /// Always the name of one of `domains`.
     pub default_domain: Option<String>,
     pub breaker: BreakerSettings,
@@ -72,6 +78,24 @@ pub struct Config {
 }
 
 impl Config {
+    /// Every upstream of a generation in its order: the domains, then the
+    /// pools (so adding a pool never renumbers a domain).
+    pub fn upstreams(&self) -> impl Iterator<Item = &Domain> {
+        self.domains.iter().chain(&self.pools)
+    }
+
+    /// Every set of upstream timeouts a request may be forwarded under:
+    /// each upstream's, then each forwarding route's.
+    pub fn upstream_timeouts(&self) -> impl Iterator<Item = &UpstreamTimeouts> {
+        let routes = self.domains.iter().flat_map(|d| &d.routes);
+        self.upstreams()
+            .map(|u| &u.upstream.timeouts)
+            .chain(routes.filter_map(|r| match &r.action {
+                Action::Forward(f) => Some(&f.timeouts),
+                _ => None,
+            }))
+    }
+
     /// Looks a domain up by its normalised name (exact match, no wildcard
     /// expansion: that is the router's job).
     pub fn domain(&self, name: &str) -> Option<&Domain> {
@@ -110,7 +134,8 @@ impl Default for Listen {
 pub struct Domain {
     /// Lower case; `*.example.com` for wildcards; IPv6 literals in brackets.
     pub name: String,
-    /// Never empty, no duplicates.
+    /// No duplicates; empty only when `routes` is not (a request no route
+    /// matches is then answered 404).
     pub backends: Vec<Backend>,
     /// One of [`BUILTIN_BALANCERS`], or a custom balancer plugin's name.
     pub balancer: String,
@@ -126,6 +151,10 @@ pub struct Domain {
     pub backend_ca: Option<PathBuf>,
     /// The domain's own plugins; `None` uses `plugins.<role>`.
     pub plugins: DomainPlugins,
+    /// `routes`, in file order: the first that matches a request decides;
+    /// when none does, `backends` serve it. Always empty for a pool and
+    /// for a domain whose router is a plugin of the user's.
+    pub routes: Vec<Route>,
 }
 
 /// Plugins a domain names for itself (`"balancer": {"path": ...}`,

@@ -76,7 +76,9 @@ fn original_file_loads_unchanged() {
                 upstream: UpstreamSettings::default(),
                 backend_ca: None,
                 plugins: DomainPlugins::default(),
+                routes: Vec::new(),
             }],
+            pools: Vec::new(),
             default_domain: None,
             breaker: BreakerSettings {
                 threshold: 5,
@@ -187,11 +189,11 @@ fn duplicate_json_keys_are_errors() {
 fn unknown_keys_name_their_path() {
     assert_eq!(
         err(&with(r#""listn": {}"#)),
-        "config.json: unknown key `listn` (expected one of: domains, default_domain, listen, admin, circuit_breaker_threshold, circuit_breaker_timeout, cert_cache_dir, cert_cache_path, plugins, acme, metrics, access_log, log_format, tracing, timeouts, limits, retries, shutdown_grace, storage); did you mean `listen`?"
+        "config.json: unknown key `listn` (expected one of: domains, upstreams, default_domain, listen, admin, circuit_breaker_threshold, circuit_breaker_timeout, cert_cache_dir, cert_cache_path, plugins, acme, metrics, access_log, log_format, tracing, timeouts, limits, retries, shutdown_grace, storage); did you mean `listen`?"
     );
     assert_eq!(
         err(r#"{"domains": {"example.com": {"backends": ["a:1"], "balancr": "x"}}}"#),
-        "config.json: unknown key `domains.example.com.balancr` (expected one of: backends, balancer, tls, timeouts, limits, retries, health_check, protocol, pool, backend_ca, router, breaker); did you mean `balancer`?"
+        "config.json: unknown key `domains.example.com.balancr` (expected one of: backends, balancer, tls, timeouts, limits, retries, health_check, protocol, pool, backend_ca, router, breaker, routes); did you mean `balancer`?"
     );
     assert_eq!(
         err(r#"{"domains": {"example.com": {"backends": [{"address": "a:1", "wieght": 2}]}}}"#),

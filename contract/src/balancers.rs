@@ -108,6 +108,6 @@ impl std::fmt::Display for HashOn {
 }
 
 /// An RFC 9110 `tchar`: what header and cookie names are made of.
-fn is_token_byte(b: u8) -> bool {
+pub(crate) fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }

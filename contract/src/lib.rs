@@ -14,6 +14,7 @@
 
 pub mod balancers;
 pub mod hosts;
+pub mod routes;
 pub mod stats;
 
 pub use stats::{EWMA_NEW_SIXTEENTHS, Stats, Streak, ewma, record, streak};

@@ -7,18 +7,28 @@ use bbproxy_config::{Config, TlsSource, UpstreamProtocol};
 use crate::generation::{Generation, Slot, Source};
 use crate::plugin::World;
 
-/// The report for generation `g` built from `config`.
-pub fn report(config: &Config, g: &Generation) -> String {
+/// The first line: what was loaded.
+fn summary(config: &Config, g: &Generation) -> String {
     let backends: usize = g.upstreams.iter().map(|u| u.backends.len()).sum();
-    let mut out = format!(
-        "{}: OK: {} domain(s), {} backend(s); router {}, balancer {}, breaker {}\n",
+    let routes: usize = config.domains.iter().map(|d| d.routes.len()).sum();
+    let extra = match (config.pools.len(), routes) {
+        (0, 0) => String::new(),
+        (pools, routes) => format!(", {pools} pool(s), {routes} route(s)"),
+    };
+    format!(
+        "{}: OK: {} domain(s), {} backend(s){extra}; router {}, balancer {}, breaker {}\n",
         config.origin.display(),
-        g.upstreams.len(),
+        config.domains.len(),
         backends,
         g.router.primary.name(),
         g.balancer.primary.name(),
         g.breaker.primary.name(),
-    );
+    )
+}
+
+/// The report for generation `g` built from `config`.
+pub fn report(config: &Config, g: &Generation) -> String {
+    let mut out = summary(config, g);
     let mut domains = vec![row([
         "DOMAIN (ROUTE)",
         "BACKENDS",
@@ -26,11 +36,19 @@ pub fn report(config: &Config, g: &Generation) -> String {
         "PROTOCOL",
         "TLS",
     ])];
-    for d in &config.domains {
-        let name = if config.default_domain.as_deref() == Some(d.name.as_str()) {
+    // Pools come after the domains in `upstreams()`.
+    let first_pool = config.domains.len();
+    for (i, d) in config.upstreams().enumerate() {
+        let name = if i >= first_pool {
+            format!("{} (pool)", d.name)
+        } else if config.default_domain.as_deref() == Some(d.name.as_str()) {
             format!("{} (default)", d.name)
         } else {
             d.name.clone()
+        };
+        let name = match d.routes.len() {
+            0 => name,
+            n => format!("{name} ({n} routes)"),
         };
         let list: Vec<String> = d
             .backends
@@ -51,6 +69,7 @@ pub fn report(config: &Config, g: &Generation) -> String {
             UpstreamProtocol::H2 => "h2",
         };
         let tls = match crate::acme::source(d, config) {
+            _ if i >= first_pool => "-".to_owned(),
             TlsSource::Off => "off".to_owned(),
             TlsSource::Acme => "acme".to_owned(),
             TlsSource::Files { cert, .. } => cert.display().to_string(),

@@ -4,6 +4,10 @@
 //! path and swaps it in only if every step passed.
 
 mod load;
+mod router_config;
+mod routes;
+
+pub use routes::{RouteAction, RouteTarget};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,10 +40,11 @@ pub enum BuildError {
     /// several domains may load the same file with different settings.
     // The load error is in the text and not a `source`, or `{:#}` would
     // print it twice.
-    #[error("domains.{domain}.{role}: {error}")]
+    #[error("{key}.{role}: {error}")]
     DomainPlugin {
-        /// The domain's name.
-        domain: String,
+        /// The domain's key path (`domains.example.com`), or the pool's
+        /// (`upstreams.api`).
+        key: String,
         /// `router`, `balancer` or `breaker`.
         role: &'static str,
         /// Why it failed.
@@ -58,7 +63,8 @@ pub struct BackendSlot {
     pub metrics: BackendMetrics,
 }
 
-/// One upstream (a key of `domains`).
+/// One upstream: a key of `domains`, or a pool of `upstreams` (after the
+/// domains).
 #[derive(Debug)]
 pub struct UpstreamSlot {
     /// The domain name it is configured under.
@@ -117,9 +123,12 @@ pub struct Generation {
     pub id: u64,
     /// The config it was built from.
     pub config: Arc<Config>,
-    /// Upstreams in config order (the index is the WIT upstream number).
+    /// Upstreams in config order, the domains then the pools (the index is
+    /// the WIT upstream number).
     pub upstreams: Vec<UpstreamSlot>,
     by_name: HashMap<String, u32>,
+    /// What the built-in router's route references stand for.
+    routes: routes::RouteTable,
     /// Which domain a host matches, as the default router decides it.
     hosts: HostMatcher,
     /// The router.
@@ -163,7 +172,7 @@ impl Generation {
         let mut staged = Staged::default();
         let (upstreams, pool_keys) = upstreams(&config, registry, &mut staged, domain_slots)?;
         let mut health = HealthChecks::default();
-        for ((d, u), key) in config.domains.iter().zip(&upstreams).zip(&pool_keys) {
+        for ((d, u), key) in config.upstreams().zip(&upstreams).zip(&pool_keys) {
             if let Some(check) = &d.upstream.health_check {
                 let states: Vec<Arc<BackendState>> =
                     u.backends.iter().map(|b| b.state.clone()).collect();
@@ -175,11 +184,12 @@ impl Generation {
             .as_deref()
             .and_then(|d| config.domains.iter().position(|u| u.name == d));
         let hosts = HostMatcher::new(config.domains.iter().map(|d| d.name.as_str()), default);
-        let by_name = upstreams
+        let by_name: HashMap<String, u32> = upstreams
             .iter()
             .enumerate()
             .map(|(i, u)| (u.name.clone(), i as u32))
             .collect();
+        let routes = routes::RouteTable::build(&config, |name| by_name.get(name).copied())?;
         let roles = [
             router.primary.sha256(),
             balancer.primary.sha256(),
@@ -192,6 +202,7 @@ impl Generation {
             config,
             upstreams,
             by_name,
+            routes,
             hosts,
             router,
             balancer,
@@ -273,6 +284,11 @@ impl Generation {
     pub fn upstream_index(&self, name: &str) -> Option<u32> {
         self.by_name.get(name).copied()
     }
+
+    /// What the route reference `reference` (`example.com#2`) stands for.
+    pub fn route_action(&self, reference: &str) -> Option<&RouteAction> {
+        self.routes.get(reference)
+    }
 }
 
 /// The upstreams of `config`, in its order, with their backends' states
@@ -285,8 +301,7 @@ fn upstreams(
     plugins: Vec<DomainSlots>,
 ) -> Result<(Vec<UpstreamSlot>, Vec<PoolKey>), BuildError> {
     let flat: Vec<(String, String, String)> = config
-        .domains
-        .iter()
+        .upstreams()
         .flat_map(|d| {
             d.backends
                 .iter()
@@ -295,14 +310,12 @@ fn upstreams(
         .collect();
     let mut states = registry.resolve(&flat, staged).into_iter();
     let pool_keys: Vec<PoolKey> = config
-        .domains
-        .iter()
+        .upstreams()
         .map(|d| PoolKey::of(&d.upstream, d.backend_ca.clone()))
         .collect();
     let clients = registry.pools(&pool_keys, staged)?;
     let upstreams = config
-        .domains
-        .iter()
+        .upstreams()
         .zip(clients)
         .zip(plugins)
         .map(|((d, clients), plugins)| UpstreamSlot {

@@ -331,10 +331,11 @@ fn existing(dir: PathBuf) -> PathBuf {
     }
 }
 
-/// Every `.wasm` the config names: `plugins.<role>` and each domain's own.
+/// Every `.wasm` the config names: `plugins.<role>` and each domain's (and
+/// pool's) own.
 fn plugin_paths(config: &Config) -> Vec<PathBuf> {
     let p = &config.plugins;
-    let own = config.domains.iter().flat_map(|d| {
+    let own = config.upstreams().flat_map(|d| {
         let o = &d.plugins;
         [&o.router, &o.balancer, &o.breaker].into_iter().flatten()
     });
@@ -353,8 +354,8 @@ fn plugin_paths(config: &Config) -> Vec<PathBuf> {
 fn watched_files(config: &Config) -> Vec<PathBuf> {
     let mut files = vec![config.origin.clone()];
     files.extend(plugin_paths(config));
+    files.extend(config.upstreams().filter_map(|u| u.backend_ca.clone()));
     for d in &config.domains {
-        files.extend(d.backend_ca.clone());
         if let TlsSource::Files { cert, key } = crate::acme::source(d, config) {
             files.extend([cert, key]);
         }

@@ -231,9 +231,9 @@ impl ConnSettings {
                 config.timeouts.client_header,
                 config.timeouts.keep_alive,
                 config.timeouts.client_write,
-                config.domains.iter().map(|d| ConnTimeoutOverride {
-                    keep_alive: d.upstream.timeouts.keep_alive,
-                    client_write: d.upstream.timeouts.client_write,
+                config.upstream_timeouts().map(|t| ConnTimeoutOverride {
+                    keep_alive: t.keep_alive,
+                    client_write: t.client_write,
                 }),
             ),
             max_headers: config.limits.max_headers as usize,

@@ -5,25 +5,39 @@
 
 use std::collections::HashMap;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-use super::forwarding;
 use super::plugins::Entry;
 use super::walk::{Dir, Fields, Kept, R, index, join, keep, object, set, show};
+use super::{forwarding, routes};
 use crate::address::{normalize_domain, parse_backend};
 use crate::error::Fault;
 use crate::model::*;
 
 const MAX_WEIGHT: u64 = 1000;
 
-/// A domain with the path of its key, kept for errors found after all
-/// sections are read.
-pub(crate) struct Placed {
+/// A domain (or a pool) with the path of its key, kept for errors found
+/// after all sections are read, and its `routes` as read, resolved once
+/// every upstream is known.
+pub(crate) struct Placed<'a> {
     pub(crate) path: String,
     pub(crate) domain: Domain,
+    pub(crate) routes: Vec<routes::Pending<'a>>,
 }
 
-pub(crate) fn domains(v: Option<&Value>, dir: &Dir, defaults: &UpstreamSettings) -> R<Vec<Placed>> {
+/// What a forwarding object configures: a domain (a host, its certificate
+/// and router, its routes) or a pool of `upstreams` (backends only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Domain,
+    Pool,
+}
+
+pub(crate) fn domains<'a>(
+    v: Option<&'a Value>,
+    dir: &Dir,
+    defaults: &UpstreamSettings,
+) -> R<Vec<Placed<'a>>> {
     const REQUIRED: &str = "at least one domain is required, e.g. \"domains\": {\"example.com\": [\"localhost:8080\"]}";
     let Some(v) = v.filter(|v| !v.is_null()) else {
         return Err(Fault::invalid("domains", REQUIRED));
@@ -52,75 +66,38 @@ pub(crate) fn domains(v: Option<&Value>, dir: &Dir, defaults: &UpstreamSettings)
                 format!("{key:?} is the same domain as {first:?}, listed earlier"),
             ));
         }
-        let domain = domain(value, &path, name, dir, defaults)?;
-        placed.push(Placed { path, domain });
+        placed.push(domain(value, path, name, dir, defaults, Kind::Domain)?);
     }
     Ok(placed)
 }
 
-fn domain(
-    v: &Value,
-    path: &str,
+/// A domain's (or a pool's) value: the original list of backends, or an
+/// object.
+pub(crate) fn domain<'a>(
+    v: &'a Value,
+    path: String,
     name: String,
     dir: &Dir,
     defaults: &UpstreamSettings,
-) -> R<Domain> {
+    kind: Kind,
+) -> R<Placed<'a>> {
     match v {
-        Value::Array(_) => Ok(Domain {
-            name,
-            backends: backends(v, path)?,
-            balancer: DEFAULT_BALANCER.to_owned(),
-            hash_on: None,
-            tls: None,
-            upstream: defaults.clone(),
-            backend_ca: None,
-            plugins: DomainPlugins::default(),
-        }),
-        Value::Object(map) => {
-            let mut backends_given: Kept = None;
-            let (mut balancer, mut hash_on, mut plugins) = (None, None, DomainPlugins::default());
-            let (mut tls_given, mut backend_ca) = (None, None);
-            let mut upstream = defaults.clone();
-            let fields = Fields::new(map, path)
-                .key("backends", keep(&mut backends_given))
-                .key("balancer", |v, p| {
-                    let (name, hash, plugin) = domain_balancer(v, p, dir)?;
-                    (balancer, hash_on, plugins.balancer) = (Some(name), hash, plugin);
-                    Ok(())
-                })
-                .key("tls", |v, p| {
-                    set(&mut tls_given, tls(v, p, &name, dir).map(Some))
-                });
-            forwarding::domain_keys(fields, &mut upstream)
-                .key("backend_ca", |v, p| {
-                    set(&mut backend_ca, dir.file_path(v, p).map(Some))
-                })
-                .key("router", |v, p| {
-                    set(&mut plugins.router, domain_plugin(v, p, "router", dir))
-                })
-                .key("breaker", |v, p| {
-                    set(&mut plugins.breaker, domain_plugin(v, p, "breaker", dir))
-                })
-                .read()?;
-            let Some((v, backends_path)) = backends_given else {
-                return Err(Fault::invalid(
-                    join(path, "backends"),
-                    "required: a list of backend addresses like [\"localhost:8080\"]",
-                ));
-            };
-            let backends = backends(v, &backends_path)?;
-            forwarding::check_protocol(upstream.protocol, &backends, path)?;
-            Ok(Domain {
+        Value::Array(_) => Ok(Placed {
+            domain: Domain {
                 name,
-                backends,
-                balancer: balancer.unwrap_or_else(|| DEFAULT_BALANCER.to_owned()),
-                hash_on,
-                tls: tls_given,
-                upstream,
-                backend_ca,
-                plugins,
-            })
-        }
+                backends: backends(v, &path)?,
+                balancer: DEFAULT_BALANCER.to_owned(),
+                hash_on: None,
+                tls: None,
+                upstream: defaults.clone(),
+                backend_ca: None,
+                plugins: DomainPlugins::default(),
+                routes: Vec::new(),
+            },
+            path,
+            routes: Vec::new(),
+        }),
+        Value::Object(map) => object_domain(map, path, name, dir, defaults, kind),
         _ => Err(Fault::invalid(
             path,
             format!(
@@ -129,6 +106,87 @@ fn domain(
             ),
         )),
     }
+}
+
+/// A domain's (or a pool's) object. A pool takes the forwarding keys; the
+/// keys about a host (`tls`, `router`, `routes`) are named as domain-only.
+fn object_domain<'a>(
+    map: &'a Map<String, Value>,
+    path: String,
+    name: String,
+    dir: &Dir,
+    defaults: &UpstreamSettings,
+    kind: Kind,
+) -> R<Placed<'a>> {
+    let (mut backends_given, mut routes_given): (Kept, Kept) = (None, None);
+    let (mut balancer, mut hash_on, mut plugins) = (None, None, DomainPlugins::default());
+    let (mut tls_given, mut backend_ca) = (None, None);
+    let mut upstream = defaults.clone();
+    let host_only = |p: &str| match kind {
+        Kind::Domain => Ok(()),
+        Kind::Pool => Err(Fault::invalid(
+            p,
+            "a pool of \"upstreams\" has no host: tls, router and routes are keys of a domain",
+        )),
+    };
+    let fields = Fields::new(map, &path)
+        .key("backends", keep(&mut backends_given))
+        .key("balancer", |v, p| {
+            let (name, hash, plugin) = domain_balancer(v, p, dir)?;
+            (balancer, hash_on, plugins.balancer) = (Some(name), hash, plugin);
+            Ok(())
+        })
+        .key("tls", |v, p| {
+            host_only(p)?;
+            set(&mut tls_given, tls(v, p, &name, dir).map(Some))
+        });
+    forwarding::domain_keys(fields, &mut upstream)
+        .key("backend_ca", |v, p| {
+            set(&mut backend_ca, dir.file_path(v, p).map(Some))
+        })
+        .key("router", |v, p| {
+            host_only(p)?;
+            set(&mut plugins.router, domain_plugin(v, p, "router", dir))
+        })
+        .key("breaker", |v, p| {
+            set(&mut plugins.breaker, domain_plugin(v, p, "breaker", dir))
+        })
+        .key("routes", |v, p| {
+            host_only(p)?;
+            set(&mut routes_given, Ok(Some((v, p.to_owned()))))
+        })
+        .read()?;
+    let routes = match &routes_given {
+        Some((v, p)) => routes::routes(v, p)?,
+        None => Vec::new(),
+    };
+    let backends = match backends_given {
+        Some((v, backends_path)) => backends(v, &backends_path)?,
+        // Every request then goes through a route (or gets 404).
+        None if !routes.is_empty() => Vec::new(),
+        None => {
+            return Err(Fault::invalid(
+                join(&path, "backends"),
+                "required: a list of backend addresses like [\"localhost:8080\"]",
+            ));
+        }
+    };
+    forwarding::check_protocol(upstream.protocol, &backends, &path)?;
+    Ok(Placed {
+        domain: Domain {
+            name,
+            backends,
+            balancer: balancer.unwrap_or_else(|| DEFAULT_BALANCER.to_owned()),
+            hash_on,
+            tls: tls_given,
+            upstream,
+            backend_ca,
+            plugins,
+            routes: Vec::new(),
+        },
+        path,
+        routes,
+    })
 }
 
 /// A domain's `"balancer"`: a name (`"least-request"`, or a custom
@@ -196,7 +254,7 @@ fn hash_on(v: &Value, path: &str) -> R<HashOn> {
 /// A domain balanced by plugins.balancer's built-in plugin must name a
 /// built-in kind: any other name is a custom plugin's, which it would
 /// refuse to load with (without the key path this error gives).
-pub(crate) fn check_balancer_kinds(placed: &[Placed], plugins: &Plugins) -> R<()> {
+pub(crate) fn check_balancer_kinds(placed: &[Placed<'_>], plugins: &Plugins) -> R<()> {
     if plugins.balancer.source != PluginSource::Builtin {
         return Ok(());
     }
@@ -270,7 +328,7 @@ fn tls(v: &Value, path: &str, domain: &str, dir: &Dir) -> R<TlsSource> {
     Ok(source)
 }
 
-pub(crate) fn default_domain(v: &Value, placed: &[Placed]) -> R<String> {
+pub(crate) fn default_domain(v: &Value, placed: &[Placed<'_>]) -> R<String> {
     let Value::String(raw) = v else {
         return Err(Fault::invalid(
             "default_domain",
@@ -411,7 +469,7 @@ fn balancer(v: &Value, path: &str) -> R<String> {
 
 /// Certificates are only useful with an HTTPS listener, and ACME can only
 /// validate through a listener that one of its challenges uses.
-pub(crate) fn check_tls_needs(placed: &[Placed], listen: &Listen, acme: &Acme) -> R<()> {
+pub(crate) fn check_tls_needs(placed: &[Placed<'_>], listen: &Listen, acme: &Acme) -> R<()> {
     for p in placed {
         let Some(tls) = &p.domain.tls else { continue };
         if *tls == TlsSource::Off {

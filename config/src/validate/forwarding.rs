@@ -124,7 +124,7 @@ pub(crate) fn domain_keys<'a, 'f>(
 }
 
 /// A domain's `timeouts`: the upstream ones, keep-alive and client write.
-fn domain_timeouts(v: &Value, path: &str, t: &mut UpstreamTimeouts) -> R<()> {
+pub(crate) fn domain_timeouts(v: &Value, path: &str, t: &mut UpstreamTimeouts) -> R<()> {
     let m = object(v, path, "{\"upstream_connect\": \"2s\"}")?;
     if m.contains_key("client_header") {
         return Err(Fault::invalid(
@@ -204,7 +204,7 @@ fn upstream_limits<'a, 'f>(fields: Fields<'a, 'f>, l: &'f mut UpstreamLimits) ->
         })
 }
 
-fn retries(v: &Value, path: &str, mut r: Retries) -> R<Retries> {
+pub(crate) fn retries(v: &Value, path: &str, mut r: Retries) -> R<Retries> {
     let map = object(v, path, "{\"attempts\": 2}")?;
     let Retries {
         attempts,

@@ -12,7 +12,9 @@ mod forwarding;
 mod listen;
 mod observe;
 mod plugins;
+mod routes;
 mod storage;
+mod upstreams;
 mod walk;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +30,7 @@ use walk::{Dir, Fields, Kept, R, boolean, keep, object, positive_duration, set, 
 #[derive(Default)]
 struct Top<'a> {
     domains: Kept<'a>,
+    upstreams: Kept<'a>,
     default_domain: Kept<'a>,
     listen: Kept<'a>,
     /// `null` included (`"admin": null` is off).
@@ -55,6 +58,7 @@ impl<'a> Top<'a> {
         let mut top = Top::default();
         let Top {
             domains,
+            upstreams,
             default_domain,
             listen,
             admin,
@@ -76,6 +80,7 @@ impl<'a> Top<'a> {
         } = &mut top;
         Fields::new(root, "")
             .key("domains", keep(domains))
+            .key("upstreams", keep(upstreams))
             .key("default_domain", keep(default_domain))
             .key("listen", keep(listen))
             .nullable("admin", |v, _| set(admin, Ok(Some(v))))
@@ -123,7 +128,14 @@ pub(crate) fn config(root: &Value, origin: &Path) -> R<Config> {
         ..UpstreamSettings::default()
     };
 
-    let placed = domains::domains(top.domains.as_ref().map(|(v, _)| *v), &dir, &upstream)?;
+    let mut placed = domains::domains(top.domains.as_ref().map(|(v, _)| *v), &dir, &upstream)?;
+    let pools = upstreams::pools(
+        top.upstreams.as_ref().map(|(v, _)| *v),
+        &dir,
+        &upstream,
+        &placed,
+    )?;
+    upstreams::resolve(&mut placed, &pools)?;
     let default_domain = match &top.default_domain {
         Some((v, _)) => Some(domains::default_domain(v, &placed)?),
         None => None,
@@ -147,6 +159,8 @@ pub(crate) fn config(root: &Value, origin: &Path) -> R<Config> {
     let (access_log, log_format, tracing) = observability(&top)?;
     domains::check_tls_needs(&placed, &listen, &acme)?;
     domains::check_balancer_kinds(&placed, &plugins)?;
+    domains::check_balancer_kinds(&pools, &plugins)?;
+    upstreams::check_router(&placed, &plugins)?;
 
     Ok(Config {
         origin: origin.to_path_buf(),
@@ -155,6 +169,7 @@ pub(crate) fn config(root: &Value, origin: &Path) -> R<Config> {
         admin,
         admin_token,
         domains: placed.into_iter().map(|p| p.domain).collect(),
+        pools: pools.into_iter().map(|p| p.domain).collect(),
         default_domain,
         breaker,
         cert_cache_dir,

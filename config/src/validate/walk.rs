@@ -84,7 +84,8 @@ type Reader<'a, 'f> = Box<dyn FnOnce(&'a Value, &str) -> R<()> + 'f>;
 /// misspelt known one) is the first error, as with a list of keys.
 pub(crate) struct Fields<'a, 'f> {
     map: &'a Map<String, Value>,
-    path: &'a str,
+    // Owned: the values read may outlive the path they were read under.
+    path: String,
     readers: Vec<Field<'a, 'f>>,
 }
 
@@ -97,10 +98,10 @@ struct Field<'a, 'f> {
 }
 
 impl<'a, 'f> Fields<'a, 'f> {
-    pub(crate) fn new(map: &'a Map<String, Value>, path: &'a str) -> Self {
+    pub(crate) fn new(map: &'a Map<String, Value>, path: &str) -> Self {
         Fields {
             map,
-            path,
+            path: path.to_owned(),
             readers: Vec::new(),
         }
     }
@@ -136,14 +137,14 @@ impl<'a, 'f> Fields<'a, 'f> {
     /// present ones in the order given.
     pub(crate) fn read(self) -> R<()> {
         let keys: Vec<&'static str> = self.readers.iter().map(|f| f.key).collect();
-        check_keys(self.map, self.path, &keys)?;
+        check_keys(self.map, &self.path, &keys)?;
         for field in self.readers {
             let value = match field.nullable {
                 true => self.map.get(field.key),
                 false => present(self.map, field.key),
             };
             if let Some(v) = value {
-                (field.read)(v, &join(self.path, field.key))?;
+                (field.read)(v, &join(&self.path, field.key))?;
             }
         }
         Ok(())

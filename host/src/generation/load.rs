@@ -26,8 +26,7 @@ pub(super) struct Loaded {
 /// Loads every plugin `config` names. Blocking (compiles Wasm).
 pub(super) fn plugins(config: &Config, runtime: &Runtime) -> Result<Loaded, BuildError> {
     let wit_upstreams: Arc<[Upstream]> = config
-        .domains
-        .iter()
+        .upstreams()
         .map(|d| Upstream {
             name: d.name.clone(),
             balancer: d.balancer.clone(),
@@ -76,8 +75,7 @@ pub(super) fn plugins(config: &Config, runtime: &Runtime) -> Result<Loaded, Buil
     // generation's, whatever their `kind`: the built-in one must not
     // refuse to load over a name only their plugin knows.
     let own_balancer: Vec<bool> = config
-        .domains
-        .iter()
+        .upstreams()
         .map(|d| d.plugins.balancer.is_some())
         .collect();
     let has_own = |i: usize| own_balancer.get(i).copied().unwrap_or(false);
@@ -109,7 +107,7 @@ type Loader<'a, W> = &'a dyn Fn(&PluginSpec) -> Result<Slot<W>, LoadError>;
 type BalancerLoader<'a> =
     &'a dyn Fn(&PluginSpec, &dyn Fn(usize) -> bool) -> Result<Slot<BalancerWorld>, LoadError>;
 
-/// Each domain's own plugins, loaded with the generation's loaders (the
+/// Each upstream's own plugins (domains, then pools), loaded with the generation's loaders (the
 /// balancer's serves only its domain's picks).
 fn domain_plugins(
     config: &Config,
@@ -117,12 +115,17 @@ fn domain_plugins(
     load_balancer: BalancerLoader<'_>,
     load_breaker: Loader<'_, BreakerWorld>,
 ) -> Result<Vec<DomainSlots>, BuildError> {
-    let mut domain_slots = Vec::with_capacity(config.domains.len());
-    for (di, d) in config.domains.iter().enumerate() {
+    let domains = config.domains.len();
+    let mut domain_slots = Vec::with_capacity(domains + config.pools.len());
+    for (di, d) in config.upstreams().enumerate() {
         let own = &d.plugins;
         let named = |role: &'static str| {
             move |error| BuildError::DomainPlugin {
-                domain: d.name.clone(),
+                key: format!(
+                    "{}.{}",
+                    if di < domains { "domains" } else { "upstreams" },
+                    d.name
+                ),
                 role,
                 error,
             }
@@ -154,13 +157,14 @@ fn domain_plugins(
 fn builtin_configs(
     config: &Config,
 ) -> (Map<String, Value>, Map<String, Value>, Map<String, Value>) {
-    let router = object([(
+    let mut router = object([(
         "default",
         config
             .default_domain
             .as_ref()
             .map_or(Value::Null, |d| Value::String(d.clone())),
     )]);
+    router.extend(super::router_config::routes(config));
     let breaker = object([
         ("threshold", Value::from(config.breaker.threshold)),
         (
@@ -181,8 +185,7 @@ fn object<const N: usize>(pairs: [(&str, Value); N]) -> Map<String, Value> {
 /// only sees positions).
 fn balancer_builtin_config(config: &Config) -> Map<String, Value> {
     let hash: Map<String, Value> = config
-        .domains
-        .iter()
+        .upstreams()
         .filter_map(|d| {
             let on = d.hash_on.as_ref()?;
             let backends: Vec<Value> = d

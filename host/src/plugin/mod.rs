@@ -519,6 +519,18 @@ fn request_borrow() -> Resource<bindings::RequestHandle> {
 }
 
 impl Plugin<RouterWorld> {
+    /// Whether a router may answer `name`: an upstream, or a route
+    /// reference of one (`example.com#2`), which the generation resolves
+    /// (an unknown route is a fault there).
+    fn knows(&self, name: &str) -> bool {
+        self.upstream_index.contains_key(name)
+            || name
+                .rsplit_once(bbproxy_plugin_contract::routes::ROUTE_REF_SEPARATOR)
+                .is_some_and(|(domain, i)| {
+                    self.upstream_index.contains_key(domain) && i.parse::<usize>().is_ok()
+                })
+    }
+
     /// Asks the router where the request goes. The answer is checked: an
     /// upstream must be a configured domain, a direct response must have a
     /// valid status and a body of at most [`MAX_DIRECT_BODY_BYTES`].
@@ -530,7 +542,7 @@ impl Plugin<RouterWorld> {
             request,
             |e, store| e.call_route(store, request_borrow()),
             |route| {
-                answer::check_route(&route, |name| self.upstream_index.contains_key(name))?;
+                answer::check_route(&route, |name| self.knows(name))?;
                 Ok(route)
             },
         )

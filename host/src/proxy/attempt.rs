@@ -39,7 +39,7 @@ pub(super) async fn attempt(
     let Some(head) = &ctx.head else {
         return Err(ErrorKind::Internal("an attempt without an upstream head").into());
     };
-    let permit = admit(backend, &up.settings.limits, picked.probe).await?;
+    let permit = admit(backend, &routed.settings.limits, picked.probe).await?;
     let guard = backend.state.start();
     let result = exchange::send(
         up.clients.get(),
@@ -48,7 +48,7 @@ pub(super) async fn attempt(
         headers,
         slot,
         body,
-        &up.settings.timeouts,
+        &routed.settings.timeouts,
     )
     .await;
 
@@ -92,7 +92,7 @@ pub(super) async fn attempt(
     let (parts, body) = resp.into_parts();
     Ok(Response::from_parts(
         parts,
-        ProxyBody::upstream(body, (guard, permit), up.settings.timeouts.idle),
+        ProxyBody::upstream(body, (guard, permit), routed.settings.timeouts.idle),
     ))
 }
 

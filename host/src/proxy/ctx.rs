@@ -9,8 +9,11 @@ use super::Scheme;
 use super::error::ProxyError;
 use super::observe;
 use super::upgrade;
-use crate::generation::{Generation, UpstreamSlot};
+use bbproxy_config::UpstreamSettings;
+
+use crate::generation::{Generation, RouteTarget, UpstreamSlot};
 use crate::plugin::RequestView;
+use crate::upstream::RetryBudget;
 use crate::upstream::exchange::Head;
 
 /// The state of one request.
@@ -43,13 +46,44 @@ pub(super) struct RequestCtx<'g, 'r> {
     pub record: &'r mut observe::Route<'g>,
 }
 
-/// The upstream a request was routed to.
+/// The upstream a request was routed to, and what it is forwarded with:
+/// the upstream's own settings, or a route's.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Routed<'g> {
     /// Its number (the WIT upstream index).
     pub index: u32,
     /// Its slot in the generation.
     pub slot: &'g UpstreamSlot,
+    /// Timeouts, limits, retries and protocol of this request.
+    pub settings: &'g UpstreamSettings,
+    /// The retry budget its retries draw on.
+    pub retry_budget: &'g RetryBudget,
+    /// Removed from the path sent to the backend (a route's).
+    pub strip_prefix: Option<&'g str>,
+}
+
+impl<'g> Routed<'g> {
+    /// Routed to upstream `index` (`slot`) by its name: its own settings.
+    pub fn upstream(index: u32, slot: &'g UpstreamSlot) -> Self {
+        Self {
+            index,
+            slot,
+            settings: &slot.settings,
+            retry_budget: &slot.retry_budget,
+            strip_prefix: None,
+        }
+    }
+
+    /// Routed by a domain's route to its target (`slot`).
+    pub fn route(target: &'g RouteTarget, slot: &'g UpstreamSlot) -> Self {
+        Self {
+            index: target.upstream,
+            slot,
+            settings: &target.settings,
+            retry_budget: &target.retry_budget,
+            strip_prefix: target.strip_prefix.as_deref(),
+        }
+    }
 }
 
 impl<'g, 'r> RequestCtx<'g, 'r> {

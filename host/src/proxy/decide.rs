@@ -4,19 +4,22 @@
 //! rest of the request path sees only upstream numbers, backend indexes and
 //! [`ProxyError`]s, so a change of the plugin ABI stays in this file.
 
+use http::header::LOCATION;
 use http::{Response, StatusCode};
 
 use super::ProxyBody;
 use super::error::{ProxyError, Role, text};
 use crate::clock;
-use crate::generation::{BackendSlot, Generation, Slot};
+use crate::generation::{BackendSlot, Generation, RouteAction, RouteTarget, Slot};
 use crate::plugin::{Backend, BreakerState, BreakerWorld, Fault, Outcome, RequestView, Route};
 
 /// The router's answer.
 #[derive(Debug)]
-pub(super) enum Decision {
+pub(super) enum Decision<'g> {
     /// Forward to the upstream with this number.
     Upstream(u32),
+    /// Forward as a domain's route says (its target, path and settings).
+    Route(&'g RouteTarget),
     /// Answer directly (the built-in router's 421, a plugin's own answer).
     Respond(Response<ProxyBody>),
 }
@@ -26,11 +29,11 @@ pub(super) enum Decision {
 /// fail-open. A name that is no configured domain is the router's fault.
 /// The router's faults are kept per domain the host matches (its tenant),
 /// so one domain's bad requests never suspend another's routing.
-pub(super) fn route(
-    generation: &Generation,
+pub(super) fn route<'g>(
+    generation: &'g Generation,
     host: &str,
     view: &mut Option<RequestView>,
-) -> Result<Decision, ProxyError> {
+) -> Result<Decision<'g>, ProxyError> {
     let tenant = generation.tenant_of(host);
     let slot = generation.router_for(tenant);
     let answer = match slot.primary.route(tenant, view) {
@@ -43,15 +46,23 @@ pub(super) fn route(
     match answer.map_err(|fault| ProxyError::plugin(Role::Router, fault))? {
         Route::Upstream(name) => match generation.upstream_index(&name) {
             Some(i) => Ok(Decision::Upstream(i)),
-            None => {
-                let fault = slot.primary.record(
-                    Fault::BadAnswer(format!(
-                        "route named upstream {name:?}, which is not a configured domain"
-                    )),
-                    tenant,
-                );
-                Err(ProxyError::plugin(Role::Router, fault))
-            }
+            None => match generation.route_action(&name) {
+                Some(RouteAction::Forward(target)) => Ok(Decision::Route(target)),
+                Some(RouteAction::Redirect { status, location }) => {
+                    let mut resp = text(*status, "");
+                    resp.headers_mut().insert(LOCATION, location.clone());
+                    Ok(Decision::Respond(resp))
+                }
+                None => {
+                    let fault = slot.primary.record(
+                        Fault::BadAnswer(format!(
+                            "route named upstream {name:?}, which is not a configured domain or route"
+                        )),
+                        tenant,
+                    );
+                    Err(ProxyError::plugin(Role::Router, fault))
+                }
+            },
         },
         Route::Respond(r) => {
             let status =

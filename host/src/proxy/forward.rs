@@ -1,6 +1,7 @@
 //! Building the upstream request head from the client's: once per request,
 //! before the first attempt, and reused by every attempt.
 
+use bbproxy_plugin_contract::routes::strip_prefix;
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 
@@ -10,11 +11,13 @@ use crate::upstream::exchange::Head;
 
 /// Builds the upstream head from the client's request. `upgrade` puts back
 /// the `Connection: upgrade` / `Upgrade` pair that hop-by-hop stripping
-/// removes (and turns an HTTP/2 extended CONNECT into an HTTP/1.1 upgrade).
+/// removes (and turns an HTTP/2 extended CONNECT into an HTTP/1.1 upgrade);
+/// `strip` is a route's `strip_prefix`.
 pub(super) fn prepare(
     view: RequestView,
     proto: &'static str,
     upgrade: Option<&upgrade::Requested>,
+    strip: Option<&str>,
 ) -> Head {
     let RequestView {
         mut parts, client, ..
@@ -24,6 +27,10 @@ pub(super) fn prepare(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let path = match strip {
+        Some(prefix) => stripped(path, prefix),
+        None => path,
+    };
     // HTTP/2 clients send the host only as :authority; backends speaking
     // HTTP/1.1 need it as Host.
     if !parts.headers.contains_key(header::HOST)
@@ -45,6 +52,19 @@ pub(super) fn prepare(
     }
 }
 
+/// `path` without the segment-aware `prefix` (still starting with `/`),
+/// its query kept; unchanged when it does not lie under `prefix`.
+fn stripped(path: PathAndQuery, prefix: &str) -> PathAndQuery {
+    let Some(rest) = strip_prefix(prefix, path.path()) else {
+        return path;
+    };
+    let text = match path.query() {
+        Some(q) => format!("{rest}?{q}"),
+        None => rest.to_owned(),
+    };
+    PathAndQuery::try_from(text).unwrap_or(path)
+}
+
 /// What the balancer sees on a retry: the upstream request as sent.
 pub(super) fn retry_view(head: &Head, host: &str, client: std::net::SocketAddr) -> RequestView {
     let mut parts = http::Request::new(()).into_parts().0;
@@ -55,5 +75,19 @@ pub(super) fn retry_view(head: &Head, host: &str, client: std::net::SocketAddr) 
         parts,
         host: host.to_owned(),
         client,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strip_prefix_keeps_the_query_and_the_leading_slash() {
+        let p = |s: &'static str| PathAndQuery::from_static(s);
+        assert_eq!(stripped(p("/api/x?a=1&b"), "/api"), p("/x?a=1&b"));
+        assert_eq!(stripped(p("/api?a=1"), "/api/"), p("/?a=1"));
+        assert_eq!(stripped(p("/api"), "/api"), p("/"));
+        assert_eq!(stripped(p("/apix/y"), "/api"), p("/apix/y"));
     }
 }

@@ -210,18 +210,22 @@ impl Proxy {
         let since = ctx.record.decision_start();
         let decision = decide::route(ctx.generation, &ctx.host, &mut ctx.view);
         ctx.record.decision("router", since);
-        let index = match decision? {
-            decide::Decision::Upstream(i) => i,
+        let (index, target) = match decision? {
+            decide::Decision::Upstream(i) => (i, None),
+            decide::Decision::Route(target) => (target.upstream, Some(target)),
             decide::Decision::Respond(resp) => return Ok(resp),
         };
         let Some(slot) = ctx.generation.upstreams.get(index as usize) else {
             return Err(ErrorKind::Internal("the router's upstream index is out of range").into());
         };
-        let routed = Routed { index, slot };
+        let routed = match target {
+            Some(target) => Routed::route(target, slot),
+            None => Routed::upstream(index, slot),
+        };
         ctx.routed = Some(routed);
         ctx.record.domain = Some(&slot.metrics);
-        ctx.record.timeouts = Some(&slot.settings.timeouts);
-        let settings = &slot.settings;
+        ctx.record.timeouts = Some(&routed.settings.timeouts);
+        let settings = routed.settings;
         // HTTP/2 toward backends has no Upgrade and no extended CONNECT
         // (hyper's client sends neither): say so instead of a backend error.
         if ctx.upgrade.is_some() && settings.protocol != UpstreamProtocol::Http1 {
@@ -235,7 +239,7 @@ impl Proxy {
             settings.timeouts.client_body,
             settings.limits.max_body_size,
         );
-        slot.retry_budget.deposit();
+        routed.retry_budget.deposit();
 
         let resp = self.forward(ctx, routed, &body).await?;
         // A protocol switch: the backend's 101 joins the two connections.
@@ -276,7 +280,7 @@ impl Proxy {
         body: &std::sync::Arc<BodySlot>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let up = routed.slot;
-        let settings = &up.settings;
+        let settings = routed.settings;
         loop {
             // A retry's pick sees the request as the first attempt sent it.
             if ctx.view.is_none()
@@ -303,6 +307,7 @@ impl Proxy {
                     view,
                     ctx.scheme.as_str(),
                     ctx.upgrade.as_ref(),
+                    routed.strip_prefix,
                 ));
             }
             let Some(request_body) = body.attempt() else {
@@ -336,7 +341,7 @@ impl Proxy {
                 && ctx.tried.len() < settings.retries.attempts as usize
                 && !body.taken()
                 && select::has_untried(ctx, routed);
-            if may_retry && up.retry_budget.withdraw() {
+            if may_retry && routed.retry_budget.withdraw() {
                 metrics::counter!(crate::telemetry::names::UPSTREAM_RETRIES, "upstream" => up.name.clone())
                     .increment(1);
                 tracing::info!(upstream = %up.name, backend = %backend.state.authority, "retrying on another backend: {e}");

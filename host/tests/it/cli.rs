@@ -40,7 +40,7 @@ fn run_cmd(mut cmd: Command) -> Output {
 }
 
 /// Writes `config.json` into a temp dir and runs `bbproxy check` on it.
-fn check(config: &str) -> (bool, String, String) {
+pub(crate) fn check(config: &str) -> (bool, String, String) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("config.json"), config).unwrap();
     let out = run(&["check", "--config", "config.json"], dir.path());
@@ -52,7 +52,7 @@ fn check(config: &str) -> (bool, String, String) {
 }
 
 /// A failed run: one `bbproxy: error:` line, no panic, no backtrace.
-fn assert_clean_error(stderr: &str, needles: &[&str]) {
+pub(crate) fn assert_clean_error(stderr: &str, needles: &[&str]) {
     assert!(stderr.contains("bbproxy: error: "), "{stderr}");
     assert!(
         !stderr.contains("panicked") && !stderr.contains("backtrace"),

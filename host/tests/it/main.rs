@@ -31,6 +31,7 @@ mod plugin_check;
 mod polyglot;
 mod reload;
 mod reload_load;
+mod routes;
 mod routing;
 mod sandbox;
 mod sandbox_measure;

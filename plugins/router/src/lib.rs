@@ -14,10 +14,22 @@
 //! longest wildcard, then `default`), the rule the proxy itself uses to find
 //! a domain's own router; a host that matches nothing gets
 //! `421 Misdirected Request`.
+//!
+//! The host adds two keys of its own (config.json's `domains.X.routes`
+//! and the names of the `upstreams` pools, which are upstreams but no
+//! host's): `routes` (domain → its routes, see [`routes`]) and `pools`.
+//! A request of a domain with routes goes where its first matching route
+//! says; when none matches, to the domain's backends, or `404` if it has
+//! none.
+
+pub mod routes;
+
+use std::collections::BTreeMap;
 
 use bbproxy_plugin_contract::hosts::HostMatcher;
 use bbproxy_sdk::serde::Deserialize;
 use bbproxy_sdk::{Request, Route, Router};
+use routes::{DomainRoutes, Facts, RouteSpec, Source};
 
 /// The plugin's configuration, as given by the host.
 #[derive(Debug, Default, Deserialize)]
@@ -26,6 +38,12 @@ pub struct Config {
     /// Upstream for hosts that match no upstream name.
     #[serde(default)]
     pub default: Option<String>,
+    /// Each domain's routes, in order (added by the host).
+    #[serde(default)]
+    pub routes: BTreeMap<String, Vec<RouteSpec>>,
+    /// The upstreams that are pools, not hosts (added by the host).
+    #[serde(default)]
+    pub pools: Vec<String>,
 }
 
 impl Config {
@@ -35,11 +53,17 @@ impl Config {
     }
 }
 
-/// Host → upstream name lookup, built once per instance.
+/// Host → upstream name lookup, and each domain's routes, built once per
+/// instance.
 #[derive(Debug, Default)]
 pub struct RouteTable {
     names: Vec<String>,
     matcher: HostMatcher,
+    /// By domain number; empty for a domain without routes.
+    routes: Vec<DomainRoutes>,
+    /// By domain number: whether it has no backends of its own (a request
+    /// no route matches is then answered 404).
+    backendless: Vec<bool>,
 }
 
 impl RouteTable {
@@ -68,7 +92,58 @@ impl RouteTable {
             },
         };
         let matcher = HostMatcher::new(names.iter().map(String::as_str), default);
-        Ok(RouteTable { names, matcher })
+        Ok(RouteTable {
+            names,
+            matcher,
+            routes: Vec::new(),
+            backendless: Vec::new(),
+        })
+    }
+
+    /// Adds each domain's routes (compiled), and which domains have no
+    /// backends (`backendless(name)`).
+    pub fn with_routes(
+        mut self,
+        routes: BTreeMap<String, Vec<RouteSpec>>,
+        backendless: impl Fn(&str) -> bool,
+    ) -> Result<RouteTable, String> {
+        self.routes = self.names.iter().map(|_| DomainRoutes::default()).collect();
+        self.backendless = self.names.iter().map(|n| backendless(n)).collect();
+        for (domain, specs) in routes {
+            let Some(i) = self.names.iter().position(|n| *n == domain) else {
+                return Err(format!(
+                    "invalid router config: routes for {domain:?}, which is not a configured domain"
+                ));
+            };
+            self.routes[i] = DomainRoutes::compile(&domain, specs)?;
+        }
+        Ok(self)
+    }
+
+    /// The decision for `req`: its domain's first matching route, else the
+    /// domain (404 when it has no backends), else 421.
+    pub fn route_request(&self, req: &Request) -> Route {
+        self.decide(&req.host(), req)
+    }
+
+    /// The decision for a request for `host` whose other parts come from
+    /// `source`.
+    pub fn decide<'r, S: Source<'r>>(&self, host: &str, source: &'r S) -> Route {
+        let Some(i) = self.matcher.lookup(host) else {
+            return self.route(host);
+        };
+        if let Some(routes) = self.routes.get(i).filter(|r| !r.is_empty()) {
+            if let Some(answer) = routes.find(&Facts::new(source)) {
+                return answer.clone();
+            }
+            if self.backendless.get(i).copied().unwrap_or(false) {
+                return Route::respond(404, "bbproxy: no route matches this request\n");
+            }
+        }
+        match self.names.get(i) {
+            Some(name) => Route::to(name),
+            None => self.route(host),
+        }
     }
 
     /// The upstream for `host`, if any (exact name, then longest wildcard,
@@ -96,14 +171,21 @@ pub struct HostRouter {
 impl Router for HostRouter {
     fn init(config: &str) -> Result<Self, String> {
         let config = Config::parse(config)?;
-        let names = bbproxy_sdk::upstreams().into_iter().map(|u| u.name);
-        Ok(HostRouter {
-            table: RouteTable::new(names, config.default)?,
-        })
+        // Pools come after the domains: leaving them out keeps the
+        // domains' numbers.
+        let domains: Vec<_> = bbproxy_sdk::upstreams()
+            .into_iter()
+            .filter(|u| !config.pools.contains(&u.name))
+            .collect();
+        let names = domains.iter().map(|u| u.name.clone());
+        let table = RouteTable::new(names, config.default)?.with_routes(config.routes, |name| {
+            domains.iter().any(|u| u.name == name && u.backends == 0)
+        })?;
+        Ok(HostRouter { table })
     }
 
     fn route(&mut self, req: &Request) -> Route {
-        self.table.route(&req.host())
+        self.table.route_request(req)
     }
 }
 

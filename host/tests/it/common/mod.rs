@@ -58,16 +58,23 @@ impl Backend {
     /// A backend that waits `delay` before answering.
     pub async fn start_with_delay(name: &str, delay: Duration) -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        Self::serve(name, listener, delay)
+        Self::serve(name, listener, delay, false)
     }
 
     /// A backend on a given address (to bring a dead backend back).
     pub async fn start_on(name: &str, addr: SocketAddr) -> Backend {
         let listener = TcpListener::bind(addr).await.unwrap();
-        Self::serve(name, listener, Duration::ZERO)
+        Self::serve(name, listener, Duration::ZERO, false)
     }
 
-    fn serve(name: &str, listener: TcpListener, delay: Duration) -> Backend {
+    /// A backend that says which one it is and what it was asked:
+    /// `backend <name> <METHOD> <path?query>` to every request.
+    pub async fn start_reporting(name: &str) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(name, listener, Duration::ZERO, true)
+    }
+
+    fn serve(name: &str, listener: TcpListener, delay: Duration, report: bool) -> Backend {
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicU64::new(0));
         let (n, h) = (name.to_owned(), hits.clone());
@@ -84,6 +91,10 @@ impl Backend {
                             h.fetch_add(1, Ordering::SeqCst);
                             if !delay.is_zero() {
                                 tokio::time::sleep(delay).await;
+                            }
+                            if report {
+                                let target = req.uri().path_and_query().map_or("", |p| p.as_str());
+                                return Ok(full(format!("backend {n} {} {target}", req.method())));
                             }
                             Ok::<_, Infallible>(answer(&n, req).await)
                         }

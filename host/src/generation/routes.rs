@@ -1,0 +1,102 @@
+//! What a route reference (`example.com#2`, the built-in router's answer
+//! for a domain's route that forwards or redirects) stands for in one
+//! generation: resolved once when the generation is built, looked up per
+//! request by `proxy::decide`.
+
+use std::collections::HashMap;
+
+use bbproxy_config::{Action, Config, UpstreamSettings};
+use bbproxy_plugin_contract::routes::route_ref;
+use http::{HeaderValue, StatusCode};
+
+use super::BuildError;
+use crate::upstream::RetryBudget;
+
+/// A forwarding route's target and the settings its requests use.
+#[derive(Debug)]
+pub struct RouteTarget {
+    /// The upstream number it forwards to.
+    pub upstream: u32,
+    /// Removed from the path sent to the backend.
+    pub strip_prefix: Option<String>,
+    /// The target's settings with the route's timeouts and retries.
+    pub settings: UpstreamSettings,
+    /// The route's own budget of retries (its `retries` budget keys).
+    pub retry_budget: RetryBudget,
+}
+
+/// What a route reference stands for.
+#[derive(Debug)]
+pub enum RouteAction {
+    /// Forward to a target (boxed: redirects are small).
+    Forward(Box<RouteTarget>),
+    /// Answer with a redirect.
+    Redirect {
+        /// 301, 302, 303, 307 or 308.
+        status: StatusCode,
+        /// The `Location` header.
+        location: HeaderValue,
+    },
+}
+
+/// Route reference → action, for every forwarding or redirect route of
+/// every domain (`respond` routes are answered by the router itself).
+#[derive(Debug, Default)]
+pub struct RouteTable(HashMap<String, RouteAction>);
+
+impl RouteTable {
+    /// The table of `config`'s routes; `upstream_index` numbers upstream
+    /// names.
+    pub fn build(
+        config: &Config,
+        upstream_index: impl Fn(&str) -> Option<u32>,
+    ) -> Result<RouteTable, BuildError> {
+        let upstreams: Vec<_> = config.upstreams().collect();
+        let mut table = HashMap::new();
+        for d in &config.domains {
+            for (i, route) in d.routes.iter().enumerate() {
+                let action = match &route.action {
+                    Action::Respond { .. } => continue,
+                    Action::Redirect { status, location } => RouteAction::Redirect {
+                        status: StatusCode::from_u16(*status).map_err(|_| unchecked(d, i))?,
+                        location: HeaderValue::from_str(location).map_err(|_| unchecked(d, i))?,
+                    },
+                    Action::Forward(f) => {
+                        let upstream =
+                            upstream_index(&f.upstream).ok_or_else(|| unchecked(d, i))?;
+                        let target = upstreams
+                            .get(upstream as usize)
+                            .ok_or_else(|| unchecked(d, i))?;
+                        let settings = UpstreamSettings {
+                            timeouts: f.timeouts,
+                            retries: f.retries,
+                            ..target.upstream.clone()
+                        };
+                        RouteAction::Forward(Box::new(RouteTarget {
+                            upstream,
+                            strip_prefix: f.strip_prefix.clone(),
+                            retry_budget: RetryBudget::new(&settings.retries),
+                            settings,
+                        }))
+                    }
+                };
+                table.insert(route_ref(&d.name, i), action);
+            }
+        }
+        Ok(RouteTable(table))
+    }
+
+    /// The action of route reference `reference`.
+    pub fn get(&self, reference: &str) -> Option<&RouteAction> {
+        self.0.get(reference)
+    }
+}
+
+/// A route that validation should have refused: config validation and
+/// this table disagree.
+fn unchecked(d: &bbproxy_config::Domain, i: usize) -> BuildError {
+    BuildError::Unsupported(format!(
+        "domains.{}.routes[{i}]: the route passed validation but cannot be served",
+        d.name
+    ))
+}

@@ -1,0 +1,407 @@
+//! Per-domain routes (config.json's `domains.X.routes`), as the host passes
+//! them in the config under `routes`: compiled once in `init` (regexes,
+//! CIDR blocks, header slots), then matched in order for each request of
+//! the domain. Matching reads only what some route of the domain looks at,
+//! each piece once, through [`Facts`]; it allocates nothing itself.
+//!
+//! The answer for a forwarding or redirect route is the route reference
+//! `<domain>#<index>`, which the host resolves to the route's action; a
+//! `respond` route is answered here.
+
+use std::borrow::Cow;
+use std::cell::OnceCell;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use bbproxy_plugin_contract::routes::{Cidr, prefix_base, route_ref, under_base};
+use bbproxy_sdk::serde::Deserialize;
+use bbproxy_sdk::{Request, Route};
+
+/// Header values a request caches while it is matched; a domain's further
+/// header names (rare) are read again for each route that asks.
+const CACHED_HEADERS: usize = 4;
+
+/// One route as the host passes it: config.json's `match`, and `respond`
+/// when the route answers by itself.
+#[derive(Debug, Deserialize)]
+#[serde(crate = "bbproxy_sdk::serde", deny_unknown_fields)]
+pub struct RouteSpec {
+    #[serde(default, rename = "match")]
+    pub matcher: MatchSpec,
+    #[serde(default)]
+    pub respond: Option<RespondSpec>,
+}
+
+/// config.json's `match` object (method upper case, header names lower
+/// case, as the host passes them).
+#[derive(Debug, Default, Deserialize)]
+#[serde(crate = "bbproxy_sdk::serde", deny_unknown_fields)]
+pub struct MatchSpec {
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    #[serde(default)]
+    pub path_regex: Option<String>,
+    #[serde(default)]
+    pub method: Vec<String>,
+    #[serde(default)]
+    pub header: BTreeMap<String, HeaderSpec>,
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    #[serde(default)]
+    pub client_ip: Vec<String>,
+}
+
+/// A `header` matcher's value: `true` (present) or the exact value.
+#[derive(Debug, Deserialize)]
+#[serde(crate = "bbproxy_sdk::serde", untagged)]
+pub enum HeaderSpec {
+    Present(bool),
+    Exact(String),
+}
+
+/// A `respond` route's answer.
+#[derive(Debug, Deserialize)]
+#[serde(crate = "bbproxy_sdk::serde", deny_unknown_fields)]
+pub struct RespondSpec {
+    pub status: u16,
+    #[serde(default)]
+    pub body: String,
+}
+
+/// One domain's routes, compiled.
+#[derive(Debug, Default)]
+pub struct DomainRoutes {
+    routes: Vec<Compiled>,
+    /// Header names some route reads, each with its cache slot.
+    headers: Vec<String>,
+}
+
+/// One route: the checks its matchers compile to, cheapest first (a route
+/// has one or two, so a request tries only what each route asks), and its
+/// answer.
+#[derive(Debug)]
+struct Compiled {
+    checks: Vec<Check>,
+    answer: Route,
+}
+
+#[derive(Debug)]
+enum Check {
+    /// `path`.
+    Path(Box<str>),
+    /// `path_prefix`, without its trailing slashes.
+    Prefix(Box<str>),
+    Methods(Methods),
+    Clients(Vec<Cidr>),
+    /// A `header`: its cache slot and the exact value (`None`: present).
+    Header(usize, Option<Box<str>>),
+    /// A `query` parameter and its value.
+    Query(Box<str>, Box<str>),
+    Regex(Box<regex::Regex>),
+}
+
+impl DomainRoutes {
+    /// Compiles `domain`'s routes; an error names the route.
+    pub fn compile(domain: &str, specs: Vec<RouteSpec>) -> Result<DomainRoutes, String> {
+        let mut out = DomainRoutes::default();
+        for (i, spec) in specs.into_iter().enumerate() {
+            let route = out.compile_one(domain, i, spec).map_err(|e| {
+                format!("invalid router config: routes of {domain:?}, route {i}: {e}")
+            })?;
+            out.routes.push(route);
+        }
+        Ok(out)
+    }
+
+    fn compile_one(&mut self, domain: &str, i: usize, spec: RouteSpec) -> Result<Compiled, String> {
+        let m = spec.matcher;
+        let regex = m
+            .path_regex
+            .map(|r| regex::Regex::new(&r).map_err(|e| format!("path_regex: {e}")))
+            .transpose()?;
+        let clients = m
+            .client_ip
+            .iter()
+            .map(|c| Cidr::parse(c).map_err(|e| format!("client_ip {c:?}: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let headers = m
+            .header
+            .into_iter()
+            .map(|(name, want)| {
+                let want = match want {
+                    HeaderSpec::Present(true) => None,
+                    HeaderSpec::Present(false) => return Err(format!("header {name:?}: false")),
+                    HeaderSpec::Exact(v) => Some(v),
+                };
+                Ok((self.header_slot(&name), want))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let answer = match spec.respond {
+            Some(r) => Route::respond(r.status, r.body),
+            None => Route::to(route_ref(domain, i)),
+        };
+        let methods = Methods::new(&m.method);
+        let checks = m
+            .path
+            .map(|p| Check::Path(p.into()))
+            .into_iter()
+            .chain(m.path_prefix.map(|p| Check::Prefix(prefix_base(&p).into())))
+            .chain((!methods.is_any()).then_some(Check::Methods(methods)))
+            .chain((!clients.is_empty()).then_some(Check::Clients(clients)))
+            .chain(
+                headers
+                    .into_iter()
+                    .map(|(slot, v)| Check::Header(slot, v.map(Into::into))),
+            )
+            .chain(
+                m.query
+                    .into_iter()
+                    .map(|(k, v)| Check::Query(k.into(), v.into())),
+            )
+            .chain(regex.map(|r| Check::Regex(Box::new(r))))
+            .collect();
+        Ok(Compiled { checks, answer })
+    }
+
+    fn header_slot(&mut self, name: &str) -> usize {
+        let name = name.to_ascii_lowercase();
+        match self.headers.iter().position(|n| *n == name) {
+            Some(slot) => slot,
+            None => {
+                self.headers.push(name);
+                self.headers.len() - 1
+            }
+        }
+    }
+
+    /// Whether the domain has routes at all.
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    /// The answer of the first route that matches the request, if any.
+    pub fn find<'r, S: Source<'r>>(&self, facts: &Facts<'r, S>) -> Option<&Route> {
+        self.routes
+            .iter()
+            .find(|r| r.matches(facts, &self.headers))
+            .map(|r| &r.answer)
+    }
+}
+
+impl Compiled {
+    /// Every check holds.
+    fn matches<'r, S: Source<'r>>(&self, f: &Facts<'r, S>, header_names: &[String]) -> bool {
+        self.checks.iter().all(|c| c.holds(f, header_names))
+    }
+}
+
+impl Check {
+    fn holds<'r, S: Source<'r>>(&self, f: &Facts<'r, S>, header_names: &[String]) -> bool {
+        match self {
+            Check::Path(p) => **p == *f.path(),
+            Check::Prefix(base) => under_base(base, f.path()),
+            Check::Methods(m) => m.allows(f),
+            Check::Clients(blocks) => f
+                .client_ip()
+                .is_some_and(|ip| blocks.iter().any(|c| c.contains(ip))),
+            Check::Header(slot, want) => {
+                let name = header_names.get(*slot).map_or("", String::as_str);
+                f.with_header(*slot, name, |v| match (v, want) {
+                    (None, _) => false,
+                    (Some(_), None) => true,
+                    (Some(v), Some(w)) => v == &**w,
+                })
+            }
+            Check::Query(k, v) => query_has(f.query().unwrap_or(""), k, v),
+            Check::Regex(r) => r.is_match(f.path()),
+        }
+    }
+}
+
+/// The methods registered with IANA that requests mostly use, each a bit:
+/// a request's method is looked up once, and a route's `method` list is
+/// one mask test.
+const KNOWN_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
+fn method_bit(method: &str) -> u16 {
+    KNOWN_METHODS
+        .iter()
+        .position(|m| *m == method)
+        .map_or(0, |i| 1 << i)
+}
+
+/// A route's `method` matcher.
+#[derive(Debug, Default)]
+struct Methods {
+    /// The known methods listed.
+    known: u16,
+    /// The others, upper case.
+    other: Vec<String>,
+}
+
+impl Methods {
+    fn new(list: &[String]) -> Self {
+        let mut m = Methods::default();
+        for name in list.iter().map(|s| s.to_ascii_uppercase()) {
+            match method_bit(&name) {
+                0 => m.other.push(name),
+                bit => m.known |= bit,
+            }
+        }
+        m
+    }
+
+    /// Whether none is listed: any method then.
+    fn is_any(&self) -> bool {
+        self.known == 0 && self.other.is_empty()
+    }
+
+    fn allows<'r, S: Source<'r>>(&self, f: &Facts<'r, S>) -> bool {
+        if self.is_any() {
+            return true;
+        }
+        let (bit, name) = f.method();
+        self.known & bit != 0 || (bit == 0 && self.other.iter().any(|m| m == name))
+    }
+}
+
+/// Whether the query string `q` has a parameter `key` equal to `value`
+/// (compared as sent, not percent-decoded).
+pub fn query_has(q: &str, key: &str, value: &str) -> bool {
+    let (key, value) = (key.as_bytes(), value.as_bytes());
+    q.as_bytes()
+        .split(|b| *b == b'&')
+        .any(|pair| match pair.iter().position(|b| *b == b'=') {
+            Some(eq) => {
+                let (k, v) = pair.split_at(eq);
+                k == key && v.get(1..) == Some(value)
+            }
+            None => pair == key && value.is_empty(),
+        })
+}
+
+/// Where a request's facts come from: the host's request resource (each
+/// accessor a host call that returns a fresh string) or a stand-in that
+/// lends them (benchmarks).
+pub trait Source<'r> {
+    fn method(&self) -> Cow<'r, str>;
+    fn path(&self) -> Cow<'r, str>;
+    fn query(&self) -> Option<Cow<'r, str>>;
+    fn client_addr(&self) -> Cow<'r, str>;
+    fn header(&self, name: &str) -> Option<Cow<'r, str>>;
+}
+
+impl<'r> Source<'r> for Request<'r> {
+    fn method(&self) -> Cow<'r, str> {
+        Cow::Owned(Request::method(self))
+    }
+    fn path(&self) -> Cow<'r, str> {
+        Cow::Owned(Request::path(self))
+    }
+    fn query(&self) -> Option<Cow<'r, str>> {
+        Request::query(self).map(Cow::Owned)
+    }
+    fn client_addr(&self) -> Cow<'r, str> {
+        Cow::Owned(Request::client_addr(self))
+    }
+    fn header(&self, name: &str) -> Option<Cow<'r, str>> {
+        Request::header(self, name).map(Cow::Owned)
+    }
+}
+
+/// A request whose parts are already at hand: the matching benchmark's
+/// stand-in for the host's request resource.
+#[derive(Debug, Clone, Copy)]
+pub struct Lent<'r> {
+    pub method: &'r str,
+    pub path: &'r str,
+    pub query: Option<&'r str>,
+    pub client_addr: &'r str,
+    pub headers: &'r [(&'r str, &'r str)],
+}
+
+impl<'r> Source<'r> for Lent<'r> {
+    fn method(&self) -> Cow<'r, str> {
+        Cow::Borrowed(self.method)
+    }
+    fn path(&self) -> Cow<'r, str> {
+        Cow::Borrowed(self.path)
+    }
+    fn query(&self) -> Option<Cow<'r, str>> {
+        self.query.map(Cow::Borrowed)
+    }
+    fn client_addr(&self) -> Cow<'r, str> {
+        Cow::Borrowed(self.client_addr)
+    }
+    fn header(&self, name: &str) -> Option<Cow<'r, str>> {
+        let found = self
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name));
+        found.map(|(_, v)| Cow::Borrowed(*v))
+    }
+}
+
+/// What the routes of one request have read of it, each piece read at
+/// most once and only if a route asks.
+pub struct Facts<'r, S> {
+    source: &'r S,
+    method: OnceCell<(u16, Cow<'r, str>)>,
+    path: OnceCell<Cow<'r, str>>,
+    query: OnceCell<Option<Cow<'r, str>>>,
+    client: OnceCell<Option<IpAddr>>,
+    headers: [OnceCell<Option<Cow<'r, str>>>; CACHED_HEADERS],
+}
+
+impl<'r, S: Source<'r>> Facts<'r, S> {
+    pub fn new(source: &'r S) -> Self {
+        Facts {
+            source,
+            method: OnceCell::new(),
+            path: OnceCell::new(),
+            query: OnceCell::new(),
+            client: OnceCell::new(),
+            headers: Default::default(),
+        }
+    }
+
+    /// The request's method: its bit among the known ones (0 for another)
+    /// and its name.
+    fn method(&self) -> (u16, &str) {
+        let (bit, name) = self.method.get_or_init(|| {
+            let name = self.source.method();
+            (method_bit(&name), name)
+        });
+        (*bit, name)
+    }
+
+    fn path(&self) -> &str {
+        self.path.get_or_init(|| self.source.path())
+    }
+
+    fn query(&self) -> Option<&str> {
+        self.query.get_or_init(|| self.source.query()).as_deref()
+    }
+
+    fn client_ip(&self) -> Option<IpAddr> {
+        *self
+            .client
+            .get_or_init(|| self.source.client_addr().parse().ok())
+    }
+
+    /// Runs `f` on the header's first value (cached in `slot` when there
+    /// is room).
+    fn with_header<T>(&self, slot: usize, name: &str, f: impl FnOnce(Option<&str>) -> T) -> T {
+        match self.headers.get(slot) {
+            Some(cell) => f(cell.get_or_init(|| self.source.header(name)).as_deref()),
+            None => f(self.source.header(name).as_deref()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,193 @@
+//! The route matcher on requests as the host would present them.
+
+use std::collections::BTreeMap;
+
+use bbproxy_sdk::Route;
+use bbproxy_sdk::testing::FakeRequest;
+
+use super::*;
+use crate::RouteTable;
+
+/// A table of `a.test` (backends), `b.test` (no backends) and a pool `p`
+/// that the routes (JSON as the host passes it) are given to.
+fn table(routes: &str) -> RouteTable {
+    let routes: BTreeMap<String, Vec<RouteSpec>> =
+        bbproxy_sdk::parse_config(routes).unwrap_or_else(|e| panic!("{e}"));
+    RouteTable::new(["a.test", "b.test"], None)
+        .unwrap()
+        .with_routes(routes, |n| n == "b.test")
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn route(t: &RouteTable, req: &FakeRequest) -> Route {
+    t.route_request(&req.as_request())
+}
+
+/// The route reference of route `i` of a.test.
+fn to(i: usize) -> Route {
+    Route::to(format!("a.test#{i}"))
+}
+
+fn get(target: &str) -> FakeRequest {
+    FakeRequest::get("a.test", target)
+}
+
+#[test]
+fn prefixes_are_segment_aware() {
+    let t = table(
+        r#"{"a.test": [{"match": {"path_prefix": "/api/"}}, {"match": {"path_prefix": "/web"}}]}"#,
+    );
+    assert_eq!(route(&t, &get("/api")), to(0));
+    assert_eq!(route(&t, &get("/api/")), to(0));
+    assert_eq!(route(&t, &get("/api/v1/x?q=1")), to(0));
+    assert_eq!(route(&t, &get("/apix")), Route::to("a.test"));
+    assert_eq!(route(&t, &get("/web")), to(1));
+    assert_eq!(route(&t, &get("/web/a")), to(1));
+    assert_eq!(route(&t, &get("/website")), Route::to("a.test"));
+}
+
+#[test]
+fn exact_paths_and_regexes() {
+    let t = table(
+        r#"{"a.test": [{"match": {"path": "/old"}}, {"match": {"path_regex": "^/v[0-9]+/items$"}}, {"match": {"path_regex": "\\.php"}}]}"#,
+    );
+    assert_eq!(route(&t, &get("/old")), to(0));
+    assert_eq!(route(&t, &get("/old/")), Route::to("a.test"));
+    assert_eq!(route(&t, &get("/v2/items")), to(1));
+    assert_eq!(route(&t, &get("/v2/items/7")), Route::to("a.test"));
+    // Unanchored as written: anywhere in the path.
+    assert_eq!(route(&t, &get("/x/index.php")), to(2));
+}
+
+#[test]
+fn methods() {
+    let t = table(
+        r#"{"a.test": [{"match": {"method": ["GET", "HEAD"]}}, {"match": {"method": ["delete"]}}]}"#,
+    );
+    assert_eq!(route(&t, &get("/")), to(0));
+    assert_eq!(route(&t, &FakeRequest::new("HEAD", "a.test", "/")), to(0));
+    assert_eq!(route(&t, &FakeRequest::new("DELETE", "a.test", "/")), to(1));
+    assert_eq!(
+        route(&t, &FakeRequest::new("POST", "a.test", "/")),
+        Route::to("a.test")
+    );
+}
+
+#[test]
+fn headers_exact_and_present() {
+    let t = table(
+        r#"{"a.test": [{"match": {"header": {"x-env": "canary", "x-user": true}}}, {"match": {"header": {"X-Env": "canary"}}}, {"match": {"header": {"x-debug": true}}}]}"#,
+    );
+    let canary = get("/").header("X-Env", "canary");
+    assert_eq!(route(&t, &canary.clone().header("x-user", "")), to(0));
+    assert_eq!(route(&t, &canary), to(1));
+    assert_eq!(
+        route(&t, &get("/").header("x-env", "Canary")),
+        Route::to("a.test")
+    );
+    assert_eq!(route(&t, &get("/").header("x-debug", "0")), to(2));
+    // The first value counts, as the host reports it.
+    assert_eq!(
+        route(
+            &t,
+            &get("/").header("x-env", "stable").header("x-env", "canary")
+        ),
+        Route::to("a.test")
+    );
+}
+
+#[test]
+fn query_parameters() {
+    let t = table(
+        r#"{"a.test": [{"match": {"query": {"v": "2", "beta": ""}}}, {"match": {"query": {"v": "1"}}}]}"#,
+    );
+    assert_eq!(route(&t, &get("/?beta&v=2")), to(0));
+    assert_eq!(route(&t, &get("/?v=2&beta=")), to(0));
+    assert_eq!(route(&t, &get("/?v=2")), Route::to("a.test"));
+    assert_eq!(route(&t, &get("/?x=0&v=1")), to(1));
+    assert_eq!(route(&t, &get("/?v=10")), Route::to("a.test"));
+    assert_eq!(route(&t, &get("/")), Route::to("a.test"));
+    assert!(query_has("a=1&b=2", "b", "2") && !query_has("a=1&b=2", "a", "2"));
+}
+
+#[test]
+fn client_ips_both_families() {
+    let t = table(
+        r#"{"a.test": [{"match": {"client_ip": ["10.0.0.0/8", "2001:db8::/32"]}}, {"match": {"client_ip": ["192.0.2.7"]}}]}"#,
+    );
+    let from = |ip: &str| route(&t, &get("/").client(ip));
+    assert_eq!(from("10.9.8.7"), to(0));
+    assert_eq!(from("::ffff:10.0.0.1"), to(0));
+    assert_eq!(from("2001:db8:5::1"), to(0));
+    assert_eq!(from("2001:db9::1"), Route::to("a.test"));
+    assert_eq!(from("192.0.2.7"), to(1));
+    assert_eq!(from("192.0.2.8"), Route::to("a.test"));
+    assert_eq!(from("not an address"), Route::to("a.test"));
+}
+
+#[test]
+fn all_matchers_must_hold_and_the_first_match_wins() {
+    let t = table(
+        r#"{"a.test": [
+        {"match": {"path_prefix": "/api", "method": ["POST"], "header": {"x-env": "canary"}}},
+        {"match": {"path_prefix": "/api", "method": ["POST"]}, "respond": {"status": 403, "body": "no"}},
+        {"match": {"path_prefix": "/api"}},
+        {}
+    ]}"#,
+    );
+    let post = |target| FakeRequest::new("POST", "a.test", target);
+    assert_eq!(route(&t, &post("/api/x").header("x-env", "canary")), to(0));
+    assert_eq!(route(&t, &post("/api/x")), Route::respond(403, "no"));
+    assert_eq!(route(&t, &get("/api/x").header("x-env", "canary")), to(2));
+    assert_eq!(route(&t, &get("/elsewhere")), to(3));
+}
+
+#[test]
+fn no_match_goes_to_the_domain_or_404_without_backends() {
+    let t = table(r#"{"b.test": [{"match": {"path_prefix": "/api"}}]}"#);
+    assert_eq!(
+        route(&t, &FakeRequest::get("b.test", "/api/1")),
+        Route::to("b.test#0")
+    );
+    let missed = route(&t, &FakeRequest::get("b.test", "/x"));
+    assert_eq!(missed.direct_response().map(|r| r.status), Some(404));
+    // a.test has no routes: its host decides, as before.
+    assert_eq!(route(&t, &get("/api/1")), Route::to("a.test"));
+    assert_eq!(
+        route(&t, &FakeRequest::get("c.test", "/"))
+            .direct_response()
+            .map(|r| r.status),
+        Some(421)
+    );
+}
+
+#[test]
+fn bad_routes_are_init_errors() {
+    let parse =
+        |s: &str| -> BTreeMap<String, Vec<RouteSpec>> { bbproxy_sdk::parse_config(s).unwrap() };
+    let base = || RouteTable::new(["a.test"], None).unwrap();
+    let e = base()
+        .with_routes(parse(r#"{"z.test": [{}]}"#), |_| false)
+        .unwrap_err();
+    assert!(
+        e.contains("\"z.test\", which is not a configured domain"),
+        "{e}"
+    );
+    let e = base()
+        .with_routes(
+            parse(r#"{"a.test": [{}, {"match": {"path_regex": "("}}]}"#),
+            |_| false,
+        )
+        .unwrap_err();
+    assert!(
+        e.contains("routes of \"a.test\", route 1: path_regex"),
+        "{e}"
+    );
+    let e = base()
+        .with_routes(
+            parse(r#"{"a.test": [{"match": {"client_ip": ["1.2.3.4/40"]}}]}"#),
+            |_| false,
+        )
+        .unwrap_err();
+    assert!(e.contains("client_ip \"1.2.3.4/40\""), "{e}");
+}
