@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use crate::storage::Storage;
 
+mod filters;
 mod forwarding;
 mod routes;
 
+pub use filters::*;
 pub use forwarding::*;
 pub use routes::*;
 
@@ -155,6 +157,9 @@ pub struct Domain {
     /// when none does, `backends` serve it. Always empty for a pool and
     /// for a domain whose router is a plugin of the user's.
     pub routes: Vec<Route>,
+    /// `filters`: the chain for requests to this host, after
+    /// `plugins.filters` and before a route's. Always empty for a pool.
+    pub filters: Vec<Filter>,
 }
 
 /// Plugins a domain names for itself (`"balancer": {"path": ...}`,
@@ -257,6 +262,9 @@ pub struct Plugins {
     pub router: PluginSpec,
     pub balancer: PluginSpec,
     pub breaker: PluginSpec,
+    /// `plugins.filters`: the chain every domain's requests go through
+    /// first.
+    pub filters: Vec<Filter>,
     /// `plugins.cache_dir`: where compiled plugins are kept across restarts
     /// (none: every start compiles every plugin). Read at start only.
     pub cache_dir: Option<PathBuf>,

@@ -77,6 +77,7 @@ fn original_file_loads_unchanged() {
                 backend_ca: None,
                 plugins: DomainPlugins::default(),
                 routes: Vec::new(),
+                filters: Vec::new(),
             }],
             pools: Vec::new(),
             default_domain: None,
@@ -193,7 +194,7 @@ fn unknown_keys_name_their_path() {
     );
     assert_eq!(
         err(r#"{"domains": {"example.com": {"backends": ["a:1"], "balancr": "x"}}}"#),
-        "config.json: unknown key `domains.example.com.balancr` (expected one of: backends, balancer, tls, timeouts, limits, retries, health_check, protocol, pool, backend_ca, router, breaker, routes); did you mean `balancer`?"
+        "config.json: unknown key `domains.example.com.balancr` (expected one of: backends, balancer, tls, timeouts, limits, retries, health_check, protocol, pool, backend_ca, router, breaker, routes, filters); did you mean `balancer`?"
     );
     assert_eq!(
         err(r#"{"domains": {"example.com": {"backends": [{"address": "a:1", "wieght": 2}]}}}"#),

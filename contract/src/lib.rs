@@ -8,11 +8,15 @@
 //! The functions take plain values rather than WIT types because the proxy
 //! and the SDK each generate their own bindings of the same WIT types.
 //!
+//! [`headers`] holds the rule on which headers a filter may change, which
+//! config validation applies to the built-in filter too.
+//!
 //! [`stats`] holds the other shared rule: what a backend's statistics become
 //! after an outcome and the breaker's verdict.
 #![deny(missing_docs)]
 
 pub mod balancers;
+pub mod headers;
 pub mod hosts;
 pub mod routes;
 pub mod stats;

@@ -15,8 +15,20 @@ fn summary(config: &Config, g: &Generation) -> String {
         (0, 0) => String::new(),
         (pools, routes) => format!(", {pools} pool(s), {routes} route(s)"),
     };
+    // Every entry of every chain: global, domains' and routes'.
+    let filters = config.plugins.filters.len()
+        + config
+            .domains
+            .iter()
+            .flat_map(|d| std::iter::once(&d.filters).chain(d.routes.iter().map(|r| &r.filters)))
+            .map(Vec::len)
+            .sum::<usize>();
+    let filters = match filters {
+        0 => String::new(),
+        n => format!(", {n} filter(s)"),
+    };
     format!(
-        "{}: OK: {} domain(s), {} backend(s){extra}; router {}, balancer {}, breaker {}\n",
+        "{}: OK: {} domain(s), {} backend(s){extra}{filters}; router {}, balancer {}, breaker {}\n",
         config.origin.display(),
         config.domains.len(),
         backends,

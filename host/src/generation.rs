@@ -16,6 +16,7 @@ use std::time::SystemTime;
 use bbproxy_config::{Config, UpstreamSettings};
 use bbproxy_plugin_contract::hosts::HostMatcher;
 
+use crate::filter::{Chain, Chains};
 use crate::plugin::{
     BalancerWorld, BreakerWorld, LoadError, Plugin, RouterWorld, Runtime, Tenant, World,
 };
@@ -129,6 +130,9 @@ pub struct Generation {
     by_name: HashMap<String, u32>,
     /// What the built-in router's route references stand for.
     routes: routes::RouteTable,
+    /// The global filter chain and each domain's (a route's is in its
+    /// [`RouteTarget`]).
+    filters: Chains,
     /// Which domain a host matches, as the default router decides it.
     hosts: HostMatcher,
     /// The router.
@@ -189,7 +193,9 @@ impl Generation {
             .enumerate()
             .map(|(i, u)| (u.name.clone(), i as u32))
             .collect();
-        let routes = routes::RouteTable::build(&config, |name| by_name.get(name).copied())?;
+        let filters = Chains::build(&config);
+        let routes =
+            routes::RouteTable::build(&config, |name| by_name.get(name).copied(), &filters)?;
         let roles = [
             router.primary.sha256(),
             balancer.primary.sha256(),
@@ -203,6 +209,7 @@ impl Generation {
             upstreams,
             by_name,
             routes,
+            filters,
             hosts,
             router,
             balancer,
@@ -262,6 +269,17 @@ impl Generation {
                 .unwrap_or(&self.router),
             Tenant::Unmatched => &self.router,
         }
+    }
+
+    /// The filter chain of a request for `tenant` (the domain its host
+    /// matches) that no route forwards: the global chain, then the
+    /// domain's.
+    pub fn filters_for(&self, tenant: Tenant) -> &Chain {
+        let domain = match tenant {
+            Tenant::Upstream(i) => Some(i as usize),
+            Tenant::Unmatched => None,
+        };
+        self.filters.domain(domain)
     }
 
     /// The balancer of upstream `upstream`: its own, else the generation's.

@@ -22,6 +22,8 @@
 //! conn_override,     a domain's timeouts handed from proxy to server;
 //!   drain            connections counted for a graceful shutdown
 //! generation         one config's snapshot, pinned by each request
+//! filter             the filter chains requests and responses go
+//!                    through, compiled per generation
 //! upstream           backends: exchange, pools, breakers, health checks
 //! plugin             the WebAssembly sandbox the decisions run in
 //! tls                certificate store, client and backend TLS
@@ -44,6 +46,7 @@ pub mod clock;
 pub(crate) mod conn_override;
 pub mod demo;
 pub(crate) mod drain;
+pub mod filter;
 pub(crate) mod front;
 pub mod generation;
 pub(crate) mod per_worker;

@@ -3,7 +3,7 @@
 
 pub use bbproxy_plugin_contract::routes::{Cidr, REDIRECT_STATUSES};
 
-use super::{Retries, UpstreamTimeouts};
+use super::{Filter, Retries, UpstreamTimeouts};
 
 pub const DEFAULT_REDIRECT_STATUS: u16 = 308;
 
@@ -13,6 +13,9 @@ pub const DEFAULT_REDIRECT_STATUS: u16 = 308;
 pub struct Route {
     pub matcher: Match,
     pub action: Action,
+    /// `filters`: the route's chain, after the domain's; empty unless the
+    /// route forwards.
+    pub filters: Vec<Filter>,
 }
 
 /// A route's `match`: every matcher given must hold; none given matches

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use super::plugins::Entry;
 use super::walk::{Dir, Fields, Kept, R, index, join, keep, object, set, show};
-use super::{forwarding, routes};
+use super::{filters, forwarding, routes};
 use crate::address::{normalize_domain, parse_backend};
 use crate::error::Fault;
 use crate::model::*;
@@ -93,6 +93,7 @@ pub(crate) fn domain<'a>(
                 backend_ca: None,
                 plugins: DomainPlugins::default(),
                 routes: Vec::new(),
+                filters: Vec::new(),
             },
             path,
             routes: Vec::new(),
@@ -120,13 +121,13 @@ fn object_domain<'a>(
 ) -> R<Placed<'a>> {
     let (mut backends_given, mut routes_given): (Kept, Kept) = (None, None);
     let (mut balancer, mut hash_on, mut plugins) = (None, None, DomainPlugins::default());
-    let (mut tls_given, mut backend_ca) = (None, None);
+    let (mut tls_given, mut backend_ca, mut chain) = (None, None, Vec::new());
     let mut upstream = defaults.clone();
     let host_only = |p: &str| match kind {
         Kind::Domain => Ok(()),
         Kind::Pool => Err(Fault::invalid(
             p,
-            "a pool of \"upstreams\" has no host: tls, router and routes are keys of a domain",
+            "a pool of \"upstreams\" has no host: tls, router, routes and filters are keys of a domain",
         )),
     };
     let fields = Fields::new(map, &path)
@@ -154,6 +155,10 @@ fn object_domain<'a>(
         .key("routes", |v, p| {
             host_only(p)?;
             set(&mut routes_given, Ok(Some((v, p.to_owned()))))
+        })
+        .key("filters", |v, p| {
+            host_only(p)?;
+            set(&mut chain, filters::filters(v, p))
         })
         .read()?;
     let routes = match &routes_given {
@@ -183,6 +188,7 @@ fn object_domain<'a>(
             backend_ca,
             plugins,
             routes: Vec::new(),
+            filters: chain,
         },
         path,
         routes,

@@ -1,6 +1,7 @@
 //! `plugins`: the router, balancer and breaker slots, each `"builtin"` or a
 //! component by path with its config, deadline, memory cap and fault
-//! policy; and the directory compiled plugins are kept in.
+//! policy; the filter chain every domain starts with ([`super::filters`]);
+//! and the directory compiled plugins are kept in.
 
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -19,32 +20,27 @@ const MAX_PLUGIN_MEMORY: u64 = 4 << 30;
 
 pub(crate) fn plugins(v: &Value, dir: &Dir) -> R<Plugins> {
     let map = object(v, "plugins", "{\"router\": \"builtin\"}")?;
-    // Named on its own rather than as an unknown key: it was accepted
-    // once, and silently ignoring it would let requests skip a filter
-    // the operator believes runs.
-    if map.contains_key("filters") {
-        return Err(Fault::invalid(
-            "plugins.filters",
-            "not supported yet; there is no filter plugin world (plugins are a router, a \
-             balancer and a breaker), so remove the key",
-        ));
-    }
     let mut plugins = Plugins {
         router: PluginSpec::builtin(),
         balancer: PluginSpec::builtin(),
         breaker: PluginSpec::builtin(),
+        filters: Vec::new(),
         cache_dir: None,
     };
     let Plugins {
         router,
         balancer,
         breaker,
+        filters,
         cache_dir,
     } = &mut plugins;
     Fields::new(map, "plugins")
         .key("router", |v, p| set(router, plugin(v, p, dir)))
         .key("balancer", |v, p| set(balancer, plugin(v, p, dir)))
         .key("breaker", |v, p| set(breaker, plugin(v, p, dir)))
+        .key("filters", |v, p| {
+            set(filters, super::filters::filters(v, p))
+        })
         .key("cache_dir", |v, p| {
             set(cache_dir, dir.dir_path(v, p).map(Some))
         })

@@ -7,8 +7,8 @@ mod matcher;
 
 use serde_json::Value;
 
-use super::forwarding;
 use super::walk::{Fields, Kept, R, index, join, keep, object, set, show};
+use super::{filters, forwarding};
 use crate::error::Fault;
 use crate::model::*;
 use bbproxy_plugin_contract::MAX_DIRECT_BODY_BYTES;
@@ -19,6 +19,7 @@ pub(crate) struct Pending<'a> {
     path: String,
     matcher: Match,
     action: PendingAction<'a>,
+    filters: Vec<Filter>,
 }
 
 enum PendingAction<'a> {
@@ -68,6 +69,7 @@ fn route<'a>(v: &'a Value, path: &str) -> R<Pending<'a>> {
     let mut m = Match::default();
     let (mut upstream, mut redirect, mut respond): (Kept, Kept, Kept) = (None, None, None);
     let (mut strip, mut timeouts, mut retries): (Kept, Kept, Kept) = (None, None, None);
+    let mut chain: Kept = None;
     Fields::new(map, path)
         .key("match", |v, p| set(&mut m, matcher::matcher(v, p)))
         .key("upstream", keep(&mut upstream))
@@ -76,8 +78,9 @@ fn route<'a>(v: &'a Value, path: &str) -> R<Pending<'a>> {
         .key("strip_prefix", keep(&mut strip))
         .key("timeouts", keep(&mut timeouts))
         .key("retries", keep(&mut retries))
+        .key("filters", keep(&mut chain))
         .read()?;
-    let extras = [&strip, &timeouts, &retries];
+    let extras = [&strip, &timeouts, &retries, &chain];
     let action = match (upstream, redirect, respond) {
         (Some((v, p)), None, None) => PendingAction::Forward {
             upstream: (target_name(v, &p)?, p),
@@ -115,15 +118,21 @@ fn route<'a>(v: &'a Value, path: &str) -> R<Pending<'a>> {
             ));
         }
     };
+    let filters = match &chain {
+        Some((v, p)) => filters::filters(v, p)?,
+        None => Vec::new(),
+    };
     Ok(Pending {
         path: path.to_owned(),
         matcher: m,
         action,
+        filters,
     })
 }
 
-/// A route that answers by itself has no forwarding settings.
-fn forward_only(given: [&Kept<'_>; 3]) -> R<()> {
+/// A route that answers by itself has no forwarding settings, and no
+/// filters (they edit a forwarded request and its backend's response).
+fn forward_only(given: [&Kept<'_>; 4]) -> R<()> {
     match given.into_iter().flatten().next() {
         Some((_, p)) => Err(Fault::invalid(
             p,
@@ -275,6 +284,7 @@ fn resolve_one<'d>(
     Ok(Route {
         matcher: r.matcher.clone(),
         action,
+        filters: r.filters.clone(),
     })
 }
 

@@ -10,6 +10,7 @@ use bbproxy_plugin_contract::routes::route_ref;
 use http::{HeaderValue, StatusCode};
 
 use super::BuildError;
+use crate::filter::{Chain, Chains};
 use crate::upstream::RetryBudget;
 
 /// A forwarding route's target and the settings its requests use.
@@ -23,6 +24,8 @@ pub struct RouteTarget {
     pub settings: UpstreamSettings,
     /// The route's own budget of retries (its `retries` budget keys).
     pub retry_budget: RetryBudget,
+    /// The global chain, its domain's, then its own.
+    pub filters: Chain,
 }
 
 /// What a route reference stands for.
@@ -46,14 +49,15 @@ pub struct RouteTable(HashMap<String, RouteAction>);
 
 impl RouteTable {
     /// The table of `config`'s routes; `upstream_index` numbers upstream
-    /// names.
+    /// names; a route's filters follow its domain's in `chains`.
     pub fn build(
         config: &Config,
         upstream_index: impl Fn(&str) -> Option<u32>,
+        chains: &Chains,
     ) -> Result<RouteTable, BuildError> {
         let upstreams: Vec<_> = config.upstreams().collect();
         let mut table = HashMap::new();
-        for d in &config.domains {
+        for (di, d) in config.domains.iter().enumerate() {
             for (i, route) in d.routes.iter().enumerate() {
                 let action = match &route.action {
                     Action::Respond { .. } => continue,
@@ -77,6 +81,7 @@ impl RouteTable {
                             strip_prefix: f.strip_prefix.clone(),
                             retry_budget: RetryBudget::new(&settings.retries),
                             settings,
+                            filters: chains.route(di, &route.filters),
                         }))
                     }
                 };

@@ -11,6 +11,7 @@ use super::observe;
 use super::upgrade;
 use bbproxy_config::UpstreamSettings;
 
+use crate::filter::Chain;
 use crate::generation::{Generation, RouteTarget, UpstreamSlot};
 use crate::plugin::RequestView;
 use crate::upstream::RetryBudget;
@@ -60,17 +61,21 @@ pub(super) struct Routed<'g> {
     pub retry_budget: &'g RetryBudget,
     /// Removed from the path sent to the backend (a route's).
     pub strip_prefix: Option<&'g str>,
+    /// The filters its request and response go through.
+    pub filters: &'g Chain,
 }
 
 impl<'g> Routed<'g> {
-    /// Routed to upstream `index` (`slot`) by its name: its own settings.
-    pub fn upstream(index: u32, slot: &'g UpstreamSlot) -> Self {
+    /// Routed to upstream `index` (`slot`) by its name: its own settings,
+    /// and the filters of the domain the request's host matched.
+    pub fn upstream(index: u32, slot: &'g UpstreamSlot, filters: &'g Chain) -> Self {
         Self {
             index,
             slot,
             settings: &slot.settings,
             retry_budget: &slot.retry_budget,
             strip_prefix: None,
+            filters,
         }
     }
 
@@ -82,6 +87,7 @@ impl<'g> Routed<'g> {
             settings: &target.settings,
             retry_budget: &target.retry_budget,
             strip_prefix: target.strip_prefix.as_deref(),
+            filters: &target.filters,
         }
     }
 }

@@ -11,13 +11,16 @@ use super::ProxyBody;
 use super::error::{ProxyError, Role, text};
 use crate::clock;
 use crate::generation::{BackendSlot, Generation, RouteAction, RouteTarget, Slot};
-use crate::plugin::{Backend, BreakerState, BreakerWorld, Fault, Outcome, RequestView, Route};
+use crate::plugin::{
+    Backend, BreakerState, BreakerWorld, Fault, Outcome, RequestView, Route, Tenant,
+};
 
 /// The router's answer.
 #[derive(Debug)]
 pub(super) enum Decision<'g> {
-    /// Forward to the upstream with this number.
-    Upstream(u32),
+    /// Forward to the upstream with this number; the request's host
+    /// matched domain `tenant` (whose filters it goes through).
+    Upstream(u32, Tenant),
     /// Forward as a domain's route says (its target, path and settings).
     Route(&'g RouteTarget),
     /// Answer directly (the built-in router's 421, a plugin's own answer).
@@ -45,7 +48,7 @@ pub(super) fn route<'g>(
     };
     match answer.map_err(|fault| ProxyError::plugin(Role::Router, fault))? {
         Route::Upstream(name) => match generation.upstream_index(&name) {
-            Some(i) => Ok(Decision::Upstream(i)),
+            Some(i) => Ok(Decision::Upstream(i, tenant)),
             None => match generation.route_action(&name) {
                 Some(RouteAction::Forward(target)) => Ok(Decision::Route(target)),
                 Some(RouteAction::Redirect { status, location }) => {

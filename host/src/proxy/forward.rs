@@ -5,6 +5,7 @@ use bbproxy_plugin_contract::routes::strip_prefix;
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 
+use super::ctx::Routed;
 use super::{headers, upgrade};
 use crate::plugin::RequestView;
 use crate::upstream::exchange::Head;
@@ -12,25 +13,17 @@ use crate::upstream::exchange::Head;
 /// Builds the upstream head from the client's request. `upgrade` puts back
 /// the `Connection: upgrade` / `Upgrade` pair that hop-by-hop stripping
 /// removes (and turns an HTTP/2 extended CONNECT into an HTTP/1.1 upgrade);
-/// `strip` is a route's `strip_prefix`.
+/// `routed` brings a route's `strip_prefix` and the request's filters,
+/// which run last so their edits are what the backend sees.
 pub(super) fn prepare(
     view: RequestView,
     proto: &'static str,
     upgrade: Option<&upgrade::Requested>,
-    strip: Option<&str>,
+    routed: Routed<'_>,
 ) -> Head {
     let RequestView {
         mut parts, client, ..
     } = view;
-    let path = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let path = match strip {
-        Some(prefix) => stripped(path, prefix),
-        None => path,
-    };
     // HTTP/2 clients send the host only as :authority; backends speaking
     // HTTP/1.1 need it as Host.
     if !parts.headers.contains_key(header::HOST)
@@ -45,6 +38,16 @@ pub(super) fn prepare(
     }
     let host = parts.headers.get(header::HOST).cloned();
     headers::add_forwarded(&mut parts.headers, client.ip(), proto, host.as_ref());
+    routed.filters.request(&mut parts);
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let path = match routed.strip_prefix {
+        Some(prefix) => stripped(path, prefix),
+        None => path,
+    };
     Head {
         method: parts.method,
         path,

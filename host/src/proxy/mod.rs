@@ -8,6 +8,9 @@
 //! 5. outcome: the breaker plugin's verdict on it ([`decide`]);
 //!
 //! with select → attempt → outcome repeated while a failure allows a retry.
+//! The request's filter chain (`crate::filter`, picked with the route)
+//! edits the upstream head once, before the first attempt ([`forward`]),
+//! and the backend's response on its way to the client.
 //! One [`RequestCtx`](ctx::RequestCtx) carries the request's state through
 //! the phases; every way a request ends without a backend's answer is one
 //! [`ProxyError`], turned into the client's answer in one place.
@@ -210,18 +213,22 @@ impl Proxy {
         let since = ctx.record.decision_start();
         let decision = decide::route(ctx.generation, &ctx.host, &mut ctx.view);
         ctx.record.decision("router", since);
-        let (index, target) = match decision? {
-            decide::Decision::Upstream(i) => (i, None),
-            decide::Decision::Route(target) => (target.upstream, Some(target)),
+        let generation = ctx.generation;
+        let slot_of = |i: u32| {
+            generation.upstreams.get(i as usize).ok_or_else(|| {
+                ProxyError::from(ErrorKind::Internal(
+                    "the router's upstream index is out of range",
+                ))
+            })
+        };
+        let routed = match decision? {
+            decide::Decision::Upstream(i, tenant) => {
+                Routed::upstream(i, slot_of(i)?, generation.filters_for(tenant))
+            }
+            decide::Decision::Route(target) => Routed::route(target, slot_of(target.upstream)?),
             decide::Decision::Respond(resp) => return Ok(resp),
         };
-        let Some(slot) = ctx.generation.upstreams.get(index as usize) else {
-            return Err(ErrorKind::Internal("the router's upstream index is out of range").into());
-        };
-        let routed = match target {
-            Some(target) => Routed::route(target, slot),
-            None => Routed::upstream(index, slot),
-        };
+        let slot = routed.slot;
         ctx.routed = Some(routed);
         ctx.record.domain = Some(&slot.metrics);
         ctx.record.timeouts = Some(&routed.settings.timeouts);
@@ -242,7 +249,19 @@ impl Proxy {
         routed.retry_budget.deposit();
 
         let resp = self.forward(ctx, routed, &body).await?;
-        // A protocol switch: the backend's 101 joins the two connections.
+        self.answer(ctx, client_upgrade, routed, resp)
+    }
+
+    /// What the client gets of a backend's response: a protocol switch's
+    /// 101 joins the two connections; any other response loses its
+    /// hop-by-hop headers and goes through the request's filters.
+    fn answer(
+        &self,
+        ctx: &RequestCtx<'_, '_>,
+        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+        routed: Routed<'_>,
+        mut resp: Response<ProxyBody>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
         if let (Some(client_upgrade), Some(requested)) = (client_upgrade, &ctx.upgrade) {
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                 let backend = ctx.record.backend.map_or("", |(_, addr)| addr);
@@ -265,8 +284,11 @@ impl Proxy {
                 .into());
             }
         }
-        let mut resp = resp;
         headers::strip_hop_by_hop(resp.headers_mut());
+        // Backends' responses only: the proxy's own answers (errors,
+        // redirects, `respond` routes) and a protocol switch's 101 are not
+        // filtered.
+        routed.filters.response(&mut resp);
         Ok(resp)
     }
 
@@ -307,7 +329,7 @@ impl Proxy {
                     view,
                     ctx.scheme.as_str(),
                     ctx.upgrade.as_ref(),
-                    routed.strip_prefix,
+                    routed,
                 ));
             }
             let Some(request_body) = body.attempt() else {

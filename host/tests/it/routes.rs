@@ -13,8 +13,8 @@ use crate::common;
 use common::{Backend, HttpClient, Proxy, addrs, client, dead_addr, get, wait_for};
 
 /// Status, headers and body of `method target` with `Host: host` and
-/// `headers`.
-async fn send(
+/// `headers` (the filter tests use it too).
+pub(crate) async fn send(
     http: &HttpClient,
     proxy: &Proxy,
     method: &str,

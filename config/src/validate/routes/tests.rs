@@ -350,7 +350,7 @@ fn pool_names_and_keys() {
         ));
         assert!(
             e.contains(
-                ": a pool of \"upstreams\" has no host: tls, router and routes are keys of a domain"
+                ": a pool of \"upstreams\" has no host: tls, router, routes and filters are keys of a domain"
             ),
             "{e}"
         );

@@ -42,8 +42,11 @@ pub mod redis;
 pub const DOWNLOAD_BYTES: usize = 10 * 1024 * 1024;
 
 /// A test backend: answers `backend <name>` to every request, except
-/// `/upload` (answers the hex SHA-256 of the body it read) and `/download`
-/// (streams [`DOWNLOAD_BYTES`] of [`pattern`]). Counts requests.
+/// `/upload` (answers the hex SHA-256 of the body it read), `/download`
+/// (streams [`DOWNLOAD_BYTES`] of [`pattern`]) and `/headers` (the
+/// request's headers as `name: value` lines sorted by name, with the response
+/// headers `server: backend <name>` and `x-backend: <name>`). Counts
+/// requests.
 pub struct Backend {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicU64>,
@@ -139,13 +142,21 @@ async fn answer(
             Response::new(http_body_util::StreamBody::new(chunks).boxed())
         }
         "/headers" => {
-            let mut lines: Vec<String> = req
+            let mut pairs: Vec<(&str, &str)> = req
                 .headers()
                 .iter()
-                .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or("?")))
+                .map(|(k, v)| (k.as_str(), v.to_str().unwrap_or("?")))
                 .collect();
-            lines.sort();
-            full(lines.join("\n"))
+            // By name only (a stable sort): a header's values stay in the
+            // order they came in.
+            pairs.sort_by_key(|(k, _)| *k);
+            let lines: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+            // Response headers for the filter tests to edit.
+            let mut resp = full(lines.join("\n"));
+            let h = resp.headers_mut();
+            h.insert("server", format!("backend {name}").parse().unwrap());
+            h.insert("x-backend", name.parse().unwrap());
+            resp
         }
         _ => full(format!("backend {name}")),
     }
