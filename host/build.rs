@@ -11,6 +11,8 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
 
+#[path = "src/plugin/engine_config.rs"]
+mod engine_config;
 #[path = "build/nested.rs"]
 mod nested;
 use nested::{PROFILE, SCRUBBED_ENV, TARGET_SUBDIR, WASM_TARGET};
@@ -147,6 +149,7 @@ fn run() -> Result<(), Failure> {
     }
 
     let built = wasm_dir.join(WASM_TARGET).join(PROFILE);
+    let engine = precompiling_engine()?;
     for (package, file, dest) in COMPONENTS {
         let from = built.join(file);
         rerun_if_sources_changed(&from.with_extension("d"))?;
@@ -154,8 +157,38 @@ fn run() -> Result<(), Failure> {
         let bytes = fs::read(&from)
             .with_context(|| format!("{package}: expected {} after the build", from.display()))?;
         write_if_changed(&to, &bytes)?;
+        let code = match &engine {
+            Some(engine) => engine
+                .precompile_component(&bytes)
+                .map_err(|e| anyhow::anyhow!("precompiling {package}: {e:#}"))?,
+            None => Vec::new(),
+        };
+        write_if_changed(&to.with_extension("cwasm"), &code)?;
     }
     Ok(())
+}
+
+/// The engine that precompiles the bundle for the proxy being built: the
+/// proxy's own settings ([`engine_config::base`]) for the target, with no
+/// CPU features beyond the architecture's baseline, so the code runs on any
+/// machine the binary is copied to (the build machine's CPU may have more).
+/// `None`, with a warning, when wasmtime cannot compile for the target: the
+/// proxy then compiles the bundle when it starts, as it would without this.
+fn precompiling_engine() -> Result<Option<wasmtime::Engine>> {
+    let target = env("TARGET")?;
+    let mut config = engine_config::base();
+    let engine = config
+        .target(&target)
+        .and_then(|config| wasmtime::Engine::new(config));
+    match engine {
+        Ok(engine) => Ok(Some(engine)),
+        Err(e) => {
+            println!(
+                "cargo::warning=the default plugins are not precompiled for {target} ({e:#}); the proxy compiles them when it starts"
+            );
+            Ok(None)
+        }
+    }
 }
 
 fn env(name: &str) -> Result<String> {
@@ -252,7 +285,9 @@ fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<()> {
     }
     let dir = path.parent().context("output path has no parent")?;
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = path.with_extension("wasm.tmp");
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
     fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
     fs::rename(&tmp, path)
         .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))

@@ -12,8 +12,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{
-    Cache as DiskCache, CacheConfig, Config, Engine, InstanceAllocationStrategy,
-    PoolingAllocationConfig,
+    Cache as DiskCache, CacheConfig, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
 };
 
 use super::LoadError;
@@ -36,6 +35,8 @@ struct Inner {
     cache: Mutex<Cache>,
     /// Compilations done (cache misses that compiled).
     compiles: AtomicU64,
+    /// Bundled components loaded from their embedded precompiled code.
+    precompiled: AtomicU64,
     /// Advances the epoch while guest code runs.
     ticker: Arc<super::ticker::Ticker>,
     /// Idle-instance lists per plugin (see [`RuntimeOptions::workers`]).
@@ -116,8 +117,7 @@ impl Runtime {
 
     /// Like [`Runtime::new`], with a choice of instance allocator.
     pub fn with_options(options: RuntimeOptions) -> Result<Self, LoadError> {
-        let mut config = Config::new();
-        config.epoch_interruption(true);
+        let mut config = super::engine_config::base();
         if let Some(p) = options.pooling {
             let mut pool = PoolingAllocationConfig::new();
             pool.total_component_instances(p.instances)
@@ -153,6 +153,7 @@ impl Runtime {
                 shared: Arc::new(SharedState::default()),
                 cache: Mutex::new(Cache::default()),
                 compiles: AtomicU64::new(0),
+                precompiled: AtomicU64::new(0),
                 ticker,
                 workers: options.workers.max(1),
                 disk,
@@ -213,19 +214,58 @@ impl Runtime {
                 what,
             });
         }
-        // Compile outside the lock: it takes milliseconds to seconds.
-        let component =
-            Component::new(&self.inner.engine, bytes).map_err(|e| LoadError::Compile {
-                name: name.to_owned(),
-                reason: format!("{e:#}"),
-            })?;
-        self.inner.compiles.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(crate::telemetry::names::PLUGIN_COMPILES).increment(1);
+        let component = match self.load_precompiled(name, bytes) {
+            Some(component) => component,
+            None => {
+                // Compile outside the lock: it takes milliseconds to seconds.
+                let component =
+                    Component::new(&self.inner.engine, bytes).map_err(|e| LoadError::Compile {
+                        name: name.to_owned(),
+                        reason: format!("{e:#}"),
+                    })?;
+                self.inner.compiles.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(crate::telemetry::names::PLUGIN_COMPILES).increment(1);
+                component
+            }
+        };
         let mut cache = self.inner.cache.lock().unwrap_or_else(|p| p.into_inner());
         cache.uses += 1;
         let now = cache.uses;
         cache.entries.insert(digest, (component.clone(), now));
         Ok((component, hex))
+    }
+
+    /// The default bundle's component `bytes` from the code `build.rs`
+    /// precompiled for it, or `None` when `bytes` is no bundled component
+    /// or the code does not fit this engine (logged; it is compiled then).
+    #[expect(
+        unsafe_code,
+        reason = "wasmtime's deserialize trusts its input; the one input here is embedded by this binary's own build"
+    )]
+    fn load_precompiled(&self, name: &str, bytes: &[u8]) -> Option<Component> {
+        let code = super::bundle::precompiled(bytes)?;
+        // SAFETY: `code` is what `Engine::precompile_component` made of
+        // these very bytes in build.rs, embedded in this binary: neither a
+        // file nor user input. wasmtime checks its settings and CPU
+        // features against this engine's and refuses code that does not
+        // fit, which falls back to compiling.
+        match unsafe { Component::deserialize(&self.inner.engine, code) } {
+            Ok(component) => {
+                self.inner.precompiled.fetch_add(1, Ordering::Relaxed);
+                Some(component)
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "{name}: the default plugin's precompiled code does not fit this engine ({e:#}); compiling it"
+                );
+                None
+            }
+        }
+    }
+
+    /// Bundled components loaded from their precompiled code.
+    pub fn precompiled_loads(&self) -> u64 {
+        self.inner.precompiled.load(Ordering::Relaxed)
     }
 
     /// Components compiled so far; identical bytes compile once.
@@ -333,6 +373,39 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plugin::bundle;
+
+    /// The default bundle comes precompiled (build.rs): loading it runs no
+    /// Cranelift, with the default engine and with the pooling allocator.
+    /// A copy of a bundled component loaded from elsewhere is the same
+    /// component; other bytes still compile.
+    #[test]
+    fn the_default_bundle_loads_from_its_precompiled_code() {
+        let pooling = Pooling {
+            instances: 64,
+            max_memory: 64 << 20,
+        };
+        for options in [
+            RuntimeOptions::default(),
+            RuntimeOptions {
+                pooling: Some(pooling),
+                ..RuntimeOptions::default()
+            },
+        ] {
+            let rt = Runtime::with_options(options.clone()).unwrap();
+            for (name, bytes) in [
+                ("router", bundle::ROUTER),
+                ("balancer", bundle::BALANCER),
+                ("breaker", bundle::BREAKER.to_vec().as_slice()),
+            ] {
+                rt.compile(name, bytes).unwrap();
+            }
+            assert_eq!(rt.compiles(), 0, "{options:?}");
+            assert_eq!(rt.precompiled_loads(), 3, "{options:?}");
+            rt.compile("wat", b"(component)").unwrap();
+            assert_eq!(rt.compiles(), 1, "{options:?}");
+        }
+    }
 
     /// `bbproxy --config config.json` with `"cache_dir": "cache"` gives the
     /// engine a relative path, which wasmtime alone refuses ("has to be

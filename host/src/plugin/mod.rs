@@ -16,6 +16,7 @@ mod budget;
 pub mod bundle;
 pub mod describe;
 mod engine;
+mod engine_config;
 mod error;
 mod fault;
 pub mod logbudget;
