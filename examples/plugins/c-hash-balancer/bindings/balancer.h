@@ -96,8 +96,10 @@ typedef struct bbproxy_plugin_types_route_t {
   } val;
 } bbproxy_plugin_types_route_t;
 
-// Forward to the upstream with this name (a key of `domains` in
-// config.json).
+// Forward to the upstream with this name (a key of `domains` or of
+// `upstreams` in config.json), or to what a domain's route says:
+// `<domain>#<index>`, the built-in router's answer for
+// `domains.<domain>.routes[<index>]`.
 #define BBPROXY_PLUGIN_TYPES_ROUTE_UPSTREAM 0
 // Answer the client directly.
 #define BBPROXY_PLUGIN_TYPES_ROUTE_RESPOND 1
@@ -131,10 +133,11 @@ typedef uint8_t bbproxy_plugin_types_level_t;
 // Something failed.
 #define BBPROXY_PLUGIN_TYPES_LEVEL_ERROR 4
 
-// One upstream (a key of `domains`) as configured in this generation.
+// One upstream as configured in this generation: a key of `domains`,
+// or a named pool of `upstreams` (listed after every domain).
 typedef struct bbproxy_plugin_types_upstream_t {
   // The domain name it was configured under (`example.com`,
-  // `*.example.com`).
+  // `*.example.com`), or the pool's name.
   balancer_string_t   name;
   // The per-domain `balancer` setting (`round-robin` when not set).
   balancer_string_t   balancer;
