@@ -226,9 +226,9 @@ impl Proxy {
     }
 
     /// Where every proxy of the suite keeps compiled plugins unless its
-    /// config says otherwise: each component (the default bundle, the
-    /// Python and JavaScript examples) is compiled once per target dir,
-    /// not once per test.
+    /// config says otherwise: each component (the Python and JavaScript
+    /// examples; the default bundle comes precompiled) is compiled once per
+    /// target dir, not once per test.
     pub fn plugin_cache_dir() -> PathBuf {
         Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache")
     }
