@@ -161,21 +161,7 @@ fn object_domain<'a>(
             set(&mut chain, filters::filters(v, p))
         })
         .read()?;
-    let routes = match &routes_given {
-        Some((v, p)) => routes::routes(v, p)?,
-        None => Vec::new(),
-    };
-    let backends = match backends_given {
-        Some((v, backends_path)) => backends(v, &backends_path)?,
-        // Every request then goes through a route (or gets 404).
-        None if !routes.is_empty() => Vec::new(),
-        None => {
-            return Err(Fault::invalid(
-                join(&path, "backends"),
-                "required: a list of backend addresses like [\"localhost:8080\"]",
-            ));
-        }
-    };
+    let (routes, backends) = routes_and_backends(routes_given, backends_given, &path)?;
     forwarding::check_protocol(upstream.protocol, &backends, &path)?;
     Ok(Placed {
         domain: Domain {
@@ -193,6 +179,31 @@ fn object_domain<'a>(
         path,
         routes,
     })
+}
+
+/// A domain's routes and backends, read once its other keys are: a domain
+/// with routes may leave `backends` out, one without must give them.
+fn routes_and_backends<'a>(
+    routes_given: Kept<'a>,
+    backends_given: Kept<'_>,
+    path: &str,
+) -> R<(Vec<routes::Pending<'a>>, Vec<Backend>)> {
+    let routes = match &routes_given {
+        Some((v, p)) => routes::routes(v, p)?,
+        None => Vec::new(),
+    };
+    let backends = match backends_given {
+        Some((v, backends_path)) => backends(v, &backends_path)?,
+        // Every request then goes through a route (or gets 404).
+        None if !routes.is_empty() => Vec::new(),
+        None => {
+            return Err(Fault::invalid(
+                join(path, "backends"),
+                "required: a list of backend addresses like [\"localhost:8080\"]",
+            ));
+        }
+    };
+    Ok((routes, backends))
 }
 
 /// A domain's `"balancer"`: a name (`"least-request"`, or a custom
