@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-use super::walk::{Dir, Fields, Kept, R, index, object, set, show};
+use super::walk::{Dir, Fields, Kept, R, array, index, object, set, show};
 use crate::error::Fault;
 use crate::model::*;
 
@@ -108,15 +108,11 @@ fn email(v: &Value) -> R<Option<String>> {
 }
 
 fn challenges(v: &Value) -> R<Vec<Challenge>> {
-    let Value::Array(items) = v else {
-        return Err(Fault::invalid(
-            "acme.challenges",
-            format!(
-                "expected a list like [\"http-01\", \"tls-alpn-01\"], got {}",
-                show(v)
-            ),
-        ));
-    };
+    let items = array(
+        v,
+        "acme.challenges",
+        "a list like [\"http-01\", \"tls-alpn-01\"]",
+    )?;
     if items.is_empty() {
         return Err(Fault::invalid(
             "acme.challenges",

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use serde_json::{Map, Value};
 
 use super::plugins::Entry;
-use super::walk::{Dir, Fields, Kept, R, index, join, keep, object, set, show};
+use super::walk::{Dir, Fields, Kept, R, array, index, join, keep, object, set, show};
 use super::{filters, forwarding, routes};
 use crate::address::{normalize_domain, parse_backend};
 use crate::error::Fault;
@@ -372,15 +372,11 @@ pub(crate) fn default_domain(v: &Value, placed: &[Placed<'_>]) -> R<String> {
 }
 
 fn backends(v: &Value, path: &str) -> R<Vec<Backend>> {
-    let Value::Array(items) = v else {
-        return Err(Fault::invalid(
-            path,
-            format!(
-                "expected a list of backend addresses like [\"localhost:8080\"], got {}",
-                show(v)
-            ),
-        ));
-    };
+    let items = array(
+        v,
+        path,
+        "a list of backend addresses like [\"localhost:8080\"]",
+    )?;
     if items.is_empty() {
         return Err(Fault::invalid(
             path,

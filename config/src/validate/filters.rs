@@ -8,7 +8,7 @@
 use bbproxy_plugin_contract::headers::check_filter_header;
 use serde_json::{Map, Value};
 
-use super::walk::{Fields, Kept, R, index, join, keep, object, present, set, show};
+use super::walk::{Fields, Kept, R, array, index, join, keep, object, present, set, show};
 use crate::error::Fault;
 use crate::model::*;
 
@@ -20,20 +20,15 @@ const ENTRY_EXAMPLE: &str =
 
 /// A `filters` list, in order.
 pub(crate) fn filters(v: &Value, path: &str) -> R<Vec<Filter>> {
-    let Value::Array(items) = v else {
-        return Err(Fault::invalid(
-            path,
-            format!(
-                "expected a list of filters like [{ENTRY_EXAMPLE}], got {}",
-                show(v)
-            ),
-        ));
-    };
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| filter(item, &index(path, i)))
-        .collect()
+    array(
+        v,
+        path,
+        format_args!("a list of filters like [{ENTRY_EXAMPLE}]"),
+    )?
+    .iter()
+    .enumerate()
+    .map(|(i, item)| filter(item, &index(path, i)))
+    .collect()
 }
 
 fn filter(v: &Value, path: &str) -> R<Filter> {
@@ -170,16 +165,7 @@ fn pairs(v: &Value, path: &str) -> R<Vec<(HeaderName, HeaderValue)>> {
 
 /// `["name", ...]`.
 fn names(v: &Value, path: &str) -> R<Vec<HeaderName>> {
-    let Value::Array(items) = v else {
-        return Err(Fault::invalid(
-            path,
-            format!(
-                "expected a list of header names like [\"server\"], got {}",
-                show(v)
-            ),
-        ));
-    };
-    items
+    array(v, path, "a list of header names like [\"server\"]")?
         .iter()
         .enumerate()
         .map(|(i, item)| {

@@ -7,7 +7,7 @@ mod matcher;
 
 use serde_json::Value;
 
-use super::walk::{Fields, Kept, R, index, join, keep, object, set, show};
+use super::walk::{Fields, Kept, R, array, index, join, keep, object, set, show};
 use super::{filters, forwarding};
 use crate::error::Fault;
 use crate::model::*;
@@ -35,15 +35,11 @@ enum PendingAction<'a> {
 /// A domain's `routes`: a list of route objects, none of them shadowed by
 /// an earlier one.
 pub(crate) fn routes<'a>(v: &'a Value, path: &str) -> R<Vec<Pending<'a>>> {
-    let Value::Array(items) = v else {
-        return Err(Fault::invalid(
-            path,
-            format!(
-                "expected a list of routes like [{{\"match\": {{\"path_prefix\": \"/api/\"}}, \"upstream\": \"api\"}}], got {}",
-                show(v)
-            ),
-        ));
-    };
+    let items = array(
+        v,
+        path,
+        "a list of routes like [{\"match\": {\"path_prefix\": \"/api/\"}, \"upstream\": \"api\"}]",
+    )?;
     let mut out: Vec<Pending> = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let route = route(item, &index(path, i))?;

@@ -63,6 +63,17 @@ pub(crate) fn object<'a>(v: &'a Value, path: &str, example: &str) -> R<&'a Map<S
     })
 }
 
+/// `v` as a list; `what` describes one (`a list of routes like [...]`)
+/// for the error that says what was given instead.
+pub(crate) fn array<'a>(
+    v: &'a Value,
+    path: &str,
+    what: impl std::fmt::Display,
+) -> R<&'a Vec<Value>> {
+    v.as_array()
+        .ok_or_else(|| Fault::invalid(path, format!("expected {what}, got {}", show(v))))
+}
+
 fn check_keys(map: &Map<String, Value>, path: &str, expected: &[&'static str]) -> R<()> {
     match map.keys().find(|k| !expected.contains(&k.as_str())) {
         Some(name) => Err(Fault::UnknownKey {
