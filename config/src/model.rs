@@ -86,6 +86,22 @@ impl Config {
         self.domains.iter().chain(&self.pools)
     }
 
+    /// Every filter entry: `plugins.filters`, then each domain's chain and
+    /// its routes' chains.
+    pub fn filters(&self) -> impl Iterator<Item = &Filter> {
+        let domains = self.domains.iter().flat_map(|d| {
+            d.filters
+                .iter()
+                .chain(d.routes.iter().flat_map(|r| &r.filters))
+        });
+        self.plugins.filters.iter().chain(domains)
+    }
+
+    /// The component files of [`Config::filters`], in that order.
+    pub fn filter_paths(&self) -> impl Iterator<Item = &std::path::Path> {
+        self.filters().filter_map(Filter::path)
+    }
+
     /// Every set of upstream timeouts a request may be forwarded under:
     /// each upstream's, then each forwarding route's.
     pub fn upstream_timeouts(&self) -> impl Iterator<Item = &UpstreamTimeouts> {

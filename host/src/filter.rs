@@ -8,15 +8,21 @@
 //! response in reverse (the global chain's last, so a policy set for every
 //! domain, like removing `Server`, cannot be undone by one of them), as
 //! middleware wraps a handler. Each kind of filter is one variant of
-//! [`Filter`]: today the built-in `headers` ([`headers`]); the Wasm filter
-//! world adds its own.
+//! [`Filter`]: the built-in `headers` ([`headers`]), run natively, and a
+//! component of the `filter` world, run under the plugin runtime's bounds
+//! with its `on_fault` policy: fail-open skips the filter, fail-closed
+//! stops the request ([`Stop::Fault`]).
 
 mod headers;
 
 use std::sync::Arc;
 
-use bbproxy_config::Config;
-use http::{Response, request};
+use bbproxy_config::{Config, OnFault, PluginSpec};
+use http::Response;
+
+use crate::plugin::{
+    Fault, FilterAction, FilterAnswer, FilterWorld, Plugin, RequestView, ResponseView, Tenant,
+};
 
 /// One filter of a chain, ready to run.
 #[derive(Debug)]
@@ -24,92 +30,252 @@ pub enum Filter {
     /// The built-in `headers` filter: fixed edits, names and values parsed
     /// by config validation.
     Headers(bbproxy_config::HeaderFilter),
+    /// A component of the `filter` world.
+    Wasm {
+        /// Loaded and `init`-checked.
+        plugin: Arc<Plugin<FilterWorld>>,
+        /// What a fault does to the request.
+        on_fault: OnFault,
+    },
 }
 
+/// Why a chain stopped a request instead of letting it go on.
+#[derive(Debug)]
+pub enum Stop {
+    /// A filter answered it (an authentication check, a rate limit).
+    Answer(FilterAnswer),
+    /// A filter faulted and its policy is fail-closed.
+    Fault(Fault),
+}
+
+/// Loads the component of a Wasm filter entry; the second argument is the
+/// entry's key path (`domains.example.com.filters[1]`), for its errors.
+pub type Loader<'a, E> =
+    &'a mut dyn FnMut(&PluginSpec, &str) -> Result<Arc<Plugin<FilterWorld>>, E>;
+
 impl Filter {
-    fn compile(config: &bbproxy_config::Filter) -> Self {
-        match config {
+    fn compile<E>(
+        config: &bbproxy_config::Filter,
+        key: &str,
+        load: Loader<'_, E>,
+    ) -> Result<Self, E> {
+        Ok(match config {
             bbproxy_config::Filter::Headers(edits) => Filter::Headers(edits.clone()),
+            bbproxy_config::Filter::Wasm(spec) => Filter::Wasm {
+                plugin: load(spec, key)?,
+                on_fault: spec.on_fault,
+            },
+        })
+    }
+
+    /// The filter's fault under its policy: `Ok` (skip it) when it fails
+    /// open.
+    fn policy(on_fault: OnFault, fault: Fault) -> Result<(), Stop> {
+        match on_fault {
+            OnFault::FailOpen => Ok(()),
+            OnFault::FailClosed => Err(Stop::Fault(fault)),
         }
     }
 
-    fn request(&self, req: &mut request::Parts) {
-        match self {
-            Filter::Headers(f) => headers::apply(&f.request, &mut req.headers),
+    fn request(&self, view: &mut Option<RequestView>, tenant: Tenant) -> Result<(), Stop> {
+        let (plugin, on_fault) = match self {
+            Filter::Headers(f) => {
+                if let Some(v) = view {
+                    headers::apply(&f.request, &mut v.parts.headers);
+                }
+                return Ok(());
+            }
+            Filter::Wasm { plugin, on_fault } => (plugin, *on_fault),
+        };
+        let (edits, target) = match plugin.on_request(tenant, view) {
+            Ok(FilterAction::Forward { headers, target }) => (headers, target),
+            Ok(FilterAction::Respond(answer)) => return Err(Stop::Answer(answer)),
+            Err(fault) => return Self::policy(on_fault, fault),
+        };
+        let Some(v) = view else {
+            return Ok(());
+        };
+        if let Some(target) = target {
+            let current = v
+                .parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+            match target.apply(&current) {
+                Ok(pq) => v.parts.uri = http::Uri::from(pq),
+                Err(msg) => {
+                    let fault = plugin.record(Fault::BadAnswer(msg), tenant);
+                    return Self::policy(on_fault, fault);
+                }
+            }
         }
+        for edit in &edits {
+            edit.apply(&mut v.parts.headers);
+        }
+        Ok(())
     }
 
-    fn response<B>(&self, resp: &mut Response<B>) {
-        match self {
-            Filter::Headers(f) => headers::apply(&f.response, resp.headers_mut()),
+    fn response<B>(&self, resp: &mut Response<B>, with: &mut ResponseCtx<'_>) -> Result<(), Stop> {
+        let (plugin, on_fault) = match self {
+            Filter::Headers(f) => {
+                headers::apply(&f.response, resp.headers_mut());
+                return Ok(());
+            }
+            Filter::Wasm { plugin, on_fault } => (plugin, *on_fault),
+        };
+        // The headers are lent to the call and always put back.
+        let mut lent = Some(ResponseView {
+            status: resp.status(),
+            headers: std::mem::take(resp.headers_mut()),
+            backend: with.backend.to_owned(),
+            upstream: with.upstream,
+        });
+        let answer = plugin.on_response(with.tenant, with.request, &mut lent);
+        if let Some(back) = lent {
+            *resp.headers_mut() = back.headers;
+        }
+        match answer {
+            Ok(edits) => {
+                for edit in &edits {
+                    edit.apply(resp.headers_mut());
+                }
+                Ok(())
+            }
+            Err(fault) => Self::policy(on_fault, fault),
         }
     }
+}
+
+/// What a chain's response side is run with besides the response.
+#[derive(Debug)]
+pub struct ResponseCtx<'a> {
+    /// The domain the request's host matched (a filter's faults are kept
+    /// per domain, as the router's are).
+    pub tenant: Tenant,
+    /// The request as it was sent upstream, for the filters to read; only
+    /// needed when the chain [`Chain::runs_components`].
+    pub request: &'a mut Option<RequestView>,
+    /// The backend that answered, as configured.
+    pub backend: &'a str,
+    /// Its upstream number.
+    pub upstream: u32,
 }
 
 /// The filters one request goes through, in chain order. Cheap to clone:
 /// chains that share a prefix (a domain's routes) share its filters.
 #[derive(Debug, Clone, Default)]
-pub struct Chain(Arc<[Arc<Filter>]>);
+pub struct Chain {
+    filters: Arc<[Arc<Filter>]>,
+    /// Whether any filter is a component, which needs the request lent to
+    /// it on the response side.
+    components: bool,
+}
 
 impl Chain {
-    /// This chain followed by `more`, compiled.
-    fn then(&self, more: &[bbproxy_config::Filter]) -> Chain {
+    /// This chain followed by `more` (the entries under key path `key`),
+    /// compiled.
+    fn then<E>(
+        &self,
+        more: &[bbproxy_config::Filter],
+        key: &str,
+        load: Loader<'_, E>,
+    ) -> Result<Chain, E> {
         if more.is_empty() {
-            return self.clone();
+            return Ok(self.clone());
         }
-        let filters = self.0.iter().cloned();
-        Chain(
-            filters
-                .chain(more.iter().map(|f| Arc::new(Filter::compile(f))))
-                .collect(),
-        )
+        let mut filters: Vec<Arc<Filter>> = self.filters.to_vec();
+        for (i, f) in more.iter().enumerate() {
+            filters.push(Arc::new(Filter::compile(f, &format!("{key}[{i}]"), load)?));
+        }
+        let components = filters.iter().any(|f| matches!(**f, Filter::Wasm { .. }));
+        Ok(Chain {
+            filters: filters.into(),
+            components,
+        })
     }
 
     /// How many filters it has.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.filters.len()
     }
 
     /// Whether it has none.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.filters.is_empty()
     }
 
-    /// Runs the chain on the request head sent upstream, first filter
-    /// first.
-    pub fn request(&self, req: &mut request::Parts) {
-        for f in self.0.iter() {
-            f.request(req);
+    /// Whether a filter of it is a component (whose response side reads
+    /// the request).
+    pub fn runs_components(&self) -> bool {
+        self.components
+    }
+
+    /// The components it runs.
+    pub fn components(&self) -> impl Iterator<Item = &Arc<Plugin<FilterWorld>>> {
+        self.filters.iter().filter_map(|f| match &**f {
+            Filter::Wasm { plugin, .. } => Some(plugin),
+            Filter::Headers(_) => None,
+        })
+    }
+
+    /// Runs the chain on the request about to be sent upstream (`view`),
+    /// first filter first, for domain `tenant`; stops at the first filter
+    /// that answers, or that faults and fails closed.
+    pub fn request(&self, view: &mut Option<RequestView>, tenant: Tenant) -> Result<(), Stop> {
+        for f in self.filters.iter() {
+            f.request(view, tenant)?;
         }
+        Ok(())
     }
 
     /// Runs the chain on a backend's response to the client, last filter
-    /// first.
-    pub fn response<B>(&self, resp: &mut Response<B>) {
-        for f in self.0.iter().rev() {
-            f.response(resp);
+    /// first; stops at a filter that faults and fails closed.
+    pub fn response<B>(
+        &self,
+        resp: &mut Response<B>,
+        mut with: ResponseCtx<'_>,
+    ) -> Result<(), Stop> {
+        for f in self.filters.iter().rev() {
+            f.response(resp, &mut with)?;
         }
+        Ok(())
     }
 }
 
-/// A generation's chains: the global one, and each domain's (the global
-/// one followed by the domain's own), by domain number.
+/// A generation's chains: the global one, each domain's (the global one
+/// followed by the domain's own) and each route's (its domain's followed
+/// by its own), by domain number and route index.
 #[derive(Debug, Default)]
 pub struct Chains {
     global: Chain,
     domains: Vec<Chain>,
+    routes: Vec<Vec<Chain>>,
 }
 
 impl Chains {
-    /// Compiles `config`'s chains.
-    pub fn build(config: &Config) -> Chains {
-        let global = Chain::default().then(&config.plugins.filters);
-        let domains = config
-            .domains
-            .iter()
-            .map(|d| global.then(&d.filters))
-            .collect();
-        Chains { global, domains }
+    /// Compiles `config`'s chains, loading each component with `load`.
+    pub fn build<E>(config: &Config, load: Loader<'_, E>) -> Result<Chains, E> {
+        let global = Chain::default().then(&config.plugins.filters, "plugins.filters", load)?;
+        let mut domains = Vec::with_capacity(config.domains.len());
+        let mut routes = Vec::with_capacity(config.domains.len());
+        for d in &config.domains {
+            let key = format!("domains.{}", d.name);
+            let domain = global.then(&d.filters, &format!("{key}.filters"), load)?;
+            let own = d
+                .routes
+                .iter()
+                .enumerate()
+                .map(|(i, r)| domain.then(&r.filters, &format!("{key}.routes[{i}].filters"), load))
+                .collect::<Result<_, _>>()?;
+            domains.push(domain);
+            routes.push(own);
+        }
+        Ok(Chains {
+            global,
+            domains,
+            routes,
+        })
     }
 
     /// The chain of requests to domain `i` (in config order); the global
@@ -118,9 +284,22 @@ impl Chains {
         i.and_then(|i| self.domains.get(i)).unwrap_or(&self.global)
     }
 
-    /// The chain of a route of domain `i`: the domain's, then `route`.
-    pub fn route(&self, i: usize, route: &[bbproxy_config::Filter]) -> Chain {
-        self.domain(Some(i)).then(route)
+    /// The chain of route `route` of domain `domain`: the domain's, then
+    /// the route's own.
+    pub fn route(&self, domain: usize, route: usize) -> Chain {
+        self.routes
+            .get(domain)
+            .and_then(|r| r.get(route))
+            .cloned()
+            .unwrap_or_else(|| self.domain(Some(domain)).clone())
+    }
+
+    /// Every chain (a component shared by several chains is listed once
+    /// per chain).
+    pub fn all(&self) -> impl Iterator<Item = &Chain> {
+        std::iter::once(&self.global)
+            .chain(&self.domains)
+            .chain(self.routes.iter().flatten())
     }
 }
 

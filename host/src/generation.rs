@@ -51,6 +51,15 @@ pub enum BuildError {
         /// Why it failed.
         error: LoadError,
     },
+    /// A filter component failed to load, named by its entry's key path
+    /// (`domains.example.com.filters[1]`).
+    #[error("{key}: {error}")]
+    Filter {
+        /// The entry's key path.
+        key: String,
+        /// Why it failed.
+        error: LoadError,
+    },
 }
 
 /// One backend of an upstream in this generation.
@@ -193,7 +202,7 @@ impl Generation {
             .enumerate()
             .map(|(i, u)| (u.name.clone(), i as u32))
             .collect();
-        let filters = Chains::build(&config);
+        let filters = load::filters(&config, runtime)?;
         let routes =
             routes::RouteTable::build(&config, |name| by_name.get(name).copied(), &filters)?;
         let roles = [
@@ -201,7 +210,16 @@ impl Generation {
             balancer.primary.sha256(),
             breaker.primary.sha256(),
         ];
-        let digest = digest(&config, &components(roles, &upstreams));
+        let mut parts = components(roles, &upstreams);
+        // Filter components in config order: the file bytes behind each
+        // entry, which config.json's own digest does not cover.
+        parts.extend(
+            filters
+                .all()
+                .flat_map(|c| c.components())
+                .map(|p| format!("filter {}", p.sha256())),
+        );
+        let digest = digest(&config, &parts);
         Ok(Self {
             digest,
             id,
@@ -236,10 +254,16 @@ impl Generation {
                 .chain(p.balancer.iter().flat_map(of))
                 .chain(p.breaker.iter().flat_map(of))
         });
+        let filters = self
+            .filters
+            .all()
+            .flat_map(|c| c.components())
+            .map(|p| p.sha256().to_owned());
         of(&self.router)
             .chain(of(&self.balancer))
             .chain(of(&self.breaker))
             .chain(own)
+            .chain(filters)
             .collect()
     }
 

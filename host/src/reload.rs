@@ -346,6 +346,7 @@ fn plugin_paths(config: &Config) -> Vec<PathBuf> {
             PluginSource::Path(path) => Some(path.clone()),
             PluginSource::Builtin => None,
         })
+        .chain(config.filter_paths().map(Path::to_path_buf))
         .collect()
 }
 

@@ -3,7 +3,22 @@
 //! `plugins.filters` (every domain), then the domain's, then the matched
 //! route's.
 
+use std::path::Path;
+
 pub use http::{HeaderName, HeaderValue};
+
+impl Filter {
+    /// The component file it runs, if it is one.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Filter::Headers(_) => None,
+            Filter::Wasm(spec) => match &spec.source {
+                crate::PluginSource::Path(p) => Some(p),
+                crate::PluginSource::Builtin => None,
+            },
+        }
+    }
+}
 
 /// One entry of a `filters` chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,6 +26,11 @@ pub enum Filter {
     /// `{"builtin": "headers", "config": {...}}`: fixed header edits,
     /// run by the proxy itself.
     Headers(HeaderFilter),
+    /// `{"path": "filter.wasm", "config": {...}, "on_fault": ...}`: a
+    /// component of the `filter` world, with the keys of any plugin entry
+    /// (a component's `on_fault` defaults to `fail-closed`: a filter that
+    /// checks access must not be skipped unless the operator says so).
+    Wasm(crate::PluginSpec),
 }
 
 /// The built-in `headers` filter's `config`.

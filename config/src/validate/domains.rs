@@ -158,10 +158,10 @@ fn object_domain<'a>(
         })
         .key("filters", |v, p| {
             host_only(p)?;
-            set(&mut chain, filters::filters(v, p))
+            set(&mut chain, filters::filters(v, p, dir))
         })
         .read()?;
-    let (routes, backends) = routes_and_backends(routes_given, backends_given, &path)?;
+    let (routes, backends) = routes_and_backends(routes_given, backends_given, &path, dir)?;
     forwarding::check_protocol(upstream.protocol, &backends, &path)?;
     Ok(Placed {
         domain: Domain {
@@ -187,9 +187,10 @@ fn routes_and_backends<'a>(
     routes_given: Kept<'a>,
     backends_given: Kept<'_>,
     path: &str,
+    dir: &Dir,
 ) -> R<(Vec<routes::Pending<'a>>, Vec<Backend>)> {
     let routes = match &routes_given {
-        Some((v, p)) => routes::routes(v, p)?,
+        Some((v, p)) => routes::routes(v, p, dir)?,
         None => Vec::new(),
     };
     let backends = match backends_given {

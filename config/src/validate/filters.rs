@@ -1,14 +1,15 @@
 //! `filters`: a chain of filter entries, in `plugins`, a domain or a
 //! route. Each entry is a built-in filter (`{"builtin": "headers",
-//! "config": {...}}`) or, once the filter world exists, a component by
-//! `path`. The built-in `headers` filter's names and values are parsed
+//! "config": {...}}`) or a component of the `filter` world by `path`,
+//! with the keys of any plugin entry. The built-in `headers` filter's names and values are parsed
 //! here, so the proxy never parses them per request, and checked against
 //! the one rule on which headers a filter may change.
 
 use bbproxy_plugin_contract::headers::check_filter_header;
 use serde_json::{Map, Value};
 
-use super::walk::{Fields, Kept, R, array, index, join, keep, object, present, set, show};
+use super::plugins::Entry;
+use super::walk::{Dir, Fields, Kept, R, array, index, join, keep, object, present, set, show};
 use crate::error::Fault;
 use crate::model::*;
 
@@ -19,7 +20,7 @@ const ENTRY_EXAMPLE: &str =
     "{\"builtin\": \"headers\", \"config\": {\"response\": {\"remove\": [\"server\"]}}}";
 
 /// A `filters` list, in order.
-pub(crate) fn filters(v: &Value, path: &str) -> R<Vec<Filter>> {
+pub(crate) fn filters(v: &Value, path: &str, dir: &Dir) -> R<Vec<Filter>> {
     array(
         v,
         path,
@@ -27,14 +28,14 @@ pub(crate) fn filters(v: &Value, path: &str) -> R<Vec<Filter>> {
     )?
     .iter()
     .enumerate()
-    .map(|(i, item)| filter(item, &index(path, i)))
+    .map(|(i, item)| filter(item, &index(path, i), dir))
     .collect()
 }
 
-fn filter(v: &Value, path: &str) -> R<Filter> {
+fn filter(v: &Value, path: &str, dir: &Dir) -> R<Filter> {
     let map = object(v, path, ENTRY_EXAMPLE)?;
-    // Looked at before the other keys, whose set a Wasm filter's entry
-    // will change: its message is the one that helps.
+    // Which kind of entry decides which keys it may have: looked at first,
+    // so a key of the other kind is named as such.
     if present(map, "path").is_some() {
         if present(map, "builtin").is_some() {
             return Err(Fault::invalid(
@@ -42,25 +43,20 @@ fn filter(v: &Value, path: &str) -> R<Filter> {
                 "a filter is either built in (\"builtin\") or a component (\"path\"); both are given",
             ));
         }
-        // Named rather than ignored: a filter the operator believes runs
-        // must not be skipped.
-        return Err(Fault::invalid(
-            join(path, "path"),
-            "not supported yet: Wasm filters come with the filter world; use a built-in filter \
-             ({\"builtin\": \"headers\", ...}) or remove the entry",
-        ));
+        let mut entry = Entry::default();
+        entry.keys(Fields::new(map, path), dir).read()?;
+        return Ok(Filter::Wasm(entry.spec()));
     }
     let (mut builtin, mut config): (Kept, Kept) = (None, None);
     Fields::new(map, path)
         .key("builtin", keep(&mut builtin))
-        .key("path", |_, _| Ok(()))
         .key("config", keep(&mut config))
         .read()?;
     let Some((v, p)) = builtin else {
         return Err(Fault::invalid(
             join(path, "builtin"),
             format!(
-                "required: the filter to run ({}), like {ENTRY_EXAMPLE}",
+                "required: the built-in filter to run ({}), like {ENTRY_EXAMPLE}, or \"path\" to a filter component",
                 BUILTIN_FILTERS.join(", ")
             ),
         ));

@@ -39,7 +39,7 @@ pub(crate) fn plugins(v: &Value, dir: &Dir) -> R<Plugins> {
         .key("balancer", |v, p| set(balancer, plugin(v, p, dir)))
         .key("breaker", |v, p| set(breaker, plugin(v, p, dir)))
         .key("filters", |v, p| {
-            set(filters, super::filters::filters(v, p))
+            set(filters, super::filters::filters(v, p, dir))
         })
         .key("cache_dir", |v, p| {
             set(cache_dir, dir.dir_path(v, p).map(Some))

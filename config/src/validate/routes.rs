@@ -7,7 +7,7 @@ mod matcher;
 
 use serde_json::Value;
 
-use super::walk::{Fields, Kept, R, array, index, join, keep, object, set, show};
+use super::walk::{Dir, Fields, Kept, R, array, index, join, keep, object, set, show};
 use super::{filters, forwarding};
 use crate::error::Fault;
 use crate::model::*;
@@ -34,7 +34,7 @@ enum PendingAction<'a> {
 
 /// A domain's `routes`: a list of route objects, none of them shadowed by
 /// an earlier one.
-pub(crate) fn routes<'a>(v: &'a Value, path: &str) -> R<Vec<Pending<'a>>> {
+pub(crate) fn routes<'a>(v: &'a Value, path: &str, dir: &Dir) -> R<Vec<Pending<'a>>> {
     let items = array(
         v,
         path,
@@ -42,7 +42,7 @@ pub(crate) fn routes<'a>(v: &'a Value, path: &str) -> R<Vec<Pending<'a>>> {
     )?;
     let mut out: Vec<Pending> = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        let route = route(item, &index(path, i))?;
+        let route = route(item, &index(path, i), dir)?;
         for (j, earlier) in out.iter().enumerate() {
             if let Some(why) = matcher::shadowed(&earlier.matcher, &route.matcher) {
                 return Err(Fault::invalid(
@@ -56,7 +56,7 @@ pub(crate) fn routes<'a>(v: &'a Value, path: &str) -> R<Vec<Pending<'a>>> {
     Ok(out)
 }
 
-fn route<'a>(v: &'a Value, path: &str) -> R<Pending<'a>> {
+fn route<'a>(v: &'a Value, path: &str, dir: &Dir) -> R<Pending<'a>> {
     let map = object(
         v,
         path,
@@ -115,7 +115,7 @@ fn route<'a>(v: &'a Value, path: &str) -> R<Pending<'a>> {
         }
     };
     let filters = match &chain {
-        Some((v, p)) => filters::filters(v, p)?,
+        Some((v, p)) => filters::filters(v, p, dir)?,
         None => Vec::new(),
     };
     Ok(Pending {

@@ -10,8 +10,10 @@ use bbproxy_config::{Config, OnFault, PluginSource, PluginSpec};
 use serde_json::{Map, Value};
 
 use super::{BuildError, DomainSlots, Slot, Source};
+use crate::filter::Chains;
 use crate::plugin::{
-    BalancerWorld, BreakerWorld, LoadError, Plugin, RouterWorld, Runtime, Upstream, World, bundle,
+    BalancerWorld, BreakerWorld, FilterWorld, LoadError, Plugin, RouterWorld, Runtime, Upstream,
+    World, bundle,
 };
 
 /// A generation's plugins, loaded and `init`-checked.
@@ -23,16 +25,57 @@ pub(super) struct Loaded {
     pub(super) domains: Vec<DomainSlots>,
 }
 
-/// Loads every plugin `config` names. Blocking (compiles Wasm).
-pub(super) fn plugins(config: &Config, runtime: &Runtime) -> Result<Loaded, BuildError> {
-    let wit_upstreams: Arc<[Upstream]> = config
+/// The upstreams as `host.upstreams` lists them to every plugin.
+fn wit_upstreams(config: &Config) -> Arc<[Upstream]> {
+    config
         .upstreams()
         .map(|d| Upstream {
             name: d.name.clone(),
             balancer: d.balancer.clone(),
             backends: d.backends.len() as u32,
         })
-        .collect();
+        .collect()
+}
+
+/// Compiles `config`'s filter chains, loading each filter component (one
+/// instance per entry: two entries of one file may have different
+/// configs; the compiled code is shared through the runtime's cache).
+/// Blocking (compiles Wasm).
+pub(super) fn filters(config: &Config, runtime: &Runtime) -> Result<Chains, BuildError> {
+    let upstreams = wit_upstreams(config);
+    Chains::build(config, &mut |spec: &PluginSpec, key: &str| {
+        let named = |error| BuildError::Filter {
+            key: key.to_owned(),
+            error,
+        };
+        let PluginSource::Path(path) = &spec.source else {
+            // Validation gives every component entry a path.
+            return Err(BuildError::Unsupported(format!(
+                "{key}: a filter component needs a \"path\""
+            )));
+        };
+        let name = path.display().to_string();
+        let bytes = read(path, &name).map_err(named)?;
+        let limits = crate::plugin::Limits {
+            backoff: spec.fault_backoff.into(),
+            ..crate::plugin::Limits::new(spec.timeout, spec.memory_limit)
+        };
+        let plugin = Plugin::<FilterWorld>::load(
+            runtime,
+            &name,
+            &bytes,
+            spec.config.to_string(),
+            limits,
+            upstreams.clone(),
+        )
+        .map_err(named)?;
+        Ok(Arc::new(plugin))
+    })
+}
+
+/// Loads every plugin `config` names. Blocking (compiles Wasm).
+pub(super) fn plugins(config: &Config, runtime: &Runtime) -> Result<Loaded, BuildError> {
+    let wit_upstreams = wit_upstreams(config);
 
     let plugins = &config.plugins;
     let (router_builtin, balancer_builtin, breaker_builtin) = builtin_configs(config);

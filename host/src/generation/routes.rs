@@ -81,7 +81,7 @@ impl RouteTable {
                             strip_prefix: f.strip_prefix.clone(),
                             retry_budget: RetryBudget::new(&settings.retries),
                             settings,
-                            filters: chains.route(di, &route.filters),
+                            filters: chains.route(di, i),
                         }))
                     }
                 };

@@ -7,6 +7,11 @@
 /// the handle itself carries nothing.
 pub struct RequestHandle;
 
+/// Marker type behind the WIT `response` resource, lent to a filter's
+/// `on-response` the way [`RequestHandle`] is: the response head is in the
+/// store's data.
+pub struct ResponseHandle;
+
 /// Host type behind the WIT `host.counter` resource: a shared atomic counter.
 pub type CounterHandle = std::sync::Arc<std::sync::atomic::AtomicI64>;
 
@@ -18,6 +23,7 @@ pub mod router {
         world: "router",
         with: {
             "bbproxy:plugin/types.request": super::RequestHandle,
+            "bbproxy:plugin/types.response": super::ResponseHandle,
             "bbproxy:plugin/host.counter": super::CounterHandle,
         },
         imports: { default: trappable },
@@ -42,6 +48,19 @@ pub mod breaker {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "breaker",
+        with: {
+            "bbproxy:plugin/types": super::router::bbproxy::plugin::types,
+            "bbproxy:plugin/host": super::router::bbproxy::plugin::host,
+        },
+        imports: { default: trappable },
+    });
+}
+
+/// The filter world.
+pub mod filter {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "filter",
         with: {
             "bbproxy:plugin/types": super::router::bbproxy::plugin::types,
             "bbproxy:plugin/host": super::router::bbproxy::plugin::host,

@@ -38,6 +38,7 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 
 use crate::per_worker::PerWorker;
 
+pub use answer::{FilterAction, FilterAnswer, HeaderEdit, TargetEdit};
 pub use answer::{MAX_DIRECT_BODY_BYTES, MAX_UPSTREAM_NAME_BYTES};
 pub use backoff::{Backoff, Tenant};
 pub use bindings::types::{
@@ -47,8 +48,8 @@ pub use engine::{Pooling, Runtime, RuntimeOptions};
 pub use error::LoadError;
 pub use fault::Fault;
 pub use shared::SharedState;
-pub use state::{PluginIdentity, RequestView};
-pub use world::{BalancerWorld, BreakerWorld, RouterWorld, World};
+pub use state::{PluginIdentity, RequestView, ResponseView};
+pub use world::{BalancerWorld, BreakerWorld, FilterWorld, RouterWorld, World};
 
 use crate::telemetry::names;
 use backoff::Streaks;
@@ -58,7 +59,10 @@ use resource_caps::Limiter;
 use state::PluginState;
 
 /// The versions of the WIT package `bbproxy:plugin` this host speaks.
-pub const CONTRACT_VERSIONS: &[&str] = &["0.1.0"];
+/// The first is the WIT in `wit/`; a plugin built against an earlier 0.1.x
+/// runs unchanged (wasmtime resolves its `@0.1.0` imports to the 0.1.1
+/// definitions, which only add to them).
+pub const CONTRACT_VERSIONS: &[&str] = &["0.1.1", "0.1.0"];
 
 /// The kinds of [`Fault`] a call can record (`suspended` is not a fault).
 pub const FAULT_KINDS: [&str; 6] = [
@@ -132,6 +136,8 @@ pub struct Plugin<W: World> {
     /// other's lock.
     idle: PerWorker<Mutex<Vec<Instance<W>>>>,
     sha256: String,
+    /// See [`Plugin::contract`].
+    contract: &'static str,
     faults: AtomicU64,
     /// Faults by kind, in [`FAULT_KINDS`] order, for `/status`.
     fault_kinds: [AtomicU64; FAULT_KINDS.len()],
@@ -194,6 +200,7 @@ impl<W: World> Plugin<W> {
             upstream_index,
             idle: PerWorker::new(runtime.workers(), |_| Mutex::new(Vec::new())),
             sha256,
+            contract: contract_of(runtime, &component),
             faults: AtomicU64::new(0),
             fault_kinds: Default::default(),
             calls_made: AtomicU64::new(0),
@@ -279,9 +286,9 @@ impl<W: World> Plugin<W> {
     }
 
     /// The version of the plugin contract (`bbproxy:plugin`) the plugin
-    /// speaks.
+    /// was built against: the version of its imports of the package.
     pub fn contract(&self) -> &'static str {
-        CONTRACT_VERSIONS[0]
+        self.contract
     }
 
     /// Calls answered with the fault policy without entering the plugin,
@@ -371,13 +378,14 @@ impl<W: World> Plugin<W> {
     }
 
     /// Runs one call for `tenant` on a pooled instance and checks its answer
-    /// with `check`. `request` is lent to the store for the call and always
-    /// handed back, whatever the outcome. On any fault the instance is
-    /// dropped.
+    /// with `check`. `request` (and a filter's `response`) is lent to the
+    /// store for the call and always handed back, whatever the outcome. On
+    /// any fault the instance is dropped.
     fn call<R, T>(
         &self,
         tenant: Tenant,
         request: &mut Option<RequestView>,
+        response: &mut Option<ResponseView>,
         f: impl FnOnce(&W::Exports, &mut Store<PluginState>) -> wasmtime::Result<R>,
         check: impl FnOnce(R) -> Result<T, String>,
     ) -> Result<T, Fault> {
@@ -398,6 +406,7 @@ impl<W: World> Plugin<W> {
         };
         Self::arm(&mut inst.store, self.limits.timeout);
         inst.store.data_mut().request = request.take();
+        inst.store.data_mut().response = response.take();
         let started = tokio::time::Instant::now();
         let running = self.runtime.ticker().enter();
         let result = guarded(|| f(&inst.exports, &mut inst.store));
@@ -406,6 +415,7 @@ impl<W: World> Plugin<W> {
         self.calls.increment(1);
         self.calls_made.fetch_add(1, Ordering::Relaxed);
         *request = inst.store.data_mut().request.take();
+        *response = inst.store.data_mut().response.take();
         match result {
             Ok(answer) => match check(answer) {
                 Ok(t) => {
@@ -541,6 +551,7 @@ impl Plugin<RouterWorld> {
         self.call(
             tenant,
             request,
+            &mut None,
             |e, store| e.call_route(store, request_borrow()),
             |route| {
                 answer::check_route(&route, |name| self.knows(name))?;
@@ -562,6 +573,7 @@ impl Plugin<BalancerWorld> {
         self.call(
             Tenant::Upstream(upstream),
             request,
+            &mut None,
             |e, store| e.call_pick(store, request_borrow(), upstream, candidates),
             |choice| answer::check_pick(choice, candidates.len()),
         )
@@ -579,6 +591,7 @@ impl Plugin<BreakerWorld> {
         self.call(
             Tenant::Upstream(upstream),
             &mut None,
+            &mut None,
             |e, store| e.call_on_outcome(store, upstream, backend, outcome),
             |verdict| {
                 answer::check_verdict(&verdict)?;
@@ -586,6 +599,63 @@ impl Plugin<BreakerWorld> {
             },
         )
     }
+}
+
+impl Plugin<FilterWorld> {
+    /// Runs the filter's `on-request` on `request` (the domain `tenant`'s);
+    /// the answer is checked (headers a filter may change, a valid
+    /// target, an answer's status and size).
+    pub fn on_request(
+        &self,
+        tenant: Tenant,
+        request: &mut Option<RequestView>,
+    ) -> Result<FilterAction, Fault> {
+        self.call(
+            tenant,
+            request,
+            &mut None,
+            |e, store| e.call_on_request(store, request_borrow()),
+            answer::check_request_action,
+        )
+    }
+
+    /// Runs the filter's `on-response` on `response`, with the request as
+    /// it was sent; returns its checked header changes.
+    pub fn on_response(
+        &self,
+        tenant: Tenant,
+        request: &mut Option<RequestView>,
+        response: &mut Option<ResponseView>,
+    ) -> Result<Vec<HeaderEdit>, Fault> {
+        self.call(
+            tenant,
+            request,
+            response,
+            |e, store| e.call_on_response(store, request_borrow(), response_borrow()),
+            |edits| answer::check_header_edits(&edits),
+        )
+    }
+}
+
+/// The [`CONTRACT_VERSIONS`] entry `component` imports `bbproxy:plugin`
+/// at (the newest when it imports none, or one this host does not know,
+/// which the linker refuses anyway).
+fn contract_of(runtime: &Runtime, component: &Component) -> &'static str {
+    let engine = runtime.engine();
+    component
+        .component_type()
+        .imports(engine)
+        .find_map(|(name, _)| {
+            let version = name.strip_prefix("bbproxy:plugin/")?.split_once('@')?.1;
+            CONTRACT_VERSIONS.iter().find(|v| **v == version).copied()
+        })
+        .unwrap_or(CONTRACT_VERSIONS[0])
+}
+
+/// A borrow of the response resource for one call (see
+/// [`request_borrow`]).
+fn response_borrow() -> Resource<bindings::ResponseHandle> {
+    Resource::new_borrow(0)
 }
 
 #[cfg(test)]

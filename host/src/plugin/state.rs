@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::{CounterHandle, RequestHandle, host, types};
+use super::bindings::{CounterHandle, RequestHandle, ResponseHandle, host, types};
 use super::budget::Budget;
 use super::logbudget::{self, LogBudget};
 use super::resource_caps::Limiter;
@@ -27,6 +27,20 @@ pub struct RequestView {
     pub host: String,
     /// The client's address.
     pub client: SocketAddr,
+}
+
+/// A backend's response head as a filter's `on-response` sees it, lent to
+/// the store like [`RequestView`]: the headers are moved in and back out.
+#[derive(Debug)]
+pub struct ResponseView {
+    /// The backend's status.
+    pub status: http::StatusCode,
+    /// Its headers, with earlier filters' edits.
+    pub headers: http::HeaderMap,
+    /// The backend that answered, as configured.
+    pub backend: String,
+    /// That backend's upstream number.
+    pub upstream: u32,
 }
 
 /// Who a store belongs to, for log lines and metrics.
@@ -47,6 +61,7 @@ pub struct PluginState {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(super) request: Option<RequestView>,
+    pub(super) response: Option<ResponseView>,
     shared: Arc<SharedState>,
     upstreams: Arc<[types::Upstream]>,
     identity: PluginIdentity,
@@ -67,6 +82,7 @@ impl PluginState {
             wasi: super::wasi::context(),
             table: ResourceTable::new(),
             request: None,
+            response: None,
             shared,
             upstreams,
             identity,
@@ -77,6 +93,14 @@ impl PluginState {
     fn request(&self) -> wasmtime::Result<&RequestView> {
         self.request.as_ref().ok_or_else(|| {
             wasmtime::Error::msg("request resource used outside of the call that lent it")
+        })
+    }
+}
+
+impl PluginState {
+    fn response(&self) -> wasmtime::Result<&ResponseView> {
+        self.response.as_ref().ok_or_else(|| {
+            wasmtime::Error::msg("response resource used outside of the call that lent it")
         })
     }
 }
@@ -129,6 +153,38 @@ impl types::HostRequest for PluginState {
 
     fn drop(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<()> {
         // Only borrows are ever lent; there is nothing to free.
+        Ok(())
+    }
+}
+
+impl types::HostResponse for PluginState {
+    fn status(&mut self, _: Resource<ResponseHandle>) -> wasmtime::Result<u16> {
+        Ok(self.response()?.status.as_u16())
+    }
+
+    fn header(
+        &mut self,
+        _: Resource<ResponseHandle>,
+        name: String,
+    ) -> wasmtime::Result<Option<String>> {
+        Ok(self
+            .response()?
+            .headers
+            .get(name.as_str())
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned))
+    }
+
+    fn backend(&mut self, _: Resource<ResponseHandle>) -> wasmtime::Result<String> {
+        Ok(self.response()?.backend.clone())
+    }
+
+    fn upstream(&mut self, _: Resource<ResponseHandle>) -> wasmtime::Result<u32> {
+        Ok(self.response()?.upstream)
+    }
+
+    fn drop(&mut self, _: Resource<ResponseHandle>) -> wasmtime::Result<()> {
+        // Only borrows are ever lent.
         Ok(())
     }
 }

@@ -1,15 +1,15 @@
-//! The three plugin roles behind one trait, so loading, pooling and fault
+//! The four plugin roles behind one trait, so loading, pooling and fault
 //! handling are written once.
 
 use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
-use super::bindings::{balancer, breaker, router};
+use super::bindings::{balancer, breaker, filter, router};
 use super::state::PluginState;
 
 /// A plugin role: its WIT world, pre-instantiation and `init` export.
 pub trait World: Send + Sync + 'static {
-    /// `router`, `balancer` or `breaker`.
+    /// `router`, `balancer`, `breaker` or `filter`.
     const ROLE: &'static str;
     /// The world's typed pre-instance.
     type Pre: Send + Sync;
@@ -40,6 +40,9 @@ pub enum BalancerWorld {}
 /// The `breaker` world.
 #[derive(Debug)]
 pub enum BreakerWorld {}
+/// The `filter` world.
+#[derive(Debug)]
+pub enum FilterWorld {}
 
 macro_rules! world {
     ($ty:ty, $role:literal, $module:ident, $pre:ident, $exports:ident) => {
@@ -73,3 +76,4 @@ macro_rules! world {
 world!(RouterWorld, "router", router, RouterPre, Router);
 world!(BalancerWorld, "balancer", balancer, BalancerPre, Balancer);
 world!(BreakerWorld, "breaker", breaker, BreakerPre, Breaker);
+world!(FilterWorld, "filter", filter, FilterPre, Filter);

@@ -13,7 +13,7 @@ use bbproxy_config::UpstreamSettings;
 
 use crate::filter::Chain;
 use crate::generation::{Generation, RouteTarget, UpstreamSlot};
-use crate::plugin::RequestView;
+use crate::plugin::{RequestView, Tenant};
 use crate::upstream::RetryBudget;
 use crate::upstream::exchange::Head;
 
@@ -63,12 +63,20 @@ pub(super) struct Routed<'g> {
     pub strip_prefix: Option<&'g str>,
     /// The filters its request and response go through.
     pub filters: &'g Chain,
+    /// The domain the request's host matched, whose tenant the filters'
+    /// faults count for.
+    pub tenant: Tenant,
 }
 
 impl<'g> Routed<'g> {
     /// Routed to upstream `index` (`slot`) by its name: its own settings,
     /// and the filters of the domain the request's host matched.
-    pub fn upstream(index: u32, slot: &'g UpstreamSlot, filters: &'g Chain) -> Self {
+    pub fn upstream(
+        index: u32,
+        slot: &'g UpstreamSlot,
+        filters: &'g Chain,
+        tenant: Tenant,
+    ) -> Self {
         Self {
             index,
             slot,
@@ -76,11 +84,12 @@ impl<'g> Routed<'g> {
             retry_budget: &slot.retry_budget,
             strip_prefix: None,
             filters,
+            tenant,
         }
     }
 
     /// Routed by a domain's route to its target (`slot`).
-    pub fn route(target: &'g RouteTarget, slot: &'g UpstreamSlot) -> Self {
+    pub fn route(target: &'g RouteTarget, slot: &'g UpstreamSlot, tenant: Tenant) -> Self {
         Self {
             index: target.upstream,
             slot,
@@ -88,6 +97,7 @@ impl<'g> Routed<'g> {
             retry_budget: &target.retry_budget,
             strip_prefix: target.strip_prefix.as_deref(),
             filters: &target.filters,
+            tenant,
         }
     }
 }

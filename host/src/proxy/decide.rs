@@ -21,8 +21,9 @@ pub(super) enum Decision<'g> {
     /// Forward to the upstream with this number; the request's host
     /// matched domain `tenant` (whose filters it goes through).
     Upstream(u32, Tenant),
-    /// Forward as a domain's route says (its target, path and settings).
-    Route(&'g RouteTarget),
+    /// Forward as a domain's route says (its target, path and settings);
+    /// the request's host matched domain `tenant`.
+    Route(&'g RouteTarget, Tenant),
     /// Answer directly (the built-in router's 421, a plugin's own answer).
     Respond(Response<ProxyBody>),
 }
@@ -50,7 +51,7 @@ pub(super) fn route<'g>(
         Route::Upstream(name) => match generation.upstream_index(&name) {
             Some(i) => Ok(Decision::Upstream(i, tenant)),
             None => match generation.route_action(&name) {
-                Some(RouteAction::Forward(target)) => Ok(Decision::Route(target)),
+                Some(RouteAction::Forward(target)) => Ok(Decision::Route(target, tenant)),
                 Some(RouteAction::Redirect { status, location }) => {
                     let mut resp = text(*status, "");
                     resp.headers_mut().insert(LOCATION, location.clone());

@@ -24,6 +24,8 @@ pub enum Role {
     Balancer,
     /// `on-outcome`.
     Breaker,
+    /// `on-request` or `on-response`.
+    Filter,
 }
 
 impl Role {
@@ -33,6 +35,7 @@ impl Role {
             Role::Router => "router",
             Role::Balancer => "balancer",
             Role::Breaker => "breaker",
+            Role::Filter => "filter",
         }
     }
 }

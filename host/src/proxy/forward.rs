@@ -1,5 +1,7 @@
-//! Building the upstream request head from the client's: once per request,
-//! before the first attempt, and reused by every attempt.
+//! Building the upstream request from the client's: once per request,
+//! after routing and before the balancer's pick, so the filters and the
+//! balancer see the request the backend will get; its head is then reused
+//! by every attempt.
 
 use bbproxy_plugin_contract::routes::strip_prefix;
 use http::header::{self, HeaderValue};
@@ -10,20 +12,19 @@ use super::{headers, upgrade};
 use crate::plugin::RequestView;
 use crate::upstream::exchange::Head;
 
-/// Builds the upstream head from the client's request. `upgrade` puts back
-/// the `Connection: upgrade` / `Upgrade` pair that hop-by-hop stripping
-/// removes (and turns an HTTP/2 extended CONNECT into an HTTP/1.1 upgrade);
-/// `routed` brings a route's `strip_prefix` and the request's filters,
-/// which run last so their edits are what the backend sees.
+/// Makes the client's request the upstream one, in place. `upgrade` puts
+/// back the `Connection: upgrade` / `Upgrade` pair that hop-by-hop
+/// stripping removes (and turns an HTTP/2 extended CONNECT into an
+/// HTTP/1.1 upgrade); `routed` brings a route's `strip_prefix`. The
+/// request's filters run after this (`crate::filter::Chain::request`), so
+/// their edits are what the backend sees.
 pub(super) fn prepare(
-    view: RequestView,
+    view: &mut RequestView,
     proto: &'static str,
     upgrade: Option<&upgrade::Requested>,
     routed: Routed<'_>,
-) -> Head {
-    let RequestView {
-        mut parts, client, ..
-    } = view;
+) {
+    let RequestView { parts, client, .. } = view;
     // HTTP/2 clients send the host only as :authority; backends speaking
     // HTTP/1.1 need it as Host.
     if !parts.headers.contains_key(header::HOST)
@@ -38,16 +39,21 @@ pub(super) fn prepare(
     }
     let host = parts.headers.get(header::HOST).cloned();
     headers::add_forwarded(&mut parts.headers, client.ip(), proto, host.as_ref());
-    routed.filters.request(&mut parts);
+    if let Some(prefix) = routed.strip_prefix
+        && let Some(path) = parts.uri.path_and_query()
+    {
+        parts.uri = http::Uri::from(stripped(path.clone(), prefix));
+    }
+}
+
+/// The upstream head of a prepared request.
+pub(super) fn into_head(view: RequestView) -> Head {
+    let parts = view.parts;
     let path = parts
         .uri
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let path = match routed.strip_prefix {
-        Some(prefix) => stripped(path, prefix),
-        None => path,
-    };
     Head {
         method: parts.method,
         path,
@@ -68,17 +74,28 @@ fn stripped(path: PathAndQuery, prefix: &str) -> PathAndQuery {
     PathAndQuery::try_from(text).unwrap_or(path)
 }
 
-/// What the balancer sees on a retry: the upstream request as sent.
-pub(super) fn retry_view(head: &Head, host: &str, client: std::net::SocketAddr) -> RequestView {
+/// The request as it was sent, for the response's filters: the head taken
+/// back (the attempts are over).
+pub(super) fn sent_view(head: Head, host: &str, client: std::net::SocketAddr) -> RequestView {
     let mut parts = http::Request::new(()).into_parts().0;
-    parts.method = head.method.clone();
-    parts.uri = http::Uri::from(head.path.clone());
-    parts.headers = head.headers.clone();
+    parts.method = head.method;
+    parts.uri = http::Uri::from(head.path);
+    parts.headers = head.headers;
     RequestView {
         parts,
         host: host.to_owned(),
         client,
     }
+}
+
+/// What the balancer sees on a retry: the upstream request as sent.
+pub(super) fn retry_view(head: &Head, host: &str, client: std::net::SocketAddr) -> RequestView {
+    let copy = Head {
+        method: head.method.clone(),
+        path: head.path.clone(),
+        headers: head.headers.clone(),
+    };
+    sent_view(copy, host, client)
 }
 
 #[cfg(test)]

@@ -49,12 +49,13 @@ pub use error::{ProxyError, text};
 
 use crate::conn_override::ConnTimeoutOverride;
 use crate::drain::Drain;
+use crate::filter::{ResponseCtx, Stop};
 use crate::generation::Generation;
-use crate::plugin::RequestView;
+use crate::plugin::{FilterAnswer, RequestView};
 use crate::telemetry::otel::{self, ServerRequest};
 use crate::upstream::request_body::{BodySlot, RequestBody};
 use ctx::{RequestCtx, Routed};
-use error::ErrorKind;
+use error::{ErrorKind, Role};
 use select::Picked;
 
 /// How a listener's clients reach the proxy, for `X-Forwarded-Proto`.
@@ -223,9 +224,11 @@ impl Proxy {
         };
         let routed = match decision? {
             decide::Decision::Upstream(i, tenant) => {
-                Routed::upstream(i, slot_of(i)?, generation.filters_for(tenant))
+                Routed::upstream(i, slot_of(i)?, generation.filters_for(tenant), tenant)
             }
-            decide::Decision::Route(target) => Routed::route(target, slot_of(target.upstream)?),
+            decide::Decision::Route(target, tenant) => {
+                Routed::route(target, slot_of(target.upstream)?, tenant)
+            }
             decide::Decision::Respond(resp) => return Ok(resp),
         };
         let slot = routed.slot;
@@ -238,8 +241,21 @@ impl Proxy {
         if ctx.upgrade.is_some() && settings.protocol != UpstreamProtocol::Http1 {
             return Err(ErrorKind::UpgradeUnsupported.into());
         }
-        if let Some(v) = &ctx.view {
+        if let Some(v) = &mut ctx.view {
             head_checks::check_declared_length(&v.parts.headers, settings.limits.max_body_size)?;
+            forward::prepare(v, ctx.scheme.as_str(), ctx.upgrade.as_ref(), routed);
+        }
+        // Filters: before the pick, so an answer (a failed access check)
+        // costs no backend anything and the balancer sees their edits.
+        if !routed.filters.is_empty() {
+            let since = ctx.record.decision_start();
+            let stopped = routed.filters.request(&mut ctx.view, routed.tenant);
+            ctx.record.decision("filter", since);
+            match stopped {
+                Ok(()) => {}
+                Err(Stop::Answer(a)) => return Ok(filter_answer(a)),
+                Err(Stop::Fault(fault)) => return Err(ProxyError::plugin(Role::Filter, fault)),
+            }
         }
         let body = BodySlot::new(
             body,
@@ -257,7 +273,7 @@ impl Proxy {
     /// hop-by-hop headers and goes through the request's filters.
     fn answer(
         &self,
-        ctx: &RequestCtx<'_, '_>,
+        ctx: &mut RequestCtx<'_, '_>,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
         routed: Routed<'_>,
         mut resp: Response<ProxyBody>,
@@ -286,10 +302,33 @@ impl Proxy {
         }
         headers::strip_hop_by_hop(resp.headers_mut());
         // Backends' responses only: the proxy's own answers (errors,
-        // redirects, `respond` routes) and a protocol switch's 101 are not
-        // filtered.
-        routed.filters.response(&mut resp);
-        Ok(resp)
+        // redirects, `respond` routes, a filter's answer) and a protocol
+        // switch's 101 are not filtered.
+        if routed.filters.is_empty() {
+            return Ok(resp);
+        }
+        let mut request = match ctx.head.take() {
+            Some(head) if routed.filters.runs_components() => {
+                Some(forward::sent_view(head, &ctx.host, ctx.client))
+            }
+            _ => None,
+        };
+        let with = ResponseCtx {
+            tenant: routed.tenant,
+            request: &mut request,
+            backend: ctx.record.backend.map_or("", |(_, addr)| addr),
+            upstream: routed.index,
+        };
+        let since = ctx.record.decision_start();
+        let filtered = routed.filters.response(&mut resp, with);
+        ctx.record.decision("filter", since);
+        match filtered {
+            Ok(()) => Ok(resp),
+            // The backend's body is dropped unread: its connection is not
+            // reused (see `upstream::pool`).
+            Err(Stop::Fault(fault)) => Err(ProxyError::plugin(Role::Filter, fault)),
+            Err(Stop::Answer(_)) => Err(ErrorKind::Internal("a response filter answered").into()),
+        }
     }
 
     /// Select → attempt → outcome, again on another backend while the
@@ -325,21 +364,18 @@ impl Proxy {
                 let Some(view) = ctx.view.take() else {
                     return Err(ErrorKind::Internal("no request to forward").into());
                 };
-                ctx.head = Some(forward::prepare(
-                    view,
-                    ctx.scheme.as_str(),
-                    ctx.upgrade.as_ref(),
-                    routed,
-                ));
+                ctx.head = Some(forward::into_head(view));
             }
             let Some(request_body) = body.attempt() else {
                 return Err(ErrorKind::Internal("the request body was already sent").into());
             };
             ctx.tried.push(picked.index);
             // The last possible attempt takes the headers; one that may be
-            // followed by a retry sends a copy.
-            let last = ctx.tried.len() >= settings.retries.attempts as usize
-                || ctx.tried.len() >= up.backends.len();
+            // followed by a retry sends a copy, as does one whose response
+            // a filter component will read the request with.
+            let last = (ctx.tried.len() >= settings.retries.attempts as usize
+                || ctx.tried.len() >= up.backends.len())
+                && !routed.filters.runs_components();
             let Some(head) = ctx.head.as_mut() else {
                 return Err(ErrorKind::Internal("no upstream head").into());
             };
@@ -403,6 +439,22 @@ async fn traced_attempt(
         }
     }
     result
+}
+
+/// The client's answer from a filter that answered instead of forwarding.
+fn filter_answer(a: FilterAnswer) -> Response<ProxyBody> {
+    let mut resp = text(a.status, a.body);
+    // The filter's headers replace the defaults (its own content-type);
+    // a name it gives twice keeps both values.
+    let mut given = http::HeaderMap::new();
+    for (name, value) in a.headers {
+        given.append(name, value);
+    }
+    for name in given.keys() {
+        resp.headers_mut().remove(name);
+    }
+    resp.headers_mut().extend(given);
+    resp
 }
 
 /// Passes a backend's 101 to the client (a 200 for an HTTP/2 extended

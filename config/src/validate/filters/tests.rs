@@ -49,7 +49,11 @@ fn chains_are_read_in_order_at_every_level() {
                         "filters": [{"builtin": "headers", "config": {"request": {"add": {"x-route": "api"}}}}]},
                        {"match": {"path": "/plain"}, "upstream": "api"}]}}
     }"#);
-    let Filter::Headers(global) = &c.plugins.filters[0];
+    let headers = |f: &Filter| match f {
+        Filter::Headers(h) => h.clone(),
+        Filter::Wasm(w) => panic!("{w:?}"),
+    };
+    let global = headers(&c.plugins.filters[0]);
     assert_eq!(global.request, HeaderEdits::default());
     assert_eq!(
         global.response.remove,
@@ -58,7 +62,7 @@ fn chains_are_read_in_order_at_every_level() {
 
     let d = &c.domains[0];
     assert_eq!(d.filters.len(), 2);
-    let Filter::Headers(first) = &d.filters[0];
+    let first = headers(&d.filters[0]);
     assert_eq!(
         first.request,
         HeaderEdits {
@@ -73,7 +77,7 @@ fn chains_are_read_in_order_at_every_level() {
     );
     // No config: a filter that changes nothing.
     assert_eq!(d.filters[1], Filter::Headers(HeaderFilter::default()));
-    let Filter::Headers(route) = &d.routes[0].filters[0];
+    let route = headers(&d.routes[0].filters[0]);
     assert_eq!(route.request.add, [(name("x-route"), value("api"))]);
     assert!(d.routes[1].filters.is_empty());
     assert!(c.pools[0].filters.is_empty());
@@ -173,7 +177,7 @@ fn header_names_and_values_must_be_valid_http() {
 fn unknown_keys_are_refused_with_their_key_path() {
     assert!(
         entry_err(r#"{"builtin": "headers", "on_fault": "fail-open"}"#)
-            .starts_with("config.json: unknown key `domains.example.com.filters[0].on_fault` (expected one of: builtin, path, config)"),
+            .starts_with("config.json: unknown key `domains.example.com.filters[0].on_fault` (expected one of: builtin, config)"),
     );
     assert!(
         entry_err(r#"{"builtin": "headers", "config": {"requests": {}}}"#)
@@ -196,7 +200,7 @@ fn entries_name_exactly_one_known_filter() {
         "config.json: domains.example.com.filters[0]: a filter is either built in (\"builtin\") or a component (\"path\"); both are given"
     );
     assert!(entry_err(r#"{"config": {}}"#).starts_with(
-        "config.json: domains.example.com.filters[0].builtin: required: the filter to run (headers)"
+        "config.json: domains.example.com.filters[0].builtin: required: the built-in filter to run (headers)"
     ));
     assert!(
         entry_err(r#""headers""#).starts_with(
@@ -211,18 +215,44 @@ fn entries_name_exactly_one_known_filter() {
 }
 
 #[test]
-fn wasm_filters_are_refused_until_the_filter_world_exists() {
-    let e = entry_err(r#"{"path": "f.wasm"}"#);
+fn wasm_filters_are_plugin_entries_that_fail_closed_unless_told() {
+    let c = ok(&with(
+        r#""plugins": {"filters": [{"builtin": "headers"}, {"path": "/opt/f.wasm", "config": {"k": 1}, "timeout": "5ms"},
+                                   {"path": "g.wasm", "on_fault": "fail-open", "memory_limit": "1MiB"}]}"#,
+    ));
+    let [Filter::Headers(_), Filter::Wasm(f), Filter::Wasm(g)] = c.plugins.filters.as_slice()
+    else {
+        panic!("{:?}", c.plugins.filters);
+    };
+    assert_eq!(f.source, PluginSource::Path("/opt/f.wasm".into()));
+    assert_eq!(f.config, serde_json::json!({"k": 1}));
+    assert_eq!(f.timeout, std::time::Duration::from_millis(5));
+    assert_eq!(f.on_fault, OnFault::FailClosed);
+    assert_eq!(g.on_fault, OnFault::FailOpen);
+    assert_eq!(g.memory_limit, 1 << 20);
+    // Relative to config.json's directory, like every plugin path.
+    let PluginSource::Path(g_path) = &g.source else {
+        panic!("{:?}", g.source);
+    };
+    assert!(g_path.ends_with("g.wasm") && g_path != std::path::Path::new("g.wasm"));
+    assert_eq!(
+        c.filter_paths().collect::<Vec<_>>(),
+        [std::path::Path::new("/opt/f.wasm"), g_path.as_path()]
+    );
+
+    let e = entry_err(r#"{"path": "f.wasm", "builtin_config": {}}"#);
     assert!(
-        e.starts_with("config.json: domains.example.com.filters[0].path: not supported yet: Wasm filters come with the filter world;"),
+        e.starts_with("config.json: unknown key `domains.example.com.filters[0].builtin_config` (expected one of: path, config, timeout, memory_limit, on_fault, fault_backoff)"),
         "{e}"
     );
-    let e = err(&with(
-        r#""plugins": {"filters": [{"builtin": "headers"}, {"path": "/opt/f.wasm"}]}"#,
-    ));
     assert!(
-        e.starts_with("config.json: plugins.filters[1].path: not supported yet:"),
-        "{e}"
+        entry_err(r#"{"path": "f.wasm", "on_fault": "ignore"}"#).starts_with(
+            "config.json: domains.example.com.filters[0].on_fault: expected \"fail-open\" or \"fail-closed\""
+        )
+    );
+    assert!(
+        entry_err(r#"{"path": 7}"#)
+            .starts_with("config.json: domains.example.com.filters[0].path: expected"),
     );
 }
 

@@ -11,13 +11,14 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 /// The crates built here; each gives `<package with _>.wasm`.
-const PACKAGES: [&str; 6] = [
+const PACKAGES: [&str; 7] = [
     "example-rust-last-backend",
     "example-rust-canary-router",
     "example-rust-latency-balancer",
     "fixture-hostile-balancer",
     "fixture-hostile-router",
     "fixture-hostile-breaker",
+    "fixture-test-filter",
 ];
 
 #[path = "../../../build/nested.rs"]
