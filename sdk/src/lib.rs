@@ -86,8 +86,8 @@ pub mod bindings {
             path: "../wit",
             world: "balancer",
             with: {
-                "bbproxy:plugin/types@0.1.0": crate::bindings::router::bbproxy::plugin::types,
-                "bbproxy:plugin/host@0.1.0": crate::bindings::router::bbproxy::plugin::host,
+                "bbproxy:plugin/types@0.1.1": crate::bindings::router::bbproxy::plugin::types,
+                "bbproxy:plugin/host@0.1.1": crate::bindings::router::bbproxy::plugin::host,
             },
             pub_export_macro: true,
             export_macro_name: "export_balancer",
@@ -101,12 +101,27 @@ pub mod bindings {
             path: "../wit",
             world: "breaker",
             with: {
-                "bbproxy:plugin/types@0.1.0": crate::bindings::router::bbproxy::plugin::types,
-                "bbproxy:plugin/host@0.1.0": crate::bindings::router::bbproxy::plugin::host,
+                "bbproxy:plugin/types@0.1.1": crate::bindings::router::bbproxy::plugin::types,
+                "bbproxy:plugin/host@0.1.1": crate::bindings::router::bbproxy::plugin::host,
             },
             pub_export_macro: true,
             export_macro_name: "export_breaker",
             default_bindings_module: "bbproxy_sdk::bindings::breaker",
+        });
+    }
+
+    /// Bindings of the `filter` world (WIT 0.1.1).
+    pub mod filter {
+        wit_bindgen::generate!({
+            path: "../wit",
+            world: "filter",
+            with: {
+                "bbproxy:plugin/types@0.1.1": crate::bindings::router::bbproxy::plugin::types,
+                "bbproxy:plugin/host@0.1.1": crate::bindings::router::bbproxy::plugin::host,
+            },
+            pub_export_macro: true,
+            export_macro_name: "export_filter",
+            default_bindings_module: "bbproxy_sdk::bindings::filter",
         });
     }
 }
