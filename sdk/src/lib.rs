@@ -423,6 +423,22 @@ pub fn parse_config<T: serde::de::DeserializeOwned>(config: &str) -> Result<T, S
     serde_json::from_str(config).map_err(|e| e.to_string())
 }
 
+/// Checks that `name` is a header name a filter may set, add or remove:
+/// an HTTP token, and not one the proxy keeps to itself (`host`,
+/// `content-length`, `transfer-encoding`, the hop-by-hop headers). The
+/// proxy applies this rule to every header edit of a [`Filter`]; call it in
+/// `init` on header names from the configuration, so a bad name fails the
+/// load instead of every request.
+///
+/// ```
+/// assert!(bbproxy_sdk::check_header_name("x-api-key").is_ok());
+/// assert_eq!(bbproxy_sdk::check_header_name("x api key").unwrap_err(), r#"invalid header name "x api key""#);
+/// assert!(bbproxy_sdk::check_header_name("Connection").unwrap_err().starts_with("a filter cannot change connection ("));
+/// ```
+pub fn check_header_name(name: &str) -> Result<(), String> {
+    bbproxy_plugin_contract::filters::check_header_name(name)
+}
+
 /// Checks that a plugin that takes no configuration got none: `config` must be
 /// empty, `null` or an empty JSON object (whitespace allowed). This is what the
 /// default `init` of every role trait does.
