@@ -4,14 +4,16 @@
 //! host. The SDK's host functions ([`log`](crate::log),
 //! [`Counter`](crate::Counter), [`kv_get`](crate::kv_get),
 //! [`random`](crate::random), [`monotonic_ns`](crate::monotonic_ns),
-//! [`upstreams`](crate::upstreams), ...) and the [`Request`] accessors are
-//! answered here instead of by the proxy, so a plugin's code runs natively,
+//! [`upstreams`](crate::upstreams), ...) and the [`Request`] and
+//! [`Response`] accessors are answered here instead of by the proxy (from a
+//! [`FakeRequest`] and a [`FakeResponse`]), so a plugin's code runs natively,
 //! unchanged. Nothing of it is in a plugin's `.wasm`.
 //!
 //! A test creates a [`TestHost`] (which resets the host of the current
 //! thread: tests running in parallel do not see each other), declares the
 //! upstreams, creates plugin instances with the same `init` the proxy calls,
-//! and makes decisions on [`FakeRequest`]s and [`backend`]s:
+//! and makes decisions on [`FakeRequest`]s and [`backend`]s (a filter's on
+//! [`FakeRequest`]s and [`FakeResponse`]s, below):
 //!
 //! ```
 //! use bbproxy_sdk::testing::{FakeRequest, TestHost, backends};
