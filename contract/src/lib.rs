@@ -9,13 +9,16 @@
 //! and the SDK each generate their own bindings of the same WIT types.
 //!
 //! [`headers`] holds the rule on which headers a filter may change, which
-//! config validation applies to the built-in filter too.
+//! config validation applies to the built-in filter too; [`filters`] holds
+//! the checks of a Wasm filter's answers (header edits, a new path or
+//! query, an answer of its own), built on that rule.
 //!
 //! [`stats`] holds the other shared rule: what a backend's statistics become
 //! after an outcome and the breaker's verdict.
 #![deny(missing_docs)]
 
 pub mod balancers;
+pub mod filters;
 pub mod headers;
 pub mod hosts;
 pub mod routes;

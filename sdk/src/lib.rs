@@ -2,8 +2,10 @@
 //!
 //! A BBProxy plugin is a WebAssembly component that makes one kind of
 //! decision for the proxy: a [`Router`] picks the upstream for a request, a
-//! [`Balancer`] picks one backend of that upstream, and a [`Breaker`] turns
-//! the outcomes of forwarded requests into circuit-breaker states. This crate
+//! [`Balancer`] picks one backend of that upstream, a [`Breaker`] turns
+//! the outcomes of forwarded requests into circuit-breaker states, and a
+//! [`Filter`] (WIT 0.1.1) edits forwarded requests and response heads, or
+//! answers a request itself. This crate
 //! hides the component-model bindings: implement one trait, then call
 //! [`export!`] once.
 //!
@@ -50,8 +52,9 @@
 //! [`Request`], ...) call the proxy when the plugin runs as a component. When
 //! the crate is compiled for any other target, as `cargo test` does, they are
 //! answered by an in-process host instead, so a plugin's unit tests call its
-//! real `init`, `route`, `pick` and `on_outcome` with a fake request and
-//! backends, and assert on the answers. See [`testing`].
+//! real `init`, `route`, `pick`, `on_outcome`, `on_request` and
+//! `on_response` with a fake request, backends and response, and assert on
+//! the answers. See [`testing`].
 #![deny(missing_docs)]
 
 use std::cell::RefCell;
@@ -109,17 +112,36 @@ pub mod bindings {
             default_bindings_module: "bbproxy_sdk::bindings::breaker",
         });
     }
+
+    /// Bindings of the `filter` world (WIT 0.1.1).
+    pub mod filter {
+        wit_bindgen::generate!({
+            path: "../wit",
+            world: "filter",
+            with: {
+                "bbproxy:plugin/types@0.1.1": crate::bindings::router::bbproxy::plugin::types,
+                "bbproxy:plugin/host@0.1.1": crate::bindings::router::bbproxy::plugin::host,
+            },
+            pub_export_macro: true,
+            export_macro_name: "export_filter",
+            default_bindings_module: "bbproxy_sdk::bindings::filter",
+        });
+    }
 }
 
+mod filter;
 mod host;
 mod request;
+mod response;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 
 use bindings::router::bbproxy::plugin::types as wit_types;
 
+pub use filter::Filter;
 pub use host::{Counter, kv_delete, kv_get, kv_set, log, monotonic_ns, random, upstreams, wall_ms};
 pub use request::Request;
+pub use response::Response;
 /// ```
 /// use bbproxy_sdk::{Backend, BreakerState};
 /// // What a balancer's `candidates` hold; `testing::backend(id)` builds one.
@@ -143,6 +165,30 @@ pub use wit_types::BreakerState;
 /// ```
 pub use wit_types::DirectResponse;
 /// ```
+/// use bbproxy_sdk::{FilterResponse, RequestAction};
+/// // The answer an `on_request` gives instead of forwarding.
+/// let answer = FilterResponse::new(401, "unauthorised\n").header("www-authenticate", "ApiKey");
+/// let action = RequestAction::from(answer.clone());
+/// assert_eq!(action.answer(), Some(&answer));
+/// ```
+pub use wit_types::FilterResponse;
+/// ```
+/// use bbproxy_sdk::{FilterResponse, Header, RequestAction};
+/// // What a filter's answer carries; `FilterResponse::new(..).header(..)` builds one.
+/// let h = Header { name: "retry-after".into(), value: "10".into() };
+/// let answer = RequestAction::respond(429, "").with_header("retry-after", "10");
+/// assert_eq!(answer.answer().map(|a| &a.headers[..]), Some(&[h][..]));
+/// ```
+pub use wit_types::Header;
+/// ```
+/// use bbproxy_sdk::{Header, HeaderEdit};
+/// // What `on_response` returns, and `RequestEdits::headers` holds.
+/// let edits = [HeaderEdit::set("x-frame-options", "DENY"), HeaderEdit::remove("server")];
+/// assert_eq!(edits[0], HeaderEdit::Set(Header::new("x-frame-options", "DENY")));
+/// assert_eq!(edits[1].name(), "server");
+/// ```
+pub use wit_types::HeaderEdit;
+/// ```
 /// use bbproxy_sdk::{Level, log, testing::TestHost};
 /// let host = TestHost::new();
 /// log(Level::Info, "ready");
@@ -163,6 +209,24 @@ pub use wit_types::Outcome;
 /// assert_eq!(refused.kind, OutcomeKind::ConnectError);
 /// ```
 pub use wit_types::OutcomeKind;
+/// ```
+/// use bbproxy_sdk::{RequestAction, RequestEdits};
+/// // An `on_request` decision: go on (with edits) or answer now.
+/// match RequestAction::forward_with(RequestEdits::new().set_header("x-a", "1")) {
+///     RequestAction::Forward(edits) => assert_eq!(edits.headers.len(), 1),
+///     RequestAction::Respond(_) => unreachable!(),
+/// }
+/// ```
+pub use wit_types::RequestAction;
+/// ```
+/// use bbproxy_sdk::{RequestAction, RequestEdits};
+/// // What `on_request` changes before the request goes on.
+/// let edits = RequestEdits::new().remove_header("x-api-key").path("/v2/").query("");
+/// assert_eq!((edits.path.as_deref(), edits.query.as_deref()), (Some("/v2/"), Some("")));
+/// let action: RequestAction = edits.into();
+/// assert!(action.edits().is_some());
+/// ```
+pub use wit_types::RequestEdits;
 /// ```
 /// use bbproxy_sdk::Route;
 /// match Route::to("app.test") {
@@ -357,6 +421,22 @@ pub fn parse_config<T: serde::de::DeserializeOwned>(config: &str) -> Result<T, S
         return Err(format!("expected a JSON object, got {}", config.trim()));
     }
     serde_json::from_str(config).map_err(|e| e.to_string())
+}
+
+/// Checks that `name` is a header name a filter may set, add or remove:
+/// an HTTP token, and not one the proxy keeps to itself (`host`,
+/// `content-length`, `transfer-encoding`, the hop-by-hop headers). The
+/// proxy applies this rule to every header edit of a [`Filter`]; call it in
+/// `init` on header names from the configuration, so a bad name fails the
+/// load instead of every request.
+///
+/// ```
+/// assert!(bbproxy_sdk::check_header_name("x-api-key").is_ok());
+/// assert_eq!(bbproxy_sdk::check_header_name("x api key").unwrap_err(), r#"invalid header name "x api key""#);
+/// assert!(bbproxy_sdk::check_header_name("Connection").unwrap_err().starts_with("a filter cannot change connection ("));
+/// ```
+pub fn check_header_name(name: &str) -> Result<(), String> {
+    bbproxy_plugin_contract::filters::check_header_name(name)
 }
 
 /// Checks that a plugin that takes no configuration got none: `config` must be
@@ -733,13 +813,14 @@ fn uninitialised(role: &str) {
 #[doc(hidden)]
 pub mod __private {
     use super::{
-        Backend, Balancer, Breaker, Outcome, Request, Route, Router, Verdict, bindings,
-        uninitialised,
+        Backend, Balancer, Breaker, Filter, HeaderEdit, Outcome, Request, RequestAction, Response,
+        Route, Router, Verdict, bindings, uninitialised,
     };
     pub use std::cell::RefCell;
     pub use std::thread::LocalKey;
 
     use bindings::router::bbproxy::plugin::types::Request as WitRequest;
+    use bindings::router::bbproxy::plugin::types::Response as WitResponse;
 
     /// The per-instance slot of one exported plugin type, declared by
     /// `export!` in the plugin crate (a `static` cannot be generic here).
@@ -824,21 +905,54 @@ pub mod __private {
             )
         }
     }
+
+    impl<S> bindings::filter::Guest for S
+    where
+        S: Slot,
+        S::Plugin: Filter,
+    {
+        fn init(config: String) -> Result<(), String> {
+            init::<S>(|| <S::Plugin as Filter>::init(&config))
+        }
+
+        fn on_request(req: &WitRequest) -> RequestAction {
+            with::<S, _>(|plugin| plugin.on_request(&Request::from_host(req))).unwrap_or_else(
+                || {
+                    uninitialised("filter");
+                    // Closed, not open: a filter may be the request's
+                    // authentication, which must not be skipped.
+                    RequestAction::respond(503, "bbproxy: filter plugin not initialised\n")
+                },
+            )
+        }
+
+        fn on_response(req: &WitRequest, resp: &WitResponse) -> Vec<HeaderEdit> {
+            with::<S, _>(|plugin| {
+                plugin.on_response(&Request::from_host(req), &Response::from_host(resp))
+            })
+            .unwrap_or_else(|| {
+                uninitialised("filter");
+                // The response is already on its way: change nothing.
+                Vec::new()
+            })
+        }
+    }
 }
 
 /// Exports a plugin type as the component's implementation of one role.
 ///
 /// Syntax: `bbproxy_sdk::export!(Type: role);` where `role` is `router`,
-/// `balancer` or `breaker` and `Type` implements the matching trait
-/// ([`Router`], [`Balancer`], [`Breaker`]). Use it once per crate, at item
-/// level (a component implements exactly one role).
+/// `balancer`, `breaker` or `filter` and `Type` implements the matching
+/// trait ([`Router`], [`Balancer`], [`Breaker`], [`Filter`]). Use it once
+/// per crate, at item level (a component implements exactly one role).
 ///
 /// The macro creates the Wasm exports `init` and the role's decision function.
 /// `init` builds the instance with `Type::init(config)` and keeps it in a
 /// thread-local (Wasm instances are single-threaded); every later call gets it
 /// as `&mut self`. A decision call before a successful `init` is logged and
 /// answered with the role's fault signal: a `503` direct response (router),
-/// `None` (balancer), or an unchanged state (breaker).
+/// `None` (balancer), an unchanged state (breaker), or a `503` answer from
+/// `on_request` and no edits from `on_response` (filter).
 ///
 /// ```
 /// #[derive(Default)]
@@ -862,9 +976,12 @@ macro_rules! export {
     ($plugin:ty : breaker) => {
         $crate::__export_role!($plugin, breaker, export_breaker);
     };
+    ($plugin:ty : filter) => {
+        $crate::__export_role!($plugin, filter, export_filter);
+    };
     ($($other:tt)*) => {
         ::core::compile_error!(
-            "usage: bbproxy_sdk::export!(Type: role); where role is `router`, `balancer` or `breaker`"
+            "usage: bbproxy_sdk::export!(Type: role); where role is `router`, `balancer`, `breaker` or `filter`"
         );
     };
 }

@@ -1,4 +1,4 @@
-//! The request a router or balancer decides on.
+//! The request a router, balancer or filter decides on.
 
 /// The request being decided on, valid during the call it is passed to.
 ///

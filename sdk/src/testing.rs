@@ -4,14 +4,16 @@
 //! host. The SDK's host functions ([`log`](crate::log),
 //! [`Counter`](crate::Counter), [`kv_get`](crate::kv_get),
 //! [`random`](crate::random), [`monotonic_ns`](crate::monotonic_ns),
-//! [`upstreams`](crate::upstreams), ...) and the [`Request`] accessors are
-//! answered here instead of by the proxy, so a plugin's code runs natively,
+//! [`upstreams`](crate::upstreams), ...) and the [`Request`] and
+//! [`Response`] accessors are answered here instead of by the proxy (from a
+//! [`FakeRequest`] and a [`FakeResponse`]), so a plugin's code runs natively,
 //! unchanged. Nothing of it is in a plugin's `.wasm`.
 //!
 //! A test creates a [`TestHost`] (which resets the host of the current
 //! thread: tests running in parallel do not see each other), declares the
 //! upstreams, creates plugin instances with the same `init` the proxy calls,
-//! and makes decisions on [`FakeRequest`]s and [`backend`]s:
+//! and makes decisions on [`FakeRequest`]s and [`backend`]s (a filter's on
+//! [`FakeRequest`]s and [`FakeResponse`]s, below):
 //!
 //! ```
 //! use bbproxy_sdk::testing::{FakeRequest, TestHost, backends};
@@ -43,13 +45,50 @@
 //! assert_eq!(host.counter("turns"), 3);
 //! ```
 //!
-//! [`TestHost::pick`], [`TestHost::route`] and [`TestHost::on_outcome`]
-//! apply the checks the proxy applies to each answer (the same code: the
+//! [`TestHost::pick`], [`TestHost::route`], [`TestHost::on_outcome`],
+//! [`TestHost::on_request`] and [`TestHost::on_response`] apply the checks
+//! the proxy applies to each answer (the same code: the
 //! `bbproxy-plugin-contract` crate), and return the fault the proxy would
 //! count as an `Err`: an index out of range or `None`; an upstream not
 //! declared with [`TestHost::upstream`], a name over 1 KiB, a status outside
 //! 100..=599 or a direct body over 64 KiB; an open or half-open verdict with
-//! 0 probes.
+//! 0 probes; a filter's header edit of a header it may not change
+//! (`content-length`, `host`, hop-by-hop headers) or with an invalid name or
+//! value, a new path or query that is not a valid request target part, an
+//! answer with a status outside 200..=599 or a body over 64 KiB.
+//!
+//! A filter's edits can then be made on the fake request or response
+//! ([`FakeRequest::apply`], [`FakeResponse::apply`]), as the proxy makes
+//! them, so a test asserts on the message the backend or the client gets:
+//!
+//! ```
+//! use bbproxy_sdk::{Filter, HeaderEdit, Request, RequestAction, RequestEdits, Response};
+//! use bbproxy_sdk::testing::{FakeRequest, FakeResponse, TestHost};
+//!
+//! /// Hides the client's cookies from the backend, and the backend's software from the client.
+//! #[derive(Default)]
+//! struct Private;
+//! impl Filter for Private {
+//!     fn on_request(&mut self, _: &Request) -> RequestAction {
+//!         RequestEdits::new().remove_header("cookie").into()
+//!     }
+//!     fn on_response(&mut self, _: &Request, _: &Response) -> Vec<HeaderEdit> {
+//!         vec![HeaderEdit::remove("server"), HeaderEdit::remove("x-powered-by")]
+//!     }
+//! }
+//!
+//! let host = TestHost::new();
+//! let mut filter: Private = host.filter("{}").unwrap();
+//! let mut req = FakeRequest::get("a.test", "/").header("Cookie", "session=1");
+//! let action = host.on_request(&mut filter, &req).unwrap();
+//! req.apply(action.edits().unwrap()).unwrap();
+//! assert_eq!(req.as_request().header("cookie"), None);
+//!
+//! let mut resp = FakeResponse::new(200).header("Server", "Apache").header("X-Powered-By", "PHP");
+//! let edits = host.on_response(&mut filter, &req, &resp).unwrap();
+//! resp.apply(&edits).unwrap();
+//! assert!(resp.headers().is_empty());
+//! ```
 //!
 //! The host state is per thread: a test that spawns threads sees a fresh
 //! host in each of them.
@@ -62,8 +101,8 @@ use std::time::Duration;
 use bbproxy_plugin_contract as contract;
 
 use crate::{
-    Backend, Balancer, Breaker, BreakerState, Level, Outcome, OutcomeKind, Request, Route, Router,
-    Upstream, Verdict,
+    Backend, Balancer, Breaker, BreakerState, Filter, HeaderEdit, Level, Outcome, OutcomeKind,
+    Request, RequestAction, RequestEdits, Response, Route, Router, Upstream, Verdict,
 };
 
 /// Largest key the key-value store accepts, in bytes (as in the proxy).
@@ -448,6 +487,80 @@ impl TestHost {
         B::init(config)
     }
 
+    /// Creates a filter instance the way the proxy does: `F::init(config)`.
+    ///
+    /// ```
+    /// # #[derive(Default)] struct PassThrough;
+    /// # impl bbproxy_sdk::Filter for PassThrough {}
+    /// let host = bbproxy_sdk::testing::TestHost::new();
+    /// assert!(host.filter::<PassThrough>("{}").is_ok());
+    /// assert!(host.filter::<PassThrough>(r#"{"unexpected": 1}"#).is_err());
+    /// ```
+    pub fn filter<F: Filter>(&self, config: &str) -> Result<F, String> {
+        F::init(config)
+    }
+
+    /// Asks `filter` what to do with `req` before it is forwarded. An
+    /// answer the proxy would count as a plugin fault is an `Err` in the
+    /// proxy's words (see [`check_request_action`]); apply a forward's
+    /// edits with [`FakeRequest::apply`].
+    ///
+    /// ```
+    /// use bbproxy_sdk::{Filter, Request, RequestAction, RequestEdits, testing::{FakeRequest, TestHost}};
+    /// #[derive(Default)]
+    /// struct Reframe;
+    /// impl Filter for Reframe {
+    ///     fn on_request(&mut self, _: &Request) -> RequestAction {
+    ///         RequestEdits::new().set_header("Content-Length", "0").into()
+    ///     }
+    /// }
+    /// let host = TestHost::new();
+    /// let err = host.on_request(&mut Reframe, &FakeRequest::get("a.test", "/")).unwrap_err();
+    /// assert!(err.starts_with("on-request edits: a filter cannot change content-length ("), "{err}");
+    /// ```
+    pub fn on_request<F: Filter>(
+        &self,
+        filter: &mut F,
+        req: &FakeRequest,
+    ) -> Result<RequestAction, String> {
+        let action = filter.on_request(&req.as_request());
+        check_request_action(&action)?;
+        Ok(action)
+    }
+
+    /// Asks `filter` which header changes to make to the backend's response
+    /// head `resp` to `req`. An answer the proxy would count as a plugin
+    /// fault is an `Err` in the proxy's words (see
+    /// [`check_response_edits`]); make the edits with
+    /// [`FakeResponse::apply`].
+    ///
+    /// ```
+    /// use bbproxy_sdk::{Filter, HeaderEdit, Request, Response};
+    /// use bbproxy_sdk::testing::{FakeRequest, FakeResponse, TestHost};
+    /// #[derive(Default)]
+    /// struct NoStore;
+    /// impl Filter for NoStore {
+    ///     fn on_response(&mut self, _: &Request, resp: &Response) -> Vec<HeaderEdit> {
+    ///         if resp.status() >= 400 { vec![HeaderEdit::set("cache-control", "no-store")] } else { vec![] }
+    ///     }
+    /// }
+    /// let host = TestHost::new();
+    /// let req = FakeRequest::get("a.test", "/");
+    /// assert_eq!(host.on_response(&mut NoStore, &req, &FakeResponse::new(200)), Ok(vec![]));
+    /// let edits = host.on_response(&mut NoStore, &req, &FakeResponse::new(502)).unwrap();
+    /// assert_eq!(edits, [HeaderEdit::set("cache-control", "no-store")]);
+    /// ```
+    pub fn on_response<F: Filter>(
+        &self,
+        filter: &mut F,
+        req: &FakeRequest,
+        resp: &FakeResponse,
+    ) -> Result<Vec<HeaderEdit>, String> {
+        let edits = filter.on_response(&req.as_request(), &resp.as_response());
+        check_response_edits(&edits)?;
+        Ok(edits)
+    }
+
     /// Asks `router` where `req` goes. An answer the proxy would count as a
     /// plugin fault is an `Err` describing it, in the proxy's words: an
     /// upstream name not declared with [`TestHost::upstream`], a name over
@@ -653,11 +766,263 @@ impl FakeRequest {
         Request::from_fake(self)
     }
 
+    /// Every header, in order, as `(name, value)`: what the backend would
+    /// get after [`apply`](FakeRequest::apply).
+    ///
+    /// ```
+    /// let req = bbproxy_sdk::testing::FakeRequest::get("a.test", "/").header("X-A", "1");
+    /// assert_eq!(req.headers(), [("X-A".to_string(), "1".to_string())]);
+    /// ```
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+
+    /// Every value of the header `name` (case-insensitive), in order.
+    ///
+    /// ```
+    /// let req = bbproxy_sdk::testing::FakeRequest::get("a.test", "/")
+    ///     .header("x-tag", "a").header("X-Tag", "b");
+    /// assert_eq!(req.header_values("X-TAG"), ["a", "b"]);
+    /// ```
+    pub fn header_values(&self, name: &str) -> Vec<&str> {
+        values(&self.headers, name)
+    }
+
+    /// Makes a filter's `forward` edits on this request, as the proxy
+    /// does: the header edits in order, then the path and the query (an
+    /// empty query removes it). Edits the proxy would refuse are an `Err`
+    /// (see [`check_request_action`]) and nothing is changed.
+    ///
+    /// ```
+    /// use bbproxy_sdk::{RequestEdits, testing::FakeRequest};
+    /// let mut req = FakeRequest::get("a.test", "/old?x=1").header("x-a", "1").header("x-a", "2");
+    /// let edits = RequestEdits::new().set_header("X-A", "3").add_header("x-b", "4").path("/new").query("");
+    /// req.apply(&edits).unwrap();
+    /// assert_eq!((req.header_values("x-a"), req.header_values("x-b")), (vec!["3"], vec!["4"]));
+    /// assert_eq!((req.as_request().path(), req.as_request().query()), ("/new".into(), None));
+    ///
+    /// let err = req.apply(&RequestEdits::new().remove_header("x-a").path("new")).unwrap_err();
+    /// assert_eq!(err, r#"on-request edits: invalid path "new": it must start with /"#);
+    /// assert_eq!(req.header_values("x-a"), ["3"]); // refused: nothing was changed
+    /// ```
+    pub fn apply(&mut self, edits: &RequestEdits) -> Result<(), String> {
+        check_request_action(&RequestAction::Forward(edits.clone()))?;
+        apply_header_edits(&mut self.headers, &edits.headers);
+        if let Some(path) = &edits.path {
+            self.path.clone_from(path);
+        }
+        if let Some(query) = &edits.query {
+            self.query = (!query.is_empty()).then(|| query.clone());
+        }
+        Ok(())
+    }
+
     pub(crate) fn header_value(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        first(&self.headers, name)
+    }
+}
+
+/// A backend's response head for tests: what the proxy's `response`
+/// resource would answer to a filter's `on_response`.
+///
+/// Header names match case-insensitively, first value wins; the backend
+/// is `127.0.0.1:9001` of upstream 0 unless set.
+///
+/// ```
+/// use bbproxy_sdk::testing::FakeResponse;
+/// let resp = FakeResponse::new(503).header("retry-after", "5").backend("10.0.0.7:8080").upstream(1);
+/// let view = resp.as_response();
+/// assert_eq!((view.status(), view.backend(), view.upstream()), (503, "10.0.0.7:8080".into(), 1));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeResponse {
+    pub(crate) status: u16,
+    pub(crate) backend: String,
+    pub(crate) upstream: u32,
+    headers: Vec<(String, String)>,
+}
+
+impl FakeResponse {
+    /// A response head with `status` and no headers, from backend
+    /// `127.0.0.1:9001` of upstream 0.
+    ///
+    /// ```
+    /// let resp = bbproxy_sdk::testing::FakeResponse::new(204);
+    /// assert_eq!(resp.as_response().status(), 204);
+    /// ```
+    pub fn new(status: u16) -> FakeResponse {
+        FakeResponse {
+            status,
+            backend: "127.0.0.1:9001".to_owned(),
+            upstream: 0,
+            headers: Vec::new(),
+        }
+    }
+
+    /// Adds a header (kept after any earlier one of the same name).
+    ///
+    /// ```
+    /// let resp = bbproxy_sdk::testing::FakeResponse::new(200).header("Server", "nginx");
+    /// assert_eq!(resp.as_response().header("server").as_deref(), Some("nginx"));
+    /// ```
+    pub fn header(mut self, name: &str, value: &str) -> FakeResponse {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Sets the backend that answered, as configured.
+    ///
+    /// ```
+    /// let resp = bbproxy_sdk::testing::FakeResponse::new(200).backend("https://api.internal:8443");
+    /// assert_eq!(resp.as_response().backend(), "https://api.internal:8443");
+    /// ```
+    pub fn backend(mut self, backend: &str) -> FakeResponse {
+        self.backend = backend.to_owned();
+        self
+    }
+
+    /// Sets the upstream number of the backend.
+    ///
+    /// ```
+    /// let resp = bbproxy_sdk::testing::FakeResponse::new(200).upstream(3);
+    /// assert_eq!(resp.as_response().upstream(), 3);
+    /// ```
+    pub fn upstream(mut self, upstream: u32) -> FakeResponse {
+        self.upstream = upstream;
+        self
+    }
+
+    /// The [`Response`] view a filter's `on_response` takes.
+    ///
+    /// ```
+    /// let resp = bbproxy_sdk::testing::FakeResponse::new(418);
+    /// assert_eq!(resp.as_response().status(), 418);
+    /// ```
+    pub fn as_response(&self) -> Response<'_> {
+        Response::from_fake(self)
+    }
+
+    /// Every header, in order, as `(name, value)`: what the client would
+    /// get after [`apply`](FakeResponse::apply).
+    ///
+    /// ```
+    /// let resp = bbproxy_sdk::testing::FakeResponse::new(200);
+    /// assert!(resp.headers().is_empty());
+    /// ```
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+
+    /// Every value of the header `name` (case-insensitive), in order.
+    ///
+    /// ```
+    /// let resp = bbproxy_sdk::testing::FakeResponse::new(200)
+    ///     .header("Set-Cookie", "a=1").header("set-cookie", "b=2");
+    /// assert_eq!(resp.header_values("set-cookie"), ["a=1", "b=2"]);
+    /// ```
+    pub fn header_values(&self, name: &str) -> Vec<&str> {
+        values(&self.headers, name)
+    }
+
+    /// Makes a filter's `on_response` edits on this head, in order, as the
+    /// proxy does. Edits the proxy would refuse are an `Err` (see
+    /// [`check_response_edits`]) and nothing is changed.
+    ///
+    /// ```
+    /// use bbproxy_sdk::{HeaderEdit, testing::FakeResponse};
+    /// let mut resp = FakeResponse::new(200).header("Server", "nginx").header("Vary", "accept");
+    /// resp.apply(&[HeaderEdit::remove("server"), HeaderEdit::add("vary", "cookie")]).unwrap();
+    /// assert_eq!(resp.header_values("server"), Vec::<&str>::new());
+    /// assert_eq!(resp.header_values("vary"), ["accept", "cookie"]);
+    /// ```
+    pub fn apply(&mut self, edits: &[HeaderEdit]) -> Result<(), String> {
+        check_response_edits(edits)?;
+        apply_header_edits(&mut self.headers, edits);
+        Ok(())
+    }
+
+    pub(crate) fn header_value(&self, name: &str) -> Option<&str> {
+        first(&self.headers, name)
+    }
+}
+
+/// Checks a filter's `on_request` answer as the proxy does (the same code:
+/// `bbproxy_plugin_contract::filters`). `Err` names what it refused: a
+/// header a filter may not change (`content-length`, `transfer-encoding`,
+/// `host`, hop-by-hop headers), an invalid header name or value, a path
+/// that does not start with `/` or holds `?`, `#`, spaces or control
+/// characters, a query with `#`, spaces or control characters, an answer
+/// with a status outside 200..=599 or a body over 64 KiB.
+///
+/// ```
+/// use bbproxy_sdk::{RequestAction, RequestEdits, testing::check_request_action};
+/// assert!(check_request_action(&RequestEdits::new().remove_header("x-api-key").into()).is_ok());
+/// let answer = RequestAction::respond(401, "").with_header("Connection", "close");
+/// let err = check_request_action(&answer).unwrap_err();
+/// assert!(err.starts_with("on-request answer: a filter cannot change connection ("), "{err}");
+/// assert!(check_request_action(&RequestAction::respond(100, "")).is_err());
+/// ```
+pub fn check_request_action(action: &RequestAction) -> Result<(), String> {
+    match action {
+        RequestAction::Forward(edits) => contract::filters::check_forward(
+            edits.headers.iter().map(HeaderEdit::as_contract),
+            edits.path.as_deref(),
+            edits.query.as_deref(),
+        ),
+        RequestAction::Respond(answer) => contract::filters::check_respond(
+            answer.status,
+            answer
+                .headers
+                .iter()
+                .map(|h| (h.name.as_str(), h.value.as_str())),
+            answer.body.len(),
+        ),
+    }
+}
+
+/// Checks a filter's `on_response` answer as the proxy does (the same
+/// code: `bbproxy_plugin_contract::filters`). `Err` names the header it
+/// refused: one a filter may not change, an invalid name or value.
+///
+/// ```
+/// use bbproxy_sdk::{HeaderEdit, testing::check_response_edits};
+/// assert!(check_response_edits(&[HeaderEdit::set("x-frame-options", "DENY")]).is_ok());
+/// let err = check_response_edits(&[HeaderEdit::remove("Transfer-Encoding")]).unwrap_err();
+/// assert!(err.starts_with("on-response edits: a filter cannot change transfer-encoding ("), "{err}");
+/// ```
+pub fn check_response_edits(edits: &[HeaderEdit]) -> Result<(), String> {
+    contract::filters::check_response_edits(edits.iter().map(HeaderEdit::as_contract))
+}
+
+/// The first value of header `name` (case-insensitive).
+fn first<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// Every value of header `name` (case-insensitive), in order.
+fn values<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+/// Makes checked header edits, in order: `set` replaces every value (the
+/// new one goes last), `add` appends, `remove` drops every value.
+fn apply_header_edits(headers: &mut Vec<(String, String)>, edits: &[HeaderEdit]) {
+    for edit in edits {
+        match edit {
+            HeaderEdit::Set(h) => {
+                headers.retain(|(n, _)| !n.eq_ignore_ascii_case(&h.name));
+                headers.push((h.name.clone(), h.value.clone()));
+            }
+            HeaderEdit::Add(h) => headers.push((h.name.clone(), h.value.clone())),
+            HeaderEdit::Remove(name) => headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name)),
+        }
     }
 }
 
@@ -938,6 +1303,194 @@ mod tests {
         assert_eq!(FakeRequest::get("[::1]:8080", "/").host, "[::1]");
         assert_eq!(FakeRequest::get("[::1]", "/").host, "[::1]");
         assert_eq!(FakeRequest::get("a.test", "/?").query.as_deref(), Some(""));
+    }
+
+    impl Filter for Defaults {}
+
+    /// Answers whatever it holds, from both hooks.
+    #[derive(Default)]
+    struct Answers {
+        action: Option<RequestAction>,
+        edits: Vec<HeaderEdit>,
+    }
+    impl Filter for Answers {
+        fn on_request(&mut self, _: &Request) -> RequestAction {
+            self.action.clone().unwrap_or_else(RequestAction::forward)
+        }
+        fn on_response(&mut self, _: &Request, _: &Response) -> Vec<HeaderEdit> {
+            self.edits.clone()
+        }
+    }
+
+    fn forwarding(edits: RequestEdits) -> Answers {
+        Answers {
+            action: Some(edits.into()),
+            edits: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_default_filter_forwards_unchanged_and_edits_no_response() {
+        let host = TestHost::new();
+        let mut filter: Defaults = host.filter("").unwrap();
+        assert!(host.filter::<Defaults>(r#"{"x": 1}"#).is_err());
+        let req = FakeRequest::get("a.test", "/?a=1").header("x-a", "1");
+        let action = host.on_request(&mut filter, &req).unwrap();
+        assert_eq!(action, RequestAction::forward());
+        let mut edited = req.clone();
+        edited.apply(action.edits().unwrap()).unwrap();
+        assert_eq!(edited, req);
+        let resp = FakeResponse::new(200).header("server", "x");
+        assert_eq!(host.on_response(&mut filter, &req, &resp), Ok(vec![]));
+    }
+
+    #[test]
+    fn a_refused_header_is_reported_by_name_in_every_answer() {
+        let host = TestHost::new();
+        let req = FakeRequest::get("a.test", "/");
+        let want = "a filter cannot change content-length (it frames the message; a changed \
+                    framing lets the proxy and the backend disagree on where a message ends)";
+
+        let mut sets = forwarding(RequestEdits::new().set_header("Content-Length", "0"));
+        assert_eq!(
+            host.on_request(&mut sets, &req),
+            Err(format!("on-request edits: {want}"))
+        );
+        let mut answers = Answers {
+            action: Some(RequestAction::respond(401, "").with_header("content-length", "0")),
+            edits: Vec::new(),
+        };
+        assert_eq!(
+            host.on_request(&mut answers, &req),
+            Err(format!("on-request answer: {want}"))
+        );
+        let mut removes = Answers {
+            action: None,
+            edits: vec![
+                HeaderEdit::set("x-a", "1"),
+                HeaderEdit::remove("content-length"),
+            ],
+        };
+        assert_eq!(
+            host.on_response(&mut removes, &req, &FakeResponse::new(200)),
+            Err(format!("on-response edits: {want}"))
+        );
+        // The same edits on a fake message are refused whole.
+        let mut resp = FakeResponse::new(200).header("content-length", "5");
+        assert!(resp.apply(&removes.edits).is_err());
+        assert_eq!(resp, FakeResponse::new(200).header("content-length", "5"));
+    }
+
+    #[test]
+    fn filter_answers_outside_the_contract_are_faults() {
+        let host = TestHost::new();
+        let req = FakeRequest::get("a.test", "/");
+        let on_request = |action: RequestAction| {
+            let mut filter = Answers {
+                action: Some(action),
+                edits: Vec::new(),
+            };
+            host.on_request(&mut filter, &req)
+        };
+        assert!(on_request(RequestAction::respond(200, "x".repeat(64 * 1024))).is_ok());
+        assert_eq!(
+            on_request(RequestAction::respond(401, "x".repeat(64 * 1024 + 1))),
+            Err("on-request answered with a body of 65537 bytes (at most 65536)".into())
+        );
+        assert_eq!(
+            on_request(RequestAction::respond(103, "")),
+            Err("on-request answered with status 103, outside 200..=599".into())
+        );
+        assert!(on_request(RequestAction::respond(600, "")).is_err());
+        let edits = |e: RequestEdits| on_request(e.into());
+        assert!(edits(RequestEdits::new().path("/a/%20").query("b=1")).is_ok());
+        assert!(edits(RequestEdits::new().path("a")).is_err());
+        assert!(edits(RequestEdits::new().path("/a?b=1")).is_err());
+        assert!(edits(RequestEdits::new().query("b=1#top")).is_err());
+        assert!(edits(RequestEdits::new().set_header("host", "evil.test")).is_err());
+        assert!(edits(RequestEdits::new().add_header("x-a", "1\r\nx-b: 2")).is_err());
+        assert_eq!(
+            edits(RequestEdits::new().remove_header("bad name")),
+            Err(r#"on-request edits: invalid header name "bad name""#.into())
+        );
+    }
+
+    #[test]
+    fn request_edits_apply_in_order_like_the_proxy() {
+        let mut req = FakeRequest::get("a.test", "/p?q=1")
+            .header("X-A", "1")
+            .header("x-b", "2")
+            .header("x-a", "3");
+        let edits = RequestEdits::new()
+            .add_header("x-c", "4")
+            .set_header("x-a", "5")
+            .remove_header("X-B")
+            .add_header("x-a", "6");
+        req.apply(&edits).unwrap();
+        assert_eq!(
+            req.headers(),
+            [
+                ("x-c".to_owned(), "4".to_owned()),
+                ("x-a".to_owned(), "5".to_owned()),
+                ("x-a".to_owned(), "6".to_owned()),
+            ]
+        );
+        // No path or query edit keeps them; an empty query removes it.
+        assert_eq!(req.as_request().path(), "/p");
+        assert_eq!(req.as_request().query().as_deref(), Some("q=1"));
+        req.apply(&RequestEdits::new().query("r=2")).unwrap();
+        assert_eq!(req.as_request().query().as_deref(), Some("r=2"));
+        req.apply(&RequestEdits::new().path("/n").query(""))
+            .unwrap();
+        assert_eq!(
+            (req.as_request().path(), req.as_request().query()),
+            ("/n".into(), None)
+        );
+        // Refused edits change nothing, not even the good ones before them.
+        let before = req.clone();
+        let refused = RequestEdits::new()
+            .remove_header("x-a")
+            .set_header("te", "trailers");
+        assert!(
+            req.apply(&refused)
+                .unwrap_err()
+                .contains("cannot change te")
+        );
+        assert_eq!(req, before);
+    }
+
+    #[test]
+    fn the_response_head_answers_what_the_test_built() {
+        let host = TestHost::new();
+        /// Copies the head into headers, to see what the filter saw.
+        #[derive(Default)]
+        struct Echo;
+        impl Filter for Echo {
+            fn on_response(&mut self, req: &Request, resp: &Response) -> Vec<HeaderEdit> {
+                vec![
+                    HeaderEdit::set("x-status", resp.status().to_string()),
+                    HeaderEdit::set("x-backend", resp.backend()),
+                    HeaderEdit::set("x-upstream", resp.upstream().to_string()),
+                    HeaderEdit::set("x-server", resp.header("SERVER").unwrap_or_default()),
+                    HeaderEdit::set("x-path", req.path()),
+                ]
+            }
+        }
+        let req = FakeRequest::get("a.test", "/seen");
+        let mut resp = FakeResponse::new(502)
+            .header("Server", "a")
+            .header("server", "b")
+            .backend("10.0.0.9:81")
+            .upstream(4);
+        let edits = host.on_response(&mut Echo, &req, &resp).unwrap();
+        resp.apply(&edits).unwrap();
+        let first = |name| resp.as_response().header(name);
+        assert_eq!(first("x-status").as_deref(), Some("502"));
+        assert_eq!(first("x-backend").as_deref(), Some("10.0.0.9:81"));
+        assert_eq!(first("x-upstream").as_deref(), Some("4"));
+        assert_eq!(first("x-server").as_deref(), Some("a"));
+        assert_eq!(first("x-path").as_deref(), Some("/seen"));
+        assert_eq!(resp.header_values("server"), ["a", "b"]);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 // pin to a backend that is not a candidate (unknown, or its circuit breaker is
 // open) is ignored.
 
-import { log } from 'bbproxy:plugin/host@0.1.0';
+import { log } from 'bbproxy:plugin/host@0.1.1';
 
 // Module state is per component instance; `init` runs once per instance.
 let header = 'x-backend';

@@ -3,65 +3,77 @@
 #include <stdlib.h>
 #include <string.h>
 
-// Imported Functions from `bbproxy:plugin/types@0.1.0`
+// Imported Functions from `bbproxy:plugin/types@0.1.1`
 
-__attribute__((__import_module__("bbproxy:plugin/types@0.1.0"), __import_name__("[method]request.method")))
+__attribute__((__import_module__("bbproxy:plugin/types@0.1.1"), __import_name__("[method]request.method")))
 extern void __wasm_import_bbproxy_plugin_types_method_request_method(int32_t, uint8_t *);
 
-__attribute__((__import_module__("bbproxy:plugin/types@0.1.0"), __import_name__("[method]request.host")))
+__attribute__((__import_module__("bbproxy:plugin/types@0.1.1"), __import_name__("[method]request.host")))
 extern void __wasm_import_bbproxy_plugin_types_method_request_host(int32_t, uint8_t *);
 
-__attribute__((__import_module__("bbproxy:plugin/types@0.1.0"), __import_name__("[method]request.path")))
+__attribute__((__import_module__("bbproxy:plugin/types@0.1.1"), __import_name__("[method]request.path")))
 extern void __wasm_import_bbproxy_plugin_types_method_request_path(int32_t, uint8_t *);
 
-__attribute__((__import_module__("bbproxy:plugin/types@0.1.0"), __import_name__("[method]request.query")))
+__attribute__((__import_module__("bbproxy:plugin/types@0.1.1"), __import_name__("[method]request.query")))
 extern void __wasm_import_bbproxy_plugin_types_method_request_query(int32_t, uint8_t *);
 
-__attribute__((__import_module__("bbproxy:plugin/types@0.1.0"), __import_name__("[method]request.client-addr")))
+__attribute__((__import_module__("bbproxy:plugin/types@0.1.1"), __import_name__("[method]request.client-addr")))
 extern void __wasm_import_bbproxy_plugin_types_method_request_client_addr(int32_t, uint8_t *);
 
-__attribute__((__import_module__("bbproxy:plugin/types@0.1.0"), __import_name__("[method]request.header")))
+__attribute__((__import_module__("bbproxy:plugin/types@0.1.1"), __import_name__("[method]request.header")))
 extern void __wasm_import_bbproxy_plugin_types_method_request_header(int32_t, uint8_t *, size_t, uint8_t *);
 
-// Imported Functions from `bbproxy:plugin/host@0.1.0`
+__attribute__((__import_module__("bbproxy:plugin/types@0.1.1"), __import_name__("[method]response.status")))
+extern int32_t __wasm_import_bbproxy_plugin_types_method_response_status(int32_t);
 
-__attribute__((__import_module__("bbproxy:plugin/host@0.1.0"), __import_name__("log")))
+__attribute__((__import_module__("bbproxy:plugin/types@0.1.1"), __import_name__("[method]response.header")))
+extern void __wasm_import_bbproxy_plugin_types_method_response_header(int32_t, uint8_t *, size_t, uint8_t *);
+
+__attribute__((__import_module__("bbproxy:plugin/types@0.1.1"), __import_name__("[method]response.backend")))
+extern void __wasm_import_bbproxy_plugin_types_method_response_backend(int32_t, uint8_t *);
+
+__attribute__((__import_module__("bbproxy:plugin/types@0.1.1"), __import_name__("[method]response.upstream")))
+extern int32_t __wasm_import_bbproxy_plugin_types_method_response_upstream(int32_t);
+
+// Imported Functions from `bbproxy:plugin/host@0.1.1`
+
+__attribute__((__import_module__("bbproxy:plugin/host@0.1.1"), __import_name__("log")))
 extern void __wasm_import_bbproxy_plugin_host_log(int32_t, uint8_t *, size_t);
 
-__attribute__((__import_module__("bbproxy:plugin/host@0.1.0"), __import_name__("monotonic-ns")))
+__attribute__((__import_module__("bbproxy:plugin/host@0.1.1"), __import_name__("monotonic-ns")))
 extern int64_t __wasm_import_bbproxy_plugin_host_monotonic_ns(void);
 
-__attribute__((__import_module__("bbproxy:plugin/host@0.1.0"), __import_name__("wall-ms")))
+__attribute__((__import_module__("bbproxy:plugin/host@0.1.1"), __import_name__("wall-ms")))
 extern int64_t __wasm_import_bbproxy_plugin_host_wall_ms(void);
 
-__attribute__((__import_module__("bbproxy:plugin/host@0.1.0"), __import_name__("random")))
+__attribute__((__import_module__("bbproxy:plugin/host@0.1.1"), __import_name__("random")))
 extern int64_t __wasm_import_bbproxy_plugin_host_random(void);
 
-__attribute__((__import_module__("bbproxy:plugin/host@0.1.0"), __import_name__("upstreams")))
+__attribute__((__import_module__("bbproxy:plugin/host@0.1.1"), __import_name__("upstreams")))
 extern void __wasm_import_bbproxy_plugin_host_upstreams(uint8_t *);
 
-__attribute__((__import_module__("bbproxy:plugin/host@0.1.0"), __import_name__("[constructor]counter")))
+__attribute__((__import_module__("bbproxy:plugin/host@0.1.1"), __import_name__("[constructor]counter")))
 extern int32_t __wasm_import_bbproxy_plugin_host_constructor_counter(uint8_t *, size_t);
 
-__attribute__((__import_module__("bbproxy:plugin/host@0.1.0"), __import_name__("[method]counter.fetch-add")))
+__attribute__((__import_module__("bbproxy:plugin/host@0.1.1"), __import_name__("[method]counter.fetch-add")))
 extern int64_t __wasm_import_bbproxy_plugin_host_method_counter_fetch_add(int32_t, int64_t);
 
-__attribute__((__import_module__("bbproxy:plugin/host@0.1.0"), __import_name__("[method]counter.get")))
+__attribute__((__import_module__("bbproxy:plugin/host@0.1.1"), __import_name__("[method]counter.get")))
 extern int64_t __wasm_import_bbproxy_plugin_host_method_counter_get(int32_t);
 
-__attribute__((__import_module__("bbproxy:plugin/host@0.1.0"), __import_name__("[method]counter.set")))
+__attribute__((__import_module__("bbproxy:plugin/host@0.1.1"), __import_name__("[method]counter.set")))
 extern void __wasm_import_bbproxy_plugin_host_method_counter_set(int32_t, int64_t);
 
-__attribute__((__import_module__("bbproxy:plugin/host@0.1.0"), __import_name__("[method]counter.compare-and-swap")))
+__attribute__((__import_module__("bbproxy:plugin/host@0.1.1"), __import_name__("[method]counter.compare-and-swap")))
 extern int32_t __wasm_import_bbproxy_plugin_host_method_counter_compare_and_swap(int32_t, int64_t, int64_t);
 
-__attribute__((__import_module__("bbproxy:plugin/host@0.1.0"), __import_name__("kv-get")))
+__attribute__((__import_module__("bbproxy:plugin/host@0.1.1"), __import_name__("kv-get")))
 extern void __wasm_import_bbproxy_plugin_host_kv_get(uint8_t *, size_t, uint8_t *);
 
-__attribute__((__import_module__("bbproxy:plugin/host@0.1.0"), __import_name__("kv-set")))
+__attribute__((__import_module__("bbproxy:plugin/host@0.1.1"), __import_name__("kv-set")))
 extern int32_t __wasm_import_bbproxy_plugin_host_kv_set(uint8_t *, size_t, uint8_t *, size_t);
 
-__attribute__((__import_module__("bbproxy:plugin/host@0.1.0"), __import_name__("kv-delete")))
+__attribute__((__import_module__("bbproxy:plugin/host@0.1.1"), __import_name__("kv-delete")))
 extern int32_t __wasm_import_bbproxy_plugin_host_kv_delete(uint8_t *, size_t);
 
 // Exported Functions from `balancer`
@@ -98,7 +110,7 @@ static uint8_t RET_AREA[(3*sizeof(void*))];
 
 // Helper Functions
 
-__attribute__((__import_module__("bbproxy:plugin/types@0.1.0"), __import_name__("[resource-drop]request")))
+__attribute__((__import_module__("bbproxy:plugin/types@0.1.1"), __import_name__("[resource-drop]request")))
 extern void __wasm_import_bbproxy_plugin_types_request_drop(int32_t handle);
 
 void bbproxy_plugin_types_request_drop_own(bbproxy_plugin_types_own_request_t handle) {
@@ -130,9 +142,37 @@ void bbproxy_plugin_types_route_free(bbproxy_plugin_types_route_t *ptr) {
   }
 }
 
-void bbproxy_plugin_types_upstream_free(bbproxy_plugin_types_upstream_t *ptr) {
+void bbproxy_plugin_types_header_free(bbproxy_plugin_types_header_t *ptr) {
   balancer_string_free(&ptr->name);
-  balancer_string_free(&ptr->balancer);
+  balancer_string_free(&ptr->value);
+}
+
+void bbproxy_plugin_types_header_edit_free(bbproxy_plugin_types_header_edit_t *ptr) {
+  switch ((int32_t) ptr->tag) {
+    case 0: {
+      bbproxy_plugin_types_header_free(&ptr->val.set);
+      break;
+    }
+    case 1: {
+      bbproxy_plugin_types_header_free(&ptr->val.add);
+      break;
+    }
+    case 2: {
+      balancer_string_free(&ptr->val.remove);
+      break;
+    }
+  }
+}
+
+void bbproxy_plugin_types_list_header_edit_free(bbproxy_plugin_types_list_header_edit_t *ptr) {
+  size_t list_len = ptr->len;
+  if (list_len > 0) {
+    bbproxy_plugin_types_header_edit_t *list_ptr = ptr->ptr;
+    for (size_t i = 0; i < list_len; i++) {
+      bbproxy_plugin_types_header_edit_free(&list_ptr[i]);
+    }
+    free(list_ptr);
+  }
 }
 
 void balancer_option_string_free(balancer_option_string_t *ptr) {
@@ -141,11 +181,66 @@ void balancer_option_string_free(balancer_option_string_t *ptr) {
   }
 }
 
+void bbproxy_plugin_types_request_edits_free(bbproxy_plugin_types_request_edits_t *ptr) {
+  bbproxy_plugin_types_list_header_edit_free(&ptr->headers);
+  balancer_option_string_free(&ptr->path);
+  balancer_option_string_free(&ptr->query);
+}
+
+void bbproxy_plugin_types_list_header_free(bbproxy_plugin_types_list_header_t *ptr) {
+  size_t list_len = ptr->len;
+  if (list_len > 0) {
+    bbproxy_plugin_types_header_t *list_ptr = ptr->ptr;
+    for (size_t i = 0; i < list_len; i++) {
+      bbproxy_plugin_types_header_free(&list_ptr[i]);
+    }
+    free(list_ptr);
+  }
+}
+
+void bbproxy_plugin_types_filter_response_free(bbproxy_plugin_types_filter_response_t *ptr) {
+  bbproxy_plugin_types_list_header_free(&ptr->headers);
+  balancer_string_free(&ptr->body);
+}
+
+void bbproxy_plugin_types_request_action_free(bbproxy_plugin_types_request_action_t *ptr) {
+  switch ((int32_t) ptr->tag) {
+    case 0: {
+      bbproxy_plugin_types_request_edits_free(&ptr->val.forward);
+      break;
+    }
+    case 1: {
+      bbproxy_plugin_types_filter_response_free(&ptr->val.respond);
+      break;
+    }
+  }
+}
+
+__attribute__((__import_module__("bbproxy:plugin/types@0.1.1"), __import_name__("[resource-drop]response")))
+extern void __wasm_import_bbproxy_plugin_types_response_drop(int32_t handle);
+
+void bbproxy_plugin_types_response_drop_own(bbproxy_plugin_types_own_response_t handle) {
+  __wasm_import_bbproxy_plugin_types_response_drop(handle.__handle);
+}
+
+void bbproxy_plugin_types_response_drop_borrow(bbproxy_plugin_types_borrow_response_t handle) {
+  __wasm_import_bbproxy_plugin_types_response_drop(handle.__handle);
+}
+
+bbproxy_plugin_types_borrow_response_t bbproxy_plugin_types_borrow_response(bbproxy_plugin_types_own_response_t arg) {
+  return (bbproxy_plugin_types_borrow_response_t) { arg.__handle };
+}
+
+void bbproxy_plugin_types_upstream_free(bbproxy_plugin_types_upstream_t *ptr) {
+  balancer_string_free(&ptr->name);
+  balancer_string_free(&ptr->balancer);
+}
+
 void bbproxy_plugin_host_upstream_free(bbproxy_plugin_host_upstream_t *ptr) {
   bbproxy_plugin_types_upstream_free(ptr);
 }
 
-__attribute__((__import_module__("bbproxy:plugin/host@0.1.0"), __import_name__("[resource-drop]counter")))
+__attribute__((__import_module__("bbproxy:plugin/host@0.1.1"), __import_name__("[resource-drop]counter")))
 extern void __wasm_import_bbproxy_plugin_host_counter_drop(int32_t handle);
 
 void bbproxy_plugin_host_counter_drop_own(bbproxy_plugin_host_own_counter_t handle) {
@@ -292,6 +387,45 @@ bool bbproxy_plugin_types_method_request_header(bbproxy_plugin_types_borrow_requ
   }
   *ret = option.val;
   return option.is_some;
+}
+
+uint16_t bbproxy_plugin_types_method_response_status(bbproxy_plugin_types_borrow_response_t self) {
+  int32_t ret = __wasm_import_bbproxy_plugin_types_method_response_status((self).__handle);
+  return (uint16_t) (ret);
+}
+
+bool bbproxy_plugin_types_method_response_header(bbproxy_plugin_types_borrow_response_t self, balancer_string_t *name, balancer_string_t *ret) {
+  __attribute__((__aligned__(sizeof(void*))))
+  uint8_t ret_area[(3*sizeof(void*))];
+  uint8_t *ptr = (uint8_t *) &ret_area;
+  __wasm_import_bbproxy_plugin_types_method_response_header((self).__handle, (uint8_t *) (*name).ptr, (*name).len, ptr);
+  balancer_option_string_t option;
+  switch ((int32_t) *((uint8_t*) (ptr + 0))) {
+    case 0: {
+      option.is_some = false;
+      break;
+    }
+    case 1: {
+      option.is_some = true;
+      option.val = (balancer_string_t) { (uint8_t*)(*((uint8_t **) (ptr + sizeof(void*)))), (*((size_t*) (ptr + (2*sizeof(void*))))) };
+      break;
+    }
+  }
+  *ret = option.val;
+  return option.is_some;
+}
+
+void bbproxy_plugin_types_method_response_backend(bbproxy_plugin_types_borrow_response_t self, balancer_string_t *ret) {
+  __attribute__((__aligned__(sizeof(void*))))
+  uint8_t ret_area[(2*sizeof(void*))];
+  uint8_t *ptr = (uint8_t *) &ret_area;
+  __wasm_import_bbproxy_plugin_types_method_response_backend((self).__handle, ptr);
+  *ret = (balancer_string_t) { (uint8_t*)(*((uint8_t **) (ptr + 0))), (*((size_t*) (ptr + sizeof(void*)))) };
+}
+
+uint32_t bbproxy_plugin_types_method_response_upstream(bbproxy_plugin_types_borrow_response_t self) {
+  int32_t ret = __wasm_import_bbproxy_plugin_types_method_response_upstream((self).__handle);
+  return (uint32_t) (ret);
 }
 
 void bbproxy_plugin_host_log(bbproxy_plugin_host_level_t level, balancer_string_t *message) {

@@ -133,6 +133,94 @@ typedef uint8_t bbproxy_plugin_types_level_t;
 // Something failed.
 #define BBPROXY_PLUGIN_TYPES_LEVEL_ERROR 4
 
+// One header of a message: a name (any case) and a value.
+typedef struct bbproxy_plugin_types_header_t {
+  // The header's name.
+  balancer_string_t   name;
+  // One value (visible ASCII, spaces and tabs).
+  balancer_string_t   value;
+} bbproxy_plugin_types_header_t;
+
+// One change a filter makes to a message's headers. A name a filter
+// may not change (`host`, `content-length`, `transfer-encoding` and the
+// hop-by-hop headers: `connection`, `keep-alive`, `te`, `trailer`,
+// `upgrade`, ...) or an invalid name or value is a fault naming it.
+typedef struct bbproxy_plugin_types_header_edit_t {
+  uint8_t tag;
+  union {
+    bbproxy_plugin_types_header_t     set;
+    bbproxy_plugin_types_header_t     add;
+    balancer_string_t     remove;
+  } val;
+} bbproxy_plugin_types_header_edit_t;
+
+// Replaces every value of the header with this one.
+#define BBPROXY_PLUGIN_TYPES_HEADER_EDIT_SET 0
+// Appends this value, keeping any already there.
+#define BBPROXY_PLUGIN_TYPES_HEADER_EDIT_ADD 1
+// Removes every value of the header with this name.
+#define BBPROXY_PLUGIN_TYPES_HEADER_EDIT_REMOVE 2
+
+typedef struct {
+  bbproxy_plugin_types_header_edit_t *ptr;
+  size_t len;
+} bbproxy_plugin_types_list_header_edit_t;
+
+typedef struct {
+  bool is_some;
+  balancer_string_t val;
+} balancer_option_string_t;
+
+// What an `on-request` filter changes before the request goes on.
+typedef struct bbproxy_plugin_types_request_edits_t {
+  // Header changes, made in order.
+  bbproxy_plugin_types_list_header_edit_t   headers;
+  // A new path (starting with `/`, without the query), or none to
+  // keep it.
+  balancer_option_string_t   path;
+  // A new query string (without the `?`; empty removes it), or none
+  // to keep it.
+  balancer_option_string_t   query;
+} bbproxy_plugin_types_request_edits_t;
+
+typedef struct {
+  bbproxy_plugin_types_header_t *ptr;
+  size_t len;
+} bbproxy_plugin_types_list_header_t;
+
+// An answer a filter gives instead of forwarding the request.
+typedef struct bbproxy_plugin_types_filter_response_t {
+  // HTTP status code (200..=599).
+  uint16_t   status;
+  // Its headers; the same names are refused as in `header-edit`.
+  bbproxy_plugin_types_list_header_t   headers;
+  // Body, sent as is (at most 64 KiB).
+  balancer_string_t   body;
+} bbproxy_plugin_types_filter_response_t;
+
+// An `on-request` filter's decision.
+typedef struct bbproxy_plugin_types_request_action_t {
+  uint8_t tag;
+  union {
+    bbproxy_plugin_types_request_edits_t     forward;
+    bbproxy_plugin_types_filter_response_t     respond;
+  } val;
+} bbproxy_plugin_types_request_action_t;
+
+// Go on, with these changes, to the next filter and the backend.
+#define BBPROXY_PLUGIN_TYPES_REQUEST_ACTION_FORWARD 0
+// Answer the client now: no later filter, balancer or backend sees
+// the request.
+#define BBPROXY_PLUGIN_TYPES_REQUEST_ACTION_RESPOND 1
+
+typedef struct bbproxy_plugin_types_own_response_t {
+  int32_t __handle;
+} bbproxy_plugin_types_own_response_t;
+
+typedef struct bbproxy_plugin_types_borrow_response_t {
+  int32_t __handle;
+} bbproxy_plugin_types_borrow_response_t;
+
 // One upstream as configured in this generation: a key of `domains`,
 // or a named pool of `upstreams` (listed after every domain).
 typedef struct bbproxy_plugin_types_upstream_t {
@@ -144,11 +232,6 @@ typedef struct bbproxy_plugin_types_upstream_t {
   // Number of configured backends.
   uint32_t   backends;
 } bbproxy_plugin_types_upstream_t;
-
-typedef struct {
-  bool is_some;
-  balancer_string_t val;
-} balancer_option_string_t;
 
 typedef bbproxy_plugin_types_level_t bbproxy_plugin_host_level_t;
 
@@ -188,7 +271,7 @@ typedef struct {
   uint32_t val;
 } balancer_option_u32_t;
 
-// Imported Functions from `bbproxy:plugin/types@0.1.0`
+// Imported Functions from `bbproxy:plugin/types@0.1.1`
 // HTTP method, upper case (`GET`, `POST`, ...).
 extern void bbproxy_plugin_types_method_request_method(bbproxy_plugin_types_borrow_request_t self, balancer_string_t *ret);
 // Host the client asked for (`:authority` or `Host`), lower case,
@@ -203,8 +286,19 @@ extern void bbproxy_plugin_types_method_request_client_addr(bbproxy_plugin_types
 // First value of the header `name` (case-insensitive), if present and
 // valid UTF-8.
 extern bool bbproxy_plugin_types_method_request_header(bbproxy_plugin_types_borrow_request_t self, balancer_string_t *name, balancer_string_t *ret);
+// HTTP status code.
+extern uint16_t bbproxy_plugin_types_method_response_status(bbproxy_plugin_types_borrow_response_t self);
+// First value of the header `name` (case-insensitive), if present
+// and valid UTF-8, as the backend sent it or an earlier filter
+// left it.
+extern bool bbproxy_plugin_types_method_response_header(bbproxy_plugin_types_borrow_response_t self, balancer_string_t *name, balancer_string_t *ret);
+// The backend that answered, as configured (`127.0.0.1:9001`,
+// `https://api.internal:8443`).
+extern void bbproxy_plugin_types_method_response_backend(bbproxy_plugin_types_borrow_response_t self, balancer_string_t *ret);
+// The upstream number of that backend (see `host.upstreams`).
+extern uint32_t bbproxy_plugin_types_method_response_upstream(bbproxy_plugin_types_borrow_response_t self);
 
-// Imported Functions from `bbproxy:plugin/host@0.1.0`
+// Imported Functions from `bbproxy:plugin/host@0.1.1`
 // Writes a line to the proxy's log, tagged with the plugin's name and role.
 extern void bbproxy_plugin_host_log(bbproxy_plugin_host_level_t level, balancer_string_t *message);
 // Monotonic clock in nanoseconds since an arbitrary point (the proxy's
@@ -253,9 +347,29 @@ void bbproxy_plugin_types_direct_response_free(bbproxy_plugin_types_direct_respo
 
 void bbproxy_plugin_types_route_free(bbproxy_plugin_types_route_t *ptr);
 
-void bbproxy_plugin_types_upstream_free(bbproxy_plugin_types_upstream_t *ptr);
+void bbproxy_plugin_types_header_free(bbproxy_plugin_types_header_t *ptr);
+
+void bbproxy_plugin_types_header_edit_free(bbproxy_plugin_types_header_edit_t *ptr);
+
+void bbproxy_plugin_types_list_header_edit_free(bbproxy_plugin_types_list_header_edit_t *ptr);
 
 void balancer_option_string_free(balancer_option_string_t *ptr);
+
+void bbproxy_plugin_types_request_edits_free(bbproxy_plugin_types_request_edits_t *ptr);
+
+void bbproxy_plugin_types_list_header_free(bbproxy_plugin_types_list_header_t *ptr);
+
+void bbproxy_plugin_types_filter_response_free(bbproxy_plugin_types_filter_response_t *ptr);
+
+void bbproxy_plugin_types_request_action_free(bbproxy_plugin_types_request_action_t *ptr);
+
+extern void bbproxy_plugin_types_response_drop_own(bbproxy_plugin_types_own_response_t handle);
+
+extern void bbproxy_plugin_types_response_drop_borrow(bbproxy_plugin_types_borrow_response_t handle);
+
+extern bbproxy_plugin_types_borrow_response_t bbproxy_plugin_types_borrow_response(bbproxy_plugin_types_own_response_t handle);
+
+void bbproxy_plugin_types_upstream_free(bbproxy_plugin_types_upstream_t *ptr);
 
 void bbproxy_plugin_host_upstream_free(bbproxy_plugin_host_upstream_t *ptr);
 
