@@ -5,7 +5,7 @@
 use bbproxy_config::{Config, TlsSource, UpstreamProtocol};
 
 use crate::generation::{Generation, Slot, Source};
-use crate::plugin::World;
+use crate::plugin::{FilterWorld, World};
 
 /// The first line: what was loaded.
 fn summary(config: &Config, g: &Generation) -> String {
@@ -16,14 +16,7 @@ fn summary(config: &Config, g: &Generation) -> String {
         (pools, routes) => format!(", {pools} pool(s), {routes} route(s)"),
     };
     // Every entry of every chain: global, domains' and routes'.
-    let filters = config.plugins.filters.len()
-        + config
-            .domains
-            .iter()
-            .flat_map(|d| std::iter::once(&d.filters).chain(d.routes.iter().map(|r| &r.filters)))
-            .map(Vec::len)
-            .sum::<usize>();
-    let filters = match filters {
+    let filters = match config.filters().count() {
         0 => String::new(),
         n => format!(", {n} filter(s)"),
     };
@@ -99,12 +92,20 @@ pub fn report(config: &Config, g: &Generation) -> String {
     }
     out.push('\n');
     out.push_str(&table(&domains));
-    let plugins = vec![
+    let mut plugins = vec![
         row(["PLUGIN", "SOURCE", "SHA256", "CONTRACT"]),
         plugin(&g.router),
         plugin(&g.balancer),
         plugin(&g.breaker),
     ];
+    plugins.extend(g.filter_components().map(|f| {
+        [
+            FilterWorld::ROLE.to_owned(),
+            f.name().to_owned(),
+            short(f.sha256()),
+            format!("bbproxy:plugin@{}", f.contract()),
+        ]
+    }));
     out.push('\n');
     out.push_str(&table(&plugins));
     out
@@ -126,9 +127,14 @@ fn plugin<W: World>(slot: &Slot<W>) -> [String; 4] {
     [
         W::ROLE.to_owned(),
         source,
-        p.sha256().get(..12).unwrap_or(p.sha256()).to_owned(),
+        short(p.sha256()),
         format!("bbproxy:plugin@{}", p.contract()),
     ]
+}
+
+/// The first 12 hex digits of a digest.
+fn short(sha256: &str) -> String {
+    sha256.get(..12).unwrap_or(sha256).to_owned()
 }
 
 /// Rows as columns padded to their widest cell, two spaces apart.

@@ -18,7 +18,8 @@ use bbproxy_plugin_contract::hosts::HostMatcher;
 
 use crate::filter::{Chain, Chains};
 use crate::plugin::{
-    BalancerWorld, BreakerWorld, LoadError, Plugin, RouterWorld, Runtime, Tenant, World,
+    BalancerWorld, BreakerWorld, FilterWorld, LoadError, Plugin, RouterWorld, Runtime, Tenant,
+    World,
 };
 use crate::telemetry::handles::{BackendMetrics, DomainMetrics};
 use crate::upstream::health::HealthChecks;
@@ -265,6 +266,15 @@ impl Generation {
             .chain(own)
             .chain(filters)
             .collect()
+    }
+
+    /// The filter components of its chains, each once, in config order.
+    pub fn filter_components(&self) -> impl Iterator<Item = &Arc<Plugin<FilterWorld>>> {
+        let mut seen = std::collections::HashSet::new();
+        self.filters
+            .all()
+            .flat_map(|c| c.components())
+            .filter(move |p| seen.insert(Arc::as_ptr(p)))
     }
 
     /// Makes `registry` hold this generation's backend states and pools:

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
-use super::plugins::Entry;
+use super::entry::Entry;
 use super::walk::{Dir, Fields, Kept, R, array, index, join, keep, object, set, show};
 use super::{filters, forwarding, routes};
 use crate::address::{normalize_domain, parse_backend};

@@ -8,7 +8,7 @@
 use bbproxy_plugin_contract::headers::check_filter_header;
 use serde_json::{Map, Value};
 
-use super::plugins::Entry;
+use super::entry::Entry;
 use super::walk::{Dir, Fields, Kept, R, array, index, join, keep, object, present, set, show};
 use crate::error::Fault;
 use crate::model::*;

@@ -8,6 +8,7 @@
 
 mod acme;
 mod domains;
+mod entry;
 mod filters;
 mod forwarding;
 mod listen;

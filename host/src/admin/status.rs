@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{Map, Value, json};
 
 use crate::generation::{BackendSlot, Generation, Slot, Source, UpstreamSlot};
-use crate::plugin::{BreakerState, World};
+use crate::plugin::{BreakerState, Plugin, World};
 use crate::state::Shared;
 use crate::telemetry::activity::{LATENCY_WINDOW_S, RATE_WINDOW_S, SECONDS};
 
@@ -44,7 +44,23 @@ impl Clock {
 }
 
 fn plugin<W: World>(slot: &Slot<W>, loaded_at: SystemTime, clock: &Clock) -> Value {
-    let p = &slot.primary;
+    let source = match &slot.source {
+        Source::Builtin => "builtin".to_owned(),
+        Source::File(p) => p.display().to_string(),
+    };
+    let fallback = slot.fallback.as_ref().map(|_| "builtin");
+    component(&slot.primary, source, fallback, loaded_at, clock)
+}
+
+/// One loaded component: `source` is where it came from, `fallback` what
+/// answers when it faults and fails open.
+fn component<W: World>(
+    p: &Plugin<W>,
+    source: String,
+    fallback: Option<&str>,
+    loaded_at: SystemTime,
+    clock: &Clock,
+) -> Value {
     let by_kind: Map<String, Value> = p
         .faults_by_kind()
         .filter(|(_, n)| *n > 0)
@@ -52,10 +68,7 @@ fn plugin<W: World>(slot: &Slot<W>, loaded_at: SystemTime, clock: &Clock) -> Val
         .collect();
     json!({
         "role": W::ROLE,
-        "source": match &slot.source {
-            Source::Builtin => "builtin".to_owned(),
-            Source::File(p) => p.display().to_string(),
-        },
+        "source": source,
         "name": p.name(),
         "sha256": p.sha256(),
         "contract": format!("bbproxy:plugin@{}", p.contract()),
@@ -70,7 +83,7 @@ fn plugin<W: World>(slot: &Slot<W>, loaded_at: SystemTime, clock: &Clock) -> Val
             .map(|(tenant, until)| json!({ "tenant": tenant, "until": clock.unix_of(until) }))
             .collect::<Vec<_>>(),
         "suspended_calls": p.suspended_calls(),
-        "fallback": slot.fallback.as_ref().map(|_| "builtin"),
+        "fallback": fallback,
     })
 }
 
@@ -211,6 +224,19 @@ pub fn status(shared: &Shared) -> Value {
         .flat_map(|u| &u.backends)
         .filter(|b| b.state.breaker.state(clock.mono_ms) != BreakerState::Closed)
         .count();
+    let plugins: Vec<Value> = [
+        plugin(&g.router, g.loaded_at, &clock),
+        plugin(&g.balancer, g.loaded_at, &clock),
+        plugin(&g.breaker, g.loaded_at, &clock),
+    ]
+    .into_iter()
+    // Filter components, each once (chains share their prefixes);
+    // fail-open skips a filter, so none has a fallback.
+    .chain(
+        g.filter_components()
+            .map(|f| component(&**f, f.name().to_owned(), None, g.loaded_at, &clock)),
+    )
+    .collect();
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "generation": g.id,
@@ -227,11 +253,7 @@ pub fn status(shared: &Shared) -> Value {
             "spark_span_s": SECONDS,
         },
         "breakers_not_closed": open,
-        "plugins": [
-            plugin(&g.router, g.loaded_at, &clock),
-            plugin(&g.balancer, g.loaded_at, &clock),
-            plugin(&g.breaker, g.loaded_at, &clock),
-        ],
+        "plugins": plugins,
         "domains": domains,
         "storage": storage(shared),
         "certificates": certificates(shared),

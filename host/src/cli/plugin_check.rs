@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use crate::plugin::describe::Description;
 use crate::plugin::{
-    BalancerWorld, BreakerWorld, Limits, LoadError, RouterWorld, Runtime, Upstream, World,
+    BalancerWorld, BreakerWorld, FilterWorld, Limits, LoadError, RouterWorld, Runtime, Upstream,
+    World,
 };
 
 use probe::Probe;
@@ -27,6 +28,8 @@ pub enum Role {
     Balancer,
     /// WIT world `breaker`.
     Breaker,
+    /// WIT world `filter`.
+    Filter,
 }
 
 impl Role {
@@ -35,6 +38,7 @@ impl Role {
             Role::Router => RouterWorld::ROLE,
             Role::Balancer => BalancerWorld::ROLE,
             Role::Breaker => BreakerWorld::ROLE,
+            Role::Filter => FilterWorld::ROLE,
         }
     }
 
@@ -42,7 +46,8 @@ impl Role {
         match name {
             RouterWorld::ROLE => Role::Router,
             BalancerWorld::ROLE => Role::Balancer,
-            _ => Role::Breaker,
+            BreakerWorld::ROLE => Role::Breaker,
+            _ => Role::Filter,
         }
     }
 }
@@ -156,6 +161,7 @@ pub fn check(path: &Path, options: &CheckOptions) -> Result<String, CheckError> 
             Role::Router => probe.router(&mut out)?,
             Role::Balancer => probe.balancer(&mut out)?,
             Role::Breaker => probe.breaker(&mut out)?,
+            Role::Filter => probe.filter(&mut out)?,
         }
     }
     Ok(out)

@@ -112,91 +112,82 @@ pub struct FilterAnswer {
     pub body: String,
 }
 
-/// Checks a header a filter names: a valid name it may change, and (for
-/// set and add) a valid value.
-fn filter_header(name: &str) -> Result<HeaderName, String> {
-    let parsed = HeaderName::from_bytes(name.as_bytes())
-        .map_err(|_| format!("filter named an invalid header name {name:?}"))?;
-    contract::headers::check_filter_header(parsed.as_str())?;
-    Ok(parsed)
+/// A WIT header edit as the contract's checks take it.
+fn edit(e: &types::HeaderEdit) -> contract::filters::Edit<'_> {
+    use contract::filters::Edit;
+    match e {
+        types::HeaderEdit::Set(h) => Edit::Set(&h.name, &h.value),
+        types::HeaderEdit::Add(h) => Edit::Add(&h.name, &h.value),
+        types::HeaderEdit::Remove(name) => Edit::Remove(name),
+    }
 }
 
-fn filter_header_value(name: &HeaderName, value: &str) -> Result<HeaderValue, String> {
-    HeaderValue::from_str(value).map_err(|_| {
-        format!("filter gave header {name} an invalid value (visible ASCII, spaces and tabs only)")
-    })
+/// A header the contract accepted, parsed (the contract's rule is
+/// stricter than `http`'s, so parsing cannot fail; if it did, the answer
+/// is still refused).
+fn parse_name(name: &str) -> Result<HeaderName, String> {
+    HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("invalid header name {name:?}"))
 }
 
-fn filter_pair(h: &types::Header) -> Result<(HeaderName, HeaderValue), String> {
-    let name = filter_header(&h.name)?;
-    let value = filter_header_value(&name, &h.value)?;
-    Ok((name, value))
+fn parse_pair(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), String> {
+    let value =
+        HeaderValue::from_str(value).map_err(|_| format!("invalid value of header {name}"))?;
+    Ok((parse_name(name)?, value))
 }
 
-/// Checks a filter's header changes.
-pub fn check_header_edits(edits: &[types::HeaderEdit]) -> Result<Vec<HeaderEdit>, String> {
+fn parse_edits(edits: &[types::HeaderEdit]) -> Result<Vec<HeaderEdit>, String> {
     edits
         .iter()
         .map(|e| match e {
-            types::HeaderEdit::Set(h) => filter_pair(h).map(|(n, v)| HeaderEdit::Set(n, v)),
-            types::HeaderEdit::Add(h) => filter_pair(h).map(|(n, v)| HeaderEdit::Add(n, v)),
-            types::HeaderEdit::Remove(name) => filter_header(name).map(HeaderEdit::Remove),
+            types::HeaderEdit::Set(h) => {
+                parse_pair(&h.name, &h.value).map(|(n, v)| HeaderEdit::Set(n, v))
+            }
+            types::HeaderEdit::Add(h) => {
+                parse_pair(&h.name, &h.value).map(|(n, v)| HeaderEdit::Add(n, v))
+            }
+            types::HeaderEdit::Remove(name) => parse_name(name).map(HeaderEdit::Remove),
         })
         .collect()
 }
 
-/// Checks a filter's `on-request` decision: header changes as
-/// [`check_header_edits`], a path that starts with `/`, an answer with a
-/// final status (200..=599) and a body of at most
-/// [`MAX_DIRECT_BODY_BYTES`].
+/// Checks a filter's `on-response` header changes
+/// (`contract::filters::check_response_edits`).
+pub fn check_header_edits(edits: &[types::HeaderEdit]) -> Result<Vec<HeaderEdit>, String> {
+    contract::filters::check_response_edits(edits.iter().map(edit))?;
+    parse_edits(edits)
+}
+
+/// Checks a filter's `on-request` decision
+/// (`contract::filters::check_forward` / `check_respond`).
 pub fn check_request_action(action: types::RequestAction) -> Result<FilterAction, String> {
     match action {
         types::RequestAction::Forward(edits) => {
-            let headers = check_header_edits(&edits.headers)?;
-            if let Some(path) = &edits.path
-                && (!path.starts_with('/') || path.contains(['?', '#']))
-            {
-                return Err(format!(
-                    "filter rewrote the path to {path:?}: a path starts with / and has no ? or #"
-                ));
-            }
-            if let Some(query) = &edits.query
-                && query.contains('#')
-            {
-                return Err(format!(
-                    "filter rewrote the query to {query:?}: a query has no #"
-                ));
-            }
+            contract::filters::check_forward(
+                edits.headers.iter().map(edit),
+                edits.path.as_deref(),
+                edits.query.as_deref(),
+            )?;
+            let headers = parse_edits(&edits.headers)?;
             let target = (edits.path.is_some() || edits.query.is_some()).then_some(TargetEdit {
                 path: edits.path,
                 query: edits.query,
             });
-            // Checked here, not only when applied: a bad rewrite is the
-            // filter's fault whatever the request.
-            if let Some(t) = &target {
-                t.apply(&http::uri::PathAndQuery::from_static("/"))?;
-            }
             Ok(FilterAction::Forward { headers, target })
         }
         types::RequestAction::Respond(r) => {
-            if !(200..=599).contains(&r.status) {
-                return Err(format!(
-                    "filter answered with status {}, outside 200..=599",
-                    r.status
-                ));
-            }
+            contract::filters::check_respond(
+                r.status,
+                r.headers
+                    .iter()
+                    .map(|h| (h.name.as_str(), h.value.as_str())),
+                r.body.len(),
+            )?;
             let status = StatusCode::from_u16(r.status)
-                .map_err(|_| format!("filter answered with status {}", r.status))?;
-            if r.body.len() > MAX_DIRECT_BODY_BYTES {
-                return Err(format!(
-                    "filter answered with a body of {} bytes (at most {MAX_DIRECT_BODY_BYTES})",
-                    r.body.len()
-                ));
-            }
+                .map_err(|_| format!("on-request answer: status {}", r.status))?;
             let headers = r
                 .headers
                 .iter()
-                .map(filter_pair)
+                .map(|h| parse_pair(&h.name, &h.value))
                 .collect::<Result<_, _>>()?;
             Ok(FilterAction::Respond(FilterAnswer {
                 status,
@@ -235,6 +226,89 @@ mod tests {
         assert!(check_route(&respond(99, String::new()), known).is_err());
         assert!(check_route(&respond(600, String::new()), known).is_err());
         assert!(check_route(&respond(200, "x".repeat(MAX_DIRECT_BODY_BYTES + 1)), known).is_err());
+    }
+
+    fn header(name: &str, value: &str) -> types::Header {
+        types::Header {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+
+    fn forward(headers: Vec<types::HeaderEdit>, path: Option<&str>) -> types::RequestAction {
+        types::RequestAction::Forward(types::RequestEdits {
+            headers,
+            path: path.map(str::to_owned),
+            query: None,
+        })
+    }
+
+    #[test]
+    fn filter_answers_are_checked_and_parsed() {
+        let ok = check_request_action(forward(
+            vec![
+                types::HeaderEdit::Set(header("X-A", "1")),
+                types::HeaderEdit::Remove("x-b".into()),
+            ],
+            Some("/new"),
+        ))
+        .unwrap();
+        let FilterAction::Forward { headers, target } = ok else {
+            panic!("{ok:?}");
+        };
+        assert_eq!(
+            headers,
+            [
+                HeaderEdit::Set(
+                    HeaderName::from_static("x-a"),
+                    HeaderValue::from_static("1")
+                ),
+                HeaderEdit::Remove(HeaderName::from_static("x-b")),
+            ]
+        );
+        let target = target.unwrap();
+        let old = http::uri::PathAndQuery::from_static("/old?q=1");
+        assert_eq!(target.apply(&old).unwrap(), "/new?q=1");
+
+        // A refused header is named, whichever way it comes.
+        for action in [
+            forward(
+                vec![types::HeaderEdit::Set(header("Content-Length", "0"))],
+                None,
+            ),
+            forward(
+                vec![types::HeaderEdit::Remove("transfer-encoding".into())],
+                None,
+            ),
+            types::RequestAction::Respond(types::FilterResponse {
+                status: 401,
+                headers: vec![header("connection", "close")],
+                body: String::new(),
+            }),
+        ] {
+            let e = check_request_action(action).unwrap_err();
+            assert!(
+                e.contains("content-length")
+                    || e.contains("transfer-encoding")
+                    || e.contains("connection"),
+                "{e}"
+            );
+        }
+        let e =
+            check_header_edits(&[types::HeaderEdit::Add(header("upgrade", "h2c"))]).unwrap_err();
+        assert!(e.contains("upgrade"), "{e}");
+        assert!(check_request_action(forward(vec![], Some("no-slash"))).is_err());
+        assert!(
+            check_request_action(types::RequestAction::Respond(types::FilterResponse {
+                status: 101,
+                headers: vec![],
+                body: String::new(),
+            }))
+            .is_err()
+        );
+        assert!(
+            check_header_edits(&[types::HeaderEdit::Set(header("x-a", "bad\r\nx-b: 1"))]).is_err()
+        );
     }
 
     #[test]

@@ -6,30 +6,34 @@
 
 use wasmtime::component::Component;
 
-use super::{BalancerWorld, BreakerWorld, LoadError, RouterWorld, Runtime, World};
+use super::{BalancerWorld, BreakerWorld, FilterWorld, LoadError, RouterWorld, Runtime, World};
 
 /// A role world, with what a component must export to implement it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RoleWorld {
-    /// `router`, `balancer` or `breaker`.
+    /// `router`, `balancer`, `breaker` or `filter`.
     pub role: &'static str,
     /// The exports the world requires, as the component names them.
-    pub exports: [&'static str; 2],
+    pub exports: &'static [&'static str],
 }
 
-/// The three role worlds, in the order they are reported.
-pub const ROLE_WORLDS: [RoleWorld; 3] = [
+/// The four role worlds, in the order they are reported.
+pub const ROLE_WORLDS: [RoleWorld; 4] = [
     RoleWorld {
         role: RouterWorld::ROLE,
-        exports: ["init", "route"],
+        exports: &["init", "route"],
     },
     RoleWorld {
         role: BalancerWorld::ROLE,
-        exports: ["init", "pick"],
+        exports: &["init", "pick"],
     },
     RoleWorld {
         role: BreakerWorld::ROLE,
-        exports: ["init", "on-outcome"],
+        exports: &["init", "on-outcome"],
+    },
+    RoleWorld {
+        role: FilterWorld::ROLE,
+        exports: &["init", "on-request", "on-response"],
     },
 ];
 
@@ -82,7 +86,8 @@ impl Runtime {
     ) -> Result<(), String> {
         let absent: Vec<&str> = world
             .exports
-            .into_iter()
+            .iter()
+            .copied()
             .filter(|e| !exports.iter().any(|x| x == e))
             .collect();
         if !absent.is_empty() {
@@ -95,7 +100,8 @@ impl Runtime {
         let typed = match world.role {
             RouterWorld::ROLE => RouterWorld::pre(pre).map(drop),
             BalancerWorld::ROLE => BalancerWorld::pre(pre).map(drop),
-            _ => BreakerWorld::pre(pre).map(drop),
+            BreakerWorld::ROLE => BreakerWorld::pre(pre).map(drop),
+            _ => FilterWorld::pre(pre).map(drop),
         };
         typed.map_err(|e| format!("exports do not match the world: {e:#}"))
     }

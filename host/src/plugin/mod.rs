@@ -14,6 +14,7 @@ pub mod backoff;
 mod bindings;
 mod budget;
 pub mod bundle;
+mod calls;
 pub mod describe;
 mod engine;
 mod engine_config;
@@ -33,7 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use wasmtime::component::{Component, Resource};
+use wasmtime::component::Component;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use crate::per_worker::PerWorker;
@@ -130,7 +131,7 @@ pub struct Plugin<W: World> {
     limits: Limits,
     upstreams: Arc<[Upstream]>,
     /// Upstream numbers by name, to check a router's answer.
-    upstream_index: HashMap<String, u32>,
+    pub(super) upstream_index: HashMap<String, u32>,
     /// Ready instances, one list per worker: an instance's memory stays in
     /// the cache of the core that uses it, and workers never wait on each
     /// other's lock.
@@ -381,7 +382,7 @@ impl<W: World> Plugin<W> {
     /// with `check`. `request` (and a filter's `response`) is lent to the
     /// store for the call and always handed back, whatever the outcome. On
     /// any fault the instance is dropped.
-    fn call<R, T>(
+    pub(super) fn call<R, T>(
         &self,
         tenant: Tenant,
         request: &mut Option<RequestView>,
@@ -523,120 +524,6 @@ fn guarded<R>(f: impl FnOnce() -> wasmtime::Result<R>) -> wasmtime::Result<R> {
     })
 }
 
-/// A borrow of the request resource for one call. The rep is unused: the
-/// host answers from the request held in the store.
-fn request_borrow() -> Resource<bindings::RequestHandle> {
-    Resource::new_borrow(0)
-}
-
-impl Plugin<RouterWorld> {
-    /// Whether a router may answer `name`: an upstream, or a route
-    /// reference of one (`example.com#2`), which the generation resolves
-    /// (an unknown route is a fault there).
-    fn knows(&self, name: &str) -> bool {
-        self.upstream_index.contains_key(name)
-            || name
-                .rsplit_once(bbproxy_plugin_contract::routes::ROUTE_REF_SEPARATOR)
-                .is_some_and(|(domain, i)| {
-                    self.upstream_index.contains_key(domain) && i.parse::<usize>().is_ok()
-                })
-    }
-
-    /// Asks the router where the request goes. The answer is checked: an
-    /// upstream must be a configured domain, a direct response must have a
-    /// valid status and a body of at most [`MAX_DIRECT_BODY_BYTES`].
-    /// `tenant` is the domain the request's host matched: the router's
-    /// faults are kept per matched domain.
-    pub fn route(&self, tenant: Tenant, request: &mut Option<RequestView>) -> Result<Route, Fault> {
-        self.call(
-            tenant,
-            request,
-            &mut None,
-            |e, store| e.call_route(store, request_borrow()),
-            |route| {
-                answer::check_route(&route, |name| self.knows(name))?;
-                Ok(route)
-            },
-        )
-    }
-}
-
-impl Plugin<BalancerWorld> {
-    /// Asks the balancer which of `candidates` gets the request; the answer
-    /// is checked to be an index into `candidates`.
-    pub fn pick(
-        &self,
-        request: &mut Option<RequestView>,
-        upstream: u32,
-        candidates: &[Backend],
-    ) -> Result<usize, Fault> {
-        self.call(
-            Tenant::Upstream(upstream),
-            request,
-            &mut None,
-            |e, store| e.call_pick(store, request_borrow(), upstream, candidates),
-            |choice| answer::check_pick(choice, candidates.len()),
-        )
-    }
-}
-
-impl Plugin<BreakerWorld> {
-    /// Asks the breaker for a backend's state after `outcome`.
-    pub fn on_outcome(
-        &self,
-        upstream: u32,
-        backend: Backend,
-        outcome: Outcome,
-    ) -> Result<Verdict, Fault> {
-        self.call(
-            Tenant::Upstream(upstream),
-            &mut None,
-            &mut None,
-            |e, store| e.call_on_outcome(store, upstream, backend, outcome),
-            |verdict| {
-                answer::check_verdict(&verdict)?;
-                Ok(verdict)
-            },
-        )
-    }
-}
-
-impl Plugin<FilterWorld> {
-    /// Runs the filter's `on-request` on `request` (the domain `tenant`'s);
-    /// the answer is checked (headers a filter may change, a valid
-    /// target, an answer's status and size).
-    pub fn on_request(
-        &self,
-        tenant: Tenant,
-        request: &mut Option<RequestView>,
-    ) -> Result<FilterAction, Fault> {
-        self.call(
-            tenant,
-            request,
-            &mut None,
-            |e, store| e.call_on_request(store, request_borrow()),
-            answer::check_request_action,
-        )
-    }
-
-    /// Runs the filter's `on-response` on `response`, with the request as
-    /// it was sent; returns its checked header changes.
-    pub fn on_response(
-        &self,
-        tenant: Tenant,
-        request: &mut Option<RequestView>,
-        response: &mut Option<ResponseView>,
-    ) -> Result<Vec<HeaderEdit>, Fault> {
-        self.call(
-            tenant,
-            request,
-            response,
-            |e, store| e.call_on_response(store, request_borrow(), response_borrow()),
-            |edits| answer::check_header_edits(&edits),
-        )
-    }
-}
-
 /// The [`CONTRACT_VERSIONS`] entry `component` imports `bbproxy:plugin`
 /// at (the newest when it imports none, or one this host does not know,
 /// which the linker refuses anyway).
@@ -650,12 +537,6 @@ fn contract_of(runtime: &Runtime, component: &Component) -> &'static str {
             CONTRACT_VERSIONS.iter().find(|v| **v == version).copied()
         })
         .unwrap_or(CONTRACT_VERSIONS[0])
-}
-
-/// A borrow of the response resource for one call (see
-/// [`request_borrow`]).
-fn response_borrow() -> Resource<bindings::ResponseHandle> {
-    Resource::new_borrow(0)
 }
 
 #[cfg(test)]

@@ -363,7 +363,7 @@ async fn status_has_rates_percentiles_sparklines_and_breaker_history() {
     assert_eq!(doc["certificates"], serde_json::json!([]));
     assert_eq!(doc["reloads"], serde_json::json!([]));
     for p in doc["plugins"].as_array().unwrap() {
-        assert_eq!(p["contract"], "bbproxy:plugin@0.1.0");
+        assert_eq!(p["contract"], "bbproxy:plugin@0.1.1");
         assert_eq!(p["suspended"], serde_json::json!([]));
     }
     // 40 requests were routed, picked and reported on.

@@ -242,8 +242,8 @@ fn check_names_the_key_of_a_refused_header() {
             "domains.example.com.filters[0].config.request.add.host: a filter cannot change host (",
         ),
         (
-            config("[]", r#"[{"path": "filter.wasm"}]"#),
-            "domains.example.com.filters[0].path: not supported yet: Wasm filters come with the filter world",
+            config("[]", r#"[{"path": "filter.wasm", "on_fault": "skip"}]"#),
+            "domains.example.com.filters[0].on_fault: expected \"fail-open\" or \"fail-closed\"",
         ),
     ];
     for (text, needle) in cases {

@@ -17,6 +17,7 @@ mod cli;
 mod cluster;
 mod dashboard;
 mod deploy;
+mod filter_components;
 mod filters;
 mod forwarding;
 mod hashing;

@@ -356,3 +356,44 @@ fn plugin_check_help_offers_no_config_file() {
     let out = Command::new(BIN).arg("--help").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("--config"));
 }
+
+#[test]
+fn a_filter_is_recognised_and_shown_what_it_does_both_ways() {
+    let path = example("rust_api_key_filter.wasm");
+    let (ok, out, err) = plugin_check(&[
+        path.to_str().unwrap(),
+        "--plugin-config",
+        r#"{"keys": ["k-1"]}"#,
+        "--calls",
+        "50",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(line(&out, "worlds:"), "  worlds: bbproxy:plugin/filter");
+    assert_eq!(
+        line(&out, "exports:"),
+        "  exports: init, on-request, on-response"
+    );
+    // No key in the sample request: the filter's own answer.
+    assert!(line(&out, "on-request").contains("-> respond 401"), "{out}");
+    assert!(line(&out, "on-response").contains("->"), "{out}");
+    assert!(line(&out, "cost:").contains("per on-request call"), "{out}");
+
+    // With the key: forwarded, the key header removed.
+    let (ok, out, err) = plugin_check(&[
+        path.to_str().unwrap(),
+        "--plugin-config",
+        r#"{"keys": ["k-1"]}"#,
+        "--header",
+        "x-api-key: k-1",
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        line(&out, "on-request").contains("-> forward with remove x-api-key"),
+        "{out}"
+    );
+
+    // Asked for as another role: what is missing is named.
+    let (ok, _, err) = plugin_check(&[path.to_str().unwrap(), "--role", "router"]);
+    assert!(!ok);
+    assert!(err.contains("missing export(s) route"), "{err}");
+}

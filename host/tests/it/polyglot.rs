@@ -69,7 +69,7 @@ fn newest(path: &Path) -> SystemTime {
 /// of cargo's test scratch space, unless the component there is newer than
 /// the sources and the WIT. `None` (after a loud message) when the build
 /// script reports its toolchain missing (exit 127).
-fn build(example: &str, file: &str) -> Option<PathBuf> {
+pub(crate) fn build(example: &str, file: &str) -> Option<PathBuf> {
     // Tests run in parallel; two of them must not build the same example
     // into the same directory at once.
     static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -424,10 +424,35 @@ fn example_component(example: &str) -> Option<PathBuf> {
         "rust-canary-router" => Some(example_plugin("rust_canary_router.wasm")),
         "rust-last-backend" => Some(example_plugin("rust_last_backend.wasm")),
         "rust-latency-balancer" => Some(example_plugin("rust_latency_balancer.wasm")),
+        "rust-api-key-filter" => Some(example_plugin("rust_api_key_filter.wasm")),
         "c-hash-balancer" => build(example, "c_hash_balancer.wasm"),
+        "c-security-headers-filter" => build(example, "c_security_headers_filter.wasm"),
         "python-path-router" => build(example, "python_path_router.wasm"),
         "js-pinned-balancer" => build(example, "js_pinned_balancer.wasm"),
         other => panic!("no component known for example {other}"),
+    }
+}
+
+/// Every `"path"` of `v` that names a component (`*.wasm`): a plugin
+/// role's or a filter entry's, wherever it is (a route's `"path"` matcher
+/// is no file).
+fn component_paths<'a>(v: &'a mut serde_json::Value, out: &mut Vec<&'a mut serde_json::Value>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (key, value) in map.iter_mut() {
+                if key == "path" && value.as_str().is_some_and(|s| s.ends_with(".wasm")) {
+                    out.push(value);
+                } else {
+                    component_paths(value, out);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                component_paths(item, out);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -445,23 +470,27 @@ async fn every_example_config_passes_the_check_with_its_built_plugin() {
         .filter(|name| examples.join(name).join("config.json").exists())
         .collect();
     names.sort();
-    assert_eq!(names.len(), 6, "one config.json per example: {names:?}");
+    assert_eq!(names.len(), 8, "one config.json per example: {names:?}");
     let mut checked = Vec::new();
     for name in &names {
         let text = std::fs::read_to_string(examples.join(name).join("config.json")).unwrap();
         let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
-        let plugins = json["plugins"].as_object_mut().unwrap();
-        let by_path: Vec<&mut serde_json::Value> = plugins
-            .values_mut()
-            .filter(|spec| spec.get("path").is_some())
-            .collect();
+        let mut by_path = Vec::new();
+        component_paths(&mut json, &mut by_path);
         assert_eq!(by_path.len(), 1, "{name} should load one plugin by path");
         let Some(component) = example_component(name) else {
             continue;
         };
-        by_path.into_iter().next().unwrap()["path"] =
+        *by_path.into_iter().next().unwrap() =
             serde_json::Value::String(component.display().to_string());
         // The suite's compiled plugins, as `Proxy::start` uses them.
+        let plugins = json
+            .as_object_mut()
+            .unwrap()
+            .entry("plugins")
+            .or_insert_with(|| serde_json::json!({}))
+            .as_object_mut()
+            .unwrap();
         plugins.insert(
             "cache_dir".into(),
             common::Proxy::plugin_cache_dir()
@@ -483,6 +512,7 @@ async fn every_example_config_passes_the_check_with_its_built_plugin() {
     }
     // The Rust examples need no extra toolchain: always checked.
     for rust in [
+        "rust-api-key-filter",
         "rust-canary-router",
         "rust-last-backend",
         "rust-latency-balancer",

@@ -11,8 +11,9 @@ use tokio::time::Instant;
 
 use super::{CheckError, CheckOptions};
 use crate::plugin::{
-    Backend, BalancerWorld, BreakerState, BreakerWorld, Fault, Outcome, OutcomeKind, Plugin,
-    RequestView, Route, RouterWorld, Runtime, Tenant, Upstream, Verdict, World,
+    Backend, BalancerWorld, BreakerState, BreakerWorld, Fault, FilterAction, FilterWorld,
+    HeaderEdit, Outcome, OutcomeKind, Plugin, RequestView, ResponseView, Route, RouterWorld,
+    Runtime, Tenant, Upstream, Verdict, World,
 };
 
 /// Loads the component as one role and makes sample calls.
@@ -216,6 +217,52 @@ impl Probe<'_> {
         Ok(())
     }
 
+    pub(super) fn filter(&self, out: &mut String) -> Result<(), CheckError> {
+        let plugin = self.load::<FilterWorld>(out)?;
+        let given = self.options.request.clone().unwrap_or_default();
+        let host = given.host.unwrap_or_else(|| {
+            self.options
+                .upstreams
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "example.com".to_owned())
+        });
+        let path = given.path.unwrap_or_else(|| "/".to_owned());
+        let headers = given.headers;
+        let req = || Some(sample_request("GET", &host, &path, &headers));
+        let call = describe_request("GET", &host, &path, &headers);
+        let mut request = req();
+        let action = plugin
+            .on_request(Tenant::Upstream(0), &mut request)
+            .map_err(|f| self.fault(FilterWorld::ROLE, format!("on-request {call}"), f))?;
+        let _ = writeln!(
+            out,
+            "  on-request {call:<40} -> {}",
+            describe_action(&action)
+        );
+        let mut request = req();
+        let edits = plugin
+            .on_response(Tenant::Upstream(0), &mut request, &mut sample_response())
+            .map_err(|f| self.fault(FilterWorld::ROLE, "on-response 200".into(), f))?;
+        let edits: Vec<String> = edits.iter().map(describe_edit).collect();
+        let _ = writeln!(
+            out,
+            "  on-response 200 from 127.0.0.1:9001 (server, content-type) -> {}",
+            match edits.is_empty() {
+                true => "no change".to_owned(),
+                false => edits.join(", "),
+            }
+        );
+        let cost = self.measure(|| {
+            let mut request = req();
+            plugin
+                .on_request(Tenant::Upstream(0), &mut request)
+                .map(drop)
+        });
+        self.report_cost(out, "on-request", cost);
+        Ok(())
+    }
+
     /// Mean wall time of one call over `calls` calls, after one warm-up.
     fn measure(
         &self,
@@ -257,6 +304,71 @@ impl Probe<'_> {
                 let _ = writeln!(out, "  cost: not measured, a call faulted: {fault}");
             }
         }
+    }
+}
+
+/// A filter's `on-request` answer, as the report shows it.
+fn describe_action(action: &FilterAction) -> String {
+    match action {
+        FilterAction::Forward { headers, target } => {
+            let mut parts: Vec<String> = headers.iter().map(describe_edit).collect();
+            if let Some(t) = target {
+                if let Some(p) = &t.path {
+                    parts.push(format!("path {p:?}"));
+                }
+                if let Some(q) = &t.query {
+                    parts.push(format!("query {q:?}"));
+                }
+            }
+            match parts.is_empty() {
+                true => "forward, unchanged".to_owned(),
+                false => format!("forward with {}", parts.join(", ")),
+            }
+        }
+        FilterAction::Respond(a) => {
+            let headers: Vec<String> = a
+                .headers
+                .iter()
+                .map(|(n, v)| format!("{n}: {v:?}"))
+                .collect();
+            format!(
+                "respond {} {:?}{}",
+                a.status.as_u16(),
+                a.body,
+                match headers.is_empty() {
+                    true => String::new(),
+                    false => format!(" ({})", headers.join(", ")),
+                }
+            )
+        }
+    }
+}
+
+/// The backend response a filter's sample `on-response` gets.
+fn sample_response() -> Option<ResponseView> {
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::SERVER,
+        http::HeaderValue::from_static("backend"),
+    );
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/html"),
+    );
+    Some(ResponseView {
+        status: http::StatusCode::OK,
+        headers,
+        backend: "127.0.0.1:9001".to_owned(),
+        upstream: 0,
+    })
+}
+
+/// `set name: "value"`, `add ...`, `remove name`.
+fn describe_edit(edit: &HeaderEdit) -> String {
+    match edit {
+        HeaderEdit::Set(n, v) => format!("set {n}: {v:?}"),
+        HeaderEdit::Add(n, v) => format!("add {n}: {v:?}"),
+        HeaderEdit::Remove(n) => format!("remove {n}"),
     }
 }
 

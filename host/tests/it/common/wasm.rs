@@ -11,8 +11,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 /// The crates built here; each gives `<package with _>.wasm`.
-const PACKAGES: [&str; 7] = [
+const PACKAGES: [&str; 8] = [
     "example-rust-last-backend",
+    "example-rust-api-key-filter",
     "example-rust-canary-router",
     "example-rust-latency-balancer",
     "fixture-hostile-balancer",
