@@ -23,6 +23,7 @@ use crate::plugin::{
 use crate::telemetry::handles::{BackendMetrics, DomainMetrics};
 use crate::upstream::health::HealthChecks;
 use crate::upstream::pool::{PoolKey, UpstreamClients};
+use crate::upstream::sticky::{StickyCookie, StickyError};
 use crate::upstream::{BackendState, Registry, RetryBudget, Staged};
 
 /// Why a generation could not be built.
@@ -37,6 +38,16 @@ pub enum BuildError {
     /// A domain's `backend_ca` is unusable.
     #[error(transparent)]
     BackendCa(#[from] crate::tls::TlsError),
+    /// An upstream's sticky cookie cannot be set (config validation
+    /// allows only cookie names that can).
+    #[error("{upstream}: {error}")]
+    Sticky {
+        /// The upstream's name.
+        upstream: String,
+        /// Why.
+        #[source]
+        error: StickyError,
+    },
     /// A domain's own plugin failed to load: named by its config key, since
     /// several domains may load the same file with different settings.
     // The load error is in the text and not a `source`, or `{:#}` would
@@ -82,6 +93,8 @@ pub struct UpstreamSlot {
     pub retry_budget: RetryBudget,
     /// Its own plugins, where config.json names them.
     pub plugins: DomainSlots,
+    /// Its cookie, when it balances with `sticky-cookie`.
+    pub sticky: Option<StickyCookie>,
 }
 
 /// A domain's own plugins (`"router"`, `"balancer"`, `"breaker"` with a
@@ -336,25 +349,37 @@ fn upstreams(
         .upstreams()
         .zip(clients)
         .zip(plugins)
-        .map(|((d, clients), plugins)| UpstreamSlot {
-            name: d.name.clone(),
-            backends: d
-                .backends
-                .iter()
-                .zip(states.by_ref())
-                .map(|(b, state)| BackendSlot {
-                    metrics: BackendMetrics::new(&d.name, &state.authority),
-                    state,
-                    weight: b.weight,
-                })
-                .collect(),
-            metrics: DomainMetrics::new(&d.name),
-            settings: d.upstream.clone(),
-            clients,
-            retry_budget: RetryBudget::new(&d.upstream.retries),
-            plugins,
+        .map(|((d, clients), plugins)| {
+            let sticky = d
+                .sticky_cookie
+                .as_deref()
+                .map(|cookie| StickyCookie::new(cookie, &d.backends))
+                .transpose()
+                .map_err(|error| BuildError::Sticky {
+                    upstream: d.name.clone(),
+                    error,
+                })?;
+            Ok(UpstreamSlot {
+                name: d.name.clone(),
+                backends: d
+                    .backends
+                    .iter()
+                    .zip(states.by_ref())
+                    .map(|(b, state)| BackendSlot {
+                        metrics: BackendMetrics::new(&d.name, &state.authority),
+                        state,
+                        weight: b.weight,
+                    })
+                    .collect(),
+                metrics: DomainMetrics::new(&d.name),
+                settings: d.upstream.clone(),
+                clients,
+                retry_budget: RetryBudget::new(&d.upstream.retries),
+                plugins,
+                sticky,
+            })
         })
-        .collect();
+        .collect::<Result<_, BuildError>>()?;
     Ok((upstreams, pool_keys))
 }
 
