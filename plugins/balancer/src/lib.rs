@@ -24,7 +24,8 @@
 //! - `first`: the first eligible backend in configured order (active /
 //!   standby).
 //! - `sticky-cookie`: the candidate whose token the request's cookie
-//!   carries (see [`sticky`]); without one that is a candidate, round-robin.
+//!   carries (see [`sticky`]); without one that is a candidate, weighted
+//!   round-robin (plain round-robin with equal weights).
 //!   The proxy sets the cookie on the response.
 
 pub mod hash;

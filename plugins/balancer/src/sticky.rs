@@ -9,14 +9,14 @@
 //! a token no backend has (garbage, or a backend removed by a reload) or
 //! naming a backend that is not a candidate now (breaker open, failing its
 //! health check, drained, already tried by this request) is balanced
-//! round-robin over the candidates, and the proxy then sets the cookie to
-//! where it went.
+//! round-robin over the candidates (weighted, when their weights differ),
+//! and the proxy then sets the cookie to where it went.
 
 use bbproxy_plugin_contract::balancers::{cookie_values, is_cookie_name};
 use bbproxy_sdk::serde::Deserialize;
 use bbproxy_sdk::{Backend, Counter, Request};
 
-use crate::round_robin;
+use crate::weighted_round_robin;
 
 /// One `sticky-cookie` upstream's settings, as the proxy passes them.
 #[derive(Debug, Deserialize)]
@@ -61,11 +61,16 @@ impl Sticky {
     }
 
     /// The candidate the request's cookie names, else the next in
-    /// round-robin order.
+    /// weighted round-robin order (plain round-robin when the weights are
+    /// equal): a new client is placed by the backends' weights, and then
+    /// stays where it was placed.
     pub fn pick(&self, req: &Request, candidates: &[Backend]) -> Option<usize> {
         req.header("cookie")
             .and_then(|header| self.named(&header, candidates))
-            .or_else(|| round_robin(self.round_robin.fetch_add(1), candidates.len()))
+            .or_else(|| {
+                let weights: Vec<u32> = candidates.iter().map(|b| b.weight).collect();
+                weighted_round_robin(self.round_robin.fetch_add(1), &weights)
+            })
     }
 
     /// The first candidate a value of the cookie in `header` names: a

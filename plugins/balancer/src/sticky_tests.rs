@@ -89,6 +89,26 @@ fn without_a_cookie_for_a_candidate_it_goes_round_robin() {
     assert_eq!(picks(&host, &mut lb, &req, &all, 3), [1; 3]);
 }
 
+/// New clients are placed by weight: 3 of every 4 on a weight-3 backend.
+#[test]
+fn new_clients_are_placed_by_weight() {
+    let (host, mut lb) = sticky();
+    let all = backends(3);
+    let weighted = [
+        Backend {
+            weight: 3,
+            ..all[0]
+        },
+        all[1],
+    ];
+    let req = FakeRequest::get("app.test", "/");
+    let placed = picks(&host, &mut lb, &req, &weighted, 400);
+    assert_eq!(placed.iter().filter(|&&id| id == 0).count(), 300);
+    // Each then stays: the cookie outweighs the weights.
+    let req = with_cookie(&format!("bb_srv={}", TOKENS[1]));
+    assert_eq!(picks(&host, &mut lb, &req, &weighted, 10), [1; 10]);
+}
+
 /// A request carrying the name twice goes to the first value that names a
 /// candidate, so a stale value does not hide a good one.
 #[test]
