@@ -293,8 +293,8 @@ async fn a_cookie_for_a_backend_tried_and_failed_is_replaced_by_the_retrys() {
 }
 
 /// Tokens are made from addresses, not positions: across a reload that
-/// removes one backend and puts another first, a client of a remaining
-/// backend stays on it, and a client of the removed one is balanced anew
+/// removes the first backend (so the second moves up) and adds another, a
+/// client of the remaining one stays on it, and a client of the removed one is balanced anew
 /// and given a cookie for where it went.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cookie_for_a_backend_removed_by_a_reload_falls_back_and_is_replaced() {
@@ -319,7 +319,7 @@ async fn a_cookie_for_a_backend_removed_by_a_reload_falls_back_and_is_replaced()
 
     std::fs::write(
         proxy.dir.path().join("config.json"),
-        sticky_config(&addrs(&[&c, &b]), ""),
+        sticky_config(&addrs(&[&b, &c]), ""),
     )
     .unwrap();
     wait_for(Duration::from_secs(5), "the reload", || async {
