@@ -392,3 +392,65 @@ async fn an_unknown_cookie_value_on_a_pool_falls_back_and_is_replaced() {
     assert_eq!(plain.body, "backend site");
     assert!(plain.set_cookie.is_empty(), "{plain:?}");
 }
+
+/// Over HTTPS the cookie is also `Secure`; over plain HTTP to the same
+/// domain it is not (a browser would drop a `Secure` cookie set there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cookie_is_secure_for_clients_on_https() {
+    use common::tls::{PLUGIN_SLACK, TestCa, client_config, connect};
+    let ca = TestCa::new();
+    let a = Backend::start("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    ca.write_leaf(dir.path(), "app.test");
+    let proxy = Proxy::start_in(
+        dir,
+        &format!(
+            r#"{{"listen": {{"http": "127.0.0.1:0", "https": "127.0.0.1:0"}}, "admin": null, {PLUGIN_SLACK},
+                "domains": {{"app.test": {{"backends": {},
+                    "tls": {{"cert": "app.test.pem", "key": "app.test.key"}},
+                    "balancer": {{"kind": "sticky-cookie", "cookie": "bb_srv"}}}}}}}}"#,
+            addrs(&[&a])
+        ),
+    )
+    .await;
+    let https = proxy.running.as_ref().unwrap().https.unwrap();
+    let stream = connect(
+        https,
+        "app.test",
+        client_config(&[ca.der()], &[b"http/1.1"]),
+    )
+    .await
+    .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let resp = sender
+        .send_request(
+            Request::get("/")
+                .header(hyper::header::HOST, "app.test")
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let set: Vec<&str> = resp
+        .headers()
+        .get_all(hyper::header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(set.len(), 1, "{set:?}");
+    assert!(
+        set[0].starts_with("bb_srv=")
+            && set[0].ends_with("; Path=/; HttpOnly; SameSite=Lax; Secure"),
+        "{set:?}"
+    );
+
+    let plain = send(&common::client(), &proxy.url("/"), "app.test", &[]).await;
+    assert_eq!(
+        plain.set_cookie,
+        [set[0].trim_end_matches("; Secure").to_owned()]
+    );
+}
