@@ -653,11 +653,19 @@ impl FakeRequest {
         Request::from_fake(self)
     }
 
-    pub(crate) fn header_value(&self, name: &str) -> Option<&str> {
-        self.headers
+    /// What the proxy answers a plugin's `header(name)` with (see
+    /// `Request::header`): the first value, or every `cookie` joined.
+    pub(crate) fn header_value(&self, name: &str) -> Option<String> {
+        let mut values = self
+            .headers
             .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str());
+        if name.eq_ignore_ascii_case("cookie") {
+            let all: Vec<&str> = values.collect();
+            return (!all.is_empty()).then(|| all.join("; "));
+        }
+        values.next().map(str::to_owned)
     }
 }
 

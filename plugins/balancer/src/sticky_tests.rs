@@ -110,7 +110,8 @@ fn new_clients_are_placed_by_weight() {
 }
 
 /// A request carrying the name twice goes to the first value that names a
-/// candidate, so a stale value does not hide a good one.
+/// candidate, so a stale value does not hide a good one; the cookie may be
+/// in any of the request's cookie fields.
 #[test]
 fn the_first_value_naming_a_candidate_wins() {
     let (host, mut lb) = sticky();
@@ -121,6 +122,11 @@ fn the_first_value_naming_a_candidate_wins() {
     assert_eq!(picks(&host, &mut lb, &req, &all, 3), [1; 3]);
     let only_0 = [all[0], all[2]];
     assert_eq!(picks(&host, &mut lb, &req, &only_0, 3), [0; 3]);
+    // An HTTP/2 client's cookie fields, which the proxy joins.
+    let req = FakeRequest::get("app.test", "/")
+        .header("cookie", "x=1")
+        .header("cookie", &format!("bb_srv={}", TOKENS[2]));
+    assert_eq!(picks(&host, &mut lb, &req, &all, 3), [2; 3]);
 }
 
 /// Settings that could never match the cookie the proxy sets refuse to
