@@ -40,12 +40,12 @@ pub enum BuildError {
     BackendCa(#[from] crate::tls::TlsError),
     /// An upstream's sticky cookie cannot be set (config validation
     /// allows only cookie names that can).
+    // In the text and not a `source`, as for `DomainPlugin` below.
     #[error("{upstream}: {error}")]
     Sticky {
         /// The upstream's name.
         upstream: String,
         /// Why.
-        #[source]
         error: StickyError,
     },
     /// A domain's own plugin failed to load: named by its config key, since
@@ -345,41 +345,44 @@ fn upstreams(
         .map(|d| PoolKey::of(&d.upstream, d.backend_ca.clone()))
         .collect();
     let clients = registry.pools(&pool_keys, staged)?;
-    let upstreams = config
+    let stickies = config
         .upstreams()
-        .zip(clients)
-        .zip(plugins)
-        .map(|((d, clients), plugins)| {
-            let sticky = d
-                .sticky_cookie
+        .map(|d| {
+            d.sticky_cookie
                 .as_deref()
                 .map(|cookie| StickyCookie::new(cookie, &d.backends))
                 .transpose()
                 .map_err(|error| BuildError::Sticky {
                     upstream: d.name.clone(),
                     error,
-                })?;
-            Ok(UpstreamSlot {
-                name: d.name.clone(),
-                backends: d
-                    .backends
-                    .iter()
-                    .zip(states.by_ref())
-                    .map(|(b, state)| BackendSlot {
-                        metrics: BackendMetrics::new(&d.name, &state.authority),
-                        state,
-                        weight: b.weight,
-                    })
-                    .collect(),
-                metrics: DomainMetrics::new(&d.name),
-                settings: d.upstream.clone(),
-                clients,
-                retry_budget: RetryBudget::new(&d.upstream.retries),
-                plugins,
-                sticky,
-            })
+                })
         })
-        .collect::<Result<_, BuildError>>()?;
+        .collect::<Result<Vec<_>, _>>()?;
+    let upstreams = config
+        .upstreams()
+        .zip(clients)
+        .zip(plugins)
+        .zip(stickies)
+        .map(|(((d, clients), plugins), sticky)| UpstreamSlot {
+            name: d.name.clone(),
+            backends: d
+                .backends
+                .iter()
+                .zip(states.by_ref())
+                .map(|(b, state)| BackendSlot {
+                    metrics: BackendMetrics::new(&d.name, &state.authority),
+                    state,
+                    weight: b.weight,
+                })
+                .collect(),
+            metrics: DomainMetrics::new(&d.name),
+            settings: d.upstream.clone(),
+            clients,
+            retry_budget: RetryBudget::new(&d.upstream.retries),
+            plugins,
+            sticky,
+        })
+        .collect();
     Ok((upstreams, pool_keys))
 }
 

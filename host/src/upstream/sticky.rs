@@ -12,11 +12,12 @@ use sha2::{Digest, Sha256};
 
 /// Why an upstream's sticky cookie could not be made.
 #[derive(Debug, thiserror::Error)]
-#[error("sticky-cookie {cookie:?}: not a valid Set-Cookie header: {source}")]
+// The header error is in the text and not a `source`, or `{:#}` would
+// print it twice.
+#[error("sticky-cookie {cookie:?}: not a valid Set-Cookie header: {why}")]
 pub struct StickyError {
     cookie: String,
-    #[source]
-    source: InvalidHeaderValue,
+    why: InvalidHeaderValue,
 }
 
 /// One `sticky-cookie` upstream's cookie.
@@ -61,9 +62,9 @@ impl StickyCookie {
             HeaderValue::from_str(&format!(
                 "{name}={token}; Path=/; HttpOnly; SameSite=Lax{secure}"
             ))
-            .map_err(|source| StickyError {
+            .map_err(|why| StickyError {
                 cookie: name.to_owned(),
-                source,
+                why,
             })
         };
         let set_cookie = tokens
