@@ -26,7 +26,9 @@ pub const DEFAULT_ADMIN: SocketAddr =
 pub const DEFAULT_BALANCER: &str = "round-robin";
 // The built-in balancer's names and hash keys are the plugin's contract:
 // one definition, shared with the balancer plugin.
-pub use bbproxy_plugin_contract::balancers::{BUILTIN_BALANCERS, CONSISTENT_HASH, HashOn};
+pub use bbproxy_plugin_contract::balancers::{
+    BUILTIN_BALANCERS, CONSISTENT_HASH, HashOn, STICKY_COOKIE,
+};
 pub const DEFAULT_BREAKER_THRESHOLD: u32 = 5;
 pub const DEFAULT_BREAKER_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_PLUGIN_TIMEOUT: Duration = Duration::from_millis(10);
@@ -160,6 +162,10 @@ pub struct Domain {
     /// What `consistent-hash` hashes (`"hash_on"`, default `client_ip`);
     /// `Some` exactly when `balancer` is `consistent-hash`.
     pub hash_on: Option<HashOn>,
+    /// The cookie `sticky-cookie` keeps a client on its backend with
+    /// (`"cookie"`, a valid cookie name); `Some` exactly when `balancer` is
+    /// `sticky-cookie`.
+    pub sticky_cookie: Option<String>,
     /// `None` leaves the choice to the TLS layer.
     pub tls: Option<TlsSource>,
     /// Timeouts, limits, retries, health checks, protocol, pool.

@@ -72,6 +72,7 @@ fn original_file_loads_unchanged() {
                 backends: vec![backend("localhost", 8080), backend("localhost", 8081)],
                 balancer: "round-robin".into(),
                 hash_on: None,
+                sticky_cookie: None,
                 tls: None,
                 upstream: UpstreamSettings::default(),
                 backend_ca: None,

@@ -1,21 +1,27 @@
 //! The built-in balancer's names and the request keys it hashes: read by
 //! the config checker (`bbproxy check` names the key path of a bad value)
 //! and by the balancer plugin itself, so the two never disagree on what a
-//! `"balancer"` or `"hash_on"` value means.
+//! `"balancer"`, `"hash_on"` or `"cookie"` value means, and the proxy and
+//! the balancer read a request's sticky cookie the same way.
 
 /// The balancer names the built-in balancer plugin knows; any other name is
 /// for a custom balancer plugin.
-pub const BUILTIN_BALANCERS: [&str; 6] = [
+pub const BUILTIN_BALANCERS: [&str; 7] = [
     "round-robin",
     "weighted-round-robin",
     "least-request",
     "consistent-hash",
     "random",
     "first",
+    "sticky-cookie",
 ];
 
 /// The built-in balancer that hashes a request key onto the backends.
 pub const CONSISTENT_HASH: &str = "consistent-hash";
+
+/// The built-in balancer that sends a client back to the backend its
+/// cookie names (the proxy sets the cookie).
+pub const STICKY_COOKIE: &str = "sticky-cookie";
 
 /// The forms a `hash_on` value may take, for messages.
 pub const HASH_ON_FORMS: &str =
@@ -105,6 +111,36 @@ impl std::fmt::Display for HashOn {
             HashOn::Query(key) => write!(f, "query:{key}"),
         }
     }
+}
+
+/// Whether `name` may be a cookie's name: an RFC 6265 `cookie-name`, a
+/// non-empty RFC 9110 token (no `=`, `;`, spaces or quotes).
+///
+/// ```
+/// use bbproxy_plugin_contract::balancers::is_cookie_name;
+/// assert!(is_cookie_name("bb_srv"));
+/// assert!(!is_cookie_name("a=b") && !is_cookie_name("") && !is_cookie_name("a b"));
+/// ```
+pub fn is_cookie_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(is_token_byte)
+}
+
+/// The values of every cookie called `name` in a `Cookie` header
+/// (`a=1; bb_srv=x`), in order, without the double quotes a value may be
+/// sent in. A request may carry one name more than once (cookies set for
+/// different paths); the proxy and the balancer both take the first value
+/// that names a backend, so they agree on what the request asked for.
+///
+/// ```
+/// use bbproxy_plugin_contract::balancers::cookie_values;
+/// let v: Vec<&str> = cookie_values("a=1; bb=x;bb=\"y\"; c", "bb").collect();
+/// assert_eq!(v, ["x", "y"]);
+/// ```
+pub fn cookie_values<'a>(header: &'a str, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    header.split(';').filter_map(move |pair| {
+        let (k, v) = pair.trim().split_once('=')?;
+        (k.trim_end() == name).then(|| v.trim().trim_matches('"'))
+    })
 }
 
 /// An RFC 9110 `tchar`: what header and cookie names are made of.

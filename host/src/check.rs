@@ -82,9 +82,10 @@ pub fn report(config: &Config, g: &Generation) -> String {
         domains.push([
             name,
             list.join(", "),
-            match &d.hash_on {
-                Some(on) => format!("{} ({on})", d.balancer),
-                None => d.balancer.clone(),
+            match (&d.hash_on, &d.sticky_cookie) {
+                (Some(on), _) => format!("{} ({on})", d.balancer),
+                (None, Some(cookie)) => format!("{} (cookie {cookie})", d.balancer),
+                (None, None) => d.balancer.clone(),
             },
             protocol.to_owned(),
             tls,

@@ -24,6 +24,7 @@ use crate::plugin::{
 use crate::telemetry::handles::{BackendMetrics, DomainMetrics};
 use crate::upstream::health::HealthChecks;
 use crate::upstream::pool::{PoolKey, UpstreamClients};
+use crate::upstream::sticky::{StickyCookie, StickyError};
 use crate::upstream::{BackendState, Registry, RetryBudget, Staged};
 
 /// Why a generation could not be built.
@@ -38,6 +39,16 @@ pub enum BuildError {
     /// A domain's `backend_ca` is unusable.
     #[error(transparent)]
     BackendCa(#[from] crate::tls::TlsError),
+    /// An upstream's sticky cookie cannot be set (config validation
+    /// allows only cookie names that can).
+    // In the text and not a `source`, as for `DomainPlugin` below.
+    #[error("{upstream}: {error}")]
+    Sticky {
+        /// The upstream's name.
+        upstream: String,
+        /// Why.
+        error: StickyError,
+    },
     /// A domain's own plugin failed to load: named by its config key, since
     /// several domains may load the same file with different settings.
     // The load error is in the text and not a `source`, or `{:#}` would
@@ -92,6 +103,8 @@ pub struct UpstreamSlot {
     pub retry_budget: RetryBudget,
     /// Its own plugins, where config.json names them.
     pub plugins: DomainSlots,
+    /// Its cookie, when it balances with `sticky-cookie`.
+    pub sticky: Option<StickyCookie>,
 }
 
 /// A domain's own plugins (`"router"`, `"balancer"`, `"breaker"` with a
@@ -366,11 +379,25 @@ fn upstreams(
         .map(|d| PoolKey::of(&d.upstream, d.backend_ca.clone()))
         .collect();
     let clients = registry.pools(&pool_keys, staged)?;
+    let stickies = config
+        .upstreams()
+        .map(|d| {
+            d.sticky_cookie
+                .as_deref()
+                .map(|cookie| StickyCookie::new(cookie, &d.backends))
+                .transpose()
+                .map_err(|error| BuildError::Sticky {
+                    upstream: d.name.clone(),
+                    error,
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let upstreams = config
         .upstreams()
         .zip(clients)
         .zip(plugins)
-        .map(|((d, clients), plugins)| UpstreamSlot {
+        .zip(stickies)
+        .map(|(((d, clients), plugins), sticky)| UpstreamSlot {
             name: d.name.clone(),
             backends: d
                 .backends
@@ -387,6 +414,7 @@ fn upstreams(
             clients,
             retry_budget: RetryBudget::new(&d.upstream.retries),
             plugins,
+            sticky,
         })
         .collect();
     Ok((upstreams, pool_keys))

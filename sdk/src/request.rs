@@ -136,13 +136,18 @@ impl<'a> Request<'a> {
     }
 
     /// First value of the header `name` (case-insensitive), if present and
-    /// valid UTF-8.
+    /// valid UTF-8. `cookie` is the exception: an HTTP/2 client may send
+    /// each cookie in a field of its own, and the proxy joins them with
+    /// `"; "` (RFC 9113 8.2.3), so every cookie is found in the one value.
     ///
     /// ```
     /// let fake = bbproxy_sdk::testing::FakeRequest::get("a.test", "/")
+    ///     .header("X-Tag", "a")
+    ///     .header("x-tag", "b")
     ///     .header("Cookie", "a=1")
     ///     .header("cookie", "b=2");
-    /// assert_eq!(fake.as_request().header("COOKIE").as_deref(), Some("a=1"));
+    /// assert_eq!(fake.as_request().header("X-TAG").as_deref(), Some("a"));
+    /// assert_eq!(fake.as_request().header("COOKIE").as_deref(), Some("a=1; b=2"));
     /// assert_eq!(fake.as_request().header("x-missing"), None);
     /// ```
     #[inline]
@@ -150,7 +155,7 @@ impl<'a> Request<'a> {
         match self.source {
             Source::Host(r) => r.header(name),
             #[cfg(not(target_arch = "wasm32"))]
-            Source::Fake(f) => f.header_value(name).map(str::to_owned),
+            Source::Fake(f) => f.header_value(name),
         }
     }
 }

@@ -817,8 +817,14 @@ impl FakeRequest {
         Ok(())
     }
 
-    pub(crate) fn header_value(&self, name: &str) -> Option<&str> {
-        first(&self.headers, name)
+    /// What the proxy answers a plugin's `header(name)` with (see
+    /// `Request::header`): the first value, or every `cookie` joined.
+    pub(crate) fn header_value(&self, name: &str) -> Option<String> {
+        if name.eq_ignore_ascii_case("cookie") {
+            let all = self.header_values(name);
+            return (!all.is_empty()).then(|| all.join("; "));
+        }
+        first(&self.headers, name).map(str::to_owned)
     }
 }
 

@@ -13,6 +13,7 @@ use super::{filters, forwarding, routes};
 use crate::address::{normalize_domain, parse_backend};
 use crate::error::Fault;
 use crate::model::*;
+use bbproxy_plugin_contract::balancers::is_cookie_name;
 
 const MAX_WEIGHT: u64 = 1000;
 
@@ -88,6 +89,7 @@ pub(crate) fn domain<'a>(
                 backends: backends(v, &path)?,
                 balancer: DEFAULT_BALANCER.to_owned(),
                 hash_on: None,
+                sticky_cookie: None,
                 tls: None,
                 upstream: defaults.clone(),
                 backend_ca: None,
@@ -120,7 +122,7 @@ fn object_domain<'a>(
     kind: Kind,
 ) -> R<Placed<'a>> {
     let (mut backends_given, mut routes_given): (Kept, Kept) = (None, None);
-    let (mut balancer, mut hash_on, mut plugins) = (None, None, DomainPlugins::default());
+    let (mut balancing, mut plugins) = (None::<Balancing>, DomainPlugins::default());
     let (mut tls_given, mut backend_ca, mut chain) = (None, None, Vec::new());
     let mut upstream = defaults.clone();
     let host_only = |p: &str| match kind {
@@ -133,8 +135,9 @@ fn object_domain<'a>(
     let fields = Fields::new(map, &path)
         .key("backends", keep(&mut backends_given))
         .key("balancer", |v, p| {
-            let (name, hash, plugin) = domain_balancer(v, p, dir)?;
-            (balancer, hash_on, plugins.balancer) = (Some(name), hash, plugin);
+            let mut read = domain_balancer(v, p, dir)?;
+            plugins.balancer = read.plugin.take();
+            balancing = Some(read);
             Ok(())
         })
         .key("tls", |v, p| {
@@ -163,12 +166,17 @@ fn object_domain<'a>(
         .read()?;
     let (routes, backends) = routes_and_backends(routes_given, backends_given, &path, dir)?;
     forwarding::check_protocol(upstream.protocol, &backends, &path)?;
+    let (balancer, hash_on, sticky_cookie) = match balancing {
+        Some(b) => (b.name, b.hash_on, b.sticky_cookie),
+        None => (DEFAULT_BALANCER.to_owned(), None, None),
+    };
     Ok(Placed {
         domain: Domain {
             name,
             backends,
-            balancer: balancer.unwrap_or_else(|| DEFAULT_BALANCER.to_owned()),
+            balancer,
             hash_on,
+            sticky_cookie,
             tls: tls_given,
             upstream,
             backend_ca,
@@ -207,52 +215,109 @@ fn routes_and_backends<'a>(
     Ok((routes, backends))
 }
 
+/// A domain's `"balancer"`, as read: its name, the built-in kind's settings
+/// and the domain's own plugin, if any.
+struct Balancing {
+    name: String,
+    hash_on: Option<HashOn>,
+    sticky_cookie: Option<String>,
+    plugin: Option<PluginSpec>,
+}
+
 /// A domain's `"balancer"`: a name (`"least-request"`, or a custom
 /// balancer's), `{"kind": name}` with the built-in kind's settings
-/// (`hash_on`), or the domain's own plugin `{"path": "x.wasm", ...}`, which
-/// sees `kind` (default round-robin) as the domain's balancer name, as does
-/// its fail-open fallback (the built-in balancer, which also uses `hash_on`).
-/// The name, what consistent-hash hashes, and the plugin, if any.
-fn domain_balancer(
-    v: &Value,
-    path: &str,
-    dir: &Dir,
-) -> R<(String, Option<HashOn>, Option<PluginSpec>)> {
+/// (`hash_on`, `cookie`), or the domain's own plugin `{"path": "x.wasm",
+/// ...}`, which sees `kind` (default round-robin) as the domain's balancer
+/// name, as does its fail-open fallback (the built-in balancer, which also
+/// uses `hash_on` and `cookie`).
+fn domain_balancer(v: &Value, path: &str, dir: &Dir) -> R<Balancing> {
     let Value::Object(map) = v else {
         let name = balancer(v, path)?;
+        if name == STICKY_COOKIE {
+            return Err(Fault::invalid(
+                path,
+                format!(
+                    "{STICKY_COOKIE:?} needs the name of its cookie: {{\"kind\": \"{STICKY_COOKIE}\", \"cookie\": \"bb_srv\"}}"
+                ),
+            ));
+        }
         let hash_on = (name == CONSISTENT_HASH).then_some(HashOn::ClientIp);
-        return Ok((name, hash_on, None));
+        return Ok(Balancing {
+            name,
+            hash_on,
+            sticky_cookie: None,
+            plugin: None,
+        });
     };
     let mut name = DEFAULT_BALANCER.to_owned();
-    let (mut entry, mut hash_given): (Entry, Kept) = (Entry::default(), None);
+    let (mut entry, mut hash_given, mut cookie_given): (Entry, Kept, Kept) =
+        (Entry::default(), None, None);
     let fields = Fields::new(map, path).key("kind", |v, p| set(&mut name, balancer(v, p)));
     entry
         .keys(fields, dir)
         .key("hash_on", keep(&mut hash_given))
+        .key("cookie", keep(&mut cookie_given))
         .read()?;
+    let only_for = |kind: &str, p: &str| {
+        Fault::invalid(
+            p,
+            format!("applies to \"kind\": \"{kind}\" only (this balancer is {name:?})"),
+        )
+    };
     let hash_on = match (hash_given, name == CONSISTENT_HASH) {
         (Some((v, p)), true) => Some(hash_on(v, &p)?),
         (None, true) => Some(HashOn::ClientIp),
-        (Some((_, p)), false) => {
+        (Some((_, p)), false) => return Err(only_for(CONSISTENT_HASH, &p)),
+        (None, false) => None,
+    };
+    let sticky_cookie = match (cookie_given, name == STICKY_COOKIE) {
+        (Some((v, p)), true) => Some(cookie_name(v, &p)?),
+        (None, true) => {
             return Err(Fault::invalid(
-                p,
+                join(path, "cookie"),
                 format!(
-                    "applies to \"kind\": \"{CONSISTENT_HASH}\" only (this balancer is {name:?})"
+                    "required with \"kind\": \"{STICKY_COOKIE}\": the name of the cookie that keeps a client on its backend, like \"bb_srv\""
                 ),
             ));
         }
+        (Some((_, p)), false) => return Err(only_for(STICKY_COOKIE, &p)),
         (None, false) => None,
     };
-    if !entry.has_path() {
+    let plugin = if entry.has_path() {
+        Some(entry.spec())
+    } else {
         if let Some(setting) = entry.first_setting() {
             return Err(Fault::invalid(
                 setting,
                 "applies to the domain's own balancer plugin: add \"path\": \"balancer.wasm\", or remove it (without \"path\" the domain uses plugins.balancer)",
             ));
         }
-        return Ok((name, hash_on, None));
+        None
+    };
+    Ok(Balancing {
+        name,
+        hash_on,
+        sticky_cookie,
+        plugin,
+    })
+}
+
+/// `"cookie"`: a cookie name (an RFC 6265 `cookie-name`: a token, so no
+/// `=`, `;`, spaces or quotes, which would break the `Set-Cookie` header).
+fn cookie_name(v: &Value, path: &str) -> R<String> {
+    match v {
+        Value::String(s) if is_cookie_name(s) => Ok(s.clone()),
+        Value::String(s) => Err(Fault::invalid(
+            path,
+            format!(
+                "{s:?} is not a valid cookie name (letters, digits and !#$%&'*+-.^_`|~ only, like \"bb_srv\")"
+            ),
+        )),
+        _ => Err(Fault::invalid(
+            path,
+            format!("expected a cookie name like \"bb_srv\", got {}", show(v)),
+        )),
     }
-    Ok((name, hash_on, Some(entry.spec())))
 }
 
 /// `"hash_on"`: `client_ip`, `path`, `header:<name>`, `cookie:<name>` or

@@ -225,7 +225,8 @@ fn object<const N: usize>(pairs: [(&str, Value); N]) -> Map<String, Value> {
 /// The built-in balancer's config: for each `consistent-hash` domain, what
 /// it hashes and its backends' addresses, which key the hash so that a
 /// backend keeps its keys when others are added or removed (the plugin
-/// only sees positions).
+/// only sees positions); for each `sticky-cookie` one, the cookie's name
+/// and each backend's token, the values the proxy sets the cookie to.
 fn balancer_builtin_config(config: &Config) -> Map<String, Value> {
     let hash: Map<String, Value> = config
         .upstreams()
@@ -245,10 +246,32 @@ fn balancer_builtin_config(config: &Config) -> Map<String, Value> {
             ))
         })
         .collect();
-    if hash.is_empty() {
-        return Map::new();
+    let sticky: Map<String, Value> = config
+        .upstreams()
+        .filter_map(|d| {
+            let cookie = d.sticky_cookie.as_ref()?;
+            let tokens: Vec<Value> = d
+                .backends
+                .iter()
+                .map(|b| Value::String(crate::upstream::sticky::token(b)))
+                .collect();
+            Some((
+                d.name.clone(),
+                Value::Object(object([
+                    ("cookie", Value::String(cookie.clone())),
+                    ("tokens", Value::Array(tokens)),
+                ])),
+            ))
+        })
+        .collect();
+    let mut out = Map::new();
+    if !hash.is_empty() {
+        out.insert("hash".to_owned(), Value::Object(hash));
     }
-    object([("hash", Value::Object(hash))])
+    if !sticky.is_empty() {
+        out.insert("sticky".to_owned(), Value::Object(sticky));
+    }
+    out
 }
 
 /// The upstreams as a custom balancer's fail-open fallback, the built-in

@@ -142,10 +142,26 @@ impl types::HostRequest for PluginState {
         _: Resource<RequestHandle>,
         name: String,
     ) -> wasmtime::Result<Option<String>> {
-        Ok(self
-            .request()?
-            .parts
-            .headers
+        let headers = &self.request()?.parts.headers;
+        // An HTTP/2 client may send each cookie in a `cookie` field of its
+        // own (RFC 9113 8.2.3): joined with "; ", as the RFC has them joined
+        // for HTTP/1.1, they read as the one Cookie header of an HTTP/1.1
+        // client, so a cookie after the first field is found too.
+        if name.eq_ignore_ascii_case("cookie")
+            && headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .nth(1)
+                .is_some()
+        {
+            let values: Vec<&str> = headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            return Ok(Some(values.join("; ")));
+        }
+        Ok(headers
             .get(name.as_str())
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned))

@@ -42,6 +42,9 @@ pub(super) struct RequestCtx<'g, 'r> {
     pub tried: Tried,
     /// The failure of the last attempt, the answer if no other succeeds.
     pub last_error: Option<ProxyError>,
+    /// The backend (by index) the request's sticky cookie names, if its
+    /// upstream balances with `sticky-cookie` (see `sticky`).
+    pub sticky: Option<usize>,
     /// What the request's metrics and access log line will say; filled in
     /// as the phases learn it, read even if the request is cancelled.
     pub record: &'r mut observe::Route<'g>,
@@ -122,6 +125,7 @@ impl<'g, 'r> RequestCtx<'g, 'r> {
             routed: None,
             tried: Tried::default(),
             last_error: None,
+            sticky: None,
             record,
         }
     }
@@ -162,6 +166,15 @@ impl Tried {
     pub fn len(&self) -> usize {
         self.len
     }
+
+    /// The backend tried last: the one that answered, once a response is in.
+    pub fn last(&self) -> Option<usize> {
+        let i = self.len.checked_sub(1)?;
+        match self.inline.get(i) {
+            Some(&b) => Some(b),
+            None => self.more.last().copied(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -171,12 +184,14 @@ mod tests {
     #[test]
     fn tried_spills_past_the_inline_slots() {
         let mut t = Tried::default();
+        assert_eq!(t.last(), None);
         for i in [7, 3, 9, 1, 4, 8] {
             assert!(!t.contains(i));
             t.push(i);
             assert!(t.contains(i));
         }
         assert_eq!(t.len(), 6);
+        assert_eq!(t.last(), Some(8));
         assert!(!t.contains(0) && !t.contains(2));
     }
 }

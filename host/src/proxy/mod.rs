@@ -33,6 +33,7 @@ mod head_checks;
 mod headers;
 pub mod observe;
 mod select;
+mod sticky;
 mod upgrade;
 
 use std::convert::Infallible;
@@ -263,6 +264,7 @@ impl Proxy {
             settings.limits.max_body_size,
         );
         routed.retry_budget.deposit();
+        sticky::note_request(ctx, routed);
 
         let resp = self.forward(ctx, routed, &body).await?;
         self.answer(ctx, client_upgrade, routed, resp)
@@ -301,6 +303,7 @@ impl Proxy {
             }
         }
         headers::strip_hop_by_hop(resp.headers_mut());
+        sticky::answer(ctx, routed, &mut resp);
         // Backends' responses only: the proxy's own answers (errors,
         // redirects, `respond` routes, a filter's answer) and a protocol
         // switch's 101 are not filtered.

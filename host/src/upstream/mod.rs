@@ -12,6 +12,7 @@ pub mod pool;
 mod registry;
 pub mod request_body;
 mod retry_budget;
+pub mod sticky;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};

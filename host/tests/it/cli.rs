@@ -155,11 +155,53 @@ fn check_shows_and_validates_the_builtin_balancer_kinds() {
         ),
         (
             r#"{"kind": "rnadom"}"#,
-            "config.json: domains.a.test.balancer: unknown balancer \"rnadom\" (built-in: round-robin, weighted-round-robin, least-request, consistent-hash, random, first)",
+            "config.json: domains.a.test.balancer: unknown balancer \"rnadom\" (built-in: round-robin, weighted-round-robin, least-request, consistent-hash, random, first, sticky-cookie)",
         ),
         (
             r#"{"kind": "first", "hash_on": "path"}"#,
             "config.json: domains.a.test.balancer.hash_on: applies to \"kind\": \"consistent-hash\" only",
+        ),
+    ] {
+        let (ok, _, stderr) = check(&format!(
+            r#"{{"domains": {{"a.test": {{"backends": ["localhost:8080"], "balancer": {balancer}}}}}}}"#
+        ));
+        assert!(!ok, "{balancer}");
+        assert_clean_error(&stderr, &[want]);
+    }
+}
+
+/// `sticky-cookie`: `check` shows the cookie of a domain and of a pool,
+/// and names a missing, invalid or misplaced `cookie` by its key path.
+#[test]
+fn check_shows_and_validates_sticky_cookie() {
+    let (ok, stdout, stderr) = check(
+        r#"{"upstreams": {"api": {"backends": ["localhost:9001"], "balancer": {"kind": "sticky-cookie", "cookie": "bb_api"}}},
+            "domains": {"a.test": {"backends": ["localhost:8080", "localhost:8081"],
+                                   "balancer": {"kind": "sticky-cookie", "cookie": "bb_srv"}}}}"#,
+    );
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("sticky-cookie (cookie bb_srv)"), "{stdout}");
+    assert!(stdout.contains("sticky-cookie (cookie bb_api)"), "{stdout}");
+    for (balancer, want) in [
+        (
+            r#"{"kind": "sticky-cookie"}"#,
+            "config.json: domains.a.test.balancer.cookie: required with \"kind\": \"sticky-cookie\"",
+        ),
+        (
+            r#"{"kind": "sticky-cookie", "cookie": "bb srv"}"#,
+            "config.json: domains.a.test.balancer.cookie: \"bb srv\" is not a valid cookie name",
+        ),
+        (
+            r#"{"kind": "least-request", "cookie": "bb_srv"}"#,
+            "config.json: domains.a.test.balancer.cookie: applies to \"kind\": \"sticky-cookie\" only",
+        ),
+        (
+            r#""sticky-cookie""#,
+            "config.json: domains.a.test.balancer: \"sticky-cookie\" needs the name of its cookie",
+        ),
+        (
+            r#"{"kind": "sticky-cookie", "cookie": "s", "secure": true}"#,
+            "config.json: unknown key `domains.a.test.balancer.secure`",
         ),
     ] {
         let (ok, _, stderr) = check(&format!(

@@ -41,6 +41,7 @@ mod sandbox_rss;
 mod shutdown;
 mod sizes;
 mod smuggling;
+mod sticky;
 mod storage;
 mod timeouts;
 mod tls;

@@ -3,8 +3,11 @@
 //! Configuration: `{}`, or what the host derives from config.json for the
 //! `consistent-hash` upstreams: `{"hash": {"<upstream>": {"on":
 //! "header:x-user", "backends": ["http://10.0.0.1:80", ...]}}}` (the
-//! addresses key the hash; without them, backend positions do). Each
-//! upstream's `balancer` setting in config.json selects its policy:
+//! addresses key the hash; without them, backend positions do), and for the
+//! `sticky-cookie` ones: `{"sticky": {"<upstream>": {"cookie": "bb_srv",
+//! "tokens": ["3f2a...", ...]}}}` (each backend's cookie value, by
+//! position). Each upstream's `balancer` setting in config.json selects its
+//! policy:
 //!
 //! - `round-robin` (the default): a shared counter per upstream, so requests
 //!   spread exactly evenly over the candidates across all workers.
@@ -20,8 +23,13 @@
 //! - `random`: a uniformly random candidate.
 //! - `first`: the first eligible backend in configured order (active /
 //!   standby).
+//! - `sticky-cookie`: the candidate whose token the request's cookie
+//!   carries (see [`sticky`]); without one that is a candidate, weighted
+//!   round-robin (plain round-robin with equal weights).
+//!   The proxy sets the cookie on the response.
 
 pub mod hash;
+pub mod sticky;
 
 use std::collections::HashMap;
 
@@ -39,6 +47,9 @@ pub struct Config {
     /// `consistent-hash` settings by upstream name.
     #[serde(default)]
     pub hash: HashMap<String, HashSpec>,
+    /// `sticky-cookie` settings by upstream name.
+    #[serde(default)]
+    pub sticky: HashMap<String, sticky::StickySpec>,
 }
 
 /// One `consistent-hash` upstream's settings.
@@ -75,6 +86,8 @@ pub enum Policy {
     Random,
     /// `first`.
     First,
+    /// `sticky-cookie`.
+    StickyCookie,
 }
 
 impl Policy {
@@ -87,6 +100,7 @@ impl Policy {
             "consistent-hash" => Ok(Policy::ConsistentHash),
             "random" => Ok(Policy::Random),
             "first" => Ok(Policy::First),
+            "sticky-cookie" => Ok(Policy::StickyCookie),
             other => Err(format!(
                 "upstream {upstream:?}: unknown balancer {other:?} (supported: {})",
                 SUPPORTED.join(", ")
@@ -243,6 +257,7 @@ enum UpstreamPolicy {
     ConsistentHash(Box<Hashed>),
     Random,
     First,
+    Sticky(Box<sticky::Sticky>),
 }
 
 /// The balancer plugin.
@@ -292,6 +307,18 @@ impl Balancer for DefaultBalancer {
                     }
                     Policy::Random => UpstreamPolicy::Random,
                     Policy::First => UpstreamPolicy::First,
+                    Policy::StickyCookie => {
+                        let spec = config.sticky.remove(&u.name).ok_or_else(|| {
+                            format!(
+                                "upstream {:?}: sticky-cookie needs its cookie and backend tokens in the config's \"sticky\" (the proxy passes them)",
+                                u.name
+                            )
+                        })?;
+                        UpstreamPolicy::Sticky(Box::new(
+                            sticky::Sticky::new(spec, u.backends, round_robin_counter(&u.name))
+                                .map_err(|e| format!("upstream {:?}: {e}", u.name))?,
+                        ))
+                    }
                 })
             })
             .collect::<Result<_, String>>()?;
@@ -317,6 +344,7 @@ impl Balancer for DefaultBalancer {
             },
             UpstreamPolicy::Random => random(candidates, bbproxy_sdk::random()),
             UpstreamPolicy::First => first(candidates),
+            UpstreamPolicy::Sticky(s) => s.pick(req, candidates),
         }?;
         u32::try_from(index).ok()
     }
@@ -516,10 +544,14 @@ mod tests {
         );
         assert_eq!(Policy::parse("a", "random"), Ok(Policy::Random));
         assert_eq!(Policy::parse("a", "first"), Ok(Policy::First));
+        assert_eq!(
+            Policy::parse("a", "sticky-cookie"),
+            Ok(Policy::StickyCookie)
+        );
         let err = Policy::parse("example.com", "rnadom").unwrap_err();
         assert_eq!(
             err,
-            "upstream \"example.com\": unknown balancer \"rnadom\" (supported: round-robin, weighted-round-robin, least-request, consistent-hash, random, first)"
+            "upstream \"example.com\": unknown balancer \"rnadom\" (supported: round-robin, weighted-round-robin, least-request, consistent-hash, random, first, sticky-cookie)"
         );
     }
 
@@ -540,3 +572,5 @@ mod tests {
 
 #[cfg(test)]
 mod hash_tests;
+#[cfg(test)]
+mod sticky_tests;

@@ -383,7 +383,7 @@ fn builtin_balancer_kinds_and_hash_on() {
         ),
         (
             r#"{"kind": "rnadom"}"#,
-            "config.json: domains.a.test.balancer: unknown balancer \"rnadom\" (built-in: round-robin, weighted-round-robin, least-request, consistent-hash, random, first); a custom balancer's name needs a balancer plugin",
+            "config.json: domains.a.test.balancer: unknown balancer \"rnadom\" (built-in: round-robin, weighted-round-robin, least-request, consistent-hash, random, first, sticky-cookie); a custom balancer's name needs a balancer plugin",
         ),
         (
             r#""sticky""#,
@@ -399,4 +399,101 @@ fn builtin_balancer_kinds_and_hash_on() {
         "plugins": {"balancer": {"path": "lb.wasm"}}}"#,
     );
     assert_eq!(c.domains[0].balancer, "sticky");
+}
+
+/// `sticky-cookie` on a domain and on a pool, with its cookie's name; a
+/// missing, misplaced or invalid `cookie`, the bare name (which has no
+/// cookie) and an unknown key are each named by their key path.
+#[test]
+fn sticky_cookie_needs_a_valid_cookie_name() {
+    let c = ok(r#"{"domains": {
+        "a.test": {"backends": ["127.0.0.1:1", "127.0.0.1:2"], "balancer": {"kind": "sticky-cookie", "cookie": "bb_srv"}},
+        "b.test": ["127.0.0.1:3"]},
+        "upstreams": {"api": {"backends": ["127.0.0.1:4"], "balancer": {"kind": "sticky-cookie", "cookie": "API-srv.1"}}}}"#);
+    let got: Vec<(&str, &str, Option<&str>)> = c
+        .upstreams()
+        .map(|d| {
+            (
+                d.name.as_str(),
+                d.balancer.as_str(),
+                d.sticky_cookie.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("a.test", "sticky-cookie", Some("bb_srv")),
+            ("b.test", "round-robin", None),
+            ("api", "sticky-cookie", Some("API-srv.1")),
+        ]
+    );
+    assert_eq!(c.domains[0].hash_on, None);
+    // A domain's own plugin with the kind: its fail-open fallback keeps
+    // the cookie.
+    let c = ok(r#"{"domains": {"a.test": {"backends": ["127.0.0.1:1"],
+        "balancer": {"path": "lb.wasm", "kind": "sticky-cookie", "cookie": "s"}}}}"#);
+    assert_eq!(c.domains[0].sticky_cookie.as_deref(), Some("s"));
+    assert!(c.domains[0].plugins.balancer.is_some());
+
+    let domain = |balancer: &str| {
+        err(&format!(
+            r#"{{"domains": {{"a.test": {{"backends": ["127.0.0.1:1"], "balancer": {balancer}}}}}}}"#
+        ))
+    };
+    for (balancer, want) in [
+        (
+            r#"{"kind": "sticky-cookie"}"#,
+            "config.json: domains.a.test.balancer.cookie: required with \"kind\": \"sticky-cookie\": the name of the cookie that keeps a client on its backend, like \"bb_srv\"",
+        ),
+        (
+            r#""sticky-cookie""#,
+            "config.json: domains.a.test.balancer: \"sticky-cookie\" needs the name of its cookie: {\"kind\": \"sticky-cookie\", \"cookie\": \"bb_srv\"}",
+        ),
+        (
+            r#"{"kind": "sticky-cookie", "cookie": "a=b"}"#,
+            "config.json: domains.a.test.balancer.cookie: \"a=b\" is not a valid cookie name",
+        ),
+        (
+            r#"{"kind": "sticky-cookie", "cookie": "bb srv"}"#,
+            "domains.a.test.balancer.cookie: \"bb srv\" is not a valid cookie name",
+        ),
+        (
+            r#"{"kind": "sticky-cookie", "cookie": "a;b"}"#,
+            "domains.a.test.balancer.cookie: \"a;b\" is not a valid cookie name",
+        ),
+        (
+            r#"{"kind": "sticky-cookie", "cookie": ""}"#,
+            "domains.a.test.balancer.cookie: \"\" is not a valid cookie name",
+        ),
+        (
+            r#"{"kind": "sticky-cookie", "cookie": 7}"#,
+            "domains.a.test.balancer.cookie: expected a cookie name like \"bb_srv\", got 7",
+        ),
+        (
+            r#"{"kind": "round-robin", "cookie": "bb_srv"}"#,
+            "config.json: domains.a.test.balancer.cookie: applies to \"kind\": \"sticky-cookie\" only (this balancer is \"round-robin\")",
+        ),
+        (
+            r#"{"cookie": "bb_srv"}"#,
+            "domains.a.test.balancer.cookie: applies to \"kind\": \"sticky-cookie\" only",
+        ),
+        (
+            r#"{"kind": "sticky-cookie", "cookie": "s", "hash_on": "path"}"#,
+            "domains.a.test.balancer.hash_on: applies to \"kind\": \"consistent-hash\" only (this balancer is \"sticky-cookie\")",
+        ),
+        (
+            r#"{"kind": "sticky-cookie", "cookie": "s", "cookie_path": "/"}"#,
+            "unknown key `domains.a.test.balancer.cookie_path`",
+        ),
+    ] {
+        let e = domain(balancer);
+        assert!(e.contains(want), "{balancer}: {e}");
+    }
+    let e = err(r#"{"domains": {"a.test": ["127.0.0.1:1"]},
+        "upstreams": {"api": {"backends": ["127.0.0.1:4"], "balancer": {"kind": "sticky-cookie"}}}}"#);
+    assert!(
+        e.contains("config.json: upstreams.api.balancer.cookie: required with"),
+        "{e}"
+    );
 }

@@ -284,7 +284,8 @@ extern bool bbproxy_plugin_types_method_request_query(bbproxy_plugin_types_borro
 // Client IP address as text (`203.0.113.7`, `2001:db8::1`).
 extern void bbproxy_plugin_types_method_request_client_addr(bbproxy_plugin_types_borrow_request_t self, balancer_string_t *ret);
 // First value of the header `name` (case-insensitive), if present and
-// valid UTF-8.
+// valid UTF-8; for `cookie`, every cookie field joined with `; `
+// (an HTTP/2 client sends one field per cookie).
 extern bool bbproxy_plugin_types_method_request_header(bbproxy_plugin_types_borrow_request_t self, balancer_string_t *name, balancer_string_t *ret);
 // HTTP status code.
 extern uint16_t bbproxy_plugin_types_method_response_status(bbproxy_plugin_types_borrow_response_t self);
