@@ -30,7 +30,11 @@ struct Setup<'a> {
 }
 
 impl Setup<'_> {
-    /// The config of the replica on `ip` serving `names`.
+    /// The config of the replica on `ip` serving `names`. Its admin
+    /// listener takes any free port of 127.0.0.1, not of `ip`: the
+    /// kernel could otherwise hand it the port of `ip` the replica's
+    /// HTTPS listener (Pebble's validation port) binds next, which failed
+    /// a CI run with "address already in use".
     fn config(&self, ip: &str, names: &[&str]) -> String {
         let mut domains: Vec<String> = names
             .iter()
@@ -46,7 +50,7 @@ impl Setup<'_> {
         format!(
             r#"{{
               "listen": {{"http": "{ip}:{}", "https": "{ip}:{}"}},
-              "admin": "{ip}:0",
+              "admin": "127.0.0.1:0",
               "storage": {{"redis": {{"url": "{}", "lock_lease": "{}s"}}}},
               "acme": {{"directory": "{}", "email": "ops@example.com", "ca_root": "{}", "challenges": {}}},
               "domains": {{{}}},
