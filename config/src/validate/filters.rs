@@ -141,10 +141,9 @@ fn pairs(v: &Value, path: &str) -> R<Vec<(HeaderName, HeaderValue)>> {
                 Value::String(s) => HeaderValue::from_str(s).map_err(|_| {
                     Fault::invalid(
                         &p,
-                        format!(
-                            "invalid header value {}: visible ASCII, spaces and tabs only",
-                            show(value)
-                        ),
+                        // The value is not repeated: it may be a
+                        // credential (an `authorization` to set).
+                        "invalid header value: visible ASCII, spaces and tabs only",
                     )
                 })?,
                 _ => {
