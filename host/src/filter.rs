@@ -116,33 +116,32 @@ impl Filter {
         Ok(())
     }
 
-    fn response<B>(&self, resp: &mut Response<B>, with: &mut ResponseCtx<'_>) -> Result<(), Stop> {
-        let (plugin, on_fault) = match self {
+    /// Runs the filter on `head`, the response's head lent out of it for
+    /// the chain's whole response side.
+    fn response(
+        &self,
+        head: &mut Option<ResponseView>,
+        tenant: Tenant,
+        request: &mut Option<RequestView>,
+    ) -> Result<(), Stop> {
+        match self {
             Filter::Headers(f) => {
-                headers::apply(&f.response, resp.headers_mut());
-                return Ok(());
-            }
-            Filter::Wasm { plugin, on_fault } => (plugin, *on_fault),
-        };
-        // The headers are lent to the call and always put back.
-        let mut lent = Some(ResponseView {
-            status: resp.status(),
-            headers: std::mem::take(resp.headers_mut()),
-            backend: with.backend.to_owned(),
-            upstream: with.upstream,
-        });
-        let answer = plugin.on_response(with.tenant, with.request, &mut lent);
-        if let Some(back) = lent {
-            *resp.headers_mut() = back.headers;
-        }
-        match answer {
-            Ok(edits) => {
-                for edit in &edits {
-                    edit.apply(resp.headers_mut());
+                if let Some(h) = head {
+                    headers::apply(&f.response, &mut h.headers);
                 }
                 Ok(())
             }
-            Err(fault) => Self::policy(on_fault, fault),
+            Filter::Wasm { plugin, on_fault } => match plugin.on_response(tenant, request, head) {
+                Ok(edits) => {
+                    if let Some(h) = head {
+                        for edit in &edits {
+                            edit.apply(&mut h.headers);
+                        }
+                    }
+                    Ok(())
+                }
+                Err(fault) => Self::policy(*on_fault, fault),
+            },
         }
     }
 }
@@ -230,16 +229,31 @@ impl Chain {
     }
 
     /// Runs the chain on a backend's response to the client, last filter
-    /// first; stops at a filter that faults and fails closed.
-    pub fn response<B>(
-        &self,
-        resp: &mut Response<B>,
-        mut with: ResponseCtx<'_>,
-    ) -> Result<(), Stop> {
+    /// first; stops at a filter that faults and fails closed. The head is
+    /// made once for the whole chain (its headers moved out of `resp` and
+    /// back, the backend's name copied once), not once per filter.
+    pub fn response<B>(&self, resp: &mut Response<B>, with: ResponseCtx<'_>) -> Result<(), Stop> {
+        let mut head = Some(ResponseView {
+            status: resp.status(),
+            headers: std::mem::take(resp.headers_mut()),
+            backend: match self.components {
+                true => with.backend.to_owned(),
+                false => String::new(),
+            },
+            upstream: with.upstream,
+        });
+        let mut result = Ok(());
         for f in self.filters.iter().rev() {
-            f.response(resp, &mut with)?;
+            result = f.response(&mut head, with.tenant, with.request);
+            if result.is_err() {
+                break;
+            }
         }
-        Ok(())
+        // Always put back, whatever a filter did.
+        if let Some(h) = head {
+            *resp.headers_mut() = h.headers;
+        }
+        result
     }
 }
 

@@ -38,7 +38,8 @@ if [ "${1:-}" = "--test" ]; then
     # Native unit tests: the plugin against stand-ins for the bindings.
     out=${2:-$here/target}
     mkdir -p "$out"
-    cc -std=c11 -O1 -Wall -Wextra -Werror -I "$bindings" -o "$out/test_security_headers" \
+    # clang, which .ci/run installs for the wasm build, also builds natively.
+    clang -std=c11 -O1 -Wall -Wextra -Werror -I "$bindings" -o "$out/test_security_headers" \
         "$here/security_headers.c" "$here/test_security_headers.c"
     exec "$out/test_security_headers"
 fi

@@ -228,42 +228,25 @@ fn object<const N: usize>(pairs: [(&str, Value); N]) -> Map<String, Value> {
 /// only sees positions); for each `sticky-cookie` one, the cookie's name
 /// and each backend's token, the values the proxy sets the cookie to.
 fn balancer_builtin_config(config: &Config) -> Map<String, Value> {
-    let hash: Map<String, Value> = config
-        .upstreams()
-        .filter_map(|d| {
-            let on = d.hash_on.as_ref()?;
-            let backends: Vec<Value> = d
-                .backends
-                .iter()
-                .map(|b| Value::String(b.url_base()))
-                .collect();
-            Some((
-                d.name.clone(),
-                Value::Object(object([
-                    ("on", Value::String(on.to_string())),
-                    ("backends", Value::Array(backends)),
-                ])),
-            ))
-        })
-        .collect();
-    let sticky: Map<String, Value> = config
-        .upstreams()
-        .filter_map(|d| {
-            let cookie = d.sticky_cookie.as_ref()?;
-            let tokens: Vec<Value> = d
-                .backends
-                .iter()
-                .map(|b| Value::String(crate::upstream::sticky::token(b)))
-                .collect();
-            Some((
-                d.name.clone(),
-                Value::Object(object([
-                    ("cookie", Value::String(cookie.clone())),
-                    ("tokens", Value::Array(tokens)),
-                ])),
-            ))
-        })
-        .collect();
+    let hash = by_upstream(config, |d| {
+        let on = d.hash_on.as_ref()?;
+        let backends = d.backends.iter().map(|b| Value::String(b.url_base()));
+        Some(object([
+            ("on", Value::String(on.to_string())),
+            ("backends", Value::Array(backends.collect())),
+        ]))
+    });
+    let sticky = by_upstream(config, |d| {
+        let cookie = d.sticky_cookie.as_ref()?;
+        let tokens = d
+            .backends
+            .iter()
+            .map(|b| Value::String(crate::upstream::sticky::token(b)));
+        Some(object([
+            ("cookie", Value::String(cookie.clone())),
+            ("tokens", Value::Array(tokens.collect())),
+        ]))
+    });
     let mut out = Map::new();
     if !hash.is_empty() {
         out.insert("hash".to_owned(), Value::Object(hash));
@@ -272,6 +255,17 @@ fn balancer_builtin_config(config: &Config) -> Map<String, Value> {
         out.insert("sticky".to_owned(), Value::Object(sticky));
     }
     out
+}
+
+/// Upstream name → its `settings`, for the upstreams that have any.
+fn by_upstream(
+    config: &Config,
+    settings: impl Fn(&bbproxy_config::Domain) -> Option<Map<String, Value>>,
+) -> Map<String, Value> {
+    config
+        .upstreams()
+        .filter_map(|d| Some((d.name.clone(), Value::Object(settings(d)?))))
+        .collect()
 }
 
 /// The upstreams as a custom balancer's fail-open fallback, the built-in

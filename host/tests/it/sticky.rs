@@ -7,22 +7,17 @@
 use crate::common;
 
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::switchable::Switchable;
 use common::{Backend, Proxy, addrs, dead_addr, wait_for};
 use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Request, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::Connect;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use hyper_util::rt::TokioIo;
 
 /// What a client sees of one response.
 #[derive(Debug)]
@@ -149,57 +144,6 @@ async fn sticky_cookie_is_set_once_and_keeps_the_client_on_its_backend() {
     );
     assert_eq!(cookies.len(), 3);
     assert_eq!(cookies[&first.body], cookie);
-}
-
-/// A backend that answers `backend NAME`, with 500 while `failing` is set.
-struct Switchable {
-    addr: SocketAddr,
-    failing: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Switchable {
-    async fn start(name: &'static str) -> Switchable {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let failing = Arc::new(AtomicBool::new(false));
-        let f = failing.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let f = f.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |_req: Request<hyper::body::Incoming>| {
-                        let failing = f.load(Ordering::SeqCst);
-                        async move {
-                            let mut resp =
-                                Response::new(Full::new(Bytes::from(format!("backend {name}"))));
-                            if failing {
-                                *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                            }
-                            Ok::<_, Infallible>(resp)
-                        }
-                    });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
-        Switchable {
-            addr,
-            failing,
-            task,
-        }
-    }
-}
-
-impl Drop for Switchable {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 /// A client whose backend's breaker opens is answered by another backend

@@ -46,6 +46,26 @@ impl Probe<'_> {
         Ok(plugin)
     }
 
+    /// The first upstream's name, the host of sample requests.
+    fn first_upstream(&self) -> String {
+        self.options
+            .upstreams
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "example.com".to_owned())
+    }
+
+    /// The request given on the command line (host, path, headers), its
+    /// parts left out defaulting to the first upstream, `/` and none.
+    fn given_request(&self) -> (String, String, Vec<(String, String)>) {
+        let given = self.options.request.clone().unwrap_or_default();
+        (
+            given.host.unwrap_or_else(|| self.first_upstream()),
+            given.path.unwrap_or_else(|| "/".to_owned()),
+            given.headers,
+        )
+    }
+
     fn fault(&self, role: &'static str, call: String, fault: Fault) -> CheckError {
         CheckError::Call {
             name: self.name.to_owned(),
@@ -57,16 +77,10 @@ impl Probe<'_> {
 
     pub(super) fn router(&self, out: &mut String) -> Result<(), CheckError> {
         let plugin = self.load::<RouterWorld>(out)?;
-        let first = self
-            .options
-            .upstreams
-            .first()
-            .cloned()
-            .unwrap_or_else(|| "example.com".to_owned());
-        let given = self.options.request.as_ref().map(|r| {
-            let host = r.host.clone().unwrap_or_else(|| first.clone());
-            let path = r.path.clone().unwrap_or_else(|| "/".to_owned());
-            ("GET".to_owned(), host, path, r.headers.clone())
+        let first = self.first_upstream();
+        let given = self.options.request.is_some().then(|| {
+            let (host, path, headers) = self.given_request();
+            ("GET".to_owned(), host, path, headers)
         });
         let header = |k: &str, v: &str| vec![(k.to_owned(), v.to_owned())];
         let samples = match given {
@@ -126,16 +140,7 @@ impl Probe<'_> {
                 b.id, b.weight, b.in_flight, b.latency_ewma_us, b.requests
             );
         }
-        let given = self.options.request.clone().unwrap_or_default();
-        let host = given.host.unwrap_or_else(|| {
-            self.options
-                .upstreams
-                .first()
-                .cloned()
-                .unwrap_or_else(|| "example.com".to_owned())
-        });
-        let path = given.path.unwrap_or_else(|| "/".to_owned());
-        let headers = given.headers;
+        let (host, path, headers) = self.given_request();
         let req = || Some(sample_request("GET", &host, &path, &headers));
         let _ = writeln!(
             out,
@@ -219,16 +224,7 @@ impl Probe<'_> {
 
     pub(super) fn filter(&self, out: &mut String) -> Result<(), CheckError> {
         let plugin = self.load::<FilterWorld>(out)?;
-        let given = self.options.request.clone().unwrap_or_default();
-        let host = given.host.unwrap_or_else(|| {
-            self.options
-                .upstreams
-                .first()
-                .cloned()
-                .unwrap_or_else(|| "example.com".to_owned())
-        });
-        let path = given.path.unwrap_or_else(|| "/".to_owned());
-        let headers = given.headers;
+        let (host, path, headers) = self.given_request();
         let req = || Some(sample_request("GET", &host, &path, &headers));
         let call = describe_request("GET", &host, &path, &headers);
         let mut request = req();

@@ -10,6 +10,7 @@ pub mod direct;
 pub mod otlp;
 pub mod pebble;
 pub mod prom;
+pub mod switchable;
 pub mod tls;
 pub mod wasm;
 
