@@ -36,15 +36,14 @@ pub struct Budget {
 }
 
 impl Budget {
-    /// A budget of `cpu` starting now.
-    #[expect(
-        clippy::disallowed_methods,
-        reason = "the wall cap bounds a guest call that holds this thread; a paused test clock would never end it"
-    )]
-    pub fn start(cpu: Duration) -> Self {
+    /// A budget of `cpu` starting at `now`, a real (never paused) clock
+    /// reading: the wall cap bounds a guest call that holds this thread, and
+    /// a paused test clock would never end it. The caller passes the reading
+    /// it times the call with, so a call reads the clock once at its start.
+    pub fn start(cpu: Duration, now: Instant) -> Self {
         Self {
             cpu_mark: None,
-            wall_start: Instant::now(),
+            wall_start: now,
             cpu,
             wall_cap: cpu.saturating_mul(WALL_FACTOR).max(MIN_WALL_CAP),
         }
@@ -86,6 +85,16 @@ fn thread_cpu_time() -> Option<Duration> {
     None
 }
 
+/// A reading of the real clock, for [`Budget::start`]: the one place the
+/// plugin runtime reads `std::time::Instant` (see the reason below).
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the wall cap bounds a guest call that holds this thread; a paused test clock would never end it"
+)]
+pub fn real_now() -> Instant {
+    Instant::now()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,7 +102,7 @@ mod tests {
     #[test]
     #[cfg(unix)]
     fn waiting_is_not_charged_but_spinning_is() {
-        let mut b = Budget::start(Duration::from_millis(20));
+        let mut b = Budget::start(Duration::from_millis(20), real_now());
         // The first look (the first epoch tick) starts the CPU clock.
         assert!(b.remaining().is_some());
         std::thread::sleep(Duration::from_millis(30));
@@ -109,7 +118,7 @@ mod tests {
 
     #[test]
     fn the_wall_cap_bounds_a_starved_call() {
-        let mut b = Budget::start(Duration::from_millis(1));
+        let mut b = Budget::start(Duration::from_millis(1), real_now());
         assert_eq!(b.wall_cap, MIN_WALL_CAP);
         std::thread::sleep(MIN_WALL_CAP);
         assert!(b.remaining().is_none());
@@ -117,7 +126,7 @@ mod tests {
 
     #[test]
     fn time_before_the_first_look_is_charged_at_most_a_tick() {
-        let mut b = Budget::start(Duration::from_millis(20));
+        let mut b = Budget::start(Duration::from_millis(20), real_now());
         std::thread::sleep(Duration::from_millis(30));
         let left = b.remaining().expect("a preempted call keeps its budget");
         assert!(left <= Duration::from_millis(20) - EPOCH_TICK, "{left:?}");

@@ -316,11 +316,11 @@ impl<W: World> Plugin<W> {
     }
 
     /// Starts the budget of a call (or of `init`) of length `timeout`.
-    fn arm(store: &mut Store<PluginState>, timeout: Duration) {
+    fn arm(store: &mut Store<PluginState>, timeout: Duration, now: std::time::Instant) {
         // A refused growth the plugin survived in an earlier call must not
         // make a later, unrelated trap look like a memory fault.
         store.data_mut().limits.take_denied();
-        store.data_mut().budget = Budget::start(timeout);
+        store.data_mut().budget = Budget::start(timeout, now);
         // One tick: the callback then reads the CPU clock and extends the
         // deadline by what is left (see `budget`).
         store.set_epoch_deadline(1);
@@ -332,7 +332,7 @@ impl<W: World> Plugin<W> {
     fn instantiate(&self) -> Result<Instance<W>, Fault> {
         let _running = self.runtime.ticker().enter();
         let mut store = self.new_store();
-        Self::arm(&mut store, self.limits.init_timeout());
+        Self::arm(&mut store, self.limits.init_timeout(), budget::real_now());
         let exports = match W::instantiate(&self.pre, &mut store) {
             Ok(e) => e,
             Err(e) => {
@@ -340,7 +340,7 @@ impl<W: World> Plugin<W> {
                 return Err(Fault::Instantiate(Fault::from_call(&e, denied).to_string()));
             }
         };
-        Self::arm(&mut store, self.limits.init_timeout());
+        Self::arm(&mut store, self.limits.init_timeout(), budget::real_now());
         let result = guarded(|| W::init(&exports, &mut store, &self.config));
         match result {
             Ok(Ok(())) => Ok(Instance { store, exports }),
@@ -391,7 +391,7 @@ impl<W: World> Plugin<W> {
         check: impl FnOnce(R) -> Result<T, String>,
     ) -> Result<T, Fault> {
         let streak = self.streaks.of(tenant);
-        if let Err(remaining_ms) = streak.admit(crate::clock::monotonic_ms()) {
+        if let Err(remaining_ms) = streak.admit_with(crate::clock::monotonic_ms) {
             self.suspended_calls.fetch_add(1, Ordering::Relaxed);
             metrics::counter!(
                 names::PLUGIN_SUSPENDED_CALLS,
@@ -405,18 +405,31 @@ impl<W: World> Plugin<W> {
             Ok(i) => i,
             Err(fault) => return Err(self.record(fault, tenant)),
         };
-        Self::arm(&mut inst.store, self.limits.timeout);
-        inst.store.data_mut().request = request.take();
-        inst.store.data_mut().response = response.take();
-        let started = tokio::time::Instant::now();
+        // One clock reading starts both the call's budget and its timing:
+        // at a few hundred nanoseconds a call, every reading shows.
+        let started = budget::real_now();
+        Self::arm(&mut inst.store, self.limits.timeout, started);
+        // Moved in (and back) only when there is one: a request view is a few
+        // hundred bytes, and most calls of the breaker lend neither.
+        let lends = (request.is_some(), response.is_some());
+        if lends.0 {
+            inst.store.data_mut().request = request.take();
+        }
+        if lends.1 {
+            inst.store.data_mut().response = response.take();
+        }
         let running = self.runtime.ticker().enter();
         let result = guarded(|| f(&inst.exports, &mut inst.store));
         drop(running);
         self.call_seconds.record(started.elapsed());
         self.calls.increment(1);
         self.calls_made.fetch_add(1, Ordering::Relaxed);
-        *request = inst.store.data_mut().request.take();
-        *response = inst.store.data_mut().response.take();
+        if lends.0 {
+            *request = inst.store.data_mut().request.take();
+        }
+        if lends.1 {
+            *response = inst.store.data_mut().response.take();
+        }
         match result {
             Ok(answer) => match check(answer) {
                 Ok(t) => {

@@ -78,7 +78,7 @@ impl PluginState {
     ) -> Self {
         Self {
             limits,
-            budget: Budget::start(std::time::Duration::ZERO),
+            budget: Budget::start(std::time::Duration::ZERO, super::budget::real_now()),
             wasi: super::wasi::context(),
             table: ResourceTable::new(),
             request: None,
