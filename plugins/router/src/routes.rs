@@ -10,7 +10,8 @@
 
 use std::borrow::Cow;
 use std::cell::OnceCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 
 use bbproxy_plugin_contract::routes::{Cidr, prefix_base, route_ref, under_base};
@@ -76,6 +77,124 @@ pub struct DomainRoutes {
     routes: Vec<Compiled>,
     /// Header names some route reads, each with its cache slot.
     headers: Vec<String>,
+    /// Which routes a request can match, by its path's first segment.
+    index: SegmentIndex,
+}
+
+/// Routes by the first path segment they require. Most routes name a path
+/// or a prefix, and a request's first segment rules out every route whose
+/// path names another, so a request tries only the routes of its segment
+/// and the ones that name no path, in their order. Trying all 20 routes of
+/// a domain in turn cost more in mispredicted branches (a different kind of
+/// check each time) than in the checks themselves.
+#[derive(Debug, Default)]
+struct SegmentIndex {
+    /// Routes that name no path segment: every request may match them.
+    unguarded: RouteSet,
+    /// By segment: those routes and the segment's own.
+    by_segment: HashMap<Box<str>, RouteSet, BuildHasherDefault<Fnv>>,
+}
+
+/// FNV-1a: segments are a few bytes, where SipHash's setup would cost more
+/// than the lookup; the keys come from the operator's config, not from
+/// clients, so flooding is not a concern.
+#[derive(Debug)]
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// A set of route numbers, one bit each.
+#[derive(Debug, Default, Clone)]
+struct RouteSet(Vec<u64>);
+
+impl RouteSet {
+    fn insert(&mut self, i: usize) {
+        let word = i / 64;
+        if self.0.len() <= word {
+            self.0.resize(word + 1, 0);
+        }
+        if let Some(w) = self.0.get_mut(word) {
+            *w |= 1 << (i % 64);
+        }
+    }
+
+    /// The members in ascending order.
+    fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.0.iter().enumerate().flat_map(|(w, &bits)| {
+            let mut bits = bits;
+            std::iter::from_fn(move || {
+                if bits == 0 {
+                    return None;
+                }
+                let bit = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                Some(w * 64 + bit)
+            })
+        })
+    }
+}
+
+/// The first segment of a path (`/api/v1` → `api`, `/` → empty), or `None`
+/// when it does not start with `/`.
+fn first_segment(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix('/')?;
+    Some(rest.split_once('/').map_or(rest, |(seg, _)| seg))
+}
+
+impl SegmentIndex {
+    /// The index of `routes`, whose `i`th element is the segment route `i`
+    /// requires, if any.
+    fn new(guards: &[Option<&str>]) -> Self {
+        let mut index = SegmentIndex::default();
+        for (i, guard) in guards.iter().enumerate() {
+            if guard.is_none() {
+                index.unguarded.insert(i);
+            }
+        }
+        let mut segments: Vec<&str> = guards.iter().flatten().copied().collect();
+        segments.sort_unstable();
+        segments.dedup();
+        index.by_segment = segments
+            .into_iter()
+            .map(|seg| {
+                let mut set = index.unguarded.clone();
+                for (i, guard) in guards.iter().enumerate() {
+                    if *guard == Some(seg) {
+                        set.insert(i);
+                    }
+                }
+                (seg.into(), set)
+            })
+            .collect();
+        index
+    }
+
+    /// The routes a request may match. The path is read only when some
+    /// route names a segment.
+    fn candidates<'r, S: Source<'r>>(&self, facts: &Facts<'r, S>) -> &RouteSet {
+        if self.by_segment.is_empty() {
+            return &self.unguarded;
+        }
+        first_segment(facts.path())
+            .and_then(|seg| self.by_segment.get(seg))
+            .unwrap_or(&self.unguarded)
+    }
 }
 
 /// One route: the checks its matchers compile to, cheapest first (a route
@@ -112,6 +231,8 @@ impl DomainRoutes {
             })?;
             out.routes.push(route);
         }
+        let guards: Vec<Option<&str>> = out.routes.iter().map(Compiled::segment).collect();
+        out.index = SegmentIndex::new(&guards);
         Ok(out)
     }
 
@@ -183,6 +304,18 @@ impl DomainRoutes {
 
     /// The answer of the first route that matches the request, if any.
     pub fn find<'r, S: Source<'r>>(&self, facts: &Facts<'r, S>) -> Option<&Route> {
+        self.index
+            .candidates(facts)
+            .iter()
+            .filter_map(|i| self.routes.get(i))
+            .find(|r| r.matches(facts, &self.headers))
+            .map(|r| &r.answer)
+    }
+
+    /// [`DomainRoutes::find`] trying every route in turn, without the
+    /// index: what the index must agree with.
+    #[cfg(test)]
+    fn find_linear<'r, S: Source<'r>>(&self, facts: &Facts<'r, S>) -> Option<&Route> {
         self.routes
             .iter()
             .find(|r| r.matches(facts, &self.headers))
@@ -191,6 +324,17 @@ impl DomainRoutes {
 }
 
 impl Compiled {
+    /// The first path segment a request must have for this route to match:
+    /// that of its exact `path` or of its `path_prefix`, if it has one
+    /// (a prefix of `/` names none).
+    fn segment(&self) -> Option<&str> {
+        self.checks.iter().find_map(|c| match c {
+            Check::Path(p) => first_segment(p),
+            Check::Prefix(base) if !base.is_empty() => first_segment(base),
+            _ => None,
+        })
+    }
+
     /// Every check holds.
     fn matches<'r, S: Source<'r>>(&self, f: &Facts<'r, S>, header_names: &[String]) -> bool {
         self.checks.iter().all(|c| c.holds(f, header_names))

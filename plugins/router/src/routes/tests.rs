@@ -191,3 +191,100 @@ fn bad_routes_are_init_errors() {
         .unwrap_err();
     assert!(e.contains("client_ip \"1.2.3.4/40\""), "{e}");
 }
+
+#[test]
+fn first_segments() {
+    assert_eq!(first_segment("/api/v1"), Some("api"));
+    assert_eq!(first_segment("/api"), Some("api"));
+    assert_eq!(first_segment("/"), Some(""));
+    assert_eq!(first_segment("//x"), Some(""));
+    assert_eq!(first_segment("*"), None);
+    assert_eq!(first_segment(""), None);
+}
+
+/// The routes of the segment-index test: every kind of matcher, with and
+/// without a path, interleaved.
+const INDEXED_ROUTES: [&str; 11] = [
+    r#"{"match": {"header": {"x-env": "canary"}}}"#,
+    r#"{"match": {"path_prefix": "/api/v1"}}"#,
+    r#"{"match": {"path": "/api"}}"#,
+    r#"{"match": {"query": {"v": "2"}}}"#,
+    r#"{"match": {"path_prefix": "/api", "method": ["POST"]}}"#,
+    r#"{"match": {"path_regex": "^/s[0-9]"}}"#,
+    r#"{"match": {"path": "/static/app.js", "path_prefix": "/static"}}"#,
+    r#"{"match": {"path_prefix": "/static"}}"#,
+    r#"{"match": {"path": "/"}}"#,
+    r#"{"match": {"path_prefix": "/x/"}}"#,
+    r#"{"match": {"path_prefix": "/api"}}"#,
+];
+
+/// Checks that the segment index picks the same route as trying every
+/// route in turn, for each request of a grid of paths on, beside and off
+/// the routes' segments; returns the answers seen.
+fn index_agrees(routes: &[&str]) -> std::collections::BTreeSet<String> {
+    let mut specs: BTreeMap<String, Vec<RouteSpec>> =
+        bbproxy_sdk::parse_config(&format!(r#"{{"a.test": [{}]}}"#, routes.join(","))).unwrap();
+    let specs = specs.remove("a.test").unwrap();
+    let domain = DomainRoutes::compile("a.test", specs).unwrap();
+    let paths = [
+        "/",
+        "/api",
+        "/api/",
+        "/api/v1",
+        "/api/v1/x",
+        "/api/v2",
+        "/apix",
+        "/static",
+        "/static/app.js",
+        "/static/x",
+        "/staticx",
+        "/s1",
+        "//",
+        "//x",
+        "/x",
+        "/x/y",
+        "/xy",
+        "*",
+        "",
+    ];
+    let mut seen = std::collections::BTreeSet::new();
+    for path in paths {
+        for method in ["GET", "POST"] {
+            for headers in [&[][..], &[("x-env", "canary")][..]] {
+                for query in [None, Some("v=2")] {
+                    let lent = Lent {
+                        method,
+                        path,
+                        query,
+                        client_addr: "192.0.2.1",
+                        headers,
+                    };
+                    let index = domain.find(&Facts::new(&lent));
+                    let linear = domain.find_linear(&Facts::new(&lent));
+                    assert_eq!(index, linear, "{method} {path} {headers:?} {query:?}");
+                    seen.insert(format!("{index:?}"));
+                }
+            }
+        }
+    }
+    seen
+}
+
+#[test]
+fn the_segment_index_agrees_with_trying_every_route() {
+    let seen = index_agrees(&INDEXED_ROUTES);
+    // Every route is some request's answer, and no route is one too: the
+    // grid reaches them all, so the comparison is not vacuous.
+    assert_eq!(seen.len(), INDEXED_ROUTES.len() + 1, "{seen:?}");
+    // The same with a catch-all prefix in the middle (`/`, and `//`, whose
+    // base is also empty), which every path starting with `/` reaches
+    // unless an earlier route took it.
+    for catch_all in [
+        r#"{"match": {"path_prefix": "/"}}"#,
+        r#"{"match": {"path_prefix": "//"}}"#,
+    ] {
+        let mut routes = INDEXED_ROUTES.to_vec();
+        routes.insert(4, catch_all);
+        assert!(index_agrees(&routes).contains(r#"Some(Route::Upstream("a.test#4"))"#));
+    }
+}
