@@ -183,7 +183,7 @@ async fn get_on(conn: &mut TcpStream) -> u16 {
 async fn connections_over_the_limit_are_refused_and_others_keep_working() {
     const LIMIT: usize = 200;
     const OPENED: usize = 250;
-    common::alone::in_own_process!();
+    common::alone::in_own_process!(alone);
     common::need_open_files_for(OPENED);
     let refused = || common::counter("bbproxy_connections_refused_total", &[]);
     let before = refused();

@@ -4,8 +4,10 @@
 //! versions are loaded once in a warm-up before the timed phase (compiling
 //! a component this process has never seen is Cranelift's time, not the
 //! reload path's; the warm-up is asserted on its own), and the timed phase
-//! must not compile anything. In a process of its own (`in_own_process!`):
-//! it asserts that the process-wide reload error counter stays 0.
+//! must not compile anything. In a process of its own, with no other child
+//! beside it (`in_own_process!(alone)`): it asserts that the process-wide
+//! reload error counter stays 0, and its 1 s bound must not share the CPUs
+//! with another test's proxies.
 
 use crate::common;
 
@@ -280,7 +282,7 @@ async fn under_load(style: Style, changes: usize) {
 /// save styles, one style at a time so the proxies do not compete for CPU.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_save_style_reloads_under_load_without_failures() {
-    common::alone::in_own_process!();
+    common::alone::in_own_process!(alone);
     // Each reload's build time (`build_ms`) shows with a failure's output.
     let _ = tracing_subscriber::fmt()
         .with_test_writer()

@@ -1,7 +1,8 @@
 //! Memory stays bounded while hostile plugins fault 10,000 times each: every
 //! faulting instance is discarded and replaced, and nothing of it stays
-//! behind. In a process of its own (`in_own_process!`), because RSS is per
-//! process and other tests would move it.
+//! behind. In a process of its own, with no other child beside it
+//! (`in_own_process!(alone)`), because RSS is per process and other tests
+//! would move it.
 
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -102,7 +103,7 @@ fn job<W: World>(
 /// when all have warmed up and when all are done.
 #[test]
 fn rss_stays_bounded_over_ten_thousand_faults_per_fixture() {
-    common::alone::in_own_process!();
+    common::alone::in_own_process!(alone);
     let runtime = Runtime::new().unwrap();
     let mut jobs: Vec<Job> = [
         "loop",

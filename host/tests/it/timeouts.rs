@@ -480,7 +480,7 @@ async fn a_slowloris_flood_does_not_starve_normal_clients() {
     const P99: Duration = Duration::from_millis(250);
     // Alone: 500 header timeouts move the metric other tests count, and
     // the load would skew their timing.
-    common::alone::in_own_process!();
+    common::alone::in_own_process!(alone);
     common::need_open_files_for(SLOW);
     let before = client_timeouts("header");
     let b = Backend::start("a").await;
@@ -928,7 +928,7 @@ async fn a_slow_but_steady_reader_gets_the_whole_body() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_stalled_readers_cost_under_50_mib_and_are_all_cut() {
     const CLIENTS: usize = 500;
-    common::alone::in_own_process!();
+    common::alone::in_own_process!(alone);
     // Four descriptors per reader live in this one process (client,
     // accepted, upstream, backend side).
     let fds = bbproxy::server::capacity::raise_nofile_limit().unwrap();

@@ -7,7 +7,11 @@
 //! with [`in_own_process!`]: the first time, it starts this binary again
 //! running only itself (`--exact`), waits for it and passes or fails with
 //! it; in that child process the test's body runs with no other test
-//! beside it, and only one such child runs at a time.
+//! beside it. Children run beside each other (each has its own recorder
+//! and subscriber), except those that measure the machine's share of the
+//! process: `in_own_process!(alone)` (RSS, descriptors, hundreds of
+//! connections against a timer) runs with no other child at all, since
+//! two such children on two CPUs starve each other.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -26,7 +30,12 @@ const DEADLINE: Duration = Duration::from_secs(600);
 /// falls through in the child, which runs the body.
 macro_rules! in_own_process {
     () => {
-        if $crate::common::alone::rerun_in_child() {
+        if $crate::common::alone::rerun_in_child(false) {
+            return;
+        }
+    };
+    (alone) => {
+        if $crate::common::alone::rerun_in_child(true) {
             return;
         }
     };
@@ -34,9 +43,9 @@ macro_rules! in_own_process {
 pub(crate) use in_own_process;
 
 /// In the child running this test: false. Otherwise runs this binary
-/// again with only the current test, forwards its output, asserts it
-/// passed and returns true.
-pub fn rerun_in_child() -> bool {
+/// again with only the current test (with no other child running when
+/// `alone`), forwards its output, asserts it passed and returns true.
+pub fn rerun_in_child(alone: bool) -> bool {
     // libtest runs each test on a thread named after the test's path.
     let name = std::thread::current()
         .name()
@@ -45,12 +54,13 @@ pub fn rerun_in_child() -> bool {
     if std::env::var(CHILD_ENV).is_ok_and(|n| n == name) {
         return false;
     }
-    // One child at a time: these are the tests that measure the process
-    // (RSS, descriptors, timers across 500 connections), and two of them
-    // at once on two CPUs starve each other: 500 stalled readers were not
-    // cut within 30 s beside the 10,000-fault RSS test.
-    static ONE_CHILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _alone = ONE_CHILD.lock().unwrap_or_else(|p| p.into_inner());
+    // A measuring child runs with no other child: two of them at once on
+    // two CPUs starve each other (500 stalled readers were not cut within
+    // 30 s beside the 10,000-fault RSS test). The others only need a
+    // process of their own, and run beside each other.
+    static CHILDREN: std::sync::RwLock<()> = std::sync::RwLock::new(());
+    let _exclusive = alone.then(|| CHILDREN.write().unwrap_or_else(|p| p.into_inner()));
+    let _shared = (!alone).then(|| CHILDREN.read().unwrap_or_else(|p| p.into_inner()));
     let exe = std::env::current_exe().expect("the test binary's path");
     let mut child = Command::new(exe)
         .args([&name, "--exact", "--nocapture", "--include-ignored"])
