@@ -19,6 +19,7 @@
 
 pub mod balancers;
 pub mod filters;
+pub mod hash;
 pub mod headers;
 pub mod hosts;
 pub mod routes;

@@ -81,6 +81,21 @@ pub fn strip_prefix<'p>(prefix: &str, path: &'p str) -> Option<&'p str> {
     }
 }
 
+/// The `key=value` pairs of a query string, as sent (not percent-decoded),
+/// in order; a pair without `=` has the empty value. The router's `query`
+/// matcher and the balancer's `query:` hash key read queries this one way.
+///
+/// ```
+/// use bbproxy_plugin_contract::routes::query_pairs;
+/// let p: Vec<_> = query_pairs("a=1&flag&b=x=y").collect();
+/// assert_eq!(p, [("a", "1"), ("flag", ""), ("b", "x=y")]);
+/// ```
+pub fn query_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
+    query
+        .split('&')
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+}
+
 /// Whether `name` is an RFC 9110 token: an HTTP method or a header name.
 pub fn is_token(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(crate::balancers::is_token_byte)

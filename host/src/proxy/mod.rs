@@ -449,14 +449,13 @@ fn filter_answer(a: FilterAnswer) -> Response<ProxyBody> {
     let mut resp = text(a.status, a.body);
     // The filter's headers replace the defaults (its own content-type);
     // a name it gives twice keeps both values.
-    let mut given = http::HeaderMap::new();
+    let headers = resp.headers_mut();
+    for (name, _) in &a.headers {
+        headers.remove(name);
+    }
     for (name, value) in a.headers {
-        given.append(name, value);
+        headers.append(name, value);
     }
-    for name in given.keys() {
-        resp.headers_mut().remove(name);
-    }
-    resp.headers_mut().extend(given);
     resp
 }
 

@@ -17,6 +17,9 @@ use bbproxy_sdk::{Backend, Request};
 
 // One definition with the config checker's (the plugin contract).
 pub use bbproxy_plugin_contract::balancers::HashOn;
+use bbproxy_plugin_contract::balancers::cookie_values;
+pub use bbproxy_plugin_contract::hash::fnv1a;
+use bbproxy_plugin_contract::routes::query_pairs;
 
 /// The key `on` names in `req`, if it has one; an empty value counts as none.
 pub fn key(on: &HashOn, req: &Request) -> Option<String> {
@@ -26,36 +29,12 @@ pub fn key(on: &HashOn, req: &Request) -> Option<String> {
         HashOn::Header(name) => req.header(name),
         HashOn::Cookie(name) => req
             .header("cookie")
-            .and_then(|c| cookie(&c, name).map(str::to_owned)),
-        HashOn::Query(key) => req.query().and_then(|q| query(&q, key).map(str::to_owned)),
+            .and_then(|c| cookie_values(&c, name).next().map(str::to_owned)),
+        HashOn::Query(key) => req.query().and_then(|q| {
+            query_pairs(&q).find_map(|(k, v)| (k == key.as_str()).then(|| v.to_owned()))
+        }),
     };
     key.filter(|k| !k.is_empty())
-}
-
-/// The value of cookie `name` in a `Cookie` header (`a=1; b=2`).
-pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
-    header.split(';').find_map(|pair| {
-        let (k, v) = pair.trim().split_once('=')?;
-        (k == name).then(|| v.trim_matches('"'))
-    })
-}
-
-/// The value of the first `key=...` in a query string, as sent.
-pub fn query<'a>(query: &'a str, key: &str) -> Option<&'a str> {
-    query
-        .split('&')
-        .find_map(|pair| match pair.split_once('=') {
-            Some((k, v)) => (k == key).then_some(v),
-            None => (pair == key).then_some(""),
-        })
-}
-
-/// 64-bit FNV-1a: stable across builds and platforms (the keys of a
-/// generation must land where they did in the last one).
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }
 
 /// The splitmix64 finaliser: FNV alone mixes its last bytes poorly, and

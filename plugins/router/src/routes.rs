@@ -14,7 +14,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 
-use bbproxy_plugin_contract::routes::{Cidr, prefix_base, route_ref, under_base};
+use bbproxy_plugin_contract::hash::{FNV1A_OFFSET, fnv1a_extend};
+use bbproxy_plugin_contract::routes::{Cidr, prefix_base, query_pairs, route_ref, under_base};
 use bbproxy_sdk::serde::Deserialize;
 use bbproxy_sdk::{Request, Route};
 
@@ -103,7 +104,7 @@ struct Fnv(u64);
 
 impl Default for Fnv {
     fn default() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
+        Fnv(FNV1A_OFFSET)
     }
 }
 
@@ -113,9 +114,7 @@ impl Hasher for Fnv {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
+        self.0 = fnv1a_extend(self.0, bytes);
     }
 }
 
@@ -416,16 +415,7 @@ impl Methods {
 /// Whether the query string `q` has a parameter `key` equal to `value`
 /// (compared as sent, not percent-decoded).
 pub fn query_has(q: &str, key: &str, value: &str) -> bool {
-    let (key, value) = (key.as_bytes(), value.as_bytes());
-    q.as_bytes()
-        .split(|b| *b == b'&')
-        .any(|pair| match pair.iter().position(|b| *b == b'=') {
-            Some(eq) => {
-                let (k, v) = pair.split_at(eq);
-                k == key && v.get(1..) == Some(value)
-            }
-            None => pair == key && value.is_empty(),
-        })
+    query_pairs(q).any(|(k, v)| k == key && v == value)
 }
 
 /// Where a request's facts come from: the host's request resource (each
