@@ -32,6 +32,7 @@ struct Tracked {
 
 impl Tracked {
     async fn start(addr: SocketAddr, status: u16, delay: Duration) -> Tracked {
+        common::revive(addr);
         let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicU64::new(0));

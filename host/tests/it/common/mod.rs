@@ -67,6 +67,7 @@ impl Backend {
 
     /// A backend on a given address (to bring a dead backend back).
     pub async fn start_on(name: &str, addr: SocketAddr) -> Backend {
+        revive(addr);
         let listener = TcpListener::bind(addr).await.unwrap();
         Self::serve(name, listener, Duration::ZERO, false)
     }
@@ -360,10 +361,31 @@ pub fn addrs(backends: &[&Backend]) -> String {
     format!("[{}]", list.join(", "))
 }
 
-/// A 127.0.0.1 address nothing listens on (bound, then released).
+/// A 127.0.0.1 address that refuses connections: a socket bound there
+/// that never listens, kept for the rest of the test process. Binding and
+/// releasing a port was racy: with tests (and their child processes)
+/// running side by side, another test's backend could be given the port
+/// and answer for the "dead" backend. A bound port is never handed out
+/// again while its socket lives (this one does not set SO_REUSEADDR).
 pub async fn dead_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap()
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let addr = s.local_addr().unwrap().as_socket().unwrap();
+    held_dead().push((addr, s));
+    addr
+}
+
+/// Lets go of a [`dead_addr`]'s port, for a backend to come up there.
+pub fn revive(addr: SocketAddr) {
+    held_dead().retain(|(a, _)| *a != addr);
+}
+
+/// The sockets that keep [`dead_addr`]'s ports.
+fn held_dead() -> std::sync::MutexGuard<'static, Vec<(SocketAddr, socket2::Socket)>> {
+    static HELD: std::sync::Mutex<Vec<(SocketAddr, socket2::Socket)>> =
+        std::sync::Mutex::new(Vec::new());
+    HELD.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// This process's resident memory in KiB (in-process proxies included).
@@ -404,4 +426,16 @@ pub fn need_open_files_for(connections: usize) {
         2 * connections + 256,
         fds.hard
     );
+}
+
+/// [`dead_addr`] refuses connections and keeps its port from everyone
+/// else until [`revive`]d (binding then releasing it did not: another
+/// test could be handed the port and answer for the dead backend).
+#[tokio::test]
+async fn a_dead_address_refuses_connections_and_keeps_its_port() {
+    let addr = dead_addr().await;
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    assert!(std::net::TcpListener::bind(addr).is_err(), "{addr} is free");
+    revive(addr);
+    assert!(std::net::TcpListener::bind(addr).is_ok(), "{addr} is held");
 }
