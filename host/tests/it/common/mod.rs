@@ -361,6 +361,36 @@ pub fn addrs(backends: &[&Backend]) -> String {
     format!("[{}]", list.join(", "))
 }
 
+/// A TCP port on 127.0.0.1 kept for one server that is told its number
+/// (Pebble, redis-server, a proxy's listener), for as long as this lives.
+/// Linux never hands a bound port out to a port-0 bind, yet lets sockets
+/// that all set SO_REUSEADDR (tokio, Go and redis-server do) share it as
+/// long as only one listens: the server binds and listens there while the
+/// reservation stays. A port found free, released and bound later was
+/// racy: another test could be given it in between.
+pub struct ReservedPort {
+    pub port: u16,
+    _socket: socket2::Socket,
+}
+
+impl ReservedPort {
+    /// A reserved port whose number is also free for UDP right now (for
+    /// a DNS server that binds both).
+    pub fn new(udp_too: bool) -> ReservedPort {
+        loop {
+            let s =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            s.set_reuse_address(true).unwrap();
+            s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+                .unwrap();
+            let port = s.local_addr().unwrap().as_socket().unwrap().port();
+            if !udp_too || std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+                return ReservedPort { port, _socket: s };
+            }
+        }
+    }
+}
+
 /// A 127.0.0.1 address that refuses connections: a socket bound there
 /// that never listens, kept for the rest of the test process. Binding and
 /// releasing a port was racy: with tests (and their child processes)
@@ -425,6 +455,26 @@ pub fn need_open_files_for(connections: usize) {
         "this test needs {} open files; the hard limit is {}",
         2 * connections + 256,
         fds.hard
+    );
+}
+
+/// A [`ReservedPort`] is bound (so no port-0 bind is handed it) and a
+/// server that sets SO_REUSEADDR still listens and answers there. A port
+/// found free and released (the old `free_port`) fails the first assertion.
+#[tokio::test]
+async fn a_reserved_port_is_kept_from_others_and_served_by_its_server() {
+    let reserved = ReservedPort::new(true);
+    let addr = SocketAddr::from(([127, 0, 0, 1], reserved.port));
+    let plain = || {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.bind(&addr.into())
+    };
+    assert!(plain().is_err(), "{addr} is not reserved");
+    let server = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let (connected, accepted) = tokio::join!(tokio::net::TcpStream::connect(addr), server.accept());
+    assert!(
+        connected.is_ok() && accepted.is_ok(),
+        "the server at {addr} is not reached"
     );
 }
 

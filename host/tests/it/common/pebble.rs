@@ -4,7 +4,7 @@
 //! Pebble validates HTTP-01 on `http_port` and TLS-ALPN-01 on `tls_port`:
 //! the proxy under test listens there.
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -17,6 +17,7 @@ use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
+use super::ReservedPort;
 use super::tls::{TestCa, client_config};
 
 /// Knobs of one Pebble run.
@@ -49,17 +50,8 @@ pub struct Pebble {
     options: PebbleOptions,
     pebble: Option<Child>,
     dns_server: Option<Child>,
-}
-
-/// A port free on 127.0.0.1 for both TCP and UDP right now.
-pub fn free_port() -> u16 {
-    loop {
-        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
+    /// The ports above, kept from other tests' servers.
+    _reserved: Vec<ReservedPort>,
 }
 
 impl Pebble {
@@ -71,14 +63,23 @@ impl Pebble {
         std::fs::write(dir.path().join("api.key"), key).unwrap();
         let api_ca = dir.path().join("api-ca.pem");
         std::fs::write(&api_ca, ca.pem()).unwrap();
+        // Every port stays reserved while this Pebble lives: the proxy
+        // under test binds http_port and tls_port only seconds later.
+        let mut reserved = Vec::new();
+        let mut port = |udp_too: bool| {
+            let r = ReservedPort::new(udp_too);
+            let port = r.port;
+            reserved.push(r);
+            port
+        };
         let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
         let mut pebble = Pebble {
-            api: at(free_port()),
-            management: at(free_port()),
-            dns: at(free_port()),
-            dns_management: at(free_port()),
-            http_port: free_port(),
-            tls_port: free_port(),
+            api: at(port(false)),
+            management: at(port(false)),
+            dns: at(port(true)),
+            dns_management: at(port(false)),
+            http_port: port(false),
+            tls_port: port(false),
             directory: String::new(),
             api_ca,
             ca,
@@ -86,6 +87,7 @@ impl Pebble {
             options,
             pebble: None,
             dns_server: None,
+            _reserved: reserved,
         };
         pebble.directory = format!("https://{}/dir", pebble.api);
         pebble.start_dns();

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::pebble::free_port;
+use super::ReservedPort;
 use super::tls::TestCa;
 
 #[derive(Default, Clone)]
@@ -26,6 +26,9 @@ pub struct RedisServer {
     pub ca: Option<PathBuf>,
     options: RedisOptions,
     child: Option<Child>,
+    /// `port`, kept from other tests' servers while this one is stopped
+    /// (an outage) as well as while it runs.
+    _reserved: ReservedPort,
 }
 
 impl RedisServer {
@@ -44,8 +47,10 @@ impl RedisServer {
             std::fs::write(&path, ca.pem()).unwrap();
             path
         });
+        let reserved = ReservedPort::new(false);
         let mut server = RedisServer {
-            port: free_port(),
+            port: reserved.port,
+            _reserved: reserved,
             dir,
             ca,
             options,
