@@ -596,13 +596,4 @@ impl HttpClient for ExportClient {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::split_authority;
-
-    #[test]
-    fn authorities_split_into_address_and_port() {
-        assert_eq!(split_authority("127.0.0.1:8080"), ("127.0.0.1", Some(8080)));
-        assert_eq!(split_authority("[::1]:443"), ("::1", Some(443)));
-        assert_eq!(split_authority("backend"), ("backend", None));
-    }
-}
+mod tests;
