@@ -411,15 +411,30 @@ async fn h2c_to_backends_is_selectable_per_domain() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pool_max_idle_zero_opens_a_connection_per_request() {
-    for (extra, expected) in [("", 1), (r#", "pool": {"max_idle": 0}"#, 3)] {
-        let backend = Recorder::start().await;
-        let p = Proxy::start(&config(&[backend.addr.to_string()], extra)).await;
-        let c = common::client_to(p.addr);
-        for _ in 0..3 {
-            assert_eq!(send(&c, "GET", b"").await.0, StatusCode::OK);
-        }
-        assert_eq!(backend.connections(), expected, "{extra}");
+    const REQUESTS: u64 = 10;
+    let backend = Recorder::start().await;
+    let p = Proxy::start(&config(&[backend.addr.to_string()], "")).await;
+    let c = common::client_to(p.addr);
+    for _ in 0..REQUESTS {
+        assert_eq!(send(&c, "GET", b"").await.0, StatusCode::OK);
     }
+    // Pooled: the requests share connections. Not always one: the pool
+    // takes a connection back a moment after its response has ended, and a
+    // request that comes sooner on a busy machine opens another (CI saw 2
+    // of 3 once).
+    let pooled = backend.connections();
+    assert!(
+        pooled <= REQUESTS / 3,
+        "{pooled} connections for {REQUESTS} requests"
+    );
+    let backend = Recorder::start().await;
+    let extra = r#", "pool": {"max_idle": 0}"#;
+    let p = Proxy::start(&config(&[backend.addr.to_string()], extra)).await;
+    let c = common::client_to(p.addr);
+    for _ in 0..REQUESTS {
+        assert_eq!(send(&c, "GET", b"").await.0, StatusCode::OK);
+    }
+    assert_eq!(backend.connections(), REQUESTS);
 }
 
 /// A backend that dies mid-body: an HTTP/2 client sees that stream fail
