@@ -378,17 +378,28 @@ impl ReservedPort {
     /// a DNS server that binds both).
     pub fn new(udp_too: bool) -> ReservedPort {
         loop {
-            let s =
-                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-            s.set_reuse_address(true).unwrap();
-            s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-                .unwrap();
-            let port = s.local_addr().unwrap().as_socket().unwrap().port();
+            let (socket, addr) = bound_never_listening(true);
+            let port = addr.port();
             if !udp_too || std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-                return ReservedPort { port, _socket: s };
+                return ReservedPort {
+                    port,
+                    _socket: socket,
+                };
             }
         }
     }
+}
+
+/// A TCP socket bound to a port of 127.0.0.1 that the kernel picked, not
+/// listening; with `reuse_address`, a server that sets SO_REUSEADDR too
+/// may still listen on the port.
+fn bound_never_listening(reuse_address: bool) -> (socket2::Socket, SocketAddr) {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.set_reuse_address(reuse_address).unwrap();
+    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let addr = s.local_addr().unwrap().as_socket().unwrap();
+    (s, addr)
 }
 
 /// A 127.0.0.1 address that refuses connections: a socket bound there
@@ -398,10 +409,7 @@ impl ReservedPort {
 /// and answer for the "dead" backend. A bound port is never handed out
 /// again while its socket lives (this one does not set SO_REUSEADDR).
 pub async fn dead_addr() -> SocketAddr {
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-        .unwrap();
-    let addr = s.local_addr().unwrap().as_socket().unwrap();
+    let (s, addr) = bound_never_listening(false);
     held_dead().push((addr, s));
     addr
 }
