@@ -21,9 +21,21 @@ const FAULTS: u64 = 10_000;
 /// cache and the instance pool have reached their working size by then.
 const WARMUP: u64 = 500;
 /// Allowed growth of RSS from the baseline to the end. Thirteen fixtures with
-/// live instances of up to 6 MiB each are running at both readings; a leak
-/// of even one instance per 100 faults would exceed this many times over.
+/// live instances of up to [`MEMORY`] each are running at both readings; a
+/// leak of even one instance per 100 faults (each holds at least 1 MiB of
+/// linear memory) would exceed this.
 const MAX_GROWTH_KIB: u64 = 64 * 1024;
+/// Each instance's memory cap: room for the hostile router's [`HUGE`]
+/// answer, and what the `grow` fixture fills up before it faults.
+const MEMORY: u64 = 3 << 20;
+/// Length of the hostile router's answers: a thousand times the host's
+/// limit for an upstream name and sixteen times its limit for a body, as
+/// sandbox.rs's 4 MiB ones are. Every fault replaces the instance, so each
+/// answer is written into fresh pages and copied out again: with 4 MiB
+/// answers and a 6 MiB cap this test took 258 CPU-s here (135 s on two
+/// cores, 106 s of it in the kernel, mostly page faults), with 1 MiB and
+/// 3 MiB 188 CPU-s (98 s): still the largest share of the `it` binary's.
+const HUGE: usize = 1 << 20;
 
 fn upstreams() -> Arc<[Upstream]> {
     ["good.test", "bad.test"]
@@ -46,12 +58,14 @@ fn failure() -> Outcome {
 }
 
 fn load<W: World>(runtime: &Runtime, file: &str, mode: &str) -> Plugin<W> {
+    // Read by the hostile router only; the other fixtures ignore it.
+    let config = format!(r#"{{"mode": "{mode}", "size": {HUGE}}}"#);
     let path = common::fixture(file);
     let limits = Limits {
         // Short deadline and small cap: the test is about what is left
         // behind, not about how long each fault takes.
         timeout: Duration::from_millis(1),
-        memory: 6 << 20,
+        memory: MEMORY,
         backoff: Backoff {
             after: u32::MAX,
             ..Backoff::default()
@@ -61,7 +75,7 @@ fn load<W: World>(runtime: &Runtime, file: &str, mode: &str) -> Plugin<W> {
         runtime,
         &format!("{mode}.wasm"),
         &std::fs::read(path).unwrap(),
-        format!(r#"{{"mode": "{mode}"}}"#),
+        config,
         limits,
         upstreams(),
     )
