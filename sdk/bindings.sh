@@ -10,8 +10,8 @@
 # it held up the default bundle (about 25 s of a 41 s cold nested build).
 #
 # Run it after any change to wit/plugin.wit, comments included: the SDK's
-# test `bindings::match_the_wit` fails until then. It needs the wit-bindgen
-# CLI of the same version as the runtime crate in Cargo.toml:
+# test `bindings::tests::match_the_wit` fails until then. It needs the
+# wit-bindgen CLI of the same version as the runtime crate in Cargo.toml:
 #   cargo install --locked wit-bindgen-cli@0.63.0
 set -euo pipefail
 cd "$(dirname "$0")/.."
