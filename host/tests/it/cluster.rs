@@ -268,11 +268,20 @@ async fn three_replicas_order_each_name_once_and_serve_the_same_certificate() {
     );
     assert_eq!(pebble.issued(), 2, "one certificate per name");
     assert_eq!(pebble.accounts(), 1, "one account for the cluster");
-    let ordered: usize = replicas
-        .iter()
-        .map(|r| r.logged(&["new certificate installed"]).len())
-        .sum();
-    assert_eq!(ordered, 2);
+    // Each installation is logged a moment after it serves.
+    let ordered = || -> usize {
+        replicas
+            .iter()
+            .map(|r| r.logged(&["new certificate installed"]).len())
+            .sum()
+    };
+    wait_for(
+        Duration::from_secs(10),
+        "both installations logged",
+        || async { ordered() >= 2 },
+    )
+    .await;
+    assert_eq!(ordered(), 2);
     for r in replicas {
         let status = r.status().await;
         assert_eq!(status["storage"]["kind"], "redis", "{status}");
@@ -360,11 +369,16 @@ async fn the_ca_validates_through_a_replica_that_did_not_order() {
         let other = Replica::start(&setup, "127.0.0.2", &[]).await;
         let orderer = Replica::start(&setup, "127.0.0.1", &[name]).await;
         let (serial, _) = same_everywhere(&[&orderer], name, &root, Duration::from_secs(60)).await;
-        assert_eq!(
-            orderer.logged(&["new certificate installed", name]).len(),
-            1,
-            "{challenge}"
-        );
+        // The line follows the installation, so a client can be served the
+        // certificate a moment before it is logged.
+        let installed = || orderer.logged(&["new certificate installed", name]).len();
+        wait_for(
+            Duration::from_secs(10),
+            "the installation logged",
+            || async { installed() > 0 },
+        )
+        .await;
+        assert_eq!(installed(), 1, "{challenge}");
         if challenge == "http-01" {
             // The validation reached the other replica and was answered
             // there (it is access-logged like a request).
@@ -613,10 +627,18 @@ async fn renewal_is_done_by_one_replica_and_served_by_all() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_ne!(renewed, first);
-    let renewals: Vec<usize> = replicas
-        .iter()
-        .map(|r| r.logged(&["renewed certificate installed", name]).len())
-        .collect();
+    // Each installation is logged a moment after it serves.
+    let logged = || -> Vec<usize> {
+        replicas
+            .iter()
+            .map(|r| r.logged(&["renewed certificate installed", name]).len())
+            .collect()
+    };
+    wait_for(Duration::from_secs(10), "every renewal logged", || async {
+        logged().iter().sum::<usize>() + 1 >= pebble.issued()
+    })
+    .await;
+    let renewals = logged();
     assert_eq!(
         renewals.iter().sum::<usize>(),
         pebble.issued() - 1,
