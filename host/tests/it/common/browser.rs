@@ -57,6 +57,10 @@ impl Browser {
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg(format!("--window-size={width},{height}"))
             .arg("about:blank")
+            // Chromium makes temp dirs of its own (org.chromium.Chromium.*)
+            // and leaves them behind when it is killed: in the profile dir,
+            // they go with it.
+            .env("TMPDIR", profile.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
