@@ -367,18 +367,18 @@ async fn the_ca_validates_through_a_replica_that_did_not_order() {
         };
         pebble.point(name, "127.0.0.2").await;
         let other = Replica::start(&setup, "127.0.0.2", &[]).await;
-        let orderer = Replica::start(&setup, "127.0.0.1", &[name]).await;
+        let mut orderer = Replica::start(&setup, "127.0.0.1", &[name]).await;
         let (serial, _) = same_everywhere(&[&orderer], name, &root, Duration::from_secs(60)).await;
         // The line follows the installation, so a client can be served the
         // certificate a moment before it is logged.
-        let installed = || orderer.logged(&["new certificate installed", name]).len();
-        wait_for(
-            Duration::from_secs(10),
-            "the installation logged",
-            || async { installed() > 0 },
-        )
-        .await;
-        assert_eq!(installed(), 1, "{challenge}");
+        let installed = ["new certificate installed", name];
+        orderer
+            .bin
+            .wait_lines(1, Duration::from_secs(10), "the installation", |l| {
+                installed.iter().all(|p| l.contains(p))
+            })
+            .await;
+        assert_eq!(orderer.logged(&installed).len(), 1, "{challenge}");
         if challenge == "http-01" {
             // The validation reached the other replica and was answered
             // there (it is access-logged like a request).
