@@ -17,8 +17,6 @@
 
 use std::time::{Duration, Instant};
 
-use super::ticker::EPOCH_TICK;
-
 /// The wall-clock cap is this many times the CPU budget...
 const WALL_FACTOR: u32 = 100;
 /// ...and at least this long.
@@ -33,6 +31,8 @@ pub struct Budget {
     wall_start: Instant,
     cpu: Duration,
     wall_cap: Duration,
+    /// The epoch tick: the most charged for the time before the first look.
+    tick: Duration,
 }
 
 impl Budget {
@@ -40,12 +40,14 @@ impl Budget {
     /// reading: the wall cap bounds a guest call that holds this thread, and
     /// a paused test clock would never end it. The caller passes the reading
     /// it times the call with, so a call reads the clock once at its start.
-    pub fn start(cpu: Duration, now: Instant) -> Self {
+    /// `tick` is the runtime's epoch tick, when the first look happens.
+    pub fn start(cpu: Duration, now: Instant, tick: Duration) -> Self {
         Self {
             cpu_mark: None,
             wall_start: now,
             cpu,
             wall_cap: cpu.saturating_mul(WALL_FACTOR).max(MIN_WALL_CAP),
+            tick,
         }
     }
 
@@ -59,7 +61,7 @@ impl Budget {
         let used = match (self.cpu_mark, thread_cpu_time()) {
             (Some((mark, before)), Some(now)) => before + now.saturating_sub(mark),
             (None, Some(now)) => {
-                let charged = wall.min(EPOCH_TICK).min(self.cpu / 2);
+                let charged = wall.min(self.tick).min(self.cpu / 2);
                 self.cpu_mark = Some((now, charged));
                 charged
             }
@@ -85,11 +87,12 @@ fn thread_cpu_time() -> Option<Duration> {
     None
 }
 
-/// A reading of the real clock, for [`Budget::start`]: the one place the
-/// plugin runtime reads `std::time::Instant` (see the reason below).
+/// A reading of the real clock, for [`Budget::start`] and the epoch
+/// ticker's schedule: the one place the plugin runtime reads
+/// `std::time::Instant` (see the reason below).
 #[expect(
     clippy::disallowed_methods,
-    reason = "the wall cap bounds a guest call that holds this thread; a paused test clock would never end it"
+    reason = "the wall cap bounds a guest call that holds this thread, and the ticker paces real threads; a paused test clock would stop both"
 )]
 pub fn real_now() -> Instant {
     Instant::now()
@@ -97,12 +100,13 @@ pub fn real_now() -> Instant {
 
 #[cfg(test)]
 mod tests {
+    use super::super::ticker::EPOCH_TICK;
     use super::*;
 
     #[test]
     #[cfg(unix)]
     fn waiting_is_not_charged_but_spinning_is() {
-        let mut b = Budget::start(Duration::from_millis(20), real_now());
+        let mut b = Budget::start(Duration::from_millis(20), real_now(), EPOCH_TICK);
         // The first look (the first epoch tick) starts the CPU clock.
         assert!(b.remaining().is_some());
         std::thread::sleep(Duration::from_millis(30));
@@ -118,7 +122,7 @@ mod tests {
 
     #[test]
     fn the_wall_cap_bounds_a_starved_call() {
-        let mut b = Budget::start(Duration::from_millis(1), real_now());
+        let mut b = Budget::start(Duration::from_millis(1), real_now(), EPOCH_TICK);
         assert_eq!(b.wall_cap, MIN_WALL_CAP);
         std::thread::sleep(MIN_WALL_CAP);
         assert!(b.remaining().is_none());
@@ -126,7 +130,7 @@ mod tests {
 
     #[test]
     fn time_before_the_first_look_is_charged_at_most_a_tick() {
-        let mut b = Budget::start(Duration::from_millis(20), real_now());
+        let mut b = Budget::start(Duration::from_millis(20), real_now(), EPOCH_TICK);
         std::thread::sleep(Duration::from_millis(30));
         let left = b.remaining().expect("a preempted call keeps its budget");
         assert!(left <= Duration::from_millis(20) - EPOCH_TICK, "{left:?}");

@@ -19,7 +19,7 @@ use super::LoadError;
 use super::bindings;
 use super::shared::SharedState;
 use super::state::PluginState;
-use super::ticker::EPOCH_TICK;
+use super::ticker::{EPOCH_TICK, MIN_EPOCH_TICK};
 
 /// Compiled components kept although the serving generation does not use
 /// them: the most recently used ones, so a rollback to the previous version
@@ -73,6 +73,12 @@ pub struct RuntimeOptions {
     /// directory loads them instead of compiling. A directory that cannot be
     /// created is logged and the engine compiles as without one.
     pub cache_dir: Option<PathBuf>,
+    /// How often the epoch ticker advances the engine's epoch, which is the
+    /// granularity of every plugin call's deadline (see `ticker`): `None` is
+    /// [`EPOCH_TICK`] (1 ms). A shorter tick ends a runaway call sooner
+    /// after its budget is spent, at the cost of more ticker wake-ups while
+    /// calls run; under [`MIN_EPOCH_TICK`] is refused.
+    pub epoch_tick: Option<Duration>,
 }
 
 /// What the on-disk cache of compiled plugins did since the start.
@@ -143,7 +149,13 @@ impl Runtime {
         )
         .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
 
-        let ticker = super::ticker::spawn(engine.weak())
+        let tick = options.epoch_tick.unwrap_or(EPOCH_TICK);
+        if tick < MIN_EPOCH_TICK {
+            return Err(LoadError::Engine(format!(
+                "an epoch tick of {tick:?} is too short: the shortest is {MIN_EPOCH_TICK:?}"
+            )));
+        }
+        let ticker = super::ticker::spawn(engine.weak(), tick)
             .map_err(|e| LoadError::Engine(format!("cannot start the epoch ticker: {e}")))?;
 
         Ok(Self {
@@ -352,16 +364,6 @@ fn not_webassembly(bytes: &[u8]) -> Option<String> {
     ))
 }
 
-/// Epoch ticks for a deadline `timeout` from now: at least one, plus one
-/// because the current tick may be about to end.
-pub(super) fn ticks(timeout: Duration) -> u64 {
-    let ticks = timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos());
-    u64::try_from(ticks)
-        .unwrap_or(u64::MAX)
-        .max(1)
-        .saturating_add(1)
-}
-
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     bytes.iter().fold(String::with_capacity(64), |mut s, b| {
@@ -374,6 +376,32 @@ fn hex(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
     use crate::plugin::bundle;
+
+    /// The epoch tick is the runtime's own: 1 ms unless given, a shorter one
+    /// taken, one under the minimum refused with the reason.
+    #[test]
+    fn the_epoch_tick_is_chosen_within_bounds() {
+        let with = |tick| {
+            Runtime::with_options(RuntimeOptions {
+                epoch_tick: tick,
+                ..RuntimeOptions::default()
+            })
+        };
+        assert_eq!(Runtime::new().unwrap().ticker().tick(), EPOCH_TICK);
+        let short = Duration::from_micros(100);
+        assert_eq!(with(Some(short)).unwrap().ticker().tick(), short);
+        assert_eq!(
+            with(Some(MIN_EPOCH_TICK)).unwrap().ticker().tick(),
+            MIN_EPOCH_TICK
+        );
+        let err = with(Some(Duration::from_micros(10)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("10µs is too short") && err.contains("50µs"),
+            "{err}"
+        );
+    }
 
     /// The default bundle comes precompiled (build.rs): loading it runs no
     /// Cranelift, with the default engine and with the pooling allocator.

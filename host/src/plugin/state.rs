@@ -78,7 +78,12 @@ impl PluginState {
     ) -> Self {
         Self {
             limits,
-            budget: Budget::start(std::time::Duration::ZERO, super::budget::real_now()),
+            // Replaced by each call's own (`Plugin::arm`).
+            budget: Budget::start(
+                std::time::Duration::ZERO,
+                super::budget::real_now(),
+                super::ticker::EPOCH_TICK,
+            ),
             wasi: super::wasi::context(),
             table: ResourceTable::new(),
             request: None,

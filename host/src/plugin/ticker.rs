@@ -1,5 +1,5 @@
-//! The epoch ticker: advances the engine's epoch every [`EPOCH_TICK`] while
-//! guest code may run, which is what bounds a plugin call. With nothing
+//! The epoch ticker: advances the engine's epoch every tick ([`EPOCH_TICK`]
+//! unless the runtime was given another) while guest code may run, which is what bounds a plugin call. With nothing
 //! running for [`IDLE_TICKS`] ticks it sleeps until a call starts: an idle
 //! proxy should not wake a thousand times a second. Asleep, it still looks
 //! once a second whether the engine is gone, and then ends.
@@ -13,17 +13,22 @@ use std::time::Duration;
 
 use wasmtime::EngineWeak;
 
-/// How often the epoch advances. A call's deadline is a whole number of
-/// ticks, so this is the granularity of plugin timeouts.
-pub(super) const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// How often the epoch advances by default. A call's deadline is a whole
+/// number of ticks, so this is the granularity of plugin timeouts.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// The shortest tick a runtime accepts: below it the ticker thread would
+/// spend a large share of a core waking up.
+pub const MIN_EPOCH_TICK: Duration = Duration::from_micros(50);
 /// Ticks without any call before the ticker sleeps.
 const IDLE_TICKS: u32 = 100;
 /// How often a sleeping ticker checks that its engine still exists.
 const ASLEEP_CHECK: Duration = Duration::from_secs(1);
 
 /// Shared between the ticker thread and every plugin call.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Ticker {
+    /// How often the epoch advances.
+    tick: Duration,
     /// Guest calls (and instantiations) running now.
     active: AtomicU32,
     /// The ticker waits on `wake` for a call to start.
@@ -57,6 +62,11 @@ impl Ticker {
         Running(self)
     }
 
+    /// How often the epoch advances.
+    pub(super) fn tick(&self) -> Duration {
+        self.tick
+    }
+
     /// Whether the ticker is asleep now (for tests).
     #[cfg(test)]
     pub(super) fn is_asleep(&self) -> bool {
@@ -66,12 +76,24 @@ impl Ticker {
     /// The ticker thread's loop: returns once the engine is dropped.
     pub(super) fn run(&self, engine: EngineWeak) {
         let mut idle = 0u32;
+        // Each tick is due a whole tick after the last one was due, not
+        // after the last sleep ended: a sleep overshoots by the timer slack
+        // and the wake-up (about 60 µs of every 1 ms here), and a 50 ms
+        // budget counted in overshooting ticks ran for 56 ms. A tick that is
+        // late already (the thread waited for a core) is not caught up
+        // with a burst; the count starts again from now.
+        let mut due = super::budget::real_now();
         loop {
             match engine.upgrade() {
                 Some(e) => e.increment_epoch(),
                 None => return,
             }
-            std::thread::sleep(EPOCH_TICK);
+            due += self.tick;
+            let now = super::budget::real_now();
+            match due.checked_duration_since(now) {
+                Some(wait) => std::thread::sleep(wait),
+                None => due = now,
+            }
             if self.active.load(Ordering::SeqCst) > 0 {
                 idle = 0;
                 continue;
@@ -84,6 +106,7 @@ impl Ticker {
             if !self.sleep(&engine) {
                 return;
             }
+            due = super::budget::real_now();
         }
     }
 
@@ -106,9 +129,25 @@ impl Ticker {
     }
 }
 
-/// Starts the ticker thread for `engine`.
-pub(super) fn spawn(engine: EngineWeak) -> std::io::Result<Arc<Ticker>> {
-    let ticker = Arc::new(Ticker::default());
+/// Epoch ticks of length `tick` that cover `timeout`, at least one. Asked
+/// for by the deadline callback, which runs as a tick begins (the epoch has
+/// just advanced), so the next tick is a whole one away: adding one "in case
+/// the current tick is about to end" would let every runaway call spin a
+/// tick longer than its budget.
+pub(super) fn ticks(timeout: Duration, tick: Duration) -> u64 {
+    let ticks = timeout.as_nanos().div_ceil(tick.as_nanos().max(1));
+    u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
+}
+
+/// Starts the ticker thread for `engine`, advancing its epoch every `tick`.
+pub(super) fn spawn(engine: EngineWeak, tick: Duration) -> std::io::Result<Arc<Ticker>> {
+    let ticker = Arc::new(Ticker {
+        tick,
+        active: AtomicU32::new(0),
+        asleep: AtomicBool::new(false),
+        lock: Mutex::new(()),
+        wake: Condvar::new(),
+    });
     let thread = ticker.clone();
     std::thread::Builder::new()
         .name("bbproxy-epoch".into())
@@ -138,7 +177,7 @@ mod tests {
         let mut config = Config::new();
         config.epoch_interruption(true);
         let engine = Engine::new(&config).unwrap();
-        let ticker = spawn(engine.weak()).unwrap();
+        let ticker = spawn(engine.weak(), EPOCH_TICK).unwrap();
         wait_until("the ticker sleeps", || ticker.is_asleep());
 
         let module =
@@ -180,11 +219,23 @@ mod tests {
         wait_until("the ticker sleeps again", || ticker.is_asleep());
     }
 
+    /// A deadline is the whole ticks that cover it, never less than one.
+    #[test]
+    fn a_deadline_is_counted_in_the_runtimes_ticks() {
+        let us = Duration::from_micros;
+        assert_eq!(ticks(us(1000), EPOCH_TICK), 1);
+        assert_eq!(ticks(us(1001), EPOCH_TICK), 2);
+        assert_eq!(ticks(Duration::ZERO, EPOCH_TICK), 1);
+        assert_eq!(ticks(us(1000), us(100)), 10);
+        assert_eq!(ticks(us(100), us(100)), 1);
+        assert_eq!(ticks(Duration::MAX, us(50)), u64::MAX);
+    }
+
     /// A sleeping ticker ends once its engine is gone.
     #[test]
     fn ends_with_its_engine() {
         let engine = Engine::default();
-        let ticker = spawn(engine.weak()).unwrap();
+        let ticker = spawn(engine.weak(), EPOCH_TICK).unwrap();
         wait_until("the ticker sleeps", || ticker.is_asleep());
         drop(engine);
         // Its thread holds the other reference; it drops it on the way out.
