@@ -1,8 +1,9 @@
 //! The epoch ticker: advances the engine's epoch every tick ([`EPOCH_TICK`]
-//! unless the runtime was given another) while guest code may run, which is what bounds a plugin call. With nothing
-//! running for [`IDLE_TICKS`] ticks it sleeps until a call starts: an idle
-//! proxy should not wake a thousand times a second. Asleep, it still looks
-//! once a second whether the engine is gone, and then ends.
+//! unless the runtime was given another) while guest code may run, which
+//! is what bounds a plugin call. With nothing running for [`IDLE_TICKS`]
+//! ticks it sleeps until a call starts: an idle proxy should not wake a
+//! thousand times a second. Asleep, it still looks once a second whether
+//! the engine is gone, and then ends.
 //!
 //! Entering a call costs one atomic increment and one load; only the first
 //! call after the ticker fell asleep takes a lock to wake it.

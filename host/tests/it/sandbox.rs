@@ -1371,10 +1371,11 @@ fn a_domain_plugin_key_error_is_named() {
 /// A runtime's epoch tick is the granularity of every deadline: with a
 /// 100 µs tick and a 100 µs budget, a looping plugin is stopped after well
 /// under a millisecond of CPU, where the default 1 ms tick lets it spin for
-/// at least a tick past its budget. Measured with the thread's CPU clock,
-/// and the best of 21 calls: on a loaded machine the ticker thread wakes
-/// late and some calls spin longer (a median of 0.78 ms was seen while the
-/// rest of the suite ran), but not all of them.
+/// at least a tick past its budget (the best of 21 calls took 1.67 ms with
+/// the runtime's tick ignored). Measured with the thread's CPU clock, and
+/// the best of 21 calls: on a loaded machine the ticker thread wakes late
+/// and some calls spin longer (a median of 0.78 ms was seen while the rest
+/// of the suite ran, the best 0.39 ms), but not all of them.
 #[test]
 fn a_shorter_epoch_tick_stops_a_looping_plugin_sooner() {
     use bbproxy::plugin::{
@@ -1437,7 +1438,7 @@ fn a_shorter_epoch_tick_stops_a_looping_plugin_sooner() {
     spent.sort();
     assert_eq!(plugin.faults(), 21);
     assert!(
-        spent[0] < Duration::from_micros(700),
+        spent[0] < Duration::from_micros(900),
         "a loop with a {tick:?} budget and tick ran at least {:?} of CPU (21 calls: {spent:?})",
         spent[0]
     );

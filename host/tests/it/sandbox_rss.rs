@@ -113,16 +113,25 @@ struct Turns {
 
 impl Turns {
     fn run<T>(&self, f: impl FnOnce() -> T) -> T {
-        let mut running = self.running.lock().unwrap();
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         while *running >= AT_ONCE {
-            running = self.freed.wait(running).unwrap();
+            running = self.freed.wait(running).unwrap_or_else(|p| p.into_inner());
         }
         *running += 1;
         drop(running);
-        let out = f();
-        *self.running.lock().unwrap() -= 1;
-        self.freed.notify_one();
-        out
+        // Handed back on the way out, a panic included: the other fixtures'
+        // threads must not wait for a turn that never comes.
+        let _turn = Turn(self);
+        f()
+    }
+}
+
+struct Turn<'a>(&'a Turns);
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        *self.0.running.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+        self.0.freed.notify_one();
     }
 }
 
