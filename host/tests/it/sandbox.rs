@@ -1378,24 +1378,14 @@ fn a_domain_plugin_key_error_is_named() {
 /// of the suite ran, the best 0.39 ms), but not all of them.
 #[test]
 fn a_shorter_epoch_tick_stops_a_looping_plugin_sooner() {
-    use bbproxy::plugin::{
-        Backoff, BalancerWorld, Limits, Plugin, Runtime, RuntimeOptions, Upstream,
-    };
-    use common::direct::{candidates, view};
+    use bbproxy::plugin::{Backoff, BalancerWorld, Limits, Plugin, Runtime, RuntimeOptions};
+    use common::direct::{candidates, thread_cpu, upstreams, view};
     let tick = Duration::from_micros(100);
     let runtime = Runtime::with_options(RuntimeOptions {
         epoch_tick: Some(tick),
         ..RuntimeOptions::default()
     })
     .unwrap();
-    let upstreams: std::sync::Arc<[Upstream]> = ["good.test", "bad.test"]
-        .into_iter()
-        .map(|name| Upstream {
-            name: name.into(),
-            balancer: "round-robin".into(),
-            backends: 1,
-        })
-        .collect();
     let plugin = Plugin::<BalancerWorld>::load(
         &runtime,
         "loop.wasm",
@@ -1409,13 +1399,9 @@ fn a_shorter_epoch_tick_stops_a_looping_plugin_sooner() {
                 ..Backoff::default()
             },
         },
-        upstreams,
+        upstreams(&["good.test", "bad.test"]),
     )
     .unwrap();
-    let cpu = || {
-        let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-        Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
-    };
     let mut spent: Vec<Duration> = (0..21)
         .map(|_| {
             // A good call first, so the faulting call finds a pooled
@@ -1426,13 +1412,13 @@ fn a_shorter_epoch_tick_stops_a_looping_plugin_sooner() {
                     .unwrap(),
                 0
             );
-            let before = cpu();
+            let before = thread_cpu();
             assert!(
                 plugin
                     .pick(&mut view("bad.test"), 1, &candidates())
                     .is_err()
             );
-            cpu() - before
+            thread_cpu() - before
         })
         .collect();
     spent.sort();

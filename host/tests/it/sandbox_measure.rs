@@ -6,29 +6,19 @@
 //! `cargo test -p bbproxy --test it -- sandbox_measure:: --ignored --nocapture`
 //! (add `--release` for numbers closer to production).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common;
 
-use bbproxy::plugin::{
-    Backoff, BalancerWorld, Limits, Plugin, Pooling, Runtime, RuntimeOptions, Upstream,
-};
-use common::direct::candidates;
+use bbproxy::plugin::{Backoff, BalancerWorld, Limits, Plugin, Pooling, Runtime, RuntimeOptions};
+use common::direct::{candidates, thread_cpu};
 
 fn view() -> Option<bbproxy::plugin::RequestView> {
     common::direct::view("x.test")
 }
 
 fn load(runtime: &Runtime, mode: &str, timeout: Duration) -> Plugin<BalancerWorld> {
-    let upstreams: Arc<[Upstream]> = ["a.test", "b.test"]
-        .into_iter()
-        .map(|name| Upstream {
-            name: name.into(),
-            balancer: "round-robin".into(),
-            backends: 1,
-        })
-        .collect();
+    let upstreams = common::direct::upstreams(&["a.test", "b.test"]);
     let bytes = std::fs::read(common::fixture("hostile_balancer.wasm")).unwrap();
     Plugin::load(
         runtime,
@@ -46,11 +36,6 @@ fn load(runtime: &Runtime, mode: &str, timeout: Duration) -> Plugin<BalancerWorl
         upstreams,
     )
     .unwrap()
-}
-
-fn thread_cpu() -> Duration {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
 
 fn stats(mut v: Vec<Duration>) -> String {

@@ -11,7 +11,7 @@ use crate::common;
 
 use bbproxy::plugin::{
     Backoff, BalancerWorld, BreakerWorld, Limits, Outcome, OutcomeKind, Plugin, RouterWorld,
-    Runtime, RuntimeOptions, Tenant, Upstream, World,
+    Runtime, RuntimeOptions, Tenant, World,
 };
 use common::direct::{candidates, view};
 use common::rss_kib;
@@ -48,17 +48,6 @@ const TIMEOUT: Duration = Duration::from_millis(1);
 const TICK: Duration = Duration::from_micros(100);
 const SPINNING: [&str; 2] = ["loop", "log-flood"];
 
-fn upstreams() -> Arc<[Upstream]> {
-    ["good.test", "bad.test"]
-        .into_iter()
-        .map(|name| Upstream {
-            name: name.into(),
-            balancer: "round-robin".into(),
-            backends: 1,
-        })
-        .collect()
-}
-
 /// A failed response: what the breaker is asked to judge.
 fn failure() -> Outcome {
     Outcome {
@@ -92,7 +81,7 @@ fn load<W: World>(runtime: &Runtime, file: &str, mode: &str) -> Plugin<W> {
         &std::fs::read(path).unwrap(),
         config,
         limits,
-        upstreams(),
+        common::direct::upstreams(&["good.test", "bad.test"]),
     )
     .unwrap()
 }

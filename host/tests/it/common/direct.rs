@@ -1,7 +1,11 @@
-//! Calling plugins directly, without a proxy: the request and the backend
-//! list the sandbox tests hand to `route` and `pick`.
+//! Calling plugins directly, without a proxy: the request, the upstreams
+//! and the backend list the sandbox tests hand to `load`, `route` and
+//! `pick`, and the thread's CPU clock they measure calls with.
 
-use bbproxy::plugin::{Backend, RequestView};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bbproxy::plugin::{Backend, RequestView, Upstream};
 
 /// A `GET /` for `host` from 127.0.0.1.
 pub fn view(host: &str) -> Option<RequestView> {
@@ -20,4 +24,26 @@ pub fn view(host: &str) -> Option<RequestView> {
 /// One fresh, closed backend.
 pub fn candidates() -> [Backend; 1] {
     [Backend::fresh(0)]
+}
+
+/// Upstreams named `names`, one backend each, balanced round-robin: what a
+/// plugin is loaded with.
+pub fn upstreams(names: &[&str]) -> Arc<[Upstream]> {
+    names
+        .iter()
+        .map(|name| Upstream {
+            name: (*name).into(),
+            balancer: "round-robin".into(),
+            backends: 1,
+        })
+        .collect()
+}
+
+/// CPU time of the calling thread: what a plugin call's budget counts.
+pub fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap(),
+        u32::try_from(t.tv_nsec).unwrap(),
+    )
 }
