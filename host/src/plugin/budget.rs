@@ -31,8 +31,6 @@ pub struct Budget {
     wall_start: Instant,
     cpu: Duration,
     wall_cap: Duration,
-    /// The epoch tick: the most charged for the time before the first look.
-    tick: Duration,
 }
 
 impl Budget {
@@ -40,19 +38,19 @@ impl Budget {
     /// reading: the wall cap bounds a guest call that holds this thread, and
     /// a paused test clock would never end it. The caller passes the reading
     /// it times the call with, so a call reads the clock once at its start.
-    /// `tick` is the runtime's epoch tick, when the first look happens.
-    pub fn start(cpu: Duration, now: Instant, tick: Duration) -> Self {
+    pub fn start(cpu: Duration, now: Instant) -> Self {
         Self {
             cpu_mark: None,
             wall_start: now,
             cpu,
             wall_cap: cpu.saturating_mul(WALL_FACTOR).max(MIN_WALL_CAP),
-            tick,
         }
     }
 
-    /// Time the call may still run, or `None` once it is spent.
-    pub fn remaining(&mut self) -> Option<Duration> {
+    /// Time the call may still run, or `None` once it is spent. Asked at
+    /// each epoch deadline of the runtime's `tick`: the first look charges
+    /// the wall time until then as CPU time, but never more than a tick.
+    pub fn remaining(&mut self, tick: Duration) -> Option<Duration> {
         let wall = self.wall_start.elapsed();
         if wall >= self.wall_cap {
             return None;
@@ -61,7 +59,7 @@ impl Budget {
         let used = match (self.cpu_mark, thread_cpu_time()) {
             (Some((mark, before)), Some(now)) => before + now.saturating_sub(mark),
             (None, Some(now)) => {
-                let charged = wall.min(self.tick).min(self.cpu / 2);
+                let charged = wall.min(tick).min(self.cpu / 2);
                 self.cpu_mark = Some((now, charged));
                 charged
             }
@@ -106,33 +104,38 @@ mod tests {
     #[test]
     #[cfg(unix)]
     fn waiting_is_not_charged_but_spinning_is() {
-        let mut b = Budget::start(Duration::from_millis(20), real_now(), EPOCH_TICK);
+        let mut b = Budget::start(Duration::from_millis(20), real_now());
         // The first look (the first epoch tick) starts the CPU clock.
-        assert!(b.remaining().is_some());
+        assert!(b.remaining(EPOCH_TICK).is_some());
         std::thread::sleep(Duration::from_millis(30));
-        assert!(b.remaining().is_some(), "sleeping used no CPU");
+        assert!(b.remaining(EPOCH_TICK).is_some(), "sleeping used no CPU");
         // Spin until the thread has used 25 ms of CPU, however long that
         // takes on a loaded machine (the wall cap is 2 s).
         let start = thread_cpu_time().unwrap();
         while thread_cpu_time().unwrap() - start < Duration::from_millis(25) {
             std::hint::black_box(());
         }
-        assert!(b.remaining().is_none(), "spinning used the budget");
+        assert!(
+            b.remaining(EPOCH_TICK).is_none(),
+            "spinning used the budget"
+        );
     }
 
     #[test]
     fn the_wall_cap_bounds_a_starved_call() {
-        let mut b = Budget::start(Duration::from_millis(1), real_now(), EPOCH_TICK);
+        let mut b = Budget::start(Duration::from_millis(1), real_now());
         assert_eq!(b.wall_cap, MIN_WALL_CAP);
         std::thread::sleep(MIN_WALL_CAP);
-        assert!(b.remaining().is_none());
+        assert!(b.remaining(EPOCH_TICK).is_none());
     }
 
     #[test]
     fn time_before_the_first_look_is_charged_at_most_a_tick() {
-        let mut b = Budget::start(Duration::from_millis(20), real_now(), EPOCH_TICK);
+        let mut b = Budget::start(Duration::from_millis(20), real_now());
         std::thread::sleep(Duration::from_millis(30));
-        let left = b.remaining().expect("a preempted call keeps its budget");
+        let left = b
+            .remaining(EPOCH_TICK)
+            .expect("a preempted call keeps its budget");
         assert!(left <= Duration::from_millis(20) - EPOCH_TICK, "{left:?}");
     }
 }

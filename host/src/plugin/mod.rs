@@ -310,7 +310,7 @@ impl<W: World> Plugin<W> {
         let mut store = Store::new(self.runtime.engine(), state);
         store.limiter(|s| &mut s.limits);
         let tick = self.runtime.ticker().tick();
-        store.epoch_deadline_callback(move |mut ctx| match ctx.data_mut().budget.remaining() {
+        store.epoch_deadline_callback(move |mut ctx| match ctx.data_mut().budget.remaining(tick) {
             Some(left) => Ok(UpdateDeadline::Continue(ticker::ticks(left, tick))),
             None => Err(Trap::Interrupt.into()),
         });
@@ -318,11 +318,11 @@ impl<W: World> Plugin<W> {
     }
 
     /// Starts the budget of a call (or of `init`) of length `timeout`.
-    fn arm(&self, store: &mut Store<PluginState>, timeout: Duration, now: std::time::Instant) {
+    fn arm(store: &mut Store<PluginState>, timeout: Duration, now: std::time::Instant) {
         // A refused growth the plugin survived in an earlier call must not
         // make a later, unrelated trap look like a memory fault.
         store.data_mut().limits.take_denied();
-        store.data_mut().budget = Budget::start(timeout, now, self.runtime.ticker().tick());
+        store.data_mut().budget = Budget::start(timeout, now);
         // One tick: the callback then reads the CPU clock and extends the
         // deadline by what is left (see `budget`).
         store.set_epoch_deadline(1);
@@ -334,7 +334,7 @@ impl<W: World> Plugin<W> {
     fn instantiate(&self) -> Result<Instance<W>, Fault> {
         let _running = self.runtime.ticker().enter();
         let mut store = self.new_store();
-        self.arm(&mut store, self.limits.init_timeout(), budget::real_now());
+        Self::arm(&mut store, self.limits.init_timeout(), budget::real_now());
         let exports = match W::instantiate(&self.pre, &mut store) {
             Ok(e) => e,
             Err(e) => {
@@ -342,7 +342,7 @@ impl<W: World> Plugin<W> {
                 return Err(Fault::Instantiate(Fault::from_call(&e, denied).to_string()));
             }
         };
-        self.arm(&mut store, self.limits.init_timeout(), budget::real_now());
+        Self::arm(&mut store, self.limits.init_timeout(), budget::real_now());
         let result = guarded(|| W::init(&exports, &mut store, &self.config));
         match result {
             Ok(Ok(())) => Ok(Instance { store, exports }),
@@ -410,7 +410,7 @@ impl<W: World> Plugin<W> {
         // One clock reading starts both the call's budget and its timing:
         // at a few hundred nanoseconds a call, every reading shows.
         let started = budget::real_now();
-        self.arm(&mut inst.store, self.limits.timeout, started);
+        Self::arm(&mut inst.store, self.limits.timeout, started);
         // Moved in (and back) only when there is one: a request view is a few
         // hundred bytes, and most calls of the breaker lend neither.
         let lends = (request.is_some(), response.is_some());

@@ -78,12 +78,7 @@ impl PluginState {
     ) -> Self {
         Self {
             limits,
-            // Replaced by each call's own (`Plugin::arm`).
-            budget: Budget::start(
-                std::time::Duration::ZERO,
-                super::budget::real_now(),
-                super::ticker::EPOCH_TICK,
-            ),
+            budget: Budget::start(std::time::Duration::ZERO, super::budget::real_now()),
             wasi: super::wasi::context(),
             table: ResourceTable::new(),
             request: None,

@@ -1378,46 +1378,25 @@ fn a_domain_plugin_key_error_is_named() {
 /// of the suite ran, the best 0.39 ms), but not all of them.
 #[test]
 fn a_shorter_epoch_tick_stops_a_looping_plugin_sooner() {
-    use bbproxy::plugin::{Backoff, BalancerWorld, Limits, Plugin, Runtime, RuntimeOptions};
-    use common::direct::{candidates, thread_cpu, upstreams, view};
+    use bbproxy::plugin::{Runtime, RuntimeOptions};
+    use common::direct::{candidates, hostile_balancer, thread_cpu, view};
     let tick = Duration::from_micros(100);
     let runtime = Runtime::with_options(RuntimeOptions {
         epoch_tick: Some(tick),
         ..RuntimeOptions::default()
     })
     .unwrap();
-    let plugin = Plugin::<BalancerWorld>::load(
-        &runtime,
-        "loop.wasm",
-        &std::fs::read(fixture("hostile_balancer.wasm")).unwrap(),
-        r#"{"mode": "loop"}"#.into(),
-        Limits {
-            timeout: tick,
-            memory: 16 << 20,
-            backoff: Backoff {
-                after: u32::MAX,
-                ..Backoff::default()
-            },
-        },
-        upstreams(&["good.test", "bad.test"]),
-    )
-    .unwrap();
+    let plugin = hostile_balancer(&runtime, "loop", tick);
     let mut spent: Vec<Duration> = (0..21)
         .map(|_| {
             // A good call first, so the faulting call finds a pooled
             // instance and its CPU is the loop's alone.
             assert_eq!(
-                plugin
-                    .pick(&mut view("good.test"), 0, &candidates())
-                    .unwrap(),
+                plugin.pick(&mut view("a.test"), 0, &candidates()).unwrap(),
                 0
             );
             let before = thread_cpu();
-            assert!(
-                plugin
-                    .pick(&mut view("bad.test"), 1, &candidates())
-                    .is_err()
-            );
+            assert!(plugin.pick(&mut view("b.test"), 1, &candidates()).is_err());
             thread_cpu() - before
         })
         .collect();

@@ -10,32 +10,11 @@ use std::time::{Duration, Instant};
 
 use crate::common;
 
-use bbproxy::plugin::{Backoff, BalancerWorld, Limits, Plugin, Pooling, Runtime, RuntimeOptions};
-use common::direct::{candidates, thread_cpu};
+use bbproxy::plugin::{Pooling, Runtime, RuntimeOptions};
+use common::direct::{candidates, hostile_balancer, thread_cpu};
 
 fn view() -> Option<bbproxy::plugin::RequestView> {
     common::direct::view("x.test")
-}
-
-fn load(runtime: &Runtime, mode: &str, timeout: Duration) -> Plugin<BalancerWorld> {
-    let upstreams = common::direct::upstreams(&["a.test", "b.test"]);
-    let bytes = std::fs::read(common::fixture("hostile_balancer.wasm")).unwrap();
-    Plugin::load(
-        runtime,
-        mode,
-        &bytes,
-        format!(r#"{{"mode": "{mode}"}}"#),
-        Limits {
-            timeout,
-            memory: 16 << 20,
-            backoff: Backoff {
-                after: u32::MAX,
-                ..Backoff::default()
-            },
-        },
-        upstreams,
-    )
-    .unwrap()
 }
 
 fn stats(mut v: Vec<Duration>) -> String {
@@ -56,7 +35,7 @@ fn deadline_accuracy() {
     let runtime = Runtime::new().unwrap();
     for ms in [1, 5, 10, 50] {
         let timeout = Duration::from_millis(ms);
-        let plugin = load(&runtime, "loop", timeout);
+        let plugin = hostile_balancer(&runtime, "loop", timeout);
         let (mut wall, mut cpu) = (Vec::new(), Vec::new());
         for _ in 0..100 {
             // A good call first, so the faulting call finds a pooled
@@ -90,8 +69,8 @@ fn instance_replacement_cost() {
         ("pooling allocator", pooled),
     ] {
         let runtime = Runtime::with_options(options).unwrap();
-        let good = load(&runtime, "good", Duration::from_millis(10));
-        let faulty = load(&runtime, "always-trap", Duration::from_millis(10));
+        let good = hostile_balancer(&runtime, "good", Duration::from_millis(10));
+        let faulty = hostile_balancer(&runtime, "always-trap", Duration::from_millis(10));
         const N: usize = 3000;
         let mut reuse = Vec::with_capacity(N);
         let mut replace = Vec::with_capacity(N);

@@ -1,11 +1,14 @@
 //! Calling plugins directly, without a proxy: the request, the upstreams
 //! and the backend list the sandbox tests hand to `load`, `route` and
-//! `pick`, and the thread's CPU clock they measure calls with.
+//! `pick`, the hostile balancer loaded that way, and the thread's CPU clock
+//! they measure calls with.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bbproxy::plugin::{Backend, RequestView, Upstream};
+use bbproxy::plugin::{
+    Backend, Backoff, BalancerWorld, Limits, Plugin, RequestView, Runtime, Upstream,
+};
 
 /// A `GET /` for `host` from 127.0.0.1.
 pub fn view(host: &str) -> Option<RequestView> {
@@ -46,4 +49,27 @@ pub fn thread_cpu() -> Duration {
         u64::try_from(t.tv_sec).unwrap(),
         u32::try_from(t.tv_nsec).unwrap(),
     )
+}
+
+/// The hostile balancer fixture in `mode` with a CPU budget of `timeout`,
+/// 16 MiB of memory and no suspension after faults; upstream 1 is the one
+/// its hostile modes act on.
+pub fn hostile_balancer(runtime: &Runtime, mode: &str, timeout: Duration) -> Plugin<BalancerWorld> {
+    let bytes = std::fs::read(super::fixture("hostile_balancer.wasm")).unwrap();
+    Plugin::load(
+        runtime,
+        mode,
+        &bytes,
+        format!(r#"{{"mode": "{mode}"}}"#),
+        Limits {
+            timeout,
+            memory: 16 << 20,
+            backoff: Backoff {
+                after: u32::MAX,
+                ..Backoff::default()
+            },
+        },
+        upstreams(&["a.test", "b.test"]),
+    )
+    .unwrap()
 }
