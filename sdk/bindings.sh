@@ -9,7 +9,8 @@
 # proxy's tests and once more in host/build.rs's nested plugin build, where
 # it held up the default bundle (about 25 s of a 41 s cold nested build).
 #
-# Run it after any change to wit/plugin.wit, comments included: the SDK's
+# Run it after any change to wit/plugin.wit or wit/v0.2/plugin.wit,
+# comments included: the SDK's
 # test `bindings::tests::match_the_wit` fails until then. It needs the
 # wit-bindgen CLI of the same version as the runtime crate in Cargo.toml:
 #   cargo install --locked wit-bindgen-cli@0.63.0
@@ -23,20 +24,23 @@ if [ "$(wit-bindgen --version 2>/dev/null)" != "wit-bindgen-cli $version" ]; the
 fi
 wit=wit/plugin.wit
 sum=$(sha256sum "$wit" | cut -d' ' -f1)
+wit2=wit/v0.2/plugin.wit
+sum2=$(sha256sum "$wit2" | cut -d' ' -f1)
 # The package's version, which the `--with` keys name.
 pkg=$(sed -n 's/^package bbproxy:plugin@\(.*\);$/\1/p' "$wit")
 [ -n "$pkg" ] || { echo "no 'package bbproxy:plugin@X;' line in $wit" >&2; exit 1; }
 
-# generate OUT WORLD [wit-bindgen options...]: one world's bindings into OUT,
-# under a first line that records the WIT they were made from.
+# generate DIR OUT WORLD [wit-bindgen options...]: one world's bindings of
+# the WIT package in DIR into OUT, under a first line that records the
+# WIT they were made from (both files: 0.2.0 imports 0.1.1's interfaces).
 generate() {
-    local out=$1 world=$2
-    shift 2
+    local dir=$1 out=$2 world=$3
+    shift 3
     local tmp
     tmp=$(mktemp -d)
-    wit-bindgen rust wit --world "$world" --out-dir "$tmp" "$@" >/dev/null 2>&1
+    wit-bindgen rust "$dir" --world "$world" --out-dir "$tmp" "$@" >/dev/null 2>&1
     {
-        echo "// From wit/plugin.wit sha256 $sum by sdk/bindings.sh; do not edit."
+        echo "// From wit/plugin.wit sha256 $sum and wit/v0.2/plugin.wit sha256 $sum2 by sdk/bindings.sh; do not edit."
         cat "$tmp/$world.rs"
     } >"$out"
     rm -rf "$tmp"
@@ -46,15 +50,44 @@ generate() {
 mkdir -p sdk/src/bindings
 # The router's bindings hold every shared type (used by the router or not);
 # the other worlds reuse them, so each WIT type is one Rust type.
-generate sdk/src/bindings/router.rs router \
+generate wit sdk/src/bindings/router.rs router \
     --generate-unused-types -d PartialEq \
     --pub-export-macro --export-macro-name export_router \
     --default-bindings-module bbproxy_sdk::bindings::router
 for world in balancer breaker filter; do
-    generate "sdk/src/bindings/$world.rs" "$world" \
+    generate wit "sdk/src/bindings/$world.rs" "$world" \
         --with "bbproxy:plugin/types@$pkg=crate::bindings::router::bbproxy::plugin::types" \
         --with "bbproxy:plugin/host@$pkg=crate::bindings::router::bbproxy::plugin::host" \
         --pub-export-macro --export-macro-name "export_$world" \
         --default-bindings-module "bbproxy_sdk::bindings::$world"
 done
-echo "regenerated the bindings of $wit ($sum)"
+# The 0.2.0 worlds (the filter world is 0.1.1's). Their imports of 0.1.1's
+# interfaces map onto the bindings above, and the 0.2.0 router's bindings
+# hold the `decisions` types for the other two.
+mkdir -p sdk/src/bindings/v2
+v1_types=crate::bindings::router::bbproxy::plugin
+generate wit/v0.2 sdk/src/bindings/v2/router.rs router \
+    --generate-unused-types -d PartialEq \
+    --with "bbproxy:plugin/types@$pkg=$v1_types::types" \
+    --with "bbproxy:plugin/host@$pkg=$v1_types::host" \
+    --pub-export-macro --export-macro-name export_router_v2 \
+    --default-bindings-module bbproxy_sdk::bindings::v2::router
+# generate2 WORLD [options...]: a 0.2.0 world other than the router.
+generate2() {
+    local world=$1
+    shift
+    generate wit/v0.2 "sdk/src/bindings/v2/$world.rs" "$world" \
+        --with "bbproxy:plugin/types@$pkg=$v1_types::types" \
+        --with "bbproxy:plugin/host@$pkg=$v1_types::host" \
+        --pub-export-macro --export-macro-name "export_${world}_v2" \
+        --default-bindings-module "bbproxy_sdk::bindings::v2::$world" "$@"
+}
+generate2 balancer
+generate2 breaker \
+    --with "bbproxy:plugin/decisions@0.2.0=crate::bindings::v2::router::bbproxy::plugin0_2_0::decisions"
+# wit-bindgen names its internal export macros after the world alone, and
+# every #[macro_export] macro lives at the crate root: the 0.2.0 ones get a
+# suffix so they do not collide with 0.1.1's.
+sed -i -E 's/__export_world_(router|balancer|breaker)_cabi/__export_world_\1_v2_cabi/g; s/__export_(router|balancer|breaker)_impl/__export_\1_v2_impl/g' \
+    sdk/src/bindings/v2/*.rs
+echo "regenerated the bindings of $wit ($sum) and $wit2 ($sum2)"

@@ -350,9 +350,16 @@ impl Generation {
         self.by_name.get(name).copied()
     }
 
-    /// What the route reference `reference` (`example.com#2`) stands for.
-    pub fn route_action(&self, reference: &str) -> Option<&RouteAction> {
-        self.routes.get(reference)
+    /// The name of upstream number `i`.
+    pub fn upstream_name(&self, i: u32) -> Option<&str> {
+        self.upstreams.get(i as usize).map(|u| u.name.as_str())
+    }
+
+    /// What route `index` of the domain with upstream number `domain`
+    /// stands for: a forward or a redirect (a `respond` route is the
+    /// router's own answer).
+    pub fn route_action(&self, domain: u32, index: u32) -> Option<&RouteAction> {
+        self.routes.get(domain, index)
     }
 }
 

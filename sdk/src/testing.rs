@@ -1132,7 +1132,7 @@ pub fn record(backend: &mut Backend, outcome: &Outcome, verdict: &Verdict) {
     backend.breaker = verdict.state;
 }
 
-fn contract_state(state: BreakerState) -> contract::BreakerState {
+pub(crate) fn contract_state(state: BreakerState) -> contract::BreakerState {
     match state {
         BreakerState::Closed => contract::BreakerState::Closed,
         BreakerState::Open => contract::BreakerState::Open,

@@ -116,19 +116,19 @@ struct Policy {
 
 impl Policy {
     fn route(&self, view: &mut Option<RequestView>) -> &RouteTarget {
-        let name = match self
+        let (domain, index) = match self
             .generation
             .router
             .primary
             .route(Tenant::Upstream(0), view)
             .expect("route")
         {
-            Route::Upstream(name) => name,
-            Route::Respond(r) => panic!("router answered directly: {}", r.status),
+            Route::DomainRoute { domain, index } => (domain, index),
+            other => panic!("router answered {other:?}"),
         };
-        match self.generation.route_action(&name) {
+        match self.generation.route_action(domain, index) {
             Some(RouteAction::Forward(target)) => target,
-            _ => panic!("{name} is no forwarding route"),
+            _ => panic!("route {index} of domain {domain} is no forwarding route"),
         }
     }
 

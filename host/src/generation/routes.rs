@@ -1,12 +1,12 @@
-//! What a route reference (`example.com#2`, the built-in router's answer
-//! for a domain's route that forwards or redirects) stands for in one
-//! generation: resolved once when the generation is built, looked up per
-//! request by `proxy::decide`.
+//! What a domain's route (the built-in router's answer for a route that
+//! forwards or redirects: `example.com#2` from a 0.1.x router, domain and
+//! index numbers from a 0.2.0 one) stands for in one generation: resolved
+//! once when the generation is built, looked up per request by
+//! `proxy::decide`.
 
 use std::collections::HashMap;
 
 use bbproxy_config::{Action, Config, UpstreamSettings};
-use bbproxy_plugin_contract::routes::route_ref;
 use http::{HeaderValue, StatusCode};
 
 use super::BuildError;
@@ -42,10 +42,11 @@ pub enum RouteAction {
     },
 }
 
-/// Route reference → action, for every forwarding or redirect route of
-/// every domain (`respond` routes are answered by the router itself).
+/// (domain's upstream number, route index) → action, for every forwarding
+/// or redirect route of every domain (`respond` routes are answered by the
+/// router itself).
 #[derive(Debug, Default)]
-pub struct RouteTable(HashMap<String, RouteAction>);
+pub struct RouteTable(HashMap<(u32, u32), RouteAction>);
 
 impl RouteTable {
     /// The table of `config`'s routes; `upstream_index` numbers upstream
@@ -58,7 +59,9 @@ impl RouteTable {
         let upstreams: Vec<_> = config.upstreams().collect();
         let mut table = HashMap::new();
         for (di, d) in config.domains.iter().enumerate() {
+            let domain = upstream_index(&d.name).ok_or_else(|| unchecked(d, 0))?;
             for (i, route) in d.routes.iter().enumerate() {
+                let index = u32::try_from(i).map_err(|_| unchecked(d, i))?;
                 let action = match &route.action {
                     Action::Respond { .. } => continue,
                     Action::Redirect { status, location } => RouteAction::Redirect {
@@ -85,15 +88,16 @@ impl RouteTable {
                         }))
                     }
                 };
-                table.insert(route_ref(&d.name, i), action);
+                table.insert((domain, index), action);
             }
         }
         Ok(RouteTable(table))
     }
 
-    /// The action of route reference `reference`.
-    pub fn get(&self, reference: &str) -> Option<&RouteAction> {
-        self.0.get(reference)
+    /// The action of route `index` of the domain with upstream number
+    /// `domain`.
+    pub fn get(&self, domain: u32, index: u32) -> Option<&RouteAction> {
+        self.0.get(&(domain, index))
     }
 }
 

@@ -8,18 +8,89 @@
 
 use http::{HeaderName, HeaderValue, StatusCode};
 
-use super::bindings::types::{self, BreakerState, Route, Verdict};
+use super::bindings::types::{self, BreakerState, Verdict};
+use super::bindings::v2::decisions;
 
 use bbproxy_plugin_contract as contract;
 
 pub use contract::{MAX_DIRECT_BODY_BYTES, MAX_UPSTREAM_NAME_BYTES, check_pick};
 
-/// Checks a router's answer; `known` says whether an upstream name is
-/// configured.
-pub fn check_route(route: &Route, known: impl Fn(&str) -> bool) -> Result<(), String> {
+/// A router's checked answer, in upstream numbers whichever contract
+/// version the router speaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Forward to upstream number n.
+    Upstream(u32),
+    /// Forward (or redirect) as `domains.<domain>.routes[<index>]` says;
+    /// `domain` is an upstream number, the route's existence is the
+    /// generation's to check.
+    DomainRoute {
+        /// The domain's upstream number.
+        domain: u32,
+        /// The route's position in its `routes`.
+        index: u32,
+    },
+    /// Answer directly.
+    Respond {
+        /// HTTP status (100..=599).
+        status: u16,
+        /// Plain-text body.
+        body: String,
+    },
+}
+
+/// Checks a 0.1.x router's answer and turns it into upstream numbers;
+/// `number` finds an upstream's number by name.
+pub fn check_route_v1(
+    route: types::Route,
+    number: impl Fn(&str) -> Option<u32>,
+) -> Result<Route, String> {
     match route {
-        Route::Upstream(name) => contract::check_route_upstream(name, known),
-        Route::Respond(r) => contract::check_route_respond(r.status, r.body.len()),
+        types::Route::Upstream(name) => {
+            let found = number(&name).map(Route::Upstream).or_else(|| {
+                let (domain, i) = name.rsplit_once(contract::routes::ROUTE_REF_SEPARATOR)?;
+                Some(Route::DomainRoute {
+                    domain: number(domain)?,
+                    index: i.parse().ok()?,
+                })
+            });
+            contract::check_route_upstream(&name, |_| found.is_some())?;
+            found.ok_or_else(|| format!("route named upstream {name:?}, which is not configured"))
+        }
+        types::Route::Respond(r) => {
+            contract::check_route_respond(r.status, r.body.len())?;
+            Ok(Route::Respond {
+                status: r.status,
+                body: r.body,
+            })
+        }
+    }
+}
+
+/// Checks a 0.2.0 router's answer: its numbers must be below `upstreams`.
+pub fn check_route_v2(route: decisions::Route, upstreams: usize) -> Result<Route, String> {
+    let known = |n: u32, what: &str| {
+        if (n as usize) < upstreams {
+            Ok(n)
+        } else {
+            Err(format!(
+                "route named {what} {n}, but there are {upstreams} upstreams"
+            ))
+        }
+    };
+    match route {
+        decisions::Route::Upstream(n) => Ok(Route::Upstream(known(n, "upstream")?)),
+        decisions::Route::DomainRoute(r) => Ok(Route::DomainRoute {
+            domain: known(r.domain, "the route of domain")?,
+            index: r.index,
+        }),
+        decisions::Route::Respond(r) => {
+            contract::check_route_respond(r.status, r.body.len())?;
+            Ok(Route::Respond {
+                status: r.status,
+                body: r.body,
+            })
+        }
     }
 }
 
@@ -215,18 +286,56 @@ mod tests {
     use crate::plugin::DirectResponse;
 
     #[test]
-    fn routes() {
-        let known = |n: &str| n == "a.test";
-        assert!(check_route(&Route::Upstream("a.test".into()), known).is_ok());
-        let e = check_route(&Route::Upstream("b.test".into()), known).unwrap_err();
-        assert!(e.contains("\"b.test\""), "{e}");
-        let huge = Route::Upstream("x".repeat(MAX_UPSTREAM_NAME_BYTES + 1));
-        assert!(check_route(&huge, |_| true).unwrap_err().contains("bytes"));
-        let respond = |status, body: String| Route::Respond(DirectResponse { status, body });
-        assert!(check_route(&respond(404, String::new()), known).is_ok());
-        assert!(check_route(&respond(99, String::new()), known).is_err());
-        assert!(check_route(&respond(600, String::new()), known).is_err());
-        assert!(check_route(&respond(200, "x".repeat(MAX_DIRECT_BODY_BYTES + 1)), known).is_err());
+    fn routes_of_both_versions() {
+        let number = |n: &str| (n == "a.test").then_some(0);
+        let v1 = |name: &str| check_route_v1(types::Route::Upstream(name.into()), number);
+        assert_eq!(v1("a.test"), Ok(Route::Upstream(0)));
+        assert_eq!(
+            v1("a.test#3"),
+            Ok(Route::DomainRoute {
+                domain: 0,
+                index: 3
+            })
+        );
+        for bad in ["b.test", "b.test#1", "a.test#x"] {
+            let e = v1(bad).unwrap_err();
+            assert!(e.contains(&format!("{bad:?}")), "{e}");
+        }
+        let huge = "x".repeat(MAX_UPSTREAM_NAME_BYTES + 1);
+        assert!(v1(&huge).unwrap_err().contains("bytes"));
+        let respond = |status, body: String| DirectResponse { status, body };
+        let v1r =
+            |status, body| check_route_v1(types::Route::Respond(respond(status, body)), number);
+        assert!(v1r(404, String::new()).is_ok());
+        assert!(v1r(99, String::new()).is_err());
+        assert!(v1r(600, String::new()).is_err());
+        assert!(v1r(200, "x".repeat(MAX_DIRECT_BODY_BYTES + 1)).is_err());
+
+        let v2 = |r| check_route_v2(r, 2);
+        assert_eq!(v2(decisions::Route::Upstream(1)), Ok(Route::Upstream(1)));
+        assert!(
+            v2(decisions::Route::Upstream(2))
+                .unwrap_err()
+                .contains("2 upstreams")
+        );
+        let route =
+            |domain, index| decisions::Route::DomainRoute(decisions::DomainRoute { domain, index });
+        assert_eq!(
+            v2(route(1, 7)),
+            Ok(Route::DomainRoute {
+                domain: 1,
+                index: 7
+            })
+        );
+        assert!(v2(route(5, 0)).is_err());
+        assert!(v2(decisions::Route::Respond(respond(600, String::new()))).is_err());
+        assert!(
+            v2(decisions::Route::Respond(respond(
+                200,
+                "x".repeat(MAX_DIRECT_BODY_BYTES + 1)
+            )))
+            .is_err()
+        );
     }
 
     fn header(name: &str, value: &str) -> types::Header {

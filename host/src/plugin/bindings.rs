@@ -69,6 +69,55 @@ pub mod filter {
     });
 }
 
+/// The worlds of `bbproxy:plugin@0.2.0` (`wit/v0.2`). They import 0.1.1's
+/// `types` and `host`, so those map onto the modules above: one Rust type
+/// per WIT type, one host implementation for both versions.
+pub mod v2 {
+    /// The 0.2.0 router; it also generates the interfaces 0.2.0 adds
+    /// (`decisions`, `candidates`), which the other worlds reuse.
+    pub mod router {
+        wasmtime::component::bindgen!({
+            path: "../wit/v0.2",
+            world: "bbproxy:plugin/router@0.2.0",
+            with: {
+                "bbproxy:plugin/types@0.1.1": crate::plugin::bindings::types,
+                "bbproxy:plugin/host@0.1.1": crate::plugin::bindings::host,
+            },
+            imports: { default: trappable },
+        });
+    }
+
+    /// The 0.2.0 balancer.
+    pub mod balancer {
+        wasmtime::component::bindgen!({
+            path: "../wit/v0.2",
+            world: "bbproxy:plugin/balancer@0.2.0",
+            with: {
+                "bbproxy:plugin/types@0.1.1": crate::plugin::bindings::types,
+                "bbproxy:plugin/host@0.1.1": crate::plugin::bindings::host,
+            },
+            imports: { default: trappable },
+        });
+    }
+
+    /// The 0.2.0 breaker.
+    pub mod breaker {
+        wasmtime::component::bindgen!({
+            path: "../wit/v0.2",
+            world: "bbproxy:plugin/breaker@0.2.0",
+            with: {
+                "bbproxy:plugin/types@0.1.1": crate::plugin::bindings::types,
+                "bbproxy:plugin/host@0.1.1": crate::plugin::bindings::host,
+                "bbproxy:plugin/decisions@0.2.0": crate::plugin::bindings::v2::router::bbproxy::plugin0_2_0::decisions,
+            },
+            imports: { default: trappable },
+        });
+    }
+
+    pub use balancer::bbproxy::plugin0_2_0::candidates;
+    pub use router::bbproxy::plugin0_2_0::decisions;
+}
+
 pub use router::bbproxy::plugin::host;
 pub use router::bbproxy::plugin::types;
 

@@ -3,11 +3,13 @@
 
 use wasmtime::component::Resource;
 
-use super::answer;
+use super::answer::{self, Route};
 use super::bindings;
+use super::world::Versioned;
 use super::{
-    Backend, BalancerWorld, BreakerWorld, Fault, FilterAction, FilterWorld, HeaderEdit, Outcome,
-    Plugin, RequestView, ResponseView, Route, RouterWorld, Tenant, Verdict,
+    Backend, BalancerWorld, BreakerState, BreakerWorld, Fault, FilterAction, FilterWorld,
+    HeaderEdit, Outcome, OutcomeKind, Plugin, RequestView, ResponseView, RouterWorld, Tenant,
+    Verdict,
 };
 
 /// A borrow of the request resource for one call. The rep is unused: the
@@ -17,32 +19,37 @@ fn request_borrow() -> Resource<bindings::RequestHandle> {
 }
 
 impl Plugin<RouterWorld> {
-    /// Whether a router may answer `name`: an upstream, or a route
-    /// reference of one (`example.com#2`), which the generation resolves
-    /// (an unknown route is a fault there).
-    fn knows(&self, name: &str) -> bool {
-        self.upstream_index.contains_key(name)
-            || name
-                .rsplit_once(bbproxy_plugin_contract::routes::ROUTE_REF_SEPARATOR)
-                .is_some_and(|(domain, i)| {
-                    self.upstream_index.contains_key(domain) && i.parse::<usize>().is_ok()
-                })
-    }
-
     /// Asks the router where the request goes. The answer is checked: an
-    /// upstream must be a configured domain, a direct response must have a
-    /// valid status and a body of at most [`MAX_DIRECT_BODY_BYTES`].
+    /// upstream must be configured (a 0.1.x router's name: a domain, a pool
+    /// or a route reference such as `example.com#2`; a 0.2.0 router's
+    /// number: below the number of upstreams), a direct response must have
+    /// a valid status and a body of at most [`MAX_DIRECT_BODY_BYTES`].
     /// `tenant` is the domain the request's host matched: the router's
-    /// faults are kept per matched domain.
+    /// faults are kept per matched domain, and a 0.2.0 router is told it.
+    ///
+    /// [`MAX_DIRECT_BODY_BYTES`]: super::MAX_DIRECT_BODY_BYTES
     pub fn route(&self, tenant: Tenant, request: &mut Option<RequestView>) -> Result<Route, Fault> {
+        let domain = match tenant {
+            Tenant::Upstream(i) => Some(i),
+            Tenant::Unmatched => None,
+        };
         self.call(
             tenant,
             request,
             &mut None,
-            |e, store| e.call_route(store, request_borrow()),
-            |route| {
-                answer::check_route(&route, |name| self.knows(name))?;
-                Ok(route)
+            |e, store| {
+                Ok(match e {
+                    Versioned::V1(e) => Versioned::V1(e.call_route(store, request_borrow())?),
+                    Versioned::V2(e) => {
+                        Versioned::V2(e.call_route(store, request_borrow(), domain)?)
+                    }
+                })
+            },
+            |route| match route {
+                Versioned::V1(r) => {
+                    answer::check_route_v1(r, |name| self.upstream_index.get(name).copied())
+                }
+                Versioned::V2(r) => answer::check_route_v2(r, self.upstream_index.len()),
             },
         )
     }
@@ -50,41 +57,74 @@ impl Plugin<RouterWorld> {
 
 impl Plugin<BalancerWorld> {
     /// Asks the balancer which of `candidates` gets the request; the answer
-    /// is checked to be an index into `candidates`.
+    /// is checked to be an index into `candidates`. A 0.1.x balancer gets
+    /// them as a list; a 0.2.0 one gets their number and reads them
+    /// through the `candidates` interface if it needs to.
     pub fn pick(
         &self,
         request: &mut Option<RequestView>,
         upstream: u32,
         candidates: &[Backend],
     ) -> Result<usize, Fault> {
+        let count = u32::try_from(candidates.len()).unwrap_or(u32::MAX);
         self.call(
             Tenant::Upstream(upstream),
             request,
             &mut None,
-            |e, store| e.call_pick(store, request_borrow(), upstream, candidates),
+            |e, store| match e {
+                Versioned::V1(e) => e.call_pick(store, request_borrow(), upstream, candidates),
+                Versioned::V2(e) => {
+                    store.data_mut().candidates.extend_from_slice(candidates);
+                    let choice = e.call_pick(&mut *store, request_borrow(), upstream, count);
+                    store.data_mut().candidates.clear();
+                    choice
+                }
+            },
             |choice| answer::check_pick(choice, candidates.len()),
         )
     }
 }
 
 impl Plugin<BreakerWorld> {
-    /// Asks the breaker for a backend's state after `outcome`.
+    /// Asks the breaker for a backend's state after `outcome`. An outcome
+    /// the breaker left to the host (a 0.2.0 breaker's `outcome-calls`: a
+    /// response below its status to a closed backend) is a success that
+    /// keeps the backend closed, without a call.
     pub fn on_outcome(
         &self,
         upstream: u32,
         backend: Backend,
         outcome: Outcome,
     ) -> Result<Verdict, Fault> {
+        if self.leaves_to_host(&backend, &outcome) {
+            return Ok(Verdict {
+                failure: false,
+                state: BreakerState::Closed,
+                open_for_ms: 0,
+                probes: 1,
+            });
+        }
         self.call(
             Tenant::Upstream(upstream),
             &mut None,
             &mut None,
-            |e, store| e.call_on_outcome(store, upstream, backend, outcome),
+            |e, store| match e {
+                Versioned::V1(e) => e.call_on_outcome(store, upstream, backend, outcome),
+                Versioned::V2(e) => e.call_on_outcome(store, upstream, backend, outcome),
+            },
             |verdict| {
                 answer::check_verdict(&verdict)?;
                 Ok(verdict)
             },
         )
+    }
+
+    /// Whether the breaker said at `init` that it need not see `outcome`
+    /// of `backend`.
+    fn leaves_to_host(&self, backend: &Backend, outcome: &Outcome) -> bool {
+        backend.breaker == BreakerState::Closed
+            && outcome.kind == OutcomeKind::Response
+            && outcome.status < self.init_answer().skip_closed_responses_below
     }
 }
 

@@ -15,6 +15,7 @@ mod bindings;
 mod budget;
 pub mod bundle;
 mod calls;
+mod candidates;
 pub mod describe;
 mod engine;
 mod engine_config;
@@ -39,11 +40,11 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 
 use crate::per_worker::PerWorker;
 
-pub use answer::{FilterAction, FilterAnswer, HeaderEdit, TargetEdit};
+pub use answer::{FilterAction, FilterAnswer, HeaderEdit, Route, TargetEdit};
 pub use answer::{MAX_DIRECT_BODY_BYTES, MAX_UPSTREAM_NAME_BYTES};
 pub use backoff::{Backoff, Tenant};
 pub use bindings::types::{
-    Backend, BreakerState, DirectResponse, Outcome, OutcomeKind, Route, Upstream, Verdict,
+    Backend, BreakerState, DirectResponse, Outcome, OutcomeKind, Upstream, Verdict,
 };
 pub use engine::{Pooling, Runtime, RuntimeOptions};
 pub use error::LoadError;
@@ -51,7 +52,7 @@ pub use fault::Fault;
 pub use shared::SharedState;
 pub use state::{PluginIdentity, RequestView, ResponseView};
 pub use ticker::{EPOCH_TICK, MIN_EPOCH_TICK};
-pub use world::{BalancerWorld, BreakerWorld, FilterWorld, RouterWorld, World};
+pub use world::{BalancerWorld, BreakerWorld, FilterWorld, InitAnswer, RouterWorld, World};
 
 use crate::telemetry::names;
 use backoff::Streaks;
@@ -60,11 +61,11 @@ use logbudget::LogBudget;
 use resource_caps::Limiter;
 use state::PluginState;
 
-/// The versions of the WIT package `bbproxy:plugin` this host speaks.
-/// The first is the WIT in `wit/`; a plugin built against an earlier 0.1.x
-/// runs unchanged (wasmtime resolves its `@0.1.0` imports to the 0.1.1
-/// definitions, which only add to them).
-pub const CONTRACT_VERSIONS: &[&str] = &["0.1.1", "0.1.0"];
+/// The versions of the WIT package `bbproxy:plugin` this host speaks,
+/// newest first: 0.2.0 (`wit/v0.2`), then 0.1.1 (`wit/`); a plugin built
+/// against an earlier 0.1.x runs unchanged (wasmtime resolves its `@0.1.0`
+/// imports to the 0.1.1 definitions, which only add to them).
+pub const CONTRACT_VERSIONS: &[&str] = &["0.2.0", "0.1.1", "0.1.0"];
 
 /// The kinds of [`Fault`] a call can record (`suspended` is not a fault).
 pub const FAULT_KINDS: [&str; 6] = [
@@ -140,6 +141,9 @@ pub struct Plugin<W: World> {
     sha256: String,
     /// See [`Plugin::contract`].
     contract: &'static str,
+    /// What the first instance's `init` returned (at load); it holds for
+    /// the plugin's life.
+    init_answer: InitAnswer,
     faults: AtomicU64,
     /// Faults by kind, in [`FAULT_KINDS`] order, for `/status`.
     fault_kinds: [AtomicU64; FAULT_KINDS.len()],
@@ -189,7 +193,8 @@ impl<W: World> Plugin<W> {
             .map(|(i, u)| (u.name.clone(), u32::try_from(i).unwrap_or(u32::MAX)))
             .collect();
         let tenants = upstreams.len();
-        let plugin = Self {
+        let contract = W::version(&pre).unwrap_or_else(|| contract_of(runtime, &component));
+        let mut plugin = Self {
             identity: PluginIdentity {
                 name: Arc::from(name),
                 role: W::ROLE,
@@ -202,7 +207,8 @@ impl<W: World> Plugin<W> {
             upstream_index,
             idle: PerWorker::new(runtime.workers(), |_| Mutex::new(Vec::new())),
             sha256,
-            contract: contract_of(runtime, &component),
+            contract,
+            init_answer: InitAnswer::default(),
             faults: AtomicU64::new(0),
             fault_kinds: Default::default(),
             calls_made: AtomicU64::new(0),
@@ -214,7 +220,7 @@ impl<W: World> Plugin<W> {
             fault_lines: LogBudget::default(),
             fault_lines_dropped: AtomicU64::new(0),
         };
-        let first = plugin.instantiate().map_err(|fault| LoadError::Init {
+        let (first, answer) = plugin.instantiate().map_err(|fault| LoadError::Init {
             name: name.to_owned(),
             role: W::ROLE,
             // At load time "cannot create an instance" says nothing new.
@@ -223,6 +229,7 @@ impl<W: World> Plugin<W> {
                 other => other.to_string(),
             },
         })?;
+        plugin.init_answer = answer;
         plugin.release(first);
         Ok(plugin)
     }
@@ -293,6 +300,11 @@ impl<W: World> Plugin<W> {
         self.contract
     }
 
+    /// What the plugin's `init` returned besides success (at load).
+    pub fn init_answer(&self) -> InitAnswer {
+        self.init_answer
+    }
+
     /// Calls answered with the fault policy without entering the plugin,
     /// because it was suspended after repeated faults.
     pub fn suspended_calls(&self) -> u64 {
@@ -331,7 +343,7 @@ impl<W: World> Plugin<W> {
     /// A fresh instance with `init` already run. Instantiation itself runs
     /// no guest code we care about (components have no start function), but
     /// it is bounded all the same.
-    fn instantiate(&self) -> Result<Instance<W>, Fault> {
+    fn instantiate(&self) -> Result<(Instance<W>, InitAnswer), Fault> {
         let _running = self.runtime.ticker().enter();
         let mut store = self.new_store();
         Self::arm(&mut store, self.limits.init_timeout(), budget::real_now());
@@ -345,7 +357,7 @@ impl<W: World> Plugin<W> {
         Self::arm(&mut store, self.limits.init_timeout(), budget::real_now());
         let result = guarded(|| W::init(&exports, &mut store, &self.config));
         match result {
-            Ok(Ok(())) => Ok(Instance { store, exports }),
+            Ok(Ok(answer)) => Ok((Instance { store, exports }, answer)),
             Ok(Err(msg)) => Err(Fault::Instantiate(format!(
                 "plugin rejected its config: {msg}"
             ))),
@@ -369,7 +381,7 @@ impl<W: World> Plugin<W> {
             .pop();
         match idle {
             Some(i) => Ok(i),
-            None => self.instantiate(),
+            None => self.instantiate().map(|(i, _)| i),
         }
     }
 
@@ -539,9 +551,10 @@ fn guarded<R>(f: impl FnOnce() -> wasmtime::Result<R>) -> wasmtime::Result<R> {
     })
 }
 
-/// The [`CONTRACT_VERSIONS`] entry `component` imports `bbproxy:plugin`
-/// at (the newest when it imports none, or one this host does not know,
-/// which the linker refuses anyway).
+/// The 0.1.x [`CONTRACT_VERSIONS`] entry `component` imports
+/// `bbproxy:plugin` at (the newest 0.1.x when it imports none, or one this
+/// host does not know, which the linker refuses anyway). Only for a
+/// component of a 0.1.x world: a 0.2.0 one imports 0.1.1's interfaces too.
 fn contract_of(runtime: &Runtime, component: &Component) -> &'static str {
     let engine = runtime.engine();
     component
@@ -551,18 +564,22 @@ fn contract_of(runtime: &Runtime, component: &Component) -> &'static str {
             let version = name.strip_prefix("bbproxy:plugin/")?.split_once('@')?.1;
             CONTRACT_VERSIONS.iter().find(|v| **v == version).copied()
         })
-        .unwrap_or(CONTRACT_VERSIONS[0])
+        .unwrap_or(CONTRACT_VERSIONS[1])
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_contract_version_is_the_wit_package_version() {
-        let wit = include_str!("../../../wit/plugin.wit");
-        let package = wit
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("package bbproxy:plugin@"))
-            .expect("the WIT file names its package");
-        assert_eq!(package.trim_end_matches(';'), super::CONTRACT_VERSIONS[0]);
+    fn the_contract_versions_are_the_wit_package_versions() {
+        let package = |wit: &str| {
+            wit.lines()
+                .find_map(|l| l.trim().strip_prefix("package bbproxy:plugin@"))
+                .expect("the WIT file names its package")
+                .trim_end_matches(';')
+                .to_owned()
+        };
+        let v2 = package(include_str!("../../../wit/v0.2/plugin.wit"));
+        let v1 = package(include_str!("../../../wit/plugin.wit"));
+        assert_eq!([v2.as_str(), v1.as_str()], super::CONTRACT_VERSIONS[..2]);
     }
 }

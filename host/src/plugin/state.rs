@@ -62,6 +62,10 @@ pub struct PluginState {
     table: ResourceTable,
     pub(super) request: Option<RequestView>,
     pub(super) response: Option<ResponseView>,
+    /// The candidates of a 0.2.0 `pick` in progress (empty otherwise),
+    /// read through the `candidates` interface. Kept between calls so the
+    /// copy into it reuses one allocation.
+    pub(super) candidates: Vec<types::Backend>,
     shared: Arc<SharedState>,
     upstreams: Arc<[types::Upstream]>,
     identity: PluginIdentity,
@@ -83,6 +87,7 @@ impl PluginState {
             table: ResourceTable::new(),
             request: None,
             response: None,
+            candidates: Vec::new(),
             shared,
             upstreams,
             identity,

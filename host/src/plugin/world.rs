@@ -1,11 +1,29 @@
 //! The four plugin roles behind one trait, so loading, pooling and fault
-//! handling are written once.
+//! handling are written once. The decision roles come in two contract
+//! versions (0.1.x and 0.2.0, see `wit/` and `wit/v0.2/`); a component's
+//! exports say which it implements.
 
 use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
-use super::bindings::{balancer, breaker, filter, router};
+use super::bindings::{balancer, breaker, filter, router, v2};
 use super::state::PluginState;
+
+/// A value of one of the two contract versions.
+pub enum Versioned<A, B> {
+    /// `bbproxy:plugin@0.1.x`.
+    V1(A),
+    /// `bbproxy:plugin@0.2.0`.
+    V2(B),
+}
+
+/// What `init` returned besides success.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InitAnswer {
+    /// A 0.2.0 breaker's `outcome-calls.skip-closed-responses-below`
+    /// (0 for every other plugin: it is called for everything).
+    pub skip_closed_responses_below: u16,
+}
 
 /// A plugin role: its WIT world, pre-instantiation and `init` export.
 pub trait World: Send + Sync + 'static {
@@ -16,8 +34,12 @@ pub trait World: Send + Sync + 'static {
     /// The world's typed exports of one instance.
     type Exports: Send;
 
-    /// Checks the component's exports against the world.
+    /// Checks the component's exports against the world, the newest
+    /// version first.
     fn pre(pre: InstancePre<PluginState>) -> wasmtime::Result<Self::Pre>;
+    /// `Some("0.2.0")` when `pre` is of the 0.2.0 world; `None` for 0.1.x,
+    /// whose minor version only the component's imports tell.
+    fn version(pre: &Self::Pre) -> Option<&'static str>;
     /// Instantiates into `store`.
     fn instantiate(
         pre: &Self::Pre,
@@ -28,7 +50,7 @@ pub trait World: Send + Sync + 'static {
         exports: &Self::Exports,
         store: &mut Store<PluginState>,
         config: &str,
-    ) -> wasmtime::Result<Result<(), String>>;
+    ) -> wasmtime::Result<Result<InitAnswer, String>>;
 }
 
 /// The `router` world.
@@ -40,40 +62,115 @@ pub enum BalancerWorld {}
 /// The `breaker` world.
 #[derive(Debug)]
 pub enum BreakerWorld {}
-/// The `filter` world.
+/// The `filter` world (the same in both versions).
 #[derive(Debug)]
 pub enum FilterWorld {}
 
-macro_rules! world {
-    ($ty:ty, $role:literal, $module:ident, $pre:ident, $exports:ident) => {
+/// The world's pre-instance of whichever version the component exports:
+/// 0.2.0 first; when both fail, 0.1.x's error, which names what a plugin
+/// built against the older contract is missing.
+fn either<A, B>(
+    pre: InstancePre<PluginState>,
+    v2: impl FnOnce(InstancePre<PluginState>) -> wasmtime::Result<B>,
+    v1: impl FnOnce(InstancePre<PluginState>) -> wasmtime::Result<A>,
+) -> wasmtime::Result<Versioned<A, B>> {
+    match v2(pre.clone()) {
+        Ok(b) => Ok(Versioned::V2(b)),
+        Err(_) => v1(pre).map(Versioned::V1),
+    }
+}
+
+macro_rules! versioned_world {
+    ($ty:ty, $role:literal, $module:ident, $pre:ident, $exports:ident, $init2:expr) => {
         impl World for $ty {
             const ROLE: &'static str = $role;
-            type Pre = $module::$pre<PluginState>;
-            type Exports = $module::$exports;
+            type Pre = Versioned<$module::$pre<PluginState>, v2::$module::$pre<PluginState>>;
+            type Exports = Versioned<$module::$exports, v2::$module::$exports>;
 
             fn pre(pre: InstancePre<PluginState>) -> wasmtime::Result<Self::Pre> {
-                $module::$pre::new(pre)
+                either(pre, v2::$module::$pre::new, $module::$pre::new)
+            }
+
+            fn version(pre: &Self::Pre) -> Option<&'static str> {
+                match pre {
+                    Versioned::V1(_) => None,
+                    Versioned::V2(_) => Some("0.2.0"),
+                }
             }
 
             fn instantiate(
                 pre: &Self::Pre,
                 store: &mut Store<PluginState>,
             ) -> wasmtime::Result<Self::Exports> {
-                pre.instantiate(store)
+                Ok(match pre {
+                    Versioned::V1(p) => Versioned::V1(p.instantiate(store)?),
+                    Versioned::V2(p) => Versioned::V2(p.instantiate(store)?),
+                })
             }
 
             fn init(
                 exports: &Self::Exports,
                 store: &mut Store<PluginState>,
                 config: &str,
-            ) -> wasmtime::Result<Result<(), String>> {
-                exports.call_init(store, config)
+            ) -> wasmtime::Result<Result<InitAnswer, String>> {
+                Ok(match exports {
+                    Versioned::V1(e) => e.call_init(store, config)?.map(|()| InitAnswer::default()),
+                    Versioned::V2(e) => e.call_init(store, config)?.map($init2),
+                })
             }
         }
     };
 }
 
-world!(RouterWorld, "router", router, RouterPre, Router);
-world!(BalancerWorld, "balancer", balancer, BalancerPre, Balancer);
-world!(BreakerWorld, "breaker", breaker, BreakerPre, Breaker);
-world!(FilterWorld, "filter", filter, FilterPre, Filter);
+versioned_world!(RouterWorld, "router", router, RouterPre, Router, |()| {
+    InitAnswer::default()
+});
+versioned_world!(
+    BalancerWorld,
+    "balancer",
+    balancer,
+    BalancerPre,
+    Balancer,
+    |()| InitAnswer::default()
+);
+versioned_world!(
+    BreakerWorld,
+    "breaker",
+    breaker,
+    BreakerPre,
+    Breaker,
+    |calls: v2::decisions::OutcomeCalls| InitAnswer {
+        skip_closed_responses_below: calls.skip_closed_responses_below,
+    }
+);
+
+impl World for FilterWorld {
+    const ROLE: &'static str = "filter";
+    type Pre = filter::FilterPre<PluginState>;
+    type Exports = filter::Filter;
+
+    fn pre(pre: InstancePre<PluginState>) -> wasmtime::Result<Self::Pre> {
+        filter::FilterPre::new(pre)
+    }
+
+    fn version(_: &Self::Pre) -> Option<&'static str> {
+        None
+    }
+
+    fn instantiate(
+        pre: &Self::Pre,
+        store: &mut Store<PluginState>,
+    ) -> wasmtime::Result<Self::Exports> {
+        pre.instantiate(store)
+    }
+
+    fn init(
+        exports: &Self::Exports,
+        store: &mut Store<PluginState>,
+        config: &str,
+    ) -> wasmtime::Result<Result<InitAnswer, String>> {
+        Ok(exports
+            .call_init(store, config)?
+            .map(|()| InitAnswer::default()))
+    }
+}

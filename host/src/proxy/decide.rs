@@ -48,30 +48,28 @@ pub(super) fn route<'g>(
         },
     };
     match answer.map_err(|fault| ProxyError::plugin(Role::Router, fault))? {
-        Route::Upstream(name) => match generation.upstream_index(&name) {
-            Some(i) => Ok(Decision::Upstream(i, tenant)),
-            None => match generation.route_action(&name) {
-                Some(RouteAction::Forward(target)) => Ok(Decision::Route(target, tenant)),
-                Some(RouteAction::Redirect { status, location }) => {
-                    let mut resp = text(*status, "");
-                    resp.headers_mut().insert(LOCATION, location.clone());
-                    Ok(Decision::Respond(resp))
-                }
-                None => {
-                    let fault = slot.primary.record(
-                        Fault::BadAnswer(format!(
-                            "route named upstream {name:?}, which is not a configured domain or route"
-                        )),
-                        tenant,
-                    );
-                    Err(ProxyError::plugin(Role::Router, fault))
-                }
-            },
+        Route::Upstream(i) => Ok(Decision::Upstream(i, tenant)),
+        Route::DomainRoute { domain, index } => match generation.route_action(domain, index) {
+            Some(RouteAction::Forward(target)) => Ok(Decision::Route(target, tenant)),
+            Some(RouteAction::Redirect { status, location }) => {
+                let mut resp = text(*status, "");
+                resp.headers_mut().insert(LOCATION, location.clone());
+                Ok(Decision::Respond(resp))
+            }
+            None => {
+                let fault = slot.primary.record(
+                    Fault::BadAnswer(format!(
+                        "route named route {index} of {}, which is not a forwarding or redirecting route",
+                        generation.upstream_name(domain).unwrap_or("an unknown domain")
+                    )),
+                    tenant,
+                );
+                Err(ProxyError::plugin(Role::Router, fault))
+            }
         },
-        Route::Respond(r) => {
-            let status =
-                StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            Ok(Decision::Respond(text(status, r.body)))
+        Route::Respond { status, body } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            Ok(Decision::Respond(text(status, body)))
         }
     }
 }

@@ -129,7 +129,7 @@ fn check_prints_a_summary_table() {
     assert_eq!(row("PLUGIN"), ["PLUGIN", "SOURCE", "SHA256", "CONTRACT"]);
     for role in ["router", "balancer", "breaker"] {
         let r = row(role);
-        assert_eq!((r[1], r[3]), ("builtin", "bbproxy:plugin@0.1.1"), "{r:?}");
+        assert_eq!((r[1], r[3]), ("builtin", "bbproxy:plugin@0.2.0"), "{r:?}");
         assert_eq!(r[2].len(), 12, "{r:?}");
     }
 }
@@ -221,7 +221,7 @@ fn version_names_wasmtime_and_the_contract() {
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         format!(
-            "bbproxy {} (wasmtime 48.0.8; plugin contract bbproxy:plugin@0.1.1, bbproxy:plugin@0.1.0)",
+            "bbproxy {} (wasmtime 48.0.8; plugin contract bbproxy:plugin@0.2.0, bbproxy:plugin@0.1.1, bbproxy:plugin@0.1.0)",
             env!("CARGO_PKG_VERSION")
         )
     );

@@ -15,6 +15,7 @@ mod admin;
 mod balancing;
 mod cli;
 mod cluster;
+mod contract_v2;
 mod dashboard;
 mod deploy;
 mod filter_components;

@@ -30,7 +30,7 @@ fn hashing(on: &str, addresses: &[usize]) -> (TestHost, DefaultBalancer) {
         r#"{{"hash": {{"app.test": {{"on": "{on}", "backends": [{}]}}}}}}"#,
         list.join(", ")
     );
-    let lb = host.balancer::<DefaultBalancer>(&config).unwrap();
+    let lb = host.balancer_v2::<DefaultBalancer>(&config).unwrap();
     (host, lb)
 }
 
@@ -50,7 +50,7 @@ fn placement(addresses: &[usize], eligible: &[u32]) -> Vec<usize> {
         .collect();
     (0..KEYS)
         .map(|k| {
-            let i = host.pick(&mut lb, &user(k), 0, &candidates).unwrap();
+            let i = host.pick_v2(&mut lb, &user(k), 0, &candidates).unwrap();
             addresses[candidates[i].id as usize]
         })
         .collect()
@@ -145,7 +145,7 @@ fn weights_share_the_keys() {
         backends(2)[1],
     ];
     let on_first = (0..KEYS)
-        .filter(|&k| host.pick(&mut lb, &user(k), 0, &candidates).unwrap() == 0)
+        .filter(|&k| host.pick_v2(&mut lb, &user(k), 0, &candidates).unwrap() == 0)
         .count();
     assert!(
         (7250..=7750).contains(&on_first),
@@ -182,10 +182,10 @@ fn every_hash_on_source_and_the_round_robin_fallback() {
         ),
     ] {
         let (host, mut lb) = hashing(on, &[0, 1, 2, 3]);
-        let first = host.pick(&mut lb, &with_key, 0, &candidates).unwrap();
+        let first = host.pick_v2(&mut lb, &with_key, 0, &candidates).unwrap();
         for _ in 0..20 {
             assert_eq!(
-                host.pick(&mut lb, &same_key, 0, &candidates),
+                host.pick_v2(&mut lb, &same_key, 0, &candidates),
                 Ok(first),
                 "{on}"
             );
@@ -206,7 +206,7 @@ fn every_hash_on_source_and_the_round_robin_fallback() {
                         k % 250
                     )),
                 };
-                host.pick(&mut lb, &req, 0, &candidates).unwrap()
+                host.pick_v2(&mut lb, &req, 0, &candidates).unwrap()
             })
             .collect();
         assert_eq!(reached.len(), 4, "{on}");
@@ -225,7 +225,7 @@ fn every_hash_on_source_and_the_round_robin_fallback() {
     ] {
         let (host, mut lb) = hashing(on, &[0, 1, 2, 3]);
         let order: Vec<usize> = (0..8)
-            .map(|_| host.pick(&mut lb, &keyless, 0, &candidates).unwrap())
+            .map(|_| host.pick_v2(&mut lb, &keyless, 0, &candidates).unwrap())
             .collect();
         assert_eq!(order, [0, 1, 2, 3, 0, 1, 2, 3], "{on}");
     }
@@ -235,18 +235,18 @@ fn every_hash_on_source_and_the_round_robin_fallback() {
 fn a_bad_hash_on_refuses_to_load() {
     let host = TestHost::new().upstream_with_balancer("app.test", "consistent-hash", 2);
     let err = host
-        .balancer::<DefaultBalancer>(r#"{"hash": {"app.test": {"on": "ip"}}}"#)
+        .balancer_v2::<DefaultBalancer>(r#"{"hash": {"app.test": {"on": "ip"}}}"#)
         .unwrap_err();
     assert!(
         err.contains("upstream \"app.test\": unknown hash_on \"ip\""),
         "{err}"
     );
     // Without settings it hashes the client address.
-    let mut lb = host.balancer::<DefaultBalancer>("{}").unwrap();
+    let mut lb = host.balancer_v2::<DefaultBalancer>("{}").unwrap();
     let req = FakeRequest::get("app.test", "/").client("198.51.100.4");
-    let first = host.pick(&mut lb, &req, 0, &backends(2)).unwrap();
+    let first = host.pick_v2(&mut lb, &req, 0, &backends(2)).unwrap();
     for _ in 0..10 {
-        assert_eq!(host.pick(&mut lb, &req, 0, &backends(2)), Ok(first));
+        assert_eq!(host.pick_v2(&mut lb, &req, 0, &backends(2)), Ok(first));
     }
 }
 
@@ -255,19 +255,19 @@ fn a_bad_hash_on_refuses_to_load() {
 #[test]
 fn first_is_active_standby() {
     let host = TestHost::new().upstream_with_balancer("app.test", "first", 3);
-    let mut lb = host.balancer::<DefaultBalancer>("{}").unwrap();
+    let mut lb = host.balancer_v2::<DefaultBalancer>("{}").unwrap();
     let req = FakeRequest::get("app.test", "/");
     let all = backends(3);
-    assert_eq!(host.pick(&mut lb, &req, 0, &all), Ok(0));
+    assert_eq!(host.pick_v2(&mut lb, &req, 0, &all), Ok(0));
     let standby = [all[2], all[1]];
     assert_eq!(
-        host.pick(&mut lb, &req, 0, &standby),
+        host.pick_v2(&mut lb, &req, 0, &standby),
         Ok(1),
         "the lowest id, wherever it is"
     );
     // The active one back: it takes over again.
     assert_eq!(
-        host.pick(&mut lb, &req, 0, &[all[2], all[1], all[0]]),
+        host.pick_v2(&mut lb, &req, 0, &[all[2], all[1], all[0]]),
         Ok(2)
     );
 }
@@ -277,11 +277,11 @@ fn first_is_active_standby() {
 fn random_spreads_over_every_candidate() {
     let host = TestHost::new().upstream_with_balancer("app.test", "random", 4);
     host.seed_random(42);
-    let mut lb = host.balancer::<DefaultBalancer>("{}").unwrap();
+    let mut lb = host.balancer_v2::<DefaultBalancer>("{}").unwrap();
     let req = FakeRequest::get("app.test", "/");
     let mut counts = [0usize; 4];
     for _ in 0..4000 {
-        counts[host.pick(&mut lb, &req, 0, &backends(4)).unwrap()] += 1;
+        counts[host.pick_v2(&mut lb, &req, 0, &backends(4)).unwrap()] += 1;
     }
     assert!(
         counts.iter().all(|&n| (850..=1150).contains(&n)),

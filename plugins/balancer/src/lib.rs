@@ -34,7 +34,8 @@ pub mod sticky;
 use std::collections::HashMap;
 
 use bbproxy_sdk::serde::Deserialize;
-use bbproxy_sdk::{Backend, Balancer, Counter, Request};
+use bbproxy_sdk::v2::{Balancer, Candidates};
+use bbproxy_sdk::{Backend, Counter, Request};
 use hash::HashOn;
 
 /// The names accepted in an upstream's `balancer` setting.
@@ -183,9 +184,19 @@ pub fn weighted_round_robin(n: i64, weights: &[u32]) -> Option<usize> {
 /// Least-request (power of two choices): among two distinct candidates chosen
 /// with `random` (all candidates when there are at most two), the one with
 /// fewer requests in flight, then lower latency average, then a coin flip.
-pub fn least_request(candidates: &[Backend], mut random: impl FnMut() -> u64) -> Option<usize> {
+pub fn least_request(candidates: &[Backend], random: impl FnMut() -> u64) -> Option<usize> {
+    least_request_of(candidates.len(), |i| candidates[i], random)
+}
+
+/// [`least_request`] over `len` candidates read with `get`, so a pick in
+/// the proxy reads the two it compares and no others.
+pub fn least_request_of(
+    len: usize,
+    get: impl Fn(usize) -> Backend,
+    mut random: impl FnMut() -> u64,
+) -> Option<usize> {
     let better = |a: usize, b: usize, random: &mut dyn FnMut() -> u64| -> usize {
-        let (x, y) = (&candidates[a], &candidates[b]);
+        let (x, y) = (get(a), get(b));
         match (x.in_flight, x.latency_ewma_us).cmp(&(y.in_flight, y.latency_ewma_us)) {
             std::cmp::Ordering::Less => a,
             std::cmp::Ordering::Greater => b,
@@ -198,7 +209,7 @@ pub fn least_request(candidates: &[Backend], mut random: impl FnMut() -> u64) ->
             }
         }
     };
-    match candidates.len() {
+    match len {
         0 => None,
         1 => Some(0),
         2 => Some(better(0, 1, &mut random)),
@@ -223,8 +234,8 @@ pub fn first(candidates: &[Backend]) -> Option<usize> {
 }
 
 /// A uniformly random candidate.
-pub fn random(candidates: &[Backend], random: u64) -> Option<usize> {
-    let len = u64::try_from(candidates.len()).ok().filter(|&l| l > 0)?;
+pub fn random(len: usize, random: u64) -> Option<usize> {
+    let len = u64::try_from(len).ok().filter(|&l| l > 0)?;
     usize::try_from(random % len).ok()
 }
 
@@ -325,32 +336,36 @@ impl Balancer for DefaultBalancer {
         Ok(DefaultBalancer { upstreams })
     }
 
-    fn pick(&mut self, req: &Request, upstream: u32, candidates: &[Backend]) -> Option<u32> {
+    /// Reads only what the upstream's policy needs of the candidates:
+    /// round-robin and random their number, least-request the two it
+    /// compares, the others the whole list.
+    fn pick(&mut self, req: &Request, upstream: u32, candidates: &Candidates) -> Option<u32> {
         let policy = self.upstreams.get(usize::try_from(upstream).ok()?)?;
+        let len = candidates.len() as usize;
         let index = match policy {
-            UpstreamPolicy::RoundRobin(counter) => {
-                round_robin(counter.fetch_add(1), candidates.len())
-            }
+            UpstreamPolicy::RoundRobin(counter) => round_robin(counter.fetch_add(1), len),
             UpstreamPolicy::WeightedRoundRobin(counter) => {
-                let weights: Vec<u32> = candidates.iter().map(|b| b.weight).collect();
+                let weights: Vec<u32> = candidates.all().iter().map(|b| b.weight).collect();
                 weighted_round_robin(counter.fetch_add(1), &weights)
             }
-            UpstreamPolicy::LeastRequest => least_request(candidates, bbproxy_sdk::random),
+            UpstreamPolicy::LeastRequest => {
+                least_request_of(len, |i| candidates.get(i as u32), bbproxy_sdk::random)
+            }
             UpstreamPolicy::ConsistentHash(h) => match hash::key(&h.on, req) {
-                Some(key) => {
-                    hash::pick(hash::fnv1a(key.as_bytes()), candidates, |id| h.identity(id))
-                }
-                None => round_robin(h.round_robin.fetch_add(1), candidates.len()),
+                Some(key) => hash::pick(hash::fnv1a(key.as_bytes()), &candidates.all(), |id| {
+                    h.identity(id)
+                }),
+                None => round_robin(h.round_robin.fetch_add(1), len),
             },
-            UpstreamPolicy::Random => random(candidates, bbproxy_sdk::random()),
-            UpstreamPolicy::First => first(candidates),
-            UpstreamPolicy::Sticky(s) => s.pick(req, candidates),
+            UpstreamPolicy::Random => random(len, bbproxy_sdk::random()),
+            UpstreamPolicy::First => first(&candidates.all()),
+            UpstreamPolicy::Sticky(s) => s.pick(req, &candidates.all()),
         }?;
         u32::try_from(index).ok()
     }
 }
 
-bbproxy_sdk::export!(DefaultBalancer: balancer);
+bbproxy_sdk::v2::export!(DefaultBalancer: balancer);
 
 #[cfg(test)]
 mod tests {

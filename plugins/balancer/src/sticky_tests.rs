@@ -16,7 +16,7 @@ fn sticky() -> (TestHost, DefaultBalancer) {
         r#"{{"sticky": {{"app.test": {{"cookie": "bb_srv", "tokens": [{}]}}}}}}"#,
         tokens.join(", ")
     );
-    let lb = host.balancer::<DefaultBalancer>(&config).unwrap();
+    let lb = host.balancer_v2::<DefaultBalancer>(&config).unwrap();
     (host, lb)
 }
 
@@ -33,7 +33,7 @@ fn picks(
     n: usize,
 ) -> Vec<u32> {
     (0..n)
-        .map(|_| candidates[host.pick(lb, req, 0, candidates).unwrap()].id)
+        .map(|_| candidates[host.pick_v2(lb, req, 0, candidates).unwrap()].id)
         .collect()
 }
 
@@ -152,7 +152,7 @@ fn bad_sticky_settings_refuse_to_load() {
             "unknown field `path`",
         ),
     ] {
-        let err = host.balancer::<DefaultBalancer>(config).unwrap_err();
+        let err = host.balancer_v2::<DefaultBalancer>(config).unwrap_err();
         assert!(err.contains(want), "{config}: {err}");
     }
 }

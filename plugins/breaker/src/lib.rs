@@ -22,7 +22,8 @@
 //! restarts the open period only on a transition into open.
 
 use bbproxy_sdk::serde::Deserialize;
-use bbproxy_sdk::{Backend, Breaker, BreakerState, Outcome, Verdict};
+use bbproxy_sdk::v2::Breaker;
+use bbproxy_sdk::{Backend, BreakerState, Outcome, Verdict};
 
 /// The plugin's configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -111,12 +112,19 @@ impl Breaker for DefaultBreaker {
         })
     }
 
+    /// A response a closed backend sends is a success that keeps it closed
+    /// (see [`Config::decide`]) unless it is a 5xx counted as a failure:
+    /// the host counts those itself, without a call.
+    fn skip_closed_responses_below(&self) -> u16 {
+        if self.config.failure_on_5xx { 500 } else { 600 }
+    }
+
     fn on_outcome(&mut self, _upstream: u32, backend: &Backend, outcome: &Outcome) -> Verdict {
         self.config.decide(backend, outcome)
     }
 }
 
-bbproxy_sdk::export!(DefaultBreaker: breaker);
+bbproxy_sdk::v2::export!(DefaultBreaker: breaker);
 
 #[cfg(test)]
 mod tests {
@@ -166,6 +174,41 @@ mod tests {
             (5, 30_000, 1, 1)
         );
         assert!(!c.failure_on_5xx);
+    }
+
+    /// The outcomes the breaker leaves to the host are exactly those whose
+    /// verdict is "a success, still closed", whatever the closed backend's
+    /// streaks: skipping the call changes nothing.
+    #[test]
+    fn the_host_skips_only_outcomes_that_keep_a_backend_closed() {
+        for json in [
+            r#"{"threshold": 3}"#,
+            r#"{"threshold": 3, "failure_on_5xx": true}"#,
+        ] {
+            let breaker = bbproxy_sdk::testing::TestHost::new()
+                .breaker_v2::<DefaultBreaker>(json)
+                .unwrap();
+            let skip = breaker.skip_closed_responses_below();
+            for status in 100..600u16 {
+                let outcome = Outcome {
+                    kind: OutcomeKind::Response,
+                    status,
+                    latency_us: 1000,
+                };
+                for failures in 0..4 {
+                    let closed = Backend {
+                        consecutive_failures: failures,
+                        ..bbproxy_sdk::testing::backend(0)
+                    };
+                    let verdict = breaker.config.decide(&closed, &outcome);
+                    assert_eq!(
+                        verdict == Verdict::closed(false),
+                        status < skip,
+                        "{json}: status {status} after {failures} failures: {verdict:?}, skip below {skip}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ use std::hint::black_box;
 use bbproxy_plugin_router::RouteTable;
 use bbproxy_plugin_router::routes::{Lent, RouteSpec};
 use bbproxy_sdk::testing::FakeRequest;
+use bbproxy_sdk::v2::Route;
 use cpu_time::ThreadTime;
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -70,20 +71,17 @@ fn bench(c: &mut Criterion) {
         headers: &[],
     };
     assert_eq!(
-        table.decide("bench.test", &last).upstream(),
-        Some("bench.test#19")
+        table.decide("bench.test", &last),
+        Route::domain_route(0, 19)
     );
-    assert_eq!(
-        table.decide("bench.test", &none).upstream(),
-        Some("bench.test")
-    );
+    assert_eq!(table.decide("bench.test", &none), Route::upstream(0));
     let last_sdk = FakeRequest::new("POST", "bench.test", "/api/users/7?page=2")
         .header("content-type", "application/json")
         .client("192.0.2.10");
     let none_sdk = FakeRequest::get("bench.test", "/nothing/here");
     assert_eq!(
-        table.route_request(&last_sdk.as_request()).upstream(),
-        Some("bench.test#19")
+        table.route_request(&last_sdk.as_request()),
+        Route::domain_route(0, 19)
     );
     let mut group = c.benchmark_group("routes/20");
     for (name, req) in [("matching/last", last), ("matching/none", none)] {

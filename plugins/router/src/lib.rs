@@ -27,8 +27,9 @@ pub mod routes;
 use std::collections::BTreeMap;
 
 use bbproxy_plugin_contract::hosts::HostMatcher;
+use bbproxy_sdk::Request;
 use bbproxy_sdk::serde::Deserialize;
-use bbproxy_sdk::{Request, Route, Router};
+use bbproxy_sdk::v2::{Route, Router};
 use routes::{DomainRoutes, Facts, RouteSpec, Source};
 
 /// The plugin's configuration, as given by the host.
@@ -115,7 +116,8 @@ impl RouteTable {
                     "invalid router config: routes for {domain:?}, which is not a configured domain"
                 ));
             };
-            self.routes[i] = DomainRoutes::compile(&domain, specs)?;
+            let number = u32::try_from(i).map_err(|_| "too many domains".to_owned())?;
+            self.routes[i] = DomainRoutes::compile(&domain, number, specs)?;
         }
         Ok(self)
     }
@@ -129,9 +131,16 @@ impl RouteTable {
     /// The decision for a request for `host` whose other parts come from
     /// `source`.
     pub fn decide<'r, S: Source<'r>>(&self, host: &str, source: &'r S) -> Route {
-        let Some(i) = self.matcher.lookup(host) else {
-            return self.route(host);
-        };
+        match self.matcher.lookup(host) {
+            Some(i) => self.decide_domain(i, host, source),
+            None => self.route(host),
+        }
+    }
+
+    /// [`RouteTable::decide`] for a request whose host matched domain
+    /// number `i` (`host` only names it in an answer for a domain that is
+    /// not in the table).
+    pub fn decide_domain<'r, S: Source<'r>>(&self, i: usize, host: &str, source: &'r S) -> Route {
         if let Some(routes) = self.routes.get(i).filter(|r| !r.is_empty()) {
             if let Some(answer) = routes.find(&Facts::new(source)) {
                 return answer.clone();
@@ -140,9 +149,9 @@ impl RouteTable {
                 return Route::respond(404, "bbproxy: no route matches this request\n");
             }
         }
-        match self.names.get(i) {
-            Some(name) => Route::to(name),
-            None => self.route(host),
+        match u32::try_from(i) {
+            Ok(n) if i < self.names.len() => Route::upstream(n),
+            _ => self.route(host),
         }
     }
 
@@ -155,9 +164,9 @@ impl RouteTable {
 
     /// The decision for `host`: its upstream, or `421 Misdirected Request`.
     pub fn route(&self, host: &str) -> Route {
-        match self.lookup(host) {
-            Some(name) => Route::to(name),
-            None => Route::respond(421, format!("bbproxy: no route for host {host:?}\n")),
+        match self.matcher.lookup(host).map(u32::try_from) {
+            Some(Ok(n)) => Route::upstream(n),
+            _ => Route::respond(421, format!("bbproxy: no route for host {host:?}\n")),
         }
     }
 }
@@ -184,12 +193,20 @@ impl Router for HostRouter {
         Ok(HostRouter { table })
     }
 
-    fn route(&mut self, req: &Request) -> Route {
-        self.table.route_request(req)
+    fn route(&mut self, req: &Request, domain: Option<u32>) -> Route {
+        // The host matched the domain already (by the same rule): only a
+        // request of no domain needs its host read, for `default` or the
+        // 421's text.
+        match domain {
+            Some(d) if (d as usize) < self.table.names.len() => {
+                self.table.decide_domain(d as usize, "", req)
+            }
+            _ => self.table.route_request(req),
+        }
     }
 }
 
-bbproxy_sdk::export!(HostRouter: router);
+bbproxy_sdk::v2::export!(HostRouter: router);
 
 #[cfg(test)]
 mod tests {
@@ -259,7 +276,7 @@ mod tests {
         let response = route.direct_response().unwrap();
         assert_eq!(response.status, 421);
         assert_eq!(response.body, "bbproxy: no route for host \"nope.test\"\n");
-        assert_eq!(t.route("example.com"), Route::to("example.com"));
+        assert_eq!(t.route("example.com"), Route::upstream(0));
     }
 
     #[test]

@@ -4,9 +4,9 @@
 //! the domain. Matching reads only what some route of the domain looks at,
 //! each piece once, through [`Facts`]; it allocates nothing itself.
 //!
-//! The answer for a forwarding or redirect route is the route reference
-//! `<domain>#<index>`, which the host resolves to the route's action; a
-//! `respond` route is answered here.
+//! The answer for a forwarding or redirect route is the route's domain and
+//! index numbers (a 0.2.0 `domain-route`), which the host resolves to the
+//! route's action; a `respond` route is answered here.
 
 use std::borrow::Cow;
 use std::cell::OnceCell;
@@ -15,9 +15,10 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 
 use bbproxy_plugin_contract::hash::{FNV1A_OFFSET, fnv1a_extend};
-use bbproxy_plugin_contract::routes::{Cidr, prefix_base, query_pairs, route_ref, under_base};
+use bbproxy_plugin_contract::routes::{Cidr, prefix_base, query_pairs, under_base};
+use bbproxy_sdk::Request;
 use bbproxy_sdk::serde::Deserialize;
-use bbproxy_sdk::{Request, Route};
+use bbproxy_sdk::v2::Route;
 
 /// Header values a request caches while it is matched; a domain's further
 /// header names (rare) are read again for each route that asks.
@@ -221,11 +222,16 @@ enum Check {
 }
 
 impl DomainRoutes {
-    /// Compiles `domain`'s routes; an error names the route.
-    pub fn compile(domain: &str, specs: Vec<RouteSpec>) -> Result<DomainRoutes, String> {
+    /// Compiles the routes of `domain`, upstream number `number`; an error
+    /// names the route.
+    pub fn compile(
+        domain: &str,
+        number: u32,
+        specs: Vec<RouteSpec>,
+    ) -> Result<DomainRoutes, String> {
         let mut out = DomainRoutes::default();
         for (i, spec) in specs.into_iter().enumerate() {
-            let route = out.compile_one(domain, i, spec).map_err(|e| {
+            let route = out.compile_one(number, i, spec).map_err(|e| {
                 format!("invalid router config: routes of {domain:?}, route {i}: {e}")
             })?;
             out.routes.push(route);
@@ -235,7 +241,7 @@ impl DomainRoutes {
         Ok(out)
     }
 
-    fn compile_one(&mut self, domain: &str, i: usize, spec: RouteSpec) -> Result<Compiled, String> {
+    fn compile_one(&mut self, domain: u32, i: usize, spec: RouteSpec) -> Result<Compiled, String> {
         let m = spec.matcher;
         let regex = m
             .path_regex
@@ -260,7 +266,7 @@ impl DomainRoutes {
             .collect::<Result<Vec<_>, String>>()?;
         let answer = match spec.respond {
             Some(r) => Route::respond(r.status, r.body),
-            None => Route::to(route_ref(domain, i)),
+            None => Route::domain_route(domain, u32::try_from(i).map_err(|_| "too many routes")?),
         };
         let methods = Methods::new(&m.method);
         let checks = m

@@ -15,6 +15,7 @@ use crate::plugin::{
     HeaderEdit, Outcome, OutcomeKind, Plugin, RequestView, ResponseView, Route, RouterWorld,
     Runtime, Tenant, Upstream, Verdict, World,
 };
+use bbproxy_plugin_contract::hosts::HostMatcher;
 
 /// Loads the component as one role and makes sample calls.
 pub(super) struct Probe<'a> {
@@ -66,6 +67,16 @@ impl Probe<'_> {
         )
     }
 
+    /// The domain `host` matches among the sample upstreams, as the proxy
+    /// finds it (a 0.2.0 router is told it).
+    fn tenant_of(&self, host: &str) -> Tenant {
+        let matcher = HostMatcher::new(self.upstreams.iter().map(|u| u.name.as_str()), None);
+        match matcher.lookup(host) {
+            Some(i) => Tenant::Upstream(u32::try_from(i).unwrap_or(u32::MAX)),
+            None => Tenant::Unmatched,
+        }
+    }
+
     fn fault(&self, role: &'static str, call: String, fault: Fault) -> CheckError {
         CheckError::Call {
             name: self.name.to_owned(),
@@ -112,18 +123,26 @@ impl Probe<'_> {
             let call = describe_request(method, host, target, headers);
             let mut request = Some(sample_request(method, host, target, headers));
             let route = plugin
-                .route(Tenant::Upstream(0), &mut request)
+                .route(self.tenant_of(host), &mut request)
                 .map_err(|f| self.fault(RouterWorld::ROLE, call.clone(), f))?;
+            let name = |i: u32| {
+                self.upstreams
+                    .get(i as usize)
+                    .map_or("?", |u| u.name.as_str())
+            };
             let answer = match route {
-                Route::Upstream(u) => format!("upstream {u:?}"),
-                Route::Respond(r) => format!("respond {} {:?}", r.status, r.body),
+                Route::Upstream(u) => format!("upstream {:?}", name(u)),
+                Route::DomainRoute { domain, index } => {
+                    format!("route {index} of {:?}", name(domain))
+                }
+                Route::Respond { status, body } => format!("respond {status} {body:?}"),
             };
             let _ = writeln!(out, "  route {call:<48} -> {answer}");
         }
         let (method, host, target, headers) = &samples[0];
         let cost = self.measure(|| {
             let mut request = Some(sample_request(method, host, target, headers));
-            plugin.route(Tenant::Upstream(0), &mut request).map(drop)
+            plugin.route(self.tenant_of(host), &mut request).map(drop)
         });
         self.report_cost(out, "route", cost);
         Ok(())

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 /// The crates built here; each gives `<package with _>.wasm`.
-const PACKAGES: [&str; 8] = [
+const PACKAGES: [&str; 9] = [
     "example-rust-last-backend",
     "example-rust-api-key-filter",
     "example-rust-canary-router",
@@ -20,6 +20,7 @@ const PACKAGES: [&str; 8] = [
     "fixture-hostile-router",
     "fixture-hostile-breaker",
     "fixture-test-filter",
+    "fixture-v2-balancer",
 ];
 
 #[path = "../../../build/nested.rs"]

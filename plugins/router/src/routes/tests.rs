@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use bbproxy_sdk::Route;
 use bbproxy_sdk::testing::FakeRequest;
+use bbproxy_sdk::v2::Route;
 
 use super::*;
 use crate::RouteTable;
@@ -25,7 +25,7 @@ fn route(t: &RouteTable, req: &FakeRequest) -> Route {
 
 /// The route reference of route `i` of a.test.
 fn to(i: usize) -> Route {
-    Route::to(format!("a.test#{i}"))
+    Route::domain_route(0, u32::try_from(i).unwrap())
 }
 
 fn get(target: &str) -> FakeRequest {
@@ -40,10 +40,10 @@ fn prefixes_are_segment_aware() {
     assert_eq!(route(&t, &get("/api")), to(0));
     assert_eq!(route(&t, &get("/api/")), to(0));
     assert_eq!(route(&t, &get("/api/v1/x?q=1")), to(0));
-    assert_eq!(route(&t, &get("/apix")), Route::to("a.test"));
+    assert_eq!(route(&t, &get("/apix")), Route::upstream(0));
     assert_eq!(route(&t, &get("/web")), to(1));
     assert_eq!(route(&t, &get("/web/a")), to(1));
-    assert_eq!(route(&t, &get("/website")), Route::to("a.test"));
+    assert_eq!(route(&t, &get("/website")), Route::upstream(0));
 }
 
 #[test]
@@ -52,9 +52,9 @@ fn exact_paths_and_regexes() {
         r#"{"a.test": [{"match": {"path": "/old"}}, {"match": {"path_regex": "^/v[0-9]+/items$"}}, {"match": {"path_regex": "\\.php"}}]}"#,
     );
     assert_eq!(route(&t, &get("/old")), to(0));
-    assert_eq!(route(&t, &get("/old/")), Route::to("a.test"));
+    assert_eq!(route(&t, &get("/old/")), Route::upstream(0));
     assert_eq!(route(&t, &get("/v2/items")), to(1));
-    assert_eq!(route(&t, &get("/v2/items/7")), Route::to("a.test"));
+    assert_eq!(route(&t, &get("/v2/items/7")), Route::upstream(0));
     // Unanchored as written: anywhere in the path.
     assert_eq!(route(&t, &get("/x/index.php")), to(2));
 }
@@ -69,7 +69,7 @@ fn methods() {
     assert_eq!(route(&t, &FakeRequest::new("DELETE", "a.test", "/")), to(1));
     assert_eq!(
         route(&t, &FakeRequest::new("POST", "a.test", "/")),
-        Route::to("a.test")
+        Route::upstream(0)
     );
 }
 
@@ -83,7 +83,7 @@ fn headers_exact_and_present() {
     assert_eq!(route(&t, &canary), to(1));
     assert_eq!(
         route(&t, &get("/").header("x-env", "Canary")),
-        Route::to("a.test")
+        Route::upstream(0)
     );
     assert_eq!(route(&t, &get("/").header("x-debug", "0")), to(2));
     // The first value counts, as the host reports it.
@@ -92,7 +92,7 @@ fn headers_exact_and_present() {
             &t,
             &get("/").header("x-env", "stable").header("x-env", "canary")
         ),
-        Route::to("a.test")
+        Route::upstream(0)
     );
 }
 
@@ -103,10 +103,10 @@ fn query_parameters() {
     );
     assert_eq!(route(&t, &get("/?beta&v=2")), to(0));
     assert_eq!(route(&t, &get("/?v=2&beta=")), to(0));
-    assert_eq!(route(&t, &get("/?v=2")), Route::to("a.test"));
+    assert_eq!(route(&t, &get("/?v=2")), Route::upstream(0));
     assert_eq!(route(&t, &get("/?x=0&v=1")), to(1));
-    assert_eq!(route(&t, &get("/?v=10")), Route::to("a.test"));
-    assert_eq!(route(&t, &get("/")), Route::to("a.test"));
+    assert_eq!(route(&t, &get("/?v=10")), Route::upstream(0));
+    assert_eq!(route(&t, &get("/")), Route::upstream(0));
     assert!(query_has("a=1&b=2", "b", "2") && !query_has("a=1&b=2", "a", "2"));
 }
 
@@ -119,10 +119,10 @@ fn client_ips_both_families() {
     assert_eq!(from("10.9.8.7"), to(0));
     assert_eq!(from("::ffff:10.0.0.1"), to(0));
     assert_eq!(from("2001:db8:5::1"), to(0));
-    assert_eq!(from("2001:db9::1"), Route::to("a.test"));
+    assert_eq!(from("2001:db9::1"), Route::upstream(0));
     assert_eq!(from("192.0.2.7"), to(1));
-    assert_eq!(from("192.0.2.8"), Route::to("a.test"));
-    assert_eq!(from("not an address"), Route::to("a.test"));
+    assert_eq!(from("192.0.2.8"), Route::upstream(0));
+    assert_eq!(from("not an address"), Route::upstream(0));
 }
 
 #[test]
@@ -147,12 +147,12 @@ fn no_match_goes_to_the_domain_or_404_without_backends() {
     let t = table(r#"{"b.test": [{"match": {"path_prefix": "/api"}}]}"#);
     assert_eq!(
         route(&t, &FakeRequest::get("b.test", "/api/1")),
-        Route::to("b.test#0")
+        Route::domain_route(1, 0)
     );
     let missed = route(&t, &FakeRequest::get("b.test", "/x"));
     assert_eq!(missed.direct_response().map(|r| r.status), Some(404));
     // a.test has no routes: its host decides, as before.
-    assert_eq!(route(&t, &get("/api/1")), Route::to("a.test"));
+    assert_eq!(route(&t, &get("/api/1")), Route::upstream(0));
     assert_eq!(
         route(&t, &FakeRequest::get("c.test", "/"))
             .direct_response()
@@ -225,7 +225,7 @@ fn index_agrees(routes: &[&str]) -> std::collections::BTreeSet<String> {
     let mut specs: BTreeMap<String, Vec<RouteSpec>> =
         bbproxy_sdk::parse_config(&format!(r#"{{"a.test": [{}]}}"#, routes.join(","))).unwrap();
     let specs = specs.remove("a.test").unwrap();
-    let domain = DomainRoutes::compile("a.test", specs).unwrap();
+    let domain = DomainRoutes::compile("a.test", 0, specs).unwrap();
     let paths = [
         "/",
         "/api",
@@ -285,6 +285,7 @@ fn the_segment_index_agrees_with_trying_every_route() {
     ] {
         let mut routes = INDEXED_ROUTES.to_vec();
         routes.insert(4, catch_all);
-        assert!(index_agrees(&routes).contains(r#"Some(Route::Upstream("a.test#4"))"#));
+        let route4 = format!("{:?}", Some(&Route::domain_route(0, 4)));
+        assert!(index_agrees(&routes).contains(&route4), "{route4}");
     }
 }

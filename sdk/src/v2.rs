@@ -1,0 +1,289 @@
+//! Plugins for contract 0.2.0 (`bbproxy:plugin@0.2.0`, `wit/v0.2`): the
+//! same three decision roles, shaped so that a request's decisions cost a
+//! few hundred nanoseconds in the proxy.
+//!
+//! - A [`Router`] is told the domain the proxy matched the request's host
+//!   to and answers with upstream numbers ([`Route::Upstream`]), so the
+//!   common answer passes no string either way.
+//! - A [`Balancer`] gets [`Candidates`], read on demand: round-robin needs
+//!   only their number, and nothing is copied that the policy does not
+//!   read.
+//! - A [`Breaker`] says which outcomes it need not see
+//!   ([`Breaker::skip_closed_responses_below`]): for most breakers the
+//!   successful responses of a closed backend, which is nearly every
+//!   request.
+//!
+//! Everything else (the [`Request`], [`Backend`], [`Outcome`], [`Verdict`]
+//! types, the host functions, [`testing`](crate::testing)) is shared with
+//! 0.1.x: those WIT interfaces did not change. Export with
+//! `bbproxy_sdk::v2::export!(Type: role)`. A 0.1.x plugin keeps working:
+//! the proxy loads both.
+//!
+//! ```
+//! use bbproxy_sdk::v2::{Balancer, Candidates};
+//! use bbproxy_sdk::Request;
+//!
+//! /// The candidate with fewer requests in flight of the first two.
+//! #[derive(Default)]
+//! struct FirstTwo;
+//!
+//! impl Balancer for FirstTwo {
+//!     fn pick(&mut self, _: &Request, _: u32, candidates: &Candidates) -> Option<u32> {
+//!         if candidates.len() < 2 {
+//!             return Some(0);
+//!         }
+//!         let (a, b) = (candidates.get(0), candidates.get(1));
+//!         Some(if b.in_flight < a.in_flight { 1 } else { 0 })
+//!     }
+//! }
+//!
+//! bbproxy_sdk::v2::export!(FirstTwo: balancer);
+//! # fn main() {}
+//! ```
+
+use crate::{Backend, Outcome, Request, Verdict, expect_no_config};
+
+pub use crate::bindings::v2::router::bbproxy::plugin0_2_0::decisions::{
+    DomainRoute, OutcomeCalls, Route,
+};
+
+impl Route {
+    /// Forward to upstream number `n` (an index into
+    /// [`upstreams()`](crate::upstreams); see [`upstream_number`]).
+    pub fn upstream(n: u32) -> Route {
+        Route::Upstream(n)
+    }
+
+    /// Forward (or redirect) as `domains.<domain>.routes[<index>]` in
+    /// config.json says (the built-in router's answer for a route).
+    pub fn domain_route(domain: u32, index: u32) -> Route {
+        Route::DomainRoute(DomainRoute { domain, index })
+    }
+
+    /// Answer the client directly with `status` and a plain-text body.
+    ///
+    /// ```
+    /// let r = bbproxy_sdk::v2::Route::respond(403, "no\n");
+    /// assert!(matches!(r, bbproxy_sdk::v2::Route::Respond(ref d) if d.status == 403));
+    /// ```
+    pub fn respond(status: u16, body: impl Into<String>) -> Route {
+        Route::Respond(crate::DirectResponse {
+            status,
+            body: body.into(),
+        })
+    }
+
+    /// The direct answer, if this is one.
+    ///
+    /// ```
+    /// use bbproxy_sdk::v2::Route;
+    /// assert_eq!(Route::respond(404, "").direct_response().map(|r| r.status), Some(404));
+    /// assert!(Route::upstream(0).direct_response().is_none());
+    /// ```
+    pub fn direct_response(&self) -> Option<&crate::DirectResponse> {
+        match self {
+            Route::Respond(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// The number of the upstream named `name` (a domain or a pool), the
+/// number a [`Route::Upstream`] carries. It asks the host for the whole
+/// list: call it in `init` and keep the answer.
+///
+/// ```
+/// let host = bbproxy_sdk::testing::TestHost::new().upstream("a.test", 1).upstream("b.test", 1);
+/// assert_eq!(bbproxy_sdk::v2::upstream_number("b.test"), Some(1));
+/// assert_eq!(bbproxy_sdk::v2::upstream_number("c.test"), None);
+/// # drop(host);
+/// ```
+pub fn upstream_number(name: &str) -> Option<u32> {
+    let i = crate::upstreams().iter().position(|u| u.name == name)?;
+    u32::try_from(i).ok()
+}
+
+/// The candidates of one `pick`: the backends that may take the request,
+/// never none. In the proxy each read is a call into the host; read only
+/// what the policy needs.
+///
+/// ```
+/// use bbproxy_sdk::testing::backends;
+/// let list = backends(3);
+/// let c = bbproxy_sdk::v2::Candidates::from_slice(&list);
+/// assert_eq!((c.len(), c.get(2).id), (3, 2));
+/// assert_eq!(c.all().len(), 3);
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Candidates<'a> {
+    source: CandidateSource<'a>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum CandidateSource<'a> {
+    /// The host's, through the `candidates` interface.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    Host(u32),
+    /// A list in memory: tests, and native benchmarks of a policy.
+    Slice(&'a [Backend]),
+}
+
+impl<'a> Candidates<'a> {
+    /// Candidates held in memory, as tests and benchmarks give them.
+    pub fn from_slice(backends: &'a [Backend]) -> Candidates<'a> {
+        Candidates {
+            source: CandidateSource::Slice(backends),
+        }
+    }
+
+    /// The `count` candidates of the host's `pick` call in progress.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    pub(crate) fn from_host(count: u32) -> Candidates<'static> {
+        Candidates {
+            source: CandidateSource::Host(count),
+        }
+    }
+
+    /// How many there are (at least 1 in a `pick`).
+    #[inline]
+    pub fn len(&self) -> u32 {
+        match self.source {
+            CandidateSource::Host(n) => n,
+            CandidateSource::Slice(s) => u32::try_from(s.len()).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// Whether there are none (never, in a `pick` the proxy makes).
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The candidate at `index`. Panics when `index >= len()` (in the
+    /// proxy, a fault of the call).
+    #[inline]
+    pub fn get(&self, index: u32) -> Backend {
+        match self.source {
+            #[cfg(target_arch = "wasm32")]
+            CandidateSource::Host(_) => {
+                crate::bindings::v2::balancer::bbproxy::plugin0_2_0::candidates::get(index)
+            }
+            #[cfg(not(target_arch = "wasm32"))]
+            CandidateSource::Host(_) => {
+                unreachable!("host candidates exist only in a wasm32 plugin")
+            }
+            CandidateSource::Slice(s) => s[index as usize],
+        }
+    }
+
+    /// Every candidate, in order: one copy of the whole list.
+    pub fn all(&self) -> Vec<Backend> {
+        match self.source {
+            #[cfg(target_arch = "wasm32")]
+            CandidateSource::Host(_) => {
+                crate::bindings::v2::balancer::bbproxy::plugin0_2_0::candidates::all()
+            }
+            #[cfg(not(target_arch = "wasm32"))]
+            CandidateSource::Host(_) => {
+                unreachable!("host candidates exist only in a wasm32 plugin")
+            }
+            CandidateSource::Slice(s) => s.to_vec(),
+        }
+    }
+}
+
+/// A 0.2.0 router (WIT world `router` of `bbproxy:plugin@0.2.0`). Export it
+/// with `bbproxy_sdk::v2::export!(R: router);`.
+///
+/// ```
+/// use bbproxy_sdk::{Request, testing::{FakeRequest, TestHost}};
+/// use bbproxy_sdk::v2::{Route, Router, upstream_number};
+///
+/// /// `/admin` to the admin upstream, the rest by host.
+/// struct Admin { admin: u32 }
+/// impl Router for Admin {
+///     fn init(_: &str) -> Result<Self, String> {
+///         let admin = upstream_number("admin.test").ok_or("no admin.test upstream")?;
+///         Ok(Admin { admin })
+///     }
+///     fn route(&mut self, req: &Request, domain: Option<u32>) -> Route {
+///         match domain {
+///             _ if req.path().starts_with("/admin") => Route::upstream(self.admin),
+///             Some(d) => Route::upstream(d),
+///             None => Route::respond(421, "unknown host\n"),
+///         }
+///     }
+/// }
+///
+/// let host = TestHost::new().upstream("admin.test", 1).upstream("www.test", 1);
+/// let mut router: Admin = host.router_v2("{}").unwrap();
+/// let mut route = |req| host.route_v2(&mut router, &req);
+/// assert_eq!(route(FakeRequest::get("www.test", "/admin/users")), Ok(Route::upstream(0)));
+/// assert_eq!(route(FakeRequest::get("www.test", "/")), Ok(Route::upstream(1)));
+/// assert_eq!(route(FakeRequest::get("x.test", "/")), Ok(Route::respond(421, "unknown host\n")));
+/// ```
+pub trait Router: Sized + 'static {
+    /// Creates the plugin instance, as [`crate::Router::init`] does.
+    fn init(config: &str) -> Result<Self, String>;
+
+    /// Decides where `req` goes. `domain` is the upstream number of the
+    /// domain its host matches (exact name, then the longest wildcard), or
+    /// `None`.
+    fn route(&mut self, req: &Request, domain: Option<u32>) -> Route;
+}
+
+/// A 0.2.0 balancer (WIT world `balancer` of `bbproxy:plugin@0.2.0`).
+/// Export it with `bbproxy_sdk::v2::export!(B: balancer);`.
+pub trait Balancer: Default + 'static {
+    /// Creates the plugin instance; the default accepts only an empty
+    /// configuration (see [`expect_no_config`]).
+    fn init(config: &str) -> Result<Self, String> {
+        expect_no_config(config)?;
+        Ok(Self::default())
+    }
+
+    /// Picks one of `candidates` for `req` on upstream number `upstream`:
+    /// an index below `candidates.len()`; `None` or an index out of range
+    /// is a plugin fault. The default is the SDK's shared round-robin (as
+    /// [`crate::Balancer::pick`]'s), which reads no candidate.
+    fn pick(&mut self, req: &Request, upstream: u32, candidates: &Candidates) -> Option<u32> {
+        let _ = req;
+        crate::default_round_robin(upstream, candidates.len() as usize)
+    }
+}
+
+/// A 0.2.0 breaker (WIT world `breaker` of `bbproxy:plugin@0.2.0`).
+/// Export it with `bbproxy_sdk::v2::export!(B: breaker);`.
+pub trait Breaker: Default + 'static {
+    /// Creates the plugin instance; the default accepts only an empty
+    /// configuration (see [`expect_no_config`]).
+    fn init(config: &str) -> Result<Self, String> {
+        expect_no_config(config)?;
+        Ok(Self::default())
+    }
+
+    /// The status below which a response of a closed backend is left to
+    /// the proxy, which counts it as a success that keeps the backend
+    /// closed without calling [`Breaker::on_outcome`]. Asked once, right
+    /// after `init`. The default, 0, asks for every outcome; a breaker
+    /// whose verdict for such a response is always
+    /// [`Verdict::closed(false)`](Verdict::closed) answers 500 (it counts
+    /// 5xx as failures) or 600.
+    fn skip_closed_responses_below(&self) -> u16 {
+        0
+    }
+
+    /// As [`crate::Breaker::on_outcome`]; the default is
+    /// [`crate::default_verdict`].
+    fn on_outcome(&mut self, upstream: u32, backend: &Backend, outcome: &Outcome) -> Verdict {
+        let _ = upstream;
+        crate::default_verdict(backend, outcome)
+    }
+}
+
+/// Exports a type as the component's 0.2.0 implementation of one role:
+/// `bbproxy_sdk::v2::export!(Type: router | balancer | breaker);`, once
+/// per crate. See [`crate::export!`] for how instances are kept; a filter
+/// is exported with that macro (the filter world did not change).
+#[doc(inline)]
+pub use crate::__export_v2 as export;

@@ -1,0 +1,150 @@
+//! [`TestHost`] calls of 0.2.0 plugins ([`crate::v2`]): the same checks
+//! and the same host-side shortcuts as the proxy makes.
+
+use bbproxy_plugin_contract as contract;
+use bbproxy_plugin_contract::hosts::HostMatcher;
+
+use crate::testing::{FakeRequest, TestHost, contract_state};
+use crate::v2::{Balancer, Breaker, Candidates, Route, Router};
+use crate::{Backend, BreakerState, Outcome, OutcomeKind, Verdict};
+
+impl TestHost {
+    /// Creates a 0.2.0 router instance the way the proxy does:
+    /// `R::init(config)`.
+    pub fn router_v2<R: Router>(&self, config: &str) -> Result<R, String> {
+        R::init(config)
+    }
+
+    /// Creates a 0.2.0 balancer instance: `B::init(config)`.
+    pub fn balancer_v2<B: Balancer>(&self, config: &str) -> Result<B, String> {
+        B::init(config)
+    }
+
+    /// Creates a 0.2.0 breaker instance: `B::init(config)`.
+    pub fn breaker_v2<B: Breaker>(&self, config: &str) -> Result<B, String> {
+        B::init(config)
+    }
+
+    /// Asks a 0.2.0 `router` where `req` goes, telling it the domain the
+    /// request's host matches among the upstreams (exact name, then the
+    /// longest wildcard), as the proxy does. An upstream number out of
+    /// range, or a direct answer the proxy would refuse, is an `Err`.
+    ///
+    /// ```
+    /// use bbproxy_sdk::{Request, testing::{FakeRequest, TestHost}};
+    /// use bbproxy_sdk::v2::{Route, Router};
+    /// struct Told;
+    /// impl Router for Told {
+    ///     fn init(_: &str) -> Result<Self, String> { Ok(Told) }
+    ///     fn route(&mut self, _: &Request, domain: Option<u32>) -> Route {
+    ///         Route::upstream(domain.unwrap_or(7))
+    ///     }
+    /// }
+    /// let host = TestHost::new().upstream("a.test", 1).upstream("*.b.test", 1);
+    /// let mut r = Told;
+    /// assert_eq!(host.route_v2(&mut r, &FakeRequest::get("x.b.test", "/")), Ok(Route::upstream(1)));
+    /// let err = host.route_v2(&mut r, &FakeRequest::get("c.test", "/")).unwrap_err();
+    /// assert_eq!(err, "route named upstream 7, but there are 2 upstreams");
+    /// ```
+    pub fn route_v2<R: Router>(&self, router: &mut R, req: &FakeRequest) -> Result<Route, String> {
+        let upstreams = self.upstreams();
+        let matcher = HostMatcher::new(upstreams.iter().map(|u| u.name.as_str()), None);
+        let domain = matcher
+            .lookup(&req.as_request().host())
+            .and_then(|i| u32::try_from(i).ok());
+        let route = router.route(&req.as_request(), domain);
+        let known = |n: u32, what: &str| {
+            if (n as usize) < upstreams.len() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "route named {what} {n}, but there are {} upstreams",
+                    upstreams.len()
+                ))
+            }
+        };
+        match &route {
+            Route::Upstream(n) => known(*n, "upstream")?,
+            Route::DomainRoute(r) => known(r.domain, "the route of domain")?,
+            Route::Respond(r) => contract::check_route_respond(r.status, r.body.len())?,
+        }
+        Ok(route)
+    }
+
+    /// Asks a 0.2.0 `balancer` which of `candidates` gets `req` on
+    /// upstream number `upstream`; as [`TestHost::pick`].
+    ///
+    /// ```
+    /// use bbproxy_sdk::{Request, testing::{FakeRequest, TestHost, backends}};
+    /// use bbproxy_sdk::v2::{Balancer, Candidates};
+    /// #[derive(Default)]
+    /// struct Last;
+    /// impl Balancer for Last {
+    ///     fn pick(&mut self, _: &Request, _: u32, c: &Candidates) -> Option<u32> { Some(c.len() - 1) }
+    /// }
+    /// let host = TestHost::new().upstream("a.test", 3);
+    /// let req = FakeRequest::get("a.test", "/");
+    /// assert_eq!(host.pick_v2(&mut Last, &req, 0, &backends(3)), Ok(2));
+    /// ```
+    pub fn pick_v2<B: Balancer>(
+        &self,
+        balancer: &mut B,
+        req: &FakeRequest,
+        upstream: u32,
+        candidates: &[Backend],
+    ) -> Result<usize, String> {
+        if candidates.is_empty() {
+            return Err("the proxy never calls pick with no candidates".into());
+        }
+        let choice = balancer.pick(
+            &req.as_request(),
+            upstream,
+            &Candidates::from_slice(candidates),
+        );
+        contract::check_pick(choice, candidates.len())
+    }
+
+    /// Gives a 0.2.0 `breaker` an outcome of `backend`, as the proxy does:
+    /// an outcome the breaker leaves to the host
+    /// ([`Breaker::skip_closed_responses_below`]) gets the host's verdict,
+    /// a success that keeps the backend closed, without a call.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use bbproxy_sdk::{Backend, BreakerState, Outcome, Verdict};
+    /// use bbproxy_sdk::testing::{TestHost, backend, response};
+    /// use bbproxy_sdk::v2::Breaker;
+    /// /// Opens on anything it sees, but sees no response under 500.
+    /// #[derive(Default)]
+    /// struct Touchy;
+    /// impl Breaker for Touchy {
+    ///     fn skip_closed_responses_below(&self) -> u16 { 500 }
+    ///     fn on_outcome(&mut self, _: u32, _: &Backend, _: &Outcome) -> Verdict {
+    ///         Verdict::open(true, 1_000, 1)
+    ///     }
+    /// }
+    /// let host = TestHost::new().upstream("a.test", 1);
+    /// let ok = response(200, Duration::from_millis(1));
+    /// let v = host.on_outcome_v2(&mut Touchy, 0, &backend(0), &ok).unwrap();
+    /// assert_eq!(v, Verdict::closed(false));
+    /// let bad = response(502, Duration::from_millis(1));
+    /// assert_eq!(host.on_outcome_v2(&mut Touchy, 0, &backend(0), &bad).unwrap().state, BreakerState::Open);
+    /// ```
+    pub fn on_outcome_v2<B: Breaker>(
+        &self,
+        breaker: &mut B,
+        upstream: u32,
+        backend: &Backend,
+        outcome: &Outcome,
+    ) -> Result<Verdict, String> {
+        if backend.breaker == BreakerState::Closed
+            && outcome.kind == OutcomeKind::Response
+            && outcome.status < breaker.skip_closed_responses_below()
+        {
+            return Ok(Verdict::closed(false));
+        }
+        let verdict = breaker.on_outcome(upstream, backend, outcome);
+        contract::check_verdict(contract_state(verdict.state), verdict.probes)?;
+        Ok(verdict)
+    }
+}
