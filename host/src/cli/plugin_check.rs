@@ -203,13 +203,13 @@ fn wanted_roles(
     let mut problems = Vec::new();
     for (world, result) in &described.worlds {
         match result {
-            Ok(()) => implemented.push(Role::of(world.role)),
+            Ok(version) => implemented.push((Role::of(world.role), *version)),
             Err(why) => problems.push((Role::of(world.role), why)),
         }
     }
     let wanted: Vec<Role> = match role {
         Some(role) => vec![role],
-        None => implemented.clone(),
+        None => implemented.iter().map(|(r, _)| *r).collect(),
     };
     let _ = writeln!(
         out,
@@ -219,7 +219,7 @@ fn wanted_roles(
         } else {
             implemented
                 .iter()
-                .map(|r| format!("bbproxy:plugin/{}", r.name()))
+                .map(|(r, version)| format!("bbproxy:plugin/{}@{version}", r.name()))
                 .collect::<Vec<_>>()
                 .join(", ")
         }

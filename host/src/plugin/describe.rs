@@ -46,9 +46,10 @@ pub struct Description {
     pub exports: Vec<String>,
     /// Import names (WASI ones included).
     pub imports: Vec<String>,
-    /// For each of [`ROLE_WORLDS`]: `Ok` if it implements it, else why not
-    /// (the missing exports, or the link or type error).
-    pub worlds: Vec<(RoleWorld, Result<(), String>)>,
+    /// For each of [`ROLE_WORLDS`]: `Ok` with the contract version
+    /// (`0.2.0`, `0.1.1`, ...) if it implements it, else why not (the
+    /// missing exports, or the link or type error).
+    pub worlds: Vec<(RoleWorld, Result<&'static str, String>)>,
 }
 
 impl Runtime {
@@ -76,14 +77,15 @@ impl Runtime {
         })
     }
 
-    /// Whether `component` implements `world`; if not, why, naming the
-    /// missing exports when that is the reason.
+    /// Whether `component` implements `world`, and of which contract
+    /// version; if not, why, naming the missing exports when that is the
+    /// reason.
     fn world_check(
         &self,
         component: &Component,
         world: &RoleWorld,
         exports: &[String],
-    ) -> Result<(), String> {
+    ) -> Result<&'static str, String> {
         let absent: Vec<&str> = world
             .exports
             .iter()
@@ -97,12 +99,13 @@ impl Runtime {
             .linker()
             .instantiate_pre(component)
             .map_err(|e| format!("cannot be linked against the host: {e:#}"))?;
-        let typed = match world.role {
-            RouterWorld::ROLE => RouterWorld::pre(pre).map(drop),
-            BalancerWorld::ROLE => BalancerWorld::pre(pre).map(drop),
-            BreakerWorld::ROLE => BreakerWorld::pre(pre).map(drop),
-            _ => FilterWorld::pre(pre).map(drop),
-        };
-        typed.map_err(|e| format!("exports do not match the world: {e:#}"))
+        let version = match world.role {
+            RouterWorld::ROLE => RouterWorld::pre(pre).map(|p| RouterWorld::version(&p)),
+            BalancerWorld::ROLE => BalancerWorld::pre(pre).map(|p| BalancerWorld::version(&p)),
+            BreakerWorld::ROLE => BreakerWorld::pre(pre).map(|p| BreakerWorld::version(&p)),
+            _ => FilterWorld::pre(pre).map(|p| FilterWorld::version(&p)),
+        }
+        .map_err(|e| format!("exports do not match the world: {e:#}"))?;
+        Ok(version.unwrap_or_else(|| super::contract_of(self, component)))
     }
 }

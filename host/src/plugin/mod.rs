@@ -555,7 +555,7 @@ fn guarded<R>(f: impl FnOnce() -> wasmtime::Result<R>) -> wasmtime::Result<R> {
 /// `bbproxy:plugin` at (the newest 0.1.x when it imports none, or one this
 /// host does not know, which the linker refuses anyway). Only for a
 /// component of a 0.1.x world: a 0.2.0 one imports 0.1.1's interfaces too.
-fn contract_of(runtime: &Runtime, component: &Component) -> &'static str {
+pub(super) fn contract_of(runtime: &Runtime, component: &Component) -> &'static str {
     let engine = runtime.engine();
     component
         .component_type()

@@ -55,7 +55,10 @@ fn a_balancer_is_recognised_initialised_and_asked_to_pick() {
     let path = example("rust_latency_balancer.wasm");
     let (ok, out, err) = plugin_check(&[path.to_str().unwrap(), "--calls", "200"]);
     assert!(ok, "{err}");
-    assert_eq!(line(&out, "worlds:"), "  worlds: bbproxy:plugin/balancer");
+    assert_eq!(
+        line(&out, "worlds:"),
+        "  worlds: bbproxy:plugin/balancer@0.1.1"
+    );
     assert_eq!(line(&out, "exports:"), "  exports: init, pick");
     assert!(line(&out, "init({}): ok").contains("ok"), "{out}");
     // Sample backends: #0 slow (20 ms), #1 fast (2 ms), #2 unmeasured. The
@@ -86,7 +89,10 @@ fn a_router_gets_its_config_and_upstreams_and_answers_samples() {
         "0",
     ]);
     assert!(ok, "{err}");
-    assert_eq!(line(&out, "worlds:"), "  worlds: bbproxy:plugin/router");
+    assert_eq!(
+        line(&out, "worlds:"),
+        "  worlds: bbproxy:plugin/router@0.1.1"
+    );
     assert_eq!(line(&out, "exports:"), "  exports: init, route");
     assert!(line(&out, "route GET app.test/ ").ends_with("-> upstream \"app.test\""));
     assert!(
@@ -206,11 +212,24 @@ fn the_default_breaker_opens_after_five_failures() {
         "10",
     ]);
     assert!(ok, "{err}");
-    assert_eq!(line(&out, "worlds:"), "  worlds: bbproxy:plugin/breaker");
+    assert_eq!(
+        line(&out, "worlds:"),
+        "  worlds: bbproxy:plugin/breaker@0.2.0"
+    );
     let verdicts: Vec<&str> = out.lines().filter(|l| l.contains(" -> failure ")).collect();
     assert_eq!(verdicts.len(), 9, "{out}");
     assert!(verdicts[3].starts_with("    connect-error "), "{out}");
     assert!(verdicts[0].contains("response 200") && verdicts[0].contains("state closed"));
+    // A 0.2.0 breaker: the proxy counts the responses itself.
+    assert!(
+        out.contains("left to the proxy: responses below 600 of a closed backend"),
+        "{out}"
+    );
+    assert!(
+        verdicts[0].ends_with("(the proxy's count, no call)"),
+        "{out}"
+    );
+    assert!(!verdicts[3].contains("no call"), "{out}");
     // Three responses, then connect errors: the fifth error opens it.
     assert!(
         verdicts[6].contains("failure true") && verdicts[6].contains("state closed"),
@@ -368,7 +387,10 @@ fn a_filter_is_recognised_and_shown_what_it_does_both_ways() {
         "50",
     ]);
     assert!(ok, "{err}");
-    assert_eq!(line(&out, "worlds:"), "  worlds: bbproxy:plugin/filter");
+    assert_eq!(
+        line(&out, "worlds:"),
+        "  worlds: bbproxy:plugin/filter@0.1.1"
+    );
     assert_eq!(
         line(&out, "exports:"),
         "  exports: init, on-request, on-response"

@@ -557,7 +557,7 @@ fn c_hash_balancer_passes_plugin_check() {
             .trim()
             .to_owned()
     };
-    assert_eq!(line("worlds:"), "worlds: bbproxy:plugin/balancer");
+    assert_eq!(line("worlds:"), "worlds: bbproxy:plugin/balancer@0.1.1");
     assert_eq!(line("exports:"), "exports: init, pick");
     assert!(line("init(").contains("): ok ("), "{stdout}");
     assert_eq!(line("8 picks:").matches('#').count(), 8, "{stdout}");

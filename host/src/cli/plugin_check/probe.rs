@@ -201,6 +201,15 @@ impl Probe<'_> {
             status: 0,
             latency_us: 300,
         }));
+        match plugin.init_answer().skip_closed_responses_below {
+            0 => {}
+            below => {
+                let _ = writeln!(
+                    out,
+                    "  left to the proxy: responses below {below} of a closed backend (counted as successes, no call)"
+                );
+            }
+        }
         let _ = writeln!(
             out,
             "  outcomes of one backend, stats updated after each as the proxy does:"
@@ -212,12 +221,18 @@ impl Probe<'_> {
                 OutcomeKind::Timeout => "timeout".to_owned(),
                 OutcomeKind::Reset => "reset".to_owned(),
             };
+            let calls = plugin.calls();
             let verdict = plugin
                 .on_outcome(0, backend, outcome)
                 .map_err(|f| self.fault(BreakerWorld::ROLE, label.clone(), f))?;
+            let by = if plugin.calls() == calls {
+                " (the proxy's count, no call)"
+            } else {
+                ""
+            };
             let _ = writeln!(
                 out,
-                "    {label:<14} -> failure {:<5} state {}{}",
+                "    {label:<14} -> failure {:<5} state {}{}{by}",
                 verdict.failure,
                 state_name(verdict.state),
                 match verdict.state {
