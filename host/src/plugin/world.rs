@@ -67,8 +67,8 @@ pub enum BreakerWorld {}
 pub enum FilterWorld {}
 
 /// The world's pre-instance of whichever version the component exports:
-/// 0.2.0 first; when both fail, 0.1.x's error, which names what a plugin
-/// built against the older contract is missing.
+/// 0.2.0 first. When both fail, the error says why for each, so the author
+/// of a plugin of either version sees what theirs lacks.
 fn either<A, B>(
     pre: InstancePre<PluginState>,
     v2: impl FnOnce(InstancePre<PluginState>) -> wasmtime::Result<B>,
@@ -76,7 +76,11 @@ fn either<A, B>(
 ) -> wasmtime::Result<Versioned<A, B>> {
     match v2(pre.clone()) {
         Ok(b) => Ok(Versioned::V2(b)),
-        Err(_) => v1(pre).map(Versioned::V1),
+        Err(e2) => v1(pre).map(Versioned::V1).map_err(|e1| {
+            wasmtime::Error::msg(format!(
+                "as contract 0.1.x: {e1:#}; as contract 0.2.0: {e2:#}"
+            ))
+        }),
     }
 }
 
