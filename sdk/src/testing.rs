@@ -617,11 +617,9 @@ impl TestHost {
         upstream: u32,
         candidates: &[Backend],
     ) -> Result<usize, String> {
-        if candidates.is_empty() {
-            return Err("the proxy never calls pick with no candidates".into());
-        }
-        let choice = balancer.pick(&req.as_request(), upstream, candidates);
-        contract::check_pick(choice, candidates.len())
+        checked_pick(candidates, || {
+            balancer.pick(&req.as_request(), upstream, candidates)
+        })
     }
 
     /// Tells `breaker` what happened to a request sent to `backend` and
@@ -1130,6 +1128,18 @@ pub fn record(backend: &mut Backend, outcome: &Outcome, verdict: &Verdict) {
     backend.consecutive_successes = stats.consecutive_successes;
     backend.latency_ewma_us = stats.latency_ewma_us;
     backend.breaker = verdict.state;
+}
+
+/// A pick among `candidates` as the proxy makes it: never with none, and
+/// its answer checked (`pick` makes it).
+pub(crate) fn checked_pick(
+    candidates: &[Backend],
+    pick: impl FnOnce() -> Option<u32>,
+) -> Result<usize, String> {
+    if candidates.is_empty() {
+        return Err("the proxy never calls pick with no candidates".into());
+    }
+    contract::check_pick(pick(), candidates.len())
 }
 
 pub(crate) fn contract_state(state: BreakerState) -> contract::BreakerState {

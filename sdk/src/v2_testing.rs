@@ -4,7 +4,7 @@
 use bbproxy_plugin_contract as contract;
 use bbproxy_plugin_contract::hosts::HostMatcher;
 
-use crate::testing::{FakeRequest, TestHost, contract_state};
+use crate::testing::{FakeRequest, TestHost, checked_pick, contract_state};
 use crate::v2::{Balancer, Breaker, Candidates, Route, Router};
 use crate::{Backend, BreakerState, Outcome, OutcomeKind, Verdict};
 
@@ -93,15 +93,13 @@ impl TestHost {
         upstream: u32,
         candidates: &[Backend],
     ) -> Result<usize, String> {
-        if candidates.is_empty() {
-            return Err("the proxy never calls pick with no candidates".into());
-        }
-        let choice = balancer.pick(
-            &req.as_request(),
-            upstream,
-            &Candidates::from_slice(candidates),
-        );
-        contract::check_pick(choice, candidates.len())
+        checked_pick(candidates, || {
+            balancer.pick(
+                &req.as_request(),
+                upstream,
+                &Candidates::from_slice(candidates),
+            )
+        })
     }
 
     /// Gives a 0.2.0 `breaker` an outcome of `backend`, as the proxy does:
