@@ -176,6 +176,28 @@ impl<'a> Candidates<'a> {
         }
     }
 
+    /// Every candidate's backend id, in order: what hashing, stickiness
+    /// or a priority order needs, much cheaper than [`Candidates::all`].
+    ///
+    /// ```
+    /// use bbproxy_sdk::testing::backend;
+    /// let list = [backend(4), backend(1)];
+    /// assert_eq!(bbproxy_sdk::v2::Candidates::from_slice(&list).ids(), [4, 1]);
+    /// ```
+    pub fn ids(&self) -> Vec<u32> {
+        match self.source {
+            #[cfg(target_arch = "wasm32")]
+            CandidateSource::Host(_) => {
+                crate::bindings::v2::balancer::bbproxy::plugin0_2_0::candidates::ids()
+            }
+            #[cfg(not(target_arch = "wasm32"))]
+            CandidateSource::Host(_) => {
+                unreachable!("host candidates exist only in a wasm32 plugin")
+            }
+            CandidateSource::Slice(s) => s.iter().map(|b| b.id).collect(),
+        }
+    }
+
     /// Every candidate, in order: one copy of the whole list.
     pub fn all(&self) -> Vec<Backend> {
         match self.source {

@@ -223,17 +223,21 @@ fn object<const N: usize>(pairs: [(&str, Value); N]) -> Map<String, Value> {
 }
 
 /// The built-in balancer's config: for each `consistent-hash` domain, what
-/// it hashes and its backends' addresses, which key the hash so that a
+/// it hashes, its backends' addresses, which key the hash so that a
 /// backend keeps its keys when others are added or removed (the plugin
-/// only sees positions); for each `sticky-cookie` one, the cookie's name
+/// only sees positions), and whether their weights differ (only then does
+/// a pick read every candidate, not just their ids); for each
+/// `sticky-cookie` one, the cookie's name
 /// and each backend's token, the values the proxy sets the cookie to.
 fn balancer_builtin_config(config: &Config) -> Map<String, Value> {
     let hash = by_upstream(config, |d| {
         let on = d.hash_on.as_ref()?;
         let backends = d.backends.iter().map(|b| Value::String(b.url_base()));
+        let weighted = d.backends.windows(2).any(|w| w[0].weight != w[1].weight);
         Some(object([
             ("on", Value::String(on.to_string())),
             ("backends", Value::Array(backends.collect())),
+            ("weighted", Value::Bool(weighted)),
         ]))
     });
     let sticky = by_upstream(config, |d| {

@@ -23,6 +23,11 @@ impl candidates::Host for PluginState {
     fn all(&mut self) -> wasmtime::Result<Vec<Backend>> {
         self.lent_candidates().map(<[Backend]>::to_vec)
     }
+
+    fn ids(&mut self) -> wasmtime::Result<Vec<u32>> {
+        self.lent_candidates()
+            .map(|all| all.iter().map(|b| b.id).collect())
+    }
 }
 
 impl PluginState {

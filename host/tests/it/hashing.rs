@@ -189,3 +189,30 @@ async fn first_sends_everything_to_the_active_backend_and_fails_over_to_the_stan
         );
     }
 }
+
+/// With unequal weights each backend gets its weight's share of the keys
+/// through the proxy: the host tells the balancer the weights differ, and
+/// only then does a pick read every candidate's weight (otherwise just
+/// their ids). 400 users over weights 3 and 1: about 300 on the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consistent_hash_follows_unequal_weights() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let proxy = Proxy::start(&format!(
+        r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null,
+            "domains": {{"app.test": {{
+                "backends": [{{"address": "{}", "weight": 3}}, {{"address": "{}", "weight": 1}}],
+                "balancer": {{"kind": "consistent-hash", "hash_on": "header:x-user"}}}}}}}}"#,
+        a.addr, b.addr
+    ))
+    .await;
+    let http = client();
+    let placed = placement(&http, &proxy, &users(400)).await;
+    let on_a = a.hits();
+    assert_eq!(on_a + b.hits(), 400);
+    assert!(
+        (260..=340).contains(&on_a),
+        "weight 3 of 4 took {on_a} of 400"
+    );
+    // Stable: the same users land on the same backends again.
+    assert_eq!(placement(&http, &proxy, &users(400)).await, placed);
+}

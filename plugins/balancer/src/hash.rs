@@ -60,8 +60,7 @@ pub fn pick(key: u64, candidates: &[Backend], identity: impl Fn(u32) -> u64) -> 
     let first = candidates.first()?;
     let scores = candidates.iter().map(|b| score(key, identity(b.id)));
     if candidates.iter().all(|b| b.weight == first.weight) {
-        // Same order as the weighted score, without a logarithm each.
-        return scores.enumerate().max_by_key(|&(_, s)| s).map(|(i, _)| i);
+        return highest(scores);
     }
     let weighted = scores.zip(candidates).map(|(s, b)| {
         // u in (0, 1]: the top 53 bits, never 0 (ln 0 is -inf).
@@ -72,4 +71,18 @@ pub fn pick(key: u64, candidates: &[Backend], identity: impl Fn(u32) -> u64) -> 
         .enumerate()
         .max_by(|a, b| a.1.total_cmp(&b.1))
         .map(|(i, _)| i)
+}
+
+/// [`pick`] among candidates of equal weight, given only their backend ids
+/// (what `candidates.ids()` reads, far cheaper than the whole records):
+/// the same choice, in the same order as the weighted score, without a
+/// logarithm each.
+pub fn pick_unweighted(key: u64, ids: &[u32], identity: impl Fn(u32) -> u64) -> Option<usize> {
+    highest(ids.iter().map(|&id| score(key, identity(id))))
+}
+
+/// The position of the highest score (the last one on a tie, as
+/// `max_by_key` chooses).
+fn highest(scores: impl Iterator<Item = u64>) -> Option<usize> {
+    scores.enumerate().max_by_key(|&(_, s)| s).map(|(i, _)| i)
 }

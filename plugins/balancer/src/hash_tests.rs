@@ -17,6 +17,11 @@ fn address(i: usize) -> String {
 /// A consistent-hash balancer over the backends with these address
 /// numbers, hashing `on`.
 fn hashing(on: &str, addresses: &[usize]) -> (TestHost, DefaultBalancer) {
+    hashing_with(on, addresses, false)
+}
+
+/// [`hashing`], `weighted` as the host says when the weights differ.
+fn hashing_with(on: &str, addresses: &[usize], weighted: bool) -> (TestHost, DefaultBalancer) {
     let list: Vec<String> = addresses
         .iter()
         .map(|&i| format!("\"{}\"", address(i)))
@@ -27,7 +32,7 @@ fn hashing(on: &str, addresses: &[usize]) -> (TestHost, DefaultBalancer) {
         addresses.len() as u32,
     );
     let config = format!(
-        r#"{{"hash": {{"app.test": {{"on": "{on}", "backends": [{}]}}}}}}"#,
+        r#"{{"hash": {{"app.test": {{"on": "{on}", "backends": [{}], "weighted": {weighted}}}}}}}"#,
         list.join(", ")
     );
     let lb = host.balancer_v2::<DefaultBalancer>(&config).unwrap();
@@ -136,7 +141,7 @@ fn an_ineligible_backend_lends_its_keys_and_gets_them_back() {
 /// Equal weights aside, each backend gets its weight's share of the keys.
 #[test]
 fn weights_share_the_keys() {
-    let (host, mut lb) = hashing("header:x-user", &[0, 1]);
+    let (host, mut lb) = hashing_with("header:x-user", &[0, 1], true);
     let candidates = [
         Backend {
             weight: 3,

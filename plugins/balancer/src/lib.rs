@@ -63,6 +63,10 @@ pub struct HashSpec {
     /// The backends' addresses in configured order.
     #[serde(default)]
     pub backends: Vec<String>,
+    /// Whether the backends' weights differ: a pick then reads every
+    /// candidate (for its weight), otherwise only their ids.
+    #[serde(default)]
+    pub weighted: bool,
 }
 
 impl Config {
@@ -225,11 +229,10 @@ pub fn least_request_of(
 }
 
 /// `first`: the candidate earliest in configured order.
-pub fn first(candidates: &[Backend]) -> Option<usize> {
-    candidates
-        .iter()
+pub fn first(ids: &[u32]) -> Option<usize> {
+    ids.iter()
         .enumerate()
-        .min_by_key(|(_, b)| b.id)
+        .min_by_key(|(_, id)| **id)
         .map(|(i, _)| i)
 }
 
@@ -246,6 +249,8 @@ struct Hashed {
     /// Each backend's identity by position: a hash of its address, so that
     /// a backend keeps its keys when the list around it changes.
     identities: Vec<u64>,
+    /// Whether the weights differ (see [`HashSpec::weighted`]).
+    weighted: bool,
     /// For requests without the key.
     round_robin: Counter,
 }
@@ -302,6 +307,7 @@ impl Balancer for DefaultBalancer {
                             })?,
                             None => HashOn::ClientIp,
                         };
+                        let weighted = spec.as_ref().is_some_and(|s| s.weighted);
                         let identities = spec
                             .map(|s| {
                                 s.backends
@@ -313,6 +319,7 @@ impl Balancer for DefaultBalancer {
                         UpstreamPolicy::ConsistentHash(Box::new(Hashed {
                             on,
                             identities,
+                            weighted,
                             round_robin: round_robin_counter(&u.name),
                         }))
                     }
@@ -352,13 +359,19 @@ impl Balancer for DefaultBalancer {
                 least_request_of(len, |i| candidates.get(i as u32), bbproxy_sdk::random)
             }
             UpstreamPolicy::ConsistentHash(h) => match hash::key(&h.on, req) {
-                Some(key) => hash::pick(hash::fnv1a(key.as_bytes()), &candidates.all(), |id| {
-                    h.identity(id)
-                }),
+                Some(key) => {
+                    let key = hash::fnv1a(key.as_bytes());
+                    let identity = |id| h.identity(id);
+                    if h.weighted {
+                        hash::pick(key, &candidates.all(), identity)
+                    } else {
+                        hash::pick_unweighted(key, &candidates.ids(), identity)
+                    }
+                }
                 None => round_robin(h.round_robin.fetch_add(1), len),
             },
             UpstreamPolicy::Random => random(len, bbproxy_sdk::random()),
-            UpstreamPolicy::First => first(&candidates.all()),
+            UpstreamPolicy::First => first(&candidates.ids()),
             UpstreamPolicy::Sticky(s) => s.pick(req, &candidates.all()),
         }?;
         u32::try_from(index).ok()
