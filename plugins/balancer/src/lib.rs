@@ -2,8 +2,10 @@
 //!
 //! Configuration: `{}`, or what the host derives from config.json for the
 //! `consistent-hash` upstreams: `{"hash": {"<upstream>": {"on":
-//! "header:x-user", "backends": ["http://10.0.0.1:80", ...]}}}` (the
-//! addresses key the hash; without them, backend positions do), and for the
+//! "header:x-user", "backends": ["http://10.0.0.1:80", ...], "weighted":
+//! false}}}` (the addresses key the hash; without them, backend positions
+//! do; `weighted` says the backends' weights differ, so a pick must read
+//! them, not only the candidates' ids), and for the
 //! `sticky-cookie` ones: `{"sticky": {"<upstream>": {"cookie": "bb_srv",
 //! "tokens": ["3f2a...", ...]}}}` (each backend's cookie value, by
 //! position). Each upstream's `balancer` setting in config.json selects its
