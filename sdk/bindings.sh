@@ -61,7 +61,7 @@ for world in balancer breaker filter; do
         --pub-export-macro --export-macro-name "export_$world" \
         --default-bindings-module "bbproxy_sdk::bindings::$world"
 done
-# The 0.2.0 worlds (the filter world is 0.1.1's). Their imports of 0.1.1's
+# The 0.2.0 worlds. Their imports of 0.1.1's
 # interfaces map onto the bindings above, and the 0.2.0 router's bindings
 # hold the `decisions` types for the other two.
 mkdir -p sdk/src/bindings/v2
@@ -85,9 +85,11 @@ generate2() {
 generate2 balancer
 generate2 breaker \
     --with "bbproxy:plugin/decisions@0.2.0=crate::bindings::v2::router::bbproxy::plugin0_2_0::decisions"
+generate2 filter \
+    --with "bbproxy:plugin/decisions@0.2.0=crate::bindings::v2::router::bbproxy::plugin0_2_0::decisions"
 # wit-bindgen names its internal export macros after the world alone, and
 # every #[macro_export] macro lives at the crate root: the 0.2.0 ones get a
 # suffix so they do not collide with 0.1.1's.
-sed -i -E 's/__export_world_(router|balancer|breaker)_cabi/__export_world_\1_v2_cabi/g; s/__export_(router|balancer|breaker)_impl/__export_\1_v2_impl/g' \
+sed -i -E 's/__export_world_(router|balancer|breaker|filter)_cabi/__export_world_\1_v2_cabi/g; s/__export_(router|balancer|breaker|filter)_impl/__export_\1_v2_impl/g' \
     sdk/src/bindings/v2/*.rs
 echo "regenerated the bindings of $wit ($sum) and $wit2 ($sum2)"

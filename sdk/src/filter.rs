@@ -12,8 +12,11 @@ use crate::{
 
 /// A plugin that edits the requests a domain (or route) forwards and the
 /// response heads its backends send back, or answers a request itself: an
-/// authentication check, a rate limit (WIT world `filter`, 0.1.1). Export
-/// it with `bbproxy_sdk::export!(F: filter);`.
+/// authentication check, a rate limit (WIT world `filter`). Export it with
+/// `bbproxy_sdk::v2::export!(F: filter);` (contract 0.2.0, which lets a
+/// filter that edits no response skip `on_response`: see
+/// [`Filter::edits_responses`]) or `bbproxy_sdk::export!(F: filter);`
+/// (0.1.1).
 ///
 /// Filters run in chains (`plugins.filters`, then the domain's, then the
 /// route's): [`on_request`](Filter::on_request) first to last, after
@@ -159,6 +162,16 @@ pub trait Filter: Default + 'static {
     fn on_response(&mut self, req: &Request, resp: &Response) -> Vec<HeaderEdit> {
         let _ = (req, resp);
         Vec::new()
+    }
+
+    /// Whether this filter edits responses at all. Asked once, right after
+    /// `init`, by a filter exported for contract 0.2.0
+    /// (`bbproxy_sdk::v2::export!(F: filter)`): `false`, and the proxy never
+    /// calls [`Filter::on_response`], which saves a call on every response
+    /// (an authentication check needs none). The default, `true`, keeps
+    /// every call; a 0.1.1 export ignores it.
+    fn edits_responses(&self) -> bool {
+        true
     }
 }
 

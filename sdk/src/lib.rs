@@ -115,6 +115,11 @@ pub mod bindings {
         pub mod breaker {
             include!("bindings/v2/breaker.rs");
         }
+
+        /// The 0.2.0 filter.
+        pub mod filter {
+            include!("bindings/v2/filter.rs");
+        }
     }
 
     #[cfg(test)]
@@ -964,6 +969,27 @@ pub mod __private {
         }
     }
 
+    impl<S> bindings::v2::filter::Guest for S
+    where
+        S: Slot,
+        S::Plugin: Filter,
+    {
+        fn init(config: String) -> Result<v2::FilterCalls, String> {
+            init::<S>(|| <S::Plugin as Filter>::init(&config))?;
+            let on_response =
+                with::<S, _>(|plugin| Filter::edits_responses(plugin)).unwrap_or(true);
+            Ok(v2::FilterCalls { on_response })
+        }
+
+        fn on_request(req: &WitRequest) -> RequestAction {
+            <S as bindings::filter::Guest>::on_request(req)
+        }
+
+        fn on_response(req: &WitRequest, resp: &WitResponse) -> Vec<HeaderEdit> {
+            <S as bindings::filter::Guest>::on_response(req, resp)
+        }
+    }
+
     impl<S> bindings::filter::Guest for S
     where
         S: Slot,
@@ -1099,9 +1125,12 @@ macro_rules! __export_v2 {
     ($plugin:ty : breaker) => {
         $crate::__export_role!($plugin, v2 breaker, export_breaker_v2);
     };
+    ($plugin:ty : filter) => {
+        $crate::__export_role!($plugin, v2 filter, export_filter_v2);
+    };
     ($($other:tt)*) => {
         ::core::compile_error!(
-            "usage: bbproxy_sdk::v2::export!(Type: role); where role is `router`, `balancer` or `breaker` (a filter is exported with bbproxy_sdk::export!)"
+            "usage: bbproxy_sdk::v2::export!(Type: role); where role is `router`, `balancer`, `breaker` or `filter`"
         );
     };
 }

@@ -12,6 +12,10 @@
 //!   ([`Breaker::skip_closed_responses_below`]): for most breakers the
 //!   successful responses of a closed backend, which is nearly every
 //!   request.
+//! - A [`Filter`](crate::Filter) (the same trait as 0.1.1's) says whether
+//!   it edits responses at all
+//!   ([`Filter::edits_responses`](crate::Filter::edits_responses)); when
+//!   not, the proxy never calls its `on_response`.
 //!
 //! Everything else (the [`Request`], [`Backend`], [`Outcome`], [`Verdict`]
 //! types, the host functions, [`testing`](crate::testing)) is shared with
@@ -44,7 +48,7 @@
 use crate::{Backend, Outcome, Request, Verdict, expect_no_config};
 
 pub use crate::bindings::v2::router::bbproxy::plugin0_2_0::decisions::{
-    DomainRoute, OutcomeCalls, Route,
+    DomainRoute, FilterCalls, OutcomeCalls, Route,
 };
 
 impl Route {
@@ -304,8 +308,10 @@ pub trait Breaker: Default + 'static {
 }
 
 /// Exports a type as the component's 0.2.0 implementation of one role:
-/// `bbproxy_sdk::v2::export!(Type: router | balancer | breaker);`, once
-/// per crate. See [`crate::export!`] for how instances are kept; a filter
-/// is exported with that macro (the filter world did not change).
+/// `bbproxy_sdk::v2::export!(Type: router | balancer | breaker | filter);`,
+/// once per crate. See [`crate::export!`] for how instances are kept. A
+/// filter implements the one [`Filter`](crate::Filter) trait of both
+/// versions; exported here, its
+/// [`edits_responses`](crate::Filter::edits_responses) is asked once.
 #[doc(inline)]
 pub use crate::__export_v2 as export;

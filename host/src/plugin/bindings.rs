@@ -114,6 +114,20 @@ pub mod v2 {
         });
     }
 
+    /// The 0.2.0 filter.
+    pub mod filter {
+        wasmtime::component::bindgen!({
+            path: "../wit/v0.2",
+            world: "bbproxy:plugin/filter@0.2.0",
+            with: {
+                "bbproxy:plugin/types@0.1.1": crate::plugin::bindings::types,
+                "bbproxy:plugin/host@0.1.1": crate::plugin::bindings::host,
+                "bbproxy:plugin/decisions@0.2.0": crate::plugin::bindings::v2::router::bbproxy::plugin0_2_0::decisions,
+            },
+            imports: { default: trappable },
+        });
+    }
+
     pub use balancer::bbproxy::plugin0_2_0::candidates;
     pub use router::bbproxy::plugin0_2_0::decisions;
 }

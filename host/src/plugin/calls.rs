@@ -141,24 +141,34 @@ impl Plugin<FilterWorld> {
             tenant,
             request,
             &mut None,
-            |e, store| e.call_on_request(store, request_borrow()),
+            |e, store| match e {
+                Versioned::V1(e) => e.call_on_request(store, request_borrow()),
+                Versioned::V2(e) => e.call_on_request(store, request_borrow()),
+            },
             answer::check_request_action,
         )
     }
 
     /// Runs the filter's `on-response` on `response`, with the request as
-    /// it was sent; returns its checked header changes.
+    /// it was sent; returns its checked header changes. A 0.2.0 filter
+    /// that said at `init` it edits no response is not called: no changes.
     pub fn on_response(
         &self,
         tenant: Tenant,
         request: &mut Option<RequestView>,
         response: &mut Option<ResponseView>,
     ) -> Result<Vec<HeaderEdit>, Fault> {
+        if !self.init_answer().on_response {
+            return Ok(Vec::new());
+        }
         self.call(
             tenant,
             request,
             response,
-            |e, store| e.call_on_response(store, request_borrow(), response_borrow()),
+            |e, store| match e {
+                Versioned::V1(e) => e.call_on_response(store, request_borrow(), response_borrow()),
+                Versioned::V2(e) => e.call_on_response(store, request_borrow(), response_borrow()),
+            },
             |edits| answer::check_header_edits(&edits),
         )
     }

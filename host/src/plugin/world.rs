@@ -18,11 +18,24 @@ pub enum Versioned<A, B> {
 }
 
 /// What `init` returned besides success.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InitAnswer {
     /// A 0.2.0 breaker's `outcome-calls.skip-closed-responses-below`
     /// (0 for every other plugin: it is called for everything).
     pub skip_closed_responses_below: u16,
+    /// A 0.2.0 filter's `filter-calls.on-response` (true for every other
+    /// plugin).
+    pub on_response: bool,
+}
+
+impl Default for InitAnswer {
+    /// A 0.1.x plugin's: every call made.
+    fn default() -> Self {
+        Self {
+            skip_closed_responses_below: 0,
+            on_response: true,
+        }
+    }
 }
 
 /// A plugin role: its WIT world, pre-instantiation and `init` export.
@@ -62,7 +75,7 @@ pub enum BalancerWorld {}
 /// The `breaker` world.
 #[derive(Debug)]
 pub enum BreakerWorld {}
-/// The `filter` world (the same in both versions).
+/// The `filter` world.
 #[derive(Debug)]
 pub enum FilterWorld {}
 
@@ -145,36 +158,20 @@ versioned_world!(
     Breaker,
     |calls: v2::decisions::OutcomeCalls| InitAnswer {
         skip_closed_responses_below: calls.skip_closed_responses_below,
+        ..InitAnswer::default()
     }
 );
 
-impl World for FilterWorld {
-    const ROLE: &'static str = "filter";
-    type Pre = filter::FilterPre<PluginState>;
-    type Exports = filter::Filter;
-
-    fn pre(pre: InstancePre<PluginState>) -> wasmtime::Result<Self::Pre> {
-        filter::FilterPre::new(pre)
+versioned_world!(
+    FilterWorld,
+    "filter",
+    filter,
+    FilterPre,
+    Filter,
+    |calls: v2::decisions::FilterCalls| {
+        InitAnswer {
+            on_response: calls.on_response,
+            ..InitAnswer::default()
+        }
     }
-
-    fn version(_: &Self::Pre) -> Option<&'static str> {
-        None
-    }
-
-    fn instantiate(
-        pre: &Self::Pre,
-        store: &mut Store<PluginState>,
-    ) -> wasmtime::Result<Self::Exports> {
-        pre.instantiate(store)
-    }
-
-    fn init(
-        exports: &Self::Exports,
-        store: &mut Store<PluginState>,
-        config: &str,
-    ) -> wasmtime::Result<Result<InitAnswer, String>> {
-        Ok(exports
-            .call_init(store, config)?
-            .map(|()| InitAnswer::default()))
-    }
-}
+);

@@ -1,13 +1,15 @@
 //! Contract 0.2.0 (`wit/v0.2`) next to 0.1.x: the default bundle speaks
 //! 0.2.0, a 0.1.x plugin still loads and decides, and each 0.2.0 change
 //! (the router told the matched domain, candidates read on demand, the
-//! breaker's skipped successes) does what the WIT says, called directly.
+//! breaker's skipped successes, a filter's skipped responses) does what the
+//! WIT says, called directly.
 
 use std::time::Duration;
 
 use bbproxy::plugin::{
-    Backend, Backoff, BalancerWorld, BreakerState, BreakerWorld, Fault, Limits, LoadError, Outcome,
-    OutcomeKind, Plugin, Route, RouterWorld, Runtime, Tenant, World, bundle,
+    Backend, Backoff, BalancerWorld, BreakerState, BreakerWorld, Fault, FilterWorld, Limits,
+    LoadError, Outcome, OutcomeKind, Plugin, ResponseView, Route, RouterWorld, Runtime, Tenant,
+    World, bundle,
 };
 
 use crate::common::direct::{upstreams, view};
@@ -164,5 +166,38 @@ fn a_0_2_0_breaker_leaves_successes_of_closed_backends_to_the_host() {
     let old = load::<BreakerWorld>(&runtime, &bytes, r#"{"mode": "good"}"#).unwrap();
     assert_eq!(old.init_answer().skip_closed_responses_below, 0);
     old.on_outcome(0, closed, response(200)).unwrap();
+    assert_eq!(old.calls(), 1);
+}
+
+#[test]
+fn a_0_2_0_filter_that_edits_no_response_is_not_called_for_one() {
+    let runtime = Runtime::new().unwrap();
+    let response = || {
+        Some(ResponseView {
+            status: http::StatusCode::OK,
+            headers: http::HeaderMap::new(),
+            backend: "127.0.0.1:9".to_owned(),
+            upstream: 0,
+        })
+    };
+    // The Rust API-key example: 0.2.0, checks requests only.
+    let bytes = std::fs::read(example_plugin("rust_api_key_filter.wasm")).unwrap();
+    let keys = load::<FilterWorld>(&runtime, &bytes, r#"{"keys": ["k-1"]}"#).unwrap();
+    assert_eq!(keys.contract(), "0.2.0");
+    assert!(!keys.init_answer().on_response);
+    let edits = keys.on_response(Tenant::Upstream(0), &mut view("a.test"), &mut response());
+    assert!(edits.unwrap().is_empty());
+    assert_eq!(keys.calls(), 0, "on-response was not called");
+    keys.on_request(Tenant::Upstream(0), &mut view("a.test"))
+        .unwrap();
+    assert_eq!(keys.calls(), 1, "on-request still is");
+
+    // A 0.1.1 filter is called for every response, as before.
+    let bytes = std::fs::read(fixture("test_filter.wasm")).unwrap();
+    let old = load::<FilterWorld>(&runtime, &bytes, r#"{"mode": "edit", "name": "t"}"#).unwrap();
+    assert_eq!(old.contract(), "0.1.1");
+    assert!(old.init_answer().on_response);
+    let edits = old.on_response(Tenant::Upstream(0), &mut view("a.test"), &mut response());
+    assert!(!edits.unwrap().is_empty());
     assert_eq!(old.calls(), 1);
 }

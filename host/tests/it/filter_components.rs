@@ -274,10 +274,10 @@ async fn status_lists_filter_components_and_a_reload_swaps_the_file() {
             .ends_with("filter.wasm"),
         "{text}"
     );
-    // The denied request's on-request; the other's on-request and
-    // on-response.
-    assert_eq!(filters[0]["calls"], 3, "{text}");
-    assert_eq!(filters[0]["contract"], "bbproxy:plugin@0.1.1", "{text}");
+    // The two requests' on-request; no on-response: the filter (contract
+    // 0.2.0) said at init it edits no response.
+    assert_eq!(filters[0]["calls"], 2, "{text}");
+    assert_eq!(filters[0]["contract"], "bbproxy:plugin@0.2.0", "{text}");
 
     // The file is watched: replacing it with the fixture (which ignores
     // `keys` and marks its edits) reloads the generation.

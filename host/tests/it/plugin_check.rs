@@ -389,7 +389,7 @@ fn a_filter_is_recognised_and_shown_what_it_does_both_ways() {
     assert!(ok, "{err}");
     assert_eq!(
         line(&out, "worlds:"),
-        "  worlds: bbproxy:plugin/filter@0.1.1"
+        "  worlds: bbproxy:plugin/filter@0.2.0"
     );
     assert_eq!(
         line(&out, "exports:"),
@@ -397,7 +397,11 @@ fn a_filter_is_recognised_and_shown_what_it_does_both_ways() {
     );
     // No key in the sample request: the filter's own answer.
     assert!(line(&out, "on-request").contains("-> respond 401"), "{out}");
-    assert!(line(&out, "on-response").contains("->"), "{out}");
+    // A 0.2.0 filter that edits no response is not called for one.
+    assert_eq!(
+        line(&out, "on-response"),
+        "  on-response: not called (the filter said at init it edits no response)"
+    );
     assert!(line(&out, "cost:").contains("per on-request call"), "{out}");
 
     // With the key: forwarded, the key header removed.

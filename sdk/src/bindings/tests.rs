@@ -4,7 +4,7 @@ use sha2::{Digest, Sha256};
 use std::path::Path;
 
 /// Every file `sdk/bindings.sh` writes, relative to the workspace root.
-const GENERATED: [&str; 7] = [
+const GENERATED: [&str; 8] = [
     "sdk/src/bindings/router.rs",
     "sdk/src/bindings/balancer.rs",
     "sdk/src/bindings/breaker.rs",
@@ -12,6 +12,7 @@ const GENERATED: [&str; 7] = [
     "sdk/src/bindings/v2/router.rs",
     "sdk/src/bindings/v2/balancer.rs",
     "sdk/src/bindings/v2/breaker.rs",
+    "sdk/src/bindings/v2/filter.rs",
 ];
 
 #[test]

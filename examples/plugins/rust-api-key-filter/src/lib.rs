@@ -115,9 +115,15 @@ impl Filter for ApiKeyFilter {
             Some(_) => RequestEdits::new().remove_header(&config.header).into(),
         }
     }
+
+    /// It checks requests only: under contract 0.2.0 the proxy then never
+    /// calls it for a response.
+    fn edits_responses(&self) -> bool {
+        false
+    }
 }
 
-bbproxy_sdk::export!(ApiKeyFilter: filter);
+bbproxy_sdk::v2::export!(ApiKeyFilter: filter);
 
 #[cfg(test)]
 mod tests {

@@ -270,6 +270,13 @@ impl Probe<'_> {
             "  on-request {call:<40} -> {}",
             describe_action(&action)
         );
+        if !plugin.init_answer().on_response {
+            let _ = writeln!(
+                out,
+                "  on-response: not called (the filter said at init it edits no response)"
+            );
+            return self.filter_cost(out, &plugin, &req);
+        }
         let mut request = req();
         let edits = plugin
             .on_response(Tenant::Upstream(0), &mut request, &mut sample_response())
@@ -283,6 +290,16 @@ impl Probe<'_> {
                 false => edits.join(", "),
             }
         );
+        self.filter_cost(out, &plugin, &req)
+    }
+
+    /// The cost of the filter's `on-request` on the sample request `req()`.
+    fn filter_cost(
+        &self,
+        out: &mut String,
+        plugin: &Plugin<FilterWorld>,
+        req: &dyn Fn() -> Option<RequestView>,
+    ) -> Result<(), CheckError> {
         let cost = self.measure(|| {
             let mut request = req();
             plugin
