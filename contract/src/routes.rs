@@ -22,10 +22,12 @@ pub const RESERVED_ROUTER_KEYS: [&str; 2] = [ROUTER_ROUTES_KEY, ROUTER_POOLS_KEY
 /// The statuses a `redirect` route may answer with.
 pub const REDIRECT_STATUSES: [u16; 5] = [301, 302, 303, 307, 308];
 
-/// The reference the built-in router answers for route `index` of
-/// `domain`, which the host resolves to the route's action.
-pub fn route_ref(domain: &str, index: usize) -> String {
-    format!("{domain}{ROUTE_REF_SEPARATOR}{index}")
+/// The domain and route index of a route reference (`example.com#2`),
+/// the answer a 0.1.x router gives for a domain's route (a 0.2.0 one
+/// answers with the numbers); `None` when `name` is not one.
+pub fn parse_route_ref(name: &str) -> Option<(&str, usize)> {
+    let (domain, index) = name.rsplit_once(ROUTE_REF_SEPARATOR)?;
+    Some((domain, index.parse().ok()?))
 }
 
 /// The prefix a `path_prefix` or `strip_prefix` compares by: without its
@@ -266,6 +268,9 @@ mod tests {
     #[test]
     fn tokens_and_references() {
         assert!(is_token("GET") && is_token("x-env") && !is_token("") && !is_token("a b"));
-        assert_eq!(route_ref("example.com", 2), "example.com#2");
+        assert_eq!(parse_route_ref("example.com#2"), Some(("example.com", 2)));
+        assert_eq!(parse_route_ref("a#b#3"), Some(("a#b", 3)));
+        assert_eq!(parse_route_ref("example.com"), None);
+        assert_eq!(parse_route_ref("example.com#x"), None);
     }
 }

@@ -45,6 +45,7 @@
 //! # fn main() {}
 //! ```
 
+use crate::bindings::v2::balancer::bbproxy::plugin0_2_0::candidates as host;
 use crate::{Backend, Outcome, Request, Verdict, expect_no_config};
 
 pub use crate::bindings::v2::router::bbproxy::plugin0_2_0::decisions::{
@@ -125,8 +126,8 @@ pub struct Candidates<'a> {
 
 #[derive(Debug, Clone, Copy)]
 enum CandidateSource<'a> {
-    /// The host's, through the `candidates` interface.
-    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    /// The host's, through the `candidates` interface (whose imports a
+    /// native build never reaches: it has no host to call).
     Host(u32),
     /// A list in memory: tests, and native benchmarks of a policy.
     Slice(&'a [Backend]),
@@ -141,7 +142,6 @@ impl<'a> Candidates<'a> {
     }
 
     /// The `count` candidates of the host's `pick` call in progress.
-    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
     pub(crate) fn from_host(count: u32) -> Candidates<'static> {
         Candidates {
             source: CandidateSource::Host(count),
@@ -168,14 +168,7 @@ impl<'a> Candidates<'a> {
     #[inline]
     pub fn get(&self, index: u32) -> Backend {
         match self.source {
-            #[cfg(target_arch = "wasm32")]
-            CandidateSource::Host(_) => {
-                crate::bindings::v2::balancer::bbproxy::plugin0_2_0::candidates::get(index)
-            }
-            #[cfg(not(target_arch = "wasm32"))]
-            CandidateSource::Host(_) => {
-                unreachable!("host candidates exist only in a wasm32 plugin")
-            }
+            CandidateSource::Host(_) => host::get(index),
             CandidateSource::Slice(s) => s[index as usize],
         }
     }
@@ -190,14 +183,7 @@ impl<'a> Candidates<'a> {
     /// ```
     pub fn ids(&self) -> Vec<u32> {
         match self.source {
-            #[cfg(target_arch = "wasm32")]
-            CandidateSource::Host(_) => {
-                crate::bindings::v2::balancer::bbproxy::plugin0_2_0::candidates::ids()
-            }
-            #[cfg(not(target_arch = "wasm32"))]
-            CandidateSource::Host(_) => {
-                unreachable!("host candidates exist only in a wasm32 plugin")
-            }
+            CandidateSource::Host(_) => host::ids(),
             CandidateSource::Slice(s) => s.iter().map(|b| b.id).collect(),
         }
     }
@@ -205,14 +191,7 @@ impl<'a> Candidates<'a> {
     /// Every candidate, in order: one copy of the whole list.
     pub fn all(&self) -> Vec<Backend> {
         match self.source {
-            #[cfg(target_arch = "wasm32")]
-            CandidateSource::Host(_) => {
-                crate::bindings::v2::balancer::bbproxy::plugin0_2_0::candidates::all()
-            }
-            #[cfg(not(target_arch = "wasm32"))]
-            CandidateSource::Host(_) => {
-                unreachable!("host candidates exist only in a wasm32 plugin")
-            }
+            CandidateSource::Host(_) => host::all(),
             CandidateSource::Slice(s) => s.to_vec(),
         }
     }

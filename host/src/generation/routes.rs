@@ -4,8 +4,6 @@
 //! once when the generation is built, looked up per request by
 //! `proxy::decide`.
 
-use std::collections::HashMap;
-
 use bbproxy_config::{Action, Config, UpstreamSettings};
 use http::{HeaderValue, StatusCode};
 
@@ -42,11 +40,12 @@ pub enum RouteAction {
     },
 }
 
-/// (domain's upstream number, route index) → action, for every forwarding
-/// or redirect route of every domain (`respond` routes are answered by the
-/// router itself).
+/// The action of every forwarding or redirect route of every domain, by
+/// the domain's upstream number and the route's index (`None` for a
+/// `respond` route, which the router answers itself): two array lookups
+/// per routed request.
 #[derive(Debug, Default)]
-pub struct RouteTable(HashMap<(u32, u32), RouteAction>);
+pub struct RouteTable(Vec<Vec<Option<RouteAction>>>);
 
 impl RouteTable {
     /// The table of `config`'s routes; `upstream_index` numbers upstream
@@ -57,17 +56,17 @@ impl RouteTable {
         chains: &Chains,
     ) -> Result<RouteTable, BuildError> {
         let upstreams: Vec<_> = config.upstreams().collect();
-        let mut table = HashMap::new();
+        let mut table: Vec<Vec<Option<RouteAction>>> = Vec::new();
         for (di, d) in config.domains.iter().enumerate() {
-            let domain = upstream_index(&d.name).ok_or_else(|| unchecked(d, 0))?;
+            let domain = upstream_index(&d.name).ok_or_else(|| unchecked(d, 0))? as usize;
+            let mut actions = Vec::with_capacity(d.routes.len());
             for (i, route) in d.routes.iter().enumerate() {
-                let index = u32::try_from(i).map_err(|_| unchecked(d, i))?;
                 let action = match &route.action {
-                    Action::Respond { .. } => continue,
-                    Action::Redirect { status, location } => RouteAction::Redirect {
+                    Action::Respond { .. } => None,
+                    Action::Redirect { status, location } => Some(RouteAction::Redirect {
                         status: StatusCode::from_u16(*status).map_err(|_| unchecked(d, i))?,
                         location: HeaderValue::from_str(location).map_err(|_| unchecked(d, i))?,
-                    },
+                    }),
                     Action::Forward(f) => {
                         let upstream =
                             upstream_index(&f.upstream).ok_or_else(|| unchecked(d, i))?;
@@ -79,17 +78,21 @@ impl RouteTable {
                             retries: f.retries,
                             ..target.upstream.clone()
                         };
-                        RouteAction::Forward(Box::new(RouteTarget {
+                        Some(RouteAction::Forward(Box::new(RouteTarget {
                             upstream,
                             strip_prefix: f.strip_prefix.clone(),
                             retry_budget: RetryBudget::new(&settings.retries),
                             settings,
                             filters: chains.route(di, i),
-                        }))
+                        })))
                     }
                 };
-                table.insert((domain, index), action);
+                actions.push(action);
             }
+            if table.len() <= domain {
+                table.resize_with(domain + 1, Vec::new);
+            }
+            table[domain] = actions;
         }
         Ok(RouteTable(table))
     }
@@ -97,7 +100,7 @@ impl RouteTable {
     /// The action of route `index` of the domain with upstream number
     /// `domain`.
     pub fn get(&self, domain: u32, index: u32) -> Option<&RouteAction> {
-        self.0.get(&(domain, index))
+        self.0.get(domain as usize)?.get(index as usize)?.as_ref()
     }
 }
 

@@ -48,10 +48,10 @@ pub fn check_route_v1(
     match route {
         types::Route::Upstream(name) => {
             let found = number(&name).map(Route::Upstream).or_else(|| {
-                let (domain, i) = name.rsplit_once(contract::routes::ROUTE_REF_SEPARATOR)?;
+                let (domain, index) = contract::routes::parse_route_ref(&name)?;
                 Some(Route::DomainRoute {
                     domain: number(domain)?,
-                    index: i.parse().ok()?,
+                    index: u32::try_from(index).ok()?,
                 })
             });
             contract::check_route_upstream(&name, |_| found.is_some())?;

@@ -140,9 +140,10 @@ impl Probe<'_> {
             let _ = writeln!(out, "  route {call:<48} -> {answer}");
         }
         let (method, host, target, headers) = &samples[0];
+        let tenant = self.tenant_of(host);
         let cost = self.measure(|| {
             let mut request = Some(sample_request(method, host, target, headers));
-            plugin.route(self.tenant_of(host), &mut request).map(drop)
+            plugin.route(tenant, &mut request).map(drop)
         });
         self.report_cost(out, "route", cost);
         Ok(())
@@ -246,12 +247,16 @@ impl Probe<'_> {
             );
             apply(&mut backend, &outcome, &verdict);
         }
+        // A connect error of a healthy backend: an outcome every breaker is
+        // called for (a 0.2.0 breaker may leave a 200 to the proxy, and
+        // measuring that would time the proxy, not the plugin).
         let healthy = sample_backends()[1];
-        let cost = self.measure(|| {
-            plugin
-                .on_outcome(0, healthy, response(200, 1_000))
-                .map(drop)
-        });
+        let error = Outcome {
+            kind: OutcomeKind::ConnectError,
+            status: 0,
+            latency_us: 300,
+        };
+        let cost = self.measure(|| plugin.on_outcome(0, healthy, error).map(drop));
         self.report_cost(out, "on-outcome", cost);
         Ok(())
     }
