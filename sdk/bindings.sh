@@ -63,7 +63,7 @@ for world in balancer breaker filter; do
 done
 # The 0.2.0 worlds. Their imports of 0.1.1's
 # interfaces map onto the bindings above, and the 0.2.0 router's bindings
-# hold the `decisions` types for the other two.
+# hold the `decisions` types for the other three.
 mkdir -p sdk/src/bindings/v2
 v1_types=crate::bindings::router::bbproxy::plugin
 generate wit/v0.2 sdk/src/bindings/v2/router.rs router \
@@ -82,7 +82,8 @@ generate2() {
         --pub-export-macro --export-macro-name "export_${world}_v2" \
         --default-bindings-module "bbproxy_sdk::bindings::v2::$world" "$@"
 }
-generate2 balancer
+generate2 balancer \
+    --with "bbproxy:plugin/decisions@0.2.0=crate::bindings::v2::router::bbproxy::plugin0_2_0::decisions"
 generate2 breaker \
     --with "bbproxy:plugin/decisions@0.2.0=crate::bindings::v2::router::bbproxy::plugin0_2_0::decisions"
 generate2 filter \

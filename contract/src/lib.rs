@@ -36,6 +36,40 @@ pub const MAX_UPSTREAM_NAME_BYTES: usize = 1024;
 /// texts (redirect notes, maintenance pages); a bigger one is a plugin bug.
 pub const MAX_DIRECT_BODY_BYTES: usize = 64 * 1024;
 
+/// Most request facts a contract 0.2.0 plugin may declare at `init`: each
+/// is a value copied into every call, and a plugin that needs more reads
+/// the rest through the request.
+pub const MAX_FACTS: usize = 16;
+
+/// Checks the request facts a 0.2.0 plugin declared at `init`: `count` of
+/// them, `header_names` the names of its header facts (any case, each a
+/// valid header name). The proxy refuses the plugin's `init` otherwise.
+///
+/// ```
+/// use bbproxy_plugin_contract::check_facts;
+/// assert!(check_facts(2, ["X-User"]).is_ok());
+/// assert_eq!(check_facts(1, ["bad name"]).unwrap_err(), r#"declared fact header("bad name"): not a valid header name"#);
+/// assert!(check_facts(17, []).unwrap_err().starts_with("declared 17 request facts"));
+/// ```
+pub fn check_facts<'a>(
+    count: usize,
+    header_names: impl IntoIterator<Item = &'a str>,
+) -> Result<(), String> {
+    if count > MAX_FACTS {
+        return Err(format!(
+            "declared {count} request facts, more than the {MAX_FACTS} a plugin may: read the others through the request"
+        ));
+    }
+    for name in header_names {
+        if !routes::is_token(name) {
+            return Err(format!(
+                "declared fact header({name:?}): not a valid header name"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks a router's answer `upstream(name)`; `known` says whether an
 /// upstream name is configured.
 ///

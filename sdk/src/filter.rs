@@ -173,6 +173,17 @@ pub trait Filter: Default + 'static {
     fn edits_responses(&self) -> bool {
         true
     }
+
+    /// The request facts [`Filter::on_request`] reads on every call (the
+    /// header an authentication check looks at, say). Asked once, right
+    /// after `init`, by a filter exported for contract 0.2.0: the proxy
+    /// sends their values with each `on_request` call, and the
+    /// [`Request`]'s accessors answer them without a call into the proxy
+    /// (see [`crate::v2::Fact`]; at most [`crate::v2::MAX_FACTS`]). The
+    /// default declares none; a 0.1.1 export ignores it.
+    fn request_facts(&self) -> Vec<crate::v2::Fact> {
+        Vec::new()
+    }
 }
 
 impl Header {

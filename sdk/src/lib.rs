@@ -839,6 +839,31 @@ pub mod __private {
         Ok(())
     }
 
+    thread_local! {
+        /// The request facts the instance declared at `init` (contract
+        /// 0.2.0), whose values come with each call. A component
+        /// implements one role, so one list per instance.
+        static FACTS: RefCell<Vec<v2::Fact>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Keeps the facts the plugin declared and returns them for `init`'s
+    /// answer.
+    fn declare(facts: Vec<v2::Fact>) -> Vec<v2::Fact> {
+        FACTS.with(|f| f.replace(facts.clone()));
+        facts
+    }
+
+    /// Runs `call` with `req` answering the declared facts from `values`,
+    /// the call's `facts` string.
+    fn with_facts<R>(req: &WitRequest, values: &str, call: impl FnOnce(&Request) -> R) -> R {
+        let mut split = [None; v2::MAX_FACTS];
+        let n = crate::request::split_facts(values, &mut split);
+        FACTS.with(|f| match f.try_borrow() {
+            Ok(facts) => call(&Request::from_host(req).with_pushed(&facts, &split[..n])),
+            Err(_) => call(&Request::from_host(req)),
+        })
+    }
+
     fn with<S: Slot, R>(call: impl FnOnce(&mut S::Plugin) -> R) -> Option<R> {
         S::slot().with(|cell| {
             let mut guard = cell.try_borrow_mut().ok()?;
@@ -915,16 +940,21 @@ pub mod __private {
         S: Slot,
         S::Plugin: v2::Router,
     {
-        fn init(config: String) -> Result<(), String> {
-            init::<S>(|| <S::Plugin as v2::Router>::init(&config))
+        fn init(config: String) -> Result<Vec<v2::Fact>, String> {
+            init::<S>(|| <S::Plugin as v2::Router>::init(&config))?;
+            Ok(declare(
+                with::<S, _>(|plugin| v2::Router::facts(plugin)).unwrap_or_default(),
+            ))
         }
 
-        fn route(req: &WitRequest, domain: Option<u32>) -> v2::Route {
-            with::<S, _>(|plugin| v2::Router::route(plugin, &Request::from_host(req), domain))
-                .unwrap_or_else(|| {
-                    uninitialised("router");
-                    v2::Route::respond(503, "bbproxy: router plugin not initialised\n")
-                })
+        fn route(req: &WitRequest, facts: String, domain: Option<u32>) -> v2::Route {
+            with::<S, _>(|plugin| {
+                with_facts(req, &facts, |req| v2::Router::route(plugin, req, domain))
+            })
+            .unwrap_or_else(|| {
+                uninitialised("router");
+                v2::Route::respond(503, "bbproxy: router plugin not initialised\n")
+            })
         }
     }
 
@@ -933,14 +963,19 @@ pub mod __private {
         S: Slot,
         S::Plugin: v2::Balancer,
     {
-        fn init(config: String) -> Result<(), String> {
-            init::<S>(|| <S::Plugin as v2::Balancer>::init(&config))
+        fn init(config: String) -> Result<Vec<v2::Fact>, String> {
+            init::<S>(|| <S::Plugin as v2::Balancer>::init(&config))?;
+            Ok(declare(
+                with::<S, _>(|plugin| v2::Balancer::facts(plugin)).unwrap_or_default(),
+            ))
         }
 
-        fn pick(req: &WitRequest, upstream: u32, count: u32) -> Option<u32> {
+        fn pick(req: &WitRequest, facts: String, upstream: u32, count: u32) -> Option<u32> {
             let candidates = v2::Candidates::from_host(count);
             with::<S, _>(|plugin| {
-                v2::Balancer::pick(plugin, &Request::from_host(req), upstream, &candidates)
+                with_facts(req, &facts, |req| {
+                    v2::Balancer::pick(plugin, req, upstream, &candidates)
+                })
             })
             .unwrap_or_else(|| {
                 uninitialised("balancer");
@@ -976,13 +1011,30 @@ pub mod __private {
     {
         fn init(config: String) -> Result<v2::FilterCalls, String> {
             init::<S>(|| <S::Plugin as Filter>::init(&config))?;
-            let on_response =
-                with::<S, _>(|plugin| Filter::edits_responses(plugin)).unwrap_or(true);
-            Ok(v2::FilterCalls { on_response })
+            let (on_response, request_facts) = with::<S, _>(|plugin| {
+                (
+                    Filter::edits_responses(plugin),
+                    Filter::request_facts(plugin),
+                )
+            })
+            .unwrap_or((true, Vec::new()));
+            Ok(v2::FilterCalls {
+                on_response,
+                request_facts: declare(request_facts),
+            })
         }
 
-        fn on_request(req: &WitRequest) -> RequestAction {
-            <S as bindings::filter::Guest>::on_request(req)
+        fn on_request(req: &WitRequest, facts: String) -> RequestAction {
+            with::<S, _>(|plugin| with_facts(req, &facts, |req| plugin.on_request(req)))
+                .unwrap_or_else(|| {
+                    uninitialised("filter");
+                    // Closed, as 0.1.1's: see there.
+                    RequestAction::respond(
+                        503,
+                        "bbproxy: filter plugin not initialised
+",
+                    )
+                })
         }
 
         fn on_response(req: &WitRequest, resp: &WitResponse) -> Vec<HeaderEdit> {

@@ -1,9 +1,16 @@
 //! The request a router, balancer or filter decides on.
 
+use crate::v2::Fact;
+
 /// The request being decided on, valid during the call it is passed to.
 ///
 /// In the proxy every accessor is a call into the host, which copies only
-/// what is asked for: read the headers you need, once. In tests the request
+/// what is asked for: read the headers you need, once. A contract 0.2.0
+/// plugin can do better: the facts it declares at init
+/// ([`v2::Router::facts`](crate::v2::Router::facts),
+/// [`v2::Balancer::facts`](crate::v2::Balancer::facts),
+/// [`Filter::request_facts`](crate::Filter::request_facts)) come with each
+/// call, and reading one of them here calls nothing. In tests the request
 /// is a [`FakeRequest`](crate::testing::FakeRequest) that answers the same
 /// way.
 ///
@@ -22,6 +29,37 @@
 #[derive(Clone, Copy)]
 pub struct Request<'a> {
     source: Source<'a>,
+    pushed: Option<Pushed<'a>>,
+}
+
+/// The values of the declared facts that came with the call, in the order
+/// of the declaration.
+#[derive(Clone, Copy)]
+struct Pushed<'a> {
+    facts: &'a [Fact],
+    values: &'a [Option<&'a str>],
+}
+
+impl<'a> Pushed<'a> {
+    /// The value of the first declared fact `is` accepts, if one was
+    /// declared: `Some(value)`, the value itself possibly `None`.
+    fn find(&self, is: impl Fn(&Fact) -> bool) -> Option<Option<&'a str>> {
+        let i = self.facts.iter().position(is)?;
+        self.values.get(i).copied()
+    }
+}
+
+/// Splits the `facts` string of a 0.2.0 call into the values of `count`
+/// declared facts (the WIT's encoding: one line per fact, `\0` for one the
+/// request lacks) into `out`; returns how many lines there were, at most
+/// `out.len()`.
+pub(crate) fn split_facts<'s>(facts: &'s str, out: &mut [Option<&'s str>]) -> usize {
+    let mut n = 0;
+    for (slot, line) in out.iter_mut().zip(facts.split_terminator('\n')) {
+        *slot = (line != "\0").then_some(line);
+        n += 1;
+    }
+    n
 }
 
 // One variant on wasm32, so every match compiles to the direct host call.
@@ -49,6 +87,7 @@ impl<'a> Request<'a> {
     ) -> Self {
         Request {
             source: Source::Host(handle),
+            pushed: None,
         }
     }
 
@@ -56,7 +95,58 @@ impl<'a> Request<'a> {
     pub(crate) fn from_fake(fake: &'a crate::testing::FakeRequest) -> Self {
         Request {
             source: Source::Fake(fake),
+            pushed: None,
         }
+    }
+
+    /// This request, answering the declared `facts` from the `values` that
+    /// came with the call (a contract 0.2.0 call). More values than facts
+    /// are ignored; a fact without a value reads through the source.
+    pub(crate) fn with_pushed(self, facts: &'a [Fact], values: &'a [Option<&'a str>]) -> Self {
+        Request {
+            pushed: Some(Pushed { facts, values }),
+            ..self
+        }
+    }
+
+    /// The pushed value of a declared fact `is` accepts, if any.
+    #[inline]
+    fn pushed(&self, is: impl Fn(&Fact) -> bool) -> Option<Option<String>> {
+        self.declared(is).map(|v| v.map(str::to_owned))
+    }
+
+    /// As [`Request::header`], lent rather than copied when the header was
+    /// declared as a fact (it came with the call); a copy read through the
+    /// proxy otherwise.
+    ///
+    /// ```
+    /// let fake = bbproxy_sdk::testing::FakeRequest::get("a.test", "/").header("X-Key", "k");
+    /// assert_eq!(fake.as_request().header_lent("x-key").as_deref(), Some("k"));
+    /// ```
+    #[inline]
+    pub fn header_lent(&self, name: &str) -> Option<std::borrow::Cow<'a, str>> {
+        match self.declared(|f| matches!(f, Fact::Header(n) if n.eq_ignore_ascii_case(name))) {
+            Some(v) => v.map(std::borrow::Cow::Borrowed),
+            None => self.header(name).map(std::borrow::Cow::Owned),
+        }
+    }
+
+    /// The value of the first declared fact `is` accepts, as sent with the
+    /// call, without copying it: `None` when no such fact was declared (or
+    /// outside a contract 0.2.0 call), `Some(None)` when the request lacks
+    /// it. The accessors ([`Request::path`], [`Request::header`], ...)
+    /// answer the same, as an owned copy; this is for a hot path that
+    /// would rather not allocate.
+    ///
+    /// ```
+    /// use bbproxy_sdk::v2::Fact;
+    /// let fake = bbproxy_sdk::testing::FakeRequest::get("a.test", "/x");
+    /// // Outside a 0.2.0 call nothing was sent with it.
+    /// assert_eq!(fake.as_request().declared(|f| matches!(f, Fact::Path)), None);
+    /// ```
+    #[inline]
+    pub fn declared(&self, is: impl Fn(&Fact) -> bool) -> Option<Option<&'a str>> {
+        self.pushed.as_ref().and_then(|p| p.find(is))
     }
 
     /// HTTP method, upper case (`GET`, `POST`, ...).
@@ -67,6 +157,9 @@ impl<'a> Request<'a> {
     /// ```
     #[inline]
     pub fn method(&self) -> String {
+        if let Some(Some(v)) = self.pushed(|f| matches!(f, Fact::Method)) {
+            return v;
+        }
         match self.source {
             Source::Host(r) => r.method(),
             #[cfg(not(target_arch = "wasm32"))]
@@ -83,6 +176,9 @@ impl<'a> Request<'a> {
     /// ```
     #[inline]
     pub fn host(&self) -> String {
+        if let Some(Some(v)) = self.pushed(|f| matches!(f, Fact::Host)) {
+            return v;
+        }
         match self.source {
             Source::Host(r) => r.host(),
             #[cfg(not(target_arch = "wasm32"))]
@@ -98,6 +194,9 @@ impl<'a> Request<'a> {
     /// ```
     #[inline]
     pub fn path(&self) -> String {
+        if let Some(Some(v)) = self.pushed(|f| matches!(f, Fact::Path)) {
+            return v;
+        }
         match self.source {
             Source::Host(r) => r.path(),
             #[cfg(not(target_arch = "wasm32"))]
@@ -113,6 +212,9 @@ impl<'a> Request<'a> {
     /// ```
     #[inline]
     pub fn query(&self) -> Option<String> {
+        if let Some(v) = self.pushed(|f| matches!(f, Fact::Query)) {
+            return v;
+        }
         match self.source {
             Source::Host(r) => r.query(),
             #[cfg(not(target_arch = "wasm32"))]
@@ -128,6 +230,9 @@ impl<'a> Request<'a> {
     /// ```
     #[inline]
     pub fn client_addr(&self) -> String {
+        if let Some(Some(v)) = self.pushed(|f| matches!(f, Fact::ClientAddr)) {
+            return v;
+        }
         match self.source {
             Source::Host(r) => r.client_addr(),
             #[cfg(not(target_arch = "wasm32"))]
@@ -152,10 +257,37 @@ impl<'a> Request<'a> {
     /// ```
     #[inline]
     pub fn header(&self, name: &str) -> Option<String> {
+        if let Some(v) =
+            self.pushed(|f| matches!(f, Fact::Header(n) if n.eq_ignore_ascii_case(name)))
+        {
+            return v;
+        }
         match self.source {
             Source::Host(r) => r.header(name),
             #[cfg(not(target_arch = "wasm32"))]
             Source::Fake(f) => f.header_value(name),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::FakeRequest;
+    use crate::v2::Fact;
+
+    #[test]
+    fn declared_facts_are_answered_from_the_values_sent_with_the_call() {
+        let fake = FakeRequest::get("a.test", "/real?q=1").header("X-User", "real");
+        let facts = [Fact::Path, Fact::header("x-user"), Fact::Query];
+        let mut values = [None; 3];
+        assert_eq!(super::split_facts("/sent\nsent\n\0\n", &mut values), 3);
+        let req = fake.as_request().with_pushed(&facts, &values);
+        assert_eq!(req.path(), "/sent");
+        assert_eq!(req.header("X-USER").as_deref(), Some("sent"));
+        assert_eq!(req.query(), None, "a declared fact sent as none is none");
+        // Undeclared: read through the request.
+        assert_eq!(req.method(), "GET");
+        assert_eq!(req.header("x-other"), None);
+        assert_eq!(fake.as_request().query().as_deref(), Some("q=1"));
     }
 }

@@ -523,7 +523,11 @@ impl TestHost {
         filter: &mut F,
         req: &FakeRequest,
     ) -> Result<RequestAction, String> {
-        let action = filter.on_request(&req.as_request());
+        let facts = filter.request_facts();
+        crate::v2::check_facts(&facts)?;
+        let values = crate::v2_testing::pushed_values(req, &facts);
+        let values: Vec<Option<&str>> = values.iter().map(Option::as_deref).collect();
+        let action = filter.on_request(&req.as_request().with_pushed(&facts, &values));
         check_request_action(&action)?;
         Ok(action)
     }

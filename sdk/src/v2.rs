@@ -16,6 +16,12 @@
 //!   it edits responses at all
 //!   ([`Filter::edits_responses`](crate::Filter::edits_responses)); when
 //!   not, the proxy never calls its `on_response`.
+//! - Each declares the request [`Fact`]s it reads on every call
+//!   ([`Router::facts`], [`Balancer::facts`],
+//!   [`Filter::request_facts`](crate::Filter::request_facts)): their values
+//!   come with the call, and [`Request`]'s accessors answer them without
+//!   calling into the proxy. Any other read still works, one host call
+//!   each.
 //!
 //! Everything else (the [`Request`], [`Backend`], [`Outcome`], [`Verdict`]
 //! types, the host functions, [`testing`](crate::testing)) is shared with
@@ -49,8 +55,34 @@ use crate::bindings::v2::balancer::bbproxy::plugin0_2_0::candidates as host;
 use crate::{Backend, Outcome, Request, Verdict, expect_no_config};
 
 pub use crate::bindings::v2::router::bbproxy::plugin0_2_0::decisions::{
-    DomainRoute, FilterCalls, OutcomeCalls, Route,
+    DomainRoute, Fact, FilterCalls, OutcomeCalls, Route,
 };
+
+/// The most facts a plugin may declare (the proxy refuses an `init` that
+/// declares more).
+pub use bbproxy_plugin_contract::MAX_FACTS;
+
+/// Checks declared `facts` as the proxy does when `init` returns them.
+pub(crate) fn check_facts(facts: &[Fact]) -> Result<(), String> {
+    bbproxy_plugin_contract::check_facts(
+        facts.len(),
+        facts.iter().filter_map(|f| match f {
+            Fact::Header(n) => Some(n.as_str()),
+            _ => None,
+        }),
+    )
+}
+
+impl Fact {
+    /// `Fact::Header(name)`.
+    ///
+    /// ```
+    /// assert_eq!(bbproxy_sdk::v2::Fact::header("X-User"), bbproxy_sdk::v2::Fact::Header("X-User".into()));
+    /// ```
+    pub fn header(name: impl Into<String>) -> Fact {
+        Fact::Header(name.into())
+    }
+}
 
 impl Route {
     /// Forward to upstream number `n` (an index into
@@ -202,7 +234,7 @@ impl<'a> Candidates<'a> {
 ///
 /// ```
 /// use bbproxy_sdk::{Request, testing::{FakeRequest, TestHost}};
-/// use bbproxy_sdk::v2::{Route, Router, upstream_number};
+/// use bbproxy_sdk::v2::{Fact, Route, Router, upstream_number};
 ///
 /// /// `/admin` to the admin upstream, the rest by host.
 /// struct Admin { admin: u32 }
@@ -210,6 +242,10 @@ impl<'a> Candidates<'a> {
 ///     fn init(_: &str) -> Result<Self, String> {
 ///         let admin = upstream_number("admin.test").ok_or("no admin.test upstream")?;
 ///         Ok(Admin { admin })
+///     }
+///     // Read on every call: sent with it, so `req.path()` calls nothing.
+///     fn facts(&self) -> Vec<Fact> {
+///         vec![Fact::Path]
 ///     }
 ///     fn route(&mut self, req: &Request, domain: Option<u32>) -> Route {
 ///         match domain {
@@ -231,6 +267,14 @@ pub trait Router: Sized + 'static {
     /// Creates the plugin instance, as [`crate::Router::init`] does.
     fn init(config: &str) -> Result<Self, String>;
 
+    /// The request facts [`Router::route`] reads on every call, asked once
+    /// right after `init` (at most [`MAX_FACTS`]): the proxy sends their
+    /// values with each call, and the [`Request`] answers them without a
+    /// call into the proxy. The default declares none.
+    fn facts(&self) -> Vec<Fact> {
+        Vec::new()
+    }
+
     /// Decides where `req` goes. `domain` is the upstream number of the
     /// domain its host matches (exact name, then the longest wildcard), or
     /// `None`.
@@ -245,6 +289,12 @@ pub trait Balancer: Default + 'static {
     fn init(config: &str) -> Result<Self, String> {
         expect_no_config(config)?;
         Ok(Self::default())
+    }
+
+    /// The request facts [`Balancer::pick`] reads on every call (a hash
+    /// key's header, say), as [`Router::facts`]. The default declares none.
+    fn facts(&self) -> Vec<Fact> {
+        Vec::new()
     }
 
     /// Picks one of `candidates` for `req` on upstream number `upstream`:

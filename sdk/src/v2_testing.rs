@@ -5,7 +5,7 @@ use bbproxy_plugin_contract as contract;
 use bbproxy_plugin_contract::hosts::HostMatcher;
 
 use crate::testing::{FakeRequest, TestHost, checked_pick, contract_state};
-use crate::v2::{Balancer, Breaker, Candidates, Route, Router};
+use crate::v2::{Balancer, Breaker, Candidates, Fact, Route, Router, check_facts};
 use crate::{Backend, BreakerState, Outcome, OutcomeKind, Verdict};
 
 impl TestHost {
@@ -52,7 +52,11 @@ impl TestHost {
         let domain = matcher
             .lookup(&req.as_request().host())
             .and_then(|i| u32::try_from(i).ok());
-        let route = router.route(&req.as_request(), domain);
+        let facts = router.facts();
+        check_facts(&facts)?;
+        let values = pushed_values(req, &facts);
+        let values: Vec<Option<&str>> = values.iter().map(Option::as_deref).collect();
+        let route = router.route(&req.as_request().with_pushed(&facts, &values), domain);
         let known = |n: u32, what: &str| {
             if (n as usize) < upstreams.len() {
                 Ok(())
@@ -93,9 +97,13 @@ impl TestHost {
         upstream: u32,
         candidates: &[Backend],
     ) -> Result<usize, String> {
+        let facts = balancer.facts();
+        check_facts(&facts)?;
+        let values = pushed_values(req, &facts);
+        let values: Vec<Option<&str>> = values.iter().map(Option::as_deref).collect();
         checked_pick(candidates, || {
             balancer.pick(
-                &req.as_request(),
+                &req.as_request().with_pushed(&facts, &values),
                 upstream,
                 &Candidates::from_slice(candidates),
             )
@@ -145,4 +153,21 @@ impl TestHost {
         contract::check_verdict(contract_state(verdict.state), verdict.probes)?;
         Ok(verdict)
     }
+}
+
+/// The values the proxy sends with a call for the declared `facts` of
+/// `req`: each what the request's accessor of the same name answers.
+pub(crate) fn pushed_values(req: &FakeRequest, facts: &[Fact]) -> Vec<Option<String>> {
+    let r = req.as_request();
+    facts
+        .iter()
+        .map(|f| match f {
+            Fact::Method => Some(r.method()),
+            Fact::Host => Some(r.host()),
+            Fact::Path => Some(r.path()),
+            Fact::Query => r.query(),
+            Fact::ClientAddr => Some(r.client_addr()),
+            Fact::Header(name) => r.header(name),
+        })
+        .collect()
 }

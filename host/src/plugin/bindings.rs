@@ -95,6 +95,7 @@ pub mod v2 {
             with: {
                 "bbproxy:plugin/types@0.1.1": crate::plugin::bindings::types,
                 "bbproxy:plugin/host@0.1.1": crate::plugin::bindings::host,
+                "bbproxy:plugin/decisions@0.2.0": crate::plugin::bindings::v2::router::bbproxy::plugin0_2_0::decisions,
             },
             imports: { default: trappable },
         });

@@ -33,6 +33,7 @@ impl Plugin<RouterWorld> {
             Tenant::Upstream(i) => Some(i),
             Tenant::Unmatched => None,
         };
+        let facts = self.init_answer().facts.values(request.as_ref());
         self.call(
             tenant,
             request,
@@ -41,7 +42,7 @@ impl Plugin<RouterWorld> {
                 Ok(match e {
                     Versioned::V1(e) => Versioned::V1(e.call_route(store, request_borrow())?),
                     Versioned::V2(e) => {
-                        Versioned::V2(e.call_route(store, request_borrow(), domain)?)
+                        Versioned::V2(e.call_route(store, request_borrow(), &facts, domain)?)
                     }
                 })
             },
@@ -67,6 +68,7 @@ impl Plugin<BalancerWorld> {
         candidates: &[Backend],
     ) -> Result<usize, Fault> {
         let count = u32::try_from(candidates.len()).unwrap_or(u32::MAX);
+        let facts = self.init_answer().facts.values(request.as_ref());
         self.call(
             Tenant::Upstream(upstream),
             request,
@@ -75,7 +77,8 @@ impl Plugin<BalancerWorld> {
                 Versioned::V1(e) => e.call_pick(store, request_borrow(), upstream, candidates),
                 Versioned::V2(e) => {
                     store.data_mut().candidates.extend_from_slice(candidates);
-                    let choice = e.call_pick(&mut *store, request_borrow(), upstream, count);
+                    let choice =
+                        e.call_pick(&mut *store, request_borrow(), &facts, upstream, count);
                     store.data_mut().candidates.clear();
                     choice
                 }
@@ -137,13 +140,14 @@ impl Plugin<FilterWorld> {
         tenant: Tenant,
         request: &mut Option<RequestView>,
     ) -> Result<FilterAction, Fault> {
+        let facts = self.init_answer().facts.values(request.as_ref());
         self.call(
             tenant,
             request,
             &mut None,
             |e, store| match e {
                 Versioned::V1(e) => e.call_on_request(store, request_borrow()),
-                Versioned::V2(e) => e.call_on_request(store, request_borrow()),
+                Versioned::V2(e) => e.call_on_request(store, request_borrow(), &facts),
             },
             answer::check_request_action,
         )

@@ -106,3 +106,19 @@ fn top_frame(error: &wasmtime::Error) -> Option<String> {
 pub(super) fn backtrace(error: &wasmtime::Error) -> Option<String> {
     error.downcast_ref::<WasmBacktrace>().map(|b| b.to_string())
 }
+
+/// Runs a guest call, turning a panic of a host function (a bug, but one a
+/// hostile plugin might find) into an error, so it is a fault like any other
+/// and never unwinds into the request path.
+pub(super) fn guarded<R>(f: impl FnOnce() -> wasmtime::Result<R>) -> wasmtime::Result<R> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_owned());
+        Err(wasmtime::Error::msg(format!(
+            "a host function panicked during the call: {what}"
+        )))
+    })
+}

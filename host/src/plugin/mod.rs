@@ -20,6 +20,7 @@ pub mod describe;
 mod engine;
 mod engine_config;
 mod error;
+mod facts;
 mod fault;
 pub mod logbudget;
 pub mod resource_caps;
@@ -30,7 +31,6 @@ mod wasi;
 mod world;
 
 use std::collections::HashMap;
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -149,6 +149,9 @@ pub struct Plugin<W: World> {
     fault_kinds: [AtomicU64; FAULT_KINDS.len()],
     /// Calls that entered the plugin, for `/status`.
     calls_made: AtomicU64,
+    /// Reads of a request through `request`'s methods, each a call back
+    /// into the host (see [`Plugin::request_reads`]).
+    request_reads: AtomicU64,
     calls: metrics::Counter,
     call_seconds: metrics::Histogram,
     suspended_calls: AtomicU64,
@@ -212,6 +215,7 @@ impl<W: World> Plugin<W> {
             faults: AtomicU64::new(0),
             fault_kinds: Default::default(),
             calls_made: AtomicU64::new(0),
+            request_reads: AtomicU64::new(0),
             calls: metrics::counter!(names::PLUGIN_CALLS, "plugin" => name.to_owned(), "role" => W::ROLE),
             call_seconds: metrics::histogram!(names::PLUGIN_CALL_DURATION, "plugin" => name.to_owned(), "role" => W::ROLE),
             suspended_calls: AtomicU64::new(0),
@@ -283,6 +287,13 @@ impl<W: World> Plugin<W> {
         self.calls_made.load(Ordering::Relaxed)
     }
 
+    /// Reads of a request the plugin made through `request`'s methods
+    /// since it was loaded: each a call back into the host, which a 0.2.0
+    /// plugin avoids for what it declares as facts.
+    pub fn request_reads(&self) -> u64 {
+        self.request_reads.load(Ordering::Relaxed)
+    }
+
     /// The tenants (`domain example.com`, `hosts that match no domain`)
     /// whose calls are answered with the `on_fault` policy without entering
     /// the plugin at `now_ms`, and the monotonic ms each suspension ends.
@@ -301,8 +312,8 @@ impl<W: World> Plugin<W> {
     }
 
     /// What the plugin's `init` returned besides success (at load).
-    pub fn init_answer(&self) -> InitAnswer {
-        self.init_answer
+    pub fn init_answer(&self) -> &InitAnswer {
+        &self.init_answer
     }
 
     /// Calls answered with the fault policy without entering the plugin,
@@ -355,7 +366,7 @@ impl<W: World> Plugin<W> {
             }
         };
         Self::arm(&mut store, self.limits.init_timeout(), budget::real_now());
-        let result = guarded(|| W::init(&exports, &mut store, &self.config));
+        let result = fault::guarded(|| W::init(&exports, &mut store, &self.config));
         match result {
             Ok(Ok(answer)) => Ok((Instance { store, exports }, answer)),
             Ok(Err(msg)) => Err(Fault::Instantiate(format!(
@@ -433,11 +444,16 @@ impl<W: World> Plugin<W> {
             inst.store.data_mut().response = response.take();
         }
         let running = self.runtime.ticker().enter();
-        let result = guarded(|| f(&inst.exports, &mut inst.store));
+        let result = fault::guarded(|| f(&inst.exports, &mut inst.store));
         drop(running);
         self.call_seconds.record(started.elapsed());
         self.calls.increment(1);
         self.calls_made.fetch_add(1, Ordering::Relaxed);
+        let reads = std::mem::take(&mut inst.store.data_mut().request_reads);
+        if reads != 0 {
+            self.request_reads
+                .fetch_add(u64::from(reads), Ordering::Relaxed);
+        }
         if lends.0 {
             *request = inst.store.data_mut().request.take();
         }
@@ -533,22 +549,6 @@ impl<W: World> Plugin<W> {
             Tenant::Unmatched => "hosts that match no domain".to_owned(),
         }
     }
-}
-
-/// Runs a guest call, turning a panic of a host function (a bug, but one a
-/// hostile plugin might find) into an error, so it is a fault like any other
-/// and never unwinds into the request path.
-fn guarded<R>(f: impl FnOnce() -> wasmtime::Result<R>) -> wasmtime::Result<R> {
-    std::panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|panic| {
-        let what = panic
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".to_owned());
-        Err(wasmtime::Error::msg(format!(
-            "a host function panicked during the call: {what}"
-        )))
-    })
 }
 
 /// The 0.1.x [`CONTRACT_VERSIONS`] entry `component` imports

@@ -66,6 +66,9 @@ pub struct PluginState {
     /// read through the `candidates` interface. Kept between calls so the
     /// copy into it reuses one allocation.
     pub(super) candidates: Vec<types::Backend>,
+    /// Reads of the lent request through `request`'s methods in the call in
+    /// progress: what a 0.2.0 plugin could have declared as facts.
+    pub(super) request_reads: u32,
     shared: Arc<SharedState>,
     upstreams: Arc<[types::Upstream]>,
     identity: PluginIdentity,
@@ -88,6 +91,7 @@ impl PluginState {
             request: None,
             response: None,
             candidates: Vec::new(),
+            request_reads: 0,
             shared,
             upstreams,
             identity,
@@ -119,26 +123,63 @@ impl WasiView for PluginState {
     }
 }
 
+/// The value of request header `name` as `request.header` answers it (and
+/// a 0.2.0 plugin's declared header fact): the first field, as text.
+/// An HTTP/2 client may send each cookie in a `cookie` field of its own
+/// (RFC 9113 8.2.3): joined with "; ", as the RFC has them joined for
+/// HTTP/1.1, they read as the one Cookie header of an HTTP/1.1 client, so a
+/// cookie after the first field is found too.
+/// `is_cookie` says whether `name` is `cookie` (the caller knows cheaply).
+pub(super) fn header_value(
+    headers: &http::HeaderMap,
+    name: impl http::header::AsHeaderName,
+    is_cookie: bool,
+) -> Option<std::borrow::Cow<'_, str>> {
+    if is_cookie
+        && headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .nth(1)
+            .is_some()
+    {
+        let values: Vec<&str> = headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        return Some(values.join("; ").into());
+    }
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(Into::into)
+}
+
 impl types::Host for PluginState {}
 
 impl types::HostRequest for PluginState {
     fn method(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<String> {
+        self.request_reads = self.request_reads.saturating_add(1);
         Ok(self.request()?.parts.method.as_str().to_owned())
     }
 
     fn host(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<String> {
+        self.request_reads = self.request_reads.saturating_add(1);
         Ok(self.request()?.host.clone())
     }
 
     fn path(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<String> {
+        self.request_reads = self.request_reads.saturating_add(1);
         Ok(self.request()?.parts.uri.path().to_owned())
     }
 
     fn query(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<Option<String>> {
+        self.request_reads = self.request_reads.saturating_add(1);
         Ok(self.request()?.parts.uri.query().map(str::to_owned))
     }
 
     fn client_addr(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<String> {
+        self.request_reads = self.request_reads.saturating_add(1);
         Ok(self.request()?.client.ip().to_string())
     }
 
@@ -147,29 +188,10 @@ impl types::HostRequest for PluginState {
         _: Resource<RequestHandle>,
         name: String,
     ) -> wasmtime::Result<Option<String>> {
+        self.request_reads = self.request_reads.saturating_add(1);
         let headers = &self.request()?.parts.headers;
-        // An HTTP/2 client may send each cookie in a `cookie` field of its
-        // own (RFC 9113 8.2.3): joined with "; ", as the RFC has them joined
-        // for HTTP/1.1, they read as the one Cookie header of an HTTP/1.1
-        // client, so a cookie after the first field is found too.
-        if name.eq_ignore_ascii_case("cookie")
-            && headers
-                .get_all(http::header::COOKIE)
-                .iter()
-                .nth(1)
-                .is_some()
-        {
-            let values: Vec<&str> = headers
-                .get_all(http::header::COOKIE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .collect();
-            return Ok(Some(values.join("; ")));
-        }
-        Ok(headers
-            .get(name.as_str())
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned))
+        let is_cookie = name.eq_ignore_ascii_case("cookie");
+        Ok(header_value(headers, name.as_str(), is_cookie).map(std::borrow::Cow::into_owned))
     }
 
     fn drop(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<()> {

@@ -7,6 +7,7 @@ use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
 use super::bindings::{balancer, breaker, filter, router, v2};
+use super::facts::Facts;
 use super::state::PluginState;
 
 /// A value of one of the two contract versions.
@@ -18,7 +19,7 @@ pub enum Versioned<A, B> {
 }
 
 /// What `init` returned besides success.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InitAnswer {
     /// A 0.2.0 breaker's `outcome-calls.skip-closed-responses-below`
     /// (0 for every other plugin: it is called for everything).
@@ -26,6 +27,9 @@ pub struct InitAnswer {
     /// A 0.2.0 filter's `filter-calls.on-response` (true for every other
     /// plugin).
     pub on_response: bool,
+    /// The request facts a 0.2.0 router, balancer or filter declared: sent
+    /// with each `route`, `pick` or `on-request` call (none for the rest).
+    pub facts: Facts,
 }
 
 impl Default for InitAnswer {
@@ -34,6 +38,7 @@ impl Default for InitAnswer {
         Self {
             skip_closed_responses_below: 0,
             on_response: true,
+            facts: Facts::default(),
         }
     }
 }
@@ -132,23 +137,29 @@ macro_rules! versioned_world {
             ) -> wasmtime::Result<Result<InitAnswer, String>> {
                 Ok(match exports {
                     Versioned::V1(e) => e.call_init(store, config)?.map(|()| InitAnswer::default()),
-                    Versioned::V2(e) => e.call_init(store, config)?.map($init2),
+                    Versioned::V2(e) => e.call_init(store, config)?.and_then($init2),
                 })
             }
         }
     };
 }
 
-versioned_world!(RouterWorld, "router", router, RouterPre, Router, |()| {
-    InitAnswer::default()
-});
+/// A 0.2.0 router's or balancer's `init` answer: its declared facts.
+fn declared(facts: Vec<v2::decisions::Fact>) -> Result<InitAnswer, String> {
+    Ok(InitAnswer {
+        facts: Facts::declared(facts)?,
+        ..InitAnswer::default()
+    })
+}
+
+versioned_world!(RouterWorld, "router", router, RouterPre, Router, declared);
 versioned_world!(
     BalancerWorld,
     "balancer",
     balancer,
     BalancerPre,
     Balancer,
-    |()| InitAnswer::default()
+    declared
 );
 versioned_world!(
     BreakerWorld,
@@ -156,10 +167,10 @@ versioned_world!(
     breaker,
     BreakerPre,
     Breaker,
-    |calls: v2::decisions::OutcomeCalls| InitAnswer {
+    |calls: v2::decisions::OutcomeCalls| Ok(InitAnswer {
         skip_closed_responses_below: calls.skip_closed_responses_below,
         ..InitAnswer::default()
-    }
+    })
 );
 
 versioned_world!(
@@ -169,9 +180,10 @@ versioned_world!(
     FilterPre,
     Filter,
     |calls: v2::decisions::FilterCalls| {
-        InitAnswer {
+        Ok(InitAnswer {
             on_response: calls.on_response,
+            facts: Facts::declared(calls.request_facts)?,
             ..InitAnswer::default()
-        }
+        })
     }
 );

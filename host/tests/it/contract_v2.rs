@@ -201,3 +201,76 @@ fn a_0_2_0_filter_that_edits_no_response_is_not_called_for_one() {
     assert!(!edits.unwrap().is_empty());
     assert_eq!(old.calls(), 1);
 }
+
+/// `view` for `a.test` with `headers` and `method path`.
+fn request(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Option<bbproxy::plugin::RequestView> {
+    let mut builder = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "a.test");
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let (parts, ()) = builder.body(()).unwrap().into_parts();
+    Some(bbproxy::plugin::RequestView {
+        parts,
+        host: "a.test".to_owned(),
+        client: "127.0.0.1:9".parse().unwrap(),
+    })
+}
+
+#[test]
+fn a_0_2_0_plugin_gets_the_facts_it_declared_with_the_call() {
+    let runtime = Runtime::new().unwrap();
+    // The API-key example declares its header: checking it reads nothing
+    // back through the host.
+    let bytes = std::fs::read(example_plugin("rust_api_key_filter.wasm")).unwrap();
+    let keys = load::<FilterWorld>(&runtime, &bytes, r#"{"keys": ["k-1"]}"#).unwrap();
+    assert_eq!(keys.init_answer().facts.len(), 1);
+    let good = keys.on_request(
+        Tenant::Upstream(0),
+        &mut request("GET", "/", &[("X-Api-Key", "k-1")]),
+    );
+    assert!(
+        matches!(good, Ok(bbproxy::plugin::FilterAction::Forward { ref headers, .. }) if headers.len() == 1),
+        "{good:?}"
+    );
+    let bad = keys.on_request(
+        Tenant::Upstream(0),
+        &mut request("GET", "/", &[("x-api-key", "k-2")]),
+    );
+    assert!(
+        matches!(bad, Ok(bbproxy::plugin::FilterAction::Respond(ref r)) if r.status == http::StatusCode::UNAUTHORIZED),
+        "{bad:?}"
+    );
+    assert_eq!(keys.calls(), 2);
+    assert_eq!(keys.request_reads(), 0, "the key came with the calls");
+
+    // The default router declares what its routes read (the path, the
+    // method, a header) and routes on those values alone.
+    let config = r#"{"routes": {"a.test": [
+        {"match": {"path_prefix": "/api/", "method": ["POST"]}},
+        {"match": {"header": {"x-env": "canary"}}},
+        {"match": {"path": "/gone"}, "respond": {"status": 410, "body": "gone"}}
+    ]}}"#;
+    let router = load::<RouterWorld>(&runtime, bundle::ROUTER, config).unwrap();
+    assert_eq!(router.init_answer().facts.len(), 3, "path, method, x-env");
+    let route = |method, path, headers: &[(&str, &str)]| {
+        router
+            .route(Tenant::Upstream(0), &mut request(method, path, headers))
+            .unwrap()
+    };
+    let to = |index| Route::DomainRoute { domain: 0, index };
+    assert_eq!(route("POST", "/api/x", &[]), to(0));
+    assert_eq!(route("GET", "/api/x", &[("x-env", "canary")]), to(1));
+    assert_eq!(route("GET", "/api/x", &[]), Route::Upstream(0));
+    assert!(matches!(
+        route("GET", "/gone", &[]),
+        Route::Respond { status: 410, .. }
+    ));
+    assert_eq!(router.request_reads(), 0, "every fact came with the calls");
+}

@@ -104,6 +104,13 @@ fn a_router_gets_its_config_and_upstreams_and_answers_samples() {
             .ends_with("-> upstream \"canary.test\"")
     );
     assert!(!out.contains("cost:"), "--calls 0 measures nothing: {out}");
+    // A 0.1.1 router reads what it needs through the proxy, one call each.
+    assert!(
+        line(&out, "request reads through the proxy:")
+            .ends_with("(contract 0.2.0 sends declared facts with each call instead)"),
+        "{out}"
+    );
+    assert!(!out.contains("request facts sent"), "{out}");
 }
 
 #[test]
@@ -403,6 +410,13 @@ fn a_filter_is_recognised_and_shown_what_it_does_both_ways() {
         "  on-response: not called (the filter said at init it edits no response)"
     );
     assert!(line(&out, "cost:").contains("per on-request call"), "{out}");
+    // Its key header is a declared fact: sent with each call, never read
+    // back through the proxy.
+    assert_eq!(
+        line(&out, "request facts"),
+        "  request facts sent with each call: header x-api-key"
+    );
+    assert!(!out.contains("request reads through the proxy"), "{out}");
 
     // With the key: forwarded, the key header removed.
     let (ok, out, err) = plugin_check(&[

@@ -13,6 +13,8 @@
 //! candidate per pick, which at the tens of backends an upstream has is a
 //! few nanoseconds each.
 
+use std::borrow::Cow;
+
 use bbproxy_sdk::{Backend, Request};
 
 // One definition with the config checker's (the plugin contract).
@@ -22,24 +24,65 @@ pub use bbproxy_plugin_contract::hash::fnv1a;
 use bbproxy_plugin_contract::routes::query_pairs;
 
 /// The key `on` names in `req`, if it has one; an empty value counts as none.
-pub fn key(on: &HashOn, req: &Request) -> Option<String> {
-    let key = match on {
-        HashOn::ClientIp => Some(req.client_addr()),
-        HashOn::Path => Some(req.path()),
-        HashOn::Header(name) => req.header(name),
-        HashOn::Cookie(name) => req
-            .header("cookie")
-            .and_then(|c| cookie_values(&c, name).next().map(str::to_owned)),
-        HashOn::Query(key) => req.query().and_then(|q| {
-            query_pairs(&q).find_map(|(k, v)| (k == key.as_str()).then(|| v.to_owned()))
+pub fn key<'r>(on: &HashOn, req: &Request<'r>) -> Option<Cow<'r, str>> {
+    // The fact `fact(on)` was declared, so it came with the call: lent, not
+    // copied (a read through the request otherwise).
+    let declared = req.declared(|f| is_fact(on, f));
+    let key: Option<Cow<'r, str>> = match on {
+        HashOn::ClientIp => lent_or(declared, || Some(req.client_addr())),
+        HashOn::Path => lent_or(declared, || Some(req.path())),
+        HashOn::Header(name) => lent_or(declared, || req.header(name)),
+        HashOn::Cookie(name) => lent_or(declared, || req.header("cookie")).and_then(|c| {
+            cookie_values(&c, name)
+                .next()
+                .map(|v| Cow::Owned(v.to_owned()))
+        }),
+        HashOn::Query(key) => lent_or(declared, || req.query()).and_then(|q| {
+            query_pairs(&q).find_map(|(k, v)| (k == key.as_str()).then(|| Cow::Owned(v.to_owned())))
         }),
     };
     key.filter(|k| !k.is_empty())
 }
 
+/// A declared fact's value as sent, else `read`'s.
+fn lent_or<'r>(
+    declared: Option<Option<&'r str>>,
+    read: impl FnOnce() -> Option<String>,
+) -> Option<Cow<'r, str>> {
+    match declared {
+        Some(v) => v.map(Cow::Borrowed),
+        None => read().map(Cow::Owned),
+    }
+}
+
 /// The splitmix64 finaliser: FNV alone mixes its last bytes poorly, and
 /// rendezvous needs the scores of one key for different backends to be
 /// independent.
+/// The request fact [`key`] reads for `on` (contract 0.2.0), which the
+/// balancer declares so that it comes with each `pick`.
+pub fn fact(on: &HashOn) -> bbproxy_sdk::v2::Fact {
+    use bbproxy_sdk::v2::Fact;
+    match on {
+        HashOn::ClientIp => Fact::ClientAddr,
+        HashOn::Path => Fact::Path,
+        HashOn::Header(name) => Fact::header(name.to_ascii_lowercase()),
+        HashOn::Cookie(_) => Fact::header("cookie"),
+        HashOn::Query(_) => Fact::Query,
+    }
+}
+
+/// Whether `f` is [`fact`]`(on)`, compared without building it.
+fn is_fact(on: &HashOn, f: &bbproxy_sdk::v2::Fact) -> bool {
+    use bbproxy_sdk::v2::Fact;
+    match (on, f) {
+        (HashOn::ClientIp, Fact::ClientAddr) | (HashOn::Path, Fact::Path) => true,
+        (HashOn::Query(_), Fact::Query) => true,
+        (HashOn::Header(name), Fact::Header(n)) => n.eq_ignore_ascii_case(name),
+        (HashOn::Cookie(_), Fact::Header(n)) => n.eq_ignore_ascii_case("cookie"),
+        _ => false,
+    }
+}
+
 fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);

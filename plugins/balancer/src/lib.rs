@@ -283,6 +283,20 @@ enum UpstreamPolicy {
 pub struct DefaultBalancer {
     /// Indexed like `host::upstreams()`, i.e. by the `upstream` argument.
     upstreams: Vec<UpstreamPolicy>,
+    /// The request facts the policies read (hash keys, the sticky cookie),
+    /// declared at init (contract 0.2.0) so they come with each pick.
+    facts: Vec<bbproxy_sdk::v2::Fact>,
+}
+
+impl UpstreamPolicy {
+    /// The request fact the policy reads on every pick, if any.
+    fn fact(&self) -> Option<bbproxy_sdk::v2::Fact> {
+        match self {
+            UpstreamPolicy::ConsistentHash(h) => Some(hash::fact(&h.on)),
+            UpstreamPolicy::Sticky(_) => Some(bbproxy_sdk::v2::Fact::header("cookie")),
+            _ => None,
+        }
+    }
 }
 
 fn round_robin_counter(upstream: &str) -> Counter {
@@ -341,8 +355,18 @@ impl Balancer for DefaultBalancer {
                     }
                 })
             })
-            .collect::<Result<_, String>>()?;
-        Ok(DefaultBalancer { upstreams })
+            .collect::<Result<Vec<_>, String>>()?;
+        let mut facts = Vec::new();
+        for fact in upstreams.iter().filter_map(UpstreamPolicy::fact) {
+            if !facts.contains(&fact) && facts.len() < bbproxy_sdk::v2::MAX_FACTS {
+                facts.push(fact);
+            }
+        }
+        Ok(DefaultBalancer { upstreams, facts })
+    }
+
+    fn facts(&self) -> Vec<bbproxy_sdk::v2::Fact> {
+        self.facts.clone()
     }
 
     /// Reads only what the upstream's policy needs of the candidates:

@@ -122,6 +122,15 @@ impl RouteTable {
         Ok(self)
     }
 
+    /// What of the request the routes of every domain read.
+    pub fn needs(&self) -> routes::Needs {
+        let mut needs = routes::Needs::default();
+        for r in &self.routes {
+            r.add_needs(&mut needs);
+        }
+        needs
+    }
+
     /// The decision for `req`: its domain's first matching route, else the
     /// domain (404 when it has no backends), else 421.
     pub fn route_request(&self, req: &Request) -> Route {
@@ -175,6 +184,9 @@ impl RouteTable {
 #[derive(Debug, Default)]
 pub struct HostRouter {
     table: RouteTable,
+    /// What the routes read, declared at init (contract 0.2.0), so it comes
+    /// with each call.
+    facts: Vec<bbproxy_sdk::v2::Fact>,
 }
 
 impl Router for HostRouter {
@@ -190,7 +202,12 @@ impl Router for HostRouter {
         let table = RouteTable::new(names, config.default)?.with_routes(config.routes, |name| {
             domains.iter().any(|u| u.name == name && u.backends == 0)
         })?;
-        Ok(HostRouter { table })
+        let facts = table.needs().facts(bbproxy_sdk::v2::MAX_FACTS);
+        Ok(HostRouter { table, facts })
+    }
+
+    fn facts(&self) -> Vec<bbproxy_sdk::v2::Fact> {
+        self.facts.clone()
     }
 
     fn route(&mut self, req: &Request, domain: Option<u32>) -> Route {

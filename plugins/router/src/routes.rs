@@ -18,7 +18,7 @@ use bbproxy_plugin_contract::hash::{FNV1A_OFFSET, fnv1a_extend};
 use bbproxy_plugin_contract::routes::{Cidr, prefix_base, query_pairs, under_base};
 use bbproxy_sdk::Request;
 use bbproxy_sdk::serde::Deserialize;
-use bbproxy_sdk::v2::Route;
+use bbproxy_sdk::v2::{Fact, Route};
 
 /// Header values a request caches while it is matched; a domain's further
 /// header names (rare) are read again for each route that asks.
@@ -221,6 +221,43 @@ enum Check {
     Regex(Box<regex::Regex>),
 }
 
+/// What of the request some route reads: the facts the router declares
+/// (contract 0.2.0), so their values come with each call instead of one
+/// call into the host per read.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// The path (a `path`, `path_prefix` or `path_regex` matcher).
+    pub path: bool,
+    /// The method.
+    pub method: bool,
+    /// The query.
+    pub query: bool,
+    /// The client's address.
+    pub client: bool,
+    /// Header names (lower case), in the order routes first name them.
+    pub headers: Vec<String>,
+}
+
+impl Needs {
+    /// As the facts of contract 0.2.0, the most read first, at most
+    /// `max` (the rest are read through the request when a route needs
+    /// them).
+    pub fn facts(&self, max: usize) -> Vec<bbproxy_sdk::v2::Fact> {
+        use bbproxy_sdk::v2::Fact;
+        [
+            (self.path, Fact::Path),
+            (self.method, Fact::Method),
+            (self.query, Fact::Query),
+            (self.client, Fact::ClientAddr),
+        ]
+        .into_iter()
+        .filter_map(|(needed, fact)| needed.then_some(fact))
+        .chain(self.headers.iter().map(|h| Fact::header(h.as_str())))
+        .take(max)
+        .collect()
+    }
+}
+
 impl DomainRoutes {
     /// Compiles the routes of `domain`, upstream number `number`; an error
     /// names the route.
@@ -289,6 +326,26 @@ impl DomainRoutes {
             .chain(regex.map(|r| Check::Regex(Box::new(r))))
             .collect();
         Ok(Compiled { checks, answer })
+    }
+
+    /// Adds what of the request these routes read to `needs`.
+    pub fn add_needs(&self, needs: &mut Needs) {
+        needs.path |= !self.index.by_segment.is_empty();
+        for check in self.routes.iter().flat_map(|r| &r.checks) {
+            match check {
+                Check::Path(_) | Check::Prefix(_) | Check::Regex(_) => needs.path = true,
+                Check::Methods(_) => needs.method = true,
+                Check::Clients(_) => needs.client = true,
+                Check::Query(..) => needs.query = true,
+                Check::Header(slot, _) => {
+                    if let Some(name) = self.headers.get(*slot)
+                        && !needs.headers.contains(name)
+                    {
+                        needs.headers.push(name.clone());
+                    }
+                }
+            }
+        }
     }
 
     fn header_slot(&mut self, name: &str) -> usize {
@@ -435,21 +492,37 @@ pub trait Source<'r> {
     fn header(&self, name: &str) -> Option<Cow<'r, str>>;
 }
 
+// A fact the router declared comes with the call: lent, not copied.
 impl<'r> Source<'r> for Request<'r> {
     fn method(&self) -> Cow<'r, str> {
-        Cow::Owned(Request::method(self))
+        match self.declared(|f| matches!(f, Fact::Method)) {
+            Some(Some(v)) => Cow::Borrowed(v),
+            _ => Cow::Owned(Request::method(self)),
+        }
     }
     fn path(&self) -> Cow<'r, str> {
-        Cow::Owned(Request::path(self))
+        match self.declared(|f| matches!(f, Fact::Path)) {
+            Some(Some(v)) => Cow::Borrowed(v),
+            _ => Cow::Owned(Request::path(self)),
+        }
     }
     fn query(&self) -> Option<Cow<'r, str>> {
-        Request::query(self).map(Cow::Owned)
+        match self.declared(|f| matches!(f, Fact::Query)) {
+            Some(v) => v.map(Cow::Borrowed),
+            None => Request::query(self).map(Cow::Owned),
+        }
     }
     fn client_addr(&self) -> Cow<'r, str> {
-        Cow::Owned(Request::client_addr(self))
+        match self.declared(|f| matches!(f, Fact::ClientAddr)) {
+            Some(Some(v)) => Cow::Borrowed(v),
+            _ => Cow::Owned(Request::client_addr(self)),
+        }
     }
     fn header(&self, name: &str) -> Option<Cow<'r, str>> {
-        Request::header(self, name).map(Cow::Owned)
+        match self.declared(|f| matches!(f, Fact::Header(n) if n.eq_ignore_ascii_case(name))) {
+            Some(v) => v.map(Cow::Borrowed),
+            None => Request::header(self, name).map(Cow::Owned),
+        }
     }
 }
 

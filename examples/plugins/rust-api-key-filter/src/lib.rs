@@ -17,6 +17,7 @@
 //! from the request, and only requests that passed ever reach a backend.
 
 use bbproxy_sdk::serde::Deserialize;
+use bbproxy_sdk::v2::Fact;
 use bbproxy_sdk::{Filter, Level, Request, RequestAction, RequestEdits};
 
 /// The plugin's configuration.
@@ -107,7 +108,8 @@ impl Filter for ApiKeyFilter {
             bbproxy_sdk::log(Level::Error, "api-key filter: called without a config");
             return RequestAction::respond(503, "api-key filter: not configured\n");
         };
-        match req.header(&config.header) {
+        // Declared as a fact: lent from what came with the call.
+        match req.header_lent(&config.header) {
             None => Self::refuse(&config.header, "missing API key"),
             Some(key) if !accepted(&key, &config.keys) => {
                 Self::refuse(&config.header, "invalid API key")
@@ -120,6 +122,15 @@ impl Filter for ApiKeyFilter {
     /// calls it for a response.
     fn edits_responses(&self) -> bool {
         false
+    }
+
+    /// The key's header comes with every call (contract 0.2.0), so
+    /// checking it calls nothing in the proxy.
+    fn request_facts(&self) -> Vec<Fact> {
+        self.config
+            .iter()
+            .map(|c| Fact::header(c.header.as_str()))
+            .collect()
     }
 }
 

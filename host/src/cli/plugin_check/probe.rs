@@ -44,7 +44,30 @@ impl Probe<'_> {
             self.options.config,
             micros(start.elapsed())
         );
+        let facts = &plugin.init_answer().facts;
+        if !facts.is_empty() {
+            let _ = writeln!(out, "  request facts sent with each call: {facts}");
+        }
         Ok(plugin)
+    }
+
+    /// How often the calls so far read the request back through the
+    /// proxy: each read a call into the host, which a 0.2.0 plugin saves
+    /// by declaring what it reads on every call as a fact.
+    fn report_reads<W: World>(&self, out: &mut String, plugin: &Plugin<W>) {
+        let reads = plugin.request_reads();
+        if reads > 0 {
+            let _ = writeln!(
+                out,
+                "  request reads through the proxy: {reads} in {} calls ({})",
+                plugin.calls(),
+                if plugin.contract() == "0.2.0" {
+                    "what is read on every call is cheaper declared as a fact at init"
+                } else {
+                    "contract 0.2.0 sends declared facts with each call instead"
+                }
+            );
+        }
     }
 
     /// The first upstream's name, the host of sample requests.
@@ -145,6 +168,7 @@ impl Probe<'_> {
             let mut request = Some(sample_request(method, host, target, headers));
             plugin.route(tenant, &mut request).map(drop)
         });
+        self.report_reads(out, &plugin);
         self.report_cost(out, "route", cost);
         Ok(())
     }
@@ -185,6 +209,7 @@ impl Probe<'_> {
             let mut request = req();
             plugin.pick(&mut request, 0, &candidates).map(drop)
         });
+        self.report_reads(out, &plugin);
         self.report_cost(out, "pick (3 candidates)", cost);
         Ok(())
     }
@@ -311,6 +336,7 @@ impl Probe<'_> {
                 .on_request(Tenant::Upstream(0), &mut request)
                 .map(drop)
         });
+        self.report_reads(out, plugin);
         self.report_cost(out, "on-request", cost);
         Ok(())
     }

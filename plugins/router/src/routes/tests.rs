@@ -289,3 +289,52 @@ fn the_segment_index_agrees_with_trying_every_route() {
         assert!(index_agrees(&routes).contains(&route4), "{route4}");
     }
 }
+
+#[test]
+fn the_router_declares_what_its_routes_read() {
+    use bbproxy_sdk::v2::Fact;
+    let t = table(
+        r#"{"a.test": [
+            {"match": {"header": {"X-Env": "canary"}, "method": ["POST"]}},
+            {"match": {"query": {"v": "2"}}},
+            {"match": {"client_ip": ["10.0.0.0/8"], "header": {"x-env": true, "x-team": "a"}}}
+        ], "b.test": [{"match": {"path": "/b"}}]}"#,
+    );
+    assert_eq!(
+        t.needs().facts(16),
+        [
+            Fact::Path,
+            Fact::Method,
+            Fact::Query,
+            Fact::ClientAddr,
+            Fact::header("x-env"),
+            Fact::header("x-team"),
+        ]
+    );
+    // The most read first when there are too many.
+    assert_eq!(t.needs().facts(2), [Fact::Path, Fact::Method]);
+    assert!(table("{}").needs().facts(16).is_empty());
+}
+
+#[test]
+fn declared_facts_route_as_reads_through_the_request_do() {
+    use bbproxy_sdk::testing::TestHost;
+    use bbproxy_sdk::v2::Router;
+    let host = TestHost::new().upstream("a.test", 1).upstream("b.test", 0);
+    let config = r#"{"routes": {"a.test": [
+        {"match": {"path_prefix": "/api/", "header": {"x-env": "canary"}}},
+        {"match": {"method": ["DELETE"]}, "respond": {"status": 405, "body": "no"}}
+    ]}}"#;
+    let mut router: crate::HostRouter = host.router_v2(config).unwrap();
+    assert_eq!(router.facts().len(), 3);
+    let req = get("/api/x").header("X-Env", "canary");
+    assert_eq!(host.route_v2(&mut router, &req), Ok(to(0)));
+    let req = FakeRequest::new("DELETE", "a.test", "/api/x");
+    assert!(
+        matches!(host.route_v2(&mut router, &req), Ok(Route::Respond(ref r)) if r.status == 405)
+    );
+    assert_eq!(
+        host.route_v2(&mut router, &get("/api/x")),
+        Ok(Route::upstream(0))
+    );
+}
