@@ -854,8 +854,15 @@ pub mod __private {
     }
 
     /// Runs `call` with `req` answering the declared facts from `values`,
-    /// the call's `facts` string.
-    fn with_facts<R>(req: &WitRequest, values: &str, call: impl FnOnce(&Request) -> R) -> R {
+    /// the call's `facts` string (none when none were declared).
+    fn with_facts<R>(
+        req: &WitRequest,
+        values: &Option<String>,
+        call: impl FnOnce(&Request) -> R,
+    ) -> R {
+        let Some(values) = values else {
+            return call(&Request::from_host(req));
+        };
         let mut split = [None; v2::MAX_FACTS];
         let n = crate::request::split_facts(values, &mut split);
         FACTS.with(|f| match f.try_borrow() {
@@ -947,7 +954,7 @@ pub mod __private {
             ))
         }
 
-        fn route(req: &WitRequest, facts: String, domain: Option<u32>) -> v2::Route {
+        fn route(req: &WitRequest, facts: Option<String>, domain: Option<u32>) -> v2::Route {
             with::<S, _>(|plugin| {
                 with_facts(req, &facts, |req| v2::Router::route(plugin, req, domain))
             })
@@ -970,7 +977,7 @@ pub mod __private {
             ))
         }
 
-        fn pick(req: &WitRequest, facts: String, upstream: u32, count: u32) -> Option<u32> {
+        fn pick(req: &WitRequest, facts: Option<String>, upstream: u32, count: u32) -> Option<u32> {
             let candidates = v2::Candidates::from_host(count);
             with::<S, _>(|plugin| {
                 with_facts(req, &facts, |req| {
@@ -1024,7 +1031,7 @@ pub mod __private {
             })
         }
 
-        fn on_request(req: &WitRequest, facts: String) -> RequestAction {
+        fn on_request(req: &WitRequest, facts: Option<String>) -> RequestAction {
             with::<S, _>(|plugin| with_facts(req, &facts, |req| plugin.on_request(req)))
                 .unwrap_or_else(|| {
                     uninitialised("filter");

@@ -41,9 +41,12 @@ impl Plugin<RouterWorld> {
             |e, store| {
                 Ok(match e {
                     Versioned::V1(e) => Versioned::V1(e.call_route(store, request_borrow())?),
-                    Versioned::V2(e) => {
-                        Versioned::V2(e.call_route(store, request_borrow(), &facts, domain)?)
-                    }
+                    Versioned::V2(e) => Versioned::V2(e.call_route(
+                        store,
+                        request_borrow(),
+                        facts.as_deref(),
+                        domain,
+                    )?),
                 })
             },
             |route| match route {
@@ -77,8 +80,13 @@ impl Plugin<BalancerWorld> {
                 Versioned::V1(e) => e.call_pick(store, request_borrow(), upstream, candidates),
                 Versioned::V2(e) => {
                     store.data_mut().candidates.extend_from_slice(candidates);
-                    let choice =
-                        e.call_pick(&mut *store, request_borrow(), &facts, upstream, count);
+                    let choice = e.call_pick(
+                        &mut *store,
+                        request_borrow(),
+                        facts.as_deref(),
+                        upstream,
+                        count,
+                    );
                     store.data_mut().candidates.clear();
                     choice
                 }
@@ -147,7 +155,7 @@ impl Plugin<FilterWorld> {
             &mut None,
             |e, store| match e {
                 Versioned::V1(e) => e.call_on_request(store, request_borrow()),
-                Versioned::V2(e) => e.call_on_request(store, request_borrow(), &facts),
+                Versioned::V2(e) => e.call_on_request(store, request_borrow(), facts.as_deref()),
             },
             answer::check_request_action,
         )

@@ -72,11 +72,15 @@ impl Facts {
     /// The values of the facts for `request` as the call's `facts` string
     /// (the WIT's encoding: line `i` is fact `i`'s value, `\0` when the
     /// request lacks it), each what the `request` method of the same name
-    /// answers. No facts, or no request (a call without one), give an
-    /// empty string, which allocates nothing.
-    pub fn values(&self, request: Option<&RequestView>) -> String {
-        let (Some(r), false) = (request, self.0.is_empty()) else {
-            return String::new();
+    /// answers. No facts give none (the WIT's `none`: a string, even an
+    /// empty one, costs an allocation in the plugin); no request (a call
+    /// without one) an empty string.
+    pub fn values(&self, request: Option<&RequestView>) -> Option<String> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let Some(r) = request else {
+            return Some(String::new());
         };
         let mut out = String::with_capacity(64);
         for fact in self.0.iter() {
@@ -99,7 +103,7 @@ impl Facts {
             }
             out.push('\n');
         }
-        out
+        Some(out)
     }
 }
 
@@ -156,15 +160,15 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            facts.values(Some(&view())),
+            facts.values(Some(&view())).unwrap(),
             "alice\n/a/b\nx=1\nGET\nexample.test\n192.0.2.7\n\0\na=1; b=2\n"
         );
-        assert!(facts.values(None).is_empty());
+        assert_eq!(facts.values(None).as_deref(), Some(""));
         assert_eq!(
             facts.to_string(),
             "header x-user, path, query, method, host, client-addr, header x-absent, header cookie"
         );
-        assert!(Facts::default().values(Some(&view())).is_empty());
+        assert_eq!(Facts::default().values(Some(&view())), None);
     }
 
     #[test]
