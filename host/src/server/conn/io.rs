@@ -62,7 +62,7 @@ impl AsyncRead for SharedTcp {
         let offer = buf.remaining().min(self.offer);
         loop {
             ready!(self.tcp.poll_read_ready(cx))?;
-            match self.tcp.try_read(buf.initialize_unfilled_to(offer)) {
+            match read_draining(&self.tcp, buf.initialize_unfilled_to(offer)) {
                 Ok(n) => {
                     buf.advance(n);
                     let this = self.get_mut();
@@ -77,6 +77,33 @@ impl AsyncRead for SharedTcp {
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
+    }
+}
+
+/// One read of `tcp` into `dst`. A read that returns less than `dst` holds
+/// has emptied the socket's receive queue, so the socket's readiness is
+/// cleared with it, as tokio's own `TcpStream` reads do: otherwise the next
+/// read (hyper's, for the next request on a keep-alive connection) is a
+/// `recvfrom` that fails with EAGAIN, one wasted syscall per request. The
+/// readiness is cleared inside `try_io` with the event seen before the
+/// read, so data that arrived since still wakes the connection.
+fn read_draining(tcp: &TcpStream, dst: &mut [u8]) -> io::Result<usize> {
+    use std::io::Read;
+    let len = dst.len();
+    let mut short = None;
+    let read = tcp.try_io(tokio::io::Interest::READABLE, || {
+        let n = (&*socket2::SockRef::from(tcp)).read(dst)?;
+        if n > 0 && n < len {
+            // WouldBlock makes `try_io` clear the readiness; the bytes are
+            // handed back below.
+            short = Some(n);
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    match (read, short) {
+        (_, Some(n)) => Ok(n),
+        (read, None) => read,
     }
 }
 
@@ -215,6 +242,57 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TrackedIo<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn a_short_read_clears_readiness_so_the_next_read_waits_without_a_syscall() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut peer = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let tcp = Arc::new(listener.accept().await.unwrap().0);
+        let mut shared = SharedTcp::new(tcp.clone());
+        peer.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let n = shared.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        // Readiness is clear: tokio answers WouldBlock without reading.
+        let mut called = false;
+        let probe = tcp.try_io(tokio::io::Interest::READABLE, || {
+            called = true;
+            Ok(())
+        });
+        assert_eq!(probe.unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        assert!(
+            !called,
+            "the socket was still marked readable after a short read"
+        );
+        // And new data still wakes the reader.
+        peer.write_all(b"more").await.unwrap();
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), shared.read(&mut buf))
+            .await
+            .expect("the next bytes wake the reader")
+            .unwrap();
+        assert_eq!(&buf[..n], b"more");
+        // A read that fills the buffer leaves readiness alone (more may wait).
+        peer.write_all(&[b'x'; 64]).await.unwrap();
+        let mut small = [0u8; 16];
+        tokio::time::timeout(std::time::Duration::from_secs(5), tcp.readable())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(read_draining(&tcp, &mut small).unwrap(), 16);
+        assert_eq!(read_draining(&tcp, &mut [0u8; 128]).unwrap(), 48);
+        // End of stream is a read of 0, not a cleared readiness.
+        drop(peer);
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), shared.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 0);
+    }
 
     #[test]
     fn reads_offer_what_recent_reads_needed() {
