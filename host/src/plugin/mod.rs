@@ -52,7 +52,9 @@ pub use fault::Fault;
 pub use shared::SharedState;
 pub use state::{PluginIdentity, RequestView, ResponseView};
 pub use ticker::{EPOCH_TICK, MIN_EPOCH_TICK};
-pub use world::{BalancerWorld, BreakerWorld, FilterWorld, InitAnswer, RouterWorld, World};
+pub use world::{
+    BalancerWorld, BreakerWorld, FilterWorld, InitAnswer, InitError, RouterWorld, World,
+};
 
 use crate::telemetry::names;
 use backoff::Streaks;
@@ -369,8 +371,11 @@ impl<W: World> Plugin<W> {
         let result = fault::guarded(|| W::init(&exports, &mut store, &self.config));
         match result {
             Ok(Ok(answer)) => Ok((Instance { store, exports }, answer)),
-            Ok(Err(msg)) => Err(Fault::Instantiate(format!(
+            Ok(Err(InitError::Config(msg))) => Err(Fault::Instantiate(format!(
                 "plugin rejected its config: {msg}"
+            ))),
+            Ok(Err(InitError::Answer(msg))) => Err(Fault::Instantiate(format!(
+                "init answered what the proxy cannot take: {msg}"
             ))),
             Err(e) => {
                 let denied = store.data_mut().limits.take_denied();

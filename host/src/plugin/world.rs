@@ -43,6 +43,17 @@ impl Default for InitAnswer {
     }
 }
 
+/// Why an `init` did not succeed, when it returned rather than trapped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InitError {
+    /// The plugin refused its config, in its own words.
+    Config(String),
+    /// The plugin accepted its config but answered something the proxy
+    /// cannot take (a 0.2.0 fact list that is too long or names an invalid
+    /// header): a bug of the plugin, not of the operator's config.
+    Answer(String),
+}
+
 /// A plugin role: its WIT world, pre-instantiation and `init` export.
 pub trait World: Send + Sync + 'static {
     /// `router`, `balancer`, `breaker` or `filter`.
@@ -68,7 +79,7 @@ pub trait World: Send + Sync + 'static {
         exports: &Self::Exports,
         store: &mut Store<PluginState>,
         config: &str,
-    ) -> wasmtime::Result<Result<InitAnswer, String>>;
+    ) -> wasmtime::Result<Result<InitAnswer, InitError>>;
 }
 
 /// The `router` world.
@@ -134,10 +145,16 @@ macro_rules! versioned_world {
                 exports: &Self::Exports,
                 store: &mut Store<PluginState>,
                 config: &str,
-            ) -> wasmtime::Result<Result<InitAnswer, String>> {
+            ) -> wasmtime::Result<Result<InitAnswer, InitError>> {
                 Ok(match exports {
-                    Versioned::V1(e) => e.call_init(store, config)?.map(|()| InitAnswer::default()),
-                    Versioned::V2(e) => e.call_init(store, config)?.and_then($init2),
+                    Versioned::V1(e) => e
+                        .call_init(store, config)?
+                        .map(|()| InitAnswer::default())
+                        .map_err(InitError::Config),
+                    Versioned::V2(e) => match e.call_init(store, config)? {
+                        Ok(answer) => $init2(answer).map_err(InitError::Answer),
+                        Err(msg) => Err(InitError::Config(msg)),
+                    },
                 })
             }
         }

@@ -274,3 +274,14 @@ fn a_0_2_0_plugin_gets_the_facts_it_declared_with_the_call() {
     ));
     assert_eq!(router.request_reads(), 0, "every fact came with the calls");
 }
+
+#[test]
+fn a_bad_fact_declaration_fails_init_as_the_plugins_fault_not_the_configs() {
+    let runtime = Runtime::new().unwrap();
+    let err = v2_balancer(&runtime, "bad-fact").unwrap_err().to_string();
+    assert!(
+        err.contains(r#"init answered what the proxy cannot take: declared fact header("bad name"): not a valid header name"#),
+        "{err}"
+    );
+    assert!(!err.contains("rejected its config"), "{err}");
+}
