@@ -70,6 +70,41 @@ pub fn check_facts<'a>(
     Ok(())
 }
 
+/// Checks an upstream number a contract 0.2.0 router answered with (`what`
+/// names it in the error: `upstream`, `the route of domain`): it must be
+/// below the number of upstreams.
+///
+/// ```
+/// use bbproxy_plugin_contract::check_route_number;
+/// assert_eq!(check_route_number(1, "upstream", 2), Ok(1));
+/// assert_eq!(check_route_number(2, "upstream", 2).unwrap_err(), "route named upstream 2, but there are 2 upstreams");
+/// ```
+pub fn check_route_number(n: u32, what: &str, upstreams: usize) -> Result<u32, String> {
+    if (n as usize) < upstreams {
+        Ok(n)
+    } else {
+        Err(format!(
+            "route named {what} {n}, but there are {upstreams} upstreams"
+        ))
+    }
+}
+
+/// Whether an outcome is one a contract 0.2.0 breaker left to the host
+/// (its `outcome-calls.skip-closed-responses-below`): a response with a
+/// status below `below` from a backend whose breaker is closed, which the
+/// host counts as a success that keeps it closed, without a call.
+///
+/// ```
+/// use bbproxy_plugin_contract::leaves_to_host;
+/// assert!(leaves_to_host(true, true, 200, 500));
+/// assert!(!leaves_to_host(true, true, 503, 500));
+/// assert!(!leaves_to_host(false, true, 200, 500), "not closed");
+/// assert!(!leaves_to_host(true, false, 0, 500), "not a response");
+/// ```
+pub fn leaves_to_host(closed: bool, response: bool, status: u16, below: u16) -> bool {
+    closed && response && status < below
+}
+
 /// Checks a router's answer `upstream(name)`; `known` says whether an
 /// upstream name is configured.
 ///

@@ -878,6 +878,23 @@ pub mod __private {
         })
     }
 
+    /// A filter's `on-request` of either version (`facts`: the values of
+    /// a 0.2.0 filter's declared facts).
+    fn filter_on_request<S>(req: &WitRequest, facts: &Option<String>) -> RequestAction
+    where
+        S: Slot,
+        S::Plugin: Filter,
+    {
+        with::<S, _>(|plugin| with_facts(req, facts, |req| plugin.on_request(req))).unwrap_or_else(
+            || {
+                uninitialised("filter");
+                // Closed, not open: a filter may be the request's
+                // authentication, which must not be skipped.
+                RequestAction::respond(503, "bbproxy: filter plugin not initialised\n")
+            },
+        )
+    }
+
     /// A breaker's answer before its `init` succeeded: change nothing,
     /// keep the state the host has.
     fn unchanged(backend: &Backend, outcome: &Outcome) -> Verdict {
@@ -1032,16 +1049,7 @@ pub mod __private {
         }
 
         fn on_request(req: &WitRequest, facts: Option<String>) -> RequestAction {
-            with::<S, _>(|plugin| with_facts(req, &facts, |req| plugin.on_request(req)))
-                .unwrap_or_else(|| {
-                    uninitialised("filter");
-                    // Closed, as 0.1.1's: see there.
-                    RequestAction::respond(
-                        503,
-                        "bbproxy: filter plugin not initialised
-",
-                    )
-                })
+            filter_on_request::<S>(req, &facts)
         }
 
         fn on_response(req: &WitRequest, resp: &WitResponse) -> Vec<HeaderEdit> {
@@ -1059,14 +1067,7 @@ pub mod __private {
         }
 
         fn on_request(req: &WitRequest) -> RequestAction {
-            with::<S, _>(|plugin| plugin.on_request(&Request::from_host(req))).unwrap_or_else(
-                || {
-                    uninitialised("filter");
-                    // Closed, not open: a filter may be the request's
-                    // authentication, which must not be skipped.
-                    RequestAction::respond(503, "bbproxy: filter plugin not initialised\n")
-                },
-            )
+            filter_on_request::<S>(req, &None)
         }
 
         fn on_response(req: &WitRequest, resp: &WitResponse) -> Vec<HeaderEdit> {

@@ -115,6 +115,38 @@ impl<'a> Request<'a> {
         self.declared(is).map(|v| v.map(str::to_owned))
     }
 
+    /// The value of `fact` as its accessor ([`Request::path`],
+    /// [`Request::header`], ...) answers it, lent rather than copied when
+    /// the fact was declared (it came with the call); a copy read through
+    /// the proxy otherwise. A header fact is matched in any case.
+    ///
+    /// ```
+    /// use bbproxy_sdk::v2::Fact;
+    /// let fake = bbproxy_sdk::testing::FakeRequest::get("a.test", "/x?q=1");
+    /// assert_eq!(fake.as_request().lent(&Fact::Path).as_deref(), Some("/x"));
+    /// assert_eq!(fake.as_request().lent(&Fact::header("x-absent")), None);
+    /// ```
+    pub fn lent(&self, fact: &Fact) -> Option<std::borrow::Cow<'a, str>> {
+        let declared = match fact {
+            Fact::Header(name) => {
+                self.declared(|f| matches!(f, Fact::Header(n) if n.eq_ignore_ascii_case(name)))
+            }
+            _ => self.declared(|f| f == fact),
+        };
+        if let Some(v) = declared {
+            return v.map(std::borrow::Cow::Borrowed);
+        }
+        match fact {
+            Fact::Method => Some(self.method()),
+            Fact::Host => Some(self.host()),
+            Fact::Path => Some(self.path()),
+            Fact::Query => self.query(),
+            Fact::ClientAddr => Some(self.client_addr()),
+            Fact::Header(name) => self.header(name),
+        }
+        .map(std::borrow::Cow::Owned)
+    }
+
     /// As [`Request::header`], lent rather than copied when the header was
     /// declared as a fact (it came with the call); a copy read through the
     /// proxy otherwise.

@@ -524,10 +524,7 @@ impl TestHost {
         req: &FakeRequest,
     ) -> Result<RequestAction, String> {
         let facts = filter.request_facts();
-        crate::v2::check_facts(&facts)?;
-        let values = crate::v2_testing::pushed_values(req, &facts);
-        let values: Vec<Option<&str>> = values.iter().map(Option::as_deref).collect();
-        let action = filter.on_request(&req.as_request().with_pushed(&facts, &values));
+        let action = crate::v2_testing::with_facts(req, facts, |r| filter.on_request(r))?;
         check_request_action(&action)?;
         Ok(action)
     }

@@ -52,24 +52,14 @@ impl TestHost {
         let domain = matcher
             .lookup(&req.as_request().host())
             .and_then(|i| u32::try_from(i).ok());
-        let facts = router.facts();
-        check_facts(&facts)?;
-        let values = pushed_values(req, &facts);
-        let values: Vec<Option<&str>> = values.iter().map(Option::as_deref).collect();
-        let route = router.route(&req.as_request().with_pushed(&facts, &values), domain);
-        let known = |n: u32, what: &str| {
-            if (n as usize) < upstreams.len() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "route named {what} {n}, but there are {} upstreams",
-                    upstreams.len()
-                ))
-            }
-        };
+        let route = with_facts(req, router.facts(), |r| router.route(r, domain))?;
         match &route {
-            Route::Upstream(n) => known(*n, "upstream")?,
-            Route::DomainRoute(r) => known(r.domain, "the route of domain")?,
+            Route::Upstream(n) => {
+                contract::check_route_number(*n, "upstream", upstreams.len())?;
+            }
+            Route::DomainRoute(r) => {
+                contract::check_route_number(r.domain, "the route of domain", upstreams.len())?;
+            }
             Route::Respond(r) => contract::check_route_respond(r.status, r.body.len())?,
         }
         Ok(route)
@@ -98,16 +88,11 @@ impl TestHost {
         candidates: &[Backend],
     ) -> Result<usize, String> {
         let facts = balancer.facts();
-        check_facts(&facts)?;
-        let values = pushed_values(req, &facts);
-        let values: Vec<Option<&str>> = values.iter().map(Option::as_deref).collect();
-        checked_pick(candidates, || {
-            balancer.pick(
-                &req.as_request().with_pushed(&facts, &values),
-                upstream,
-                &Candidates::from_slice(candidates),
-            )
-        })
+        with_facts(req, facts, |r| {
+            checked_pick(candidates, || {
+                balancer.pick(r, upstream, &Candidates::from_slice(candidates))
+            })
+        })?
     }
 
     /// Gives a 0.2.0 `breaker` an outcome of `backend`, as the proxy does:
@@ -143,10 +128,12 @@ impl TestHost {
         backend: &Backend,
         outcome: &Outcome,
     ) -> Result<Verdict, String> {
-        if backend.breaker == BreakerState::Closed
-            && outcome.kind == OutcomeKind::Response
-            && outcome.status < breaker.skip_closed_responses_below()
-        {
+        if contract::leaves_to_host(
+            backend.breaker == BreakerState::Closed,
+            outcome.kind == OutcomeKind::Response,
+            outcome.status,
+            breaker.skip_closed_responses_below(),
+        ) {
             return Ok(Verdict::closed(false));
         }
         let verdict = breaker.on_outcome(upstream, backend, outcome);
@@ -155,11 +142,17 @@ impl TestHost {
     }
 }
 
-/// The values the proxy sends with a call for the declared `facts` of
-/// `req`: each what the request's accessor of the same name answers.
-pub(crate) fn pushed_values(req: &FakeRequest, facts: &[Fact]) -> Vec<Option<String>> {
+/// Runs `call` with `req` as the proxy lends it to a 0.2.0 call: the
+/// declared `facts` checked as the proxy checks them at init, and their
+/// values sent with the call.
+pub(crate) fn with_facts<T>(
+    req: &FakeRequest,
+    facts: Vec<Fact>,
+    call: impl FnOnce(&crate::Request) -> T,
+) -> Result<T, String> {
+    check_facts(&facts)?;
     let r = req.as_request();
-    facts
+    let values: Vec<Option<String>> = facts
         .iter()
         .map(|f| match f {
             Fact::Method => Some(r.method()),
@@ -169,5 +162,7 @@ pub(crate) fn pushed_values(req: &FakeRequest, facts: &[Fact]) -> Vec<Option<Str
             Fact::ClientAddr => Some(r.client_addr()),
             Fact::Header(name) => r.header(name),
         })
-        .collect()
+        .collect();
+    let values: Vec<Option<&str>> = values.iter().map(Option::as_deref).collect();
+    Ok(call(&r.with_pushed(&facts, &values)))
 }

@@ -69,19 +69,12 @@ pub fn check_route_v1(
 
 /// Checks a 0.2.0 router's answer: its numbers must be below `upstreams`.
 pub fn check_route_v2(route: decisions::Route, upstreams: usize) -> Result<Route, String> {
-    let known = |n: u32, what: &str| {
-        if (n as usize) < upstreams {
-            Ok(n)
-        } else {
-            Err(format!(
-                "route named {what} {n}, but there are {upstreams} upstreams"
-            ))
-        }
-    };
     match route {
-        decisions::Route::Upstream(n) => Ok(Route::Upstream(known(n, "upstream")?)),
+        decisions::Route::Upstream(n) => Ok(Route::Upstream(contract::check_route_number(
+            n, "upstream", upstreams,
+        )?)),
         decisions::Route::DomainRoute(r) => Ok(Route::DomainRoute {
-            domain: known(r.domain, "the route of domain")?,
+            domain: contract::check_route_number(r.domain, "the route of domain", upstreams)?,
             index: r.index,
         }),
         decisions::Route::Respond(r) => {

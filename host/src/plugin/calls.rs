@@ -18,6 +18,17 @@ fn request_borrow() -> Resource<bindings::RequestHandle> {
     Resource::new_borrow(0)
 }
 
+impl<W: super::World> Plugin<W> {
+    /// The values of the facts this 0.2.0 plugin declared, for the request
+    /// lent to `store`: built inside the call, so a call that never enters
+    /// the plugin (suspended, no instance) or a 0.1.x one builds nothing.
+    fn facts(&self, store: &wasmtime::Store<super::state::PluginState>) -> Option<String> {
+        self.init_answer()
+            .facts
+            .values(store.data().request.as_ref())
+    }
+}
+
 impl Plugin<RouterWorld> {
     /// Asks the router where the request goes. The answer is checked: an
     /// upstream must be configured (a 0.1.x router's name: a domain, a pool
@@ -33,7 +44,6 @@ impl Plugin<RouterWorld> {
             Tenant::Upstream(i) => Some(i),
             Tenant::Unmatched => None,
         };
-        let facts = self.init_answer().facts.values(request.as_ref());
         self.call(
             tenant,
             request,
@@ -41,12 +51,15 @@ impl Plugin<RouterWorld> {
             |e, store| {
                 Ok(match e {
                     Versioned::V1(e) => Versioned::V1(e.call_route(store, request_borrow())?),
-                    Versioned::V2(e) => Versioned::V2(e.call_route(
-                        store,
-                        request_borrow(),
-                        facts.as_deref(),
-                        domain,
-                    )?),
+                    Versioned::V2(e) => {
+                        let facts = self.facts(store);
+                        Versioned::V2(e.call_route(
+                            store,
+                            request_borrow(),
+                            facts.as_deref(),
+                            domain,
+                        )?)
+                    }
                 })
             },
             |route| match route {
@@ -71,7 +84,6 @@ impl Plugin<BalancerWorld> {
         candidates: &[Backend],
     ) -> Result<usize, Fault> {
         let count = u32::try_from(candidates.len()).unwrap_or(u32::MAX);
-        let facts = self.init_answer().facts.values(request.as_ref());
         self.call(
             Tenant::Upstream(upstream),
             request,
@@ -79,6 +91,7 @@ impl Plugin<BalancerWorld> {
             |e, store| match e {
                 Versioned::V1(e) => e.call_pick(store, request_borrow(), upstream, candidates),
                 Versioned::V2(e) => {
+                    let facts = self.facts(store);
                     store.data_mut().candidates.extend_from_slice(candidates);
                     let choice = e.call_pick(
                         &mut *store,
@@ -133,9 +146,12 @@ impl Plugin<BreakerWorld> {
     /// Whether the breaker said at `init` that it need not see `outcome`
     /// of `backend`.
     fn leaves_to_host(&self, backend: &Backend, outcome: &Outcome) -> bool {
-        backend.breaker == BreakerState::Closed
-            && outcome.kind == OutcomeKind::Response
-            && outcome.status < self.init_answer().skip_closed_responses_below
+        bbproxy_plugin_contract::leaves_to_host(
+            backend.breaker == BreakerState::Closed,
+            outcome.kind == OutcomeKind::Response,
+            outcome.status,
+            self.init_answer().skip_closed_responses_below,
+        )
     }
 }
 
@@ -148,14 +164,16 @@ impl Plugin<FilterWorld> {
         tenant: Tenant,
         request: &mut Option<RequestView>,
     ) -> Result<FilterAction, Fault> {
-        let facts = self.init_answer().facts.values(request.as_ref());
         self.call(
             tenant,
             request,
             &mut None,
             |e, store| match e {
                 Versioned::V1(e) => e.call_on_request(store, request_borrow()),
-                Versioned::V2(e) => e.call_on_request(store, request_borrow(), facts.as_deref()),
+                Versioned::V2(e) => {
+                    let facts = self.facts(store);
+                    e.call_on_request(store, request_borrow(), facts.as_deref())
+                }
             },
             answer::check_request_action,
         )

@@ -99,7 +99,10 @@ impl PluginState {
         }
     }
 
-    fn request(&self) -> wasmtime::Result<&RequestView> {
+    /// The lent request, for one read through a `request` method: counted
+    /// (see `request_reads`).
+    fn read_request(&mut self) -> wasmtime::Result<&RequestView> {
+        self.request_reads = self.request_reads.saturating_add(1);
         self.request.as_ref().ok_or_else(|| {
             wasmtime::Error::msg("request resource used outside of the call that lent it")
         })
@@ -159,28 +162,23 @@ impl types::Host for PluginState {}
 
 impl types::HostRequest for PluginState {
     fn method(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<String> {
-        self.request_reads = self.request_reads.saturating_add(1);
-        Ok(self.request()?.parts.method.as_str().to_owned())
+        Ok(self.read_request()?.parts.method.as_str().to_owned())
     }
 
     fn host(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<String> {
-        self.request_reads = self.request_reads.saturating_add(1);
-        Ok(self.request()?.host.clone())
+        Ok(self.read_request()?.host.clone())
     }
 
     fn path(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<String> {
-        self.request_reads = self.request_reads.saturating_add(1);
-        Ok(self.request()?.parts.uri.path().to_owned())
+        Ok(self.read_request()?.parts.uri.path().to_owned())
     }
 
     fn query(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<Option<String>> {
-        self.request_reads = self.request_reads.saturating_add(1);
-        Ok(self.request()?.parts.uri.query().map(str::to_owned))
+        Ok(self.read_request()?.parts.uri.query().map(str::to_owned))
     }
 
     fn client_addr(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<String> {
-        self.request_reads = self.request_reads.saturating_add(1);
-        Ok(self.request()?.client.ip().to_string())
+        Ok(self.read_request()?.client.ip().to_string())
     }
 
     fn header(
@@ -188,8 +186,7 @@ impl types::HostRequest for PluginState {
         _: Resource<RequestHandle>,
         name: String,
     ) -> wasmtime::Result<Option<String>> {
-        self.request_reads = self.request_reads.saturating_add(1);
-        let headers = &self.request()?.parts.headers;
+        let headers = &self.read_request()?.parts.headers;
         let is_cookie = name.eq_ignore_ascii_case("cookie");
         Ok(header_value(headers, name.as_str(), is_cookie).map(std::borrow::Cow::into_owned))
     }

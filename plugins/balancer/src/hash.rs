@@ -15,6 +15,7 @@
 
 use std::borrow::Cow;
 
+use bbproxy_sdk::v2::Fact;
 use bbproxy_sdk::{Backend, Request};
 
 // One definition with the config checker's (the plugin contract).
@@ -23,63 +24,34 @@ use bbproxy_plugin_contract::balancers::cookie_values;
 pub use bbproxy_plugin_contract::hash::fnv1a;
 use bbproxy_plugin_contract::routes::query_pairs;
 
-/// The key `on` names in `req`, if it has one; an empty value counts as none.
-pub fn key<'r>(on: &HashOn, req: &Request<'r>) -> Option<Cow<'r, str>> {
-    // The fact `fact(on)` was declared, so it came with the call: lent, not
-    // copied (a read through the request otherwise).
-    let declared = req.declared(|f| is_fact(on, f));
-    let key: Option<Cow<'r, str>> = match on {
-        HashOn::ClientIp => lent_or(declared, || Some(req.client_addr())),
-        HashOn::Path => lent_or(declared, || Some(req.path())),
-        HashOn::Header(name) => lent_or(declared, || req.header(name)),
-        HashOn::Cookie(name) => lent_or(declared, || req.header("cookie")).and_then(|c| {
+/// The key `on` names in `req`, if it has one; an empty value counts as
+/// none. `fact` is [`fact`]`(on)`, which the balancer declared: its value
+/// came with the call and is lent, not copied.
+pub fn key<'r>(on: &HashOn, fact: &Fact, req: &Request<'r>) -> Option<Cow<'r, str>> {
+    let value = req.lent(fact);
+    let key = match on {
+        HashOn::ClientIp | HashOn::Path | HashOn::Header(_) => value,
+        HashOn::Cookie(name) => value.and_then(|c| {
             cookie_values(&c, name)
                 .next()
                 .map(|v| Cow::Owned(v.to_owned()))
         }),
-        HashOn::Query(key) => lent_or(declared, || req.query()).and_then(|q| {
+        HashOn::Query(key) => value.and_then(|q| {
             query_pairs(&q).find_map(|(k, v)| (k == key.as_str()).then(|| Cow::Owned(v.to_owned())))
         }),
     };
     key.filter(|k| !k.is_empty())
 }
 
-/// A declared fact's value as sent, else `read`'s.
-fn lent_or<'r>(
-    declared: Option<Option<&'r str>>,
-    read: impl FnOnce() -> Option<String>,
-) -> Option<Cow<'r, str>> {
-    match declared {
-        Some(v) => v.map(Cow::Borrowed),
-        None => read().map(Cow::Owned),
-    }
-}
-
-/// The splitmix64 finaliser: FNV alone mixes its last bytes poorly, and
-/// rendezvous needs the scores of one key for different backends to be
-/// independent.
 /// The request fact [`key`] reads for `on` (contract 0.2.0), which the
 /// balancer declares so that it comes with each `pick`.
-pub fn fact(on: &HashOn) -> bbproxy_sdk::v2::Fact {
-    use bbproxy_sdk::v2::Fact;
+pub fn fact(on: &HashOn) -> Fact {
     match on {
         HashOn::ClientIp => Fact::ClientAddr,
         HashOn::Path => Fact::Path,
         HashOn::Header(name) => Fact::header(name.to_ascii_lowercase()),
         HashOn::Cookie(_) => Fact::header("cookie"),
         HashOn::Query(_) => Fact::Query,
-    }
-}
-
-/// Whether `f` is [`fact`]`(on)`, compared without building it.
-fn is_fact(on: &HashOn, f: &bbproxy_sdk::v2::Fact) -> bool {
-    use bbproxy_sdk::v2::Fact;
-    match (on, f) {
-        (HashOn::ClientIp, Fact::ClientAddr) | (HashOn::Path, Fact::Path) => true,
-        (HashOn::Query(_), Fact::Query) => true,
-        (HashOn::Header(name), Fact::Header(n)) => n.eq_ignore_ascii_case(name),
-        (HashOn::Cookie(_), Fact::Header(n)) => n.eq_ignore_ascii_case("cookie"),
-        _ => false,
     }
 }
 

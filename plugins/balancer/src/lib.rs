@@ -248,6 +248,8 @@ pub fn random(len: usize, random: u64) -> Option<usize> {
 #[derive(Debug)]
 struct Hashed {
     on: HashOn,
+    /// The request fact `on` reads, declared at init ([`hash::fact`]).
+    fact: bbproxy_sdk::v2::Fact,
     /// Each backend's identity by position: a hash of its address, so that
     /// a backend keeps its keys when the list around it changes.
     identities: Vec<u64>,
@@ -292,7 +294,7 @@ impl UpstreamPolicy {
     /// The request fact the policy reads on every pick, if any.
     fn fact(&self) -> Option<bbproxy_sdk::v2::Fact> {
         match self {
-            UpstreamPolicy::ConsistentHash(h) => Some(hash::fact(&h.on)),
+            UpstreamPolicy::ConsistentHash(h) => Some(h.fact.clone()),
             UpstreamPolicy::Sticky(_) => Some(bbproxy_sdk::v2::Fact::header("cookie")),
             _ => None,
         }
@@ -333,6 +335,7 @@ impl Balancer for DefaultBalancer {
                             })
                             .unwrap_or_default();
                         UpstreamPolicy::ConsistentHash(Box::new(Hashed {
+                            fact: hash::fact(&on),
                             on,
                             identities,
                             weighted,
@@ -384,7 +387,7 @@ impl Balancer for DefaultBalancer {
             UpstreamPolicy::LeastRequest => {
                 least_request_of(len, |i| candidates.get(i as u32), bbproxy_sdk::random)
             }
-            UpstreamPolicy::ConsistentHash(h) => match hash::key(&h.on, req) {
+            UpstreamPolicy::ConsistentHash(h) => match hash::key(&h.on, &h.fact, req) {
                 Some(key) => {
                     let key = hash::fnv1a(key.as_bytes());
                     let identity = |id| h.identity(id);

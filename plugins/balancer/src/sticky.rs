@@ -65,7 +65,8 @@ impl Sticky {
     /// equal): a new client is placed by the backends' weights, and then
     /// stays where it was placed.
     pub fn pick(&self, req: &Request, candidates: &[Backend]) -> Option<usize> {
-        req.header("cookie")
+        // Declared as a fact (contract 0.2.0): lent from the call's values.
+        req.header_lent("cookie")
             .and_then(|header| self.named(&header, candidates))
             .or_else(|| {
                 let weights: Vec<u32> = candidates.iter().map(|b| b.weight).collect();

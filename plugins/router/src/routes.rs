@@ -495,34 +495,19 @@ pub trait Source<'r> {
 // A fact the router declared comes with the call: lent, not copied.
 impl<'r> Source<'r> for Request<'r> {
     fn method(&self) -> Cow<'r, str> {
-        match self.declared(|f| matches!(f, Fact::Method)) {
-            Some(Some(v)) => Cow::Borrowed(v),
-            _ => Cow::Owned(Request::method(self)),
-        }
+        self.lent(&Fact::Method).unwrap_or_default()
     }
     fn path(&self) -> Cow<'r, str> {
-        match self.declared(|f| matches!(f, Fact::Path)) {
-            Some(Some(v)) => Cow::Borrowed(v),
-            _ => Cow::Owned(Request::path(self)),
-        }
+        self.lent(&Fact::Path).unwrap_or_default()
     }
     fn query(&self) -> Option<Cow<'r, str>> {
-        match self.declared(|f| matches!(f, Fact::Query)) {
-            Some(v) => v.map(Cow::Borrowed),
-            None => Request::query(self).map(Cow::Owned),
-        }
+        self.lent(&Fact::Query)
     }
     fn client_addr(&self) -> Cow<'r, str> {
-        match self.declared(|f| matches!(f, Fact::ClientAddr)) {
-            Some(Some(v)) => Cow::Borrowed(v),
-            _ => Cow::Owned(Request::client_addr(self)),
-        }
+        self.lent(&Fact::ClientAddr).unwrap_or_default()
     }
     fn header(&self, name: &str) -> Option<Cow<'r, str>> {
-        match self.declared(|f| matches!(f, Fact::Header(n) if n.eq_ignore_ascii_case(name))) {
-            Some(v) => v.map(Cow::Borrowed),
-            None => Request::header(self, name).map(Cow::Owned),
-        }
+        self.header_lent(name)
     }
 }
 
