@@ -25,6 +25,12 @@ use bbproxy::plugin::{
 };
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
+// The allocator of the `bbproxy` binary (`src/main.rs`): the decisions
+// allocate (fact values, edit lists, answers), and the figure is the
+// proxy's only if they pay what they pay there, not glibc's malloc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const UPSTREAM: &str = "bench.local";
 const BACKEND_COUNTS: [u32; 4] = [1, 4, 16, 64];
 

@@ -310,7 +310,11 @@ async fn serve_http<IO>(
         let request = service_state.begin();
         let front = front.clone();
         async move {
-            let mut resp = front.handle(req, peer).await?;
+            // Boxed: the request's future is several KiB (every phase's
+            // state), and hyper moves this one around before polling it
+            // (into the h1 dispatcher's slot, into an h2 stream's task);
+            // each move copied all of it, one allocation copies nothing.
+            let mut resp = Box::pin(front.handle(req, peer)).await?;
             // Before hyper writes the head and before the request ends.
             request.set_override(resp.extensions_mut().remove::<ConnTimeoutOverride>());
             Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, request)))
