@@ -222,6 +222,13 @@ impl Runtime {
     /// Compiles `bytes` (a component binary, or WAT text), or returns the
     /// cached compilation of identical bytes. Also returns the hex SHA-256.
     pub fn compile(&self, name: &str, bytes: &[u8]) -> Result<(Component, String), LoadError> {
+        let compiled = self.compile_bytes(name, bytes);
+        // Whatever the outcome: hashing and loading read the embedded bytes.
+        super::bundle::release_pages(bytes);
+        compiled
+    }
+
+    fn compile_bytes(&self, name: &str, bytes: &[u8]) -> Result<(Component, String), LoadError> {
         let digest: [u8; 32] = Sha256::digest(bytes).into();
         let hex = hex(&digest);
         {
