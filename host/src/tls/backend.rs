@@ -58,7 +58,7 @@ pub fn connector(roots: rustls::RootCertStore, http: HttpConnector, h2: bool) ->
         .map(|b| b.with_root_certificates(roots).with_no_client_auth());
     let tls = match tls {
         Ok(tls) => tls,
-        // Unreachable with ring's provider, which has both versions; fall
+        // Unreachable with aws-lc-rs's provider, which has both versions; fall
         // back to rustls's own defaults rather than fail.
         Err(_) => rustls::ClientConfig::builder()
             .with_root_certificates(rustls::RootCertStore::empty())

@@ -76,13 +76,13 @@ pub enum TlsError {
 
 /// The crypto provider of every TLS configuration in the process.
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-/// Makes `ring` the process default, for libraries (the ACME client) that
+/// Makes `aws-lc-rs` the process default, for libraries (the ACME client) that
 /// build their own rustls configuration. Harmless if one is already set.
 pub fn install_default_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
 /// TLS 1.2 and 1.3: rustls has no older versions; the list is explicit so a
@@ -120,7 +120,7 @@ fn server_config(
             // Stateless tickets, encrypted with a key rustls rotates every
             // 6 hours; a ticket is only good for this process, so a client
             // that lands on another replica does a full handshake.
-            config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+            config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
             config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
         }
         Resumption::Off => {

@@ -89,7 +89,7 @@ async fn tls12_only_clients_are_served() {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.der()).unwrap();
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
+        rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_protocol_versions(&[&rustls::version::TLS12])
     .unwrap()
@@ -126,7 +126,7 @@ async fn returning_clients_resume_their_tls_session_unless_it_is_turned_off() {
             // second connect offers what the first one got.
             let config = Arc::new(
                 rustls::ClientConfig::builder_with_provider(Arc::new(
-                    rustls::crypto::ring::default_provider(),
+                    rustls::crypto::aws_lc_rs::default_provider(),
                 ))
                 .with_protocol_versions(&[version])
                 .unwrap()
@@ -540,7 +540,7 @@ async fn tls_backend(ca: &TestCa) -> std::net::SocketAddr {
         .unwrap();
     let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
+        rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .unwrap()
