@@ -46,7 +46,8 @@ pub(super) fn precompiled(component: &[u8]) -> Option<&'static [u8]> {
 }
 
 /// Hands back to the kernel the pages of this binary that hold `component`
-/// and its precompiled code, when `component` is one of the bundle's. They
+/// and its precompiled code, when `component` is one of the bundle's (the
+/// embedded bytes, or a copy of them, as [`precompiled`] finds it). They
 /// are read once per load (hashed, compared, deserialized into wasmtime's
 /// own memory) and never again until the next load, yet they stayed
 /// resident: 5-6 MiB of an idle proxy's RSS, as much as everything else
@@ -55,7 +56,7 @@ pub(super) fn precompiled(component: &[u8]) -> Option<&'static [u8]> {
 pub(super) fn release_pages(component: &[u8]) {
     if let Some((wasm, code)) = PRECOMPILED
         .iter()
-        .find(|(wasm, _)| std::ptr::eq(*wasm, component))
+        .find(|(wasm, _)| std::ptr::eq(*wasm, component) || *wasm == component)
     {
         drop_resident(wasm);
         drop_resident(code);

@@ -120,6 +120,11 @@ fn loading_the_bundle_leaves_its_embedded_pages_unmapped() {
     rt.compile("router", bundle::ROUTER).unwrap();
     assert_eq!(mapped_pages(bundle::ROUTER), (0, pages));
     assert_eq!(checksum(bundle::ROUTER), before);
+    // A copy of the bundled bytes (a bundled file loaded from disk) is the
+    // same component: the embedded pages it was compared with go too.
+    let copy = bundle::ROUTER.to_vec();
+    rt.compile("router copy", &copy).unwrap();
+    assert_eq!(mapped_pages(bundle::ROUTER), (0, pages));
 }
 
 /// (mapped, all) of the whole pages inside `bytes`, from the present bit
