@@ -190,7 +190,15 @@ fn the_dockerfile_is_multi_stage_non_root_and_binary_only() {
         .collect();
     let copies: Vec<&&str> = runtime.iter().filter(|l| l.starts_with("COPY")).collect();
     assert_eq!(copies.len(), 1, "{copies:?}");
-    assert!(copies[0].ends_with("target/release/bbproxy /usr/local/bin/bbproxy"));
+    // The production profile (Cargo.toml's `dist`), and the binary it builds.
+    assert!(
+        dockerfile.contains("cargo build --profile dist --locked -p bbproxy"),
+        "{dockerfile}"
+    );
+    assert!(
+        copies[0].ends_with("target/dist/bbproxy /usr/local/bin/bbproxy"),
+        "{copies:?}"
+    );
     let user = runtime.iter().find(|l| l.starts_with("USER ")).unwrap();
     assert!(
         !user.contains(" root") && !user.contains(" 0") && user.contains("nonroot"),
