@@ -1,10 +1,12 @@
 //! Each role's calls into its plugin: the typed export called through
 //! [`Plugin::call`](super::Plugin), its answer checked by [`super::answer`].
 
+use wasmtime::Store;
 use wasmtime::component::Resource;
 
 use super::answer::{self, Route};
 use super::bindings;
+use super::state::PluginState;
 use super::world::Versioned;
 use super::{
     Backend, BalancerWorld, BreakerState, BreakerWorld, Fault, FilterAction, FilterWorld,
@@ -19,13 +21,24 @@ fn request_borrow() -> Resource<bindings::RequestHandle> {
 }
 
 impl<W: super::World> Plugin<W> {
-    /// The values of the facts this 0.2.0 plugin declared, for the request
-    /// lent to `store`: built inside the call, so a call that never enters
-    /// the plugin (suspended, no instance) or a 0.1.x one builds nothing.
-    fn facts(&self, store: &wasmtime::Store<super::state::PluginState>) -> Option<String> {
-        self.init_answer()
+    /// Runs `call` with the values of the facts this 0.2.0 plugin declared,
+    /// for the request lent to `store`: built inside the call, so a call
+    /// that never enters the plugin (suspended, no instance) or a 0.1.x one
+    /// builds nothing, and into the store's buffer, so no call allocates
+    /// for them.
+    fn with_facts<R>(
+        &self,
+        store: &mut Store<PluginState>,
+        call: impl FnOnce(&mut Store<PluginState>, Option<&str>) -> R,
+    ) -> R {
+        let mut values = std::mem::take(&mut store.data_mut().facts);
+        let declared = self
+            .init_answer()
             .facts
-            .values(store.data().request.as_ref())
+            .write_values(store.data().request.as_ref(), &mut values);
+        let answer = call(store, declared.then_some(values.as_str()));
+        store.data_mut().facts = values;
+        answer
     }
 }
 
@@ -51,15 +64,9 @@ impl Plugin<RouterWorld> {
             |e, store| {
                 Ok(match e {
                     Versioned::V1(e) => Versioned::V1(e.call_route(store, request_borrow())?),
-                    Versioned::V2(e) => {
-                        let facts = self.facts(store);
-                        Versioned::V2(e.call_route(
-                            store,
-                            request_borrow(),
-                            facts.as_deref(),
-                            domain,
-                        )?)
-                    }
+                    Versioned::V2(e) => Versioned::V2(self.with_facts(store, |store, facts| {
+                        e.call_route(store, request_borrow(), facts, domain)
+                    })?),
                 })
             },
             |route| match route {
@@ -91,15 +98,10 @@ impl Plugin<BalancerWorld> {
             |e, store| match e {
                 Versioned::V1(e) => e.call_pick(store, request_borrow(), upstream, candidates),
                 Versioned::V2(e) => {
-                    let facts = self.facts(store);
                     store.data_mut().candidates.extend_from_slice(candidates);
-                    let choice = e.call_pick(
-                        &mut *store,
-                        request_borrow(),
-                        facts.as_deref(),
-                        upstream,
-                        count,
-                    );
+                    let choice = self.with_facts(store, |store, facts| {
+                        e.call_pick(store, request_borrow(), facts, upstream, count)
+                    });
                     store.data_mut().candidates.clear();
                     choice
                 }
@@ -170,10 +172,9 @@ impl Plugin<FilterWorld> {
             &mut None,
             |e, store| match e {
                 Versioned::V1(e) => e.call_on_request(store, request_borrow()),
-                Versioned::V2(e) => {
-                    let facts = self.facts(store);
-                    e.call_on_request(store, request_borrow(), facts.as_deref())
-                }
+                Versioned::V2(e) => self.with_facts(store, |store, facts| {
+                    e.call_on_request(store, request_borrow(), facts)
+                }),
             },
             answer::check_request_action,
         )

@@ -75,21 +75,35 @@ impl Facts {
     /// answers. No facts give none (the WIT's `none`: a string, even an
     /// empty one, costs an allocation in the plugin); no request (a call
     /// without one) an empty string.
+    #[cfg(test)]
     pub fn values(&self, request: Option<&RequestView>) -> Option<String> {
+        let mut out = String::new();
+        self.write_values(request, &mut out).then_some(out)
+    }
+
+    /// [`Facts::values`] into `out` (cleared first, its allocation kept: a
+    /// call's buffer is reused by the next); false when none are declared.
+    pub fn write_values(&self, request: Option<&RequestView>, out: &mut String) -> bool {
+        use std::fmt::Write;
+        out.clear();
         if self.0.is_empty() {
-            return None;
+            return false;
         }
         let Some(r) = request else {
-            return Some(String::new());
+            return true;
         };
-        let mut out = String::with_capacity(64);
         for fact in self.0.iter() {
             let value: Option<Cow<'_, str>> = match fact {
                 Spec::Method => Some(r.parts.method.as_str().into()),
                 Spec::Host => Some(r.host.as_str().into()),
                 Spec::Path => Some(r.parts.uri.path().into()),
                 Spec::Query => r.parts.uri.query().map(Into::into),
-                Spec::ClientAddr => Some(r.client.ip().to_string().into()),
+                Spec::ClientAddr => {
+                    // Written in place: an address has no newline or NUL.
+                    let _ = write!(out, "{}", r.client.ip());
+                    out.push('\n');
+                    continue;
+                }
                 Spec::Header(name) => {
                     header_value(&r.parts.headers, name, name == http::header::COOKIE)
                 }
@@ -103,7 +117,7 @@ impl Facts {
             }
             out.push('\n');
         }
-        Some(out)
+        true
     }
 }
 
@@ -169,6 +183,20 @@ mod tests {
             "header x-user, path, query, method, host, client-addr, header x-absent, header cookie"
         );
         assert_eq!(Facts::default().values(Some(&view())), None);
+    }
+
+    /// A call's buffer is the previous call's: what that call sent is gone.
+    #[test]
+    fn a_reused_buffer_holds_only_this_calls_values() {
+        let facts = Facts::declared(vec![Fact::Path, Fact::ClientAddr]).unwrap();
+        let mut buffer = "left over\n".repeat(8);
+        let capacity = buffer.capacity();
+        assert!(facts.write_values(Some(&view()), &mut buffer));
+        assert_eq!(buffer, "/a/b\n192.0.2.7\n");
+        assert_eq!(buffer.capacity(), capacity, "the allocation is kept");
+        assert!(facts.write_values(None, &mut buffer));
+        assert_eq!(buffer, "");
+        assert!(!Facts::default().write_values(Some(&view()), &mut buffer));
     }
 
     #[test]

@@ -66,6 +66,10 @@ pub struct PluginState {
     /// read through the `candidates` interface. Kept between calls so the
     /// copy into it reuses one allocation.
     pub(super) candidates: Vec<types::Backend>,
+    /// The declared facts' values sent with the call in progress (a 0.2.0
+    /// router, balancer or filter). Kept between calls so filling it
+    /// reuses one allocation.
+    pub(super) facts: String,
     /// Reads of the lent request through `request`'s methods in the call in
     /// progress: what a 0.2.0 plugin could have declared as facts.
     pub(super) request_reads: u32,
@@ -91,6 +95,7 @@ impl PluginState {
             request: None,
             response: None,
             candidates: Vec::new(),
+            facts: String::new(),
             request_reads: 0,
             shared,
             upstreams,
