@@ -152,16 +152,10 @@ pub(crate) fn with_facts<T>(
 ) -> Result<T, String> {
     check_facts(&facts)?;
     let r = req.as_request();
+    // Nothing is pushed yet: `lent` reads each through the fake request.
     let values: Vec<Option<String>> = facts
         .iter()
-        .map(|f| match f {
-            Fact::Method => Some(r.method()),
-            Fact::Host => Some(r.host()),
-            Fact::Path => Some(r.path()),
-            Fact::Query => r.query(),
-            Fact::ClientAddr => Some(r.client_addr()),
-            Fact::Header(name) => r.header(name),
-        })
+        .map(|f| r.lent(f).map(std::borrow::Cow::into_owned))
         .collect();
     let values: Vec<Option<&str>> = values.iter().map(Option::as_deref).collect();
     Ok(call(&r.with_pushed(&facts, &values)))
