@@ -618,7 +618,7 @@ impl TestHost {
         upstream: u32,
         candidates: &[Backend],
     ) -> Result<usize, String> {
-        checked_pick(candidates, || {
+        checked_pick(upstream, candidates, || {
             balancer.pick(&req.as_request(), upstream, candidates)
         })
     }
@@ -1131,14 +1131,34 @@ pub fn record(backend: &mut Backend, outcome: &Outcome, verdict: &Verdict) {
     backend.breaker = verdict.state;
 }
 
-/// A pick among `candidates` as the proxy makes it: never with none, and
-/// its answer checked (`pick` makes it).
+/// A pick among `candidates` of upstream number `upstream` as the proxy
+/// makes it: never with none, never with a list the proxy could not give
+/// (each candidate is one of the upstream's backends, listed once, in
+/// configured order: a balancer may rely on it), and its answer checked
+/// (`pick` makes it).
 pub(crate) fn checked_pick(
+    upstream: u32,
     candidates: &[Backend],
     pick: impl FnOnce() -> Option<u32>,
 ) -> Result<usize, String> {
     if candidates.is_empty() {
         return Err("the proxy never calls pick with no candidates".into());
+    }
+    if candidates.windows(2).any(|w| w[0].id >= w[1].id) {
+        return Err(
+            "the proxy lists candidates in configured order, each once: their ids increase".into(),
+        );
+    }
+    let backends = usize::try_from(upstream)
+        .ok()
+        .and_then(|u| native::upstreams().get(u).map(|u| u.backends));
+    if let (Some(backends), Some(last)) = (backends, candidates.last())
+        && last.id >= backends
+    {
+        return Err(format!(
+            "candidate id {} is no backend of upstream {upstream}, which has {backends}",
+            last.id
+        ));
     }
     contract::check_pick(pick(), candidates.len())
 }

@@ -144,7 +144,11 @@ pub fn upstream_number(name: &str) -> Option<u32> {
 
 /// The candidates of one `pick`: the backends that may take the request,
 /// never none. In the proxy each read is a call into the host; read only
-/// what the policy needs.
+/// what the policy needs. They come in the upstream's configured order,
+/// each backend once, so when [`Candidates::len`] equals the upstream's
+/// [`backends`](crate::Upstream::backends) candidate `i` is backend `i`
+/// and a policy keyed on the backend needs no read at all (the test host
+/// refuses a list the proxy could not give).
 ///
 /// ```
 /// use bbproxy_sdk::testing::backends;

@@ -89,7 +89,7 @@ impl TestHost {
     ) -> Result<usize, String> {
         let facts = balancer.facts();
         with_facts(req, facts, |r| {
-            checked_pick(candidates, || {
+            checked_pick(upstream, candidates, || {
                 balancer.pick(r, upstream, &Candidates::from_slice(candidates))
             })
         })?

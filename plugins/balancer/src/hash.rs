@@ -61,19 +61,24 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Backend `identity`'s score for the key hashed to `key`.
-fn score(key: u64, identity: u64) -> u64 {
-    mix(key ^ mix(identity))
+/// A backend's point: its stable identity (a hash of its address), mixed.
+/// Kept per backend, so a pick mixes once per candidate, not twice.
+pub fn point(identity: u64) -> u64 {
+    mix(identity)
 }
 
-/// The candidate with the highest score for `key`, where `identity(id)` is
-/// the stable identity of the backend at position `id` (a hash of its
-/// address). With unequal weights each score is scaled as weighted
-/// rendezvous does (`w / -ln(u)`), so a backend gets its weight's share of
-/// the keys.
-pub fn pick(key: u64, candidates: &[Backend], identity: impl Fn(u32) -> u64) -> Option<usize> {
+/// The score of the backend at `point` for the key hashed to `key`.
+fn score(key: u64, point: u64) -> u64 {
+    mix(key ^ point)
+}
+
+/// The candidate with the highest score for `key`, where `point(id)` is
+/// the [`point`] of the backend at position `id`. With unequal weights each
+/// score is scaled as weighted rendezvous does (`w / -ln(u)`), so a backend
+/// gets its weight's share of the keys.
+pub fn pick(key: u64, candidates: &[Backend], point: impl Fn(u32) -> u64) -> Option<usize> {
     let first = candidates.first()?;
-    let scores = candidates.iter().map(|b| score(key, identity(b.id)));
+    let scores = candidates.iter().map(|b| score(key, point(b.id)));
     if candidates.iter().all(|b| b.weight == first.weight) {
         return highest(scores);
     }
@@ -92,8 +97,12 @@ pub fn pick(key: u64, candidates: &[Backend], identity: impl Fn(u32) -> u64) -> 
 /// (what `candidates.ids()` reads, far cheaper than the whole records):
 /// the same choice, in the same order as the weighted score, without a
 /// logarithm each.
-pub fn pick_unweighted(key: u64, ids: &[u32], identity: impl Fn(u32) -> u64) -> Option<usize> {
-    highest(ids.iter().map(|&id| score(key, identity(id))))
+pub fn pick_unweighted(
+    key: u64,
+    ids: impl IntoIterator<Item = u32>,
+    point: impl Fn(u32) -> u64,
+) -> Option<usize> {
+    highest(ids.into_iter().map(|id| score(key, point(id))))
 }
 
 /// The position of the highest score (the last one on a tie, as

@@ -264,17 +264,22 @@ fn first_is_active_standby() {
     let req = FakeRequest::get("app.test", "/");
     let all = backends(3);
     assert_eq!(host.pick_v2(&mut lb, &req, 0, &all), Ok(0));
-    let standby = [all[2], all[1]];
+    // The active one out (its breaker open): the next in configured order.
+    let standby = &all[1..];
     assert_eq!(
-        host.pick_v2(&mut lb, &req, 0, &standby),
-        Ok(1),
-        "the lowest id, wherever it is"
+        standby[host.pick_v2(&mut lb, &req, 0, standby).unwrap()].id,
+        1,
+        "the standby"
     );
+    assert_eq!(host.pick_v2(&mut lb, &req, 0, &all[2..]), Ok(0));
     // The active one back: it takes over again.
-    assert_eq!(
-        host.pick_v2(&mut lb, &req, 0, &[all[2], all[1], all[0]]),
-        Ok(2)
-    );
+    assert_eq!(host.pick_v2(&mut lb, &req, 0, &all), Ok(0));
+    // The proxy never lists candidates out of order; the test host refuses
+    // to, as the balancer relies on it.
+    let err = host
+        .pick_v2(&mut lb, &req, 0, &[all[2], all[1]])
+        .unwrap_err();
+    assert!(err.contains("configured order"), "{err}");
 }
 
 /// `random`: every candidate, in roughly equal shares.

@@ -230,12 +230,16 @@ pub fn least_request_of(
     }
 }
 
-/// `first`: the candidate earliest in configured order.
-pub fn first(ids: &[u32]) -> Option<usize> {
-    ids.iter()
-        .enumerate()
-        .min_by_key(|(_, id)| **id)
-        .map(|(i, _)| i)
+/// The candidates' ids without asking the host, when every one of the
+/// upstream's `backends` is a candidate: the host lists candidates in
+/// configured order (the contract's `candidates` interface), so candidate
+/// `i` is then backend `i`. Saves the call into the host, the list it
+/// copies into the plugin and its allocation, on nearly every pick (a
+/// backend is left out only while it is unhealthy, its breaker open, or
+/// on a retry).
+fn all_ids(candidates: &Candidates, backends: u32) -> Option<std::ops::Range<u32>> {
+    let len = candidates.len();
+    (len == backends).then_some(0..len)
 }
 
 /// A uniformly random candidate.
@@ -250,21 +254,25 @@ struct Hashed {
     on: HashOn,
     /// The request fact `on` reads, declared at init ([`hash::fact`]).
     fact: bbproxy_sdk::v2::Fact,
-    /// Each backend's identity by position: a hash of its address, so that
-    /// a backend keeps its keys when the list around it changes.
-    identities: Vec<u64>,
+    /// Each backend's [`hash::point`] by position, from a hash of its
+    /// address, so that a backend keeps its keys when the list around it
+    /// changes.
+    points: Vec<u64>,
     /// Whether the weights differ (see [`HashSpec::weighted`]).
     weighted: bool,
     /// For requests without the key.
     round_robin: Counter,
+    /// How many backends the upstream has: a pick with as many candidates
+    /// has them all, and needs no list of their ids (see [`all_ids`]).
+    backends: u32,
 }
 
 impl Hashed {
-    fn identity(&self, id: u32) -> u64 {
+    fn point(&self, id: u32) -> u64 {
         usize::try_from(id)
             .ok()
-            .and_then(|i| self.identities.get(i).copied())
-            .unwrap_or_else(|| hash::fnv1a(&id.to_le_bytes()))
+            .and_then(|i| self.points.get(i).copied())
+            .unwrap_or_else(|| hash::point(hash::fnv1a(&id.to_le_bytes())))
     }
 }
 
@@ -326,20 +334,21 @@ impl Balancer for DefaultBalancer {
                             None => HashOn::ClientIp,
                         };
                         let weighted = spec.as_ref().is_some_and(|s| s.weighted);
-                        let identities = spec
+                        let points = spec
                             .map(|s| {
                                 s.backends
                                     .iter()
-                                    .map(|a| hash::fnv1a(a.as_bytes()))
+                                    .map(|a| hash::point(hash::fnv1a(a.as_bytes())))
                                     .collect()
                             })
                             .unwrap_or_default();
                         UpstreamPolicy::ConsistentHash(Box::new(Hashed {
                             fact: hash::fact(&on),
                             on,
-                            identities,
+                            points,
                             weighted,
                             round_robin: round_robin_counter(&u.name),
+                            backends: u.backends,
                         }))
                     }
                     Policy::Random => UpstreamPolicy::Random,
@@ -390,17 +399,22 @@ impl Balancer for DefaultBalancer {
             UpstreamPolicy::ConsistentHash(h) => match hash::key(&h.on, &h.fact, req) {
                 Some(key) => {
                     let key = hash::fnv1a(key.as_bytes());
-                    let identity = |id| h.identity(id);
+                    let point = |id| h.point(id);
                     if h.weighted {
-                        hash::pick(key, &candidates.all(), identity)
+                        hash::pick(key, &candidates.all(), point)
                     } else {
-                        hash::pick_unweighted(key, &candidates.ids(), identity)
+                        match all_ids(candidates, h.backends) {
+                            Some(ids) => hash::pick_unweighted(key, ids, point),
+                            None => hash::pick_unweighted(key, candidates.ids(), point),
+                        }
                     }
                 }
                 None => round_robin(h.round_robin.fetch_add(1), len),
             },
             UpstreamPolicy::Random => random(len, bbproxy_sdk::random()),
-            UpstreamPolicy::First => first(&candidates.ids()),
+            // The earliest in configured order: the host lists candidates in
+            // that order (the contract's `candidates` interface).
+            UpstreamPolicy::First => Some(0),
             UpstreamPolicy::Sticky(s) => s.pick(req, &candidates.all()),
         }?;
         u32::try_from(index).ok()
