@@ -99,14 +99,14 @@ impl Plugins {
         }
     }
 
-    fn route(&self, view: &mut Option<RequestView>) {
+    fn route(&self, view: &mut Option<Box<RequestView>>) {
         match self.router.route(Tenant::Upstream(0), view).expect("route") {
             Route::Upstream(i) => assert_eq!(i, 0),
             other => panic!("router answered {other:?}"),
         }
     }
 
-    fn pick(&self, view: &mut Option<RequestView>) -> usize {
+    fn pick(&self, view: &mut Option<Box<RequestView>>) -> usize {
         self.balancer.pick(view, 0, &self.candidates).expect("pick")
     }
 
@@ -127,18 +127,19 @@ impl Plugins {
     }
 }
 
-fn request_view() -> RequestView {
+/// Boxed, as the proxy lends it to plugin calls.
+fn request_view() -> Box<RequestView> {
     let (parts, ()) = http::Request::get("/index.html")
         .header(http::header::HOST, UPSTREAM)
         .header(http::header::USER_AGENT, "criterion")
         .body(())
         .expect("request")
         .into_parts();
-    RequestView {
+    Box::new(RequestView {
         parts,
         host: UPSTREAM.to_owned(),
         client: SocketAddr::from(([127, 0, 0, 1], 40000)),
-    }
+    })
 }
 
 fn decisions(c: &mut Criterion) {

@@ -77,7 +77,7 @@ impl Filter {
         }
     }
 
-    fn request(&self, view: &mut Option<RequestView>, tenant: Tenant) -> Result<(), Stop> {
+    fn request(&self, view: &mut Option<Box<RequestView>>, tenant: Tenant) -> Result<(), Stop> {
         let (plugin, on_fault) = match self {
             Filter::Headers(f) => {
                 if let Some(v) = view {
@@ -122,7 +122,7 @@ impl Filter {
         &self,
         head: &mut Option<ResponseView>,
         tenant: Tenant,
-        request: &mut Option<RequestView>,
+        request: &mut Option<Box<RequestView>>,
     ) -> Result<(), Stop> {
         match self {
             Filter::Headers(f) => {
@@ -154,7 +154,7 @@ pub struct ResponseCtx<'a> {
     pub tenant: Tenant,
     /// The request as it was sent upstream, for the filters to read; only
     /// needed when the chain [`Chain::runs_components`].
-    pub request: &'a mut Option<RequestView>,
+    pub request: &'a mut Option<Box<RequestView>>,
     /// The backend that answered, as configured.
     pub backend: &'a str,
     /// Its upstream number.
@@ -221,7 +221,7 @@ impl Chain {
     /// Runs the chain on the request about to be sent upstream (`view`),
     /// first filter first, for domain `tenant`; stops at the first filter
     /// that answers, or that faults and fails closed.
-    pub fn request(&self, view: &mut Option<RequestView>, tenant: Tenant) -> Result<(), Stop> {
+    pub fn request(&self, view: &mut Option<Box<RequestView>>, tenant: Tenant) -> Result<(), Stop> {
         for f in self.filters.iter() {
             f.request(view, tenant)?;
         }

@@ -91,7 +91,9 @@ fn config_text(filter: &Path) -> String {
     )
 }
 
-fn request_view() -> RequestView {
+/// Boxed, as the proxy makes it when the request arrives and lends it to
+/// each plugin call.
+fn request_view() -> Box<RequestView> {
     let (parts, ()) = http::Request::get("/api/items?page=2")
         .header(http::header::HOST, HOST)
         .header(http::header::USER_AGENT, "criterion")
@@ -101,11 +103,11 @@ fn request_view() -> RequestView {
         .body(())
         .expect("request")
         .into_parts();
-    RequestView {
+    Box::new(RequestView {
         parts,
         host: HOST.to_owned(),
         client: SocketAddr::from(([127, 0, 0, 1], 40000)),
-    }
+    })
 }
 
 /// The generation and what one request needs from it.
@@ -115,7 +117,7 @@ struct Policy {
 }
 
 impl Policy {
-    fn route(&self, view: &mut Option<RequestView>) -> &RouteTarget {
+    fn route(&self, view: &mut Option<Box<RequestView>>) -> &RouteTarget {
         let (domain, index) = match self
             .generation
             .router
@@ -132,7 +134,7 @@ impl Policy {
         }
     }
 
-    fn pick(&self, view: &mut Option<RequestView>, upstream: u32) -> usize {
+    fn pick(&self, view: &mut Option<Box<RequestView>>, upstream: u32) -> usize {
         self.generation
             .balancer
             .primary
@@ -160,7 +162,7 @@ impl Policy {
 
     /// Every decision of one request; the view is given back as the
     /// request path would hand it to the next.
-    fn one(&self, view: &mut Option<RequestView>) -> usize {
+    fn one(&self, view: &mut Option<Box<RequestView>>) -> usize {
         let target = self.route(view);
         let chain: &Chain = &target.filters;
         if chain.request(view, Tenant::Upstream(0)).is_err() {

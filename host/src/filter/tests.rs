@@ -40,11 +40,11 @@ fn build(config: &Config) -> Chains {
 
 /// `parts` through `chain`'s request side.
 fn run_request(chain: &Chain, parts: request::Parts) -> HeaderMap {
-    let mut view = Some(crate::plugin::RequestView {
+    let mut view = Some(Box::new(crate::plugin::RequestView {
         parts,
         host: "a.test".into(),
         client: "127.0.0.1:1".parse().unwrap(),
-    });
+    }));
     chain.request(&mut view, Tenant::Upstream(0)).unwrap();
     view.unwrap().parts.headers
 }

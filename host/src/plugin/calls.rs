@@ -35,7 +35,7 @@ impl<W: super::World> Plugin<W> {
         let declared = self
             .init_answer()
             .facts
-            .write_values(store.data().request.as_ref(), &mut values);
+            .write_values(store.data().request.as_deref(), &mut values);
         let answer = call(store, declared.then_some(values.as_str()));
         store.data_mut().facts = values;
         answer
@@ -52,7 +52,11 @@ impl Plugin<RouterWorld> {
     /// faults are kept per matched domain, and a 0.2.0 router is told it.
     ///
     /// [`MAX_DIRECT_BODY_BYTES`]: super::MAX_DIRECT_BODY_BYTES
-    pub fn route(&self, tenant: Tenant, request: &mut Option<RequestView>) -> Result<Route, Fault> {
+    pub fn route(
+        &self,
+        tenant: Tenant,
+        request: &mut Option<Box<RequestView>>,
+    ) -> Result<Route, Fault> {
         let domain = match tenant {
             Tenant::Upstream(i) => Some(i),
             Tenant::Unmatched => None,
@@ -86,7 +90,7 @@ impl Plugin<BalancerWorld> {
     /// through the `candidates` interface if it needs to.
     pub fn pick(
         &self,
-        request: &mut Option<RequestView>,
+        request: &mut Option<Box<RequestView>>,
         upstream: u32,
         candidates: &[Backend],
     ) -> Result<usize, Fault> {
@@ -164,7 +168,7 @@ impl Plugin<FilterWorld> {
     pub fn on_request(
         &self,
         tenant: Tenant,
-        request: &mut Option<RequestView>,
+        request: &mut Option<Box<RequestView>>,
     ) -> Result<FilterAction, Fault> {
         self.call(
             tenant,
@@ -186,7 +190,7 @@ impl Plugin<FilterWorld> {
     pub fn on_response(
         &self,
         tenant: Tenant,
-        request: &mut Option<RequestView>,
+        request: &mut Option<Box<RequestView>>,
         response: &mut Option<ResponseView>,
     ) -> Result<Vec<HeaderEdit>, Fault> {
         if !self.init_answer().on_response {

@@ -110,9 +110,10 @@ impl Facts {
             };
             // No value holds a control character (header values are visible
             // ASCII, the URI's parts are checked by the parser), so a line
-            // ends at its value's end.
+            // ends at its value's end; checked all the same, byte-wise (a
+            // `char` pattern decodes every character).
             match value {
-                Some(v) if !v.contains(['\n', '\0']) => out.push_str(&v),
+                Some(v) if !v.bytes().any(|b| b == b'\n' || b == 0) => out.push_str(&v),
                 _ => out.push('\0'),
             }
             out.push('\n');

@@ -23,6 +23,7 @@ mod error;
 mod facts;
 mod fault;
 pub mod logbudget;
+mod pool;
 pub mod resource_caps;
 mod shared;
 mod state;
@@ -388,26 +389,6 @@ impl<W: World> Plugin<W> {
         }
     }
 
-    fn acquire(&self) -> Result<Instance<W>, Fault> {
-        let idle = self
-            .idle
-            .get()
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop();
-        match idle {
-            Some(i) => Ok(i),
-            None => self.instantiate().map(|(i, _)| i),
-        }
-    }
-
-    fn release(&self, instance: Instance<W>) {
-        let mut idle = self.idle.get().lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < MAX_IDLE_INSTANCES {
-            idle.push(instance);
-        }
-    }
-
     /// Runs one call for `tenant` on a pooled instance and checks its answer
     /// with `check`. `request` (and a filter's `response`) is lent to the
     /// store for the call and always handed back, whatever the outcome. On
@@ -415,7 +396,7 @@ impl<W: World> Plugin<W> {
     pub(super) fn call<R, T>(
         &self,
         tenant: Tenant,
-        request: &mut Option<RequestView>,
+        request: &mut Option<Box<RequestView>>,
         response: &mut Option<ResponseView>,
         f: impl FnOnce(&W::Exports, &mut Store<PluginState>) -> wasmtime::Result<R>,
         check: impl FnOnce(R) -> Result<T, String>,
@@ -431,7 +412,9 @@ impl<W: World> Plugin<W> {
             .increment(1);
             return Err(Fault::Suspended { remaining_ms });
         }
-        let mut inst = match self.acquire() {
+        let mut pool = self.pool();
+        let mut own = None;
+        let inst = match self.instance(pool.as_deref_mut(), &mut own) {
             Ok(i) => i,
             Err(fault) => return Err(self.record(fault, tenant)),
         };
@@ -439,8 +422,8 @@ impl<W: World> Plugin<W> {
         // at a few hundred nanoseconds a call, every reading shows.
         let started = budget::real_now();
         Self::arm(&mut inst.store, self.limits.timeout, started);
-        // Moved in (and back) only when there is one: a request view is a few
-        // hundred bytes, and most calls of the breaker lend neither.
+        // Moved in (and back) only when there is one: most calls of the
+        // breaker lend neither.
         let lends = (request.is_some(), response.is_some());
         if lends.0 {
             inst.store.data_mut().request = request.take();
@@ -465,21 +448,30 @@ impl<W: World> Plugin<W> {
         if lends.1 {
             *response = inst.store.data_mut().response.take();
         }
-        match result {
+        let (fault, trace) = match result {
             Ok(answer) => match check(answer) {
                 Ok(t) => {
                     streak.success();
-                    self.release(inst);
-                    Ok(t)
+                    drop(pool);
+                    if let Some(i) = own {
+                        self.release(i);
+                    }
+                    return Ok(t);
                 }
-                Err(msg) => Err(self.record(Fault::BadAnswer(msg), tenant)),
+                Err(msg) => (Fault::BadAnswer(msg), None),
             },
             Err(e) => {
                 let denied = inst.store.data_mut().limits.take_denied();
-                let fault = Fault::from_call(&e, denied);
-                Err(self.record_traced(fault, tenant, fault::backtrace(&e)))
+                (Fault::from_call(&e, denied), fault::backtrace(&e))
             }
+        };
+        // On any fault the instance is dropped: its state may be anything
+        // now.
+        if let Some(idle) = pool.as_deref_mut() {
+            idle.pop();
         }
+        drop(pool);
+        Err(self.record_traced(fault, tenant, trace))
     }
 
     /// Counts and logs a fault of a call for `tenant`, and feeds that

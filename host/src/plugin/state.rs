@@ -16,9 +16,10 @@ use super::resource_caps::Limiter;
 use super::shared::SharedState;
 use crate::clock;
 
-/// The parts of a client request that plugins may read. The proxy moves it
-/// into the store for the duration of a call and takes it back afterwards, so
-/// no header is copied unless a plugin asks for it.
+/// The parts of a client request that plugins may read. The proxy keeps it
+/// boxed and moves the box into the store for the duration of a call and
+/// takes it back afterwards, so no header is copied unless a plugin asks for
+/// it, and lending it moves a pointer, not the few hundred bytes of a head.
 #[derive(Debug)]
 pub struct RequestView {
     /// Method, URI, version and headers as received.
@@ -60,7 +61,7 @@ pub struct PluginState {
     pub(super) budget: Budget,
     wasi: WasiCtx,
     table: ResourceTable,
-    pub(super) request: Option<RequestView>,
+    pub(super) request: Option<Box<RequestView>>,
     pub(super) response: Option<ResponseView>,
     /// The candidates of a 0.2.0 `pick` in progress (empty otherwise),
     /// read through the `candidates` interface. Kept between calls so the
@@ -108,7 +109,7 @@ impl PluginState {
     /// (see `request_reads`).
     fn read_request(&mut self) -> wasmtime::Result<&RequestView> {
         self.request_reads = self.request_reads.saturating_add(1);
-        self.request.as_ref().ok_or_else(|| {
+        self.request.as_deref().ok_or_else(|| {
             wasmtime::Error::msg("request resource used outside of the call that lent it")
         })
     }

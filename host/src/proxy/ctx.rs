@@ -33,7 +33,7 @@ pub(super) struct RequestCtx<'g, 'r> {
     /// The request as plugins see it, lent to each call; taken when the
     /// upstream head is built from it, and rebuilt from that head for a
     /// retry's `pick`.
-    pub view: Option<RequestView>,
+    pub view: Option<Box<RequestView>>,
     /// The upstream head, built once before the first attempt.
     pub head: Option<Head>,
     /// Where the router sent it.

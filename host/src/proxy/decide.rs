@@ -36,7 +36,7 @@ pub(super) enum Decision<'g> {
 pub(super) fn route<'g>(
     generation: &'g Generation,
     host: &str,
-    view: &mut Option<RequestView>,
+    view: &mut Option<Box<RequestView>>,
 ) -> Result<Decision<'g>, ProxyError> {
     let tenant = generation.tenant_of(host);
     let slot = generation.router_for(tenant);
@@ -79,7 +79,7 @@ pub(super) fn route<'g>(
 /// `candidates`.
 pub(super) fn pick(
     generation: &Generation,
-    view: &mut Option<RequestView>,
+    view: &mut Option<Box<RequestView>>,
     upstream: u32,
     candidates: &[Backend],
 ) -> Result<usize, ProxyError> {

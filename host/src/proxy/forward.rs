@@ -76,20 +76,24 @@ fn stripped(path: PathAndQuery, prefix: &str) -> PathAndQuery {
 
 /// The request as it was sent, for the response's filters: the head taken
 /// back (the attempts are over).
-pub(super) fn sent_view(head: Head, host: &str, client: std::net::SocketAddr) -> RequestView {
+pub(super) fn sent_view(head: Head, host: &str, client: std::net::SocketAddr) -> Box<RequestView> {
     let mut parts = http::Request::new(()).into_parts().0;
     parts.method = head.method;
     parts.uri = http::Uri::from(head.path);
     parts.headers = head.headers;
-    RequestView {
+    Box::new(RequestView {
         parts,
         host: host.to_owned(),
         client,
-    }
+    })
 }
 
 /// What the balancer sees on a retry: the upstream request as sent.
-pub(super) fn retry_view(head: &Head, host: &str, client: std::net::SocketAddr) -> RequestView {
+pub(super) fn retry_view(
+    head: &Head,
+    host: &str,
+    client: std::net::SocketAddr,
+) -> Box<RequestView> {
     let copy = Head {
         method: head.method.clone(),
         path: head.path.clone(),

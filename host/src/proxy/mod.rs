@@ -205,11 +205,13 @@ impl Proxy {
         let client_upgrade = ctx.upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
         head_checks::check_head(&parts, &ctx.generation.config.limits)?;
-        ctx.view = Some(RequestView {
+        // Boxed: each plugin call moves the view into its store and back,
+        // which is a pointer's copy instead of the whole head's.
+        ctx.view = Some(Box::new(RequestView {
             parts,
             host: ctx.host.clone(),
             client: ctx.client,
-        });
+        }));
 
         // Route.
         let since = ctx.record.decision_start();
@@ -367,7 +369,7 @@ impl Proxy {
                 let Some(view) = ctx.view.take() else {
                     return Err(ErrorKind::Internal("no request to forward").into());
                 };
-                ctx.head = Some(forward::into_head(view));
+                ctx.head = Some(forward::into_head(*view));
             }
             let Some(request_body) = body.attempt() else {
                 return Err(ErrorKind::Internal("the request body was already sent").into());

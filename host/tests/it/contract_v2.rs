@@ -207,7 +207,7 @@ fn request(
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
-) -> Option<bbproxy::plugin::RequestView> {
+) -> Option<Box<bbproxy::plugin::RequestView>> {
     let mut builder = http::Request::builder()
         .method(method)
         .uri(path)
@@ -216,11 +216,11 @@ fn request(
         builder = builder.header(*name, *value);
     }
     let (parts, ()) = builder.body(()).unwrap().into_parts();
-    Some(bbproxy::plugin::RequestView {
+    Some(Box::new(bbproxy::plugin::RequestView {
         parts,
         host: "a.test".to_owned(),
         client: "127.0.0.1:9".parse().unwrap(),
-    })
+    }))
 }
 
 #[test]

@@ -13,7 +13,7 @@ use crate::common;
 use bbproxy::plugin::{Pooling, Runtime, RuntimeOptions};
 use common::direct::{candidates, hostile_balancer, thread_cpu};
 
-fn view() -> Option<bbproxy::plugin::RequestView> {
+fn view() -> Option<Box<bbproxy::plugin::RequestView>> {
     common::direct::view("x.test")
 }
 

@@ -328,7 +328,7 @@ impl Probe<'_> {
         &self,
         out: &mut String,
         plugin: &Plugin<FilterWorld>,
-        req: &dyn Fn() -> Option<RequestView>,
+        req: &dyn Fn() -> Option<Box<RequestView>>,
     ) -> Result<(), CheckError> {
         let cost = self.measure(|| {
             let mut request = req();
@@ -531,7 +531,7 @@ fn sample_request(
     host: &str,
     target: &str,
     headers: &[(String, String)],
-) -> RequestView {
+) -> Box<RequestView> {
     let mut builder = http::Request::builder()
         .method(method)
         .uri(target)
@@ -546,9 +546,9 @@ fn sample_request(
         .body(())
         .map(|r| r.into_parts().0)
         .unwrap_or_else(|_| http::Request::new(()).into_parts().0);
-    RequestView {
+    Box::new(RequestView {
         parts,
         host: host.to_owned(),
         client: SocketAddr::from((Ipv4Addr::new(192, 0, 2, 1), 40_000)),
-    }
+    })
 }

@@ -11,17 +11,17 @@ use bbproxy::plugin::{
 };
 
 /// A `GET /` for `host` from 127.0.0.1.
-pub fn view(host: &str) -> Option<RequestView> {
+pub fn view(host: &str) -> Option<Box<RequestView>> {
     let (parts, ()) = http::Request::get("/")
         .header("host", host)
         .body(())
         .unwrap()
         .into_parts();
-    Some(RequestView {
+    Some(Box::new(RequestView {
         parts,
         host: host.to_owned(),
         client: "127.0.0.1:9".parse().unwrap(),
-    })
+    }))
 }
 
 /// One fresh, closed backend.
