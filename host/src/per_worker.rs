@@ -52,7 +52,7 @@ impl<T> PerWorker<T> {
     /// workers than copies) shares one by modulo: slower, never wrong.
     pub fn get(&self) -> &T {
         // The modulo only past the end: a 64-bit division costs tens of
-        // cycles, and every plugin call looks its worker's copy up twice.
+        // cycles, and every plugin call looks its worker's pool up.
         let i = current();
         match self.items.get(i) {
             Some(item) => item,

@@ -36,9 +36,8 @@ impl<W: World> Plugin<W> {
     }
 
     /// Puts an instance made for a call while this worker's pool was busy
-    /// into the pool, unless it is full.
-    /// Still busy, it is dropped: a thread must not wait out another's
-    /// call.
+    /// into the pool, unless the pool is full or still busy: then it is
+    /// dropped, as a thread must not wait out another's call.
     pub(super) fn release(&self, instance: Instance<W>) {
         if let Some(mut idle) = self.pool()
             && idle.len() < MAX_IDLE_INSTANCES
