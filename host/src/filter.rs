@@ -153,7 +153,7 @@ pub struct ResponseCtx<'a> {
     /// per domain, as the router's are).
     pub tenant: Tenant,
     /// The request as it was sent upstream, for the filters to read; only
-    /// needed when the chain [`Chain::runs_components`].
+    /// needed when the chain [`Chain::components_on_response`].
     pub request: &'a mut Option<Box<RequestView>>,
     /// The backend that answered, as configured.
     pub backend: &'a str,
@@ -166,9 +166,10 @@ pub struct ResponseCtx<'a> {
 #[derive(Debug, Clone, Default)]
 pub struct Chain {
     filters: Arc<[Arc<Filter>]>,
-    /// Whether any filter is a component, which needs the request lent to
-    /// it on the response side.
-    components: bool,
+    /// Whether a filter is a component whose `on-response` runs (every
+    /// 0.1.x one; a 0.2.0 one that said at `init` it edits responses),
+    /// which needs the request lent to it on the response side.
+    components_on_response: bool,
 }
 
 impl Chain {
@@ -187,10 +188,13 @@ impl Chain {
         for (i, f) in more.iter().enumerate() {
             filters.push(Arc::new(Filter::compile(f, &format!("{key}[{i}]"), load)?));
         }
-        let components = filters.iter().any(|f| matches!(**f, Filter::Wasm { .. }));
+        let components_on_response = filters.iter().any(|f| match &**f {
+            Filter::Wasm { plugin, .. } => plugin.init_answer().on_response,
+            Filter::Headers(_) => false,
+        });
         Ok(Chain {
             filters: filters.into(),
-            components,
+            components_on_response,
         })
     }
 
@@ -204,10 +208,12 @@ impl Chain {
         self.filters.is_empty()
     }
 
-    /// Whether a filter of it is a component (whose response side reads
-    /// the request).
-    pub fn runs_components(&self) -> bool {
-        self.components
+    /// Whether a component of it sees responses, with the request as it
+    /// was sent: only then does the proxy keep a copy of the request's
+    /// head for the response side. A component that checks or edits
+    /// requests only (an API-key check) costs no copy.
+    pub fn components_on_response(&self) -> bool {
+        self.components_on_response
     }
 
     /// The components it runs.
@@ -236,7 +242,7 @@ impl Chain {
         let mut head = Some(ResponseView {
             status: resp.status(),
             headers: std::mem::take(resp.headers_mut()),
-            backend: match self.components {
+            backend: match self.components_on_response {
                 true => with.backend.to_owned(),
                 false => String::new(),
             },

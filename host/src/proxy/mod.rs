@@ -313,7 +313,7 @@ impl Proxy {
             return Ok(resp);
         }
         let mut request = match ctx.head.take() {
-            Some(head) if routed.filters.runs_components() => {
+            Some(head) if routed.filters.components_on_response() => {
                 Some(forward::sent_view(head, &ctx.host, ctx.client))
             }
             _ => None,
@@ -380,7 +380,7 @@ impl Proxy {
             // a filter component will read the request with.
             let last = (ctx.tried.len() >= settings.retries.attempts as usize
                 || ctx.tried.len() >= up.backends.len())
-                && !routed.filters.runs_components();
+                && !routed.filters.components_on_response();
             let Some(head) = ctx.head.as_mut() else {
                 return Err(ErrorKind::Internal("no upstream head").into());
             };

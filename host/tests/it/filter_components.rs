@@ -388,3 +388,52 @@ async fn the_c_security_headers_example_edits_responses() {
     // The backend's own headers that are not the filter's business stay.
     assert_eq!(all(&headers, "x-backend"), ["b"]);
 }
+
+/// The proxy keeps a copy of the request's head for the response side only
+/// when a component of the chain sees responses: the API-key example (a
+/// 0.2.0 filter that said at `init` it edits no response) costs no copy,
+/// the 0.1.x fixture (every response) does; both still serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_component_that_sees_responses_keeps_the_request_for_them() {
+    let b = Backend::start("b").await;
+    let dir = with_filter();
+    std::fs::copy(
+        common::wasm::example_plugin("rust_api_key_filter.wasm"),
+        dir.path().join("api_key.wasm"),
+    )
+    .unwrap();
+    let proxy = Proxy::start_in(
+        dir,
+        &format!(
+            r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null,
+                "domains": {{
+                    "key.test": {{"backends": {b}, "filters": [{{"path": "api_key.wasm", "config": {{"keys": ["k-1"]}}}}]}},
+                    "both.test": {{"backends": {b}, "filters": [{{"path": "api_key.wasm", "config": {{"keys": ["k-1"]}}}}, {fixture}]}}}}}}"#,
+            b = addrs(&[&b]),
+            fixture = entry("edit", "f1", "fail-closed"),
+        ),
+    )
+    .await;
+    let generation = proxy.running.as_ref().unwrap().generation.load();
+    let sees = |host: &str| {
+        generation
+            .filters_for(generation.tenant_of(host))
+            .components_on_response()
+    };
+    assert!(!sees("key.test"), "a request-only component");
+    assert!(sees("both.test"), "with a component that edits responses");
+    let http = client();
+    for host in ["key.test", "both.test"] {
+        let (status, _, body) = send(
+            &http,
+            &proxy,
+            "GET",
+            "/headers",
+            host,
+            &[("x-api-key", "k-1")],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{host}: {body}");
+    }
+    assert_eq!(b.hits(), 2);
+}
