@@ -35,29 +35,33 @@ static PRECOMPILED: [(&[u8], &[u8]); 3] = [
     ),
 ];
 
-/// The embedded precompiled code of `component`, when it is one of the
-/// bundle's (byte for byte: a copy of a bundled file loaded from disk is
-/// the same component).
-pub(super) fn precompiled(component: &[u8]) -> Option<&'static [u8]> {
+/// The bundle's entry (embedded component, precompiled code) that
+/// `component` is: the embedded bytes themselves, or a copy of them byte
+/// for byte (a bundled file loaded from disk is the same component).
+fn bundled(component: &[u8]) -> Option<&'static (&'static [u8], &'static [u8])> {
     PRECOMPILED
         .iter()
-        .find(|(wasm, code)| !code.is_empty() && *wasm == component)
+        .find(|(wasm, _)| std::ptr::eq(*wasm, component) || *wasm == component)
+}
+
+/// The embedded precompiled code of `component`, when it is one of the
+/// bundle's ([`bundled`]) and build.rs could precompile it.
+pub(super) fn precompiled(component: &[u8]) -> Option<&'static [u8]> {
+    bundled(component)
         .map(|(_, code)| *code)
+        .filter(|code| !code.is_empty())
 }
 
 /// Hands back to the kernel the pages of this binary that hold `component`
-/// and its precompiled code, when `component` is one of the bundle's (the
-/// embedded bytes, or a copy of them, as [`precompiled`] finds it). They
+/// and its precompiled code, when `component` is one of the bundle's
+/// ([`bundled`]). They
 /// are read once per load (hashed, compared, deserialized into wasmtime's
 /// own memory) and never again until the next load, yet they stayed
 /// resident: 5-6 MiB of an idle proxy's RSS, as much as everything else
 /// the bundle costs. They are clean pages of a read-only file mapping: a
 /// later read faults them back in from the page cache, unchanged.
 pub(super) fn release_pages(component: &[u8]) {
-    if let Some((wasm, code)) = PRECOMPILED
-        .iter()
-        .find(|(wasm, _)| std::ptr::eq(*wasm, component) || *wasm == component)
-    {
+    if let Some((wasm, code)) = bundled(component) {
         drop_resident(wasm);
         drop_resident(code);
     }

@@ -267,12 +267,18 @@ struct Hashed {
     backends: u32,
 }
 
+/// The point of the backend at position `id` when its address is not
+/// known.
+fn position_point(id: u32) -> u64 {
+    hash::point(hash::fnv1a(&id.to_le_bytes()))
+}
+
 impl Hashed {
     fn point(&self, id: u32) -> u64 {
         usize::try_from(id)
             .ok()
             .and_then(|i| self.points.get(i).copied())
-            .unwrap_or_else(|| hash::point(hash::fnv1a(&id.to_le_bytes())))
+            .unwrap_or_else(|| position_point(id))
     }
 }
 
@@ -334,14 +340,16 @@ impl Balancer for DefaultBalancer {
                             None => HashOn::ClientIp,
                         };
                         let weighted = spec.as_ref().is_some_and(|s| s.weighted);
-                        let points = spec
-                            .map(|s| {
-                                s.backends
-                                    .iter()
-                                    .map(|a| hash::point(hash::fnv1a(a.as_bytes())))
-                                    .collect()
-                            })
-                            .unwrap_or_default();
+                        // Without the addresses (a host that passes none),
+                        // a backend's identity is its position.
+                        let points = match spec {
+                            Some(s) => s
+                                .backends
+                                .iter()
+                                .map(|a| hash::point(hash::fnv1a(a.as_bytes())))
+                                .collect(),
+                            None => (0..u.backends).map(position_point).collect(),
+                        };
                         UpstreamPolicy::ConsistentHash(Box::new(Hashed {
                             fact: hash::fact(&on),
                             on,
