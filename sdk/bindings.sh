@@ -93,4 +93,12 @@ generate2 filter \
 # suffix so they do not collide with 0.1.1's.
 sed -i -E 's/__export_world_(router|balancer|breaker|filter)_cabi/__export_world_\1_v2_cabi/g; s/__export_(router|balancer|breaker|filter)_impl/__export_\1_v2_impl/g' \
     sdk/src/bindings/v2/*.rs
+# The answers of the per-request exports are freed at the next call instead
+# of by a post-return call (sdk/defer_post_return.py says why).
+python3 sdk/defer_post_return.py sdk/src/bindings/router.rs route
+python3 sdk/defer_post_return.py sdk/src/bindings/filter.rs on-request on-response
+python3 sdk/defer_post_return.py sdk/src/bindings/v2/router.rs route
+python3 sdk/defer_post_return.py sdk/src/bindings/v2/filter.rs on-request on-response
+rustfmt --edition 2024 sdk/src/bindings/router.rs sdk/src/bindings/filter.rs \
+    sdk/src/bindings/v2/router.rs sdk/src/bindings/v2/filter.rs
 echo "regenerated the bindings of $wit ($sum) and $wit2 ($sum2)"

@@ -15,6 +15,7 @@
 //! plugin faults, and a fail-closed plugin into 503s), yet it still ends a
 //! call if the CPU clock is unavailable or misbehaves.
 
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 /// The wall-clock cap is this many times the CPU budget...
@@ -28,17 +29,19 @@ pub struct Budget {
     /// The thread's CPU clock at the first look, and what was charged
     /// before it (the wall time until then).
     cpu_mark: Option<(Duration, Duration)>,
-    wall_start: Instant,
+    /// A [`call_clock`] reading.
+    wall_start: u64,
     cpu: Duration,
     wall_cap: Duration,
 }
 
 impl Budget {
-    /// A budget of `cpu` starting at `now`, a real (never paused) clock
-    /// reading: the wall cap bounds a guest call that holds this thread, and
-    /// a paused test clock would never end it. The caller passes the reading
-    /// it times the call with, so a call reads the clock once at its start.
-    pub fn start(cpu: Duration, now: Instant) -> Self {
+    /// A budget of `cpu` starting at `now`, a [`call_clock`] reading (real,
+    /// never paused: the wall cap bounds a guest call that holds this
+    /// thread, and a paused test clock would never end it). The caller
+    /// passes the reading it times the call with, so a call reads the clock
+    /// once at its start.
+    pub fn start(cpu: Duration, now: u64) -> Self {
         Self {
             cpu_mark: None,
             wall_start: now,
@@ -51,7 +54,7 @@ impl Budget {
     /// each epoch deadline of the runtime's `tick`: the first look charges
     /// the wall time until then as CPU time, but never more than a tick.
     pub fn remaining(&mut self, tick: Duration) -> Option<Duration> {
-        let wall = self.wall_start.elapsed();
+        let wall = call_clock_since(self.wall_start);
         if wall >= self.wall_cap {
             return None;
         }
@@ -85,9 +88,29 @@ fn thread_cpu_time() -> Option<Duration> {
     None
 }
 
-/// A reading of the real clock, for [`Budget::start`] and the epoch
-/// ticker's schedule: the one place the plugin runtime reads
-/// `std::time::Instant` (see the reason below).
+/// The clock plugin calls are timed and capped with: the CPU's time-stamp
+/// counter where it runs at a constant rate (quanta checks, and calibrates
+/// it once against the monotonic clock; the metrics exporter's clock
+/// shares that calibration), the monotonic clock otherwise. It is read at
+/// the start and the end of every call, and `Instant::now` (a fenced
+/// counter read and a conversion) took about a tenth of a short call.
+static CALL_CLOCK: LazyLock<quanta::Clock> = LazyLock::new(quanta::Clock::new);
+
+/// A raw reading of the call clock, for [`Budget::start`] and
+/// [`call_clock_since`]. Real, never paused, like [`real_now`].
+pub fn call_clock() -> u64 {
+    CALL_CLOCK.raw()
+}
+
+/// The time since the [`call_clock`] reading `start`; zero if the counter
+/// went back (a thread moved to a core whose counter is behind).
+pub fn call_clock_since(start: u64) -> Duration {
+    CALL_CLOCK.delta(start, CALL_CLOCK.raw())
+}
+
+/// A reading of the real clock, for the epoch ticker's schedule: the one
+/// place the plugin runtime reads `std::time::Instant` (see the reason
+/// below).
 #[expect(
     clippy::disallowed_methods,
     reason = "the wall cap bounds a guest call that holds this thread, and the ticker paces real threads; a paused test clock would stop both"
@@ -104,7 +127,7 @@ mod tests {
     #[test]
     #[cfg(unix)]
     fn waiting_is_not_charged_but_spinning_is() {
-        let mut b = Budget::start(Duration::from_millis(20), real_now());
+        let mut b = Budget::start(Duration::from_millis(20), call_clock());
         // The first look (the first epoch tick) starts the CPU clock.
         assert!(b.remaining(EPOCH_TICK).is_some());
         std::thread::sleep(Duration::from_millis(30));
@@ -123,7 +146,7 @@ mod tests {
 
     #[test]
     fn the_wall_cap_bounds_a_starved_call() {
-        let mut b = Budget::start(Duration::from_millis(1), real_now());
+        let mut b = Budget::start(Duration::from_millis(1), call_clock());
         assert_eq!(b.wall_cap, MIN_WALL_CAP);
         std::thread::sleep(MIN_WALL_CAP);
         assert!(b.remaining(EPOCH_TICK).is_none());
@@ -131,7 +154,7 @@ mod tests {
 
     #[test]
     fn time_before_the_first_look_is_charged_at_most_a_tick() {
-        let mut b = Budget::start(Duration::from_millis(20), real_now());
+        let mut b = Budget::start(Duration::from_millis(20), call_clock());
         std::thread::sleep(Duration::from_millis(30));
         let left = b
             .remaining(EPOCH_TICK)

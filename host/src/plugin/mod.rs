@@ -344,7 +344,7 @@ impl<W: World> Plugin<W> {
     }
 
     /// Starts the budget of a call (or of `init`) of length `timeout`.
-    fn arm(store: &mut Store<PluginState>, timeout: Duration, now: std::time::Instant) {
+    fn arm(store: &mut Store<PluginState>, timeout: Duration, now: u64) {
         // A refused growth the plugin survived in an earlier call must not
         // make a later, unrelated trap look like a memory fault.
         store.data_mut().limits.take_denied();
@@ -360,7 +360,7 @@ impl<W: World> Plugin<W> {
     fn instantiate(&self) -> Result<(Instance<W>, InitAnswer), Fault> {
         let _running = self.runtime.ticker().enter();
         let mut store = self.new_store();
-        Self::arm(&mut store, self.limits.init_timeout(), budget::real_now());
+        Self::arm(&mut store, self.limits.init_timeout(), budget::call_clock());
         let exports = match W::instantiate(&self.pre, &mut store) {
             Ok(e) => e,
             Err(e) => {
@@ -368,7 +368,7 @@ impl<W: World> Plugin<W> {
                 return Err(Fault::Instantiate(Fault::from_call(&e, denied).to_string()));
             }
         };
-        Self::arm(&mut store, self.limits.init_timeout(), budget::real_now());
+        Self::arm(&mut store, self.limits.init_timeout(), budget::call_clock());
         let result = fault::guarded(|| W::init(&exports, &mut store, &self.config));
         match result {
             Ok(Ok(answer)) => Ok((Instance { store, exports }, answer)),
@@ -420,7 +420,7 @@ impl<W: World> Plugin<W> {
         };
         // One clock reading starts both the call's budget and its timing:
         // at a few hundred nanoseconds a call, every reading shows.
-        let started = budget::real_now();
+        let started = budget::call_clock();
         Self::arm(&mut inst.store, self.limits.timeout, started);
         // Moved in (and back) only when there is one: most calls of the
         // breaker lend neither.
@@ -434,7 +434,7 @@ impl<W: World> Plugin<W> {
         let running = self.runtime.ticker().enter();
         let result = fault::guarded(|| f(&inst.exports, &mut inst.store));
         drop(running);
-        self.call_seconds.record(started.elapsed());
+        self.call_seconds.record(budget::call_clock_since(started));
         self.calls.increment(1);
         self.calls_made.fetch_add(1, Ordering::Relaxed);
         let reads = std::mem::take(&mut inst.store.data_mut().request_reads);

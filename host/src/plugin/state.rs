@@ -90,7 +90,7 @@ impl PluginState {
     ) -> Self {
         Self {
             limits,
-            budget: Budget::start(std::time::Duration::ZERO, super::budget::real_now()),
+            budget: Budget::start(std::time::Duration::ZERO, super::budget::call_clock()),
             wasi: super::wasi::context(),
             table: ResourceTable::new(),
             request: None,

@@ -773,19 +773,11 @@ macro_rules! __export_world_filter_v2_cabi{
     }
     #[unsafe(export_name = "on-request")]
     unsafe extern "C" fn export_on_request(arg0: i32,arg1: i32,arg2: *mut u8,arg3: usize,) -> *mut u8 {
-      unsafe { $($path_to_types)*::_export_on_request_cabi::<$ty>(arg0, arg1, arg2, arg3) }
-    }
-    #[unsafe(export_name = "cabi_post_on-request")]
-    unsafe extern "C" fn _post_return_on_request(arg0: *mut u8,) {
-      unsafe { $($path_to_types)*::__post_return_on_request::<$ty>(arg0) }
+      unsafe { $($path_to_types)*::_export_on_request_deferred::<$ty>(arg0, arg1, arg2, arg3) }
     }
     #[unsafe(export_name = "on-response")]
     unsafe extern "C" fn export_on_response(arg0: i32,arg1: i32,) -> *mut u8 {
-      unsafe { $($path_to_types)*::_export_on_response_cabi::<$ty>(arg0, arg1) }
-    }
-    #[unsafe(export_name = "cabi_post_on-response")]
-    unsafe extern "C" fn _post_return_on_response(arg0: *mut u8,) {
-      unsafe { $($path_to_types)*::__post_return_on_response::<$ty>(arg0) }
+      unsafe { $($path_to_types)*::_export_on_response_deferred::<$ty>(arg0, arg1) }
     }
   };);
 }
@@ -1051,4 +1043,39 @@ wit-component\x070.262.0\x10wit-bindgen-rust\x060.63.0";
 #[doc(hidden)]
 pub fn __link_custom_section_describing_imports() {
     wit_bindgen::rt::maybe_link_cabi_realloc();
+}
+
+/// The answer of the last `on-request` call, freed when the next one starts
+/// (sdk/defer_post_return.py says why).
+static mut _PENDING_ON_REQUEST: ::core::option::Option<_RetArea> = None;
+#[doc(hidden)]
+pub unsafe fn _export_on_request_deferred<T_: Guest>(
+    arg0: i32,
+    arg1: i32,
+    arg2: *mut u8,
+    arg3: usize,
+) -> *mut u8 {
+    unsafe {
+        if let Some(mut area) = (*&raw mut _PENDING_ON_REQUEST).take() {
+            __post_return_on_request::<T_>((&raw mut area.0).cast());
+        }
+        let ret = _export_on_request_cabi::<T_>(arg0, arg1, arg2, arg3);
+        _PENDING_ON_REQUEST = Some(::core::ptr::read(ret.cast::<_RetArea>()));
+        ret
+    }
+}
+
+/// The answer of the last `on-response` call, freed when the next one starts
+/// (sdk/defer_post_return.py says why).
+static mut _PENDING_ON_RESPONSE: ::core::option::Option<_RetArea> = None;
+#[doc(hidden)]
+pub unsafe fn _export_on_response_deferred<T_: Guest>(arg0: i32, arg1: i32) -> *mut u8 {
+    unsafe {
+        if let Some(mut area) = (*&raw mut _PENDING_ON_RESPONSE).take() {
+            __post_return_on_response::<T_>((&raw mut area.0).cast());
+        }
+        let ret = _export_on_response_cabi::<T_>(arg0, arg1);
+        _PENDING_ON_RESPONSE = Some(::core::ptr::read(ret.cast::<_RetArea>()));
+        ret
+    }
 }

@@ -294,11 +294,7 @@ macro_rules! __export_world_router_v2_cabi{
     }
     #[unsafe(export_name = "route")]
     unsafe extern "C" fn export_route(arg0: i32,arg1: i32,arg2: *mut u8,arg3: usize,arg4: i32,arg5: i32,) -> *mut u8 {
-      unsafe { $($path_to_types)*::_export_route_cabi::<$ty>(arg0, arg1, arg2, arg3, arg4, arg5) }
-    }
-    #[unsafe(export_name = "cabi_post_route")]
-    unsafe extern "C" fn _post_return_route(arg0: *mut u8,) {
-      unsafe { $($path_to_types)*::__post_return_route::<$ty>(arg0) }
+      unsafe { $($path_to_types)*::_export_route_deferred::<$ty>(arg0, arg1, arg2, arg3, arg4, arg5) }
     }
   };);
 }
@@ -701,4 +697,26 @@ gin/decisions@0.2.0\x05\x05\x02\x03\0\0\x07request\x03\0\x07request\x03\0\x06\x0
 #[doc(hidden)]
 pub fn __link_custom_section_describing_imports() {
     wit_bindgen::rt::maybe_link_cabi_realloc();
+}
+
+/// The answer of the last `route` call, freed when the next one starts
+/// (sdk/defer_post_return.py says why).
+static mut _PENDING_ROUTE: ::core::option::Option<_RetArea> = None;
+#[doc(hidden)]
+pub unsafe fn _export_route_deferred<T_: Guest>(
+    arg0: i32,
+    arg1: i32,
+    arg2: *mut u8,
+    arg3: usize,
+    arg4: i32,
+    arg5: i32,
+) -> *mut u8 {
+    unsafe {
+        if let Some(mut area) = (*&raw mut _PENDING_ROUTE).take() {
+            __post_return_route::<T_>((&raw mut area.0).cast());
+        }
+        let ret = _export_route_cabi::<T_>(arg0, arg1, arg2, arg3, arg4, arg5);
+        _PENDING_ROUTE = Some(::core::ptr::read(ret.cast::<_RetArea>()));
+        ret
+    }
 }
