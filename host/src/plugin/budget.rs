@@ -113,7 +113,7 @@ pub fn call_clock_since(start: u64) -> Duration {
 /// below).
 #[expect(
     clippy::disallowed_methods,
-    reason = "the wall cap bounds a guest call that holds this thread, and the ticker paces real threads; a paused test clock would stop both"
+    reason = "the ticker paces real threads, whose calls it bounds; a paused test clock would stop it"
 )]
 pub fn real_now() -> Instant {
     Instant::now()
