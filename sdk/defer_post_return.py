@@ -4,8 +4,8 @@ the answer of each named export is freed when the next call of that export
 starts, instead of by the export's post-return function.
 
 Why: the proxy calls a plugin's post-return as a call of its own, through
-wasmtime's whole entry and exit (the trap handler set up, the function
-looked up in the module's table), right after each call whose answer holds
+wasmtime's whole entry and exit (the trap handler and the stack limit set
+up and torn down), right after each call whose answer holds
 a string or a list: a router's `route`, a filter's `on-request` and
 `on-response`. Without a `cabi_post_<name>` export the component declares
 no post-return for the function and the proxy makes one call, not two.
