@@ -57,10 +57,17 @@ pub(crate) fn split_facts<'s>(facts: &'s str, out: &mut [Option<&'s str>]) -> us
     // A byte loop rather than `split_terminator('\n')`: its searcher calls
     // memchr for every line, which costs more than the few bytes of a line
     // (the values are short: a path, a header), on every call.
+    let bytes = facts.as_bytes();
     let mut n = 0;
     let mut start = 0;
-    for (i, b) in facts.bytes().enumerate() {
-        if b != b'\n' {
+    for i in 0..=bytes.len() {
+        // A line ends at `\n`, and at the end of the text when text is
+        // left after the last `\n` (counted, as `split_terminator` does).
+        let ends = match bytes.get(i) {
+            Some(b) => *b == b'\n',
+            None => start < i,
+        };
+        if !ends {
             continue;
         }
         let (Some(slot), Some(line)) = (out.get_mut(n), facts.get(start..i)) else {
@@ -69,13 +76,6 @@ pub(crate) fn split_facts<'s>(facts: &'s str, out: &mut [Option<&'s str>]) -> us
         *slot = (line != "\0").then_some(line);
         n += 1;
         start = i + 1;
-    }
-    // An unterminated last line counts, as `split_terminator` counts it.
-    if let (Some(slot), Some(line)) = (out.get_mut(n), facts.get(start..))
-        && !line.is_empty()
-    {
-        *slot = (line != "\0").then_some(line);
-        n += 1;
     }
     n
 }
