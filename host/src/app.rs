@@ -185,8 +185,7 @@ pub async fn start(config: Config, options: Options) -> Result<Running, StartErr
 pub async fn prepare(config: Config, options: Options) -> Result<Prepared, StartError> {
     // Install the recorder before any handle is made, so every metric is
     // recorded into it.
-    telemetry::handle();
-    telemetry::spawn_upkeep();
+    telemetry::install();
     // SIGHUP ends the process by default: take it over before the slow
     // first build, and fingerprint the files before that build reads them.
     let hangup = if options.watch {

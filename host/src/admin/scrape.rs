@@ -8,8 +8,8 @@ use metrics::gauge;
 
 use crate::generation::Generation;
 use crate::plugin::BreakerState;
-use crate::telemetry;
 use crate::telemetry::names::*;
+use crate::telemetry::{self, buckets::escape};
 use crate::upstream::ConnectionCounts;
 
 /// Label value of a breaker state.
@@ -101,34 +101,10 @@ fn live_gauges(generation: &Generation, connections: &ConnectionCounts) -> Strin
     out
 }
 
-/// A Prometheus label value: backslash, double quote and newline escaped.
-fn escape(value: &str) -> std::borrow::Cow<'_, str> {
-    if !value.contains(['\\', '"', '\n']) {
-        return value.into();
-    }
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-        .into()
-}
-
 /// The Prometheus text exposition of everything recorded so far.
 pub(super) fn render(generation: &Generation, connections: &ConnectionCounts) -> String {
     let live = live_gauges(generation, connections);
-    // Fold recorded histogram samples into buckets first, or a scrape right
-    // after traffic would miss them.
-    telemetry::handle().run_upkeep();
-    let mut text = telemetry::handle().render();
+    let mut text = telemetry::render();
     text.push_str(&live);
     text
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(super::escape("a.test:80"), "a.test:80");
-        assert_eq!(super::escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
-    }
 }

@@ -7,16 +7,16 @@
 //! plugin, so a request costs a few atomic increments, not label hashing.
 
 pub mod activity;
+pub mod buckets;
 pub mod handles;
 pub mod names;
 pub mod otel;
 pub mod summary;
 
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
 
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use names::*;
 
@@ -32,49 +32,55 @@ const PLUGIN_BUCKETS: [f64; 12] = [
     0.1,
 ];
 
-/// The process's Prometheus recorder, installed on first use. Every proxy
-/// started in this process (tests start several) reports into it.
-pub fn handle() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), &LATENCY_BUCKETS)
-            .and_then(|b| {
-                b.set_buckets_for_metric(
-                    Matcher::Full(PLUGIN_CALL_DURATION.into()),
-                    &PLUGIN_BUCKETS,
-                )
-            })
-            .map(PrometheusBuilder::build_recorder);
-        let recorder = match recorder {
-            Ok(r) => r,
-            // Only reachable with an empty bucket list, which the constants
-            // above are not; fall back to summaries rather than fail.
-            Err(_) => PrometheusBuilder::new().build_recorder(),
+/// The bounds of histogram `name`: the plugin call buckets for plugin
+/// calls, the latency buckets for every other.
+fn bounds(name: &str) -> &'static [f64] {
+    match name {
+        PLUGIN_CALL_DURATION => &PLUGIN_BUCKETS,
+        _ => &LATENCY_BUCKETS,
+    }
+}
+
+/// The process's recorder, installed on first use: counters and gauges in
+/// the Prometheus exporter's, histograms in fixed buckets ([`buckets`]).
+/// Every proxy started in this process (tests start several) reports into
+/// it.
+fn recorder() -> &'static Installed {
+    static INSTALLED: OnceLock<Installed> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let inner = PrometheusBuilder::new().build_recorder();
+        let handle = inner.handle();
+        let histograms = Arc::new(buckets::Registry::new(bounds));
+        let recorder = buckets::Recorder {
+            inner,
+            histograms: histograms.clone(),
         };
-        let handle = recorder.handle();
         if metrics::set_global_recorder(recorder).is_err() {
             tracing::warn!("a metrics recorder was already installed; /metrics may be incomplete");
         }
         describe();
-        handle
+        Installed { handle, histograms }
     })
 }
 
-/// Drains histogram samples into their buckets now and then, so memory stays
-/// flat between scrapes.
-pub fn spawn_upkeep() {
-    static STARTED: OnceLock<()> = OnceLock::new();
-    STARTED.get_or_init(|| {
-        let handle = handle().clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                tick.tick().await;
-                handle.run_upkeep();
-            }
-        });
-    });
+/// What [`recorder`] keeps to render.
+struct Installed {
+    handle: PrometheusHandle,
+    histograms: Arc<buckets::Registry>,
+}
+
+/// Installs the recorder, if it is not yet: before any handle is made, so
+/// every metric is recorded into it.
+pub fn install() {
+    recorder();
+}
+
+/// The Prometheus text exposition of everything recorded so far.
+pub fn render() -> String {
+    let installed = recorder();
+    let mut text = installed.handle.render();
+    text.push_str(&installed.histograms.render());
+    text
 }
 
 fn describe() {
@@ -144,19 +150,38 @@ fn describe() {
 mod tests {
     #[test]
     fn histograms_render() {
-        let h = super::handle();
+        super::install();
         let hist = metrics::histogram!(super::names::REQUEST_DURATION, "domain" => "unit.test");
         hist.record(std::time::Duration::from_millis(3));
         hist.record(0.5);
-        h.run_upkeep();
-        let text = h.render();
-        let line = text
-            .lines()
-            .find(|l| l.starts_with("bbproxy_request_duration_seconds_count{domain=\"unit.test\"}"))
-            .unwrap_or("");
+        // No upkeep: the samples are in their buckets as they are recorded.
+        let text = super::render();
+        let line = |prefix: &str| {
+            text.lines()
+                .find(|l| l.starts_with(prefix))
+                .unwrap_or("")
+                .to_owned()
+        };
         assert_eq!(
-            line, "bbproxy_request_duration_seconds_count{domain=\"unit.test\"} 2",
+            line("bbproxy_request_duration_seconds_count{domain=\"unit.test\"}"),
+            "bbproxy_request_duration_seconds_count{domain=\"unit.test\"} 2",
             "{text}"
+        );
+        assert_eq!(
+            line("bbproxy_request_duration_seconds_bucket{domain=\"unit.test\",le=\"0.005\"}"),
+            "bbproxy_request_duration_seconds_bucket{domain=\"unit.test\",le=\"0.005\"} 1",
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP bbproxy_request_duration_seconds Time from request"),
+            "{text}"
+        );
+        let calls = metrics::histogram!(super::names::PLUGIN_CALL_DURATION, "plugin" => "unit", "role" => "router");
+        calls.record(0.000002);
+        let text = super::render();
+        assert!(
+            text.contains("bbproxy_plugin_call_duration_seconds_bucket{plugin=\"unit\",role=\"router\",le=\"0.0000025\"} 1"),
+            "plugin calls have their own buckets: {text}"
         );
     }
 }

@@ -130,9 +130,10 @@ async fn start_proxy_at(
     .unwrap()
 }
 
-/// The process's Prometheus recorder, as the proxy installs it.
-fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
-    bbproxy::telemetry::handle()
+/// What the process's metrics recorder holds, as `/metrics` renders it
+/// (the recorder installed on first use, as the proxy installs it).
+fn metrics() -> String {
+    bbproxy::telemetry::render()
 }
 
 fn tuning() -> Tuning {
@@ -325,7 +326,7 @@ async fn acme_failures_keep_the_certificate_are_counted_and_back_off() {
         renew_at: 0.1,
         ..tuning()
     };
-    metrics();
+    bbproxy::telemetry::install();
     let running = start_proxy(&pebble, &cache, &backend, r#"["http-01"]"#, tuning).await;
     wait_served(&running, &root, Duration::from_secs(60)).await;
     let first = leaf(&running, &root, NAMES[0]).await;
@@ -353,7 +354,7 @@ async fn acme_failures_keep_the_certificate_are_counted_and_back_off() {
         !warned.is_empty(),
         "no warning logged for the failed renewals"
     );
-    let exported = metrics().render();
+    let exported = metrics();
     assert!(
         exported.contains(r#"bbproxy_acme_orders_total{result="error"}"#)
             && exported.contains(r#"bbproxy_acme_orders_total{result="ok"}"#)

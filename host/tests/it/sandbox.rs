@@ -17,7 +17,6 @@ use bbproxy::generation::Generation;
 use common::{Backend, HttpClient, Proxy, client, wait_for};
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, StatusCode};
-use metrics_exporter_prometheus::PrometheusHandle;
 
 /// Requests to the misbehaving domain per scenario.
 const BAD_REQUESTS: u64 = 40;
@@ -30,16 +29,17 @@ const GOOD_REQUESTS: usize = 60;
 /// below anything a stuck proxy would show.
 const P99_BOUND: Duration = Duration::from_millis(500);
 
-/// The process's metrics recorder, as the proxy installs it; installed
-/// before any plugin counts. Shared with every other test of the process:
-/// the series read here carry the plugin's path, unique to the test.
-fn metrics() -> &'static PrometheusHandle {
-    bbproxy::telemetry::handle()
+/// What the process's metrics recorder holds, as `/metrics` renders it
+/// (the recorder installed on first use, as the proxy installs it).
+/// Shared with every other test of the process: the series read here
+/// carry the plugin's path, unique to the test.
+fn metrics() -> String {
+    bbproxy::telemetry::render()
 }
 
 /// Value of `name{...}` whose labels include every `labels` pair.
 fn metric(name: &str, labels: &[(&str, &str)]) -> u64 {
-    let text = metrics().render();
+    let text = metrics();
     let mut total = 0;
     for line in text.lines() {
         let Some(rest) = line.strip_prefix(name) else {
@@ -79,7 +79,7 @@ impl Scenario {
 
     /// `extra` is added to the plugin's object in config.json.
     async fn start_with(role: &'static str, mode: &str, on_fault: &str, extra: &str) -> Scenario {
-        metrics();
+        bbproxy::telemetry::install();
         let good = Backend::start("good").await;
         let bad = Backend::start("bad").await;
         // A copy per test, so the plugin's name (its path) and with it the
@@ -462,7 +462,7 @@ struct DeadBackend {
 
 impl DeadBackend {
     async fn start(mode: &str, on_fault: &str) -> DeadBackend {
-        metrics();
+        bbproxy::telemetry::install();
         let good = Backend::start("good").await;
         let dead = common::dead_addr().await;
         let dir = tempfile::tempdir().unwrap();

@@ -577,7 +577,7 @@ fn client_timeouts(kind: &str) -> u64 {
 
 /// `bbproxy_client_timeouts_total{kind="write"}` so far.
 fn write_timeouts() -> u64 {
-    let text = bbproxy::telemetry::handle().render();
+    let text = bbproxy::telemetry::render();
     text.lines()
         .filter(|l| l.starts_with("bbproxy_client_timeouts_total{") && l.contains("kind=\"write\""))
         .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64)

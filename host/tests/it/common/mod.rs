@@ -438,7 +438,7 @@ pub fn rss_kib() -> u64 {
 /// Metrics are process-global: a test asserting a delta must not run beside
 /// another test that moves the same series.
 pub fn counter(name: &str, labels: &[(&str, &str)]) -> u64 {
-    let text = bbproxy::telemetry::handle().render();
+    let text = bbproxy::telemetry::render();
     text.lines()
         .filter(|l| {
             let Some(rest) = l.strip_prefix(name) else {
