@@ -54,6 +54,7 @@ pub mod plugin;
 pub mod proxy;
 pub(crate) mod rand;
 pub mod reload;
+pub mod residency;
 pub mod server;
 pub(crate) mod state;
 pub mod storage;

@@ -62,38 +62,7 @@ pub(super) fn precompiled(component: &[u8]) -> Option<&'static [u8]> {
 /// later read faults them back in from the page cache, unchanged.
 pub(super) fn release_pages(component: &[u8]) {
     if let Some((wasm, code)) = bundled(component) {
-        drop_resident(wasm);
-        drop_resident(code);
+        crate::residency::drop_resident(wasm);
+        crate::residency::drop_resident(code);
     }
 }
-
-#[cfg(target_os = "linux")]
-#[expect(
-    unsafe_code,
-    reason = "madvise on a static: the memory stays mapped and its contents unchanged"
-)]
-fn drop_resident(bytes: &'static [u8]) {
-    let page = rustix::param::page_size();
-    let start = bytes.as_ptr() as usize;
-    let first = start.div_ceil(page) * page;
-    let last = (start + bytes.len()) / page * page;
-    if last <= first {
-        return;
-    }
-    // SAFETY: [first, last) lies inside `bytes`, an `include_bytes!` static
-    // in the binary's read-only, private file mapping (never written).
-    // MADV_DONTNEED only drops the resident copies of those pages: the
-    // mapping stays, and the next read faults the same bytes back in from
-    // the file. No reference into this memory observes anything else. A
-    // failure (a kernel without it) leaves the pages resident, as before.
-    let _ = unsafe {
-        rustix::mm::madvise(
-            first as *mut std::ffi::c_void,
-            last - first,
-            rustix::mm::Advice::LinuxDontNeed,
-        )
-    };
-}
-
-#[cfg(not(target_os = "linux"))]
-fn drop_resident(_bytes: &'static [u8]) {}

@@ -34,6 +34,7 @@ mod plugin_check;
 mod polyglot;
 mod reload;
 mod reload_load;
+mod residency;
 mod routes;
 mod routing;
 mod sandbox;
