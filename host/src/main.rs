@@ -186,17 +186,22 @@ fn plugin_check(args: cli::PluginCheck) -> anyhow::Result<()> {
 async fn serve(config: bbproxy_config::Config) -> anyhow::Result<()> {
     let grace = config.shutdown_grace;
     let running = app::start(config, Options::default()).await?;
-    release_start_up_pages();
+    // Listened for as soon as the proxy serves, before anything else runs:
+    // a signal that comes then is kept for the task below, not left to the
+    // default action (which ends the process at once, without draining).
+    // During start-up the default action stays: a stop then ends it.
+    let mut signals = Signals::listen();
     let stop = running.shutdown_handle();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signals.next().await;
         tracing::info!("shutting down: no new connections, finishing open ones (up to {grace:?})");
         let _ = stop.send(true);
         // A second signal means "now".
-        wait_for_signal().await;
+        signals.next().await;
         tracing::warn!("second signal: exiting without waiting");
         std::process::exit(1);
     });
+    release_start_up_pages();
     running.wait().await;
     tracing::info!("shut down cleanly");
     Ok(())
@@ -218,17 +223,38 @@ fn release_start_up_pages() {
     }
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
+/// SIGTERM and SIGINT (Ctrl-C), each listened for from [`Signals::listen`]
+/// on: one that arrives before [`Signals::next`] is awaited is kept.
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    /// Installs the handlers (inside the runtime). A signal whose handler
+    /// cannot be installed keeps its default action.
+    fn listen() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        Signals {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
         }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+    }
+
+    /// The next SIGTERM or SIGINT.
+    async fn next(&mut self) {
+        async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) {
+            if let Some(s) = signal
+                && s.recv().await.is_some()
+            {
+                return;
+            }
+            // Closed or never installed: only the other one can come.
+            std::future::pending().await
+        }
+        tokio::select! {
+            _ = recv(&mut self.term) => {}
+            _ = recv(&mut self.int) => {}
         }
     }
 }
@@ -252,7 +278,7 @@ async fn run_demo(listen: std::net::SocketAddr) -> anyhow::Result<()> {
         ..Options::default()
     };
     let running = app::start(demo::config(listen, &backends)?, options).await?;
-    release_start_up_pages();
+    let mut signals = Signals::listen();
     let addr = running
         .http
         .context("the demo proxy has no HTTP listener")?;
@@ -262,9 +288,10 @@ async fn run_demo(listen: std::net::SocketAddr) -> anyhow::Result<()> {
     println!("Press Ctrl-C to stop.");
     let stop = running.shutdown_handle();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signals.next().await;
         let _ = stop.send(true);
     });
+    release_start_up_pages();
     running.wait().await;
     Ok(())
 }
