@@ -66,10 +66,11 @@ impl HistogramFn for Buckets {
         if let Some(c) = self.counts.get(i) {
             c.fetch_add(1, Ordering::Relaxed);
         }
-        // `as` saturates: NaN and negatives give 0, an absurd value the
-        // largest sum rather than a wrap.
+        // Rounded by adding a half before `as` truncates (`f64::round` is
+        // a libm call on this target's baseline). `as` saturates: NaN and
+        // negatives give 0, an absurd value the largest sum, never a wrap.
         self.sum_ns
-            .fetch_add((value * 1e9).round() as u64, Ordering::Relaxed);
+            .fetch_add((value * 1e9 + 0.5) as u64, Ordering::Relaxed);
     }
 }
 
@@ -206,6 +207,8 @@ impl metrics::Recorder for Recorder {
         self.inner.describe_gauge(key, unit, description);
     }
 
+    /// The unit is left out: every histogram's name already ends in it
+    /// (`_seconds`), which is all the exporter would have done with it.
     fn describe_histogram(&self, key: KeyName, _unit: Option<Unit>, description: SharedString) {
         self.histograms.describe(key.as_str(), &description);
     }
