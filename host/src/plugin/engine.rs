@@ -137,6 +137,7 @@ impl Runtime {
         }
         let disk = options.cache_dir.as_deref().and_then(disk_cache);
         config.cache(disk.clone());
+        config.with_custom_code_memory(super::code_memory::custom());
         let engine = Engine::new(&config).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
 
         let mut linker = Linker::new(&engine);
@@ -281,7 +282,19 @@ impl Runtime {
         // file nor user input. wasmtime checks its settings and CPU
         // features against this engine's and refuses code that does not
         // fit, which falls back to compiling.
-        match unsafe { Component::deserialize(&self.inner.engine, code) } {
+        let engine = &self.inner.engine;
+        // In place when it can (`code_memory.rs`), else copied; a failure
+        // in place (mprotect refused, say) is tried again as a copy.
+        let loaded = match super::code_memory::in_place(code) {
+            // SAFETY: as below, and the memory is a static of this binary:
+            // it outlives every component and nothing writes to it.
+            Some(memory) => unsafe { Component::deserialize_raw(engine, memory) }.or_else(|e| {
+                tracing::debug!("{name}: precompiled code not usable in place ({e:#}); copying it");
+                unsafe { Component::deserialize(engine, code) }
+            }),
+            None => unsafe { Component::deserialize(engine, code) },
+        };
+        match loaded {
             Ok(component) => {
                 self.inner.precompiled.fetch_add(1, Ordering::Relaxed);
                 Some(component)

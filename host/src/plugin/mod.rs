@@ -16,6 +16,7 @@ mod budget;
 pub mod bundle;
 mod calls;
 mod candidates;
+mod code_memory;
 pub mod describe;
 mod engine;
 mod engine_config;
