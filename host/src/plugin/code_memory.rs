@@ -15,9 +15,10 @@
 //! to; elsewhere the bundle is copied as before.
 
 use std::ptr::NonNull;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use wasmtime::CustomCodeMemory;
+use wasmtime::component::Component;
+use wasmtime::{CustomCodeMemory, Engine};
 
 /// The page size the embedded artifacts are aligned to, and the only one
 /// in-place code is used with.
@@ -40,9 +41,43 @@ fn supported() -> bool {
 
 /// `code` as the in-place deserialization takes it, when it can: an engine
 /// with [`custom`] code memory and `code` at a page boundary.
-pub(super) fn in_place(code: &'static [u8]) -> Option<NonNull<[u8]>> {
+fn in_place(code: &'static [u8]) -> Option<NonNull<[u8]>> {
     (supported() && (code.as_ptr() as usize).is_multiple_of(ALIGN) && !code.is_empty())
         .then(|| NonNull::from(code))
+}
+
+/// The components loaded in place, by the address of their artifact, kept
+/// for the process's life. wasmtime registers each loaded artifact's code
+/// range process-wide (to tell a trap in wasm from a crash) and removes it
+/// when that load is dropped: two loads of the same bytes would share one
+/// range, and dropping either would unregister the other's code. So an
+/// artifact is loaded in place once, and that load is never dropped.
+static LOADED: Mutex<Vec<(usize, Component)>> = Mutex::new(Vec::new());
+
+/// `code` loaded in place for `engine`: the load made before, if it was
+/// for this engine, or a new one if there was none. `None` when `code`
+/// cannot run in place here or another engine runs it (tests make many):
+/// then it is copied.
+#[expect(
+    unsafe_code,
+    reason = "wasmtime's deserialize_raw trusts its input; the one input here is embedded by this binary's own build"
+)]
+pub(super) fn load(engine: &Engine, code: &'static [u8]) -> Option<wasmtime::Result<Component>> {
+    let memory = in_place(code)?;
+    let at = code.as_ptr() as usize;
+    let mut loaded = LOADED.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((_, c)) = loaded.iter().find(|(a, _)| *a == at) {
+        return Engine::same(c.engine(), engine).then(|| Ok(c.clone()));
+    }
+    // SAFETY: `code` is what `Engine::precompile_component` made in
+    // build.rs, embedded in this binary (neither a file nor user input;
+    // wasmtime checks it fits this engine), and a static: it outlives the
+    // component and nothing writes to it.
+    let result = unsafe { Component::deserialize_raw(engine, memory) };
+    if let Ok(c) = &result {
+        loaded.push((at, c.clone()));
+    }
+    Some(result)
 }
 
 /// `mprotect` to read and execute, as wasmtime's own code memory publishes
@@ -130,5 +165,31 @@ mod tests {
             .filter(|(s, e)| *s >= start && *e <= end)
             .count();
         assert_eq!(inside, 1, "executable mappings inside the router's code");
+    }
+
+    /// One load in place per artifact for the process (other tests of this
+    /// process load the bundle too, with engines of their own): loading
+    /// it again for the engine that has it gives that load back (a second
+    /// would register the same code range with wasmtime again, which it
+    /// refuses with a panic); any other engine gets `None` and copies.
+    #[test]
+    fn an_artifact_is_loaded_in_place_once() {
+        let code = bundle::precompiled(bundle::ROUTER).expect("build.rs precompiled the router");
+        let runtime = Runtime::new().unwrap();
+        runtime.compile("router", bundle::ROUTER).unwrap();
+        let at = code.as_ptr() as usize;
+        let first = {
+            let loaded = super::LOADED.lock().unwrap();
+            let mine: Vec<_> = loaded.iter().filter(|(a, _)| *a == at).collect();
+            assert_eq!(mine.len(), 1);
+            mine[0].1.clone()
+        };
+        let again = super::load(first.engine(), code).unwrap().unwrap();
+        assert!(again.image_range() == first.image_range());
+        let other = Runtime::new().unwrap();
+        assert!(super::load(other.engine(), code).is_none());
+        other.compile("router", bundle::ROUTER).unwrap();
+        let loaded = super::LOADED.lock().unwrap();
+        assert_eq!(loaded.iter().filter(|(a, _)| *a == at).count(), 1);
     }
 }

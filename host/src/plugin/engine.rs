@@ -285,13 +285,12 @@ impl Runtime {
         let engine = &self.inner.engine;
         // In place when it can (`code_memory.rs`), else copied; a failure
         // in place (mprotect refused, say) is tried again as a copy.
-        let loaded = match super::code_memory::in_place(code) {
-            // SAFETY: as below, and the memory is a static of this binary:
-            // it outlives every component and nothing writes to it.
-            Some(memory) => unsafe { Component::deserialize_raw(engine, memory) }.or_else(|e| {
+        let loaded = match super::code_memory::load(engine, code) {
+            Some(Ok(component)) => Ok(component),
+            Some(Err(e)) => {
                 tracing::debug!("{name}: precompiled code not usable in place ({e:#}); copying it");
                 unsafe { Component::deserialize(engine, code) }
-            }),
+            }
             None => unsafe { Component::deserialize(engine, code) },
         };
         match loaded {
