@@ -49,9 +49,10 @@ fn in_place(code: &'static [u8]) -> Option<NonNull<[u8]>> {
 /// The components loaded in place, by the address of their artifact, kept
 /// for the process's life. wasmtime registers each loaded artifact's code
 /// range process-wide (to tell a trap in wasm from a crash) and removes it
-/// when that load is dropped: two loads of the same bytes would share one
-/// range, and dropping either would unregister the other's code. So an
-/// artifact is loaded in place once, and that load is never dropped.
+/// when that load is dropped: a second load of the same bytes would
+/// register the same range again, which wasmtime refuses with a panic, and
+/// dropping either would unregister the other's code. So an artifact is
+/// loaded in place once, and that load is never dropped.
 static LOADED: Mutex<Vec<(usize, Component)>> = Mutex::new(Vec::new());
 
 /// `code` loaded in place for `engine`: the load made before, if it was
