@@ -11,11 +11,11 @@
 //! `bench/run.sh`'s h1 load (the page cache hands a fault a whole large
 //! folio, so more comes back than the code that runs).
 
-/// A read-only page range of the binary, `[start, end)`.
+/// A page range of a mapping, `[start, end)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Range {
-    start: usize,
-    end: usize,
+pub(crate) struct Range {
+    pub(crate) start: usize,
+    pub(crate) end: usize,
 }
 
 /// Drops the resident copies of the pages wholly inside `bytes`, a static
@@ -75,7 +75,7 @@ fn releasable(smaps: &str, code: usize) -> Vec<Range> {
 
 /// A header line of `smaps` (`start-end perms offset dev inode [path]`):
 /// its range, permissions, device and inode.
-fn mapping(line: &str) -> Option<(Range, &str, &str, &str)> {
+pub(crate) fn mapping(line: &str) -> Option<(Range, &str, &str, &str)> {
     let mut fields = line.split_ascii_whitespace();
     let (start, end) = fields.next()?.split_once('-')?;
     let range = Range {

@@ -133,20 +133,14 @@ fn protect(ptr: *const u8, len: usize, flags: rustix::mm::MprotectFlags) -> wasm
 mod tests {
     use super::super::{Runtime, bundle};
 
-    /// The ranges of this process's mappings with permissions `perms`.
+    /// The ranges of this process's mappings with permissions `perms`
+    /// (`/proc/self/maps` lines are `smaps` header lines).
     fn mappings(perms: &str) -> Vec<(usize, usize)> {
         let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
         maps.lines()
-            .filter_map(|l| {
-                let mut fields = l.split_ascii_whitespace();
-                let (start, end) = fields.next()?.split_once('-')?;
-                (fields.next()? == perms).then(|| {
-                    (
-                        usize::from_str_radix(start, 16).unwrap(),
-                        usize::from_str_radix(end, 16).unwrap(),
-                    )
-                })
-            })
+            .filter_map(crate::residency::mapping)
+            .filter(|(_, p, ..)| *p == perms)
+            .map(|(r, ..)| (r.start, r.end))
             .collect()
     }
 
