@@ -13,12 +13,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use tokio::time::Sleep;
 
 use super::observe::Finish;
 use crate::upstream::InFlight;
 use crate::upstream::backend_queue::Permit;
+use crate::upstream::h1::UpstreamBody;
 
 /// The error a client connection sees when a response body fails.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -31,7 +31,7 @@ pub struct UpstreamIdle(pub Duration);
 /// A backend's body on its way to the client.
 #[derive(Debug)]
 pub struct Streamed {
-    body: Incoming,
+    body: UpstreamBody,
     guard: Option<(InFlight, Permit)>,
     idle: Duration,
     sleep: Option<Pin<Box<Sleep>>>,
@@ -56,7 +56,7 @@ pub struct ProxyBody {
 impl ProxyBody {
     /// A backend's body; `guard` is held until it ends or the client goes
     /// away; `idle` (zero: none) bounds the pause between pieces.
-    pub fn upstream(body: Incoming, guard: (InFlight, Permit), idle: Duration) -> Self {
+    pub fn upstream(body: UpstreamBody, guard: (InFlight, Permit), idle: Duration) -> Self {
         Self::new(Inner::Upstream(Box::new(Streamed {
             body,
             guard: Some(guard),

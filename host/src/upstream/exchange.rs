@@ -3,18 +3,18 @@
 //! response head awaited under `timeouts.upstream_response_headers`, and
 //! what went wrong classified for the caller's retry and breaker decisions.
 
-use std::error::Error as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bbproxy_config::UpstreamTimeouts;
-use http::header::HeaderMap;
+use http::header::{self, HeaderMap};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, Uri, Version};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::BackendState;
-use super::pool::UpstreamClient;
+use super::h1::{self, Failed, UpstreamBody};
+use super::pool::Upstream;
 use super::request_body::{BodyFault, BodySlot, RequestBody};
 
 /// Why forwarding to a backend failed.
@@ -83,27 +83,46 @@ pub struct Head {
 }
 
 /// One attempt: sends `head` (with `headers`, its own or a copy) and `body`
-/// to `backend` through `client`;
-/// returns the response (headers received, body still streaming) and the
-/// time to headers.
+/// to `backend` through `upstream`; returns the response (headers
+/// received, body still streaming) and the time to headers.
 pub async fn send(
-    client: &UpstreamClient,
-    backend: &BackendState,
+    upstream: &Upstream,
+    backend: &Arc<BackendState>,
     head: &Head,
     headers: HeaderMap,
     slot: &BodySlot,
     body: RequestBody,
     timeouts: &UpstreamTimeouts,
-) -> Result<(Response<Incoming>, Duration), UpstreamError> {
-    let uri = upstream_uri(backend, &head.path)?;
+) -> Result<(Response<UpstreamBody>, Duration), UpstreamError> {
     let mut req = Request::new(body);
     *req.method_mut() = head.method.clone();
-    *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
+    // An upgrade's connection becomes a tunnel: hyper-util's client hands
+    // it over on a 101, a connection driven here could not.
+    let owned = match &upstream.h1 {
+        Some(pool) if !headers.contains_key(header::UPGRADE) => Some(pool),
+        _ => None,
+    };
+    *req.uri_mut() = match owned {
+        // Origin form, as hyper-util's client turns the absolute URI into.
+        Some(_) => Uri::from(head.path.clone()),
+        None => upstream_uri(backend, &head.path)?,
+    };
     *req.headers_mut() = headers;
 
     let start = Instant::now();
-    let sent = client.request(req);
+    let sent = async {
+        match owned {
+            Some(pool) => h1::send(pool, backend, req).await,
+            None => match upstream.client.request(req).await {
+                Ok(resp) => Ok(resp.map(UpstreamBody::driven_elsewhere)),
+                Err(e) => Err(Failed {
+                    connect: e.is_connect(),
+                    error: e.into(),
+                }),
+            },
+        }
+    };
     let mut sent = std::pin::pin!(sent);
     // The response-header clock starts when the request body is done, not
     // when the request starts: uploads are bounded by the body idle timeout.
@@ -122,29 +141,39 @@ pub async fn send(
     let latency = start.elapsed();
     match result {
         Some(Ok(resp)) => Ok((resp, latency)),
-        Some(Err(e)) => {
-            if let Some(fault) = slot.fault() {
-                return Err(UpstreamError::Body(fault));
-            }
-            if e.is_connect() {
-                Err(UpstreamError::Connect {
-                    backend: backend.authority.clone(),
-                    timed_out: is_timeout(&e),
-                    reason: root_cause(&e),
-                    latency,
-                })
-            } else {
-                Err(UpstreamError::Reset {
-                    backend: backend.authority.clone(),
-                    reason: root_cause(&e),
-                    latency,
-                })
-            }
-        }
+        Some(Err(failed)) => Err(classify(failed, slot, backend, latency)),
         None => Err(UpstreamError::Timeout {
             backend: backend.authority.clone(),
             limit,
         }),
+    }
+}
+
+/// What a failed exchange means: the client's body failing, no connection,
+/// or a failure after the request went out.
+fn classify(
+    failed: Failed,
+    slot: &BodySlot,
+    backend: &BackendState,
+    latency: Duration,
+) -> UpstreamError {
+    if let Some(fault) = slot.fault() {
+        return UpstreamError::Body(fault);
+    }
+    let e = &*failed.error;
+    if failed.connect {
+        UpstreamError::Connect {
+            backend: backend.authority.clone(),
+            timed_out: is_timeout(e),
+            reason: root_cause(e),
+            latency,
+        }
+    } else {
+        UpstreamError::Reset {
+            backend: backend.authority.clone(),
+            reason: root_cause(e),
+            latency,
+        }
     }
 }
 
@@ -166,8 +195,8 @@ fn upstream_uri(backend: &BackendState, path: &PathAndQuery) -> Result<Uri, Upst
     }
 }
 
-fn is_timeout(e: &hyper_util::client::legacy::Error) -> bool {
-    let mut source = e.source();
+fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<std::io::Error>()
             && io.kind() == std::io::ErrorKind::TimedOut

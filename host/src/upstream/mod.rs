@@ -7,6 +7,7 @@ pub mod backend_queue;
 mod breaker;
 mod connector;
 pub mod exchange;
+pub mod h1;
 pub mod health;
 pub mod pool;
 mod registry;

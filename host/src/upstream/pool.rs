@@ -1,7 +1,9 @@
 //! Keep-alive connection pools to backends, one per distinct pool profile
-//! (protocol, connect timeout, pool knobs). hyper-util keys connections by
-//! backend inside a pool, so a profile shared by several domains still keeps
-//! each backend's connections apart. The [`Registry`](super::Registry) hands
+//! (protocol, connect timeout, pool knobs) and worker. HTTP/1.1 requests go
+//! through connections their own task drives (`h1.rs`); HTTP/2 backends and
+//! upgrades through hyper-util's client. Both key connections by backend
+//! inside a pool, so a profile shared by several domains still keeps each
+//! backend's connections apart. The [`Registry`](super::Registry) hands
 //! a reloaded generation the same pool for an unchanged profile, so a reload
 //! does not cost the warm connections.
 //!
@@ -11,6 +13,7 @@
 //! body the client abandoned is not reused either.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bbproxy_config::{UpstreamProtocol, UpstreamSettings};
@@ -21,6 +24,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::Counting;
+use super::h1::H1Pool;
 use super::request_body::RequestBody;
 use crate::tls::TlsError;
 use crate::tls::backend::{self, BackendConnector};
@@ -28,15 +32,30 @@ use crate::tls::backend::{self, BackendConnector};
 /// The most an HTTP/1 backend connection buffers from its socket, as
 /// HAProxy's default `tune.bufsize`: hyper's default lets the buffer grow to
 /// 400 KiB, and a response whose client reads slowly holds it (and the
-/// older buffers its queued chunks still point into) all that time.
+/// older buffers its queued chunks still point into) all that time. 64 KiB
+/// took 8 % less CPU on 64 KiB bodies, but a stalled reader then held about
+/// 170 KiB (a chunk queued to the client, one in the body's channel, a new
+/// read buffer): 500 of them grew the RSS by 85 MB, where the slow-reader
+/// test allows 50 MiB (bench/README.md, 2026-12-05).
 const UPSTREAM_READ_BUFFER: usize = 16 * 1024;
 
-/// The client type every backend request goes through.
+/// hyper-util's pooled client: HTTP/2 backends and HTTP/1.1 upgrades.
 pub type UpstreamClient = Client<Counting<BackendConnector>, RequestBody>;
+
+/// One worker's way to a pool profile's backends.
+#[derive(Debug)]
+pub struct Upstream {
+    /// For HTTP/2 (h2c, h2 over TLS) and for upgrades, whose connection
+    /// becomes a tunnel.
+    pub client: UpstreamClient,
+    /// For every other HTTP/1.1 request (`None` for HTTP/2 profiles):
+    /// connections the request's own task drives.
+    pub h1: Option<Arc<H1Pool>>,
+}
 
 /// A pool's clients, one per worker thread: a worker's requests check out
 /// and return connections that worker opened and drives.
-pub type UpstreamClients = std::sync::Arc<crate::per_worker::PerWorker<UpstreamClient>>;
+pub type UpstreamClients = Arc<crate::per_worker::PerWorker<Upstream>>;
 
 /// The client type of health checks.
 pub type HealthClient = Client<BackendConnector, Empty<Bytes>>;
@@ -73,8 +92,20 @@ impl PoolKey {
 
     /// A new pool with this profile; `http://` and `https://` backends
     /// alike (TLS verified against the webpki roots and `backend_ca`).
-    pub fn build(&self) -> Result<UpstreamClient, TlsError> {
-        Ok(self.builder().build(Counting::new(self.connector()?)))
+    pub fn build(&self) -> Result<Upstream, TlsError> {
+        let connector = Counting::new(self.connector()?);
+        let h1 = (self.protocol == UpstreamProtocol::Http1).then(|| {
+            Arc::new(H1Pool::new(
+                connector.clone(),
+                self.max_idle,
+                self.idle_timeout,
+                UPSTREAM_READ_BUFFER,
+            ))
+        });
+        Ok(Upstream {
+            client: self.builder().build(connector),
+            h1,
+        })
     }
 
     /// The client for the health checks of a domain with this profile:

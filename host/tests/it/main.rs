@@ -32,6 +32,7 @@ mod otel;
 mod plugin_cache;
 mod plugin_check;
 mod polyglot;
+mod pooling;
 mod reload;
 mod reload_load;
 mod residency;

@@ -1,0 +1,243 @@
+//! HTTP/1.1 backend connections driven by the request's own task
+//! (`upstream/h1.rs`): parked in the worker's pool when a response ends
+//! cleanly and reused, and never parked, or dropped from the pool, when
+//! they cannot carry another request.
+
+use crate::common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::raw::{PLUGINS, RawBackend, Recorder};
+use common::{Proxy, wait_for};
+use hyper::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+const WAIT: Duration = Duration::from_secs(10);
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+
+/// One worker, so the test thread (worker 0's index) sees the pool the
+/// requests use.
+async fn proxy(backend: std::net::SocketAddr) -> Proxy {
+    let config = format!(
+        r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null, {PLUGINS}
+            "domains": {{"app.test": ["{backend}"]}}}}"#
+    );
+    Proxy::start_with(
+        &config,
+        bbproxy::app::Options {
+            workers: Some(1),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// Idle connections in the proxy's pool for its only domain.
+fn idle(p: &Proxy) -> usize {
+    let g = p.generation();
+    let pool = g.upstreams[0].clients.get().h1.clone();
+    pool.expect("an HTTP/1.1 domain has an owned pool").idle()
+}
+
+async fn get(p: &Proxy) -> (StatusCode, String) {
+    let c = common::client_to(p.addr);
+    let resp = c
+        .request(
+            hyper::Request::get("http://app.test/x")
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_requests_share_one_parked_connection() {
+    let backend = Recorder::start().await;
+    let p = proxy(backend.addr).await;
+    for i in 0..10 {
+        assert_eq!(
+            get(&p).await,
+            (StatusCode::OK, "ok /x".into()),
+            "request {i}"
+        );
+        // Parked when the body ended, before the client had all of it.
+        assert_eq!(idle(&p), 1, "after request {i}");
+    }
+    assert_eq!(backend.connections(), 1);
+    assert_eq!(backend.requests(), 10);
+}
+
+/// A backend that answers each request with `answer` and keeps reading,
+/// or closes the connection that long after its first answer (`hang_up`,
+/// as a backend's keep-alive timeout would); counts
+/// the connections it accepted, those the proxy closed and those it closed
+/// itself.
+struct Answering {
+    addr: std::net::SocketAddr,
+    accepted: Arc<AtomicU64>,
+    closed_by_proxy: Arc<AtomicU64>,
+    hung_up: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Answering {
+    async fn start(answer: &'static [u8], hang_up: Option<Duration>) -> Answering {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicU64::new(0));
+        let closed_by_proxy = Arc::new(AtomicU64::new(0));
+        let hung_up = Arc::new(AtomicU64::new(0));
+        let (a, c, h) = (accepted.clone(), closed_by_proxy.clone(), hung_up.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                a.fetch_add(1, Ordering::SeqCst);
+                let (c, h) = (c.clone(), h.clone());
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                        if head.windows(4).any(|w| w == b"\r\n\r\n") {
+                            head.clear();
+                            let _ = stream.write_all(answer).await;
+                            if let Some(after) = hang_up {
+                                tokio::time::sleep(after).await;
+                                drop(stream);
+                                h.fetch_add(1, Ordering::SeqCst);
+                                return;
+                            }
+                        }
+                    }
+                    c.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        Answering {
+            addr,
+            accepted,
+            closed_by_proxy,
+            hung_up,
+            task,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_close_answer_is_not_parked_and_its_socket_closes() {
+    let backend = Answering::start(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+        None,
+    )
+    .await;
+    let p = proxy(backend.addr).await;
+    for _ in 0..2 {
+        assert_eq!(get(&p).await, (StatusCode::OK, "ok".into()));
+        assert_eq!(idle(&p), 0);
+    }
+    // The backend kept its side open: the proxy closed each connection.
+    wait_for(WAIT, "the proxy to close both connections", || async {
+        backend.closed_by_proxy.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    assert_eq!(backend.accepted.load(Ordering::SeqCst), 2);
+}
+
+/// The backend closes each connection right after its response (no
+/// `Connection: close`): the parked connection is found closed and
+/// dropped (by the pool's sweeper within about a second, or by the next
+/// checkout), and the next request goes out on a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_the_backend_closed_while_parked_is_dropped_and_replaced() {
+    let backend = RawBackend::start(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+        Duration::ZERO,
+    )
+    .await;
+    let p = proxy(backend.addr).await;
+    assert_eq!(get(&p).await, (StatusCode::OK, "ok".into()));
+    wait_for(
+        WAIT,
+        "the sweeper to drop the closed connection",
+        || async { idle(&p) == 0 },
+    )
+    .await;
+    assert_eq!(
+        bbproxy::upstream::connection_counts().open(&backend.addr.to_string()),
+        0,
+        "the dropped connection is closed"
+    );
+    assert_eq!(get(&p).await, (StatusCode::OK, "ok".into()));
+    assert_eq!(backend.connections(), 2);
+}
+
+/// The backend hangs up a parked connection and the next request comes at
+/// once, before the sweeper looks: the connection reads the close before
+/// it writes, hyper hands the request back unsent, and it goes out on a new
+/// connection (no error, no retry of the proxy's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_checked_out_onto_a_closed_connection_goes_out_on_a_new_one() {
+    let backend = Answering::start(OK, Some(Duration::from_millis(50))).await;
+    let p = proxy(backend.addr).await;
+    for i in 1..=3 {
+        assert_eq!(get(&p).await, (StatusCode::OK, "ok".into()), "request {i}");
+        assert_eq!(idle(&p), 1, "parked after request {i}");
+        wait_for(WAIT, "the backend to hang up", || async {
+            backend.hung_up.load(Ordering::SeqCst) == i
+        })
+        .await;
+    }
+    assert_eq!(backend.accepted.load(Ordering::SeqCst), 3);
+    let g = p.generation();
+    assert_eq!(g.upstreams[0].backends[0].state.requests(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_connections_end_at_the_idle_timeout() {
+    let backend = Answering::start(OK, None).await;
+    let config = format!(
+        r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null, {PLUGINS}
+            "domains": {{"app.test": {{"backends": ["{}"],
+                "pool": {{"idle_timeout": "200ms"}}}}}}}}"#,
+        backend.addr
+    );
+    let p = Proxy::start_with(
+        &config,
+        bbproxy::app::Options {
+            workers: Some(1),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(get(&p).await, (StatusCode::OK, "ok".into()));
+    assert_eq!(idle(&p), 1);
+    let parked = std::time::Instant::now();
+    wait_for(WAIT, "the proxy to close the idle connection", || async {
+        backend.closed_by_proxy.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let after = parked.elapsed();
+    assert!(
+        after >= Duration::from_millis(200),
+        "closed after {after:?}"
+    );
+    assert_eq!(idle(&p), 0);
+}
