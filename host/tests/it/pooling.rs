@@ -43,21 +43,7 @@ fn idle(p: &Proxy) -> usize {
 }
 
 async fn get(p: &Proxy) -> (StatusCode, String) {
-    let c = common::client_to(p.addr);
-    let resp = c
-        .request(
-            hyper::Request::get("http://app.test/x")
-                .body(http_body_util::Full::new(bytes::Bytes::new()))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let status = resp.status();
-    let body = http_body_util::BodyExt::collect(resp.into_body())
-        .await
-        .unwrap()
-        .to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    common::get(&common::client(), &p.url("/x"), "app.test").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
