@@ -1,19 +1,23 @@
 //! The HTTP/1.1 upstream path a request's own task drives. A connection
 //! checked out of its worker's pool is written and read by the task that
 //! sends the request, and then by whoever polls the response body: no
-//! connection task of its own, no channel hop to one and back, and no
-//! wake-up of a second task per request, which hyper-util's pooled client
-//! costs (bench/README.md: 7.6 % of the proxy's CPU under the h1 load, plus
-//! that task's polling). hyper's `client::conn::http1` is the codec; its
-//! `Connection` future is polled here instead of spawned.
+//! connection task of its own and no wake-up of a second task per request,
+//! which hyper-util's pooled client costs (bench/README.md: 7.6 % of the
+//! proxy's CPU under the h1 load, plus that task's polling). hyper's
+//! `client::conn::http1` is the codec; its `Connection` future is polled
+//! here instead of spawned, so both ends of hyper's request channel are
+//! polled by the same task.
 //!
 //! A connection goes back to the pool only once its response body has
 //! ended and hyper's dispatcher is ready for another request (framing
 //! ended cleanly, no `Connection: close`, the request body fully written);
 //! anything else (a body dropped early, a parse or framing error, an early
 //! close) drops it. An idle connection has no task polling it, so a
-//! backend's close is seen when it is next checked out, or by the pool's
-//! sweeper, which also ends those idle past `pool.idle_timeout`.
+//! backend's close is seen by the pool's sweeper (within a second; it also
+//! ends those idle past `pool.idle_timeout`), or when the next request is
+//! about to be written on it: hyper reads a waiting connection before it
+//! writes and hands the request back unsent, and [`send`] puts it on a new
+//! connection.
 //!
 //! Upgrades (a 101 hands the connection over to a tunnel) and HTTP/2
 //! backends keep hyper-util's client (`pool.rs`).
