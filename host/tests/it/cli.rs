@@ -664,8 +664,21 @@ async fn failed_reloads_use_up_no_generation_number() {
         status["reload_attempts"].as_u64().unwrap() >= 4,
         "attempts are counted apart: {status}"
     );
-    let swapped = bin.lines_with(|l| l.contains("reloaded") && l.contains("generation=2"));
-    assert_eq!(swapped.len(), 1, "the log numbers it 2 as well");
+    // `/status` can show the swap before the log line has been read from
+    // the binary's output: wait for the line, then count.
+    let reloaded = |l: &str| l.contains("reloaded") && l.contains("generation=2");
+    bin.wait_lines(
+        1,
+        Duration::from_secs(10),
+        "the reload's log line",
+        reloaded,
+    )
+    .await;
+    assert_eq!(
+        bin.lines_with(reloaded).len(),
+        1,
+        "the log numbers it 2 as well"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
