@@ -554,13 +554,7 @@ async fn generation_at(admin: std::net::SocketAddr) -> u64 {
 async fn sighup_reloads_what_the_watcher_cannot_see_and_an_early_one_does_not_kill() {
     use common::{Backend, binary::Binary, get, wait_for};
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    let config = |to: &Backend| {
-        format!(
-            r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": "127.0.0.1:0",
-                "domains": {{"app.test": ["{}"]}}}}"#,
-            to.addr
-        )
-    };
+    let config = |to: &Backend| common::app_test_config(to.addr, r#""127.0.0.1:0""#);
     let mut bin = Binary::serve(&config(&a), |_| {});
     // As early as the log shows anything: right after the first build,
     // before the watcher and the listeners start.
@@ -622,13 +616,7 @@ async fn status_at(admin: std::net::SocketAddr) -> serde_json::Value {
 async fn failed_reloads_use_up_no_generation_number() {
     use common::{Backend, binary::Binary, get, wait_for};
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    let config = |to: &Backend| {
-        format!(
-            r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": "127.0.0.1:0",
-                "domains": {{"app.test": ["{}"]}}}}"#,
-            to.addr
-        )
-    };
+    let config = |to: &Backend| common::app_test_config(to.addr, r#""127.0.0.1:0""#);
     let mut bin = Binary::serve(&config(&a), |_| {});
     let admin = bin.addr_after("admin endpoints on http://").await;
     let addr = bin.addr_after("serving HTTP on ").await;
@@ -839,13 +827,7 @@ fn the_demo_rotates_requests_across_its_backends() {
 async fn on_one_cpu_one_single_threaded_worker_serves_and_reloads() {
     use common::{Backend, binary::Binary, get, wait_for};
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    let config = |to: &Backend| {
-        format!(
-            r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": "127.0.0.1:0",
-                "domains": {{"app.test": ["{}"]}}}}"#,
-            to.addr
-        )
-    };
+    let config = |to: &Backend| common::app_test_config(to.addr, r#""127.0.0.1:0""#);
     let mut bin = Binary::start_pinned(&config(&a), 0);
     bin.wait_lines(1, Duration::from_secs(30), "the worker line", |l| {
         l.contains("1 CPU available: one single-threaded async worker")

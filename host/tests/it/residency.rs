@@ -45,13 +45,7 @@ fn start_up_figures(line: &str) -> (f64, f64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_up_pages_are_released_and_come_back_when_used() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    let config = |to: &Backend| {
-        format!(
-            r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null,
-                "domains": {{"app.test": ["{}"]}}}}"#,
-            to.addr
-        )
-    };
+    let config = |to: &Backend| common::app_test_config(to.addr, "null");
     let mut bin = Binary::serve(&config(&a), |_| {});
     let line = bin
         .wait_lines(1, Duration::from_secs(30), "the start-up release", |l| {

@@ -89,13 +89,7 @@ async fn spread(proxy: &common::Proxy) -> Vec<SendRequest<Full<Bytes>>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_workers_serve_and_a_reload_reaches_both() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    let config = |to: &Backend| {
-        format!(
-            r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null,
-                "domains": {{"app.test": ["{}"]}}}}"#,
-            to.addr
-        )
-    };
+    let config = |to: &Backend| common::app_test_config(to.addr, "null");
     let proxy = common::Proxy::start_with(&config(&a), two_workers()).await;
     assert_eq!(proxy.running.as_ref().unwrap().workers, 2);
     let mut conns = spread(&proxy).await;

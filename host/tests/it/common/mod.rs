@@ -336,6 +336,15 @@ pub async fn get(client: &HttpClient, url: &str, host: &str) -> (StatusCode, Str
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// A config serving `app.test` from `backend` alone on 127.0.0.1:0, with
+/// `admin` as the `admin` value (JSON: `null` or `"127.0.0.1:0"`).
+pub fn app_test_config(backend: SocketAddr, admin: &str) -> String {
+    format!(
+        r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": {admin},
+            "domains": {{"app.test": ["{backend}"]}}}}"#
+    )
+}
+
 /// Polls `cond` until it holds or `deadline` passes.
 pub async fn wait_for<F, Fut>(deadline: Duration, what: &str, mut cond: F)
 where
