@@ -104,6 +104,13 @@ pub struct Counted<T> {
     count: Arc<AtomicU64>,
 }
 
+impl<T> Counted<T> {
+    /// The connection it counts.
+    pub fn get_ref(&self) -> &T {
+        &self.io
+    }
+}
+
 impl<T> Drop for Counted<T> {
     fn drop(&mut self) {
         self.count.fetch_sub(1, Ordering::Relaxed);

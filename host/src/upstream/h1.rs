@@ -12,10 +12,11 @@
 //! ended and hyper's dispatcher is ready for another request (framing
 //! ended cleanly, no `Connection: close`, the request body fully written);
 //! anything else (a body dropped early, a parse or framing error, an early
-//! close) drops it. An idle connection has no task polling it, so a
-//! backend's close is seen by the pool's sweeper (within a second; it also
-//! ends those idle past `pool.idle_timeout`), or when the next request is
-//! about to be written on it: hyper reads a waiting connection before it
+//! close) drops it, with a reset when it is mid-exchange (`Conn`'s drop).
+//! An idle connection has no task polling it, so a backend's close is
+//! seen by the pool's sweeper (within a second; it also ends those idle
+//! past `pool.idle_timeout`), or when the next request is about to be
+//! written on it: hyper reads a waiting connection before it
 //! writes and hands the request back unsent, and [`send`] puts it on a new
 //! connection.
 //!
@@ -108,6 +109,34 @@ struct Conn {
     conn: Option<Connection<Io, RequestBody>>,
 }
 
+impl Drop for Conn {
+    /// A connection dropped in the middle of an exchange (the response
+    /// given up at a timeout, its body dropped unread, an error) is reset,
+    /// not closed: a backend streaming to a full window would otherwise
+    /// learn of the close only from a zero-window probe, backed off to
+    /// seconds, and go on producing a response nobody reads (HAProxy's
+    /// `nolinger` on an abort does the same). A closed socket that still
+    /// holds unread data is reset by the kernel anyway; this covers the
+    /// one whose receive queue happened to be empty. A connection that
+    /// ended cleanly (waiting for a request) closes normally.
+    fn drop(&mut self) {
+        if !self.sender.is_ready()
+            && let Some(conn) = self.conn.take()
+        {
+            let _ = socket2::SockRef::from(tcp(conn.into_parts().io.get_ref()))
+                .set_linger(Some(Duration::ZERO));
+        }
+    }
+}
+
+/// The TCP socket under a backend connection, plain or TLS.
+fn tcp(io: &<BackendConnector as Service<Uri>>::Response) -> &tokio::net::TcpStream {
+    match io {
+        hyper_rustls::MaybeHttpsStream::Http(io) => io.inner(),
+        hyper_rustls::MaybeHttpsStream::Https(tls) => tls.inner().get_ref().0.inner().inner(),
+    }
+}
+
 impl Conn {
     /// Lets the connection read and write what it can; true once it has
     /// ended.
@@ -198,7 +227,10 @@ impl H1Pool {
     /// reusable and the backend's list has room; starts the sweeper.
     fn checkin(self: &Arc<Self>, backend: &str, mut conn: Box<Conn>) {
         // A body read to its end usually leaves hyper waiting already.
-        if self.max_idle == 0 || !(conn.waiting() || conn.reusable()) {
+        // Asked first even when nothing is kept: a connection left ready
+        // for the next request closes cleanly when dropped (see `Conn`'s
+        // drop), one still mid-exchange is reset.
+        if !(conn.waiting() || conn.reusable()) || self.max_idle == 0 {
             return;
         }
         // The sweeper runs on the runtime of the request that parks the

@@ -66,12 +66,13 @@ async fn sequential_requests_share_one_parked_connection() {
 /// A backend that answers each request with `answer` and keeps reading,
 /// or closes the connection that long after its first answer (`hang_up`,
 /// as a backend's keep-alive timeout would); counts
-/// the connections it accepted, those the proxy closed and those it closed
-/// itself.
+/// the connections it accepted, those the proxy closed (cleanly, or with a
+/// reset) and those it closed itself.
 struct Answering {
     addr: std::net::SocketAddr,
     accepted: Arc<AtomicU64>,
     closed_by_proxy: Arc<AtomicU64>,
+    reset_by_proxy: Arc<AtomicU64>,
     hung_up: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -89,17 +90,28 @@ impl Answering {
         let accepted = Arc::new(AtomicU64::new(0));
         let closed_by_proxy = Arc::new(AtomicU64::new(0));
         let hung_up = Arc::new(AtomicU64::new(0));
-        let (a, c, h) = (accepted.clone(), closed_by_proxy.clone(), hung_up.clone());
+        let reset_by_proxy = Arc::new(AtomicU64::new(0));
+        let (a, c, h, r) = (
+            accepted.clone(),
+            closed_by_proxy.clone(),
+            hung_up.clone(),
+            reset_by_proxy.clone(),
+        );
         let task = tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
                 a.fetch_add(1, Ordering::SeqCst);
-                let (c, h) = (c.clone(), h.clone());
+                let (c, h, r) = (c.clone(), h.clone(), r.clone());
                 tokio::spawn(async move {
                     let mut head = Vec::new();
                     let mut buf = [0u8; 4096];
                     loop {
                         match stream.read(&mut buf).await {
-                            Ok(0) | Err(_) => break,
+                            Ok(0) => break,
+                            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                                r.fetch_add(1, Ordering::SeqCst);
+                                return;
+                            }
+                            Err(_) => break,
                             Ok(n) => head.extend_from_slice(&buf[..n]),
                         }
                         if head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -121,6 +133,7 @@ impl Answering {
             addr,
             accepted,
             closed_by_proxy,
+            reset_by_proxy,
             hung_up,
             task,
         }
@@ -225,5 +238,99 @@ async fn parked_connections_end_at_the_idle_timeout() {
         after >= Duration::from_millis(200),
         "closed after {after:?}"
     );
+    assert_eq!(idle(&p), 0);
+    assert_eq!(backend.reset_by_proxy.load(Ordering::SeqCst), 0);
+}
+
+/// A one-worker proxy for `backend` with `extra` keys on its domain.
+async fn proxy_with(backend: std::net::SocketAddr, extra: &str) -> Proxy {
+    let config = format!(
+        r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null, {PLUGINS}
+            "domains": {{"app.test": {{"backends": ["{backend}"], {extra}}}}}}}"#
+    );
+    Proxy::start_with(
+        &config,
+        bbproxy::app::Options {
+            workers: Some(1),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// A response given up at the header timeout: its connection is reset,
+/// so the backend stops working on it at once. The backend sent nothing,
+/// so without the reset the proxy's close would be a plain FIN (the
+/// kernel resets a closed socket only when it holds unread data).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_given_up_at_the_header_timeout_resets_its_connection() {
+    let backend = Answering::start(b"", None).await;
+    let p = proxy_with(
+        backend.addr,
+        r#""timeouts": {"upstream_response_headers": "200ms"}, "retries": {"attempts": 1}"#,
+    )
+    .await;
+    assert_eq!(get(&p).await.0, StatusCode::GATEWAY_TIMEOUT);
+    wait_for(WAIT, "the backend to see its connection end", || async {
+        backend.reset_by_proxy.load(Ordering::SeqCst)
+            + backend.closed_by_proxy.load(Ordering::SeqCst)
+            == 1
+    })
+    .await;
+    assert_eq!(
+        backend.reset_by_proxy.load(Ordering::SeqCst),
+        1,
+        "closed without a reset"
+    );
+}
+
+/// A body abandoned halfway (the backend stalls past `upstream_idle`)
+/// resets its connection too; a backend that streams into a full window
+/// would otherwise see the close only at its next zero-window probe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_abandoned_halfway_resets_its_connection() {
+    let backend = Answering::start(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nfirst ten.",
+        None,
+    )
+    .await;
+    let p = proxy_with(backend.addr, r#""timeouts": {"upstream_idle": "200ms"}"#).await;
+    let req = hyper::Request::get(p.url("/x"))
+        .header(hyper::header::HOST, "app.test")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let resp = common::client().request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let cut = http_body_util::BodyExt::collect(resp.into_body()).await;
+    assert!(cut.is_err(), "a cut body reads as complete");
+    wait_for(WAIT, "the backend to see its connection end", || async {
+        backend.reset_by_proxy.load(Ordering::SeqCst)
+            + backend.closed_by_proxy.load(Ordering::SeqCst)
+            == 1
+    })
+    .await;
+    assert_eq!(
+        backend.reset_by_proxy.load(Ordering::SeqCst),
+        1,
+        "closed without a reset"
+    );
+}
+
+/// With no idle connections kept, each connection of a complete exchange
+/// is closed cleanly, never reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_complete_exchange_closes_its_connection_cleanly_when_none_are_kept() {
+    let backend = Answering::start(OK, None).await;
+    let p = proxy_with(backend.addr, r#""pool": {"max_idle": 0}"#).await;
+    for i in 1..=3 {
+        assert_eq!(get(&p).await, (StatusCode::OK, "ok".into()), "request {i}");
+    }
+    wait_for(WAIT, "the backend to see three connections end", || async {
+        backend.reset_by_proxy.load(Ordering::SeqCst)
+            + backend.closed_by_proxy.load(Ordering::SeqCst)
+            == 3
+    })
+    .await;
+    assert_eq!(backend.reset_by_proxy.load(Ordering::SeqCst), 0);
     assert_eq!(idle(&p), 0);
 }
