@@ -378,7 +378,11 @@ pub async fn send(
         let reused = pooled.is_some();
         let mut conn = match pooled.take() {
             Some(conn) => conn,
-            None => pool.connect(backend).await?,
+            // Boxed: connecting's future is over a kilobyte, and every
+            // future above this one (the request's whole chain, created
+            // and moved once per request) would carry it for the rare
+            // request that needs a new connection.
+            None => Box::pin(pool.connect(backend)).await?,
         };
         let mut response = pin!(conn.sender.try_send_request(req));
         // Written once the worker has run its other ready tasks (tokio
