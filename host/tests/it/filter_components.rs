@@ -15,13 +15,7 @@ use crate::routes::send;
 
 /// The fixture filter, copied next to the config as `test_filter.wasm`.
 fn with_filter() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        common::fixture("test_filter.wasm"),
-        dir.path().join("test_filter.wasm"),
-    )
-    .unwrap();
-    dir
+    common::dir_with(&[(common::fixture("test_filter.wasm"), "test_filter.wasm")])
 }
 
 /// A chain entry running the fixture in `mode`, named `name`.
@@ -235,12 +229,10 @@ async fn headers_a_filter_may_not_change_are_faults() {
 async fn status_lists_filter_components_and_a_reload_swaps_the_file() {
     let b = Backend::start("b").await;
     // The Rust example API-key filter first.
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
+    let dir = common::dir_with(&[(
         common::wasm::example_plugin("rust_api_key_filter.wasm"),
-        dir.path().join("filter.wasm"),
-    )
-    .unwrap();
+        "filter.wasm",
+    )]);
     let config = format!(
         r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": "127.0.0.1:0",
             "domains": {{"example.test": {{"backends": {},
@@ -331,8 +323,7 @@ async fn check_names_the_entry_of_a_filter_that_cannot_load() {
 async fn a_plugin_built_against_contract_0_1_0_keeps_working() {
     let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/c-hash-balancer-contract-0.1.0.wasm");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(&fixture, dir.path().join("old.wasm")).unwrap();
+    let dir = common::dir_with(&[(&fixture, "old.wasm")]);
     let (b1, b2) = (Backend::start("b1").await, Backend::start("b2").await);
     let proxy = Proxy::start_in(
         dir,

@@ -9,12 +9,7 @@ use hyper::StatusCode;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_is_initialised_once_not_per_request() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        common::fixture("hostile_balancer.wasm"),
-        dir.path().join("balancer.wasm"),
-    )
-    .unwrap();
+    let dir = common::dir_with(&[(common::fixture("hostile_balancer.wasm"), "balancer.wasm")]);
     let proxy = Proxy::start_in(
         dir,
         &format!(

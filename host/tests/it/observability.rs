@@ -784,10 +784,8 @@ async fn the_config_digest_names_config_text_and_plugins() {
         a.addr
     );
     let start = |plugin: &str| {
-        let dir = tempfile::tempdir().unwrap();
-        for file in ["balancer.wasm", "own.wasm"] {
-            std::fs::copy(common::example_plugin(plugin), dir.path().join(file)).unwrap();
-        }
+        let wasm = common::example_plugin(plugin);
+        let dir = common::dir_with(&[(&wasm, "balancer.wasm"), (&wasm, "own.wasm")]);
         Proxy::start_in(dir, &text)
     };
     let one = start("rust_last_backend.wasm").await;

@@ -84,9 +84,8 @@ impl Scenario {
         let bad = Backend::start("bad").await;
         // A copy per test, so the plugin's name (its path) and with it the
         // metric labels are unique to this test.
-        let dir = tempfile::tempdir().unwrap();
         let file = format!("hostile_{role}.wasm");
-        std::fs::copy(fixture(&file), dir.path().join(&file)).unwrap();
+        let dir = common::dir_with(&[(fixture(&file), file.as_str())]);
         let proxy = Proxy::start_in(
             dir,
             &format!(
@@ -465,12 +464,7 @@ impl DeadBackend {
         bbproxy::telemetry::install();
         let good = Backend::start("good").await;
         let dead = common::dead_addr().await;
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::copy(
-            fixture("hostile_breaker.wasm"),
-            dir.path().join("hostile_breaker.wasm"),
-        )
-        .unwrap();
+        let dir = common::dir_with(&[(fixture("hostile_breaker.wasm"), "hostile_breaker.wasm")]);
         let proxy = Proxy::start_in(
             dir,
             &format!(
@@ -709,12 +703,7 @@ async fn a_configured_fault_backoff_takes_effect() {
 #[test]
 fn init_that_traps_or_loops_is_a_load_error() {
     for (mode, needle) in [("init-trap", "trap"), ("init-loop", "deadline exceeded")] {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::copy(
-            fixture("hostile_balancer.wasm"),
-            dir.path().join("hostile.wasm"),
-        )
-        .unwrap();
+        let dir = common::dir_with(&[(fixture("hostile_balancer.wasm"), "hostile.wasm")]);
         let path = dir.path().join("config.json");
         std::fs::write(
             &path,
@@ -1314,12 +1303,7 @@ async fn a_domain_uses_its_own_router() {
 /// domains may load the same file with different settings).
 #[test]
 fn a_domain_plugin_that_fails_to_load_is_named_by_its_key() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        fixture("hostile_balancer.wasm"),
-        dir.path().join("hostile_balancer.wasm"),
-    )
-    .unwrap();
+    let dir = common::dir_with(&[(fixture("hostile_balancer.wasm"), "hostile_balancer.wasm")]);
     std::fs::write(
         dir.path().join("config.json"),
         r#"{"domains": {

@@ -171,12 +171,10 @@ async fn a_drain_finishes_requests_in_flight_on_both_workers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_fault_is_contained_on_both_workers() {
     let backend = Backend::start("good").await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
+    let dir = common::dir_with(&[(
         common::fixture("hostile_balancer.wasm"),
-        dir.path().join("hostile_balancer.wasm"),
-    )
-    .unwrap();
+        "hostile_balancer.wasm",
+    )]);
     // The fixture misbehaves only for upstream 1.
     let proxy = common::Proxy::start_in_with(
         dir,

@@ -14,7 +14,7 @@ pub mod switchable;
 pub mod tls;
 pub mod wasm;
 
-pub use wasm::{example_plugin, fixture};
+pub use wasm::{dir_with, example_plugin, fixture};
 
 use std::convert::Infallible;
 use std::future::Future;

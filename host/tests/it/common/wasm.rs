@@ -27,6 +27,18 @@ const PACKAGES: [&str; 9] = [
 mod nested;
 use nested::{PROFILE, SCRUBBED_ENV, TARGET_SUBDIR, WASM_TARGET};
 
+/// A temporary directory holding a copy of each `(plugin, name)`: a
+/// config started in it (`Proxy::start_in`) names the plugins by these
+/// relative paths, and each test's copy gives its plugins names (and
+/// metric labels) of their own.
+pub fn dir_with<P: AsRef<std::path::Path>>(plugins: &[(P, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (plugin, name) in plugins {
+        std::fs::copy(plugin, dir.path().join(name)).unwrap();
+    }
+    dir
+}
+
 /// The nested build's target dir, the one `host/build.rs` uses.
 fn target_dir() -> PathBuf {
     PathBuf::from(env!("OUT_DIR")).join(TARGET_SUBDIR)
