@@ -316,6 +316,62 @@ async fn a_body_abandoned_halfway_resets_its_connection() {
     );
 }
 
+/// The same over TLS: the reset reaches the TCP socket under the TLS
+/// session (no `close_notify`, no FIN).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_response_given_up_at_the_header_timeout_resets_its_connection() {
+    use common::tls::{TestCa, backend_server_config, tls_listener};
+    let ca = TestCa::new();
+    let (reset, ended) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (r, e) = (reset.clone(), ended.clone());
+    // Reads the request head, never answers, and reports how the
+    // connection ended.
+    let (addr, _task) = tls_listener(
+        backend_server_config(&ca, &[b"http/1.1"]),
+        Arc::new(AtomicU64::new(0)),
+        move |mut tls| {
+            let (r, e) = (r.clone(), e.clone());
+            async move {
+                let mut buf = [0u8; 4096];
+                let outcome = loop {
+                    match tls.read(&mut buf).await {
+                        Ok(0) => break None,
+                        Ok(_) => {}
+                        Err(err) => break Some(err.kind()),
+                    }
+                };
+                if outcome == Some(std::io::ErrorKind::ConnectionReset) {
+                    r.fetch_add(1, Ordering::SeqCst);
+                }
+                e.fetch_add(1, Ordering::SeqCst);
+            }
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("backend-ca.pem"), ca.pem()).unwrap();
+    let config = format!(
+        r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null, {PLUGINS}
+            "domains": {{"app.test": {{"backends": ["https://{addr}"], "backend_ca": "backend-ca.pem",
+                "timeouts": {{"upstream_response_headers": "200ms"}}, "retries": {{"attempts": 1}}}}}}}}"#
+    );
+    let p = Proxy::start_in_with(
+        dir,
+        &config,
+        bbproxy::app::Options {
+            workers: Some(1),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(get(&p).await.0, StatusCode::GATEWAY_TIMEOUT);
+    wait_for(WAIT, "the backend to see its connection end", || async {
+        ended.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert_eq!(reset.load(Ordering::SeqCst), 1, "closed without a reset");
+}
+
 /// With no idle connections kept, each connection of a complete exchange
 /// is closed cleanly, never reset.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
