@@ -84,6 +84,21 @@ impl Drop for Answering {
 }
 
 impl Answering {
+    /// Waits until the proxy has ended `n` connections, cleanly or with a
+    /// reset.
+    async fn wait_ended(&self, n: u64) {
+        wait_for(
+            WAIT,
+            "the backend to see the proxy end its connections",
+            || async {
+                self.reset_by_proxy.load(Ordering::SeqCst)
+                    + self.closed_by_proxy.load(Ordering::SeqCst)
+                    == n
+            },
+        )
+        .await;
+    }
+
     async fn start(answer: &'static [u8], hang_up: Option<Duration>) -> Answering {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -271,12 +286,7 @@ async fn a_response_given_up_at_the_header_timeout_resets_its_connection() {
     )
     .await;
     assert_eq!(get(&p).await.0, StatusCode::GATEWAY_TIMEOUT);
-    wait_for(WAIT, "the backend to see its connection end", || async {
-        backend.reset_by_proxy.load(Ordering::SeqCst)
-            + backend.closed_by_proxy.load(Ordering::SeqCst)
-            == 1
-    })
-    .await;
+    backend.wait_ended(1).await;
     assert_eq!(
         backend.reset_by_proxy.load(Ordering::SeqCst),
         1,
@@ -303,12 +313,7 @@ async fn a_body_abandoned_halfway_resets_its_connection() {
     assert_eq!(resp.status(), StatusCode::OK);
     let cut = http_body_util::BodyExt::collect(resp.into_body()).await;
     assert!(cut.is_err(), "a cut body reads as complete");
-    wait_for(WAIT, "the backend to see its connection end", || async {
-        backend.reset_by_proxy.load(Ordering::SeqCst)
-            + backend.closed_by_proxy.load(Ordering::SeqCst)
-            == 1
-    })
-    .await;
+    backend.wait_ended(1).await;
     assert_eq!(
         backend.reset_by_proxy.load(Ordering::SeqCst),
         1,
@@ -381,12 +386,7 @@ async fn a_complete_exchange_closes_its_connection_cleanly_when_none_are_kept() 
     for i in 1..=3 {
         assert_eq!(get(&p).await, (StatusCode::OK, "ok".into()), "request {i}");
     }
-    wait_for(WAIT, "the backend to see three connections end", || async {
-        backend.reset_by_proxy.load(Ordering::SeqCst)
-            + backend.closed_by_proxy.load(Ordering::SeqCst)
-            == 3
-    })
-    .await;
+    backend.wait_ended(3).await;
     assert_eq!(backend.reset_by_proxy.load(Ordering::SeqCst), 0);
     assert_eq!(idle(&p), 0);
 }
