@@ -365,6 +365,16 @@ impl Func {
     }
 
     pub(crate) fn lifted_core_func(&self, store: &mut StoreOpaque) -> NonNull<VMFuncRef> {
+        let slot = self.index.as_u32() as usize;
+        if let Some(f) = self.instance.id().get(store).lifted_func_ref(slot) {
+            return f;
+        }
+        let f = self.lookup_lifted_core_func(store);
+        self.instance.id().get_mut(store).set_lifted_func_ref(slot, f);
+        f
+    }
+
+    fn lookup_lifted_core_func(&self, store: &mut StoreOpaque) -> NonNull<VMFuncRef> {
         let def = {
             let instance = self.instance.id().get(store);
             let (_ty, def, _options) = instance.component().export_lifted_function(self.index);

@@ -158,6 +158,11 @@ pub struct ComponentInstance {
     /// Self-pointer back to `Store<T>` and its functions.
     store: VMStoreRawPtr,
 
+    /// The core function behind each lifted export, by export index, once
+    /// looked up: the lookup (module registry, two binary searches of the
+    /// compiled functions) otherwise runs on every call of the export.
+    lifted_func_refs: alloc::vec::Vec<Option<SendSyncPtr<VMFuncRef>>>,
+
     /// Required by `InstanceLayout`, also required to be the last field (with
     /// repr(C))
     vmctx: OwnedVMContext<VMComponentContext>,
@@ -347,12 +352,33 @@ impl ComponentInstance {
             resource_types,
             imports: imports.clone(),
             store: VMStoreRawPtr(store),
+            lifted_func_refs: alloc::vec::Vec::new(),
             vmctx: OwnedVMContext::new(),
         })?;
         unsafe {
             ret.get_mut().initialize_vmctx();
         }
         Ok(ret)
+    }
+
+    /// The cached core function of lifted export `index`, if looked up.
+    #[inline]
+    pub fn lifted_func_ref(&self, index: usize) -> Option<NonNull<VMFuncRef>> {
+        self.lifted_func_refs.get(index).copied().flatten().map(|p| p.as_non_null())
+    }
+
+    /// Caches the core function of lifted export `index`.
+    pub fn set_lifted_func_ref(self: Pin<&mut Self>, index: usize, f: NonNull<VMFuncRef>) {
+        // SAFETY: the cache is not structurally pinned.
+        let refs = unsafe { &mut self.get_unchecked_mut().lifted_func_refs };
+        if refs.len() <= index {
+            // Out of memory, it stays uncached: looked up again next time.
+            if refs.try_reserve(index + 1 - refs.len()).is_err() {
+                return;
+            }
+            refs.resize(index + 1, None);
+        }
+        refs[index] = Some(SendSyncPtr::new(f));
     }
 
     #[inline]
