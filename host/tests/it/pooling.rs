@@ -18,12 +18,13 @@ use tokio::net::TcpListener;
 const WAIT: Duration = Duration::from_secs(10);
 const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
 
-/// One worker, so the test thread (worker 0's index) sees the pool the
-/// requests use.
-async fn proxy(backend: std::net::SocketAddr) -> Proxy {
+/// A proxy whose only domain, `app.test`, is `domain` (its config.json
+/// value). One worker, so the test thread (worker 0's index) sees the pool
+/// the requests use.
+async fn proxy_of(domain: &str) -> Proxy {
     let config = format!(
         r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null, {PLUGINS}
-            "domains": {{"app.test": ["{backend}"]}}}}"#
+            "domains": {{"app.test": {domain}}}}}"#
     );
     Proxy::start_with(
         &config,
@@ -33,6 +34,11 @@ async fn proxy(backend: std::net::SocketAddr) -> Proxy {
         },
     )
     .await
+}
+
+/// A one-worker proxy for `backend`, the domain in the original list form.
+async fn proxy(backend: std::net::SocketAddr) -> Proxy {
+    proxy_of(&format!(r#"["{backend}"]"#)).await
 }
 
 /// Idle connections in the proxy's pool for its only domain.
@@ -259,18 +265,7 @@ async fn parked_connections_end_at_the_idle_timeout() {
 
 /// A one-worker proxy for `backend` with `extra` keys on its domain.
 async fn proxy_with(backend: std::net::SocketAddr, extra: &str) -> Proxy {
-    let config = format!(
-        r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null, {PLUGINS}
-            "domains": {{"app.test": {{"backends": ["{backend}"], {extra}}}}}}}"#
-    );
-    Proxy::start_with(
-        &config,
-        bbproxy::app::Options {
-            workers: Some(1),
-            ..Default::default()
-        },
-    )
-    .await
+    proxy_of(&format!(r#"{{"backends": ["{backend}"], {extra}}}"#)).await
 }
 
 /// A response given up at the header timeout: its connection is reset,
