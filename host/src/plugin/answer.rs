@@ -15,6 +15,12 @@ use bbproxy_plugin_contract as contract;
 
 pub use contract::{MAX_DIRECT_BODY_BYTES, MAX_UPSTREAM_NAME_BYTES, check_pick};
 
+/// The routers' answers as the two contract versions type them, which
+/// [`check_route_v1`] and [`check_route_v2`] take (named here for callers
+/// outside the host, such as the fuzz targets).
+pub use super::bindings::types::Route as RouteV1;
+pub use super::bindings::v2::decisions::{DomainRoute, Route as RouteV2};
+
 /// A router's checked answer, in upstream numbers whichever contract
 /// version the router speaks.
 #[derive(Debug, Clone, PartialEq, Eq)]
