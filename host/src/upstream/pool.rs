@@ -36,8 +36,10 @@ use crate::tls::backend::{self, BackendConnector};
 /// took 8 % less CPU on 64 KiB bodies, but a stalled reader then held about
 /// 170 KiB (a chunk queued to the client, one in the body's channel, a new
 /// read buffer): 500 of them grew the RSS by 85 MB, where the slow-reader
-/// test allows 50 MiB (bench/README.md, 2026-12-05).
-const UPSTREAM_READ_BUFFER: usize = 16 * 1024;
+/// test allows 50 MiB (bench/README.md, 2026-12-05). A response body runs
+/// at most one such read ahead of its client's socket (`BODY_AHEAD` in
+/// `server::conn::state`).
+pub const UPSTREAM_READ_BUFFER: usize = 16 * 1024;
 
 /// hyper-util's pooled client: HTTP/2 backends and HTTP/1.1 upgrades.
 pub type UpstreamClient = Client<Counting<BackendConnector>, RequestBody>;

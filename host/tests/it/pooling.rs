@@ -19,14 +19,15 @@ const WAIT: Duration = Duration::from_secs(10);
 const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
 
 /// A proxy whose only domain, `app.test`, is `domain` (its config.json
-/// value). One worker, so the test thread (worker 0's index) sees the pool
-/// the requests use.
-async fn proxy_of(domain: &str) -> Proxy {
+/// value), started in `dir`. One worker, so the test thread (worker 0's
+/// index) sees the pool the requests use.
+async fn proxy_in(dir: tempfile::TempDir, domain: &str) -> Proxy {
     let config = format!(
         r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null, {PLUGINS}
             "domains": {{"app.test": {domain}}}}}"#
     );
-    Proxy::start_with(
+    Proxy::start_in_with(
+        dir,
         &config,
         bbproxy::app::Options {
             workers: Some(1),
@@ -34,6 +35,11 @@ async fn proxy_of(domain: &str) -> Proxy {
         },
     )
     .await
+}
+
+/// [`proxy_in`] a fresh directory.
+async fn proxy_of(domain: &str) -> Proxy {
+    proxy_in(tempfile::tempdir().unwrap(), domain).await
 }
 
 /// A one-worker proxy for `backend`, the domain in the original list form.
@@ -350,18 +356,12 @@ async fn a_tls_response_given_up_at_the_header_timeout_resets_its_connection() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("backend-ca.pem"), ca.pem()).unwrap();
-    let config = format!(
-        r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": null, {PLUGINS}
-            "domains": {{"app.test": {{"backends": ["https://{addr}"], "backend_ca": "backend-ca.pem",
-                "timeouts": {{"upstream_response_headers": "200ms"}}, "retries": {{"attempts": 1}}}}}}}}"#
-    );
-    let p = Proxy::start_in_with(
+    let p = proxy_in(
         dir,
-        &config,
-        bbproxy::app::Options {
-            workers: Some(1),
-            ..Default::default()
-        },
+        &format!(
+            r#"{{"backends": ["https://{addr}"], "backend_ca": "backend-ca.pem",
+                "timeouts": {{"upstream_response_headers": "200ms"}}, "retries": {{"attempts": 1}}}}"#
+        ),
     )
     .await;
     assert_eq!(get(&p).await.0, StatusCode::GATEWAY_TIMEOUT);

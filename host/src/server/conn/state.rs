@@ -15,15 +15,15 @@ const NONE: u64 = u64::MAX;
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 
 /// How far an HTTP/1 response body may run ahead of the socket before it
-/// waits (`ConnState::hold_body`): one HTTP/1 upstream read (16 KiB, the
-/// upstream pool's `UPSTREAM_READ_BUFFER`). Then hyper writes two chunks
+/// waits (`ConnState::hold_body`): one HTTP/1 upstream read (16 KiB). Then
+/// hyper writes two chunks
 /// at once where the backend's data is there: a write to the client (and
 /// the wake-up of a client waiting to read) per 32 KiB rather than per
 /// chunk. With none (every byte written before the next chunk), a 64 KiB
 /// response took about three writes under load against nginx's one. A
 /// stalled reader holds one chunk more for it: the 500-stalled-readers
 /// test's RSS grew by 35-37 MiB instead of 33, of the 50 it allows.
-const BODY_AHEAD: u64 = 16 << 10;
+const BODY_AHEAD: u64 = crate::upstream::pool::UPSTREAM_READ_BUFFER as u64;
 
 /// What the connection is doing, shared by the socket wrapper, the service
 /// and the driver. Times are milliseconds since the connection opened.
