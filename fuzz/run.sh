@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs each fuzz target for a bounded time (default 120 s each) with
-# cargo-fuzz on nightly. Not part of CI: a benchmark-style run whose result
-# goes into the issue notes.
+# cargo-fuzz on nightly. Not part of CI (.ci/run only compiles the targets):
+# a benchmark-style run whose result goes into the issue notes.
 #   fuzz/run.sh [seconds-per-target [target...]]   (default: every target)
 # Needs: rustup toolchain install nightly && cargo +nightly install cargo-fuzz.
 # plugin_answer builds the host, whose build script builds the default
