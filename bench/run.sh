@@ -6,6 +6,7 @@
 #                [--peers "direct bbproxy unpinned nginx haproxy"] [--connections C]
 #   BBPROXY_BASELINE=path/to/other/bbproxy bench/run.sh --peers "bbproxy baseline nginx"
 #   bench/run.sh --scenarios h1 --peers "bbproxy policy nginx"
+#   bench/run.sh --scenarios "h1 h1-64k" --peers "hyper-origin lean-origin mini-proxy bbproxy"
 #
 # Layout: the proxy under test on CPU 1 (`taskset -c 1`), wrk and the backend
 # on CPU 0; `unpinned` is bbproxy again, on every CPU (one worker per CPU);
@@ -13,7 +14,11 @@
 # an older commit), pinned like `bbproxy`, for an A/B of two builds in one run;
 # `policy` is bbproxy pinned, its domain with 20 routes (the request matches
 # the last) and the built-in headers filter editing request and response,
-# against `bbproxy`'s plain config (issue 18: at most 10 % more CPU).
+# against `bbproxy`'s plain config (issue 18: at most 10 % more CPU);
+# `hyper-origin` and `lean-origin` are no proxy but the backend itself on
+# the proxy's CPU, with hyper's HTTP/1 server or its --lean one: what the
+# server side of a request costs; `mini-proxy` is the backend's --proxy
+# mode, the least a proxy on hyper does, in front of the same backend.
 # Peers are interleaved (A B C A B C ...) over the rounds; each cell
 # is the median of the rounds. The proxy's CPU time per request comes from
 # /proc/<pid>/stat (utime + stime of the proxy and its children) before and
@@ -325,19 +330,42 @@ EOF
     pids+=("${pid[haproxy]}")
 }
 
+# hyper-origin, lean-origin: the bench backend itself (hyper's HTTP/1
+# server) or its --lean mode (httparse and one writev, no hyper), pinned
+# like a proxy: what an HTTP/1 server costs per request on its own.
+# mini-proxy: the backend's --proxy mode, pinned like a proxy, in front of
+# the same backend as every proxy: the least a proxy on hyper does.
+start_origin() {
+    local row="$1" mode=()
+    case "$row" in
+        lean-origin) mode=(--lean) ;;
+        mini-proxy) mode=(--proxy "$backend_addr") ;;
+    esac
+    taskset -c "$proxy_cpu" "$backend_bin" "${mode[@]}" 127.0.0.1:0 >"$work/$row.addr" 2>"$work/$row.log" &
+    pid[$row]=$!
+    pids+=("${pid[$row]}")
+    for _ in $(seq 100); do [ -s "$work/$row.addr" ] && break; sleep 0.1; done
+    local addr
+    addr="$(head -n1 "$work/$row.addr")"
+    [ -n "$addr" ] || { echo "bench/run.sh: $row did not start" >&2; exit 1; }
+    port[$row]="${addr##*:}"
+}
+
 for p in $peers; do
     case "$p" in
         direct) ;;
         bbproxy|unpinned|baseline|policy) start_bbproxy "$p" ;;
         nginx) start_nginx ;;
         haproxy) start_haproxy ;;
-        *) echo "bench/run.sh: unknown peer '$p' (direct, bbproxy, unpinned, baseline, policy, nginx, haproxy)" >&2; exit 2 ;;
+        hyper-origin|lean-origin|mini-proxy) start_origin "$p" ;;
+        *) echo "bench/run.sh: unknown peer '$p' (direct, bbproxy, unpinned, baseline, policy, nginx, haproxy, hyper-origin, lean-origin, mini-proxy)" >&2; exit 2 ;;
     esac
 done
 for p in $peers; do
     wait_http "${port[$p]}" "$p"
     case " $scenarios " in *" h1-64k "*) check_64k "${port[$p]}" "$p" ;; esac
-    if [ "$tls_wanted" = 1 ] && [ "$p" != direct ]; then check_tls "${tport[$p]}" "$p"; fi
+    case "$p" in direct|*-origin|mini-proxy) continue ;; esac
+    if [ "$tls_wanted" = 1 ]; then check_tls "${tport[$p]}" "$p"; fi
 done
 
 # CPU ticks (utime + stime) of $1 and its direct children (nginx's worker).
@@ -407,8 +435,9 @@ load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 for r in $(seq "$rounds"); do
     for s in $scenarios; do
         for p in $peers; do
-            # The backend speaks plain HTTP/1.1 only: no direct TLS row.
-            case "$s" in tls|tls-new|h2) [ "$p" = direct ] && continue ;; esac
+            # The backend speaks plain HTTP/1.1 only: no direct, origin or
+            # mini-proxy TLS row.
+            case "$s" in tls|tls-new|h2) case "$p" in direct|*-origin|mini-proxy) continue ;; esac ;; esac
             case "$s" in
                 h1|h1-64k) url="http://127.0.0.1:${port[$p]}$(path_of "$s")" ;;
                 *) url="https://127.0.0.1:${tport[$p]}/" ;;

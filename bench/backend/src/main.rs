@@ -3,8 +3,15 @@
 //! One thread, so that pinned next to the load generator it costs one known
 //! share of that core and every proxy row talks to the same thing.
 //!
-//! Usage: `bbproxy-bench-backend ADDR` (e.g. `127.0.0.1:0`); prints the bound
-//! address on its first line of stdout, then serves until killed.
+//! Usage: `bbproxy-bench-backend [--lean | --proxy BACKEND] ADDR` (e.g.
+//! `127.0.0.1:0`); prints the bound address on its first line of stdout,
+//! then serves until killed. `--lean` serves the same answers without hyper
+//! (see `lean`), `--proxy` passes requests to BACKEND as the least proxy on
+//! hyper does (see `mini_proxy`): the `lean-origin` and `mini-proxy` rows of
+//! bench/run.sh.
+
+mod lean;
+mod mini_proxy;
 
 use std::convert::Infallible;
 use std::io::Write;
@@ -22,16 +29,41 @@ const SMALL: &[u8] = b"Hello, world\n";
 const LARGE_LEN: usize = 64 * 1024;
 
 fn main() -> anyhow::Result<()> {
-    let addr = std::env::args()
-        .nth(1)
-        .ok_or_else(|| anyhow::anyhow!("usage: bbproxy-bench-backend ADDR (e.g. 127.0.0.1:0)"))?;
+    let usage = || {
+        anyhow::anyhow!(
+            "usage: bbproxy-bench-backend [--lean | --proxy BACKEND] ADDR (e.g. 127.0.0.1:0)"
+        )
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (mode, addr) = match args.as_slice() {
+        [addr] => (Mode::Hyper, addr),
+        [flag, addr] if flag == "--lean" => (Mode::Lean, addr),
+        [flag, backend, addr] if flag == "--proxy" => (
+            Mode::Proxy(backend.parse().map_err(|e| {
+                anyhow::anyhow!("--proxy takes the backend's ip:port, got {backend:?}: {e}")
+            })?),
+            addr,
+        ),
+        _ => return Err(usage()),
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve(&addr))
+    runtime.block_on(serve(addr, mode))
 }
 
-async fn serve(addr: &str) -> anyhow::Result<()> {
+/// What the process serves.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// The answers, with hyper's HTTP/1 server.
+    Hyper,
+    /// The answers, with `lean`.
+    Lean,
+    /// Requests passed to this backend by `mini_proxy`.
+    Proxy(std::net::SocketAddr),
+}
+
+async fn serve(addr: &str, mode: Mode) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
@@ -42,9 +74,18 @@ async fn serve(addr: &str) -> anyhow::Result<()> {
     writeln!(out, "{bound}")?;
     out.flush()?;
     drop(out);
+    accept(listener, mode).await
+}
 
+/// Serves every connection `listener` accepts, as `mode` says.
+async fn accept(listener: TcpListener, mode: Mode) -> anyhow::Result<()> {
     let small = Bytes::from_static(SMALL);
     let large = Bytes::from(vec![b'x'; LARGE_LEN]);
+    let answers = lean::Answers::new(
+        small.clone(),
+        large.clone(),
+        &httpdate::fmt_http_date(std::time::SystemTime::now()),
+    );
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(conn) => conn,
@@ -53,6 +94,17 @@ async fn serve(addr: &str) -> anyhow::Result<()> {
             Err(_) => continue,
         };
         let _ = stream.set_nodelay(true);
+        match mode {
+            Mode::Hyper => {}
+            Mode::Lean => {
+                tokio::spawn(lean::serve(stream, answers.clone()));
+                continue;
+            }
+            Mode::Proxy(backend) => {
+                tokio::spawn(mini_proxy::serve(stream, backend));
+                continue;
+            }
+        }
         let (small, large) = (small.clone(), large.clone());
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
@@ -67,5 +119,85 @@ async fn serve(addr: &str) -> anyhow::Result<()> {
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    async fn start(mode: Mode) -> std::net::SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(accept(listener, mode));
+        addr
+    }
+
+    /// Sends `requests` at once and reads until the small and the large
+    /// body have come back (`both`) or the connection ends.
+    async fn exchange(addr: std::net::SocketAddr, requests: &str, both: bool) -> String {
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        conn.write_all(requests.as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        let done = |got: &[u8]| {
+            both && got.ends_with(&[b'x'; 64])
+                && got.iter().filter(|&&b| b == b'x').count() >= LARGE_LEN
+        };
+        while !done(&got) {
+            let n = tokio::time::timeout_at(deadline, conn.read(&mut buf))
+                .await
+                .expect("answers within 10 s")
+                .unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    const TWO: &str = "GET / HTTP/1.1\r\nhost: a\r\n\r\nGET /64k HTTP/1.1\r\nhost: a\r\n\r\n";
+
+    /// Both servers give the same answers to pipelined requests, the lean
+    /// one with hyper's header lines.
+    #[tokio::test]
+    async fn the_lean_server_answers_as_hyper_does() {
+        for mode in [Mode::Hyper, Mode::Lean] {
+            let got = exchange(start(mode).await, TWO, true).await;
+            assert_eq!(got.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{got:.300}");
+            assert!(got.contains("content-length: 13\r\n"), "{got:.300}");
+            assert!(got.contains("content-length: 65536\r\n"), "{got:.300}");
+            assert!(got.contains("date: "), "{got:.300}");
+            assert!(got.contains("Hello, world\n"), "{got:.300}");
+            assert_eq!(got.matches('x').count(), LARGE_LEN, "{got:.300}");
+        }
+    }
+
+    /// A request with a body is not served by the lean server: it closes.
+    #[tokio::test]
+    async fn the_lean_server_closes_on_a_request_body() {
+        let addr = start(Mode::Lean).await;
+        let got = exchange(
+            addr,
+            "POST / HTTP/1.1\r\ncontent-length: 2\r\n\r\nhi",
+            false,
+        )
+        .await;
+        assert_eq!(got, "");
+    }
+
+    /// The mini proxy passes both answers through from its backend.
+    #[tokio::test]
+    async fn the_mini_proxy_passes_answers_through() {
+        let origin = start(Mode::Lean).await;
+        let proxy = start(Mode::Proxy(origin)).await;
+        let got = exchange(proxy, TWO, true).await;
+        assert_eq!(got.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{got:.300}");
+        assert!(got.contains("Hello, world\n"), "{got:.300}");
+        assert_eq!(got.matches('x').count(), LARGE_LEN, "{got:.300}");
     }
 }
