@@ -177,12 +177,21 @@ EOF
 }
 
 # --- backend -----------------------------------------------------------------
-taskset -c "$load_cpu" "$backend_bin" 127.0.0.1:0 >"$work/backend.addr" 2>"$work/backend.log" &
-backend_pid=$!
-pids+=("$backend_pid")
-for _ in $(seq 100); do [ -s "$work/backend.addr" ] && break; sleep 0.1; done
-backend_addr="$(head -n1 "$work/backend.addr")"
-[ -n "$backend_addr" ] || { echo "bench/run.sh: backend did not start" >&2; exit 1; }
+# Starts the bench backend as $1 on CPU $2, the rest its options; sets
+# launched_pid and launched_addr (the address it printed once bound).
+launch_backend() {
+    local name="$1" cpu="$2"
+    shift 2
+    taskset -c "$cpu" "$backend_bin" "$@" 127.0.0.1:0 >"$work/$name.addr" 2>"$work/$name.log" &
+    launched_pid=$!
+    pids+=("$launched_pid")
+    for _ in $(seq 100); do [ -s "$work/$name.addr" ] && break; sleep 0.1; done
+    launched_addr="$(head -n1 "$work/$name.addr")"
+    [ -n "$launched_addr" ] || { echo "bench/run.sh: $name did not start" >&2; exit 1; }
+}
+launch_backend backend "$load_cpu"
+backend_pid="$launched_pid"
+backend_addr="$launched_addr"
 backend_port="${backend_addr##*:}"
 wait_http "$backend_port" backend
 
@@ -341,14 +350,9 @@ start_origin() {
         lean-origin) mode=(--lean) ;;
         mini-proxy) mode=(--proxy "$backend_addr") ;;
     esac
-    taskset -c "$proxy_cpu" "$backend_bin" "${mode[@]}" 127.0.0.1:0 >"$work/$row.addr" 2>"$work/$row.log" &
-    pid[$row]=$!
-    pids+=("${pid[$row]}")
-    for _ in $(seq 100); do [ -s "$work/$row.addr" ] && break; sleep 0.1; done
-    local addr
-    addr="$(head -n1 "$work/$row.addr")"
-    [ -n "$addr" ] || { echo "bench/run.sh: $row did not start" >&2; exit 1; }
-    port[$row]="${addr##*:}"
+    launch_backend "$row" "$proxy_cpu" "${mode[@]}"
+    pid[$row]="$launched_pid"
+    port[$row]="${launched_addr##*:}"
 }
 
 for p in $peers; do

@@ -95,31 +95,33 @@ async fn accept(listener: TcpListener, mode: Mode) -> anyhow::Result<()> {
         };
         let _ = stream.set_nodelay(true);
         match mode {
-            Mode::Hyper => {}
+            Mode::Hyper => {
+                tokio::spawn(serve_hyper(stream, small.clone(), large.clone()));
+            }
             Mode::Lean => {
                 tokio::spawn(lean::serve(stream, answers.clone()));
-                continue;
             }
             Mode::Proxy(backend) => {
                 tokio::spawn(mini_proxy::serve(stream, backend));
-                continue;
             }
         }
-        let (small, large) = (small.clone(), large.clone());
-        tokio::spawn(async move {
-            let svc = service_fn(move |req: Request<Incoming>| {
-                let body = if req.uri().path() == "/64k" {
-                    large.clone()
-                } else {
-                    small.clone()
-                };
-                async move { Ok::<_, Infallible>(Response::new(Full::new(body))) }
-            });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
     }
+}
+
+/// Serves one connection with hyper's HTTP/1 server: `/64k` gets `large`,
+/// anything else `small`.
+async fn serve_hyper(stream: tokio::net::TcpStream, small: Bytes, large: Bytes) {
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let body = if req.uri().path() == "/64k" {
+            large.clone()
+        } else {
+            small.clone()
+        };
+        async move { Ok::<_, Infallible>(Response::new(Full::new(body))) }
+    });
+    let _ = http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), svc)
+        .await;
 }
 
 #[cfg(test)]
