@@ -344,6 +344,10 @@ EOF
 # like a proxy: what an HTTP/1 server costs per request on its own.
 # mini-proxy: the backend's --proxy mode, pinned like a proxy, in front of
 # the same backend as every proxy: the least a proxy on hyper does.
+# Whether peer $1 serves plain HTTP/1.1 only (the backend and the rows
+# made of it): no TLS checks or TLS rows for it.
+plain_only() { case "$1" in direct|*-origin|mini-proxy) return 0 ;; esac; return 1; }
+
 start_origin() {
     local row="$1" mode=()
     case "$row" in
@@ -368,7 +372,7 @@ done
 for p in $peers; do
     wait_http "${port[$p]}" "$p"
     case " $scenarios " in *" h1-64k "*) check_64k "${port[$p]}" "$p" ;; esac
-    case "$p" in direct|*-origin|mini-proxy) continue ;; esac
+    plain_only "$p" && continue
     if [ "$tls_wanted" = 1 ]; then check_tls "${tport[$p]}" "$p"; fi
 done
 
@@ -439,9 +443,7 @@ load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 for r in $(seq "$rounds"); do
     for s in $scenarios; do
         for p in $peers; do
-            # The backend speaks plain HTTP/1.1 only: no direct, origin or
-            # mini-proxy TLS row.
-            case "$s" in tls|tls-new|h2) case "$p" in direct|*-origin|mini-proxy) continue ;; esac ;; esac
+            case "$s" in tls|tls-new|h2) plain_only "$p" && continue ;; esac
             case "$s" in
                 h1|h1-64k) url="http://127.0.0.1:${port[$p]}$(path_of "$s")" ;;
                 *) url="https://127.0.0.1:${tport[$p]}/" ;;
