@@ -30,26 +30,47 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 /// `TE: trailers` survives: it is how gRPC asks for trailers end to end.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in &named {
-        headers.remove(name);
+    // One pass over the names says which of the list are there: most
+    // messages carry none of them, or only `Connection`, and removing each
+    // of the nine by name hashed it and probed the map, twice a request.
+    let present = headers.keys().fold(0u16, |seen, name| {
+        HOP_BY_HOP
+            .iter()
+            .position(|h| h == name)
+            .map_or(seen, |i| seen | 1 << i)
+    });
+    if present == 0 {
+        return;
+    }
+    let has = |name: &HeaderName| {
+        HOP_BY_HOP
+            .iter()
+            .position(|h| h == name)
+            .is_some_and(|i| present & 1 << i != 0)
+    };
+    if has(&header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in &named {
+            headers.remove(name);
+        }
     }
     // Read after the names `Connection` lists are gone, before `TE` goes
     // with the rest of the list.
-    let te_trailers = headers
-        .get(header::TE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-        });
-    for name in &HOP_BY_HOP {
+    let te_trailers = has(&header::TE)
+        && headers
+            .get(header::TE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            });
+    for name in HOP_BY_HOP.iter().filter(|name| has(name)) {
         headers.remove(name);
     }
     if te_trailers {
@@ -127,6 +148,28 @@ mod tests {
         assert!(h.get(header::TRANSFER_ENCODING).is_none());
         assert_eq!(h.get(header::TE).unwrap(), "trailers");
         assert_eq!(h.get("x-kept").unwrap(), "1");
+    }
+
+    /// Each name of the list is removed when it comes alone, and a message
+    /// without any keeps all its headers.
+    #[test]
+    fn strips_each_hop_by_hop_header_alone_and_nothing_else() {
+        let mut plain = HeaderMap::new();
+        plain.insert("x-kept", HeaderValue::from_static("1"));
+        plain.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        let before = plain.clone();
+        strip_hop_by_hop(&mut plain);
+        assert_eq!(plain, before);
+        for name in &HOP_BY_HOP {
+            let mut h = before.clone();
+            h.insert(name.clone(), HeaderValue::from_static("x"));
+            strip_hop_by_hop(&mut h);
+            assert_eq!(h, before, "{name} was not removed");
+        }
+        let mut h = before.clone();
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.get(header::TE).unwrap(), "trailers");
     }
 
     #[test]
