@@ -130,6 +130,8 @@ pub async fn send(
     let result = loop {
         let deadline = slot.last_progress().max(start) + limit;
         tokio::select! {
+            // The exchange first: the timer matters only when it is pending.
+            biased;
             r = sent.as_mut() => break Some(r),
             _ = tokio::time::sleep_until(deadline), if !limit.is_zero() => {
                 if slot.last_progress().max(start) + limit <= Instant::now() {

@@ -9,10 +9,11 @@
 //! slow client get its 408.
 
 mod body;
+mod gate;
 mod io;
 mod state;
 
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -65,61 +66,117 @@ where
         graceful(conn.as_mut());
         closing = true;
     }
-    // One timer for the connection's life, moved only when it must fire
-    // sooner: resetting it on every request would cost more than the rare
-    // early wake-up.
     let sleep = tokio::time::sleep(Duration::from_secs(3600));
-    let mut sleep = std::pin::pin!(sleep);
-    let mut armed: Option<Instant> = None;
+    let mut timer = Timer {
+        sleep: std::pin::pin!(sleep),
+        gate: gate::Gate::new(),
+        armed: None,
+    };
+    let mut phase_gate = gate::Gate::new();
     loop {
         // A closing connection may still be stuck writing to a client that
         // does not read (graceful shutdown waits for the write to finish).
         let now = Instant::now();
         let t = state.effective(&timeouts);
-        let next = if closing {
+        timer.arm(if closing {
             state.write_check(&t, now)
         } else {
             state.next_check(&t, now)
-        };
-        if let Some(next) = next
-            && armed.is_none_or(|at| next < at)
-        {
-            sleep.as_mut().reset(next);
-            armed = Some(next);
-        }
-        tokio::select! {
-            done = conn.as_mut() => {
+        });
+        match next_event(conn.as_mut(), &mut timer, &mut phase, &mut phase_gate).await {
+            Event::Done(done) => {
                 if let Err(e) = done {
                     tracing::debug!("client connection ended: {e}");
                 }
                 return Ended::Done;
             }
-            _ = &mut sleep, if armed.is_some() => {
-                armed = None;
-                match expired(state, &timeouts, closing, raw) {
-                    Expired::Nothing => {}
-                    Expired::KeepAlive => {
-                        graceful(conn.as_mut());
-                        closing = true;
-                    }
-                    Expired::End(ended) => return ended,
+            Event::Timer => match expired(state, &timeouts, closing, raw) {
+                Expired::Nothing => {}
+                Expired::KeepAlive => {
+                    graceful(conn.as_mut());
+                    closing = true;
+                }
+                Expired::End(ended) => return ended,
+            },
+            Event::Phase(Phase::Running) => {}
+            Event::Phase(Phase::Draining) => {
+                if !closing {
+                    graceful(conn.as_mut());
+                    closing = true;
                 }
             }
-            changed = phase.changed() => {
-                let now = if changed.is_ok() { *phase.borrow_and_update() } else { Phase::Abort };
-                match now {
-                    Phase::Running => {}
-                    Phase::Draining => {
-                        if !closing {
-                            graceful(conn.as_mut());
-                            closing = true;
-                        }
-                    }
-                    Phase::Abort => return Ended::Aborted,
-                }
-            }
+            Event::Phase(Phase::Abort) => return Ended::Aborted,
         }
     }
+}
+
+/// The driver's one timer, for the connection's life: moved only when it
+/// must fire sooner, as resetting it on every request would cost more than
+/// the rare early wake-up.
+struct Timer<'a> {
+    sleep: Pin<&'a mut tokio::time::Sleep>,
+    /// Polled only once it fired (see `gate`).
+    gate: gate::Gate,
+    /// When it fires, if it is to.
+    armed: Option<Instant>,
+}
+
+impl Timer<'_> {
+    /// Makes it fire at `next` if that is sooner than it would.
+    fn arm(&mut self, next: Option<Instant>) {
+        if let Some(next) = next
+            && self.armed.is_none_or(|at| next < at)
+        {
+            self.sleep.as_mut().reset(next);
+            self.gate.open();
+            self.armed = Some(next);
+        }
+    }
+}
+
+/// What moves the driver's loop on.
+enum Event<E> {
+    /// hyper's connection future finished.
+    Done(Result<(), E>),
+    /// The timer fired.
+    Timer,
+    /// The drain phase changed to this (`Abort` too when its sender is
+    /// gone).
+    Phase(Phase),
+}
+
+/// Waits for hyper's connection future to finish (polled first, at every
+/// wake), the timer (when armed) to fire or the drain phase to change; the
+/// last two are polled only when they fired (see `gate`).
+async fn next_event<F, E>(
+    mut conn: Pin<&mut F>,
+    timer: &mut Timer<'_>,
+    phase: &mut watch::Receiver<Phase>,
+    phase_gate: &mut gate::Gate,
+) -> Event<E>
+where
+    F: Future<Output = Result<(), E>>,
+{
+    let changed = {
+        let changed = phase.changed();
+        let mut changed = std::pin::pin!(changed);
+        phase_gate.open();
+        let armed = timer.armed.is_some();
+        tokio::select! {
+            biased;
+            done = conn.as_mut() => return Event::Done(done),
+            () = poll_fn(|cx| timer.gate.poll(cx, timer.sleep.as_mut())), if armed => {
+                timer.armed = None;
+                return Event::Timer;
+            }
+            r = poll_fn(|cx| phase_gate.poll(cx, changed.as_mut())) => r.is_ok(),
+        }
+    };
+    Event::Phase(if changed {
+        *phase.borrow_and_update()
+    } else {
+        Phase::Abort
+    })
 }
 
 /// What the driver's timer found.
