@@ -61,10 +61,11 @@ pub(super) async fn attempt(
         // Read now, not when the request was sent: the breaker must see
         // that the backend opened meanwhile, or a late success would
         // close it before its open period ends.
+        let now_ms = clock::monotonic_ms();
         let before = backend.state.snapshot(
             picked.index as u32,
             backend.weight,
-            backend.state.breaker.state(clock::monotonic_ms()),
+            backend.state.breaker.state(now_ms),
         );
         let since = span.as_ref().map(|_| Instant::now());
         breaker_fault = decide::report_outcome(
@@ -74,6 +75,7 @@ pub(super) async fn attempt(
             backend,
             before,
             outcome,
+            now_ms,
         )
         .err();
         if let (Some(span), Some(since)) = (span.as_mut(), since) {

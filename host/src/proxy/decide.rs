@@ -9,7 +9,6 @@ use http::{Response, StatusCode};
 
 use super::ProxyBody;
 use super::error::{ProxyError, Role, text};
-use crate::clock;
 use crate::generation::{BackendSlot, Generation, RouteAction, RouteTarget, Slot};
 use crate::plugin::{
     Backend, BreakerState, BreakerWorld, Fault, Outcome, RequestView, Route, Tenant,
@@ -94,7 +93,8 @@ pub(super) fn pick(
     .map_err(|fault| ProxyError::plugin(Role::Balancer, fault))
 }
 
-/// Gives the breaker an attempt's outcome and applies its verdict. A
+/// Gives the breaker an attempt's outcome and applies its verdict at
+/// `now_ms` (`clock::monotonic_ms`, read by the caller for `before`). A
 /// faulting breaker leaves the backend's state as it was (there is no safe
 /// guess to make); with a fail-open policy the built-in breaker decides
 /// instead, with fail-closed the fault is returned and the request is
@@ -106,6 +106,7 @@ pub(super) fn report_outcome(
     backend: &BackendSlot,
     before: Backend,
     outcome: Outcome,
+    now_ms: u64,
 ) -> Result<(), ProxyError> {
     let slot: &Slot<BreakerWorld> = generation.breaker_for(upstream);
     let verdict = slot
@@ -117,7 +118,7 @@ pub(super) fn report_outcome(
         })
         .map_err(|fault| ProxyError::plugin(Role::Breaker, fault))?;
     backend.state.record_result(&verdict, &outcome);
-    if let Some(state) = backend.state.breaker.apply(&verdict, clock::monotonic_ms()) {
+    if let Some(state) = backend.state.breaker.apply(&verdict, now_ms) {
         tracing::info!(
             upstream = upstream_name,
             backend = %backend.state.authority,

@@ -151,7 +151,9 @@ impl Started<'_> {
     /// summary. Returns what completes the record when the body ends.
     pub fn respond(mut self, status: u16) -> Finish {
         self.responded = true;
-        let elapsed = self.at.elapsed();
+        // One reading for the duration and the activity's timestamp.
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(self.at);
         let route = &self.route;
         match (route.backend, route.domain) {
             (Some((b, _)), _) => b.count(status),
@@ -165,7 +167,7 @@ impl Started<'_> {
             d.record_duration(elapsed);
         }
         if let Some(a) = route.activity {
-            a.record(crate::clock::monotonic_ms(), elapsed, status >= 500);
+            a.record(crate::clock::ms_at(now), elapsed, status >= 500);
         }
         self.observer.window.record(elapsed, status >= 500);
         let access = self.access.take().map(|a| {
