@@ -70,8 +70,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
                 v.split(',')
                     .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
             });
-    for name in HOP_BY_HOP.iter().filter(|name| has(name)) {
-        headers.remove(name);
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & 1 << i != 0 {
+            headers.remove(name);
+        }
     }
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
