@@ -33,21 +33,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names says which of the list are there: most
     // messages carry none of them, or only `Connection`, and removing each
     // of the nine by name hashed it and probed the map, twice a request.
-    let present = headers.keys().fold(0u16, |seen, name| {
+    let bit = |name: &HeaderName| {
         HOP_BY_HOP
             .iter()
             .position(|h| h == name)
-            .map_or(seen, |i| seen | 1 << i)
-    });
+            .map_or(0u16, |i| 1 << i)
+    };
+    let present = headers.keys().fold(0, |seen, name| seen | bit(name));
     if present == 0 {
         return;
     }
-    let has = |name: &HeaderName| {
-        HOP_BY_HOP
-            .iter()
-            .position(|h| h == name)
-            .is_some_and(|i| present & 1 << i != 0)
-    };
+    let has = |name: &HeaderName| present & bit(name) != 0;
     if has(&header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
