@@ -56,10 +56,12 @@ impl Front {
         &self.proxy
     }
 
-    /// Answers one request.
+    /// Answers one request. It comes boxed, so each future of its chain
+    /// holds a pointer to it rather than its own copy (see
+    /// `upstream::h1::send`).
     pub async fn handle(
         &self,
-        req: Request<Incoming>,
+        req: Box<Request<Incoming>>,
         client: SocketAddr,
     ) -> Result<Response<ProxyBody>, Infallible> {
         if let Some(tokens) = &self.http01

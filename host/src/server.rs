@@ -314,7 +314,7 @@ async fn serve_http<IO>(
             // state), and hyper moves this one around before polling it
             // (into the h1 dispatcher's slot, into an h2 stream's task);
             // each move copied all of it, one allocation copies nothing.
-            let mut resp = Box::pin(front.handle(req, peer)).await?;
+            let mut resp = Box::pin(front.handle(Box::new(req), peer)).await?;
             // Before hyper writes the head and before the request ends.
             request.set_override(resp.extensions_mut().remove::<ConnTimeoutOverride>());
             // Handed to hyper once the worker has run its other ready

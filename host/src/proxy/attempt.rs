@@ -32,7 +32,7 @@ pub(super) async fn attempt(
     headers: HeaderMap,
     slot: &BodySlot,
     body: RequestBody,
-    span: &mut Option<ClientSpan>,
+    span: &mut Option<Box<ClientSpan>>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let up = routed.slot;
     let backend = &up.backends[picked.index];

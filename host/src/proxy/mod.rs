@@ -110,7 +110,7 @@ impl Proxy {
     /// Handles one request. Never fails: every error becomes a response.
     pub async fn handle(
         &self,
-        req: Request<Incoming>,
+        req: Box<Request<Incoming>>,
         client: SocketAddr,
         scheme: Scheme,
     ) -> Result<Response<ProxyBody>, Infallible> {
@@ -182,7 +182,7 @@ impl Proxy {
     async fn serve<'g>(
         &self,
         generation: &'g Generation,
-        req: Request<Incoming>,
+        req: Box<Request<Incoming>>,
         host: String,
         client: SocketAddr,
         scheme: Scheme,
@@ -198,12 +198,12 @@ impl Proxy {
     async fn run(
         &self,
         ctx: &mut RequestCtx<'_, '_>,
-        mut req: Request<Incoming>,
+        mut req: Box<Request<Incoming>>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // Admit.
         ctx.upgrade = upgrade::requested(&req);
-        let client_upgrade = ctx.upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
-        let (parts, body) = req.into_parts();
+        let client_upgrade = ctx.upgrade.is_some().then(|| hyper::upgrade::on(&mut *req));
+        let (parts, body) = (*req).into_parts();
         head_checks::check_head(&parts, &ctx.generation.config.limits)?;
         // Boxed: each plugin call moves the view into its store and back,
         // which is a pointer's copy instead of the whole head's.
@@ -433,11 +433,12 @@ async fn traced_attempt(
     request_body: RequestBody,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let authority = &routed.slot.backends[picked.index].state.authority;
+    // Boxed: an untraced request's future carries a pointer, not the span.
     let mut span = match (&ctx.record.trace, &ctx.head) {
         (Some(t), Some(head)) => {
             let span = t.attempt(&head.method, authority, ctx.tried.len() - 1);
             span.inject(&mut headers);
-            Some(span)
+            Some(Box::new(span))
         }
         _ => None,
     };

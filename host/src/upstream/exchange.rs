@@ -94,7 +94,8 @@ pub async fn send(
     body: RequestBody,
     timeouts: &UpstreamTimeouts,
 ) -> Result<(Response<UpstreamBody>, Duration), UpstreamError> {
-    let mut req = Request::new(body);
+    // Boxed: see `h1::send`.
+    let mut req = Box::new(Request::new(body));
     *req.method_mut() = head.method.clone();
     *req.version_mut() = Version::HTTP_11;
     // An upgrade's connection becomes a tunnel: hyper-util's client hands
@@ -114,7 +115,7 @@ pub async fn send(
     let sent = async {
         match owned {
             Some(pool) => h1::send(pool, backend, req).await,
-            None => match upstream.client.request(req).await {
+            None => match upstream.client.request(*req).await {
                 Ok(resp) => Ok(resp.map(UpstreamBody::driven_elsewhere)),
                 Err(e) => Err(Failed {
                     connect: e.is_connect(),

@@ -361,11 +361,14 @@ fn origin(backend: &BackendState) -> Result<Uri, Box<dyn std::error::Error + Sen
 /// Sends `req` (origin-form URI) to `backend` on a pooled connection or a
 /// new one, driving the connection until the response head is in. A
 /// pooled connection that turns out closed before the request went out is
-/// replaced by a new one, once.
+/// replaced by a new one, once. The request comes boxed: each future of
+/// the request's chain that held it kept a copy of its 300 bytes (an
+/// argument's place is kept beside the locals it is moved into), and each
+/// copy was also made once per request.
 pub async fn send(
     pool: &Arc<H1Pool>,
     backend: &Arc<BackendState>,
-    mut req: Request<RequestBody>,
+    mut req: Box<Request<RequestBody>>,
 ) -> Result<Response<UpstreamBody>, Failed> {
     // As hyper-util's client does: an HTTP/1.0 request may lack it.
     if !req.headers().contains_key(header::HOST)
@@ -384,7 +387,7 @@ pub async fn send(
             // request that needs a new connection.
             None => Box::pin(pool.connect(backend)).await?,
         };
-        let mut response = pin!(conn.sender.try_send_request(req));
+        let mut response = pin!(conn.sender.try_send_request(*req));
         // Written once the worker has run its other ready tasks (tokio
         // wakes a yielded task after its next I/O poll), so the requests of
         // one scheduler tick reach the backends back to back and wake a
@@ -412,7 +415,7 @@ pub async fn send(
                 }));
             }
             Err(mut e) => match e.take_message() {
-                Some(unsent) if reused => req = unsent,
+                Some(unsent) if reused => *req = unsent,
                 _ => {
                     return Err(Failed {
                         connect: false,
