@@ -339,15 +339,15 @@ EOF
     pids+=("${pid[haproxy]}")
 }
 
+# Whether peer $1 serves plain HTTP/1.1 only (the backend and the rows
+# made of it): no TLS checks or TLS rows for it.
+plain_only() { case "$1" in direct|*-origin|mini-proxy) return 0 ;; esac; return 1; }
+
 # hyper-origin, lean-origin: the bench backend itself (hyper's HTTP/1
 # server) or its --lean mode (httparse and one writev, no hyper), pinned
 # like a proxy: what an HTTP/1 server costs per request on its own.
 # mini-proxy: the backend's --proxy mode, pinned like a proxy, in front of
 # the same backend as every proxy: the least a proxy on hyper does.
-# Whether peer $1 serves plain HTTP/1.1 only (the backend and the rows
-# made of it): no TLS checks or TLS rows for it.
-plain_only() { case "$1" in direct|*-origin|mini-proxy) return 0 ;; esac; return 1; }
-
 start_origin() {
     local row="$1" mode=()
     case "$row" in

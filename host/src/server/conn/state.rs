@@ -18,10 +18,11 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 /// waits (`ConnState::hold_body`): one HTTP/1 upstream read (16 KiB). Then
 /// hyper writes two chunks at once where the backend's data is there: a
 /// write to the client (and the wake-up of a client waiting to read) per
-/// 32 KiB rather than per chunk. With none (every byte written before the next chunk), a 64 KiB
-/// response took about three writes under load against nginx's one. A
-/// stalled reader holds one chunk more for it: the 500-stalled-readers
-/// test's RSS grew by 35-37 MiB instead of 33, of the 50 it allows.
+/// 32 KiB rather than per chunk. With none (every byte written before the
+/// next chunk), a 64 KiB response took about three writes under load
+/// against nginx's one. A stalled reader holds one chunk more for it: the
+/// 500-stalled-readers test's RSS grew by 35-37 MiB instead of 33, of the
+/// 50 it allows.
 const BODY_AHEAD: u64 = crate::upstream::pool::UPSTREAM_READ_BUFFER as u64;
 
 /// What the connection is doing, shared by the socket wrapper, the service
