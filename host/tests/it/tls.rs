@@ -105,6 +105,65 @@ async fn tls12_only_clients_are_served() {
     assert_eq!(get_over(stream, "a.test", "/").await.1, "backend a");
 }
 
+/// The server's order of cipher suites decides, AES-128-GCM first: a
+/// client that lists AES-256-GCM-SHA384 first (rustls's default order, as
+/// OpenSSL's) gets AES-128-GCM-SHA256 in TLS 1.3 and ECDHE-ECDSA-AES128-GCM
+/// in TLS 1.2; a client that offers only ChaCha20-Poly1305 still gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_cipher_suite_order_puts_aes_128_gcm_first() {
+    use rustls::CipherSuite as S;
+    let ca = TestCa::new();
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let proxy = start(&ca, &a, &b, "").await;
+    let defaults = rustls::crypto::aws_lc_rs::default_provider();
+    assert_eq!(
+        defaults.cipher_suites[0].suite(),
+        S::TLS13_AES_256_GCM_SHA384,
+        "the client must prefer AES-256 for this test to show the server's order"
+    );
+    let only = |suite: S| {
+        let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+        provider.cipher_suites.retain(|s| s.suite() == suite);
+        provider
+    };
+    for (provider, version, expected) in [
+        (
+            defaults.clone(),
+            &rustls::version::TLS13,
+            S::TLS13_AES_128_GCM_SHA256,
+        ),
+        (
+            defaults,
+            &rustls::version::TLS12,
+            S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        ),
+        (
+            only(S::TLS13_CHACHA20_POLY1305_SHA256),
+            &rustls::version::TLS13,
+            S::TLS13_CHACHA20_POLY1305_SHA256,
+        ),
+    ] {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.der()).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let stream = connect(https_addr(&proxy), "a.test", Arc::new(config))
+            .await
+            .unwrap();
+        let suite = stream
+            .get_ref()
+            .1
+            .negotiated_cipher_suite()
+            .unwrap()
+            .suite();
+        assert_eq!(suite, expected, "{version:?}");
+        assert_eq!(get_over(stream, "a.test", "/").await.1, "backend a");
+    }
+}
+
 /// `listen.tls_session_resumption` (on by default): a returning client
 /// resumes its session, with TLS 1.3 (tickets) and TLS 1.2 (tickets or the
 /// session cache), instead of a full handshake; turned off, every
