@@ -966,6 +966,13 @@ pub mod __private {
     {
         fn init(config: String) -> Result<Vec<v2::Fact>, String> {
             init::<S>(|| <S::Plugin as v2::Router>::init(&config))?;
+            // Declared while `init` runs: the only time the proxy takes it.
+            let own = with::<S, _>(|plugin| v2::Router::self_routed_domains(plugin));
+            for domain in own.unwrap_or_default() {
+                bindings::v2::router::bbproxy::plugin0_2_0::router_answers::upstream_is_domain(
+                    domain,
+                );
+            }
             Ok(declare(
                 with::<S, _>(|plugin| v2::Router::facts(plugin)).unwrap_or_default(),
             ))

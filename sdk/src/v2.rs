@@ -281,6 +281,35 @@ pub trait Router: Sized + 'static {
         Vec::new()
     }
 
+    /// The domains (upstream numbers) whose every request this router
+    /// sends to the domain's own upstream, `Route::upstream(domain)`,
+    /// whatever else the request holds: asked once right after `init`,
+    /// and the proxy then answers those requests itself, without calling
+    /// [`Router::route`] (a call costs about a microsecond in the proxy).
+    /// The built-in router lists every domain without `routes`. The
+    /// default lists none. [`TestHost::route_v2`](crate::testing::TestHost::route_v2)
+    /// checks the claim: it still calls `route` and refuses another answer.
+    ///
+    /// ```
+    /// use bbproxy_sdk::{Request, testing::{FakeRequest, TestHost}};
+    /// use bbproxy_sdk::v2::{Route, Router};
+    /// /// Everything to upstream 0, yet it says domain 1 goes to its own.
+    /// struct Wrong;
+    /// impl Router for Wrong {
+    ///     fn init(_: &str) -> Result<Self, String> { Ok(Wrong) }
+    ///     fn self_routed_domains(&self) -> Vec<u32> { vec![1] }
+    ///     fn route(&mut self, _: &Request, _: Option<u32>) -> Route { Route::upstream(0) }
+    /// }
+    /// let host = TestHost::new().upstream("a.test", 1).upstream("b.test", 1);
+    /// let mut r = Wrong;
+    /// assert_eq!(host.route_v2(&mut r, &FakeRequest::get("a.test", "/")), Ok(Route::upstream(0)));
+    /// let err = host.route_v2(&mut r, &FakeRequest::get("b.test", "/")).unwrap_err();
+    /// assert!(err.starts_with("self_routed_domains lists domain 1"), "{err}");
+    /// ```
+    fn self_routed_domains(&self) -> Vec<u32> {
+        Vec::new()
+    }
+
     /// Decides where `req` goes. `domain` is the upstream number of the
     /// domain its host matches (exact name, then the longest wildcard), or
     /// `None`.

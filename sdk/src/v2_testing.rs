@@ -28,7 +28,9 @@ impl TestHost {
     /// Asks a 0.2.0 `router` where `req` goes, telling it the domain the
     /// request's host matches among the upstreams (exact name, then the
     /// longest wildcard), as the proxy does. An upstream number out of
-    /// range, or a direct answer the proxy would refuse, is an `Err`.
+    /// range, a direct answer the proxy would refuse, or, for a domain the
+    /// router lists in [`Router::self_routed_domains`], any answer but the
+    /// domain's own upstream (the proxy would not have asked), is an `Err`.
     ///
     /// ```
     /// use bbproxy_sdk::{Request, testing::{FakeRequest, TestHost}};
@@ -53,6 +55,16 @@ impl TestHost {
             .lookup(&req.as_request().host())
             .and_then(|i| u32::try_from(i).ok());
         let route = with_facts(req, router.facts(), |r| router.route(r, domain))?;
+        // The proxy answers a self-routed domain without calling `route`:
+        // an answer that differs would be a claim the proxy trusts wrongly.
+        if let Some(d) = domain
+            && router.self_routed_domains().contains(&d)
+            && route != Route::upstream(d)
+        {
+            return Err(format!(
+                "self_routed_domains lists domain {d}, whose requests the proxy then sends to upstream {d} without calling route, but route answered {route:?}"
+            ));
+        }
         match &route {
             Route::Upstream(n) => {
                 contract::check_route_number(*n, "upstream", upstreams.len())?;

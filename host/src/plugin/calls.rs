@@ -50,6 +50,8 @@ impl Plugin<RouterWorld> {
     /// a valid status and a body of at most [`MAX_DIRECT_BODY_BYTES`].
     /// `tenant` is the domain the request's host matched: the router's
     /// faults are kept per matched domain, and a 0.2.0 router is told it.
+    /// A domain the router declared at `init` to go to its own upstream
+    /// (`router-answers`) is answered so without entering the router.
     ///
     /// [`MAX_DIRECT_BODY_BYTES`]: super::MAX_DIRECT_BODY_BYTES
     pub fn route(
@@ -61,6 +63,13 @@ impl Plugin<RouterWorld> {
             Tenant::Upstream(i) => Some(i),
             Tenant::Unmatched => None,
         };
+        // The router said at `init` that this domain's requests go to its
+        // own upstream: its answer without entering it.
+        if let Some(i) = domain
+            && self.init_answer().routes_to_itself(i)
+        {
+            return Ok(Route::Upstream(i));
+        }
         self.call(
             tenant,
             request,

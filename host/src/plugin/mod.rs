@@ -26,6 +26,7 @@ mod fault;
 pub mod logbudget;
 mod pool;
 pub mod resource_caps;
+mod router_answers;
 mod shared;
 mod state;
 mod ticker;

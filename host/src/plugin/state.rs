@@ -74,6 +74,12 @@ pub struct PluginState {
     /// Reads of the lent request through `request`'s methods in the call in
     /// progress: what a 0.2.0 plugin could have declared as facts.
     pub(super) request_reads: u32,
+    /// Whether the instance is in its `init` call, the only time a
+    /// router may declare answers (`router-answers`).
+    pub(super) initializing: bool,
+    /// The domains (upstream numbers) a 0.2.0 router declared during
+    /// `init` to go to their own upstream; taken into its `InitAnswer`.
+    pub(super) upstream_is_domain: Vec<bool>,
     shared: Arc<SharedState>,
     upstreams: Arc<[types::Upstream]>,
     identity: PluginIdentity,
@@ -98,6 +104,8 @@ impl PluginState {
             candidates: Vec::new(),
             facts: String::new(),
             request_reads: 0,
+            initializing: false,
+            upstream_is_domain: Vec::new(),
             shared,
             upstreams,
             identity,
@@ -116,6 +124,11 @@ impl PluginState {
 }
 
 impl PluginState {
+    /// How many upstreams the plugin was given (`host.upstreams`).
+    pub(super) fn upstream_count(&self) -> usize {
+        self.upstreams.len()
+    }
+
     fn response(&self) -> wasmtime::Result<&ResponseView> {
         self.response.as_ref().ok_or_else(|| {
             wasmtime::Error::msg("response resource used outside of the call that lent it")

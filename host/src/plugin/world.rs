@@ -30,6 +30,22 @@ pub struct InitAnswer {
     /// The request facts a 0.2.0 router, balancer or filter declared: sent
     /// with each `route`, `pick` or `on-request` call (none for the rest).
     pub facts: Facts,
+    /// By upstream number: whether a 0.2.0 router declared (through
+    /// `router-answers`) that requests of that domain go to its own
+    /// upstream, so their `route` is answered without a call. Empty for
+    /// every other plugin.
+    pub upstream_is_domain: Vec<bool>,
+}
+
+impl InitAnswer {
+    /// Whether requests of domain `domain` go to its own upstream without
+    /// a call (see `upstream_is_domain`).
+    pub fn routes_to_itself(&self, domain: u32) -> bool {
+        self.upstream_is_domain
+            .get(domain as usize)
+            .copied()
+            .unwrap_or(false)
+    }
 }
 
 impl Default for InitAnswer {
@@ -39,6 +55,7 @@ impl Default for InitAnswer {
             skip_closed_responses_below: 0,
             on_response: true,
             facts: Facts::default(),
+            upstream_is_domain: Vec::new(),
         }
     }
 }
@@ -151,10 +168,24 @@ macro_rules! versioned_world {
                         .call_init(store, config)?
                         .map(|()| InitAnswer::default())
                         .map_err(InitError::Config),
-                    Versioned::V2(e) => match e.call_init(store, config)? {
-                        Ok(answer) => $init2(answer).map_err(InitError::Answer),
-                        Err(msg) => Err(InitError::Config(msg)),
-                    },
+                    Versioned::V2(e) => {
+                        // A router declares its `router-answers` during
+                        // this call, and only then.
+                        store.data_mut().initializing = true;
+                        let answer = e.call_init(&mut *store, config);
+                        let state = store.data_mut();
+                        state.initializing = false;
+                        let upstream_is_domain = std::mem::take(&mut state.upstream_is_domain);
+                        match answer? {
+                            Ok(answer) => $init2(answer)
+                                .map(|a| InitAnswer {
+                                    upstream_is_domain,
+                                    ..a
+                                })
+                                .map_err(InitError::Answer),
+                            Err(msg) => Err(InitError::Config(msg)),
+                        }
+                    }
                 })
             }
         }

@@ -366,17 +366,69 @@ async fn status_has_rates_percentiles_sparklines_and_breaker_history() {
         assert_eq!(p["contract"], "bbproxy:plugin@0.2.0");
         assert_eq!(p["suspended"], serde_json::json!([]));
     }
-    // 40 requests were routed and picked; of their outcomes the breaker
-    // (contract 0.2.0) is called for the one error only, the host counts
-    // the 39 responses of a closed backend itself.
-    let calls = |role: &str| {
-        let plugins = doc["plugins"].as_array().unwrap();
-        let p = plugins.iter().find(|p| p["role"] == role).unwrap();
-        p["calls"].clone()
+    // 40 requests were routed and picked; the built-in router said at
+    // init that this domain (it has no routes) goes to its own upstream,
+    // so the host routed them without a call. Of their outcomes the
+    // breaker (contract 0.2.0) is called for the one error only, the host
+    // counts the 39 responses of a closed backend itself.
+    assert_eq!(plugin_calls(&doc, "router"), 0);
+    assert_eq!(plugin_calls(&doc, "balancer"), 40);
+    assert_eq!(plugin_calls(&doc, "breaker"), 1);
+}
+
+/// The calls `/status` counts for the plugin of `role`.
+fn plugin_calls(doc: &Value, role: &str) -> Value {
+    let plugins = doc["plugins"].as_array().unwrap();
+    let p = plugins.iter().find(|p| p["role"] == role).unwrap();
+    p["calls"].clone()
+}
+
+/// The built-in router is called only for the domains that have routes:
+/// a domain without any goes to its own upstream, which the router says
+/// at init, and the host answers its requests without entering it. A
+/// reload that gives the other domain routes makes its requests calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_is_called_only_for_domains_with_routes() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let config = |b_routes: &str| {
+        format!(
+            r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": "127.0.0.1:0",
+                "domains": {{"a.test": {{"backends": ["{}"],
+                               "routes": [{{"match": {{"path": "/x"}}, "respond": {{"status": 204}}}}]}},
+                             "b.test": {{"backends": ["{}"]{b_routes}}}}}}}"#,
+            a.addr, b.addr
+        )
     };
-    assert_eq!(calls("router"), 40);
-    assert_eq!(calls("balancer"), 40);
-    assert_eq!(calls("breaker"), 1);
+    let proxy = Proxy::start(&config("")).await;
+    let http = client();
+    for _ in 0..3 {
+        assert_eq!(get(&http, &proxy.url("/"), "a.test").await.1, "backend a");
+        assert_eq!(
+            get(&http, &proxy.url("/x"), "a.test").await.0,
+            StatusCode::NO_CONTENT
+        );
+        assert_eq!(get(&http, &proxy.url("/"), "b.test").await.1, "backend b");
+    }
+    assert_eq!(plugin_calls(&status(&proxy).await, "router"), 6);
+    assert_eq!(plugin_calls(&status(&proxy).await, "balancer"), 6);
+
+    let routed = config(r#", "routes": [{"match": {"path": "/y"}, "respond": {"status": 204}}]"#);
+    std::fs::write(proxy.dir.path().join("config.json"), routed).unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        "the reload with b.test's routes",
+        || {
+            let (http, proxy) = (&http, &proxy);
+            async move { get(http, &proxy.url("/y"), "b.test").await.0 == StatusCode::NO_CONTENT }
+        },
+    )
+    .await;
+    let before = plugin_calls(&status(&proxy).await, "router");
+    assert_eq!(get(&http, &proxy.url("/"), "b.test").await.1, "backend b");
+    assert_eq!(
+        plugin_calls(&status(&proxy).await, "router"),
+        before.as_u64().unwrap() + 1
+    );
 }
 
 /// The first view needs no script: every backend has its row with its

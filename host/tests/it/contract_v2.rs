@@ -68,11 +68,20 @@ fn the_default_bundle_speaks_0_2_0_and_a_0_1_plugin_still_decides() {
 #[test]
 fn a_0_2_0_router_is_told_the_domain_the_host_matched() {
     let runtime = Runtime::new().unwrap();
-    let router = load::<RouterWorld>(&runtime, bundle::ROUTER, "{}").unwrap();
+    // b.test has a route (that these requests do not match), so the
+    // router is asked for its requests; a.test has none, so the router
+    // said at init that a.test goes to its own upstream.
+    let config = r#"{"routes": {"b.test": [{"match": {"path": "/never"}}]}}"#;
+    let router = load::<RouterWorld>(&runtime, bundle::ROUTER, config).unwrap();
     // Told domain 1, it answers 1 without reading the request's host
     // (which here names a.test, so reading it would answer 0).
     let told = router.route(Tenant::Upstream(1), &mut view("a.test"));
     assert_eq!(told.unwrap(), Route::Upstream(1));
+    assert_eq!(router.calls(), 1);
+    // Domain 0 is answered by the host, without a call.
+    let own = router.route(Tenant::Upstream(0), &mut view("b.test"));
+    assert_eq!(own.unwrap(), Route::Upstream(0));
+    assert_eq!(router.calls(), 1);
     // No domain matched: it reads the host itself.
     let read = router.route(Tenant::Unmatched, &mut view("b.test"));
     assert_eq!(read.unwrap(), Route::Upstream(1));

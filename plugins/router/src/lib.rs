@@ -166,6 +166,15 @@ impl RouteTable {
 
     /// The upstream for `host`, if any (exact name, then longest wildcard,
     /// then the default).
+    /// The domains whose every request [`RouteTable::decide_domain`] sends
+    /// to the domain's own upstream: those without routes.
+    pub fn self_routed(&self) -> Vec<u32> {
+        (0..self.names.len())
+            .filter(|&i| self.routes.get(i).is_none_or(DomainRoutes::is_empty))
+            .filter_map(|i| u32::try_from(i).ok())
+            .collect()
+    }
+
     pub fn lookup(&self, host: &str) -> Option<&str> {
         let i = self.matcher.lookup(host)?;
         self.names.get(i).map(String::as_str)
@@ -208,6 +217,10 @@ impl Router for HostRouter {
 
     fn facts(&self) -> Vec<bbproxy_sdk::v2::Fact> {
         self.facts.clone()
+    }
+
+    fn self_routed_domains(&self) -> Vec<u32> {
+        self.table.self_routed()
     }
 
     fn route(&mut self, req: &Request, domain: Option<u32>) -> Route {

@@ -338,3 +338,28 @@ fn declared_facts_route_as_reads_through_the_request_do() {
         Ok(Route::upstream(0))
     );
 }
+
+/// The domains without routes are the ones the router says go to their
+/// own upstream (the proxy then answers them without a call); a domain
+/// with routes is always asked. TestHost::route_v2 refuses an answer
+/// that contradicts the claim, so every request below also checks it.
+#[test]
+fn domains_without_routes_are_self_routed() {
+    use bbproxy_sdk::testing::TestHost;
+    use bbproxy_sdk::v2::Router;
+    assert_eq!(table("{}").self_routed(), [0, 1]);
+    let with_a = r#"{"a.test": [{"match": {"path": "/x"}, "respond": {"status": 204}}]}"#;
+    assert_eq!(table(with_a).self_routed(), [1]);
+
+    let host = TestHost::new().upstream("a.test", 1).upstream("b.test", 1);
+    let config = format!(r#"{{"routes": {with_a}}}"#);
+    let mut router: crate::HostRouter = host.router_v2(&config).unwrap();
+    assert_eq!(router.self_routed_domains(), [1]);
+    for (host_name, path) in [("a.test", "/"), ("a.test", "/x"), ("b.test", "/x")] {
+        let req = FakeRequest::get(host_name, path);
+        assert!(
+            host.route_v2(&mut router, &req).is_ok(),
+            "{host_name}{path}"
+        );
+    }
+}
