@@ -4,7 +4,10 @@
 //!
 //! - A [`Router`] is told the domain the proxy matched the request's host
 //!   to and answers with upstream numbers ([`Route::Upstream`]), so the
-//!   common answer passes no string either way.
+//!   common answer passes no string either way; the domains it always
+//!   sends to their own upstream it lists once
+//!   ([`Router::self_routed_domains`]), and the proxy routes their
+//!   requests without calling it.
 //! - A [`Balancer`] gets [`Candidates`], read on demand: round-robin needs
 //!   only their number, and nothing is copied that the policy does not
 //!   read.

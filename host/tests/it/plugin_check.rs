@@ -245,6 +245,40 @@ fn the_default_breaker_opens_after_five_failures() {
     assert!(verdicts[7].contains("state open for 30000 ms"), "{out}");
 }
 
+/// The default router says at init which domains go to their own
+/// upstream (those without routes): the check lists them, marks their
+/// samples as the proxy's answers, and measures no call for them.
+#[test]
+fn the_default_router_shows_the_domains_it_is_not_called_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("router.wasm");
+    std::fs::write(&path, bbproxy::plugin::bundle::ROUTER).unwrap();
+    let (ok, out, err) = plugin_check(&[
+        path.to_str().unwrap(),
+        "--plugin-config",
+        r#"{"routes": {"b.test": [{"match": {"path": "/never"}}]}}"#,
+        "--upstream",
+        "a.test",
+        "--upstream",
+        "b.test",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        line(&out, "routed to their own upstream without a call:"),
+        "  routed to their own upstream without a call: a.test"
+    );
+    assert!(
+        line(&out, "route GET a.test/ ")
+            .ends_with("-> upstream \"a.test\" (the proxy's answer, no call)"),
+        "{out}"
+    );
+    assert!(!line(&out, "route POST unknown.example/upload").contains("no call"));
+    assert_eq!(
+        line(&out, "cost:"),
+        "  cost: not measured, a.test's requests make no call"
+    );
+}
+
 #[test]
 fn plugin_config_can_come_from_a_file() {
     let dir = tempfile::tempdir().unwrap();

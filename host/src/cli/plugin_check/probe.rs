@@ -155,11 +155,14 @@ impl Probe<'_> {
                 ),
             ],
         };
+        // A domain the router declared self-routed is the proxy's answer.
+        let own = |tenant| matches!(tenant, Tenant::Upstream(i) if plugin.init_answer().routes_to_itself(i));
         for (method, host, target, headers) in &samples {
             let call = describe_request(method, host, target, headers);
             let mut request = Some(sample_request(method, host, target, headers));
+            let tenant = self.tenant_of(host);
             let route = plugin
-                .route(self.tenant_of(host), &mut request)
+                .route(tenant, &mut request)
                 .map_err(|f| self.fault(RouterWorld::ROLE, call.clone(), f))?;
             let name = |i: u32| {
                 self.upstreams
@@ -173,15 +176,24 @@ impl Probe<'_> {
                 }
                 Route::Respond { status, body } => format!("respond {status} {body:?}"),
             };
-            let _ = writeln!(out, "  route {call:<48} -> {answer}");
+            let no_call = if own(tenant) {
+                " (the proxy's answer, no call)"
+            } else {
+                ""
+            };
+            let _ = writeln!(out, "  route {call:<48} -> {answer}{no_call}");
         }
         let (method, host, target, headers) = &samples[0];
         let tenant = self.tenant_of(host);
+        self.report_reads(out, &plugin);
+        if own(tenant) {
+            let _ = writeln!(out, "  cost: not measured, {host}'s requests make no call");
+            return Ok(());
+        }
         let cost = self.measure(|| {
             let mut request = Some(sample_request(method, host, target, headers));
             plugin.route(tenant, &mut request).map(drop)
         });
-        self.report_reads(out, &plugin);
         self.report_cost(out, "route", cost);
         Ok(())
     }
