@@ -226,10 +226,7 @@ fn response_borrow() -> Resource<bindings::ResponseHandle> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::time::Duration;
-
-    use super::super::{Limits, Runtime, Upstream, bundle};
+    use super::super::{Runtime, bundle, test_plugins};
     use super::*;
 
     /// An answer holding a string is freed by the plugin when its next call
@@ -248,22 +245,9 @@ mod tests {
             r#"{{"routes": {{"a.test": [{{"match": {{"path": "/big"}},
                 "respond": {{"status": 200, "body": "{body}"}}}}]}}}}"#
         );
-        let upstreams: Arc<[Upstream]> = [Upstream {
-            name: "a.test".into(),
-            balancer: "round-robin".into(),
-            backends: 1,
-        }]
-        .into();
         let runtime = Runtime::new().unwrap();
-        let router = Plugin::<RouterWorld>::load(
-            &runtime,
-            "builtin",
-            bundle::ROUTER,
-            config,
-            Limits::new(Duration::from_secs(1), 16 << 20),
-            upstreams,
-        )
-        .unwrap();
+        let router: Plugin<RouterWorld> =
+            test_plugins::load(&runtime, bundle::ROUTER, &config, &["a.test"], 1);
         let (parts, ()) = http::Request::get("/big").body(()).unwrap().into_parts();
         let mut view = Some(Box::new(RequestView {
             parts,

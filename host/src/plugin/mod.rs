@@ -29,6 +29,8 @@ pub mod resource_caps;
 mod router_answers;
 mod shared;
 mod state;
+#[cfg(test)]
+mod test_plugins;
 mod ticker;
 mod wasi;
 mod world;

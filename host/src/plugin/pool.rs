@@ -49,27 +49,10 @@ impl<W: World> Plugin<W> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::time::Duration;
-
-    use super::super::{Backend, BalancerWorld, Limits, Plugin, Runtime, Upstream, bundle};
+    use super::super::{Backend, BalancerWorld, Plugin, Runtime, bundle, test_plugins};
 
     fn balancer(runtime: &Runtime) -> Plugin<BalancerWorld> {
-        let upstreams: Arc<[Upstream]> = [Upstream {
-            name: "a.test".into(),
-            balancer: "round-robin".into(),
-            backends: 3,
-        }]
-        .into();
-        Plugin::load(
-            runtime,
-            "builtin",
-            bundle::BALANCER,
-            "{}".into(),
-            Limits::new(Duration::from_secs(1), 16 << 20),
-            upstreams,
-        )
-        .unwrap()
+        test_plugins::load(runtime, bundle::BALANCER, "{}", &["a.test"], 3)
     }
 
     /// Calls reuse the worker's newest instance in place; a call that finds

@@ -29,31 +29,12 @@ impl router_answers::Host for PluginState {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::time::Duration;
-
-    use super::super::{Limits, Plugin, RouterWorld, Runtime, Upstream, bundle};
+    use super::super::{Plugin, RouterWorld, Runtime, bundle, test_plugins};
     use super::*;
 
     fn router(config: &str) -> Plugin<RouterWorld> {
-        let upstreams: Arc<[Upstream]> = ["a.test", "b.test"]
-            .map(|name| Upstream {
-                name: name.into(),
-                balancer: "round-robin".into(),
-                backends: 1,
-            })
-            .into();
         let runtime = Runtime::new().unwrap();
-        let limits = Limits::new(Duration::from_secs(1), 16 << 20);
-        Plugin::load(
-            &runtime,
-            "builtin",
-            bundle::ROUTER,
-            config.into(),
-            limits,
-            upstreams,
-        )
-        .unwrap()
+        test_plugins::load(&runtime, bundle::ROUTER, config, &["a.test", "b.test"], 1)
     }
 
     /// What the built-in router declared during `init` is its init answer:

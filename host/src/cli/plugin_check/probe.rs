@@ -48,11 +48,11 @@ impl Probe<'_> {
         if !facts.is_empty() {
             let _ = writeln!(out, "  request facts sent with each call: {facts}");
         }
-        let own: Vec<&str> = (self.options.upstreams.iter().enumerate())
+        let own: Vec<&str> = (self.upstreams.iter().enumerate())
             .filter(|&(i, _)| {
                 u32::try_from(i).is_ok_and(|i| plugin.init_answer().routes_to_itself(i))
             })
-            .map(|(_, name)| name.as_str())
+            .map(|(_, u)| u.name.as_str())
             .collect();
         if !own.is_empty() {
             let _ = writeln!(
