@@ -8,8 +8,8 @@ use crate::common;
 use std::sync::Arc;
 
 use common::tls::{
-    PLUGIN_SLACK, TestCa, client_config, connect, dns_names, get_over, https_get,
-    legacy_client_hello, peer_leaf,
+    PLUGIN_SLACK, TestCa, client_config, client_config_for, connect, dns_names, get_over,
+    https_get, legacy_client_hello, peer_leaf,
 };
 use common::{Backend, Proxy, client, wait_for};
 use hyper::StatusCode;
@@ -86,18 +86,12 @@ async fn tls12_only_clients_are_served() {
     let ca = TestCa::new();
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
     let proxy = start(&ca, &a, &b, "").await;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.der()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+    let config = client_config_for(
+        ca.der(),
         rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS12])
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let stream = connect(https_addr(&proxy), "a.test", Arc::new(config))
-        .await
-        .unwrap();
+        &rustls::version::TLS12,
+    );
+    let stream = connect(https_addr(&proxy), "a.test", config).await.unwrap();
     assert_eq!(
         stream.get_ref().1.protocol_version(),
         Some(rustls::ProtocolVersion::TLSv1_2)
@@ -143,16 +137,8 @@ async fn the_servers_cipher_suite_order_puts_aes_128_gcm_first() {
             S::TLS13_CHACHA20_POLY1305_SHA256,
         ),
     ] {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca.der()).unwrap();
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
-            .with_protocol_versions(&[version])
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let stream = connect(https_addr(&proxy), "a.test", Arc::new(config))
-            .await
-            .unwrap();
+        let config = client_config_for(ca.der(), provider, version);
+        let stream = connect(https_addr(&proxy), "a.test", config).await.unwrap();
         let suite = stream
             .get_ref()
             .1
@@ -179,19 +165,10 @@ async fn returning_clients_resume_their_tls_session_unless_it_is_turned_off() {
     ] {
         let proxy = start_listening(&ca, &a, &b, "", listen_extra).await;
         for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
-            let mut roots = rustls::RootCertStore::empty();
-            roots.add(ca.der()).unwrap();
             // rustls's client keeps sessions in memory by default: the
             // second connect offers what the first one got.
-            let config = Arc::new(
-                rustls::ClientConfig::builder_with_provider(Arc::new(
-                    rustls::crypto::aws_lc_rs::default_provider(),
-                ))
-                .with_protocol_versions(&[version])
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth(),
-            );
+            let provider = rustls::crypto::aws_lc_rs::default_provider();
+            let config = client_config_for(ca.der(), provider, version);
             let what = format!("{:?} with listen {{{listen_extra}}}", version.version);
             for expected in [Full, second] {
                 let stream = connect(https_addr(&proxy), "a.test", config.clone())

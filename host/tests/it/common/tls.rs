@@ -118,6 +118,23 @@ pub fn client_config(
     Arc::new(config)
 }
 
+/// A client config trusting only `root`, speaking only TLS `version` with
+/// `provider`'s cipher suites (in its order), no ALPN.
+pub fn client_config_for(
+    root: CertificateDer<'static>,
+    provider: rustls::crypto::CryptoProvider,
+    version: &'static rustls::SupportedProtocolVersion,
+) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(root).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
 /// A TLS connection to `addr` with SNI `name`.
 pub async fn connect(
     addr: SocketAddr,
