@@ -16,6 +16,25 @@ pub const BUILTIN_BALANCERS: [&str; 7] = [
     "sticky-cookie",
 ];
 
+/// The candidate a round-robin pick takes for turn `n` (a shared counter's
+/// value) among `count`: `n` modulo `count`, the remainder non-negative
+/// (a counter may wrap or be set below zero). The one definition for the
+/// balancer plugin's picks and the host's answers for the upstreams it
+/// declared round-robin (contract 0.2.0's `balancer-answers`), so the two
+/// take the same candidate for the same turn. `None` for no candidates.
+///
+/// ```
+/// use bbproxy_plugin_contract::balancers::round_robin_turn;
+/// assert_eq!(round_robin_turn(7, 3), Some(1));
+/// assert_eq!(round_robin_turn(-1, 3), Some(2));
+/// assert_eq!(round_robin_turn(i64::MIN, 3), Some(1));
+/// assert_eq!(round_robin_turn(5, 0), None);
+/// ```
+pub fn round_robin_turn(n: i64, count: usize) -> Option<usize> {
+    let count = i64::try_from(count).ok().filter(|&c| c > 0)?;
+    usize::try_from(n.rem_euclid(count)).ok()
+}
+
 /// The built-in balancer that hashes a request key onto the backends.
 pub const CONSISTENT_HASH: &str = "consistent-hash";
 

@@ -9,9 +9,13 @@
 //! `cargo bench -p bbproxy --bench decisions`; the issue 6 target is the
 //! median of `decisions/all/16` at 1 µs or less. The domain has no routes,
 //! so the built-in router said at init that it goes to its own upstream
-//! and `route` is the host's answer, without a call, as in the proxy;
-//! `decisions/all_routed/16` gives the domain a route (which the request
-//! does not match), so the router is called, as for a domain with routes.
+//! and `route` is the host's answer, without a call, as in the proxy; its
+//! upstream is round-robin, so the built-in balancer said at init that
+//! its picks are turns of its counter, which the host takes without a
+//! call. `decisions/all_routed/16` gives the domain a route (which the
+//! request does not match), so the router is called, as for a domain with
+//! routes; `decisions/all_asked/16` also balances it `least-request`, so
+//! the balancer is called too (it reads the two candidates it compares).
 //!
 //! `policy/all/16` (issue 18) is every decision of one request under a
 //! policy config (`policy.rs`): 20 routes (the request matches the last),
@@ -48,11 +52,12 @@ struct Plugins {
 }
 
 impl Plugins {
-    /// `routes`: the router's `routes` key (`{}`: none).
-    fn load(runtime: &Runtime, backends: u32, routes: &str) -> Self {
+    /// `routes`: the router's `routes` key (`{}`: none); `balancer`: the
+    /// upstream's `balancer` setting.
+    fn load(runtime: &Runtime, backends: u32, routes: &str, balancer: &str) -> Self {
         let upstreams: Arc<[Upstream]> = Arc::from(vec![Upstream {
             name: UPSTREAM.to_owned(),
-            balancer: "round-robin".to_owned(),
+            balancer: balancer.to_owned(),
             backends,
         }]);
         // The defaults of config.json: 10 ms deadline, 16 MiB per instance.
@@ -150,23 +155,27 @@ fn request_view() -> Box<RequestView> {
 fn decisions(c: &mut Criterion) {
     let runtime = Runtime::new().expect("runtime");
     let mut group = c.benchmark_group("decisions");
-    let routed = Plugins::load(
-        &runtime,
-        16,
-        &format!(r#"{{"{UPSTREAM}":[{{"match":{{"path":"/never"}}}}]}}"#),
-    );
-    let mut view = Some(request_view());
-    routed.route(&mut view);
-    assert_eq!(routed.router.calls(), 1, "the router is asked");
-    group.bench_with_input(BenchmarkId::new("all_routed", 16), &16, |b, _| {
-        b.iter(|| {
-            routed.route(&mut view);
-            let chosen = routed.pick(&mut view);
-            routed.outcome(black_box(chosen));
-        })
-    });
+    let routes = format!(r#"{{"{UPSTREAM}":[{{"match":{{"path":"/never"}}}}]}}"#);
+    for (name, balancer, balancer_calls) in [
+        ("all_routed", "round-robin", 0),
+        ("all_asked", "least-request", 1),
+    ] {
+        let plugins = Plugins::load(&runtime, 16, &routes, balancer);
+        let mut view = Some(request_view());
+        plugins.route(&mut view);
+        plugins.pick(&mut view);
+        assert_eq!(plugins.router.calls(), 1, "the router is asked");
+        assert_eq!(plugins.balancer.calls(), balancer_calls, "{balancer}");
+        group.bench_with_input(BenchmarkId::new(name, 16), &16, |b, _| {
+            b.iter(|| {
+                plugins.route(&mut view);
+                let chosen = plugins.pick(&mut view);
+                plugins.outcome(black_box(chosen));
+            })
+        });
+    }
     for backends in BACKEND_COUNTS {
-        let plugins = Plugins::load(&runtime, backends, "{}");
+        let plugins = Plugins::load(&runtime, backends, "{}", "round-robin");
         let mut view = Some(request_view());
         // Every call below is checked once outside the timing, so a plugin
         // that faults (and would be answered by its policy, much faster)

@@ -236,6 +236,19 @@ impl Counter {
         native::counter_update(&self.name, |_| value);
     }
 
+    /// Tells the proxy that upstream `upstream`'s picks are round-robin
+    /// over this counter (contract 0.2.0's `balancer-answers`, during a
+    /// balancer's `init`); natively nothing to tell.
+    pub(crate) fn declare_round_robin(&self, upstream: u32) {
+        #[cfg(target_arch = "wasm32")]
+        crate::bindings::v2::balancer::bbproxy::plugin0_2_0::balancer_answers::round_robin(
+            upstream,
+            &self.inner,
+        );
+        #[cfg(not(target_arch = "wasm32"))]
+        let _ = upstream;
+    }
+
     /// Sets the value to `new` if it is `expected`; returns whether it did.
     ///
     /// ```

@@ -996,6 +996,12 @@ pub mod __private {
     {
         fn init(config: String) -> Result<Vec<v2::Fact>, String> {
             init::<S>(|| <S::Plugin as v2::Balancer>::init(&config))?;
+            // Declared while `init` runs: the only time the proxy takes it.
+            with::<S, _>(|plugin| {
+                for (upstream, turns) in v2::Balancer::round_robin_upstreams(plugin) {
+                    turns.declare_round_robin(upstream);
+                }
+            });
             Ok(declare(
                 with::<S, _>(|plugin| v2::Balancer::facts(plugin)).unwrap_or_default(),
             ))

@@ -10,7 +10,9 @@
 //!   requests without calling it.
 //! - A [`Balancer`] gets [`Candidates`], read on demand: round-robin needs
 //!   only their number, and nothing is copied that the policy does not
-//!   read.
+//!   read; the upstreams it picks round-robin over a shared counter it
+//!   lists once ([`Balancer::round_robin_upstreams`]), and the proxy
+//!   takes their turns without calling it.
 //! - A [`Breaker`] says which outcomes it need not see
 //!   ([`Breaker::skip_closed_responses_below`]): for most breakers the
 //!   successful responses of a closed backend, which is nearly every
@@ -332,6 +334,45 @@ pub trait Balancer: Default + 'static {
     /// The request facts [`Balancer::pick`] reads on every call (a hash
     /// key's header, say), as [`Router::facts`]. The default declares none.
     fn facts(&self) -> Vec<Fact> {
+        Vec::new()
+    }
+
+    /// The upstreams (by number) whose every pick is round-robin over a
+    /// shared [`Counter`](crate::Counter): candidate
+    /// `counter.fetch_add(1)` modulo their number (as
+    /// [`round_robin_turn`](bbproxy_plugin_contract::balancers::round_robin_turn)
+    /// takes it), whatever else the request holds. Asked once right after
+    /// `init`; the proxy then answers those picks itself, advancing the
+    /// same counter, without calling [`Balancer::pick`] (a call costs
+    /// about a microsecond in the proxy). The built-in balancer lists its
+    /// `round-robin` upstreams. The default lists none.
+    /// [`TestHost::pick_v2`](crate::testing::TestHost::pick_v2) checks the
+    /// claim: it still calls `pick` and refuses another candidate than the
+    /// counter's turn, or a counter moved by other than one.
+    ///
+    /// ```
+    /// use bbproxy_sdk::{Counter, Request, testing::{FakeRequest, TestHost, backends}};
+    /// use bbproxy_sdk::v2::{Balancer, Candidates};
+    /// /// Says it goes round-robin on upstream 0, yet always takes the first.
+    /// struct Wrong(Counter);
+    /// impl Default for Wrong {
+    ///     fn default() -> Self { Wrong(Counter::new("wrong.turns")) }
+    /// }
+    /// impl Balancer for Wrong {
+    ///     fn round_robin_upstreams(&self) -> Vec<(u32, &Counter)> { vec![(0, &self.0)] }
+    ///     fn pick(&mut self, _: &Request, _: u32, _: &Candidates) -> Option<u32> {
+    ///         self.0.fetch_add(1);
+    ///         Some(0)
+    ///     }
+    /// }
+    /// let host = TestHost::new().upstream("a.test", 3);
+    /// let req = FakeRequest::get("a.test", "/");
+    /// let mut b = Wrong::default();
+    /// assert_eq!(host.pick_v2(&mut b, &req, 0, &backends(3)), Ok(0), "turn 0 is candidate 0");
+    /// let err = host.pick_v2(&mut b, &req, 0, &backends(3)).unwrap_err();
+    /// assert!(err.starts_with("round_robin_upstreams lists upstream 0"), "{err}");
+    /// ```
+    fn round_robin_upstreams(&self) -> Vec<(u32, &crate::Counter)> {
         Vec::new()
     }
 

@@ -78,7 +78,10 @@ impl TestHost {
     }
 
     /// Asks a 0.2.0 `balancer` which of `candidates` gets `req` on
-    /// upstream number `upstream`; as [`TestHost::pick`].
+    /// upstream number `upstream`; as [`TestHost::pick`]. For an upstream
+    /// the balancer lists in [`Balancer::round_robin_upstreams`], an answer
+    /// other than its counter's turn, or a counter not moved by exactly
+    /// one, is an `Err` (the proxy would have taken the turn itself).
     ///
     /// ```
     /// use bbproxy_sdk::{Request, testing::{FakeRequest, TestHost, backends}};
@@ -100,11 +103,34 @@ impl TestHost {
         candidates: &[Backend],
     ) -> Result<usize, String> {
         let facts = balancer.facts();
-        with_facts(req, facts, |r| {
+        // The turn the proxy would take for an upstream declared
+        // round-robin, read before the call moves the counter.
+        let turn = balancer
+            .round_robin_upstreams()
+            .into_iter()
+            .find(|(u, _)| *u == upstream)
+            .map(|(_, turns)| turns.get());
+        let pick = with_facts(req, facts, |r| {
             checked_pick(upstream, candidates, || {
                 balancer.pick(r, upstream, &Candidates::from_slice(candidates))
             })
-        })?
+        })??;
+        if let Some(before) = turn {
+            let expected = contract::balancers::round_robin_turn(before, candidates.len());
+            let after = balancer
+                .round_robin_upstreams()
+                .into_iter()
+                .find(|(u, _)| *u == upstream)
+                .map(|(_, turns)| turns.get());
+            if expected != Some(pick) || after != Some(before.wrapping_add(1)) {
+                return Err(format!(
+                    "round_robin_upstreams lists upstream {upstream}, whose picks the proxy then answers without calling pick (turn {before} of its counter: candidate {}), but pick answered {pick} and moved the counter to {}",
+                    expected.map_or("none".to_owned(), |e| e.to_string()),
+                    after.map_or("an undeclared one".to_owned(), |a| a.to_string()),
+                ));
+            }
+        }
+        Ok(pick)
     }
 
     /// Gives a 0.2.0 `breaker` an outcome of `backend`, as the proxy does:

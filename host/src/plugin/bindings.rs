@@ -129,6 +129,7 @@ pub mod v2 {
         });
     }
 
+    pub use balancer::bbproxy::plugin0_2_0::balancer_answers;
     pub use balancer::bbproxy::plugin0_2_0::candidates;
     pub use router::bbproxy::plugin0_2_0::decisions;
     pub use router::bbproxy::plugin0_2_0::router_answers;

@@ -96,13 +96,22 @@ impl Plugin<BalancerWorld> {
     /// Asks the balancer which of `candidates` gets the request; the answer
     /// is checked to be an index into `candidates`. A 0.1.x balancer gets
     /// them as a list; a 0.2.0 one gets their number and reads them
-    /// through the `candidates` interface if it needs to.
+    /// through the `candidates` interface if it needs to. An upstream the
+    /// balancer declared at `init` to pick round-robin over a shared
+    /// counter (`balancer-answers`) gets that counter's next turn without
+    /// entering the balancer.
     pub fn pick(
         &self,
         request: &mut Option<Box<RequestView>>,
         upstream: u32,
         candidates: &[Backend],
     ) -> Result<usize, Fault> {
+        if let Some(i) = self
+            .init_answer()
+            .round_robin_pick(upstream, candidates.len())
+        {
+            return Ok(i);
+        }
         let count = u32::try_from(candidates.len()).unwrap_or(u32::MAX);
         self.call(
             Tenant::Upstream(upstream),

@@ -150,7 +150,7 @@ impl Runtime {
         )
         .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
         // 0.2.0 plugins import those same two interfaces at 0.1.1, and the
-        // three 0.2.0 ones below.
+        // four 0.2.0 ones below.
         bindings::v2::decisions::add_to_linker::<PluginState, HasSelf<PluginState>>(
             &mut linker,
             |s| s,
@@ -163,6 +163,12 @@ impl Runtime {
         })
         .and_then(|()| {
             bindings::v2::router_answers::add_to_linker::<PluginState, HasSelf<PluginState>>(
+                &mut linker,
+                |s| s,
+            )
+        })
+        .and_then(|()| {
+            bindings::v2::balancer_answers::add_to_linker::<PluginState, HasSelf<PluginState>>(
                 &mut linker,
                 |s| s,
             )

@@ -17,6 +17,7 @@ pub mod bundle;
 mod calls;
 mod candidates;
 mod code_memory;
+mod declared;
 pub mod describe;
 mod engine;
 mod engine_config;
@@ -26,7 +27,6 @@ mod fault;
 pub mod logbudget;
 mod pool;
 pub mod resource_caps;
-mod router_answers;
 mod shared;
 mod state;
 #[cfg(test)]

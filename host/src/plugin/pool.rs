@@ -52,7 +52,11 @@ mod tests {
     use super::super::{Backend, BalancerWorld, Plugin, Runtime, bundle, test_plugins};
 
     fn balancer(runtime: &Runtime) -> Plugin<BalancerWorld> {
-        test_plugins::load(runtime, bundle::BALANCER, "{}", &["a.test"], 3)
+        // Weighted round-robin, which the balancer answers itself (plain
+        // round-robin's turns the host takes without a call): the
+        // instances share its counter, so each pick moves on.
+        let upstreams = [("a.test", "weighted-round-robin")];
+        test_plugins::load_balanced(runtime, bundle::BALANCER, "{}", &upstreams, 3)
     }
 
     /// Calls reuse the worker's newest instance in place; a call that finds

@@ -80,6 +80,10 @@ pub struct PluginState {
     /// The domains (upstream numbers) a 0.2.0 router declared during
     /// `init` to go to their own upstream; taken into its `InitAnswer`.
     pub(super) upstream_is_domain: Vec<bool>,
+    /// By upstream number, the shared counter a 0.2.0 balancer declared
+    /// during `init` to pick round-robin on (`balancer-answers`); taken
+    /// into its `InitAnswer`.
+    pub(super) round_robin: Vec<Option<CounterHandle>>,
     shared: Arc<SharedState>,
     upstreams: Arc<[types::Upstream]>,
     identity: PluginIdentity,
@@ -106,6 +110,7 @@ impl PluginState {
             request_reads: 0,
             initializing: false,
             upstream_is_domain: Vec::new(),
+            round_robin: Vec::new(),
             shared,
             upstreams,
             identity,
@@ -127,6 +132,11 @@ impl PluginState {
     /// How many upstreams the plugin was given (`host.upstreams`).
     pub(super) fn upstream_count(&self) -> usize {
         self.upstreams.len()
+    }
+
+    /// The shared counter behind a `host.counter` handle the plugin holds.
+    pub(super) fn counter(&self, c: &Resource<CounterHandle>) -> wasmtime::Result<CounterHandle> {
+        Ok(Arc::clone(self.table.get(c)?))
     }
 
     fn response(&self) -> wasmtime::Result<&ResponseView> {

@@ -16,11 +16,23 @@ pub fn load<W: World>(
     names: &[&str],
     backends: u32,
 ) -> Plugin<W> {
-    let upstreams: Arc<[Upstream]> = names
+    let upstreams: Vec<(&str, &str)> = names.iter().map(|n| (*n, "round-robin")).collect();
+    load_balanced(runtime, bytes, config, &upstreams, backends)
+}
+
+/// As [`load`], with each upstream's `balancer` setting: `(name, balancer)`.
+pub fn load_balanced<W: World>(
+    runtime: &Runtime,
+    bytes: &[u8],
+    config: &str,
+    upstreams: &[(&str, &str)],
+    backends: u32,
+) -> Plugin<W> {
+    let upstreams: Arc<[Upstream]> = upstreams
         .iter()
-        .map(|name| Upstream {
+        .map(|(name, balancer)| Upstream {
             name: (*name).into(),
-            balancer: "round-robin".into(),
+            balancer: (*balancer).into(),
             backends,
         })
         .collect();

@@ -6,7 +6,7 @@
 use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
-use super::bindings::{balancer, breaker, filter, router, v2};
+use super::bindings::{CounterHandle, balancer, breaker, filter, router, v2};
 use super::facts::Facts;
 use super::state::PluginState;
 
@@ -35,7 +35,26 @@ pub struct InitAnswer {
     /// upstream, so their `route` is answered without a call. Empty for
     /// every other plugin.
     pub upstream_is_domain: Vec<bool>,
+    /// By upstream number: the shared counter a 0.2.0 balancer declared
+    /// (through `balancer-answers`) to pick that upstream's candidates
+    /// round-robin on, so its `pick` is answered without a call. Empty
+    /// for every other plugin.
+    pub round_robin: Vec<Option<Turns>>,
 }
+
+/// The shared counter of a round-robin the host answers for a balancer
+/// (see [`InitAnswer::round_robin`]). Two are equal when they are the
+/// same counter.
+#[derive(Debug, Clone)]
+pub struct Turns(pub CounterHandle);
+
+impl PartialEq for Turns {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Turns {}
 
 impl InitAnswer {
     /// Whether requests of domain `domain` go to its own upstream without
@@ -45,6 +64,26 @@ impl InitAnswer {
             .get(domain as usize)
             .copied()
             .unwrap_or(false)
+    }
+
+    /// The candidate (an index below `count`) of the next round-robin turn
+    /// of upstream `upstream`, when the balancer declared it round-robin:
+    /// its counter advanced by one, as the balancer's own pick would.
+    pub fn round_robin_pick(&self, upstream: u32, count: usize) -> Option<usize> {
+        let Turns(turns) = self.round_robin.get(upstream as usize)?.as_ref()?;
+        if count == 0 {
+            return None;
+        }
+        let n = turns.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        bbproxy_plugin_contract::balancers::round_robin_turn(n, count)
+    }
+
+    /// Whether upstream `upstream`'s picks are the host's round-robin
+    /// turns (see `round_robin`).
+    pub fn picks_round_robin(&self, upstream: u32) -> bool {
+        self.round_robin
+            .get(upstream as usize)
+            .is_some_and(Option::is_some)
     }
 }
 
@@ -56,6 +95,7 @@ impl Default for InitAnswer {
             on_response: true,
             facts: Facts::default(),
             upstream_is_domain: Vec::new(),
+            round_robin: Vec::new(),
         }
     }
 }
@@ -169,17 +209,23 @@ macro_rules! versioned_world {
                         .map(|()| InitAnswer::default())
                         .map_err(InitError::Config),
                     Versioned::V2(e) => {
-                        // A router declares its `router-answers` during
-                        // this call, and only then.
+                        // A router declares its `router-answers`, a
+                        // balancer its `balancer-answers`, during this
+                        // call, and only then.
                         store.data_mut().initializing = true;
                         let answer = e.call_init(&mut *store, config);
                         let state = store.data_mut();
                         state.initializing = false;
                         let upstream_is_domain = std::mem::take(&mut state.upstream_is_domain);
+                        let round_robin = std::mem::take(&mut state.round_robin)
+                            .into_iter()
+                            .map(|turns| turns.map(Turns))
+                            .collect();
                         match answer? {
                             Ok(answer) => $init2(answer)
                                 .map(|a| InitAnswer {
                                     upstream_is_domain,
+                                    round_robin,
                                     ..a
                                 })
                                 .map_err(InitError::Answer),

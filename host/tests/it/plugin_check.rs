@@ -279,6 +279,31 @@ fn the_default_router_shows_the_domains_it_is_not_called_for() {
     );
 }
 
+/// The default balancer says at init which upstreams it picks
+/// round-robin over a shared counter (every upstream plugin check gives):
+/// the check lists them, marks the picks as the proxy's turns (in turn
+/// order), and measures no call for them.
+#[test]
+fn the_default_balancer_shows_the_upstreams_it_is_not_called_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("balancer.wasm");
+    std::fs::write(&path, bbproxy::plugin::bundle::BALANCER).unwrap();
+    let (ok, out, err) = plugin_check(&[path.to_str().unwrap(), "--upstream", "a.test"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        line(&out, "picked round-robin by the proxy without a call:"),
+        "  picked round-robin by the proxy without a call: a.test"
+    );
+    assert_eq!(
+        line(&out, "8 picks:"),
+        "  8 picks: #0 #1 #2 #0 #1 #2 #0 #1 (the proxy's round-robin turns, no call)"
+    );
+    assert_eq!(
+        line(&out, "cost:"),
+        "  cost: not measured, upstream 0's picks make no call"
+    );
+}
+
 #[test]
 fn plugin_config_can_come_from_a_file() {
     let dir = tempfile::tempdir().unwrap();

@@ -119,8 +119,7 @@ impl Policy {
 /// Round-robin: the candidate for the `n`-th request (`n` from a shared
 /// counter).
 pub fn round_robin(n: i64, len: usize) -> Option<usize> {
-    let len = i64::try_from(len).ok().filter(|&l| l > 0)?;
-    usize::try_from(n.rem_euclid(len)).ok()
+    bbproxy_plugin_contract::balancers::round_robin_turn(n, len)
 }
 
 /// Weighted round-robin: the candidate for the `n`-th request.
@@ -389,6 +388,20 @@ impl Balancer for DefaultBalancer {
         self.facts.clone()
     }
 
+    /// The `round-robin` upstreams: their picks read nothing but the
+    /// counter and the candidates' number, so the proxy takes their turns
+    /// itself (over the same counter) without calling `pick`.
+    fn round_robin_upstreams(&self) -> Vec<(u32, &Counter)> {
+        self.upstreams
+            .iter()
+            .enumerate()
+            .filter_map(|(i, policy)| match policy {
+                UpstreamPolicy::RoundRobin(turns) => Some((u32::try_from(i).ok()?, turns)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Reads only what the upstream's policy needs of the candidates:
     /// round-robin and random their number, least-request the two it
     /// compares, the others the whole list.
@@ -632,6 +645,36 @@ mod tests {
             err,
             "upstream \"example.com\": unknown balancer \"rnadom\" (supported: round-robin, weighted-round-robin, least-request, consistent-hash, random, first, sticky-cookie)"
         );
+    }
+
+    /// The `round-robin` upstreams, and only they, are declared to the
+    /// proxy, each over its own counter; their picks are the counter's
+    /// turns, which `pick_v2` checks against the declaration (a wrong
+    /// claim is an `Err` there), whatever the candidates' number.
+    #[test]
+    fn round_robin_upstreams_are_declared_with_their_counters() {
+        use bbproxy_sdk::testing::{FakeRequest, TestHost, backends};
+        let host = TestHost::new()
+            .upstream("a.test", 3)
+            .upstream_with_balancer("b.test", "least-request", 3)
+            .upstream_with_balancer("c.test", "round-robin", 2);
+        let mut lb = host.balancer_v2::<DefaultBalancer>("{}").unwrap();
+        let declared: Vec<(u32, i64)> = lb
+            .round_robin_upstreams()
+            .into_iter()
+            .map(|(u, turns)| (u, turns.get()))
+            .collect();
+        assert_eq!(declared, [(0, 0), (2, 0)]);
+        let req = FakeRequest::get("a.test", "/");
+        let order: Vec<usize> = (0..5)
+            .map(|n| {
+                let candidates = backends(if n == 3 { 2 } else { 3 });
+                host.pick_v2(&mut lb, &req, 0, &candidates).unwrap()
+            })
+            .collect();
+        assert_eq!(order, [0, 1, 2, 1, 1], "turn 3 of 2 candidates is 1");
+        assert_eq!(host.pick_v2(&mut lb, &req, 2, &backends(2)), Ok(0));
+        assert_eq!(lb.round_robin_upstreams()[1].1.get(), 1, "c.test's own");
     }
 
     #[test]

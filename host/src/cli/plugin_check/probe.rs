@@ -48,18 +48,23 @@ impl Probe<'_> {
         if !facts.is_empty() {
             let _ = writeln!(out, "  request facts sent with each call: {facts}");
         }
-        let own: Vec<&str> = (self.upstreams.iter().enumerate())
-            .filter(|&(i, _)| {
-                u32::try_from(i).is_ok_and(|i| plugin.init_answer().routes_to_itself(i))
-            })
-            .map(|(_, u)| u.name.as_str())
-            .collect();
-        if !own.is_empty() {
-            let _ = writeln!(
-                out,
-                "  routed to their own upstream without a call: {}",
-                own.join(", ")
-            );
+        let answer = plugin.init_answer();
+        for (what, declared) in [
+            (
+                "routed to their own upstream without a call",
+                &(|i| answer.routes_to_itself(i)) as &dyn Fn(u32) -> bool,
+            ),
+            ("picked round-robin by the proxy without a call", &|i| {
+                answer.picks_round_robin(i)
+            }),
+        ] {
+            let names: Vec<&str> = (self.upstreams.iter().enumerate())
+                .filter(|&(i, _)| u32::try_from(i).is_ok_and(declared))
+                .map(|(_, u)| u.name.as_str())
+                .collect();
+            if !names.is_empty() {
+                let _ = writeln!(out, "  {what}: {}", names.join(", "));
+            }
         }
         Ok(plugin)
     }
@@ -224,17 +229,28 @@ impl Probe<'_> {
                 .map_err(|f| self.fault(BalancerWorld::ROLE, "pick".into(), f))?;
             picks.push(format!("#{}", candidates[i].id));
         }
-        let _ = writeln!(out, "  8 picks: {}", picks.join(" "));
+        // Upstream 0's picks may be the proxy's turns (balancer-answers).
+        let no_call = plugin.init_answer().picks_round_robin(0);
+        let by = if no_call {
+            " (the proxy's round-robin turns, no call)"
+        } else {
+            ""
+        };
+        let _ = writeln!(out, "  8 picks: {}{by}", picks.join(" "));
         let mut request = req();
         let only = plugin
             .pick(&mut request, 0, &candidates[1..2])
             .map_err(|f| self.fault(BalancerWorld::ROLE, "pick of one".into(), f))?;
         let _ = writeln!(out, "  pick among #1 only: index {only}");
+        self.report_reads(out, &plugin);
+        if no_call {
+            let _ = writeln!(out, "  cost: not measured, upstream 0's picks make no call");
+            return Ok(());
+        }
         let cost = self.measure(|| {
             let mut request = req();
             plugin.pick(&mut request, 0, &candidates).map(drop)
         });
-        self.report_reads(out, &plugin);
         self.report_cost(out, "pick (3 candidates)", cost);
         Ok(())
     }
