@@ -93,6 +93,14 @@ done
 
 # --- processes we start, ended on exit ----------------------------------------
 work="$(mktemp -d)"
+# bbproxy's config and the certificate it names live in a directory of
+# their own: bbproxy watches the directories of the files its config names
+# (to reload on a save), and the harness writes its logs and results (and
+# h2load its per-request log, tens of thousands of lines a second) into
+# $work. In $work, every one of those writes woke bbproxy's watcher and its
+# reload thread on the proxy's CPU, which the h2 row counted as bbproxy's.
+conf="$work/conf"
+mkdir -p "$conf"
 pids=()
 cleanup() {
     local p
@@ -147,8 +155,8 @@ case " $scenarios " in *" tls"*|*" h2 "*) tls_wanted=1 ;; esac
 if [ "$tls_wanted" = 1 ]; then
     openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=bench.local \
         -addext subjectAltName=DNS:bench.local \
-        -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
-    cat "$work/cert.pem" "$work/key.pem" >"$work/haproxy.pem"
+        -keyout "$conf/key.pem" -out "$conf/cert.pem" 2>/dev/null
+    cat "$conf/cert.pem" "$conf/key.pem" >"$work/haproxy.pem"
 fi
 
 # Checks that https://127.0.0.1:$1/ answers 200 and offers ALPN h2.
@@ -213,14 +221,14 @@ start_bbproxy() {
         # Session resumption off, as in nginx and haproxy below: every
         # tls-new connection is a full handshake for every peer.
         https=", \"https\": \"127.0.0.1:${tport[$row]}\", \"tls_session_resumption\": false"
-        tls=", \"tls\": {\"cert\": \"$work/cert.pem\", \"key\": \"$work/key.pem\"}"
+        tls=", \"tls\": {\"cert\": \"$conf/cert.pem\", \"key\": \"$conf/key.pem\"}"
     fi
     local policy="" pools=""
     if [ "$row" = policy ]; then
         policy=", \"routes\": [$(policy_routes)], \"filters\": [$(policy_filter)]"
         pools="\"upstreams\": { \"pool\": { \"backends\": [\"$backend_addr\"] } },"
     fi
-    cat >"$work/$row.json" <<EOF
+    cat >"$conf/$row.json" <<EOF
 {
   "listen": { "http": "127.0.0.1:${port[$row]}"$https },
   "admin": null,
@@ -233,7 +241,7 @@ EOF
     local cpus="$proxy_cpu" bin="$bbproxy_bin"
     [ "$row" = unpinned ] && cpus="0-$(($(nproc) - 1))"
     [ "$row" = baseline ] && bin="$BBPROXY_BASELINE"
-    taskset -c "$cpus" "$bin" --config "$work/$row.json" run >"$work/$row.log" 2>&1 &
+    taskset -c "$cpus" "$bin" --config "$conf/$row.json" run >"$work/$row.log" 2>&1 &
     pid[$row]=$!
     pids+=("${pid[$row]}")
 }
@@ -263,8 +271,8 @@ start_nginx() {
     local tls_listen=""
     if [ "$tls_wanted" = 1 ]; then
         tls_listen="listen 127.0.0.1:${tport[nginx]} ssl http2;
-        ssl_certificate $work/cert.pem;
-        ssl_certificate_key $work/key.pem;
+        ssl_certificate $conf/cert.pem;
+        ssl_certificate_key $conf/key.pem;
         ssl_session_cache off;
         ssl_session_tickets off;"
     fi
