@@ -12,21 +12,12 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use bbproxy_config::{Config, PluginSource, TlsSource};
-use notify::{RecursiveMode, Watcher};
 use sha2::{Digest, Sha256};
 use std::sync::Mutex;
-use std::sync::mpsc;
-use tokio::sync::watch;
 
 use crate::generation::Generation;
 use crate::state::{ReloadFailure, ReloadRecord, Shared};
 use crate::telemetry::names;
-
-/// Quiet time after the last file event before reloading: editors and
-/// `kubectl` touch several files per save.
-const DEBOUNCE: Duration = Duration::from_millis(50);
-/// Longest a burst of events can postpone a reload.
-const DEBOUNCE_MAX: Duration = Duration::from_millis(300);
 
 /// What a reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,7 +135,7 @@ impl Reloader {
                 let raw = std::fs::read(path).unwrap_or_default();
                 let fp: [u8; 32] = Sha256::digest(&raw).into();
                 if !force && *last == Some(fp) {
-                    return Ok(Outcome::Unchanged);
+                    return Ok(unchanged());
                 }
                 *last = Some(fp);
                 self.shared.reload_attempts.fetch_add(1, Ordering::Relaxed);
@@ -154,7 +145,7 @@ impl Reloader {
         *self.attempted.lock().unwrap_or_else(|p| p.into_inner()) = watched_files(&config);
         let fp = fingerprint(&config);
         if !force && *last == Some(fp) {
-            return Ok(Outcome::Unchanged);
+            return Ok(unchanged());
         }
         *last = Some(fp);
         for key in self.fixed.changed(&Fixed::of(&config)) {
@@ -266,22 +257,33 @@ impl Reloader {
     /// does not exist yet is stood in for by its nearest existing ancestor,
     /// whose events (the directory being created) lead to a rewatch.
     fn watch_dirs(&self) -> BTreeSet<PathBuf> {
-        let mut dirs = BTreeSet::new();
-        dirs.insert(existing(parent(&self.shared.config_path)));
+        self.watched_now()
+            .iter()
+            .map(|f| existing(parent(f)))
+            .collect()
+    }
+
+    /// The config file, and every file the serving config and the last
+    /// attempted one name.
+    fn watched_now(&self) -> Vec<PathBuf> {
         let generation = self.shared.generation.load();
         let attempted = self
             .attempted
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        for f in watched_files(&generation.config)
-            .into_iter()
+        std::iter::once(self.shared.config_path.clone())
+            .chain(watched_files(&generation.config))
             .chain(attempted)
-        {
-            dirs.insert(existing(parent(&f)));
-        }
-        dirs
+            .collect()
     }
+}
+
+/// A check that found the files as last tried: counted, so an operator
+/// sees how often the watcher wakes for nothing.
+fn unchanged() -> Outcome {
+    metrics::counter!(names::RELOADS, "result" => "unchanged").increment(1);
+    Outcome::Unchanged
 }
 
 /// Registers the SIGHUP handler: do it before the first (slow) build, since
@@ -378,179 +380,8 @@ fn fingerprint(config: &Config) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// What wakes the reload thread.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Wake {
-    /// A file event in a watched directory.
-    Changed,
-    /// SIGHUP: reload even if nothing changed.
-    Hangup,
-    /// The proxy is shutting down.
-    Stop,
-}
-
-/// A file watcher set up and watching, whose loop has not started yet.
-///
-/// Reloads run on a thread of their own, so how fast a change takes effect
-/// does not depend on how busy the request workers are.
-pub struct Watch {
-    reloader: Arc<Reloader>,
-    watcher: Option<notify::RecommendedWatcher>,
-    watched: BTreeSet<PathBuf>,
-    hangup: Option<tokio::signal::unix::Signal>,
-    tx: mpsc::Sender<Wake>,
-    rx: mpsc::Receiver<Wake>,
-}
-
-impl std::fmt::Debug for Watch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Watch")
-            .field("watched", &self.watched)
-            .finish_non_exhaustive()
-    }
-}
-
-/// How many times in a row newly watched directories trigger another check.
-const MAX_REWATCH_ROUNDS: usize = 4;
-
-impl Watch {
-    /// Starts watching now, so a change made right after start-up is seen;
-    /// `hangup` is the SIGHUP stream from [`hangup`]. The loop's first
-    /// step checks whether a file changed since the first build.
-    pub fn start(reloader: Arc<Reloader>, hangup: Option<tokio::signal::unix::Signal>) -> Watch {
-        let (tx, rx) = mpsc::channel::<Wake>();
-        let events = tx.clone();
-        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if let Ok(event) = res
-                && !event.kind.is_access()
-            {
-                let _ = events.send(Wake::Changed);
-            }
-        });
-        let mut watch = Watch {
-            watcher: None,
-            watched: BTreeSet::new(),
-            hangup,
-            tx,
-            rx,
-            reloader,
-        };
-        match watcher {
-            Ok(w) => {
-                watch.watcher = Some(w);
-                let dirs = watch.reloader.watch_dirs();
-                watch.rewatch(dirs);
-            }
-            Err(e) => tracing::error!("cannot watch config files, reload only by SIGHUP: {e}"),
-        }
-        // A save between the first build and the watch above raised no
-        // event: the fingerprint check finds it.
-        let _ = watch.tx.send(Wake::Changed);
-        watch
-    }
-
-    /// Watches `wanted`; returns whether a directory was added.
-    fn rewatch(&mut self, wanted: BTreeSet<PathBuf>) -> bool {
-        let Some(watcher) = self.watcher.as_mut() else {
-            return false;
-        };
-        for gone in self.watched.difference(&wanted) {
-            let _ = watcher.unwatch(gone);
-        }
-        let mut added = false;
-        for new in wanted.difference(&self.watched) {
-            match watcher.watch(new, RecursiveMode::NonRecursive) {
-                Ok(()) => added = true,
-                Err(e) => tracing::warn!(
-                    "cannot watch {}: {e}; changes there need SIGHUP",
-                    new.display()
-                ),
-            }
-        }
-        self.watched = wanted;
-        added
-    }
-
-    /// Reloads on file changes and on SIGHUP until `shutdown` turns true.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let tx = self.tx.clone();
-        let mut hup = self.hangup.take();
-        // The reload thread enters this runtime so that what a reload starts
-        // (ACME orders for new domains) runs on it.
-        let runtime = tokio::runtime::Handle::current();
-        let thread = std::thread::Builder::new()
-            .name("bbproxy-reload".into())
-            .spawn(move || {
-                let _entered = runtime.enter();
-                self.reload_loop();
-            });
-        if let Err(e) = thread {
-            tracing::error!("cannot start the reload thread, config changes need a restart: {e}");
-            return;
-        }
-        loop {
-            let wake = tokio::select! {
-                _ = shutdown.wait_for(|stop| *stop) => Wake::Stop,
-                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => Wake::Hangup,
-            };
-            let stop = wake == Wake::Stop;
-            if tx.send(wake).is_err() || stop {
-                return;
-            }
-        }
-    }
-
-    fn reload_loop(mut self) {
-        while let Ok(wake) = self.rx.recv() {
-            let forced = match wake {
-                Wake::Stop => return,
-                Wake::Hangup => {
-                    tracing::info!("SIGHUP: reloading");
-                    true
-                }
-                Wake::Changed => match debounce(&self.rx) {
-                    Some(forced) => forced,
-                    None => return,
-                },
-            };
-            let _ = self.reloader.reload_blocking(forced);
-            // Watch what the serving and the attempted config name, failed
-            // or not. A newly watched directory may already hold the change
-            // a failed reload was missing (it raised no event here): check
-            // again.
-            for _ in 0..MAX_REWATCH_ROUNDS {
-                let dirs = self.reloader.watch_dirs();
-                if !self.rewatch(dirs) {
-                    break;
-                }
-                let _ = self.reloader.reload_blocking(false);
-            }
-        }
-    }
-}
-
-/// Waits until events stop for [`DEBOUNCE`] (at most [`DEBOUNCE_MAX`]).
-/// Returns whether a SIGHUP came in meanwhile, or `None` to stop.
-fn debounce(rx: &mpsc::Receiver<Wake>) -> Option<bool> {
-    let end = tokio::time::Instant::now() + DEBOUNCE_MAX;
-    let mut forced = false;
-    loop {
-        let left = end.saturating_duration_since(tokio::time::Instant::now());
-        if left.is_zero() {
-            return Some(forced);
-        }
-        match rx.recv_timeout(DEBOUNCE.min(left)) {
-            Ok(Wake::Changed) => {}
-            Ok(Wake::Hangup) => {
-                tracing::info!("SIGHUP: reloading");
-                forced = true;
-            }
-            Ok(Wake::Stop) => return None,
-            Err(mpsc::RecvTimeoutError::Timeout) => return Some(forced),
-            Err(mpsc::RecvTimeoutError::Disconnected) => return None,
-        }
-    }
-}
+mod watch;
+pub use watch::Watch;
 
 #[cfg(test)]
 mod tests;

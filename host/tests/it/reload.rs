@@ -842,3 +842,61 @@ async fn a_bad_backend_url_or_certificate_file_fails_one_reload_and_the_next_goo
         );
     }
 }
+
+/// `bbproxy_reloads_total{result=...}` from one scrape.
+async fn reloads(proxy: &Proxy, result: &str) -> f64 {
+    let (metrics, _) = common::prom::scrape(proxy).await;
+    let key = format!("bbproxy_reloads_total{{result=\"{result}\"}}");
+    metrics.get(&key).copied().unwrap_or(0.0)
+}
+
+/// A log written next to config.json wakes no check: for a second of
+/// appends (a check would come within 350 ms: 50 ms of quiet, or 300 ms of
+/// a burst) the checks stay at the start-up one. A save of config.json
+/// with the same text wakes one, counted as `unchanged`, not as a reload.
+/// Metrics are process-wide: a process of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_neighbours_writes_wake_no_check_and_an_unchanged_save_is_counted() {
+    common::alone::in_own_process!();
+    let a = Backend::start("a").await;
+    let text = format!(
+        r#"{{"listen": {{"http": "127.0.0.1:0"}}, "admin": "127.0.0.1:0",
+            "domains": {{"app.test": ["{}"]}}}}"#,
+        a.addr
+    );
+    let proxy = Proxy::start(&text).await;
+    wait_for(Duration::from_secs(10), "the start-up check", || {
+        let proxy = &proxy;
+        async move { reloads(proxy, "unchanged").await == 1.0 }
+    })
+    .await;
+
+    let log = proxy.dir.path().join("access.log");
+    let mut file = std::fs::File::create(&log).unwrap();
+    let window = std::time::Instant::now();
+    let mut writes = 0;
+    while window.elapsed() < Duration::from_secs(1) && writes < 100_000 {
+        use std::io::Write as _;
+        writeln!(file, "GET / 200 line {writes}").unwrap();
+        file.flush().unwrap();
+        writes += 1;
+        if writes % 50 == 0 {
+            assert_eq!(
+                reloads(&proxy, "unchanged").await,
+                1.0,
+                "a check after {writes} writes to access.log"
+            );
+        }
+    }
+    assert!(writes >= 100, "only {writes} writes in the window");
+
+    write_atomically(&proxy.dir.path().join("config.json"), &text);
+    wait_for(Duration::from_secs(10), "the save's check", || {
+        let proxy = &proxy;
+        async move { reloads(proxy, "unchanged").await >= 2.0 }
+    })
+    .await;
+    assert_eq!(reloads(&proxy, "unchanged").await, 2.0);
+    assert_eq!(reloads(&proxy, "ok").await, 0.0);
+    assert_eq!(reloads(&proxy, "error").await, 0.0);
+}
