@@ -245,14 +245,21 @@ fn the_default_breaker_opens_after_five_failures() {
     assert!(verdicts[7].contains("state open for 30000 ms"), "{out}");
 }
 
+/// A bundled plugin's bytes written to a file `name` of a temporary
+/// directory (kept while the first value lives), for `plugin check`.
+fn bundled(bytes: &[u8], name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    std::fs::write(&path, bytes).unwrap();
+    (dir, path)
+}
+
 /// The default router says at init which domains go to their own
 /// upstream (those without routes): the check lists them, marks their
 /// samples as the proxy's answers, and measures no call for them.
 #[test]
 fn the_default_router_shows_the_domains_it_is_not_called_for() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("router.wasm");
-    std::fs::write(&path, bbproxy::plugin::bundle::ROUTER).unwrap();
+    let (_dir, path) = bundled(bbproxy::plugin::bundle::ROUTER, "router.wasm");
     let (ok, out, err) = plugin_check(&[
         path.to_str().unwrap(),
         "--plugin-config",
@@ -285,9 +292,7 @@ fn the_default_router_shows_the_domains_it_is_not_called_for() {
 /// order), and measures no call for them.
 #[test]
 fn the_default_balancer_shows_the_upstreams_it_is_not_called_for() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("balancer.wasm");
-    std::fs::write(&path, bbproxy::plugin::bundle::BALANCER).unwrap();
+    let (_dir, path) = bundled(bbproxy::plugin::bundle::BALANCER, "balancer.wasm");
     let (ok, out, err) = plugin_check(&[path.to_str().unwrap(), "--upstream", "a.test"]);
     assert!(ok, "{err}");
     assert_eq!(
