@@ -2,6 +2,8 @@
 //! request now (health check, breaker, not tried by this request yet), and
 //! the balancer's pick among them.
 
+use smallvec::SmallVec;
+
 use super::ctx::{RequestCtx, Routed};
 use super::decide;
 use super::error::{ErrorKind, ProxyError};
@@ -84,8 +86,10 @@ pub(super) fn choose(
     let now = clock::monotonic_ms();
     let mut excluded: Vec<(usize, Excluded)> = Vec::new();
     // Built once, and all the loop needs: a candidate's `id` is its backend
-    // index, and a half-open one was admitted only as a probe.
-    let mut stats: Vec<Backend> = Vec::with_capacity(up.backends.len());
+    // index, and a half-open one was admitted only as a probe. On the stack
+    // for up to four candidates: most upstreams have no more, and a pick
+    // the host answers (a round-robin upstream) allocates nothing else.
+    let mut stats: SmallVec<[Backend; 4]> = SmallVec::with_capacity(up.backends.len());
     for (i, b) in up.backends.iter().enumerate() {
         if ctx.tried.contains(i) {
             continue;
