@@ -194,9 +194,14 @@ impl H1Pool {
         self.lock().count()
     }
 
+    /// Whether a connection parked at `since_ms` has been idle for longer
+    /// than `idle_timeout` at `now_ms`. Strictly longer: both readings are
+    /// truncated to the millisecond, so a difference of exactly the timeout
+    /// can be up to a millisecond short of it in real time (a pool with a
+    /// 200 ms timeout closed a connection 199.8 ms after it was parked).
     fn expired(&self, since_ms: u64, now_ms: u64) -> bool {
         !self.idle_timeout.is_zero()
-            && u128::from(now_ms.saturating_sub(since_ms)) >= self.idle_timeout.as_millis()
+            && u128::from(now_ms.saturating_sub(since_ms)) > self.idle_timeout.as_millis()
     }
 
     /// An idle connection to `backend`, if there is one; those expired are
