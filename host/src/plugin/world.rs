@@ -19,7 +19,7 @@ pub enum Versioned<A, B> {
 }
 
 /// What `init` returned besides success.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct InitAnswer {
     /// A 0.2.0 breaker's `outcome-calls.skip-closed-responses-below`
     /// (0 for every other plugin: it is called for everything).
@@ -39,22 +39,8 @@ pub struct InitAnswer {
     /// (through `balancer-answers`) to pick that upstream's candidates
     /// round-robin on, so its `pick` is answered without a call. Empty
     /// for every other plugin.
-    pub round_robin: Vec<Option<Turns>>,
+    pub round_robin: Vec<Option<CounterHandle>>,
 }
-
-/// The shared counter of a round-robin the host answers for a balancer
-/// (see [`InitAnswer::round_robin`]). Two are equal when they are the
-/// same counter.
-#[derive(Debug, Clone)]
-pub struct Turns(pub CounterHandle);
-
-impl PartialEq for Turns {
-    fn eq(&self, other: &Self) -> bool {
-        std::sync::Arc::ptr_eq(&self.0, &other.0)
-    }
-}
-
-impl Eq for Turns {}
 
 impl InitAnswer {
     /// Whether requests of domain `domain` go to its own upstream without
@@ -70,7 +56,7 @@ impl InitAnswer {
     /// of upstream `upstream`, when the balancer declared it round-robin:
     /// its counter advanced by one, as the balancer's own pick would.
     pub fn round_robin_pick(&self, upstream: u32, count: usize) -> Option<usize> {
-        let Turns(turns) = self.round_robin.get(upstream as usize)?.as_ref()?;
+        let turns = self.round_robin.get(upstream as usize)?.as_ref()?;
         if count == 0 {
             return None;
         }
@@ -217,10 +203,7 @@ macro_rules! versioned_world {
                         let state = store.data_mut();
                         state.initializing = false;
                         let upstream_is_domain = std::mem::take(&mut state.upstream_is_domain);
-                        let round_robin = std::mem::take(&mut state.round_robin)
-                            .into_iter()
-                            .map(|turns| turns.map(Turns))
-                            .collect();
+                        let round_robin = std::mem::take(&mut state.round_robin);
                         match answer? {
                             Ok(answer) => $init2(answer)
                                 .map(|a| InitAnswer {

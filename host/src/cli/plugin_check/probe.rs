@@ -49,24 +49,25 @@ impl Probe<'_> {
             let _ = writeln!(out, "  request facts sent with each call: {facts}");
         }
         let answer = plugin.init_answer();
-        for (what, declared) in [
-            (
-                "routed to their own upstream without a call",
-                &(|i| answer.routes_to_itself(i)) as &dyn Fn(u32) -> bool,
-            ),
-            ("picked round-robin by the proxy without a call", &|i| {
-                answer.picks_round_robin(i)
-            }),
-        ] {
-            let names: Vec<&str> = (self.upstreams.iter().enumerate())
-                .filter(|&(i, _)| u32::try_from(i).is_ok_and(declared))
-                .map(|(_, u)| u.name.as_str())
-                .collect();
-            if !names.is_empty() {
-                let _ = writeln!(out, "  {what}: {}", names.join(", "));
-            }
-        }
+        self.list_declared(out, "routed to their own upstream without a call", |i| {
+            answer.routes_to_itself(i)
+        });
+        self.list_declared(out, "picked round-robin by the proxy without a call", |i| {
+            answer.picks_round_robin(i)
+        });
         Ok(plugin)
+    }
+
+    /// Lists, after `what`, the upstreams the plugin `declared` at init
+    /// (answers the proxy gives without a call); nothing when none.
+    fn list_declared(&self, out: &mut String, what: &str, declared: impl Fn(u32) -> bool) {
+        let names: Vec<&str> = (self.upstreams.iter().enumerate())
+            .filter(|&(i, _)| u32::try_from(i).is_ok_and(&declared))
+            .map(|(_, u)| u.name.as_str())
+            .collect();
+        if !names.is_empty() {
+            let _ = writeln!(out, "  {what}: {}", names.join(", "));
+        }
     }
 
     /// How often the calls so far read the request back through the
