@@ -164,7 +164,7 @@ fn poll_upstream(
         }
         Poll::Ready(Some(Err(e))) => {
             s.guard.take();
-            Poll::Ready(Some(Err(e.into())))
+            Poll::Ready(Some(Err(e)))
         }
         Poll::Pending => {
             if s.idle.is_zero() {

@@ -94,34 +94,36 @@ pub async fn send(
     body: RequestBody,
     timeouts: &UpstreamTimeouts,
 ) -> Result<(Response<UpstreamBody>, Duration), UpstreamError> {
-    // Boxed: see `h1::send`.
-    let mut req = Box::new(Request::new(body));
-    *req.method_mut() = head.method.clone();
-    *req.version_mut() = Version::HTTP_11;
     // An upgrade's connection becomes a tunnel: hyper-util's client hands
-    // it over on a 101, a connection driven here could not.
+    // it over on a 101, the proxy's own HTTP/1.1 path does not.
     let owned = match &upstream.h1 {
         Some(pool) if !headers.contains_key(header::UPGRADE) => Some(pool),
         _ => None,
     };
-    *req.uri_mut() = match owned {
-        // Origin form, as hyper-util's client turns the absolute URI into.
-        Some(_) => Uri::from(head.path.clone()),
-        None => upstream_uri(backend, &head.path)?,
+    let uri = match owned {
+        Some(_) => None,
+        None => Some(upstream_uri(backend, &head.path)?),
     };
-    *req.headers_mut() = headers;
-
     let start = Instant::now();
     let sent = async {
-        match owned {
-            Some(pool) => h1::send(pool, backend, req).await,
-            None => match upstream.client.request(*req).await {
-                Ok(resp) => Ok(resp.map(UpstreamBody::driven_elsewhere)),
-                Err(e) => Err(Failed {
-                    connect: e.is_connect(),
-                    error: e.into(),
-                }),
-            },
+        match (owned, uri) {
+            (Some(pool), _) => {
+                h1::send(pool, backend, &head.method, &head.path, headers, body).await
+            }
+            (None, uri) => {
+                let mut req = Request::new(body);
+                *req.method_mut() = head.method.clone();
+                *req.version_mut() = Version::HTTP_11;
+                *req.uri_mut() = uri.unwrap_or_default();
+                *req.headers_mut() = headers;
+                match upstream.client.request(req).await {
+                    Ok(resp) => Ok(resp.map(UpstreamBody::driven_elsewhere)),
+                    Err(e) => Err(Failed {
+                        connect: e.is_connect(),
+                        error: e.into(),
+                    }),
+                }
+            }
         }
     };
     let mut sent = std::pin::pin!(sent);

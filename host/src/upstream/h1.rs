@@ -1,50 +1,53 @@
-//! The HTTP/1.1 upstream path a request's own task drives. A connection
+//! The HTTP/1.1 upstream path a request's own task drives, on a codec of
+//! the proxy's own (`wire`, `chunked`, httparse underneath). A connection
 //! checked out of its worker's pool is written and read by the task that
 //! sends the request, and then by whoever polls the response body: no
-//! connection task of its own and no wake-up of a second task per request,
-//! which hyper-util's pooled client costs (bench/README.md: 7.6 % of the
-//! proxy's CPU under the h1 load, plus that task's polling). hyper's
-//! `client::conn::http1` is the codec; its `Connection` future is polled
-//! here instead of spawned, so both ends of hyper's request channel are
-//! polled by the same task.
+//! connection task, no channel and no oneshot per request. hyper's
+//! `client::conn::http1`, which this path drove before, still handed each
+//! request to its dispatcher through a channel and the response back
+//! through a oneshot, and fed the body through another channel, all
+//! within the one task (bench/README.md: 3 % of the proxy's samples under
+//! the h1 load).
 //!
 //! A connection goes back to the pool only once its response body has
-//! ended and hyper's dispatcher is ready for another request (framing
-//! ended cleanly, no `Connection: close`, the request body fully written);
+//! ended, the request went out whole, the response allowed keep-alive
+//! (HTTP/1.1 without `Connection: close`, or 1.0 with `keep-alive`; a body
+//! delimited by the close never) and nothing followed the response;
 //! anything else (a body dropped early, a parse or framing error, an early
 //! close) drops it, with a reset when it is mid-exchange (`Conn`'s drop).
-//! An idle connection has no task polling it, so a backend's close is
-//! seen by the pool's sweeper (within a second; it also ends those idle
-//! past `pool.idle_timeout`), or when the next request is about to be
-//! written on it: hyper reads a waiting connection before it
-//! writes and hands the request back unsent, and [`send`] puts it on a new
-//! connection.
+//! An idle connection has no task polling it: a backend's close is seen
+//! by the pool's sweeper (within a second; it also ends those idle past
+//! `pool.idle_timeout`), or when it is checked out, before the request is
+//! written; a request whose head cannot be written on a reused connection
+//! goes on a new one.
 //!
 //! Upgrades (a 101 hands the connection over to a tunnel) and HTTP/2
 //! backends keep hyper-util's client (`pool.rs`).
 
+mod body;
+mod chunked;
+mod conn;
+mod exchange;
+mod wire;
+
 use std::collections::HashMap;
-use std::future::{Future, poll_fn};
-use std::pin::{Pin, pin};
+use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::{self, HeaderValue};
-use http::{Request, Response, Uri};
-use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::{Builder, Connection, SendRequest};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Method, Response, Uri};
 use tower_service::Service;
 
+pub use self::body::UpstreamBody;
+use self::conn::Conn;
+use self::exchange::{Exchange, Reading};
 use super::BackendState;
-use super::connector::{Counted, Counting};
+use super::connector::Counting;
 use super::request_body::RequestBody;
 use crate::clock;
 use crate::tls::backend::BackendConnector;
-
-type Io = Counted<<BackendConnector as Service<Uri>>::Response>;
 
 /// Why an exchange failed, as the caller classifies it.
 #[derive(Debug)]
@@ -59,7 +62,8 @@ pub struct Failed {
 pub struct H1Pool {
     idle: Mutex<Idle>,
     connector: Counting<BackendConnector>,
-    builder: Builder,
+    /// The largest response head, and the largest read.
+    max_buf: usize,
     max_idle: usize,
     /// Zero: kept until the backend closes it.
     idle_timeout: Duration,
@@ -98,72 +102,6 @@ struct Parked {
     since_ms: u64,
 }
 
-/// One connection: hyper's request handle and the connection future that
-/// does its reading and writing whenever it is polled.
-struct Conn {
-    sender: SendRequest<RequestBody>,
-    /// `None` once it has finished (closed by either side, or failed).
-    /// Dropped then, not kept: hyper hands back a request still queued on
-    /// it only when it is dropped, and until then that request's response
-    /// would wait for nothing.
-    conn: Option<Connection<Io, RequestBody>>,
-}
-
-impl Drop for Conn {
-    /// A connection dropped in the middle of an exchange (the response
-    /// given up at a timeout, its body dropped unread, an error) is reset,
-    /// not closed: a backend streaming to a full window would otherwise
-    /// learn of the close only from a zero-window probe, backed off to
-    /// seconds, and go on producing a response nobody reads (HAProxy's
-    /// `nolinger` on an abort does the same). A closed socket that still
-    /// holds unread data is reset by the kernel anyway; this covers the
-    /// one whose receive queue happened to be empty. A connection that
-    /// ended cleanly (waiting for a request) closes normally.
-    fn drop(&mut self) {
-        if !self.sender.is_ready()
-            && let Some(conn) = self.conn.take()
-        {
-            let _ = socket2::SockRef::from(tcp(conn.into_parts().io.get_ref()))
-                .set_linger(Some(Duration::ZERO));
-        }
-    }
-}
-
-/// The TCP socket under a backend connection, plain or TLS.
-fn tcp(io: &<BackendConnector as Service<Uri>>::Response) -> &tokio::net::TcpStream {
-    match io {
-        hyper_rustls::MaybeHttpsStream::Http(io) => io.inner(),
-        hyper_rustls::MaybeHttpsStream::Https(tls) => tls.inner().get_ref().0.inner().inner(),
-    }
-}
-
-impl Conn {
-    /// Lets the connection read and write what it can; true once it has
-    /// ended.
-    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
-        if let Some(conn) = &mut self.conn
-            && Pin::new(conn).poll(cx).is_ready()
-        {
-            self.conn = None;
-        }
-        self.conn.is_none()
-    }
-
-    /// Whether hyper's dispatcher is waiting for a request, as it last
-    /// left it (no I/O).
-    fn waiting(&self) -> bool {
-        self.conn.is_some() && self.sender.is_ready()
-    }
-
-    /// Whether it can take another request now, after letting it do its
-    /// I/O: a backend's close or stray bytes end it, a response body read
-    /// to its end leaves it waiting.
-    fn reusable(&mut self) -> bool {
-        let mut cx = Context::from_waker(Waker::noop());
-        !self.drive(&mut cx) && self.sender.is_ready()
-    }
-}
-
 impl H1Pool {
     /// An empty pool that connects through `connector`, keeps up to
     /// `max_idle` idle connections per backend for `idle_timeout` (zero:
@@ -174,12 +112,10 @@ impl H1Pool {
         idle_timeout: Duration,
         max_buf: usize,
     ) -> Self {
-        let mut builder = Builder::new();
-        builder.max_buf_size(max_buf);
         Self {
             idle: Mutex::default(),
             connector,
-            builder,
+            max_buf,
             max_idle: max_idle as usize,
             idle_timeout,
         }
@@ -204,11 +140,9 @@ impl H1Pool {
             && u128::from(now_ms.saturating_sub(since_ms)) > self.idle_timeout.as_millis()
     }
 
-    /// An idle connection to `backend`, if there is one; those expired are
-    /// dropped on the way. It is not driven here: a close that came while
-    /// it was parked is read before the request is written (hyper reads a
-    /// waiting connection first), and hyper then hands the request back
-    /// unsent, for [`send`] to put on a new connection.
+    /// An idle connection to `backend`, if there is one; those expired,
+    /// closed by the backend or with bytes nobody asked for are dropped on
+    /// the way.
     fn checkout(&self, backend: &str) -> Option<Box<Conn>> {
         let now = clock::monotonic_ms();
         let mut dropped = Vec::new();
@@ -216,7 +150,8 @@ impl H1Pool {
         let list = idle.by_backend.get_mut(backend)?;
         let mut found = None;
         while let Some(parked) = list.pop() {
-            if !self.expired(parked.since_ms, now) && parked.conn.waiting() {
+            let mut parked = parked;
+            if !self.expired(parked.since_ms, now) && parked.conn.idle_and_open() {
                 found = Some(parked.conn);
                 break;
             }
@@ -231,11 +166,8 @@ impl H1Pool {
     /// Parks `conn` for the next request to `backend`, when it is
     /// reusable and the backend's list has room; starts the sweeper.
     fn checkin(self: &Arc<Self>, backend: &str, mut conn: Box<Conn>) {
-        // A body read to its end usually leaves hyper waiting already.
-        // Asked first even when nothing is kept: a connection left ready
-        // for the next request closes cleanly when dropped (see `Conn`'s
-        // drop), one still mid-exchange is reset.
-        if !(conn.waiting() || conn.reusable()) || self.max_idle == 0 {
+        // Whatever is not kept closes normally: its exchange ended whole.
+        if self.max_idle == 0 || !conn.idle_and_open() {
             return;
         }
         // The sweeper runs on the runtime of the request that parks the
@@ -281,7 +213,7 @@ impl H1Pool {
         let mut idle = self.lock();
         idle.by_backend.retain(|_, list| {
             for mut parked in std::mem::take(list) {
-                if !self.expired(parked.since_ms, now) && parked.conn.reusable() {
+                if !self.expired(parked.since_ms, now) && parked.conn.idle_and_open() {
                     list.push(parked);
                 } else {
                     dropped.push(parked);
@@ -305,15 +237,7 @@ impl H1Pool {
             .await
             .map_err(|e| failed(true, e))?;
         let io = connector.call(uri).await.map_err(|e| failed(true, e))?;
-        let (sender, conn) = self
-            .builder
-            .handshake(io)
-            .await
-            .map_err(|e| failed(true, e.into()))?;
-        Ok(Box::new(Conn {
-            sender,
-            conn: Some(conn),
-        }))
+        Ok(Box::new(Conn::new(io, self.max_buf)))
     }
 }
 
@@ -363,26 +287,30 @@ fn origin(backend: &BackendState) -> Result<Uri, Box<dyn std::error::Error + Sen
     })
 }
 
-/// Sends `req` (origin-form URI) to `backend` on a pooled connection or a
-/// new one, driving the connection until the response head is in. A
-/// pooled connection that turns out closed before the request went out is
-/// replaced by a new one, once. The request comes boxed: each future of
-/// the request's chain that held it kept a copy of its 300 bytes (an
-/// argument's place is kept beside the locals it is moved into), and each
-/// copy was also made once per request.
+/// Sends a request (`method`, origin-form `path`, `headers`, `body`) to
+/// `backend` on a pooled connection or a new one, until the response head
+/// is in; the body streams on. A pooled connection that turns out closed
+/// before the request's head went out is replaced by a new one, once.
 pub async fn send(
     pool: &Arc<H1Pool>,
     backend: &Arc<BackendState>,
-    mut req: Box<Request<RequestBody>>,
+    method: &Method,
+    path: &PathAndQuery,
+    mut headers: HeaderMap,
+    body: RequestBody,
 ) -> Result<Response<UpstreamBody>, Failed> {
+    let failed = |error: Box<dyn std::error::Error + Send + Sync>| Failed {
+        connect: false,
+        error,
+    };
     // As hyper-util's client does: an HTTP/1.0 request may lack it.
-    if !req.headers().contains_key(header::HOST)
+    if !headers.contains_key(header::HOST)
         && let Ok(host) = HeaderValue::from_str(&backend.authority)
     {
-        req.headers_mut().insert(header::HOST, host);
+        headers.insert(header::HOST, host);
     }
     let mut pooled = pool.checkout(&backend.base);
-    loop {
+    let (conn, upload) = loop {
         let reused = pooled.is_some();
         let mut conn = match pooled.take() {
             Some(conn) => conn,
@@ -392,7 +320,10 @@ pub async fn send(
             // request that needs a new connection.
             None => Box::pin(pool.connect(backend)).await?,
         };
-        let mut response = pin!(conn.sender.try_send_request(*req));
+        // Mid-exchange from here: dropped before its end, it is reset.
+        conn.clean = false;
+        let upload = wire::encode_request(method, path, &headers, &body, conn.head_buf());
+        conn.queue_head();
         // Written once the worker has run its other ready tasks (tokio
         // wakes a yielded task after its next I/O poll), so the requests of
         // one scheduler tick reach the backends back to back and wake a
@@ -402,123 +333,21 @@ pub async fn send(
         // of the other CPU, `_raw_spin_unlock_irqrestore` in `writev`;
         // bench/README.md, 2026-12-05).
         tokio::task::yield_now().await;
-        let result = poll_fn(|cx| {
-            conn.drive(cx);
-            response.as_mut().poll(cx)
-        })
-        .await;
-        match result {
-            Ok(resp) => {
-                let returning = Returning {
-                    conn,
-                    pool: pool.clone(),
-                    backend: backend.clone(),
-                };
-                return Ok(resp.map(|body| UpstreamBody {
-                    body,
-                    conn: Some(returning),
-                }));
-            }
-            Err(mut e) => match e.take_message() {
-                Some(unsent) if reused => *req = unsent,
-                _ => {
-                    return Err(Failed {
-                        connect: false,
-                        error: e.into_error().into(),
-                    });
-                }
-            },
+        // The head alone first: none of the body is taken until it is
+        // out, so a reused connection that fails here (the backend closed
+        // it since it was checked) can hand the request to a new one.
+        match poll_fn(|cx| conn.poll_write_queued(cx)).await {
+            Ok(()) => break (conn, upload),
+            Err(_) if reused => {}
+            Err(e) => return Err(failed(e.into())),
         }
-    }
-}
-
-/// A connection lent to a response body, and where it goes back.
-struct Returning {
-    conn: Box<Conn>,
-    pool: Arc<H1Pool>,
-    backend: Arc<BackendState>,
-}
-
-/// A backend's response body; on the owned path it drives its connection
-/// while it is read and parks it when it ends cleanly.
-#[derive(Debug)]
-pub struct UpstreamBody {
-    body: Incoming,
-    conn: Option<Returning>,
-}
-
-impl std::fmt::Debug for Returning {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Returning")
-            .field("backend", &self.backend.authority)
-            .finish()
-    }
-}
-
-impl UpstreamBody {
-    /// A body read by a connection task of its own (hyper-util's client).
-    pub fn driven_elsewhere(body: Incoming) -> Self {
-        Self { body, conn: None }
-    }
-
-    fn give_back(&mut self) {
-        if let Some(r) = self.conn.take() {
-            let Returning {
-                conn,
-                pool,
-                backend,
-            } = r;
-            pool.checkin(&backend.base, conn);
-        }
-    }
-}
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.get_mut();
-        // The body first: a small response is usually in its channel
-        // already (read with the head); the connection is driven only when
-        // the body waits for more.
-        let mut polled = Pin::new(&mut this.body).poll_frame(cx);
-        if polled.is_pending()
-            && let Some(r) = &mut this.conn
-        {
-            r.conn.drive(cx);
-            polled = Pin::new(&mut this.body).poll_frame(cx);
-        }
-        match &polled {
-            Poll::Ready(None) => this.give_back(),
-            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.give_back(),
-            // A failed body leaves its connection unusable.
-            Poll::Ready(Some(Err(_))) => this.conn = None,
-            _ => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
-impl Drop for UpstreamBody {
-    fn drop(&mut self) {
-        // A body without data (204, 304, a HEAD's answer) is never polled,
-        // and hyper stops polling one that says it has ended: both are
-        // still clean ends. Any other body dropped early takes its
-        // connection with it.
-        if self.body.is_end_stream() {
-            self.give_back();
-        }
-    }
+    };
+    let mut ex = Exchange::new(conn, body, upload, headers);
+    let max = pool.max_buf;
+    let head = poll_fn(|cx| ex.poll_head(cx, method, max))
+        .await
+        .map_err(failed)?;
+    let reading = Reading::new(ex, head.framing, head.keep_alive);
+    let body = UpstreamBody::owned(reading, pool.clone(), backend.clone());
+    Ok(head.response.map(|()| body))
 }

@@ -229,3 +229,28 @@ impl Body for RequestBody {
         }
     }
 }
+
+#[cfg(test)]
+impl RequestBody {
+    /// A body that only declares whether it has ended and its size, for
+    /// tests of how a request is framed.
+    pub(crate) fn declaring(end: bool, hint: SizeHint) -> Self {
+        let slot = Arc::new(BodySlot {
+            body: Mutex::new(None),
+            fault: AtomicU8::new(OK),
+            idle: Duration::ZERO,
+            limit: 0,
+            end,
+            hint,
+            opened: Instant::now(),
+            progress_ms: std::sync::atomic::AtomicU64::new(0),
+        });
+        RequestBody {
+            slot,
+            inner: None,
+            sleep: None,
+            read: 0,
+            done: end,
+        }
+    }
+}

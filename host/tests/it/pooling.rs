@@ -167,6 +167,91 @@ impl Answering {
     }
 }
 
+/// Each way a backend may frame its answer, read by the proxy's own
+/// HTTP/1.1 codec: the body arrives whole, and the connection is parked
+/// for the next request only when the framing and the response allow
+/// another exchange on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_framing_arrives_whole_and_parks_only_what_can_carry_another_request() {
+    // What, the backend's answer, when it hangs up, the body, parked.
+    type Case = (
+        &'static str,
+        &'static [u8],
+        Option<Duration>,
+        &'static str,
+        bool,
+    );
+    let cases: [Case; 7] = [
+        (
+            "chunked, extensions and trailers",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6;x=y\r\n world\r\n0\r\nx-t: 1\r\n\r\n",
+            None,
+            "hello world",
+            true,
+        ),
+        (
+            "informational answers first",
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+            None,
+            "ok",
+            true,
+        ),
+        (
+            "HTTP/1.0 with keep-alive",
+            b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\nok",
+            None,
+            "ok",
+            true,
+        ),
+        (
+            "HTTP/1.0",
+            b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok",
+            None,
+            "ok",
+            false,
+        ),
+        (
+            "a length beside chunked",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 50\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            None,
+            "ok",
+            false,
+        ),
+        (
+            "bytes past the response",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n\r\n",
+            None,
+            "ok",
+            false,
+        ),
+        (
+            "a body delimited by the close",
+            b"HTTP/1.1 200 OK\r\n\r\nuntil the close",
+            Some(Duration::ZERO),
+            "until the close",
+            false,
+        ),
+    ];
+    for (what, answer, hang_up, body, parked) in cases {
+        let backend = Answering::start(answer, hang_up).await;
+        let p = proxy(backend.addr).await;
+        for i in 1..=2 {
+            assert_eq!(
+                get(&p).await,
+                (StatusCode::OK, body.into()),
+                "{what}, request {i}"
+            );
+            assert_eq!(idle(&p), usize::from(parked), "{what}, request {i}");
+        }
+        let connections = if parked { 1 } else { 2 };
+        assert_eq!(
+            backend.accepted.load(Ordering::SeqCst),
+            connections,
+            "{what}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_close_answer_is_not_parked_and_its_socket_closes() {
     let backend = Answering::start(
@@ -216,9 +301,9 @@ async fn a_connection_the_backend_closed_while_parked_is_dropped_and_replaced() 
 }
 
 /// The backend hangs up a parked connection and the next request comes at
-/// once, before the sweeper looks: the connection reads the close before
-/// it writes, hyper hands the request back unsent, and it goes out on a new
-/// connection (no error, no retry of the proxy's).
+/// once, before the sweeper looks: the checkout reads the close before the
+/// request is written, and the request goes out on a new connection (no
+/// error, no retry of the proxy's).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_checked_out_onto_a_closed_connection_goes_out_on_a_new_one() {
     let backend = Answering::start(OK, Some(Duration::from_millis(50))).await;
