@@ -13,7 +13,7 @@ use http::{Method, Request, Response, Uri, Version};
 use tokio::time::Instant;
 
 use super::BackendState;
-use super::h1::{self, Failed, UpstreamBody};
+use super::h1::{self, Failed, H1Pool, UpstreamBody};
 use super::pool::Upstream;
 use super::request_body::{BodyFault, BodySlot, RequestBody};
 
@@ -82,6 +82,14 @@ pub struct Head {
     pub headers: HeaderMap,
 }
 
+/// Which client an attempt goes through.
+enum Via<'a> {
+    /// The proxy's own HTTP/1.1 path, on this pool.
+    Own(&'a Arc<H1Pool>),
+    /// hyper-util's client (HTTP/2 backends, upgrades), to this URI.
+    Client(Uri),
+}
+
 /// One attempt: sends `head` (with `headers`, its own or a copy) and `body`
 /// to `backend` through `upstream`; returns the response (headers
 /// received, body still streaming) and the time to headers.
@@ -96,25 +104,21 @@ pub async fn send(
 ) -> Result<(Response<UpstreamBody>, Duration), UpstreamError> {
     // An upgrade's connection becomes a tunnel: hyper-util's client hands
     // it over on a 101, the proxy's own HTTP/1.1 path does not.
-    let owned = match &upstream.h1 {
-        Some(pool) if !headers.contains_key(header::UPGRADE) => Some(pool),
-        _ => None,
-    };
-    let uri = match owned {
-        Some(_) => None,
-        None => Some(upstream_uri(backend, &head.path)?),
+    let via = match &upstream.h1 {
+        Some(pool) if !headers.contains_key(header::UPGRADE) => Via::Own(pool),
+        _ => Via::Client(upstream_uri(backend, &head.path)?),
     };
     let start = Instant::now();
     let sent = async {
-        match (owned, uri) {
-            (Some(pool), _) => {
+        match via {
+            Via::Own(pool) => {
                 h1::send(pool, backend, &head.method, &head.path, headers, body).await
             }
-            (None, uri) => {
+            Via::Client(uri) => {
                 let mut req = Request::new(body);
                 *req.method_mut() = head.method.clone();
                 *req.version_mut() = Version::HTTP_11;
-                *req.uri_mut() = uri.unwrap_or_default();
+                *req.uri_mut() = uri;
                 *req.headers_mut() = headers;
                 match upstream.client.request(req).await {
                     Ok(resp) => Ok(resp.map(UpstreamBody::driven_elsewhere)),

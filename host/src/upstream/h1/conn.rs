@@ -129,9 +129,9 @@ impl Conn {
         self.poll_fill(&mut cx).is_pending()
     }
 
-    /// The buffer the next head is written into (cleared by the writer).
+    /// The buffer the next head is written into (cleared by the writer;
+    /// kept from one request to the next, so a head costs no allocation).
     pub fn head_buf(&mut self) -> &mut Vec<u8> {
-        self.ctl_at = 0;
         &mut self.ctl
     }
 
