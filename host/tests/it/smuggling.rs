@@ -279,14 +279,23 @@ async fn pipelined_requests_are_answered_in_order() {
     assert_eq!(backend.requests(), 11);
 }
 
-/// A backend that frames its response badly gets a 502, and its connection
-/// is not reused: the next request opens a fresh one.
+/// A backend that frames its response badly, or sends a head larger than
+/// the upstream read limit, gets a 502, and its connection is not reused:
+/// the next request opens a fresh one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_response_framing_is_502_and_the_connection_is_discarded() {
+    let mut oversized = b"HTTP/1.1 200 OK\r\nx-big: ".to_vec();
+    oversized.extend(std::iter::repeat_n(
+        b'a',
+        bbproxy::upstream::pool::UPSTREAM_READ_BUFFER,
+    ));
+    oversized.extend_from_slice(b"\r\ncontent-length: 2\r\n\r\nok");
+    let oversized: &'static [u8] = Box::leak(oversized.into_boxed_slice());
     for response in [
         &b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello!"[..],
         &b"HTTP/1.1 200 OK\r\nx-a: 1\r\n 2\r\ncontent-length: 2\r\n\r\nok"[..],
         &b"HTTP/1.1 2x0 OK\r\ncontent-length: 2\r\n\r\nok"[..],
+        oversized,
     ] {
         let backend = RawBackend::start(response, Duration::from_secs(30)).await;
         let proxy = proxy_to(backend.addr).await;
@@ -301,8 +310,8 @@ async fn bad_response_framing_is_502_and_the_connection_is_discarded() {
                 seen.statuses(),
                 [502],
                 "{:?}: {}",
-                String::from_utf8_lossy(response),
-                seen.text()
+                String::from_utf8_lossy(&response[..response.len().min(80)]),
+                seen.text().chars().take(200).collect::<String>()
             );
             wait_for(WAIT, "a fresh backend connection", || async {
                 backend.connections() == round
