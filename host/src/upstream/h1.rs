@@ -32,17 +32,22 @@ mod wire;
 
 use std::collections::HashMap;
 use std::future::poll_fn;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::Poll;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Response, Uri};
+use http_body::Body;
 use tower_service::Service;
 
 pub use self::body::UpstreamBody;
 use self::conn::Conn;
-use self::exchange::{Exchange, Reading};
+use self::exchange::{BoxError, Broken, Exchange, Reading};
+use self::wire::Upload;
 use super::BackendState;
 use super::connector::Counting;
 use super::request_body::RequestBody;
@@ -287,6 +292,33 @@ fn origin(backend: &BackendState) -> Result<Uri, Box<dyn std::error::Error + Sen
     })
 }
 
+/// The body's first piece if the client has sent it already (without
+/// waiting for it): data only, checked against a declared length.
+async fn first_piece(body: &mut RequestBody, upload: Upload) -> Result<Option<Bytes>, BoxError> {
+    let polled = poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await;
+    match polled {
+        Poll::Ready(Some(Ok(frame))) => {
+            let Ok(data) = frame.into_data() else {
+                return Ok(None);
+            };
+            if let Upload::Length(declared) = upload
+                && data.len() as u64 > declared
+            {
+                return Err(Broken::Length {
+                    declared,
+                    actual: data.len() as u64,
+                }
+                .into());
+            }
+            Ok(Some(data))
+        }
+        Poll::Ready(Some(Err(fault))) => Err(fault.into()),
+        // Ended (the exchange sees it again: a body reports its end
+        // once more) or not there yet.
+        Poll::Ready(None) | Poll::Pending => Ok(None),
+    }
+}
+
 /// Sends a request (`method`, origin-form `path`, `headers`, `body`) to
 /// `backend` on a pooled connection or a new one, until the response head
 /// is in; the body streams on. A pooled connection that turns out closed
@@ -299,7 +331,7 @@ pub async fn send(
     mut headers: HeaderMap,
     body: RequestBody,
 ) -> Result<Response<UpstreamBody>, Failed> {
-    let failed = |error: Box<dyn std::error::Error + Send + Sync>| Failed {
+    let failed = |error: BoxError| Failed {
         connect: false,
         error,
     };
@@ -309,8 +341,15 @@ pub async fn send(
     {
         headers.insert(header::HOST, host);
     }
+    let upload = wire::upload_of(method, &headers, &body);
+    let mut body = body;
+    // The body's first piece, when it is there already, goes out in the
+    // head's write; kept until the head is out, for a retry on a new
+    // connection.
+    let mut first: Option<Bytes> = None;
+    let mut looked = false;
     let mut pooled = pool.checkout(&backend.base);
-    let (conn, upload) = loop {
+    let conn = loop {
         let reused = pooled.is_some();
         let mut conn = match pooled.take() {
             Some(conn) => conn,
@@ -322,8 +361,7 @@ pub async fn send(
         };
         // Mid-exchange from here: dropped before its end, it is reset.
         conn.clean = false;
-        let upload = wire::encode_request(method, path, &headers, &body, conn.head_buf());
-        conn.queue_head();
+        wire::encode_request(method, path, &headers, upload, conn.head_buf());
         // Written once the worker has run its other ready tasks (tokio
         // wakes a yielded task after its next I/O poll), so the requests of
         // one scheduler tick reach the backends back to back and wake a
@@ -333,16 +371,25 @@ pub async fn send(
         // of the other CPU, `_raw_spin_unlock_irqrestore` in `writev`;
         // bench/README.md, 2026-12-05).
         tokio::task::yield_now().await;
-        // The head alone first: none of the body is taken until it is
-        // out, so a reused connection that fails here (the backend closed
-        // it since it was checked) can hand the request to a new one.
+        if !looked && upload != Upload::None {
+            looked = true;
+            first = first_piece(&mut body, upload).await.map_err(failed)?;
+        }
+        match &first {
+            Some(data) => conn.queue_head_with(data.clone(), upload == Upload::Chunked),
+            None => conn.queue_head(),
+        }
+        // Nothing more of the body is taken until this is out, so a
+        // reused connection that fails here (the backend closed it since
+        // it was checked) can hand the request to a new one.
         match poll_fn(|cx| conn.poll_write_queued(cx)).await {
-            Ok(()) => break (conn, upload),
+            Ok(()) => break conn,
             Err(_) if reused => {}
             Err(e) => return Err(failed(e.into())),
         }
     };
-    let mut ex = Exchange::new(conn, body, upload, headers);
+    let sent = first.as_ref().map_or(0, |d| d.len() as u64);
+    let mut ex = Exchange::new(conn, body, upload, sent, headers);
     let max = pool.max_buf;
     let head = poll_fn(|cx| ex.poll_head(cx, method, max))
         .await

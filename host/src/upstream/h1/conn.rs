@@ -142,9 +142,10 @@ impl Conn {
         self.tail = b"";
     }
 
-    /// Queues one piece of a request body: `data` alone, or as a chunk.
-    pub fn queue_data(&mut self, data: Bytes, chunked: bool) {
-        self.ctl.clear();
+    /// Queues the head written into [`head_buf`](Self::head_buf) and the
+    /// body's first piece behind it (one write for both, as hyper's client
+    /// did with a body that was there already).
+    pub fn queue_head_with(&mut self, data: Bytes, chunked: bool) {
         self.ctl_at = 0;
         if chunked {
             use std::io::Write as _;
@@ -154,6 +155,12 @@ impl Conn {
             self.tail = b"";
         }
         self.data = data;
+    }
+
+    /// Queues one piece of a request body: `data` alone, or as a chunk.
+    pub fn queue_data(&mut self, data: Bytes, chunked: bool) {
+        self.ctl.clear();
+        self.queue_head_with(data, chunked);
     }
 
     /// Queues the last chunk of a chunked body.

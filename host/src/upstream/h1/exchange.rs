@@ -67,16 +67,22 @@ pub struct Exchange {
 impl Exchange {
     /// An exchange whose head is queued or written on `conn`, its body
     /// `body` framed as `upload` says.
-    /// `spare` is a header map to fill with the response's (its fields
-    /// are dropped).
-    pub fn new(conn: Box<Conn>, body: RequestBody, upload: Upload, spare: HeaderMap) -> Self {
+    /// `sent` bytes of it are queued already (with the head). `spare` is a
+    /// header map to fill with the response's (its fields are dropped).
+    pub fn new(
+        conn: Box<Conn>,
+        body: RequestBody,
+        upload: Upload,
+        sent: u64,
+        spare: HeaderMap,
+    ) -> Self {
         let upload = match upload {
             Upload::None => None,
             Upload::Length(n) => Some(Box::new(Uploading {
                 body,
                 chunked: false,
                 declared: n,
-                left: n,
+                left: n.saturating_sub(sent),
             })),
             Upload::Chunked => Some(Box::new(Uploading {
                 body,

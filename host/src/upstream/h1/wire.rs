@@ -55,32 +55,42 @@ pub enum Upload {
     Chunked,
 }
 
-/// Writes the request head into `out` and says how the body follows.
-/// Framing as hyper's client sets it (`role::Client::set_length`): a body
-/// that has ended is none (its `Content-Length`, if any, kept); a valid
-/// `Content-Length` is kept; a known size becomes one; an unknown one is
-/// chunked, except for GET, HEAD and CONNECT, which send none.
-/// `Transfer-Encoding` never comes from the proxy (it is hop-by-hop).
+/// How the request's body goes out, as hyper's client framed it
+/// (`role::Client::set_length`): a body that has ended is none (its
+/// `Content-Length`, if any, kept); a valid `Content-Length` is kept; a
+/// known size becomes one; an unknown one is chunked, except for GET, HEAD
+/// and CONNECT, which send none. Decided before any of the body is read.
+pub fn upload_of(method: &Method, headers: &HeaderMap, body: &RequestBody) -> Upload {
+    // The client's side has refused an invalid `Content-Length` already;
+    // one that got here anyway is replaced by the framing `encode_request`
+    // writes.
+    if body.is_end_stream() {
+        Upload::None
+    } else if let Ok(Some(len)) = content_length(headers) {
+        Upload::Length(len)
+    } else if let Some(len) = body.size_hint().exact() {
+        Upload::Length(len)
+    } else if matches!(*method, Method::GET | Method::HEAD | Method::CONNECT) {
+        Upload::None
+    } else {
+        Upload::Chunked
+    }
+}
+
+/// Writes the request head into `out`, with the framing header `upload`
+/// needs when the headers do not say it already. `Transfer-Encoding` never
+/// comes from the proxy (it is hop-by-hop).
 pub fn encode_request(
     method: &Method,
     path: &PathAndQuery,
     headers: &HeaderMap,
-    body: &RequestBody,
+    upload: Upload,
     out: &mut Vec<u8>,
-) -> Upload {
-    // The client's side has refused an invalid `Content-Length` already;
-    // one that got here anyway is replaced by the framing below.
-    let declared = content_length(headers).ok().flatten();
-    let (upload, add) = if body.is_end_stream() {
-        (Upload::None, None)
-    } else if let Some(len) = declared {
-        (Upload::Length(len), None)
-    } else if let Some(len) = body.size_hint().exact() {
-        (Upload::Length(len), Some(Upload::Length(len)))
-    } else if matches!(*method, Method::GET | Method::HEAD | Method::CONNECT) {
-        (Upload::None, None)
-    } else {
-        (Upload::Chunked, Some(Upload::Chunked))
+) {
+    let add = match upload {
+        Upload::Length(len) if content_length(headers) != Ok(Some(len)) => Some(upload),
+        Upload::Chunked => Some(upload),
+        _ => None,
     };
     out.clear();
     out.reserve(64 + path.as_str().len() + headers.len() * 32);
@@ -103,7 +113,6 @@ pub fn encode_request(
         _ => {}
     }
     out.extend_from_slice(b"\r\n");
-    upload
 }
 
 fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -427,7 +436,8 @@ mod tests {
         }
         let mut out = Vec::new();
         let path = PathAndQuery::from_static("/a?b=1");
-        let upload = encode_request(&method, &path, &map, &body, &mut out);
+        let upload = upload_of(&method, &map, &body);
+        encode_request(&method, &path, &map, upload, &mut out);
         (String::from_utf8(out).unwrap(), upload)
     }
 
