@@ -32,7 +32,7 @@ pub enum HeadError {
     /// A field httparse let through that `http` refuses.
     #[error("invalid response header field")]
     Field,
-    /// Missing, differing or unparsable `Content-Length` values.
+    /// Differing or unparsable `Content-Length` values.
     #[error("invalid content-length in the response")]
     ContentLength,
     /// `Transfer-Encoding` in an HTTP/1.0 response.
