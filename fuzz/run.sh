@@ -4,7 +4,7 @@
 # a benchmark-style run whose result goes into the issue notes.
 #   fuzz/run.sh [seconds-per-target [target...]]   (default: every target)
 # Needs: rustup toolchain install nightly && cargo +nightly install cargo-fuzz.
-# plugin_answer builds the host, whose build script builds the default
+# plugin_answer and upstream_response build the host, whose build script builds the default
 # plugins for wasm32-wasip2: with nightly's wasm32-wasip2 if installed
 # (rustup target add wasm32-wasip2 --toolchain nightly; not every nightly
 # ships it), else with the pinned toolchain of rust-toolchain.toml.
@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-120}"
 targets=("${@:2}")
-[ ${#targets[@]} -gt 0 ] || targets=(config_parse plugin_answer)
+[ ${#targets[@]} -gt 0 ] || targets=(config_parse plugin_answer upstream_response)
 if ! rustup target list --toolchain nightly --installed | grep -qx wasm32-wasip2; then
     BBPROXY_PLUGIN_TOOLCHAIN="$(sed -n 's/^channel = "\(.*\)"$/\1/p' rust-toolchain.toml)"
     export BBPROXY_PLUGIN_TOOLCHAIN
@@ -23,7 +23,7 @@ target_dir="${CARGO_TARGET_DIR:+$CARGO_TARGET_DIR/fuzz}"
 target_dir="${target_dir:-fuzz/target}"
 for target in "${targets[@]}"; do
     features=()
-    [ "$target" = plugin_answer ] && features=(--features answers)
+    [ "$target" = config_parse ] || features=(--features answers)
     mkdir -p "fuzz/corpus/$target"
     # Seed the config target with the sample configs.
     [ "$target" = config_parse ] && cp examples/*.json "fuzz/corpus/$target/"

@@ -27,7 +27,9 @@
 mod body;
 mod chunked;
 mod conn;
+mod error;
 mod exchange;
+mod framing;
 mod wire;
 
 use std::collections::HashMap;
@@ -46,7 +48,9 @@ use tower_service::Service;
 
 pub use self::body::UpstreamBody;
 use self::conn::Conn;
-use self::exchange::{BoxError, Broken, Exchange, Reading};
+use self::error::{BoxError, Broken};
+use self::exchange::{Exchange, Reading};
+pub use self::framing::read_response;
 use self::wire::Upload;
 use super::BackendState;
 use super::connector::Counting;

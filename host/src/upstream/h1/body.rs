@@ -12,7 +12,9 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::H1Pool;
-use super::exchange::{BoxError, Left, Reading};
+use super::error::BoxError;
+use super::exchange::Reading;
+use super::framing::Left;
 use crate::upstream::BackendState;
 
 /// A backend's response body.

@@ -13,32 +13,11 @@ use bytes::Bytes;
 use http::{HeaderMap, Method};
 use http_body::{Body, Frame};
 
-use super::chunked::{Chunked, Decoded};
 use super::conn::Conn;
+use super::error::{BoxError, Broken};
+use super::framing::{Left, Piece};
 use super::wire::{self, Framing, Upload};
 use crate::upstream::request_body::RequestBody;
-
-/// An error of the exchange, as the response body reports it.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// What ended an exchange early on the backend's side.
-#[derive(Debug, thiserror::Error)]
-pub enum Broken {
-    /// Closed before the response head.
-    #[error("backend closed the connection before answering")]
-    NoResponse,
-    /// Closed before the response body's end.
-    #[error("backend closed the connection before the response body ended")]
-    BodyCut,
-    /// The request body did not match its declared length.
-    #[error("request body of {declared} bytes was {actual}")]
-    Length {
-        /// From `Content-Length`.
-        declared: u64,
-        /// What came (at least).
-        actual: u64,
-    },
-}
 
 /// The request body still to be written.
 struct Uploading {
@@ -200,37 +179,6 @@ impl Exchange {
     }
 }
 
-/// What is left of a response body.
-pub enum Left {
-    /// This many bytes (zero: ended).
-    Length(u64),
-    /// Chunks, where the decoder is.
-    Chunked(Chunked),
-    /// Until the backend closes.
-    Close,
-}
-
-impl Left {
-    /// The body's framing at its start.
-    pub fn new(framing: Framing) -> Self {
-        match framing {
-            Framing::Empty => Left::Length(0),
-            Framing::Length(n) => Left::Length(n),
-            Framing::Chunked => Left::Chunked(Chunked::default()),
-            Framing::Close => Left::Close,
-        }
-    }
-
-    /// Whether nothing is left.
-    pub fn ended(&self) -> bool {
-        match self {
-            Left::Length(n) => *n == 0,
-            Left::Chunked(c) => c.ended(),
-            Left::Close => false,
-        }
-    }
-}
-
 /// A response body being read off its connection.
 pub struct Reading {
     pub(super) ex: Exchange,
@@ -257,32 +205,19 @@ impl Reading {
             return Poll::Ready(Some(Err(e)));
         }
         loop {
-            let buf = &mut self.ex.conn.buf;
-            match &mut self.left {
-                Left::Length(0) => return Poll::Ready(None),
-                Left::Length(n) if !buf.is_empty() => {
-                    let take = usize::try_from(*n).unwrap_or(usize::MAX).min(buf.len());
-                    *n -= take as u64;
-                    return Poll::Ready(Some(Ok(Frame::data(buf.split_to(take).freeze()))));
-                }
-                Left::Close if !buf.is_empty() => {
-                    return Poll::Ready(Some(Ok(Frame::data(buf.split().freeze()))));
-                }
-                Left::Chunked(decoder) => match decoder.decode(buf) {
-                    Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
-                    Ok(Decoded::Trailers(t)) => return Poll::Ready(Some(Ok(Frame::trailers(t)))),
-                    Ok(Decoded::End) => return Poll::Ready(None),
-                    Ok(Decoded::More) => {}
-                    Err(e) => return Poll::Ready(Some(Err(e.into()))),
-                },
-                Left::Length(_) | Left::Close => {}
+            match self.left.next(&mut self.ex.conn.buf) {
+                Ok(Piece::Frame(frame)) => return Poll::Ready(Some(Ok(frame))),
+                Ok(Piece::End) => return Poll::Ready(None),
+                Ok(Piece::More) => {}
+                Err(e) => return Poll::Ready(Some(Err(e.into()))),
             }
             match ready!(self.ex.conn.poll_fill(cx)) {
-                Ok(0) if matches!(self.left, Left::Close) => {
-                    self.left = Left::Length(0);
-                    return Poll::Ready(None);
+                Ok(0) => {
+                    return Poll::Ready(match self.left.closed() {
+                        Ok(()) => None,
+                        Err(e) => Some(Err(e.into())),
+                    });
                 }
-                Ok(0) => return Poll::Ready(Some(Err(Broken::BodyCut.into()))),
                 Ok(_) => {}
                 Err(e) => return Poll::Ready(Some(Err(e.into()))),
             }
