@@ -552,6 +552,29 @@ for s in scenarios:
         if p in ("unpinned", "baseline", "policy") and "bbproxy" in med:
             xc += f" ({us / med['bbproxy'][3]:.2f} x bbproxy)"
         print(f"| {p} | {rps:.0f} | {xr} | {p50:.2f} | {p99:.2f} | {us:.1f} | {xc} | {err} | {rss:.1f} |")
+    # The rounds interleave the peers, so a round's ratio compares runs
+    # seconds apart: on a noisy machine their median says more about a
+    # small difference than the ratio of the medians above. Oriented as
+    # the table: bbproxy over nginx and haproxy, the other bbproxy rows
+    # over bbproxy.
+    def us_by_round(p):
+        return {r[0]: float(r[6]) for r in rows if r[1] == s and r[2] == p}
+    mine = us_by_round("bbproxy")
+    paired = []
+    for p in shown:
+        if p in ("bbproxy", "direct") or not mine:
+            continue
+        ours = p in ("unpinned", "baseline", "policy")
+        theirs = us_by_round(p)
+        ratios = [(theirs[k] / mine[k]) if ours else (mine[k] / theirs[k])
+                  for k in sorted(mine, key=int) if theirs.get(k, 0) > 0 and mine[k] > 0]
+        if ratios:
+            what = f"{p} / bbproxy" if ours else f"bbproxy / {p}"
+            each = " ".join(f"{x:.2f}" for x in ratios)
+            paired.append(f"{what} {statistics.median(ratios):.2f} ({each})")
+    if paired:
+        print()
+        print("CPU/req ratios within each round, median (per round): " + "; ".join(paired))
 idle = [l.split() for l in open(sys.argv[4]) if l.strip()]
 if idle:
     print()
