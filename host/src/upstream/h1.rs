@@ -333,7 +333,7 @@ pub async fn send(
     method: &Method,
     path: &PathAndQuery,
     mut headers: HeaderMap,
-    body: RequestBody,
+    mut body: RequestBody,
 ) -> Result<Response<UpstreamBody>, Failed> {
     let failed = |error: BoxError| Failed {
         connect: false,
@@ -346,7 +346,6 @@ pub async fn send(
         headers.insert(header::HOST, host);
     }
     let upload = wire::upload_of(method, &headers, &body);
-    let mut body = body;
     // The body's first piece, when it is there already, goes out in the
     // head's write; kept until the head is out, for a retry on a new
     // connection.

@@ -77,9 +77,11 @@ pub fn upload_of(method: &Method, headers: &HeaderMap, body: &RequestBody) -> Up
     }
 }
 
-/// Writes the request head into `out`, with the framing header `upload`
-/// needs when the headers do not say it already. `Transfer-Encoding` never
-/// comes from the proxy (it is hop-by-hop).
+/// Writes the request head into `out`, its framing header written from
+/// `upload` (which read the headers' `Content-Length` already) in place
+/// of the client's: a length as `content-length`, chunked as
+/// `transfer-encoding`; without a body the headers go as they are.
+/// `Transfer-Encoding` never comes from the proxy (it is hop-by-hop).
 pub fn encode_request(
     method: &Method,
     path: &PathAndQuery,
@@ -87,11 +89,7 @@ pub fn encode_request(
     upload: Upload,
     out: &mut Vec<u8>,
 ) {
-    let add = match upload {
-        Upload::Length(len) if content_length(headers) != Ok(Some(len)) => Some(upload),
-        Upload::Chunked => Some(upload),
-        _ => None,
-    };
+    let framed = upload != Upload::None;
     out.clear();
     out.reserve(64 + path.as_str().len() + headers.len() * 32);
     out.extend_from_slice(method.as_str().as_bytes());
@@ -99,18 +97,17 @@ pub fn encode_request(
     out.extend_from_slice(path.as_str().as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in headers {
-        if *name == header::TRANSFER_ENCODING || (add.is_some() && *name == header::CONTENT_LENGTH)
-        {
+        if *name == header::TRANSFER_ENCODING || (framed && *name == header::CONTENT_LENGTH) {
             continue;
         }
         field(out, name.as_str().as_bytes(), value.as_bytes());
     }
-    match add {
-        Some(Upload::Length(len)) => {
+    match upload {
+        Upload::Length(len) => {
             let _ = write!(out, "content-length: {len}\r\n");
         }
-        Some(Upload::Chunked) => field(out, b"transfer-encoding", b"chunked"),
-        _ => {}
+        Upload::Chunked => field(out, b"transfer-encoding", b"chunked"),
+        Upload::None => {}
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -481,5 +478,14 @@ mod tests {
         );
         assert_eq!(head, "GET /a?b=1 HTTP/1.1\r\n\r\n");
         assert_eq!(upload, Upload::None);
+        // A length the client repeated goes out once, as the framing
+        // read it.
+        let (head, upload) = encode(
+            Method::POST,
+            &[("content-length", "3, 3"), ("content-length", "3")],
+            RequestBody::declaring(false, SizeHint::with_exact(3)),
+        );
+        assert_eq!(head, "POST /a?b=1 HTTP/1.1\r\ncontent-length: 3\r\n\r\n");
+        assert_eq!(upload, Upload::Length(3));
     }
 }
