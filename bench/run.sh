@@ -5,6 +5,7 @@
 #   bench/run.sh [--rounds N] [--duration S] [--scenarios "h1 h1-64k tls tls-new h2"]
 #                [--peers "direct bbproxy unpinned nginx haproxy"] [--connections C]
 #   BBPROXY_BASELINE=path/to/other/bbproxy bench/run.sh --peers "bbproxy baseline nginx"
+#   BBPROXY_BIN=target/pgo/bbproxy bench/run.sh     # the PGO build (bench/pgo.sh)
 #   bench/run.sh --scenarios h1 --peers "bbproxy policy nginx"
 #   bench/run.sh --scenarios "h1 h1-64k" --peers "hyper-origin lean-origin mini-proxy bbproxy"
 #
@@ -37,7 +38,7 @@ peers="direct bbproxy unpinned nginx haproxy"
 proxy_cpu=1
 load_cpu=0
 
-usage() { sed -n '5,8p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '5,9p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --rounds) rounds="$2"; shift 2 ;;
@@ -68,6 +69,10 @@ case " $peers " in
     *" baseline "*)
         [ -x "${BBPROXY_BASELINE:-}" ] || { echo "bench/run.sh: the baseline peer needs BBPROXY_BASELINE=<path of a bbproxy binary>" >&2; exit 2; } ;;
 esac
+if [ -n "${BBPROXY_BIN:-}" ] && [ ! -x "$BBPROXY_BIN" ]; then
+    echo "bench/run.sh: BBPROXY_BIN=$BBPROXY_BIN is not an executable (bench/pgo.sh builds target/pgo/bbproxy)" >&2
+    exit 2
+fi
 if [ ${#missing[@]} -gt 0 ]; then
     echo "bench/run.sh: missing tools:" >&2
     printf '  - %s\n' "${missing[@]}" >&2
@@ -81,11 +86,22 @@ if [ "$(nproc)" -lt 2 ]; then
 fi
 
 # --- build -------------------------------------------------------------------
-# The `dist` profile (Cargo.toml): what production runs, with LTO.
-echo "building bbproxy and the bench backend (profile dist; cold: ~17 min)..." >&2
-(cd "$root" && cargo build --profile dist --quiet -p bbproxy -p bbproxy-bench-backend)
+# The `dist` profile (Cargo.toml): release with LTO. BBPROXY_BIN names
+# another bbproxy binary for the bbproxy, unpinned and policy rows (the PGO
+# build bench/pgo.sh makes, which also trains it with this script); then
+# only the backend is built.
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
-bbproxy_bin="$target_dir/dist/bbproxy"
+if [ -n "${BBPROXY_BIN:-}" ]; then
+    echo "building the bench backend (profile dist); bbproxy is $BBPROXY_BIN..." >&2
+    (cd "$root" && cargo build --profile dist --quiet -p bbproxy-bench-backend)
+    bbproxy_bin="$(cd "$(dirname "$BBPROXY_BIN")" && pwd)/$(basename "$BBPROXY_BIN")"
+    bbproxy_build="$BBPROXY_BIN (BBPROXY_BIN)"
+else
+    echo "building bbproxy and the bench backend (profile dist; cold: ~17 min)..." >&2
+    (cd "$root" && cargo build --profile dist --quiet -p bbproxy -p bbproxy-bench-backend)
+    bbproxy_bin="$target_dir/dist/bbproxy"
+    bbproxy_build="target/dist/bbproxy (dist profile)"
+fi
 backend_bin="$target_dir/dist/bbproxy-bench-backend"
 for b in "$bbproxy_bin" "$backend_bin"; do
     [ -x "$b" ] || { echo "bench/run.sh: $b was not built (is CARGO_TARGET_DIR right?)" >&2; exit 1; }
@@ -517,8 +533,8 @@ load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
 # --- table -------------------------------------------------------------------
 mkdir -p "$root/bench/results"
 report="$root/bench/results/$(date -u '+%Y-%m-%dT%H%M').md"
-python3 - "$results" "$scenarios" "$peers" "$idle_rss" >"$report" <<EOF
-import sys, statistics
+BBPROXY_BUILD="$bbproxy_build" python3 - "$results" "$scenarios" "$peers" "$idle_rss" >"$report" <<EOF
+import os, sys, statistics
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 scenarios, peers = sys.argv[2].split(), sys.argv[3].split()
 title = {"h1": "HTTP/1.1 keep-alive, 13-byte body, wrk",
@@ -528,7 +544,8 @@ title = {"h1": "HTTP/1.1 keep-alive, 13-byte body, wrk",
          "h2": "HTTP/2 over TLS, 16 connections x 4 streams, h2load"}
 print("Run $started on $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), "
       "$rounds rounds x ${duration} s (+${warmup} s warm-up) per cell, wrk -t1 -c$connections; "
-      "load average (1/5/15 min) $load_before before, $load_after after.")
+      "load average (1/5/15 min) $load_before before, $load_after after; bbproxy binary: "
+      + os.environ["BBPROXY_BUILD"] + ".")
 print()
 print("Medians over rounds; ratios are of medians. CPU us/req is the proxy's CPU time per request "
       "(for direct: the backend's). Proxy on CPU $proxy_cpu, wrk and backend on CPU $load_cpu; "

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Profile-guided build of bbproxy: an instrumented build serves the bench's
+# five scenarios for a few seconds each (bench/run.sh, one round), and the
+# profile it writes guides a second build. See bench/README.md ("PGO").
+#
+#   bench/pgo.sh [--profile dist|release] [--duration S]
+#
+# Writes target/pgo/bbproxy (and target/pgo/bbproxy.profdata). Uses
+# target/pgo-gen and target/pgo-use as target directories, so the usual
+# target/dist stays as it is; with the dist profile each build is a cold
+# LTO build (about 25 minutes on two cores). Needs what bench/run.sh needs,
+# plus llvm-profdata (`rustup component add llvm-tools`).
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+profile=dist
+duration=5
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --profile) profile="$2"; shift 2 ;;
+        --duration) duration="$2"; shift 2 ;;
+        -h|--help) sed -n '6p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "bench/pgo.sh: unknown argument: $1" >&2; exit 2 ;;
+    esac
+done
+case "$profile" in dist|release) ;; *) echo "bench/pgo.sh: --profile is dist or release, got '$profile'" >&2; exit 2 ;; esac
+case "$duration" in ''|*[!0-9]*|0) echo "bench/pgo.sh: --duration takes a positive integer, got '$duration'" >&2; exit 2 ;; esac
+
+host="$(rustc -vV | sed -n 's/^host: //p')"
+profdata="$(rustc --print sysroot)/lib/rustlib/$host/bin/llvm-profdata"
+if [ ! -x "$profdata" ]; then
+    echo "bench/pgo.sh: llvm-profdata is missing; install it with: rustup component add llvm-tools" >&2
+    exit 1
+fi
+
+out="$root/target/pgo"
+raw="$out/raw"
+mkdir -p "$out"
+rm -rf "$raw"
+
+# --target: RUSTFLAGS then reach only the proxy's own code and its
+# dependencies, not build scripts and proc macros (host/build.rs runs
+# wasmtime to precompile the default bundle; it needs no profile). The
+# bundle's nested wasm build drops RUSTFLAGS (host/build/nested.rs).
+build() {
+    local flags="$1" dir="$2"
+    (cd "$root" && RUSTFLAGS="$flags" CARGO_INCREMENTAL=0 \
+        cargo build --profile "$profile" --quiet -p bbproxy --target "$host" --target-dir "$dir")
+}
+
+echo "bench/pgo.sh: instrumented build ($profile)..." >&2
+build "-Cprofile-generate=$raw" "$root/target/pgo-gen"
+cp "$root/target/pgo-gen/$host/$profile/bbproxy" "$out/bbproxy-instrumented"
+
+# The instrumented binary writes its profile when it exits; bench/run.sh
+# ends it with SIGTERM, which bbproxy answers with a clean exit.
+echo "bench/pgo.sh: training (bench/run.sh, one round of each scenario)..." >&2
+BBPROXY_BIN="$out/bbproxy-instrumented" "$root/bench/run.sh" --rounds 1 --duration "$duration" \
+    --scenarios "h1 h1-64k tls tls-new h2" --peers "bbproxy" >&2
+if ! compgen -G "$raw/*.profraw" >/dev/null; then
+    echo "bench/pgo.sh: the instrumented bbproxy wrote no profile into $raw" >&2
+    exit 1
+fi
+"$profdata" merge -o "$out/bbproxy.profdata" "$raw"
+
+echo "bench/pgo.sh: optimised build ($profile, with the profile)..." >&2
+build "-Cprofile-use=$out/bbproxy.profdata" "$root/target/pgo-use"
+cp "$root/target/pgo-use/$host/$profile/bbproxy" "$out/bbproxy"
+rm -f "$out/bbproxy-instrumented"
+echo "bench/pgo.sh: built $out/bbproxy" >&2
+echo "$out/bbproxy"
