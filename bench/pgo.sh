@@ -26,8 +26,10 @@ done
 case "$profile" in dist|release) ;; *) echo "bench/pgo.sh: --profile is dist or release, got '$profile'" >&2; exit 2 ;; esac
 case "$duration" in ''|*[!0-9]*|0) echo "bench/pgo.sh: --duration takes a positive integer, got '$duration'" >&2; exit 2 ;; esac
 
-host="$(rustc -vV | sed -n 's/^host: //p')"
-profdata="$(rustc --print sysroot)/lib/rustlib/$host/bin/llvm-profdata"
+# The repository's toolchain (rust-toolchain.toml), whatever the caller's
+# directory: llvm-profdata must be the one of the LLVM that builds.
+host="$(cd "$root" && rustc -vV | sed -n 's/^host: //p')"
+profdata="$(cd "$root" && rustc --print sysroot)/lib/rustlib/$host/bin/llvm-profdata"
 if [ ! -x "$profdata" ]; then
     echo "bench/pgo.sh: llvm-profdata is missing; install it with: rustup component add llvm-tools" >&2
     exit 1
