@@ -440,52 +440,73 @@ mod tests {
 
     #[test]
     fn the_request_head_carries_the_framing_hyper_gave_it() {
-        let (head, upload) = encode(
-            Method::GET,
-            &[("host", "b")],
-            RequestBody::declaring(true, SizeHint::with_exact(0)),
+        /// (method, client headers, body ended, body size hint, head sent, framing)
+        type Case = (
+            Method,
+            &'static [(&'static str, &'static str)],
+            bool,
+            SizeHint,
+            &'static str,
+            Upload,
         );
-        assert_eq!(head, "GET /a?b=1 HTTP/1.1\r\nhost: b\r\n\r\n");
-        assert_eq!(upload, Upload::None);
-        let (head, upload) = encode(
-            Method::POST,
-            &[("content-length", "3"), ("transfer-encoding", "chunked")],
-            RequestBody::declaring(false, SizeHint::with_exact(3)),
-        );
-        assert_eq!(head, "POST /a?b=1 HTTP/1.1\r\ncontent-length: 3\r\n\r\n");
-        assert_eq!(upload, Upload::Length(3));
-        let (head, upload) = encode(
-            Method::PUT,
-            &[],
-            RequestBody::declaring(false, SizeHint::with_exact(4)),
-        );
-        assert_eq!(head, "PUT /a?b=1 HTTP/1.1\r\ncontent-length: 4\r\n\r\n");
-        assert_eq!(upload, Upload::Length(4));
-        let (head, upload) = encode(
-            Method::POST,
-            &[],
-            RequestBody::declaring(false, SizeHint::default()),
-        );
-        assert_eq!(
-            head,
-            "POST /a?b=1 HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n"
-        );
-        assert_eq!(upload, Upload::Chunked);
-        let (head, upload) = encode(
-            Method::GET,
-            &[],
-            RequestBody::declaring(false, SizeHint::default()),
-        );
-        assert_eq!(head, "GET /a?b=1 HTTP/1.1\r\n\r\n");
-        assert_eq!(upload, Upload::None);
-        // A length the client repeated goes out once, as the framing
-        // read it.
-        let (head, upload) = encode(
-            Method::POST,
-            &[("content-length", "3, 3"), ("content-length", "3")],
-            RequestBody::declaring(false, SizeHint::with_exact(3)),
-        );
-        assert_eq!(head, "POST /a?b=1 HTTP/1.1\r\ncontent-length: 3\r\n\r\n");
-        assert_eq!(upload, Upload::Length(3));
+        let exact = SizeHint::with_exact;
+        let cases: [Case; 6] = [
+            (
+                Method::GET,
+                &[("host", "b")],
+                true,
+                exact(0),
+                "GET /a?b=1 HTTP/1.1\r\nhost: b\r\n\r\n",
+                Upload::None,
+            ),
+            (
+                Method::POST,
+                &[("content-length", "3"), ("transfer-encoding", "chunked")],
+                false,
+                exact(3),
+                "POST /a?b=1 HTTP/1.1\r\ncontent-length: 3\r\n\r\n",
+                Upload::Length(3),
+            ),
+            (
+                Method::PUT,
+                &[],
+                false,
+                exact(4),
+                "PUT /a?b=1 HTTP/1.1\r\ncontent-length: 4\r\n\r\n",
+                Upload::Length(4),
+            ),
+            (
+                Method::POST,
+                &[],
+                false,
+                SizeHint::default(),
+                "POST /a?b=1 HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n",
+                Upload::Chunked,
+            ),
+            (
+                Method::GET,
+                &[],
+                false,
+                SizeHint::default(),
+                "GET /a?b=1 HTTP/1.1\r\n\r\n",
+                Upload::None,
+            ),
+            // A length the client repeated goes out once, as the framing
+            // read it.
+            (
+                Method::POST,
+                &[("content-length", "3, 3"), ("content-length", "3")],
+                false,
+                exact(3),
+                "POST /a?b=1 HTTP/1.1\r\ncontent-length: 3\r\n\r\n",
+                Upload::Length(3),
+            ),
+        ];
+        for (method, headers, ended, hint, want_head, want_upload) in cases {
+            let (head, upload) =
+                encode(method.clone(), headers, RequestBody::declaring(ended, hint));
+            assert_eq!(head, want_head, "{method} {headers:?}");
+            assert_eq!(upload, want_upload, "{method} {headers:?}");
+        }
     }
 }
