@@ -88,6 +88,9 @@ impl Replica {
     async fn from_binary(mut bin: Binary, ip: &str) -> Replica {
         let admin = bin.addr_after("admin endpoints on http://").await;
         let https = bin.addr_after("serving HTTPS on ").await;
+        // The plain listener (HTTP-01 answers) binds after the HTTPS one:
+        // a request sent on the HTTPS line alone was once refused.
+        bin.addr_after("serving HTTP on ").await;
         Replica {
             bin,
             ip: ip.to_owned(),
