@@ -37,9 +37,11 @@ pub fn drop_resident(bytes: &'static [u8]) {
 /// mapped before it (headers, `.rodata`); returns the bytes of the binary
 /// that were resident before and after, from `/proc/self/smaps`. For a
 /// process that has started up: what it runs from now on faults back in.
-/// The read-only data mapped after the code is left alone: the dynamic
-/// loader wrote relocations there (RELRO), and dropping those private
-/// copies would lose them.
+/// A mapping holding any page this process wrote is left alone, wherever
+/// it lies: the dynamic loader wrote relocations into the RELRO data
+/// (`.got`, `.data.rel.ro`) before making it read-only, and dropping those
+/// private copies would lose them. A binary laid out again by BOLT has its
+/// code after the RELRO data, not before it.
 pub fn release_start_up_pages() -> std::io::Result<(u64, u64)> {
     let smaps = std::fs::read_to_string("/proc/self/smaps")?;
     let ranges = releasable(&smaps, release_start_up_pages as *const () as usize);
@@ -53,24 +55,71 @@ pub fn release_start_up_pages() -> std::io::Result<(u64, u64)> {
 
 /// The mappings of `smaps` to release, given `code`, an address in the
 /// binary's code: the executable mapping holding it, and the read-only
-/// mappings of the same file (device and inode) that end before it.
+/// mappings of the same file (device and inode) that end before it; of
+/// those, only the ones with no private copy of a page (`Anonymous: 0 kB`),
+/// so that every byte dropped is the file's own and comes back unchanged.
 fn releasable(smaps: &str, code: usize) -> Vec<Range> {
-    let maps: Vec<(Range, &str, &str, &str)> = smaps.lines().filter_map(mapping).collect();
-    let Some((text, _, dev, inode)) = maps
-        .iter()
-        .find(|(r, perms, _, inode)| {
-            r.start <= code && code < r.end && *perms == "r-xp" && *inode != "0"
-        })
-        .copied()
-    else {
+    let maps = mappings(smaps);
+    let Some(text) = maps.iter().find(|m| {
+        m.range.start <= code && code < m.range.end && m.perms == "r-xp" && m.inode != "0"
+    }) else {
         return Vec::new();
     };
     maps.iter()
-        .filter(|(r, perms, d, i)| {
-            *d == dev && *i == inode && (*r == text || (*perms == "r--p" && r.end <= text.start))
+        .filter(|m| {
+            m.dev == text.dev
+                && m.inode == text.inode
+                && m.anonymous_kib == Some(0)
+                && (m.range == text.range || (m.perms == "r--p" && m.range.end <= text.range.start))
         })
-        .map(|(r, ..)| *r)
+        .map(|m| m.range)
         .collect()
+}
+
+/// One mapping of `smaps`: its header line and the fields read from it.
+struct Mapping<'a> {
+    range: Range,
+    perms: &'a str,
+    dev: &'a str,
+    inode: &'a str,
+    rss_kib: u64,
+    /// `None` when the kernel did not report it: then nothing is known to
+    /// be clean.
+    anonymous_kib: Option<u64>,
+}
+
+/// The mappings of `smaps`, each with its `Rss` and `Anonymous` fields.
+fn mappings(smaps: &str) -> Vec<Mapping<'_>> {
+    let mut maps: Vec<Mapping<'_>> = Vec::new();
+    for line in smaps.lines() {
+        if let Some((range, perms, dev, inode)) = mapping(line) {
+            maps.push(Mapping {
+                range,
+                perms,
+                dev,
+                inode,
+                rss_kib: 0,
+                anonymous_kib: None,
+            });
+        } else if let Some(m) = maps.last_mut() {
+            if let Some(kib) = kib_field(line, "Rss:") {
+                m.rss_kib = kib;
+            } else if let Some(kib) = kib_field(line, "Anonymous:") {
+                m.anonymous_kib = Some(kib);
+            }
+        }
+    }
+    maps
+}
+
+/// The value of a `Name:   123 kB` line of `smaps` named `name`.
+fn kib_field(line: &str, name: &str) -> Option<u64> {
+    line.strip_prefix(name)?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// A header line of `smaps` (`start-end perms offset dev inode [path]`):
@@ -91,17 +140,11 @@ pub(crate) fn mapping(line: &str) -> Option<(Range, &str, &str, &str)> {
 
 /// The `Rss` of the mappings of `smaps` that are in `ranges`, in bytes.
 fn resident(smaps: &str, ranges: &[Range]) -> u64 {
-    let mut total = 0;
-    let mut counted = false;
-    for line in smaps.lines() {
-        if let Some((r, ..)) = mapping(line) {
-            counted = ranges.contains(&r);
-        } else if counted && let Some(kib) = line.strip_prefix("Rss:") {
-            let kib = kib.trim().trim_end_matches("kB").trim();
-            total += kib.parse::<u64>().unwrap_or(0) * 1024;
-        }
-    }
-    total
+    mappings(smaps)
+        .iter()
+        .filter(|m| ranges.contains(&m.range))
+        .map(|m| m.rss_kib * 1024)
+        .sum()
 }
 
 #[cfg(target_os = "linux")]
@@ -138,19 +181,47 @@ mod tests {
 555500000000-555500b58000 r--p 00000000 fe:00 1001 /usr/bin/bbproxy
 Size:              11616 kB
 Rss:                2836 kB
+Anonymous:             0 kB
 555500b58000-5555021d5000 r-xp 00b57000 fe:00 1001 /usr/bin/bbproxy
 Size:              23028 kB
 Rss:                9396 kB
+Anonymous:             0 kB
 5555021d5000-555502277000 r--p 021d3000 fe:00 1001 /usr/bin/bbproxy
 Rss:                 648 kB
+Anonymous:           640 kB
 555502277000-555502280000 rw-p 02274000 fe:00 1001 /usr/bin/bbproxy
 Rss:                  36 kB
+Anonymous:            36 kB
 7f0000000000-7f0000200000 r-xp 00000000 00:00 0
 Rss:                2128 kB
+Anonymous:          2128 kB
 7f1000000000-7f1000100000 r--p 00000000 fe:00 2002 /usr/lib/libc.so.6
 Rss:                 192 kB
+Anonymous:             0 kB
 7f1000100000-7f1000200000 r-xp 00100000 fe:00 2002 /usr/lib/libc.so.6
 Rss:                1000 kB
+Anonymous:             0 kB
+";
+
+    /// The same binary laid out again by BOLT: its original code stays
+    /// where it was, the code that runs moves to a new segment after the
+    /// data, so the RELRO mapping (written by the loader) ends before it.
+    const BOLTED: &str = "\
+555500000000-555500b58000 r--p 00000000 fe:00 1001 /usr/bin/bbproxy
+Rss:                2836 kB
+Anonymous:             0 kB
+555500b58000-5555021d5000 r-xp 00b57000 fe:00 1001 /usr/bin/bbproxy
+Rss:                  40 kB
+Anonymous:             0 kB
+5555021d5000-555502277000 r--p 021d3000 fe:00 1001 /usr/bin/bbproxy
+Rss:                 648 kB
+Anonymous:           640 kB
+555502277000-555502280000 rw-p 02274000 fe:00 1001 /usr/bin/bbproxy
+Rss:                  36 kB
+Anonymous:            36 kB
+555502400000-555503f04000 r-xp 02400000 fe:00 1001 /usr/bin/bbproxy
+Rss:                9396 kB
+Anonymous:             0 kB
 ";
 
     fn range(start: usize, end: usize) -> Range {
@@ -168,6 +239,26 @@ Rss:                1000 kB
             ]
         );
         assert_eq!(resident(SMAPS, &ranges), (2836 + 9396) * 1024);
+    }
+
+    #[test]
+    fn pages_the_process_wrote_are_never_released_even_before_the_code() {
+        let ranges = releasable(BOLTED, 0x5555_0300_0000);
+        assert_eq!(
+            ranges,
+            vec![
+                range(0x5555_0000_0000, 0x5555_00b5_8000),
+                range(0x5555_0240_0000, 0x5555_03f0_4000)
+            ]
+        );
+        assert_eq!(resident(BOLTED, &ranges), (2836 + 9396) * 1024);
+        // Without the Anonymous field nothing is known to be clean.
+        let unreported: String = SMAPS
+            .lines()
+            .filter(|l| !l.starts_with("Anonymous:"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(releasable(&unreported, 0x5555_0100_0000), Vec::new());
     }
 
     #[test]
