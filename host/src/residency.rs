@@ -203,26 +203,21 @@ Rss:                1000 kB
 Anonymous:             0 kB
 ";
 
-    /// The same binary laid out again by BOLT: its original code stays
-    /// where it was, the code that runs moves to a new segment after the
-    /// data, so the RELRO mapping (written by the loader) ends before it.
-    const BOLTED: &str = "\
-555500000000-555500b58000 r--p 00000000 fe:00 1001 /usr/bin/bbproxy
-Rss:                2836 kB
-Anonymous:             0 kB
-555500b58000-5555021d5000 r-xp 00b57000 fe:00 1001 /usr/bin/bbproxy
-Rss:                  40 kB
-Anonymous:             0 kB
-5555021d5000-555502277000 r--p 021d3000 fe:00 1001 /usr/bin/bbproxy
-Rss:                 648 kB
-Anonymous:           640 kB
-555502277000-555502280000 rw-p 02274000 fe:00 1001 /usr/bin/bbproxy
-Rss:                  36 kB
-Anonymous:            36 kB
-555502400000-555503f04000 r-xp 02400000 fe:00 1001 /usr/bin/bbproxy
-Rss:                9396 kB
-Anonymous:             0 kB
-";
+    /// The same binary laid out again by BOLT: its mappings as in [`SMAPS`]
+    /// (the original code stays where it was), then the code that runs, in
+    /// a new segment after the data, so the RELRO mapping (written by the
+    /// loader) ends before it.
+    fn bolted() -> String {
+        let binary: String = SMAPS
+            .lines()
+            .take_while(|l| !l.starts_with("7f0000000000"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        binary
+            + "555502400000-555503f04000 r-xp 02400000 fe:00 1001 /usr/bin/bbproxy\n\
+               Rss:                1200 kB\n\
+               Anonymous:             0 kB\n"
+    }
 
     fn range(start: usize, end: usize) -> Range {
         Range { start, end }
@@ -243,7 +238,8 @@ Anonymous:             0 kB
 
     #[test]
     fn pages_the_process_wrote_are_never_released_even_before_the_code() {
-        let ranges = releasable(BOLTED, 0x5555_0300_0000);
+        let bolted = bolted();
+        let ranges = releasable(&bolted, 0x5555_0300_0000);
         assert_eq!(
             ranges,
             vec![
@@ -251,7 +247,7 @@ Anonymous:             0 kB
                 range(0x5555_0240_0000, 0x5555_03f0_4000)
             ]
         );
-        assert_eq!(resident(BOLTED, &ranges), (2836 + 9396) * 1024);
+        assert_eq!(resident(&bolted, &ranges), (2836 + 1200) * 1024);
         // Without the Anonymous field nothing is known to be clean.
         let unreported: String = SMAPS
             .lines()
