@@ -100,7 +100,7 @@ else
     echo "building bbproxy and the bench backend (profile dist; cold: ~17 min)..." >&2
     (cd "$root" && cargo build --profile dist --quiet -p bbproxy -p bbproxy-bench-backend)
     bbproxy_bin="$target_dir/dist/bbproxy"
-    bbproxy_build="target/dist/bbproxy (dist profile)"
+    bbproxy_build="$bbproxy_bin (dist profile)"
 fi
 backend_bin="$target_dir/dist/bbproxy-bench-backend"
 for b in "$bbproxy_bin" "$backend_bin"; do
