@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 
 use crate::acme::Http01Tokens;
 use crate::proxy::{Proxy, ProxyBody, Scheme};
+use crate::splice::SpliceTarget;
 
 /// The path prefix of HTTP-01 validations (RFC 8555 §8.3).
 pub const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
@@ -63,6 +64,7 @@ impl Front {
         &self,
         req: Box<Request<Incoming>>,
         client: SocketAddr,
+        splice: Option<SpliceTarget>,
     ) -> Result<Response<ProxyBody>, Infallible> {
         if let Some(tokens) = &self.http01
             && let Some(token) = req.uri().path().strip_prefix(ACME_CHALLENGE_PREFIX)
@@ -79,7 +81,7 @@ impl Front {
             let resp = redirect(&req, port);
             return Ok(self.proxy.record_local(&req, resp));
         }
-        self.proxy.handle(req, client, self.scheme).await
+        self.proxy.handle(req, client, self.scheme, splice).await
     }
 }
 

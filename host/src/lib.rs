@@ -30,6 +30,8 @@
 //! telemetry          the metrics recorder, metric names and handles
 //! rand, clock,       randomness, time and state kept once per worker
 //!   per_worker       thread, for everything above
+//! splice             response bodies moved from backend to client
+//!                    sockets through a pipe
 //! bbproxy_config     config.json, parsed and validated (its own crate)
 //! ```
 //!
@@ -56,6 +58,7 @@ pub(crate) mod rand;
 pub mod reload;
 pub mod residency;
 pub mod server;
+pub mod splice;
 pub(crate) mod state;
 pub mod storage;
 pub mod telemetry;

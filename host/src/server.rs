@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::front::Front;
 use crate::proxy::{Proxy, Scheme};
+use crate::splice::SpliceTarget;
 use crate::tls::{Accepted, TlsTerminator};
 
 pub mod capacity;
@@ -257,7 +258,10 @@ async fn serve_connection(
     let io = SharedTcp::new(tcp.clone());
     match tls {
         None => {
-            serve_http(io, &tcp, true, peer, front, settings).await;
+            // Plain HTTP/1 bodies may be spliced (see `crate::splice`).
+            let splice = SpliceTarget::new();
+            let io = io.splicing(splice.clone());
+            serve_http(io, &tcp, Some(splice), peer, front, settings).await;
         }
         Some(tls) => {
             // The handshake runs in the connection's own task, bounded by
@@ -270,27 +274,15 @@ async fn serve_connection(
                     return;
                 }
             };
-            // A 408 cannot be written under TLS by hand.
-            serve_http(stream, &tcp, false, peer, front, settings).await;
+            // A 408 cannot be written under TLS by hand, and TLS records
+            // cannot be spliced.
+            serve_http(stream, &tcp, None, peer, front, settings).await;
         }
     }
 }
 
-/// Serves HTTP/1.1 and HTTP/2 on `io` (plain TCP, `plain`, or TLS over
-/// `tcp`).
-async fn serve_http<IO>(
-    io: IO,
-    tcp: &TcpStream,
-    plain: bool,
-    peer: SocketAddr,
-    front: Arc<Front>,
-    settings: ConnSettings,
-) where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let proxy = front.proxy().clone();
-    let state = Arc::new(ConnState::default());
-    let io = TokioIo::new(TrackedIo::new(io, state.clone()));
+/// hyper's server for one connection, under `settings`; `plain`: no TLS.
+fn http_builder(settings: &ConnSettings, plain: bool) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // hyper's header timer would also close idle keep-alive connections and
     // never answer 408; conn::drive does both jobs instead.
@@ -299,22 +291,54 @@ async fn serve_http<IO>(
         .header_read_timeout(None)
         .max_headers(settings.max_headers)
         .max_buf_size(settings.max_header_bytes.max(MIN_H1_BUFFER));
+    if plain {
+        // Body pieces queued as they come, never copied into one buffer:
+        // a spliced piece must reach the socket as its hole (see
+        // `crate::splice`). What hyper chooses anyway for a socket that
+        // writes vectors; said here because splicing depends on it.
+        builder.http1().writev(true);
+    }
     // Extended CONNECT (RFC 8441): WebSocket over HTTP/2, see proxy::upgrade.
     builder
         .http2()
         .enable_connect_protocol()
         .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
+    builder
+}
+
+/// Serves HTTP/1.1 and HTTP/2 on `io`: plain TCP (with the `splice` target
+/// its socket drains), or TLS over `tcp`.
+async fn serve_http<IO>(
+    io: IO,
+    tcp: &TcpStream,
+    splice: Option<SpliceTarget>,
+    peer: SocketAddr,
+    front: Arc<Front>,
+    settings: ConnSettings,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let proxy = front.proxy().clone();
+    let plain = splice.is_some();
+    let state = Arc::new(ConnState::default());
+    let io = TokioIo::new(TrackedIo::new(io, state.clone()));
+    let builder = http_builder(&settings, plain);
     let service_state = state.clone();
     let drain = proxy.drain().subscribe();
-    let service = service_fn(move |req| {
+    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let request = service_state.begin();
         let front = front.clone();
+        // HTTP/2 (h2c) copies bodies into frames: HTTP/1 only.
+        let splice = splice
+            .as_ref()
+            .filter(|_| req.version() != http::Version::HTTP_2)
+            .cloned();
         async move {
             // Boxed: the request's future is several KiB (every phase's
             // state), and hyper moves this one around before polling it
             // (into the h1 dispatcher's slot, into an h2 stream's task);
             // each move copied all of it, one allocation copies nothing.
-            let mut resp = Box::pin(front.handle(Box::new(req), peer)).await?;
+            let mut resp = Box::pin(front.handle(Box::new(req), peer, splice)).await?;
             // Before hyper writes the head and before the request ends.
             request.set_override(resp.extensions_mut().remove::<ConnTimeoutOverride>());
             // Handed to hyper once the worker has run its other ready

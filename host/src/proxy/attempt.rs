@@ -48,7 +48,7 @@ pub(super) async fn attempt(
         headers,
         slot,
         body,
-        &routed.settings.timeouts,
+        (&routed.settings.timeouts, ctx.splice.as_ref()),
     )
     .await;
 

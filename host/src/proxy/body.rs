@@ -167,7 +167,11 @@ fn poll_upstream(
             Poll::Ready(Some(Err(e)))
         }
         Poll::Pending => {
-            if s.idle.is_zero() {
+            // A spliced piece still on its way to the client: the backend
+            // is not the one that is slow (the client's write timeout
+            // covers that).
+            if s.idle.is_zero() || s.body.waits_for_client() {
+                s.sleep = None;
                 return Poll::Pending;
             }
             let idle = s.idle;

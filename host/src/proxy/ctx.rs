@@ -14,6 +14,7 @@ use bbproxy_config::UpstreamSettings;
 use crate::filter::Chain;
 use crate::generation::{Generation, RouteTarget, UpstreamSlot};
 use crate::plugin::{RequestView, Tenant};
+use crate::splice::SpliceTarget;
 use crate::upstream::RetryBudget;
 use crate::upstream::exchange::Head;
 
@@ -48,6 +49,8 @@ pub(super) struct RequestCtx<'g, 'r> {
     /// What the request's metrics and access log line will say; filled in
     /// as the phases learn it, read even if the request is cancelled.
     pub record: &'r mut observe::Route<'g>,
+    /// Where the response body may be spliced to (a plain HTTP/1 client).
+    pub splice: Option<SpliceTarget>,
 }
 
 /// The upstream a request was routed to, and what it is forwarded with:
@@ -127,6 +130,7 @@ impl<'g, 'r> RequestCtx<'g, 'r> {
             last_error: None,
             sticky: None,
             record,
+            splice: None,
         }
     }
 

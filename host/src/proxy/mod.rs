@@ -53,6 +53,7 @@ use crate::drain::Drain;
 use crate::filter::{ResponseCtx, Stop};
 use crate::generation::Generation;
 use crate::plugin::{FilterAnswer, RequestView};
+use crate::splice::SpliceTarget;
 use crate::telemetry::otel::{self, ServerRequest};
 use crate::upstream::request_body::{BodySlot, RequestBody};
 use ctx::{RequestCtx, Routed};
@@ -113,6 +114,7 @@ impl Proxy {
         req: Box<Request<Incoming>>,
         client: SocketAddr,
         scheme: Scheme,
+        splice: Option<SpliceTarget>,
     ) -> Result<Response<ProxyBody>, Infallible> {
         // Pinned for the whole request, even if a reload swaps it meanwhile.
         let generation = self.generation.load_full();
@@ -138,9 +140,9 @@ impl Proxy {
                 headers: req.headers(),
             })));
         }
-        let mut resp = self
-            .serve(&generation, req, host, client, scheme, &mut started.route)
-            .await;
+        let mut ctx = RequestCtx::new(&generation, host, client, scheme, &mut started.route);
+        ctx.splice = splice;
+        let mut resp = self.serve(ctx, req).await;
         // Only a domain that sets its own values: for the others the
         // connection's own (the top level's) apply, and the common case
         // allocates nothing.
@@ -179,16 +181,11 @@ impl Proxy {
 
     /// Serves one request through the phases; every failure becomes its
     /// answer here.
-    async fn serve<'g>(
+    async fn serve(
         &self,
-        generation: &'g Generation,
+        mut ctx: RequestCtx<'_, '_>,
         req: Box<Request<Incoming>>,
-        host: String,
-        client: SocketAddr,
-        scheme: Scheme,
-        record: &mut observe::Route<'g>,
     ) -> Response<ProxyBody> {
-        let mut ctx = RequestCtx::new(generation, host, client, scheme, record);
         match self.run(&mut ctx, req).await {
             Ok(resp) => resp,
             Err(e) => e.into_response(ctx.upstream_name()),

@@ -108,6 +108,11 @@ fn describe() {
         "Backend connects or responses that timed out."
     );
     describe_counter!(
+        SPLICED_BYTES,
+        Unit::Bytes,
+        "Response body bytes moved from backend to client sockets by splice(2), not copied."
+    );
+    describe_counter!(
         BREAKER_TRANSITIONS,
         "Breaker state changes, by target state, counted as they happen."
     );

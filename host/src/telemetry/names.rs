@@ -17,6 +17,9 @@ pub const UPSTREAM_TIMEOUTS: &str = "bbproxy_upstream_timeouts_total";
 /// Counter: responses cut because the backend paused past
 /// `timeouts.upstream_idle`.
 pub const UPSTREAM_BODY_TIMEOUTS: &str = "bbproxy_upstream_body_timeouts_total";
+/// Counter: response body bytes moved from backend to client sockets by
+/// `splice(2)`, never copied through the proxy.
+pub const SPLICED_BYTES: &str = "bbproxy_spliced_bytes_total";
 /// Gauge: a backend's active health-check verdict (1 healthy), labels
 /// `upstream`, `backend`.
 pub const BACKEND_HEALTHY: &str = "bbproxy_backend_healthy";

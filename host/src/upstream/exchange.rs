@@ -16,6 +16,7 @@ use super::BackendState;
 use super::h1::{self, Failed, H1Pool, UpstreamBody};
 use super::pool::Upstream;
 use super::request_body::{BodyFault, BodySlot, RequestBody};
+use crate::splice::SpliceTarget;
 
 /// Why forwarding to a backend failed.
 #[derive(Debug, thiserror::Error)]
@@ -91,8 +92,9 @@ enum Via<'a> {
 }
 
 /// One attempt: sends `head` (with `headers`, its own or a copy) and `body`
-/// to `backend` through `upstream`; returns the response (headers
-/// received, body still streaming) and the time to headers.
+/// to `backend` through `upstream`, under `timeouts`; returns the response
+/// (headers received, body still streaming) and the time to headers. An
+/// HTTP/1.1 backend's body may be spliced to `splice` (see `crate::splice`).
 pub async fn send(
     upstream: &Upstream,
     backend: &Arc<BackendState>,
@@ -100,7 +102,7 @@ pub async fn send(
     headers: HeaderMap,
     slot: &BodySlot,
     body: RequestBody,
-    timeouts: &UpstreamTimeouts,
+    (timeouts, splice): (&UpstreamTimeouts, Option<&SpliceTarget>),
 ) -> Result<(Response<UpstreamBody>, Duration), UpstreamError> {
     // An upgrade's connection becomes a tunnel: hyper-util's client hands
     // it over on a 101, the proxy's own HTTP/1.1 path does not.
@@ -112,7 +114,8 @@ pub async fn send(
     let sent = async {
         match via {
             Via::Own(pool) => {
-                h1::send(pool, backend, &head.method, &head.path, headers, body).await
+                let to = (&head.method, &head.path);
+                h1::send(pool, backend, to, headers, body, splice).await
             }
             Via::Client(uri) => {
                 let mut req = Request::new(body);

@@ -56,6 +56,7 @@ use super::BackendState;
 use super::connector::Counting;
 use super::request_body::RequestBody;
 use crate::clock;
+use crate::splice::SpliceTarget;
 use crate::tls::backend::BackendConnector;
 
 /// Why an exchange failed, as the caller classifies it.
@@ -330,10 +331,10 @@ async fn first_piece(body: &mut RequestBody, upload: Upload) -> Result<Option<By
 pub async fn send(
     pool: &Arc<H1Pool>,
     backend: &Arc<BackendState>,
-    method: &Method,
-    path: &PathAndQuery,
+    (method, path): (&Method, &PathAndQuery),
     mut headers: HeaderMap,
     mut body: RequestBody,
+    splice: Option<&SpliceTarget>,
 ) -> Result<Response<UpstreamBody>, Failed> {
     let failed = |error: BoxError| Failed {
         connect: false,
@@ -397,7 +398,10 @@ pub async fn send(
     let head = poll_fn(|cx| ex.poll_head(cx, method, max))
         .await
         .map_err(failed)?;
-    let reading = Reading::new(ex, head.framing, head.keep_alive);
+    let mut reading = Reading::new(ex, head.framing, head.keep_alive);
+    if let Some(target) = splice {
+        reading.splice_to(target);
+    }
     let body = UpstreamBody::owned(reading, pool.clone(), backend.clone());
     Ok(head.response.map(|()| body))
 }

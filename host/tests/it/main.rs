@@ -44,6 +44,7 @@ mod sandbox_rss;
 mod shutdown;
 mod sizes;
 mod smuggling;
+mod splicing;
 mod sticky;
 mod storage;
 mod timeouts;

@@ -11,6 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::ConnState;
+use crate::splice::SpliceTarget;
 
 /// The most a client read asks the kernel for (see `SharedTcp`).
 const READ_CHUNK: usize = 16 * 1024;
@@ -25,6 +26,8 @@ pub struct SharedTcp {
     /// What the next read offers the kernel: doubled after a read that
     /// filled it, halved after one that used under a quarter.
     offer: usize,
+    /// Where spliced response body pieces wait (plain HTTP/1).
+    splice: Option<SpliceTarget>,
 }
 
 impl SharedTcp {
@@ -33,7 +36,14 @@ impl SharedTcp {
         Self {
             tcp,
             offer: MIN_READ,
+            splice: None,
         }
+    }
+
+    /// Writes the pieces of `splice` where their holes are.
+    pub fn splicing(mut self, splice: SpliceTarget) -> Self {
+        self.splice = Some(splice);
+        self
     }
 
     /// The next read's size after one that read `n` of `offered` bytes.
@@ -113,6 +123,11 @@ impl AsyncWrite for SharedTcp {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if let Some(splice) = &self.splice
+            && let Some(polled) = splice.poll_write(cx, &self.tcp, &[io::IoSlice::new(data)])
+        {
+            return polled;
+        }
         loop {
             ready!(self.tcp.poll_write_ready(cx))?;
             match self.tcp.try_write(data) {
@@ -127,6 +142,11 @@ impl AsyncWrite for SharedTcp {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if let Some(splice) = &self.splice
+            && let Some(polled) = splice.poll_write(cx, &self.tcp, bufs)
+        {
+            return polled;
+        }
         loop {
             ready!(self.tcp.poll_write_ready(cx))?;
             match self.tcp.try_write_vectored(bufs) {

@@ -86,6 +86,17 @@ impl UpstreamBody {
     }
 }
 
+impl UpstreamBody {
+    /// Whether a pause of the body is the client's, not the backend's: a
+    /// spliced piece waits for the client socket to take it.
+    pub fn waits_for_client(&self) -> bool {
+        match &self.0 {
+            Inner::Owned(Some(owned)) => owned.reading.waits_for_client(),
+            _ => false,
+        }
+    }
+}
+
 impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = BoxError;

@@ -98,6 +98,14 @@ impl Conn {
         }
     }
 
+    /// The socket, when the connection is plain TCP (not TLS).
+    pub fn plain_tcp(&self) -> Option<&tokio::net::TcpStream> {
+        match self.io.inner().get_ref() {
+            hyper_rustls::MaybeHttpsStream::Http(io) => Some(io.inner()),
+            hyper_rustls::MaybeHttpsStream::Https(_) => None,
+        }
+    }
+
     /// Reads what the socket has into `buf`: the number of bytes, zero when
     /// the backend has closed.
     pub fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {

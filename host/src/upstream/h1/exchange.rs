@@ -17,6 +17,7 @@ use super::conn::Conn;
 use super::error::{BoxError, Broken};
 use super::framing::{Left, Piece};
 use super::wire::{self, Framing, Upload};
+use crate::splice::{Filled, SpliceTarget};
 use crate::upstream::request_body::RequestBody;
 
 /// The request body still to be written.
@@ -179,11 +180,21 @@ impl Exchange {
     }
 }
 
+/// What polling a body for its next piece gives.
+type PolledFrame = Poll<Option<Result<Frame<Bytes>, BoxError>>>;
+
+/// A sized body with at least this much left (none of it read yet) is
+/// spliced where it can be: below it, one copy costs less than the two
+/// extra system calls.
+const SPLICE_MIN: u64 = 16 * 1024;
+
 /// A response body being read off its connection.
 pub struct Reading {
     pub(super) ex: Exchange,
     pub(super) left: Left,
     keep_alive: bool,
+    /// Where the body may be spliced to instead of read (see `crate::splice`).
+    splice: Option<SpliceTarget>,
 }
 
 impl Reading {
@@ -193,14 +204,57 @@ impl Reading {
             ex,
             left: Left::new(framing),
             keep_alive: keep_alive && framing != Framing::Close,
+            splice: None,
         }
     }
 
+    /// Splices what it can of the body to `target` (a plain HTTP/1
+    /// client), when the backend's connection is plain TCP.
+    pub fn splice_to(&mut self, target: &SpliceTarget) {
+        if self.ex.conn.plain_tcp().is_some() {
+            self.splice = Some(target.clone());
+        }
+    }
+
+    /// Whether the body waits for the client to take a spliced piece
+    /// (not for the backend).
+    pub fn waits_for_client(&self) -> bool {
+        self.splice.as_ref().is_some_and(SpliceTarget::holds)
+    }
+
+    /// The next piece spliced, when the body is one to splice and nothing
+    /// of it is buffered; `None`: read it.
+    fn poll_splice(&mut self, cx: &mut Context<'_>) -> Option<PolledFrame> {
+        let Left::Length(n) = self.left else {
+            return None;
+        };
+        if n < SPLICE_MIN || !self.ex.conn.buf.is_empty() {
+            return None;
+        }
+        let target = self.splice.as_ref()?;
+        let tcp = self.ex.conn.plain_tcp()?;
+        Some(match target.poll_fill(cx, tcp, n) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(Filled::Piece(hole))) => {
+                metrics::counter!(crate::telemetry::names::SPLICED_BYTES)
+                    .increment(hole.len() as u64);
+                self.left = Left::Length(n - hole.len() as u64);
+                Poll::Ready(Some(Ok(Frame::data(hole))))
+            }
+            Poll::Ready(Ok(Filled::Eof)) => Poll::Ready(match self.left.closed() {
+                Ok(()) => None,
+                Err(e) => Some(Err(e.into())),
+            }),
+            Poll::Ready(Ok(Filled::Unavailable)) => {
+                self.splice = None;
+                return None;
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e.into()))),
+        })
+    }
+
     /// The next piece of the body; `None` at its end.
-    pub fn poll_frame(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    pub fn poll_frame(&mut self, cx: &mut Context<'_>) -> PolledFrame {
         if let Poll::Ready(Err(e)) = self.ex.poll_upload(cx) {
             return Poll::Ready(Some(Err(e)));
         }
@@ -210,6 +264,9 @@ impl Reading {
                 Ok(Piece::End) => return Poll::Ready(None),
                 Ok(Piece::More) => {}
                 Err(e) => return Poll::Ready(Some(Err(e.into()))),
+            }
+            if let Some(spliced) = self.poll_splice(cx) {
+                return spliced;
             }
             match ready!(self.ex.conn.poll_fill(cx)) {
                 Ok(0) => {
