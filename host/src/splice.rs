@@ -15,8 +15,8 @@
 //! there [`SpliceTarget::poll_drain`] splices the pipe's bytes where the
 //! hole's would have gone. Only plain HTTP/1 connections get a target (TLS
 //! must encrypt the bytes; HTTP/2 copies them into frames), and only plain
-//! backends' `Content-Length` bodies are spliced (a chunked one must be
-//! decoded).
+//! backends' bodies: a `Content-Length` body, or the data of a large chunk
+//! (the size lines and chunk ends between are read and checked as ever).
 //!
 //! A connection has at most one piece in its pipe: the body waits until the
 //! socket has taken it before it splices the next, so a client that stops
@@ -24,6 +24,7 @@
 //! copying path holds its read buffers.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker, ready};
 
@@ -37,6 +38,19 @@ pub const HOLE_LEN: usize = 64 * 1024;
 /// What a piece in the pipe looks like to hyper: never written anywhere, only
 /// recognised by its address (see the module's comment).
 static HOLE: [u8; HOLE_LEN] = [0; HOLE_LEN];
+
+/// Set when `splice(2)` turned out not to work here (a sandbox that
+/// forbids it, a kernel without it): no body is spliced again.
+static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+
+/// Whether `splice(2)` failing with `e` says it cannot work here, rather
+/// than that this connection failed.
+fn unsupported(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::Unsupported | io::ErrorKind::InvalidInput | io::ErrorKind::PermissionDenied
+    )
+}
 
 /// Idle pipes a worker keeps for the next spliced body; more are closed.
 const POOLED_PIPES: usize = 32;
@@ -56,6 +70,9 @@ impl Pipe {
     /// One from this worker's pool, or a new one (`None`: the system has
     /// none to give, and the body is copied instead).
     fn take() -> Option<Pipe> {
+        if UNSUPPORTED.load(Ordering::Relaxed) {
+            return None;
+        }
         if let Some(p) = PIPES.with(|p| p.borrow_mut().pop()) {
             return Some(p);
         }
@@ -153,6 +170,15 @@ impl SpliceTarget {
             match backend.try_io(Interest::READABLE, || splice(backend, &pipe.write, len)) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                // Nothing moved: the body can still be read and copied.
+                Err(e) if unsupported(&e) => {
+                    if !UNSUPPORTED.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            "splice(2) failed ({e}): response bodies are copied from now on"
+                        );
+                    }
+                    return Poll::Ready(Ok(Filled::Unavailable));
+                }
                 Err(e) => return Poll::Ready(Err(e)),
             }
         };
@@ -406,6 +432,19 @@ mod tests {
             .unwrap();
         assert!(matches!(filled, Filled::Eof), "{filled:?}");
         assert!(!target.holds());
+    }
+
+    /// A kernel or sandbox without `splice(2)` (ENOSYS, EINVAL, EPERM)
+    /// means copying instead; a connection's own failure is its error.
+    #[test]
+    fn only_an_unusable_splice_falls_back_to_copying() {
+        use rustix::io::Errno;
+        for e in [Errno::NOSYS, Errno::INVAL, Errno::PERM, Errno::OPNOTSUPP] {
+            assert!(unsupported(&io::Error::from(e)), "{e:?}");
+        }
+        for e in [Errno::CONNRESET, Errno::PIPE, Errno::NOMEM] {
+            assert!(!unsupported(&io::Error::from(e)), "{e:?}");
+        }
     }
 
     #[test]

@@ -132,6 +132,35 @@ async fn sized_bodies_are_spliced_whole_on_keep_alive_connections() {
     );
 }
 
+/// A chunked body's large chunks are spliced too (their size lines and
+/// ends still parsed): the backend's 10 MiB in 64 KiB chunks arrive whole,
+/// re-chunked by the proxy, and most of them through the pipe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_large_chunks_of_a_chunked_body_are_spliced() {
+    let backend = common::Backend::start("chunked").await;
+    let p = Proxy::start(&config(backend.addr, "")).await;
+    let before = common::counter(SPLICED, &[]);
+    let req = Request::get("http://app.test/download")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = tokio::time::timeout(WAIT, common::client_to(p.addr).request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.version(), hyper::Version::HTTP_11);
+    assert!(resp.headers().get("content-length").is_none());
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(
+        body == pattern(common::DOWNLOAD_BYTES),
+        "the chunked body differs"
+    );
+    let spliced = common::counter(SPLICED, &[]) - before;
+    assert!(
+        spliced >= common::DOWNLOAD_BYTES as u64 / 2,
+        "only {spliced} bytes were spliced"
+    );
+}
+
 /// HTTP/2 clients get their bodies copied into frames (a hole would arrive
 /// as zeros), and HTTP/1.1 clients on the same listener still splice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

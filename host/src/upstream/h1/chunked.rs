@@ -76,6 +76,21 @@ impl Chunked {
         self.state == State::End
     }
 
+    /// What is left of the chunk whose data comes next (none of it
+    /// buffered yet, or the buffer taken), if the decoder is in one.
+    pub fn data_left(&self) -> Option<u64> {
+        (self.state == State::Data).then_some(self.size)
+    }
+
+    /// `n` bytes of the current chunk's data were taken past the buffer
+    /// (spliced); at most [`data_left`](Self::data_left).
+    pub fn skipped(&mut self, n: u64) {
+        self.size = self.size.saturating_sub(n);
+        if self.size == 0 {
+            self.state = State::DataCr;
+        }
+    }
+
     /// Consumes what it can of `buf`: the next piece of data, the trailers,
     /// the end, or `More` when `buf` holds no complete piece.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, ChunkError> {
@@ -265,5 +280,31 @@ mod tests {
         assert!(matches!(decode(b"5\r\nhel", 2), Ok((d, None, false)) if d == b"hel"));
         let (data, _, clean) = decode(b"2\r\nok\r\n0\r\n\r\nHTTP/1.1", 64).unwrap();
         assert_eq!((data.as_slice(), clean), (&b"ok"[..], false));
+    }
+
+    /// Data taken past the buffer (spliced) moves the decoder through the
+    /// chunk as decoded data would: its CR LF and the next size line are
+    /// still checked.
+    #[test]
+    fn data_skipped_past_the_buffer_leaves_the_chunk_framing_checked() {
+        let mut c = Chunked::default();
+        assert_eq!(c.data_left(), None);
+        let mut buf = BytesMut::from(&b"10000\r\n"[..]);
+        assert!(matches!(c.decode(&mut buf), Ok(Decoded::More)));
+        assert_eq!(c.data_left(), Some(0x10000));
+        c.skipped(0x8000);
+        assert_eq!(c.data_left(), Some(0x8000));
+        c.skipped(0x8000);
+        assert_eq!(c.data_left(), None);
+        let mut buf = BytesMut::from(&b"\r\n3\r\nend\r\n0\r\n\r\n"[..]);
+        assert!(matches!(c.decode(&mut buf), Ok(Decoded::Data(d)) if d == "end"));
+        assert!(matches!(c.decode(&mut buf), Ok(Decoded::End)));
+        // A chunk that runs on past its size is still caught.
+        let mut c = Chunked::default();
+        let mut buf = BytesMut::from(&b"4\r\n"[..]);
+        assert!(matches!(c.decode(&mut buf), Ok(Decoded::More)));
+        c.skipped(4);
+        let mut buf = BytesMut::from(&b"x\r\n"[..]);
+        assert!(c.decode(&mut buf).is_err());
     }
 }

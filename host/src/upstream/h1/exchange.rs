@@ -183,9 +183,9 @@ impl Exchange {
 /// What polling a body for its next piece gives.
 type PolledFrame = Poll<Option<Result<Frame<Bytes>, BoxError>>>;
 
-/// A sized body with at least this much left (none of it read yet) is
-/// spliced where it can be: below it, one copy costs less than the two
-/// extra system calls.
+/// A sized body, or a chunk, with at least this much left (none of it read
+/// yet) is spliced where it can be: below it, one copy costs less than the
+/// two extra system calls.
 const SPLICE_MIN: u64 = 16 * 1024;
 
 /// A response body being read off its connection.
@@ -222,11 +222,13 @@ impl Reading {
         self.splice.as_ref().is_some_and(SpliceTarget::holds)
     }
 
-    /// The next piece spliced, when the body is one to splice and nothing
-    /// of it is buffered; `None`: read it.
+    /// The next piece spliced, when the body (or the chunk) is one to
+    /// splice and nothing of it is buffered; `None`: read it.
     fn poll_splice(&mut self, cx: &mut Context<'_>) -> Option<PolledFrame> {
-        let Left::Length(n) = self.left else {
-            return None;
+        let n = match &self.left {
+            Left::Length(n) => *n,
+            Left::Chunked(c) => c.data_left()?,
+            Left::Close => return None,
         };
         if n < SPLICE_MIN || !self.ex.conn.buf.is_empty() {
             return None;
@@ -238,7 +240,10 @@ impl Reading {
             Poll::Ready(Ok(Filled::Piece(hole))) => {
                 metrics::counter!(crate::telemetry::names::SPLICED_BYTES)
                     .increment(hole.len() as u64);
-                self.left = Left::Length(n - hole.len() as u64);
+                match &mut self.left {
+                    Left::Chunked(c) => c.skipped(hole.len() as u64),
+                    left => *left = Left::Length(n - hole.len() as u64),
+                }
                 Poll::Ready(Some(Ok(Frame::data(hole))))
             }
             Poll::Ready(Ok(Filled::Eof)) => Poll::Ready(match self.left.closed() {
