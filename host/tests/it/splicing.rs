@@ -26,7 +26,8 @@ const WAIT: Duration = Duration::from_secs(10);
 const SPLICED: &str = bbproxy::telemetry::names::SPLICED_BYTES;
 
 /// A backend answering `/<n>` with `n` bytes of [`pattern`] and a
-/// `Content-Length`; counts the connections it accepted.
+/// `Content-Length` (and with `?pad=<m>`, an `x-pad` field of `m` bytes in
+/// its head); counts the connections it accepted.
 async fn sized_backend() -> (
     std::net::SocketAddr,
     Arc<AtomicU64>,
@@ -45,7 +46,12 @@ async fn sized_backend() -> (
             tokio::spawn(async move {
                 let svc = service_fn(|req: Request<Incoming>| async move {
                     let n: usize = req.uri().path()[1..].parse().unwrap_or(0);
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(pattern(n)))))
+                    let mut resp = Response::new(Full::new(Bytes::from(pattern(n))));
+                    if let Some(pad) = req.uri().query().and_then(|q| q.strip_prefix("pad=")) {
+                        let pad = "p".repeat(pad.parse().unwrap_or(0));
+                        resp.headers_mut().insert("x-pad", pad.parse().unwrap());
+                    }
+                    Ok::<_, Infallible>(resp)
                 });
                 let _ = auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), svc)
@@ -88,10 +94,11 @@ async fn get(conn: &mut TcpStream, path: &str) -> (String, Vec<u8>) {
 }
 
 /// Bodies around every edge of the splicing path (below, at and above its
-/// 16 KiB floor and the pipe's 64 KiB), small ones between them, arrive
-/// byte for byte, one after the other on one client connection; the
-/// backend connection is reused throughout, so each spliced body ended
-/// where its framing said; and the large ones went through the pipe.
+/// 16 KiB floor and the pipe's 64 KiB), small ones between them, and one
+/// behind a 12 KB head, arrive byte for byte,
+/// one after the other on one client connection; the backend connection
+/// is reused throughout, so each spliced body ended where its framing
+/// said; and the large ones went through the pipe.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sized_bodies_are_spliced_whole_on_keep_alive_connections() {
     let (backend, accepted, _task) = sized_backend().await;
@@ -112,8 +119,12 @@ async fn sized_bodies_are_spliced_whole_on_keep_alive_connections() {
         300_001,
         13,
     ];
-    for n in sizes {
-        let (status, body) = tokio::time::timeout(WAIT, get(&mut conn, &format!("/{n}")))
+    let paths = sizes
+        .iter()
+        .map(|n| (*n, format!("/{n}")))
+        .chain([(100_003, "/100003?pad=12000".to_owned())]);
+    for (n, path) in paths {
+        let (status, body) = tokio::time::timeout(WAIT, get(&mut conn, &path))
             .await
             .unwrap_or_else(|_| panic!("no answer for {n} bytes in {WAIT:?}"));
         assert_eq!(status, "http/1.1 200 ok", "{n} bytes");
