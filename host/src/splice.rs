@@ -339,6 +339,23 @@ mod tests {
         }
     }
 
+    /// Writes `head`, then `hole`'s piece, through `target` to `client`,
+    /// however many writes it takes; the pipe is empty after.
+    async fn write_through(target: &SpliceTarget, client: &TcpStream, head: &[u8], hole: &[u8]) {
+        let mut written = 0;
+        while written < head.len() + hole.len() {
+            let rest = [
+                io::IoSlice::new(&head[written.min(head.len())..]),
+                io::IoSlice::new(&hole[written.saturating_sub(head.len())..]),
+            ];
+            let bufs: Vec<_> = rest.into_iter().filter(|b| !b.is_empty()).collect();
+            written += poll_fn(|cx| target.poll_write(cx, client, &bufs).unwrap())
+                .await
+                .unwrap();
+        }
+        assert!(!target.holds());
+    }
+
     fn data(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 7 % 253) as u8).collect()
     }
@@ -362,33 +379,15 @@ mod tests {
         assert!(target.poll_fill(&mut cx, &backend, 100_000).is_pending());
 
         let mut out = b"head ".to_vec();
-        let mut written = 0;
-        let total = 5 + n;
-        while written < total {
-            let head = &out[written.min(5)..];
-            let hole_left = &hole[written.saturating_sub(5)..];
-            let bufs = [io::IoSlice::new(head), io::IoSlice::new(hole_left)];
-            let bufs: Vec<_> = bufs.into_iter().filter(|b| !b.is_empty()).collect();
-            written += poll_fn(|cx| target.poll_write(cx, &client, &bufs).unwrap())
-                .await
-                .unwrap();
-        }
-        assert!(!target.holds());
-        let mut got = vec![0u8; total];
+        write_through(&target, &client, &out, &hole).await;
+        let mut got = vec![0u8; 5 + n];
         reader.read_exact(&mut got).await.unwrap();
         out.extend_from_slice(&sent[..n]);
         assert!(got == out, "the client got other bytes");
         // Emptied: the next piece comes, and it is the next bytes.
         let next = fill(&target, &backend, 100_000).await;
         let m = next.len();
-        let mut off = 0;
-        while off < m {
-            let rest = [io::IoSlice::new(&next[off..])];
-            off += poll_fn(|cx| target.poll_write(cx, &client, &rest).unwrap())
-                .await
-                .unwrap();
-        }
-        assert!(!target.holds());
+        write_through(&target, &client, b"", &next).await;
         let mut got = vec![0u8; m];
         reader.read_exact(&mut got).await.unwrap();
         assert!(got == sent[n..n + m]);
