@@ -59,7 +59,7 @@ impl Front {
 
     /// Answers one request. It comes boxed, so each future of its chain
     /// holds a pointer to it rather than its own copy (see
-    /// `upstream::h1::send`).
+    /// `upstream::h1::send`). `splice`: see [`Proxy::handle`].
     pub async fn handle(
         &self,
         req: Box<Request<Incoming>>,

@@ -109,6 +109,8 @@ impl Proxy {
     }
 
     /// Handles one request. Never fails: every error becomes a response.
+    /// With `splice` (the client's plain HTTP/1 connection), a backend's
+    /// large body may go to the client through a pipe (`crate::splice`).
     pub async fn handle(
         &self,
         req: Box<Request<Incoming>>,

@@ -326,8 +326,9 @@ async fn first_piece(body: &mut RequestBody, upload: Upload) -> Result<Option<By
 
 /// Sends a request (`method`, origin-form `path`, `headers`, `body`) to
 /// `backend` on a pooled connection or a new one, until the response head
-/// is in; the body streams on. A pooled connection that turns out closed
-/// before the request's head went out is replaced by a new one, once.
+/// is in; the body streams on, spliced to `splice` where it can be (see
+/// `crate::splice`). A pooled connection that turns out closed before the
+/// request's head went out is replaced by a new one, once.
 pub async fn send(
     pool: &Arc<H1Pool>,
     backend: &Arc<BackendState>,
