@@ -74,6 +74,12 @@ fn config(backend: std::net::SocketAddr, extra: &str) -> String {
 async fn get(conn: &mut TcpStream, path: &str) -> (String, Vec<u8>) {
     let request = format!("GET {path} HTTP/1.1\r\nhost: app.test\r\n\r\n");
     conn.write_all(request.as_bytes()).await.unwrap();
+    get_response(conn).await
+}
+
+/// The next response on `conn`: its status line and its body, read to its
+/// `Content-Length`.
+async fn get_response(conn: &mut TcpStream) -> (String, Vec<u8>) {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -258,4 +264,70 @@ fn assert_short(bytes: &[u8], sent: usize) -> usize {
         "the bytes that came differ"
     );
     body.len()
+}
+
+/// A backend that answers with `len` bytes of [`pattern`] and a
+/// `Content-Length`, written `piece` bytes at a time, `gap` apart.
+async fn trickling_backend(
+    len: usize,
+    piece: usize,
+    gap: Duration,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            return;
+        };
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if stream.read_exact(&mut byte).await.is_err() {
+                return;
+            }
+            head.push(byte[0]);
+        }
+        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n");
+        if stream.write_all(head.as_bytes()).await.is_err() {
+            return;
+        }
+        for chunk in pattern(len).chunks(piece) {
+            if stream.write_all(chunk).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(gap).await;
+        }
+    });
+    (addr, task)
+}
+
+/// A client that pauses while a small spliced piece waits for its socket
+/// is the slow one, not the backend: a backend trickling 8 KiB pieces keeps
+/// the pipe's piece under the connection's own body hold, so the body is
+/// polled while it waits; the response is not cut at `upstream_idle` (1 s)
+/// during the client's 3 s pause (its `client_write` is 10 s), and every
+/// byte arrives once the client reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_piece_waiting_for_a_paused_client_is_not_the_backend_going_idle() {
+    const LEN: usize = 24 << 20;
+    let (backend, _task) = trickling_backend(LEN, 8192, Duration::from_millis(1)).await;
+    let p = Proxy::start(&config(
+        backend,
+        r#""timeouts": {"upstream_idle": "1s", "client_write": "10s"},"#,
+    ))
+    .await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    let mut conn = socket.connect(p.addr).await.unwrap();
+    conn.write_all(b"GET / HTTP/1.1\r\nhost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    // The client's pause: what the test is about, not a wait for anything.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (status, body) = tokio::time::timeout(Duration::from_secs(30), get_response(&mut conn))
+        .await
+        .expect("the response did not finish");
+    assert_eq!(status, "http/1.1 200 ok");
+    assert_eq!(body.len(), LEN, "the response was cut");
+    assert!(body == pattern(LEN), "the body differs");
 }
