@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::raw::{PLUGINS, RawBackend, Recorder};
+use common::raw::{PLUGINS, RawBackend, Recorder, read_head};
 use common::tls::{TestCa, backend_server_config, tls_listener};
 use common::{Backend, Proxy, dead_addr, wait_for};
 use http_body_util::{BodyExt, Full};
@@ -324,12 +324,7 @@ async fn upgrades_pass_through_both_ways_and_survive_a_reload() {
     )
     .await
     .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        conn.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
+    let head = read_head(&mut conn).await.unwrap();
     let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(head.contains("upgrade: echo"), "{head}");
@@ -878,13 +873,8 @@ async fn counting_download_backend(
             let _ = socket2::SockRef::from(&stream).set_send_buffer_size(64 * 1024);
             let (body, written) = (body.clone(), written.clone());
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if stream.read_exact(&mut byte).await.is_err() {
-                        return;
-                    }
-                    head.push(byte[0]);
+                if read_head(&mut stream).await.is_err() {
+                    return;
                 }
                 let resp = format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n");
                 if stream.write_all(resp.as_bytes()).await.is_err() {
@@ -999,12 +989,7 @@ async fn a_client_that_does_not_read_gets_backpressure_not_buffering() {
     );
 
     // Now the client reads: every byte arrives, in order.
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        slow.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
+    let head = read_head(&mut slow).await.unwrap();
     let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert!(head.contains(&format!("content-length: {BIG}")), "{head}");

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::raw::{PLUGINS, RawBackend};
+use common::raw::{PLUGINS, RawBackend, read_head};
 use common::{Proxy, pattern};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -80,12 +80,7 @@ async fn get(conn: &mut TcpStream, path: &str) -> (String, Vec<u8>) {
 /// The next response on `conn`: its status line and its body, read to its
 /// `Content-Length`.
 async fn get_response(conn: &mut TcpStream) -> (String, Vec<u8>) {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        conn.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
+    let head = read_head(conn).await.unwrap();
     let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
     let len: usize = head
         .lines()
@@ -279,13 +274,8 @@ async fn trickling_backend(
         let Ok((mut stream, _)) = listener.accept().await else {
             return;
         };
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            if stream.read_exact(&mut byte).await.is_err() {
-                return;
-            }
-            head.push(byte[0]);
+        if read_head(&mut stream).await.is_err() {
+            return;
         }
         let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n");
         if stream.write_all(head.as_bytes()).await.is_err() {

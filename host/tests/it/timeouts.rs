@@ -631,13 +631,8 @@ impl StreamBackend {
                 let _ = socket2::SockRef::from(&stream).set_send_buffer_size(64 * 1024);
                 let (body, w, b, c) = (body.clone(), w.clone(), b.clone(), c.clone());
                 tokio::spawn(async move {
-                    let mut head = Vec::new();
-                    let mut byte = [0u8; 1];
-                    while !head.ends_with(b"\r\n\r\n") {
-                        if stream.read_exact(&mut byte).await.is_err() {
-                            return;
-                        }
-                        head.push(byte[0]);
+                    if common::raw::read_head(&mut stream).await.is_err() {
+                        return;
                     }
                     b.fetch_add(1, Ordering::SeqCst);
                     let resp = format!(

@@ -27,16 +27,8 @@ async fn http11_keep_alive_serves_several_requests_on_one_connection() {
             .await
             .unwrap();
         // Read one response: headers, then exactly Content-Length bytes.
-        let mut buf = Vec::new();
-        let head_end = loop {
-            let mut byte = [0u8; 1];
-            conn.read_exact(&mut byte).await.unwrap();
-            buf.push(byte[0]);
-            if buf.ends_with(b"\r\n\r\n") {
-                break buf.len();
-            }
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+        let head = common::raw::read_head(&mut conn).await.unwrap();
+        let head = String::from_utf8_lossy(&head).to_lowercase();
         assert!(head.starts_with("http/1.1 200"), "{head}");
         let len: usize = head
             .lines()

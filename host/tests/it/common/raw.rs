@@ -52,6 +52,18 @@ impl Seen {
     }
 }
 
+/// Reads one HTTP head off `conn` (CR LF CR LF included), a byte at a time
+/// so that nothing after it is taken.
+pub async fn read_head(conn: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        conn.read_exact(&mut byte).await?;
+        head.push(byte[0]);
+    }
+    Ok(head)
+}
+
 /// Writes `request` to `addr`, then reads until the proxy closes or
 /// `deadline` passes.
 pub async fn exchange(addr: SocketAddr, request: &[u8], deadline: Duration) -> Seen {
