@@ -55,6 +55,7 @@ pub(crate) mod per_worker;
 pub mod plugin;
 pub mod proxy;
 pub(crate) mod rand;
+pub(crate) mod rawio;
 pub mod reload;
 pub mod residency;
 pub mod server;

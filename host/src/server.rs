@@ -337,8 +337,10 @@ async fn serve_http<IO>(
             // Boxed: the request's future is several KiB (every phase's
             // state), and hyper moves this one around before polling it
             // (into the h1 dispatcher's slot, into an h2 stream's task);
-            // each move copied all of it, one allocation copies nothing.
-            let mut resp = Box::pin(front.handle(Box::new(req), peer, splice)).await?;
+            // each move copied all of it. Built in its box (see
+            // `proxy::boxed`), it is not copied at all.
+            let mut resp =
+                crate::proxy::boxed(|| front.handle(Box::new(req), peer, splice)).await?;
             // Before hyper writes the head and before the request ends.
             request.set_override(resp.extensions_mut().remove::<ConnTimeoutOverride>());
             // Handed to hyper once the worker has run its other ready

@@ -384,8 +384,8 @@ impl Proxy {
                 head.headers.clone()
             };
             // Boxed, so the futures above this one stay small (see below).
-            let attempt = traced_attempt(ctx, routed, picked, headers, body, request_body);
-            let result = Box::pin(attempt).await;
+            let result =
+                boxed(|| traced_attempt(ctx, routed, picked, headers, body, request_body)).await;
             let e = match result {
                 Ok(resp) => return Ok(resp),
                 Err(e) => e,
@@ -479,4 +479,13 @@ fn switch(
     // the tunnel keeps them while it lasts.
     upgrade::tunnel(client, upstream, body, drain, backend.to_owned());
     Response::from_parts(parts, ProxyBody::empty())
+}
+
+/// The future `make` returns, in a box of its own. `Box::pin(f(..))` makes
+/// the future first, on the stack, and then copies all of it into the
+/// allocation (the attempt's is over 2 KiB, of which the arguments are a
+/// few words); with the allocation made first the compiler can build the
+/// future where it stays.
+pub(crate) fn boxed<F: std::future::Future>(make: impl FnOnce() -> F) -> std::pin::Pin<Box<F>> {
+    Box::into_pin(Box::write(Box::new_uninit(), make()))
 }

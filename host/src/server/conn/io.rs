@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::ConnState;
@@ -98,11 +98,10 @@ impl AsyncRead for SharedTcp {
 /// readiness is cleared inside `try_io` with the event seen before the
 /// read, so data that arrived since still wakes the connection.
 fn read_draining(tcp: &TcpStream, dst: &mut [u8]) -> io::Result<usize> {
-    use std::io::Read;
     let len = dst.len();
     let mut short = None;
     let read = tcp.try_io(tokio::io::Interest::READABLE, || {
-        let n = (&*socket2::SockRef::from(tcp)).read(dst)?;
+        let n = crate::rawio::recv(tcp, dst)?;
         if n > 0 && n < len {
             // WouldBlock makes `try_io` clear the readiness; the bytes are
             // handed back below.
@@ -130,7 +129,10 @@ impl AsyncWrite for SharedTcp {
         }
         loop {
             ready!(self.tcp.poll_write_ready(cx))?;
-            match self.tcp.try_write(data) {
+            let written = self.tcp.try_io(Interest::WRITABLE, || {
+                crate::rawio::writev(&*self.tcp, &[io::IoSlice::new(data)])
+            });
+            match written {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 other => return Poll::Ready(other),
             }
@@ -149,7 +151,12 @@ impl AsyncWrite for SharedTcp {
         }
         loop {
             ready!(self.tcp.poll_write_ready(cx))?;
-            match self.tcp.try_write_vectored(bufs) {
+            // As `try_write_vectored`, with the call made directly (see
+            // `crate::rawio`).
+            let written = self.tcp.try_io(Interest::WRITABLE, || {
+                crate::rawio::writev(&*self.tcp, bufs)
+            });
+            match written {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 other => return Poll::Ready(other),
             }

@@ -81,6 +81,34 @@ fn tcp(io: &<BackendConnector as Service<Uri>>::Response) -> &tokio::net::TcpStr
     }
 }
 
+/// The TCP socket of a plain (not TLS) backend connection, written to
+/// directly (see `write_plain`).
+fn plain(io: &<BackendConnector as Service<Uri>>::Response) -> Option<&tokio::net::TcpStream> {
+    match io {
+        hyper_rustls::MaybeHttpsStream::Http(io) => Some(io.inner()),
+        hyper_rustls::MaybeHttpsStream::Https(_) => None,
+    }
+}
+
+/// One `writev` of `bufs` to `tcp`, under tokio's readiness as its
+/// `poll_write_vectored` does, with the call made directly (see
+/// `crate::rawio`).
+fn write_plain(
+    tcp: &tokio::net::TcpStream,
+    cx: &mut Context<'_>,
+    bufs: &[io::IoSlice<'_>],
+) -> Poll<io::Result<usize>> {
+    loop {
+        ready!(tcp.poll_write_ready(cx))?;
+        match tcp.try_io(tokio::io::Interest::WRITABLE, || {
+            crate::rawio::writev(tcp, bufs)
+        }) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            other => return Poll::Ready(other),
+        }
+    }
+}
+
 impl Conn {
     /// A new connection, between exchanges, reading at most `max_read`
     /// at once.
@@ -193,8 +221,10 @@ impl Conn {
                 io::IoSlice::new(&self.data),
                 io::IoSlice::new(self.tail),
             ];
-            let io = Pin::new(self.io.inner_mut());
-            let mut n = ready!(io.poll_write_vectored(cx, &slices))?;
+            let mut n = match plain(self.io.inner().get_ref()) {
+                Some(tcp) => ready!(write_plain(tcp, cx, &slices))?,
+                None => ready!(Pin::new(self.io.inner_mut()).poll_write_vectored(cx, &slices))?,
+            };
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
