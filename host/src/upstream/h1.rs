@@ -32,7 +32,6 @@ mod exchange;
 mod framing;
 mod wire;
 
-use std::collections::HashMap;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -92,8 +91,11 @@ impl std::fmt::Debug for H1Pool {
 #[derive(Default)]
 struct Idle {
     /// By the backend's base URL; the last one in is the first out (its
-    /// buffers and socket are the warmest).
-    by_backend: HashMap<String, Vec<Parked>>,
+    /// buffers and socket are the warmest). hashbrown's default hasher
+    /// (foldhash): looked up twice a request, where std's SipHash costs
+    /// several times as much on a short key and its DoS resistance buys
+    /// nothing (the keys are the config's own backends).
+    by_backend: hashbrown::HashMap<String, Vec<Parked>>,
     /// Whether a sweeper task is running.
     sweeping: bool,
 }
@@ -150,11 +152,10 @@ impl H1Pool {
             && u128::from(now_ms.saturating_sub(since_ms)) > self.idle_timeout.as_millis()
     }
 
-    /// An idle connection to `backend`, if there is one; those expired,
-    /// closed by the backend or with bytes nobody asked for are dropped on
-    /// the way.
-    fn checkout(&self, backend: &str) -> Option<Box<Conn>> {
-        let now = clock::monotonic_ms();
+    /// An idle connection to `backend`, if there is one at `now` (the
+    /// process's clock, in ms); those expired, closed by the backend or
+    /// with bytes nobody asked for are dropped on the way.
+    fn checkout(&self, backend: &str, now: u64) -> Option<Box<Conn>> {
         let mut dropped = Vec::new();
         let mut idle = self.lock();
         let list = idle.by_backend.get_mut(backend)?;
@@ -180,12 +181,19 @@ impl H1Pool {
         if self.max_idle == 0 || !conn.idle_and_open() {
             return;
         }
-        // The sweeper runs on the runtime of the request that parks the
-        // connection (its worker); outside one, nothing would sweep.
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         let mut idle = self.lock();
+        // The sweeper runs on the runtime of the request that parks the
+        // connection (its worker); outside one, nothing would sweep. Asked
+        // only when no sweeper runs (the handle is a reference count's
+        // increment and decrement on every request otherwise).
+        let start_sweeper = if idle.sweeping {
+            None
+        } else {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => Some(runtime),
+                Err(_) => return,
+            }
+        };
         let list = match idle.by_backend.get_mut(backend) {
             Some(list) => list,
             None => idle.by_backend.entry(backend.to_owned()).or_default(),
@@ -198,7 +206,7 @@ impl H1Pool {
             conn,
             since_ms: clock::monotonic_ms(),
         });
-        if !idle.sweeping {
+        if let Some(runtime) = start_sweeper {
             idle.sweeping = true;
             drop(idle);
             runtime.spawn(sweep(Arc::downgrade(self), self.sweep_every()));
@@ -328,10 +336,12 @@ async fn first_piece(body: &mut RequestBody, upload: Upload) -> Result<Option<By
 /// `backend` on a pooled connection or a new one, until the response head
 /// is in; the body streams on, spliced to `splice` where it can be (see
 /// `crate::splice`). A pooled connection that turns out closed before the
-/// request's head went out is replaced by a new one, once.
+/// request's head went out is replaced by a new one, once. `now` is the
+/// exchange's start, the time the pool's idle connections are judged at
+/// (a clock reading less per request).
 pub async fn send(
     pool: &Arc<H1Pool>,
-    backend: &Arc<BackendState>,
+    (backend, now): (&Arc<BackendState>, tokio::time::Instant),
     (method, path): (&Method, &PathAndQuery),
     mut headers: HeaderMap,
     mut body: RequestBody,
@@ -353,7 +363,7 @@ pub async fn send(
     // connection.
     let mut first: Option<Bytes> = None;
     let mut looked = false;
-    let mut pooled = pool.checkout(&backend.base);
+    let mut pooled = pool.checkout(&backend.base, clock::ms_at(now));
     let conn = loop {
         let reused = pooled.is_some();
         let mut conn = match pooled.take() {
