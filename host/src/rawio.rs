@@ -9,6 +9,10 @@
 
 use std::io;
 use std::os::fd::AsFd;
+use std::task::{Context, Poll, ready};
+
+use tokio::io::Interest;
+use tokio::net::TcpStream;
 
 /// `recv(2)` into `dst`, no flags: the bytes read.
 pub fn recv(fd: impl AsFd, dst: &mut [u8]) -> io::Result<usize> {
@@ -20,4 +24,20 @@ pub fn recv(fd: impl AsFd, dst: &mut [u8]) -> io::Result<usize> {
 /// `writev(2)` of `bufs`.
 pub fn writev(fd: impl AsFd, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
     rustix::io::writev(fd, bufs).map_err(io::Error::from)
+}
+
+/// Writes `bufs` to `tcp` with one [`writev`], when tokio says the socket
+/// takes data, as its `TcpStream::poll_write_vectored` does.
+pub fn poll_writev(
+    tcp: &TcpStream,
+    cx: &mut Context<'_>,
+    bufs: &[io::IoSlice<'_>],
+) -> Poll<io::Result<usize>> {
+    loop {
+        ready!(tcp.poll_write_ready(cx))?;
+        match tcp.try_io(Interest::WRITABLE, || writev(tcp, bufs)) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            other => return Poll::Ready(other),
+        }
+    }
 }

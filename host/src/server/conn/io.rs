@@ -100,7 +100,7 @@ impl AsyncRead for SharedTcp {
 fn read_draining(tcp: &TcpStream, dst: &mut [u8]) -> io::Result<usize> {
     let len = dst.len();
     let mut short = None;
-    let read = tcp.try_io(tokio::io::Interest::READABLE, || {
+    let read = tcp.try_io(Interest::READABLE, || {
         let n = crate::rawio::recv(tcp, dst)?;
         if n > 0 && n < len {
             // WouldBlock makes `try_io` clear the readiness; the bytes are
@@ -127,16 +127,7 @@ impl AsyncWrite for SharedTcp {
         {
             return polled;
         }
-        loop {
-            ready!(self.tcp.poll_write_ready(cx))?;
-            let written = self.tcp.try_io(Interest::WRITABLE, || {
-                crate::rawio::writev(&*self.tcp, &[io::IoSlice::new(data)])
-            });
-            match written {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                other => return Poll::Ready(other),
-            }
-        }
+        crate::rawio::poll_writev(&self.tcp, cx, &[io::IoSlice::new(data)])
     }
 
     fn poll_write_vectored(
@@ -149,18 +140,7 @@ impl AsyncWrite for SharedTcp {
         {
             return polled;
         }
-        loop {
-            ready!(self.tcp.poll_write_ready(cx))?;
-            // As `try_write_vectored`, with the call made directly (see
-            // `crate::rawio`).
-            let written = self.tcp.try_io(Interest::WRITABLE, || {
-                crate::rawio::writev(&*self.tcp, bufs)
-            });
-            match written {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                other => return Poll::Ready(other),
-            }
-        }
+        crate::rawio::poll_writev(&self.tcp, cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -82,30 +82,11 @@ fn tcp(io: &<BackendConnector as Service<Uri>>::Response) -> &tokio::net::TcpStr
 }
 
 /// The TCP socket of a plain (not TLS) backend connection, written to
-/// directly (see `write_plain`).
+/// directly (see `crate::rawio`).
 fn plain(io: &<BackendConnector as Service<Uri>>::Response) -> Option<&tokio::net::TcpStream> {
     match io {
         hyper_rustls::MaybeHttpsStream::Http(io) => Some(io.inner()),
         hyper_rustls::MaybeHttpsStream::Https(_) => None,
-    }
-}
-
-/// One `writev` of `bufs` to `tcp`, under tokio's readiness as its
-/// `poll_write_vectored` does, with the call made directly (see
-/// `crate::rawio`).
-fn write_plain(
-    tcp: &tokio::net::TcpStream,
-    cx: &mut Context<'_>,
-    bufs: &[io::IoSlice<'_>],
-) -> Poll<io::Result<usize>> {
-    loop {
-        ready!(tcp.poll_write_ready(cx))?;
-        match tcp.try_io(tokio::io::Interest::WRITABLE, || {
-            crate::rawio::writev(tcp, bufs)
-        }) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            other => return Poll::Ready(other),
-        }
     }
 }
 
@@ -222,7 +203,7 @@ impl Conn {
                 io::IoSlice::new(self.tail),
             ];
             let mut n = match plain(self.io.inner().get_ref()) {
-                Some(tcp) => ready!(write_plain(tcp, cx, &slices))?,
+                Some(tcp) => ready!(crate::rawio::poll_writev(tcp, cx, &slices))?,
                 None => ready!(Pin::new(self.io.inner_mut()).poll_write_vectored(cx, &slices))?,
             };
             if n == 0 {
