@@ -115,7 +115,7 @@ pub async fn send(
         match via {
             Via::Own(pool) => {
                 let to = (&head.method, &head.path);
-                h1::send(pool, (backend, start), to, headers, body, splice).await
+                h1::send(pool, backend, start, to, headers, body, splice).await
             }
             Via::Client(uri) => {
                 let mut req = Request::new(body);

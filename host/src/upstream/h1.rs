@@ -336,12 +336,13 @@ async fn first_piece(body: &mut RequestBody, upload: Upload) -> Result<Option<By
 /// `backend` on a pooled connection or a new one, until the response head
 /// is in; the body streams on, spliced to `splice` where it can be (see
 /// `crate::splice`). A pooled connection that turns out closed before the
-/// request's head went out is replaced by a new one, once. `now` is the
-/// exchange's start, the time the pool's idle connections are judged at
-/// (a clock reading less per request).
+/// request's head went out is replaced by a new one, once. The pool's
+/// idle connections are judged at `start`, the exchange's (a clock reading
+/// less per request).
 pub async fn send(
     pool: &Arc<H1Pool>,
-    (backend, now): (&Arc<BackendState>, tokio::time::Instant),
+    backend: &Arc<BackendState>,
+    start: tokio::time::Instant,
     (method, path): (&Method, &PathAndQuery),
     mut headers: HeaderMap,
     mut body: RequestBody,
@@ -363,7 +364,7 @@ pub async fn send(
     // connection.
     let mut first: Option<Bytes> = None;
     let mut looked = false;
-    let mut pooled = pool.checkout(&backend.base, clock::ms_at(now));
+    let mut pooled = pool.checkout(&backend.base, clock::ms_at(start));
     let conn = loop {
         let reused = pooled.is_some();
         let mut conn = match pooled.take() {
