@@ -333,14 +333,16 @@ async fn serve_http<IO>(
             .as_ref()
             .filter(|_| req.version() != http::Version::HTTP_2)
             .cloned();
-        async move {
-            // Boxed: the request's future is several KiB (every phase's
-            // state), and hyper moves this one around before polling it
-            // (into the h1 dispatcher's slot, into an h2 stream's task);
-            // each move copied all of it. Built in its box (see
-            // `proxy::boxed`), it is not copied at all.
-            let mut resp =
-                crate::proxy::boxed(|| front.handle(Box::new(req), peer, splice)).await?;
+        // Boxed whole, and built in its box (see `proxy::boxed`): the
+        // request's future is several KiB (every phase's state), and hyper
+        // moves the future it gets from here around before polling it (into
+        // the h1 dispatcher's slot; into a new task per h2 stream, some six
+        // copies). A box is a pointer to move; with the request's future
+        // boxed on its own instead, the part around it (the request, the
+        // response while it waits below, 600 bytes) was still copied each
+        // time.
+        crate::proxy::boxed(move || async move {
+            let mut resp = front.handle(Box::new(req), peer, splice).await?;
             // Before hyper writes the head and before the request ends.
             request.set_override(resp.extensions_mut().remove::<ConnTimeoutOverride>());
             // Handed to hyper once the worker has run its other ready
@@ -351,7 +353,7 @@ async fn serve_http<IO>(
             // 2026-12-05).
             tokio::task::yield_now().await;
             Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, request)))
-        }
+        })
     });
     let conn = builder.serve_connection_with_upgrades(io, service);
     let mut conn = std::pin::pin!(conn);

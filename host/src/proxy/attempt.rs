@@ -19,12 +19,12 @@ use crate::generation::BackendSlot;
 use crate::plugin::{Outcome, OutcomeKind};
 use crate::telemetry::otel::ClientSpan;
 use crate::upstream::backend_queue::Permit;
-use crate::upstream::exchange::{self, UpstreamError};
+use crate::upstream::exchange::{self, Arrival, UpstreamError};
 use crate::upstream::request_body::{BodySlot, RequestBody};
 
 /// One attempt on `picked`: sends the upstream head in `ctx.head` (with
 /// `headers`, its own or a copy) and `body`; reports the outcome to the
-/// breaker.
+/// breaker. A response comes with the clock's reading at its head.
 pub(super) async fn attempt(
     ctx: &RequestCtx<'_, '_>,
     routed: Routed<'_>,
@@ -33,7 +33,7 @@ pub(super) async fn attempt(
     slot: &BodySlot,
     body: RequestBody,
     span: &mut Option<Box<ClientSpan>>,
-) -> Result<Response<ProxyBody>, ProxyError> {
+) -> Result<(Response<ProxyBody>, Instant), ProxyError> {
     let up = routed.slot;
     let backend = &up.backends[picked.index];
     let Some(head) = &ctx.head else {
@@ -58,10 +58,14 @@ pub(super) async fn attempt(
         if outcome.kind == OutcomeKind::Response {
             backend.state.record_latency(outcome.latency_us);
         }
-        // Read now, not when the request was sent: the breaker must see
-        // that the backend opened meanwhile, or a late success would
-        // close it before its open period ends.
-        let now_ms = clock::monotonic_ms();
+        // Now, not when the request was sent: the breaker must see that
+        // the backend opened meanwhile, or a late success would close it
+        // before its open period ends. A response's arrival is now (read
+        // when its head came in); a failure's time is read here.
+        let now_ms = match &result {
+            Ok((_, arrival)) => clock::ms_at(arrival.at),
+            Err(_) => clock::monotonic_ms(),
+        };
         let before = backend.state.snapshot(
             picked.index as u32,
             backend.weight,
@@ -90,12 +94,10 @@ pub(super) async fn attempt(
         // whatever the backend said (its body is dropped unread).
         return Err(fault);
     }
-    let (resp, _) = result.map_err(|e| ProxyError::upstream(e, &head.method))?;
+    let (resp, arrival) = result.map_err(|e| ProxyError::upstream(e, &head.method))?;
     let (parts, body) = resp.into_parts();
-    Ok(Response::from_parts(
-        parts,
-        ProxyBody::upstream(body, (guard, permit), routed.settings.timeouts.idle),
-    ))
+    let body = ProxyBody::upstream(body, (guard, permit), routed.settings.timeouts.idle);
+    Ok((Response::from_parts(parts, body), arrival.at))
 }
 
 /// A connection slot of `backend` under its limits (waiting in its queue
@@ -129,14 +131,14 @@ async fn admit(
 /// in the backend's metrics), `None` when it says nothing about the
 /// backend.
 fn outcome_of<B>(
-    result: &Result<(Response<B>, Duration), UpstreamError>,
+    result: &Result<(Response<B>, Arrival), UpstreamError>,
     backend: &BackendSlot,
 ) -> Option<Outcome> {
     match result {
-        Ok((resp, latency)) => Some(Outcome {
+        Ok((resp, arrival)) => Some(Outcome {
             kind: OutcomeKind::Response,
             status: resp.status().as_u16(),
-            latency_us: micros(*latency),
+            latency_us: micros(arrival.latency),
         }),
         Err(e) => outcome_kind(e).map(|kind| {
             match kind {

@@ -5,6 +5,8 @@
 
 use std::net::SocketAddr;
 
+use tokio::time::Instant;
+
 use super::Scheme;
 use super::error::ProxyError;
 use super::observe;
@@ -29,6 +31,10 @@ pub(super) struct RequestCtx<'g, 'r> {
     pub client: SocketAddr,
     /// How the client reached the proxy.
     pub scheme: Scheme,
+    /// When the request started (the reading its duration counts from):
+    /// the first pick judges the breakers at it rather than reading the
+    /// clock again a microsecond later.
+    pub start: Instant,
     /// The protocol switch the client asked for, if any.
     pub upgrade: Option<upgrade::Requested>,
     /// The request as plugins see it, lent to each call; taken when the
@@ -113,8 +119,7 @@ impl<'g, 'r> RequestCtx<'g, 'r> {
     pub fn new(
         generation: &'g Generation,
         host: String,
-        client: SocketAddr,
-        scheme: Scheme,
+        (client, scheme, start): (SocketAddr, Scheme, Instant),
         record: &'r mut observe::Route<'g>,
     ) -> Self {
         Self {
@@ -122,6 +127,7 @@ impl<'g, 'r> RequestCtx<'g, 'r> {
             host,
             client,
             scheme,
+            start,
             upgrade: None,
             view: None,
             head: None,

@@ -142,7 +142,13 @@ impl Proxy {
                 headers: req.headers(),
             })));
         }
-        let mut ctx = RequestCtx::new(&generation, host, client, scheme, &mut started.route);
+        let start = started.at();
+        let mut ctx = RequestCtx::new(
+            &generation,
+            host,
+            (client, scheme, start),
+            &mut started.route,
+        );
         ctx.splice = splice;
         // Every failure becomes its answer here. The context stays this
         // future's local, lent to the phases: moved into a callee's async
@@ -387,7 +393,10 @@ impl Proxy {
             let result =
                 boxed(|| traced_attempt(ctx, routed, picked, headers, body, request_body)).await;
             let e = match result {
-                Ok(resp) => return Ok(resp),
+                Ok((resp, at)) => {
+                    ctx.record.answered_at = Some(at);
+                    return Ok(resp);
+                }
                 Err(e) => e,
             };
             if matches!(e.kind(), ErrorKind::Overloaded { .. }) {
@@ -425,7 +434,7 @@ async fn traced_attempt(
     mut headers: http::HeaderMap,
     body: &BodySlot,
     request_body: RequestBody,
-) -> Result<Response<ProxyBody>, ProxyError> {
+) -> Result<(Response<ProxyBody>, tokio::time::Instant), ProxyError> {
     let authority = &routed.slot.backends[picked.index].state.authority;
     // Boxed: an untraced request's future carries a pointer, not the span.
     let mut span = match (&ctx.record.trace, &ctx.head) {
@@ -440,7 +449,7 @@ async fn traced_attempt(
         attempt::attempt(ctx, routed, picked, headers, body, request_body, &mut span).await;
     if let Some(span) = span {
         match &result {
-            Ok(resp) => span.answered(resp.status().as_u16()),
+            Ok((resp, _)) => span.answered(resp.status().as_u16()),
             Err(e) => span.failed(e.label(), e),
         }
     }

@@ -113,6 +113,9 @@ pub struct Route<'g> {
     /// Its domain's timeouts, once routed: the connection takes its
     /// keep-alive and client write timeouts from them.
     pub timeouts: Option<&'g bbproxy_config::UpstreamTimeouts>,
+    /// When the backend's response head came in, if one did: the time the
+    /// response's record counts to, with no clock reading of its own.
+    pub answered_at: Option<Instant>,
     /// Its server span, when tracing is on (boxed: a request without one
     /// carries a pointer's worth, not the span).
     pub trace: Option<Box<ServerSpan>>,
@@ -147,12 +150,18 @@ pub struct AccessFields {
 }
 
 impl Started<'_> {
+    /// When the request started.
+    pub fn at(&self) -> Instant {
+        self.at
+    }
+
     /// Records the response headers being sent: counters, duration,
     /// summary. Returns what completes the record when the body ends.
     pub fn respond(mut self, status: u16) -> Finish {
         self.responded = true;
-        // One reading for the duration and the activity's timestamp.
-        let now = Instant::now();
+        // One reading for the duration and the activity's timestamp: the
+        // backend's answer's, or (the proxy's own answers) one made now.
+        let now = self.route.answered_at.unwrap_or_else(Instant::now);
         let elapsed = now.saturating_duration_since(self.at);
         let route = &self.route;
         match (route.backend, route.domain) {

@@ -83,7 +83,13 @@ pub(super) fn choose(
     routed: Routed<'_>,
 ) -> Result<Picked, ProxyError> {
     let up = routed.slot;
-    let now = clock::monotonic_ms();
+    // A retry's pick reads the clock: its attempt took a while, and a
+    // breaker may have opened or its open period ended meanwhile.
+    let now = if ctx.tried.len() == 0 {
+        clock::ms_at(ctx.start)
+    } else {
+        clock::monotonic_ms()
+    };
     let mut excluded: Vec<(usize, Excluded)> = Vec::new();
     // Built once, and all the loop needs: a candidate's `id` is its backend
     // index, and a half-open one was admitted only as a probe. On the stack

@@ -83,6 +83,16 @@ pub struct Head {
     pub headers: HeaderMap,
 }
 
+/// A response head's arrival: when, and how long after the request
+/// started going out.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival {
+    /// The clock's reading when the head was in.
+    pub at: Instant,
+    /// From the exchange's start to `at`.
+    pub latency: Duration,
+}
+
 /// Which client an attempt goes through.
 enum Via<'a> {
     /// The proxy's own HTTP/1.1 path, on this pool.
@@ -93,7 +103,7 @@ enum Via<'a> {
 
 /// One attempt: sends `head` (with `headers`, its own or a copy) and `body`
 /// to `backend` through `upstream`, under `timeouts`; returns the response
-/// (headers received, body still streaming) and the time to headers. An
+/// (headers received, body still streaming) and when its head came in. An
 /// HTTP/1.1 backend's body may be spliced to `splice` (see `crate::splice`).
 pub async fn send(
     upstream: &Upstream,
@@ -103,7 +113,7 @@ pub async fn send(
     slot: &BodySlot,
     body: RequestBody,
     (timeouts, splice): (&UpstreamTimeouts, Option<&SpliceTarget>),
-) -> Result<(Response<UpstreamBody>, Duration), UpstreamError> {
+) -> Result<(Response<UpstreamBody>, Arrival), UpstreamError> {
     // An upgrade's connection becomes a tunnel: hyper-util's client hands
     // it over on a 101, the proxy's own HTTP/1.1 path does not.
     let via = match &upstream.h1 {
@@ -150,9 +160,12 @@ pub async fn send(
             }
         }
     };
-    let latency = start.elapsed();
+    // One reading for the latency and for the caller's judgement of the
+    // breaker (`proxy::attempt`) and the request's duration.
+    let at = Instant::now();
+    let latency = at.saturating_duration_since(start);
     match result {
-        Some(Ok(resp)) => Ok((resp, latency)),
+        Some(Ok(resp)) => Ok((resp, Arrival { at, latency })),
         Some(Err(failed)) => Err(classify(failed, slot, backend, latency)),
         None => Err(UpstreamError::Timeout {
             backend: backend.authority.clone(),
