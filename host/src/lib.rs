@@ -64,4 +64,5 @@ pub(crate) mod state;
 pub mod storage;
 pub mod telemetry;
 pub mod tls;
+pub(crate) mod turn;
 pub mod upstream;

@@ -346,12 +346,12 @@ async fn serve_http<IO>(
             // Before hyper writes the head and before the request ends.
             request.set_override(resp.extensions_mut().remove::<ConnTimeoutOverride>());
             // Handed to hyper once the worker has run its other ready
-            // tasks, so the responses of one scheduler tick go out back to
-            // back and wake a sleeping client once, as the request's task
-            // does with its backend (`upstream::h1::send`): 3-4 % less CPU
-            // per request and a lower p99 under the h1 load (bench/README,
-            // 2026-12-05).
-            tokio::task::yield_now().await;
+            // tasks, so the responses of one scheduler round go out back
+            // to back and wake a sleeping client once, as the request's
+            // task does with its backend (`upstream::h1::send`): 3-4 % less
+            // CPU per request and a lower p99 under the h1 load
+            // (bench/README, 2026-12-05); see `turn`.
+            crate::turn::rest_of_round().await;
             Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, request)))
         })
     });

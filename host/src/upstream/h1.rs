@@ -378,15 +378,14 @@ pub async fn send(
         // Mid-exchange from here: dropped before its end, it is reset.
         conn.clean = false;
         wire::encode_request(method, path, &headers, upload, conn.head_buf());
-        // Written once the worker has run its other ready tasks (tokio
-        // wakes a yielded task after its next I/O poll), so the requests of
-        // one scheduler tick reach the backends back to back and wake a
-        // sleeping backend once, as hyper-util's connection tasks, woken
-        // after the request tasks, did. Writing each one at once cost 7 %
-        // more CPU per request under h1 and HTTPS load here (the wake-ups
-        // of the other CPU, `_raw_spin_unlock_irqrestore` in `writev`;
-        // bench/README.md, 2026-12-05).
-        tokio::task::yield_now().await;
+        // Written once the worker has run its other ready tasks, so the
+        // requests of one scheduler round reach the backends back to back
+        // and wake a sleeping backend once, as hyper-util's connection
+        // tasks, woken after the request tasks, did. Writing each one at
+        // once cost 7 % more CPU per request under h1 and HTTPS load here
+        // (the wake-ups of the other CPU, `_raw_spin_unlock_irqrestore` in
+        // `writev`; bench/README.md, 2026-12-05); see `turn`.
+        crate::turn::rest_of_round().await;
         if !looked && upload != Upload::None {
             looked = true;
             first = first_piece(&mut body, upload).await.map_err(failed)?;
