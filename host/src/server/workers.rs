@@ -19,6 +19,18 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// How many ready tasks a worker runs before it polls for I/O (and timers)
+/// again, when its run queue stays full; tokio's default is 61. Under load
+/// the request path's tasks requeue themselves before they write (see
+/// `crate::turn`), so a round of 61 cut the writes of one batch of
+/// requests in two and woke the peers on the other CPUs more often: with
+/// 128, 4-5 % less CPU per request under the h1 and HTTP/2 loads, the same
+/// with 64 KiB bodies and HTTPS (256 and 192: no better; 31: 4 % worse;
+/// bench/README.md, 2026-12-07). An I/O event waits at most 128 task polls,
+/// some hundreds of microseconds under full load (nginx handles up to 512
+/// events per epoll_wait).
+const EVENT_INTERVAL: u32 = 128;
+
 /// The worker threads of one proxy; they stop when this is dropped, and
 /// what still runs on them is cancelled.
 #[derive(Debug)]
@@ -49,6 +61,7 @@ impl Workers {
                     crate::per_worker::enter(i);
                     let runtime = match tokio::runtime::Builder::new_current_thread()
                         .enable_all()
+                        .event_interval(EVENT_INTERVAL)
                         .build()
                     {
                         Ok(r) => r,
@@ -227,5 +240,50 @@ mod tests {
         for h in forever {
             assert!(h.await.unwrap_err().is_cancelled());
         }
+    }
+
+    /// A worker polls for I/O only after `EVENT_INTERVAL` ready tasks:
+    /// 100 tasks that requeue themselves once all run twice before a
+    /// socket that became readable meanwhile is noticed (with tokio's
+    /// default of 61, the reader came in after some 60 of them).
+    #[tokio::test]
+    async fn a_worker_runs_more_than_a_hundred_ready_tasks_between_io_polls() {
+        use std::sync::Mutex;
+        use tokio::io::AsyncReadExt;
+        const TASKS: usize = 100;
+        let workers = Workers::start(1).unwrap();
+        let (done, order) = oneshot::channel();
+        let mut done = Some(done);
+        let driver = workers.spawn_each(move |_| {
+            let done = done.take().unwrap();
+            async move {
+                let log = Arc::new(Mutex::new(Vec::new()));
+                let (mut reader, writer) = tokio::net::UnixStream::pair().unwrap();
+                let reader_log = log.clone();
+                tokio::spawn(async move {
+                    let mut b = [0u8; 1];
+                    reader.read_exact(&mut b).await.unwrap();
+                    reader_log.lock().unwrap().push("readable");
+                    let _ = done.send(reader_log.lock().unwrap().clone());
+                });
+                // The reader registers its interest and waits.
+                crate::turn::rest_of_round().await;
+                writer.try_write(b"x").unwrap();
+                for _ in 0..TASKS {
+                    let log = log.clone();
+                    tokio::spawn(async move {
+                        crate::turn::rest_of_round().await;
+                        log.lock().unwrap().push("requeued");
+                    });
+                }
+                // Kept open until the reader is done.
+                std::future::pending::<()>().await;
+                drop(writer);
+            }
+        });
+        let order = order.await.unwrap();
+        let before = order.iter().take_while(|&&e| e == "requeued").count();
+        assert_eq!(before, TASKS, "{order:?}");
+        drop(driver);
     }
 }
