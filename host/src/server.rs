@@ -348,9 +348,11 @@ async fn serve_http<IO>(
             // Handed to hyper once the worker has run its other ready
             // tasks, so the responses of one scheduler round go out back
             // to back and wake a sleeping client once, as the request's
-            // task does with its backend (`upstream::h1::send`): 3-4 % less
-            // CPU per request and a lower p99 under the h1 load
-            // (bench/README, 2026-12-05); see `turn`.
+            // task does with its backend (`upstream::h1::send`). With
+            // tokio's `yield_now` as the wait: 3-4 % less CPU per request
+            // and a lower p99 under the h1 load (bench/README,
+            // 2026-12-05); with `turn::rest_of_round`, going without it was
+            // within the noise (4 rounds, 2026-12-07).
             crate::turn::rest_of_round().await;
             Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, request)))
         })

@@ -119,7 +119,9 @@ impl<'g, 'r> RequestCtx<'g, 'r> {
     pub fn new(
         generation: &'g Generation,
         host: String,
-        (client, scheme, start): (SocketAddr, Scheme, Instant),
+        client: SocketAddr,
+        scheme: Scheme,
+        start: Instant,
         record: &'r mut observe::Route<'g>,
     ) -> Self {
         Self {

@@ -143,12 +143,7 @@ impl Proxy {
             })));
         }
         let start = started.at();
-        let mut ctx = RequestCtx::new(
-            &generation,
-            host,
-            (client, scheme, start),
-            &mut started.route,
-        );
+        let mut ctx = RequestCtx::new(&generation, host, client, scheme, start, &mut started.route);
         ctx.splice = splice;
         // Every failure becomes its answer here. The context stays this
         // future's local, lent to the phases: moved into a callee's async

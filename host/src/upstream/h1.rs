@@ -381,10 +381,12 @@ pub async fn send(
         // Written once the worker has run its other ready tasks, so the
         // requests of one scheduler round reach the backends back to back
         // and wake a sleeping backend once, as hyper-util's connection
-        // tasks, woken after the request tasks, did. Writing each one at
-        // once cost 7 % more CPU per request under h1 and HTTPS load here
-        // (the wake-ups of the other CPU, `_raw_spin_unlock_irqrestore` in
-        // `writev`; bench/README.md, 2026-12-05); see `turn`.
+        // tasks, woken after the request tasks, did. With tokio's
+        // `yield_now` as the wait, writing each one at once cost 7 % more
+        // CPU per request under h1 and HTTPS load here (the wake-ups of the
+        // other CPU, `_raw_spin_unlock_irqrestore` in `writev`;
+        // bench/README.md, 2026-12-05); with `turn::rest_of_round`, going
+        // without it was within the noise (4 rounds, 2026-12-07).
         crate::turn::rest_of_round().await;
         if !looked && upload != Upload::None {
             looked = true;
