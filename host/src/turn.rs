@@ -11,7 +11,8 @@ use std::task::{Context, Poll};
 /// run. Its task wakes itself and returns `Pending` once: a worker's
 /// current-thread runtime puts it at the back of its run queue, behind
 /// them, and comes back to it before it polls for I/O again (it does that
-/// once its queue is empty, or every 61 tasks).
+/// once its queue is empty, or every `server::workers::EVENT_INTERVAL`
+/// tasks on a worker; tokio's default of 61 elsewhere).
 ///
 /// `tokio::task::yield_now` waits longer: its task is woken only after the
 /// worker's next I/O poll, behind every task that poll readies. The writes

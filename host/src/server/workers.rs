@@ -276,9 +276,9 @@ mod tests {
                         log.lock().unwrap().push("requeued");
                     });
                 }
-                // Kept open until the reader is done.
+                // The writer stays open with this future, until the test
+                // drops the workers.
                 std::future::pending::<()>().await;
-                drop(writer);
             }
         });
         let order = order.await.unwrap();
