@@ -3,9 +3,11 @@
 # five scenarios for a few seconds each (bench/run.sh, one round), and the
 # profile it writes guides a second build. See bench/README.md ("PGO").
 #
-#   bench/pgo.sh [--profile dist|release] [--duration S]
+#   bench/pgo.sh [--profile dist|release] [--duration S] [--save]
 #
-# Writes target/pgo/bbproxy (and target/pgo/bbproxy.profdata). Uses
+# Writes target/pgo/bbproxy (and target/pgo/bbproxy.profdata); --save also
+# writes the profile where the production build reads it
+# (deploy/bbproxy.profdata.xz, used by deploy/build.sh; dist only). Uses
 # target/pgo-gen and target/pgo-use as target directories, so the usual
 # target/dist stays as it is; with the dist profile each build is a cold
 # LTO build (about 25 minutes on two cores). Needs what bench/run.sh needs,
@@ -15,16 +17,28 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 profile=dist
 duration=5
+save=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --profile) profile="$2"; shift 2 ;;
         --duration) duration="$2"; shift 2 ;;
+        --save) save=1; shift ;;
         -h|--help) sed -n '6p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench/pgo.sh: unknown argument: $1" >&2; exit 2 ;;
     esac
 done
 case "$profile" in dist|release) ;; *) echo "bench/pgo.sh: --profile is dist or release, got '$profile'" >&2; exit 2 ;; esac
 case "$duration" in ''|*[!0-9]*|0) echo "bench/pgo.sh: --duration takes a positive integer, got '$duration'" >&2; exit 2 ;; esac
+# The production build is the dist profile: a profile of the release
+# build's code would guide it less well.
+if [ "$save" = 1 ] && [ "$profile" != dist ]; then
+    echo "bench/pgo.sh: --save keeps a profile of the dist build only" >&2
+    exit 2
+fi
+if [ "$save" = 1 ] && ! command -v xz >/dev/null; then
+    echo "bench/pgo.sh: --save needs xz (Debian package xz-utils)" >&2
+    exit 1
+fi
 
 # The repository's toolchain (rust-toolchain.toml), whatever the caller's
 # directory: llvm-profdata must be the one of the LLVM that builds.
@@ -65,9 +79,19 @@ if ! compgen -G "$raw/*.profraw" >/dev/null; then
 fi
 "$profdata" merge -o "$out/bbproxy.profdata" "$raw"
 
+if [ "$save" = 1 ]; then
+    xz -9 -c "$out/bbproxy.profdata" >"$root/deploy/bbproxy.profdata.xz"
+    echo "bench/pgo.sh: saved the profile as deploy/bbproxy.profdata.xz" >&2
+fi
+
 echo "bench/pgo.sh: optimised build ($profile, with the profile)..." >&2
-build "-Cprofile-use=$out/bbproxy.profdata" "$root/target/pgo-use"
-cp "$root/target/pgo-use/$host/$profile/bbproxy" "$out/bbproxy"
 rm -f "$out/bbproxy-instrumented"
+if [ "$profile" = dist ]; then
+    # The production build's own script, with the profile just trained.
+    "$root/deploy/build.sh" --profdata "$out/bbproxy.profdata" >/dev/null
+else
+    build "-Cprofile-use=$out/bbproxy.profdata" "$root/target/pgo-use"
+    cp "$root/target/pgo-use/$host/$profile/bbproxy" "$out/bbproxy"
+fi
 echo "bench/pgo.sh: built $out/bbproxy" >&2
 echo "$out/bbproxy"

@@ -5,7 +5,7 @@
 #   bench/run.sh [--rounds N] [--duration S] [--scenarios "h1 h1-64k tls tls-new h2"]
 #                [--peers "direct bbproxy unpinned nginx haproxy"] [--connections C]
 #   BBPROXY_BASELINE=path/to/other/bbproxy bench/run.sh --peers "bbproxy baseline nginx"
-#   BBPROXY_BIN=target/pgo/bbproxy bench/run.sh     # the PGO build (bench/pgo.sh)
+#   BBPROXY_BIN=target/dist/bbproxy bench/run.sh    # plain dist (deploy/build.sh --no-pgo)
 #   bench/run.sh --scenarios h1 --peers "bbproxy policy nginx"
 #   bench/run.sh --scenarios "h1 h1-64k" --peers "hyper-origin lean-origin mini-proxy bbproxy"
 #
@@ -86,22 +86,23 @@ if [ "$(nproc)" -lt 2 ]; then
 fi
 
 # --- build -------------------------------------------------------------------
-# The `dist` profile (Cargo.toml): release with LTO. BBPROXY_BIN names
-# another bbproxy binary for the bbproxy, unpinned and policy rows (the PGO
-# build bench/pgo.sh makes, which also trains it with this script); then
-# only the backend is built.
+# bbproxy's production build (deploy/build.sh: dist, guided by the
+# committed profile), the backend's dist build (Cargo.toml: release with
+# LTO). BBPROXY_BIN names another bbproxy binary for the bbproxy,
+# unpinned and policy rows (a plain dist build, one from another commit,
+# bench/pgo.sh's instrumented one while it trains); then only the backend
+# is built.
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 if [ -n "${BBPROXY_BIN:-}" ]; then
     echo "building the bench backend (profile dist); bbproxy is $BBPROXY_BIN..." >&2
-    (cd "$root" && cargo build --profile dist --quiet -p bbproxy-bench-backend)
     bbproxy_bin="$(cd "$(dirname "$BBPROXY_BIN")" && pwd)/$(basename "$BBPROXY_BIN")"
     bbproxy_build="$BBPROXY_BIN (BBPROXY_BIN)"
 else
-    echo "building bbproxy and the bench backend (profile dist; cold: ~17 min)..." >&2
-    (cd "$root" && cargo build --profile dist --quiet -p bbproxy -p bbproxy-bench-backend)
-    bbproxy_bin="$target_dir/dist/bbproxy"
-    bbproxy_build="$bbproxy_bin (dist profile)"
+    echo "building bbproxy (deploy/build.sh; cold: ~17 min) and the bench backend (profile dist)..." >&2
+    bbproxy_bin="$("$root/deploy/build.sh")"
+    bbproxy_build="$bbproxy_bin (deploy/build.sh: dist, profile-guided)"
 fi
+(cd "$root" && cargo build --profile dist --quiet -p bbproxy-bench-backend)
 backend_bin="$target_dir/dist/bbproxy-bench-backend"
 for b in "$bbproxy_bin" "$backend_bin"; do
     [ -x "$b" ] || { echo "bench/run.sh: $b was not built (is CARGO_TARGET_DIR right?)" >&2; exit 1; }

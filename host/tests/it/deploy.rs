@@ -3,8 +3,9 @@
 //! passes `bbproxy check`, the probes and ports agree with it, the
 //! ConfigMap is mounted as a directory (never `subPath`), the Service does
 //! not expose the admin port, the systemd unit names the binary's real
-//! flags and subcommands, and the Dockerfile is a multi-stage, non-root,
-//! binary-only image.
+//! flags and subcommands, the Dockerfile is a multi-stage, non-root,
+//! binary-only image of the production build, and that build's script
+//! refuses what it cannot use before building anything.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -190,13 +191,20 @@ fn the_dockerfile_is_multi_stage_non_root_and_binary_only() {
         .collect();
     let copies: Vec<&&str> = runtime.iter().filter(|l| l.starts_with("COPY")).collect();
     assert_eq!(copies.len(), 1, "{copies:?}");
-    // The production profile (Cargo.toml's `dist`), and the binary it builds.
+    // The production build (deploy/build.sh: dist, profile-guided), and
+    // the binary that script says it wrote.
+    let run: Vec<&str> = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("RUN "))
+        .collect();
     assert!(
-        dockerfile.contains("cargo build --profile dist --locked -p bbproxy"),
-        "{dockerfile}"
+        run.iter().any(|l| l.starts_with("deploy/build.sh ")),
+        "{run:?}"
     );
+    let script = deploy("build.sh");
+    assert!(script.contains("out=\"$root/target/pgo\""), "{script}");
     assert!(
-        copies[0].ends_with("target/dist/bbproxy /usr/local/bin/bbproxy"),
+        copies[0].ends_with(" /src/target/pgo/bbproxy /usr/local/bin/bbproxy"),
         "{copies:?}"
     );
     let user = runtime.iter().find(|l| l.starts_with("USER ")).unwrap();
@@ -204,4 +212,66 @@ fn the_dockerfile_is_multi_stage_non_root_and_binary_only() {
         !user.contains(" root") && !user.contains(" 0") && user.contains("nonroot"),
         "{user}"
     );
+}
+
+/// deploy/build.sh run with `args` from the repository root, as a user
+/// would: its exit code and standard error.
+fn build_script(args: &[&str]) -> (Option<i32>, String) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = Command::new("bash")
+        .arg(root.join("deploy/build.sh"))
+        .args(args)
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// Bad arguments and a missing profile end the script with a message
+/// before any build starts (each case returns at once; a build would take
+/// minutes and print cargo's output).
+#[test]
+fn the_build_script_refuses_what_it_cannot_use_before_building() {
+    let (code, err) = build_script(&["--fast"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("unknown argument: --fast"), "{err}");
+    assert!(err.contains("[--no-pgo] [--profdata FILE]"), "{err}");
+    let (code, err) = build_script(&["--profdata"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--profdata needs a file"), "{err}");
+    let missing = std::env::temp_dir().join("bbproxy-no-such.profdata.xz");
+    let (code, err) = build_script(&["--profdata", missing.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("no profile at"), "{err}");
+    assert!(err.contains("--no-pgo"), "{err}");
+}
+
+/// The committed profile the production build reads is an xz-compressed,
+/// merged (indexed) LLVM profile, as `bench/pgo.sh --save` writes it: a raw
+/// `.profraw` or another file would fail the Docker build after its long
+/// compile of the dependencies.
+#[test]
+fn the_committed_profile_is_a_merged_llvm_profile() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/bbproxy.profdata.xz");
+    let out = Command::new("xz")
+        .arg("-dc")
+        .arg(&path)
+        .output()
+        .unwrap_or_else(|e| panic!("xz (Debian package xz-utils): {e}"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // llvm/ProfileData/InstrProf.h: the indexed format's magic (a raw
+    // `.profraw` starts with another), then its version, little-endian,
+    // variant flags in the high bits; rustc 1.95's LLVM writes version 13.
+    let data = out.stdout;
+    assert!(data.len() > 1 << 20, "{} bytes", data.len());
+    assert_eq!(&data[..8], b"\xfflprofi\x81", "not a merged profile");
+    let version = u32::from_le_bytes(data[8..12].try_into().unwrap());
+    assert!((10..=15).contains(&version), "version {version}");
 }
