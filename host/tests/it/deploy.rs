@@ -207,6 +207,12 @@ fn the_dockerfile_is_multi_stage_non_root_and_binary_only() {
         copies[0].ends_with(" /src/target/pgo/bbproxy /usr/local/bin/bbproxy"),
         "{copies:?}"
     );
+    // `COPY . .` takes the build context: local build output stays out
+    // of it (target/ is tens of GB after a few builds).
+    let ignored =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.dockerignore"))
+            .unwrap();
+    assert!(ignored.lines().any(|l| l == "target/"), "{ignored}");
     let user = runtime.iter().find(|l| l.starts_with("USER ")).unwrap();
     assert!(
         !user.contains(" root") && !user.contains(" 0") && user.contains("nonroot"),
