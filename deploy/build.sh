@@ -23,7 +23,10 @@ while [ $# -gt 0 ]; do
         --no-pgo) pgo=0; shift ;;
         --profdata)
             [ $# -ge 2 ] || { echo "deploy/build.sh: --profdata needs a file" >&2; usage >&2; exit 2; }
-            profdata="$2"; shift 2 ;;
+            # Relative to where the script was called from, as a user
+            # means it (the script works from the repository's root).
+            case "$2" in /*) profdata="$2" ;; *) profdata="$PWD/$2" ;; esac
+            shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "deploy/build.sh: unknown argument: $1" >&2; usage >&2; exit 2 ;;
     esac

@@ -220,20 +220,25 @@ fn the_dockerfile_is_multi_stage_non_root_and_binary_only() {
     );
 }
 
-/// deploy/build.sh run with `args` from the repository root, as a user
-/// would: its exit code and standard error.
-fn build_script(args: &[&str]) -> (Option<i32>, String) {
+/// deploy/build.sh run with `args` from `dir`, as a user would: its exit
+/// code and standard error.
+fn build_script_in(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let out = Command::new("bash")
         .arg(root.join("deploy/build.sh"))
         .args(args)
-        .current_dir(&root)
+        .current_dir(dir)
         .output()
         .unwrap();
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into(),
     )
+}
+
+/// deploy/build.sh run with `args` from the repository root.
+fn build_script(args: &[&str]) -> (Option<i32>, String) {
+    build_script_in(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."), args)
 }
 
 /// Bad arguments and a missing profile end the script with a message
@@ -253,6 +258,16 @@ fn the_build_script_refuses_what_it_cannot_use_before_building() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("no profile at"), "{err}");
     assert!(err.contains("--no-pgo"), "{err}");
+    // A relative --profdata is the caller's, not the repository root's
+    // (where the script works).
+    let caller = tempfile::tempdir().unwrap();
+    let (code, err) = build_script_in(caller.path(), &["--profdata", "mine.profdata"]);
+    assert_eq!(code, Some(1), "{err}");
+    let expected = caller.path().join("mine.profdata");
+    assert!(
+        err.contains(&format!("no profile at {}", expected.display())),
+        "{err}"
+    );
 }
 
 /// The committed profile the production build reads is an xz-compressed,
