@@ -64,8 +64,9 @@ fi
 # wasmtime to precompile the default bundle; it needs no profile). The
 # bundle's nested wasm build drops RUSTFLAGS (host/build/nested.rs). A
 # function changed since the profile was taken is built as without one.
+# A RUSTFLAGS of the caller's applies too, as it does to --no-pgo.
 host="$(rustc -vV | sed -n 's/^host: //p')"
-if ! RUSTFLAGS="-Cprofile-use=$used" CARGO_INCREMENTAL=0 \
+if ! RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-Cprofile-use=$used" CARGO_INCREMENTAL=0 \
     cargo build --profile dist --locked --quiet -p bbproxy --target "$host" \
     --target-dir "$root/target/pgo-use" >&2; then
     echo "deploy/build.sh: the profile-guided build failed; if rustc could not read the profile, train a new one (bench/pgo.sh --save) or build without it (--no-pgo)" >&2
