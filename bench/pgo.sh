@@ -54,10 +54,8 @@ raw="$out/raw"
 mkdir -p "$out"
 rm -rf "$raw"
 
-# --target: RUSTFLAGS then reach only the proxy's own code and its
-# dependencies, not build scripts and proc macros (host/build.rs runs
-# wasmtime to precompile the default bundle; it needs no profile). The
-# bundle's nested wasm build drops RUSTFLAGS (host/build/nested.rs).
+# --target, as in deploy/build.sh (which says why): the profile flags reach
+# the proxy's code and its dependencies, not build scripts.
 build() {
     local flags="$1" dir="$2"
     (cd "$root" && RUSTFLAGS="$flags" CARGO_INCREMENTAL=0 \

@@ -10,10 +10,15 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+/// `path` in the repository (relative to its root).
+fn repo(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path)
+}
+
 fn deploy(path: &str) -> String {
-    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../deploy")
-        .join(path);
+    let file = repo("deploy").join(path);
     std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
 }
 
@@ -170,10 +175,7 @@ fn the_dockerfile_is_multi_stage_non_root_and_binary_only() {
         .filter(|l| l.starts_with("FROM "))
         .collect();
     assert_eq!(from.len(), 2, "{from:?}");
-    let toolchain = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../rust-toolchain.toml"),
-    )
-    .unwrap();
+    let toolchain = std::fs::read_to_string(repo("rust-toolchain.toml")).unwrap();
     let channel = toolchain
         .lines()
         .find_map(|l| l.strip_prefix("channel = "))
@@ -209,9 +211,7 @@ fn the_dockerfile_is_multi_stage_non_root_and_binary_only() {
     );
     // `COPY . .` takes the build context: local build output stays out
     // of it (target/ is tens of GB after a few builds).
-    let ignored =
-        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.dockerignore"))
-            .unwrap();
+    let ignored = std::fs::read_to_string(repo(".dockerignore")).unwrap();
     assert!(ignored.lines().any(|l| l == "target/"), "{ignored}");
     let user = runtime.iter().find(|l| l.starts_with("USER ")).unwrap();
     assert!(
@@ -223,9 +223,8 @@ fn the_dockerfile_is_multi_stage_non_root_and_binary_only() {
 /// deploy/build.sh run with `args` from `dir`, as a user would: its exit
 /// code and standard error.
 fn build_script_in(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let out = Command::new("bash")
-        .arg(root.join("deploy/build.sh"))
+        .arg(repo("deploy/build.sh"))
         .args(args)
         .current_dir(dir)
         .output()
@@ -238,7 +237,7 @@ fn build_script_in(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String
 
 /// deploy/build.sh run with `args` from the repository root.
 fn build_script(args: &[&str]) -> (Option<i32>, String) {
-    build_script_in(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."), args)
+    build_script_in(&repo(""), args)
 }
 
 /// Bad arguments and a missing profile end the script with a message
@@ -276,7 +275,7 @@ fn the_build_script_refuses_what_it_cannot_use_before_building() {
 /// compile of the dependencies.
 #[test]
 fn the_committed_profile_is_a_merged_llvm_profile() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/bbproxy.profdata.xz");
+    let path = repo("deploy/bbproxy.profdata.xz");
     let out = Command::new("xz")
         .arg("-dc")
         .arg(&path)
