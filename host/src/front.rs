@@ -6,14 +6,13 @@
 //! backend can run its own ACME client behind a proxy without certificates.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
 use crate::acme::Http01Tokens;
-use crate::proxy::{Proxy, ProxyBody, Scheme};
+use crate::proxy::{Client, Proxy, ProxyBody, Scheme};
 use crate::splice::SpliceTarget;
 
 /// The path prefix of HTTP-01 validations (RFC 8555 §8.3).
@@ -63,7 +62,7 @@ impl Front {
     pub async fn handle(
         &self,
         req: Box<Request<Incoming>>,
-        client: SocketAddr,
+        client: Client,
         splice: Option<SpliceTarget>,
     ) -> Result<Response<ProxyBody>, Infallible> {
         if let Some(tokens) = &self.http01

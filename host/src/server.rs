@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::front::Front;
-use crate::proxy::{Proxy, Scheme};
+use crate::proxy::{Client, Proxy, Scheme};
 use crate::splice::SpliceTarget;
 use crate::tls::{Accepted, TlsTerminator};
 
@@ -325,9 +325,11 @@ async fn serve_http<IO>(
     let builder = http_builder(&settings, plain);
     let service_state = state.clone();
     let drain = proxy.drain().subscribe();
+    let client = Client::new(peer);
     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let request = service_state.begin();
         let front = front.clone();
+        let client = client.clone();
         // HTTP/2 (h2c) copies bodies into frames: HTTP/1 only.
         let splice = splice
             .as_ref()
@@ -342,7 +344,7 @@ async fn serve_http<IO>(
         // response while it waits below, 600 bytes) was still copied each
         // time.
         crate::proxy::boxed(move || async move {
-            let mut resp = front.handle(Box::new(req), peer, splice).await?;
+            let mut resp = front.handle(Box::new(req), client, splice).await?;
             // Before hyper writes the head and before the request ends.
             request.set_override(resp.extensions_mut().remove::<ConnTimeoutOverride>());
             // Handed to hyper once the worker has run its other ready

@@ -25,10 +25,14 @@ use crate::upstream::exchange::Head;
 pub(super) struct RequestCtx<'g, 'r> {
     /// Pinned for the whole request, even if a reload swaps it meanwhile.
     pub generation: &'g Generation,
-    /// The host asked for, normalised (see `headers::request_host`).
+    /// The host asked for, normalised (see `headers::request_host`); empty
+    /// while `view` holds it (from the head's checks until the upstream
+    /// head is built), so it is never copied.
     pub host: String,
     /// The client's address.
     pub client: SocketAddr,
+    /// Its text for `X-Forwarded-For` (see `super::Client`).
+    pub forwarded_for: Option<http::HeaderValue>,
     /// How the client reached the proxy.
     pub scheme: Scheme,
     /// When the request started (the reading its duration counts from):
@@ -119,7 +123,7 @@ impl<'g, 'r> RequestCtx<'g, 'r> {
     pub fn new(
         generation: &'g Generation,
         host: String,
-        client: SocketAddr,
+        client: super::Client,
         scheme: Scheme,
         start: Instant,
         record: &'r mut observe::Route<'g>,
@@ -127,7 +131,8 @@ impl<'g, 'r> RequestCtx<'g, 'r> {
         Self {
             generation,
             host,
-            client,
+            client: client.addr,
+            forwarded_for: client.forwarded_for,
             scheme,
             start,
             upgrade: None,

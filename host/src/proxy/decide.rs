@@ -27,17 +27,17 @@ pub(super) enum Decision<'g> {
     Respond(Response<ProxyBody>),
 }
 
-/// Asks the router where a request for `host` goes, falling back to the
-/// built-in router when the configured one faults and its policy is
-/// fail-open. A name that is no configured domain is the router's fault.
+/// Asks the router where the request in `view` goes (its host picks the
+/// tenant too), falling back to the built-in router when the configured
+/// one faults and its policy is fail-open. A name that is no configured
+/// domain is the router's fault.
 /// The router's faults are kept per domain the host matches (its tenant),
 /// so one domain's bad requests never suspend another's routing.
 pub(super) fn route<'g>(
     generation: &'g Generation,
-    host: &str,
     view: &mut Option<Box<RequestView>>,
 ) -> Result<Decision<'g>, ProxyError> {
-    let tenant = generation.tenant_of(host);
+    let tenant = generation.tenant_of(view.as_deref().map_or("", |v| v.host.as_str()));
     let slot = generation.router_for(tenant);
     let answer = match slot.primary.route(tenant, view) {
         Ok(r) => Ok(r),

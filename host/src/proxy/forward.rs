@@ -12,7 +12,8 @@ use super::{headers, upgrade};
 use crate::plugin::RequestView;
 use crate::upstream::exchange::Head;
 
-/// Makes the client's request the upstream one, in place. `upgrade` puts
+/// Makes the client's request the upstream one, in place: `client` is
+/// its address's `X-Forwarded-For` text. `upgrade` puts
 /// back the `Connection: upgrade` / `Upgrade` pair that hop-by-hop
 /// stripping removes (and turns an HTTP/2 extended CONNECT into an
 /// HTTP/1.1 upgrade); `routed` brings a route's `strip_prefix`. The
@@ -21,10 +22,11 @@ use crate::upstream::exchange::Head;
 pub(super) fn prepare(
     view: &mut RequestView,
     proto: &'static str,
+    client: Option<&HeaderValue>,
     upgrade: Option<&upgrade::Requested>,
     routed: Routed<'_>,
 ) {
-    let RequestView { parts, client, .. } = view;
+    let RequestView { parts, .. } = view;
     // HTTP/2 clients send the host only as :authority; backends speaking
     // HTTP/1.1 need it as Host.
     if !parts.headers.contains_key(header::HOST)
@@ -38,7 +40,7 @@ pub(super) fn prepare(
         upgrade.apply(&mut parts.method, &mut parts.headers);
     }
     let host = parts.headers.get(header::HOST).cloned();
-    headers::add_forwarded(&mut parts.headers, client.ip(), proto, host.as_ref());
+    headers::add_forwarded(&mut parts.headers, client, proto, host.as_ref());
     if let Some(prefix) = routed.strip_prefix
         && let Some(path) = parts.uri.path_and_query()
     {

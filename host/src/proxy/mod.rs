@@ -78,6 +78,25 @@ impl Scheme {
     }
 }
 
+/// Where a connection's requests come from: its address, and that
+/// address's `X-Forwarded-For` text, made once for the connection.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// The peer's address.
+    pub addr: SocketAddr,
+    forwarded_for: Option<http::HeaderValue>,
+}
+
+impl Client {
+    /// The client at `addr`.
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            forwarded_for: headers::forwarded_for(addr.ip()),
+        }
+    }
+}
+
 /// The proxy service shared by every connection.
 #[derive(Debug)]
 pub struct Proxy {
@@ -114,7 +133,7 @@ impl Proxy {
     pub async fn handle(
         &self,
         req: Box<Request<Incoming>>,
-        client: SocketAddr,
+        client: Client,
         scheme: Scheme,
         splice: Option<SpliceTarget>,
     ) -> Result<Response<ProxyBody>, Infallible> {
@@ -137,7 +156,7 @@ impl Proxy {
                 path: req.uri().path(),
                 scheme: scheme.as_str(),
                 host: &host,
-                client,
+                client: client.addr,
                 version: otel::protocol_version(req.version()),
                 headers: req.headers(),
             })));
@@ -201,16 +220,17 @@ impl Proxy {
         let (parts, body) = (*req).into_parts();
         head_checks::check_head(&parts, &ctx.generation.config.limits)?;
         // Boxed: each plugin call moves the view into its store and back,
-        // which is a pointer's copy instead of the whole head's.
+        // which is a pointer's copy instead of the whole head's. The host
+        // is lent to it, not copied: `forward` takes it back with the head.
         ctx.view = Some(Box::new(RequestView {
             parts,
-            host: ctx.host.clone(),
+            host: std::mem::take(&mut ctx.host),
             client: ctx.client,
         }));
 
         // Route.
         let since = ctx.record.decision_start();
-        let decision = decide::route(ctx.generation, &ctx.host, &mut ctx.view);
+        let decision = decide::route(ctx.generation, &mut ctx.view);
         ctx.record.decision("router", since);
         let generation = ctx.generation;
         let slot_of = |i: u32| {
@@ -241,7 +261,8 @@ impl Proxy {
         }
         if let Some(v) = &mut ctx.view {
             head_checks::check_declared_length(&v.parts.headers, settings.limits.max_body_size)?;
-            forward::prepare(v, ctx.scheme.as_str(), ctx.upgrade.as_ref(), routed);
+            let client = ctx.forwarded_for.as_ref();
+            forward::prepare(v, ctx.scheme.as_str(), client, ctx.upgrade.as_ref(), routed);
         }
         // Filters: before the pick, so an answer (a failed access check)
         // costs no backend anything and the balancer sees their edits.
@@ -364,7 +385,9 @@ impl Proxy {
                 let Some(view) = ctx.view.take() else {
                     return Err(ErrorKind::Internal("no request to forward").into());
                 };
-                ctx.head = Some(forward::into_head(*view));
+                let mut view = *view;
+                ctx.host = std::mem::take(&mut view.host);
+                ctx.head = Some(forward::into_head(view));
             }
             let Some(request_body) = body.attempt() else {
                 return Err(ErrorKind::Internal("the request body was already sent").into());

@@ -91,10 +91,10 @@ async fn components_edit_both_ways_in_chain_order_with_the_builtin_filter() {
     assert_eq!(all(&headers, "x-trail"), ["domain", "global"]);
     assert_eq!(all(&headers, "x-filter"), ["domain"]);
     // What it saw: the backend's status, the backend, its upstream, and
-    // the request as sent (its own request edit included).
+    // the request as sent (its host, and its own request edit included).
     assert_eq!(
         all(&headers, "x-seen"),
-        [format!("200 {} 0 /headers domain", b.addr).as_str()]
+        [format!("200 {} 0 example.test /headers domain", b.addr).as_str()]
     );
 
     // A route's chain: the domain's, then the route's; the route's edit is

@@ -144,7 +144,12 @@ impl ConnState {
         if data.is_empty() {
             return;
         }
-        if self.first_read.swap(false, Ordering::AcqRel) && data.starts_with(H2_PREFACE) {
+        // A load first: every read after the first takes this branch, and
+        // a swap is a locked instruction each time.
+        if self.first_read.load(Ordering::Acquire)
+            && self.first_read.swap(false, Ordering::AcqRel)
+            && data.starts_with(H2_PREFACE)
+        {
             self.h2.store(true, Ordering::Release);
         }
         if self.active.load(Ordering::Acquire) == 0 {
@@ -178,7 +183,8 @@ impl ConnState {
         if self.write_stalled.load(Ordering::Acquire) != NONE {
             self.write_stalled.store(NONE, Ordering::Release);
         }
-        if self.parked.swap(false, Ordering::AcqRel) {
+        // Loaded first, as above: a body is rarely parked.
+        if self.parked.load(Ordering::Acquire) && self.parked.swap(false, Ordering::AcqRel) {
             let waker = self.body_waker.lock().ok().and_then(|mut w| w.take());
             if let Some(w) = waker {
                 w.wake();
