@@ -7,7 +7,8 @@ use bbproxy_plugin_contract::routes::strip_prefix;
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 
-use super::ctx::Routed;
+use super::ctx::{RequestCtx, Routed};
+use super::error::{ErrorKind, ProxyError};
 use super::{headers, upgrade};
 use crate::plugin::RequestView;
 use crate::upstream::exchange::Head;
@@ -48,8 +49,20 @@ pub(super) fn prepare(
     }
 }
 
+/// Builds the request's upstream head, once, from its prepared view; the
+/// host the view was lent (see `Proxy::run`) goes back to the context.
+pub(super) fn build_head(ctx: &mut RequestCtx<'_, '_>) -> Result<(), ProxyError> {
+    let Some(view) = ctx.view.take() else {
+        return Err(ErrorKind::Internal("no request to forward").into());
+    };
+    let mut view = *view;
+    ctx.host = std::mem::take(&mut view.host);
+    ctx.head = Some(into_head(view));
+    Ok(())
+}
+
 /// The upstream head of a prepared request.
-pub(super) fn into_head(view: RequestView) -> Head {
+fn into_head(view: RequestView) -> Head {
     let parts = view.parts;
     let path = parts
         .uri

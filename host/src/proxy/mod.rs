@@ -382,12 +382,7 @@ impl Proxy {
             ctx.record.backend = Some((&backend.metrics, &backend.state.authority));
             ctx.record.activity = Some(&backend.state.activity);
             if ctx.head.is_none() {
-                let Some(view) = ctx.view.take() else {
-                    return Err(ErrorKind::Internal("no request to forward").into());
-                };
-                let mut view = *view;
-                ctx.host = std::mem::take(&mut view.host);
-                ctx.head = Some(forward::into_head(view));
+                forward::build_head(ctx)?;
             }
             let Some(request_body) = body.attempt() else {
                 return Err(ErrorKind::Internal("the request body was already sent").into());
