@@ -144,8 +144,8 @@ impl ConnState {
         if data.is_empty() {
             return;
         }
-        // A load first: every read after the first takes this branch, and
-        // a swap is a locked instruction each time.
+        // A load first: every read after the first finds it false, and a
+        // swap would be a locked instruction on each of them.
         if self.first_read.load(Ordering::Acquire)
             && self.first_read.swap(false, Ordering::AcqRel)
             && data.starts_with(H2_PREFACE)
