@@ -8,8 +8,8 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use crate::upstream::request_body::ClientBody;
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
 
 use crate::acme::Http01Tokens;
 use crate::proxy::{Client, Proxy, ProxyBody, Scheme};
@@ -61,7 +61,7 @@ impl Front {
     /// `upstream::h1::send`). `splice`: see [`Proxy::handle`].
     pub async fn handle(
         &self,
-        req: Box<Request<Incoming>>,
+        req: Box<Request<ClientBody>>,
         client: Client,
         splice: Option<SpliceTarget>,
     ) -> Result<Response<ProxyBody>, Infallible> {
@@ -91,7 +91,7 @@ fn status(code: StatusCode, text: &'static str) -> Response<ProxyBody> {
 }
 
 /// 308 keeps the method and body, unlike 301.
-fn redirect(req: &Request<Incoming>, port: u16) -> Response<ProxyBody> {
+fn redirect(req: &Request<ClientBody>, port: u16) -> Response<ProxyBody> {
     let host = req
         .uri()
         .host()

@@ -1,6 +1,8 @@
 //! Listeners: binding (with errors that say how to fix them), the accept
 //! loop, HTTP/1.1 and HTTP/2 (h2c prior knowledge) connections, TLS, and
-//! graceful drain on shutdown.
+//! graceful drain on shutdown. A connection starts in the server's own
+//! HTTP/1.1 loop (`h1`), which hands it to hyper's server at the first
+//! request that is not a bodiless HTTP/1.1 one.
 
 use std::io;
 use std::net::SocketAddr;
@@ -10,7 +12,7 @@ use std::time::Duration;
 use std::convert::Infallible;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -19,9 +21,11 @@ use crate::front::Front;
 use crate::proxy::{Client, Proxy, Scheme};
 use crate::splice::SpliceTarget;
 use crate::tls::{Accepted, TlsTerminator};
+use crate::upstream::request_body::ClientBody;
 
 pub mod capacity;
 pub mod conn;
+mod h1;
 pub mod workers;
 
 use crate::conn_override::ConnTimeoutOverride;
@@ -281,7 +285,8 @@ async fn serve_connection(
     }
 }
 
-/// hyper's server for one connection, under `settings`; `plain`: no TLS.
+/// hyper's server for a connection the own loop hands over, under
+/// `settings`; `plain`: no TLS.
 fn http_builder(settings: &ConnSettings, plain: bool) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // hyper's header timer would also close idle keep-alive connections and
@@ -321,49 +326,45 @@ async fn serve_http<IO>(
     let proxy = front.proxy().clone();
     let plain = splice.is_some();
     let state = Arc::new(ConnState::default());
-    let io = TokioIo::new(TrackedIo::new(io, state.clone()));
+    let io = TrackedIo::new(io, state.clone());
     let builder = http_builder(&settings, plain);
-    let service_state = state.clone();
     let drain = proxy.drain().subscribe();
     let client = Client::new(peer);
-    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-        let request = service_state.begin();
-        let front = front.clone();
-        let client = client.clone();
-        // HTTP/2 (h2c) copies bodies into frames: HTTP/1 only.
-        let splice = splice
-            .as_ref()
-            .filter(|_| req.version() != http::Version::HTTP_2)
-            .cloned();
-        // Boxed whole, and built in its box (see `proxy::boxed`): the
-        // request's future is several KiB (every phase's state), and hyper
-        // moves the future it gets from here around before polling it (into
-        // the h1 dispatcher's slot; into a new task per h2 stream, some six
-        // copies). A box is a pointer to move; with the request's future
-        // boxed on its own instead, the part around it (the request, the
-        // response while it waits below, 600 bytes) was still copied each
-        // time.
-        crate::proxy::boxed(move || async move {
-            let mut resp = front.handle(Box::new(req), client, splice).await?;
-            // Before hyper writes the head and before the request ends.
-            request.set_override(resp.extensions_mut().remove::<ConnTimeoutOverride>());
-            // Handed to hyper once the worker has run its other ready
-            // tasks, so the responses of one scheduler round go out back
-            // to back and wake a sleeping client once, as the request's
-            // task does with its backend (`upstream::h1::send`). With
-            // tokio's `yield_now` as the wait: 3-4 % less CPU per request
-            // and a lower p99 under the h1 load (bench/README,
-            // 2026-12-05); with `turn::rest_of_round`, going without it was
-            // within the noise (4 rounds, 2026-12-07).
-            crate::turn::rest_of_round().await;
-            Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, request)))
+    let service = {
+        let (front, client, splice, state) =
+            (front.clone(), client.clone(), splice.clone(), state.clone());
+        service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let request = state.begin();
+            let front = front.clone();
+            let client = client.clone();
+            // HTTP/2 (h2c) copies bodies into frames: HTTP/1 only.
+            let splice = splice
+                .as_ref()
+                .filter(|_| req.version() != http::Version::HTTP_2)
+                .cloned();
+            // Boxed whole, and built in its box (see `proxy::boxed`): the
+            // request's future is several KiB (every phase's state), and
+            // hyper moves the future it gets from here around before
+            // polling it (into the h1 dispatcher's slot; into a new task
+            // per h2 stream, some six copies). A box is a pointer to move.
+            crate::proxy::boxed(move || async move {
+                let req = Box::new(req.map(ClientBody::Hyper));
+                Ok::<_, Infallible>(answer(&front, client, splice, req, request).await)
+            })
         })
-    });
-    let conn = builder.serve_connection_with_upgrades(io, service);
+    };
+    // The requests the own loop answers: their futures stay where the
+    // loop awaits them (its box), so they need no box of their own.
+    let respond = |req, request| answer(&front, client.clone(), splice.clone(), req, request);
+    let limits = h1::Limits {
+        max_headers: settings.max_headers,
+        max_header_bytes: settings.max_header_bytes,
+    };
+    let conn = h1::Conn::new(io, state.clone(), limits, respond, &builder, service);
     let mut conn = std::pin::pin!(conn);
     let ended = conn::drive(
         conn.as_mut(),
-        |c| c.graceful_shutdown(),
+        |c| c.graceful(),
         &state,
         settings.timeouts,
         drain,
@@ -379,4 +380,31 @@ async fn serve_http<IO>(
     if ended != conn::Ended::Done {
         tracing::debug!(client = %peer, "connection closed: {ended:?}");
     }
+}
+
+/// One request's answer, on either path: the proxy's response, with the
+/// routed domain's connection timeouts applied, counted by `request` until
+/// its body ends.
+async fn answer(
+    front: &Front,
+    client: Client,
+    splice: Option<SpliceTarget>,
+    req: Box<http::Request<ClientBody>>,
+    request: conn::RequestGuard,
+) -> http::Response<Tracked<crate::proxy::ProxyBody>> {
+    let mut resp = match front.handle(req, client, splice).await {
+        Ok(resp) => resp,
+        Err(never) => match never {},
+    };
+    // Before the head is written and before the request ends.
+    request.set_override(resp.extensions_mut().remove::<ConnTimeoutOverride>());
+    // Written once the worker has run its other ready tasks, so the
+    // responses of one scheduler round go out back to back and wake a
+    // sleeping client once, as the request's task does with its backend
+    // (`upstream::h1::send`). With tokio's `yield_now` as the wait: 3-4 %
+    // less CPU per request and a lower p99 under the h1 load
+    // (bench/README, 2026-12-05); with `turn::rest_of_round`, going
+    // without it was within the noise (4 rounds, 2026-12-07).
+    crate::turn::rest_of_round().await;
+    resp.map(|body| Tracked::new(body, request))
 }

@@ -6,12 +6,14 @@
 //! two 64 KiB copies a request, most of the proxy's `recvfrom` and a good
 //! part of its `writev` (bench/README.md).
 //!
-//! The body still goes through hyper's HTTP/1 writer, which frames it and
+//! The body still goes through the server's HTTP/1 writer (its own loop's,
+//! `server::h1::write`, or hyper's after a hand-over), which frames it and
 //! writes it in order with the head: the piece that lies in the pipe is
-//! handed to hyper as a *hole*, a slice of [`HOLE`] as long as the piece.
-//! hyper queues body pieces without copying them (its vectored write
-//! strategy, which the server sets for these connections), so the hole
-//! reaches the client socket's `poll_write_vectored` as the same pointer;
+//! handed to the writer as a *hole*, a slice of [`HOLE`] as long as the
+//! piece. Both writers pass body pieces on without copying them (hyper's
+//! vectored write strategy, which the server sets for these connections),
+//! so the hole reaches the client socket's `poll_write_vectored` as the
+//! same pointer;
 //! there [`SpliceTarget::poll_drain`] splices the pipe's bytes where the
 //! hole's would have gone. Only plain HTTP/1 connections get a target (TLS
 //! must encrypt the bytes; HTTP/2 copies them into frames), and only plain

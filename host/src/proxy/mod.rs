@@ -43,7 +43,6 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use bbproxy_config::{Config, UpstreamProtocol};
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 
 pub use body::{BodyError, ProxyBody, UpstreamIdle};
 pub use error::{ProxyError, text};
@@ -55,7 +54,7 @@ use crate::generation::Generation;
 use crate::plugin::{FilterAnswer, RequestView};
 use crate::splice::SpliceTarget;
 use crate::telemetry::otel::{self, ServerRequest};
-use crate::upstream::request_body::{BodySlot, RequestBody};
+use crate::upstream::request_body::{BodySlot, ClientBody, RequestBody};
 use ctx::{RequestCtx, Routed};
 use error::{ErrorKind, Role};
 use select::Picked;
@@ -132,7 +131,7 @@ impl Proxy {
     /// large body may go to the client through a pipe (`crate::splice`).
     pub async fn handle(
         &self,
-        req: Box<Request<Incoming>>,
+        req: Box<Request<ClientBody>>,
         client: Client,
         scheme: Scheme,
         splice: Option<SpliceTarget>,
@@ -195,7 +194,7 @@ impl Proxy {
     /// counted with no domain or backend, and access-logged.
     pub fn record_local(
         &self,
-        req: &Request<Incoming>,
+        req: &Request<ClientBody>,
         mut resp: Response<ProxyBody>,
     ) -> Response<ProxyBody> {
         let access = self.observer.access_log().then(|| observe::AccessFields {
@@ -212,7 +211,7 @@ impl Proxy {
     async fn run(
         &self,
         ctx: &mut RequestCtx<'_, '_>,
-        mut req: Box<Request<Incoming>>,
+        mut req: Box<Request<ClientBody>>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // Admit.
         ctx.upgrade = upgrade::requested(&req);

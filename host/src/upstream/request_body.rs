@@ -17,6 +17,52 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+/// A client's request body as the server hands it to the proxy: hyper's,
+/// or none at all (a bodiless request read by the server's own HTTP/1.1
+/// loop, `server::h1`, which hands every request with a body to hyper).
+#[derive(Debug)]
+pub enum ClientBody {
+    /// Read by hyper's server.
+    Hyper(Incoming),
+    /// No body.
+    Empty,
+}
+
+impl From<Incoming> for ClientBody {
+    fn from(body: Incoming) -> Self {
+        ClientBody::Hyper(body)
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ClientBody::Hyper(b) => Pin::new(b).poll_frame(cx),
+            ClientBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Hyper(b) => b.is_end_stream(),
+            ClientBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Hyper(b) => b.size_hint(),
+            ClientBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
 /// Why the proxy stopped reading a request body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum BodyFault {
@@ -40,7 +86,7 @@ const CLIENT: u8 = 3;
 /// it.
 #[derive(Debug)]
 pub struct BodySlot {
-    body: Mutex<Option<Incoming>>,
+    body: Mutex<Option<ClientBody>>,
     fault: AtomicU8,
     idle: Duration,
     limit: u64,
@@ -69,7 +115,7 @@ thread_local! {
 impl BodySlot {
     /// Holds `body`; `idle` (zero: none) and `limit` (zero: none) apply when
     /// it is read.
-    pub fn new(body: Incoming, idle: Duration, limit: u64) -> Arc<Self> {
+    pub fn new(body: ClientBody, idle: Duration, limit: u64) -> Arc<Self> {
         let end = body.is_end_stream();
         if end {
             // Nothing to read, take back or time: the bodiless requests of
@@ -136,7 +182,7 @@ impl BodySlot {
         self.progress_ms.store(ms, Ordering::Release);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Incoming>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<ClientBody>> {
         self.body.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -150,7 +196,7 @@ impl BodySlot {
 #[derive(Debug)]
 pub struct RequestBody {
     slot: Arc<BodySlot>,
-    inner: Option<Incoming>,
+    inner: Option<ClientBody>,
     sleep: Option<Pin<Box<Sleep>>>,
     read: u64,
     done: bool,

@@ -21,6 +21,7 @@ mod deploy;
 mod filter_components;
 mod filters;
 mod forwarding;
+mod h1_loop;
 mod hashing;
 mod http2;
 mod instance_reuse;

@@ -65,6 +65,9 @@ pub struct ConnState {
     /// latest request was routed to, or `NONE` for the connection's own.
     keep_alive_override: AtomicU64,
     client_write_override: AtomicU64,
+    /// The driver asked the connection to close once idle (drain, or the
+    /// keep-alive ran out): read by `server::h1`'s loop.
+    closing: AtomicBool,
 }
 
 impl Default for ConnState {
@@ -86,6 +89,7 @@ impl Default for ConnState {
             h2_waiting_since: AtomicU64::new(NONE),
             keep_alive_override: AtomicU64::new(NONE),
             client_write_override: AtomicU64::new(NONE),
+            closing: AtomicBool::new(false),
         }
     }
 }
@@ -272,6 +276,17 @@ impl ConnState {
         }
         let next = now + t.client_write_floor;
         Some(self.write_expiry(t).map_or(next, |at| at.min(next)))
+    }
+
+    /// The connection is to close once idle (no further request after the
+    /// one in progress).
+    pub fn close_when_idle(&self) {
+        self.closing.store(true, Ordering::Release);
+    }
+
+    /// Whether [`Self::close_when_idle`] was asked.
+    pub fn closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
     }
 
     /// A request head was parsed: the service starts on it. The returned
