@@ -277,8 +277,8 @@ impl SpliceTarget {
     }
 }
 
-/// Whether `buf` is (part of) a hole.
-fn is_hole(buf: &[u8]) -> bool {
+/// Whether `buf` is (part of) a hole: a piece that lies in the pipe.
+pub fn is_hole(buf: &[u8]) -> bool {
     let start = HOLE.as_ptr() as usize;
     let at = buf.as_ptr() as usize;
     !buf.is_empty() && at >= start && at + buf.len() <= start + HOLE_LEN

@@ -265,12 +265,7 @@ fn date(dst: &mut Vec<u8>) {
 mod tests {
     use super::*;
 
-    fn head(
-        status: u16,
-        headers: &[(&str, &str)],
-        method: Method,
-        body: Known,
-    ) -> (String, Framing, bool) {
+    fn map_of(headers: &[(&str, &str)]) -> http::HeaderMap {
         let mut map = http::HeaderMap::new();
         for (n, v) in headers {
             map.append(
@@ -278,6 +273,16 @@ mod tests {
                 HeaderValue::from_str(v).unwrap(),
             );
         }
+        map
+    }
+
+    fn head(
+        status: u16,
+        headers: &[(&str, &str)],
+        method: Method,
+        body: Known,
+    ) -> (String, Framing, bool) {
+        let mut map = map_of(headers);
         let mut dst = Vec::new();
         let status = StatusCode::from_u16(status).unwrap();
         let e = encode(status, Version::HTTP_11, &mut map, &method, body, &mut dst).unwrap();
@@ -379,13 +384,7 @@ mod tests {
     #[test]
     fn heads_hyper_refuses_are_refused() {
         let refuse = |status: u16, headers: &[(&str, &str)], body| {
-            let mut map = http::HeaderMap::new();
-            for (n, v) in headers {
-                map.append(
-                    header::HeaderName::from_bytes(n.as_bytes()).unwrap(),
-                    HeaderValue::from_str(v).unwrap(),
-                );
-            }
+            let mut map = map_of(headers);
             let status = StatusCode::from_u16(status).unwrap();
             encode(
                 status,

@@ -109,7 +109,10 @@ pub fn parse(buf: &mut BytesMut, limits: Limits, spans: &mut Vec<Span>) -> Parse
     let Ok(uri) = Uri::from_maybe_shared(slice(target)) else {
         return Parsed::HandOver;
     };
-    let mut map = HeaderMap::with_capacity(spans.len());
+    // Room for the X-Forwarded-For, -Proto and -Host the proxy adds
+    // (`proxy::headers`): the map then never grows (a new table and every
+    // entry hashed again) on the way to the backend.
+    let mut map = HeaderMap::with_capacity(spans.len() + 3);
     for &(name, value) in spans.iter() {
         let Ok(name) = HeaderName::from_bytes(&head[name.0..name.0 + name.1]) else {
             return Parsed::HandOver;

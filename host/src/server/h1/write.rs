@@ -60,19 +60,12 @@ where
         known,
         head,
     )?;
-    let mut out = Framed::new(encoded.framing);
-    if encoded.framing == Framing::Length(0) {
-        // Nothing of the body goes out (HEAD, 204, 304, an empty body);
-        // dropping it ends it as hyper's writer does.
-        write_all(io, &mut [IoSlice::new(head)]).await?;
-        flush(io).await?;
-        return Ok(encoded.last);
-    }
-    // The first piece goes with the head when it is ready now: one write
-    // and one wake-up of the client for a small response.
+    let mut batch = Batch::new(encoded.framing);
     let mut pending_head = Some(&head[..]);
     loop {
-        let frame = if pending_head.is_some() {
+        // The first piece of a batch: one ready now when the head still
+        // waits (else the head goes alone, and the body is awaited).
+        let first = if pending_head.is_some() {
             match poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
                 Poll::Ready(frame) => frame,
                 Poll::Pending => {
@@ -86,105 +79,143 @@ where
         } else {
             poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
         };
+        batch.take(first)?;
+        // Then every piece ready now, up to a spliced one (which must wait
+        // for the socket to take it) or the batch's room: one write for
+        // what would be several, and the bytes before a spliced piece go
+        // out with it (`crate::splice`: sent with MSG_MORE).
+        while batch.open() {
+            match poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
+                Poll::Ready(frame) => batch.take(frame)?,
+                Poll::Pending => break,
+            }
+        }
         let prefix = pending_head.take().unwrap_or(&[]);
-        match frame {
-            Some(Ok(frame)) => {
-                let Ok(data) = frame.into_data() else {
-                    // Trailers: hyper sends them only to a client that
-                    // asked (`TE: trailers`), which hyper's side serves.
-                    continue;
-                };
-                out.piece(io, prefix, &data).await?;
-            }
-            None => {
-                out.end(io, prefix).await?;
-                flush(io).await?;
-                return Ok(encoded.last);
-            }
-            Some(Err(e)) => {
-                return Err(WriteError::Body(e.to_string()));
-            }
+        batch.write(io, prefix).await?;
+        flush(io).await?;
+        if batch.ended {
+            return Ok(encoded.last);
         }
     }
 }
 
-/// The body's framing as it is written.
-struct Framed {
+/// The most body pieces one write carries.
+const BATCH: usize = 4;
+
+/// Body pieces ready to go out in one write, framed, and the body's end.
+struct Batch {
     framing: Framing,
     /// Bytes still owed under `Framing::Length`.
     left: u64,
+    pieces: [Bytes; BATCH],
+    /// Each piece's chunk-size line (chunked framing), from `size_at`.
+    sizes: [[u8; 18]; BATCH],
+    size_at: [usize; BATCH],
+    count: usize,
+    /// The last piece is spliced (`crate::splice`): nothing may follow it
+    /// in the write.
+    hole: bool,
+    /// The body has ended (its end is in the batch).
+    ended: bool,
 }
 
-impl Framed {
+impl Batch {
     fn new(framing: Framing) -> Self {
         let left = match framing {
             Framing::Length(n) => n,
             _ => 0,
         };
-        Self { framing, left }
+        Self {
+            framing,
+            left,
+            pieces: Default::default(),
+            sizes: [[0; 18]; BATCH],
+            size_at: [0; BATCH],
+            count: 0,
+            hole: false,
+            ended: false,
+        }
     }
 
-    /// Writes `prefix` (the head, when it is still to go) and one piece.
-    async fn piece<IO: AsyncWrite + Unpin>(
+    /// Whether another piece may join.
+    fn open(&self) -> bool {
+        self.count < BATCH && !self.hole && !self.ended
+    }
+
+    /// Adds what the body gave.
+    fn take<E: std::fmt::Display>(
         &mut self,
-        io: &mut IO,
-        prefix: &[u8],
-        data: &[u8],
+        frame: Option<Result<http_body::Frame<Bytes>, E>>,
     ) -> Result<(), WriteError> {
-        match self.framing {
-            Framing::Length(_) => {
-                if data.len() as u64 > self.left {
-                    return Err(WriteError::Body(
-                        "the body is longer than its content-length".into(),
-                    ));
+        let data = match frame {
+            None => {
+                if self.framing == Framing::Chunked || self.left == 0 {
+                    self.ended = true;
+                    return Ok(());
                 }
-                self.left -= data.len() as u64;
-                write_all(io, &mut [IoSlice::new(prefix), IoSlice::new(data)]).await?;
+                return Err(WriteError::Body(
+                    "the body ended before its content-length".into(),
+                ));
             }
-            Framing::Chunked if data.is_empty() => {
-                write_all(io, &mut [IoSlice::new(prefix)]).await?;
-            }
-            Framing::Chunked => {
-                let mut size = [0u8; 18];
-                let size = chunk_size(data.len(), &mut size);
-                write_all(
-                    io,
-                    &mut [
-                        IoSlice::new(prefix),
-                        IoSlice::new(size),
-                        IoSlice::new(data),
-                        IoSlice::new(b"\r\n"),
-                    ],
-                )
-                .await?;
-            }
-            Framing::Close => {
-                write_all(io, &mut [IoSlice::new(prefix), IoSlice::new(data)]).await?;
-            }
+            Some(Err(e)) => return Err(WriteError::Body(e.to_string())),
+            // Trailers: hyper sends them only to a client that asked (`TE:
+            // trailers`), which hyper's side serves.
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                Err(_) => return Ok(()),
+            },
+        };
+        if data.is_empty() {
+            return Ok(());
         }
-        flush(io).await?;
+        if let Framing::Length(_) = self.framing {
+            if data.len() as u64 > self.left {
+                return Err(WriteError::Body(
+                    "the body is longer than its content-length".into(),
+                ));
+            }
+            self.left -= data.len() as u64;
+        }
+        self.hole = crate::splice::is_hole(&data);
+        if self.framing == Framing::Chunked {
+            let len = chunk_size(data.len(), &mut self.sizes[self.count]).len();
+            self.size_at[self.count] = 18 - len;
+        }
+        self.pieces[self.count] = data;
+        self.count += 1;
         Ok(())
     }
 
-    /// Writes `prefix` and the body's end.
-    async fn end<IO: AsyncWrite + Unpin>(
+    /// Writes `prefix` (the head, when it is still to go) and the batch,
+    /// then empties it.
+    async fn write<IO: AsyncWrite + Unpin>(
         &mut self,
         io: &mut IO,
         prefix: &[u8],
     ) -> Result<(), WriteError> {
-        match self.framing {
-            Framing::Length(_) if self.left > 0 => Err(WriteError::Body(
-                "the body ended before its content-length".into(),
-            )),
-            Framing::Chunked => {
-                write_all(io, &mut [IoSlice::new(prefix), IoSlice::new(b"0\r\n\r\n")]).await?;
-                Ok(())
+        let empty = IoSlice::new(&[]);
+        let mut slices = [empty; 2 + 3 * BATCH];
+        slices[0] = IoSlice::new(prefix);
+        let mut n = 1;
+        for (i, piece) in self.pieces[..self.count].iter().enumerate() {
+            if self.framing == Framing::Chunked {
+                slices[n] = IoSlice::new(&self.sizes[i][self.size_at[i]..]);
+                slices[n + 2] = IoSlice::new(b"\r\n");
             }
-            _ => {
-                write_all(io, &mut [IoSlice::new(prefix)]).await?;
-                Ok(())
-            }
+            slices[n + 1] = IoSlice::new(piece);
+            n += 3;
         }
+        if self.ended && self.framing == Framing::Chunked {
+            slices[n] = IoSlice::new(b"0\r\n\r\n");
+            n += 1;
+        }
+        write_all(io, &mut slices[..n]).await?;
+        for piece in &mut self.pieces[..self.count] {
+            *piece = Bytes::new();
+        }
+        self.count = 0;
+        self.hole = false;
+        Ok(())
     }
 }
 
