@@ -107,11 +107,13 @@ async fn responses_are_framed_as_hyper_frames_them() {
         ("head.test", head.addr),
     ])
     .await;
-    // A HEAD says the length and sends no body; a 204 neither: the
-    // request after each is read as the next response, not as a body.
+    // A HEAD says the length and sends no body, the proxy's own answer
+    // (a 421 with text for a GET) included; a 204 neither: the request
+    // after each is read as the next response, not as a body.
     let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
     conn.write_all(
-        b"HEAD / HTTP/1.1\r\nhost: head.test\r\n\r\n\
+        b"HEAD / HTTP/1.1\r\nhost: nowhere.test\r\n\r\n\
+          HEAD / HTTP/1.1\r\nhost: head.test\r\n\r\n\
           GET / HTTP/1.1\r\nhost: empty.test\r\n\r\n\
           GET / HTTP/1.1\r\nhost: chunked.test\r\nconnection: close\r\n\r\n",
     )
@@ -119,10 +121,15 @@ async fn responses_are_framed_as_hyper_frames_them() {
     .unwrap();
     let seen = read_until_close(&mut conn, WAIT).await;
     let text = seen.text();
-    assert_eq!(seen.statuses(), [200, 204, 200], "{text}");
+    assert_eq!(seen.statuses(), [421, 200, 204, 200], "{text}");
     let responses: Vec<&str> = text.split("HTTP/1.1 ").skip(1).collect();
-    let (head_response, empty_response, chunked_response) =
-        (responses[0], responses[1], responses[2]);
+    let (own_response, head_response, empty_response, chunked_response) =
+        (responses[0], responses[1], responses[2], responses[3]);
+    assert!(own_response.contains("\r\ncontent-length: "), "{text}");
+    assert!(
+        own_response.ends_with("\r\n\r\n"),
+        "no body to a HEAD: {text}"
+    );
     assert!(
         head_response.contains("\r\ncontent-length: 11\r\n"),
         "{text}"

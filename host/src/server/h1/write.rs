@@ -60,6 +60,14 @@ where
         known,
         head,
     )?;
+    if encoded.framing == Framing::Length(0) {
+        // Nothing of the body goes out (HEAD, 204, 304, an empty body),
+        // whatever it holds (the proxy's own answers have text for a
+        // HEAD too); dropping it ends it, as hyper's writer does.
+        write_all(io, &mut [IoSlice::new(head)]).await?;
+        flush(io).await?;
+        return Ok(encoded.last);
+    }
     let mut batch = Batch::new(encoded.framing);
     let mut pending_head = Some(&head[..]);
     loop {
