@@ -74,7 +74,11 @@ impl Gate {
             self.task = Some(task);
         }
         // Cleared before the poll: a wake during or after it sets it again.
-        if !self.flag.fired.swap(false, Ordering::AcqRel) {
+        // A load first: nearly every wake finds it unset, and a swap is a
+        // locked instruction on each of them.
+        if !self.flag.fired.load(Ordering::Acquire)
+            || !self.flag.fired.swap(false, Ordering::AcqRel)
+        {
             return Poll::Pending;
         }
         fut.poll(&mut Context::from_waker(&self.waker))

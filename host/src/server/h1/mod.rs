@@ -40,6 +40,9 @@ use crate::upstream::request_body::ClientBody;
 /// The least spare room a read offers.
 const READ_ROOM: usize = 4096;
 
+/// The least spare room a read made while a request is answered offers.
+const READ_AHEAD_ROOM: usize = 1024;
+
 /// How the loop ended.
 pub enum Ended<T> {
     /// The connection is done (closed by either side, or failed).
@@ -237,7 +240,12 @@ where
             return Poll::Ready(Some(out));
         }
         if buf.is_empty() {
-            if buf.capacity() < READ_ROOM {
+            // The request being answered still shares the buffer's
+            // allocation (its head's bytes), so a reserve here would
+            // allocate a new buffer for every request: what the last head
+            // left is enough to see a close or a pipelined head's start,
+            // and `read` reclaims the whole buffer once the request is gone.
+            if buf.capacity() < READ_AHEAD_ROOM {
                 buf.reserve(READ_ROOM);
             }
             match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, buf) {
@@ -293,4 +301,51 @@ async fn read<T: AsyncRead + Unpin>(
 async fn shutdown<T: AsyncWrite + Unpin>(io: &mut TrackedIo<T>) -> Result<(), BoxError> {
     poll_fn(|cx| Pin::new(&mut *io).poll_shutdown(cx)).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    /// While a request is answered its head's bytes still share the read
+    /// buffer; the read ahead made meanwhile goes into what the buffer has
+    /// left, not into a new buffer each request.
+    #[tokio::test]
+    async fn the_read_ahead_while_a_request_is_answered_keeps_the_buffer() {
+        let (mut client, server) = tokio::io::duplex(4096);
+        let state = Arc::new(ConnState::default());
+        let mut io = TrackedIo::new(server, state.clone());
+        let mut buf = BytesMut::with_capacity(READ_ROOM);
+        buf.extend_from_slice(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n");
+        let head = buf.split_to(buf.len()).freeze();
+        let block = head.as_ptr() as usize..head.as_ptr() as usize + READ_ROOM;
+        client.write_all(b"GET /next").await.unwrap();
+        let answered = async {
+            tokio::task::yield_now().await;
+            "answer"
+        };
+        let out = unless_gone(&mut io, &mut buf, answered).await;
+        assert_eq!(out, Some("answer"));
+        assert_eq!(&buf[..], b"GET /next");
+        assert!(
+            block.contains(&(buf.as_ptr() as usize)),
+            "the read ahead went into a new buffer"
+        );
+        // Once the request is gone the next read starts the buffer over.
+        drop(head);
+        let next = buf.split_to(buf.len()).freeze();
+        drop(next);
+        client.write_all(b" HTTP/1.1\r\n\r\n").await.unwrap();
+        assert!(matches!(
+            read(&mut io, &mut buf, &state).await,
+            Ok(Read::Data)
+        ));
+        assert_eq!(
+            buf.as_ptr() as usize,
+            block.start,
+            "the buffer was not reclaimed"
+        );
+    }
 }
