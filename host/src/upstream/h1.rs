@@ -46,6 +46,7 @@ use http_body::Body;
 use tower_service::Service;
 
 pub use self::body::UpstreamBody;
+pub use self::chunked::size_line;
 use self::conn::Conn;
 use self::error::{BoxError, Broken};
 use self::exchange::{Exchange, Reading};

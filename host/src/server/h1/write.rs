@@ -14,6 +14,7 @@ use http_body::Body;
 use tokio::io::AsyncWrite;
 
 use super::encode::{self, Framing, Known};
+use crate::upstream::h1::size_line;
 
 /// Why a response could not be written whole; the connection closes.
 #[derive(Debug, thiserror::Error)]
@@ -186,7 +187,7 @@ impl Batch {
         }
         self.hole = crate::splice::is_hole(&data);
         if self.framing == Framing::Chunked {
-            let len = chunk_size(data.len(), &mut self.sizes[self.count]).len();
+            let len = size_line(data.len(), &mut self.sizes[self.count]).len();
             self.size_at[self.count] = 18 - len;
         }
         self.pieces[self.count] = data;
@@ -227,24 +228,6 @@ impl Batch {
     }
 }
 
-/// `n` as a chunk-size line (hex, CRLF) in `buf`.
-fn chunk_size(n: usize, buf: &mut [u8; 18]) -> &[u8] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut at = 16;
-    let mut n = n;
-    loop {
-        at -= 1;
-        buf[at] = HEX[n & 15];
-        n >>= 4;
-        if n == 0 {
-            break;
-        }
-    }
-    buf[16] = b'\r';
-    buf[17] = b'\n';
-    &buf[at..]
-}
-
 /// Writes every byte of `bufs` (empty ones skipped).
 pub async fn write_all<IO: AsyncWrite + Unpin>(
     io: &mut IO,
@@ -264,18 +247,4 @@ pub async fn write_all<IO: AsyncWrite + Unpin>(
 
 async fn flush<IO: AsyncWrite + Unpin>(io: &mut IO) -> io::Result<()> {
     poll_fn(|cx| Pin::new(&mut *io).poll_flush(cx)).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::chunk_size;
-
-    #[test]
-    fn chunk_sizes_are_hex_lines() {
-        let mut buf = [0u8; 18];
-        assert_eq!(chunk_size(0, &mut buf), b"0\r\n");
-        assert_eq!(chunk_size(13, &mut buf), b"d\r\n");
-        assert_eq!(chunk_size(65536, &mut buf), b"10000\r\n");
-        assert_eq!(chunk_size(usize::MAX, &mut buf), b"ffffffffffffffff\r\n");
-    }
 }

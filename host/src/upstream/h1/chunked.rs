@@ -1,6 +1,8 @@
-//! A backend's chunked response body (RFC 9112 §7.1), decoded in place from
-//! the connection's read buffer: data comes out as slices of that buffer,
-//! not copies. As strict as hyper's decoder, which this replaces: a size
+//! The chunked transfer coding (RFC 9112 §7.1): the size line both sides
+//! of the proxy write before each chunk they send (a request body to a
+//! backend, a response body to a client), and a backend's chunked response
+//! body, decoded in place from the connection's read buffer: data comes out
+//! as slices of that buffer, not copies. As strict as hyper's decoder, which this replaces: a size
 //! line is hex digits, optional blanks and extensions, then CR LF; a chunk
 //! ends in CR LF; a bare LF anywhere, a size past `u64`, more than 16 KiB
 //! of extensions or of trailers is an error and the connection is not
@@ -16,6 +18,24 @@ const EXTENSIONS_LIMIT: u64 = 16 * 1024;
 const TRAILER_LIMIT: usize = 16 * 1024;
 /// Trailer fields allowed.
 const TRAILER_FIELDS: usize = 64;
+
+/// `n` as a chunk-size line (hex digits, CR LF), written into `buf`.
+pub fn size_line(n: usize, buf: &mut [u8; 18]) -> &[u8] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut at = 16;
+    let mut n = n;
+    loop {
+        at -= 1;
+        buf[at] = HEX[n & 15];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    buf[16] = b'\r';
+    buf[17] = b'\n';
+    &buf[at..]
+}
 
 /// What went wrong in a chunked body.
 #[derive(Debug, thiserror::Error)]
@@ -306,5 +326,14 @@ mod tests {
         c.skipped(4);
         let mut buf = BytesMut::from(&b"x\r\n"[..]);
         assert!(c.decode(&mut buf).is_err());
+    }
+
+    #[test]
+    fn size_lines_are_hex_and_crlf() {
+        let mut buf = [0u8; 18];
+        assert_eq!(size_line(0, &mut buf), b"0\r\n");
+        assert_eq!(size_line(13, &mut buf), b"d\r\n");
+        assert_eq!(size_line(65536, &mut buf), b"10000\r\n");
+        assert_eq!(size_line(usize::MAX, &mut buf), b"ffffffffffffffff\r\n");
     }
 }

@@ -165,8 +165,9 @@ impl Conn {
     pub fn queue_head_with(&mut self, data: Bytes, chunked: bool) {
         self.ctl_at = 0;
         if chunked {
-            use std::io::Write as _;
-            let _ = write!(self.ctl, "{:x}\r\n", data.len());
+            let mut line = [0; 18];
+            self.ctl
+                .extend_from_slice(super::chunked::size_line(data.len(), &mut line));
             self.tail = b"\r\n";
         } else {
             self.tail = b"";
