@@ -1,12 +1,12 @@
-//! The chunked transfer coding (RFC 9112 §7.1): the size line both sides
-//! of the proxy write before each chunk they send (a request body to a
+//! The chunked transfer coding (RFC 9112 §7.1): the size line both sides of
+//! the proxy write before each chunk they send (a request body to a
 //! backend, a response body to a client), and a backend's chunked response
 //! body, decoded in place from the connection's read buffer: data comes out
-//! as slices of that buffer, not copies. As strict as hyper's decoder, which this replaces: a size
-//! line is hex digits, optional blanks and extensions, then CR LF; a chunk
-//! ends in CR LF; a bare LF anywhere, a size past `u64`, more than 16 KiB
-//! of extensions or of trailers is an error and the connection is not
-//! reused.
+//! as slices of that buffer, not copies. As strict as hyper's decoder,
+//! which this replaces: a size line is hex digits, optional blanks and
+//! extensions, then CR LF; a chunk ends in CR LF; a bare LF anywhere, a
+//! size past `u64`, more than 16 KiB of extensions or of trailers is an
+//! error and the connection is not reused.
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::HeaderMap;
