@@ -7,11 +7,12 @@
 #
 # Writes target/pgo/bbproxy (and target/pgo/bbproxy.profdata); --save also
 # writes the profile where the production build reads it
-# (deploy/bbproxy.profdata.xz, used by deploy/build.sh; dist only). Uses
-# target/pgo-gen and target/pgo-use as target directories, so the usual
-# target/dist stays as it is; with the dist profile each build is a cold
-# LTO build (about 25 minutes on two cores). Needs what bench/run.sh needs,
-# plus llvm-profdata (`rustup component add llvm-tools`).
+# (deploy/bbproxy.profdata.xz, used by deploy/build.sh; dist only), once the
+# build with it has succeeded. Uses target/pgo-gen and target/pgo-use as
+# target directories, so the usual target/dist stays as it is; with the dist
+# profile each build is a cold LTO build (about 25 minutes on two cores).
+# Needs what bench/run.sh needs, plus llvm-profdata (`rustup component add
+# llvm-tools`).
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -77,11 +78,6 @@ if ! compgen -G "$raw/*.profraw" >/dev/null; then
 fi
 "$profdata" merge -o "$out/bbproxy.profdata" "$raw"
 
-if [ "$save" = 1 ]; then
-    xz -9 -c "$out/bbproxy.profdata" >"$root/deploy/bbproxy.profdata.xz"
-    echo "bench/pgo.sh: saved the profile as deploy/bbproxy.profdata.xz" >&2
-fi
-
 echo "bench/pgo.sh: optimised build ($profile, with the profile)..." >&2
 rm -f "$out/bbproxy-instrumented"
 if [ "$profile" = dist ]; then
@@ -92,4 +88,10 @@ else
     cp "$root/target/pgo-use/$host/$profile/bbproxy" "$out/bbproxy"
 fi
 echo "bench/pgo.sh: built $out/bbproxy" >&2
+# Saved only once a build with it succeeded: a profile the production
+# build cannot use never replaces the committed one.
+if [ "$save" = 1 ]; then
+    xz -9 -c "$out/bbproxy.profdata" >"$root/deploy/bbproxy.profdata.xz"
+    echo "bench/pgo.sh: saved the profile as deploy/bbproxy.profdata.xz" >&2
+fi
 echo "$out/bbproxy"
