@@ -15,11 +15,19 @@ use std::cell::Cell;
 
 thread_local! {
     static INDEX: Cell<usize> = const { Cell::new(0) };
+    static ENTERED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Marks the calling thread as worker `index`, for the rest of its life.
 pub(crate) fn enter(index: usize) {
     INDEX.with(|i| i.set(index));
+    ENTERED.with(|e| e.set(true));
+}
+
+/// Whether the calling thread is a worker: one runtime, its own, runs on
+/// it for the rest of its life (state tied to a runtime may be kept).
+pub fn is_worker() -> bool {
+    ENTERED.with(Cell::get)
 }
 
 /// The worker the calling thread is (0 outside the worker threads).

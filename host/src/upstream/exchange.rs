@@ -3,7 +3,9 @@
 //! response head awaited under `timeouts.upstream_response_headers`, and
 //! what went wrong classified for the caller's retry and breaker decisions.
 
+use std::future::{Future, poll_fn};
 use std::sync::Arc;
+use std::task::{Poll, ready};
 use std::time::Duration;
 
 use bbproxy_config::UpstreamTimeouts;
@@ -14,6 +16,7 @@ use tokio::time::Instant;
 
 use super::BackendState;
 use super::h1::{self, Failed, H1Pool, UpstreamBody};
+use super::head_timer::HeadTimer;
 use super::pool::Upstream;
 use super::request_body::{BodyFault, BodySlot, RequestBody};
 use crate::splice::SpliceTarget;
@@ -147,19 +150,27 @@ pub async fn send(
     // The response-header clock starts when the request body is done, not
     // when the request starts: uploads are bounded by the body idle timeout.
     let limit = timeouts.response_headers;
-    let result = loop {
-        let deadline = slot.last_progress().max(start) + limit;
-        tokio::select! {
-            // The exchange first: the timer matters only when it is pending.
-            biased;
-            r = sent.as_mut() => break Some(r),
-            _ = tokio::time::sleep_until(deadline), if !limit.is_zero() => {
-                if slot.last_progress().max(start) + limit <= Instant::now() {
-                    break None;
-                }
+    let deadline = || slot.last_progress().max(start) + limit;
+    let mut timer = (!limit.is_zero()).then(|| HeadTimer::new(deadline()));
+    let result = poll_fn(|cx| {
+        // The exchange first: the timer matters only when it is pending.
+        if let Poll::Ready(r) = sent.as_mut().poll(cx) {
+            return Poll::Ready(Some(r));
+        }
+        let Some(timer) = timer.as_mut() else {
+            return Poll::Pending;
+        };
+        loop {
+            let at = deadline();
+            ready!(timer.poll_until(at, cx));
+            // Unless the body made progress since, the time is up.
+            if deadline() <= at {
+                return Poll::Ready(None);
             }
         }
-    };
+    })
+    .await;
+    drop(timer);
     // One reading for the latency and for the caller's judgement of the
     // breaker (`proxy::attempt`) and the request's duration.
     let at = Instant::now();

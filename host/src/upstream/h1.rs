@@ -46,7 +46,7 @@ use http_body::Body;
 use tower_service::Service;
 
 pub use self::body::UpstreamBody;
-pub use self::chunked::size_line;
+pub use self::chunked::SizeLine;
 use self::conn::Conn;
 use self::error::{BoxError, Broken};
 use self::exchange::{Exchange, Reading};

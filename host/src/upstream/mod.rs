@@ -8,6 +8,7 @@ mod breaker;
 mod connector;
 pub mod exchange;
 pub mod h1;
+mod head_timer;
 pub mod health;
 pub mod pool;
 mod registry;

@@ -335,6 +335,58 @@ async fn a_backend_that_never_answers_is_504() {
     );
 }
 
+/// The response-header timeout counts from the request body's last
+/// progress, not from the request's start: an upload that takes three
+/// times the timeout, a piece every 100 ms, and a backend that answers once
+/// it has all of it, is answered, not a 504.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_longer_than_the_header_timeout_is_not_cut_while_it_progresses() {
+    const PIECES: usize = 9;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Answers once the head and the whole body are in.
+        loop {
+            let head_end = got.windows(4).position(|w| w == b"\r\n\r\n");
+            if head_end.is_some_and(|end| got.len() >= end + 4 + PIECES) {
+                break;
+            }
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+            .await;
+    });
+    let p = proxy(
+        addr,
+        "",
+        r#", "timeouts": {"upstream_response_headers": "300ms"}, "retries": {"attempts": 1}"#,
+    )
+    .await;
+    let start = Instant::now();
+    let mut conn = TcpStream::connect(p.addr).await.unwrap();
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nhost: app.test\r\ncontent-length: {PIECES}\r\nconnection: close\r\n\r\n"
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    for _ in 0..PIECES {
+        // The pace of the upload (what is tested), not a wait for a state.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if conn.write_all(b"x").await.is_err() {
+            break;
+        }
+    }
+    let seen = read_until_close(&mut conn, WAIT).await;
+    assert_eq!(seen.statuses(), [200], "{}", seen.text());
+    assert!(start.elapsed() >= Duration::from_millis(900));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_stalling_mid_body_is_cut_at_the_idle_timeout() {
     common::alone::in_own_process!();

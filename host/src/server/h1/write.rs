@@ -14,7 +14,7 @@ use http_body::Body;
 use tokio::io::AsyncWrite;
 
 use super::encode::{self, Framing, Known};
-use crate::upstream::h1::size_line;
+use crate::upstream::h1::SizeLine;
 
 /// Why a response could not be written whole; the connection closes.
 #[derive(Debug, thiserror::Error)]
@@ -117,9 +117,8 @@ struct Batch {
     /// Bytes still owed under `Framing::Length`.
     left: u64,
     pieces: [Bytes; BATCH],
-    /// Each piece's chunk-size line (chunked framing), from `size_at`.
-    sizes: [[u8; 18]; BATCH],
-    size_at: [usize; BATCH],
+    /// Each piece's chunk-size line (chunked framing).
+    sizes: [SizeLine; BATCH],
     count: usize,
     /// The last piece is spliced (`crate::splice`): nothing may follow it
     /// in the write.
@@ -138,8 +137,7 @@ impl Batch {
             framing,
             left,
             pieces: Default::default(),
-            sizes: [[0; 18]; BATCH],
-            size_at: [0; BATCH],
+            sizes: Default::default(),
             count: 0,
             hole: false,
             ended: false,
@@ -187,8 +185,7 @@ impl Batch {
         }
         self.hole = crate::splice::is_hole(&data);
         if self.framing == Framing::Chunked {
-            let len = size_line(data.len(), &mut self.sizes[self.count]).len();
-            self.size_at[self.count] = 18 - len;
+            self.sizes[self.count] = SizeLine::new(data.len());
         }
         self.pieces[self.count] = data;
         self.count += 1;
@@ -208,7 +205,7 @@ impl Batch {
         let mut n = 1;
         for (i, piece) in self.pieces[..self.count].iter().enumerate() {
             if self.framing == Framing::Chunked {
-                slices[n] = IoSlice::new(&self.sizes[i][self.size_at[i]..]);
+                slices[n] = IoSlice::new(self.sizes[i].as_bytes());
                 slices[n + 2] = IoSlice::new(b"\r\n");
             }
             slices[n + 1] = IoSlice::new(piece);

@@ -19,22 +19,49 @@ const TRAILER_LIMIT: usize = 16 * 1024;
 /// Trailer fields allowed.
 const TRAILER_FIELDS: usize = 64;
 
-/// `n` as a chunk-size line (hex digits, CR LF), written into `buf`.
-pub fn size_line(n: usize, buf: &mut [u8; 18]) -> &[u8] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut at = 16;
-    let mut n = n;
-    loop {
-        at -= 1;
-        buf[at] = HEX[n & 15];
-        n >>= 4;
-        if n == 0 {
-            break;
+/// A chunk-size line (hex digits, CR LF), kept by value: a body's pieces
+/// carry theirs until the write that sends them.
+#[derive(Debug, Clone, Copy)]
+pub struct SizeLine {
+    buf: [u8; 18],
+    /// Where the line starts in `buf` (it ends at the end).
+    at: u8,
+}
+
+impl SizeLine {
+    /// The line of a chunk of `n` bytes.
+    pub fn new(n: usize) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut buf = [0; 18];
+        let mut at = 16;
+        let mut n = n;
+        loop {
+            at -= 1;
+            buf[at] = HEX[n & 15];
+            n >>= 4;
+            if n == 0 {
+                break;
+            }
+        }
+        buf[16] = b'\r';
+        buf[17] = b'\n';
+        Self { buf, at: at as u8 }
+    }
+
+    /// The line's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[usize::from(self.at)..]
+    }
+}
+
+impl Default for SizeLine {
+    /// No line (empty), for a slot not written yet.
+    fn default() -> Self {
+        Self {
+            buf: [0; 18],
+            at: 18,
         }
     }
-    buf[16] = b'\r';
-    buf[17] = b'\n';
-    &buf[at..]
 }
 
 /// What went wrong in a chunked body.
@@ -330,10 +357,10 @@ mod tests {
 
     #[test]
     fn size_lines_are_hex_and_crlf() {
-        let mut buf = [0u8; 18];
-        assert_eq!(size_line(0, &mut buf), b"0\r\n");
-        assert_eq!(size_line(13, &mut buf), b"d\r\n");
-        assert_eq!(size_line(65536, &mut buf), b"10000\r\n");
-        assert_eq!(size_line(usize::MAX, &mut buf), b"ffffffffffffffff\r\n");
+        let line = |n| SizeLine::new(n).as_bytes().to_vec();
+        assert_eq!(line(0), b"0\r\n");
+        assert_eq!(line(13), b"d\r\n");
+        assert_eq!(line(65536), b"10000\r\n");
+        assert_eq!(line(usize::MAX), b"ffffffffffffffff\r\n");
     }
 }

@@ -165,9 +165,8 @@ impl Conn {
     pub fn queue_head_with(&mut self, data: Bytes, chunked: bool) {
         self.ctl_at = 0;
         if chunked {
-            let mut line = [0; 18];
             self.ctl
-                .extend_from_slice(super::chunked::size_line(data.len(), &mut line));
+                .extend_from_slice(super::chunked::SizeLine::new(data.len()).as_bytes());
             self.tail = b"\r\n";
         } else {
             self.tail = b"";
