@@ -166,8 +166,11 @@ impl Proxy {
         // Every failure becomes its answer here. The context stays this
         // future's local, lent to the phases: moved into a callee's async
         // fn it was kept twice more in the request's boxed future (the
-        // argument and its binding, 528 bytes each).
-        let mut resp = match self.run(&mut ctx, req).await {
+        // argument and its binding, 528 bytes each). `run`'s future is
+        // pinned where it is made: awaited as a value it was copied into
+        // the await's slot (584 bytes) once a request.
+        let ran = std::pin::pin!(self.run(&mut ctx, req)).await;
+        let mut resp = match ran {
             Ok(resp) => resp,
             Err(e) => e.into_response(ctx.upstream_name()),
         };
