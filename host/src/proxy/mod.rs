@@ -161,20 +161,21 @@ impl Proxy {
             })));
         }
         let start = started.at();
-        let mut ctx = RequestCtx::new(&generation, host, client, scheme, start, &mut started.route);
-        ctx.splice = splice;
-        // Every failure becomes its answer here. The context stays this
-        // future's local, lent to the phases: moved into a callee's async
-        // fn it was kept twice more in the request's boxed future (the
-        // argument and its binding, 528 bytes each). `run`'s future is
-        // pinned where it is made: awaited as a value it was copied into
-        // the await's slot (584 bytes) once a request.
-        let ran = std::pin::pin!(self.run(&mut ctx, req)).await;
-        let mut resp = match ran {
-            Ok(resp) => resp,
-            Err(e) => e.into_response(ctx.upstream_name()),
+        // The context ends with this block, dropped where it is: given to
+        // `drop` it was copied first (584 bytes, once a request).
+        let mut resp = {
+            let mut ctx =
+                RequestCtx::new(&generation, host, client, scheme, start, &mut started.route);
+            ctx.splice = splice;
+            // Every failure becomes its answer here. The context stays this
+            // future's local, lent to the phases: moved into a callee's
+            // async fn it was kept twice more in the request's boxed future
+            // (the argument and its binding, 528 bytes each).
+            match self.run(&mut ctx, req).await {
+                Ok(resp) => resp,
+                Err(e) => e.into_response(ctx.upstream_name()),
+            }
         };
-        drop(ctx);
         // Only a domain that sets its own values: for the others the
         // connection's own (the top level's) apply, and the common case
         // allocates nothing.
