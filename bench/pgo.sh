@@ -89,9 +89,12 @@ else
 fi
 echo "bench/pgo.sh: built $out/bbproxy" >&2
 # Saved only once a build with it succeeded: a profile the production
-# build cannot use never replaces the committed one.
+# build cannot use never replaces the committed one. Written beside it and
+# renamed, so the file is never seen half written (a commit made while xz
+# ran once took a truncated profile).
 if [ "$save" = 1 ]; then
-    xz -9 -c "$out/bbproxy.profdata" >"$root/deploy/bbproxy.profdata.xz"
+    xz -9 -c "$out/bbproxy.profdata" >"$root/deploy/bbproxy.profdata.xz.tmp"
+    mv "$root/deploy/bbproxy.profdata.xz.tmp" "$root/deploy/bbproxy.profdata.xz"
     echo "bench/pgo.sh: saved the profile as deploy/bbproxy.profdata.xz" >&2
 fi
 echo "$out/bbproxy"
