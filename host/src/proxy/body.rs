@@ -169,7 +169,8 @@ fn poll_upstream(
         Poll::Pending => {
             // A spliced piece still on its way to the client: the backend
             // is not the one that is slow (the client's write timeout
-            // covers that).
+            // covers that). hyper's writer asks for the next piece while
+            // one waits for the socket; the server's own loop does not.
             if s.idle.is_zero() || s.body.waits_for_client() {
                 s.sleep = None;
                 return Poll::Pending;

@@ -270,18 +270,32 @@ async fn trickling_backend(
 ) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    // Made before the head goes out: building 24 MiB in a debug build on
+    // a busy machine took longer than the proxy's `upstream_idle`, which
+    // rightly cut the response before its first piece (CI, 2026-12-07).
+    let body = pattern(len);
     let task = tokio::spawn(async move {
         let Ok((mut stream, _)) = listener.accept().await else {
             return;
         };
-        if read_head(&mut stream).await.is_err() {
+        let Ok(request) = read_head(&mut stream).await else {
+            return;
+        };
+        // The request's body read whole: closing with unread bytes resets
+        // the connection, which may cut the response's last bytes.
+        let sent = String::from_utf8_lossy(&request)
+            .to_ascii_lowercase()
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:")?.trim().parse().ok())
+            .unwrap_or(0);
+        if stream.read_exact(&mut vec![0; sent]).await.is_err() {
             return;
         }
         let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n");
         if stream.write_all(head.as_bytes()).await.is_err() {
             return;
         }
-        for chunk in pattern(len).chunks(piece) {
+        for chunk in body.chunks(piece) {
             if stream.write_all(chunk).await.is_err() {
                 return;
             }
@@ -292,13 +306,32 @@ async fn trickling_backend(
 }
 
 /// A client that pauses while a small spliced piece waits for its socket
-/// is the slow one, not the backend: a backend trickling 8 KiB pieces keeps
-/// the pipe's piece under the connection's own body hold, so the body is
-/// polled while it waits; the response is not cut at `upstream_idle` (1 s)
-/// during the client's 3 s pause (its `client_write` is 10 s), and every
-/// byte arrives once the client reads.
+/// is the slow one, not the backend. hyper's writer (this request has a
+/// body, so the server's own loop hands the connection to hyper) keeps
+/// asking the body for its next piece while the last one waits for the
+/// socket, under the connection's body hold as long as the pieces are small
+/// (a backend trickling 8 KiB): the body sees a pause that is the client's.
+/// The response is not cut at `upstream_idle` (1 s) during the client's
+/// 3 s pause (its `client_write` is 10 s), and every byte arrives once the
+/// client reads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_piece_waiting_for_a_paused_client_is_not_the_backend_going_idle() {
+    paused_client_gets_it_all(b"POST / HTTP/1.1\r\nhost: app.test\r\ncontent-length: 2\r\n\r\nhi")
+        .await;
+}
+
+/// The same pause on the server's own loop, whose writer asks for the next
+/// piece only once the socket has taken the last one: the body is not
+/// polled during the pause, and its idle clock starts again with each
+/// piece (kept from the first pause, it cuts the response here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_client_on_the_own_loop_gets_the_whole_trickled_body() {
+    paused_client_gets_it_all(b"GET / HTTP/1.1\r\nhost: app.test\r\n\r\n").await;
+}
+
+/// Sends `request` for 24 MiB trickled by the backend, pauses 3 s (with
+/// `upstream_idle` at 1 s), then reads the whole response.
+async fn paused_client_gets_it_all(request: &[u8]) {
     const LEN: usize = 24 << 20;
     let (backend, _task) = trickling_backend(LEN, 8192, Duration::from_millis(1)).await;
     let p = Proxy::start(&config(
@@ -306,12 +339,11 @@ async fn a_piece_waiting_for_a_paused_client_is_not_the_backend_going_idle() {
         r#""timeouts": {"upstream_idle": "1s", "client_write": "10s"},"#,
     ))
     .await;
+    let before = common::counter(SPLICED, &[]);
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(64 * 1024).unwrap();
     let mut conn = socket.connect(p.addr).await.unwrap();
-    conn.write_all(b"GET / HTTP/1.1\r\nhost: app.test\r\n\r\n")
-        .await
-        .unwrap();
+    conn.write_all(request).await.unwrap();
     // The client's pause: what the test is about, not a wait for anything.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (status, body) = tokio::time::timeout(Duration::from_secs(30), get_response(&mut conn))
@@ -320,4 +352,9 @@ async fn a_piece_waiting_for_a_paused_client_is_not_the_backend_going_idle() {
     assert_eq!(status, "http/1.1 200 ok");
     assert_eq!(body.len(), LEN, "the response was cut");
     assert!(body == pattern(LEN), "the body differs");
+    let spliced = common::counter(SPLICED, &[]) - before;
+    assert!(
+        spliced > (LEN / 2) as u64,
+        "only {spliced} bytes were spliced"
+    );
 }
