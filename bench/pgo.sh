@@ -93,8 +93,14 @@ echo "bench/pgo.sh: built $out/bbproxy" >&2
 # renamed, so the file is never seen half written (a commit made while xz
 # ran once took a truncated profile).
 if [ "$save" = 1 ]; then
-    xz -9 -c "$out/bbproxy.profdata" >"$root/deploy/bbproxy.profdata.xz.tmp"
-    mv "$root/deploy/bbproxy.profdata.xz.tmp" "$root/deploy/bbproxy.profdata.xz"
+    tmp="$root/deploy/bbproxy.profdata.xz.tmp"
+    # A failed write leaves no partial file behind for a commit to take.
+    if ! xz -9 -c "$out/bbproxy.profdata" >"$tmp"; then
+        rm -f "$tmp"
+        echo "bench/pgo.sh: could not write the profile; deploy/ is unchanged" >&2
+        exit 1
+    fi
+    mv "$tmp" "$root/deploy/bbproxy.profdata.xz"
     echo "bench/pgo.sh: saved the profile as deploy/bbproxy.profdata.xz" >&2
 fi
 echo "$out/bbproxy"
