@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
 /// Headers that describe one connection, never forwarded: the list
 /// filters are refused too (`bbproxy_plugin_contract::headers`), as
@@ -94,14 +94,24 @@ pub fn add_forwarded(
     host: Option<&HeaderValue>,
 ) {
     if let Some(client) = client {
-        let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(prev) if !prev.trim().is_empty() => {
-                HeaderValue::from_bytes(&[prev.as_bytes(), b", ", client.as_bytes()].concat()).ok()
+        // One lookup for the read and the write: each hashes the name.
+        match headers.entry(&X_FORWARDED_FOR) {
+            Entry::Vacant(e) => {
+                e.insert(client.clone());
             }
-            _ => Some(client.clone()),
-        };
-        if let Some(v) = value {
-            headers.insert(X_FORWARDED_FOR.clone(), v);
+            Entry::Occupied(mut e) => {
+                let value = match e.get().to_str() {
+                    Ok(prev) if !prev.trim().is_empty() => HeaderValue::from_bytes(
+                        &[prev.as_bytes(), b", ", client.as_bytes()].concat(),
+                    )
+                    .ok(),
+                    _ => Some(client.clone()),
+                };
+                if let Some(v) = value {
+                    // Replaces every earlier field of the name, as before.
+                    e.insert(v);
+                }
+            }
         }
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));

@@ -111,7 +111,7 @@ struct Parked {
     /// Boxed: hyper's connection state is about a kilobyte, and a
     /// connection moves from the pool to a request to its body and back.
     conn: Box<Conn>,
-    /// `clock::monotonic_ms` when it was checked in.
+    /// `clock::coarse_ms` when it was checked in.
     since_ms: u64,
 }
 
@@ -205,7 +205,10 @@ impl H1Pool {
         }
         list.push(Parked {
             conn,
-            since_ms: clock::monotonic_ms(),
+            // The coarse clock: read on every request, and never earlier
+            // than the fine one (a connection is not taken for idle
+            // longer than it was).
+            since_ms: clock::coarse_ms(),
         });
         if let Some(runtime) = start_sweeper {
             idle.sweeping = true;

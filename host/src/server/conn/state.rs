@@ -30,6 +30,8 @@ const BODY_AHEAD: u64 = crate::upstream::pool::UPSTREAM_READ_BUFFER as u64;
 #[derive(Debug)]
 pub struct ConnState {
     opened: Instant,
+    /// `opened` on the process's clock (`crate::clock`), in ms.
+    opened_ms: u64,
     /// Requests handed to the service whose responses have not ended.
     active: AtomicU32,
     /// When the wait for the current head started: the connection's opening
@@ -72,8 +74,10 @@ pub struct ConnState {
 
 impl Default for ConnState {
     fn default() -> Self {
+        let opened = Instant::now();
         Self {
-            opened: Instant::now(),
+            opened,
+            opened_ms: crate::clock::ms_at(opened),
             active: AtomicU32::new(0),
             head_started: AtomicU64::new(0),
             head_bytes: AtomicBool::new(false),
@@ -140,8 +144,14 @@ impl ConnState {
         }
     }
 
+    /// Milliseconds since the connection opened, on the coarse clock: read
+    /// twice a request (a head's first bytes, a response's end), and these
+    /// stamps only bound timeouts of seconds. Never earlier than the fine
+    /// clock's reading (a timeout cannot end early), a few ms later at most.
     pub(super) fn now(&self) -> u64 {
-        u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(NONE - 1)
+        crate::clock::coarse_ms()
+            .saturating_sub(self.opened_ms)
+            .min(NONE - 1)
     }
 
     pub(super) fn on_read(&self, data: &[u8]) {
