@@ -94,13 +94,16 @@ echo "bench/pgo.sh: built $out/bbproxy" >&2
 # ran once took a truncated profile).
 if [ "$save" = 1 ]; then
     tmp="$root/deploy/bbproxy.profdata.xz.tmp"
-    # A failed write leaves no partial file behind for a commit to take.
+    # A failed write, or a signal while xz runs, leaves no partial file
+    # behind for a commit to take.
+    trap 'rm -f "$tmp"' EXIT
+    trap 'exit 1' INT TERM HUP
     if ! xz -9 -c "$out/bbproxy.profdata" >"$tmp"; then
-        rm -f "$tmp"
         echo "bench/pgo.sh: could not write the profile; deploy/ is unchanged" >&2
         exit 1
     fi
     mv "$tmp" "$root/deploy/bbproxy.profdata.xz"
+    trap - EXIT INT TERM HUP
     echo "bench/pgo.sh: saved the profile as deploy/bbproxy.profdata.xz" >&2
 fi
 echo "$out/bbproxy"
