@@ -3,7 +3,9 @@
 //!
 //! It runs on tokio's clock (the real one outside a paused test runtime),
 //! so the breaker's open periods and every plugin's view of time follow a
-//! test's paused clock.
+//! test's paused clock. [`coarse_ms`], the cheaper reading for the
+//! connections' and the pool's stamps, is real time only: a test that
+//! pauses the clock sees those timeouts run on real time.
 
 use std::sync::OnceLock;
 
