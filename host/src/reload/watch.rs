@@ -86,8 +86,7 @@ impl Watch {
         match watcher {
             Ok(w) => {
                 watch.watcher = Some(w);
-                let dirs = watch.reloader.watch_dirs();
-                watch.rewatch(dirs);
+                watch.rewatch();
             }
             Err(e) => tracing::error!("cannot watch config files, reload only by SIGHUP: {e}"),
         }
@@ -97,10 +96,19 @@ impl Watch {
         watch
     }
 
-    /// Watches `wanted`; returns whether a directory was added. The names
-    /// that concern the config are brought up to date first.
-    fn rewatch(&mut self, wanted: BTreeSet<PathBuf>) -> bool {
+    /// Watches the directories the config's files are in (or their nearest
+    /// existing ancestors); returns whether a directory was added.
+    ///
+    /// The names that concern the config are brought up to date before the
+    /// directories are looked at: a directory created in between is then
+    /// either seen by the look (and watched, and checked by the caller) or
+    /// created after the names know it (its event wakes a check). Looked at
+    /// first, one created between the look and the names' update was
+    /// neither: its event was filtered out by the names before it, and a
+    /// plugin put in it waited for the next unrelated change.
+    fn rewatch(&mut self) -> bool {
         *self.names.lock().unwrap_or_else(|p| p.into_inner()) = watch_names(&self.reloader);
+        let wanted = self.reloader.watch_dirs();
         let Some(watcher) = self.watcher.as_mut() else {
             return false;
         };
@@ -169,8 +177,7 @@ impl Watch {
             // a failed reload was missing (it raised no event here): check
             // again.
             for _ in 0..MAX_REWATCH_ROUNDS {
-                let dirs = self.reloader.watch_dirs();
-                if !self.rewatch(dirs) {
+                if !self.rewatch() {
                     break;
                 }
                 let _ = self.reloader.reload_blocking(false);
